@@ -1,0 +1,117 @@
+"""fuseline_nb: notebook-first workflows of Python steps.
+
+Build a workflow from steps, draw it, run it on worker processes, watch it
+live and query every run with SQL. The model is Fuseline's; the import
+prefix is ``fuseline_nb``.
+
+``import fuseline_nb`` stays light: DuckDB, Graphviz, ipywidgets and the HTTP
+service are imported only when used.
+
+Examples
+--------
+>>> import fuseline_nb as fl
+>>> class Double(fl.Step):
+...     def run_step(self, x: int) -> int:
+...         return 2 * x
+>>> fl.Workflow(outputs=[Double()]).run({"x": 21})
+42
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import (
+    CycleError,
+    DuplicateStepNameError,
+    FuselineError,
+    MissingInputError,
+    SchemaMismatchError,
+    StepFailedError,
+    UnknownActionError,
+)
+from .workflow import (
+    Computed,
+    Condition,
+    Depends,
+    Equals,
+    FunctionStep,
+    PoolEngine,
+    RunInfo,
+    Status,
+    Step,
+    StepInfo,
+    Workflow,
+    WorkflowSchema,
+    workflow_from_functions,
+)
+from .workflow.policies import RetryPolicy, StepPolicy, StepTimeoutPolicy, WorkflowPolicy
+
+__version__ = "0.1.0"
+
+# Heavier names load on first use (PEP 562), so `import fuseline_nb` does not
+# import duckdb, graphviz, ipywidgets or multiprocessing machinery.
+_LAZY = {
+    "ProcessEngine": ("fuseline_nb.worker", "ProcessEngine"),
+    "WorkerPool": ("fuseline_nb.worker", "WorkerPool"),
+    "MemoryBroker": ("fuseline_nb.broker", "MemoryBroker"),
+    "DuckDBBroker": ("fuseline_nb.broker", "DuckDBBroker"),
+    "Session": ("fuseline_nb.session", "Session"),
+    "Run": ("fuseline_nb.session", "Run"),
+    "draw": ("fuseline_nb.views.draw", "draw"),
+    "RunView": ("fuseline_nb.views.widgets", "RunView"),
+    "ReplayView": ("fuseline_nb.views.widgets", "ReplayView"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module, attr = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'fuseline_nb' has no attribute {name!r}") from None
+    import importlib
+
+    value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+__all__ = [
+    "Computed",
+    "Condition",
+    "CycleError",
+    "Depends",
+    "DuckDBBroker",
+    "DuplicateStepNameError",
+    "Equals",
+    "FunctionStep",
+    "FuselineError",
+    "MemoryBroker",
+    "MissingInputError",
+    "PoolEngine",
+    "ProcessEngine",
+    "ReplayView",
+    "RetryPolicy",
+    "Run",
+    "RunInfo",
+    "RunView",
+    "SchemaMismatchError",
+    "Session",
+    "Status",
+    "Step",
+    "StepFailedError",
+    "StepInfo",
+    "StepPolicy",
+    "StepTimeoutPolicy",
+    "UnknownActionError",
+    "Workflow",
+    "WorkflowPolicy",
+    "WorkflowSchema",
+    "WorkerPool",
+    "draw",
+    "workflow_from_functions",
+]

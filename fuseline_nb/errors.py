@@ -1,0 +1,253 @@
+"""The exception tree of fuseline_nb.
+
+Every error the library raises on purpose is one of these; each refines the
+builtin it resembles so ``except ValueError`` still catches a bad definition::
+
+    FuselineError
+    ├── WorkflowDefinitionError (ValueError)      a workflow that cannot be built
+    │   ├── CycleError                           carries ``.cycle``
+    │   ├── DuplicateStepNameError               carries ``.name``
+    │   └── DependencyError                      a Depends(...) that points nowhere
+    ├── MissingInputError (KeyError)             a run_step parameter with no value
+    ├── UnknownActionError (ValueError)          a returned action with no edge
+    ├── SchemaMismatchError (ValueError)         same id + version, other definition
+    ├── UnknownWorkflowError (LookupError)       a schema the broker never saw
+    ├── UnknownRunError (LookupError)            a run id the broker never saw
+    ├── StaleReportError (RuntimeError)          a report for an expired/old attempt
+    ├── PicklingError (TypeError)                a step that cannot travel to a worker
+    ├── StorageError (RuntimeError)              storage failures, translated
+    │   ├── StorageLockedError                   the file is held by another process
+    │   ├── StorageVersionError                  the file was written by a newer version
+    │   └── StorageClosedError                   use after close()
+    ├── BrokerUnavailableError (ConnectionError) a broker that cannot be reached
+    └── StepFailedError (RuntimeError)           raised by Run.wait()/wf.run(raise_on_failure=True)
+
+Examples
+--------
+>>> from fuseline_nb.errors import CycleError, FuselineError
+>>> err = CycleError(["a", "b", "a"])
+>>> isinstance(err, ValueError) and isinstance(err, FuselineError)
+True
+>>> str(err)
+'workflow has a cycle: a -> b -> a'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class FuselineError(Exception):
+    """Base class of every error fuseline_nb raises on purpose.
+
+    Examples
+    --------
+    >>> issubclass(CycleError, FuselineError)
+    True
+    """
+
+
+class WorkflowDefinitionError(FuselineError, ValueError):
+    """A workflow cannot be built from the given steps and edges.
+
+    Examples
+    --------
+    >>> issubclass(DuplicateStepNameError, WorkflowDefinitionError)
+    True
+    """
+
+
+class CycleError(WorkflowDefinitionError):
+    """The step graph has a cycle; ``.cycle`` lists it, first step repeated last.
+
+    Examples
+    --------
+    >>> CycleError(["load", "clean", "load"]).cycle
+    ['load', 'clean', 'load']
+    """
+
+    def __init__(self, cycle: Sequence[str]) -> None:
+        self.cycle = list(cycle)
+        super().__init__("workflow has a cycle: " + " -> ".join(self.cycle))
+
+
+class DuplicateStepNameError(WorkflowDefinitionError):
+    """Two different steps were given the same explicit ``name=``.
+
+    Examples
+    --------
+    >>> str(DuplicateStepNameError("load"))
+    "two steps are named 'load': step names must be unique within a workflow"
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(
+            f"two steps are named {name!r}: step names must be unique within a workflow"
+        )
+
+
+class DependencyError(WorkflowDefinitionError):
+    """A ``Depends(...)`` that names something other than a step.
+
+    Examples
+    --------
+    >>> issubclass(DependencyError, ValueError)
+    True
+    """
+
+
+class MissingInputError(FuselineError, KeyError):
+    """A ``run_step`` parameter has no input, no dependency and no default.
+
+    Examples
+    --------
+    >>> str(MissingInputError("x", "Add"))
+    "step 'Add' needs input 'x': pass it in the run's inputs, e.g. wf.run({'x': ...})"
+    """
+
+    def __init__(self, param: str, step: str) -> None:
+        self.param = param
+        self.step = step
+        super().__init__(param)
+
+    def __str__(self) -> str:
+        return (
+            f"step {self.step!r} needs input {self.param!r}: pass it in the run's "
+            f"inputs, e.g. wf.run({{{self.param!r}: ...}})"
+        )
+
+
+class UnknownActionError(FuselineError, ValueError):
+    """A step returned an action string that matches none of its edges.
+
+    Examples
+    --------
+    >>> str(UnknownActionError("Review", "maybe", ["approve", "reject"]))
+    "step 'Review' returned action 'maybe', which matches none of its edges (choices: ['approve', 'reject']) and it has no default edge"
+    """
+
+    def __init__(self, step: str, action: str, choices: Sequence[str]) -> None:
+        self.step = step
+        self.action = action
+        self.choices = sorted(choices)
+        super().__init__(
+            f"step {step!r} returned action {action!r}, which matches none of its "
+            f"edges (choices: {self.choices!r}) and it has no default edge"
+        )
+
+
+class SchemaMismatchError(FuselineError, ValueError):
+    """A different definition was registered under an existing id and version.
+
+    Examples
+    --------
+    >>> issubclass(SchemaMismatchError, ValueError)
+    True
+    """
+
+
+class UnknownWorkflowError(FuselineError, LookupError):
+    """A workflow id/version the broker or worker does not know.
+
+    Examples
+    --------
+    >>> issubclass(UnknownWorkflowError, LookupError)
+    True
+    """
+
+
+class UnknownRunError(FuselineError, LookupError):
+    """A run id the broker does not know.
+
+    Examples
+    --------
+    >>> issubclass(UnknownRunError, LookupError)
+    True
+    """
+
+
+class StaleReportError(FuselineError, RuntimeError):
+    """A report for an assignment whose lease expired or that was re-assigned.
+
+    Examples
+    --------
+    >>> issubclass(StaleReportError, RuntimeError)
+    True
+    """
+
+
+class PicklingError(FuselineError, TypeError):
+    """A step (or something it holds) cannot be sent to a worker process.
+
+    Examples
+    --------
+    >>> issubclass(PicklingError, TypeError)
+    True
+    """
+
+
+class StorageError(FuselineError, RuntimeError):
+    """A storage backend failed; the driver's error is the ``__cause__``.
+
+    Examples
+    --------
+    >>> issubclass(StorageLockedError, StorageError)
+    True
+    """
+
+
+class StorageLockedError(StorageError):
+    """The storage file is held by another process.
+
+    Examples
+    --------
+    >>> issubclass(StorageLockedError, RuntimeError)
+    True
+    """
+
+
+class StorageVersionError(StorageError):
+    """The storage file was written by a newer schema version.
+
+    Examples
+    --------
+    >>> issubclass(StorageVersionError, StorageError)
+    True
+    """
+
+
+class StorageClosedError(StorageError):
+    """A storage (or broker, or session) was used after ``close()``.
+
+    Examples
+    --------
+    >>> issubclass(StorageClosedError, StorageError)
+    True
+    """
+
+
+class BrokerUnavailableError(FuselineError, ConnectionError):
+    """The broker could not be reached.
+
+    Examples
+    --------
+    >>> issubclass(BrokerUnavailableError, ConnectionError)
+    True
+    """
+
+
+class StepFailedError(FuselineError, RuntimeError):
+    """A run ended FAILED; ``.failures`` maps step name to its error text.
+
+    Examples
+    --------
+    >>> str(StepFailedError("run-1", {"load": "ValueError: bad row"}))
+    "run 'run-1' failed: load: ValueError: bad row"
+    """
+
+    def __init__(self, run_id: str, failures: dict[str, str]) -> None:
+        self.run_id = run_id
+        self.failures = dict(failures)
+        detail = "; ".join(f"{k}: {v}" for k, v in self.failures.items())
+        super().__init__(f"run {run_id!r} failed: {detail}")

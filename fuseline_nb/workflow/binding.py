@@ -1,0 +1,125 @@
+"""How a step's ``run_step`` parameters get their values for one run.
+
+Computed once per step when a workflow is built, so running a step costs a
+dict build, not a signature inspection.
+
+Examples
+--------
+>>> from fuseline_nb import FunctionStep
+>>> def add(x, y=1):
+...     return x + y
+>>> b = Binding.for_step("add", FunctionStep(add), {}, {})
+>>> b.kwargs({"x": 2}, {}, {})
+{'x': 2, 'y': 1}
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import MissingInputError
+from .steps import Depends, Step, _signature
+
+#: Returned by :meth:`Binding.kwargs` when a condition says the step must not run.
+SKIP = object()
+
+
+@dataclass(frozen=True, slots=True)
+class _Param:
+    name: str
+    sources: tuple[str, ...]  # dependency step names; empty for an input
+    group: str | None  # OR group id when len(sources) > 1
+    default: Any  # inspect.Parameter.empty when required
+    condition: Callable[[Any], bool] | None
+
+
+@dataclass(frozen=True)
+class Binding:
+    """The parameter plan of one step.
+
+    ``var_kw`` is true when ``run_step`` takes ``**kwargs``: it then also
+    receives every run input not otherwise bound.
+    """
+
+    step: str
+    params: tuple[_Param, ...]
+    var_kw: bool
+    #: Fuseline's untyped form ``run_step(self, setup_res)`` (or ``shared``):
+    #: the step receives what ``setup()`` returned instead of named inputs.
+    legacy: bool = False
+
+    @classmethod
+    def for_step(
+        cls,
+        name: str,
+        step: Step,
+        dep_names: Mapping[str, tuple[str, ...]],
+        groups: Mapping[str, str],
+    ) -> Binding:
+        """Plan ``step``'s parameters; ``dep_names`` maps a parameter to its source step names."""
+        sig = _signature(step)
+        params = []
+        var_kw = False
+        for p in sig.parameters.values():
+            if p.kind is p.VAR_KEYWORD:
+                var_kw = True
+                continue
+            if p.kind is p.VAR_POSITIONAL:
+                continue
+            if isinstance(p.default, Depends):
+                params.append(_Param(p.name, dep_names[p.name], groups.get(p.name), None, p.default.condition))
+            else:
+                params.append(_Param(p.name, (), None, p.default, None))
+        legacy = (
+            len(params) == 1
+            and not var_kw
+            and params[0].name in ("setup_res", "shared")
+            and not params[0].sources
+        )
+        return cls(name, tuple(params), var_kw, legacy)
+
+    @property
+    def conditional(self) -> bool:
+        """Whether a condition may skip the step."""
+        return any(p.condition is not None for p in self.params)
+
+    def kwargs(
+        self,
+        inputs: Mapping[str, Any],
+        results: Mapping[str, Any],
+        winners: Mapping[str, str],
+    ) -> dict[str, Any] | object:
+        """Build the keyword arguments, or return :data:`SKIP`.
+
+        ``results`` holds the results of finished dependencies (a missing one
+        — skipped or not reached — reads as ``None``); ``winners`` maps an OR
+        group id to the member whose result the group passes on.
+        """
+        out: dict[str, Any] = {}
+        if self.legacy:
+            return out
+        for p in self.params:
+            if p.sources:
+                src = winners.get(p.group, p.sources[0]) if p.group else p.sources[0]
+                value = results.get(src)
+                if p.condition is not None and not p.condition(value):
+                    return SKIP
+                out[p.name] = value
+            elif p.name in inputs:
+                out[p.name] = inputs[p.name]
+            elif p.default is inspect.Parameter.empty:
+                raise MissingInputError(p.name, self.step)
+            else:
+                out[p.name] = p.default
+        if self.var_kw:
+            for k, v in inputs.items():
+                out.setdefault(k, v)
+        return out
+
+    @property
+    def sources(self) -> set[str]:
+        """Every step whose result this step may read."""
+        return {s for p in self.params for s in p.sources}

@@ -1,0 +1,120 @@
+"""The closed set of lifecycle events, and a tiny fan-out hub.
+
+Engines and brokers publish; tracing, history and views subscribe. Nobody
+subscribes by reaching into a broker.
+
+Examples
+--------
+>>> hub = EventHub()
+>>> seen = []
+>>> unsubscribe = hub.subscribe(seen.append)
+>>> hub.publish(Event("run_dispatched", "r1", 1, 0.0))
+>>> seen[0].kind
+'run_dispatched'
+>>> unsubscribe(); hub.publish(Event("run_finished", "r1", 2, 0.0)); len(seen)
+1
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any, Final, Literal
+
+from .status import Status
+
+log = logging.getLogger(__name__)
+
+EventKind = Literal["run_dispatched", "step_queued", "step_started", "step_finished", "run_finished"]
+EVENT_KINDS: Final = ("run_dispatched", "step_queued", "step_started", "step_finished", "run_finished")
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One thing that happened in a run.
+
+    ``kind`` is one of :data:`EVENT_KINDS`; ``state`` is the step's (or, for
+    ``run_finished``, the run's) state after the event; ``detail`` carries
+    kind-specific facts (``error``, ``action``, ``skip_reason``,
+    ``workflow_id``).
+
+    Examples
+    --------
+    >>> e = Event("step_finished", "r1", 3, 1.5, step="load", state=Status.SUCCEEDED)
+    >>> e.to_dict()["state"]
+    'SUCCEEDED'
+    """
+
+    kind: EventKind
+    run_id: str
+    seq: int
+    at: float
+    step: str | None = None
+    state: Status | None = None
+    worker: str | None = None
+    attempt: int = 0
+    detail: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict."""
+        d = asdict(self)
+        d["state"] = self.state.value if self.state is not None else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Event:
+        """Inverse of :meth:`to_dict`."""
+        if d.get("kind") not in EVENT_KINDS:
+            raise ValueError(f"unknown event kind: {d.get('kind')!r} (must be one of {list(EVENT_KINDS)})")
+        state = d.get("state")
+        return cls(
+            kind=d["kind"],
+            run_id=d["run_id"],
+            seq=int(d["seq"]),
+            at=float(d["at"]),
+            step=d.get("step"),
+            state=Status(state) if state is not None else None,
+            worker=d.get("worker"),
+            attempt=int(d.get("attempt", 0)),
+            detail=d.get("detail"),
+        )
+
+
+Subscriber = Callable[[Event], None]
+
+
+class EventHub:
+    """Delivers each published event to every subscriber, in order.
+
+    A subscriber that raises is logged and kept; it never breaks the run.
+    """
+
+    def __init__(self) -> None:
+        self._subs: tuple[Subscriber, ...] = ()
+        self._lock = threading.Lock()
+
+    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
+        """Add ``callback``; return a function that removes it."""
+        with self._lock:
+            self._subs = (*self._subs, callback)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                self._subs = tuple(s for s in self._subs if s is not callback)
+
+        return unsubscribe
+
+    @property
+    def has_subscribers(self) -> bool:
+        """Whether anyone listens (publishers may skip building events otherwise)."""
+        return bool(self._subs)
+
+    def publish(self, event: Event) -> None:
+        """Deliver ``event`` to every subscriber."""
+        for sub in self._subs:
+            try:
+                sub(event)
+            except Exception:  # a view or tracer must never break a run
+                log.exception("event subscriber %r failed on %s", sub, event.kind)

@@ -1,0 +1,154 @@
+"""Run one step once and turn what happened into a value.
+
+Both in-process runs and workers call :func:`attempt`; a step that raises
+never raises through here — the error comes back as a :class:`StepOutcome`
+(type, message, formatted traceback), ready to cross a process boundary.
+
+Examples
+--------
+>>> from fuseline_nb import FunctionStep, Workflow
+>>> def boom():
+...     raise ValueError("bad row")
+>>> wf = Workflow(outputs=[FunctionStep(boom)])
+>>> out = attempt(wf, "boom", {}, {}, {})
+>>> out.state, out.error
+(<Status.FAILED: 'FAILED'>, 'ValueError: bad row')
+"""
+
+from __future__ import annotations
+
+import time
+import traceback as tb
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .binding import SKIP
+from .policies import FailureAction, StepPolicy
+from .status import Status
+
+if TYPE_CHECKING:
+    from .graph import Workflow
+
+
+@dataclass(slots=True)
+class StepOutcome:
+    """What one attempt of a step produced.
+
+    ``state`` is SUCCEEDED, FAILED or SKIPPED (a condition said no).
+    """
+
+    state: Status
+    result: Any = None
+    error_type: str | None = None
+    error_message: str | None = None
+    traceback: str | None = None
+    started_at: float = 0.0
+    finished_at: float = 0.0
+    #: The exception itself, in the process that ran the step only.
+    exception: BaseException | None = None
+
+    @property
+    def error(self) -> str | None:
+        """``"Type: message"`` for a failure, else ``None``."""
+        if self.error_type is None:
+            return None
+        return f"{self.error_type}: {self.error_message}"
+
+    @classmethod
+    def from_exception(cls, exc: BaseException, started_at: float) -> StepOutcome:
+        """A FAILED outcome describing ``exc``."""
+        return cls(
+            Status.FAILED,
+            None,
+            type(exc).__name__,
+            str(exc),
+            "".join(tb.format_exception(type(exc), exc, exc.__traceback__)),
+            started_at,
+            time.time(),
+            exc,
+        )
+
+
+def _invoke(step: Any, binding: Any, kwargs: dict[str, Any], shared: dict[str, Any]) -> Any:
+    setup_res = step.setup(shared)
+    if binding.legacy:
+        result = step.run_step(setup_res)
+    else:
+        result = step.run_step(**kwargs)
+    replaced = step.teardown(shared, setup_res, result)
+    # Fuseline lets teardown replace the result; a teardown that returns
+    # nothing (the usual clean-up hook) keeps it.
+    return result if replaced is None else replaced
+
+
+def attempt(
+    wf: Workflow,
+    name: str,
+    inputs: Mapping[str, Any],
+    results: Mapping[str, Any],
+    winners: Mapping[str, str],
+) -> StepOutcome:
+    """Run step ``name`` of ``wf`` once with its step policies; never raises.
+
+    ``results`` maps finished dependency names to their results and
+    ``winners`` OR-group ids to the member whose result the group passes on.
+    """
+    started = time.time()
+    step = wf.steps[name]
+    binding = wf.bindings[name]
+    try:
+        kwargs = binding.kwargs(inputs, results, winners)
+        if kwargs is SKIP:
+            return StepOutcome(Status.SKIPPED, started_at=started, finished_at=time.time())
+        shared = dict(inputs)
+        policies = [p for p in step.policies if isinstance(p, StepPolicy)]
+        call: Callable[[], Any] = lambda: _invoke(step, binding, kwargs, shared)  # noqa: E731
+        for p in reversed(policies):
+            call = (lambda c, pol: lambda: pol.execute(step, c))(call, p)
+        for p in policies:
+            p.on_start(step)
+        result = call()
+        for p in policies:
+            p.on_success(step, result)
+    except Exception as exc:  # the outcome carries it; a worker never dies of it
+        return StepOutcome.from_exception(exc, started)
+    return StepOutcome(Status.SUCCEEDED, result, started_at=started, finished_at=time.time())
+
+
+def attempt_with_retries(
+    wf: Workflow,
+    name: str,
+    inputs: Mapping[str, Any],
+    results: Mapping[str, Any],
+    winners: Mapping[str, str],
+    sleep: Callable[[float], None] = time.sleep,
+) -> tuple[StepOutcome, int]:
+    """Run ``name`` until it succeeds or its policies stop retrying.
+
+    Returns the last outcome and the number of attempts made.
+    """
+    step = wf.steps[name]
+    policies = [p for p in step.policies if isinstance(p, StepPolicy)]
+    n = 0
+    while True:
+        out = attempt(wf, name, inputs, results, winners)
+        n += 1
+        if out.state is not Status.FAILED:
+            return out, n
+        exc = out.exception or _Reported(out)
+        decision = next(
+            (d for p in policies if (d := p.on_failure(step, exc, n - 1)) is not None), None
+        )
+        if decision is None or decision.action is not FailureAction.RETRY:
+            return out, n
+        if decision.delay:
+            sleep(decision.delay)
+
+
+class _Reported(Exception):
+    """The failure of an attempt as seen by ``on_failure`` hooks."""
+
+    def __init__(self, outcome: StepOutcome) -> None:
+        super().__init__(outcome.error)
+        self.outcome = outcome

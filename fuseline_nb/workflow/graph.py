@@ -1,0 +1,420 @@
+"""Workflow: collect steps, name them, build the networkx graph, validate, identify.
+
+Examples
+--------
+>>> from fuseline_nb import FunctionStep, Workflow
+>>> a, b, c = (FunctionStep(lambda: 1, name=n) for n in "abc")
+>>> _ = (a - "left") >> b
+>>> _ = (a - "right") >> c
+>>> wf = Workflow(outputs=[b])
+>>> sorted(wf.graph.nodes)
+['a', 'b', 'c']
+>>> wf.graph.edges["a", "c"]["action"]
+'right'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import deque
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import networkx as nx
+
+from ..errors import CycleError, DependencyError, DuplicateStepNameError
+from .binding import Binding
+from .rules import Plan
+from .schema import DEFAULT_ACTION, EdgeSchema, StepSchema, WorkflowSchema
+from .status import Status
+from .steps import Depends, FunctionStep, Step, function_target
+
+if TYPE_CHECKING:
+    from .local import RunResult
+
+log = logging.getLogger(__name__)
+
+
+def _collect(outputs: list[Step]) -> list[Step]:
+    """Every step linked to ``outputs`` by edges or ``Depends``, in discovery order."""
+    seen: set[int] = set()
+    order: list[Step] = []
+    work = deque(outputs)
+    while work:
+        s = work.popleft()
+        if id(s) in seen:
+            continue
+        seen.add(id(s))
+        order.append(s)
+        work.extend(s.__dict__.get("_incoming", ()))
+        for _, dep in s.dependencies():
+            work.extend(d for d in dep.steps if isinstance(d, Step))
+        work.extend(t for t, _, _ in s.edges)
+    return order
+
+
+def _resolve(dep: Any, steps: list[Step], owner: Step, param: str) -> Step:
+    if isinstance(dep, Step):
+        return dep
+    if callable(dep) and not isinstance(dep, type):
+        # A plain function (workflow_from_functions style): one FunctionStep per function.
+        for s in steps:
+            if isinstance(s, FunctionStep) and s.function is dep:
+                return s
+        made = FunctionStep(dep)
+        steps.append(made)
+        return made
+    if isinstance(dep, type) and issubclass(dep, Step):
+        matches = [s for s in steps if type(s) is dep]
+        if len(matches) == 1:
+            return matches[0]
+        if not matches:
+            instance = dep()
+            steps.append(instance)
+            return instance
+        raise DependencyError(
+            f"{type(owner).__name__}.run_step parameter {param!r} depends on class "
+            f"{dep.__name__}, which has {len(matches)} instances in the workflow: "
+            "pass the instance instead"
+        )
+    raise DependencyError(
+        f"{type(owner).__name__}.run_step parameter {param!r}: Depends() takes steps "
+        f"or Step classes, not {dep!r}"
+    )
+
+
+def _assign_names(steps: list[Step]) -> dict[int, str]:
+    names: dict[int, str] = {}
+    explicit: dict[str, Step] = {}
+    for s in steps:
+        if s.name and not s.__dict__.get("_auto_name"):
+            if s.name in explicit and explicit[s.name] is not s:
+                raise DuplicateStepNameError(s.name)
+            explicit[s.name] = s
+            names[id(s)] = s.name
+    used = set(explicit)
+    for s in steps:
+        if id(s) in names:
+            continue
+        base = s.function.__name__ if isinstance(s, FunctionStep) else type(s).__name__
+        base = "lambda" if base == "<lambda>" else base
+        name, k = base, 1
+        while name in used:
+            k += 1
+            name = f"{base}_{k}"
+        used.add(name)
+        names[id(s)] = name
+        s.name = name
+        s.__dict__["_auto_name"] = True
+    return names
+
+
+class Workflow:
+    """A graph of steps, collected from ``outputs`` backwards and forwards.
+
+    Parameters
+    ----------
+    outputs:
+        Steps whose results :meth:`run` returns. Every step linked to them
+        (upstream, or downstream such as the other side of a branch) is part
+        of the workflow.
+    workflow_id:
+        Stable identifier; by default derived from the structure (names and
+        edges), so the same code gives the same id in every process.
+    version:
+        Version string; the broker refuses a different structure under the
+        same id and version.
+    trace:
+        Path of a JSON-lines trace file, or a ``Tracer``.
+    policies:
+        Workflow policies.
+    name:
+        A human name (defaults to ``"workflow"``).
+    execution_engine:
+        The default engine of :meth:`run` (e.g. ``PoolEngine(4)``).
+
+    Examples
+    --------
+    >>> from fuseline_nb import FunctionStep, Workflow
+    >>> def load(n: int) -> list[int]:
+    ...     return list(range(n))
+    >>> def total(items=None) -> int:
+    ...     return sum(items)
+    >>> a, b = FunctionStep(load), FunctionStep(total)
+    >>> _ = a >> b
+    >>> wf = Workflow(outputs=[b])
+    >>> wf.step_names
+    ['load', 'total']
+    >>> wf.workflow_id == Workflow(outputs=[b]).workflow_id
+    True
+    """
+
+    def __init__(
+        self,
+        outputs: Iterable[Step] | Step,
+        execution_engine: Any = None,
+        *,
+        workflow_id: str | None = None,
+        version: str = "1",
+        trace: Any = None,
+        policies: Iterable[Any] | None = None,
+        name: str | None = None,
+    ) -> None:
+        outs = [outputs] if isinstance(outputs, Step) else list(outputs)
+        if not outs:
+            raise ValueError("Workflow needs at least one output step")
+        for o in outs:
+            if not isinstance(o, Step):
+                raise TypeError(f"Workflow outputs must be steps, not {o!r}")
+        self.outputs = outs
+        self.version = str(version)
+        self.trace = trace
+        self.policies = list(policies or ())
+        self.name = name or "workflow"
+        self.execution_engine = execution_engine
+        self.state = Status.PENDING
+        self._build()
+        self.workflow_id = workflow_id or self._derived_id()
+
+    # -- construction -------------------------------------------------------
+    def _build(self) -> None:
+        steps = _collect(self.outputs)
+        deps: dict[int, dict[str, tuple[Step, ...]]] = {}
+        i = 0
+        while i < len(steps):  # _resolve may append instances of Step classes
+            s = steps[i]
+            deps[id(s)] = {
+                p: tuple(_resolve(d, steps, s, p) for d in dep.steps) for p, dep in s.dependencies()
+            }
+            i += 1
+        steps = _collect(self.outputs + [s for s in steps])
+        names = _assign_names(steps)
+        g = nx.DiGraph()
+        for s in steps:
+            g.add_node(names[id(s)], name=names[id(s)], kind=s.kind, step=s)
+        raw_groups: dict[str, set[str]] = {}
+        for s in steps:
+            for t, action, group in s.edges:
+                u, v = names[id(s)], names[id(t)]
+                if g.has_edge(u, v):
+                    acts = g.edges[u, v]["actions"]
+                    if action not in acts:
+                        g.edges[u, v]["actions"] = (*acts, action)
+                else:
+                    g.add_edge(u, v, actions=(action,), group=group)
+                if group is not None:
+                    raw_groups.setdefault(group, set()).add(v)
+        # OR groups from `(a | b) >> c` get ids derived from their members, so
+        # the same code gives the same schema in every process.
+        for u, v, data in g.edges(data=True):
+            if data["group"] is not None and data["group"] in raw_groups:
+                members = sorted(x for x, _, d in g.in_edges(v, data=True) if d["group"] == data["group"])
+                data["group"] = f"{v}:any({','.join(members)})"
+        self._group_param: dict[str, dict[str, str]] = {}
+        dep_names: dict[str, dict[str, tuple[str, ...]]] = {}
+        for s in steps:
+            v = names[id(s)]
+            dep_names[v] = {}
+            self._group_param[v] = {}
+            for param, srcs in deps.get(id(s), {}).items():
+                src_names = tuple(names[id(d)] for d in srcs)
+                dep_names[v][param] = src_names
+                group = f"{v}.{param}" if len(src_names) > 1 else None
+                if group:
+                    self._group_param[v][param] = group
+                for u in src_names:
+                    if not g.has_edge(u, v):
+                        g.add_edge(u, v, actions=(DEFAULT_ACTION,), group=group)
+                    elif group is not None:
+                        g.edges[u, v]["group"] = group
+        for _, _, data in g.edges(data=True):
+            data["action"] = "|".join(data["actions"])
+        try:
+            cycle = nx.find_cycle(g)
+        except nx.NetworkXNoCycle:
+            cycle = None
+        if cycle:
+            raise CycleError([u for u, _ in cycle] + [cycle[0][0]])
+        index = {names[id(s)]: k for k, s in enumerate(steps)}
+        self._order = list(nx.lexicographical_topological_sort(g, key=index.__getitem__))
+        self.graph = g
+        self.steps: dict[str, Step] = {n: g.nodes[n]["step"] for n in self._order}
+        self.bindings: dict[str, Binding] = {
+            n: Binding.for_step(n, self.steps[n], dep_names[n], self._group_param[n]) for n in self._order
+        }
+        self.output_names = [names[id(o)] for o in self.outputs]
+        self._schema_cache: WorkflowSchema | None = None
+        self._plan: Plan | None = None
+
+    def _derived_id(self) -> str:
+        key = self._schema("").structure_key()
+        digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+        return f"{self.name}-{digest}"
+
+    # -- views of the structure ------------------------------------------------
+    @property
+    def step_names(self) -> list[str]:
+        """Step names in topological order."""
+        return list(self._order)
+
+    def __getitem__(self, name: str) -> Step:
+        try:
+            return self.steps[name]
+        except KeyError:
+            raise KeyError(f"no step named {name!r} (steps: {self._order})") from None
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def _schema(self, workflow_id: str) -> WorkflowSchema:
+        steps = tuple(
+            StepSchema(
+                name=n,
+                kind=self.steps[n].kind,
+                target=function_target(self.steps[n]),
+                policies=tuple(_policy_spec(p) for p in self.steps[n].policies),
+                conditional=self.bindings[n].conditional,
+            )
+            for n in self._order
+        )
+        edges = tuple(
+            EdgeSchema(u, v, a, d["group"])
+            for u, v, d in sorted(self.graph.edges(data=True), key=lambda e: (e[0], e[1]))
+            for a in d["actions"]
+        )
+        return WorkflowSchema(
+            workflow_id=workflow_id,
+            version=self.version,
+            steps=steps,
+            edges=edges,
+            outputs=tuple(self.output_names),
+            name=self.name,
+            policies=tuple(_policy_spec(p) for p in self.policies),
+        )
+
+    def to_schema(self) -> WorkflowSchema:
+        """The serialisable :class:`WorkflowSchema` a broker works from.
+
+        Examples
+        --------
+        >>> from fuseline_nb import FunctionStep, Workflow
+        >>> wf = Workflow(outputs=[FunctionStep(lambda: 1, name="one")], workflow_id="w")
+        >>> wf.to_schema().step_names
+        ('one',)
+        """
+        if self._schema_cache is None:
+            self._schema_cache = self._schema(self.workflow_id)
+        return self._schema_cache
+
+    @property
+    def plan(self) -> Plan:
+        """The schema compiled for the readiness rules."""
+        if self._plan is None:
+            self._plan = Plan.from_schema(self.to_schema())
+        return self._plan
+
+    # -- running ----------------------------------------------------------------
+    def run(
+        self,
+        inputs: Mapping[str, Any] | None = None,
+        execution_engine: Any = None,
+        *,
+        raise_on_failure: bool = False,
+    ) -> Any:
+        """Run in this process and return the outputs.
+
+        One output gives its result; several give a list in ``outputs``
+        order (as in Fuseline); an output that did not run gives ``None``.
+        A failed run logs a warning and returns what it has, or raises
+        :class:`~fuseline_nb.errors.StepFailedError` with
+        ``raise_on_failure=True``. Afterwards :attr:`state` and each step's
+        ``state`` hold the final states, and :attr:`last_run` the full
+        :class:`RunResult`.
+
+        Examples
+        --------
+        >>> from fuseline_nb import FunctionStep, Workflow
+        >>> def double(x: int) -> int:
+        ...     return 2 * x
+        >>> Workflow(outputs=[FunctionStep(double)]).run({"x": 21})
+        42
+        """
+        from .local import run_local
+
+        engine = execution_engine or self.execution_engine
+        result = run_local(self, dict(inputs or {}), engine=engine)
+        if raise_on_failure:
+            result.raise_for_failure()
+        return result.outputs
+
+    def dispatch(self, broker: Any, inputs: Mapping[str, Any] | None = None) -> str:
+        """Queue a run on ``broker`` (or a broker client); return the run id.
+
+        Examples
+        --------
+        >>> from fuseline_nb import FunctionStep, Workflow
+        >>> from fuseline_nb.broker import MemoryBroker
+        >>> wf = Workflow(outputs=[FunctionStep(lambda: 1, name="one")])
+        >>> isinstance(wf.dispatch(MemoryBroker()), str)
+        True
+        """
+        return str(broker.dispatch_workflow(self.to_schema(), dict(inputs or {})))
+
+    @property
+    def workflow_version(self) -> str:
+        """Fuseline's name for :attr:`version`."""
+        return self.version
+
+    @property
+    def last_run(self) -> RunResult | None:
+        """The :class:`RunResult` of the latest :meth:`run`."""
+        return self.__dict__.get("_last_run")
+
+    def __repr__(self) -> str:
+        return f"<Workflow {self.workflow_id!r} v{self.version}: {len(self)} steps>"
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        try:
+            from ..views.display import workflow_mimebundle
+        except ImportError:
+            return {"text/plain": repr(self)}
+        return workflow_mimebundle(self)
+
+
+def _policy_spec(policy: Any) -> dict[str, Any]:
+    spec = getattr(policy, "to_spec", None)
+    if callable(spec):
+        return dict(spec())
+    return {"type": type(policy).__name__}
+
+
+def workflow_from_functions(outputs: Any, **workflow_kwargs: Any) -> Workflow:
+    """Build a :class:`Workflow` from plain functions.
+
+    Each function becomes a :class:`FunctionStep`; a parameter whose default
+    is ``Depends(other_function)`` pulls ``other_function`` in as a step. A
+    function receives only the parameters it declares. Pass a list of output
+    functions, or use it as a decorator on the single output function.
+
+    Examples
+    --------
+    >>> from fuseline_nb import Depends, workflow_from_functions
+    >>> def add_one(x: int) -> int:
+    ...     return x + 1
+    >>> def double(v: int = Depends(add_one)) -> int:
+    ...     return v * 2
+    >>> workflow_from_functions([double]).run({"x": 3})
+    8
+    >>> @workflow_from_functions
+    ... def total(a: int, b: int) -> int:
+    ...     return a + b
+    >>> total.run({"a": 1, "b": 2})
+    3
+    """
+    if callable(outputs) and not isinstance(outputs, (list, tuple, Step)):
+        outputs = [outputs]
+    if isinstance(outputs, Step):
+        outputs = [outputs]
+    steps = [o if isinstance(o, Step) else FunctionStep(o) for o in outputs]
+    return Workflow(outputs=steps, **workflow_kwargs)

@@ -1,0 +1,222 @@
+"""In-process execution: ``wf.run`` and :class:`PoolEngine`.
+
+The loop asks :class:`~fuseline_nb.workflow.rules.Readiness` what is ready,
+runs it (in this thread, or on up to ``n`` threads with ``PoolEngine(n)``),
+and feeds each outcome back in completion order — the same rules the brokers
+use, so both paths end in the same states.
+
+Examples
+--------
+>>> from fuseline_nb import FunctionStep, PoolEngine, Workflow
+>>> def one() -> int:
+...     return 1
+>>> wf = Workflow(outputs=[FunctionStep(one)])
+>>> wf.run(execution_engine=PoolEngine(2))
+1
+>>> wf.state
+<Status.SUCCEEDED: 'SUCCEEDED'>
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import time
+import uuid
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from ..errors import UnknownActionError
+from .events import Event, EventHub
+from .execute import StepOutcome, attempt_with_retries
+from .policies import WorkflowPolicy
+from .rules import Outcome, Readiness, final_run_state, resolve_action
+from .runinfo import RunResult, StepInfo
+from .status import SKIP_CONDITION, Status
+from .tracing import TraceSubscriber, as_tracer
+
+if TYPE_CHECKING:
+    from .graph import Workflow
+
+log = logging.getLogger(__name__)
+
+
+class PoolEngine:
+    """Run up to ``processes`` ready steps at once on threads.
+
+    Every ready step is started as soon as a thread is free (never
+    "sequential beyond n"). ``PoolEngine(1)`` runs steps one at a time in a
+    helper thread; ``wf.run()`` without an engine runs them in the caller.
+
+    Examples
+    --------
+    >>> PoolEngine(4).processes
+    4
+    >>> PoolEngine(0)
+    Traceback (most recent call last):
+    ...
+    ValueError: PoolEngine needs processes >= 1, not 0
+    """
+
+    def __init__(self, processes: int = 1) -> None:
+        if int(processes) < 1:
+            raise ValueError(f"PoolEngine needs processes >= 1, not {processes!r}")
+        self.processes = int(processes)
+
+    def __repr__(self) -> str:
+        return f"PoolEngine({self.processes})"
+
+
+class _LocalRun:
+    """State of one in-process run; all mutation happens in the caller's thread."""
+
+    def __init__(self, wf: Workflow, inputs: dict[str, Any]) -> None:
+        self.wf = wf
+        self.inputs = inputs
+        self.run_id = uuid.uuid4().hex
+        self.tracker = Readiness(wf.plan)
+        self.infos = {n: StepInfo() for n in wf.step_names}
+        self.results: dict[str, Any] = {}
+        self.hub: EventHub | None = None
+        self.seq = 0
+        tracer = as_tracer(wf.trace)
+        if tracer is not None:
+            self.hub = EventHub()
+            self.hub.subscribe(TraceSubscriber(tracer, wf.workflow_id))
+
+    def emit(self, kind: Any, step: str | None = None, state: Status | None = None,
+             detail: dict[str, Any] | None = None) -> None:
+        if self.hub is None:
+            return
+        self.seq += 1
+        self.hub.publish(Event(kind, self.run_id, self.seq, time.time(), step, state, detail=detail))
+
+    def queue(self, names: list[str]) -> list[str]:
+        now = time.time()
+        for n in names:
+            self.infos[n].queued_at = now
+            self.emit("step_queued", n, Status.PENDING)
+        return names
+
+    def finish(self, name: str, out: StepOutcome, attempts: int) -> list[str]:
+        info = self.infos[name]
+        info.attempts, info.started_at, info.finished_at = attempts, out.started_at, out.finished_at
+        if out.state is Status.SUCCEEDED:
+            try:
+                info.action = resolve_action(self.wf.plan, name, out.result)
+            except UnknownActionError as exc:
+                out = StepOutcome.from_exception(exc, out.started_at)
+        if out.state is Status.SUCCEEDED:
+            outcome = Outcome.succeeded(info.action or "default")
+            self.results[name] = info.result = out.result
+        elif out.state is Status.SKIPPED:
+            outcome = Outcome.skipped_by_condition()
+            info.skip_reason = SKIP_CONDITION
+        else:
+            outcome = Outcome.failed()
+            info.error, info.traceback = out.error, out.traceback
+            for p in self._wf_policies():
+                p.on_step_failure(self.wf, self.wf.steps[name], out.exception)
+        info.state = out.state
+        self.wf.steps[name].state = out.state
+        self.emit("step_finished", name, out.state, {"action": info.action, "error": info.error,
+                                                       "skip_reason": info.skip_reason})
+        changes = self.tracker.finish(name, outcome)
+        for n, state in [(n, Status.SKIPPED) for n in changes.skipped] + [
+            (n, Status.CANCELLED) for n in changes.cancelled
+        ]:
+            self.infos[n].state = state
+            self.wf.steps[n].state = state
+            if state is Status.SKIPPED:
+                self.infos[n].skip_reason = "not_reached"
+            self.emit("step_finished", n, state, {"skip_reason": self.infos[n].skip_reason})
+        return self.queue(changes.ready)
+
+    def start_step(self, name: str) -> None:
+        self.infos[name].state = Status.RUNNING
+        self.wf.steps[name].state = Status.RUNNING
+        self.emit("step_started", name, Status.RUNNING)
+        for p in self._wf_policies():
+            p.on_step_start(self.wf, self.wf.steps[name])
+
+    def _wf_policies(self) -> list[WorkflowPolicy]:
+        return [p for p in self.wf.policies if isinstance(p, WorkflowPolicy)]
+
+    def execute(self, name: str) -> tuple[StepOutcome, int]:
+        return attempt_with_retries(
+            self.wf, name, self.inputs, self.results, self.tracker.winners(name)
+        )
+
+
+def _sequential(run: _LocalRun, ready: deque[str]) -> None:
+    while ready:
+        name = ready.popleft()
+        run.start_step(name)
+        out, n = run.execute(name)
+        ready.extend(run.finish(name, out, n))
+
+
+def _threaded(run: _LocalRun, ready: deque[str], engine: PoolEngine) -> None:
+    done: queue.Queue[tuple[str, StepOutcome, int]] = queue.Queue()
+
+    def work(name: str) -> None:
+        try:
+            out, n = run.execute(name)
+        except BaseException as exc:  # attempt() never raises; this is a safety net
+            out, n = StepOutcome.from_exception(exc, time.time()), 1
+        done.put((name, out, n))
+
+    running = 0
+    with ThreadPoolExecutor(engine.processes, thread_name_prefix="fuseline-pool") as pool:
+        while ready or running:
+            while ready:
+                name = ready.popleft()
+                run.start_step(name)
+                pool.submit(work, name)
+                running += 1
+            name, out, n = done.get()
+            running -= 1
+            ready.extend(run.finish(name, out, n))
+
+
+def run_local(wf: Workflow, inputs: dict[str, Any], engine: PoolEngine | None = None) -> RunResult:
+    """Run ``wf`` in this process; return a :class:`RunResult`."""
+    run = _LocalRun(wf, inputs)
+    created = time.time()
+    wf.state = Status.RUNNING
+    for step in wf.steps.values():
+        step.state = Status.PENDING
+    shared = dict(inputs)
+    for p in run._wf_policies():
+        p.on_workflow_start(wf)
+    run.emit("run_dispatched", detail={"workflow_id": wf.workflow_id})
+    started: list[Any] = []
+    try:
+        for step in wf.steps.values():
+            step.before_all(shared)
+            started.append(step)
+        ready = deque(run.queue(run.tracker.start()))
+        if engine is None:
+            _sequential(run, ready)
+        else:
+            _threaded(run, ready, engine)
+    finally:
+        for step in started:  # finish hooks run even when the run failed
+            try:
+                step.after_all(shared)
+            except Exception:
+                log.exception("after_all of step %r failed", step.name)
+    state = final_run_state(run.tracker.outcomes.values())
+    wf.state = state
+    outs = [run.results.get(n) for n in wf.output_names]
+    outputs = outs[0] if len(outs) == 1 else outs
+    result = RunResult(run.run_id, wf.workflow_id, state, run.infos, wf.version, inputs,
+                       created, time.time(), outputs=outputs)
+    wf.__dict__["_last_run"] = result
+    run.emit("run_finished", state=state)
+    for p in run._wf_policies():
+        p.on_workflow_finished(wf, outputs)
+    if state is Status.FAILED:
+        log.warning("workflow %s failed: %s", wf.workflow_id, result.failures())
+    return result

@@ -1,0 +1,99 @@
+"""What a run looks like from outside: :class:`RunInfo` and :class:`StepInfo`.
+
+The same records describe an in-process run (``wf.last_run``) and a run held
+by a broker (``broker.get_run(run_id)``).
+
+Examples
+--------
+>>> from fuseline_nb import Status
+>>> info = RunInfo("r1", "wf", Status.FAILED,
+...                {"load": StepInfo(Status.FAILED, attempts=1, error="ValueError: bad")})
+>>> info.failures()
+{'load': 'ValueError: bad'}
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import StepFailedError
+from .status import Status
+
+
+@dataclass
+class StepInfo:
+    """The state and facts of one step of one run.
+
+    Examples
+    --------
+    >>> StepInfo(Status.SUCCEEDED, attempts=1, result=42).duration_s is None
+    True
+    """
+
+    state: Status = Status.PENDING
+    attempts: int = 0
+    worker: str | None = None
+    result: Any = None
+    error: str | None = None  # "Type: message"
+    traceback: str | None = None
+    action: str | None = None  # the edge label a SUCCEEDED step chose
+    skip_reason: str | None = None  # "condition" or "not_reached"
+    queued_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+
+    @property
+    def duration_s(self) -> float | None:
+        """Seconds from start to finish, when both are known."""
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return self.finished_at - self.started_at
+
+
+@dataclass
+class RunInfo:
+    """One run: its id, workflow, state (RUNNING until it ends) and steps by name.
+
+    Examples
+    --------
+    >>> RunInfo("r1", "wf", Status.RUNNING, {}).done
+    False
+    """
+
+    run_id: str
+    workflow_id: str
+    state: Status
+    steps: dict[str, StepInfo] = field(default_factory=dict)
+    version: str = "1"
+    inputs: dict[str, Any] | None = None
+    created_at: float | None = None
+    finished_at: float | None = None
+
+    @property
+    def done(self) -> bool:
+        """Whether the run has ended."""
+        return self.state.is_final
+
+    def failures(self) -> dict[str, str]:
+        """Error text of each FAILED step, by name."""
+        return {n: s.error or "failed" for n, s in self.steps.items() if s.state is Status.FAILED}
+
+    def counts(self) -> dict[Status, int]:
+        """How many steps are in each state."""
+        out = dict.fromkeys(Status, 0)
+        for s in self.steps.values():
+            out[s.state] += 1
+        return out
+
+    def raise_for_failure(self) -> None:
+        """Raise :class:`~fuseline_nb.errors.StepFailedError` when the run FAILED."""
+        if self.state is Status.FAILED:
+            raise StepFailedError(self.run_id, self.failures())
+
+
+@dataclass
+class RunResult(RunInfo):
+    """A finished in-process run: :class:`RunInfo` plus the outputs ``wf.run`` returned."""
+
+    outputs: Any = None

@@ -1,0 +1,186 @@
+"""The serialisable description of a workflow: what the broker needs, no user code.
+
+A :class:`WorkflowSchema` names every step and edge. Brokers decide readiness
+from it alone; workers map step names back to the step objects they hold.
+
+Examples
+--------
+>>> from fuseline_nb.workflow.schema import WorkflowSchema, StepSchema, EdgeSchema
+>>> s = WorkflowSchema("wf", "1", steps=(StepSchema("a"), StepSchema("b")),
+...                    edges=(EdgeSchema("a", "b"),), outputs=("b",))
+>>> WorkflowSchema.from_json(s.to_json()) == s
+True
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+DEFAULT_ACTION = "default"
+
+
+@dataclass(frozen=True)
+class StepSchema:
+    """One step: its unique name, its kind and where its code lives.
+
+    Examples
+    --------
+    >>> StepSchema("load", kind="function", target="etl:load").name
+    'load'
+    """
+
+    name: str
+    kind: str = "step"  # step | function | async | batch
+    target: str = ""  # "module:qualname" of the class or function, for people
+    policies: tuple[dict[str, Any], ...] = ()
+    conditional: bool = False  # whether a Depends(condition=...) may skip it
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-serialisable dict."""
+        d = asdict(self)
+        d["policies"] = [dict(p) for p in self.policies]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> StepSchema:
+        """Build from :meth:`to_dict` output."""
+        return cls(
+            name=d["name"],
+            kind=d.get("kind", "step"),
+            target=d.get("target", ""),
+            policies=tuple(dict(p) for p in d.get("policies", ())),
+            conditional=bool(d.get("conditional", False)),
+        )
+
+
+@dataclass(frozen=True)
+class EdgeSchema:
+    """An edge ``source -> target`` taken when ``source`` returns ``action``.
+
+    ``group`` names the OR group on ``target`` the edge belongs to (``None``:
+    a plain AND edge).
+
+    Examples
+    --------
+    >>> EdgeSchema("review", "publish", action="approve").action
+    'approve'
+    """
+
+    source: str
+    target: str
+    action: str = DEFAULT_ACTION
+    group: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-serialisable dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> EdgeSchema:
+        """Build from :meth:`to_dict` output."""
+        return cls(d["source"], d["target"], d.get("action", DEFAULT_ACTION), d.get("group"))
+
+
+@dataclass(frozen=True)
+class WorkflowSchema:
+    """A workflow as data: id, version, steps (in a topological order) and edges.
+
+    Examples
+    --------
+    >>> s = WorkflowSchema("wf", "1", steps=(StepSchema("a"),))
+    >>> s.step_names
+    ('a',)
+    >>> s.to_dict()["workflow_id"]
+    'wf'
+    """
+
+    workflow_id: str
+    version: str = "1"
+    steps: tuple[StepSchema, ...] = ()
+    edges: tuple[EdgeSchema, ...] = ()
+    outputs: tuple[str, ...] = ()
+    name: str = ""
+    policies: tuple[dict[str, Any], ...] = field(default=())
+
+    @property
+    def step_names(self) -> tuple[str, ...]:
+        """The step names in the schema's (topological) order."""
+        return tuple(s.name for s in self.steps)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-serialisable dict (the wire and YAML form)."""
+        return {
+            "workflow_id": self.workflow_id,
+            "version": self.version,
+            "name": self.name,
+            "steps": [s.to_dict() for s in self.steps],
+            "edges": [e.to_dict() for e in self.edges],
+            "outputs": list(self.outputs),
+            "policies": [dict(p) for p in self.policies],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> WorkflowSchema:
+        """Build from :meth:`to_dict` output (or its JSON/YAML round trip)."""
+        return cls(
+            workflow_id=str(d["workflow_id"]),
+            version=str(d.get("version", "1")),
+            steps=tuple(StepSchema.from_dict(s) for s in d.get("steps", ())),
+            edges=tuple(EdgeSchema.from_dict(e) for e in d.get("edges", ())),
+            outputs=tuple(d.get("outputs", ())),
+            name=d.get("name", ""),
+            policies=tuple(dict(p) for p in d.get("policies", ())),
+        )
+
+    def to_json(self) -> str:
+        """Serialise to a JSON string."""
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> WorkflowSchema:
+        """Parse :meth:`to_json` output."""
+        return cls.from_dict(json.loads(text))
+
+    def structure_key(self) -> str:
+        """Canonical text of what defines the workflow (not its id): names and edges."""
+        body = {
+            "steps": sorted((s.name, s.kind, s.conditional) for s in self.steps),
+            "edges": sorted(
+                (e.source, e.target, e.action, e.group or "") for e in self.edges
+            ),
+            "outputs": sorted(self.outputs),
+        }
+        return json.dumps(body, sort_keys=True)
+
+    def differences(self, other: WorkflowSchema) -> list[str]:
+        """Describe how ``other`` differs from this schema, for error messages.
+
+        Examples
+        --------
+        >>> a = WorkflowSchema("wf", steps=(StepSchema("x"),))
+        >>> b = WorkflowSchema("wf", steps=(StepSchema("y"),))
+        >>> a.differences(b)
+        ["steps only in the registered schema: ['x']", "steps only in the new schema: ['y']"]
+        """
+        out: list[str] = []
+        mine, theirs = set(self.step_names), set(other.step_names)
+        if mine - theirs:
+            out.append(f"steps only in the registered schema: {sorted(mine - theirs)}")
+        if theirs - mine:
+            out.append(f"steps only in the new schema: {sorted(theirs - mine)}")
+        e1 = {(e.source, e.target, e.action, e.group) for e in self.edges}
+        e2 = {(e.source, e.target, e.action, e.group) for e in other.edges}
+        if e1 - e2:
+            out.append(f"edges only in the registered schema: {sorted(e1 - e2, key=str)}")
+        if e2 - e1:
+            out.append(f"edges only in the new schema: {sorted(e2 - e1, key=str)}")
+        k1 = {s.name: (s.kind, s.conditional) for s in self.steps}
+        k2 = {s.name: (s.kind, s.conditional) for s in other.steps}
+        changed = sorted(n for n in mine & theirs if k1[n] != k2[n])
+        if changed:
+            out.append(f"steps whose kind or condition changed: {changed}")
+        if sorted(self.outputs) != sorted(other.outputs):
+            out.append(f"outputs {sorted(self.outputs)} != {sorted(other.outputs)}")
+        return out

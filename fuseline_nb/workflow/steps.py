@@ -1,0 +1,338 @@
+"""Steps and how they are wired: ``>>``, ``- "action"``, ``|``, ``Depends``.
+
+A :class:`Step` subclass implements ``run_step``. Its parameters are filled by
+name from the run's inputs, or, when their default is ``Depends(other)``,
+with ``other``'s result.
+
+Examples
+--------
+>>> from fuseline_nb import Step, Depends, Computed, Workflow
+>>> class Add(Step):
+...     def run_step(self, x: int, y: int) -> int:
+...         return x + y
+>>> class Double(Step):
+...     def run_step(self, total: Computed[int] = Depends(Add)) -> int:
+...         return total * 2
+>>> add = Add()
+>>> double = Double()
+>>> double.run_step.__defaults__[0].steps == (Add,)
+True
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable
+from typing import Any, Generic, TypeVar
+
+from .schema import DEFAULT_ACTION
+from .status import Status
+
+T = TypeVar("T")
+
+
+class Computed(Generic[T]):
+    """Marks a parameter whose value is another step's result: ``Computed[int]``.
+
+    Purely declarative: it documents the type for readers and type checkers.
+
+    Examples
+    --------
+    >>> Computed[int]
+    fuseline_nb.workflow.steps.Computed[int]
+    """
+
+
+class Condition:
+    """A predicate on a dependency's value that gates a step.
+
+    Subclass and implement :meth:`check`, or pass any callable as
+    ``Depends(step, condition=callable)``. When the check is false the step is
+    SKIPPED (by condition): its default edges stay active and downstream steps
+    receive ``None`` for it.
+
+    Examples
+    --------
+    >>> class Positive(Condition):
+    ...     def check(self, value):
+    ...         return value > 0
+    >>> Positive()(3), Positive()(-1)
+    (True, False)
+    """
+
+    def check(self, value: Any) -> bool:
+        """Return whether the step should run for ``value``."""
+        raise TypeError(f"{type(self).__name__} must implement check(value)")
+
+    def __call__(self, value: Any, source: Any = None) -> bool:
+        return bool(self.check(value))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class Equals(Condition):
+    """Run only when the dependency's value equals ``expected``.
+
+    Examples
+    --------
+    >>> Equals(2)(2), Equals(2)(3)
+    (True, False)
+    """
+
+    def __init__(self, expected: Any) -> None:
+        self.expected = expected
+
+    def check(self, value: Any) -> bool:
+        return bool(value == self.expected)
+
+    def __repr__(self) -> str:
+        return f"Equals({self.expected!r})"
+
+
+class Depends:
+    """Declares that a parameter takes the result of another step.
+
+    ``Depends(a)`` adds the edge ``a >> step``. ``Depends(a, b)`` or
+    ``Depends([a, b])`` declares an OR group: the step runs once, with the
+    result of whichever of ``a``/``b`` succeeded first. A dependency may be a
+    step instance, or a step class (resolved to the workflow's single
+    instance of it). ``condition`` gates the step on the value.
+
+    Examples
+    --------
+    >>> d = Depends(["a", "b"])
+    >>> d.is_group
+    True
+    """
+
+    __slots__ = ("steps", "condition")
+
+    def __init__(self, *steps: Any, condition: Callable[[Any], bool] | None = None) -> None:
+        flat: list[Any] = []
+        for s in steps:
+            if isinstance(s, (list, tuple)):
+                flat.extend(s)
+            else:
+                flat.append(s)
+        if not flat:
+            raise ValueError("Depends() needs at least one step")
+        if isinstance(condition, type) and issubclass(condition, Condition):
+            condition = condition()  # Fuseline accepts the class itself
+        if condition is not None and not callable(condition):
+            raise TypeError(f"Depends(condition=...) must be callable, not {condition!r}")
+        self.steps = tuple(flat)
+        self.condition = condition
+
+    @property
+    def is_group(self) -> bool:
+        """Whether this is an OR group (more than one step)."""
+        return len(self.steps) > 1
+
+    def __repr__(self) -> str:
+        names = ", ".join(_label(s) for s in self.steps)
+        cond = f", condition={self.condition!r}" if self.condition is not None else ""
+        return f"Depends({names}{cond})"
+
+
+def _label(obj: Any) -> str:
+    if isinstance(obj, Step):
+        return obj.name or type(obj).__name__
+    return getattr(obj, "__name__", repr(obj))
+
+
+class _Link:
+    """``step - "action"``: waits for ``>> target``."""
+
+    __slots__ = ("source", "action")
+
+    def __init__(self, source: Step, action: str) -> None:
+        self.source = source
+        self.action = action
+
+    def __rshift__(self, other: Step | StepGroup) -> Any:
+        for target in _targets(other):
+            self.source._connect(target, self.action, None)
+        return other
+
+
+class StepGroup:
+    """``a | b``: an OR group; ``(a | b) >> c`` runs ``c`` once, on the first success.
+
+    Examples
+    --------
+    >>> from fuseline_nb import FunctionStep
+    >>> g = FunctionStep(lambda: 1, name="a") | FunctionStep(lambda: 2, name="b")
+    >>> [s.name for s in g.steps]
+    ['a', 'b']
+    """
+
+    _counter = 0
+
+    def __init__(self, steps: Iterable[Step]) -> None:
+        self.steps = list(steps)
+
+    def __or__(self, other: Step | StepGroup) -> StepGroup:
+        return StepGroup([*self.steps, *_targets(other)])
+
+    def __rshift__(self, other: Step | StepGroup) -> Any:
+        StepGroup._counter += 1
+        group = f"or{StepGroup._counter}"
+        for target in _targets(other):
+            for s in self.steps:
+                s._connect(target, DEFAULT_ACTION, group)
+        return other
+
+    def __repr__(self) -> str:
+        return " | ".join(_label(s) for s in self.steps)
+
+
+def _targets(obj: Any) -> list[Step]:
+    if isinstance(obj, Step):
+        return [obj]
+    if isinstance(obj, StepGroup):
+        return list(obj.steps)
+    raise TypeError(f"can only chain to a Step or a group of steps, not {type(obj).__name__}")
+
+
+class Step:
+    """A unit of work. Subclass it and implement :meth:`run_step`.
+
+    Parameters
+    ----------
+    name:
+        The step's name in the workflow; defaults to the class name, made
+        unique (``Load``, ``Load_2``).
+    policies:
+        Step policies such as ``RetryPolicy`` and ``StepTimeoutPolicy``.
+
+    Hooks, all optional: ``before_all(shared)`` once before the workflow
+    runs, ``setup(shared)`` before each run of the step, ``teardown(shared,
+    setup_res, exec_res)`` after it and ``after_all(shared)`` once at the end
+    (even when the run failed). ``shared`` is the run's inputs dict.
+
+    Examples
+    --------
+    >>> class Hello(Step):
+    ...     def run_step(self, who: str) -> str:
+    ...         return f"hello {who}"
+    >>> Hello().run_step("you")
+    'hello you'
+    >>> a, b = Hello(name="a"), Hello(name="b")
+    >>> (a >> b) is b
+    True
+    """
+
+    kind = "step"
+    name: str | None = None
+    state: Status = Status.PENDING
+    policies: list[Any]
+
+    def __init__(self, *, name: str | None = None, policies: Iterable[Any] | None = None) -> None:
+        if name is not None:
+            self.name = name
+        self.policies = list(policies or ())
+
+    # -- wiring -----------------------------------------------------------
+    @property
+    def edges(self) -> list[tuple[Step, str, str | None]]:
+        """Outgoing edges declared on this step: ``(target, action, group)``."""
+        return self.__dict__.setdefault("_edges", [])
+
+    def _connect(self, target: Step, action: str, group: str | None) -> None:
+        if not isinstance(target, Step):
+            raise TypeError(f"can only chain to a Step, not {type(target).__name__}")
+        if not isinstance(action, str) or not action:
+            raise ValueError(f"an action must be a non-empty string, not {action!r}")
+        entry = (target, action, group)
+        if entry not in self.edges:
+            self.edges.append(entry)
+            incoming = target.__dict__.setdefault("_incoming", [])
+            if not any(s is self for s in incoming):
+                incoming.append(self)
+
+    def __rshift__(self, other: Step | StepGroup) -> Any:
+        for target in _targets(other):
+            self._connect(target, DEFAULT_ACTION, None)
+        return other
+
+    def __sub__(self, action: str) -> _Link:
+        if not isinstance(action, str):
+            return NotImplemented
+        return _Link(self, action)
+
+    def __or__(self, other: Step | StepGroup) -> StepGroup:
+        return StepGroup([self, *_targets(other)])
+
+    # -- hooks --------------------------------------------------------------
+    def before_all(self, shared: dict[str, Any]) -> None:
+        """Called once before the workflow starts (in-process runs)."""
+
+    def setup(self, shared: dict[str, Any]) -> Any:
+        """Called before each run of the step; its value reaches :meth:`teardown`."""
+
+    def run_step(self, *args: Any, **kwargs: Any) -> Any:
+        """Do the work. Override with named parameters; the return value is the result."""
+        raise TypeError(f"{type(self).__name__} must implement run_step()")
+
+    def teardown(self, shared: dict[str, Any], setup_res: Any, exec_res: Any) -> None:
+        """Called after each successful run of the step."""
+
+    def after_all(self, shared: dict[str, Any]) -> None:
+        """Called once after the workflow finished, whatever its state."""
+
+    def dependencies(self) -> list[tuple[str, Depends]]:
+        """The ``Depends(...)`` defaults of :meth:`run_step`, by parameter name."""
+        sig = _signature(self)
+        return [(p.name, p.default) for p in sig.parameters.values() if isinstance(p.default, Depends)]
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>" if self.name else f"<{type(self).__name__}>"
+
+
+def _signature(step: Step) -> inspect.Signature:
+    fn = step.function if isinstance(step, FunctionStep) else step.run_step
+    return inspect.signature(fn)
+
+
+class FunctionStep(Step):
+    """A step made from a plain function; the function receives only the
+    parameters it declares.
+
+    Usable as a call or as a decorator.
+
+    Examples
+    --------
+    >>> @FunctionStep
+    ... def square(x: int) -> int:
+    ...     return x * x
+    >>> square.name, square.function(3)
+    ('square', 9)
+    >>> FunctionStep(len, name="size").name
+    'size'
+    """
+
+    kind = "function"
+
+    def __init__(
+        self,
+        func: Callable[..., Any],
+        *,
+        name: str | None = None,
+        policies: Iterable[Any] | None = None,
+    ) -> None:
+        if not callable(func):
+            raise TypeError(f"FunctionStep needs a callable, not {func!r}")
+        super().__init__(name=name or getattr(func, "__name__", None) or "function", policies=policies)
+        if self.name == "<lambda>":
+            self.name = "lambda"
+        self.function = func
+
+    def run_step(self, *args: Any, **kwargs: Any) -> Any:
+        return self.function(*args, **kwargs)
+
+
+def function_target(step: Step) -> str:
+    """``module:qualname`` of a step's code, for schemas and people."""
+    obj: Any = step.function if isinstance(step, FunctionStep) else type(step)
+    return f"{getattr(obj, '__module__', '?')}:{getattr(obj, '__qualname__', type(obj).__name__)}"

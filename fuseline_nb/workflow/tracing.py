@@ -1,0 +1,186 @@
+"""Tracing to JSON lines with Fuseline's event names.
+
+A tracer subscribes to the lifecycle :class:`~fuseline_nb.workflow.events.Event`
+stream and records one dict per event, keyed by ``event``:
+``workflow_started``, ``step_enqueued``, ``step_started``, ``condition_check``,
+``step_finished``, ``step_failed``, ``step_cancelled``, ``step_skipped`` and
+``workflow_finished``.
+
+Examples
+--------
+>>> import json, tempfile, os
+>>> from fuseline_nb import FunctionStep, Workflow
+>>> path = os.path.join(tempfile.mkdtemp(), "trace.jsonl")
+>>> wf = Workflow(outputs=[FunctionStep(lambda: 1, name="one")], trace=path)
+>>> wf.run()
+1
+>>> [json.loads(line)["event"] for line in open(path)]
+['workflow_started', 'step_enqueued', 'step_started', 'step_finished', 'workflow_finished']
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+from datetime import datetime, timezone
+from typing import Any
+
+from .events import Event
+from .status import Status
+
+_PREVIEW = 200
+
+
+class Tracer:
+    """Receives trace events as dicts. Subclass and implement :meth:`record`.
+
+    Examples
+    --------
+    >>> class Collect(Tracer):
+    ...     def __init__(self):
+    ...         self.events = []
+    ...     def record(self, event):
+    ...         self.events.append(event)
+    >>> t = Collect(); t.record({"event": "x"}); t.events
+    [{'event': 'x'}]
+    """
+
+    def record(self, event: dict[str, Any]) -> None:
+        """Record one event."""
+        raise TypeError(f"{type(self).__name__} must implement record(event)")
+
+    def close(self) -> None:
+        """Release resources (no-op by default)."""
+
+
+class FileTracer(Tracer):
+    """Append each event as one JSON line to ``path`` (thread-safe, flushed per line).
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> p = os.path.join(tempfile.mkdtemp(), "t.jsonl")
+    >>> FileTracer(p).record({"event": "workflow_started"})
+    >>> "workflow_started" in open(p).read()
+    True
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        self._lock = threading.Lock()
+        open(self.path, "a").close()  # fail now, naming the path, if it cannot be written
+
+    def record(self, event: dict[str, Any]) -> None:
+        event.setdefault("timestamp", datetime.now(timezone.utc).isoformat())
+        line = json.dumps(event, default=str)
+        with self._lock, open(self.path, "a") as fh:
+            fh.write(line + "\n")
+
+
+class BoundTracer(Tracer):
+    """Adds ``workflow_id``, ``workflow_instance_id``, ``process_id`` and ``host_id``.
+
+    Examples
+    --------
+    >>> class Keep(Tracer):
+    ...     def record(self, event):
+    ...         self.last = event
+    >>> k = Keep(); BoundTracer(k, "wf", "r1").record({"event": "x"}); k.last["workflow_id"]
+    'wf'
+    """
+
+    def __init__(self, tracer: Tracer, workflow_id: str, instance_id: str) -> None:
+        self.tracer = tracer
+        self.workflow_id = workflow_id
+        self.instance_id = instance_id
+
+    def record(self, event: dict[str, Any]) -> None:
+        event.setdefault("workflow_id", self.workflow_id)
+        event.setdefault("workflow_instance_id", self.instance_id)
+        event.setdefault("process_id", os.getpid())
+        event.setdefault("host_id", socket.gethostname())
+        self.tracer.record(event)
+
+
+def as_tracer(trace: Any) -> Tracer | None:
+    """``None``, a path (→ :class:`FileTracer`) or a :class:`Tracer`.
+
+    Examples
+    --------
+    >>> as_tracer(None) is None
+    True
+    """
+    if trace is None or isinstance(trace, Tracer):
+        return trace
+    if isinstance(trace, (str, os.PathLike)):
+        return FileTracer(trace)
+    record = getattr(trace, "record", None)
+    if callable(record):
+        return trace  # duck-typed tracer
+    raise TypeError(f"trace must be a path or a Tracer, not {trace!r}")
+
+
+def _preview(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= _PREVIEW else text[: _PREVIEW - 1] + "…"
+
+
+def trace_records(event: Event) -> list[dict[str, Any]]:
+    """The Fuseline-style trace dicts for one lifecycle event.
+
+    Examples
+    --------
+    >>> e = Event("step_finished", "r1", 4, 0.0, step="load", state=Status.FAILED,
+    ...           detail={"error": "ValueError: x"})
+    >>> trace_records(e)[0]["event"], trace_records(e)[0]["error"]
+    ('step_failed', 'ValueError: x')
+    """
+    base: dict[str, Any] = {"seq": event.seq, "run_id": event.run_id}
+    if event.step is not None:
+        base["step"] = event.step
+    if event.worker is not None:
+        base["worker"] = event.worker
+    if event.attempt:
+        base["attempt"] = event.attempt
+    detail = event.detail or {}
+    kind = event.kind
+    if kind == "run_dispatched":
+        return [{"event": "workflow_started", **base}]
+    if kind == "run_finished":
+        return [{"event": "workflow_finished", **base, "state": str(event.state)}]
+    if kind == "step_queued":
+        return [{"event": "step_enqueued", **base}]
+    if kind == "step_started":
+        return [{"event": "step_started", **base}]
+    out: list[dict[str, Any]] = []
+    for check in detail.get("conditions", ()):
+        out.append({"event": "condition_check", **base, **check})
+    st = event.state
+    if st is Status.SUCCEEDED:
+        out.append({"event": "step_finished", **base, "result": detail.get("result_preview"),
+                    "action": detail.get("action"), "skipped": False})
+    elif st is Status.FAILED:
+        out.append({"event": "step_failed", **base, "error": detail.get("error")})
+    elif st is Status.CANCELLED:
+        out.append({"event": "step_cancelled", **base})
+    elif st is Status.SKIPPED:
+        out.append({"event": "step_skipped", **base, "reason": detail.get("skip_reason"), "skipped": True})
+    return out
+
+
+class TraceSubscriber:
+    """Turns lifecycle events into trace records for one tracer (an event-hub subscriber)."""
+
+    def __init__(self, tracer: Tracer, workflow_id: str) -> None:
+        self.tracer = tracer
+        self.workflow_id = workflow_id
+
+    def __call__(self, event: Event) -> None:
+        bound = BoundTracer(self.tracer, self.workflow_id, event.run_id)
+        for record in trace_records(event):
+            bound.record(record)
+
+
+__all__ = ["BoundTracer", "FileTracer", "TraceSubscriber", "Tracer", "as_tracer", "trace_records"]

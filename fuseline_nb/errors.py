@@ -13,6 +13,7 @@ builtin it resembles so ``except ValueError`` still catches a bad definition::
     ├── SchemaMismatchError (ValueError)         same id + version, other definition
     ├── UnknownWorkflowError (LookupError)       a schema the broker never saw
     ├── UnknownRunError (LookupError)            a run id the broker never saw
+    ├── UnknownWorkerError (LookupError)         a worker id the broker does not know
     ├── StaleReportError (RuntimeError)          a report for an expired/old attempt
     ├── PicklingError (TypeError)                a step that cannot travel to a worker
     ├── StorageError (RuntimeError)              storage failures, translated
@@ -163,6 +164,16 @@ class UnknownRunError(FuselineError, LookupError):
     Examples
     --------
     >>> issubclass(UnknownRunError, LookupError)
+    True
+    """
+
+
+class UnknownWorkerError(FuselineError, LookupError):
+    """A worker id the broker does not know (never registered, or the broker restarted).
+
+    Examples
+    --------
+    >>> issubclass(UnknownWorkerError, LookupError)
     True
     """
 

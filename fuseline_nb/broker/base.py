@@ -1,0 +1,206 @@
+"""The broker contract: :class:`Broker`, and the messages that cross it.
+
+A broker decides what is ready and holds run state; workers fetch
+:class:`StepAssignment` s and send back :class:`StepReport` s. Every client
+(in-kernel, process channel, HTTP) speaks these same messages.
+
+Examples
+--------
+>>> from fuseline_nb import Status
+>>> r = StepReport("wf", "run-1", "load", Status.SUCCEEDED, result=[1, 2], attempt=1)
+>>> r.run_id
+'run-1'
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..workflow.events import Event
+from ..workflow.runinfo import RunInfo, StepInfo
+from ..workflow.schema import WorkflowSchema
+from ..workflow.status import Status
+
+__all__ = ["Broker", "LastTask", "RunInfo", "StepAssignment", "StepInfo", "StepReport", "WorkerInfo"]
+
+
+@dataclass
+class StepAssignment:
+    """One step of one run handed to one worker.
+
+    ``payload`` holds ``workflow_inputs`` (the run's inputs), ``results``
+    (results of finished predecessors, by step name) and ``winners`` (for
+    each OR group on the step, the member whose result it receives).
+    ``attempt`` counts from 1; the worker must echo it in its report.
+
+    Examples
+    --------
+    >>> a = StepAssignment("wf", "run-1", "load", {"workflow_inputs": {}, "results": {}},
+    ...                    assigned_at=0.0, expires_at=60.0, attempt=1)
+    >>> a.run_id, a.inputs
+    ('run-1', {})
+    """
+
+    workflow_id: str
+    instance_id: str
+    step_name: str
+    payload: dict[str, Any]
+    assigned_at: float
+    expires_at: float
+    attempt: int = 1
+    version: str = "1"
+
+    @property
+    def run_id(self) -> str:
+        """The run id (Fuseline calls it the instance id)."""
+        return self.instance_id
+
+    @property
+    def inputs(self) -> dict[str, Any]:
+        """The run's inputs."""
+        return self.payload.get("workflow_inputs", {})
+
+    @property
+    def results(self) -> dict[str, Any]:
+        """Results of finished predecessors by step name."""
+        return self.payload.get("results", {})
+
+    @property
+    def winners(self) -> dict[str, str]:
+        """OR group id → member whose result the group passes on."""
+        return self.payload.get("winners", {})
+
+
+@dataclass
+class StepReport:
+    """What a worker tells the broker about one attempt.
+
+    ``state`` is SUCCEEDED, FAILED or SKIPPED (its condition said no).
+    ``action`` may carry the returned action string when ``result`` is
+    opaque to the broker; by default the broker reads it from ``result``.
+
+    Examples
+    --------
+    >>> StepReport("wf", "r", "s", Status.FAILED, error="ValueError: x").error
+    'ValueError: x'
+    """
+
+    workflow_id: str
+    instance_id: str
+    step_name: str
+    state: Status
+    result: Any = None
+    attempt: int = 1
+    error: str | None = None
+    traceback: str | None = None
+    action: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+
+    @property
+    def run_id(self) -> str:
+        """The run id (Fuseline calls it the instance id)."""
+        return self.instance_id
+
+
+@dataclass
+class LastTask:
+    """The last step a worker reported.
+
+    Examples
+    --------
+    >>> LastTask("wf", "r", "s", True).success
+    True
+    """
+
+    workflow_id: str
+    instance_id: str
+    step_name: str
+    success: bool
+
+
+@dataclass
+class WorkerInfo:
+    """A registered worker, as :meth:`Broker.list_workers` reports it.
+
+    Examples
+    --------
+    >>> WorkerInfo("w1", 0.0, 0.0).last_task is None
+    True
+    """
+
+    worker_id: str
+    connected_at: float
+    last_seen: float
+    last_task: LastTask | None = None
+    workflows: list[str] = field(default_factory=list)
+    name: str | None = None
+
+
+class Broker(ABC):
+    """Decides readiness and holds run state; workers talk to it through a client.
+
+    See :class:`fuseline_nb.broker.MemoryBroker` for the implementation.
+
+    Examples
+    --------
+    >>> from fuseline_nb.broker import MemoryBroker
+    >>> isinstance(MemoryBroker(), Broker)
+    True
+    """
+
+    @abstractmethod
+    def register_worker(self, workflows: Iterable[WorkflowSchema], name: str | None = None) -> str:
+        """Register a worker able to run ``workflows``; return its id."""
+
+    @abstractmethod
+    def dispatch_workflow(self, workflow: WorkflowSchema, inputs: dict[str, Any] | None = None) -> str:
+        """Start a run: enqueue its roots; return the run id."""
+
+    @abstractmethod
+    def get_step(self, worker_id: str) -> StepAssignment | None:
+        """The next ready step this worker can run, or ``None``."""
+
+    @abstractmethod
+    def report_step(self, worker_id: str, report: StepReport) -> None:
+        """Record an attempt's outcome and enqueue what became ready."""
+
+    @abstractmethod
+    def keep_alive(self, worker_id: str) -> None:
+        """Mark the worker alive and extend the leases of its assignments."""
+
+    @abstractmethod
+    def list_workers(self) -> list[WorkerInfo]:
+        """Registered workers."""
+
+    @abstractmethod
+    def list_workflows(self) -> list[WorkflowSchema]:
+        """Registered workflow schemas."""
+
+    @abstractmethod
+    def get_run(self, run_id: str) -> RunInfo:
+        """The :class:`RunInfo` of a run (RUNNING until it ends)."""
+
+    @abstractmethod
+    def list_runs(self) -> list[RunInfo]:
+        """Every known run, oldest first (steps omitted for finished runs)."""
+
+    @abstractmethod
+    def subscribe(self, callback: Callable[[Event], None]) -> Callable[[], None]:
+        """Receive every lifecycle event; returns an unsubscribe function."""
+
+    def status(self) -> dict[str, Any]:
+        """A health summary."""
+        return {"status": "ok"}
+
+    def close(self) -> None:  # noqa: B027 - optional hook, a no-op by default
+        """Release resources."""
+
+    def __enter__(self) -> Broker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

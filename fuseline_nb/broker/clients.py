@@ -1,0 +1,148 @@
+"""Clients: how workers and notebooks talk to a broker.
+
+Every client has the same methods and return types; only the transport
+differs — a direct call (:class:`LocalBrokerClient`), a process channel from
+spawned workers (``fuseline_nb.worker.pool``), or HTTP
+(:class:`HttpBrokerClient`, loaded on first use because it imports httpx).
+
+Examples
+--------
+>>> from fuseline_nb.broker import MemoryBroker
+>>> from fuseline_nb.broker.clients import LocalBrokerClient
+>>> client = LocalBrokerClient(MemoryBroker())
+>>> client.status()["status"]
+'ok'
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from typing import Any
+
+from ..workflow.runinfo import RunInfo
+from ..workflow.schema import WorkflowSchema
+from .base import Broker, StepAssignment, StepReport, WorkerInfo
+
+
+class BrokerClient(ABC):
+    """The broker as workers and notebooks see it.
+
+    Examples
+    --------
+    >>> issubclass(LocalBrokerClient, BrokerClient)
+    True
+    """
+
+    @abstractmethod
+    def register_worker(self, workflows: Iterable[WorkflowSchema], name: str | None = None) -> str:
+        """Register a worker for ``workflows``; return its id."""
+
+    @abstractmethod
+    def dispatch_workflow(self, workflow: WorkflowSchema, inputs: dict[str, Any] | None = None) -> str:
+        """Start a run; return its id."""
+
+    @abstractmethod
+    def get_step(self, worker_id: str) -> StepAssignment | None:
+        """The next ready step for this worker, or ``None``."""
+
+    @abstractmethod
+    def report_step(self, worker_id: str, report: StepReport) -> None:
+        """Report one attempt's outcome."""
+
+    @abstractmethod
+    def keep_alive(self, worker_id: str) -> None:
+        """Heartbeat: extend this worker's leases."""
+
+    @abstractmethod
+    def list_workers(self) -> list[WorkerInfo]:
+        """Registered workers."""
+
+    @abstractmethod
+    def list_workflows(self) -> list[WorkflowSchema]:
+        """Registered workflow schemas."""
+
+    @abstractmethod
+    def get_run(self, run_id: str) -> RunInfo:
+        """The :class:`RunInfo` of a run."""
+
+    @abstractmethod
+    def list_runs(self) -> list[RunInfo]:
+        """Every run, oldest first."""
+
+    @abstractmethod
+    def status(self) -> dict[str, Any]:
+        """Broker health summary."""
+
+    def unregister_worker(self, worker_id: str) -> None:  # noqa: B027 - optional for transports
+        """Tell the broker this worker is leaving (its assignments are re-queued)."""
+
+    def close(self) -> None:  # noqa: B027
+        """Release the transport."""
+
+    def __enter__(self) -> BrokerClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class LocalBrokerClient(BrokerClient):
+    """Calls a broker in the same process directly.
+
+    Examples
+    --------
+    >>> from fuseline_nb.broker import MemoryBroker
+    >>> client = LocalBrokerClient(MemoryBroker())
+    >>> client.list_workers()
+    []
+    """
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+
+    def register_worker(self, workflows: Iterable[WorkflowSchema], name: str | None = None) -> str:
+        return self.broker.register_worker(list(workflows), name)
+
+    def dispatch_workflow(self, workflow: WorkflowSchema, inputs: dict[str, Any] | None = None) -> str:
+        return self.broker.dispatch_workflow(workflow, inputs)
+
+    def get_step(self, worker_id: str) -> StepAssignment | None:
+        return self.broker.get_step(worker_id)
+
+    def report_step(self, worker_id: str, report: StepReport) -> None:
+        self.broker.report_step(worker_id, report)
+
+    def keep_alive(self, worker_id: str) -> None:
+        self.broker.keep_alive(worker_id)
+
+    def list_workers(self) -> list[WorkerInfo]:
+        return list(self.broker.list_workers())
+
+    def list_workflows(self) -> list[WorkflowSchema]:
+        return list(self.broker.list_workflows())
+
+    def get_run(self, run_id: str) -> RunInfo:
+        return self.broker.get_run(run_id)
+
+    def list_runs(self) -> list[RunInfo]:
+        return list(self.broker.list_runs())
+
+    def status(self) -> dict[str, Any]:
+        return self.broker.status()
+
+    def unregister_worker(self, worker_id: str) -> None:
+        unregister = getattr(self.broker, "unregister_worker", None)
+        if callable(unregister):
+            unregister(worker_id)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "HttpBrokerClient":  # imports httpx: load on first use
+        from .http_client import HttpBrokerClient
+
+        return HttpBrokerClient
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["BrokerClient", "HttpBrokerClient", "LocalBrokerClient"]

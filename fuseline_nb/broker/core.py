@@ -1,0 +1,537 @@
+"""The broker: one writer over a :class:`RuntimeStorage`, with leases and events.
+
+State of a live run lives in memory (:class:`_LiveRun`); every change is
+handed to the storage, which may batch it. Readiness comes from
+:mod:`fuseline_nb.workflow.rules`, the same rules ``wf.run`` uses.
+
+Per step the broker does: assign (attempt += 1, lease deadline), report
+(validate the attempt, resolve the action, feed the rules), enqueue what
+became ready. An assignment whose lease passes without a report or a
+keep-alive goes back to the queue as a new attempt; a report from the old
+attempt is then refused with :class:`~fuseline_nb.errors.StaleReportError`.
+A FAILED report is retried while the step's ``RetryPolicy`` allows.
+
+All public methods hold one lock, so any thread may call them; mutation is
+serialised — one writer.
+
+Examples
+--------
+>>> from fuseline_nb import FunctionStep, Workflow, Status
+>>> from fuseline_nb.broker import MemoryBroker, StepReport
+>>> wf = Workflow(outputs=[FunctionStep(lambda: 7, name="seven")])
+>>> broker = MemoryBroker()
+>>> wid = broker.register_worker([wf.to_schema()])
+>>> run_id = broker.dispatch_workflow(wf.to_schema())
+>>> a = broker.get_step(wid)
+>>> broker.report_step(wid, StepReport(a.workflow_id, a.instance_id, a.step_name,
+...                                    Status.SUCCEEDED, 7, attempt=a.attempt))
+>>> broker.get_run(run_id).state
+<Status.SUCCEEDED: 'SUCCEEDED'>
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from typing import Any
+
+from ..errors import (
+    SchemaMismatchError,
+    StaleReportError,
+    StorageClosedError,
+    UnknownActionError,
+    UnknownRunError,
+    UnknownWorkerError,
+)
+from ..workflow.events import Event, EventHub
+from ..workflow.policies import retry_settings
+from ..workflow.rules import Changes, Outcome, Plan, Readiness, final_run_state, resolve_action
+from ..workflow.runinfo import RunInfo, StepInfo
+from ..workflow.schema import WorkflowSchema
+from ..workflow.status import SKIP_CONDITION, SKIP_NOT_REACHED, Status
+from .base import Broker, LastTask, StepAssignment, StepReport, WorkerInfo
+from .storage.base import RuntimeStorage
+from .storage.memory import MemoryRuntimeStorage
+
+log = logging.getLogger(__name__)
+
+_Key = tuple[str, str]  # (workflow_id, version)
+
+
+class _Compiled:
+    __slots__ = ("schema", "plan", "retries")
+
+    def __init__(self, schema: WorkflowSchema) -> None:
+        self.schema = schema
+        self.plan = Plan.from_schema(schema)
+        self.retries = {s.name: retry_settings(s.policies) for s in schema.steps}
+
+
+class _LiveRun:
+    """In-memory state of one unfinished run."""
+
+    __slots__ = ("run_id", "key", "compiled", "tracker", "infos", "inputs", "results",
+                 "failures", "assigned", "created_at", "seq")
+
+    def __init__(self, run_id: str, compiled: _Compiled, inputs: dict[str, Any], created_at: float) -> None:
+        self.run_id = run_id
+        self.compiled = compiled
+        self.key: _Key = (compiled.schema.workflow_id, compiled.schema.version)
+        self.tracker = Readiness(compiled.plan)
+        self.infos = {n: StepInfo() for n in compiled.plan.order}
+        self.inputs = inputs
+        self.results: dict[str, Any] = {}
+        self.failures: dict[str, int] = {}
+        # step -> (worker id, attempt, lease deadline)
+        self.assigned: dict[str, tuple[str, int, float]] = {}
+        self.created_at = created_at
+        self.seq = 0
+
+
+class _Worker:
+    __slots__ = ("info", "keys", "assigned")
+
+    def __init__(self, info: WorkerInfo, keys: set[_Key]) -> None:
+        self.info = info
+        self.keys = keys
+        self.assigned: set[tuple[str, str]] = set()  # (run id, step)
+
+
+class StorageBroker(Broker):
+    """A broker over any :class:`RuntimeStorage`.
+
+    Parameters
+    ----------
+    storage:
+        Where runs are kept (default: a new :class:`MemoryRuntimeStorage`).
+        Unfinished runs found in it are resumed: steps that were queued or
+        running are queued again; finished steps do not run again.
+    lease_seconds:
+        How long an assignment may go without a report or a keep-alive
+        before it is given to another worker.
+    clock:
+        Time source (seconds); tests pass a fake one.
+    """
+
+    def __init__(self, storage: RuntimeStorage | None = None, *, lease_seconds: float = 60.0,
+                 clock: Callable[[], float] = time.time) -> None:
+        if lease_seconds <= 0:
+            raise ValueError(f"lease_seconds must be > 0, not {lease_seconds!r}")
+        self.storage = storage if storage is not None else MemoryRuntimeStorage()
+        self.lease_seconds = float(lease_seconds)
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._hub = EventHub()
+        self._compiled: dict[_Key, _Compiled] = {}
+        self._runs: dict[str, _LiveRun] = {}
+        self._active: dict[_Key, dict[str, None]] = {}  # ordered set of live run ids per workflow
+        self._workers: dict[str, _Worker] = {}
+        self._leases: list[tuple[float, str, str, int]] = []
+        self._delayed: list[tuple[float, str, str]] = []  # retries waiting for RetryPolicy.wait
+        self._closed = False
+        for schema in self.storage.list_workflows():
+            self._compiled[(schema.workflow_id, schema.version)] = _Compiled(schema)
+        for run_id in self.storage.unfinished_runs():
+            self._resume(run_id)
+
+    # -- workflows and workers -----------------------------------------------------
+    def _register(self, schema: WorkflowSchema) -> _Compiled:
+        if not isinstance(schema, WorkflowSchema):
+            to_schema = getattr(schema, "to_schema", None)
+            if not callable(to_schema):
+                raise TypeError(f"expected a WorkflowSchema (or a Workflow), not {schema!r}")
+            schema = to_schema()
+        key = (schema.workflow_id, schema.version)
+        known = self._compiled.get(key)
+        if known is not None:
+            if known.schema.structure_key() != schema.structure_key():
+                diff = "; ".join(known.schema.differences(schema))
+                raise SchemaMismatchError(
+                    f"workflow {schema.workflow_id!r} version {schema.version!r} is already "
+                    f"registered with a different definition ({diff}): give the new "
+                    "definition another version or workflow_id"
+                )
+            return known
+        compiled = _Compiled(schema)
+        self._compiled[key] = compiled
+        self.storage.register_workflow(schema)
+        return compiled
+
+    def register_worker(self, workflows: Iterable[WorkflowSchema], name: str | None = None) -> str:
+        """Register a worker that can run ``workflows``; return its id."""
+        with self._lock:
+            self._check_open()
+            keys = set()
+            for schema in workflows:
+                c = self._register(schema)
+                keys.add((c.schema.workflow_id, c.schema.version))
+            now = self._clock()
+            wid = uuid.uuid4().hex[:12]
+            info = WorkerInfo(wid, now, now, None, sorted(f"{k[0]}@{k[1]}" for k in keys), name)
+            self._workers[wid] = _Worker(info, keys)
+            return wid
+
+    def unregister_worker(self, worker_id: str) -> None:
+        """Forget a worker; its unfinished assignments go back to the queue at once."""
+        with self._lock:
+            worker = self._workers.pop(worker_id, None)
+            if worker is None:
+                return
+            for run_id, step in list(worker.assigned):
+                run = self._runs.get(run_id)
+                if run is not None and step in run.assigned:
+                    self._requeue_assignment(run, step, "worker gone")
+
+    def _worker(self, worker_id: str) -> _Worker:
+        try:
+            w = self._workers[worker_id]
+        except KeyError:
+            raise UnknownWorkerError(
+                f"unknown worker: {worker_id!r} (register it first; a restarted broker forgets workers)"
+            ) from None
+        w.info.last_seen = self._clock()
+        return w
+
+    def keep_alive(self, worker_id: str) -> None:
+        """Mark the worker alive and extend the lease of each of its assignments."""
+        with self._lock:
+            worker = self._worker(worker_id)
+            deadline = self._clock() + self.lease_seconds
+            for run_id, step in worker.assigned:
+                run = self._runs.get(run_id)
+                if run is None or step not in run.assigned:
+                    continue
+                wid, att, _ = run.assigned[step]
+                run.assigned[step] = (wid, att, deadline)
+                heapq.heappush(self._leases, (deadline, run_id, step, att))
+
+    def list_workers(self) -> list[WorkerInfo]:
+        """Registered workers."""
+        with self._lock:
+            return [w.info for w in self._workers.values()]
+
+    def list_workflows(self) -> list[WorkflowSchema]:
+        """Registered workflow schemas."""
+        with self._lock:
+            return [c.schema for c in self._compiled.values()]
+
+    def subscribe(self, callback: Callable[[Event], None]) -> Callable[[], None]:
+        """Receive every lifecycle event (called under the broker's lock: be quick)."""
+        return self._hub.subscribe(callback)
+
+    # -- runs --------------------------------------------------------------------------
+    def dispatch_workflow(self, workflow: WorkflowSchema, inputs: dict[str, Any] | None = None) -> str:
+        """Start a run of ``workflow`` with ``inputs``; return its run id."""
+        with self._lock:
+            self._check_open()
+            compiled = self._register(workflow)
+            run_id = uuid.uuid4().hex
+            now = self._clock()
+            inputs = dict(inputs or {})
+            run = _LiveRun(run_id, compiled, inputs, now)
+            self.storage.create_run(run_id, compiled.schema.workflow_id, compiled.schema.version,
+                                    inputs, compiled.plan.order, now)
+            self._runs[run_id] = run
+            self._active.setdefault(run.key, {})[run_id] = None
+            self._emit(run, "run_dispatched", detail={"workflow_id": compiled.schema.workflow_id})
+            self._enqueue(run, run.tracker.start(), now)
+            return run_id
+
+    def get_step(self, worker_id: str) -> StepAssignment | None:
+        """The next ready step ``worker_id`` can run, or ``None``."""
+        with self._lock:
+            self._check_open()
+            worker = self._worker(worker_id)
+            now = self._clock()
+            self._expire(now)
+            for key in worker.keys:
+                for run_id in self._active.get(key, ()):
+                    step = self.storage.fetch_next(run_id)
+                    if step is not None:
+                        return self._assign(self._runs[run_id], step, worker, now)
+            return None
+
+    def report_step(self, worker_id: str, report: StepReport) -> None:
+        """Record one attempt's outcome; refuse a report for a superseded attempt."""
+        with self._lock:
+            self._check_open()
+            worker = self._worker(worker_id)
+            run = self._runs.get(report.instance_id)
+            if run is None:
+                if self.storage.load_run(report.instance_id) is None:
+                    raise UnknownRunError(f"unknown run: {report.instance_id!r}")
+                raise StaleReportError(
+                    f"report for step {report.step_name!r} refused: run {report.instance_id!r} has ended"
+                )
+            step = report.step_name
+            held = run.assigned.get(step)
+            if held is None or held[0] != worker_id or held[1] != report.attempt:
+                raise StaleReportError(
+                    f"report for step {step!r} attempt {report.attempt} of run {run.run_id!r} "
+                    f"refused: that attempt is no longer assigned to worker {worker_id!r} "
+                    "(its lease expired and the step was queued again)"
+                )
+            del run.assigned[step]
+            worker.assigned.discard((run.run_id, step))
+            state = Status(report.state)
+            worker.info.last_task = LastTask(run.key[0], run.run_id, step, state is not Status.FAILED)
+            self._complete(run, step, state, report)
+
+    def release(self, worker_id: str, run_id: str, step: str, attempt: int, error: str) -> None:
+        """Report a FAILED attempt on a worker's behalf (e.g. its process was killed on timeout)."""
+        self.report_step(worker_id, StepReport("", run_id, step, Status.FAILED, attempt=attempt, error=error))
+
+    def get_run(self, run_id: str) -> RunInfo:
+        """The run's :class:`RunInfo` (RUNNING until it ends)."""
+        with self._lock:
+            run = self._runs.get(run_id)
+            if run is not None:
+                steps = {n: replace(i) for n, i in run.infos.items()}
+                return RunInfo(run_id, run.key[0], Status.RUNNING, steps, run.key[1],
+                               dict(run.inputs), run.created_at)
+            info = self.storage.load_run(run_id)
+            if info is None:
+                raise UnknownRunError(f"unknown run: {run_id!r}")
+            return info
+
+    def list_runs(self) -> list[RunInfo]:
+        """Every run the storage knows, oldest first (without step records)."""
+        with self._lock:
+            return self.storage.list_runs()
+
+    def events(self, run_id: str) -> list[Event]:
+        """The run's lifecycle events, in order."""
+        with self._lock:
+            return self.storage.events(run_id)
+
+    def status(self) -> dict[str, Any]:
+        """Counts of workers, live runs and queued retries."""
+        with self._lock:
+            return {"status": "ok", "workers": len(self._workers), "active_runs": len(self._runs),
+                    "workflows": len(self._compiled)}
+
+    def close(self) -> None:
+        """Flush and close the storage; idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self.storage.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StorageClosedError(f"{type(self).__name__} is closed")
+
+    # -- transitions -----------------------------------------------------------------
+    def _emit(self, run: _LiveRun, kind: Any, step: str | None = None, state: Status | None = None,
+              worker: str | None = None, attempt: int = 0, detail: dict[str, Any] | None = None) -> None:
+        run.seq += 1
+        event = Event(kind, run.run_id, run.seq, self._clock(), step, state, worker, attempt, detail)
+        self.storage.record_event(event)
+        if self._hub.has_subscribers:
+            self._hub.publish(event)
+
+    def _enqueue(self, run: _LiveRun, steps: list[str], now: float) -> None:
+        for step in steps:
+            info = run.infos[step]
+            info.queued_at = now
+            self.storage.enqueue(run.run_id, step)
+            self.storage.save_step(run.run_id, step, info)
+            self._emit(run, "step_queued", step, Status.PENDING)
+
+    def _assign(self, run: _LiveRun, step: str, worker: _Worker, now: float) -> StepAssignment:
+        info = run.infos[step]
+        info.attempts += 1
+        info.state = Status.RUNNING
+        info.worker = worker.info.worker_id
+        info.started_at = now
+        info.finished_at = None
+        deadline = now + self.lease_seconds
+        run.assigned[step] = (worker.info.worker_id, info.attempts, deadline)
+        worker.assigned.add((run.run_id, step))
+        heapq.heappush(self._leases, (deadline, run.run_id, step, info.attempts))
+        self.storage.save_step(run.run_id, step, info)
+        self._emit(run, "step_started", step, Status.RUNNING, worker.info.worker_id, info.attempts)
+        plan = run.compiled.plan
+        results = {e.source: run.results[e.source] for e in plan.incoming[step] if e.source in run.results}
+        payload = {"workflow_inputs": run.inputs, "results": results, "winners": run.tracker.winners(step)}
+        return StepAssignment(run.key[0], run.run_id, step, payload, now, deadline, info.attempts, run.key[1])
+
+    def _expire(self, now: float) -> None:
+        leases = self._leases
+        while leases and leases[0][0] <= now:
+            deadline, run_id, step, attempt = heapq.heappop(leases)
+            run = self._runs.get(run_id)
+            held = run.assigned.get(step) if run is not None else None
+            if run is None or held is None or held[1] != attempt or held[2] > now:
+                continue  # reported, superseded, or extended by a keep-alive
+            self._requeue_assignment(run, step, "lease expired")
+        delayed = self._delayed
+        while delayed and delayed[0][0] <= now:
+            _, run_id, step = heapq.heappop(delayed)
+            run = self._runs.get(run_id)
+            if run is not None:
+                self._enqueue(run, [step], now)
+
+    def _requeue_assignment(self, run: _LiveRun, step: str, reason: str) -> None:
+        wid, attempt, _ = run.assigned.pop(step)
+        w = self._workers.get(wid)
+        if w is not None:
+            w.assigned.discard((run.run_id, step))
+        info = run.infos[step]
+        info.state = Status.PENDING
+        info.worker = None
+        log.warning("step %r of run %s attempt %d: %s; queued again", step, run.run_id, attempt, reason)
+        self._emit(run, "step_queued", step, Status.PENDING, wid, attempt, {"reason": reason})
+        info.queued_at = self._clock()
+        self.storage.enqueue(run.run_id, step)
+        self.storage.save_step(run.run_id, step, info)
+
+    def _complete(self, run: _LiveRun, step: str, state: Status, report: StepReport) -> None:
+        now = self._clock()
+        info = run.infos[step]
+        info.finished_at = report.finished_at or now
+        if report.started_at:
+            info.started_at = report.started_at
+        retryable = True
+        if state is Status.SUCCEEDED:
+            candidate = report.action if report.action is not None else report.result
+            try:
+                info.action = resolve_action(run.compiled.plan, step, candidate)
+            except UnknownActionError as exc:
+                state, report.error, retryable = Status.FAILED, f"UnknownActionError: {exc}", False
+        if state is Status.FAILED:
+            fails = run.failures.get(step, 0) + 1
+            run.failures[step] = fails
+            max_attempts, wait = run.compiled.retries.get(step, (1, 0))
+            info.error, info.traceback = report.error or "failed", report.traceback
+            if retryable and fails < max_attempts:
+                info.state = Status.PENDING
+                self.storage.save_step(run.run_id, step, info)
+                self._emit(run, "step_queued", step, Status.PENDING, info.worker, info.attempts,
+                           {"reason": "retry", "error": info.error})
+                if wait:
+                    heapq.heappush(self._delayed, (now + wait, run.run_id, step))
+                else:
+                    self._enqueue(run, [step], now)
+                return
+            outcome = Outcome.failed()
+        elif state is Status.SKIPPED:
+            outcome = Outcome.skipped_by_condition()
+            info.skip_reason = SKIP_CONDITION
+        elif state is Status.SUCCEEDED:
+            outcome = Outcome.succeeded(info.action or "default")
+            info.error = info.traceback = None
+            run.results[step] = info.result = report.result
+            self.storage.set_result(run.run_id, step, report.result)
+        else:
+            raise ValueError(f"a report's state must be SUCCEEDED, FAILED or SKIPPED, not {state}")
+        info.state = state
+        self.storage.save_step(run.run_id, step, info)
+        self._emit(run, "step_finished", step, state, info.worker, info.attempts,
+                   {"action": info.action, "error": info.error, "skip_reason": info.skip_reason})
+        self._apply(run, run.tracker.finish(step, outcome), now)
+
+    def _apply(self, run: _LiveRun, changes: Changes, now: float) -> None:
+        for names, state in ((changes.skipped, Status.SKIPPED), (changes.cancelled, Status.CANCELLED)):
+            for n in names:
+                info = run.infos[n]
+                info.state, info.finished_at = state, now
+                if state is Status.SKIPPED:
+                    info.skip_reason = SKIP_NOT_REACHED
+                self.storage.save_step(run.run_id, n, info)
+                self._emit(run, "step_finished", n, state, detail={"skip_reason": info.skip_reason})
+        self._enqueue(run, changes.ready, now)
+        if run.tracker.done:
+            self._finish_run(run, now)
+
+    def _finish_run(self, run: _LiveRun, now: float) -> None:
+        state = final_run_state(run.tracker.outcomes.values())
+        self.storage.finalize_run(run.run_id, state, now)
+        self._emit(run, "run_finished", state=state, detail={"workflow_id": run.key[0]})
+        del self._runs[run.run_id]
+        self._active[run.key].pop(run.run_id, None)
+
+    # -- restart -------------------------------------------------------------------------
+    def _resume(self, run_id: str) -> None:
+        info = self.storage.load_run(run_id)
+        if info is None:
+            return
+        compiled = self._compiled.get((info.workflow_id, info.version))
+        if compiled is None:
+            log.error("cannot resume run %s: workflow %s@%s is not in storage", run_id,
+                      info.workflow_id, info.version)
+            return
+        now = self._clock()
+        run = _LiveRun(run_id, compiled, dict(info.inputs or {}), info.created_at or now)
+        self._runs[run_id] = run
+        self._active.setdefault(run.key, {})[run_id] = None
+        run.seq = max((e.seq for e in self.storage.events(run_id)), default=0)
+        for name, stored in info.steps.items():
+            if name in run.infos:
+                run.infos[name] = stored
+        run.tracker.start()
+        primary = [
+            (s.finished_at or 0.0, n) for n, s in info.steps.items()
+            if s.state in (Status.SUCCEEDED, Status.FAILED)
+            or (s.state is Status.SKIPPED and s.skip_reason == SKIP_CONDITION)
+        ]
+        for _, name in sorted(primary):
+            s = run.infos[name]
+            if s.state is Status.SUCCEEDED:
+                run.results[name] = s.result
+                outcome = Outcome.succeeded(s.action or "default")
+            elif s.state is Status.FAILED:
+                outcome = Outcome.failed()
+            else:
+                outcome = Outcome.skipped_by_condition()
+            changes = run.tracker.finish(name, outcome)
+            self._apply_quiet(run, changes, now)
+        if run.tracker.done:
+            self._finish_run(run, now)
+            return
+        pending = [n for n in compiled.plan.order if n in run.tracker.decided and n not in run.tracker.outcomes]
+        for n in pending:
+            run.infos[n].state = Status.PENDING
+            run.infos[n].worker = None
+        log.info("resuming run %s: %d step(s) queued again", run_id, len(pending))
+        self._enqueue(run, pending, now)
+
+    def _apply_quiet(self, run: _LiveRun, changes: Changes, now: float) -> None:
+        """Record derived skips/cancels while rebuilding a run (ready steps are queued later)."""
+        for names, state in ((changes.skipped, Status.SKIPPED), (changes.cancelled, Status.CANCELLED)):
+            for n in names:
+                info = run.infos[n]
+                if info.state is not state:
+                    info.state, info.finished_at = state, now
+                    if state is Status.SKIPPED:
+                        info.skip_reason = SKIP_NOT_REACHED
+                    self.storage.save_step(run.run_id, n, info)
+                    self._emit(run, "step_finished", n, state, detail={"skip_reason": info.skip_reason})
+
+
+class MemoryBroker(StorageBroker):
+    """The broker with in-memory storage: nothing survives the process.
+
+    Examples
+    --------
+    >>> from fuseline_nb import FunctionStep, Workflow
+    >>> from fuseline_nb.broker import MemoryBroker
+    >>> from fuseline_nb.broker.clients import LocalBrokerClient
+    >>> from fuseline_nb.worker import ProcessEngine
+    >>> wf = Workflow(outputs=[FunctionStep(lambda: 7, name="seven")])
+    >>> broker = MemoryBroker()
+    >>> client = LocalBrokerClient(broker)
+    >>> run_id = client.dispatch_workflow(wf.to_schema())
+    >>> ProcessEngine(client, [wf]).work()
+    >>> broker.get_run(run_id).steps["seven"].result
+    7
+    """
+
+    def __init__(self, *, lease_seconds: float = 60.0, clock: Callable[[], float] = time.time) -> None:
+        super().__init__(MemoryRuntimeStorage(), lease_seconds=lease_seconds, clock=clock)

@@ -1,0 +1,26 @@
+"""Workers: ProcessEngine (the fetch-run-report loop), PoolEngine, WorkerPool.
+
+Examples
+--------
+>>> from fuseline_nb.worker import ProcessEngine, PoolEngine
+>>> PoolEngine(2).processes
+2
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..workflow.local import PoolEngine
+from .engine import ProcessEngine
+
+
+def __getattr__(name: str) -> Any:
+    if name == "WorkerPool":  # multiprocessing + cloudpickle: load on first use
+        from .pool import WorkerPool
+
+        return WorkerPool
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["PoolEngine", "ProcessEngine", "WorkerPool"]

@@ -1,0 +1,155 @@
+"""ProcessEngine: the worker loop — get a step, run it, report the outcome.
+
+A step that raises never stops the loop: its error travels back as a value
+(type, message, traceback). While a step runs, a heartbeat thread keeps the
+assignment's lease alive, so long steps are not given to another worker.
+Retries are the broker's job (it re-queues a FAILED attempt while the step's
+``RetryPolicy`` allows), so every assignment is exactly one attempt.
+
+Examples
+--------
+>>> from fuseline_nb import FunctionStep, Workflow
+>>> from fuseline_nb.broker import MemoryBroker
+>>> from fuseline_nb.broker.clients import LocalBrokerClient
+>>> wf = Workflow(outputs=[FunctionStep(lambda: "hi", name="greet")])
+>>> client = LocalBrokerClient(MemoryBroker())
+>>> run_id = client.dispatch_workflow(wf.to_schema())
+>>> engine = ProcessEngine(client, [wf])
+>>> engine.work()
+>>> engine.steps_run, client.get_run(run_id).state
+(1, <Status.SUCCEEDED: 'SUCCEEDED'>)
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from ..broker.base import StepAssignment, StepReport
+from ..broker.clients import BrokerClient
+from ..errors import StaleReportError, UnknownWorkflowError
+from ..workflow.execute import StepOutcome, attempt
+from ..workflow.graph import Workflow
+from ..workflow.status import Status
+
+log = logging.getLogger(__name__)
+
+
+class ProcessEngine:
+    """A worker: repeatedly asks ``client`` for a step of ``workflows`` and runs it.
+
+    Parameters
+    ----------
+    client:
+        A :class:`~fuseline_nb.broker.clients.BrokerClient`.
+    workflows:
+        The :class:`Workflow` objects this worker can run (their schemas are
+        registered with the broker).
+    name:
+        A label shown in ``list_workers()`` and in run views.
+    """
+
+    def __init__(self, client: BrokerClient, workflows: Iterable[Workflow], *, name: str | None = None) -> None:
+        self.client = client
+        self.workflows = list(workflows)
+        if not self.workflows:
+            raise ValueError("ProcessEngine needs at least one workflow")
+        for wf in self.workflows:
+            if not isinstance(wf, Workflow):
+                raise TypeError(f"ProcessEngine takes Workflow objects, not {wf!r}")
+        self._by_key = {(wf.workflow_id, wf.version): wf for wf in self.workflows}
+        self.name = name
+        self.worker_id = client.register_worker([wf.to_schema() for wf in self.workflows], name)
+        self.steps_run = 0
+        self._busy: StepAssignment | None = None
+        self._stop = threading.Event()
+        self._beat: threading.Thread | None = None
+
+    def stop(self) -> None:
+        """Ask a blocking :meth:`work` loop to return after the current step."""
+        self._stop.set()
+
+    def work(self, *, block: bool = False, poll_interval: float = 1.0, max_steps: int | None = None) -> None:
+        """Run steps until none is ready (``block=False``) or :meth:`stop` (``block=True``).
+
+        Parameters
+        ----------
+        block:
+            Keep polling every ``poll_interval`` seconds when nothing is ready.
+        max_steps:
+            Return after this many steps.
+        """
+        self._stop.clear()
+        done = 0
+        while not self._stop.is_set() and (max_steps is None or done < max_steps):
+            assignment = self.client.get_step(self.worker_id)
+            if assignment is None:
+                if not block:
+                    return
+                self._stop.wait(poll_interval)
+                continue
+            self.run_assignment(assignment)
+            done += 1
+
+    def run_assignment(self, assignment: StepAssignment) -> StepOutcome:
+        """Run one assigned step and report it; return the outcome."""
+        self._busy = assignment
+        self._ensure_heartbeat(assignment)
+        try:
+            outcome = self._execute(assignment)
+        finally:
+            self._busy = None
+        self.steps_run += 1
+        self._report(assignment, outcome)
+        return outcome
+
+    def _execute(self, a: StepAssignment) -> StepOutcome:
+        wf = self._by_key.get((a.workflow_id, a.version))
+        if wf is None:
+            exc = UnknownWorkflowError(
+                f"worker {self.worker_id!r} has no workflow {a.workflow_id!r} version {a.version!r}"
+            )
+            return StepOutcome.from_exception(exc, time.time())
+        if a.step_name not in wf.steps:
+            exc2 = UnknownWorkflowError(f"workflow {a.workflow_id!r} has no step {a.step_name!r}")
+            return StepOutcome.from_exception(exc2, time.time())
+        return attempt(wf, a.step_name, a.inputs, a.results, a.winners)
+
+    def _report(self, a: StepAssignment, out: StepOutcome) -> None:
+        result = out.result if out.state is Status.SUCCEEDED else None
+        report = StepReport(
+            a.workflow_id, a.instance_id, a.step_name, out.state, result, a.attempt,
+            out.error, out.traceback, result if isinstance(result, str) else None,
+            out.started_at, out.finished_at,
+        )
+        try:
+            self.client.report_step(self.worker_id, report)
+        except StaleReportError as exc:
+            log.warning("report refused: %s", exc)
+
+    # -- heartbeats ---------------------------------------------------------------
+    def _ensure_heartbeat(self, a: StepAssignment) -> None:
+        if self._beat is not None and self._beat.is_alive():
+            return
+        lease = max(a.expires_at - a.assigned_at, 0.3)
+        self._beat = threading.Thread(target=self._heartbeat, args=(lease / 3,), daemon=True,
+                                      name=f"fuseline-heartbeat-{self.worker_id}")
+        self._beat.start()
+
+    def _heartbeat(self, interval: float) -> None:
+        seen: Any = None
+        while True:
+            time.sleep(interval)
+            busy = self._busy
+            if busy is None:
+                seen = None
+                continue
+            if busy is seen:  # the same step for a whole interval: extend its lease
+                try:
+                    self.client.keep_alive(self.worker_id)
+                except Exception:
+                    log.warning("keep-alive for worker %s failed", self.worker_id, exc_info=True)
+            seen = busy

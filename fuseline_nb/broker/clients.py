@@ -145,4 +145,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["BrokerClient", "HttpBrokerClient", "LocalBrokerClient"]
+__all__ = ["BrokerClient", "HttpBrokerClient", "LocalBrokerClient"]  # noqa: F822 - lazy, see __getattr__

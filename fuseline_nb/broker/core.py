@@ -64,7 +64,7 @@ _Key = tuple[str, str]  # (workflow_id, version)
 
 
 class _Compiled:
-    __slots__ = ("schema", "plan", "retries")
+    __slots__ = ("plan", "retries", "schema")
 
     def __init__(self, schema: WorkflowSchema) -> None:
         self.schema = schema
@@ -75,8 +75,19 @@ class _Compiled:
 class _LiveRun:
     """In-memory state of one unfinished run."""
 
-    __slots__ = ("run_id", "key", "compiled", "tracker", "infos", "inputs", "results",
-                 "failures", "assigned", "created_at", "seq")
+    __slots__ = (
+        "assigned",
+        "compiled",
+        "created_at",
+        "failures",
+        "infos",
+        "inputs",
+        "key",
+        "results",
+        "run_id",
+        "seq",
+        "tracker",
+    )
 
     def __init__(self, run_id: str, compiled: _Compiled, inputs: dict[str, Any], created_at: float) -> None:
         self.run_id = run_id
@@ -94,7 +105,7 @@ class _LiveRun:
 
 
 class _Worker:
-    __slots__ = ("info", "keys", "assigned")
+    __slots__ = ("assigned", "info", "keys")
 
     def __init__(self, info: WorkerInfo, keys: set[_Key]) -> None:
         self.info = info
@@ -251,9 +262,12 @@ class StorageBroker(Broker):
             self._expire(now)
             for key in worker.keys:
                 for run_id in self._active.get(key, ()):
-                    step = self.storage.fetch_next(run_id)
-                    if step is not None:
-                        return self._assign(self._runs[run_id], step, worker, now)
+                    run = self._runs[run_id]
+                    while (step := self.storage.fetch_next(run_id)) is not None:
+                        if step in run.assigned or step in run.tracker.outcomes:
+                            log.debug("dropping duplicate queue entry %r of run %s", step, run_id)
+                            continue  # a duplicate entry never runs a step twice
+                        return self._assign(run, step, worker, now)
             return None
 
     def report_step(self, worker_id: str, report: StepReport) -> None:
@@ -365,7 +379,7 @@ class StorageBroker(Broker):
     def _expire(self, now: float) -> None:
         leases = self._leases
         while leases and leases[0][0] <= now:
-            deadline, run_id, step, attempt = heapq.heappop(leases)
+            _, run_id, step, attempt = heapq.heappop(leases)
             run = self._runs.get(run_id)
             held = run.assigned.get(step) if run is not None else None
             if run is None or held is None or held[1] != attempt or held[2] > now:

@@ -28,7 +28,7 @@ from .binding import Binding
 from .rules import Plan
 from .schema import DEFAULT_ACTION, EdgeSchema, StepSchema, WorkflowSchema
 from .status import Status
-from .steps import Depends, FunctionStep, Step, function_target
+from .steps import FunctionStep, Step, function_target
 
 if TYPE_CHECKING:
     from .local import RunResult
@@ -207,7 +207,7 @@ class Workflow:
                     raw_groups.setdefault(group, set()).add(v)
         # OR groups from `(a | b) >> c` get ids derived from their members, so
         # the same code gives the same schema in every process.
-        for u, v, data in g.edges(data=True):
+        for _, v, data in g.edges(data=True):
             if data["group"] is not None and data["group"] in raw_groups:
                 members = sorted(x for x, _, d in g.in_edges(v, data=True) if d["group"] == data["group"])
                 data["group"] = f"{v}:any({','.join(members)})"

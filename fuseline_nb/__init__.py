@@ -108,10 +108,10 @@ __all__ = [
     "StepPolicy",
     "StepTimeoutPolicy",
     "UnknownActionError",
+    "WorkerPool",
     "Workflow",
     "WorkflowPolicy",
     "WorkflowSchema",
-    "WorkerPool",
     "draw",
     "workflow_from_functions",
 ]

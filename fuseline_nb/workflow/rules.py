@@ -281,7 +281,7 @@ class Changes:
 class _Slots:
     """Counters for one not-yet-decided step."""
 
-    __slots__ = ("pending", "active", "groups")
+    __slots__ = ("active", "groups", "pending")
 
     def __init__(self, n_slots: int) -> None:
         self.pending = n_slots

@@ -106,7 +106,7 @@ class Depends:
     True
     """
 
-    __slots__ = ("steps", "condition")
+    __slots__ = ("condition", "steps")
 
     def __init__(self, *steps: Any, condition: Callable[[Any], bool] | None = None) -> None:
         flat: list[Any] = []
@@ -144,7 +144,7 @@ def _label(obj: Any) -> str:
 class _Link:
     """``step - "action"``: waits for ``>> target``."""
 
-    __slots__ = ("source", "action")
+    __slots__ = ("action", "source")
 
     def __init__(self, source: Step, action: str) -> None:
         self.source = source

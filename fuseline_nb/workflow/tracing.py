@@ -24,7 +24,7 @@ import json
 import os
 import socket
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from .events import Event
@@ -73,7 +73,7 @@ class FileTracer(Tracer):
         open(self.path, "a").close()  # fail now, naming the path, if it cannot be written
 
     def record(self, event: dict[str, Any]) -> None:
-        event.setdefault("timestamp", datetime.now(timezone.utc).isoformat())
+        event.setdefault("timestamp", datetime.now(UTC).isoformat())
         line = json.dumps(event, default=str)
         with self._lock, open(self.path, "a") as fh:
             fh.write(line + "\n")

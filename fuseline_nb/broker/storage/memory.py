@@ -25,7 +25,7 @@ from .base import RuntimeStorage
 
 
 class _Run:
-    __slots__ = ("info", "queue", "queued", "results", "events")
+    __slots__ = ("events", "info", "queue", "queued", "results")
 
     def __init__(self, info: RunInfo) -> None:
         self.info = info

@@ -262,7 +262,7 @@ class StepTimeoutPolicy(StepPolicy):
 
         try:
             return await asyncio.wait_for(call(), self.seconds)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise TimeoutError(f"step exceeded {self.seconds} s") from None
 
 

@@ -54,6 +54,26 @@ def _collect(outputs: list[Step]) -> list[Step]:
     return order
 
 
+def _topological(steps: list[Step], deps: dict[int, dict[str, tuple[Step, ...]]]) -> list[Step]:
+    """``steps`` in a topological order (discovery order breaks ties), so derived
+    names number upstream steps first. A cycle is left for the named-graph check."""
+    index = {id(s): k for k, s in enumerate(steps)}
+    g = nx.DiGraph()
+    g.add_nodes_from(index.values())
+    for s in steps:
+        for t, _, _ in s.edges:
+            if id(t) in index:
+                g.add_edge(index[id(s)], index[id(t)])
+        for srcs in deps.get(id(s), {}).values():
+            for d in srcs:
+                if id(d) in index:
+                    g.add_edge(index[id(d)], index[id(s)])
+    try:
+        return [steps[k] for k in nx.lexicographical_topological_sort(g)]
+    except nx.NetworkXUnfeasible:
+        return steps
+
+
 def _resolve(dep: Any, steps: list[Step], owner: Step, param: str) -> Step:
     if isinstance(dep, Step):
         return dep
@@ -188,7 +208,7 @@ class Workflow:
                 p: tuple(_resolve(d, steps, s, p) for d in dep.steps) for p, dep in s.dependencies()
             }
             i += 1
-        steps = _collect(self.outputs + [s for s in steps])
+        steps = _topological(_collect(self.outputs + [s for s in steps]), deps)
         names = _assign_names(steps)
         g = nx.DiGraph()
         for s in steps:
@@ -207,10 +227,13 @@ class Workflow:
                     raw_groups.setdefault(group, set()).add(v)
         # OR groups from `(a | b) >> c` get ids derived from their members, so
         # the same code gives the same schema in every process.
-        for _, v, data in g.edges(data=True):
-            if data["group"] is not None and data["group"] in raw_groups:
+        canonical: dict[tuple[str, str], str] = {}
+        for u, v, data in g.edges(data=True):
+            if data["group"] in raw_groups:
                 members = sorted(x for x, _, d in g.in_edges(v, data=True) if d["group"] == data["group"])
-                data["group"] = f"{v}:any({','.join(members)})"
+                canonical[(u, v)] = f"{v}:any({','.join(members)})"
+        for (u, v), group in canonical.items():
+            g.edges[u, v]["group"] = group
         self._group_param: dict[str, dict[str, str]] = {}
         dep_names: dict[str, dict[str, tuple[str, ...]]] = {}
         for s in steps:

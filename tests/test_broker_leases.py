@@ -51,7 +51,7 @@ def test_expired_lease_is_requeued_and_late_report_refused(make_broker):
     assert info.steps["a"].attempts == 2
     assert info.steps["a"].worker == other.worker_id
     # The first worker's late report is refused.
-    with pytest.raises(StaleReportError, match="run .* has ended|no longer assigned"):
+    with pytest.raises(StaleReportError, match=r"run .* has ended|no longer assigned"):
         client.report_step(slow, report_for(first, result=1))
     kinds = [(e.kind, e.step, e.attempt) for e in broker.events(run_id) if e.step == "a"]
     assert ("step_queued", "a", 1) in kinds  # the re-queue is an event too
@@ -69,7 +69,7 @@ def test_late_report_refused_while_run_still_live(make_broker):
     clock.now += 6
     a2 = client.get_step(w2)
     assert (a2.step_name, a2.attempt) == ("a", 2)
-    with pytest.raises(StaleReportError, match="attempt 1 .* no longer assigned"):
+    with pytest.raises(StaleReportError, match=r"attempt 1 .* no longer assigned"):
         client.report_step(w1, report_for(a1, result=1))
     client.report_step(w2, report_for(a2, result=1))
     assert broker.get_run(run_id).steps["a"].state is Status.SUCCEEDED

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -162,7 +163,7 @@ def test_pool_engine_runs_independent_steps_concurrently():
 
 def test_long_chain_builds_and_runs_without_recursion_error():
     steps = [FunctionStep(lambda: 1, name=f"s{i}") for i in range(2500)]
-    for x, y in zip(steps, steps[1:], strict=False):
+    for x, y in itertools.pairwise(steps):
         x >> y
     wf = Workflow(outputs=[steps[-1]])
     assert wf.run() == 1 and wf.state is Status.SUCCEEDED

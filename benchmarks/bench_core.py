@@ -1,0 +1,104 @@
+"""Per-step overhead of the core: ``wf.run`` and ``MemoryBroker`` + ``ProcessEngine``.
+
+Shapes: a 200-step chain, a 1→1000→1 fan-out and a 1→10,000→1 fan-out of
+no-op steps, plus building and running a 2,000-step chain. The baseline, run
+in the same process, is a plain loop calling the same no-op functions, so
+the figures say what the model adds per step.
+
+Targets (issue 2): ``wf.run`` ≤ 20 µs per step on the 1,000 fan-out; the
+10,000 fan-out within 1.5× the per-step cost of the 1,000 one; a 2,000-step
+chain builds without RecursionError.
+
+Run: ``.venv/bin/python benchmarks/bench_core.py``
+"""
+
+from __future__ import annotations
+
+import gc
+import itertools
+import time
+from collections.abc import Callable
+
+from fuseline_nb import FunctionStep, Workflow
+from fuseline_nb.broker import MemoryBroker
+from fuseline_nb.broker.clients import LocalBrokerClient
+from fuseline_nb.worker import ProcessEngine
+
+
+def noop() -> None:
+    return None
+
+
+def chain(n: int) -> Workflow:
+    steps = [FunctionStep(noop, name=f"s{i}") for i in range(n)]
+    for a, b in itertools.pairwise(steps):
+        a >> b
+    return Workflow(outputs=[steps[-1]])
+
+
+def fan(width: int) -> Workflow:
+    head, tail = FunctionStep(noop, name="head"), FunctionStep(noop, name="tail")
+    for i in range(width):
+        head >> FunctionStep(noop, name=f"m{i}") >> tail
+    return Workflow(outputs=[tail])
+
+
+def best_of(fn: Callable[[], None], repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        gc.collect()
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def floor(n: int) -> Callable[[], None]:
+    fns = [noop] * n
+
+    def run() -> None:
+        for f in fns:
+            f()
+
+    return run
+
+
+def via_broker(wf: Workflow) -> Callable[[], None]:
+    def run() -> None:
+        broker = MemoryBroker()
+        client = LocalBrokerClient(broker)
+        run_id = client.dispatch_workflow(wf.to_schema())
+        ProcessEngine(client, [wf]).work()
+        assert broker.get_run(run_id).state.value == "SUCCEEDED"
+
+    return run
+
+
+def main() -> None:
+    shapes = {"chain 200": chain(200), "fan 1→1000→1": fan(1000), "fan 1→10000→1": fan(10_000)}
+    print(f"{'shape':<16}{'steps':>7}{'floor µs':>10}{'wf.run µs':>11}{'broker µs':>11}{'run/floor':>11}")
+    per_step: dict[str, tuple[float, float]] = {}
+    for label, wf in shapes.items():
+        n = len(wf)
+        repeat = 3 if n > 5000 else 7
+        f = best_of(floor(n), repeat) / n * 1e6
+        local = best_of(lambda wf=wf: wf.run(), repeat) / n * 1e6
+        broker = best_of(via_broker(wf), repeat) / n * 1e6
+        per_step[label] = (local, broker)
+        print(f"{label:<16}{n:>7}{f:>10.2f}{local:>11.2f}{broker:>11.2f}{local / f:>11.1f}")
+    l1, b1 = per_step["fan 1→1000→1"]
+    l10, b10 = per_step["fan 1→10000→1"]
+    print(f"\nwf.run per step on the 1,000 fan-out: {l1:.2f} µs (target ≤ 20 µs) -> {'OK' if l1 <= 20 else 'MISSED'}")
+    print(f"10,000 vs 1,000 fan-out per-step ratio: wf.run {l10 / l1:.2f}x, broker {b10 / b1:.2f}x (target ≤ 1.5x)")
+    t0 = time.perf_counter()
+    long = chain(2000)
+    build = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    long.run()
+    print(f"2,000-step chain: built in {build * 1e3:.0f} ms, ran in {(time.perf_counter() - t0) * 1e3:.0f} ms, "
+          f"no RecursionError; state {long.state.value}")
+    print("(best of several runs each; the machine is shared, so figures move by ~10-20%)")
+
+
+if __name__ == "__main__":
+    main()

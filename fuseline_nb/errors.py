@@ -21,6 +21,8 @@ builtin it resembles so ``except ValueError`` still catches a bad definition::
     │   ├── StorageVersionError                  the file was written by a newer version
     │   └── StorageClosedError                   use after close()
     ├── BrokerUnavailableError (ConnectionError) a broker that cannot be reached
+    ├── BrokerAuthError (PermissionError)        the broker service refused the token
+    ├── BrokerRequestError (ValueError)          the broker service refused a request (4xx)
     └── StepFailedError (RuntimeError)           raised by Run.wait()/wf.run(raise_on_failure=True)
 
 Examples
@@ -246,6 +248,35 @@ class BrokerUnavailableError(FuselineError, ConnectionError):
     >>> issubclass(BrokerUnavailableError, ConnectionError)
     True
     """
+
+
+class BrokerAuthError(FuselineError, PermissionError):
+    """The broker service refused the request's bearer token (HTTP 401).
+
+    Examples
+    --------
+    >>> issubclass(BrokerAuthError, PermissionError)
+    True
+    """
+
+
+class BrokerRequestError(FuselineError, ValueError):
+    """The broker service refused a request as malformed; the message names the field.
+
+    ``status_code`` is the HTTP status (400, 413, 422, ...), ``code`` the
+    service's error code (``invalid_request``, ``payload_too_large``, ...).
+
+    Examples
+    --------
+    >>> err = BrokerRequestError(422, "invalid_request", "report.attempt: must be >= 1")
+    >>> err.status_code, str(err)
+    (422, 'report.attempt: must be >= 1')
+    """
+
+    def __init__(self, status_code: int, code: str, message: str) -> None:
+        self.status_code = status_code
+        self.code = code
+        super().__init__(message)
 
 
 class StepFailedError(FuselineError, RuntimeError):

@@ -37,7 +37,7 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 
 class FuselineError(Exception):
@@ -130,7 +130,7 @@ class UnknownActionError(FuselineError, ValueError):
     "step 'Review' returned action 'maybe', which matches none of its edges (choices: ['approve', 'reject']) and it has no default edge"
     """
 
-    def __init__(self, step: str, action: str, choices: Sequence[str]) -> None:
+    def __init__(self, step: str, action: str, choices: Iterable[str]) -> None:
         self.step = step
         self.action = action
         self.choices = sorted(choices)

@@ -12,7 +12,17 @@ from fuseline_nb.broker import MemoryBroker, StorageBroker
 #: given a temporary directory.
 BROKER_KINDS: dict[str, Callable[..., StorageBroker]] = {
     "memory": lambda tmp_path, **kw: MemoryBroker(**kw),
+    # a fresh file per broker, so a test may hold several brokers at once
+    "duckdb": lambda tmp_path, **kw: _duckdb_broker(tmp_path, **kw),
 }
+
+
+def _duckdb_broker(tmp_path, **kw: object) -> StorageBroker:
+    import uuid
+
+    from fuseline_nb.broker import DuckDBBroker
+
+    return DuckDBBroker(tmp_path / f"broker-{uuid.uuid4().hex[:8]}.duckdb", **kw)
 
 
 @pytest.fixture(params=sorted(BROKER_KINDS))

@@ -1,0 +1,157 @@
+"""Turning broker records into DuckDB rows and back (no duckdb import here).
+
+The write side snapshots a :class:`StepInfo` into a plain tuple on the hot
+path (:func:`step_row`), and does the expensive parts — pickling, previews,
+splitting errors — later, on the flusher thread (:func:`result_row`,
+:func:`inputs_columns`, :func:`split_error`).
+
+Examples
+--------
+>>> split_error("ValueError: bad row")
+('ValueError', 'bad row')
+>>> split_error("lease expired")
+(None, 'lease expired')
+>>> preview(list(range(100)))[:20]
+'[0, 1, 2, 3, 4, 5, 6'
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+import re
+import reprlib
+from typing import Any, Final
+
+import cloudpickle
+
+from ...workflow.runinfo import StepInfo
+from ...workflow.status import Status
+
+log = logging.getLogger(__name__)
+
+#: Longest ``result_preview`` text, in characters.
+PREVIEW_CHARS: Final = 200
+#: Results whose pickle is larger than this are stored but not previewed.
+PREVIEW_MAX_BYTES: Final = 1_000_000
+
+_ERROR = re.compile(r"([A-Za-z_][A-Za-z0-9_.]*): (.*)", re.DOTALL)
+_repr = reprlib.Repr()
+_repr.maxstring = _repr.maxother = PREVIEW_CHARS
+_repr.maxlist = _repr.maxtuple = _repr.maxset = _repr.maxdict = 40
+
+#: A step snapshot: state, skip_reason, action, attempts, worker, queued_at,
+#: started_at, finished_at, error, traceback.
+StepRow = tuple[str, str | None, str | None, int, str | None, float | None, float | None,
+                float | None, str | None, str | None]
+
+
+def step_row(info: StepInfo) -> StepRow:
+    """Snapshot the fields of ``info`` the history keeps (cheap: called per change).
+
+    Examples
+    --------
+    >>> step_row(StepInfo(Status.RUNNING, attempts=1, worker="w1"))[:5]
+    ('RUNNING', None, None, 1, 'w1')
+    """
+    return (Status(info.state).value, info.skip_reason, info.action, info.attempts, info.worker,
+            info.queued_at, info.started_at, info.finished_at, info.error, info.traceback)
+
+
+def split_error(error: str | None) -> tuple[str | None, str | None]:
+    """``"Type: message"`` → ``("Type", "message")``; other text is all message.
+
+    Examples
+    --------
+    >>> split_error(None)
+    (None, None)
+    """
+    if error is None:
+        return None, None
+    m = _ERROR.fullmatch(error)
+    return (m.group(1), m.group(2)) if m else (None, error)
+
+
+def preview(value: Any) -> str:
+    """A short repr of ``value`` (at most :data:`PREVIEW_CHARS` characters).
+
+    Examples
+    --------
+    >>> preview("approve")
+    "'approve'"
+    >>> len(preview("x" * 1000)) <= PREVIEW_CHARS
+    True
+    """
+    try:
+        text = _repr.repr(value)
+    except Exception as exc:  # a user __repr__ may raise; the preview must not
+        text = f"<{type(value).__name__}: repr failed: {exc!r}>"
+    return text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 1] + "…"
+
+
+def result_row(key: tuple[str, str], value: Any) -> tuple[str | None, bytes | None, int | None]:
+    """(preview, pickle, size) of a step result; ``pickle`` is ``None`` if it cannot be pickled.
+
+    Examples
+    --------
+    >>> p, blob, size = result_row(("r", "s"), {"n": 1})
+    >>> p, pickle.loads(blob), size == len(blob)
+    ("{'n': 1}", {'n': 1}, True)
+    >>> result_row(("r", "s"), b"x" * 2_000_000)[0].endswith("bytes: not previewed>")
+    True
+    """
+    try:
+        blob: bytes | None = cloudpickle.dumps(value)
+    except Exception as exc:
+        log.warning("result of step %r of run %s cannot be pickled (%s): it is kept in memory only, "
+                    "and lost when the broker stops", key[1], key[0], exc)
+        return preview(value), None, None
+    assert blob is not None
+    if len(blob) > PREVIEW_MAX_BYTES:
+        return f"<{len(blob)} bytes: not previewed>", blob, len(blob)
+    return preview(value), blob, len(blob)
+
+
+def inputs_columns(run_id: str, inputs: dict[str, Any]) -> tuple[str, bytes | None]:
+    """(JSON text, pickle) of a run's inputs; values JSON cannot hold appear as their repr.
+
+    Examples
+    --------
+    >>> text, blob = inputs_columns("r", {"x": 2, "when": {1, 2}})
+    >>> text, pickle.loads(blob)["when"]
+    ('{"when": "{1, 2}", "x": 2}', {1, 2})
+    """
+    text = json.dumps(inputs, sort_keys=True, default=repr)
+    try:
+        blob: bytes | None = cloudpickle.dumps(inputs)
+    except Exception as exc:
+        log.warning("inputs of run %s cannot be pickled (%s): only their JSON text is stored", run_id, exc)
+        blob = None
+    return text, blob
+
+
+def load_inputs(text: str | None, blob: bytes | None) -> dict[str, Any]:
+    """The inputs back from :func:`inputs_columns` output (the pickle when there is one).
+
+    Examples
+    --------
+    >>> load_inputs('{"x": 2}', None)
+    {'x': 2}
+    """
+    if blob is not None:
+        return pickle.loads(blob)
+    return json.loads(text) if text else {}
+
+
+def step_info(row: tuple[Any, ...], result: Any) -> StepInfo:
+    """A :class:`StepInfo` from a ``SELECT_STEPS`` row (without its name) and its result.
+
+    Examples
+    --------
+    >>> step_info(("SUCCEEDED", 1, "w", None, None, "default", None, 0.0, 1.0, 2.0), 7).state
+    <Status.SUCCEEDED: 'SUCCEEDED'>
+    """
+    state, attempts, worker, error, tb, action, skip, queued, started, finished = row
+    return StepInfo(Status(state), attempts, worker, result, error, tb, action, skip,
+                    queued, started, finished)

@@ -1,0 +1,161 @@
+"""The SQL of the DuckDB history file: internal tables, migrations, user views.
+
+Internal tables (``fl_*``) may change between versions; the views
+``workflows``, ``runs``, ``steps`` and ``events`` are the documented, stable
+surface (``docs/history.md``). Timestamps are stored as DOUBLE seconds since
+the epoch (so a run read back equals the run written) and shown by the views
+as ``TIMESTAMP WITH TIME ZONE``.
+
+``schema_version`` holds one row. A new file gets the version-1 tables and
+then every migration, so a fresh file and a migrated one are built by the
+same statements. This module only holds text; ``duckdb.py`` runs it.
+
+Examples
+--------
+>>> CURRENT_VERSION
+2
+>>> sorted(MIGRATIONS)
+[1]
+>>> [name for name, _ in VIEWS]
+['workflows', 'runs', 'steps', 'events']
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+#: The schema version this code writes.
+CURRENT_VERSION: Final = 2
+
+TABLE_NAMES: Final = """
+SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'
+"""
+GET_VERSION: Final = "SELECT max(version) FROM schema_version"
+SET_VERSION: Final = "UPDATE schema_version SET version = ?"
+
+#: Version 1: the first released layout (no split error columns, no result size).
+CREATE_V1: Final = (
+    "CREATE TABLE schema_version (version INTEGER NOT NULL)",
+    "INSERT INTO schema_version VALUES (1)",
+    """CREATE TABLE fl_workflows (
+        workflow_id VARCHAR NOT NULL, version VARCHAR NOT NULL, name VARCHAR,
+        schema_json VARCHAR NOT NULL, registered_at DOUBLE,
+        PRIMARY KEY (workflow_id, version))""",
+    """CREATE TABLE fl_runs (
+        run_id VARCHAR PRIMARY KEY, workflow_id VARCHAR NOT NULL, version VARCHAR NOT NULL,
+        state VARCHAR NOT NULL, inputs_json VARCHAR, inputs_pickle BLOB,
+        created_at DOUBLE, finished_at DOUBLE)""",
+    """CREATE TABLE fl_steps (
+        run_id VARCHAR NOT NULL, step VARCHAR NOT NULL, state VARCHAR NOT NULL,
+        skip_reason VARCHAR, action VARCHAR, attempts INTEGER NOT NULL, worker VARCHAR,
+        queued_at DOUBLE, started_at DOUBLE, finished_at DOUBLE,
+        error VARCHAR, traceback VARCHAR, result_preview VARCHAR, result_pickle BLOB,
+        PRIMARY KEY (run_id, step))""",
+    """CREATE TABLE fl_events (
+        run_id VARCHAR NOT NULL, seq INTEGER NOT NULL, "at" DOUBLE NOT NULL, step VARCHAR,
+        kind VARCHAR NOT NULL, state VARCHAR, worker VARCHAR, attempt INTEGER,
+        detail_json VARCHAR)""",
+)
+
+#: ``MIGRATIONS[v]`` turns a version-``v`` file into version ``v + 1``.
+MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
+    # 1 -> 2: split "Type: message" errors into two columns for SQL, and
+    # remember each result's pickled size.
+    1: (
+        "ALTER TABLE fl_steps ADD COLUMN error_type VARCHAR",
+        "ALTER TABLE fl_steps ADD COLUMN error_message VARCHAR",
+        "ALTER TABLE fl_steps ADD COLUMN result_bytes BIGINT",
+        r"""UPDATE fl_steps SET
+            error_type = nullif(regexp_extract(error, '^([A-Za-z_][A-Za-z0-9_.]*): ', 1), ''),
+            error_message = CASE
+                WHEN regexp_matches(error, '^[A-Za-z_][A-Za-z0-9_.]*: ')
+                THEN regexp_replace(error, '^[A-Za-z_][A-Za-z0-9_.]*: ', '')
+                ELSE error END,
+            result_bytes = octet_length(result_pickle)
+            WHERE error IS NOT NULL OR result_pickle IS NOT NULL""",
+    ),
+}
+
+#: The documented views, (name, SELECT), recreated on every open.
+VIEWS: Final = (
+    ("workflows", """SELECT workflow_id, version, name, schema_json,
+        to_timestamp(registered_at) AS registered_at
+        FROM fl_workflows"""),
+    ("runs", """SELECT run_id, workflow_id, version, state, inputs_json,
+        to_timestamp(created_at) AS created_at, to_timestamp(finished_at) AS finished_at,
+        finished_at - created_at AS duration_s
+        FROM fl_runs"""),
+    ("steps", """SELECT run_id, step, state, skip_reason, action, attempts, worker,
+        to_timestamp(queued_at) AS queued_at, to_timestamp(started_at) AS started_at,
+        to_timestamp(finished_at) AS finished_at, finished_at - started_at AS duration_s,
+        result_preview, error_type, error_message, traceback
+        FROM fl_steps"""),
+    ("events", """SELECT run_id, seq, to_timestamp("at") AS "at", step, kind, state, worker, attempt,
+        detail_json
+        FROM fl_events"""),
+)
+
+# -- batched writes (each reads a registered Arrow batch) ------------------------------
+INSERT_WORKFLOWS: Final = """
+INSERT INTO fl_workflows SELECT workflow_id, version, name, schema_json, registered_at
+FROM batch_workflows ON CONFLICT DO NOTHING
+"""
+INSERT_RUNS: Final = """
+INSERT INTO fl_runs SELECT run_id, workflow_id, version, state, inputs_json, inputs_pickle,
+    created_at, finished_at
+FROM batch_runs ON CONFLICT DO NOTHING
+"""
+STEP_COLUMNS: Final = (
+    "run_id", "step", "state", "skip_reason", "action", "attempts", "worker", "queued_at",
+    "started_at", "finished_at", "error", "traceback", "error_type", "error_message",
+)
+UPSERT_STEPS: Final = (
+    f"INSERT INTO fl_steps ({', '.join(STEP_COLUMNS)}) SELECT {', '.join(STEP_COLUMNS)} "
+    "FROM batch_steps ON CONFLICT (run_id, step) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in STEP_COLUMNS[2:])
+)
+UPDATE_RESULTS: Final = """
+UPDATE fl_steps SET result_preview = b.result_preview, result_pickle = b.result_pickle,
+    result_bytes = b.result_bytes
+FROM batch_results b WHERE fl_steps.run_id = b.run_id AND fl_steps.step = b.step
+"""
+INSERT_EVENTS: Final = """
+INSERT INTO fl_events SELECT run_id, seq, "at", step, kind, state, worker, attempt, detail_json
+FROM batch_events
+"""
+FINALIZE_RUNS: Final = """
+UPDATE fl_runs SET state = b.state, finished_at = b.finished_at
+FROM batch_finals b WHERE fl_runs.run_id = b.run_id
+"""
+
+# -- reads -----------------------------------------------------------------------------
+SELECT_WORKFLOWS: Final = "SELECT schema_json FROM fl_workflows ORDER BY registered_at, rowid"
+RUN_COLUMNS: Final = "run_id, workflow_id, version, state, inputs_json, inputs_pickle, created_at, finished_at"
+SELECT_RUN: Final = f"SELECT {RUN_COLUMNS} FROM fl_runs WHERE run_id = ?"
+SELECT_RUNS: Final = f"SELECT {RUN_COLUMNS} FROM fl_runs ORDER BY created_at, rowid"
+SELECT_UNFINISHED: Final = """
+SELECT run_id FROM fl_runs WHERE state NOT IN ('SUCCEEDED', 'FAILED', 'CANCELLED', 'SKIPPED')
+ORDER BY created_at, rowid
+"""
+RUN_EXISTS: Final = "SELECT count(*) FROM fl_runs WHERE run_id = ?"
+SELECT_STEPS: Final = """
+SELECT step, result_pickle, state, attempts, worker, error, traceback, action, skip_reason,
+    queued_at, started_at, finished_at
+FROM fl_steps WHERE run_id = ? ORDER BY rowid
+"""
+SELECT_RESULT: Final = "SELECT result_pickle FROM fl_steps WHERE run_id = ? AND step = ?"
+SELECT_INPUTS: Final = "SELECT inputs_json, inputs_pickle FROM fl_runs WHERE run_id = ?"
+SELECT_EVENTS: Final = """
+SELECT kind, run_id, seq, "at", step, state, worker, attempt, detail_json
+FROM fl_events WHERE run_id = ? ORDER BY seq, rowid
+"""
+
+#: Batch statements in the order a flush runs them (one transaction).
+WRITE_ORDER: Final = (
+    ("batch_workflows", INSERT_WORKFLOWS),
+    ("batch_runs", INSERT_RUNS),
+    ("batch_steps", UPSERT_STEPS),
+    ("batch_results", UPDATE_RESULTS),
+    ("batch_events", INSERT_EVENTS),
+    ("batch_finals", FINALIZE_RUNS),
+)

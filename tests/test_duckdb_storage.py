@@ -1,0 +1,288 @@
+"""DuckDBRuntimeStorage and DuckDBBroker in one process: round trips, views, errors, misuse.
+
+Grouped as in CPython's dbm.sqlite3 tests: ReadWrite, Views, Misuse, BadFile, Migration.
+The cross-process tests (lock, restart, crash) are in test_duckdb_restart.py.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import duckdb
+import pytest
+
+from fuseline_nb import Depends, FunctionStep, Status, Workflow
+from fuseline_nb.broker import DuckDBBroker
+from fuseline_nb.broker.clients import LocalBrokerClient
+from fuseline_nb.broker.storage import DuckDBRuntimeStorage
+from fuseline_nb.broker.storage._duckdb_sql import CURRENT_VERSION
+from fuseline_nb.errors import (
+    StorageClosedError,
+    StorageError,
+    StorageLockedError,
+    StorageVersionError,
+    UnknownRunError,
+)
+from fuseline_nb.worker import ProcessEngine
+from fuseline_nb.workflow.events import Event
+from fuseline_nb.workflow.runinfo import StepInfo
+from fuseline_nb.workflow.schema import StepSchema, WorkflowSchema
+
+VIEW_COLUMNS = {
+    "workflows": ["workflow_id", "version", "name", "schema_json", "registered_at"],
+    "runs": ["run_id", "workflow_id", "version", "state", "inputs_json", "created_at", "finished_at",
+             "duration_s"],
+    "steps": ["run_id", "step", "state", "skip_reason", "action", "attempts", "worker", "queued_at",
+              "started_at", "finished_at", "duration_s", "result_preview", "error_type", "error_message",
+              "traceback"],
+    "events": ["run_id", "seq", "at", "step", "kind", "state", "worker", "attempt", "detail_json"],
+}
+
+
+def _workflow() -> Workflow:
+    def load(x):
+        return [x, x + 1]
+
+    def total(rows=Depends(load)):
+        return sum(rows)
+
+    def boom(rows=Depends(load)):
+        raise ValueError(f"bad rows: {rows}")
+
+    return Workflow(outputs=[FunctionStep(total), FunctionStep(boom)], workflow_id="hist")
+
+
+def _run(broker, wf: Workflow, inputs: dict) -> str:
+    client = LocalBrokerClient(broker)
+    run_id = client.dispatch_workflow(wf.to_schema(), inputs)
+    ProcessEngine(client, [wf]).work()
+    return run_id
+
+
+class TestReadWrite:
+    def test_a_run_reads_back_with_results_inputs_and_errors(self, tmp_path):
+        wf = _workflow()
+        with DuckDBBroker(tmp_path / "h.duckdb") as broker:
+            run_id = _run(broker, wf, {"x": 2})
+            info = broker.get_run(run_id)
+        assert info.state is Status.FAILED
+        assert info.inputs == {"x": 2}
+        assert info.steps["load"].result == [2, 3]
+        assert info.steps["total"].result == 5
+        assert info.steps["boom"].state is Status.FAILED
+        assert info.steps["boom"].error == "ValueError: bad rows: [2, 3]"
+        assert "Traceback" in info.steps["boom"].traceback
+        assert info.steps["total"].attempts == 1 and info.steps["total"].worker
+
+    def test_a_finished_run_equals_the_live_one(self, tmp_path):
+        st = DuckDBRuntimeStorage(tmp_path / "h.duckdb")
+        st.create_run("r1", "wf", "1", {"when": {1, 2}}, ["a", "b"], created_at=10.0)
+        done = StepInfo(Status.SUCCEEDED, attempts=2, worker="w1", action="default",
+                        queued_at=10.5, started_at=11.0, finished_at=12.25)
+        st.save_step("r1", "a", done)
+        st.set_result("r1", "a", {"rows": 3})
+        skipped = StepInfo(Status.SKIPPED, skip_reason="not_reached", finished_at=12.5)
+        st.save_step("r1", "b", skipped)
+        event = Event("step_finished", "r1", 1, 12.25, "a", Status.SUCCEEDED, "w1", 2, {"action": "default"})
+        st.record_event(event)
+        st.finalize_run("r1", Status.SUCCEEDED, 13.0)
+        st.close()
+        with DuckDBRuntimeStorage(tmp_path / "h.duckdb") as st:
+            info = st.load_run("r1")
+            assert info.state is Status.SUCCEEDED and info.finished_at == 13.0
+            assert info.inputs == {"when": {1, 2}}  # the pickle, not the JSON text
+            done.result = {"rows": 3}
+            assert info.steps == {"a": done, "b": skipped}
+            assert st.events("r1") == [event]
+            assert st.get_result("r1", "a") == {"rows": 3} and st.get_result("r1", "b") is None
+            assert st.unfinished_runs() == []
+            assert [r.run_id for r in st.list_runs()] == ["r1"]
+
+    def test_reads_see_buffered_changes_without_an_explicit_flush(self):
+        with DuckDBRuntimeStorage(":memory:", flush_interval=3600) as st:
+            st.create_run("r1", "wf", "1", {}, ["a"], created_at=0.0)
+            st.save_step("r1", "a", StepInfo(Status.RUNNING, attempts=1))
+            assert st.unfinished_runs() == ["r1"]
+            assert st.load_run("r1").steps["a"].state is Status.RUNNING
+            assert st.sql("SELECT state FROM steps").fetchall() == [("RUNNING",)]
+
+    def test_the_flusher_writes_within_its_interval(self):
+        with DuckDBRuntimeStorage(":memory:", flush_interval=0.05) as st:
+            st.create_run("r1", "wf", "1", {}, ["a"], created_at=0.0)
+            deadline = time.monotonic() + 2
+            while st._execute("SELECT count(*) FROM fl_runs")[0][0] == 0:  # no flush on this read
+                assert time.monotonic() < deadline, "nothing was flushed within 2 s"
+                time.sleep(0.01)
+
+    def test_the_queue_gives_each_step_once(self):
+        with DuckDBRuntimeStorage() as st:
+            st.create_run("r1", "wf", "1", {}, ["a", "b"], created_at=0.0)
+            for s in ("a", "b", "a"):
+                st.enqueue("r1", s)
+            assert [st.fetch_next("r1") for _ in range(3)] == ["a", "b", None]
+
+    def test_workflows_persist(self, tmp_path):
+        schema = WorkflowSchema("wf", "2", (StepSchema("a"),), name="demo")
+        with DuckDBRuntimeStorage(tmp_path / "h.duckdb") as st:
+            st.register_workflow(schema)
+            st.register_workflow(schema)
+        with DuckDBRuntimeStorage(tmp_path / "h.duckdb") as st:
+            assert st.list_workflows() == [schema]
+            assert st.get_workflow("wf", "2") == schema and st.get_workflow("wf", "1") is None
+
+    def test_a_big_result_is_stored_but_not_previewed(self):
+        with DuckDBRuntimeStorage() as st:
+            st.create_run("r1", "wf", "1", {}, ["a", "b"], created_at=0.0)
+            st.set_result("r1", "a", b"x" * 2_000_000)
+            st.set_result("r1", "b", "y" * 1000)
+            rows = dict(st.sql("SELECT step, result_preview FROM steps").fetchall())
+            assert rows["a"].endswith("bytes: not previewed>")
+            assert len(rows["b"]) == 200 and rows["b"].startswith("'yyy")
+            assert st.get_result("r1", "a") == b"x" * 2_000_000
+
+    def test_an_unpicklable_result_stays_in_memory_with_a_preview(self, caplog):
+        lock = threading.Lock()
+        with DuckDBRuntimeStorage() as st:
+            st.create_run("r1", "wf", "1", {}, ["a"], created_at=0.0)
+            st.set_result("r1", "a", lock)
+            st.flush()
+            assert "cannot be pickled" in caplog.text
+            assert st.get_result("r1", "a") is lock
+            assert st.sql("SELECT result_preview FROM steps").fetchall()[0][0].startswith("<unlocked _thread.lock")
+
+
+class TestViews:
+    def test_views_have_exactly_the_documented_columns(self, tmp_path):
+        with DuckDBBroker(tmp_path / "h.duckdb") as broker:
+            for view, columns in VIEW_COLUMNS.items():
+                assert broker.sql(f"SELECT * FROM {view}").columns == columns
+
+    def test_views_answer_the_documented_questions(self, tmp_path):
+        wf = _workflow()
+        with DuckDBBroker(tmp_path / "h.duckdb") as broker:
+            run_id = _run(broker, wf, {"x": 2})
+            failed = broker.sql("SELECT step, error_type, error_message FROM steps WHERE state = 'FAILED'")
+            assert failed.fetchall() == [("boom", "ValueError", "bad rows: [2, 3]")]
+            received = broker.sql("SELECT inputs_json FROM runs WHERE run_id = ?", [run_id]).fetchall()[0]
+            assert received == ('{"x": 2}',)
+            preview = broker.sql("SELECT result_preview FROM steps WHERE step = 'total'").fetchall()[0]
+            assert preview == ("5",)
+            kinds = broker.sql('SELECT kind FROM events WHERE run_id = ? ORDER BY seq', [run_id]).fetchall()
+            assert kinds[0] == ("run_dispatched",) and kinds[-1] == ("run_finished",)
+            durations = broker.sql("SELECT count(*) FROM steps WHERE duration_s >= 0").fetchall()[0]
+            assert durations == (3,)
+            df = broker.sql("SELECT * FROM runs").df()
+            assert list(df["state"]) == ["FAILED"] and df["duration_s"][0] >= 0
+
+    def test_user_sql_errors_are_storage_errors_naming_the_problem(self):
+        with DuckDBBroker() as broker, pytest.raises(StorageError, match="no_such_table"):
+            broker.sql("SELECT * FROM no_such_table")
+
+
+class TestMisuse:
+    def test_use_after_close_raises(self, tmp_path):
+        st = DuckDBRuntimeStorage(tmp_path / "h.duckdb")
+        st.close()
+        for call in (lambda: st.create_run("r", "wf", "1", {}, [], 0.0), st.list_runs, st.flush,
+                     lambda: st.save_step("r", "a", StepInfo()), lambda: st.sql("SELECT 1")):
+            with pytest.raises(StorageClosedError, match=r"h\.duckdb.*is closed"):
+                call()
+
+    def test_double_close_and_context_manager(self, tmp_path):
+        with DuckDBBroker(tmp_path / "h.duckdb") as broker:
+            pass
+        broker.close()
+        broker.storage.close()
+        with pytest.raises(StorageClosedError):
+            broker.dispatch_workflow(_workflow().to_schema())
+
+    def test_the_file_is_free_again_after_close(self, tmp_path):
+        DuckDBBroker(tmp_path / "h.duckdb").close()
+        DuckDBBroker(tmp_path / "h.duckdb").close()
+
+    def test_a_second_broker_on_the_same_file_in_this_process_is_refused(self, tmp_path):
+        with DuckDBBroker(tmp_path / "h.duckdb"):
+            with pytest.raises(StorageLockedError, match=r"h\.duckdb.*already open in this process.*close\(\)"):
+                DuckDBBroker(tmp_path / "h.duckdb")
+
+    def test_unknown_runs_are_refused(self):
+        with DuckDBRuntimeStorage() as st:
+            with pytest.raises(UnknownRunError, match="'nope'"):
+                st.save_step("nope", "a", StepInfo())
+            with pytest.raises(UnknownRunError):
+                st.events("nope")
+            assert st.load_run("nope") is None
+
+    def test_bad_flush_interval(self):
+        with pytest.raises(ValueError, match="flush_interval must be > 0"):
+            DuckDBRuntimeStorage(flush_interval=0)
+
+
+class TestBadFile:
+    def test_not_a_duckdb_file(self, tmp_path):
+        path = tmp_path / "notes.txt"
+        path.write_text("these are my notes, not a database\n" * 200)
+        with pytest.raises(StorageError, match=r"notes\.txt.*is not a DuckDB database") as err:
+            DuckDBBroker(path)
+        assert isinstance(err.value.__cause__, duckdb.Error)
+        DuckDBBroker(tmp_path / "other.duckdb").close()  # a failed open leaves nothing held
+
+    def test_a_file_from_a_newer_version(self, tmp_path):
+        path = tmp_path / "h.duckdb"
+        DuckDBRuntimeStorage(path).close()
+        con = duckdb.connect(str(path))
+        con.execute("UPDATE schema_version SET version = 99")
+        con.close()
+        with pytest.raises(StorageVersionError, match=rf"version 99.*up to version {CURRENT_VERSION}"):
+            DuckDBRuntimeStorage(path)
+        DuckDBRuntimeStorage(path.with_name("fresh.duckdb")).close()
+
+
+#: A version-1 file, written by hand as the first release wrote it.
+V1_FILE = [
+    "CREATE TABLE schema_version (version INTEGER NOT NULL)",
+    "INSERT INTO schema_version VALUES (1)",
+    """CREATE TABLE fl_workflows (workflow_id VARCHAR NOT NULL, version VARCHAR NOT NULL, name VARCHAR,
+        schema_json VARCHAR NOT NULL, registered_at DOUBLE, PRIMARY KEY (workflow_id, version))""",
+    """CREATE TABLE fl_runs (run_id VARCHAR PRIMARY KEY, workflow_id VARCHAR NOT NULL,
+        version VARCHAR NOT NULL, state VARCHAR NOT NULL, inputs_json VARCHAR, inputs_pickle BLOB,
+        created_at DOUBLE, finished_at DOUBLE)""",
+    """CREATE TABLE fl_steps (run_id VARCHAR NOT NULL, step VARCHAR NOT NULL, state VARCHAR NOT NULL,
+        skip_reason VARCHAR, action VARCHAR, attempts INTEGER NOT NULL, worker VARCHAR,
+        queued_at DOUBLE, started_at DOUBLE, finished_at DOUBLE, error VARCHAR, traceback VARCHAR,
+        result_preview VARCHAR, result_pickle BLOB, PRIMARY KEY (run_id, step))""",
+    """CREATE TABLE fl_events (run_id VARCHAR NOT NULL, seq INTEGER NOT NULL, "at" DOUBLE NOT NULL,
+        step VARCHAR, kind VARCHAR NOT NULL, state VARCHAR, worker VARCHAR, attempt INTEGER,
+        detail_json VARCHAR)""",
+    """INSERT INTO fl_runs VALUES ('r1', 'wf', '1', 'FAILED', '{"x": 1}', NULL, 100.0, 104.0)""",
+    """INSERT INTO fl_steps VALUES
+        ('r1', 'load', 'SUCCEEDED', NULL, 'default', 1, 'w1', 100.0, 101.0, 102.5, NULL, NULL, '42',
+         '\\x80\\x05K*.'::BLOB),
+        ('r1', 'save', 'FAILED', NULL, NULL, 2, 'w1', 102.5, 103.0, 104.0,
+         'OSError: disk full: /tmp', 'Traceback ...', NULL, NULL),
+        ('r1', 'note', 'FAILED', NULL, NULL, 1, 'w1', 102.5, 103.0, 104.0, 'lease expired', NULL, NULL, NULL)""",
+]
+
+
+class TestMigration:
+    def test_a_version_1_file_is_migrated_and_keeps_its_history(self, tmp_path):
+        path = tmp_path / "v1.duckdb"
+        con = duckdb.connect(str(path))
+        for sql in V1_FILE:
+            con.execute(sql)
+        con.close()
+        with DuckDBBroker(path) as broker:
+            rows = broker.sql("SELECT step, state, error_type, error_message, duration_s "
+                              "FROM steps ORDER BY step").fetchall()
+            assert rows == [("load", "SUCCEEDED", None, None, 1.5),
+                            ("note", "FAILED", None, "lease expired", 1.0),
+                            ("save", "FAILED", "OSError", "disk full: /tmp", 1.0)]
+            info = broker.get_run("r1")
+            assert info.steps["load"].result == 42 and info.inputs == {"x": 1}
+            assert info.steps["save"].error == "OSError: disk full: /tmp"
+            assert broker.sql("SELECT version FROM schema_version").fetchall() == [(CURRENT_VERSION,)]
+            size = broker.storage._execute("SELECT result_bytes FROM fl_steps WHERE step = 'load'")
+            assert size == [(5,)]
+        with DuckDBBroker(path) as broker:  # opening a current file migrates nothing
+            assert broker.sql("SELECT count(*) FROM steps").fetchall()[0] == (3,)

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 
 #: Subcommand modules, in the order ``--help`` lists them.
-COMMANDS: tuple[str, ...] = ("run",)
+COMMANDS: tuple[str, ...] = ("run", "service")
 
 
 def build_parser() -> argparse.ArgumentParser:

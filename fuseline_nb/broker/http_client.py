@@ -1,0 +1,284 @@
+"""HttpBrokerClient: the broker service as a :class:`BrokerClient`, over httpx.
+
+One keep-alive connection pool per client. A report also asks for the
+worker's next step (one round trip per step); the answer is kept and handed
+out by the following :meth:`HttpBrokerClient.get_step`.
+
+Connection failures are retried with backoff (``retries`` times), then
+raised as :class:`~fuseline_nb.errors.BrokerUnavailableError`. A worker the
+broker no longer knows (404 ``unknown_worker``: the service restarted) is
+registered again with the same workflows, under the hood: callers keep using
+the worker id they were first given. Other refusals become the matching
+error of :mod:`fuseline_nb.errors`, with the service's explanation.
+
+Pickled values in answers are opened (unpickled) here: only point a client
+at a broker you started, and use a token off loopback.
+
+Examples
+--------
+>>> client = HttpBrokerClient("http://127.0.0.1:9", retries=0, timeout=1)
+>>> try:
+...     client.status()
+... except BrokerUnavailableError as exc:
+...     print(type(exc).__name__)
+BrokerUnavailableError
+>>> client.close()
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterable
+from typing import Any, Final, TypeVar
+from urllib.parse import quote
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from ..errors import (
+    BrokerAuthError,
+    BrokerRequestError,
+    BrokerUnavailableError,
+    SchemaMismatchError,
+    StaleReportError,
+    UnknownRunError,
+    UnknownWorkerError,
+    UnknownWorkflowError,
+)
+from ..workflow.runinfo import RunInfo
+from ..workflow.schema import WorkflowSchema
+from .base import StepAssignment, StepReport, WorkerInfo
+from .clients import BrokerClient
+from .wire import (
+    WIRE_VERSION,
+    AssignmentModel,
+    Dispatched,
+    Registered,
+    ReportAnswer,
+    RunModel,
+    WorkerModel,
+    WorkflowModel,
+    assignment_from_wire,
+    encode_value,
+    report_to_wire,
+    run_from_wire,
+    worker_from_wire,
+)
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=BaseModel)
+
+#: Error codes of the service → the exception raised here.
+_CODES: Final[dict[str, type[Exception]]] = {
+    "unknown_worker": UnknownWorkerError,
+    "unknown_run": UnknownRunError,
+    "unknown_workflow": UnknownWorkflowError,
+    "stale_report": StaleReportError,
+    "schema_mismatch": SchemaMismatchError,
+    "unauthorized": BrokerAuthError,
+    "broker_closed": BrokerUnavailableError,
+}
+_TRANSPORT_ERRORS = (httpx.TransportError,)
+
+
+class HttpBrokerClient(BrokerClient):
+    """Talks to a ``fuseline-nb broker`` service.
+
+    Parameters
+    ----------
+    base_url:
+        The service, e.g. ``"http://127.0.0.1:8000"``.
+    token:
+        The service's bearer token (``None``: send none).
+    timeout:
+        Seconds to wait for connecting and for each answer.
+    retries:
+        How many times a request is retried after a connection failure.
+    backoff:
+        First pause between retries, doubled each time (capped at 5 s).
+    poll_wait:
+        How long :meth:`get_step` (and the next-step part of a report) may
+        wait on the service for a step to be queued (long-poll; 0: answer
+        at once). Workers use a few seconds; it keeps them quick and idle.
+    prefetch:
+        Ask for the next step with each report (one round trip per step).
+    """
+
+    def __init__(self, base_url: str, token: str | None = None, *, timeout: float = 30.0,
+                 retries: int = 3, backoff: float = 0.2, poll_wait: float = 0.0, prefetch: bool = True,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        if not str(base_url).startswith(("http://", "https://")):
+            raise ValueError(f"base_url must start with http:// or https://, not {base_url!r}")
+        if retries < 0 or timeout <= 0 or poll_wait < 0:
+            raise ValueError("retries and poll_wait must be >= 0 and timeout > 0")
+        self.base_url = str(base_url).rstrip("/")
+        self.retries, self.backoff, self.poll_wait, self.prefetch = retries, backoff, poll_wait, prefetch
+        self.timeout = timeout
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=self.base_url, headers=headers, transport=transport,
+                                  timeout=httpx.Timeout(timeout))
+        self._lock = threading.Lock()
+        self._registered: dict[str, tuple[list[dict[str, Any]], str | None]] = {}
+        self._alias: dict[str, str] = {}  # first worker id -> id after re-registering
+        self._next: dict[str, StepAssignment] = {}  # prefetched assignment per first worker id
+
+    # -- transport -----------------------------------------------------------------------
+    def _send(self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None,
+              extra_timeout: float = 0.0) -> httpx.Response:
+        delay = self.backoff
+        timeout = httpx.Timeout(self.timeout + extra_timeout)
+        for attempt in range(self.retries + 1):
+            try:
+                resp = self._http.request(method, path, json=json, params=params, timeout=timeout)
+            except _TRANSPORT_ERRORS as exc:
+                if attempt == self.retries:
+                    raise BrokerUnavailableError(
+                        f"broker at {self.base_url} unreachable ({method} {path}, "
+                        f"{attempt + 1} attempt(s)): {type(exc).__name__}: {exc}"
+                    ) from exc
+                log.info("%s %s failed (%s); retrying in %.1fs", method, path, exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            if resp.status_code >= 400:
+                raise self._refusal(method, path, resp)
+            return resp
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    def _refusal(self, method: str, path: str, resp: httpx.Response) -> Exception:
+        try:
+            body = resp.json()
+            code, detail = str(body.get("error", "")), str(body.get("detail", ""))
+        except (ValueError, AttributeError):
+            code, detail = "", resp.text[:500]
+        where = f"{method} {path} → {resp.status_code}"
+        cls = _CODES.get(code)
+        if cls is not None:
+            return cls(f"{detail} ({where})")
+        if resp.status_code >= 500:
+            return BrokerUnavailableError(f"the broker failed: {detail or resp.reason_phrase} ({where})")
+        return BrokerRequestError(resp.status_code, code or "http_error", f"{detail} ({where})")
+
+    def _parse(self, model: type[M], resp: httpx.Response) -> M:
+        try:
+            return model.model_validate_json(resp.content)
+        except ValidationError as exc:
+            raise BrokerRequestError(resp.status_code, "bad_answer",
+                                     f"the broker's answer is not a valid {model.__name__}: {exc}") from exc
+
+    # -- workers ---------------------------------------------------------------------------
+    def _wid(self, worker_id: str) -> str:
+        return self._alias.get(worker_id, worker_id)
+
+    def _as_worker(self, worker_id: str, call: Any) -> Any:
+        """Run ``call(current id)``; on unknown_worker re-register once and retry."""
+        try:
+            return call(self._wid(worker_id))
+        except UnknownWorkerError:
+            if worker_id not in self._registered:
+                raise
+            self._reregister(worker_id)
+            return call(self._wid(worker_id))
+
+    def _reregister(self, worker_id: str) -> None:
+        schemas, name = self._registered[worker_id]
+        with self._lock:
+            self._next.pop(worker_id, None)
+            resp = self._send("POST", "/worker/register",
+                              json={"v": WIRE_VERSION, "workflows": schemas, "name": name})
+            self._alias[worker_id] = self._parse(Registered, resp).worker_id
+        log.warning("the broker forgot worker %s (restarted?): registered again as %s",
+                    worker_id, self._alias[worker_id])
+
+    def register_worker(self, workflows: Iterable[WorkflowSchema], name: str | None = None) -> str:
+        schemas = [w.to_dict() for w in workflows]
+        resp = self._send("POST", "/worker/register", json={"v": WIRE_VERSION, "workflows": schemas, "name": name})
+        wid = self._parse(Registered, resp).worker_id
+        self._registered[wid] = (schemas, name)
+        return wid
+
+    def unregister_worker(self, worker_id: str) -> None:
+        self._next.pop(worker_id, None)
+        self._send("POST", "/worker/unregister", json={"v": WIRE_VERSION, "worker_id": self._wid(worker_id)})
+        self._registered.pop(worker_id, None)
+
+    def keep_alive(self, worker_id: str) -> None:
+        self._as_worker(worker_id, lambda wid: self._send(
+            "POST", "/worker/keep-alive", json={"v": WIRE_VERSION, "worker_id": wid}))
+
+    # -- steps -------------------------------------------------------------------------------
+    def get_step(self, worker_id: str) -> StepAssignment | None:
+        ready = self._next.pop(worker_id, None)
+        if ready is not None:
+            return ready
+
+        def call(wid: str) -> StepAssignment | None:
+            resp = self._send("GET", "/workflow/step", params={"worker_id": wid, "wait": self.poll_wait},
+                              extra_timeout=self.poll_wait)
+            if resp.status_code == 204:
+                return None
+            return assignment_from_wire(self._parse(AssignmentModel, resp))
+
+        return self._as_worker(worker_id, call)
+
+    def report_step(self, worker_id: str, report: StepReport) -> None:
+        body = {"v": WIRE_VERSION, "report": report_to_wire(report), "next": self.prefetch,
+                "wait": self.poll_wait if self.prefetch else 0.0}
+
+        def call(wid: str) -> None:
+            resp = self._send("POST", "/workflow/step", json={**body, "worker_id": wid},
+                              extra_timeout=self.poll_wait)
+            nxt = self._parse(ReportAnswer, resp).next
+            if nxt is not None:
+                self._next[worker_id] = assignment_from_wire(nxt)
+
+        self._as_worker(worker_id, call)
+
+    # -- runs ----------------------------------------------------------------------------------
+    def dispatch_workflow(self, workflow: WorkflowSchema, inputs: dict[str, Any] | None = None) -> str:
+        if not isinstance(workflow, WorkflowSchema):
+            to_schema = getattr(workflow, "to_schema", None)
+            if not callable(to_schema):
+                raise TypeError(f"expected a WorkflowSchema (or a Workflow), not {workflow!r}")
+            workflow = to_schema()
+        body = {"v": WIRE_VERSION, "workflow": workflow.to_dict(), "request_id": uuid.uuid4().hex,
+                "inputs": {str(k): encode_value(v) for k, v in (inputs or {}).items()}}
+        return self._parse(Dispatched, self._send("POST", "/workflow/dispatch", json=body)).run_id
+
+    def get_run(self, run_id: str, *, steps: bool = True) -> RunInfo:
+        resp = self._send("GET", f"/runs/{quote(str(run_id), safe='')}",
+                          params=None if steps else {"steps": "false"})
+        return run_from_wire(self._parse(RunModel, resp))
+
+    def list_runs(self) -> list[RunInfo]:
+        resp = self._send("GET", "/runs")
+        return [run_from_wire(RunModel.model_validate(r)) for r in resp.json()]
+
+    def list_workers(self) -> list[WorkerInfo]:
+        return [worker_from_wire(WorkerModel.model_validate(w)) for w in self._send("GET", "/workers").json()]
+
+    def list_workflows(self) -> list[WorkflowSchema]:
+        return [WorkflowSchema.from_dict(WorkflowModel.model_validate(w).model_dump())
+                for w in self._send("GET", "/workflows").json()]
+
+    def status(self) -> dict[str, Any]:
+        return dict(self._send("GET", "/status").json())
+
+    def close(self) -> None:
+        """Give back prefetched steps (by leaving) and close the connections; idempotent."""
+        for wid in list(self._next):
+            try:
+                self.unregister_worker(wid)
+            except (BrokerUnavailableError, UnknownWorkerError, BrokerRequestError):
+                log.info("could not give back the prefetched step of worker %s", wid)
+        self._http.close()
+
+    def __repr__(self) -> str:
+        return f"HttpBrokerClient({self.base_url!r})"
+
+
+__all__ = ["HttpBrokerClient"]

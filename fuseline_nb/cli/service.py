@@ -1,0 +1,297 @@
+"""``fuseline-nb broker`` (the HTTP broker service) and ``fuseline-nb worker`` (remote workers).
+
+``broker`` serves a broker over HTTP with uvicorn. With ``--db`` it owns a
+DuckDB file: restarting it on the same file resumes unfinished runs.
+It binds 127.0.0.1 unless told otherwise, and refuses any other address
+without a token (``--token`` or ``FUSELINE_NB_TOKEN``).
+
+``worker`` imports the named workflows (``MODULE:ATTR``), starts
+``--processes`` worker processes (spawn context), each running
+``ProcessEngine(HttpBrokerClient(...), workflows).work(block=True)``, and
+restarts a process that dies. SIGTERM or SIGINT stops them cleanly: each
+finishes its current step, reports it, and leaves the broker; a second
+signal kills them.
+
+Examples
+--------
+>>> parser = argparse.ArgumentParser()
+>>> add_parser(parser.add_subparsers())
+>>> args = parser.parse_args(["broker", "--port", "8123"])
+>>> args.host, args.port, args.db
+('127.0.0.1', 8123, None)
+>>> is_loopback("127.0.0.1"), is_loopback("localhost"), is_loopback("0.0.0.0")
+(True, True, False)
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import ipaddress
+import logging
+import multiprocessing as mp
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from multiprocessing.connection import wait as wait_any
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+TOKEN_ENV = "FUSELINE_NB_TOKEN"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names only this machine (then a token is optional)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def add_parser(subparsers: Any) -> None:
+    """Add the ``broker`` and ``worker`` subcommands."""
+    b = subparsers.add_parser("broker", help="serve a broker over HTTP (uvicorn)",
+                              description=__doc__.split("Examples")[0] if __doc__ else None)
+    b.add_argument("--db", metavar="PATH", help="DuckDB file holding the runs (default: memory, lost on exit)")
+    b.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    b.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    b.add_argument("--token", help=f"bearer token workers must send (default: ${TOKEN_ENV})")
+    b.add_argument("--lease-seconds", type=float, default=60.0,
+                   help="seconds an assignment lives without a report or keep-alive (default 60)")
+    b.add_argument("--max-body", type=int, default=16 * 1024 * 1024, metavar="BYTES",
+                   help="largest request body accepted (default 16 MiB)")
+    b.set_defaults(handler=broker_main)
+
+    w = subparsers.add_parser("worker", help="run workflows' steps for a broker service")
+    w.add_argument("workflows", nargs="+", metavar="MODULE:ATTR", help="workflows to serve, e.g. etl.flows:daily")
+    w.add_argument("--broker", required=True, metavar="URL", help="the broker service, e.g. http://127.0.0.1:8000")
+    w.add_argument("--processes", type=int, default=1, help="worker processes (default 1)")
+    w.add_argument("--token", help=f"bearer token (default: ${TOKEN_ENV})")
+    w.add_argument("--name", help="label shown in the broker's worker list")
+    w.add_argument("--poll-wait", type=float, default=2.0,
+                   help="seconds a request for work waits on the broker (long-poll, default 2)")
+    w.add_argument("--grace", type=float, default=30.0,
+                   help="seconds to let running steps finish on SIGTERM before killing (default 30)")
+    w.set_defaults(handler=worker_main)
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    return args.token or os.environ.get(TOKEN_ENV) or None
+
+
+# -- broker -------------------------------------------------------------------------------
+def _open_broker(db: str | None, lease_seconds: float) -> Any:
+    if db is None:
+        from ..broker import MemoryBroker
+
+        log.warning("no --db given: runs are kept in memory and lost when the broker stops")
+        return MemoryBroker(lease_seconds=lease_seconds)
+    from ..broker import DuckDBBroker
+
+    return DuckDBBroker(db, lease_seconds=lease_seconds)
+
+
+def broker_main(args: argparse.Namespace) -> int:
+    """Serve a broker until SIGTERM/SIGINT; close (flush) it on the way out."""
+    token = _token(args)
+    if not is_loopback(args.host) and not token:
+        print(f"fuseline-nb broker: refusing to listen on {args.host!r} without a token: anyone who "
+              f"can reach it could run code on your workers. Pass --token or set {TOKEN_ENV}.",
+              file=sys.stderr)
+        return 2
+    if token and len(token) < 16:
+        log.warning("the token is short (%d characters); use 16 or more random characters", len(token))
+    try:
+        import uvicorn
+
+        from ..broker.http import create_app
+    except ImportError as exc:
+        print(f"fuseline-nb broker needs the service extra: pip install 'fuseline-nb[service]' ({exc})",
+              file=sys.stderr)
+        return 2
+    broker = _open_broker(args.db, args.lease_seconds)
+    try:
+        app = create_app(broker, token=token, max_body=args.max_body)
+        config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
+                                timeout_keep_alive=75, timeout_graceful_shutdown=5, access_log=False)
+        print(f"fuseline-nb broker on http://{args.host}:{args.port} "
+              f"({'DuckDB ' + args.db if args.db else 'memory'}; token {'on' if token else 'off'})",
+              file=sys.stderr, flush=True)
+        uvicorn.Server(config).run()
+    finally:
+        broker.close()
+    return 0
+
+
+# -- worker -------------------------------------------------------------------------------
+def load_workflow(spec: str) -> Any:
+    """Import ``MODULE:ATTR`` (ATTR may be dotted) and return the :class:`Workflow` it names.
+
+    Examples
+    --------
+    >>> load_workflow("fuseline_nb.examples:tour").workflow_id == __import__("fuseline_nb.examples").examples.tour.workflow_id
+    True
+    """
+    from ..workflow.graph import Workflow
+
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"workflow {spec!r}: expected MODULE:ATTR, e.g. etl.flows:daily")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"workflow {spec!r}: cannot import module {module_name!r} ({exc}); "
+                         "is it on PYTHONPATH?") from exc
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ValueError(f"workflow {spec!r}: module {module_name!r} has no attribute {attr!r}") from None
+    if not isinstance(obj, Workflow):
+        raise ValueError(f"workflow {spec!r}: expected a Workflow, found {type(obj).__name__}")
+    return obj
+
+
+def _serve_steps(specs: list[str], url: str, token: str | None, name: str | None, poll_wait: float) -> None:
+    """One worker process: register, fetch-run-report until told to stop, then leave."""
+    from ..broker.http_client import HttpBrokerClient
+    from ..errors import BrokerUnavailableError
+    from ..worker.engine import ProcessEngine
+
+    logging.basicConfig(level=logging.INFO if os.environ.get("FUSELINE_NB_VERBOSE") else logging.WARNING,
+                        format=f"%(levelname)s worker {os.getpid()} %(name)s: %(message)s")
+    stopping = threading.Event()
+    engine: ProcessEngine | None = None
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        stopping.set()
+        if engine is not None:
+            engine.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    workflows = [load_workflow(s) for s in specs]
+    client = HttpBrokerClient(url, token, poll_wait=poll_wait, retries=2)
+    pause = 0.5
+    try:
+        while not stopping.is_set():
+            try:
+                if engine is None:
+                    engine = ProcessEngine(client, workflows, name=name)
+                    log.info("registered as %s at %s", engine.worker_id, url)
+                    if stopping.is_set():
+                        break
+                engine.work(block=True, poll_interval=0.05)
+                pause = 0.5
+            except BrokerUnavailableError as exc:
+                log.warning("%s; trying again in %.1fs", exc, pause)
+                stopping.wait(pause)
+                pause = min(pause * 2, 10.0)
+    finally:
+        if engine is not None:
+            try:
+                client.unregister_worker(engine.worker_id)
+            except Exception as exc:  # leaving is best effort: the lease covers a lost goodbye
+                log.info("could not unregister: %s", exc)
+        client.close()
+
+
+class _Supervisor:
+    """Starts N worker processes, restarts one that dies, stops all on a signal."""
+
+    def __init__(self, specs: list[str], url: str, token: str | None, name: str | None,
+                 processes: int, poll_wait: float, grace: float) -> None:
+        self.ctx = mp.get_context("spawn")
+        self.args = (specs, url, token, name, poll_wait)
+        self.n, self.grace = processes, grace
+        self.procs: list[Any] = []
+        self.stop_requested = 0
+        self.quick_deaths = 0
+
+    def spawn(self) -> Any:
+        p = self.ctx.Process(target=_serve_steps, args=self.args, name="fuseline-nb-worker", daemon=False)
+        p.start()
+        p.started_at = time.monotonic()  # type: ignore[attr-defined]
+        return p
+
+    def on_signal(self, signum: int, _frame: Any) -> None:
+        self.stop_requested += 1
+        for p in self.procs:
+            if p.is_alive() and p.pid is not None:
+                try:
+                    os.kill(p.pid, signal.SIGKILL if self.stop_requested > 1 else signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self.on_signal)
+        signal.signal(signal.SIGINT, self.on_signal)
+        self.procs = [self.spawn() for _ in range(self.n)]
+        while not self.stop_requested:
+            wait_any([p.sentinel for p in self.procs], timeout=1.0)
+            for i, p in enumerate(self.procs):
+                if p.is_alive() or self.stop_requested:
+                    continue
+                lived = time.monotonic() - p.started_at
+                self.quick_deaths = self.quick_deaths + 1 if lived < 5 else 0
+                if self.quick_deaths >= 3 * self.n:
+                    log.error("worker processes keep dying at start (last exit code %s); giving up", p.exitcode)
+                    self.on_signal(signal.SIGTERM, None)
+                    self._join()
+                    return 1
+                log.warning("worker process %s exited with code %s; starting another", p.pid, p.exitcode)
+                self.procs[i] = self.spawn()
+        return self._join()
+
+    def _join(self) -> int:
+        deadline = time.monotonic() + self.grace
+        for p in self.procs:
+            p.join(max(deadline - time.monotonic(), 0.1))
+            if p.is_alive():
+                log.warning("worker process %s did not stop within %.0fs: killing it", p.pid, self.grace)
+                p.kill()
+                p.join()
+        return 0
+
+
+def worker_main(args: argparse.Namespace) -> int:
+    """Start ``--processes`` workers for the broker at ``--broker``; return when stopped."""
+    if args.processes < 1:
+        print("fuseline-nb worker: --processes must be >= 1", file=sys.stderr)
+        return 2
+    sys.path.insert(0, os.getcwd())  # MODULE:ATTR may name a module in the current directory
+    try:
+        for spec in args.workflows:
+            load_workflow(spec)
+    except ValueError as exc:
+        print(f"fuseline-nb worker: {exc}", file=sys.stderr)
+        return 2
+    token = _token(args)
+    sup = _Supervisor(list(args.workflows), args.broker, token, args.name, args.processes,
+                      args.poll_wait, args.grace)
+    print(f"fuseline-nb worker: {args.processes} process(es) for {args.broker}", file=sys.stderr, flush=True)
+    return sup.run()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m fuseline_nb.cli.service broker|worker ...``: these two commands alone."""
+    parser = argparse.ArgumentParser(prog="fuseline-nb")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    add_parser(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    return int(args.handler(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+__all__ = ["add_parser", "broker_main", "is_loopback", "load_workflow", "worker_main"]

@@ -1,0 +1,106 @@
+"""Workflows the HTTP tests import by module path (``tests.http_workflows:NAME``).
+
+Worker processes started through the CLI import them, so they live in a
+module, not in the test file.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from fuseline_nb import Depends, FunctionStep, Step, Workflow
+
+
+class Check(Step):
+    """Routes on ``n``: ``"big"`` or ``"small"``."""
+
+    def run_step(self, n: int) -> str:
+        return "big" if n > 10 else "small"
+
+
+class Big(Step):
+    """The ``"big"`` branch."""
+
+    def run_step(self, n: int) -> int:
+        return n * 100
+
+
+class Small(Step):
+    """The ``"small"`` branch (skipped when ``n`` is big)."""
+
+    def run_step(self, n: int) -> int:
+        return n
+
+
+class Explode(Step):
+    """Fails after the branch."""
+
+    def run_step(self, value: int = Depends(Big)) -> int:
+        raise ValueError(f"cannot handle {value}")
+
+
+class AfterExplode(Step):
+    """Cancelled: it needs the failed step."""
+
+    def run_step(self, value: int = Depends(Explode)) -> int:
+        return value
+
+
+class Independent(Step):
+    """A root on its own: keeps running after the failure elsewhere."""
+
+    def run_step(self, n: int) -> tuple[int, str]:
+        return (n, "tuple results travel pickled")
+
+
+def _branchy() -> Workflow:
+    check, big, small = Check(), Big(), Small()
+    (check - "big") >> big
+    (check - "small") >> small
+    explode = Explode()
+    after = AfterExplode()
+    big >> explode
+    return Workflow(outputs=[after, small, Independent()], workflow_id="http-branchy")
+
+
+branchy = _branchy()
+
+
+class Slow(Step):
+    """Writes its pid to ``marker`` (so a test can kill it mid-step), then sleeps."""
+
+    def run_step(self, marker: str, seconds: float = 3.0) -> int:
+        path = Path(marker)
+        if not path.exists():  # only the first attempt is slow
+            path.write_text(str(os.getpid()))
+            time.sleep(float(seconds))
+        return os.getpid()
+
+
+class AfterSlow(Step):
+    """Needs Slow."""
+
+    def run_step(self, pid: int = Depends(Slow)) -> str:
+        return f"after {pid}"
+
+
+slow = Workflow(outputs=[AfterSlow()], workflow_id="http-slow")
+
+
+def _tick(i: int, delay: float) -> int:
+    time.sleep(delay)
+    return i
+
+
+def _chain(length: int = 12) -> Workflow:
+    steps = [FunctionStep(lambda delay=0.2: _tick(0, delay), name="tick0")]
+    for i in range(1, length):
+        s = FunctionStep(lambda delay=0.2, i=i: _tick(i, delay), name=f"tick{i}")
+        steps[-1] >> s
+        steps.append(s)
+    return Workflow(outputs=[steps[-1]], workflow_id="http-chain")
+
+
+chain = _chain()

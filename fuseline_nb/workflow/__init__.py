@@ -9,19 +9,58 @@ True
 
 from __future__ import annotations
 
+from typing import Any
+
 from .graph import Workflow, workflow_from_functions
 from .local import PoolEngine
 from .runinfo import RunInfo, RunResult, StepInfo
 from .schema import EdgeSchema, StepSchema, WorkflowSchema
 from .status import Status
 from .steps import Computed, Condition, Depends, Equals, FunctionStep, Step, StepGroup
+from .tracing import FileTracer, Tracer
+
+# Async, batch and YAML names import asyncio / PyYAML: load them on first use.
+_LAZY = {
+    "AsyncStep": "asynchronous",
+    "AsyncWorkflow": "asynchronous",
+    "BatchStep": "batch",
+    "BatchWorkflow": "batch",
+    "AsyncBatchStep": "batch",
+    "AsyncParallelBatchStep": "batch",
+    "AsyncBatchWorkflow": "batch",
+    "AsyncParallelBatchWorkflow": "batch",
+    "Exporter": "exporters",
+    "YamlExporter": "exporters",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
+    "AsyncBatchStep",
+    "AsyncBatchWorkflow",
+    "AsyncParallelBatchStep",
+    "AsyncParallelBatchWorkflow",
+    "AsyncStep",
+    "AsyncWorkflow",
+    "BatchStep",
+    "BatchWorkflow",
     "Computed",
     "Condition",
     "Depends",
     "EdgeSchema",
     "Equals",
+    "Exporter",
+    "FileTracer",
     "FunctionStep",
     "PoolEngine",
     "RunInfo",
@@ -31,7 +70,9 @@ __all__ = [
     "StepGroup",
     "StepInfo",
     "StepSchema",
+    "Tracer",
     "Workflow",
     "WorkflowSchema",
+    "YamlExporter",
     "workflow_from_functions",
 ]

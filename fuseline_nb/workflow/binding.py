@@ -91,12 +91,15 @@ class Binding:
         inputs: Mapping[str, Any],
         results: Mapping[str, Any],
         winners: Mapping[str, str],
+        checks: list[dict[str, Any]] | None = None,
     ) -> dict[str, Any] | object:
         """Build the keyword arguments, or return :data:`SKIP`.
 
         ``results`` holds the results of finished dependencies (a missing one
         — skipped or not reached — reads as ``None``); ``winners`` maps an OR
-        group id to the member whose result the group passes on.
+        group id to the member whose result the group passes on. Each
+        condition evaluated is appended to ``checks`` (when given) as
+        ``{"dependency", "value", "passed"}``, for tracing.
         """
         out: dict[str, Any] = {}
         if self.legacy:
@@ -105,8 +108,12 @@ class Binding:
             if p.sources:
                 src = winners.get(p.group, p.sources[0]) if p.group else p.sources[0]
                 value = results.get(src)
-                if p.condition is not None and not p.condition(value):
-                    return SKIP
+                if p.condition is not None:
+                    passed = bool(p.condition(value))
+                    if checks is not None:
+                        checks.append({"dependency": src, "value": value, "passed": passed})
+                    if not passed:
+                        return SKIP
                 out[p.name] = value
             elif p.name in inputs:
                 out[p.name] = inputs[p.name]

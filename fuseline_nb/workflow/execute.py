@@ -21,7 +21,7 @@ import time
 import traceback as tb
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .binding import SKIP
 from .policies import FailureAction, StepPolicy
@@ -47,6 +47,8 @@ class StepOutcome:
     finished_at: float = 0.0
     #: The exception itself, in the process that ran the step only.
     exception: BaseException | None = None
+    #: Conditions evaluated before running: ``{"dependency", "value", "passed"}``.
+    conditions: list[dict[str, Any]] | None = None
 
     @property
     def error(self) -> str | None:
@@ -71,15 +73,7 @@ class StepOutcome:
 
 
 def _invoke(step: Any, binding: Any, kwargs: dict[str, Any], shared: dict[str, Any]) -> Any:
-    setup_res = step.setup(shared)
-    if binding.legacy:
-        result = step.run_step(setup_res)
-    else:
-        result = step.run_step(**kwargs)
-    replaced = step.teardown(shared, setup_res, result)
-    # Fuseline lets teardown replace the result; a teardown that returns
-    # nothing (the usual clean-up hook) keeps it.
-    return result if replaced is None else replaced
+    return step._invoke(binding, kwargs, shared)
 
 
 def attempt(
@@ -97,10 +91,13 @@ def attempt(
     started = time.time()
     step = wf.steps[name]
     binding = wf.bindings[name]
+    checks: list[dict[str, Any]] | None = [] if binding.conditional else None
     try:
-        kwargs = binding.kwargs(inputs, results, winners)
-        if kwargs is SKIP:
-            return StepOutcome(Status.SKIPPED, started_at=started, finished_at=time.time())
+        bound = binding.kwargs(inputs, results, winners, checks)
+        if bound is SKIP:
+            return StepOutcome(Status.SKIPPED, started_at=started, finished_at=time.time(),
+                               conditions=checks)
+        kwargs = cast(dict[str, Any], bound)
         shared = dict(inputs)
         policies = [p for p in step.policies if isinstance(p, StepPolicy)]
         call: Callable[[], Any] = lambda: _invoke(step, binding, kwargs, shared)  # noqa: E731
@@ -112,8 +109,11 @@ def attempt(
         for p in policies:
             p.on_success(step, result)
     except Exception as exc:  # the outcome carries it; a worker never dies of it
-        return StepOutcome.from_exception(exc, started)
-    return StepOutcome(Status.SUCCEEDED, result, started_at=started, finished_at=time.time())
+        out = StepOutcome.from_exception(exc, started)
+        out.conditions = checks
+        return out
+    return StepOutcome(Status.SUCCEEDED, result, started_at=started, finished_at=time.time(),
+                       conditions=checks)
 
 
 def attempt_with_retries(
@@ -134,16 +134,24 @@ def attempt_with_retries(
     while True:
         out = attempt(wf, name, inputs, results, winners)
         n += 1
-        if out.state is not Status.FAILED:
+        delay = retry_delay(step, policies, out, n)
+        if delay is None:
             return out, n
-        exc = out.exception or _Reported(out)
-        decision = next(
-            (d for p in policies if (d := p.on_failure(step, exc, n - 1)) is not None), None
-        )
-        if decision is None or decision.action is not FailureAction.RETRY:
-            return out, n
-        if decision.delay:
-            sleep(decision.delay)
+        if delay:
+            sleep(delay)
+
+
+def retry_delay(step: Any, policies: list[StepPolicy], out: StepOutcome, attempts: int) -> float | None:
+    """Seconds to wait before retrying after ``attempts`` attempts ending in ``out``; ``None``: stop."""
+    if out.state is not Status.FAILED:
+        return None
+    exc = out.exception or _Reported(out)
+    decision = next(
+        (d for p in policies if (d := p.on_failure(step, exc, attempts - 1)) is not None), None
+    )
+    if decision is None or decision.action is not FailureAction.RETRY:
+        return None
+    return float(decision.delay or 0)
 
 
 class _Reported(Exception):

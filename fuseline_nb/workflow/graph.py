@@ -371,6 +371,22 @@ class Workflow:
             result.raise_for_failure()
         return result.outputs
 
+    def export(self, path: Any, exporter: Any = None) -> None:
+        """Write the workflow's structure to ``path`` (YAML unless ``exporter`` says otherwise).
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> from fuseline_nb import FunctionStep, Workflow
+        >>> p = os.path.join(tempfile.mkdtemp(), "wf.yaml")
+        >>> Workflow(outputs=[FunctionStep(len, name="size")]).export(p)
+        >>> "name: size" in open(p).read()
+        True
+        """
+        from .exporters import YamlExporter
+
+        (exporter or YamlExporter()).export(self, path)
+
     def dispatch(self, broker: Any, inputs: Mapping[str, Any] | None = None) -> str:
         """Queue a run on ``broker`` (or a broker client); return the run id.
 

@@ -34,7 +34,7 @@ from .policies import WorkflowPolicy
 from .rules import Outcome, Readiness, final_run_state, resolve_action
 from .runinfo import RunResult, StepInfo
 from .status import SKIP_CONDITION, Status
-from .tracing import TraceSubscriber, as_tracer
+from .tracing import TraceSubscriber, _preview, as_tracer
 
 if TYPE_CHECKING:
     from .graph import Workflow
@@ -120,8 +120,12 @@ class _LocalRun:
                 p.on_step_failure(self.wf, self.wf.steps[name], out.exception)
         info.state = out.state
         self.wf.steps[name].state = out.state
-        self.emit("step_finished", name, out.state, {"action": info.action, "error": info.error,
-                                                       "skip_reason": info.skip_reason})
+        detail: dict[str, Any] = {"action": info.action, "error": info.error, "skip_reason": info.skip_reason}
+        if self.hub is not None:  # only tracing reads these; skip the repr() otherwise
+            detail["conditions"] = out.conditions or []
+            if out.state is Status.SUCCEEDED:
+                detail["result_preview"] = _preview(out.result)
+        self.emit("step_finished", name, out.state, detail)
         changes = self.tracker.finish(name, outcome)
         for n, state in [(n, Status.SKIPPED) for n in changes.skipped] + [
             (n, Status.CANCELLED) for n in changes.cancelled
@@ -142,6 +146,34 @@ class _LocalRun:
 
     def _wf_policies(self) -> list[WorkflowPolicy]:
         return [p for p in self.wf.policies if isinstance(p, WorkflowPolicy)]
+
+    def begin(self) -> None:
+        """Mark the run started: states, workflow-start hooks, the first event."""
+        self.created = time.time()
+        self.wf.state = Status.RUNNING
+        for step in self.wf.steps.values():
+            step.state = Status.PENDING
+        self.shared = dict(self.inputs)
+        for p in self._wf_policies():
+            p.on_workflow_start(self.wf)
+        self.emit("run_dispatched", detail={"workflow_id": self.wf.workflow_id})
+
+    def end(self) -> RunResult:
+        """Settle the final state and outputs; run workflow-finished hooks."""
+        wf = self.wf
+        state = final_run_state(self.tracker.outcomes.values())
+        wf.state = state
+        outs = [self.results.get(n) for n in wf.output_names]
+        outputs = outs[0] if len(outs) == 1 else outs
+        result = RunResult(self.run_id, wf.workflow_id, state, self.infos, wf.version, self.inputs,
+                           self.created, time.time(), outputs=outputs)
+        wf.__dict__["_last_run"] = result
+        self.emit("run_finished", state=state)
+        for p in self._wf_policies():
+            p.on_workflow_finished(wf, outputs)
+        if state is Status.FAILED:
+            log.warning("workflow %s failed: %s", wf.workflow_id, result.failures())
+        return result
 
     def execute(self, name: str) -> tuple[StepOutcome, int]:
         return attempt_with_retries(
@@ -183,18 +215,11 @@ def _threaded(run: _LocalRun, ready: deque[str], engine: PoolEngine) -> None:
 def run_local(wf: Workflow, inputs: dict[str, Any], engine: PoolEngine | None = None) -> RunResult:
     """Run ``wf`` in this process; return a :class:`RunResult`."""
     run = _LocalRun(wf, inputs)
-    created = time.time()
-    wf.state = Status.RUNNING
-    for step in wf.steps.values():
-        step.state = Status.PENDING
-    shared = dict(inputs)
-    for p in run._wf_policies():
-        p.on_workflow_start(wf)
-    run.emit("run_dispatched", detail={"workflow_id": wf.workflow_id})
+    run.begin()
     started: list[Any] = []
     try:
         for step in wf.steps.values():
-            step.before_all(shared)
+            step.before_all(run.shared)
             started.append(step)
         ready = deque(run.queue(run.tracker.start()))
         if engine is None:
@@ -204,19 +229,7 @@ def run_local(wf: Workflow, inputs: dict[str, Any], engine: PoolEngine | None = 
     finally:
         for step in started:  # finish hooks run even when the run failed
             try:
-                step.after_all(shared)
+                step.after_all(run.shared)
             except Exception:
                 log.exception("after_all of step %r failed", step.name)
-    state = final_run_state(run.tracker.outcomes.values())
-    wf.state = state
-    outs = [run.results.get(n) for n in wf.output_names]
-    outputs = outs[0] if len(outs) == 1 else outs
-    result = RunResult(run.run_id, wf.workflow_id, state, run.infos, wf.version, inputs,
-                       created, time.time(), outputs=outputs)
-    wf.__dict__["_last_run"] = result
-    run.emit("run_finished", state=state)
-    for p in run._wf_policies():
-        p.on_workflow_finished(wf, outputs)
-    if state is Status.FAILED:
-        log.warning("workflow %s failed: %s", wf.workflow_id, result.failures())
-    return result
+    return run.end()

@@ -224,6 +224,8 @@ class Step:
     """
 
     kind = "step"
+    #: The method whose parameters are bound (``AsyncStep``: ``run_step_async``).
+    _entry = "run_step"
     name: str | None = None
     state: Status = Status.PENDING
     policies: list[Any]
@@ -275,11 +277,26 @@ class Step:
         """Do the work. Override with named parameters; the return value is the result."""
         raise TypeError(f"{type(self).__name__} must implement run_step()")
 
-    def teardown(self, shared: dict[str, Any], setup_res: Any, exec_res: Any) -> None:
-        """Called after each successful run of the step."""
+    def teardown(self, shared: dict[str, Any], setup_res: Any, exec_res: Any) -> Any:
+        """Called after each successful run of the step; a non-``None`` return replaces the result."""
 
     def after_all(self, shared: dict[str, Any]) -> None:
         """Called once after the workflow finished, whatever its state."""
+
+    def _invoke(self, binding: Any, kwargs: dict[str, Any], shared: dict[str, Any]) -> Any:
+        """One attempt: ``setup`` → ``run_step`` → ``teardown`` (subclasses change how)."""
+        setup_res = self.setup(shared)
+        result = self._call(binding, kwargs, setup_res)
+        replaced = self.teardown(shared, setup_res, result)
+        # Fuseline lets teardown replace the result; a teardown that returns
+        # nothing (the usual clean-up hook) keeps it.
+        return result if replaced is None else replaced
+
+    def _call(self, binding: Any, kwargs: dict[str, Any], setup_res: Any) -> Any:
+        """Call ``run_step`` once (``BatchStep`` calls it per item)."""
+        if binding.legacy:
+            return self.run_step(setup_res)
+        return self.run_step(**kwargs)
 
     def dependencies(self) -> list[tuple[str, Depends]]:
         """The ``Depends(...)`` defaults of :meth:`run_step`, by parameter name."""
@@ -291,7 +308,7 @@ class Step:
 
 
 def _signature(step: Step) -> inspect.Signature:
-    fn = step.function if isinstance(step, FunctionStep) else step.run_step
+    fn = step.function if isinstance(step, FunctionStep) else getattr(step, step._entry)
     return inspect.signature(fn)
 
 

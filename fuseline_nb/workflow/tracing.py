@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .events import Event
-from .status import Status
+from .status import SKIP_CONDITION, Status
 
 _PREVIEW = 200
 
@@ -155,8 +155,15 @@ def trace_records(event: Event) -> list[dict[str, Any]]:
     if kind == "step_started":
         return [{"event": "step_started", **base}]
     out: list[dict[str, Any]] = []
-    for check in detail.get("conditions", ()):
-        out.append({"event": "condition_check", **base, **check})
+    checks = detail.get("conditions")
+    if checks is None and event.state is Status.SKIPPED and detail.get("skip_reason") == SKIP_CONDITION:
+        # A worker's report carries no check details; the skip itself says one failed.
+        checks = [{"passed": False}]
+    for check in checks or ():
+        record = {"event": "condition_check", **base, **check}
+        if "value" in record and not isinstance(record["value"], (str, int, float, bool, type(None))):
+            record["value"] = _preview(record["value"])
+        out.append(record)
     st = event.state
     if st is Status.SUCCEEDED:
         out.append({"event": "step_finished", **base, "result": detail.get("result_preview"),
@@ -171,14 +178,53 @@ def trace_records(event: Event) -> list[dict[str, Any]]:
 
 
 class TraceSubscriber:
-    """Turns lifecycle events into trace records for one tracer (an event-hub subscriber)."""
+    """An event subscriber that writes trace records to ``tracer``.
 
-    def __init__(self, tracer: Tracer, workflow_id: str) -> None:
+    Subscribe it to a broker to trace runs executed by worker processes:
+    ``broker.subscribe(TraceSubscriber(FileTracer(path)))``. Each record gets
+    the run's ``workflow_id`` (learned from the run's first event), and
+    ``worker``/``attempt`` where the broker knows them. With ``workflow_id``
+    given, only runs of that workflow are traced.
+
+    Examples
+    --------
+    >>> from fuseline_nb import FunctionStep, Workflow
+    >>> from fuseline_nb.broker import MemoryBroker
+    >>> from fuseline_nb.worker import ProcessEngine
+    >>> from fuseline_nb.broker.clients import LocalBrokerClient
+    >>> class Keep(Tracer):
+    ...     def __init__(self):
+    ...         self.events = []
+    ...     def record(self, event):
+    ...         self.events.append(event)
+    >>> keep, broker = Keep(), MemoryBroker()
+    >>> unsubscribe = broker.subscribe(TraceSubscriber(keep))
+    >>> wf = Workflow(outputs=[FunctionStep(lambda: 1, name="one")], workflow_id="w")
+    >>> run_id = wf.dispatch(broker)
+    >>> ProcessEngine(LocalBrokerClient(broker), [wf]).work()
+    >>> [e["event"] for e in keep.events]
+    ['workflow_started', 'step_enqueued', 'step_started', 'step_finished', 'workflow_finished']
+    >>> keep.events[2]["workflow_id"], "worker" in keep.events[2]
+    ('w', True)
+    """
+
+    def __init__(self, tracer: Tracer, workflow_id: str | None = None) -> None:
         self.tracer = tracer
         self.workflow_id = workflow_id
+        self._runs: dict[str, str | None] = {}
+        self._lock = threading.Lock()
 
     def __call__(self, event: Event) -> None:
-        bound = BoundTracer(self.tracer, self.workflow_id, event.run_id)
+        detail = event.detail or {}
+        with self._lock:
+            if event.kind == "run_dispatched":
+                self._runs[event.run_id] = detail.get("workflow_id") or self.workflow_id
+            wf_id = self._runs.get(event.run_id) or detail.get("workflow_id") or self.workflow_id
+            if event.kind == "run_finished":
+                self._runs.pop(event.run_id, None)
+        if self.workflow_id is not None and wf_id not in (None, self.workflow_id):
+            return
+        bound = BoundTracer(self.tracer, wf_id or "", event.run_id)
         for record in trace_records(event):
             bound.record(record)
 

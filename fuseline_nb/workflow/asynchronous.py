@@ -1,0 +1,334 @@
+"""Async steps and the async run loop: :class:`AsyncStep`, :class:`AsyncWorkflow`.
+
+``await wf.run_async(inputs)`` drives a run on the *caller's* event loop, so
+it works inside Jupyter (whose kernel already runs a loop; ``asyncio.run``
+would refuse). Ready async steps run concurrently as tasks on that loop;
+plain steps run on a helper thread so they never block it. The bookkeeping
+(readiness, states, events, hooks) is the one ``wf.run`` uses
+(:class:`~fuseline_nb.workflow.local._LocalRun`), so both loops end in the
+same states.
+
+Where no loop is available to await on — ``wf.run()``, a ``ProcessEngine``
+worker — an async step runs its coroutine with ``asyncio.run``; if the
+calling thread already runs a loop (sync ``wf.run()`` called in a notebook
+cell), the coroutine runs on a fresh loop in a helper thread instead.
+
+Examples
+--------
+>>> import asyncio
+>>> from fuseline_nb import AsyncStep, AsyncWorkflow, Depends, Step
+>>> class Fetch(AsyncStep):
+...     async def run_step_async(self, url: str) -> str:
+...         await asyncio.sleep(0)
+...         return f"<page {url}>"
+>>> class Size(Step):  # a plain step fed by an async one
+...     def run_step(self, page: str = Depends(Fetch)) -> int:
+...         return len(page)
+>>> wf = AsyncWorkflow(outputs=[Size()])
+>>> asyncio.run(wf.run_async({"url": "a"}))
+8
+>>> wf.run({"url": "bb"})  # the same workflow, run synchronously
+9
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+from .binding import SKIP
+from .execute import StepOutcome, retry_delay
+from .graph import Workflow
+from .local import PoolEngine, _LocalRun
+from .policies import StepPolicy
+from .status import Status
+from .steps import Step
+
+if TYPE_CHECKING:
+    from .runinfo import RunResult
+
+log = logging.getLogger(__name__)
+
+R = TypeVar("R")
+
+
+def run_coro(coro: Coroutine[Any, Any, R]) -> R:
+    """Run ``coro`` to completion from synchronous code and return its result.
+
+    Uses ``asyncio.run``; when this thread already runs an event loop (a
+    Jupyter cell), runs it on a new loop in a helper thread instead.
+
+    Examples
+    --------
+    >>> async def two():
+    ...     return 2
+    >>> run_coro(two())
+    2
+    >>> async def nested():  # called from inside a running loop
+    ...     return run_coro(two())
+    >>> asyncio.run(nested())
+    2
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["result"] = asyncio.run(coro)
+        except BaseException as exc:  # re-raised in the caller's thread below
+            box["error"] = exc
+
+    t = threading.Thread(target=target, name="fuseline-run-coro", daemon=True)
+    t.start()
+    t.join()
+    if "error" in box:
+        raise box["error"]
+    return box["result"]  # type: ignore[no-any-return]
+
+
+class AsyncStep(Step):
+    """A step whose work is a coroutine: implement ``async def run_step_async``.
+
+    Its parameters are bound like ``run_step``'s (inputs by name,
+    ``Depends(...)`` defaults, or the legacy ``run_step_async(self,
+    setup_res)``). Async hooks, all optional: ``before_all_async(shared)``,
+    ``setup_async(shared)``, ``teardown_async(shared, setup_res, exec_res)``
+    (a non-``None`` return replaces the result) and ``after_all_async(shared)``.
+    Step policies wrap each attempt with ``execute_async`` in
+    :meth:`AsyncWorkflow.run_async`, and with ``execute`` where the step runs
+    synchronously (``wf.run()``, workers).
+
+    Examples
+    --------
+    >>> import asyncio
+    >>> class Hello(AsyncStep):
+    ...     async def run_step_async(self, who: str) -> str:
+    ...         return f"hello {who}"
+    >>> asyncio.run(Hello().run_step_async("you"))
+    'hello you'
+    >>> Hello().kind
+    'async'
+    """
+
+    kind = "async"
+    _entry = "run_step_async"
+
+    async def before_all_async(self, shared: dict[str, Any]) -> None:
+        """Called once before the workflow starts."""
+
+    async def setup_async(self, shared: dict[str, Any]) -> Any:
+        """Called before each attempt; its value reaches :meth:`teardown_async`."""
+
+    async def run_step_async(self, *args: Any, **kwargs: Any) -> Any:
+        """Do the work. Override with named parameters; the return value is the result."""
+        raise TypeError(f"{type(self).__name__} must implement async def run_step_async()")
+
+    async def teardown_async(self, shared: dict[str, Any], setup_res: Any, exec_res: Any) -> Any:
+        """Called after each successful attempt."""
+
+    async def after_all_async(self, shared: dict[str, Any]) -> None:
+        """Called once after the workflow finished, whatever its state."""
+
+    # Synchronous drivers (wf.run, workers) reach the async hooks through these.
+    def before_all(self, shared: dict[str, Any]) -> None:
+        run_coro(self.before_all_async(shared))
+
+    def after_all(self, shared: dict[str, Any]) -> None:
+        run_coro(self.after_all_async(shared))
+
+    def _invoke(self, binding: Any, kwargs: dict[str, Any], shared: dict[str, Any]) -> Any:
+        return run_coro(self._invoke_async(binding, kwargs, shared))
+
+    async def _invoke_async(self, binding: Any, kwargs: dict[str, Any], shared: dict[str, Any]) -> Any:
+        setup_res = await self.setup_async(shared)
+        result = await self._call_async(binding, kwargs, setup_res)
+        replaced = await self.teardown_async(shared, setup_res, result)
+        return result if replaced is None else replaced
+
+    async def _call_async(self, binding: Any, kwargs: dict[str, Any], setup_res: Any) -> Any:
+        if binding.legacy:
+            return await self.run_step_async(setup_res)
+        return await self.run_step_async(**kwargs)
+
+
+async def attempt_async(
+    wf: Workflow,
+    name: str,
+    inputs: Mapping[str, Any],
+    results: Mapping[str, Any],
+    winners: Mapping[str, str],
+) -> StepOutcome:
+    """Await one attempt of async step ``name`` with its policies' ``execute_async``; never raises.
+
+    The async twin of :func:`~fuseline_nb.workflow.execute.attempt`.
+    """
+    started = time.time()
+    step = wf.steps[name]
+    if not isinstance(step, AsyncStep):
+        raise TypeError(f"step {name!r} is not an AsyncStep")
+    binding = wf.bindings[name]
+    checks: list[dict[str, Any]] | None = [] if binding.conditional else None
+    try:
+        bound = binding.kwargs(inputs, results, winners, checks)
+        if bound is SKIP:
+            return StepOutcome(Status.SKIPPED, started_at=started, finished_at=time.time(),
+                               conditions=checks)
+        kwargs = cast(dict[str, Any], bound)
+        shared = dict(inputs)
+        policies = [p for p in step.policies if isinstance(p, StepPolicy)]
+        call: Callable[[], Awaitable[Any]] = lambda: step._invoke_async(binding, kwargs, shared)  # noqa: E731
+        for p in reversed(policies):
+            call = (lambda c, pol: lambda: pol.execute_async(step, c))(call, p)
+        for p in policies:
+            p.on_start(step)
+        result = await call()
+        for p in policies:
+            p.on_success(step, result)
+    except Exception as exc:  # the outcome carries it
+        out = StepOutcome.from_exception(exc, started)
+        out.conditions = checks
+        return out
+    return StepOutcome(Status.SUCCEEDED, result, started_at=started, finished_at=time.time(),
+                       conditions=checks)
+
+
+async def attempt_with_retries_async(
+    wf: Workflow,
+    name: str,
+    inputs: Mapping[str, Any],
+    results: Mapping[str, Any],
+    winners: Mapping[str, str],
+) -> tuple[StepOutcome, int]:
+    """Await ``name`` until it succeeds or its policies stop retrying; return (outcome, attempts)."""
+    step = wf.steps[name]
+    policies = [p for p in step.policies if isinstance(p, StepPolicy)]
+    n = 0
+    while True:
+        out = await attempt_async(wf, name, inputs, results, winners)
+        n += 1
+        delay = retry_delay(step, policies, out, n)
+        if delay is None:
+            return out, n
+        await asyncio.sleep(delay)
+
+
+async def _execute(run: _LocalRun, name: str, pool: ThreadPoolExecutor,
+                   limit: asyncio.Semaphore | None) -> tuple[str, StepOutcome, int]:
+    wf = run.wf
+    async with limit if limit is not None else contextlib.nullcontext():
+        try:
+            if isinstance(wf.steps[name], AsyncStep):
+                out, n = await attempt_with_retries_async(
+                    wf, name, run.inputs, run.results, run.tracker.winners(name))
+            else:
+                loop = asyncio.get_running_loop()
+                out, n = await loop.run_in_executor(pool, run.execute, name)
+        except Exception as exc:  # attempt never raises; this is a safety net
+            out, n = StepOutcome.from_exception(exc, time.time()), 1
+    return name, out, n
+
+
+async def _hook(step: Step, which: str, shared: dict[str, Any]) -> None:
+    if isinstance(step, AsyncStep):
+        await getattr(step, f"{which}_async")(shared)
+    else:
+        getattr(step, which)(shared)
+
+
+async def run_local_async(wf: Workflow, inputs: dict[str, Any],
+                          engine: PoolEngine | None = None) -> RunResult:
+    """Run ``wf`` on the running event loop; return a :class:`RunResult`.
+
+    ``engine=PoolEngine(n)`` caps the steps running at once at ``n`` and runs
+    plain steps on ``n`` threads; without it async steps are not capped and
+    plain steps run one at a time on a helper thread.
+    """
+    run = _LocalRun(wf, inputs)
+    run.begin()
+    started: list[Step] = []
+    limit = asyncio.Semaphore(engine.processes) if engine is not None else None
+    pool = ThreadPoolExecutor(engine.processes if engine else 1, thread_name_prefix="fuseline-async")
+    running: set[asyncio.Task[tuple[str, StepOutcome, int]]] = set()
+    try:
+        for step in wf.steps.values():
+            await _hook(step, "before_all", run.shared)
+            started.append(step)
+        ready = deque(run.queue(run.tracker.start()))
+        while ready or running:
+            while ready:
+                name = ready.popleft()
+                run.start_step(name)
+                running.add(asyncio.create_task(_execute(run, name, pool, limit)))
+            done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                ready.extend(run.finish(*task.result()))
+    finally:
+        for task in running:  # only when the caller was cancelled mid-run
+            task.cancel()
+        pool.shutdown(wait=False)
+        for step in started:  # finish hooks run even when the run failed
+            try:
+                await _hook(step, "after_all", run.shared)
+            except Exception:
+                log.exception("after_all of step %r failed", step.name)
+    return run.end()
+
+
+class AsyncWorkflow(Workflow):
+    """A :class:`Workflow` that can also be awaited: ``await wf.run_async(inputs)``.
+
+    Async and plain steps mix freely; the readiness rules, states, events and
+    hooks are those of :meth:`Workflow.run` (which still works, running async
+    steps with ``asyncio.run``).
+
+    Examples
+    --------
+    >>> import asyncio
+    >>> from fuseline_nb import FunctionStep
+    >>> class Slow(AsyncStep):
+    ...     async def run_step_async(self, n: int) -> int:
+    ...         await asyncio.sleep(0.01)
+    ...         return n
+    >>> a, b = Slow(name="a"), Slow(name="b")
+    >>> wf = AsyncWorkflow(outputs=[a, b])
+    >>> asyncio.run(wf.run_async({"n": 3}))
+    [3, 3]
+    """
+
+    async def run_async(
+        self,
+        inputs: Mapping[str, Any] | None = None,
+        execution_engine: Any = None,
+        *,
+        raise_on_failure: bool = False,
+    ) -> Any:
+        """Await a run on the current event loop; return the outputs as :meth:`run` does.
+
+        Works inside Jupyter's running loop (``await wf.run_async(...)`` in a
+        cell). Cancelling the awaiting task cancels the steps still running.
+        """
+        engine = execution_engine or self.execution_engine
+        result = await run_local_async(self, dict(inputs or {}), engine=engine)
+        if raise_on_failure:
+            result.raise_for_failure()
+        return result.outputs
+
+
+__all__ = [
+    "AsyncStep",
+    "AsyncWorkflow",
+    "attempt_async",
+    "attempt_with_retries_async",
+    "run_coro",
+    "run_local_async",
+]

@@ -23,6 +23,7 @@ builtin it resembles so ``except ValueError`` still catches a bad definition::
     ├── BrokerUnavailableError (ConnectionError) a broker that cannot be reached
     ├── BrokerAuthError (PermissionError)        the broker service refused the token
     ├── BrokerRequestError (ValueError)          the broker service refused a request (4xx)
+    ├── WorkerError (RuntimeError)               worker processes cannot start or load workflows
     └── StepFailedError (RuntimeError)           raised by Run.wait()/wf.run(raise_on_failure=True)
 
 Examples
@@ -246,6 +247,16 @@ class BrokerUnavailableError(FuselineError, ConnectionError):
     Examples
     --------
     >>> issubclass(BrokerUnavailableError, ConnectionError)
+    True
+    """
+
+
+class WorkerError(FuselineError, RuntimeError):
+    """Worker processes cannot start, or cannot load the workflows shipped to them.
+
+    Examples
+    --------
+    >>> issubclass(WorkerError, RuntimeError)
     True
     """
 

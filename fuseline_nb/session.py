@@ -1,0 +1,319 @@
+"""Session and Run: a broker in this kernel, worker processes, and handles on runs.
+
+``Session(path, workers=N)`` wires a broker (run history in the DuckDB file
+at ``path``, or in memory when ``path`` is ``None``) to a
+:class:`~fuseline_nb.worker.WorkerPool` of ``N`` processes.
+:meth:`Session.submit` ships the workflow to the workers, dispatches a run
+and returns a :class:`Run` at once; the notebook stays free while the
+workers run it. A ``Run`` displays as the live view, and :meth:`Run.wait`
+returns the outputs the way ``wf.run`` does.
+
+Examples
+--------
+>>> import fuseline_nb as fl
+>>> fl.Session.__name__, fl.Run.__name__
+('Session', 'Run')
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .broker.base import Broker
+from .broker.core import MemoryBroker
+from .errors import PicklingError, StorageClosedError, StorageError
+from .workflow.events import Event
+from .workflow.graph import Workflow
+from .workflow.runinfo import RunInfo
+from .workflow.status import Status
+
+log = logging.getLogger(__name__)
+
+
+def _open_broker(path: str | os.PathLike[str] | None, lease_seconds: float) -> Broker:
+    if path is None:
+        return MemoryBroker(lease_seconds=lease_seconds)
+    from .broker import DuckDBBroker  # imports duckdb: only when history goes to a file
+
+    return DuckDBBroker(os.fspath(path), lease_seconds=lease_seconds)  # type: ignore[no-any-return]
+
+
+def _check_inputs(inputs: Mapping[str, Any]) -> None:
+    import cloudpickle
+
+    for key, value in inputs.items():
+        try:
+            cloudpickle.dumps(value)
+        except Exception as exc:
+            raise PicklingError(
+                f"input {key!r} (a {type(value).__name__}) cannot be sent to a worker process: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+
+
+def _close_at_exit(ref: weakref.ReferenceType[Session]) -> Callable[[], None]:
+    def hook() -> None:
+        session = ref()
+        if session is not None:
+            session.close(timeout=1.0)
+
+    return hook
+
+
+class Session:
+    """A broker in this kernel plus ``workers`` worker processes.
+
+    Parameters
+    ----------
+    path:
+        DuckDB file for the run history (created if missing; runs left
+        unfinished there are resumed). ``None`` keeps history in memory.
+    workers:
+        Number of worker processes (``0``: none; workers may connect otherwise).
+    lease_seconds:
+        How long a step may go without a heartbeat before it is re-queued.
+    context:
+        Start method of the workers: ``"spawn"`` or ``"forkserver"``.
+
+    Examples
+    --------
+    >>> from fuseline_nb import Session, FunctionStep, Workflow
+    >>> def hello(who: str) -> str:
+    ...     return f"hello {who}"
+    >>> with Session(workers=1) as session:                  # doctest: +SKIP
+    ...     session.submit(Workflow(outputs=[FunctionStep(hello)]), {"who": "you"}).wait()
+    'hello you'
+    >>> with Session(workers=0) as session:
+    ...     session.broker.status()["status"]
+    'ok'
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None = None, workers: int = 2, *,
+                 lease_seconds: float = 60.0, context: str = "spawn") -> None:
+        if int(workers) < 0:
+            raise ValueError(f"workers must be >= 0, not {workers!r}")
+        self.path = os.fspath(path) if path is not None else None
+        self.broker: Broker = _open_broker(path, lease_seconds)
+        self._done: dict[str, threading.Event] = {}
+        self._done_lock = threading.Lock()
+        self._closed = False
+        self._unsubscribe = self.broker.subscribe(self._on_event)
+        self.pool: Any = None
+        try:
+            if workers:
+                from .worker.pool import WorkerPool
+
+                self.pool = WorkerPool(self.broker, [], processes=int(workers), context=context).start()
+        except BaseException:
+            self.broker.close()
+            raise
+        self._atexit = _close_at_exit(weakref.ref(self))
+        atexit.register(self._atexit)  # after the pool's own hook, so it runs first
+
+    # -- runs -------------------------------------------------------------------------------
+    def submit(self, wf: Workflow, inputs: Mapping[str, Any] | None = None) -> Run:
+        """Start a run of ``wf`` on the workers; returns its :class:`Run` at once.
+
+        Raises
+        ------
+        PicklingError
+            A step or an input cannot be sent to a worker process.
+        SchemaMismatchError
+            Another definition is registered under the workflow's id and version.
+        """
+        self._check_open()
+        if not isinstance(wf, Workflow):
+            raise TypeError(f"Session.submit takes a Workflow, not {wf!r}")
+        inputs = dict(inputs or {})
+        if self.pool is not None:
+            self.pool.check()
+            self.pool.add_workflow(wf)
+            _check_inputs(inputs)
+        run_id = self.broker.dispatch_workflow(wf.to_schema(), inputs)
+        return Run(self, run_id, wf)
+
+    def _on_event(self, event: Event) -> None:
+        if event.kind == "run_finished":
+            self._event_for(event.run_id).set()
+
+    def _event_for(self, run_id: str) -> threading.Event:
+        with self._done_lock:
+            ev = self._done.get(run_id)
+            if ev is None:
+                ev = self._done[run_id] = threading.Event()
+            return ev
+
+    def runs(self) -> list[RunInfo]:
+        """Every run the broker knows, oldest first (without step records)."""
+        return self.broker.list_runs()
+
+    def subscribe(self, callback: Callable[[Event], None]) -> Callable[[], None]:
+        """Receive every lifecycle event (called under the broker's lock: keep it quick)."""
+        return self.broker.subscribe(callback)
+
+    def sql(self, query: str, params: Any = None) -> Any:
+        """Run SQL over the history views (``runs``, ``steps``, ``events``, ``workflows``).
+
+        Returns a DuckDB relation (``.df()``, ``.fetchall()``, ``.show()``).
+
+        Raises
+        ------
+        StorageError
+            When this session keeps its history in memory.
+        """
+        sql = getattr(self.broker, "sql", None)
+        if sql is None:
+            raise StorageError(
+                "session.sql needs run history in DuckDB, but this session keeps it in memory "
+                "(Session(path=None)); open the session with a file, e.g. "
+                "fl.Session('runs.duckdb', workers=2), and query it there"
+            )
+        return sql(query, params)
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the workers (a busy one gets ``timeout`` seconds), then flush and close history.
+
+        Idempotent.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self.pool is not None:
+                self.pool.stop(timeout=timeout)
+        finally:
+            self._unsubscribe()
+            self.broker.close()
+            atexit.unregister(self._atexit)
+            with self._done_lock:
+                for ev in self._done.values():
+                    ev.set()
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StorageClosedError("this Session is closed; create a new one")
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        where = repr(self.path) if self.path else "memory"
+        workers = self.pool.processes if self.pool is not None else 0
+        state = "closed" if self._closed else "open"
+        return f"<Session history={where} workers={workers} {state}>"
+
+
+class Run:
+    """A run submitted to a :class:`Session`: its id, live state, view and outputs.
+
+    Examples
+    --------
+    >>> from fuseline_nb import FunctionStep, Workflow
+    >>> with Session(workers=0) as session:
+    ...     run = session.submit(Workflow(outputs=[FunctionStep(lambda: 1, name="one")]))
+    ...     run.info().state
+    <Status.RUNNING: 'RUNNING'>
+    """
+
+    def __init__(self, session: Session, run_id: str, workflow: Workflow) -> None:
+        self.session = session
+        self.id = run_id
+        self.workflow = workflow
+
+    @property
+    def run_id(self) -> str:
+        """Same as :attr:`id`."""
+        return self.id
+
+    def info(self) -> RunInfo:
+        """The run's :class:`~fuseline_nb.RunInfo` now (RUNNING until it ends)."""
+        return self.session.broker.get_run(self.id)
+
+    @property
+    def state(self) -> Status:
+        """The run's state now."""
+        return self.info().state
+
+    def done(self) -> bool:
+        """Whether the run has ended."""
+        return self.info().done
+
+    def wait(self, timeout: float | None = None, *, raise_on_failure: bool = False) -> Any:
+        """Block until the run ends; return its outputs as ``wf.run`` does.
+
+        One output gives its result; several give a list in ``outputs`` order;
+        an output that did not run gives ``None``. A FAILED run logs a warning
+        and returns what it has, or raises
+        :class:`~fuseline_nb.errors.StepFailedError` with ``raise_on_failure=True``.
+
+        Raises
+        ------
+        TimeoutError
+            The run did not end within ``timeout`` seconds (it keeps running).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        event = self.session._event_for(self.id)
+        info = self.info()
+        while not info.done:
+            if self.session.pool is not None:
+                self.session.pool.check()
+            if self.session.closed:
+                raise StorageClosedError(f"the session closed before run {self.id!r} ended")
+            left = 0.25 if deadline is None else min(0.25, deadline - time.monotonic())
+            if left <= 0:
+                raise TimeoutError(f"run {self.id!r} has not ended after {timeout} s ({self._counts(info)})")
+            event.wait(left)
+            info = self.info()
+        if info.state is Status.FAILED:
+            if raise_on_failure:
+                info.raise_for_failure()
+            log.warning("run %s of workflow %s failed: %s", self.id, info.workflow_id, info.failures())
+        outs = [info.steps[n].result if n in info.steps else None for n in self.workflow.output_names]
+        return outs[0] if len(outs) == 1 else outs
+
+    @staticmethod
+    def _counts(info: RunInfo) -> str:
+        counts = {s.value.lower(): n for s, n in info.counts().items() if n}
+        return ", ".join(f"{n} {s}" for s, n in counts.items()) or "no steps"
+
+    def view(self) -> Any:
+        """The live view (``fuseline_nb.views.widgets.RunView``) of this run."""
+        from .views.widgets import RunView
+
+        return RunView(self.session.broker, self.id)
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import Pretty, display
+
+        try:
+            view = self.view()
+        except ImportError:  # views not installed: a text summary instead
+            display(Pretty(repr(self)))
+        else:
+            display(view)
+
+    def __repr__(self) -> str:
+        try:
+            info = self.info()
+        except Exception:  # a closed session: the id is all there is
+            return f"<Run {self.id[:8]} of {self.workflow.workflow_id!r}>"
+        return f"<Run {self.id[:8]} of {self.workflow.workflow_id!r}: {info.state.value} ({self._counts(info)})>"
+
+
+__all__ = ["Run", "Session"]

@@ -1,0 +1,305 @@
+"""The process channel: spawned workers talk to the kernel's broker over a pipe.
+
+Each worker process owns one end of a private ``multiprocessing`` pipe (an
+anonymous socket pair: no address, nothing to connect to, so nothing to
+authenticate). In the worker, :class:`ChannelClient` is a
+:class:`~fuseline_nb.broker.clients.BrokerClient`; in the kernel, one
+:class:`ChannelServer` thread serves every pipe of a pool with a single
+``selectors`` loop over the pipes and the worker processes' sentinels.
+
+Wire format. A request is ``(kind, args)`` and a reply ``(kind, value...)``,
+both pickled; ``kind`` is one of :data:`REQUEST_KINDS` / :data:`REPLY_KINDS`
+and an unknown kind is answered with an error naming the choices. User data
+(run inputs, step results, ``RunInfo`` s) travels as cloudpickle bytes
+(:class:`Packed`), so classes and functions defined in a notebook cross in
+both directions; plain scalars travel as themselves. Errors travel as
+``(type name, message)`` and are raised again as the same class.
+
+The hot path is one round trip per step: a worker's ``report_and_get``
+carries its report and receives its next assignment. A worker that asks for
+work when none is ready is *parked* (its request stays unanswered) until a
+step is queued; the server is woken by broker events, so idle workers cost
+nothing and nobody polls in a tight loop.
+
+Examples
+--------
+>>> unpack(pack(3)), type(pack([1, 2])).__name__, unpack(pack([1, 2]))
+(3, 'Packed', [1, 2])
+>>> rebuild_error("StaleReportError", "too late")
+StaleReportError('too late')
+"""
+
+from __future__ import annotations
+
+import builtins
+import logging
+import os
+import pickle
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from typing import Any, Final, Literal
+
+import cloudpickle
+
+from .. import errors
+from ..broker.base import StepAssignment, StepReport, WorkerInfo
+from ..broker.clients import BrokerClient
+from ..errors import BrokerUnavailableError
+from ..workflow.runinfo import RunInfo
+from ..workflow.schema import WorkflowSchema
+from ..workflow.status import Status
+
+log = logging.getLogger(__name__)
+
+#: Bumped when a message changes shape; a worker of another version is refused.
+PROTOCOL_VERSION: Final = 1
+
+RequestKind = Literal[
+    "hello", "load_error", "register_worker", "unregister_worker", "get_step", "report_and_get",
+    "report_step", "keep_alive", "dispatch_workflow", "list_workers", "list_workflows", "get_run",
+    "list_runs", "status",
+]
+REQUEST_KINDS: Final[tuple[str, ...]] = (
+    "hello", "load_error", "register_worker", "unregister_worker", "get_step", "report_and_get",
+    "report_step", "keep_alive", "dispatch_workflow", "list_workers", "list_workflows", "get_run",
+    "list_runs", "status",
+)
+ReplyKind = Literal["ok", "error", "assignment", "workflows", "stop"]
+REPLY_KINDS: Final[tuple[str, ...]] = ("ok", "error", "assignment", "workflows", "stop")
+
+#: A workflow as shipped to workers: ``((workflow_id, version), cloudpickle bytes)``.
+WorkflowBlob = tuple[tuple[str, str], bytes]
+
+
+class ChannelClosed(BrokerUnavailableError):
+    """The kernel closed the channel or asked the worker to stop.
+
+    Examples
+    --------
+    >>> issubclass(ChannelClosed, ConnectionError)
+    True
+    """
+
+
+# -- codec ----------------------------------------------------------------------------
+class Packed:
+    """User data as cloudpickle bytes (plain scalars are sent as themselves).
+
+    Examples
+    --------
+    >>> unpack(Packed(cloudpickle.dumps({"a": 1})))
+    {'a': 1}
+    """
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Packed, (self.data,))
+
+
+_PLAIN: Final = frozenset({type(None), bool, int, float, str, bytes})
+
+
+def pack(value: Any) -> Any:
+    """``value`` ready for the wire: itself when a plain scalar, else :class:`Packed`."""
+    if type(value) in _PLAIN:
+        return value
+    return Packed(cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def unpack(value: Any) -> Any:
+    """Inverse of :func:`pack`."""
+    return pickle.loads(value.data) if type(value) is Packed else value
+
+
+def _pack_map(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: pack(v) for k, v in d.items()} if d else {}
+
+
+def _unpack_map(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: unpack(v) for k, v in d.items()} if d else {}
+
+
+def encode_assignment(a: StepAssignment) -> tuple[Any, ...]:
+    """A :class:`StepAssignment` as a plain tuple with packed user data."""
+    p = a.payload
+    return (a.workflow_id, a.instance_id, a.step_name, _pack_map(p.get("workflow_inputs", {})),
+            _pack_map(p.get("results", {})), p.get("winners", {}), a.assigned_at, a.expires_at,
+            a.attempt, a.version)
+
+
+def decode_assignment(t: tuple[Any, ...]) -> StepAssignment:
+    """Inverse of :func:`encode_assignment`."""
+    wf, run, step, inputs, results, winners, assigned, expires, attempt, version = t
+    payload = {"workflow_inputs": _unpack_map(inputs), "results": _unpack_map(results), "winners": winners}
+    return StepAssignment(wf, run, step, payload, assigned, expires, attempt, version)
+
+
+def encode_report(r: StepReport) -> tuple[Any, ...]:
+    """A :class:`StepReport` as a plain tuple with its result packed."""
+    return (r.workflow_id, r.instance_id, r.step_name, Status(r.state).value, pack(r.result), r.attempt,
+            r.error, r.traceback, r.action, r.started_at, r.finished_at)
+
+
+def decode_report(t: tuple[Any, ...]) -> StepReport:
+    """Inverse of :func:`encode_report`."""
+    wf, run, step, state, result, attempt, error, tb, action, started, finished = t
+    return StepReport(wf, run, step, Status(state), unpack(result), attempt, error, tb, action,
+                      started, finished)
+
+
+def rebuild_error(type_name: str, message: str) -> Exception:
+    """The exception a broker raised, rebuilt on the other side of the channel."""
+    cls = getattr(errors, type_name, None) or getattr(builtins, type_name, None)
+    if isinstance(cls, type) and issubclass(cls, Exception):
+        try:
+            return cls(message)
+        except Exception:  # a class whose constructor wants more than a message
+            pass
+    return RuntimeError(f"{type_name}: {message}")
+
+
+def send(conn: Any, message: tuple[Any, ...]) -> None:
+    """Send one message over a ``multiprocessing`` connection."""
+    conn.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def receive(conn: Any) -> tuple[Any, ...]:
+    """Receive one message."""
+    return pickle.loads(conn.recv_bytes())
+
+
+# -- the worker side --------------------------------------------------------------------
+class ChannelClient(BrokerClient):
+    """A :class:`BrokerClient` over a pipe to the kernel, used inside pool workers.
+
+    With ``wait=True`` (how pool workers run) :meth:`get_step` blocks until a
+    step is ready, and :meth:`report_step` also fetches the next assignment
+    in the same round trip; the following :meth:`get_step` returns it. When
+    the kernel stops the pool, both raise :class:`ChannelClosed`.
+
+    ``on_workflows`` is called with new :data:`WorkflowBlob` s the kernel
+    ships to a running worker; it returns the worker id to continue with.
+
+    Examples
+    --------
+    >>> import multiprocessing
+    >>> a, b = multiprocessing.Pipe()
+    >>> ChannelClient(a).wait
+    False
+    """
+
+    def __init__(self, conn: Any, *, wait: bool = False) -> None:
+        self._conn = conn
+        self._lock = threading.Lock()
+        self.wait = wait
+        self._next: StepAssignment | None = None
+        self.on_workflows: Callable[[list[WorkflowBlob]], str] | None = None
+
+    def _roundtrip(self, kind: RequestKind, *args: Any) -> tuple[Any, ...]:
+        with self._lock:
+            try:
+                send(self._conn, (kind, args))
+                reply = receive(self._conn)
+            except (EOFError, OSError) as exc:
+                raise ChannelClosed("the kernel closed the worker channel") from exc
+        if reply[0] == "error":
+            raise rebuild_error(reply[1], reply[2])
+        if reply[0] == "stop":
+            raise ChannelClosed("the worker pool is stopping")
+        return reply
+
+    def _call(self, kind: RequestKind, *args: Any) -> Any:
+        return unpack(self._roundtrip(kind, *args)[1])
+
+    def _fetch(self, kind: RequestKind, worker_id: str, *args: Any) -> StepAssignment | None:
+        while True:
+            reply = self._roundtrip(kind, worker_id, *args, self.wait)
+            if reply[0] == "assignment":
+                return decode_assignment(reply[1]) if reply[1] is not None else None
+            if self.on_workflows is None:
+                raise ChannelClosed("the kernel sent workflows to a client that cannot take them")
+            worker_id = self.on_workflows(reply[1])
+            kind, args = "get_step", ()
+
+    def hello(self) -> list[WorkflowBlob]:
+        """Introduce this process; blocks until the pool has workflows, returns them."""
+        reply = self._roundtrip("hello", os.getpid(), PROTOCOL_VERSION)
+        return list(reply[1])
+
+    def load_error(self, text: str) -> None:
+        """Tell the kernel the shipped workflows could not be loaded here."""
+        self._roundtrip("load_error", text)
+
+    def register_worker(self, workflows: Iterable[WorkflowSchema], name: str | None = None) -> str:
+        return str(self._call("register_worker", pack(list(workflows)), name))
+
+    def unregister_worker(self, worker_id: str) -> None:
+        self._call("unregister_worker", worker_id)
+
+    def dispatch_workflow(self, workflow: WorkflowSchema, inputs: dict[str, Any] | None = None) -> str:
+        return str(self._call("dispatch_workflow", pack(workflow), pack(inputs)))
+
+    def get_step(self, worker_id: str) -> StepAssignment | None:
+        if self._next is not None:
+            a, self._next = self._next, None
+            return a
+        return self._fetch("get_step", worker_id)
+
+    def report_step(self, worker_id: str, report: StepReport) -> None:
+        try:
+            encoded = encode_report(report)
+        except Exception as exc:  # an unpicklable result fails the step, not the worker
+            failed = replace(report, state=Status.FAILED, result=None, action=None, error=(
+                f"PicklingError: the result of step {report.step_name!r} (a "
+                f"{type(report.result).__name__}) cannot be sent back to the kernel: {exc}"))
+            encoded = encode_report(failed)
+        if self.wait:
+            self._next = self._fetch("report_and_get", worker_id, encoded)
+        else:
+            self._call("report_step", worker_id, encoded)
+
+    def keep_alive(self, worker_id: str) -> None:
+        self._call("keep_alive", worker_id)
+
+    def list_workers(self) -> list[WorkerInfo]:
+        return list(self._call("list_workers"))
+
+    def list_workflows(self) -> list[WorkflowSchema]:
+        return list(self._call("list_workflows"))
+
+    def get_run(self, run_id: str) -> RunInfo:
+        return self._call("get_run", run_id)  # type: ignore[no-any-return]
+
+    def list_runs(self) -> list[RunInfo]:
+        return list(self._call("list_runs"))
+
+    def status(self) -> dict[str, Any]:
+        return dict(self._call("status"))
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "REPLY_KINDS",
+    "REQUEST_KINDS",
+    "ChannelClient",
+    "ChannelClosed",
+    "Packed",
+    "WorkflowBlob",
+    "decode_assignment",
+    "decode_report",
+    "encode_assignment",
+    "encode_report",
+    "pack",
+    "rebuild_error",
+    "receive",
+    "send",
+    "unpack",
+]

@@ -1,0 +1,408 @@
+"""WorkerPool: worker processes started from the kernel, kept alive and on time.
+
+Each worker is a fresh interpreter (``spawn``, or ``forkserver``; never
+``fork`` from a threaded kernel) running :class:`ProcessEngine` over a
+:class:`~fuseline_nb.worker.channel.ChannelClient`. Workflows travel by value
+(:mod:`~fuseline_nb.worker.shipping`), so steps defined in notebook cells
+run there. One :class:`~fuseline_nb.worker.server.ChannelServer` thread in
+the kernel serves every worker and watches them:
+
+* a process that dies (its sentinel fires) is replaced at once, and its
+  step goes back to the queue as a new attempt — a step that kills its
+  worker ``max_crashes`` times FAILS instead of looping forever;
+* a step that passes its ``StepTimeoutPolicy`` has its process killed, is
+  reported FAILED with ``TimeoutError`` (its ``RetryPolicy`` still applies)
+  and a replacement starts;
+* :meth:`WorkerPool.stop` (and an ``atexit`` hook) ends every process.
+
+Several workflows and runs share one pool; :meth:`WorkerPool.add_workflow`
+ships another workflow to running workers.
+
+Examples
+--------
+>>> from fuseline_nb.worker import WorkerPool
+>>> from fuseline_nb.broker import MemoryBroker
+>>> pool = WorkerPool(MemoryBroker(), [], processes=2)
+>>> pool
+<WorkerPool 2 processes (spawn), not started, 0 workflows>
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+import time
+import weakref
+from collections.abc import Iterable
+from typing import Any
+
+from ..broker.base import Broker, StepReport
+from ..broker.clients import BrokerClient, LocalBrokerClient
+from ..errors import PicklingError, SchemaMismatchError, WorkerError
+from ..workflow.graph import Workflow
+from ..workflow.status import Status
+from .channel import ChannelClient, ChannelClosed, WorkflowBlob
+from .engine import ProcessEngine
+from .server import ChannelServer, Endpoint
+from .shipping import load, ship
+
+log = logging.getLogger(__name__)
+
+_CONTEXTS = ("spawn", "forkserver")
+
+
+class WorkerPool:
+    """``processes`` worker processes serving ``workflows`` for a broker in this process.
+
+    Parameters
+    ----------
+    broker_or_client:
+        A :class:`~fuseline_nb.broker.Broker` (usually) or a
+        :class:`~fuseline_nb.broker.clients.BrokerClient`.
+    workflows:
+        Workflows the workers can run; more can be added later.
+    processes:
+        Number of worker processes.
+    context:
+        ``"spawn"`` (default) or ``"forkserver"``.
+    max_crashes:
+        After a step's worker process died this many times, the step FAILS.
+
+    Raises
+    ------
+    PicklingError
+        When a step cannot be sent to a worker process (names the step and object).
+
+    Examples
+    --------
+    >>> from fuseline_nb.broker import MemoryBroker
+    >>> WorkerPool(MemoryBroker(), [], processes=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: a WorkerPool needs processes >= 1, not 0
+    """
+
+    def __init__(self, broker_or_client: Broker | BrokerClient, workflows: Iterable[Workflow] = (),
+                 processes: int = 2, *, context: str = "spawn", max_crashes: int = 3,
+                 poll_interval: float = 0.1) -> None:
+        if int(processes) < 1:
+            raise ValueError(f"a WorkerPool needs processes >= 1, not {processes!r}")
+        if context not in _CONTEXTS:
+            raise ValueError(f"unknown start method: {context!r} (must be one of {list(_CONTEXTS)})")
+        if isinstance(broker_or_client, BrokerClient):
+            self.client = broker_or_client
+            self.broker: Broker | None = getattr(broker_or_client, "broker", None)
+        elif isinstance(broker_or_client, Broker):
+            self.broker, self.client = broker_or_client, LocalBrokerClient(broker_or_client)
+        else:
+            raise TypeError(f"expected a Broker or a BrokerClient, not {broker_or_client!r}")
+        self.processes = int(processes)
+        self.context = context
+        self.max_crashes = int(max_crashes)
+        self.poll_interval = poll_interval
+        #: Why the pool cannot run steps (workers cannot start or load workflows), else ``None``.
+        self.error: Exception | None = None
+        self._ctx: Any = multiprocessing.get_context(context)
+        self._lock = threading.RLock()
+        self._blobs: list[WorkflowBlob] = []
+        self._shipped: dict[tuple[str, str], Workflow] = {}
+        self._procs: dict[str, Any] = {}
+        self._labels = itertools.count(1)
+        self._crashes: dict[tuple[str, str], int] = {}
+        self._startup_failures = 0
+        self._server: ChannelServer | None = None
+        self._unsubscribe: Any = None
+        self._state = "new"  # new -> running -> stopped
+        self._atexit: Any = None
+        for wf in workflows:
+            self.add_workflow(wf)
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> WorkerPool:
+        """Start the worker processes and the serving thread; returns ``self``."""
+        with self._lock:
+            if self._state != "new":
+                raise RuntimeError(f"cannot start a WorkerPool that is {self._state}")
+            self._state = "running"
+            self._server = ChannelServer(self.client, self, poll_interval=self.poll_interval)
+            if self.broker is not None:
+                server = self._server
+                self._unsubscribe = self.broker.subscribe(lambda e: server.note_event(e.kind))
+            self._server.start()
+            for _ in range(self.processes):
+                self._spawn()
+            self._atexit = _stop_at_exit(weakref.ref(self))
+            atexit.register(self._atexit)
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop every worker: idle ones at once, busy ones after their step or ``timeout``.
+
+        A step still running at the deadline is killed and goes back to the
+        queue (nothing is lost; with DuckDB history the run can be resumed).
+        Idempotent.
+        """
+        with self._lock:
+            if self._state != "running":
+                self._state = "stopped"
+                return
+            self._state = "stopping"
+            server = self._server
+            assert server is not None
+        server.drain()
+        deadline = time.monotonic() + timeout
+        for proc in list(self._procs.values()):
+            proc.join(max(0.0, deadline - time.monotonic()))
+        for proc in list(self._procs.values()):
+            if proc.is_alive():
+                log.warning("worker %s (pid %s) still busy at shutdown: killed", proc.name, proc.pid)
+                proc.kill()
+                proc.join(2.0)
+        end = time.monotonic() + 2.0
+        while server.endpoints and server.alive and time.monotonic() < end:
+            time.sleep(0.01)  # let the server see the sentinels and unregister the workers
+        server.close()
+        for ep in list(server.endpoints.values()):
+            self._forget(ep)
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        if self._atexit is not None:
+            atexit.unregister(self._atexit)
+        self._state = "stopped"
+
+    def __enter__(self) -> WorkerPool:
+        return self.start() if self._state == "new" else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def running(self) -> bool:
+        """Whether the pool has been started and not stopped."""
+        return self._state == "running"
+
+    def pids(self) -> list[int]:
+        """Process ids of the current worker processes."""
+        with self._lock:
+            return [p.pid for p in self._procs.values() if p.pid is not None]
+
+    def worker_names(self) -> dict[str, str]:
+        """Broker worker id -> process label (``w1``, ``w2``...) of every worker this pool ran."""
+        return dict(self._server.names) if self._server is not None else {}
+
+    def check(self) -> None:
+        """Raise :attr:`error` when the pool cannot run steps."""
+        if self.error is not None:
+            raise self.error
+
+    def __repr__(self) -> str:
+        state = {"new": "not started"}.get(self._state, self._state)
+        return (f"<WorkerPool {self.processes} processes ({self.context}), {state}, "
+                f"{len(self._shipped)} workflows>")
+
+    # -- workflows -------------------------------------------------------------------------
+    def add_workflow(self, wf: Workflow) -> None:
+        """Make ``wf`` runnable by the workers (shipped to running ones at their next request).
+
+        Submitting the same object again costs nothing; a new object under the
+        same id and version (a cell run again) replaces the old one in every
+        worker, as long as its structure is the same.
+
+        Raises
+        ------
+        PicklingError
+            A step holds something that cannot be pickled.
+        SchemaMismatchError
+            The broker knows another structure under this id and version.
+        """
+        key = (wf.workflow_id, wf.version) if isinstance(wf, Workflow) else None
+        with self._lock:
+            if key is not None and self._shipped.get(key) is wf:
+                return
+            self._check_schema(wf)
+            key, blob = ship(wf)
+            if any(b == blob for k, b in self._blobs if k == key):
+                self._shipped[key] = wf
+                return
+            self._blobs.append((key, blob))
+            self._shipped[key] = wf
+        if self._server is not None:
+            self._server.wake()
+
+    def _check_schema(self, wf: Workflow) -> None:
+        if not isinstance(wf, Workflow):
+            raise TypeError(f"expected a Workflow, not {wf!r}")
+        schema = wf.to_schema()
+        for known in self.client.list_workflows():
+            if (known.workflow_id, known.version) == (schema.workflow_id, schema.version) and \
+                    known.structure_key() != schema.structure_key():
+                raise SchemaMismatchError(
+                    f"workflow {wf.workflow_id!r} version {wf.version!r} is already registered with a "
+                    f"different definition ({'; '.join(known.differences(schema))}): give the new "
+                    "definition another version or workflow_id"
+                )
+
+    def workflow_blobs(self) -> list[WorkflowBlob]:
+        """The shipped workflows, oldest first (the server's view)."""
+        return self._blobs
+
+    # -- processes -------------------------------------------------------------------------
+    def _spawn(self) -> None:
+        assert self._server is not None
+        label = f"w{next(self._labels)}"
+        parent, child = self._ctx.Pipe(duplex=True)
+        proc = self._ctx.Process(
+            target=_worker_main, args=(child, label, os.getpid(), logging.getLogger().level),
+            name=f"fuseline-{label}", daemon=False,
+        )
+        proc.start()
+        child.close()
+        with self._lock:
+            self._procs[label] = proc
+        self._server.add(Endpoint(label, parent, proc))
+        log.info("started worker %s (pid %s)", label, proc.pid)
+
+    def _forget(self, ep: Endpoint) -> None:
+        with self._lock:
+            self._procs.pop(ep.label, None)
+        if ep.worker_id is not None:
+            try:
+                self.client.unregister_worker(ep.worker_id)  # its assignments go back to the queue
+            except Exception:
+                log.warning("could not unregister worker %s", ep.worker_id, exc_info=True)
+            ep.worker_id = None
+
+    def _replace(self) -> None:
+        if self._state == "running" and self.error is None:
+            self._spawn()
+
+    def _fail_step(self, ep: Endpoint, error: str) -> None:
+        busy = ep.busy
+        if busy is None or ep.worker_id is None:
+            return
+        ep.busy = None
+        report = StepReport(busy.workflow_id, busy.run_id, busy.step, Status.FAILED, attempt=busy.attempt,
+                            error=error, finished_at=time.time())
+        try:
+            self.client.report_step(ep.worker_id, report)
+        except Exception as exc:  # the run ended or the attempt was re-queued meanwhile
+            log.warning("could not fail step %r of run %s: %s", busy.step, busy.run_id, exc)
+
+    # -- called by the server thread -------------------------------------------------------
+    def on_exit(self, ep: Endpoint) -> None:
+        """A worker process ended: re-queue (or fail) its step, start a replacement."""
+        proc = ep.process
+        proc.join(1.0)
+        code = proc.exitcode
+        if self._state == "running":
+            if ep.worker_id is None:
+                self._startup_failures += 1
+                log.warning("worker %s (pid %s) exited with code %s before it was ready", ep.label,
+                            proc.pid, code)
+                if self._startup_failures >= self.max_crashes and self.error is None:
+                    self.error = WorkerError(f"worker processes keep exiting at start (last exit code "
+                                            f"{code}); see the log for their errors")
+            elif ep.busy is not None:
+                busy = ep.busy
+                key = (busy.run_id, busy.step)
+                self._crashes[key] = n = self._crashes.get(key, 0) + 1
+                log.warning("worker %s (pid %s) died (exit code %s) running step %r of run %s",
+                            ep.label, proc.pid, code, busy.step, busy.run_id)
+                if n >= self.max_crashes:
+                    self._fail_step(ep, f"WorkerCrashedError: the worker process running step "
+                                        f"{busy.step!r} died {n} times (last exit code {code})")
+            else:
+                log.warning("worker %s (pid %s) exited with code %s", ep.label, proc.pid, code)
+        self._forget(ep)
+        self._replace()
+
+    def on_timeout(self, ep: Endpoint) -> None:
+        """A step passed its timeout: kill its process, fail the attempt, replace the worker."""
+        busy = ep.busy
+        assert busy is not None and self._server is not None
+        self._server.remove(ep)
+        ep.process.kill()
+        ep.process.join(2.0)
+        log.warning("step %r of run %s exceeded its timeout of %g s: worker %s (pid %s) killed",
+                    busy.step, busy.run_id, busy.seconds or 0, ep.label, ep.process.pid)
+        self._fail_step(ep, f"TimeoutError: step {busy.step!r} exceeded its timeout of {busy.seconds:g} s; "
+                            f"its worker process (pid {ep.process.pid}) was killed")
+        self._forget(ep)
+        self._replace()
+
+    def on_load_error(self, ep: Endpoint, text: str) -> None:
+        """A worker could not load the shipped workflows: the pool cannot run them."""
+        log.error("worker %s: %s", ep.label, text)
+        if self.error is None:
+            self.error = WorkerError(text)
+
+
+class _PoolEngine(ProcessEngine):
+    """The engine of a pool worker: it can take more workflows while running."""
+
+    def adopt(self, blobs: list[WorkflowBlob]) -> str:
+        """Load shipped workflows; re-register when they add workflow ids. Returns the worker id."""
+        try:
+            loaded = load(blobs)
+        except PicklingError as exc:
+            assert isinstance(self.client, ChannelClient)
+            self.client.load_error(str(exc))
+            raise ChannelClosed(str(exc)) from exc
+        new = set(loaded) - set(self._by_key)
+        self._by_key.update(loaded)
+        self.workflows = list(self._by_key.values())
+        if new:
+            self.worker_id = self.client.register_worker([w.to_schema() for w in self.workflows], self.name)
+        return self.worker_id
+
+
+def _stop_at_exit(ref: weakref.ReferenceType[WorkerPool]) -> Any:
+    def hook() -> None:
+        pool = ref()
+        if pool is not None:
+            pool.stop(timeout=1.0)
+
+    return hook
+
+
+def _watch_parent(parent_pid: int) -> None:
+    """Exit when the kernel is gone (even if it was killed and could not stop us)."""
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent_pid:
+                os._exit(70)
+
+    threading.Thread(target=watch, name="fuseline-parent-watch", daemon=True).start()
+
+
+def _worker_main(conn: Any, label: str, parent_pid: int, log_level: int) -> None:
+    """Entry point of a worker process."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the kernel's to handle
+    logging.basicConfig(level=log_level or logging.WARNING,
+                        format=f"%(levelname)s worker {label}: %(name)s: %(message)s")
+    _watch_parent(parent_pid)
+    client = ChannelClient(conn, wait=True)
+    try:
+        blobs = client.hello()
+        try:
+            workflows = load(blobs)
+        except PicklingError as exc:
+            client.load_error(str(exc))
+            return
+        engine = _PoolEngine(client, workflows.values(), name=label)
+        client.on_workflows = engine.adopt
+        engine.work(block=True)
+    except ChannelClosed:
+        pass
+    finally:
+        conn.close()
+
+
+__all__ = ["WorkerPool"]

@@ -1,0 +1,435 @@
+"""The kernel side of the process channel: one thread serving every worker pipe.
+
+:class:`ChannelServer` runs a ``selectors`` loop over the pool's pipes, the
+worker processes' sentinels and a wake-up pipe. For each request it calls
+the broker (through a :class:`~fuseline_nb.broker.clients.BrokerClient`) and
+answers; a worker that asks for work when nothing is ready is parked until a
+step is queued. The server also knows what every worker is running, so it
+notices at once when a process dies (its sentinel) or a step passes its
+``StepTimeoutPolicy`` deadline, and hands both to its supervisor (the
+:class:`~fuseline_nb.worker.pool.WorkerPool`), which decides what to do.
+
+Examples
+--------
+>>> from fuseline_nb.worker.server import Endpoint
+>>> Endpoint("w1", None, None).worker_id is None
+True
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import selectors
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ..broker.base import StepAssignment, StepReport
+from ..broker.clients import BrokerClient
+from ..workflow.policies import timeout_seconds
+from ..workflow.status import Status
+from .channel import (
+    PROTOCOL_VERSION,
+    REQUEST_KINDS,
+    WorkflowBlob,
+    decode_report,
+    encode_assignment,
+    pack,
+    receive,
+    send,
+    unpack,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Busy:
+    """The assignment a worker process is running, as the kernel tracks it."""
+
+    workflow_id: str
+    version: str
+    run_id: str
+    step: str
+    attempt: int
+    seconds: float | None  # the step's StepTimeoutPolicy, if any
+    deadline: float | None  # time.monotonic() by which it must report
+
+
+class Endpoint:
+    """One worker process as the kernel sees it: its pipe, process and state."""
+
+    __slots__ = ("busy", "conn", "label", "parked", "pid", "process", "shipped", "worker_id")
+
+    def __init__(self, label: str, conn: Any, process: Any) -> None:
+        self.label = label
+        self.conn = conn
+        self.process = process
+        self.pid: int | None = None
+        self.worker_id: str | None = None  # the broker's id, once registered
+        self.parked: tuple[str, str | None] | None = None  # an unanswered get: (kind, worker id)
+        self.busy: Busy | None = None
+        self.shipped = 0  # how many of the pool's workflows this process has
+
+    def __repr__(self) -> str:
+        return f"<Endpoint {self.label} pid={self.pid} worker={self.worker_id}>"
+
+
+class Supervisor(Protocol):
+    """What the server asks of its pool."""
+
+    def workflow_blobs(self) -> list[WorkflowBlob]:
+        """Every workflow of the pool, in the order they were added."""
+
+    def on_exit(self, ep: Endpoint) -> None:
+        """``ep``'s process ended (the server has stopped watching it)."""
+
+    def on_timeout(self, ep: Endpoint) -> None:
+        """``ep``'s step passed its deadline (``ep.busy`` says which)."""
+
+    def on_load_error(self, ep: Endpoint, text: str) -> None:
+        """``ep`` could not load the shipped workflows."""
+
+
+Reply = tuple[Any, ...] | None  # None: the request is parked
+
+
+class ChannelServer:
+    """Serves the pipes of one pool from a single daemon thread.
+
+    Parameters
+    ----------
+    client:
+        How to reach the broker (a ``LocalBrokerClient`` in a kernel).
+    supervisor:
+        The pool: supplies workflows, handles exits and timeouts.
+    poll_interval:
+        How often parked workers ask the broker again even without a wake-up
+        (delayed retries and expired leases surface this way).
+    """
+
+    def __init__(self, client: BrokerClient, supervisor: Supervisor, *, poll_interval: float = 0.1) -> None:
+        self.client = client
+        self.supervisor = supervisor
+        self.poll_interval = poll_interval
+        self.endpoints: dict[str, Endpoint] = {}
+        #: Broker worker id -> process label (``w1``...), kept after the process ends.
+        self.names: dict[str, str] = {}
+        self.backlog = 0  # hint: steps queued but not started (from broker events)
+        self._sel = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._sel.register(self._wake_r, selectors.EVENT_READ, ("wake", None))
+        self._pending: list[Endpoint] = []
+        self._pending_lock = threading.Lock()
+        self._parked: dict[str, Endpoint] = {}
+        self._timed: dict[str, Endpoint] = {}
+        self._timeouts: dict[tuple[str, str], dict[str, float]] = {}
+        self._next_poll = 0.0
+        self._dirty = False
+        self._draining = False
+        self._closing = False
+        self._thread = threading.Thread(target=self._loop, name="fuseline-channel", daemon=True)
+        self.ident: int | None = None
+        self._handlers: dict[str, Callable[..., Reply]] = {
+            "hello": self._hello, "load_error": self._load_error,
+            "register_worker": self._register, "unregister_worker": self._unregister,
+            "get_step": self._get, "report_and_get": self._report_and_get,
+            "report_step": self._report_only, "keep_alive": self._keep_alive,
+            "dispatch_workflow": self._dispatch,
+            "list_workers": lambda ep: ("ok", pack(self.client.list_workers())),
+            "list_workflows": lambda ep: ("ok", pack(self.client.list_workflows())),
+            "get_run": lambda ep, run_id: ("ok", pack(self.client.get_run(run_id))),
+            "list_runs": lambda ep: ("ok", pack(self.client.list_runs())),
+            "status": lambda ep: ("ok", pack(self.client.status())),
+        }
+        assert set(self._handlers) == set(REQUEST_KINDS)
+
+    # -- control, from any thread ---------------------------------------------------------
+    def start(self) -> None:
+        """Start the serving thread."""
+        self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        """Whether the serving thread runs."""
+        return self._thread.is_alive()
+
+    def add(self, ep: Endpoint) -> None:
+        """Start serving ``ep`` (picked up by the loop at its next turn)."""
+        with self._pending_lock:
+            self._pending.append(ep)
+        self.wake()
+
+    def wake(self) -> None:
+        """Make the loop look at parked workers and pending endpoints now."""
+        self._dirty = True
+        try:
+            os.write(self._wake_w, b"!")
+        except (BlockingIOError, OSError):  # full (a wake-up is pending anyway) or closed
+            pass
+
+    def note_event(self, kind: str) -> None:
+        """Broker event hook (runs under the broker's lock: must stay quick)."""
+        if kind == "step_queued":
+            self.backlog += 1
+            if self._parked and threading.get_ident() != self.ident:
+                self.wake()
+        elif kind == "step_started":
+            self.backlog -= 1
+
+    def drain(self) -> None:
+        """Answer every get with ``stop`` from now on (workers then exit)."""
+        self._draining = True
+        self.wake()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the loop and close every pipe; idempotent."""
+        self._closing = True
+        self.wake()
+        if self._thread.is_alive() and threading.get_ident() != self.ident:
+            self._thread.join(timeout)
+        for ep in list(self.endpoints.values()):
+            self.remove(ep)
+        try:
+            self._sel.close()
+        finally:
+            for fd in (self._wake_r, self._wake_w):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
+    def remove(self, ep: Endpoint) -> None:
+        """Stop serving ``ep`` and close its pipe."""
+        self.endpoints.pop(ep.label, None)
+        self._parked.pop(ep.label, None)
+        self._timed.pop(ep.label, None)
+        for obj in (ep.conn, getattr(ep.process, "sentinel", None)):
+            if obj is None:
+                continue
+            try:
+                self._sel.unregister(obj)
+            except (KeyError, ValueError, OSError):
+                pass
+        try:
+            ep.conn.close()
+        except OSError:
+            pass
+
+    # -- the loop -------------------------------------------------------------------------
+    def _loop(self) -> None:
+        self.ident = threading.get_ident()
+        while not self._closing:
+            self._take_pending()
+            try:
+                ready = self._sel.select(self._wait_time())
+            except OSError:  # a descriptor closed under us: look again
+                continue
+            for key, _ in ready:
+                kind, ep = key.data
+                if kind == "wake":
+                    self._drain_wake()
+                elif kind == "conn" and ep.label in self.endpoints:
+                    self._readable(ep)
+                elif kind == "sentinel" and ep.label in self.endpoints:
+                    self._died(ep)
+            now = time.monotonic()
+            self._check_deadlines(now)
+            self._serve_parked(now)
+
+    def _take_pending(self) -> None:
+        with self._pending_lock:
+            pending, self._pending = self._pending, []
+        for ep in pending:
+            self.endpoints[ep.label] = ep
+            self._sel.register(ep.conn, selectors.EVENT_READ, ("conn", ep))
+            self._sel.register(ep.process.sentinel, selectors.EVENT_READ, ("sentinel", ep))
+
+    def _wait_time(self) -> float | None:
+        now = time.monotonic()
+        times = [ep.busy.deadline for ep in self._timed.values() if ep.busy and ep.busy.deadline]
+        if self._parked:
+            times.append(self._next_poll)
+        return max(0.0, min(times) - now) if times else None
+
+    def _drain_wake(self) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    def _readable(self, ep: Endpoint) -> bool:
+        try:
+            kind, args = receive(ep.conn)
+        except (EOFError, OSError):  # the process is going away; its sentinel follows
+            try:
+                self._sel.unregister(ep.conn)
+            except (KeyError, ValueError):
+                pass
+            return False
+        handler = self._handlers.get(kind)
+        try:
+            if handler is None:
+                raise ValueError(f"unknown message kind: {kind!r} (must be one of {list(REQUEST_KINDS)})")
+            reply = handler(ep, *args)
+        except Exception as exc:  # the worker gets the broker's error as a value
+            reply = ("error", type(exc).__name__, str(exc))
+        if reply is not None:
+            self._send(ep, reply)
+        return True
+
+    def _send(self, ep: Endpoint, reply: tuple[Any, ...]) -> None:
+        try:
+            send(ep.conn, reply)
+        except (OSError, ValueError):  # the process died; its sentinel tells the pool
+            pass
+
+    def _died(self, ep: Endpoint) -> None:
+        while not ep.conn.closed and self._poll(ep):  # a report sent just before dying still counts
+            if not self._readable(ep):
+                break
+        self.remove(ep)
+        self.supervisor.on_exit(ep)
+
+    @staticmethod
+    def _poll(ep: Endpoint) -> bool:
+        try:
+            return bool(ep.conn.poll())
+        except (OSError, EOFError):
+            return False
+
+    def _check_deadlines(self, now: float) -> None:
+        for ep in list(self._timed.values()):
+            if ep.busy is not None and ep.busy.deadline is not None and ep.busy.deadline <= now:
+                self._timed.pop(ep.label, None)
+                self.supervisor.on_timeout(ep)
+
+    def _serve_parked(self, now: float) -> None:
+        if not self._parked:
+            return
+        if self.backlog <= 0 and not self._dirty and now < self._next_poll:
+            return
+        self._dirty = False
+        self._next_poll = now + self.poll_interval
+        assigned = False
+        for ep in list(self._parked.values()):
+            kind, wid = ep.parked or ("get_step", ep.worker_id)
+            ep.parked = None
+            del self._parked[ep.label]
+            try:
+                reply = self._offer(ep, kind, wid, True)
+            except Exception as exc:
+                reply = ("error", type(exc).__name__, str(exc))
+            if reply is not None:
+                assigned = assigned or reply[0] == "assignment"
+                self._send(ep, reply)
+        if not assigned:
+            self.backlog = 0
+
+    # -- handlers ---------------------------------------------------------------------------
+    def _offer(self, ep: Endpoint, kind: str, worker_id: str | None, wait: bool) -> Reply:
+        """Answer a get: stop, new workflows, an assignment, or park it."""
+        if self._draining:
+            return ("stop",)
+        blobs = self.supervisor.workflow_blobs()
+        if ep.shipped < len(blobs):
+            new = blobs[ep.shipped:]
+            ep.shipped = len(blobs)
+            return ("workflows", new)
+        if kind != "hello" and worker_id is not None:
+            while (a := self.client.get_step(worker_id)) is not None:
+                encoded = self._encode(worker_id, a)
+                if encoded is not None:
+                    self._track(ep, a)
+                    return ("assignment", encoded)
+            if not wait:
+                return ("assignment", None)
+        ep.parked = (kind, worker_id)
+        self._parked[ep.label] = ep
+        return None
+
+    def _encode(self, worker_id: str, a: StepAssignment) -> tuple[Any, ...] | None:
+        try:
+            return encode_assignment(a)
+        except Exception as exc:  # inputs or results that cannot travel fail the step
+            self.client.report_step(worker_id, StepReport(
+                a.workflow_id, a.instance_id, a.step_name, Status.FAILED, attempt=a.attempt,
+                error=f"PicklingError: the inputs of step {a.step_name!r} cannot be sent to a "
+                      f"worker process: {exc}"))
+            return None
+
+    def _track(self, ep: Endpoint, a: StepAssignment) -> None:
+        seconds = self._timeout_of(a.workflow_id, a.version, a.step_name)
+        deadline = time.monotonic() + seconds if seconds else None
+        ep.busy = Busy(a.workflow_id, a.version, a.instance_id, a.step_name, a.attempt, seconds, deadline)
+        if deadline is not None:
+            self._timed[ep.label] = ep
+
+    def _timeout_of(self, workflow_id: str, version: str, step: str) -> float | None:
+        key = (workflow_id, version)
+        table = self._timeouts.get(key)
+        if table is None:
+            for schema in self.client.list_workflows():
+                k = (schema.workflow_id, schema.version)
+                self._timeouts[k] = {
+                    s.name: t for s in schema.steps if (t := timeout_seconds(s.policies)) is not None
+                }
+            table = self._timeouts.setdefault(key, {})
+        return table.get(step)
+
+    def _hello(self, ep: Endpoint, pid: int, version: int) -> Reply:
+        if version != PROTOCOL_VERSION:
+            raise ValueError(f"worker speaks channel protocol {version!r}, the kernel {PROTOCOL_VERSION}")
+        ep.pid = int(pid)
+        return self._offer(ep, "hello", None, True)
+
+    def _load_error(self, ep: Endpoint, text: str) -> Reply:
+        self.supervisor.on_load_error(ep, text)
+        return ("ok", None)
+
+    def _register(self, ep: Endpoint, schemas: Any, name: str | None) -> Reply:
+        wid = self.client.register_worker(unpack(schemas), name)
+        old, ep.worker_id = ep.worker_id, wid
+        self.names[wid] = ep.label
+        if old is not None and old != wid:  # re-registered with more workflows
+            self.client.unregister_worker(old)
+        return ("ok", wid)
+
+    def _unregister(self, ep: Endpoint, worker_id: str) -> Reply:
+        self.client.unregister_worker(worker_id)
+        return ("ok", None)
+
+    def _get(self, ep: Endpoint, worker_id: str, wait: bool) -> Reply:
+        return self._offer(ep, "get_step", worker_id, wait)
+
+    def _take_report(self, ep: Endpoint, worker_id: str, encoded: tuple[Any, ...]) -> None:
+        report = decode_report(encoded)
+        busy = ep.busy
+        if busy is not None and busy.run_id == report.instance_id and busy.step == report.step_name:
+            ep.busy = None
+            self._timed.pop(ep.label, None)
+        self.client.report_step(worker_id, report)
+
+    def _report_and_get(self, ep: Endpoint, worker_id: str, encoded: tuple[Any, ...], wait: bool) -> Reply:
+        self._take_report(ep, worker_id, encoded)
+        return self._offer(ep, "get_step", worker_id, wait)
+
+    def _report_only(self, ep: Endpoint, worker_id: str, encoded: tuple[Any, ...]) -> Reply:
+        self._take_report(ep, worker_id, encoded)
+        return ("ok", None)
+
+    def _keep_alive(self, ep: Endpoint, worker_id: str) -> Reply:
+        self.client.keep_alive(worker_id)
+        return ("ok", None)
+
+    def _dispatch(self, ep: Endpoint, schema: Any, inputs: Any) -> Reply:
+        return ("ok", self.client.dispatch_workflow(unpack(schema), unpack(inputs)))
+
+
+__all__ = ["Busy", "ChannelServer", "Endpoint", "Supervisor"]

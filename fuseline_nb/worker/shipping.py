@@ -1,0 +1,184 @@
+"""Shipping workflows to worker processes by value, and loading them there.
+
+A workflow travels as cloudpickle bytes, so steps whose classes or functions
+were defined in a notebook cell (``__main__``) run in spawned workers. When
+something a step holds cannot be pickled, :func:`ship` raises
+:class:`~fuseline_nb.errors.PicklingError` naming the step and the path to
+the offending object (``attribute 'db' -> attribute 'conn'``), found by
+pickling each step *shallowly* (other steps stand in as references).
+
+In a worker, :func:`load` unpickles the workflows and drops their
+``StepTimeoutPolicy`` wrappers: there the kernel enforces a timeout by
+killing the process, which, unlike a helper thread, really stops the step.
+
+Examples
+--------
+>>> import threading
+>>> from fuseline_nb import FunctionStep, Workflow
+>>> lock = threading.Lock()
+>>> def guarded(x: int) -> int:
+...     with lock:
+...         return x
+>>> ship(Workflow(outputs=[FunctionStep(guarded)]))
+Traceback (most recent call last):
+...
+fuseline_nb.errors.PicklingError: step 'guarded' cannot be sent to a worker process: attribute 'function' -> global 'lock' (a lock) cannot be pickled (TypeError: cannot pickle '_thread.lock' object). Create such objects inside run_step or setup, so each worker makes its own.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import pickle
+import types
+from collections.abc import Iterator
+from typing import Any
+
+import cloudpickle
+
+from ..errors import PicklingError
+from ..workflow.graph import Workflow
+from ..workflow.policies import StepTimeoutPolicy
+from ..workflow.steps import Step
+from .channel import WorkflowBlob
+
+_HINT = "Create such objects inside run_step or setup, so each worker makes its own."
+
+
+def ship(wf: Workflow) -> WorkflowBlob:
+    """``wf`` as ``((workflow_id, version), bytes)`` for worker processes.
+
+    The copy that travels leaves out what only the kernel needs (the last
+    in-process run, the trace file and the default engine).
+
+    Raises
+    ------
+    PicklingError
+        When a step holds something that cannot be pickled.
+    """
+    if not isinstance(wf, Workflow):
+        raise TypeError(f"expected a Workflow, not {wf!r}")
+    wf.to_schema()  # cached in the copy, so the worker registers the very same schema
+    clone = copy.copy(wf)
+    clone.__dict__ = dict(wf.__dict__)
+    clone.__dict__.pop("_last_run", None)
+    clone.trace = None
+    clone.execution_engine = None
+    try:
+        data = cloudpickle.dumps(clone, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:
+        raise _diagnose(clone, exc) from exc
+    return (wf.workflow_id, wf.version), data
+
+
+def load(blobs: list[WorkflowBlob]) -> dict[tuple[str, str], Workflow]:
+    """Unpickle shipped workflows (in a worker); a later blob of the same key wins.
+
+    Raises
+    ------
+    PicklingError
+        When a workflow cannot be rebuilt here (e.g. a step's module cannot be
+        imported by the worker).
+    """
+    out: dict[tuple[str, str], Workflow] = {}
+    for key, data in blobs:
+        try:
+            wf = pickle.loads(data)
+        except Exception as exc:
+            raise PicklingError(
+                f"workflow {key[0]!r} version {key[1]!r} cannot be loaded in a worker process "
+                f"({type(exc).__name__}: {exc}); a step class or function must be defined in the "
+                "notebook or in a module the worker can import"
+            ) from exc
+        wf.to_schema()  # keep the schema as shipped, policies included
+        for step in wf.steps.values():
+            step.policies = [p for p in step.policies if not isinstance(p, StepTimeoutPolicy)]
+        out[key] = wf
+    return out
+
+
+class _ShallowPickler(cloudpickle.Pickler):
+    """Pickles one step, standing in a reference for every other step or workflow."""
+
+    def __init__(self, file: Any, root: Any) -> None:
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self.root = root
+
+    def persistent_id(self, obj: Any) -> Any:
+        if obj is not self.root and isinstance(obj, (Step, Workflow)):
+            return id(obj)
+        return None
+
+
+def _fails(obj: Any, root: Any) -> BaseException | None:
+    try:
+        _ShallowPickler(io.BytesIO(), root).dump(obj)
+    except Exception as exc:
+        return exc
+    return None
+
+
+def _parts(obj: Any) -> Iterator[tuple[str, Any]]:
+    """Named parts of ``obj`` that pickling it pickles too."""
+    if isinstance(obj, types.FunctionType):
+        code = obj.__code__
+        for name, cell in zip(code.co_freevars, obj.__closure__ or (), strict=False):
+            try:
+                yield f"closure variable {name!r}", cell.cell_contents
+            except ValueError:  # an empty cell
+                continue
+        for name in code.co_names:
+            if name in obj.__globals__:
+                yield f"global {name!r}", obj.__globals__[name]
+        for i, default in enumerate(obj.__defaults__ or ()):
+            yield f"default #{i}", default
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            yield f"key {k!r}", v
+    elif isinstance(obj, (list, tuple, set, frozenset)):
+        for i, v in enumerate(obj):
+            yield f"item {i}", v
+    elif hasattr(obj, "__dict__") and not isinstance(obj, type):
+        for k, v in vars(obj).items():
+            yield f"attribute {k!r}", v
+
+
+def _culprit(obj: Any, root: Any, path: list[str], depth: int) -> tuple[list[str], Any, BaseException] | None:
+    exc = _fails(obj, root)
+    if exc is None:
+        return None
+    if depth > 0:
+        for label, part in _parts(obj):
+            if isinstance(part, (Step, Workflow)) and part is not root:
+                continue
+            found = _culprit(part, root, [*path, label], depth - 1)
+            if found is not None:
+                return found
+    return path, obj, exc
+
+
+def _describe(obj: Any) -> str:
+    name = type(obj).__name__
+    if name == "lock":
+        return "a lock"
+    return f"a {type(obj).__module__}.{type(obj).__qualname__}" if type(obj).__module__ != "builtins" else f"a {name}"
+
+
+def _diagnose(wf: Workflow, exc: BaseException) -> PicklingError:
+    for name, step in wf.steps.items():
+        found = _culprit(step, step, [], 4)
+        if found is not None:
+            path, obj, err = found
+            where = " -> ".join(path) if path else "the step itself"
+            return PicklingError(
+                f"step {name!r} cannot be sent to a worker process: {where} ({_describe(obj)}) "
+                f"cannot be pickled ({type(err).__name__}: {err}). {_HINT}"
+            )
+    for key, value in vars(wf).items():
+        if key not in ("steps", "graph", "bindings", "outputs") and _fails(value, None) is not None:
+            return PicklingError(f"workflow attribute {key!r} ({_describe(value)}) cannot be pickled: {exc}")
+    return PicklingError(f"workflow {wf.workflow_id!r} cannot be sent to a worker process: "
+                         f"{type(exc).__name__}: {exc}")
+
+
+__all__ = ["load", "ship"]

@@ -123,6 +123,10 @@ def broker_main(args: argparse.Namespace) -> int:
         print(f"fuseline-nb broker on http://{args.host}:{args.port} "
               f"({'DuckDB ' + args.db if args.db else 'memory'}; token {'on' if token else 'off'})",
               file=sys.stderr, flush=True)
+        # uvicorn shuts down gracefully on SIGTERM/SIGINT, then raises the signal again under
+        # the handlers it found: make those no-ops, so the broker is closed (flushed) below.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: None)
         uvicorn.Server(config).run()
     finally:
         broker.close()

@@ -147,7 +147,7 @@ def build(
     if rankdir not in RANKDIRS:
         raise ValueError(f"unknown rankdir: {rankdir!r} (must be one of {list(RANKDIRS)})")
     schema = drawing.schema
-    dot = graphviz.Digraph(schema.name or schema.workflow_id)
+    dot = graphviz.Digraph(schema.workflow_id)
     dot.attr(rankdir=rankdir, fontname=_FONT, fontsize="11", nodesep="0.25", ranksep="0.4")
     dot.attr("node", shape="box", style="rounded,filled", fontname=_FONT, fontsize="11",
              height="0.3", margin="0.12,0.04")

@@ -108,7 +108,7 @@ class Panel:
     @property
     def title(self) -> str:
         """The workflow's display name."""
-        return self.schema.name or self.schema.workflow_id
+        return self.schema.workflow_id
 
     def graph_value(self, states: Mapping[str, str]) -> str:
         """The graph's HTML for ``states`` (recoloured, never laid out again)."""

@@ -1,0 +1,109 @@
+"""The live view through a real kernel: nbclient runs a notebook and saves the widget state.
+
+Worker processes, the broker in the kernel and the view's thread are all
+real; the saved widget state is what a frontend would have been sent.
+"""
+
+from __future__ import annotations
+
+import json
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+from nbformat.v4 import new_code_cell, new_notebook
+
+from fuseline_nb.views.palette import FILL
+
+SETUP = '''
+import fuseline_nb as fl
+from fuseline_nb import FunctionStep, Workflow
+
+def start():
+    return "ok"
+
+def good():
+    return 42
+
+def never():
+    return 0
+
+def boom():
+    raise ValueError("boom: bad input")
+
+def after_boom():
+    return 1
+
+s, g, n, b, a = (FunctionStep(f) for f in (start, good, never, boom, after_boom))
+_ = (s - "ok") >> g
+_ = (s - "other") >> n
+_ = b >> a
+wf = Workflow(outputs=[g, a], workflow_id="four")
+session = fl.Session(workers=1)
+'''
+
+WATCH = '''
+run = session.submit(wf)
+view = run.view()
+view
+'''
+
+FINISH = '''
+run.wait()
+assert view.join(timeout=20)
+print(view.state.run_state, sorted(k for k, v in view.state.counts().items() if v))
+'''
+
+SHOW_RUN = "run"
+
+
+@pytest.fixture(scope="module")
+def executed() -> nbformat.NotebookNode:
+    nb = new_notebook(cells=[new_code_cell(c) for c in (SETUP, WATCH, FINISH, SHOW_RUN, "session.close()")])
+    client = NotebookClient(nb, timeout=120, kernel_name="python3", store_widget_state=True)
+    client.execute()
+    return nb
+
+
+def widget_values(nb: nbformat.NotebookNode) -> list[str]:
+    state = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    return [m["state"]["value"] for m in state.values() if isinstance(m["state"].get("value"), str)]
+
+
+@pytest.mark.slow
+def test_saved_widget_state_shows_all_four_outcomes(executed):
+    stdout = "".join(o["text"] for o in executed.cells[2].outputs if o.get("name") == "stdout")
+    assert stdout.strip() == (
+        "FAILED ['CANCELLED', 'FAILED', 'SKIPPED', 'SUCCEEDED']"
+    )
+    values = widget_values(executed)
+    counts = [v for v in values if "succeeded 2" in v]
+    assert counts, "no counts widget with the final state was saved"
+    for chip in ("succeeded 2", "skipped 1", "failed 1", "cancelled 1"):
+        assert chip in counts[-1], chip
+    graphs = [v for v in values if "<svg" in v]
+    assert graphs, "no graph widget was saved"
+    for state in ("SUCCEEDED", "SKIPPED", "FAILED", "CANCELLED"):
+        assert f'fill="{FILL[state]}"' in graphs[0], state
+    assert any("ValueError: boom: bad input" in v and "Traceback" in v for v in values)
+
+
+@pytest.mark.slow
+def test_the_view_cell_shows_a_widget_with_html_and_text_fallbacks(executed):
+    (out,) = executed.cells[1].outputs
+    data = out["data"]
+    assert "application/vnd.jupyter.widget-view+json" in data
+    assert "<svg" in data["text/html"]
+    assert data["text/plain"].startswith("run ")
+
+
+@pytest.mark.slow
+def test_a_run_displays_as_its_run_view(executed):
+    (out,) = executed.cells[3].outputs
+    data = out["data"]
+    model = data["application/vnd.jupyter.widget-view+json"]["model_id"]
+    state = executed.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    assert state[model]["model_name"] == "VBoxModel"
+    assert "failed 1" in data["text/html"] and "cancelled 1" in data["text/html"]
+    assert "failed, 5/5 steps done" in data["text/plain"]
+    json.dumps(executed)  # the saved notebook is plain JSON

@@ -18,6 +18,7 @@ True
 from __future__ import annotations
 
 import html
+import re
 import reprlib
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
@@ -54,9 +55,10 @@ def badge(state: str) -> str:
     Examples
     --------
     >>> badge("FAILED")
-    '<span style="background:#ffa8a8;color:#000;padding:0 6px;border-radius:3px">failed</span>'
+    '<span style="background:#ffa8a8;color:#000;padding:0 6px;border:1px solid #ced4da;border-radius:3px">failed</span>'
     """
-    return f'<span style="background:{FILL[state]};color:#000;padding:0 6px;border-radius:3px">{state.lower()}</span>'
+    return (f'<span style="background:{FILL[state]};color:#000;padding:0 6px;border:1px solid #ced4da;'
+            f'border-radius:3px">{state.lower()}</span>')
 
 
 def duration_text(seconds: float | None) -> str:
@@ -178,13 +180,20 @@ def _state(info: Any) -> str:
 
 
 def graph_html(svg: str, *, max_height: int = 520) -> str:
-    """An SVG ready to sit inside HTML: no XML prolog, scrolls when large.
+    """An SVG ready to sit inside HTML: no XML prolog, shrinks to fit the width, scrolls when tall.
 
     Examples
     --------
-    >>> graph_html('<?xml version="1.0"?>\\n<!DOCTYPE svg>\\n<svg></svg>').count("<?xml")
-    0
+    >>> out = graph_html('<?xml version="1.0"?><svg width="80pt" height="20pt" viewBox="0 0 80 20"></svg>')
+    >>> out.count("<?xml"), '<svg width="100%" style="max-width:80pt"' in out
+    (0, True)
     """
     start = svg.find("<svg")
     body = svg[start:] if start >= 0 else svg
+    m = _SVG_SIZE.match(body)
+    if m:  # keep the natural size as a maximum; the viewBox keeps the aspect ratio
+        body = f'<svg width="100%" style="max-width:{m.group(1)}"{body[m.end():]}'
     return f'<div style="overflow:auto;max-height:{max_height}px;background:#fff">{body}</div>'
+
+
+_SVG_SIZE = re.compile(r'<svg width="([^"]+)" height="[^"]+"')

@@ -1,0 +1,165 @@
+"""A real browser: JupyterLab on 127.0.0.1, Debian's chromium driven by Playwright.
+
+The test opens a notebook, runs it, and watches the run view's graph in the
+page: node fills must change while the run proceeds and end green. It saves
+screenshots under ``artifacts/`` (mid-run and final).
+
+Chromium cannot be downloaded here; ``scripts/setup.sh --browser`` installs
+Debian's package. Without it this test fails and says so (it never skips).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+from fuseline_nb.views.palette import FILL
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+KERNEL = "fuseline-browser-test"
+KERNEL_TITLE = "fuseline (browser test)"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+NOTEBOOK_CELLS = [
+    '''import time
+import fuseline_nb as fl
+from fuseline_nb import FunctionStep, Workflow
+
+def work(delay: float = 0.5) -> int:
+    time.sleep(delay)
+    return 1
+
+steps = [FunctionStep(work, name=f"step_{i}") for i in range(8)]
+for a, b in zip(steps, steps[1:]):
+    _ = a >> b
+wf = Workflow(outputs=[steps[-1]], workflow_id="browser_chain")
+session = fl.Session(workers=1)
+session.submit(wf, {"delay": 0.01}).wait()  # warm the worker up''',
+    '''run = session.submit(wf, {"delay": 0.5})
+run''',
+]
+
+_FILLS_JS = """() => Array.from(document.querySelectorAll('.jp-OutputArea svg g.node'))
+    .filter(g => /^fl[0-9a-f]{8}_[0-9]+$/.test(g.id))
+    .map(g => g.querySelector('path,polygon,ellipse').getAttribute('fill'))"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _write_setup(root: Path) -> dict[str, str]:
+    """A notebook folder, a kernelspec for this venv and settings without the news pop-up."""
+    kernel_dir = root / "share" / "kernels" / KERNEL
+    kernel_dir.mkdir(parents=True)
+    (kernel_dir / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": KERNEL_TITLE, "language": "python",
+    }))
+    settings = root / "settings" / "@jupyterlab" / "apputils-extension"
+    settings.mkdir(parents=True)
+    (settings / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false"}))
+    nb = new_notebook(cells=[new_code_cell(c) for c in NOTEBOOK_CELLS])
+    nb.metadata["kernelspec"] = {"name": KERNEL, "display_name": KERNEL_TITLE, "language": "python"}
+    (root / "notebooks").mkdir()
+    nbformat.write(nb, root / "notebooks" / "watch.ipynb")
+    env = dict(os.environ, JUPYTER_PATH=str(root / "share"), JUPYTER_CONFIG_DIR=str(root / "config"))
+    return env
+
+
+@pytest.fixture
+def jupyterlab(tmp_path: Path) -> Iterator[str]:
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(f"Debian's chromium is missing ({CHROMIUM}): run 'bash scripts/setup.sh --browser' "
+                    "(it runs apt-get install chromium); no browser can be downloaded here")
+    env = _write_setup(tmp_path)
+    port, token = _free_port(), secrets.token_hex(16)
+    cmd = [sys.executable, "-m", "jupyterlab", "--allow-root", "--no-browser", "--ip=127.0.0.1",
+           f"--port={port}", f"--IdentityProvider.token={token}",
+           f"--ServerApp.root_dir={tmp_path / 'notebooks'}",
+           f"--LabApp.user_settings_dir={tmp_path / 'settings'}",
+           f"--LabApp.workspaces_dir={tmp_path / 'workspaces'}"]
+    log = open(tmp_path / "jupyter.log", "w")  # closed in the teardown below
+    server = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2).read()
+                break
+            except OSError as exc:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    log_text = (tmp_path / "jupyter.log").read_text()
+                    raise RuntimeError(f"JupyterLab did not start: {log_text}") from exc
+                time.sleep(0.3)
+        yield f"{base}/lab/tree/watch.ipynb?token={token}"
+    finally:
+        try:
+            req = urllib.request.Request(f"{base}/api/shutdown?token={token}", method="POST")
+            urllib.request.urlopen(req, timeout=5).read()
+            server.wait(timeout=10)
+        except Exception:
+            pass
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=10)
+        log.close()
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_node_colours_change_in_the_browser_while_the_run_proceeds(jupyterlab: str) -> None:
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(jupyterlab)
+            page.get_by_text(f"{KERNEL_TITLE} | Idle").wait_for(timeout=60_000)
+            page.get_by_role("menuitem", name="Run", exact=True).click()
+            page.get_by_text("Run All Cells", exact=True).click()
+            snapshots: list[tuple[str, ...]] = []
+            mid_shot = False
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline:
+                fills = tuple(page.evaluate(_FILLS_JS))
+                if fills and (not snapshots or fills != snapshots[-1]):
+                    snapshots.append(fills)
+                if not mid_shot and FILL["RUNNING"] in fills and fills.count(FILL["SUCCEEDED"]) >= 3:
+                    page.screenshot(path=str(ARTIFACTS / "browser-runview-running.png"))
+                    mid_shot = True
+                if fills and all(f == FILL["SUCCEEDED"] for f in fills):
+                    break
+                time.sleep(0.1)
+            page.wait_for_timeout(300)
+            page.screenshot(path=str(ARTIFACTS / "browser-runview.png"))
+        finally:
+            browser.close()
+    assert snapshots, "the run view's graph never appeared in the page"
+    assert all(len(s) == 8 for s in snapshots)
+    assert all(f == FILL["SUCCEEDED"] for f in snapshots[-1]), snapshots[-1]
+    assert any(FILL["RUNNING"] in s for s in snapshots), "no node was ever shown running"
+    # the page saw the run proceed: several distinct colourings, with ever more green nodes
+    greens = [s.count(FILL["SUCCEEDED"]) for s in snapshots]
+    assert len(snapshots) >= 4, snapshots
+    assert greens == sorted(greens) and greens[0] < 8

@@ -16,12 +16,16 @@ from .local import PoolEngine
 from .runinfo import RunInfo, RunResult, StepInfo
 from .schema import EdgeSchema, StepSchema, WorkflowSchema
 from .status import Status
-from .steps import Computed, Condition, Depends, Equals, FunctionStep, Step, StepGroup
+from .steps import Computed, Condition, Depends, Equals, FunctionStep, FunctionTask, Step, StepGroup, Task
 from .tracing import FileTracer, Tracer
 
 # Async, batch and YAML names import asyncio / PyYAML: load them on first use.
 _LAZY = {
     "AsyncStep": "asynchronous",
+    "AsyncTask": "asynchronous",
+    "BatchTask": "batch",
+    "AsyncBatchTask": "batch",
+    "AsyncParallelBatchTask": "batch",
     "AsyncWorkflow": "asynchronous",
     "BatchStep": "batch",
     "BatchWorkflow": "batch",
@@ -47,12 +51,16 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "AsyncBatchStep",
+    "AsyncBatchTask",
     "AsyncBatchWorkflow",
     "AsyncParallelBatchStep",
+    "AsyncParallelBatchTask",
     "AsyncParallelBatchWorkflow",
     "AsyncStep",
+    "AsyncTask",
     "AsyncWorkflow",
     "BatchStep",
+    "BatchTask",
     "BatchWorkflow",
     "Computed",
     "Condition",
@@ -62,6 +70,7 @@ __all__ = [
     "Exporter",
     "FileTracer",
     "FunctionStep",
+    "FunctionTask",
     "PoolEngine",
     "RunInfo",
     "RunResult",
@@ -70,6 +79,7 @@ __all__ = [
     "StepGroup",
     "StepInfo",
     "StepSchema",
+    "Task",
     "Tracer",
     "Workflow",
     "WorkflowSchema",

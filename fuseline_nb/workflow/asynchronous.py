@@ -324,8 +324,12 @@ class AsyncWorkflow(Workflow):
         return result.outputs
 
 
+#: Fuseline's older name.
+AsyncTask = AsyncStep
+
 __all__ = [
     "AsyncStep",
+    "AsyncTask",
     "AsyncWorkflow",
     "attempt_async",
     "attempt_with_retries_async",

@@ -282,11 +282,19 @@ class AsyncParallelBatchWorkflow(AsyncBatchWorkflow):
         return _settle(self, list(runs), raise_on_failure)
 
 
+#: Fuseline's older names.
+BatchTask = BatchStep
+AsyncBatchTask = AsyncBatchStep
+AsyncParallelBatchTask = AsyncParallelBatchStep
+
 __all__ = [
     "AsyncBatchStep",
+    "AsyncBatchTask",
     "AsyncBatchWorkflow",
     "AsyncParallelBatchStep",
+    "AsyncParallelBatchTask",
     "AsyncParallelBatchWorkflow",
     "BatchStep",
+    "BatchTask",
     "BatchWorkflow",
 ]

@@ -47,8 +47,9 @@ class Binding:
     step: str
     params: tuple[_Param, ...]
     var_kw: bool
-    #: Fuseline's untyped form ``run_step(self, setup_res)`` (or ``shared``):
-    #: the step receives what ``setup()`` returned instead of named inputs.
+    #: Fuseline's untyped form ``run_step(self, setup_res)`` (or ``shared``,
+    #: or any ``_name``): the step receives what ``setup()`` returned instead
+    #: of named inputs.
     legacy: bool = False
 
     @classmethod
@@ -73,11 +74,17 @@ class Binding:
                 params.append(_Param(p.name, dep_names[p.name], groups.get(p.name), None, p.default.condition))
             else:
                 params.append(_Param(p.name, (), None, p.default, None))
+        # A lone parameter named ``_anything`` is "unused" by convention:
+        # Fuseline's docs write ``run_step(self, _setup_res)`` (which Fuseline
+        # itself rejects); here it is the legacy form too.
         legacy = (
             len(params) == 1
             and not var_kw
-            and params[0].name in ("setup_res", "shared")
             and not params[0].sources
+            and (
+                params[0].name in ("setup_res", "shared")
+                or (params[0].name.startswith("_") and params[0].default is inspect.Parameter.empty)
+            )
         )
         return cls(name, tuple(params), var_kw, legacy)
 

@@ -349,6 +349,11 @@ class FunctionStep(Step):
         return self.function(*args, **kwargs)
 
 
+#: Fuseline's older names, so code written against them runs unchanged.
+Task = Step
+FunctionTask = FunctionStep
+
+
 def function_target(step: Step) -> str:
     """``module:qualname`` of a step's code, for schemas and people."""
     obj: Any = step.function if isinstance(step, FunctionStep) else type(step)

@@ -1,0 +1,291 @@
+"""``fuseline-nb run MODULE:ATTR``: run a workflow on worker processes from a terminal.
+
+Shows progress while the run goes (a live line of counts per state on a
+terminal, at most 10 updates a second; plain lines otherwise), then prints a
+summary of the run queried from its history (SQL over the ``steps`` view
+when ``--db`` names a DuckDB file). The exit code is 0 when the run
+SUCCEEDED, 1 when it FAILED.
+
+Examples
+--------
+>>> parse_inputs(["n=10", "name=tour", 'opts={"a": 1}'])
+{'n': 10, 'name': 'tour', 'opts': {'a': 1}}
+>>> load_target("fuseline_nb.examples:tour").workflow_id
+'tour'
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from ..errors import FuselineError
+from ..workflow.events import Event
+from ..workflow.graph import Workflow
+from ..workflow.status import Status
+
+_ORDER = (Status.SUCCEEDED, Status.RUNNING, Status.PENDING, Status.SKIPPED, Status.CANCELLED, Status.FAILED)
+_COLOURS = {Status.SUCCEEDED: "32", Status.RUNNING: "33", Status.PENDING: "37", Status.SKIPPED: "90",
+            Status.CANCELLED: "35", Status.FAILED: "31"}
+_MARKS = {Status.SUCCEEDED: "✔", Status.FAILED: "✘", Status.SKIPPED: "↷", Status.CANCELLED: "⊘"}
+_ASCII_MARKS = {Status.SUCCEEDED: "+", Status.FAILED: "x", Status.SKIPPED: "~", Status.CANCELLED: "-"}
+#: Workflows with more steps than this get a line per failure only, not per step.
+_STEP_LINES_UP_TO = 40
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register ``run`` on the ``fuseline-nb`` parser."""
+    p = subparsers.add_parser(
+        "run", help="run a workflow on worker processes with live progress and a summary",
+        description="Run a workflow on worker processes, show its progress, then print a summary "
+                    "queried from the run history.",
+    )
+    p.add_argument("target", metavar="MODULE:ATTR",
+                   help="a Workflow (or a function returning one), e.g. fuseline_nb.examples:tour")
+    p.add_argument("--workers", type=int, default=2, metavar="N", help="worker processes (default: 2)")
+    p.add_argument("--db", metavar="PATH", default=None,
+                   help="DuckDB file for the run history (default: kept in memory)")
+    p.add_argument("--input", "-i", action="append", default=[], metavar="KEY=VALUE",
+                   help="a run input; VALUE is parsed as JSON when it can be (repeatable)")
+    p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                   help="give up waiting after this many seconds (exit code 2)")
+    p.set_defaults(handler=main)
+
+
+def parse_inputs(pairs: Sequence[str]) -> dict[str, Any]:
+    """``["k=v", ...]`` to a dict; each value is JSON when it parses, else the string."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"an input must look like KEY=VALUE, not {pair!r}")
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out
+
+
+def load_target(target: str) -> Workflow:
+    """Import ``MODULE:ATTR``; a callable attribute is called to build the workflow."""
+    module_name, sep, attr = target.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"expected MODULE:ATTR (e.g. fuseline_nb.examples:tour), not {target!r}")
+    if os.getcwd() not in sys.path:  # modules next to the user, as `python -m` would find them
+        sys.path.insert(0, os.getcwd())
+    obj: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ValueError(f"module {module_name!r} has no attribute {attr!r}") from None
+    if callable(obj) and not isinstance(obj, Workflow):
+        obj = obj()
+    if not isinstance(obj, Workflow):
+        raise TypeError(f"{target} is a {type(obj).__name__}, not a Workflow")
+    return obj
+
+
+class Progress:
+    """Counts step states from broker events and draws them on ``out``.
+
+    Examples
+    --------
+    >>> import io
+    >>> from fuseline_nb.examples import tour
+    >>> p = Progress(tour, io.StringIO(), tty=False)
+    >>> p.on_event(Event("step_finished", "r1", 1, 0.0, "Validate", Status.SUCCEEDED))
+    >>> p.counts()[Status.SUCCEEDED], p.counts()[Status.PENDING]
+    (1, 7)
+    """
+
+    def __init__(self, wf: Workflow, out: TextIO, *, tty: bool, names: dict[str, str] | None = None) -> None:
+        self.wf = wf
+        self.out = out
+        self.tty = tty
+        self.names = names if names is not None else {}
+        self.run_id: str | None = None
+        self.states = dict.fromkeys(wf.step_names, Status.PENDING)
+        self._started: dict[str, float] = {}
+        self._lines: list[str] = []
+        self._lock = threading.Lock()
+        self._t0 = time.monotonic()
+        self._last_plain = ""
+        self._last_plain_at = 0.0
+        utf8 = (getattr(out, "encoding", None) or "").lower().replace("-", "") == "utf8"
+        self._marks = _MARKS if utf8 or not tty else _ASCII_MARKS
+        self._bar = ("█", "░") if utf8 else ("#", ".")
+
+    def on_event(self, e: Event) -> None:
+        """Broker event hook: quick, under the broker's lock."""
+        if e.step is None or (self.run_id is not None and e.run_id != self.run_id) or e.step not in self.states:
+            return
+        with self._lock:
+            if e.kind == "step_started":
+                self.states[e.step] = Status.RUNNING
+                self._started[e.step] = e.at
+            elif e.kind == "step_queued":
+                self.states[e.step] = Status.PENDING
+            elif e.kind == "step_finished" and e.state is not None:
+                self.states[e.step] = e.state
+                if len(self.states) <= _STEP_LINES_UP_TO or e.state is Status.FAILED:
+                    self._lines.append(self._step_line(e))
+
+    def counts(self) -> dict[Status, int]:
+        """Steps per state now."""
+        out = dict.fromkeys(Status, 0)
+        for s in list(self.states.values()):
+            out[s] += 1
+        return out
+
+    def _paint(self, text: str, state: Status) -> str:
+        return f"\x1b[{_COLOURS[state]}m{text}\x1b[0m" if self.tty else text
+
+    def _step_line(self, e: Event) -> str:
+        state = e.state or Status.PENDING
+        took = e.at - self._started[e.step] if e.step in self._started else None
+        worker = self.names.get(e.worker or "", e.worker or "")
+        detail = (e.detail or {}).get("error") or ""
+        mark = self._marks.get(state, " ")
+        seconds = f"{took:7.2f}s" if took is not None else " " * 8
+        return (f"  {self._paint(mark, state)} {e.step:<24} {self._paint(f'{state.value:<9}', state)} "
+                f"{seconds}  {worker:<4} {detail}").rstrip()
+
+    def line(self) -> str:
+        """One line: a bar, done/total and the count of each state."""
+        counts = self.counts()
+        total = len(self.states)
+        done = sum(n for s, n in counts.items() if s.is_final)
+        width = 20
+        filled = round(width * done / total) if total else width
+        bar = self._bar[0] * filled + self._bar[1] * (width - filled)
+        parts = [self._paint(f"{counts[s]} {s.value.lower()}", s) for s in _ORDER if counts[s]]
+        return f"{self.wf.workflow_id} [{bar}] {done}/{total}  " + "  ".join(parts) + \
+            f"  {time.monotonic() - self._t0:.1f}s"
+
+    def render(self, final: bool = False) -> None:
+        """Print finished-step lines, then the counts line (redrawn in place on a terminal)."""
+        with self._lock:
+            lines, self._lines = self._lines, []
+        if self.tty:
+            for text in lines:
+                self.out.write("\r\x1b[2K" + text + "\n")
+            self.out.write("\r\x1b[2K" + self.line() + ("\n" if final else ""))
+        else:
+            for text in lines:
+                self.out.write(text + "\n")
+            line = self.line()
+            now = time.monotonic()
+            counts_only = line.rsplit("  ", 1)[0]
+            if final or (counts_only != self._last_plain and now - self._last_plain_at >= 1.0):
+                self.out.write(line + "\n")
+                self._last_plain, self._last_plain_at = counts_only, now
+        self.out.flush()
+
+
+_SUMMARY_SQL = """
+SELECT step, state, attempts, worker, duration_s,
+       coalesce(error_type || ': ' || error_message, result_preview, skip_reason) AS detail
+FROM steps WHERE run_id = ?
+ORDER BY started_at NULLS LAST, finished_at NULLS LAST, step
+"""
+
+
+def _rows_from_history(session: Any, run: Any) -> tuple[list[tuple[Any, ...]], str]:
+    if getattr(session.broker, "sql", None) is not None:
+        return session.sql(_SUMMARY_SQL, [run.id]).fetchall(), "SQL over the steps view"
+    info = run.info()
+    rows = []
+    for name, s in sorted(info.steps.items(), key=lambda kv: (kv[1].started_at is None, kv[1].started_at or 0)):
+        detail = s.error or (repr(s.result)[:60] if s.state is Status.SUCCEEDED else s.skip_reason)
+        rows.append((name, s.state.value, s.attempts, s.worker, s.duration_s, detail))
+    return rows, "the in-memory history"
+
+
+def _table(rows: list[tuple[Any, ...]], names: dict[str, str]) -> list[str]:
+    head = ("step", "state", "attempts", "worker", "seconds", "result / error")
+    cells = [head] + [
+        (str(step), str(state), str(att), names.get(w or "", w or "-"),
+         f"{dur:.3f}" if dur is not None else "-", _clip(str(detail or ""), 60))
+        for step, state, att, w, dur, detail in rows
+    ]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(head) - 1)]
+    return ["  " + "  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1]
+            for r in cells]
+
+
+def _clip(text: str, n: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _summary(session: Any, run: Any, outputs: Any, elapsed: float, out: TextIO) -> None:
+    info = run.info()
+    names = session.pool.worker_names() if session.pool is not None else {}
+    rows, source = _rows_from_history(session, run)
+    out.write(f"\nrun {run.id} of workflow {info.workflow_id!r}: {info.state.value} in {elapsed:.2f} s "
+              f"on {session.pool.processes if session.pool else 0} worker processes\n")
+    if info.state is Status.SUCCEEDED:
+        out.write(f"outputs: {_clip(repr(outputs), 200)}\n")
+    out.write(f"\nsteps (from {source}):\n")
+    for line in _table(rows, names):
+        out.write(line + "\n")
+    if getattr(session.broker, "sql", None) is not None:
+        (n_runs, n_ok), = session.sql(
+            "SELECT count(*), count(*) FILTER (WHERE state = 'SUCCEEDED') FROM runs").fetchall()
+        plural = "run" if n_runs == 1 else "runs"
+        out.write(f"\nhistory: {session.path} holds {n_runs} {plural} ({n_ok} succeeded); ask it more "
+                  f"with DuckDB, e.g.\n  SELECT step, state, duration_s FROM steps WHERE run_id = '{run.id}'\n")
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run ``args.target``; returns 0 (SUCCEEDED), 1 (FAILED) or 2 (error or timeout)."""
+    from ..session import Session
+
+    out = sys.stdout
+    try:
+        wf = load_target(args.target)
+        inputs = parse_inputs(args.input)
+    except (ImportError, ValueError, TypeError) as exc:
+        sys.stderr.write(f"fuseline-nb run: {exc}\n")
+        return 2
+    t0 = time.monotonic()
+    try:
+        with Session(args.db, workers=args.workers) as session:
+            names = session.pool.worker_names if session.pool is not None else dict
+            progress = Progress(wf, out, tty=out.isatty())
+            session.subscribe(progress.on_event)
+            run = session.submit(wf, inputs)
+            progress.run_id = run.id
+            out.write(f"running {wf.workflow_id!r} ({len(wf)} steps) on {args.workers} worker processes, "
+                      f"run {run.id}\n")
+            deadline = None if args.timeout is None else t0 + args.timeout
+            while not run.done():
+                progress.names = names()
+                progress.render()
+                if deadline is not None and time.monotonic() > deadline:
+                    progress.render(final=True)
+                    sys.stderr.write(f"fuseline-nb run: run {run.id} still running after {args.timeout} s\n")
+                    return 2
+                if session.pool is not None:
+                    session.pool.check()
+                time.sleep(0.1)  # at most 10 redraws a second
+            progress.names = names()
+            progress.render(final=True)
+            outputs = run.wait()
+            _summary(session, run, outputs, time.monotonic() - t0, out)
+            return 0 if run.info().state is Status.SUCCEEDED else 1
+    except KeyboardInterrupt:
+        sys.stderr.write("\nfuseline-nb run: interrupted; workers stopped (unfinished steps resume "
+                         "when the history file is opened again)\n")
+        return 130
+    except FuselineError as exc:
+        sys.stderr.write(f"fuseline-nb run: {type(exc).__name__}: {exc}\n")
+        return 2

@@ -1,0 +1,272 @@
+"""WorkerPool with real worker processes: parallelism, exactly-once, crashes, timeouts, shutdown."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import cloudpickle
+import psutil
+import pytest
+
+import fuseline_nb as fl
+from fuseline_nb.broker import MemoryBroker
+from fuseline_nb.errors import PicklingError, SchemaMismatchError
+from fuseline_nb.worker import WorkerPool
+
+# Steps below travel to the workers by value, like steps defined in a notebook.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+pytestmark = pytest.mark.slow
+
+
+class Sleepy(fl.Step):
+    def run_step(self, seconds: float = 0.0) -> int:
+        time.sleep(seconds)
+        return os.getpid()
+
+
+class Marker(fl.Step):
+    """Writes its pid to ``marker`` then sleeps: a test can kill it mid-step."""
+
+    def run_step(self, marker: str, hold: float = 2.0) -> str:
+        if not os.path.exists(marker + ".done"):
+            Path(marker).write_text(str(os.getpid()))
+            Path(marker + ".done").write_text("")
+            time.sleep(hold)
+        return "survived"
+
+
+class Hang(fl.Step):
+    def run_step(self) -> None:
+        time.sleep(600)
+
+
+def fan(n: int, seconds: float, wid: str) -> fl.Workflow:
+    steps = [Sleepy(name=f"s{i}") for i in range(n)]
+    return fl.Workflow(outputs=steps, workflow_id=wid)
+
+
+def wait_done(broker: MemoryBroker, run_id: str, timeout: float = 30.0) -> fl.RunInfo:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        info = broker.get_run(run_id)
+        if info.done:
+            return info
+        time.sleep(0.02)
+    raise AssertionError(f"run {run_id} not done after {timeout} s: {broker.get_run(run_id).counts()}")
+
+
+def warm(session: fl.Session) -> None:
+    """Wait until every worker process is up, so timings measure steps, not interpreter start."""
+    session.submit(fan(2, 0.0, "warm"), {}).wait(timeout=60)
+    end = time.monotonic() + 60
+    while len(session.broker.list_workers()) < session.pool.processes and time.monotonic() < end:
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def session():
+    with fl.Session(workers=2) as s:
+        warm(s)
+        yield s
+
+
+def test_steps_run_in_parallel_on_distinct_processes(session: fl.Session) -> None:
+    wf = fan(4, 0.5, "parallel")
+    t0 = time.perf_counter()
+    pids = session.submit(wf, {"seconds": 0.5}).wait(timeout=30)
+    wall = time.perf_counter() - t0
+    assert len(set(pids)) == 2 and os.getpid() not in pids
+    assert set(pids) <= set(session.pool.pids())
+    assert wall < 1.6, f"4 steps of 0.5 s on 2 workers took {wall:.2f} s"
+
+
+def test_each_step_succeeds_exactly_once(session: fl.Session) -> None:
+    seen: list[fl.workflow.events.Event] = []
+    unsubscribe = session.subscribe(seen.append)
+    try:
+        runs = [session.submit(fan(30, 0.0, "once"), {}) for _ in range(3)]
+        for run in runs:
+            run.wait(timeout=30)
+    finally:
+        unsubscribe()
+    for run in runs:
+        done = [e.step for e in seen if e.run_id == run.id and e.kind == "step_finished"
+                and e.state is fl.Status.SUCCEEDED]
+        assert sorted(done) == sorted(f"s{i}" for i in range(30))
+        assert run.info().state is fl.Status.SUCCEEDED
+
+
+def test_runs_of_several_workflows_share_the_pool(session: fl.Session) -> None:
+    def double(x: int) -> int:
+        return 2 * x
+
+    def plus(v: int = fl.Depends(double)) -> int:
+        return v + 1
+
+    wf_a = fl.workflow_from_functions([plus], workflow_id="shared-a")
+    wf_b = fan(2, 0.0, "shared-b")
+    pids = set(session.pool.pids())
+    ra, rb = session.submit(wf_a, {"x": 20}), session.submit(wf_b, {})
+    assert ra.wait(timeout=30) == 41
+    assert len(rb.wait(timeout=30)) == 2
+    assert set(session.pool.pids()) == pids  # shipped to the running workers, none restarted
+
+
+def test_a_workflow_redefined_under_the_same_id_runs_its_new_code(session: fl.Session) -> None:
+    def build(k: int) -> fl.Workflow:
+        def answer() -> int:
+            return k
+
+        return fl.Workflow(outputs=[fl.FunctionStep(answer)], workflow_id="redefined")
+
+    assert session.submit(build(1)).wait(timeout=30) == 1
+    assert session.submit(build(2)).wait(timeout=30) == 2
+
+
+def test_another_structure_under_a_known_id_is_refused(session: fl.Session) -> None:
+    session.submit(fan(1, 0.0, "fixed-id")).wait(timeout=30)
+    with pytest.raises(SchemaMismatchError, match="'fixed-id'"):
+        session.submit(fan(3, 0.0, "fixed-id"))
+
+
+def test_a_failed_step_comes_back_as_a_value(session: fl.Session) -> None:
+    def broken(x: int) -> int:
+        raise ValueError(f"bad row {x}")
+
+    run = session.submit(fl.Workflow(outputs=[fl.FunctionStep(broken)]), {"x": 7})
+    assert run.wait(timeout=30) is None
+    info = run.info()
+    assert info.state is fl.Status.FAILED
+    assert info.steps["broken"].error == "ValueError: bad row 7"
+    assert "in broken" in info.steps["broken"].traceback
+    with pytest.raises(fl.StepFailedError, match="bad row 7"):
+        run.wait(raise_on_failure=True)
+
+
+def test_wait_times_out_while_the_run_goes_on(session: fl.Session) -> None:
+    run = session.submit(fan(1, 1.0, "slow"), {"seconds": 1.0})
+    with pytest.raises(TimeoutError, match=run.id):
+        run.wait(timeout=0.1)
+    assert isinstance(run.wait(timeout=30), int)
+
+
+def test_an_unpicklable_step_is_refused_at_submit(session: fl.Session) -> None:
+    class Holder(fl.Step):
+        def __init__(self) -> None:
+            super().__init__()
+            self.guard = threading.Lock()
+
+        def run_step(self) -> int:
+            return 1
+
+    with pytest.raises(PicklingError, match=r"step 'Holder' .* attribute 'guard' \(a lock\)"):
+        session.submit(fl.Workflow(outputs=[Holder()]))
+
+
+def test_an_unpicklable_input_is_refused_at_submit(session: fl.Session) -> None:
+    with pytest.raises(PicklingError, match="input 'seconds'"):
+        session.submit(fan(1, 0.0, "inputs"), {"seconds": threading.Lock()})
+
+
+def test_a_result_that_cannot_travel_fails_its_step(session: fl.Session) -> None:
+    def make_lock() -> object:
+        return threading.Lock()
+
+    run = session.submit(fl.Workflow(outputs=[fl.FunctionStep(make_lock)]))
+    run.wait(timeout=30)
+    assert "PicklingError: the result of step 'make_lock'" in run.info().steps["make_lock"].error
+
+
+def test_a_worker_killed_mid_step_loses_nothing(tmp_path: Path) -> None:
+    marker = str(tmp_path / "pid")
+    wf = fl.Workflow(outputs=[Marker(), Sleepy(name="other")], workflow_id="killed")
+    with fl.Session(workers=2) as session:
+        seen: list[fl.workflow.events.Event] = []
+        session.subscribe(seen.append)
+        run = session.submit(wf, {"marker": marker, "hold": 30.0})
+        end = time.monotonic() + 30
+        while not os.path.exists(marker + ".done") and time.monotonic() < end:
+            time.sleep(0.02)
+        victim = int(Path(marker).read_text())
+        os.kill(victim, signal.SIGKILL)
+        assert run.wait(timeout=30) == ["survived", run.info().steps["other"].result]
+        info = run.info()
+        assert info.state is fl.Status.SUCCEEDED
+        assert info.steps["Marker"].attempts == 2
+        succeeded = [e for e in seen if e.kind == "step_finished" and e.step == "Marker"]
+        assert [e.state for e in succeeded] == [fl.Status.SUCCEEDED]
+        assert len(session.pool.pids()) == 2 and victim not in session.pool.pids()
+
+
+def test_a_hung_step_is_killed_soon_after_its_timeout(tmp_path: Path) -> None:
+    hang = Hang(policies=[fl.StepTimeoutPolicy(1.0)])
+    with fl.Session(workers=1) as session:
+        warm(session)
+        seen: list[fl.workflow.events.Event] = []
+        session.subscribe(seen.append)
+        run = session.submit(fl.Workflow(outputs=[hang], workflow_id="hang"))
+        run.wait(timeout=30)
+        started = next(e.at for e in seen if e.kind == "step_started" and e.step == "Hang")
+        failed = next(e for e in seen if e.kind == "step_finished" and e.step == "Hang")
+        assert failed.state is fl.Status.FAILED
+        assert failed.detail["error"].startswith("TimeoutError: step 'Hang' exceeded its timeout of 1 s")
+        assert 1.0 <= failed.at - started < 1.0 + 2.0
+        # the pool keeps working with a fresh process
+        assert session.submit(fan(2, 0.0, "after-hang")).wait(timeout=30)[0] in session.pool.pids()
+
+
+def test_timeouts_count_as_attempts_for_the_retry_policy() -> None:
+    hang = Hang(policies=[fl.StepTimeoutPolicy(0.5), fl.RetryPolicy(max_retries=2)])
+    with fl.Session(workers=1) as session:
+        run = session.submit(fl.Workflow(outputs=[hang], workflow_id="hang-retry"))
+        run.wait(timeout=60)
+        step = run.info().steps["Hang"]
+        assert (step.state, step.attempts) == (fl.Status.FAILED, 2)
+        assert step.error.startswith("TimeoutError")
+
+
+def test_shutdown_leaves_no_child_processes() -> None:
+    me = psutil.Process()
+    before = {p.pid for p in me.children(recursive=True)}
+    session = fl.Session(workers=2)
+    warm(session)
+    pids = session.pool.pids()
+    assert len(pids) == 2 and set(pids) <= {p.pid for p in me.children(recursive=True)}
+    session.submit(fan(1, 30.0, "busy"), {"seconds": 30.0})  # one worker busy at close
+    time.sleep(0.3)
+    t0 = time.perf_counter()
+    session.close(timeout=0.5)
+    assert time.perf_counter() - t0 < 3
+    assert {p.pid for p in me.children(recursive=True)} - before == set()
+    assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in pids)
+    session.close()  # idempotent
+
+
+def test_a_pool_refuses_misuse() -> None:
+    broker = MemoryBroker()
+    with pytest.raises(ValueError, match="unknown start method: 'fork'"):
+        WorkerPool(broker, [], processes=1, context="fork")
+    with pytest.raises(TypeError, match="expected a Broker or a BrokerClient"):
+        WorkerPool("broker", [], processes=1)  # type: ignore[arg-type]
+    pool = WorkerPool(broker, [fan(1, 0.0, "misuse")], processes=1)
+    pool.stop()  # never started: nothing to do
+    with pytest.raises(RuntimeError, match="cannot start a WorkerPool that is stopped"):
+        pool.start()
+
+
+def test_a_pool_over_a_bare_broker() -> None:
+    broker = MemoryBroker()
+    wf = fan(3, 0.0, "bare")
+    with WorkerPool(broker, [wf], processes=2) as pool:
+        assert pool.running
+        run_id = broker.dispatch_workflow(wf.to_schema(), {})
+        info = wait_done(broker, run_id)
+        assert info.state is fl.Status.SUCCEEDED
+        assert {s.result for s in info.steps.values()} <= set(pool.pids())
+    assert not pool.running and "stopped" in repr(pool)

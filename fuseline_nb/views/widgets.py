@@ -3,8 +3,8 @@
 A :class:`RunView` subscribes to the broker's events. The subscription
 callback runs under the broker's lock, so it only appends the event to a
 queue and wakes the view's own thread. That thread applies what arrived,
-at most ``1 / interval`` times a second (10 by default), and sets widget
-traits; it never writes to an ``Output`` widget. The graph is laid out once;
+at most ``1 / interval`` times a second (10 by default; the update that
+shows the end of the run is not held back), and sets widget traits; it never writes to an ``Output`` widget. The graph is laid out once;
 updates recolour it. When the run ends the thread pushes a last update and
 stops.
 
@@ -85,6 +85,7 @@ class RunView(W.VBox):
         self._buffer: collections.deque[Event] = collections.deque()
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._hurry = threading.Event()  # set when the run ends or the view closes
         self._workers: dict[str, str] = {}
         self._user_selected = False
         self._auto = False  # True while the view itself moves the selection
@@ -121,7 +122,10 @@ class RunView(W.VBox):
     def _on_event(self, event: Event) -> None:
         if event.run_id == self.run_id:
             self._buffer.append(event)
-            self._wake.set()
+            if not self._wake.is_set():  # setting takes a lock: skip it when already set
+                self._wake.set()
+            if event.kind == "run_finished":
+                self._hurry.set()
 
     def _drop_subscription(self) -> None:
         unsubscribe, self._unsubscribe = self._unsubscribe, None
@@ -130,13 +134,17 @@ class RunView(W.VBox):
 
     # -- the view's thread -------------------------------------------------------------------
     def _loop(self) -> None:
-        next_at = 0.0
+        next_at = time.monotonic() + self.interval  # the constructor has just shown the run
         try:
             while not self._stop.is_set():
                 if not self._wake.wait(timeout=0.5):
                     continue
                 delay = next_at - time.monotonic()
-                if delay > 0 and self._stop.wait(delay):  # coalesce what arrives meanwhile
+                # Coalesce what arrives meanwhile, but show the end of a run at once
+                # (one extra update per run at most); close() hurries too.
+                if delay > 0:
+                    self._hurry.wait(delay)
+                if self._stop.is_set():
                     break
                 self._wake.clear()
                 if self._drain():
@@ -209,6 +217,7 @@ class RunView(W.VBox):
     def close(self) -> None:
         """Stop following the run and close the widgets."""
         self._stop.set()
+        self._hurry.set()
         self._wake.set()
         self._drop_subscription()
         if self._thread is not None and self._thread is not threading.current_thread():

@@ -30,6 +30,8 @@ from __future__ import annotations
 import copy
 import io
 import pickle
+import sys
+import threading
 import types
 from collections.abc import Iterator
 from typing import Any
@@ -42,6 +44,7 @@ from ..workflow.policies import StepTimeoutPolicy
 from ..workflow.steps import Step
 from .channel import WorkflowBlob
 
+_DEEP_STACK = 512 * 1024 * 1024  # reserved, not committed: only the pages used cost memory
 _HINT = "Create such objects inside run_step or setup, so each worker makes its own."
 
 
@@ -65,10 +68,42 @@ def ship(wf: Workflow) -> WorkflowBlob:
     clone.trace = None
     clone.execution_engine = None
     try:
-        data = cloudpickle.dumps(clone, protocol=pickle.HIGHEST_PROTOCOL)
+        data = _dumps(clone)
     except Exception as exc:
         raise _diagnose(clone, exc) from exc
     return (wf.workflow_id, wf.version), data
+
+
+def _dumps(obj: Any) -> bytes:
+    try:
+        return cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    except pickle.PicklingError as exc:
+        if "recursion" not in str(exc):
+            raise
+    # Steps hold their successors, so pickling a long chain recurses once per
+    # step: retry on a thread with a deep stack and a high recursion limit.
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(max(limit, 1_000_000))
+        try:
+            box["data"] = cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+        except BaseException as exc:  # handed to the caller below
+            box["error"] = exc
+        finally:
+            sys.setrecursionlimit(limit)
+
+    size = threading.stack_size(_DEEP_STACK)
+    try:
+        worker = threading.Thread(target=target, name="fuseline-ship")
+        worker.start()
+    finally:
+        threading.stack_size(size)
+    worker.join()
+    if "error" in box:
+        raise box["error"]
+    return box["data"]  # type: ignore[no-any-return]
 
 
 def load(blobs: list[WorkflowBlob]) -> dict[tuple[str, str], Workflow]:

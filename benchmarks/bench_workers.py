@@ -1,0 +1,194 @@
+"""Worker processes: Session(workers=2) against a raw multiprocessing floor, side by side.
+
+Three workloads, each timed in this one process:
+
+* a 200-step chain of no-op steps (one step at a time: pure round-trip cost),
+* a 1 -> 1000 -> 1 fan-out of no-op steps (both workers busy: throughput),
+* 1,000 independent steps that each sleep 10 ms (parallel speed-up).
+
+The floor is the least any design can do: the parent process plays the
+broker and feeds 2 worker processes over pipes (no readiness rules, no
+events, no history). Then ``Session(workers=2)`` with history in memory and
+in a DuckDB file runs the same shapes as workflows. Each figure is the best
+of ``--repeat`` runs after a warm-up run.
+
+Targets: per-step overhead <= 1.5x the floor on the chain and <= 2x on the
+fan-out; DuckDB history <= 1.25x the memory figure; speed-up >= 1.9x on the
+sleeps with 2 workers.
+
+Run: ``.venv/bin/python benchmarks/bench_workers.py`` (add ``--quick`` for a
+smaller, faster pass).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import multiprocessing as mp
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import fuseline_nb as fl
+
+
+def noop() -> None:
+    return None
+
+
+def nap() -> None:
+    time.sleep(0.01)
+
+
+# -- the floor: the parent is the broker, two workers, pipes -----------------------------------
+def _floor_worker(conn: Any) -> None:
+    while True:
+        task = conn.recv()
+        if task is None:
+            return
+        key, sleep = task
+        if sleep:
+            time.sleep(sleep)
+        conn.send((key, None))
+
+
+class Floor:
+    """Two worker processes fed over pipes by this process."""
+
+    def __init__(self) -> None:
+        ctx = mp.get_context("spawn")
+        self.conns = []
+        self.procs = []
+        for _ in range(2):
+            parent, child = ctx.Pipe()
+            p = ctx.Process(target=_floor_worker, args=(child,), daemon=True)
+            p.start()
+            self.conns.append(parent)
+            self.procs.append(p)
+
+    def chain(self, n: int) -> float:
+        t0 = time.perf_counter()
+        conn = self.conns[0]
+        for i in range(n):
+            conn.send((i, 0.0))
+            conn.recv()
+        return time.perf_counter() - t0
+
+    def spread(self, n: int, sleep: float, root_and_sink: bool) -> float:
+        """``n`` independent tasks over both workers (plus a root before and a sink after)."""
+        t0 = time.perf_counter()
+        if root_and_sink:
+            self.conns[0].send(("root", 0.0))
+            self.conns[0].recv()
+        todo = list(range(n))
+        busy = 0
+        for c in self.conns:
+            if todo:
+                c.send((todo.pop(), sleep))
+                busy += 1
+        while busy:
+            for c in mp.connection.wait(self.conns):
+                c.recv()
+                busy -= 1
+                if todo:
+                    c.send((todo.pop(), sleep))  # type: ignore[union-attr]
+                    busy += 1
+        if root_and_sink:
+            self.conns[0].send(("sink", 0.0))
+            self.conns[0].recv()
+        return time.perf_counter() - t0
+
+    def close(self) -> None:
+        for c in self.conns:
+            c.send(None)
+        for p in self.procs:
+            p.join(5)
+
+
+# -- the workflows -------------------------------------------------------------------------------
+def chain_wf(n: int) -> fl.Workflow:
+    steps = [fl.FunctionStep(noop, name=f"c{i}") for i in range(n)]
+    for a, b in itertools.pairwise(steps):
+        a >> b
+    return fl.Workflow(outputs=[steps[-1]], workflow_id=f"bench-chain-{n}")
+
+
+def fan_wf(n: int) -> fl.Workflow:
+    root, sink = fl.FunctionStep(noop, name="root"), fl.FunctionStep(noop, name="sink")
+    for i in range(n):
+        mid = fl.FunctionStep(noop, name=f"m{i}")
+        root >> mid
+        mid >> sink
+    return fl.Workflow(outputs=[sink], workflow_id=f"bench-fan-{n}")
+
+
+def sleeps_wf(n: int) -> fl.Workflow:
+    return fl.Workflow(outputs=[fl.FunctionStep(nap, name=f"z{i}") for i in range(n)],
+                       workflow_id=f"bench-sleeps-{n}")
+
+
+def best(fn: Callable[[], float], repeat: int) -> float:
+    fn()  # warm-up: workers started, workflow shipped, code paths hot
+    return min(fn() for _ in range(repeat))
+
+
+def session_times(path: str | None, shapes: dict[str, tuple[fl.Workflow, int]], repeat: int) -> dict[str, float]:
+    out = {}
+    with fl.Session(path, workers=2) as session:
+        for name, (wf, _) in shapes.items():
+            def once(wf: fl.Workflow = wf) -> float:
+                t0 = time.perf_counter()
+                run = session.submit(wf)
+                run.wait()
+                took = time.perf_counter() - t0
+                assert run.info().state is fl.Status.SUCCEEDED, run.info().failures()
+                return took
+
+            out[name] = best(once, repeat)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="smaller workloads, one repeat")
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+    chain_n, fan_n, sleep_n = (50, 200, 200) if args.quick else (200, 1000, 1000)
+    repeat = 1 if args.quick else args.repeat
+    shapes = {"chain": (chain_wf(chain_n), chain_n), "fan-out": (fan_wf(fan_n), fan_n + 2),
+              "sleeps": (sleeps_wf(sleep_n), sleep_n)}
+
+    floor = Floor()
+    try:
+        floor_t = {
+            "chain": best(lambda: floor.chain(chain_n), repeat),
+            "fan-out": best(lambda: floor.spread(fan_n, 0.0, True), repeat),
+            "sleeps": best(lambda: floor.spread(sleep_n, 0.01, False), repeat),
+        }
+    finally:
+        floor.close()
+    serial = sleep_n * 0.01
+    t0 = time.perf_counter()
+    for _ in range(min(sleep_n, 100)):
+        nap()
+    serial = (time.perf_counter() - t0) / min(sleep_n, 100) * sleep_n  # measured, not nominal
+
+    mem = session_times(None, shapes, repeat)
+    with tempfile.TemporaryDirectory() as tmp:
+        duck = session_times(str(Path(tmp) / "bench.duckdb"), shapes, repeat)
+
+    print(f"{'workload':<10} {'steps':>6} {'floor':>12} {'memory':>12} {'duckdb':>12} "
+          f"{'mem/floor':>10} {'duck/mem':>9}")
+    for name, (_, n) in shapes.items():
+        f, m, d = (x[name] / n * 1e6 for x in (floor_t, mem, duck))
+        print(f"{name:<10} {n:>6} {f:>9.0f} us {m:>9.0f} us {d:>9.0f} us {m / f:>9.2f}x {d / m:>8.2f}x")
+    print(f"\nsleeps ({sleep_n} x 10 ms, serial {serial:.2f} s): speed-up with 2 workers — "
+          f"floor {serial / floor_t['sleeps']:.2f}x, memory {serial / mem['sleeps']:.2f}x, "
+          f"duckdb {serial / duck['sleeps']:.2f}x")
+    print("targets: chain mem/floor <= 1.5x, fan-out mem/floor <= 2x, duck/mem <= 1.25x, speed-up >= 1.9x")
+
+
+if __name__ == "__main__":
+    main()

@@ -37,29 +37,15 @@ Examples
 
 from __future__ import annotations
 
-import asyncio
-import hmac
 import logging
-import threading
-import time
-from collections import OrderedDict
 from typing import Annotated, Any, Final
 
 from fastapi import FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..errors import (
-    SchemaMismatchError,
-    StaleReportError,
-    StorageClosedError,
-    UnknownRunError,
-    UnknownWorkerError,
-    UnknownWorkflowError,
-)
-from ..workflow.events import Event
+from ._http_front import ERRORS, MAX_WAIT, PUBLIC, Front, Service, dumps, field_errors
 from .base import Broker
 from .wire import (
     WIRE_VERSION,
@@ -75,10 +61,8 @@ from .wire import (
     WorkerModel,
     WorkerRef,
     WorkflowModel,
-    assignment_to_wire,
     check_schema,
     decode_value,
-    report_from_wire,
     run_to_wire,
     schema_from_model,
     worker_to_wire,
@@ -88,20 +72,6 @@ log = logging.getLogger(__name__)
 
 #: Default bound on a request body.
 MAX_BODY: Final = 16 * 1024 * 1024
-#: Longest long-poll a client may ask for, in seconds.
-MAX_WAIT: Final = 60.0
-_PUBLIC: Final = frozenset({"/status", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
-_RECHECK = 0.25  # a long-poll re-checks this often, so expired leases are re-queued
-
-#: Broker errors → (HTTP status, error code).
-_ERRORS: Final[tuple[tuple[type[Exception], int, str], ...]] = (
-    (UnknownWorkerError, 404, "unknown_worker"),
-    (UnknownRunError, 404, "unknown_run"),
-    (UnknownWorkflowError, 404, "unknown_workflow"),
-    (StaleReportError, 409, "stale_report"),
-    (SchemaMismatchError, 409, "schema_mismatch"),
-    (StorageClosedError, 503, "broker_closed"),
-)
 
 
 def _error(status: int, code: str, detail: str, errors: list[dict[str, Any]] | None = None,
@@ -110,78 +80,14 @@ def _error(status: int, code: str, detail: str, errors: list[dict[str, Any]] | N
 
 
 def _json(body: Any, status: int = 200) -> Response:
-    # The bodies are built from validated dataclasses, so they skip a second validation.
-    import json
-
-    return Response(json.dumps(body, separators=(",", ":")), status, media_type="application/json")
+    # Bodies are built from the broker's own dataclasses: no second validation on the way out.
+    return Response(dumps(body), status, media_type="application/json")
 
 
-class _Guard:
-    """ASGI middleware: the bearer token on every non-public path."""
-
-    def __init__(self, app: ASGIApp, token: str | None) -> None:
-        self.app = app
-        self.expected = f"Bearer {token}".encode() if token else None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.expected is not None and scope["type"] == "http" and scope["path"] not in _PUBLIC:
-            given = dict(scope["headers"]).get(b"authorization", b"")
-            if not hmac.compare_digest(given, self.expected):
-                detail = ("missing Authorization header: send 'Authorization: Bearer <token>'" if not given
-                          else "wrong token in the Authorization header")
-                resp = _error(401, "unauthorized", detail, headers={"WWW-Authenticate": "Bearer"})
-                await resp(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
-
-
-class _Wakeup:
-    """Wakes long-polls when the broker queues a step (any thread may poke)."""
-
-    def __init__(self) -> None:
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.thread: int | None = None
-        self.event: asyncio.Event | None = None
-        self.waiters = 0
-        self._posted = False
-
-    def bind(self) -> asyncio.Event:
-        loop = asyncio.get_running_loop()
-        if loop is not self.loop or self.event is None:  # first use, or a new loop (tests, restarts)
-            self.loop, self.thread, self.event = loop, threading.get_ident(), asyncio.Event()
-        return self.event
-
-    def on_event(self, event: Event) -> None:
-        if event.kind != "step_queued" or not self.waiters or self.loop is None:
-            return
-        if threading.get_ident() == self.thread:
-            self._fire()
-        elif not self._posted:
-            self._posted = True
-            self.loop.call_soon_threadsafe(self._fire)
-
-    def _fire(self) -> None:
-        self._posted = False
-        if self.event is not None:
-            self.event.set()
-            self.event = asyncio.Event()
-
-
-class _Dedup:
-    """Remembers recent dispatch request ids, so a retried dispatch starts one run."""
-
-    def __init__(self, size: int = 4096) -> None:
-        self._seen: OrderedDict[str, str] = OrderedDict()
-        self._size = size
-
-    def get(self, key: str | None) -> str | None:
-        return self._seen.get(key) if key else None
-
-    def put(self, key: str | None, run_id: str) -> None:
-        if key:
-            self._seen[key] = run_id
-            while len(self._seen) > self._size:
-                self._seen.popitem(last=False)
+class _Refused(Exception):
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.code, self.detail = status, code, detail
 
 
 def _schema_or_422(m: WorkflowModel, where: str) -> Any:
@@ -191,22 +97,6 @@ def _schema_or_422(m: WorkflowModel, where: str) -> Any:
     except ValueError as exc:
         raise _Refused(422, "invalid_request", f"{where}.{exc}") from None
     return schema
-
-
-class _Refused(Exception):
-    def __init__(self, status: int, code: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status, self.code, self.detail = status, code, detail
-
-
-def _field_errors(exc: RequestValidationError) -> tuple[int, str, str, list[dict[str, Any]]]:
-    errors = [{"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")),
-               "type": str(e.get("type", ""))} for e in exc.errors()]
-    if any(e["type"] == "json_invalid" for e in errors):
-        return 400, "invalid_json", "the request body is not valid JSON", errors
-    parts = [f"{'.'.join(e['loc'][1:] if e['loc'][:1] == ['body'] else e['loc']) or 'body'}: {e['msg']}"
-             for e in errors[:5]]
-    return 422, "invalid_request", "; ".join(parts), errors
 
 
 def create_app(broker: Broker, *, token: str | None = None, max_body: int = MAX_BODY) -> FastAPI:
@@ -229,8 +119,7 @@ def create_app(broker: Broker, *, token: str | None = None, max_body: int = MAX_
     >>> sorted(r.path for r in app.routes if r.path.startswith("/worker/"))
     ['/worker/keep-alive', '/worker/register', '/worker/unregister']
     """
-    wake = _Wakeup()
-    dedup = _Dedup()
+    service = Service(broker)
     app = FastAPI(
         title="fuseline_nb broker",
         version=str(WIRE_VERSION),
@@ -239,11 +128,11 @@ def create_app(broker: Broker, *, token: str | None = None, max_body: int = MAX_
         responses={401: {"model": ErrorModel}, 422: {"model": ErrorModel}},
     )
     app.state.broker = broker
-    app.state.unsubscribe = broker.subscribe(wake.on_event)
+    app.state.unsubscribe = service.unsubscribe
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        status, code, detail, errors = _field_errors(exc)
+        status, code, detail, errors = field_errors(list(exc.errors()))
         return _error(status, code, detail, errors)
 
     @app.exception_handler(StarletteHTTPException)
@@ -256,26 +145,10 @@ def create_app(broker: Broker, *, token: str | None = None, max_body: int = MAX_
     async def _refused(_: Request, exc: _Refused) -> JSONResponse:
         return _error(exc.status, exc.code, exc.detail)
 
-    for cls, http_status, code in _ERRORS:
+    for cls, http_status, code in ERRORS:
         async def handler(_: Request, exc: Exception, status: int = http_status, code: str = code) -> JSONResponse:
             return _error(status, code, str(exc))
         app.add_exception_handler(cls, handler)
-
-    async def next_step(worker_id: str, wait: float) -> dict[str, Any] | None:
-        event = wake.bind()
-        a = broker.get_step(worker_id)
-        deadline = time.monotonic() + min(wait, MAX_WAIT)
-        while a is None and (left := deadline - time.monotonic()) > 0:
-            wake.waiters += 1
-            try:
-                await asyncio.wait_for(event.wait(), min(left, _RECHECK))
-            except TimeoutError:
-                pass
-            finally:
-                wake.waiters -= 1
-            event = wake.bind()
-            a = broker.get_step(worker_id)
-        return assignment_to_wire(a) if a is not None else None
 
     ok: dict[str, Any] = {"description": "done"}
     r404: dict[int | str, dict[str, Any]] = {404: {"model": ErrorModel, "description": "unknown worker"}}
@@ -304,12 +177,12 @@ def create_app(broker: Broker, *, token: str | None = None, max_body: int = MAX_
               responses={409: {"model": ErrorModel, "description": "schema mismatch"}})
     async def dispatch(body: DispatchRequest) -> Response:
         """Start a run of a workflow with inputs; answers the run id."""
-        run_id = dedup.get(body.request_id)
+        run_id = service.dispatched(body.request_id)
         if run_id is None:
             schema = _schema_or_422(body.workflow, "workflow")
             inputs = {k: decode_value(v, side="broker") for k, v in body.inputs.items()}
             run_id = broker.dispatch_workflow(schema, inputs)
-            dedup.put(body.request_id, run_id)
+            service.remember(body.request_id, run_id)
         return _json({"v": WIRE_VERSION, "run_id": run_id})
 
     @app.get("/workflow/step", response_model=AssignmentModel, tags=["steps"],
@@ -317,16 +190,14 @@ def create_app(broker: Broker, *, token: str | None = None, max_body: int = MAX_
     async def get_step(worker_id: Annotated[str, Query(min_length=1, max_length=512)],
                        wait: Annotated[float, Query(ge=0, le=MAX_WAIT, allow_inf_nan=False)] = 0.0) -> Response:
         """The worker's next step (204 when none is ready after ``wait`` seconds)."""
-        a = await next_step(worker_id, wait)
+        a = await service.next_step(worker_id, wait)
         return _json(a) if a is not None else Response(status_code=204)
 
     @app.post("/workflow/step", response_model=ReportAnswer, tags=["steps"],
               responses={409: {"model": ErrorModel, "description": "stale report"}, **r404})
     async def report(body: ReportRequest) -> Response:
         """Report one attempt; with ``next`` answer the worker's next step too."""
-        broker.report_step(body.worker_id, report_from_wire(body.report))
-        a = await next_step(body.worker_id, body.wait) if body.next else None
-        return _json({"v": WIRE_VERSION, "next": a})
+        return _json(await service.report(body))
 
     @app.get("/runs", response_model=list[RunModel], tags=["runs"])
     async def list_runs() -> Response:
@@ -335,9 +206,15 @@ def create_app(broker: Broker, *, token: str | None = None, max_body: int = MAX_
 
     @app.get("/runs/{run_id}", response_model=RunModel, tags=["runs"],
              responses={404: {"model": ErrorModel, "description": "unknown run"}})
-    async def get_run(run_id: str, steps: bool = True) -> Response:
-        """One run with its steps (``steps=false`` leaves them out)."""
-        return _json(run_to_wire(broker.get_run(run_id), steps))
+    async def get_run(run_id: str, steps: bool = True,
+                      wait: Annotated[float, Query(ge=0, le=MAX_WAIT, allow_inf_nan=False)] = 0.0) -> Response:
+        """One run with its steps (``steps=false`` leaves them out).
+
+        ``wait`` > 0 answers as soon as the run has ended, or after ``wait``
+        seconds with the run as it is then.
+        """
+        info = await service.poll(lambda: service.finished(run_id), wait, recheck=1.0) if wait else None
+        return _json(run_to_wire(info or broker.get_run(run_id), steps))
 
     @app.get("/workers", response_model=list[WorkerModel], tags=["workers"])
     async def list_workers() -> Response:
@@ -355,7 +232,8 @@ def create_app(broker: Broker, *, token: str | None = None, max_body: int = MAX_
         return {**broker.status(), "api_version": WIRE_VERSION}
 
     _add_security(app, token is not None)
-    app.add_middleware(_Guard, token=token)
+    # Outermost: the token check and the per-step fast lane (it answers POST /workflow/step).
+    app.add_middleware(Front, service=service, token=token, max_body=max_body)
     return app
 
 
@@ -371,7 +249,7 @@ def _add_security(app: FastAPI, enabled: bool) -> None:
             doc.setdefault("components", {})["securitySchemes"] = {
                 "bearer": {"type": "http", "scheme": "bearer"}}
             for path, ops in doc.get("paths", {}).items():
-                if path not in _PUBLIC:
+                if path not in PUBLIC:
                     for op in ops.values():
                         op["security"] = [{"bearer": []}]
             app.openapi_schema = doc

@@ -249,10 +249,27 @@ class HttpBrokerClient(BrokerClient):
                 "inputs": {str(k): encode_value(v) for k, v in (inputs or {}).items()}}
         return self._parse(Dispatched, self._send("POST", "/workflow/dispatch", json=body)).run_id
 
-    def get_run(self, run_id: str, *, steps: bool = True) -> RunInfo:
-        resp = self._send("GET", f"/runs/{quote(str(run_id), safe='')}",
-                          params=None if steps else {"steps": "false"})
+    def get_run(self, run_id: str, *, steps: bool = True, wait: float = 0.0) -> RunInfo:
+        """The run; ``steps=False`` leaves the steps out (cheap for big runs).
+
+        ``wait`` > 0 lets the service answer as soon as the run ends (or
+        after ``wait`` seconds, at most 60, with the run as it is then).
+        """
+        params: dict[str, Any] = {} if steps else {"steps": "false"}
+        if wait:
+            params["wait"] = min(float(wait), 60.0)
+        resp = self._send("GET", f"/runs/{quote(str(run_id), safe='')}", params=params or None,
+                          extra_timeout=float(params.get("wait", 0.0)))
         return run_from_wire(self._parse(RunModel, resp))
+
+    def wait_run(self, run_id: str, timeout: float | None = None) -> RunInfo:
+        """Block until the run ends (or ``timeout`` seconds pass); return its :class:`RunInfo`."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = 30.0 if deadline is None else min(30.0, deadline - time.monotonic())
+            info = self.get_run(run_id, wait=max(left, 0.0) or 0.0)
+            if info.done or (deadline is not None and time.monotonic() >= deadline):
+                return info
 
     def list_runs(self) -> list[RunInfo]:
         resp = self._send("GET", "/runs")

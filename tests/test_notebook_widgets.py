@@ -16,10 +16,12 @@ from nbformat.v4 import new_code_cell, new_notebook
 from fuseline_nb.views.palette import FILL
 
 SETUP = '''
+import time
 import fuseline_nb as fl
 from fuseline_nb import FunctionStep, Workflow
 
 def start():
+    time.sleep(0.5)  # the view is shown before the run ends
     return "ok"
 
 def good():
@@ -45,6 +47,7 @@ session = fl.Session(workers=1)
 WATCH = '''
 run = session.submit(wf)
 view = run.view()
+print("done when shown:", view.state.done)
 view
 '''
 
@@ -90,11 +93,14 @@ def test_saved_widget_state_shows_all_four_outcomes(executed):
 
 @pytest.mark.slow
 def test_the_view_cell_shows_a_widget_with_html_and_text_fallbacks(executed):
-    (out,) = executed.cells[1].outputs
+    printed, out = executed.cells[1].outputs
+    assert printed["text"] == "done when shown: False\n"
     data = out["data"]
     assert "application/vnd.jupyter.widget-view+json" in data
-    assert "<svg" in data["text/html"]
-    assert data["text/plain"].startswith("run ")
+    # shown while the run was starting; the end of the run replaced the fallbacks
+    assert "failed 1" in data["text/html"] and "cancelled 1" in data["text/html"]
+    assert "<svg" in data["text/html"] and "ValueError: boom: bad input" in data["text/html"]
+    assert "failed, 5/5 steps done" in data["text/plain"]
 
 
 @pytest.mark.slow

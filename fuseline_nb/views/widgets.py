@@ -35,6 +35,7 @@ import collections
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -91,6 +92,7 @@ class RunView(W.VBox):
         self._auto = False  # True while the view itself moves the selection
         self._shown_state: str | None = None  # state of the step whose details are shown
         self._thread: threading.Thread | None = None
+        self._display_ids: list[str] = []  # outputs to give the final snapshot
         self._unsubscribe: Callable[[], None] | None = self.broker.subscribe(self._on_event)
         try:
             info = self.broker.get_run(run_id)
@@ -151,11 +153,27 @@ class RunView(W.VBox):
                     self._push()
                     next_at = time.monotonic() + self.interval
                 if self.state.done:
+                    self._refresh_fallbacks()
                     break
         except Exception:  # a broken view must not take the kernel's threads down with it
             log.exception("run view of %s stopped", self.run_id)
         finally:
             self._drop_subscription()
+
+    def _refresh_fallbacks(self) -> None:
+        """Give each place the view was displayed the final static snapshot.
+
+        Frontends without widgets (nbconvert, GitHub) show the ``text/html``
+        that was current when the cell ran; once the run has ended, replace it
+        so a saved notebook shows how the run ended.
+        """
+        if not self._display_ids:
+            return
+        from IPython.display import update_display
+
+        bundle = self._repr_mimebundle_()
+        for display_id in self._display_ids:
+            update_display(bundle, raw=True, display_id=display_id)
 
     def _drain(self) -> int:
         events = []
@@ -246,6 +264,14 @@ class RunView(W.VBox):
         bundle["text/html"] = self.snapshot_html()
         bundle["text/plain"] = self.snapshot_text()
         return bundle
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display_id = uuid.uuid4().hex
+        if not self.state.done:  # the end of the run will update this output
+            self._display_ids.append(display_id)
+        display(self._repr_mimebundle_(), raw=True, display_id=display_id)
 
     def __repr__(self) -> str:
         return f"<RunView of run {self.run_id!r}: {self.state.run_state.lower()}>"

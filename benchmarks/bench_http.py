@@ -92,7 +92,7 @@ def over_http(wf: Workflow, workers: int, repeat: int) -> list[float]:
                 break
             except BrokerUnavailableError:
                 time.sleep(0.05)
-        procs.append(subprocess.Popen([*cli, "worker", f"bench_http:fanout", "--broker", url,
+        procs.append(subprocess.Popen([*cli, "worker", "bench_http:fanout", "--broker", url,
                                        "--processes", str(workers)], env=env, start_new_session=True))
         while len(client.list_workers()) < workers:
             time.sleep(0.05)

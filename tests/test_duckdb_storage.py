@@ -115,6 +115,37 @@ class TestReadWrite:
                 assert time.monotonic() < deadline, "nothing was flushed within 2 s"
                 time.sleep(0.01)
 
+    def test_changes_split_across_flushes_read_back_whole(self):
+        with DuckDBRuntimeStorage(flush_interval=3600) as st:
+            st.create_run("r1", "wf", "1", {}, ["a", "b"], created_at=0.0)
+            st.flush()
+            st.set_result("r1", "a", "first")  # a result without its step row in the batch
+            st.flush()
+            st.save_step("r1", "a", StepInfo(Status.SUCCEEDED, attempts=1))  # a row without its result
+            st.set_result("r1", "b", [1])
+            st.save_step("r1", "b", StepInfo(Status.SUCCEEDED, attempts=1))
+            st.flush()
+            st.finalize_run("r1", Status.SUCCEEDED, 5.0)  # the end in a later batch than the start
+            info = st.load_run("r1")
+            assert (info.steps["a"].result, info.steps["b"].result) == ("first", [1])
+            assert (info.state, info.finished_at) == (Status.SUCCEEDED, 5.0)
+            assert st.sql("SELECT step, result_preview FROM steps ORDER BY step").fetchall() == [
+                ("a", "'first'"), ("b", "[1]")]
+
+    def test_a_failed_write_keeps_the_changes_for_the_next_flush(self):
+        with DuckDBRuntimeStorage(flush_interval=3600) as st:
+            st.create_run("r1", "wf", "1", {}, ["a"], created_at=0.0)
+            st.flush()
+            st._execute("ALTER TABLE fl_events RENAME TO fl_events_away")
+            st.record_event(Event("step_queued", "r1", 1, 1.0, "a", Status.PENDING))
+            st.save_step("r1", "a", StepInfo(Status.RUNNING, attempts=1))
+            with pytest.raises(StorageError, match="fl_events"):
+                st.flush()
+            st._execute("ALTER TABLE fl_events_away RENAME TO fl_events")
+            st.record_event(Event("step_started", "r1", 2, 2.0, "a", Status.RUNNING))
+            assert [e.seq for e in st.events("r1")] == [1, 2]
+            assert st.load_run("r1").steps["a"].state is Status.RUNNING
+
     def test_the_queue_gives_each_step_once(self):
         with DuckDBRuntimeStorage() as st:
             st.create_run("r1", "wf", "1", {}, ["a", "b"], created_at=0.0)

@@ -36,6 +36,7 @@ PREVIEW_CHARS: Final = 200
 #: Results whose pickle is larger than this are stored but not previewed.
 PREVIEW_MAX_BYTES: Final = 1_000_000
 
+_SCALARS: Final = frozenset({type(None), bool, int, float, complex, str, bytes})
 _ERROR = re.compile(r"([A-Za-z_][A-Za-z0-9_.]*): (.*)", re.DOTALL)
 _repr = reprlib.Repr()
 _repr.maxstring = _repr.maxother = PREVIEW_CHARS
@@ -102,14 +103,17 @@ def result_row(key: tuple[str, str], value: Any) -> tuple[str | None, bytes | No
     True
     """
     try:
-        blob: bytes | None = cloudpickle.dumps(value)
+        # builtin scalars pickle the same either way; plain pickle is ten times quicker
+        blob: bytes = (pickle.dumps(value, protocol=5) if type(value) in _SCALARS
+                       else cloudpickle.dumps(value))
     except Exception as exc:
         log.warning("result of step %r of run %s cannot be pickled (%s): it is kept in memory only, "
                     "and lost when the broker stops", key[1], key[0], exc)
         return preview(value), None, None
-    assert blob is not None
     if len(blob) > PREVIEW_MAX_BYTES:
         return f"<{len(blob)} bytes: not previewed>", blob, len(blob)
+    if len(blob) < PREVIEW_CHARS and type(value) in _SCALARS:
+        return repr(value), blob, len(blob)
     return preview(value), blob, len(blob)
 
 

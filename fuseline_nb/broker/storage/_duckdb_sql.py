@@ -103,16 +103,22 @@ FROM batch_workflows ON CONFLICT DO NOTHING
 INSERT_RUNS: Final = """
 INSERT INTO fl_runs SELECT run_id, workflow_id, version, state, inputs_json, inputs_pickle,
     created_at, finished_at
-FROM batch_runs ON CONFLICT DO NOTHING
+FROM batch_runs
 """
 STEP_COLUMNS: Final = (
     "run_id", "step", "state", "skip_reason", "action", "attempts", "worker", "queued_at",
     "started_at", "finished_at", "error", "traceback", "error_type", "error_message",
 )
+RESULT_COLUMNS: Final = ("result_preview", "result_pickle", "result_bytes")
+# A batch row carries a result only when the step's result arrived in that batch
+# (the preview is never NULL then); otherwise the stored result stays.
 UPSERT_STEPS: Final = (
-    f"INSERT INTO fl_steps ({', '.join(STEP_COLUMNS)}) SELECT {', '.join(STEP_COLUMNS)} "
-    "FROM batch_steps ON CONFLICT (run_id, step) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in STEP_COLUMNS[2:])
+    f"INSERT INTO fl_steps ({', '.join(STEP_COLUMNS + RESULT_COLUMNS)}) "
+    f"SELECT {', '.join(STEP_COLUMNS + RESULT_COLUMNS)} FROM batch_steps "
+    "ON CONFLICT (run_id, step) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in STEP_COLUMNS[2:]) + ", "
+    + ", ".join(f"{c} = CASE WHEN excluded.result_preview IS NULL THEN fl_steps.{c} ELSE excluded.{c} END"
+                for c in RESULT_COLUMNS)
 )
 UPDATE_RESULTS: Final = """
 UPDATE fl_steps SET result_preview = b.result_preview, result_pickle = b.result_pickle,

@@ -122,8 +122,9 @@ class DuckDBRuntimeStorage(RuntimeStorage):
             raise
         self._closed = False
         self._wake = threading.Event()
+        self._stop = threading.Event()
         self._stopping = False
-        self._thread = threading.Thread(target=_flush_loop, args=(weakref.ref(self), self._wake),
+        self._thread = threading.Thread(target=_flush_loop, args=(weakref.ref(self), self._wake, self._stop),
                                         name=f"fuseline-duckdb-flush:{Path(self.path).name}", daemon=True)
         self._thread.start()
         _ALL.add(self)
@@ -322,18 +323,18 @@ class DuckDBRuntimeStorage(RuntimeStorage):
 
     def _write(self, batch: Batch) -> None:
         tables = batch.arrow_tables(self._unpicklable)
-        self._execute("BEGIN TRANSACTION")
+        # one script, one call: each call into duckdb releases and retakes the GIL, and
+        # retaking it from a busy broker thread can wait a whole switch interval
+        script = ";\n".join(["BEGIN TRANSACTION", *(sql for name, sql in Q.WRITE_ORDER if name in tables),
+                              "COMMIT"])
         try:
             for name, table in tables.items():
                 self._db(self._con.register, name, table)
-            for name, sql in Q.WRITE_ORDER:
-                if name in tables:
-                    self._execute(sql)
-            self._execute("COMMIT")
+            self._execute(script)
         except BaseException:
             try:
                 self._con.execute("ROLLBACK")
-            except duckdb.Error:  # the transaction may already be gone; the first error matters
+            except duckdb.Error:  # no transaction left open: nothing to undo
                 log.debug("rollback after a failed flush of %s failed", self.path, exc_info=True)
             raise
         finally:
@@ -361,6 +362,7 @@ class DuckDBRuntimeStorage(RuntimeStorage):
 
     def events(self, run_id: str) -> list[Event]:
         self._require(run_id)
+        self.flush()
         return [Event.from_dict({"kind": k, "run_id": r, "seq": seq, "at": at, "step": step, "state": state,
                                  "worker": w, "attempt": att or 0,
                                  "detail": None if d is None else json.loads(d)})
@@ -425,6 +427,7 @@ class DuckDBRuntimeStorage(RuntimeStorage):
             finally:
                 self._closed = True
                 self._stopping = True
+                self._stop.set()
                 self._wake.set()
                 if self._reader is not None:
                     self._reader.close()
@@ -444,15 +447,21 @@ class DuckDBRuntimeStorage(RuntimeStorage):
         return f"DuckDBRuntimeStorage({self.path!r}{', closed' if self._closed else ''})"
 
 
-def _flush_loop(ref: weakref.ref[DuckDBRuntimeStorage], wake: threading.Event) -> None:
-    """The flusher thread: holds the storage only while flushing, so it can be collected."""
-    delay = None
+def _flush_loop(ref: weakref.ref[DuckDBRuntimeStorage], wake: threading.Event, stop: threading.Event) -> None:
+    """The flusher thread: holds the storage only while flushing, so it can be collected.
+
+    It flushes every ``flush_interval``, and sooner when woken (a run ended),
+    but leaves a gap of half an interval (at most 50 ms) after each flush,
+    so back-to-back runs share flushes.
+    """
+    storage = ref()
+    if storage is None:
+        return
+    interval = storage.flush_interval
+    gap = min(interval / 2, 0.05)
+    del storage
+    delay = interval
     while True:
-        storage = ref()
-        if storage is None or storage._stopping:
-            return
-        delay = delay or storage.flush_interval
-        del storage
         wake.wait(delay)
         wake.clear()
         storage = ref()
@@ -460,11 +469,13 @@ def _flush_loop(ref: weakref.ref[DuckDBRuntimeStorage], wake: threading.Event) -
             return
         try:
             storage._flush()
-            delay = storage.flush_interval
+            delay = interval - gap
         except Exception:
-            delay = min(delay * 2, 5.0)  # back off while the disk (or file) is unhappy
+            delay = min(max(delay, interval) * 2, 5.0)  # back off while the disk (or file) is unhappy
             log.exception("flushing run history to %s failed; retrying in %.1f s", storage.path, delay)
         del storage
+        if stop.wait(gap):
+            return
 
 
 _ALL: weakref.WeakSet[DuckDBRuntimeStorage] = weakref.WeakSet()

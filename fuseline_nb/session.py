@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 def _open_broker(path: str | os.PathLike[str] | None, lease_seconds: float) -> Broker:
     if path is None:
         return MemoryBroker(lease_seconds=lease_seconds)
+    if os.fspath(path) == ":memory:":
+        path = ":memory:"
     from .broker import DuckDBBroker  # imports duckdb: only when history goes to a file
 
     return DuckDBBroker(os.fspath(path), lease_seconds=lease_seconds)  # type: ignore[no-any-return]
@@ -74,7 +76,8 @@ class Session:
     ----------
     path:
         DuckDB file for the run history (created if missing; runs left
-        unfinished there are resumed). ``None`` keeps history in memory.
+        unfinished there are resumed); ``":memory:"`` for DuckDB history that
+        is not kept. ``None`` keeps history in plain memory (no SQL).
     workers:
         Number of worker processes (``0``: none; workers may connect otherwise).
     lease_seconds:
@@ -173,7 +176,8 @@ class Session:
             raise StorageError(
                 "session.sql needs run history in DuckDB, but this session keeps it in memory "
                 "(Session(path=None)); open the session with a file, e.g. "
-                "fl.Session('runs.duckdb', workers=2), and query it there"
+                "fl.Session('runs.duckdb', workers=2), or with fl.Session(':memory:') for "
+                "DuckDB history that is not kept"
             )
         return sql(query, params)
 

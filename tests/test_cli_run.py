@@ -1,0 +1,106 @@
+"""``fuseline-nb run``: the README's main job, end to end, plus its parsing and progress display."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from fuseline_nb.cli import build_parser
+from fuseline_nb.cli.run import Progress, load_target, parse_inputs
+from fuseline_nb.examples import tour
+from fuseline_nb.workflow.events import Event
+from fuseline_nb.workflow.status import Status
+
+EXE = Path(sys.executable).with_name("fuseline-nb")
+
+
+def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(EXE), "run", *args], cwd=cwd, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": ""})
+
+
+@pytest.mark.slow
+def test_the_main_job_runs_the_tour_and_summarises_it_from_duckdb(tmp_path: Path) -> None:
+    proc = _run("fuseline_nb.examples:tour", "--workers", "2", "--db", "runs.duckdb",
+                "--input", "n=10", "--input", "delay=0.05", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "running 'tour' (8 steps) on 2 worker processes" in out
+    assert "✔ Validate" in out and "↷ Reject" in out  # a plain line per finished step
+    assert "tour [" in out and "8/8  7 succeeded  1 skipped" in out
+    assert "\x1b[" not in out  # no terminal codes when not a terminal
+    assert ": SUCCEEDED in " in out
+    assert "outputs: {'total': 45, 'mean': 4.5, 'largest': 9, 'source': 'mirror_a'}" in out
+    assert "steps (from SQL over the steps view):" in out
+    table = out.split("steps (from SQL over the steps view):")[1]
+    assert "Report    SUCCEEDED  1" in table and "Reject    SKIPPED    0" in table
+    assert " w1 " in table or " w2 " in table
+    assert "history: runs.duckdb holds 1 run (1 succeeded)" in out
+    assert (tmp_path / "runs.duckdb").exists()
+
+
+@pytest.mark.slow
+def test_a_failing_workflow_from_the_current_directory_exits_1(tmp_path: Path) -> None:
+    (tmp_path / "mywf.py").write_text(textwrap.dedent('''
+        import fuseline_nb as fl
+
+        def load(n: int) -> int:
+            return n
+
+        def check(v: int = fl.Depends(load)) -> int:
+            raise ValueError(f"value {v} is bad")
+
+        def build():
+            return fl.workflow_from_functions([check], workflow_id="failing")
+    '''))
+    proc = _run("mywf:build", "--workers", "1", "-i", "n=3", cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    assert "✘ check" in proc.stdout and "ValueError: value 3 is bad" in proc.stdout
+    assert "steps (from the in-memory history):" in proc.stdout
+    assert "history:" not in proc.stdout
+
+
+def test_a_bad_target_exits_2_with_a_message(tmp_path: Path) -> None:
+    proc = _run("fuseline_nb.examples:nothing", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "module 'fuseline_nb.examples' has no attribute 'nothing'" in proc.stderr
+
+
+def test_the_parser_knows_run() -> None:
+    args = build_parser().parse_args(["run", "m:a", "--workers", "3", "--db", "x.duckdb", "-i", "k=1"])
+    assert (args.target, args.workers, args.db, args.input) == ("m:a", 3, "x.duckdb", ["k=1"])
+    assert callable(args.handler)
+
+
+def test_inputs_and_targets_are_validated() -> None:
+    assert parse_inputs(["s=hello world", "f=1.5", "b=true", "n=null"]) == {
+        "s": "hello world", "f": 1.5, "b": True, "n": None}
+    with pytest.raises(ValueError, match="an input must look like KEY=VALUE, not 'oops'"):
+        parse_inputs(["oops"])
+    with pytest.raises(ValueError, match="expected MODULE:ATTR"):
+        load_target("fuseline_nb.examples")
+    with pytest.raises(TypeError, match="is a str, not a Workflow"):
+        load_target("fuseline_nb.examples:__name__")
+    assert load_target("fuseline_nb.examples:build_tour").workflow_id == "tour"
+
+
+def test_the_terminal_progress_redraws_one_coloured_line() -> None:
+    out = io.StringIO()
+    p = Progress(tour, out, tty=True, names={"abc": "w1"})
+    p.run_id = "r1"
+    p.on_event(Event("step_started", "r1", 1, 10.0, "Validate", Status.RUNNING, "abc", 1))
+    p.on_event(Event("step_started", "other-run", 1, 10.0, "Total", Status.RUNNING))  # ignored
+    p.render()
+    p.on_event(Event("step_finished", "r1", 2, 10.5, "Validate", Status.SUCCEEDED, "abc", 1))
+    p.render(final=True)
+    text = out.getvalue()
+    assert text.count("\r\x1b[2K") == 3
+    assert "\x1b[33m1 running\x1b[0m" in text and "0/8" in text
+    assert "Validate" in text and "0.50s  w1" in text and "1/8" in text
+    assert text.endswith("\n")

@@ -45,7 +45,7 @@ def test_a_run_without_workers_waits_and_times_out() -> None:
 
 def test_misuse_is_refused() -> None:
     session = fl.Session(workers=0)
-    with pytest.raises(TypeError, match="Session.submit takes a Workflow"):
+    with pytest.raises(TypeError, match=r"Session\.submit takes a Workflow"):
         session.submit("wf")  # type: ignore[arg-type]
     session.close()
     session.close()  # idempotent

@@ -222,8 +222,8 @@ async def attempt_with_retries_async(
         await asyncio.sleep(delay)
 
 
-async def _execute(run: _LocalRun, name: str, pool: ThreadPoolExecutor,
-                   limit: asyncio.Semaphore | None) -> tuple[str, StepOutcome, int]:
+async def _execute(run: _LocalRun, name: str, pool: ThreadPoolExecutor, limit: asyncio.Semaphore | None,
+                   done: asyncio.Queue[tuple[str, StepOutcome, int]]) -> None:
     wf = run.wf
     async with limit if limit is not None else contextlib.nullcontext():
         try:
@@ -235,7 +235,7 @@ async def _execute(run: _LocalRun, name: str, pool: ThreadPoolExecutor,
                 out, n = await loop.run_in_executor(pool, run.execute, name)
         except Exception as exc:  # attempt never raises; this is a safety net
             out, n = StepOutcome.from_exception(exc, time.time()), 1
-    return name, out, n
+    done.put_nowait((name, out, n))
 
 
 async def _hook(step: Step, which: str, shared: dict[str, Any]) -> None:
@@ -258,22 +258,29 @@ async def run_local_async(wf: Workflow, inputs: dict[str, Any],
     started: list[Step] = []
     limit = asyncio.Semaphore(engine.processes) if engine is not None else None
     pool = ThreadPoolExecutor(engine.processes if engine else 1, thread_name_prefix="fuseline-async")
-    running: set[asyncio.Task[tuple[str, StepOutcome, int]]] = set()
+    # Outcomes come back through a queue, in completion order: asyncio.wait()
+    # over every running task would cost O(running) per completion.
+    done: asyncio.Queue[tuple[str, StepOutcome, int]] = asyncio.Queue()
+    running: set[asyncio.Task[None]] = set()
+    pending = 0
     try:
         for step in wf.steps.values():
             await _hook(step, "before_all", run.shared)
             started.append(step)
         ready = deque(run.queue(run.tracker.start()))
-        while ready or running:
+        while ready or pending:
             while ready:
                 name = ready.popleft()
                 run.start_step(name)
-                running.add(asyncio.create_task(_execute(run, name, pool, limit)))
-            done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                ready.extend(run.finish(*task.result()))
+                task = asyncio.create_task(_execute(run, name, pool, limit, done))
+                running.add(task)
+                task.add_done_callback(running.discard)
+                pending += 1
+            finished = await done.get()
+            pending -= 1
+            ready.extend(run.finish(*finished))
     finally:
-        for task in running:  # only when the caller was cancelled mid-run
+        for task in list(running):  # only when the caller was cancelled mid-run
             task.cancel()
         pool.shutdown(wait=False)
         for step in started:  # finish hooks run even when the run failed

@@ -20,10 +20,12 @@ Examples
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
 import threading
+import weakref
 from datetime import UTC, datetime
 from typing import Any
 
@@ -70,13 +72,27 @@ class FileTracer(Tracer):
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
         self._lock = threading.Lock()
-        open(self.path, "a").close()  # fail now, naming the path, if it cannot be written
+        # Opened once (failing now, naming the path, if it cannot be written)
+        # and closed by close() or when the tracer is collected. Append mode:
+        # each flushed line is one write at the end of the file, so several
+        # tracers and processes can share a path.
+        self._fh: Any = open(self.path, "a", encoding="utf-8")
+        self._finalizer = weakref.finalize(self, self._fh.close)
 
     def record(self, event: dict[str, Any]) -> None:
         event.setdefault("timestamp", datetime.now(UTC).isoformat())
-        line = json.dumps(event, default=str)
-        with self._lock, open(self.path, "a") as fh:
-            fh.write(line + "\n")
+        line = json.dumps(event, default=str) + "\n"
+        with self._lock:
+            if self._fh.closed:
+                self._fh = open(self.path, "a", encoding="utf-8")
+                self._finalizer = weakref.finalize(self, self._fh.close)
+            self._fh.write(line)
+            self._fh.flush()
+
+    def close(self) -> None:
+        """Close the file (a later :meth:`record` reopens it); idempotent."""
+        with self._lock:
+            self._finalizer()
 
 
 class BoundTracer(Tracer):
@@ -100,8 +116,13 @@ class BoundTracer(Tracer):
         event.setdefault("workflow_id", self.workflow_id)
         event.setdefault("workflow_instance_id", self.instance_id)
         event.setdefault("process_id", os.getpid())
-        event.setdefault("host_id", socket.gethostname())
+        event.setdefault("host_id", _hostname())
         self.tracer.record(event)
+
+
+@functools.lru_cache(maxsize=1)
+def _hostname() -> str:
+    return socket.gethostname()
 
 
 def as_tracer(trace: Any) -> Tracer | None:

@@ -15,6 +15,7 @@ from fuseline_nb import (
     AsyncTask,
     AsyncWorkflow,
     Depends,
+    FunctionStep,
     PoolEngine,
     Status,
     Step,
@@ -257,3 +258,46 @@ def test_await_run_async_in_a_real_jupyter_kernel():
     texts = ["".join(o.get("text", "") for o in c.outputs) for c in nb.cells]
     assert texts[1] == "value=42\n"
     assert texts[2] == "value=2\n"
+
+
+def test_function_step_of_an_async_function_runs_it():
+    async def fetch(n: int) -> int:
+        await asyncio.sleep(0)
+        return n + 1
+
+    wf = AsyncWorkflow(outputs=[FunctionStep(fetch)])
+    assert wf.run({"n": 1}) == 2
+    assert asyncio.run(wf.run_async({"n": 2})) == 3
+
+
+def test_import_fuseline_nb_does_not_import_asyncio_or_yaml():
+    import subprocess
+    import sys
+
+    code = "import sys, fuseline_nb; print('asyncio' in sys.modules, 'yaml' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
+
+
+@pytest.mark.slow
+def test_async_steps_run_in_worker_processes():
+    pool_mod = pytest.importorskip("fuseline_nb.worker.pool")
+    import os
+
+    class Pid(AsyncStep):
+        async def run_step_async(self, n: int) -> tuple[int, int]:
+            await asyncio.sleep(0.01)
+            return n, os.getpid()
+
+    wf = AsyncWorkflow(outputs=[Pid()], workflow_id="async-procs")
+    broker = MemoryBroker()
+    with pool_mod.WorkerPool(broker, [wf], processes=1):
+        run_ids = [wf.dispatch(broker, {"n": n}) for n in (1, 2)]
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and any(
+            broker.get_run(r).state is Status.RUNNING for r in run_ids
+        ):
+            time.sleep(0.05)
+    results = [broker.get_run(r).steps["Pid"].result for r in run_ids]
+    assert [r[0] for r in results] == [1, 2]
+    assert all(r[1] != os.getpid() for r in results)

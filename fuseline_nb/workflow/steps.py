@@ -346,7 +346,12 @@ class FunctionStep(Step):
         self.function = func
 
     def run_step(self, *args: Any, **kwargs: Any) -> Any:
-        return self.function(*args, **kwargs)
+        result = self.function(*args, **kwargs)
+        if inspect.iscoroutine(result):  # an async function: run it to completion here
+            from .asynchronous import run_coro
+
+            return run_coro(result)
+        return result
 
 
 #: Fuseline's older names, so code written against them runs unchanged.

@@ -144,12 +144,12 @@ class Panel:
             + self.graph_value(rs.states()) + table_html(rs, max_rows=self.max_rows, workers=workers)
         )
 
-    def snapshot_text(self, rs: RunState) -> str:
+    def snapshot_text(self, rs: RunState, workers: Mapping[str, str] | None = None) -> str:
         """The panel as plain text."""
         return (
             f"run {self.run_id} of {self.title}: {rs.run_state.lower()}, "
             f"{rs.finished_count}/{len(rs.steps)} steps done ({counts_text(rs.counts())})\n"
-            + table_text(rs, max_rows=self.max_rows)
+            + table_text(rs, max_rows=self.max_rows, workers=workers)
         )
 
     def close(self) -> None:

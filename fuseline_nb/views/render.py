@@ -129,7 +129,7 @@ def table_html(rs: RunState, *, max_rows: int = 50, workers: Mapping[str, str] |
     return f'<table style="border-collapse:collapse;font-size:90%"><tr>{head}</tr>{body}</table>{note}'
 
 
-def table_text(rs: RunState, *, max_rows: int = 50) -> str:
+def table_text(rs: RunState, *, max_rows: int = 50, workers: Mapping[str, str] | None = None) -> str:
     """The steps table as aligned text.
 
     Examples
@@ -139,8 +139,11 @@ def table_text(rs: RunState, *, max_rows: int = 50) -> str:
     load  pending  0
     """
     rows, more = _rows(rs, max_rows)
+    names = workers or {}
     table = [("step", "state", "attempts", "worker", "duration")] + [
-        (n, s.state.lower(), str(s.attempts), s.worker or "", duration_text(s.duration_s)) for n, s in rows
+        (n, s.state.lower(), str(s.attempts), names.get(s.worker or "", s.worker or ""),
+         duration_text(s.duration_s))
+        for n, s in rows
     ]
     widths = [max(len(r[i]) for r in table) for i in range(5)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table]
@@ -150,11 +153,12 @@ def table_text(rs: RunState, *, max_rows: int = 50) -> str:
 
 
 def detail_html(name: str, info: Any, inputs: Mapping[str, Any] | None,
-                upstream: Iterable[tuple[str, Any]]) -> str:
+                upstream: Iterable[tuple[str, Any]], workers: Mapping[str, str] | None = None) -> str:
     """One step's state, input and result previews, and error with traceback."""
     parts = [f"<div><b>{html.escape(name)}</b> {badge(_state(info))} attempts {info.attempts}"]
     if info.worker:
-        parts.append(f" on <code>{html.escape(str(info.worker))}</code>")
+        worker = (workers or {}).get(info.worker, info.worker)
+        parts.append(f" on <code>{html.escape(str(worker))}</code>")
     if info.duration_s is not None:
         parts.append(f" in {duration_text(info.duration_s)}")
     if info.skip_reason:

@@ -62,6 +62,8 @@ class ReplayView(W.VBox):
         info = broker.get_run(run_id)
         schema = schema_for(broker, info.workflow_id, info.version)
         self.events = sorted(broker.events(run_id), key=lambda e: e.seq)
+        # workers still connected get their names; those gone are shown by id
+        self.workers = {w.worker_id: w.name or w.worker_id for w in broker.list_workers()}
         self._names = schema.step_names
         self.state = RunState(self._names)
         self._pos = 0
@@ -93,7 +95,7 @@ class ReplayView(W.VBox):
     def show(self, k: int) -> None:
         """Show the run after its first ``k`` events."""
         rs = self.state_at(k)
-        self.panel.show(rs)
+        self.panel.show(rs, self.workers)
         self.moment.value = self._describe(k)
 
     def _describe(self, k: int) -> str:
@@ -104,7 +106,7 @@ class ReplayView(W.VBox):
         what = e.kind.replace("_", " ")
         step = f" <b>{html.escape(e.step)}</b>" if e.step else ""
         state = f" {badge(e.state.value)}" if e.state is not None and e.state.value in _BADGED else ""
-        worker = f" on <code>{html.escape(e.worker)}</code>" if e.worker else ""
+        worker = f" on <code>{html.escape(self.workers.get(e.worker, e.worker))}</code>" if e.worker else ""
         return f"<div>event {k}/{len(self.events)} at +{e.at - t0:.3f} s: {what}{step}{state}{worker}</div>"
 
     def close(self) -> None:
@@ -119,8 +121,8 @@ class ReplayView(W.VBox):
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
         bundle = super()._repr_mimebundle_(**kwargs) or {}
-        bundle["text/html"] = self.panel.snapshot_html(self.state)
-        bundle["text/plain"] = self.panel.snapshot_text(self.state)
+        bundle["text/html"] = self.panel.snapshot_html(self.state, self.workers)
+        bundle["text/plain"] = self.panel.snapshot_text(self.state, self.workers)
         return bundle
 
     def __repr__(self) -> str:

@@ -223,7 +223,7 @@ class RunView(W.VBox):
         upstream = [(u, info.steps[u].result) for u in self._incoming.get(name, ())
                     if u in info.steps and info.steps[u].state.value == "SUCCEEDED"]
         self._shown_state = self.state.steps[name].state
-        self.detail.value = detail_html(name, step, info.inputs, upstream)
+        self.detail.value = detail_html(name, step, info.inputs, upstream, self._workers)
 
     # -- public ----------------------------------------------------------------------------------
     def join(self, timeout: float | None = None) -> bool:
@@ -257,7 +257,7 @@ class RunView(W.VBox):
 
     def snapshot_text(self) -> str:
         """The view as plain text, as it is now."""
-        return self.panel.snapshot_text(self.state)
+        return self.panel.snapshot_text(self.state, self._workers)
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
         bundle = super()._repr_mimebundle_(**kwargs) or {}

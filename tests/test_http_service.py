@@ -53,9 +53,9 @@ class Service:
         self.procs: list[subprocess.Popen[bytes]] = []
         self.broker: subprocess.Popen[bytes] | None = None
 
-    def _spawn(self, *args: str, log: str) -> subprocess.Popen[bytes]:
+    def _spawn(self, *args: str, log: str, cwd: Path = ROOT) -> subprocess.Popen[bytes]:
         out = open(self.tmp / log, "ab")  # the child keeps its copy of the descriptor
-        p = subprocess.Popen([*CLI, *args], env=_env(), stdout=out, stderr=out, cwd=ROOT,
+        p = subprocess.Popen([*CLI, *args], env=_env(), stdout=out, stderr=out, cwd=cwd,
                              start_new_session=True)
         out.close()
         self.procs.append(p)
@@ -230,3 +230,35 @@ def test_worker_names_a_workflow_it_cannot_import(tmp_path: Path) -> None:
                        env=_env(), capture_output=True, text=True, timeout=30, cwd=ROOT)
     assert r.returncode == 2
     assert "module 'tests.http_workflows' has no attribute 'nothing'" in r.stderr
+
+
+def test_docs_quick_start_runs(service: Service, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import contextlib
+    import io
+    import re
+    import shlex
+
+    from fuseline_nb.cli.service import main as service_main
+
+    page = (ROOT / "docs" / "service.md").read_text()
+    flows_py, notebook = re.findall(r"^```python\n(.*?)^```", page, re.M | re.S)
+    (tmp_path / "flows.py").write_text(flows_py)
+    commands = re.findall(r"^```bash\n(.*?)^```", page, re.M | re.S)[0].splitlines()
+    for line in commands[1:]:  # the broker and worker commands parse as written
+        argv = shlex.split(line.split("#")[0])
+        assert argv[0] == "fuseline-nb"
+        with pytest.raises(SystemExit), contextlib.redirect_stdout(io.StringIO()):
+            service_main([*argv[1:], "--help"])
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("FUSELINE_NB_TOKEN", TOKEN)
+    client = service.start_broker()
+    # started in the directory of flows.py, as the page says
+    service._spawn("worker", "flows:daily", "--broker", service.url, "--processes", "2", log="worker.log",
+                   cwd=tmp_path)
+    wait_workers(client, 2)
+    code = notebook.replace("http://127.0.0.1:8000", service.url)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(code, "service.md", "exec"), {"__name__": "docs_service"})
+    expected = re.findall(r"^# prints: ?(.*)$", notebook, re.M)
+    assert out.getvalue().splitlines() == expected

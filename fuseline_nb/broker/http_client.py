@@ -106,6 +106,13 @@ class HttpBrokerClient(BrokerClient):
         at once). Workers use a few seconds; it keeps them quick and idle.
     prefetch:
         Ask for the next step with each report (one round trip per step).
+
+    Examples
+    --------
+    >>> client = HttpBrokerClient("http://127.0.0.1:8000", token="s3cret", poll_wait=2)
+    >>> client
+    HttpBrokerClient('http://127.0.0.1:8000')
+    >>> client.close()
     """
 
     def __init__(self, base_url: str, token: str | None = None, *, timeout: float = 30.0,

@@ -127,6 +127,13 @@ class StorageBroker(Broker):
         before it is given to another worker.
     clock:
         Time source (seconds); tests pass a fake one.
+
+    Examples
+    --------
+    >>> from fuseline_nb.broker.storage import MemoryRuntimeStorage
+    >>> broker = StorageBroker(MemoryRuntimeStorage(), lease_seconds=30)
+    >>> broker.lease_seconds, broker.status()["active_runs"]
+    (30.0, 0)
     """
 
     def __init__(self, storage: RuntimeStorage | None = None, *, lease_seconds: float = 60.0,

@@ -50,6 +50,17 @@ class ProcessEngine:
         registered with the broker).
     name:
         A label shown in ``list_workers()`` and in run views.
+
+    Examples
+    --------
+    >>> from fuseline_nb import FunctionStep, Workflow
+    >>> from fuseline_nb.broker import MemoryBroker
+    >>> from fuseline_nb.broker.clients import LocalBrokerClient
+    >>> wf = Workflow(outputs=[FunctionStep(lambda: 1, name="one")])
+    >>> client = LocalBrokerClient(MemoryBroker())
+    >>> engine = ProcessEngine(client, [wf], name="laptop")
+    >>> [w.name for w in client.list_workers()]
+    ['laptop']
     """
 
     def __init__(self, client: BrokerClient, workflows: Iterable[Workflow], *, name: str | None = None) -> None:

@@ -94,6 +94,16 @@ class RunInfo:
 
 @dataclass
 class RunResult(RunInfo):
-    """A finished in-process run: :class:`RunInfo` plus the outputs ``wf.run`` returned."""
+    """A finished in-process run: :class:`RunInfo` plus the outputs ``wf.run`` returned.
+
+    Examples
+    --------
+    >>> from fuseline_nb import FunctionStep, Workflow
+    >>> wf = Workflow(outputs=[FunctionStep(lambda: 3, name="three")])
+    >>> wf.run()
+    3
+    >>> wf.last_run.outputs, wf.last_run.steps["three"].attempts
+    (3, 1)
+    """
 
     outputs: Any = None

@@ -99,7 +99,13 @@ class Policy:
 
 
 class FailureAction(str, Enum):
-    """What a step policy decides after a failed attempt."""
+    """What a step policy decides after a failed attempt.
+
+    Examples
+    --------
+    >>> FailureAction("retry") is FailureAction.RETRY
+    True
+    """
 
     RETRY = "retry"  # run the step again after FailureDecision.delay
     FAIL = "fail"  # the step FAILS

@@ -237,6 +237,25 @@ class TestMisuse:
             with pytest.raises(StorageLockedError, match=r"h\.duckdb.*already open in this process.*close\(\)"):
                 DuckDBBroker(tmp_path / "h.duckdb")
 
+    def test_a_dropped_broker_frees_its_file_and_keeps_its_history(self, tmp_path):
+        broker = DuckDBBroker(tmp_path / "h.duckdb", flush_interval=3600)
+        run_id = broker.dispatch_workflow(_workflow().to_schema(), {"x": 1})
+        broker.cycle = broker  # only the cycle collector can free it, as often in a notebook
+        del broker
+        with DuckDBBroker(tmp_path / "h.duckdb") as again:  # collected, flushed and closed on demand
+            info = again.get_run(run_id)
+            assert info.inputs == {"x": 1} and info.steps["load"].state is Status.PENDING
+            assert again.sql("SELECT count(*) FROM events WHERE kind = 'step_queued'").fetchall() == [(2,)]
+
+    def test_a_write_after_close_on_a_live_run_raises(self):
+        st = DuckDBRuntimeStorage()
+        st.create_run("r1", "wf", "1", {}, ["a"], created_at=0.0)
+        st.close()
+        with pytest.raises(StorageClosedError):
+            st.save_step("r1", "a", StepInfo())
+        with pytest.raises(StorageClosedError):
+            st.record_event(Event("step_queued", "r1", 1, 0.0, "a"))
+
     def test_unknown_runs_are_refused(self):
         with DuckDBRuntimeStorage() as st:
             with pytest.raises(UnknownRunError, match="'nope'"):

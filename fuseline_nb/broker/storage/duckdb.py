@@ -28,6 +28,7 @@ Examples
 from __future__ import annotations
 
 import atexit
+import gc
 import json
 import logging
 import os
@@ -62,7 +63,7 @@ log = logging.getLogger(__name__)
 
 _LOCK_HOLDER = re.compile(r"Conflicting lock is held in (.+?) \(PID (\d+)\)")
 _OPEN: dict[str, weakref.ref[DuckDBRuntimeStorage]] = {}  # resolved path -> open storage
-_OPEN_LOCK = threading.Lock()
+_OPEN_LOCK = threading.RLock()  # re-entered when gc.collect() in _claim closes a dropped storage
 
 
 class DuckDBRuntimeStorage(RuntimeStorage):
@@ -163,6 +164,8 @@ class DuckDBRuntimeStorage(RuntimeStorage):
             return
         with _OPEN_LOCK:
             other = _OPEN.get(self._key)
+            if other is not None and other() is not None:
+                gc.collect()  # a broker dropped in a notebook may only wait for the cycle collector
             if other is not None and other() is not None:
                 raise StorageLockedError(
                     f"DuckDB file {self.path!r} is already open in this process (PID {os.getpid()}) "
@@ -310,6 +313,8 @@ class DuckDBRuntimeStorage(RuntimeStorage):
 
     def _flush(self) -> None:
         with self._io_lock:
+            if self._closed:  # the flusher may wake after close() wrote everything
+                return
             with self._buf_lock:
                 batch, self._batch = self._batch, Batch()
             if batch.empty:
@@ -426,6 +431,8 @@ class DuckDBRuntimeStorage(RuntimeStorage):
                 self._flush()
             finally:
                 self._closed = True
+                self._known.clear()  # so a late write on a live run raises StorageClosedError
+                self._queues.clear()
                 self._stopping = True
                 self._stop.set()
                 self._wake.set()

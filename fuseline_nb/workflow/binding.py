@@ -18,7 +18,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from ..errors import MissingInputError
 from .steps import Depends, Step, _signature
@@ -71,7 +71,8 @@ class Binding:
             if p.kind is p.VAR_POSITIONAL:
                 continue
             if isinstance(p.default, Depends):
-                params.append(_Param(p.name, dep_names[p.name], groups.get(p.name), None, p.default.condition))
+                cond = cast("Callable[[Any], bool] | None", p.default.condition)
+                params.append(_Param(p.name, dep_names[p.name], groups.get(p.name), None, cond))
             else:
                 params.append(_Param(p.name, (), None, p.default, None))
         # A lone parameter named ``_anything`` is "unused" by convention:

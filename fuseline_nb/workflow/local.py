@@ -117,7 +117,7 @@ class _LocalRun:
             outcome = Outcome.failed()
             info.error, info.traceback = out.error, out.traceback
             for p in self._wf_policies():
-                p.on_step_failure(self.wf, self.wf.steps[name], out.exception)
+                p.on_step_failure(self.wf, self.wf.steps[name], out.exception or RuntimeError(out.error))
         info.state = out.state
         self.wf.steps[name].state = out.state
         detail: dict[str, Any] = {"action": info.action, "error": info.error, "skip_reason": info.skip_reason}

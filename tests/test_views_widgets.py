@@ -273,3 +273,26 @@ class TestReplay:
             running = {n for n, s in replay.state.steps.items() if s.state == "RUNNING"}
             assert running == started - finished, k
         replay.close()
+
+    def test_a_run_from_an_earlier_session_replays_from_the_duckdb_file(self, comms, tmp_path):
+        from fuseline_nb.broker import DuckDBBroker
+
+        path = tmp_path / "history.duckdb"
+        wf, first = four_outcomes(), DuckDBBroker(path)
+        run_id = first.dispatch_workflow(wf.to_schema())
+        run_in_thread(first, wf).join(10)
+        n = len(first.events(run_id))
+        first.close()
+        reopened = DuckDBBroker(path)  # a new broker: everything comes from the file
+        try:
+            replay = fl.ReplayView(reopened, run_id)
+            assert len(replay.events) == n and replay.state.run_state == "FAILED"
+            assert "failed 1" in replay.panel.counts.comm.last("value")
+            replay.slider.comm.receive({"value": 1})
+            assert replay.state.counts()["PENDING"] == 5
+            view = fl.RunView(reopened, run_id)
+            assert view.state.counts()["CANCELLED"] == 1 and view._thread is None
+            view.close()
+            replay.close()
+        finally:
+            reopened.close()

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterable
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar, Union
 
 from .schema import DEFAULT_ACTION
 from .status import Status
@@ -31,16 +31,10 @@ from .status import Status
 T = TypeVar("T")
 
 
-class Computed(Generic[T]):
-    """Marks a parameter whose value is another step's result: ``Computed[int]``.
-
-    Purely declarative: it documents the type for readers and type checkers.
-
-    Examples
-    --------
-    >>> Computed[int]
-    fuseline_nb.workflow.steps.Computed[int]
-    """
+#: ``Computed[int]`` marks a parameter whose value is another step's result.
+#: It is ``Union[int, Any]`` (as in Fuseline), so ``value: Computed[int] =
+#: Depends(add)`` type-checks while still telling readers the type.
+Computed = Union[T, Any]  # noqa: UP007 - a generic alias needs Union
 
 
 class Condition:

@@ -141,7 +141,17 @@ def build(
     rankdir: str = "LR",
     legend: bool | None = None,
 ) -> Any:
-    """The :class:`graphviz.Digraph` of a :class:`Drawing` (see :func:`draw`)."""
+    """The :class:`graphviz.Digraph` of a :class:`Drawing` (see :func:`draw`).
+
+    ``states`` maps step names to view states (``None``: no colours).
+
+    Examples
+    --------
+    >>> from fuseline_nb.examples import tour
+    >>> dot = build(layout_plan(tour.to_schema(), id_prefix="v"), {"Total": "RUNNING"}, legend=False)
+    >>> 'v3 [label=Total fillcolor="#74c0fc"' in dot.source, "TABLE" in dot.source
+    (True, False)
+    """
     import graphviz
 
     if rankdir not in RANKDIRS:

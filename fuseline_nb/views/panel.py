@@ -56,6 +56,19 @@ def schema_for(broker: Any, workflow_id: str, version: str) -> WorkflowSchema:
     ------
     UnknownWorkflowError
         The broker knows no such workflow.
+
+    Examples
+    --------
+    >>> from fuseline_nb.broker import MemoryBroker
+    >>> from fuseline_nb.examples import tour
+    >>> broker = MemoryBroker()
+    >>> _ = broker.dispatch_workflow(tour.to_schema())
+    >>> schema_for(broker, "tour", "1").workflow_id
+    'tour'
+    >>> schema_for(broker, "nope", "1")
+    Traceback (most recent call last):
+    ...
+    fuseline_nb.errors.UnknownWorkflowError: the broker has no workflow 'nope' version '1' to draw this run with
     """
     for schema in broker.list_workflows():
         if schema.workflow_id == workflow_id and schema.version == version:

@@ -75,7 +75,14 @@ def duration_text(seconds: float | None) -> str:
 
 
 def counts_html(counts: Mapping[str, int]) -> str:
-    """One coloured chip per state that has steps (the view's legend)."""
+    """One coloured chip per state that has steps (the view's legend).
+
+    Examples
+    --------
+    >>> html_ = counts_html({"FAILED": 1, "SKIPPED": 0})
+    >>> "failed 1" in html_, "skipped" in html_
+    (True, False)
+    """
     chips = [
         f'<span style="background:{FILL[s]};color:#000;padding:1px 8px;margin-right:4px;'
         f'border:1px solid #adb5bd;border-radius:3px">{s.lower()} {counts[s]}</span>'
@@ -97,7 +104,13 @@ def counts_text(counts: Mapping[str, int]) -> str:
 
 
 def header_html(run_id: str, workflow: str, rs: RunState) -> str:
-    """The run id, workflow and run state."""
+    """The run id, workflow and run state.
+
+    Examples
+    --------
+    >>> "0/1 steps done" in header_html("r1", "etl", RunState(["load"]))
+    True
+    """
     return (
         f'<div><b>run</b> <code>{html.escape(run_id)}</code> of <b>{html.escape(workflow)}</b> '
         f"{badge(rs.run_state if rs.run_state in FILL else 'RUNNING')} "
@@ -115,7 +128,16 @@ def _rows(rs: RunState, max_rows: int) -> tuple[list[tuple[str, StepView]], int]
 
 
 def table_html(rs: RunState, *, max_rows: int = 50, workers: Mapping[str, str] | None = None) -> str:
-    """The steps table: state, attempts, worker, duration (failed and running rows first when capped)."""
+    """The steps table: state, attempts, worker, duration (failed and running rows first when capped).
+
+    Examples
+    --------
+    >>> rs = RunState([f"s{i}" for i in range(5)])
+    >>> rs.steps["s4"].state = "FAILED"
+    >>> out = table_html(rs, max_rows=2)
+    >>> "s4" in out, "s1" in out, "3 more steps not listed" in out
+    (True, False, True)
+    """
     rows, more = _rows(rs, max_rows)
     names = workers or {}
     body = "".join(
@@ -154,7 +176,15 @@ def table_text(rs: RunState, *, max_rows: int = 50, workers: Mapping[str, str] |
 
 def detail_html(name: str, info: Any, inputs: Mapping[str, Any] | None,
                 upstream: Iterable[tuple[str, Any]], workers: Mapping[str, str] | None = None) -> str:
-    """One step's state, input and result previews, and error with traceback."""
+    """One step's state, input and result previews, and error with traceback.
+
+    Examples
+    --------
+    >>> from fuseline_nb import Status, StepInfo
+    >>> out = detail_html("load", StepInfo(Status.SUCCEEDED, attempts=1, result=[1, 2]), {"n": 2}, [])
+    >>> "input n</code> = <code>2</code>" in out, "<code>[1, 2]</code>" in out
+    (True, True)
+    """
     parts = [f"<div><b>{html.escape(name)}</b> {badge(_state(info))} attempts {info.attempts}"]
     if info.worker:
         worker = (workers or {}).get(info.worker, info.worker)

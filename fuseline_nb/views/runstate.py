@@ -66,6 +66,12 @@ class RunState:
     ----------
     names:
         Every step of the run's workflow, in the order views list them.
+
+    Examples
+    --------
+    >>> rs = RunState(["a", "b"])
+    >>> rs.done, rs.counts()["PENDING"]
+    (False, 2)
     """
 
     def __init__(self, names: Iterable[str]) -> None:

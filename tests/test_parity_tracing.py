@@ -126,6 +126,10 @@ def test_broker_events_traced_with_worker_and_attempt(tmp_path):
     ]
     started = events[2]
     assert started["worker"] and started["attempt"] == 1
+    check = next(e for e in events if e["event"] == "condition_check")
+    assert (check["dependency"], check["value"], check["passed"]) == ("gate", False, False)
+    finished = next(e for e in events if e["event"] == "step_finished")
+    assert finished["result"] == "False"  # the result's preview, from the worker's report
 
 
 def _wait(broker, run_id, timeout=60.0):

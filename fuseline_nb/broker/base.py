@@ -99,6 +99,8 @@ class StepReport:
     action: str | None = None
     started_at: float | None = None
     finished_at: float | None = None
+    #: Condition checks made before running: ``{"dependency", "value", "passed"}`` dicts.
+    conditions: list[dict[str, Any]] | None = None
 
     @property
     def run_id(self) -> str:

@@ -63,6 +63,11 @@ log = logging.getLogger(__name__)
 _Key = tuple[str, str]  # (workflow_id, version)
 
 
+def _preview(value: Any, limit: int = 200) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 class _Compiled:
     __slots__ = ("plan", "retries", "schema")
 
@@ -454,8 +459,12 @@ class StorageBroker(Broker):
             raise ValueError(f"a report's state must be SUCCEEDED, FAILED or SKIPPED, not {state}")
         info.state = state
         self.storage.save_step(run.run_id, step, info)
-        self._emit(run, "step_finished", step, state, info.worker, info.attempts,
-                   {"action": info.action, "error": info.error, "skip_reason": info.skip_reason})
+        detail: dict[str, Any] = {"action": info.action, "error": info.error, "skip_reason": info.skip_reason}
+        if report.conditions:
+            detail["conditions"] = report.conditions
+        if self._hub.has_subscribers and state is Status.SUCCEEDED:
+            detail["result_preview"] = _preview(report.result)  # for traces and views only
+        self._emit(run, "step_finished", step, state, info.worker, info.attempts, detail)
         self._apply(run, run.tracker.finish(step, outcome), now)
 
     def _apply(self, run: _LiveRun, changes: Changes, now: float) -> None:

@@ -134,7 +134,7 @@ class ProcessEngine:
         report = StepReport(
             a.workflow_id, a.instance_id, a.step_name, out.state, result, a.attempt,
             out.error, out.traceback, result if isinstance(result, str) else None,
-            out.started_at, out.finished_at,
+            out.started_at, out.finished_at, out.conditions or None,
         )
         try:
             self.client.report_step(self.worker_id, report)

@@ -168,7 +168,8 @@ def build(
     for k, (name, node_id) in enumerate(zip(drawing.shown, drawing.node_ids, strict=True)):
         step = kinds[name]
         extra = {"peripheries": "2"} if name in outputs else {}
-        tip = f"{name} ({step.kind})" + (f" {step.target}" if step.target else "")
+        kind = f"{step.kind}, conditional" if step.conditional else step.kind
+        tip = f"{name} ({kind})" + (f" {step.target}" if step.target else "")
         # DOT names are the ids: a step name may hold ':' or quotes that DOT would misread.
         dot.node(node_id, name, id=node_id, fillcolor=fills[k] if fills else NEUTRAL_FILL, tooltip=tip,
                  **extra)

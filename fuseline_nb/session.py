@@ -84,6 +84,8 @@ class Session:
         How long a step may go without a heartbeat before it is re-queued.
     context:
         Start method of the workers: ``"spawn"`` or ``"forkserver"``.
+    prefetch:
+        Up to how many short steps a worker may hold at once (see ``WorkerPool``).
 
     Examples
     --------
@@ -99,7 +101,7 @@ class Session:
     """
 
     def __init__(self, path: str | os.PathLike[str] | None = None, workers: int = 2, *,
-                 lease_seconds: float = 60.0, context: str = "spawn") -> None:
+                 lease_seconds: float = 60.0, context: str = "spawn", prefetch: int = 4) -> None:
         if int(workers) < 0:
             raise ValueError(f"workers must be >= 0, not {workers!r}")
         self.path = os.fspath(path) if path is not None else None
@@ -113,7 +115,8 @@ class Session:
             if workers:
                 from .worker.pool import WorkerPool
 
-                self.pool = WorkerPool(self.broker, [], processes=int(workers), context=context).start()
+                self.pool = WorkerPool(self.broker, [], processes=int(workers), context=context,
+                                       prefetch=prefetch).start()
         except BaseException:
             self.broker.close()
             raise

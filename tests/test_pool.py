@@ -270,3 +270,22 @@ def test_a_pool_over_a_bare_broker() -> None:
         assert info.state is fl.Status.SUCCEEDED
         assert {s.result for s in info.steps.values()} <= set(pool.pids())
     assert not pool.running and "stopped" in repr(pool)
+
+
+def test_a_worker_killed_while_holding_prefetched_steps_loses_none() -> None:
+    wf = fan(300, 0.005, "prefetched")
+    with fl.Session(workers=2, prefetch=4) as session:
+        warm(session)
+        seen: list[fl.workflow.events.Event] = []
+        session.subscribe(seen.append)
+        run = session.submit(wf, {"seconds": 0.005})
+        end = time.monotonic() + 30
+        while sum(e.kind == "step_finished" for e in seen) < 60 and time.monotonic() < end:
+            time.sleep(0.005)
+        os.kill(session.pool.pids()[0], signal.SIGKILL)
+        run.wait(timeout=60)
+        info = run.info()
+        assert info.state is fl.Status.SUCCEEDED
+        done = [e.step for e in seen if e.kind == "step_finished" and e.state is fl.Status.SUCCEEDED]
+        assert sorted(done) == sorted(f"s{i}" for i in range(300))
+        assert any(s.attempts > 1 for s in info.steps.values())  # what the dead worker held ran again

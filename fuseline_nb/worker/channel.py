@@ -15,11 +15,13 @@ and an unknown kind is answered with an error naming the choices. User data
 both directions; plain scalars travel as themselves. Errors travel as
 ``(type name, message)`` and are raised again as the same class.
 
-The hot path is one round trip per step: a worker's ``report_and_get``
-carries its report and receives its next assignment. A worker that asks for
-work when none is ready is *parked* (its request stays unanswered) until a
-step is queued; the server is woken by broker events, so idle workers cost
-nothing and nobody polls in a tight loop.
+The hot path is at most one round trip per step: a worker's
+``report_and_get`` carries its report and receives its next assignment —
+several while many short steps are queued, and then the reports of all but
+the last travel one-way (``report``), so the worker never waits for the
+kernel between them. A worker that asks for work when none is ready is
+*parked* (its request stays unanswered) until a step is queued; the server
+is woken by broker events, so idle workers cost nothing and nobody polls.
 
 Examples
 --------
@@ -36,6 +38,7 @@ import logging
 import os
 import pickle
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any, Final, Literal
@@ -57,16 +60,18 @@ PROTOCOL_VERSION: Final = 1
 
 RequestKind = Literal[
     "hello", "load_error", "register_worker", "unregister_worker", "get_step", "report_and_get",
-    "report_step", "keep_alive", "dispatch_workflow", "list_workers", "list_workflows", "get_run",
+    "report_step", "report", "keep_alive", "dispatch_workflow", "list_workers", "list_workflows", "get_run",
     "list_runs", "status",
 ]
 REQUEST_KINDS: Final[tuple[str, ...]] = (
     "hello", "load_error", "register_worker", "unregister_worker", "get_step", "report_and_get",
-    "report_step", "keep_alive", "dispatch_workflow", "list_workers", "list_workflows", "get_run",
+    "report_step", "report", "keep_alive", "dispatch_workflow", "list_workers", "list_workflows", "get_run",
     "list_runs", "status",
 )
-ReplyKind = Literal["ok", "error", "assignment", "workflows", "stop"]
-REPLY_KINDS: Final[tuple[str, ...]] = ("ok", "error", "assignment", "workflows", "stop")
+ReplyKind = Literal["ok", "error", "assignments", "workflows", "stop"]
+REPLY_KINDS: Final[tuple[str, ...]] = ("ok", "error", "assignments", "workflows", "stop")
+#: Requests the kernel never answers (a worker holding more work does not wait).
+ONE_WAY: Final = frozenset({"report"})
 
 #: A workflow as shipped to workers: ``((workflow_id, version), cloudpickle bytes)``.
 WorkflowBlob = tuple[tuple[str, str], bytes]
@@ -178,9 +183,10 @@ class ChannelClient(BrokerClient):
     """A :class:`BrokerClient` over a pipe to the kernel, used inside pool workers.
 
     With ``wait=True`` (how pool workers run) :meth:`get_step` blocks until a
-    step is ready, and :meth:`report_step` also fetches the next assignment
-    in the same round trip; the following :meth:`get_step` returns it. When
-    the kernel stops the pool, both raise :class:`ChannelClosed`.
+    step is ready, and :meth:`report_step` also fetches the next assignments
+    in the same round trip; the following :meth:`get_step` calls return them
+    (while some are held, reports go one-way). When the kernel stops the
+    pool, both raise :class:`ChannelClosed`.
 
     ``on_workflows`` is called with new :data:`WorkflowBlob` s the kernel
     ships to a running worker; it returns the worker id to continue with.
@@ -197,7 +203,7 @@ class ChannelClient(BrokerClient):
         self._conn = conn
         self._lock = threading.Lock()
         self.wait = wait
-        self._next: StepAssignment | None = None
+        self._next: deque[StepAssignment] = deque()
         self.on_workflows: Callable[[list[WorkflowBlob]], str] | None = None
 
     def _roundtrip(self, kind: RequestKind, *args: Any) -> tuple[Any, ...]:
@@ -213,14 +219,23 @@ class ChannelClient(BrokerClient):
             raise ChannelClosed("the worker pool is stopping")
         return reply
 
+    def _post(self, kind: RequestKind, *args: Any) -> None:
+        assert kind in ONE_WAY
+        with self._lock:
+            try:
+                send(self._conn, (kind, args))
+            except (EOFError, OSError) as exc:
+                raise ChannelClosed("the kernel closed the worker channel") from exc
+
     def _call(self, kind: RequestKind, *args: Any) -> Any:
         return unpack(self._roundtrip(kind, *args)[1])
 
-    def _fetch(self, kind: RequestKind, worker_id: str, *args: Any) -> StepAssignment | None:
+    def _fetch(self, kind: RequestKind, worker_id: str, *args: Any) -> None:
         while True:
             reply = self._roundtrip(kind, worker_id, *args, self.wait)
-            if reply[0] == "assignment":
-                return decode_assignment(reply[1]) if reply[1] is not None else None
+            if reply[0] == "assignments":
+                self._next.extend(decode_assignment(t) for t in reply[1])
+                return
             if self.on_workflows is None:
                 raise ChannelClosed("the kernel sent workflows to a client that cannot take them")
             worker_id = self.on_workflows(reply[1])
@@ -245,10 +260,9 @@ class ChannelClient(BrokerClient):
         return str(self._call("dispatch_workflow", pack(workflow), pack(inputs)))
 
     def get_step(self, worker_id: str) -> StepAssignment | None:
-        if self._next is not None:
-            a, self._next = self._next, None
-            return a
-        return self._fetch("get_step", worker_id)
+        if not self._next:
+            self._fetch("get_step", worker_id)
+        return self._next.popleft() if self._next else None
 
     def report_step(self, worker_id: str, report: StepReport) -> None:
         try:
@@ -258,8 +272,10 @@ class ChannelClient(BrokerClient):
                 f"PicklingError: the result of step {report.step_name!r} (a "
                 f"{type(report.result).__name__}) cannot be sent back to the kernel: {exc}"))
             encoded = encode_report(failed)
-        if self.wait:
-            self._next = self._fetch("report_and_get", worker_id, encoded)
+        if self.wait and self._next:  # more work in hand: do not wait for the kernel
+            self._post("report", worker_id, encoded)
+        elif self.wait:
+            self._fetch("report_and_get", worker_id, encoded)
         else:
             self._call("report_step", worker_id, encoded)
 

@@ -72,6 +72,9 @@ class WorkerPool:
         ``"spawn"`` (default) or ``"forkserver"``.
     max_crashes:
         After a step's worker process died this many times, the step FAILS.
+    prefetch:
+        Up to how many short steps a worker may hold at once while many are
+        queued (``1``: one at a time). See :class:`~fuseline_nb.worker.server.ChannelServer`.
 
     Raises
     ------
@@ -89,7 +92,7 @@ class WorkerPool:
 
     def __init__(self, broker_or_client: Broker | BrokerClient, workflows: Iterable[Workflow] = (),
                  processes: int = 2, *, context: str = "spawn", max_crashes: int = 3,
-                 poll_interval: float = 0.1) -> None:
+                 poll_interval: float = 0.1, prefetch: int = 4) -> None:
         if int(processes) < 1:
             raise ValueError(f"a WorkerPool needs processes >= 1, not {processes!r}")
         if context not in _CONTEXTS:
@@ -105,6 +108,7 @@ class WorkerPool:
         self.context = context
         self.max_crashes = int(max_crashes)
         self.poll_interval = poll_interval
+        self.prefetch = int(prefetch)
         #: Why the pool cannot run steps (workers cannot start or load workflows), else ``None``.
         self.error: Exception | None = None
         self._ctx: Any = multiprocessing.get_context(context)
@@ -129,7 +133,8 @@ class WorkerPool:
             if self._state != "new":
                 raise RuntimeError(f"cannot start a WorkerPool that is {self._state}")
             self._state = "running"
-            self._server = ChannelServer(self.client, self, poll_interval=self.poll_interval)
+            self._server = ChannelServer(self.client, self, poll_interval=self.poll_interval,
+                                         prefetch=self.prefetch)
             if self.broker is not None:
                 server = self._server
                 self._unsubscribe = self.broker.subscribe(lambda e: server.note_event(e.kind))
@@ -285,7 +290,7 @@ class WorkerPool:
         busy = ep.busy
         if busy is None or ep.worker_id is None:
             return
-        ep.busy = None
+        ep.held.popleft()
         report = StepReport(busy.workflow_id, busy.run_id, busy.step, Status.FAILED, attempt=busy.attempt,
                             error=error, finished_at=time.time())
         try:

@@ -23,6 +23,7 @@ import os
 import selectors
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -56,13 +57,13 @@ class Busy:
     step: str
     attempt: int
     seconds: float | None  # the step's StepTimeoutPolicy, if any
-    deadline: float | None  # time.monotonic() by which it must report
+    deadline: float | None = None  # time.monotonic() by which it must report, once started
 
 
 class Endpoint:
     """One worker process as the kernel sees it: its pipe, process and state."""
 
-    __slots__ = ("busy", "conn", "label", "parked", "pid", "process", "shipped", "worker_id")
+    __slots__ = ("conn", "fast", "held", "label", "parked", "pid", "process", "shipped", "worker_id")
 
     def __init__(self, label: str, conn: Any, process: Any) -> None:
         self.label = label
@@ -71,8 +72,15 @@ class Endpoint:
         self.pid: int | None = None
         self.worker_id: str | None = None  # the broker's id, once registered
         self.parked: tuple[str, str | None] | None = None  # an unanswered get: (kind, worker id)
-        self.busy: Busy | None = None
+        #: Assignments handed out and not reported yet, in order; the first one is running.
+        self.held: deque[Busy] = deque()
+        self.fast = False  # whether its last step took under PREFETCH_BELOW seconds
         self.shipped = 0  # how many of the pool's workflows this process has
+
+    @property
+    def busy(self) -> Busy | None:
+        """The assignment the process is running now, if any."""
+        return self.held[0] if self.held else None
 
     def __repr__(self) -> str:
         return f"<Endpoint {self.label} pid={self.pid} worker={self.worker_id}>"
@@ -94,7 +102,10 @@ class Supervisor(Protocol):
         """``ep`` could not load the shipped workflows."""
 
 
-Reply = tuple[Any, ...] | None  # None: the request is parked
+Reply = tuple[Any, ...] | None  # None: parked, or a one-way message
+
+#: A worker gets more than one assignment at a time only after a step shorter than this.
+PREFETCH_BELOW = 0.1
 
 
 class ChannelServer:
@@ -109,12 +120,19 @@ class ChannelServer:
     poll_interval:
         How often parked workers ask the broker again even without a wake-up
         (delayed retries and expired leases surface this way).
+    prefetch:
+        Up to how many assignments a worker may hold at once. More than one
+        is handed out only while many steps are queued and the worker's last
+        step was short (fast fan-outs then cost one round trip per
+        ``prefetch`` steps; a long step never holds others back for long).
     """
 
-    def __init__(self, client: BrokerClient, supervisor: Supervisor, *, poll_interval: float = 0.1) -> None:
+    def __init__(self, client: BrokerClient, supervisor: Supervisor, *, poll_interval: float = 0.1,
+                 prefetch: int = 4) -> None:
         self.client = client
         self.supervisor = supervisor
         self.poll_interval = poll_interval
+        self.prefetch = max(1, int(prefetch))
         self.endpoints: dict[str, Endpoint] = {}
         #: Broker worker id -> process label (``w1``...), kept after the process ends.
         self.names: dict[str, str] = {}
@@ -139,7 +157,8 @@ class ChannelServer:
             "hello": self._hello, "load_error": self._load_error,
             "register_worker": self._register, "unregister_worker": self._unregister,
             "get_step": self._get, "report_and_get": self._report_and_get,
-            "report_step": self._report_only, "keep_alive": self._keep_alive,
+            "report_step": self._report_only, "report": self._report_oneway,
+            "keep_alive": self._keep_alive,
             "dispatch_workflow": self._dispatch,
             "list_workers": lambda ep: ("ok", pack(self.client.list_workers())),
             "list_workflows": lambda ep: ("ok", pack(self.client.list_workflows())),
@@ -327,7 +346,7 @@ class ChannelServer:
             except Exception as exc:
                 reply = ("error", type(exc).__name__, str(exc))
             if reply is not None:
-                assigned = assigned or reply[0] == "assignment"
+                assigned = assigned or reply[0] == "assignments"
                 self._send(ep, reply)
         if not assigned:
             self.backlog = 0
@@ -343,16 +362,24 @@ class ChannelServer:
             ep.shipped = len(blobs)
             return ("workflows", new)
         if kind != "hello" and worker_id is not None:
-            while (a := self.client.get_step(worker_id)) is not None:
+            batch: list[tuple[Any, ...]] = []
+            want = self._batch_size(ep)
+            while len(batch) < want and (a := self.client.get_step(worker_id)) is not None:
                 encoded = self._encode(worker_id, a)
                 if encoded is not None:
                     self._track(ep, a)
-                    return ("assignment", encoded)
-            if not wait:
-                return ("assignment", None)
+                    batch.append(encoded)
+            if batch or not wait:
+                return ("assignments", batch)
         ep.parked = (kind, worker_id)
         self._parked[ep.label] = ep
         return None
+
+    def _batch_size(self, ep: Endpoint) -> int:
+        if self.prefetch > 1 and ep.fast and not ep.held and \
+                self.backlog >= self.prefetch * max(len(self.endpoints), 1):
+            return self.prefetch
+        return 1
 
     def _encode(self, worker_id: str, a: StepAssignment) -> tuple[Any, ...] | None:
         try:
@@ -366,10 +393,18 @@ class ChannelServer:
 
     def _track(self, ep: Endpoint, a: StepAssignment) -> None:
         seconds = self._timeout_of(a.workflow_id, a.version, a.step_name)
-        deadline = time.monotonic() + seconds if seconds else None
-        ep.busy = Busy(a.workflow_id, a.version, a.instance_id, a.step_name, a.attempt, seconds, deadline)
-        if deadline is not None:
+        ep.held.append(Busy(a.workflow_id, a.version, a.instance_id, a.step_name, a.attempt, seconds))
+        if len(ep.held) == 1:
+            self._start_head(ep, time.monotonic())
+
+    def _start_head(self, ep: Endpoint, now: float) -> None:
+        """The first held assignment starts now: its timeout counts from here."""
+        head = ep.busy
+        if head is not None and head.seconds:
+            head.deadline = now + head.seconds
             self._timed[ep.label] = ep
+        else:
+            self._timed.pop(ep.label, None)
 
     def _timeout_of(self, workflow_id: str, version: str, step: str) -> float | None:
         key = (workflow_id, version)
@@ -410,15 +445,26 @@ class ChannelServer:
 
     def _take_report(self, ep: Endpoint, worker_id: str, encoded: tuple[Any, ...]) -> None:
         report = decode_report(encoded)
-        busy = ep.busy
-        if busy is not None and busy.run_id == report.instance_id and busy.step == report.step_name:
-            ep.busy = None
-            self._timed.pop(ep.label, None)
+        for i, held in enumerate(ep.held):
+            if held.run_id == report.instance_id and held.step == report.step_name:
+                del ep.held[i]
+                if i == 0:
+                    self._start_head(ep, time.monotonic())
+                break
+        if report.started_at is not None and report.finished_at is not None:
+            ep.fast = report.finished_at - report.started_at < PREFETCH_BELOW
         self.client.report_step(worker_id, report)
 
     def _report_and_get(self, ep: Endpoint, worker_id: str, encoded: tuple[Any, ...], wait: bool) -> Reply:
         self._take_report(ep, worker_id, encoded)
         return self._offer(ep, "get_step", worker_id, wait)
+
+    def _report_oneway(self, ep: Endpoint, worker_id: str, encoded: tuple[Any, ...]) -> Reply:
+        try:
+            self._take_report(ep, worker_id, encoded)
+        except Exception as exc:  # nobody waits for an answer: log it, as ProcessEngine would
+            log.warning("report from worker %s refused: %s", ep.label, exc)
+        return None
 
     def _report_only(self, ep: Endpoint, worker_id: str, encoded: tuple[Any, ...]) -> Reply:
         self._take_report(ep, worker_id, encoded)

@@ -28,6 +28,8 @@ from nbformat.v4 import new_code_cell, new_notebook
 
 from fuseline_nb.views.palette import FILL
 
+pytestmark = pytest.mark.needs_dot  # the views are checked on the SVG that dot lays out
+
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 KERNEL = "fuseline-browser-test"

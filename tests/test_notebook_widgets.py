@@ -15,6 +15,8 @@ from nbformat.v4 import new_code_cell, new_notebook
 
 from fuseline_nb.views.palette import FILL
 
+pytestmark = pytest.mark.needs_dot  # the views are checked on the SVG that dot lays out
+
 SETUP = '''
 import time
 import fuseline_nb as fl

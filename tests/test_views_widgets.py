@@ -22,6 +22,8 @@ from fuseline_nb.errors import UnknownRunError
 from fuseline_nb.views.palette import FILL
 from fuseline_nb.worker import ProcessEngine
 
+pytestmark = pytest.mark.needs_dot  # the views are checked on the SVG that dot lays out
+
 
 class RecordingComm:
     """Records every message a widget sends, with the time it was sent."""

@@ -146,6 +146,17 @@ class TestReadWrite:
             assert [e.seq for e in st.events("r1")] == [1, 2]
             assert st.load_run("r1").steps["a"].state is Status.RUNNING
 
+    def test_a_run_end_is_written_soon_without_waiting_for_the_interval(self):
+        with DuckDBRuntimeStorage(":memory:", flush_interval=3600) as st:
+            st.create_run("r1", "wf", "1", {}, ["a"], created_at=0.0)
+            time.sleep(0.1)
+            assert st._execute("SELECT count(*) FROM fl_runs") == [(0,)]  # buffered: no wake on dispatch
+            st.finalize_run("r1", Status.SUCCEEDED, 1.0)
+            deadline = time.monotonic() + 2
+            while st._execute("SELECT count(*) FROM fl_runs WHERE state = 'SUCCEEDED'") == [(0,)]:
+                assert time.monotonic() < deadline, "the finished run was not written within 2 s"
+                time.sleep(0.01)
+
     def test_the_queue_gives_each_step_once(self):
         with DuckDBRuntimeStorage() as st:
             st.create_run("r1", "wf", "1", {}, ["a", "b"], created_at=0.0)

@@ -35,6 +35,7 @@ import os
 import pickle
 import re
 import threading
+import time
 import weakref
 from collections import deque
 from collections.abc import Iterable
@@ -63,7 +64,7 @@ log = logging.getLogger(__name__)
 
 _LOCK_HOLDER = re.compile(r"Conflicting lock is held in (.+?) \(PID (\d+)\)")
 _OPEN: dict[str, weakref.ref[DuckDBRuntimeStorage]] = {}  # resolved path -> open storage
-_OPEN_LOCK = threading.RLock()  # re-entered when gc.collect() in _claim closes a dropped storage
+_OPEN_LOCK = threading.Lock()
 
 
 class DuckDBRuntimeStorage(RuntimeStorage):
@@ -162,16 +163,24 @@ class DuckDBRuntimeStorage(RuntimeStorage):
         """Refuse a second storage on the same file in this process (DuckDB would share it)."""
         if self._key is None:
             return
-        with _OPEN_LOCK:
-            other = _OPEN.get(self._key)
-            if other is not None and other() is not None:
-                gc.collect()  # a broker dropped in a notebook may only wait for the cycle collector
-            if other is not None and other() is not None:
-                raise StorageLockedError(
-                    f"DuckDB file {self.path!r} is already open in this process (PID {os.getpid()}) "
-                    "by another broker or storage: close() that one first, or use another file"
-                )
-            _OPEN[self._key] = weakref.ref(self)
+        for attempt in range(5):
+            with _OPEN_LOCK:
+                ref = _OPEN.get(self._key)
+                other = ref() if ref is not None else None
+                if other is None or other._closed:
+                    _OPEN[self._key] = weakref.ref(self)
+                    return
+            del other
+            # a broker dropped in a notebook may only wait for the cycle collector, or for
+            # its flusher thread to let go of it
+            if attempt == 0:
+                gc.collect()
+            else:
+                time.sleep(0.05)
+        raise StorageLockedError(
+            f"DuckDB file {self.path!r} is already open in this process (PID {os.getpid()}) "
+            "by another broker or storage: close() that one first, or use another file"
+        )
 
     def _release(self) -> None:
         if self._key is not None:

@@ -227,3 +227,14 @@ def test_import_is_light():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_traceback_starts_at_the_users_code():
+    def boom() -> None:
+        raise ValueError("bad row")
+
+    wf = Workflow(outputs=[FunctionStep(boom)])
+    wf.run()
+    tb = wf.last_run.steps["boom"].traceback
+    assert "fuseline_nb" not in tb.split("\n")[1]  # first frame is the test's function
+    assert "in boom" in tb and tb.rstrip().endswith("ValueError: bad row")

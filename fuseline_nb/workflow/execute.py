@@ -17,10 +17,12 @@ Examples
 
 from __future__ import annotations
 
+import os
 import time
 import traceback as tb
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
 
 from .binding import SKIP
@@ -65,11 +67,26 @@ class StepOutcome:
             None,
             type(exc).__name__,
             str(exc),
-            "".join(tb.format_exception(type(exc), exc, exc.__traceback__)),
+            "".join(tb.format_exception(type(exc), exc, _user_frames(exc.__traceback__))),
             started_at,
             time.time(),
             exc,
         )
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _user_frames(trace: TracebackType | None) -> TracebackType | None:
+    """Drop fuseline_nb's own leading frames so a traceback starts at the user's code.
+
+    A traceback with no user frame at all (an error raised by fuseline_nb
+    itself, such as a missing input) is kept whole.
+    """
+    t = trace
+    while t is not None and t.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        t = t.tb_next
+    return t if t is not None else trace
 
 
 def _invoke(step: Any, binding: Any, kwargs: dict[str, Any], shared: dict[str, Any]) -> Any:

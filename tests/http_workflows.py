@@ -104,3 +104,6 @@ def _chain(length: int = 12) -> Workflow:
 
 
 chain = _chain()
+
+
+big = Workflow(outputs=[FunctionStep(lambda: b"x" * 300_000, name="huge")], workflow_id="http-big")

@@ -217,6 +217,20 @@ def test_client_errors_name_the_problem(service: Service) -> None:
     assert time.monotonic() - t0 < 5
 
 
+def test_a_report_over_the_body_bound_fails_the_step_with_the_reason(service: Service) -> None:
+    from fuseline_nb.worker import ProcessEngine
+
+    client = service.start_broker("--max-body", "100000")
+    run_id = client.dispatch_workflow(flows.big.to_schema())
+    engine = ProcessEngine(HttpBrokerClient(service.url, TOKEN), [flows.big])
+    engine.work()
+    info = client.get_run(run_id)
+    assert info.state is Status.FAILED
+    assert "the broker refused the step's report" in (info.steps["huge"].error or "")
+    assert "over 100000 bytes" in (info.steps["huge"].error or "")
+    engine.client.close()
+
+
 def test_refuses_a_public_address_without_a_token(tmp_path: Path) -> None:
     env = {k: v for k, v in _env().items() if k != "FUSELINE_NB_TOKEN"}
     r = subprocess.run([*CLI, "broker", "--host", "0.0.0.0", "--port", str(free_port())], env=env,
@@ -261,4 +275,4 @@ def test_docs_quick_start_runs(service: Service, tmp_path: Path, monkeypatch: py
     with contextlib.redirect_stdout(out):
         exec(compile(code, "service.md", "exec"), {"__name__": "docs_service"})
     expected = re.findall(r"^# prints: ?(.*)$", notebook, re.M)
-    assert out.getvalue().splitlines() == expected
+    assert out.getvalue().splitlines() == expected, service.log("worker.log") + service.log("broker.log")

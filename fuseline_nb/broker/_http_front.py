@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from pydantic import ValidationError
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..errors import (
@@ -200,10 +201,32 @@ class Front:
                 await respond(send, 401, error_body(401, "unauthorized", detail),
                               [(b"www-authenticate", b"Bearer")])
                 return
+        length = dict(scope["headers"]).get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.max_body:
+            await self._too_large(send)
+            return
         if scope["path"] == "/workflow/step" and scope["method"] == "POST":
             await self._report(receive, send)
             return
-        await self.app(scope, receive, send)
+        await self.app(scope, self._bounded(receive), send)
+
+    def _bounded(self, receive: Receive) -> Receive:
+        seen = 0
+
+        async def bounded() -> Any:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_body:  # a chunked body that grew past the bound: the app answers 413
+                raise HTTPException(413, "payload_too_large")
+            return message
+
+        return bounded
+
+    async def _too_large(self, send: Send) -> None:
+        await respond(send, 413, error_body(413, "payload_too_large",
+                                            f"the request body is over {self.max_body} bytes "
+                                            "(the service's --max-body)"))
 
     async def _report(self, receive: Receive, send: Send) -> None:
         chunks: list[bytes] = []
@@ -215,8 +238,7 @@ class Front:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body:
-                await respond(send, 413, error_body(413, "payload_too_large",
-                                                    f"the request body is over {self.max_body} bytes"))
+                await self._too_large(send)
                 return
             chunks.append(chunk)
             more = message.get("more_body", False)

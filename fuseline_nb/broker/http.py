@@ -38,6 +38,8 @@ Examples
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated, Any, Final
 
 from fastapi import FastAPI, Query, Request, Response
@@ -120,15 +122,20 @@ def create_app(broker: Broker, *, token: str | None = None, max_body: int = MAX_
     ['/worker/keep-alive', '/worker/register', '/worker/unregister']
     """
     service = Service(broker)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        service.unsubscribe()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="fuseline_nb broker",
         version=str(WIRE_VERSION),
         description=__doc__.split("Examples")[0] if __doc__ else "",
-        max_body_size=max_body,
         responses={401: {"model": ErrorModel}, 422: {"model": ErrorModel}},
     )
     app.state.broker = broker
-    app.state.unsubscribe = service.unsubscribe
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -138,7 +145,10 @@ def create_app(broker: Broker, *, token: str | None = None, max_body: int = MAX_
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         codes = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
-        return _error(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail),
+        detail = str(exc.detail)
+        if exc.status_code == 413:
+            detail = f"the request body is over {max_body} bytes (the service's --max-body)"
+        return _error(exc.status_code, codes.get(exc.status_code, "http_error"), detail,
                       headers=getattr(exc, "headers", None))
 
     @app.exception_handler(_Refused)

@@ -32,6 +32,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any, Final, TypeVar
 from urllib.parse import quote
 
@@ -50,6 +51,7 @@ from ..errors import (
 )
 from ..workflow.runinfo import RunInfo
 from ..workflow.schema import WorkflowSchema
+from ..workflow.status import Status
 from .base import StepAssignment, StepReport, WorkerInfo
 from .clients import BrokerClient
 from .wire import (
@@ -183,23 +185,26 @@ class HttpBrokerClient(BrokerClient):
 
     def _as_worker(self, worker_id: str, call: Any) -> Any:
         """Run ``call(current id)``; on unknown_worker re-register once and retry."""
+        used = self._wid(worker_id)
         try:
-            return call(self._wid(worker_id))
+            return call(used)
         except UnknownWorkerError:
             if worker_id not in self._registered:
                 raise
-            self._reregister(worker_id)
+            self._reregister(worker_id, used)
             return call(self._wid(worker_id))
 
-    def _reregister(self, worker_id: str) -> None:
+    def _reregister(self, worker_id: str, forgotten: str) -> None:
         schemas, name = self._registered[worker_id]
-        with self._lock:
+        with self._lock:  # the heartbeat thread may find out at the same time
+            if self._wid(worker_id) != forgotten:
+                return
             self._next.pop(worker_id, None)
             resp = self._send("POST", "/worker/register",
                               json={"v": WIRE_VERSION, "workflows": schemas, "name": name})
             self._alias[worker_id] = self._parse(Registered, resp).worker_id
         log.warning("the broker forgot worker %s (restarted?): registered again as %s",
-                    worker_id, self._alias[worker_id])
+                    forgotten, self._alias[worker_id])
 
     def register_worker(self, workflows: Iterable[WorkflowSchema], name: str | None = None) -> str:
         schemas = [w.to_dict() for w in workflows]
@@ -243,7 +248,18 @@ class HttpBrokerClient(BrokerClient):
             if nxt is not None:
                 self._next[worker_id] = assignment_from_wire(nxt)
 
-        self._as_worker(worker_id, call)
+        try:
+            self._as_worker(worker_id, call)
+        except BrokerRequestError as exc:
+            # The broker cannot take this report (e.g. the result is over its body limit): report
+            # the attempt FAILED with the reason, rather than lose it and run the step forever.
+            log.warning("report of step %r refused (%s); reporting it FAILED", report.step_name, exc)
+            error = f"{type(exc).__name__}: the broker refused the step's report: {exc}"
+            failed = replace(report, state=Status.FAILED, result=None, action=None,
+                             error=error + (f"; the step's error: {report.error[:2000]}" if report.error else ""),
+                             traceback=(report.traceback or "")[-20000:] or None)
+            body["report"] = report_to_wire(failed)
+            self._as_worker(worker_id, call)
 
     # -- runs ----------------------------------------------------------------------------------
     def dispatch_workflow(self, workflow: WorkflowSchema, inputs: dict[str, Any] | None = None) -> str:

@@ -94,7 +94,7 @@ class StepModel(_Msg):
     """One step of a workflow schema."""
 
     name: Name
-    kind: Literal["step", "function", "async", "batch"] = "step"
+    kind: Annotated[str, Field(min_length=1, max_length=64)] = "step"  # step | function | async | batch
     target: Annotated[str, Field(max_length=4096)] = ""
     policies: list[dict[str, Any]] = Field(default_factory=list)
     conditional: bool = False
@@ -186,7 +186,7 @@ class ReportModel(_Msg):
     attempt: Annotated[int, Field(ge=1, le=2**31)] = 1
     error: str | None = None
     traceback: str | None = None
-    action: Name | None = None
+    action: str | None = None  # the returned action string, when ``result`` is opaque
     started_at: Time | None = None
     finished_at: Time | None = None
 

@@ -42,6 +42,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 TOKEN_ENV = "FUSELINE_NB_TOKEN"
+_FATAL = 3  # a worker process's exit code when retrying cannot help (bad token, schema clash)
 
 
 def is_loopback(host: str) -> bool:
@@ -115,7 +116,13 @@ def broker_main(args: argparse.Namespace) -> int:
         print(f"fuseline-nb broker needs the service extra: pip install 'fuseline-nb[service]' ({exc})",
               file=sys.stderr)
         return 2
-    broker = _open_broker(args.db, args.lease_seconds)
+    from ..errors import FuselineError
+
+    try:
+        broker = _open_broker(args.db, args.lease_seconds)
+    except FuselineError as exc:
+        print(f"fuseline-nb broker: cannot open {args.db!r}: {exc}", file=sys.stderr)
+        return 2
     try:
         app = create_app(broker, token=token, max_body=args.max_body)
         config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
@@ -165,7 +172,13 @@ def load_workflow(spec: str) -> Any:
 def _serve_steps(specs: list[str], url: str, token: str | None, name: str | None, poll_wait: float) -> None:
     """One worker process: register, fetch-run-report until told to stop, then leave."""
     from ..broker.http_client import HttpBrokerClient
-    from ..errors import BrokerUnavailableError
+    from ..errors import (
+        BrokerAuthError,
+        BrokerUnavailableError,
+        SchemaMismatchError,
+        UnknownRunError,
+        UnknownWorkerError,
+    )
     from ..worker.engine import ProcessEngine
 
     logging.basicConfig(level=logging.INFO if os.environ.get("FUSELINE_NB_VERBOSE") else logging.WARNING,
@@ -197,6 +210,11 @@ def _serve_steps(specs: list[str], url: str, token: str | None, name: str | None
                 log.warning("%s; trying again in %.1fs", exc, pause)
                 stopping.wait(pause)
                 pause = min(pause * 2, 10.0)
+            except (UnknownRunError, UnknownWorkerError) as exc:  # e.g. a memory broker restarted
+                log.warning("step dropped: %s", exc)
+            except (BrokerAuthError, SchemaMismatchError) as exc:
+                log.error("%s", exc)
+                sys.exit(_FATAL)
     finally:
         if engine is not None:
             try:
@@ -242,6 +260,11 @@ class _Supervisor:
             for i, p in enumerate(self.procs):
                 if p.is_alive() or self.stop_requested:
                     continue
+                if p.exitcode == _FATAL:
+                    log.error("a worker process cannot go on (see above); stopping")
+                    self.on_signal(signal.SIGTERM, None)
+                    self._join()
+                    return 1
                 lived = time.monotonic() - p.started_at
                 self.quick_deaths = self.quick_deaths + 1 if lived < 5 else 0
                 if self.quick_deaths >= 3 * self.n:

@@ -75,6 +75,7 @@ elif mode == "kill":  # flush what ran so far, run one more step, die without a 
     os.kill(os.getpid(), signal.SIGKILL)
 elif mode == "hold":  # keep the file open until stdin closes
     sys.stdin.read()
+# mode "exit": leave without closing; the interpreter's exit writes the history
 '''
 
 EXPECTED_FINAL = {"final": ((4 + 1) * 2 + 3) * 10}
@@ -144,6 +145,18 @@ def test_dispatch_in_one_process_and_finish_in_another(env):
     assert [n for n, pid in _log(env)] == ["s0", "s1", "s2", "s3", "s4"]  # each step ran once
     assert {pid for n, pid in _log(env) if n in ("s2", "s3", "s4")} == {os.getpid()}
     assert child_pid != {os.getpid()}
+
+
+def test_leaving_the_interpreter_without_close_keeps_everything(env):
+    done = _child(env, "exit", 2)  # nothing wakes the flusher (no run ended): only the exit writes
+    assert done.returncode == 0, done.stderr
+    con = duckdb.connect(str(env / "h.duckdb"), read_only=True)
+    try:
+        assert con.sql("SELECT state FROM runs").fetchall() == [("RUNNING",)]
+        steps = con.sql("SELECT step, state FROM steps WHERE state <> 'PENDING' ORDER BY step").fetchall()
+        assert steps == [("s0", "SUCCEEDED"), ("s1", "SUCCEEDED")]
+    finally:
+        con.close()
 
 
 def test_a_crash_loses_nothing_that_was_flushed(env):

@@ -108,6 +108,7 @@ class Session:
         self.broker: Broker = _open_broker(path, lease_seconds)
         self._done: dict[str, threading.Event] = {}
         self._done_lock = threading.Lock()
+        self._runs: weakref.WeakValueDictionary[str, Run] = weakref.WeakValueDictionary()
         self._closed = False
         self._unsubscribe = self.broker.subscribe(self._on_event)
         self.pool: Any = None
@@ -143,11 +144,22 @@ class Session:
             self.pool.add_workflow(wf)
             _check_inputs(inputs)
         run_id = self.broker.dispatch_workflow(wf.to_schema(), inputs)
-        return Run(self, run_id, wf)
+        run = self._runs[run_id] = Run(self, run_id, wf)
+        return run
 
     def _on_event(self, event: Event) -> None:
-        if event.kind == "run_finished":
-            self._event_for(event.run_id).set()
+        if event.kind != "run_finished":
+            return
+        run = self._runs.get(event.run_id)
+        if run is not None and run._final is None:
+            # The broker still holds the run in memory while it announces the
+            # end: keep its final record, so wait() and info() need no
+            # round trip to the history file afterwards.
+            info = self.broker.get_run(event.run_id)
+            info.state = event.state or info.state
+            info.finished_at = info.finished_at or event.at
+            run._final = info
+        self._event_for(event.run_id).set()
 
     def _event_for(self, run_id: str) -> threading.Event:
         with self._done_lock:
@@ -242,6 +254,7 @@ class Run:
         self.session = session
         self.id = run_id
         self.workflow = workflow
+        self._final: RunInfo | None = None  # set by the session when the run ends
 
     @property
     def run_id(self) -> str:
@@ -250,6 +263,8 @@ class Run:
 
     def info(self) -> RunInfo:
         """The run's :class:`~fuseline_nb.RunInfo` now (RUNNING until it ends)."""
+        if self._final is not None:
+            return self._final
         return self.session.broker.get_run(self.id)
 
     @property

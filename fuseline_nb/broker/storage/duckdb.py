@@ -27,15 +27,11 @@ Examples
 
 from __future__ import annotations
 
-import atexit
-import gc
 import json
 import logging
 import os
 import pickle
-import re
 import threading
-import time
 import weakref
 from collections import deque
 from collections.abc import Iterable
@@ -46,8 +42,6 @@ import duckdb
 
 from ...errors import (
     StorageClosedError,
-    StorageError,
-    StorageLockedError,
     StorageVersionError,
     UnknownRunError,
 )
@@ -57,14 +51,12 @@ from ...workflow.schema import WorkflowSchema
 from ...workflow.status import Status
 from . import _duckdb_sql as Q
 from ._duckdb_batch import Batch
+from ._duckdb_life import claim, flush_loop, release, track, translate
 from ._duckdb_rows import load_inputs, step_info, step_row
 from .base import RuntimeStorage
 
 log = logging.getLogger(__name__)
 
-_LOCK_HOLDER = re.compile(r"Conflicting lock is held in (.+?) \(PID (\d+)\)")
-_OPEN: dict[str, weakref.ref[DuckDBRuntimeStorage]] = {}  # resolved path -> open storage
-_OPEN_LOCK = threading.Lock()
 
 
 class DuckDBRuntimeStorage(RuntimeStorage):
@@ -101,7 +93,7 @@ class DuckDBRuntimeStorage(RuntimeStorage):
         self.flush_interval = float(flush_interval)
         self._closed = True  # until the file is open: close() then does nothing
         self._key = None if self.path == ":memory:" else str(Path(self.path).resolve())
-        self._claim()
+        claim(self._key, self)
         self._con: Any = None
         self._reader: Any = None
         self._io_lock = threading.RLock()  # one statement at a time on the connection
@@ -118,7 +110,7 @@ class DuckDBRuntimeStorage(RuntimeStorage):
                 s = WorkflowSchema.from_json(text)
                 self._workflows[(s.workflow_id, s.version)] = s
         except BaseException:
-            self._release()
+            release(self._key, self)
             if self._con is not None:
                 self._con.close()
             raise
@@ -126,10 +118,10 @@ class DuckDBRuntimeStorage(RuntimeStorage):
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._stopping = False
-        self._thread = threading.Thread(target=_flush_loop, args=(weakref.ref(self), self._wake, self._stop),
+        self._thread = threading.Thread(target=flush_loop, args=(weakref.ref(self), self._wake, self._stop),
                                         name=f"fuseline-duckdb-flush:{Path(self.path).name}", daemon=True)
         self._thread.start()
-        _ALL.add(self)
+        track(self)
 
     # -- the choke point ---------------------------------------------------------------
     def _db(self, fn: Any, *args: Any, **kw: Any) -> Any:
@@ -137,58 +129,13 @@ class DuckDBRuntimeStorage(RuntimeStorage):
         try:
             return fn(*args, **kw)
         except duckdb.Error as exc:
-            raise self._translate(exc) from exc
+            raise translate(str(exc), self.path) from exc
 
     def _execute(self, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
         with self._io_lock:
             return self._db(lambda: self._con.execute(sql, params).fetchall())
 
-    def _translate(self, exc: duckdb.Error) -> StorageError:
-        text = str(exc)
-        holder = _LOCK_HOLDER.search(text)
-        if holder or "Could not set lock" in text:
-            who = f"{holder.group(1)} (PID {holder.group(2)})" if holder else "another process"
-            return StorageLockedError(
-                f"DuckDB file {self.path!r} is held by {who}: close the session or broker that has it "
-                "open there (or stop that process), or use another file"
-            )
-        if "not a valid DuckDB database" in text:
-            return StorageError(
-                f"{self.path!r} is not a DuckDB database: pass a DuckDB file or the name of a new file"
-            )
-        return StorageError(f"DuckDB failed on {self.path!r}: {text}")
-
     # -- opening and schema --------------------------------------------------------------
-    def _claim(self) -> None:
-        """Refuse a second storage on the same file in this process (DuckDB would share it)."""
-        if self._key is None:
-            return
-        for attempt in range(5):
-            with _OPEN_LOCK:
-                ref = _OPEN.get(self._key)
-                other = ref() if ref is not None else None
-                if other is None or other._closed:
-                    _OPEN[self._key] = weakref.ref(self)
-                    return
-            del other
-            # a broker dropped in a notebook may only wait for the cycle collector, or for
-            # its flusher thread to let go of it
-            if attempt == 0:
-                gc.collect()
-            else:
-                time.sleep(0.05)
-        raise StorageLockedError(
-            f"DuckDB file {self.path!r} is already open in this process (PID {os.getpid()}) "
-            "by another broker or storage: close() that one first, or use another file"
-        )
-
-    def _release(self) -> None:
-        if self._key is not None:
-            with _OPEN_LOCK:
-                ref = _OPEN.get(self._key)
-                if ref is not None and ref() in (self, None):
-                    del _OPEN[self._key]
-
     def _migrate(self) -> None:
         tables = {name for (name,) in self._execute(Q.TABLE_NAMES)}
         if "schema_version" not in tables:
@@ -448,7 +395,7 @@ class DuckDBRuntimeStorage(RuntimeStorage):
                 if self._reader is not None:
                     self._reader.close()
                 self._db(self._con.close)
-                self._release()
+                release(self._key, self)
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout=5)
 
@@ -461,50 +408,6 @@ class DuckDBRuntimeStorage(RuntimeStorage):
 
     def __repr__(self) -> str:
         return f"DuckDBRuntimeStorage({self.path!r}{', closed' if self._closed else ''})"
-
-
-def _flush_loop(ref: weakref.ref[DuckDBRuntimeStorage], wake: threading.Event, stop: threading.Event) -> None:
-    """The flusher thread: holds the storage only while flushing, so it can be collected.
-
-    It flushes every ``flush_interval``, and sooner when woken (a run ended),
-    but leaves a gap of half an interval (at most 50 ms) after each flush,
-    so back-to-back runs share flushes.
-    """
-    storage = ref()
-    if storage is None:
-        return
-    interval = storage.flush_interval
-    gap = min(interval / 2, 0.05)
-    del storage
-    delay = interval
-    while True:
-        wake.wait(delay)
-        wake.clear()
-        storage = ref()
-        if storage is None or storage._stopping:
-            return
-        try:
-            storage._flush()
-            delay = interval - gap
-        except Exception:
-            delay = min(max(delay, interval) * 2, 5.0)  # back off while the disk (or file) is unhappy
-            log.exception("flushing run history to %s failed; retrying in %.1f s", storage.path, delay)
-        del storage
-        if stop.wait(gap):
-            return
-
-
-_ALL: weakref.WeakSet[DuckDBRuntimeStorage] = weakref.WeakSet()
-
-
-@atexit.register
-def _close_all() -> None:
-    """At interpreter exit, flush and close every storage still open (a kernel shutting down)."""
-    for storage in list(_ALL):
-        try:
-            storage.close()
-        except Exception:
-            log.exception("closing %r at exit failed", storage)
 
 
 __all__ = ["DuckDBRuntimeStorage"]

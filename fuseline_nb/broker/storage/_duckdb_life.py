@@ -1,0 +1,138 @@
+"""The life of a DuckDB storage around its connection: claiming the file, the
+flusher thread, closing at exit, and turning DuckDB's error text into ours.
+
+Nothing here imports duckdb; :mod:`.duckdb` calls these helpers.
+
+Examples
+--------
+>>> err = translate('IO Error: Could not set lock on file "/tmp/h.duckdb": Conflicting lock '
+...                 'is held in /usr/bin/python3 (PID 4242). See also ...', "/tmp/h.duckdb")
+>>> type(err).__name__, "PID 4242" in str(err)
+('StorageLockedError', True)
+"""
+
+from __future__ import annotations
+
+import atexit
+import gc
+import logging
+import os
+import re
+import threading
+import time
+import weakref
+from typing import Any
+
+from ...errors import StorageError, StorageLockedError
+
+log = logging.getLogger(__name__)
+
+_LOCK_HOLDER = re.compile(r"Conflicting lock is held in (.+?) \(PID (\d+)\)")
+_OPEN: dict[str, weakref.ref[Any]] = {}  # resolved path -> the storage that holds it
+_OPEN_LOCK = threading.Lock()
+_ALL: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def translate(text: str, path: str) -> StorageError:
+    """The :class:`StorageError` for a DuckDB error message about ``path``.
+
+    Examples
+    --------
+    >>> str(translate('IO Error: The file "x" exists, but it is not a valid DuckDB database file!', "x"))
+    "'x' is not a DuckDB database: pass a DuckDB file or the name of a new file"
+    """
+    holder = _LOCK_HOLDER.search(text)
+    if holder or "Could not set lock" in text:
+        who = f"{holder.group(1)} (PID {holder.group(2)})" if holder else "another process"
+        return StorageLockedError(
+            f"DuckDB file {path!r} is held by {who}: close the session or broker that has it "
+            "open there (or stop that process), or use another file"
+        )
+    if "not a valid DuckDB database" in text:
+        return StorageError(f"{path!r} is not a DuckDB database: pass a DuckDB file or the name of a new file")
+    return StorageError(f"DuckDB failed on {path!r}: {text}")
+
+
+def claim(key: str | None, storage: Any) -> None:
+    """Register ``storage`` as the holder of file ``key`` in this process, or refuse.
+
+    DuckDB would hand a second connection to the same file in one process the
+    same database, so two brokers would both write it: refused, unless the
+    first one is closed, or only waits to be collected.
+    """
+    if key is None:
+        return
+    for attempt in range(5):
+        with _OPEN_LOCK:
+            ref = _OPEN.get(key)
+            other = ref() if ref is not None else None
+            if other is None or other._closed:
+                _OPEN[key] = weakref.ref(storage)
+                return
+        del other
+        # a broker dropped in a notebook may wait for the cycle collector, or for its
+        # flusher thread to let go of it
+        if attempt == 0:
+            gc.collect()
+        else:
+            time.sleep(0.05)
+    raise StorageLockedError(
+        f"DuckDB file {storage.path!r} is already open in this process (PID {os.getpid()}) "
+        "by another broker or storage: close() that one first, or use another file"
+    )
+
+
+def release(key: str | None, storage: Any) -> None:
+    """Forget that ``storage`` holds file ``key``."""
+    if key is None:
+        return
+    with _OPEN_LOCK:
+        ref = _OPEN.get(key)
+        if ref is not None and ref() in (storage, None):
+            del _OPEN[key]
+
+
+def flush_loop(ref: weakref.ref[Any], wake: threading.Event, stop: threading.Event) -> None:
+    """The flusher thread: holds the storage only while flushing, so it can be collected.
+
+    It flushes every ``flush_interval``, and sooner when woken (a run ended),
+    but leaves a gap of half an interval (at most 50 ms) after each flush,
+    so back-to-back runs share flushes.
+    """
+    storage = ref()
+    if storage is None:
+        return
+    interval = storage.flush_interval
+    gap = min(interval / 2, 0.05)
+    del storage
+    delay = interval
+    while True:
+        wake.wait(delay)
+        wake.clear()
+        storage = ref()
+        if storage is None or storage._stopping:
+            return
+        try:
+            storage._flush()
+            delay = interval - gap
+        except Exception:
+            delay = min(max(delay, interval) * 2, 5.0)  # back off while the disk (or file) is unhappy
+            log.exception("flushing run history to %s failed; retrying in %.1f s", storage.path, delay)
+        del storage
+        if stop.wait(gap):
+            return
+
+
+def track(storage: Any) -> None:
+    """Close ``storage`` at interpreter exit if it is still open then."""
+    _ALL.add(storage)
+
+
+@atexit.register
+def _close_all() -> None:
+    """At interpreter exit, flush and close every storage still open (a kernel shutting down)."""
+    for storage in list(_ALL):
+        try:
+            storage.close()
+        except Exception:
+            log.exception("closing %r at exit failed", storage)

@@ -14,9 +14,9 @@ import pytest
 
 from fuseline_nb import FunctionStep, Status, Workflow
 from fuseline_nb.broker import MemoryBroker
+from fuseline_nb.broker.codec import decode_value, encode_value
 from fuseline_nb.broker.http import create_app
 from fuseline_nb.broker.opaque import Pickled
-from fuseline_nb.broker.wire import decode_value, encode_value
 
 TOKEN = "test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

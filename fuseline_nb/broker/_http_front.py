@@ -38,7 +38,8 @@ from ..errors import (
 )
 from ..workflow.events import Event
 from .base import Broker
-from .wire import WIRE_VERSION, ReportRequest, assignment_to_wire, report_from_wire
+from .codec import assignment_to_wire, report_from_wire
+from .wire import WIRE_VERSION, ReportRequest
 
 #: Paths anyone may read: the health check and the API description (no data).
 PUBLIC: Final = frozenset({"/status", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})

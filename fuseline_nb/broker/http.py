@@ -49,6 +49,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ._http_front import ERRORS, MAX_WAIT, PUBLIC, Front, Service, dumps, field_errors
 from .base import Broker
+from .codec import decode_value, run_to_wire, schema_from_model, worker_to_wire
 from .wire import (
     WIRE_VERSION,
     AssignmentModel,
@@ -64,10 +65,6 @@ from .wire import (
     WorkerRef,
     WorkflowModel,
     check_schema,
-    decode_value,
-    run_to_wire,
-    schema_from_model,
-    worker_to_wire,
 )
 
 log = logging.getLogger(__name__)

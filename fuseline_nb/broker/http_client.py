@@ -54,6 +54,7 @@ from ..workflow.schema import WorkflowSchema
 from ..workflow.status import Status
 from .base import StepAssignment, StepReport, WorkerInfo
 from .clients import BrokerClient
+from .codec import assignment_from_wire, encode_value, report_to_wire, run_from_wire, worker_from_wire
 from .wire import (
     WIRE_VERSION,
     AssignmentModel,
@@ -63,11 +64,6 @@ from .wire import (
     RunModel,
     WorkerModel,
     WorkflowModel,
-    assignment_from_wire,
-    encode_value,
-    report_to_wire,
-    run_from_wire,
-    worker_from_wire,
 )
 
 log = logging.getLogger(__name__)

@@ -289,3 +289,35 @@ def test_a_worker_killed_while_holding_prefetched_steps_loses_none() -> None:
         done = [e.step for e in seen if e.kind == "step_finished" and e.state is fl.Status.SUCCEEDED]
         assert sorted(done) == sorted(f"s{i}" for i in range(300))
         assert any(s.attempts > 1 for s in info.steps.values())  # what the dead worker held ran again
+
+
+def test_workers_exit_when_the_kernel_is_killed(tmp_path: Path) -> None:
+    script = tmp_path / "kernel.py"
+    script.write_text(
+        "import os, sys\nimport fuseline_nb as fl\n"
+        "def nap() -> int:\n"
+        "    return os.getpid()\n"
+        "if __name__ == '__main__':\n"
+        "    s = fl.Session(workers=2)\n"
+        "    s.submit(fl.Workflow(outputs=[fl.FunctionStep(nap)])).wait(60)\n"
+        "    print(*s.pool.pids(), flush=True)\n"
+        "    s.submit(fl.Workflow(outputs=[fl.FunctionStep(lambda: __import__('time').sleep(60), name='busy')]))\n"
+        "    __import__('time').sleep(0.5)  # a worker is now in the middle of a step\n"
+        "    os._exit(0)  # no atexit, no close: as if the kernel were killed\n"
+    )
+    import subprocess
+
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    pids = [int(p) for p in proc.stdout.split()]
+    assert len(pids) == 2, proc.stderr
+
+    def alive(pid: int) -> bool:
+        try:
+            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    end = time.monotonic() + 5
+    while any(alive(p) for p in pids) and time.monotonic() < end:
+        time.sleep(0.05)
+    assert not any(alive(p) for p in pids)

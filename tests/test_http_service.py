@@ -173,7 +173,8 @@ def test_worker_killed_mid_step_loses_nothing(service: Service, tmp_path: Path) 
     assert info.steps["AfterSlow"].result == f"after {info.steps['Slow'].result}"
 
 
-def test_restarted_service_resumes_the_run(service: Service, tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["stopped", "killed"])
+def test_restarted_service_resumes_the_run(service: Service, tmp_path: Path, sig: int) -> None:
     pytest.importorskip("duckdb")
     db = str(tmp_path / "runs.duckdb")
     client = service.start_broker("--db", db, "--lease-seconds", "3")
@@ -181,7 +182,9 @@ def test_restarted_service_resumes_the_run(service: Service, tmp_path: Path) -> 
     wait_workers(client, 1)
     run_id = client.dispatch_workflow(flows.chain.to_schema(), {"delay": 0.2, "tag": ("kept", 1)})
     wait_run(client, run_id, until=lambda i: i.counts()[Status.SUCCEEDED] >= 3)
-    assert service.stop(service.broker) == 0  # SIGTERM: flushes and closes the file
+    assert service.broker is not None
+    code = service.stop(service.broker, sig)  # SIGTERM flushes and closes the file; SIGKILL does not
+    assert code == (0 if sig == signal.SIGTERM else -signal.SIGKILL)
     time.sleep(1.0)  # the worker sees connection errors meanwhile
     client = service.start_broker("--db", db, "--lease-seconds", "3")
     info = wait_run(client, run_id, timeout=60)
@@ -229,6 +232,15 @@ def test_a_report_over_the_body_bound_fails_the_step_with_the_reason(service: Se
     assert "the broker refused the step's report" in (info.steps["huge"].error or "")
     assert "over 100000 bytes" in (info.steps["huge"].error or "")
     engine.client.close()
+
+
+def test_the_fuseline_nb_command_has_broker_and_worker() -> None:
+    from fuseline_nb.cli import build_parser
+    from fuseline_nb.cli.service import broker_main, worker_main
+
+    parser = build_parser()
+    assert parser.parse_args(["broker", "--db", "x.duckdb"]).handler is broker_main
+    assert parser.parse_args(["worker", "m:wf", "--broker", "http://127.0.0.1:1"]).handler is worker_main
 
 
 def test_refuses_a_public_address_without_a_token(tmp_path: Path) -> None:

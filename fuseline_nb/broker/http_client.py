@@ -37,7 +37,7 @@ from typing import Any, Final, TypeVar
 from urllib.parse import quote
 
 import httpx
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from ..errors import (
     BrokerAuthError,
@@ -54,7 +54,14 @@ from ..workflow.schema import WorkflowSchema
 from ..workflow.status import Status
 from .base import StepAssignment, StepReport, WorkerInfo
 from .clients import BrokerClient
-from .codec import assignment_from_wire, encode_value, report_to_wire, run_from_wire, worker_from_wire
+from .codec import (
+    assignment_from_wire,
+    encode_value,
+    report_to_wire,
+    run_from_wire,
+    schema_from_model,
+    worker_from_wire,
+)
 from .wire import (
     WIRE_VERSION,
     AssignmentModel,
@@ -175,6 +182,13 @@ class HttpBrokerClient(BrokerClient):
             raise BrokerRequestError(resp.status_code, "bad_answer",
                                      f"the broker's answer is not a valid {model.__name__}: {exc}") from exc
 
+    def _parse_list(self, model: type[M], resp: httpx.Response) -> list[M]:
+        try:
+            return TypeAdapter(list[model]).validate_json(resp.content)  # type: ignore[valid-type]
+        except ValidationError as exc:
+            raise BrokerRequestError(resp.status_code, "bad_answer",
+                                     f"the broker's answer is not a list of {model.__name__}: {exc}") from exc
+
     # -- workers ---------------------------------------------------------------------------
     def _wid(self, worker_id: str) -> str:
         return self._alias.get(worker_id, worker_id)
@@ -292,14 +306,13 @@ class HttpBrokerClient(BrokerClient):
 
     def list_runs(self) -> list[RunInfo]:
         resp = self._send("GET", "/runs")
-        return [run_from_wire(RunModel.model_validate(r)) for r in resp.json()]
+        return [run_from_wire(r) for r in self._parse_list(RunModel, resp)]
 
     def list_workers(self) -> list[WorkerInfo]:
-        return [worker_from_wire(WorkerModel.model_validate(w)) for w in self._send("GET", "/workers").json()]
+        return [worker_from_wire(w) for w in self._parse_list(WorkerModel, self._send("GET", "/workers"))]
 
     def list_workflows(self) -> list[WorkflowSchema]:
-        return [WorkflowSchema.from_dict(WorkflowModel.model_validate(w).model_dump())
-                for w in self._send("GET", "/workflows").json()]
+        return [schema_from_model(w) for w in self._parse_list(WorkflowModel, self._send("GET", "/workflows"))]
 
     def status(self) -> dict[str, Any]:
         return dict(self._send("GET", "/status").json())

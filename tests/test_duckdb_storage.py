@@ -6,6 +6,7 @@ The cross-process tests (lock, restart, crash) are in test_duckdb_restart.py.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 
@@ -156,6 +157,24 @@ class TestReadWrite:
             while st._execute("SELECT count(*) FROM fl_runs WHERE state = 'SUCCEEDED'") == [(0,)]:
                 assert time.monotonic() < deadline, "the finished run was not written within 2 s"
                 time.sleep(0.01)
+
+    def test_history_stays_readable_when_a_result_class_is_gone(self, tmp_path, monkeypatch, caplog):
+        (tmp_path / "gone_module.py").write_text("class Model:\n    def __repr__(self):\n        return 'Model()'\n")
+        monkeypatch.syspath_prepend(str(tmp_path))
+        import gone_module
+
+        with DuckDBRuntimeStorage(tmp_path / "h.duckdb") as st:
+            st.create_run("r1", "wf", "1", {1: "mixed", "keys": gone_module.Model()}, ["a"], created_at=0.0)
+            st.set_result("r1", "a", gone_module.Model())
+            st.save_step("r1", "a", StepInfo(Status.SUCCEEDED, attempts=1))
+        monkeypatch.delitem(sys.modules, "gone_module")
+        (tmp_path / "gone_module.py").unlink()
+        with DuckDBRuntimeStorage(tmp_path / "h.duckdb") as st:
+            info = st.load_run("r1")
+            assert info.steps["a"].result is None and info.steps["a"].state is Status.SUCCEEDED
+            assert info.inputs == {"1": "'mixed'", "keys": "Model()"}  # the JSON text, as a fallback
+            assert st.sql("SELECT result_preview FROM steps").fetchall() == [("Model()",)]
+        assert "cannot be unpickled here" in caplog.text
 
     def test_the_queue_gives_each_step_once(self):
         with DuckDBRuntimeStorage() as st:

@@ -24,9 +24,18 @@ import pyarrow as pa
 
 from ...workflow.events import Event
 from ...workflow.schema import WorkflowSchema
-from ._duckdb_rows import StepRow, inputs_columns, result_row, split_error
+from ._duckdb_rows import StepRow, inputs_columns, result_row, split_error, to_json
 
-_json = json.JSONEncoder(default=repr).encode  # one encoder: json.dumps(default=) builds one per call
+_encode = json.JSONEncoder(default=repr).encode  # one encoder: json.dumps(default=) builds one per call
+
+
+def _json(detail: dict[str, Any]) -> str:
+    try:
+        return _encode(detail)
+    except (TypeError, ValueError):  # never let one odd detail block every later flush
+        return to_json(detail)
+
+
 _S, _F, _I, _B = pa.string(), pa.float64(), pa.int32(), pa.binary()
 _SCHEMAS = {
     "batch_workflows": pa.schema([("workflow_id", _S), ("version", _S), ("name", _S),

@@ -128,7 +128,7 @@ def inputs_columns(run_id: str, inputs: dict[str, Any]) -> tuple[str, bytes | No
     >>> text, pickle.loads(blob)["when"]
     ('{"when": "{1, 2}", "x": 2}', {1, 2})
     """
-    text = json.dumps(inputs, sort_keys=True, default=repr)
+    text = to_json(inputs)
     try:
         blob: bytes | None = cloudpickle.dumps(inputs)
     except Exception as exc:
@@ -146,8 +146,45 @@ def load_inputs(text: str | None, blob: bytes | None) -> dict[str, Any]:
     {'x': 2}
     """
     if blob is not None:
-        return pickle.loads(blob)
+        try:
+            return pickle.loads(blob)
+        except Exception as exc:  # e.g. a class this process cannot import
+            log.warning("stored inputs cannot be unpickled here (%s): returning their JSON text", exc)
     return json.loads(text) if text else {}
+
+
+def load_result(run_id: str, step: str, blob: bytes) -> Any:
+    """A stored result back; ``None`` (and a warning) if this process cannot unpickle it.
+
+    Examples
+    --------
+    >>> load_result("r", "s", pickle.dumps([1]))
+    [1]
+    """
+    try:
+        return pickle.loads(blob)
+    except Exception as exc:  # e.g. a class this process cannot import: the history stays readable
+        log.warning("result of step %r of run %s cannot be unpickled here (%s): read as None",
+                    step, run_id, exc)
+        return None
+
+
+def to_json(value: Any) -> str:
+    """JSON text of ``value``; what JSON cannot hold appears as its ``repr``.
+
+    Examples
+    --------
+    >>> to_json({"b": 1, "a": {2, 3}})
+    '{"a": "{2, 3}", "b": 1}'
+    >>> json.loads(to_json({1: "x", "k": 2}))  # mixed key types: every value as its repr
+    {'1': "'x'", 'k': '2'}
+    """
+    try:
+        return json.dumps(value, sort_keys=True, default=repr)
+    except (TypeError, ValueError):  # mixed key types, a cycle: fall back to reprs, never fail a flush
+        if isinstance(value, dict):
+            return json.dumps({str(k): repr(v) for k, v in value.items()}, sort_keys=True)
+        return json.dumps(repr(value))
 
 
 def step_info(row: tuple[Any, ...], result: Any) -> StepInfo:

@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import pickle
 import threading
 import weakref
 from collections import deque
@@ -52,7 +51,7 @@ from ...workflow.status import Status
 from . import _duckdb_sql as Q
 from ._duckdb_batch import Batch
 from ._duckdb_life import claim, flush_loop, release, track, translate
-from ._duckdb_rows import load_inputs, step_info, step_row
+from ._duckdb_rows import load_inputs, load_result, step_info, step_row
 from .base import RuntimeStorage
 
 log = logging.getLogger(__name__)
@@ -366,7 +365,7 @@ class DuckDBRuntimeStorage(RuntimeStorage):
     def _result(self, run_id: str, step: str, blob: bytes | None) -> Any:
         if blob is None:
             return self._unpicklable.get((run_id, step))
-        return pickle.loads(blob)
+        return load_result(run_id, step, blob)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def close(self) -> None:

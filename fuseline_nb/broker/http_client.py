@@ -33,6 +33,7 @@ import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import replace
+from json import dumps
 from typing import Any, Final, TypeVar
 from urllib.parse import quote
 
@@ -130,9 +131,12 @@ class HttpBrokerClient(BrokerClient):
         self.base_url = str(base_url).rstrip("/")
         self.retries, self.backoff, self.poll_wait, self.prefetch = retries, backoff, poll_wait, prefetch
         self.timeout = timeout
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.Client(base_url=self.base_url, headers=headers, transport=transport,
-                                  timeout=httpx.Timeout(timeout))
+        auth = [("Authorization", f"Bearer {token}")] if token else []
+        self._headers = [("Accept", "application/json"), ("User-Agent", "fuseline-nb"), *auth]
+        self._json_headers = [*self._headers, ("Content-Type", "application/json")]
+        # The transport seam itself (a keep-alive connection pool), not httpx.Client: the client
+        # layer (auth flows, redirects, cookies, hooks) costs more CPU than a step here.
+        self._transport = transport if transport is not None else httpx.HTTPTransport()
         self._lock = threading.Lock()
         self._registered: dict[str, tuple[list[dict[str, Any]], str | None]] = {}
         self._alias: dict[str, str] = {}  # first worker id -> id after re-registering
@@ -142,10 +146,15 @@ class HttpBrokerClient(BrokerClient):
     def _send(self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None,
               extra_timeout: float = 0.0) -> httpx.Response:
         delay = self.backoff
-        timeout = httpx.Timeout(self.timeout + extra_timeout)
+        timeout = {"timeout": httpx.Timeout(self.timeout + extra_timeout).as_dict()}
+        url = httpx.URL(self.base_url + path, params=params)
+        content = None if json is None else dumps(json, separators=(",", ":")).encode()
+        headers = self._headers if content is None else self._json_headers
         for attempt in range(self.retries + 1):
             try:
-                resp = self._http.request(method, path, json=json, params=params, timeout=timeout)
+                request = httpx.Request(method, url, content=content, headers=headers, extensions=timeout)
+                resp = self._transport.handle_request(request)
+                resp.read()
             except _TRANSPORT_ERRORS as exc:
                 if attempt == self.retries:
                     raise BrokerUnavailableError(
@@ -324,7 +333,7 @@ class HttpBrokerClient(BrokerClient):
                 self.unregister_worker(wid)
             except (BrokerUnavailableError, UnknownWorkerError, BrokerRequestError):
                 log.info("could not give back the prefetched step of worker %s", wid)
-        self._http.close()
+        self._transport.close()
 
     def __repr__(self) -> str:
         return f"HttpBrokerClient({self.base_url!r})"

@@ -66,3 +66,29 @@ def test_multiple_engines_share_one_broker():
     assert info.state is Status.SUCCEEDED
     assert engines[0].steps_run == 3 and engines[1].steps_run == 4
     assert {s.worker for s in info.steps.values()} == {e.worker_id for e in engines}
+
+
+def test_engine_leaves_no_heartbeat_thread_behind():
+    import gc
+    import threading
+    import weakref
+
+    from fuseline_nb import FunctionStep, Workflow
+    from fuseline_nb.broker import MemoryBroker
+    from fuseline_nb.broker.clients import LocalBrokerClient
+    from fuseline_nb.worker import ProcessEngine
+
+    wf = Workflow(outputs=[FunctionStep(lambda: 1, name="one")])
+    broker = MemoryBroker()
+    client = LocalBrokerClient(broker)
+    client.dispatch_workflow(wf.to_schema())
+    engine = ProcessEngine(client, [wf])
+    engine.work()
+    beats = [t for t in threading.enumerate() if t.name.startswith(f"fuseline-heartbeat-{engine.worker_id}")]
+    for t in beats:
+        t.join(timeout=30)  # it wakes within one interval and exits
+    assert not any(t.is_alive() for t in beats)
+    ref = weakref.ref(engine)
+    del engine
+    gc.collect()
+    assert ref() is None

@@ -78,6 +78,7 @@ class ProcessEngine:
         self._busy: StepAssignment | None = None
         self._stop = threading.Event()
         self._beat: threading.Thread | None = None
+        self._beat_stop = threading.Event()
 
     def stop(self) -> None:
         """Ask a blocking :meth:`work` loop to return after the current step."""
@@ -95,18 +96,25 @@ class ProcessEngine:
         """
         self._stop.clear()
         done = 0
-        while not self._stop.is_set() and (max_steps is None or done < max_steps):
-            assignment = self.client.get_step(self.worker_id)
-            if assignment is None:
-                if not block:
-                    return
-                self._stop.wait(poll_interval)
-                continue
-            self.run_assignment(assignment)
-            done += 1
+        try:
+            while not self._stop.is_set() and (max_steps is None or done < max_steps):
+                assignment = self.client.get_step(self.worker_id)
+                if assignment is None:
+                    if not block:
+                        return
+                    self._stop.wait(poll_interval)
+                    continue
+                self.run_assignment(assignment)
+                done += 1
+        finally:
+            self._stop_heartbeat()
 
     def run_assignment(self, assignment: StepAssignment) -> StepOutcome:
-        """Run one assigned step and report it; return the outcome."""
+        """Run one assigned step and report it; return the outcome.
+
+        Called outside :meth:`work`, call :meth:`close` afterwards to end the
+        heartbeat thread.
+        """
         self._busy = assignment
         self._ensure_heartbeat(assignment)
         try:
@@ -141,19 +149,30 @@ class ProcessEngine:
         except StaleReportError as exc:
             log.warning("report refused: %s", exc)
 
+    def close(self) -> None:
+        """End the heartbeat thread (``work`` does this itself when it returns)."""
+        self._stop_heartbeat()
+
     # -- heartbeats ---------------------------------------------------------------
+    # The heartbeat thread lives only while work() runs, so an engine that is
+    # done holds no thread and no reference to its client or broker.
     def _ensure_heartbeat(self, a: StepAssignment) -> None:
         if self._beat is not None and self._beat.is_alive():
             return
         lease = max(a.expires_at - a.assigned_at, 0.3)
-        self._beat = threading.Thread(target=self._heartbeat, args=(lease / 3,), daemon=True,
-                                      name=f"fuseline-heartbeat-{self.worker_id}")
+        self._beat_stop = threading.Event()
+        self._beat = threading.Thread(target=self._heartbeat, args=(lease / 3, self._beat_stop),
+                                      daemon=True, name=f"fuseline-heartbeat-{self.worker_id}")
         self._beat.start()
 
-    def _heartbeat(self, interval: float) -> None:
+    def _stop_heartbeat(self) -> None:
+        beat, self._beat = self._beat, None
+        if beat is not None:
+            self._beat_stop.set()
+
+    def _heartbeat(self, interval: float, stop: threading.Event) -> None:
         seen: Any = None
-        while True:
-            time.sleep(interval)
+        while not stop.wait(interval):
             busy = self._busy
             if busy is None:
                 seen = None

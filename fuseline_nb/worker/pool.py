@@ -202,6 +202,9 @@ class WorkerPool:
 
     def check(self) -> None:
         """Raise :attr:`error` when the pool cannot run steps."""
+        if self.error is None and self._state == "running" and self._server is not None \
+                and not self._server.alive:
+            self.error = WorkerError("the thread serving the worker processes has stopped; see the log")
         if self.error is not None:
             raise self.error
 

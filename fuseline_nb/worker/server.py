@@ -244,22 +244,29 @@ class ChannelServer:
     def _loop(self) -> None:
         self.ident = threading.get_ident()
         while not self._closing:
-            self._take_pending()
             try:
-                ready = self._sel.select(self._wait_time())
-            except OSError:  # a descriptor closed under us: look again
-                continue
-            for key, _ in ready:
-                kind, ep = key.data
-                if kind == "wake":
-                    self._drain_wake()
-                elif kind == "conn" and ep.label in self.endpoints:
-                    self._readable(ep)
-                elif kind == "sentinel" and ep.label in self.endpoints:
-                    self._died(ep)
-            now = time.monotonic()
-            self._check_deadlines(now)
-            self._serve_parked(now)
+                self._turn()
+            except Exception:  # never let one bad turn leave the workers unserved
+                log.exception("the worker channel server failed a turn; going on")
+                time.sleep(0.05)
+
+    def _turn(self) -> None:
+        self._take_pending()
+        try:
+            ready = self._sel.select(self._wait_time())
+        except OSError:  # a descriptor closed under us: look again
+            return
+        for key, _ in ready:
+            kind, ep = key.data
+            if kind == "wake":
+                self._drain_wake()
+            elif kind == "conn" and ep.label in self.endpoints:
+                self._readable(ep)
+            elif kind == "sentinel" and ep.label in self.endpoints:
+                self._died(ep)
+        now = time.monotonic()
+        self._check_deadlines(now)
+        self._serve_parked(now)
 
     def _take_pending(self) -> None:
         with self._pending_lock:
@@ -359,6 +366,8 @@ class ChannelServer:
         blobs = self.supervisor.workflow_blobs()
         if ep.shipped < len(blobs):
             new = blobs[ep.shipped:]
+            if ep.shipped == 0:  # a fresh process needs only the latest definition of each
+                new = list({key: (key, blob) for key, blob in new}.values())
             ep.shipped = len(blobs)
             return ("workflows", new)
         if kind != "hello" and worker_id is not None:

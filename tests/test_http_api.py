@@ -251,3 +251,70 @@ class TestPickles:
             back = decode_value(w, side="client")
             assert (back == v) or (v != v and back != back), v
             assert type(back) is type(v)
+
+
+class TestClientLogic:
+    """HttpBrokerClient against httpx.MockTransport: retries, re-registration, prefetch."""
+
+    def test_connection_failures_are_retried_then_raised(self) -> None:
+        from fuseline_nb.broker.clients import HttpBrokerClient
+        from fuseline_nb.errors import BrokerUnavailableError
+
+        calls = []
+
+        def refuse(request: httpx.Request) -> httpx.Response:
+            calls.append(request.url.path)
+            raise httpx.ConnectError("connection refused", request=request)
+
+        client = HttpBrokerClient("http://b", retries=2, backoff=0.001, transport=httpx.MockTransport(refuse))
+        with pytest.raises(BrokerUnavailableError, match=r"unreachable \(GET /status, 3 attempt\(s\)\)"):
+            client.status()
+        assert calls == ["/status"] * 3
+
+    def test_a_forgotten_worker_registers_again_under_the_same_id(self) -> None:
+        from fuseline_nb.broker.clients import HttpBrokerClient
+
+        known: set[str] = set()
+        seen: list[str] = []
+        registrations = iter(range(1, 100))
+
+        def service(request: httpx.Request) -> httpx.Response:
+            path = request.url.path
+            if path == "/worker/register":
+                wid = f"w{next(registrations)}"
+                known.add(wid)
+                return httpx.Response(200, json={"v": 1, "worker_id": wid})
+            wid = json.loads(request.content)["worker_id"]
+            seen.append(wid)
+            if wid not in known:
+                return httpx.Response(404, json={"error": "unknown_worker", "detail": f"unknown worker: {wid!r}"})
+            return httpx.Response(204)
+
+        client = HttpBrokerClient("http://b", transport=httpx.MockTransport(service))
+        wid = client.register_worker([_wf().to_schema()])
+        client.keep_alive(wid)
+        known.clear()  # the broker restarted
+        client.keep_alive(wid)
+        client.keep_alive(wid)
+        assert seen == ["w1", "w1", "w2", "w2"]
+
+    def test_a_report_prefetches_the_next_step(self) -> None:
+        from fuseline_nb.broker.base import StepAssignment, StepReport
+        from fuseline_nb.broker.clients import HttpBrokerClient
+        from fuseline_nb.broker.codec import assignment_to_wire
+
+        nxt = StepAssignment("wf", "r", "b", {"workflow_inputs": {"x": (1, 2)}, "results": {"a": "left"},
+                                              "winners": {}}, 0.0, 60.0, 1, "1")
+        paths: list[str] = []
+
+        def service(request: httpx.Request) -> httpx.Response:
+            paths.append(f"{request.method} {request.url.path}")
+            body = json.loads(request.content)
+            assert body["next"] is True and body["report"]["action"] == "left"
+            return httpx.Response(200, json={"v": 1, "next": assignment_to_wire(nxt)})
+
+        client = HttpBrokerClient("http://b", transport=httpx.MockTransport(service))
+        client.report_step("w1", StepReport("wf", "r", "a", Status.SUCCEEDED, "left", attempt=1))
+        got = client.get_step("w1")  # no request: the report's answer carried it
+        assert paths == ["POST /workflow/step"]
+        assert (got.step_name, got.inputs, got.results) == ("b", {"x": (1, 2)}, {"a": "left"})

@@ -112,12 +112,20 @@ class HttpBrokerClient(BrokerClient):
         at once). Workers use a few seconds; it keeps them quick and idle.
     prefetch:
         Ask for the next step with each report (one round trip per step).
+    transport:
+        An httpx transport (default: ``httpx.HTTPTransport()``, a keep-alive
+        connection pool); tests pass ``httpx.MockTransport``.
 
     Examples
     --------
-    >>> client = HttpBrokerClient("http://127.0.0.1:8000", token="s3cret", poll_wait=2)
-    >>> client
-    HttpBrokerClient('http://127.0.0.1:8000')
+    >>> import httpx
+    >>> def service(request):
+    ...     return httpx.Response(404, json={"error": "unknown_run", "detail": "unknown run: 'r1'"})
+    >>> client = HttpBrokerClient("http://broker:8000", token="s3cret", transport=httpx.MockTransport(service))
+    >>> client.get_run("r1")
+    Traceback (most recent call last):
+    ...
+    fuseline_nb.errors.UnknownRunError: unknown run: 'r1' (GET /runs/r1 → 404)
     >>> client.close()
     """
 

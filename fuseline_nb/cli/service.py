@@ -32,6 +32,7 @@ import logging
 import multiprocessing as mp
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -74,7 +75,7 @@ def add_parser(subparsers: Any) -> None:
     w.add_argument("--broker", required=True, metavar="URL", help="the broker service, e.g. http://127.0.0.1:8000")
     w.add_argument("--processes", type=int, default=1, help="worker processes (default 1)")
     w.add_argument("--token", help=f"bearer token (default: ${TOKEN_ENV})")
-    w.add_argument("--name", help="label shown in the broker's worker list")
+    w.add_argument("--name", help="label shown in the broker's worker list (default: host/pid)")
     w.add_argument("--poll-wait", type=float, default=2.0,
                    help="seconds a request for work waits on the broker (long-poll, default 2)")
     w.add_argument("--grace", type=float, default=30.0,
@@ -194,6 +195,7 @@ def _serve_steps(specs: list[str], url: str, token: str | None, name: str | None
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     workflows = [load_workflow(s) for s in specs]
+    name = name or f"{socket.gethostname()}/{os.getpid()}"
     client = HttpBrokerClient(url, token, poll_wait=poll_wait, retries=2)
     pause = 0.5
     try:
@@ -300,6 +302,8 @@ def worker_main(args: argparse.Namespace) -> int:
         print(f"fuseline-nb worker: {exc}", file=sys.stderr)
         return 2
     token = _token(args)
+    if getattr(args, "verbose", False):
+        os.environ["FUSELINE_NB_VERBOSE"] = "1"  # the worker processes log at INFO too
     sup = _Supervisor(list(args.workflows), args.broker, token, args.name, args.processes,
                       args.poll_wait, args.grace)
     print(f"fuseline-nb worker: {args.processes} process(es) for {args.broker}", file=sys.stderr, flush=True)

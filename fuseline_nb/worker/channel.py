@@ -18,8 +18,8 @@ both directions; plain scalars travel as themselves. Errors travel as
 The hot path is at most one round trip per step: a worker's
 ``report_and_get`` carries its report and receives its next assignment —
 several while many short steps are queued, and then the reports of all but
-the last travel one-way (``report``), so the worker never waits for the
-kernel between them. A worker that asks for work when none is ready is
+the last travel one-way (``report``), batched for at most
+:data:`OUTBOX_DELAY`, so the worker never waits for the kernel between them. A worker that asks for work when none is ready is
 *parked* (its request stays unanswered) until a step is queued; the server
 is woken by broker events, so idle workers cost nothing and nobody polls.
 
@@ -38,6 +38,7 @@ import logging
 import os
 import pickle
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import replace
@@ -72,6 +73,10 @@ ReplyKind = Literal["ok", "error", "assignments", "workflows", "stop"]
 REPLY_KINDS: Final[tuple[str, ...]] = ("ok", "error", "assignments", "workflows", "stop")
 #: Requests the kernel never answers (a worker holding more work does not wait).
 ONE_WAY: Final = frozenset({"report"})
+#: A held step's report waits at most this long (seconds) to travel with others...
+OUTBOX_DELAY: Final = 0.002
+#: ...or until this many are waiting.
+OUTBOX_MAX: Final = 16
 
 #: A workflow as shipped to workers: ``((workflow_id, version), cloudpickle bytes)``.
 WorkflowBlob = tuple[tuple[str, str], bytes]
@@ -201,15 +206,23 @@ class ChannelClient(BrokerClient):
 
     def __init__(self, conn: Any, *, wait: bool = False) -> None:
         self._conn = conn
-        self._lock = threading.Lock()
+        self._rt_lock = threading.Lock()  # one request/reply pair at a time
+        self._send_lock = threading.Lock()  # one message on the wire at a time
         self.wait = wait
         self._next: deque[StepAssignment] = deque()
         self.on_workflows: Callable[[list[WorkflowBlob]], str] | None = None
+        # Reports of held steps wait here briefly and travel together.
+        self._outbox: list[tuple[Any, ...]] = []
+        self._outbox_worker: str | None = None
+        self._outbox_lock = threading.Lock()
+        self._outbox_due = threading.Event()
+        self._flusher: threading.Thread | None = None
 
     def _roundtrip(self, kind: RequestKind, *args: Any) -> tuple[Any, ...]:
-        with self._lock:
+        with self._rt_lock:
             try:
-                send(self._conn, (kind, args))
+                with self._send_lock:
+                    send(self._conn, (kind, args))
                 reply = receive(self._conn)
             except (EOFError, OSError) as exc:
                 raise ChannelClosed("the kernel closed the worker channel") from exc
@@ -221,11 +234,40 @@ class ChannelClient(BrokerClient):
 
     def _post(self, kind: RequestKind, *args: Any) -> None:
         assert kind in ONE_WAY
-        with self._lock:
+        with self._send_lock:
             try:
                 send(self._conn, (kind, args))
             except (EOFError, OSError) as exc:
                 raise ChannelClosed("the kernel closed the worker channel") from exc
+
+    def _take_outbox(self) -> list[tuple[Any, ...]]:
+        with self._outbox_lock:
+            batch, self._outbox = self._outbox, []
+        return batch
+
+    def _flush(self) -> None:
+        # Sent under the outbox lock, so these reports reach the kernel before
+        # anything the main thread sends after taking the (then empty) outbox.
+        with self._outbox_lock:
+            batch, self._outbox = self._outbox, []
+            if batch and self._outbox_worker is not None:
+                self._post("report", self._outbox_worker, batch)
+
+    def _flush_soon(self) -> None:
+        if self._flusher is None:
+            self._flusher = threading.Thread(target=self._flush_loop, name="fuseline-reports", daemon=True)
+            self._flusher.start()
+        self._outbox_due.set()
+
+    def _flush_loop(self) -> None:
+        while True:
+            self._outbox_due.wait()
+            self._outbox_due.clear()
+            time.sleep(OUTBOX_DELAY)
+            try:
+                self._flush()
+            except ChannelClosed:
+                return
 
     def _call(self, kind: RequestKind, *args: Any) -> Any:
         return unpack(self._roundtrip(kind, *args)[1])
@@ -273,9 +315,16 @@ class ChannelClient(BrokerClient):
                 f"{type(report.result).__name__}) cannot be sent back to the kernel: {exc}"))
             encoded = encode_report(failed)
         if self.wait and self._next:  # more work in hand: do not wait for the kernel
-            self._post("report", worker_id, encoded)
+            with self._outbox_lock:
+                self._outbox.append(encoded)
+                self._outbox_worker = worker_id
+                full = len(self._outbox) >= OUTBOX_MAX
+            if full:
+                self._flush()
+            else:
+                self._flush_soon()
         elif self.wait:
-            self._fetch("report_and_get", worker_id, encoded)
+            self._fetch("report_and_get", worker_id, [*self._take_outbox(), encoded])
         else:
             self._call("report_step", worker_id, encoded)
 

@@ -464,15 +464,19 @@ class ChannelServer:
             ep.fast = report.finished_at - report.started_at < PREFETCH_BELOW
         self.client.report_step(worker_id, report)
 
-    def _report_and_get(self, ep: Endpoint, worker_id: str, encoded: tuple[Any, ...], wait: bool) -> Reply:
-        self._take_report(ep, worker_id, encoded)
+    def _report_and_get(self, ep: Endpoint, worker_id: str, reports: list[tuple[Any, ...]],
+                        wait: bool) -> Reply:
+        for encoded in reports[:-1]:
+            self._report_oneway(ep, worker_id, [encoded])
+        self._take_report(ep, worker_id, reports[-1])
         return self._offer(ep, "get_step", worker_id, wait)
 
-    def _report_oneway(self, ep: Endpoint, worker_id: str, encoded: tuple[Any, ...]) -> Reply:
-        try:
-            self._take_report(ep, worker_id, encoded)
-        except Exception as exc:  # nobody waits for an answer: log it, as ProcessEngine would
-            log.warning("report from worker %s refused: %s", ep.label, exc)
+    def _report_oneway(self, ep: Endpoint, worker_id: str, reports: list[tuple[Any, ...]]) -> Reply:
+        for encoded in reports:
+            try:
+                self._take_report(ep, worker_id, encoded)
+            except Exception as exc:  # nobody waits for an answer: log it, as ProcessEngine would
+                log.warning("report from worker %s refused: %s", ep.label, exc)
         return None
 
     def _report_only(self, ep: Endpoint, worker_id: str, encoded: tuple[Any, ...]) -> Reply:

@@ -104,3 +104,32 @@ def test_the_terminal_progress_redraws_one_coloured_line() -> None:
     assert "\x1b[33m1 running\x1b[0m" in text and "0/8" in text
     assert "Validate" in text and "0.50s  w1" in text and "1/8" in text
     assert text.endswith("\n")
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_workers_at_once(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    import psutil
+
+    proc = subprocess.Popen(
+        [str(EXE), "run", "fuseline_nb.examples:tour", "--workers", "2", "--db", "runs.duckdb",
+         "-i", "delay=30"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    me = psutil.Process(proc.pid)
+    end = time.monotonic() + 30
+    while len(me.children()) < 2 and time.monotonic() < end:
+        time.sleep(0.05)
+    time.sleep(1.0)  # steps are running now
+    kids = me.children(recursive=True)
+    os.killpg(proc.pid, signal.SIGINT)
+    t0 = time.monotonic()
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert time.monotonic() - t0 < 5
+    assert "interrupted; workers stopped" in err
+    time.sleep(0.5)
+    assert not [k for k in kids if k.is_running() and k.status() != psutil.STATUS_ZOMBIE]

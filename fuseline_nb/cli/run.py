@@ -245,6 +245,33 @@ def _summary(session: Any, run: Any, outputs: Any, elapsed: float, out: TextIO) 
                   f"with DuckDB, e.g.\n  SELECT step, state, duration_s FROM steps WHERE run_id = '{run.id}'\n")
 
 
+def _drive(session: Any, wf: Workflow, inputs: dict[str, Any], args: argparse.Namespace,
+           out: TextIO, t0: float) -> int:
+    names = session.pool.worker_names if session.pool is not None else dict
+    progress = Progress(wf, out, tty=out.isatty())
+    session.subscribe(progress.on_event)
+    run = session.submit(wf, inputs)
+    progress.run_id = run.id
+    out.write(f"running {wf.workflow_id!r} ({len(wf)} steps) on {args.workers} worker processes, "
+              f"run {run.id}\n")
+    deadline = None if args.timeout is None else t0 + args.timeout
+    while not run.done():
+        progress.names = names()
+        progress.render()
+        if deadline is not None and time.monotonic() > deadline:
+            progress.render(final=True)
+            sys.stderr.write(f"fuseline-nb run: run {run.id} still running after {args.timeout} s\n")
+            return 2
+        if session.pool is not None:
+            session.pool.check()
+        time.sleep(0.1)  # at most 10 redraws a second
+    progress.names = names()
+    progress.render(final=True)
+    outputs = run.wait()
+    _summary(session, run, outputs, time.monotonic() - t0, out)
+    return 0 if run.info().state is Status.SUCCEEDED else 1
+
+
 def main(args: argparse.Namespace) -> int:
     """Run ``args.target``; returns 0 (SUCCEEDED), 1 (FAILED) or 2 (error or timeout)."""
     from ..session import Session
@@ -259,33 +286,13 @@ def main(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     try:
         with Session(args.db, workers=args.workers) as session:
-            names = session.pool.worker_names if session.pool is not None else dict
-            progress = Progress(wf, out, tty=out.isatty())
-            session.subscribe(progress.on_event)
-            run = session.submit(wf, inputs)
-            progress.run_id = run.id
-            out.write(f"running {wf.workflow_id!r} ({len(wf)} steps) on {args.workers} worker processes, "
-                      f"run {run.id}\n")
-            deadline = None if args.timeout is None else t0 + args.timeout
-            while not run.done():
-                progress.names = names()
-                progress.render()
-                if deadline is not None and time.monotonic() > deadline:
-                    progress.render(final=True)
-                    sys.stderr.write(f"fuseline-nb run: run {run.id} still running after {args.timeout} s\n")
-                    return 2
-                if session.pool is not None:
-                    session.pool.check()
-                time.sleep(0.1)  # at most 10 redraws a second
-            progress.names = names()
-            progress.render(final=True)
-            outputs = run.wait()
-            _summary(session, run, outputs, time.monotonic() - t0, out)
-            return 0 if run.info().state is Status.SUCCEEDED else 1
-    except KeyboardInterrupt:
-        sys.stderr.write("\nfuseline-nb run: interrupted; workers stopped (unfinished steps resume "
-                         "when the history file is opened again)\n")
-        return 130
+            try:
+                return _drive(session, wf, inputs, args, out, t0)
+            except KeyboardInterrupt:
+                session.close(timeout=0.5)  # busy workers are killed; their steps stay queued
+                sys.stderr.write("\nfuseline-nb run: interrupted; workers stopped (unfinished steps "
+                                 "resume when the history file is opened again)\n")
+                return 130
     except FuselineError as exc:
         sys.stderr.write(f"fuseline-nb run: {type(exc).__name__}: {exc}\n")
         return 2

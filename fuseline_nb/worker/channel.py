@@ -135,7 +135,14 @@ def _unpack_map(d: dict[str, Any]) -> dict[str, Any]:
 
 
 def encode_assignment(a: StepAssignment) -> tuple[Any, ...]:
-    """A :class:`StepAssignment` as a plain tuple with packed user data."""
+    """A :class:`StepAssignment` as a plain tuple with packed user data.
+
+    Examples
+    --------
+    >>> a = StepAssignment("wf", "r1", "s", {"workflow_inputs": {"x": [1]}, "results": {}}, 0.0, 1.0)
+    >>> decode_assignment(encode_assignment(a)).inputs
+    {'x': [1]}
+    """
     p = a.payload
     return (a.workflow_id, a.instance_id, a.step_name, _pack_map(p.get("workflow_inputs", {})),
             _pack_map(p.get("results", {})), p.get("winners", {}), a.assigned_at, a.expires_at,
@@ -150,7 +157,14 @@ def decode_assignment(t: tuple[Any, ...]) -> StepAssignment:
 
 
 def encode_report(r: StepReport) -> tuple[Any, ...]:
-    """A :class:`StepReport` as a plain tuple with its result packed."""
+    """A :class:`StepReport` as a plain tuple with its result packed.
+
+    Examples
+    --------
+    >>> r = decode_report(encode_report(StepReport("wf", "r1", "s", Status.SUCCEEDED, {"n": 1})))
+    >>> r.state, r.result
+    (<Status.SUCCEEDED: 'SUCCEEDED'>, {'n': 1})
+    """
     return (r.workflow_id, r.instance_id, r.step_name, Status(r.state).value, pack(r.result), r.attempt,
             r.error, r.traceback, r.action, r.started_at, r.finished_at)
 
@@ -174,7 +188,15 @@ def rebuild_error(type_name: str, message: str) -> Exception:
 
 
 def send(conn: Any, message: tuple[Any, ...]) -> None:
-    """Send one message over a ``multiprocessing`` connection."""
+    """Send one message over a ``multiprocessing`` connection.
+
+    Examples
+    --------
+    >>> import multiprocessing
+    >>> a, b = multiprocessing.Pipe()
+    >>> send(a, ("get_step", ("w1", True))); receive(b)
+    ('get_step', ('w1', True))
+    """
     conn.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
 
 

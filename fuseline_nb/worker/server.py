@@ -125,6 +125,17 @@ class ChannelServer:
         is handed out only while many steps are queued and the worker's last
         step was short (fast fan-outs then cost one round trip per
         ``prefetch`` steps; a long step never holds others back for long).
+
+    Examples
+    --------
+    >>> from fuseline_nb.broker import MemoryBroker
+    >>> from fuseline_nb.broker.clients import LocalBrokerClient
+    >>> class Pool:
+    ...     def workflow_blobs(self): return []
+    >>> server = ChannelServer(LocalBrokerClient(MemoryBroker()), Pool())
+    >>> server.alive, server.prefetch
+    (False, 4)
+    >>> server.close()
     """
 
     def __init__(self, client: BrokerClient, supervisor: Supervisor, *, poll_interval: float = 0.1,

@@ -1,0 +1,141 @@
+"""The process channel without processes: a ChannelClient against a ChannelServer thread over a real pipe."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+from types import SimpleNamespace
+
+import pytest
+
+import fuseline_nb as fl
+from fuseline_nb.broker import MemoryBroker, StepReport
+from fuseline_nb.broker.clients import LocalBrokerClient
+from fuseline_nb.errors import StaleReportError, UnknownRunError
+from fuseline_nb.worker.channel import ChannelClient, ChannelClosed
+from fuseline_nb.worker.server import ChannelServer, Endpoint
+from fuseline_nb.worker.shipping import ship
+
+
+class FakeProcess:
+    """Stands in for a worker process: its sentinel is a pipe we can 'end'."""
+
+    def __init__(self) -> None:
+        self.sentinel, self._w = os.pipe()
+        self.pid = os.getpid()
+
+    def end(self) -> None:
+        os.close(self._w)
+
+
+class Pool:
+    def __init__(self, workflows: list[fl.Workflow]) -> None:
+        self.blobs = [ship(wf) for wf in workflows]
+        self.exits: list[Endpoint] = []
+        self.exited = threading.Event()
+
+    def workflow_blobs(self):
+        return self.blobs
+
+    def on_exit(self, ep: Endpoint) -> None:
+        self.exits.append(ep)
+        self.exited.set()
+
+    def on_timeout(self, ep: Endpoint) -> None:
+        raise AssertionError("no timeouts here")
+
+    def on_load_error(self, ep: Endpoint, text: str) -> None:
+        raise AssertionError(text)
+
+
+@pytest.fixture
+def wired():
+    def add(x: int) -> int:
+        return x + 1
+
+    wf = fl.Workflow(outputs=[fl.FunctionStep(add)], workflow_id="chan")
+    broker = MemoryBroker()
+    pool = Pool([wf])
+    server = ChannelServer(LocalBrokerClient(broker), pool)
+    server.start()
+    kernel_end, worker_end = multiprocessing.Pipe()
+    proc = FakeProcess()
+    ep = Endpoint("w1", kernel_end, proc)
+    server.add(ep)
+    client = ChannelClient(worker_end, wait=False)
+    yield SimpleNamespace(broker=broker, server=server, client=client, wf=wf, pool=pool, proc=proc, ep=ep)
+    server.close()
+
+
+def test_the_client_speaks_every_broker_method(wired: SimpleNamespace) -> None:
+    blobs = wired.client.hello()
+    assert [key for key, _ in blobs] == [("chan", "1")]
+    wid = wired.client.register_worker([wired.wf.to_schema()], "w1")
+    assert [w.name for w in wired.client.list_workers()] == ["w1"]
+    assert [s.workflow_id for s in wired.client.list_workflows()] == ["chan"]
+    run_id = wired.client.dispatch_workflow(wired.wf.to_schema(), {"x": 41})
+    a = wired.client.get_step(wid)
+    assert (a.step_name, a.inputs, wired.ep.busy.step) == ("add", {"x": 41}, "add")
+    wired.client.keep_alive(wid)
+    wired.client.report_step(wid, StepReport("chan", run_id, "add", fl.Status.SUCCEEDED, {"v": 42}, a.attempt))
+    assert wired.ep.busy is None
+    info = wired.client.get_run(run_id)
+    assert (info.state, info.steps["add"].result) == (fl.Status.SUCCEEDED, {"v": 42})
+    assert [r.run_id for r in wired.client.list_runs()] == [run_id]
+    assert wired.client.status()["status"] == "ok"
+    assert wired.client.get_step(wid) is None  # wait=False: nothing ready is an answer, not a wait
+
+
+def test_broker_errors_cross_as_the_same_class(wired: SimpleNamespace) -> None:
+    wired.client.hello()
+    wid = wired.client.register_worker([wired.wf.to_schema()])
+    with pytest.raises(UnknownRunError, match="unknown run: 'nope'"):
+        wired.client.get_run("nope")
+    run_id = wired.client.dispatch_workflow(wired.wf.to_schema(), {"x": 1})
+    a = wired.client.get_step(wid)
+    with pytest.raises(StaleReportError, match="attempt 7"):
+        wired.client.report_step(wid, StepReport("chan", run_id, "add", fl.Status.SUCCEEDED, 2, a.attempt + 6))
+
+
+def test_an_unknown_kind_is_an_explicit_error(wired: SimpleNamespace) -> None:
+    with pytest.raises(ValueError, match=r"unknown message kind: 'bogus' \(must be one of \['hello'"):
+        wired.client._roundtrip("bogus")  # type: ignore[arg-type]
+
+
+def test_a_waiting_worker_is_parked_until_a_step_is_queued(wired: SimpleNamespace) -> None:
+    wired.broker.subscribe(lambda e: wired.server.note_event(e.kind))
+    wired.client.hello()
+    wid = wired.client.register_worker([wired.wf.to_schema()])
+    wired.client.wait = True
+    got: list = []
+    t = threading.Thread(target=lambda: got.append(wired.client.get_step(wid)))
+    t.start()
+    t.join(0.3)
+    assert t.is_alive() and wired.ep.parked == ("get_step", wid)  # parked, not polling
+    wired.broker.dispatch_workflow(wired.wf.to_schema(), {"x": 1})
+    t.join(5)
+    assert got and got[0].step_name == "add"
+
+
+def test_draining_stops_a_parked_worker_and_a_dead_process_is_reported(wired: SimpleNamespace) -> None:
+    wired.client.hello()
+    wid = wired.client.register_worker([wired.wf.to_schema()])
+    wired.client.wait = True
+    errors: list = []
+
+    def park() -> None:
+        try:
+            wired.client.get_step(wid)
+        except ChannelClosed as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=park)
+    t.start()
+    t.join(0.2)
+    wired.server.drain()
+    t.join(5)
+    assert errors and "stopping" in str(errors[0])
+    wired.proc.end()
+    assert wired.pool.exited.wait(5) and wired.pool.exits == [wired.ep]
+    assert "w1" not in wired.server.endpoints

@@ -254,7 +254,13 @@ def test_shutdown_leaves_no_child_processes() -> None:
     assert time.perf_counter() - t0 < 3
     # multiprocessing's own resource tracker (one per interpreter, started by the first
     # spawn) stays until this process exits; it is not a worker
-    left = {p.pid for p in me.children(recursive=True) if "resource_tracker" not in " ".join(p.cmdline())}
+    def worker_like(p: psutil.Process) -> bool:
+        try:
+            return p.status() != psutil.STATUS_ZOMBIE and "resource_tracker" not in " ".join(p.cmdline())
+        except psutil.Error:  # gone, or a zombie about to be reaped
+            return False
+
+    left = {p.pid for p in me.children(recursive=True) if worker_like(p)}
     assert left - before == set()
     assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in pids)
     session.close()  # idempotent

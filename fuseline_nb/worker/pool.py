@@ -34,7 +34,6 @@ import itertools
 import logging
 import multiprocessing
 import os
-import signal
 import threading
 import time
 import weakref
@@ -43,13 +42,13 @@ from typing import Any
 
 from ..broker.base import Broker, StepReport
 from ..broker.clients import BrokerClient, LocalBrokerClient
-from ..errors import PicklingError, SchemaMismatchError, WorkerError
+from ..errors import SchemaMismatchError, WorkerError
 from ..workflow.graph import Workflow
 from ..workflow.status import Status
-from .channel import ChannelClient, ChannelClosed, WorkflowBlob
-from .engine import ProcessEngine
+from .channel import WorkflowBlob
+from .process import worker_main
 from .server import ChannelServer, Endpoint
-from .shipping import load, ship
+from .shipping import ship
 
 log = logging.getLogger(__name__)
 
@@ -265,7 +264,7 @@ class WorkerPool:
         label = f"w{next(self._labels)}"
         parent, child = self._ctx.Pipe(duplex=True)
         proc = self._ctx.Process(
-            target=_worker_main, args=(child, label, os.getpid(), logging.getLogger().level),
+            target=worker_main, args=(child, label, os.getpid(), logging.getLogger().level),
             name=f"fuseline-{label}", daemon=False,
         )
         proc.start()
@@ -350,25 +349,6 @@ class WorkerPool:
             self.error = WorkerError(text)
 
 
-class _PoolEngine(ProcessEngine):
-    """The engine of a pool worker: it can take more workflows while running."""
-
-    def adopt(self, blobs: list[WorkflowBlob]) -> str:
-        """Load shipped workflows; re-register when they add workflow ids. Returns the worker id."""
-        try:
-            loaded = load(blobs)
-        except PicklingError as exc:
-            assert isinstance(self.client, ChannelClient)
-            self.client.load_error(str(exc))
-            raise ChannelClosed(str(exc)) from exc
-        new = set(loaded) - set(self._by_key)
-        self._by_key.update(loaded)
-        self.workflows = list(self._by_key.values())
-        if new:
-            self.worker_id = self.client.register_worker([w.to_schema() for w in self.workflows], self.name)
-        return self.worker_id
-
-
 def _stop_at_exit(ref: weakref.ReferenceType[WorkerPool]) -> Any:
     def hook() -> None:
         pool = ref()
@@ -376,41 +356,6 @@ def _stop_at_exit(ref: weakref.ReferenceType[WorkerPool]) -> Any:
             pool.stop(timeout=1.0)
 
     return hook
-
-
-def _watch_parent(parent_pid: int) -> None:
-    """Exit when the kernel is gone (even if it was killed and could not stop us)."""
-
-    def watch() -> None:
-        while True:
-            time.sleep(0.5)
-            if os.getppid() != parent_pid:
-                os._exit(70)
-
-    threading.Thread(target=watch, name="fuseline-parent-watch", daemon=True).start()
-
-
-def _worker_main(conn: Any, label: str, parent_pid: int, log_level: int) -> None:
-    """Entry point of a worker process."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the kernel's to handle
-    logging.basicConfig(level=log_level or logging.WARNING,
-                        format=f"%(levelname)s worker {label}: %(name)s: %(message)s")
-    _watch_parent(parent_pid)
-    client = ChannelClient(conn, wait=True)
-    try:
-        blobs = client.hello()
-        try:
-            workflows = load(blobs)
-        except PicklingError as exc:
-            client.load_error(str(exc))
-            return
-        engine = _PoolEngine(client, workflows.values(), name=label)
-        client.on_workflows = engine.adopt
-        engine.work(block=True)
-    except ChannelClosed:
-        pass
-    finally:
-        conn.close()
 
 
 __all__ = ["WorkerPool"]

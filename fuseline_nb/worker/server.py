@@ -11,9 +11,9 @@ notices at once when a process dies (its sentinel) or a step passes its
 
 Examples
 --------
->>> from fuseline_nb.worker.server import Endpoint
->>> Endpoint("w1", None, None).worker_id is None
-True
+>>> from fuseline_nb.worker.server import ChannelServer
+>>> ChannelServer.__name__
+'ChannelServer'
 """
 
 from __future__ import annotations
@@ -23,10 +23,8 @@ import os
 import selectors
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from ..broker.base import StepAssignment, StepReport
 from ..broker.clients import BrokerClient
@@ -35,7 +33,6 @@ from ..workflow.status import Status
 from .channel import (
     PROTOCOL_VERSION,
     REQUEST_KINDS,
-    WorkflowBlob,
     decode_report,
     encode_assignment,
     pack,
@@ -43,69 +40,9 @@ from .channel import (
     send,
     unpack,
 )
+from .endpoint import PREFETCH_BELOW, Busy, Endpoint, Reply, Supervisor
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(slots=True)
-class Busy:
-    """The assignment a worker process is running, as the kernel tracks it."""
-
-    workflow_id: str
-    version: str
-    run_id: str
-    step: str
-    attempt: int
-    seconds: float | None  # the step's StepTimeoutPolicy, if any
-    deadline: float | None = None  # time.monotonic() by which it must report, once started
-
-
-class Endpoint:
-    """One worker process as the kernel sees it: its pipe, process and state."""
-
-    __slots__ = ("conn", "fast", "held", "label", "parked", "pid", "process", "shipped", "worker_id")
-
-    def __init__(self, label: str, conn: Any, process: Any) -> None:
-        self.label = label
-        self.conn = conn
-        self.process = process
-        self.pid: int | None = None
-        self.worker_id: str | None = None  # the broker's id, once registered
-        self.parked: tuple[str, str | None] | None = None  # an unanswered get: (kind, worker id)
-        #: Assignments handed out and not reported yet, in order; the first one is running.
-        self.held: deque[Busy] = deque()
-        self.fast = False  # whether its last step took under PREFETCH_BELOW seconds
-        self.shipped = 0  # how many of the pool's workflows this process has
-
-    @property
-    def busy(self) -> Busy | None:
-        """The assignment the process is running now, if any."""
-        return self.held[0] if self.held else None
-
-    def __repr__(self) -> str:
-        return f"<Endpoint {self.label} pid={self.pid} worker={self.worker_id}>"
-
-
-class Supervisor(Protocol):
-    """What the server asks of its pool."""
-
-    def workflow_blobs(self) -> list[WorkflowBlob]:
-        """Every workflow of the pool, in the order they were added."""
-
-    def on_exit(self, ep: Endpoint) -> None:
-        """``ep``'s process ended (the server has stopped watching it)."""
-
-    def on_timeout(self, ep: Endpoint) -> None:
-        """``ep``'s step passed its deadline (``ep.busy`` says which)."""
-
-    def on_load_error(self, ep: Endpoint, text: str) -> None:
-        """``ep`` could not load the shipped workflows."""
-
-
-Reply = tuple[Any, ...] | None  # None: parked, or a one-way message
-
-#: A worker gets more than one assignment at a time only after a step shorter than this.
-PREFETCH_BELOW = 0.1
 
 
 class ChannelServer:

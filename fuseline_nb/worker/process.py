@@ -1,0 +1,84 @@
+"""The worker process side of a WorkerPool: its entry point and engine.
+
+:func:`worker_main` runs in each spawned process: it ignores Ctrl-C (the
+kernel's to handle), watches that its parent is alive, says hello over its
+pipe, loads the shipped workflows and runs ``ProcessEngine(...).work(block=True)``
+until the kernel says stop.
+
+Examples
+--------
+>>> from fuseline_nb.worker.process import worker_main
+>>> callable(worker_main)
+True
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+from ..errors import PicklingError
+from .channel import ChannelClient, ChannelClosed, WorkflowBlob
+from .engine import ProcessEngine
+from .shipping import load
+
+
+class _PoolEngine(ProcessEngine):
+    """The engine of a pool worker: it can take more workflows while running."""
+
+    def adopt(self, blobs: list[WorkflowBlob]) -> str:
+        """Load shipped workflows; re-register when they add workflow ids. Returns the worker id."""
+        try:
+            loaded = load(blobs)
+        except PicklingError as exc:
+            assert isinstance(self.client, ChannelClient)
+            self.client.load_error(str(exc))
+            raise ChannelClosed(str(exc)) from exc
+        new = set(loaded) - set(self._by_key)
+        self._by_key.update(loaded)
+        self.workflows = list(self._by_key.values())
+        if new:
+            self.worker_id = self.client.register_worker([w.to_schema() for w in self.workflows], self.name)
+        return self.worker_id
+
+
+def _watch_parent(parent_pid: int) -> None:
+    """Exit when the kernel is gone (even if it was killed and could not stop us)."""
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent_pid:
+                os._exit(70)
+
+    threading.Thread(target=watch, name="fuseline-parent-watch", daemon=True).start()
+
+
+def worker_main(conn: Any, label: str, parent_pid: int, log_level: int) -> None:
+    """Entry point of a worker process."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the kernel's to handle
+    logging.basicConfig(level=log_level or logging.WARNING,
+                        format=f"%(levelname)s worker {label}: %(name)s: %(message)s")
+    _watch_parent(parent_pid)
+    client = ChannelClient(conn, wait=True)
+    try:
+        blobs = client.hello()
+        try:
+            workflows = load(blobs)
+        except PicklingError as exc:
+            client.load_error(str(exc))
+            return
+        engine = _PoolEngine(client, workflows.values(), name=label)
+        client.on_workflows = engine.adopt
+        engine.work(block=True)
+    except ChannelClosed:
+        pass
+    finally:
+        conn.close()
+
+
+__all__ = ["worker_main"]

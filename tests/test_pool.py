@@ -339,3 +339,11 @@ def test_workers_exit_when_the_kernel_is_killed(tmp_path: Path) -> None:
     while any(alive(p) for p in pids) and time.monotonic() < end:
         time.sleep(0.05)
     assert not any(alive(p) for p in pids)
+
+
+def test_heartbeats_keep_a_long_step_from_being_handed_out_again() -> None:
+    with fl.Session(workers=2, lease_seconds=0.6) as session:
+        run = session.submit(fan(1, 2.0, "long"), {"seconds": 2.0})
+        assert isinstance(run.wait(timeout=30), int)
+        step = run.info().steps["s0"]
+        assert (step.state, step.attempts) == (fl.Status.SUCCEEDED, 1)

@@ -53,6 +53,21 @@ class ReplayView(W.VBox):
     ------
     UnknownRunError
         The broker does not know ``run_id``.
+
+    Examples
+    --------
+    >>> from fuseline_nb import FunctionStep, Workflow
+    >>> from fuseline_nb.broker import MemoryBroker
+    >>> from fuseline_nb.broker.clients import LocalBrokerClient
+    >>> from fuseline_nb.worker import ProcessEngine
+    >>> wf = Workflow(outputs=[FunctionStep(lambda: 1, name="one")])
+    >>> broker = MemoryBroker()
+    >>> run_id = broker.dispatch_workflow(wf.to_schema())
+    >>> ProcessEngine(LocalBrokerClient(broker), [wf]).work()
+    >>> replay = ReplayView(broker, run_id)
+    >>> replay.state.run_state
+    'SUCCEEDED'
+    >>> replay.close()
     """
 
     def __init__(self, session_or_broker: Any, run_id: str, *, max_nodes: int = DEFAULT_MAX_NODES,

@@ -75,6 +75,20 @@ class RunView(W.VBox):
     ------
     UnknownRunError
         The broker does not know ``run_id``.
+
+    Examples
+    --------
+    >>> from fuseline_nb import FunctionStep, Workflow
+    >>> from fuseline_nb.broker import MemoryBroker
+    >>> from fuseline_nb.broker.clients import LocalBrokerClient
+    >>> from fuseline_nb.worker import ProcessEngine
+    >>> wf = Workflow(outputs=[FunctionStep(lambda: 1, name="one")])
+    >>> broker = MemoryBroker()
+    >>> view = RunView(broker, broker.dispatch_workflow(wf.to_schema()))
+    >>> ProcessEngine(LocalBrokerClient(broker), [wf]).work()
+    >>> view.join(timeout=10), view.state.run_state
+    (True, 'SUCCEEDED')
+    >>> view.close()
     """
 
     def __init__(self, broker: Any, run_id: str, *, interval: float = 0.1,

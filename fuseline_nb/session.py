@@ -60,6 +60,28 @@ def _check_inputs(inputs: Mapping[str, Any]) -> None:
             ) from exc
 
 
+def _weak_listener(method: Callable[[Event], None]) -> Callable[[Event], None]:
+    """An event listener that does not keep its session alive."""
+    ref = weakref.WeakMethod(method)  # type: ignore[arg-type]
+
+    def listener(event: Event) -> None:
+        bound = ref()
+        if bound is not None:
+            bound(event)
+
+    return listener
+
+
+def _release(pool: Any, broker: Broker, unsubscribe: Callable[[], None]) -> None:
+    """What a session dropped without close() still owes: stop workers, close history."""
+    try:
+        if pool is not None:
+            pool.stop(timeout=1.0)
+    finally:
+        unsubscribe()
+        broker.close()
+
+
 def _close_at_exit(ref: weakref.ReferenceType[Session]) -> Callable[[], None]:
     def hook() -> None:
         session = ref()
@@ -110,7 +132,7 @@ class Session:
         self._done_lock = threading.Lock()
         self._runs: weakref.WeakValueDictionary[str, Run] = weakref.WeakValueDictionary()
         self._closed = False
-        self._unsubscribe = self.broker.subscribe(self._on_event)
+        self._unsubscribe = self.broker.subscribe(_weak_listener(self._on_event))
         self.pool: Any = None
         try:
             if workers:
@@ -123,6 +145,9 @@ class Session:
             raise
         self._atexit = _close_at_exit(weakref.ref(self))
         atexit.register(self._atexit)  # after the pool's own hook, so it runs first
+        # A session rebound in a notebook cell without close() still ends its workers.
+        self._finalizer = weakref.finalize(self, _release, self.pool, self.broker, self._unsubscribe)
+        self._finalizer.atexit = False
 
     # -- runs -------------------------------------------------------------------------------
     def submit(self, wf: Workflow, inputs: Mapping[str, Any] | None = None) -> Run:
@@ -205,6 +230,7 @@ class Session:
         if self._closed:
             return
         self._closed = True
+        self._finalizer.detach()
         try:
             if self.pool is not None:
                 self.pool.stop(timeout=timeout)

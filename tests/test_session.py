@@ -82,3 +82,22 @@ def test_a_workflow_the_workers_cannot_load_fails_wait_clearly() -> None:
                 session.submit(build_tour())
     finally:
         del sys.modules["ghost_module_for_test"]
+
+
+@pytest.mark.slow
+def test_a_session_dropped_without_close_ends_its_workers() -> None:
+    import gc
+    import time
+
+    import psutil
+
+    session = fl.Session(workers=1)
+    session.submit(fl.Workflow(outputs=[fl.FunctionStep(lambda: 1, name="one")])).wait(timeout=60)
+    pids = session.pool.pids()
+    del session  # as when a cell `session = fl.Session(...)` runs again
+    gc.collect()
+    end = time.monotonic() + 10
+    while any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in pids) \
+            and time.monotonic() < end:
+        time.sleep(0.05)
+    assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in pids)

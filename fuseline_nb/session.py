@@ -60,11 +60,13 @@ def _check_inputs(inputs: Mapping[str, Any]) -> None:
             ) from exc
 
 
-def _weak_listener(method: Callable[[Event], None]) -> Callable[[Event], None]:
-    """An event listener that does not keep its session alive."""
+def _weak_listener(method: Callable[[Event], None], kind: str | None = None) -> Callable[[Event], None]:
+    """An event listener that does not keep its session alive (and sees only ``kind``, if given)."""
     ref = weakref.WeakMethod(method)  # type: ignore[arg-type]
 
     def listener(event: Event) -> None:
+        if kind is not None and event.kind != kind:
+            return  # three events a step: skip the ones the session ignores cheaply
         bound = ref()
         if bound is not None:
             bound(event)
@@ -132,7 +134,7 @@ class Session:
         self._done_lock = threading.Lock()
         self._runs: weakref.WeakValueDictionary[str, Run] = weakref.WeakValueDictionary()
         self._closed = False
-        self._unsubscribe = self.broker.subscribe(_weak_listener(self._on_event))
+        self._unsubscribe = self.broker.subscribe(_weak_listener(self._on_event, "run_finished"))
         self.pool: Any = None
         try:
             if workers:

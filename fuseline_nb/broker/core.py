@@ -37,7 +37,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import replace
 from typing import Any
 
 from ..errors import (
@@ -63,18 +62,38 @@ log = logging.getLogger(__name__)
 _Key = tuple[str, str]  # (workflow_id, version)
 
 
+def _copy_info(info: StepInfo) -> StepInfo:
+    """A shallow copy of ``info`` (``dataclasses.replace`` without re-running ``__init__``)."""
+    copied = object.__new__(StepInfo)
+    copied.__dict__.update(info.__dict__)
+    return copied
+
+
+_OUTCOMES: dict[str, Outcome] = {}
+
+
+def _succeeded(action: str) -> Outcome:
+    """``Outcome.succeeded(action)``, shared (outcomes are immutable)."""
+    outcome = _OUTCOMES.get(action)
+    if outcome is None:
+        outcome = _OUTCOMES[action] = Outcome.succeeded(action)
+    return outcome
+
+
 def _preview(value: Any, limit: int = 200) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class _Compiled:
-    __slots__ = ("plan", "retries", "schema")
+    __slots__ = ("plan", "retries", "schema", "sources")
 
     def __init__(self, schema: WorkflowSchema) -> None:
         self.schema = schema
         self.plan = Plan.from_schema(schema)
         self.retries = {s.name: retry_settings(s.policies) for s in schema.steps}
+        #: step -> the distinct sources of its incoming edges, in edge order
+        self.sources = {v: tuple(dict.fromkeys(e.source for e in inc)) for v, inc in self.plan.incoming.items()}
 
 
 class _LiveRun:
@@ -261,17 +280,20 @@ class StorageBroker(Broker):
                                     inputs, compiled.plan.order, now)
             self._runs[run_id] = run
             self._active.setdefault(run.key, {})[run_id] = None
-            self._emit(run, "run_dispatched", detail={"workflow_id": compiled.schema.workflow_id})
+            self._emit(run, now, "run_dispatched", None, None, None, 0,
+                       {"workflow_id": compiled.schema.workflow_id})
             self._enqueue(run, run.tracker.start(), now)
             return run_id
 
     def get_step(self, worker_id: str) -> StepAssignment | None:
         """The next ready step ``worker_id`` can run, or ``None``."""
         with self._lock:
-            self._check_open()
-            worker = self._worker(worker_id)
-            now = self._clock()
-            self._expire(now)
+            if self._closed:
+                self._check_open()
+            worker = self._workers.get(worker_id) or self._worker(worker_id)
+            now = worker.info.last_seen = self._clock()
+            if (self._leases and self._leases[0][0] <= now) or (self._delayed and self._delayed[0][0] <= now):
+                self._expire(now)
             for key in worker.keys:
                 for run_id in self._active.get(key, ()):
                     run = self._runs[run_id]
@@ -285,8 +307,10 @@ class StorageBroker(Broker):
     def report_step(self, worker_id: str, report: StepReport) -> None:
         """Record one attempt's outcome; refuse a report for a superseded attempt."""
         with self._lock:
-            self._check_open()
-            worker = self._worker(worker_id)
+            if self._closed:
+                self._check_open()
+            worker = self._workers.get(worker_id) or self._worker(worker_id)
+            now = worker.info.last_seen = self._clock()
             run = self._runs.get(report.instance_id)
             if run is None:
                 if self.storage.load_run(report.instance_id) is None:
@@ -304,9 +328,11 @@ class StorageBroker(Broker):
                 )
             del run.assigned[step]
             worker.assigned.discard((run.run_id, step))
-            state = Status(report.state)
+            state = report.state
+            if state.__class__ is not Status:
+                state = Status(state)
             worker.info.last_task = LastTask(run.key[0], run.run_id, step, state is not Status.FAILED)
-            self._complete(run, step, state, report)
+            self._complete(run, step, state, report, now)
 
     def release(self, worker_id: str, run_id: str, step: str, attempt: int, error: str) -> None:
         """Report a FAILED attempt on a worker's behalf (e.g. its process was killed on timeout)."""
@@ -317,7 +343,7 @@ class StorageBroker(Broker):
         with self._lock:
             run = self._runs.get(run_id)
             if run is not None:
-                steps = {n: replace(i) for n, i in run.infos.items()}
+                steps = {n: _copy_info(i) for n, i in run.infos.items()}
                 return RunInfo(run_id, run.key[0], Status.RUNNING, steps, run.key[1],
                                dict(run.inputs), run.created_at)
             info = self.storage.load_run(run_id)
@@ -354,39 +380,41 @@ class StorageBroker(Broker):
             raise StorageClosedError(f"{type(self).__name__} is closed")
 
     # -- transitions -----------------------------------------------------------------
-    def _emit(self, run: _LiveRun, kind: Any, step: str | None = None, state: Status | None = None,
-              worker: str | None = None, attempt: int = 0, detail: dict[str, Any] | None = None) -> None:
-        run.seq += 1
-        event = Event(kind, run.run_id, run.seq, self._clock(), step, state, worker, attempt, detail)
+    def _emit(self, run: _LiveRun, at: float, kind: Any, step: str | None, state: Status | None,
+              worker: str | None, attempt: int, detail: dict[str, Any] | None) -> None:
+        run.seq = seq = run.seq + 1
+        event = Event(kind, run.run_id, seq, at, step, state, worker, attempt, detail)
         self.storage.record_event(event)
         if self._hub.has_subscribers:
             self._hub.publish(event)
 
     def _enqueue(self, run: _LiveRun, steps: list[str], now: float) -> None:
+        storage, run_id, infos = self.storage, run.run_id, run.infos
         for step in steps:
-            info = run.infos[step]
+            info = infos[step]
             info.queued_at = now
-            self.storage.enqueue(run.run_id, step)
-            self.storage.save_step(run.run_id, step, info)
-            self._emit(run, "step_queued", step, Status.PENDING)
+            storage.enqueue(run_id, step)
+            storage.save_step(run_id, step, info)
+            self._emit(run, now, "step_queued", step, Status.PENDING, None, 0, None)
 
     def _assign(self, run: _LiveRun, step: str, worker: _Worker, now: float) -> StepAssignment:
         info = run.infos[step]
-        info.attempts += 1
+        info.attempts = attempt = info.attempts + 1
         info.state = Status.RUNNING
-        info.worker = worker.info.worker_id
+        info.worker = wid = worker.info.worker_id
         info.started_at = now
         info.finished_at = None
         deadline = now + self.lease_seconds
-        run.assigned[step] = (worker.info.worker_id, info.attempts, deadline)
-        worker.assigned.add((run.run_id, step))
-        heapq.heappush(self._leases, (deadline, run.run_id, step, info.attempts))
-        self.storage.save_step(run.run_id, step, info)
-        self._emit(run, "step_started", step, Status.RUNNING, worker.info.worker_id, info.attempts)
-        plan = run.compiled.plan
-        results = {e.source: run.results[e.source] for e in plan.incoming[step] if e.source in run.results}
+        run_id = run.run_id
+        run.assigned[step] = (wid, attempt, deadline)
+        worker.assigned.add((run_id, step))
+        heapq.heappush(self._leases, (deadline, run_id, step, attempt))
+        self.storage.save_step(run_id, step, info)
+        self._emit(run, now, "step_started", step, Status.RUNNING, wid, attempt, None)
+        done = run.results
+        results = {src: done[src] for src in run.compiled.sources[step] if src in done}
         payload = {"workflow_inputs": run.inputs, "results": results, "winners": run.tracker.winners(step)}
-        return StepAssignment(run.key[0], run.run_id, step, payload, now, deadline, info.attempts, run.key[1])
+        return StepAssignment(run.key[0], run_id, step, payload, now, deadline, attempt, run.key[1])
 
     def _expire(self, now: float) -> None:
         leases = self._leases
@@ -413,13 +441,13 @@ class StorageBroker(Broker):
         info.state = Status.PENDING
         info.worker = None
         log.warning("step %r of run %s attempt %d: %s; queued again", step, run.run_id, attempt, reason)
-        self._emit(run, "step_queued", step, Status.PENDING, wid, attempt, {"reason": reason})
-        info.queued_at = self._clock()
+        now = self._clock()
+        self._emit(run, now, "step_queued", step, Status.PENDING, wid, attempt, {"reason": reason})
+        info.queued_at = now
         self.storage.enqueue(run.run_id, step)
         self.storage.save_step(run.run_id, step, info)
 
-    def _complete(self, run: _LiveRun, step: str, state: Status, report: StepReport) -> None:
-        now = self._clock()
+    def _complete(self, run: _LiveRun, step: str, state: Status, report: StepReport, now: float) -> None:
         info = run.infos[step]
         info.finished_at = report.finished_at or now
         if report.started_at:
@@ -439,7 +467,7 @@ class StorageBroker(Broker):
             if retryable and fails < max_attempts:
                 info.state = Status.PENDING
                 self.storage.save_step(run.run_id, step, info)
-                self._emit(run, "step_queued", step, Status.PENDING, info.worker, info.attempts,
+                self._emit(run, now, "step_queued", step, Status.PENDING, info.worker, info.attempts,
                            {"reason": "retry", "error": info.error})
                 if wait:
                     heapq.heappush(self._delayed, (now + wait, run.run_id, step))
@@ -451,7 +479,7 @@ class StorageBroker(Broker):
             outcome = Outcome.skipped_by_condition()
             info.skip_reason = SKIP_CONDITION
         elif state is Status.SUCCEEDED:
-            outcome = Outcome.succeeded(info.action or "default")
+            outcome = _succeeded(info.action or "default")
             info.error = info.traceback = None
             run.results[step] = info.result = report.result
             self.storage.set_result(run.run_id, step, report.result)
@@ -464,26 +492,28 @@ class StorageBroker(Broker):
             detail["conditions"] = report.conditions
         if self._hub.has_subscribers and state is Status.SUCCEEDED:
             detail["result_preview"] = _preview(report.result)  # for traces and views only
-        self._emit(run, "step_finished", step, state, info.worker, info.attempts, detail)
+        self._emit(run, now, "step_finished", step, state, info.worker, info.attempts, detail)
         self._apply(run, run.tracker.finish(step, outcome), now)
 
     def _apply(self, run: _LiveRun, changes: Changes, now: float) -> None:
-        for names, state in ((changes.skipped, Status.SKIPPED), (changes.cancelled, Status.CANCELLED)):
-            for n in names:
-                info = run.infos[n]
-                info.state, info.finished_at = state, now
-                if state is Status.SKIPPED:
-                    info.skip_reason = SKIP_NOT_REACHED
-                self.storage.save_step(run.run_id, n, info)
-                self._emit(run, "step_finished", n, state, detail={"skip_reason": info.skip_reason})
-        self._enqueue(run, changes.ready, now)
+        if changes.skipped or changes.cancelled:
+            for names, state in ((changes.skipped, Status.SKIPPED), (changes.cancelled, Status.CANCELLED)):
+                for n in names:
+                    info = run.infos[n]
+                    info.state, info.finished_at = state, now
+                    if state is Status.SKIPPED:
+                        info.skip_reason = SKIP_NOT_REACHED
+                    self.storage.save_step(run.run_id, n, info)
+                    self._emit(run, now, "step_finished", n, state, None, 0, {"skip_reason": info.skip_reason})
+        if changes.ready:
+            self._enqueue(run, changes.ready, now)
         if run.tracker.done:
             self._finish_run(run, now)
 
     def _finish_run(self, run: _LiveRun, now: float) -> None:
         state = final_run_state(run.tracker.outcomes.values())
         self.storage.finalize_run(run.run_id, state, now)
-        self._emit(run, "run_finished", state=state, detail={"workflow_id": run.key[0]})
+        self._emit(run, now, "run_finished", None, state, None, 0, {"workflow_id": run.key[0]})
         del self._runs[run.run_id]
         self._active[run.key].pop(run.run_id, None)
 
@@ -542,7 +572,7 @@ class StorageBroker(Broker):
                     if state is Status.SKIPPED:
                         info.skip_reason = SKIP_NOT_REACHED
                     self.storage.save_step(run.run_id, n, info)
-                    self._emit(run, "step_finished", n, state, detail={"skip_reason": info.skip_reason})
+                    self._emit(run, now, "step_finished", n, state, None, 0, {"skip_reason": info.skip_reason})
 
 
 class MemoryBroker(StorageBroker):

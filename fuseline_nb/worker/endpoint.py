@@ -17,7 +17,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
-from .channel import WorkflowBlob
+from .channel import FrameReader, WorkflowBlob
 
 
 @dataclass(slots=True)
@@ -36,11 +36,12 @@ class Busy:
 class Endpoint:
     """One worker process as the kernel sees it: its pipe, process and state."""
 
-    __slots__ = ("conn", "fast", "held", "label", "parked", "pid", "process", "shipped", "worker_id")
+    __slots__ = ("conn", "fast", "held", "label", "parked", "pid", "process", "reader", "shipped", "worker_id")
 
     def __init__(self, label: str, conn: Any, process: Any) -> None:
         self.label = label
         self.conn = conn
+        self.reader = FrameReader(conn)  # the kernel reads the pipe through it, never conn.recv
         self.process = process
         self.pid: int | None = None
         self.worker_id: str | None = None  # the broker's id, once registered

@@ -26,6 +26,9 @@ from .channel import ChannelClient, ChannelClosed, WorkflowBlob
 from .engine import ProcessEngine
 from .shipping import load
 
+#: After a request, a pool worker waits this long for the reply without sleeping.
+SPIN_SECONDS = 100e-6
+
 
 class _PoolEngine(ProcessEngine):
     """The engine of a pool worker: it can take more workflows while running."""
@@ -64,7 +67,7 @@ def worker_main(conn: Any, label: str, parent_pid: int, log_level: int) -> None:
     logging.basicConfig(level=log_level or logging.WARNING,
                         format=f"%(levelname)s worker {label}: %(name)s: %(message)s")
     _watch_parent(parent_pid)
-    client = ChannelClient(conn, wait=True)
+    client = ChannelClient(conn, wait=True, spin=SPIN_SECONDS)
     try:
         blobs = client.hello()
         try:

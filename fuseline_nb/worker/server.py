@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import selectors
 import threading
 import time
@@ -36,13 +37,15 @@ from .channel import (
     decode_report,
     encode_assignment,
     pack,
-    receive,
     send,
     unpack,
 )
 from .endpoint import PREFETCH_BELOW, Busy, Endpoint, Reply, Supervisor
 
 log = logging.getLogger(__name__)
+
+SPIN_SECONDS = 100e-6
+_CPUS = os.cpu_count() or 1
 
 
 class ChannelServer:
@@ -99,6 +102,9 @@ class ChannelServer:
         self._dirty = False
         self._draining = False
         self._closing = False
+        self._spin_until = 0.0  # spin (see _spin) until then
+        self._handed_at = 0.0  # when the last assignments left, until the next request comes
+        self._quick = True  # whether the next request came within SPIN_SECONDS of the last hand-out
         self._thread = threading.Thread(target=self._loop, name="fuseline-channel", daemon=True)
         self.ident: int | None = None
         self._handlers: dict[str, Callable[..., Reply]] = {
@@ -199,22 +205,49 @@ class ChannelServer:
                 time.sleep(0.05)
 
     def _turn(self) -> None:
-        self._take_pending()
+        if self._pending:  # appended before the wake-up byte is written, so never missed
+            self._take_pending()
         try:
-            ready = self._sel.select(self._wait_time())
+            ready = self._spin() if self._spin_until else None
+            if not ready:
+                ready = self._sel.select(self._wait_time() if self._timed or self._parked else None)
         except OSError:  # a descriptor closed under us: look again
             return
+        if self._handed_at:  # did the last hand-out come back soon enough to be worth a spin?
+            self._quick = time.perf_counter() - self._handed_at < SPIN_SECONDS
+            self._handed_at = 0.0
+        endpoints = self.endpoints
         for key, _ in ready:
             kind, ep = key.data
-            if kind == "wake":
+            if kind == "conn":
+                if ep.label in endpoints:
+                    self._readable(ep)
+            elif kind == "wake":
                 self._drain_wake()
-            elif kind == "conn" and ep.label in self.endpoints:
-                self._readable(ep)
-            elif kind == "sentinel" and ep.label in self.endpoints:
+            elif kind == "sentinel" and ep.label in endpoints:
                 self._died(ep)
-        now = time.monotonic()
-        self._check_deadlines(now)
-        self._serve_parked(now)
+        if self._timed or self._parked:
+            now = time.monotonic()
+            if self._timed:
+                self._check_deadlines(now)
+            if self._parked:
+                self._serve_parked(now)
+
+    def _spin(self) -> list[Any]:
+        """Look for the next request without sleeping, for a moment after handing out work."""
+        until, self._spin_until = self._spin_until, 0.0
+        select, clock = self._sel.select, time.perf_counter
+        while not (ready := select(0)) and clock() < until:
+            pass
+        return ready
+
+    def _cpu_to_spare(self) -> bool:
+        """Whether a CPU is left over by the workers holding steps (else spinning slows them)."""
+        busy = 0
+        for ep in self.endpoints.values():
+            if ep.held:
+                busy += 1
+        return busy < _CPUS
 
     def _take_pending(self) -> None:
         with self._pending_lock:
@@ -240,15 +273,21 @@ class ChannelServer:
 
     def _readable(self, ep: Endpoint) -> bool:
         try:
-            kind, args = receive(ep.conn)
+            frames = ep.reader.read()
         except (EOFError, OSError):  # the process is going away; its sentinel follows
             try:
                 self._sel.unregister(ep.conn)
             except (KeyError, ValueError):
                 pass
             return False
-        handler = self._handlers.get(kind)
+        for frame in frames:
+            self._handle(ep, frame)
+        return True
+
+    def _handle(self, ep: Endpoint, frame: bytes) -> None:
         try:
+            kind, args = pickle.loads(frame)
+            handler = self._handlers.get(kind)
             if handler is None:
                 raise ValueError(f"unknown message kind: {kind!r} (must be one of {list(REQUEST_KINDS)})")
             reply = handler(ep, *args)
@@ -256,7 +295,6 @@ class ChannelServer:
             reply = ("error", type(exc).__name__, str(exc))
         if reply is not None:
             self._send(ep, reply)
-        return True
 
     def _send(self, ep: Endpoint, reply: tuple[Any, ...]) -> None:
         try:
@@ -320,13 +358,18 @@ class ChannelServer:
             return ("workflows", new)
         if kind != "hello" and worker_id is not None:
             batch: list[tuple[Any, ...]] = []
-            want = self._batch_size(ep)
-            while len(batch) < want and (a := self.client.get_step(worker_id)) is not None:
+            want = self._batch_size(ep) if self.prefetch > 1 else 1
+            get_step = self.client.get_step
+            while len(batch) < want and (a := get_step(worker_id)) is not None:
                 encoded = self._encode(worker_id, a)
                 if encoded is not None:
                     self._track(ep, a)
                     batch.append(encoded)
             if batch or not wait:
+                if batch:
+                    self._handed_at = now = time.perf_counter()
+                    if self._quick and self._cpu_to_spare():
+                        self._spin_until = now + SPIN_SECONDS
                 return ("assignments", batch)
         ep.parked = (kind, worker_id)
         self._parked[ep.label] = ep
@@ -349,18 +392,21 @@ class ChannelServer:
             return None
 
     def _track(self, ep: Endpoint, a: StepAssignment) -> None:
-        seconds = self._timeout_of(a.workflow_id, a.version, a.step_name)
+        table = self._timeouts.get((a.workflow_id, a.version))
+        seconds = table.get(a.step_name) if table is not None else \
+            self._timeout_of(a.workflow_id, a.version, a.step_name)
         ep.held.append(Busy(a.workflow_id, a.version, a.instance_id, a.step_name, a.attempt, seconds))
         if len(ep.held) == 1:
-            self._start_head(ep, time.monotonic())
+            self._start_head(ep)
 
-    def _start_head(self, ep: Endpoint, now: float) -> None:
+    def _start_head(self, ep: Endpoint) -> None:
         """The first held assignment starts now: its timeout counts from here."""
-        head = ep.busy
-        if head is not None and head.seconds:
-            head.deadline = now + head.seconds
+        held = ep.held
+        if held and held[0].seconds:
+            head = held[0]
+            head.deadline = time.monotonic() + head.seconds  # type: ignore[operator]
             self._timed[ep.label] = ep
-        else:
+        elif self._timed:
             self._timed.pop(ep.label, None)
 
     def _timeout_of(self, workflow_id: str, version: str, step: str) -> float | None:
@@ -402,14 +448,16 @@ class ChannelServer:
 
     def _take_report(self, ep: Endpoint, worker_id: str, encoded: tuple[Any, ...]) -> None:
         report = decode_report(encoded)
+        run_id, step = report.instance_id, report.step_name
         for i, held in enumerate(ep.held):
-            if held.run_id == report.instance_id and held.step == report.step_name:
+            if held.run_id == run_id and held.step == step:
                 del ep.held[i]
                 if i == 0:
-                    self._start_head(ep, time.monotonic())
+                    self._start_head(ep)
                 break
-        if report.started_at is not None and report.finished_at is not None:
-            ep.fast = report.finished_at - report.started_at < PREFETCH_BELOW
+        started, finished = report.started_at, report.finished_at
+        if started is not None and finished is not None:
+            ep.fast = finished - started < PREFETCH_BELOW
         self.client.report_step(worker_id, report)
 
     def _report_and_get(self, ep: Endpoint, worker_id: str, reports: list[tuple[Any, ...]],

@@ -1,0 +1,97 @@
+"""The worker channel's framing: FrameReader against multiprocessing's own Connection framing."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import pickle
+import struct
+import threading
+import time
+
+import pytest
+
+from fuseline_nb.worker.channel import ChannelClient, FrameReader, receive, send
+
+
+@pytest.fixture
+def pipe():
+    a, b = multiprocessing.Pipe()
+    yield a, b
+    a.close()
+    b.close()
+
+
+def test_several_messages_in_one_read_come_out_in_order(pipe):
+    a, b = pipe
+    for i in range(5):
+        send(a, ("report", (i,)))
+    frames = FrameReader(b).read()
+    assert [pickle.loads(f) for f in frames] == [("report", (i,)) for i in range(5)]
+
+
+def test_a_message_split_across_reads_is_kept_until_complete(pipe):
+    a, b = pipe
+    body = pickle.dumps(("ok", "x" * 50))
+    raw = struct.pack("!i", len(body)) + body
+    reader = FrameReader(b)
+    os.write(a.fileno(), raw[:2])  # not even the whole header
+    assert reader.read() == []
+    os.write(a.fileno(), raw[2:20])
+    assert reader.read() == []
+    os.write(a.fileno(), raw[20:] + raw)  # the rest, and a second message whole
+    assert [pickle.loads(f) for f in reader.read()] == [("ok", "x" * 50)] * 2
+
+
+@pytest.mark.parametrize("size", [16_000, 16_385, 70_000, 3_000_000])
+def test_big_messages_both_ways(pipe, size):
+    a, b = pipe
+    payload = os.urandom(size)
+    # send() output is what Connection.recv_bytes expects...
+    t = threading.Thread(target=send, args=(a, ("ok", payload)))
+    t.start()
+    assert receive(b) == ("ok", payload)
+    t.join()
+    # ...and FrameReader reads what Connection.send_bytes writes.
+    t = threading.Thread(target=a.send_bytes, args=(pickle.dumps(("ok", payload)),))
+    t.start()
+    assert pickle.loads(FrameReader(b).next()) == ("ok", payload)
+    t.join()
+
+
+def test_end_of_channel_raises_eoferror(pipe):
+    a, b = pipe
+    send(a, ("ok", 1))
+    a.close()
+    reader = FrameReader(b)
+    assert pickle.loads(reader.next()) == ("ok", 1)
+    with pytest.raises(EOFError):
+        reader.read()
+
+
+def test_spin_gives_up_after_its_time_and_sees_data_at_once(pipe):
+    a, b = pipe
+    reader = FrameReader(b)
+    t0 = time.perf_counter()
+    assert reader.spin(0.002) is False
+    assert time.perf_counter() - t0 >= 0.002
+    send(a, ("ok", None))
+    assert reader.spin(1.0) is True
+    assert pickle.loads(reader.next()) == ("ok", None)
+
+
+def test_client_stops_spinning_after_a_slow_reply_and_resumes_after_a_quick_one(pipe):
+    a, b = pipe
+    client = ChannelClient(a, spin=0.02)
+
+    def answer(delay: float) -> None:
+        receive(b)
+        time.sleep(delay)
+        send(b, ("ok", {"status": "ok"}))
+
+    for delay, quick in ((0.1, False), (0.0, True)):
+        t = threading.Thread(target=answer, args=(delay,))
+        t.start()
+        assert client.status() == {"status": "ok"}
+        t.join()
+        assert client._quick is quick

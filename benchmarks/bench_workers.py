@@ -19,8 +19,13 @@ Targets: per-step overhead <= 1.5x the floor on the chain and <= 2x on the
 fan-out; DuckDB history <= 1.25x the memory figure; speed-up >= 1.9x on the
 sleeps with 2 workers.
 
+The pool spins briefly for quick replies (see
+``fuseline_nb.worker.channel.spin_seconds``); ``--no-spin`` measures it with
+that turned off (``FUSELINE_NB_SPIN_US=0``), which shows the cost of the two
+process wake-ups per round trip.
+
 Run: ``.venv/bin/python benchmarks/bench_workers.py`` (add ``--quick`` for a
-smaller, faster pass).
+smaller, faster pass, ``--no-spin`` to turn spinning off).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import multiprocessing as mp
+import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -35,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import fuseline_nb as fl
+from fuseline_nb.worker.channel import spin_seconds
 
 
 def noop() -> None:
@@ -160,7 +167,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smaller workloads, one repeat")
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--no-spin", action="store_true", help="pool waits for replies without spinning")
     args = ap.parse_args()
+    if args.no_spin:
+        os.environ["FUSELINE_NB_SPIN_US"] = "0"  # read by the sessions' servers and their workers
     chain_n, fan_n, sleep_n = (50, 200, 200) if args.quick else (200, 1000, 1000)
     repeat = 1 if args.quick else args.repeat
     shapes = {"chain": (chain_wf(chain_n), chain_n), "fan-out": (fan_wf(fan_n), fan_n + 2),
@@ -213,6 +223,7 @@ def main() -> None:
     print(f"\nsleeps ({sleep_n} x 10 ms, serial {serial:.2f} s): speed-up with 2 workers — "
           f"floor {serial / floor_t['sleeps']:.2f}x, memory {serial / mem_t['sleeps']:.2f}x, "
           f"duckdb {serial / duck_t['sleeps']:.2f}x")
+    print(f"spin: {spin_seconds() * 1e6:.0f} us")
     print("targets: chain mem/floor <= 1.5x, fan-out mem/floor <= 2x, duck/mem <= 1.25x, speed-up >= 1.9x")
 
 

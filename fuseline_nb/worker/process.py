@@ -22,12 +22,9 @@ import time
 from typing import Any
 
 from ..errors import PicklingError
-from .channel import ChannelClient, ChannelClosed, WorkflowBlob
+from .channel import ChannelClient, ChannelClosed, WorkflowBlob, spin_seconds
 from .engine import ProcessEngine
 from .shipping import load
-
-#: After a request, a pool worker waits this long for the reply without sleeping.
-SPIN_SECONDS = 100e-6
 
 
 class _PoolEngine(ProcessEngine):
@@ -67,7 +64,7 @@ def worker_main(conn: Any, label: str, parent_pid: int, log_level: int) -> None:
     logging.basicConfig(level=log_level or logging.WARNING,
                         format=f"%(levelname)s worker {label}: %(name)s: %(message)s")
     _watch_parent(parent_pid)
-    client = ChannelClient(conn, wait=True, spin=SPIN_SECONDS)
+    client = ChannelClient(conn, wait=True, spin=spin_seconds())
     try:
         blobs = client.hello()
         try:

@@ -38,13 +38,13 @@ from .channel import (
     encode_assignment,
     pack,
     send,
+    spin_seconds,
     unpack,
 )
 from .endpoint import PREFETCH_BELOW, Busy, Endpoint, Reply, Supervisor
 
 log = logging.getLogger(__name__)
 
-SPIN_SECONDS = 100e-6
 _CPUS = os.cpu_count() or 1
 
 
@@ -102,9 +102,11 @@ class ChannelServer:
         self._dirty = False
         self._draining = False
         self._closing = False
+        #: Seconds to look for the next request without sleeping after handing out work.
+        self.spin = spin_seconds()
         self._spin_until = 0.0  # spin (see _spin) until then
         self._handed_at = 0.0  # when the last assignments left, until the next request comes
-        self._quick = True  # whether the next request came within SPIN_SECONDS of the last hand-out
+        self._quick = True  # whether the next request came within ``spin`` of the last hand-out
         self._thread = threading.Thread(target=self._loop, name="fuseline-channel", daemon=True)
         self.ident: int | None = None
         self._handlers: dict[str, Callable[..., Reply]] = {
@@ -214,7 +216,7 @@ class ChannelServer:
         except OSError:  # a descriptor closed under us: look again
             return
         if self._handed_at:  # did the last hand-out come back soon enough to be worth a spin?
-            self._quick = time.perf_counter() - self._handed_at < SPIN_SECONDS
+            self._quick = time.perf_counter() - self._handed_at < self.spin
             self._handed_at = 0.0
         endpoints = self.endpoints
         for key, _ in ready:
@@ -368,8 +370,8 @@ class ChannelServer:
             if batch or not wait:
                 if batch:
                     self._handed_at = now = time.perf_counter()
-                    if self._quick and self._cpu_to_spare():
-                        self._spin_until = now + SPIN_SECONDS
+                    if self._quick and self.spin and self._cpu_to_spare():
+                        self._spin_until = now + self.spin
                 return ("assignments", batch)
         ep.parked = (kind, worker_id)
         self._parked[ep.label] = ep

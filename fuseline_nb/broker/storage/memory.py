@@ -76,14 +76,20 @@ class MemoryRuntimeStorage(RuntimeStorage):
                        version, dict(inputs), created_at)
         self._runs[run_id] = _Run(info)
 
+    # The per-step methods look the run up inline (a broker calls them ~9 times a step);
+    # _run() raises the errors for a closed storage or an unknown run.
     def enqueue(self, run_id: str, step: str) -> None:
-        run = self._run(run_id)
+        run = self._runs.get(run_id) if not self._closed else None
+        if run is None:
+            run = self._run(run_id)
         if step not in run.queued:
             run.queued.add(step)
             run.queue.append(step)
 
     def fetch_next(self, run_id: str) -> str | None:
-        run = self._run(run_id)
+        run = self._runs.get(run_id) if not self._closed else None
+        if run is None:
+            run = self._run(run_id)
         if not run.queue:
             return None
         step = run.queue.popleft()
@@ -91,10 +97,12 @@ class MemoryRuntimeStorage(RuntimeStorage):
         return step
 
     def save_step(self, run_id: str, step: str, info: StepInfo) -> None:
-        self._run(run_id).info.steps[step] = info
+        run = self._runs.get(run_id) if not self._closed else None
+        (run or self._run(run_id)).info.steps[step] = info
 
     def set_result(self, run_id: str, step: str, result: Any) -> None:
-        self._run(run_id).results[step] = result
+        run = self._runs.get(run_id) if not self._closed else None
+        (run or self._run(run_id)).results[step] = result
 
     def get_result(self, run_id: str, step: str) -> Any:
         return self._run(run_id).results.get(step)
@@ -107,7 +115,8 @@ class MemoryRuntimeStorage(RuntimeStorage):
         info.state, info.finished_at = state, finished_at
 
     def record_event(self, event: Event) -> None:
-        self._run(event.run_id).events.append(event)
+        run = self._runs.get(event.run_id) if not self._closed else None
+        (run or self._run(event.run_id)).events.append(event)
 
     def load_run(self, run_id: str) -> RunInfo | None:
         if run_id not in self._runs:

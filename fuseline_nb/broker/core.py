@@ -86,7 +86,7 @@ def _preview(value: Any, limit: int = 200) -> str:
 
 
 class _Compiled:
-    __slots__ = ("plan", "retries", "schema", "sources")
+    __slots__ = ("_structure", "plan", "retries", "schema", "sources")
 
     def __init__(self, schema: WorkflowSchema) -> None:
         self.schema = schema
@@ -94,6 +94,13 @@ class _Compiled:
         self.retries = {s.name: retry_settings(s.policies) for s in schema.steps}
         #: step -> the distinct sources of its incoming edges, in edge order
         self.sources = {v: tuple(dict.fromkeys(e.source for e in inc)) for v, inc in self.plan.incoming.items()}
+        self._structure: str | None = None
+
+    def structure_key(self) -> str:
+        """``schema.structure_key()``, computed once."""
+        if self._structure is None:
+            self._structure = self.schema.structure_key()
+        return self._structure
 
 
 class _LiveRun:
@@ -191,7 +198,7 @@ class StorageBroker(Broker):
         key = (schema.workflow_id, schema.version)
         known = self._compiled.get(key)
         if known is not None:
-            if known.schema.structure_key() != schema.structure_key():
+            if schema is not known.schema and known.structure_key() != schema.structure_key():
                 diff = "; ".join(known.schema.differences(schema))
                 raise SchemaMismatchError(
                     f"workflow {schema.workflow_id!r} version {schema.version!r} is already "

@@ -45,7 +45,7 @@ from .endpoint import PREFETCH_BELOW, Busy, Endpoint, Reply, Supervisor
 
 log = logging.getLogger(__name__)
 
-_CPUS = os.cpu_count() or 1
+_CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 class ChannelServer:

@@ -80,18 +80,31 @@ def test_spin_gives_up_after_its_time_and_sees_data_at_once(pipe):
     assert pickle.loads(reader.next()) == ("ok", None)
 
 
-def test_client_stops_spinning_after_a_slow_reply_and_resumes_after_a_quick_one(pipe):
+def test_client_stops_spinning_after_slow_replies_and_resumes_after_a_quick_one(pipe):
     a, b = pipe
     client = ChannelClient(a, spin=0.02)
+    spins = []
+
+    class Counting(FrameReader):
+        def spin(self, seconds: float) -> bool:
+            spins.append(seconds)
+            return super().spin(seconds)
+
+    client._reader = Counting(a)
 
     def answer(delay: float) -> None:
         receive(b)
         time.sleep(delay)
         send(b, ("ok", {"status": "ok"}))
 
-    for delay, quick in ((0.1, False), (0.0, True)):
+    # spins while fewer than two replies in a row were slow; a quick reply starts it again
+    for delay, slow, spun in ((0.1, 1, 1), (0.1, 2, 2), (0.1, 3, 2), (0.0, 0, 2), (0.0, 0, 3)):
         t = threading.Thread(target=answer, args=(delay,))
         t.start()
+        t0 = time.perf_counter()
         assert client.status() == {"status": "ok"}
+        took = time.perf_counter() - t0
         t.join()
-        assert client._quick is quick
+        assert client._slow == slow
+        assert len(spins) == spun
+        assert took >= delay

@@ -117,6 +117,10 @@ def spin_seconds() -> float:
     return max(0.0, micros) / 1e6
 
 
+#: Spinning stops after this many replies in a row slower than the spin (and resumes after a quick one).
+SLOW_STREAK: Final = 2
+
+
 #: A workflow as shipped to workers: ``((workflow_id, version), cloudpickle bytes)``.
 WorkflowBlob = tuple[tuple[str, str], bytes]
 
@@ -383,7 +387,7 @@ class ChannelClient(BrokerClient):
         self._conn = conn
         #: Seconds to wait for a reply without sleeping before blocking (pool workers: a little).
         self.spin = spin
-        self._quick = spin > 0  # whether the last reply came within ``spin`` seconds
+        self._slow = 0  # how many replies in a row took longer than ``spin``
         self._reader = FrameReader(conn)
         self._rt_lock = threading.Lock()  # one request/reply pair at a time
         self._send_lock = threading.Lock()  # one message on the wire at a time
@@ -402,15 +406,12 @@ class ChannelClient(BrokerClient):
             try:
                 with self._send_lock:
                     send(self._conn, (kind, args))
-                if self._quick:
+                if self.spin:
                     sent = time.perf_counter()
-                    self._reader.spin(self.spin)
+                    if self._slow < SLOW_STREAK:
+                        self._reader.spin(self.spin)
                     reply = pickle.loads(self._reader.next())
-                    self._quick = time.perf_counter() - sent < self.spin  # worth spinning next time?
-                elif self.spin:
-                    sent = time.perf_counter()
-                    reply = pickle.loads(self._reader.next())
-                    self._quick = time.perf_counter() - sent < self.spin
+                    self._slow = 0 if time.perf_counter() - sent < self.spin else self._slow + 1
                 else:
                     reply = pickle.loads(self._reader.next())
             except (EOFError, OSError) as exc:

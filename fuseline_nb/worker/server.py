@@ -34,6 +34,7 @@ from ..workflow.status import Status
 from .channel import (
     PROTOCOL_VERSION,
     REQUEST_KINDS,
+    SLOW_STREAK,
     decode_report,
     encode_assignment,
     pack,
@@ -106,7 +107,7 @@ class ChannelServer:
         self.spin = spin_seconds()
         self._spin_until = 0.0  # spin (see _spin) until then
         self._handed_at = 0.0  # when the last assignments left, until the next request comes
-        self._quick = True  # whether the next request came within ``spin`` of the last hand-out
+        self._slow = 0  # how many requests in a row came later than ``spin`` after a hand-out
         self._thread = threading.Thread(target=self._loop, name="fuseline-channel", daemon=True)
         self.ident: int | None = None
         self._handlers: dict[str, Callable[..., Reply]] = {
@@ -216,7 +217,7 @@ class ChannelServer:
         except OSError:  # a descriptor closed under us: look again
             return
         if self._handed_at:  # did the last hand-out come back soon enough to be worth a spin?
-            self._quick = time.perf_counter() - self._handed_at < self.spin
+            self._slow = 0 if time.perf_counter() - self._handed_at < self.spin else self._slow + 1
             self._handed_at = 0.0
         endpoints = self.endpoints
         for key, _ in ready:
@@ -370,7 +371,7 @@ class ChannelServer:
             if batch or not wait:
                 if batch:
                     self._handed_at = now = time.perf_counter()
-                    if self._quick and self.spin and self._cpu_to_spare():
+                    if self._slow < SLOW_STREAK and self.spin and self._cpu_to_spare():
                         self._spin_until = now + self.spin
                 return ("assignments", batch)
         ep.parked = (kind, worker_id)

@@ -45,8 +45,6 @@ import builtins
 import logging
 import os
 import pickle
-import select
-import struct
 import threading
 import time
 from collections import deque
@@ -63,6 +61,7 @@ from ..errors import BrokerUnavailableError
 from ..workflow.runinfo import RunInfo
 from ..workflow.schema import WorkflowSchema
 from ..workflow.status import Status
+from .framing import SLOW_STREAK, SPIN_DEFAULT_US, SPIN_ENV, FrameReader, receive, send, spin_seconds
 
 log = logging.getLogger(__name__)
 
@@ -87,39 +86,6 @@ ONE_WAY: Final = frozenset({"report"})
 OUTBOX_DELAY: Final = 0.002
 #: ...or until this many are waiting.
 OUTBOX_MAX: Final = 16
-
-#: Environment variable: microseconds a pool waits for a reply without sleeping (0: never).
-SPIN_ENV: Final = "FUSELINE_NB_SPIN_US"
-#: ...its default.
-SPIN_DEFAULT_US: Final = 100.0
-
-
-def spin_seconds() -> float:
-    """How long the kernel and pool workers wait for a quick reply without sleeping.
-
-    Across processes a round trip costs two wake-ups; a short, bounded spin
-    (only while replies do come that fast, and only with a CPU to spare)
-    saves them on chains of short steps. Set ``FUSELINE_NB_SPIN_US=0`` to
-    turn it off (read when a pool starts its workers).
-
-    Examples
-    --------
-    >>> import os
-    >>> os.environ.get(SPIN_ENV) is not None or spin_seconds() == SPIN_DEFAULT_US / 1e6
-    True
-    """
-    raw = os.environ.get(SPIN_ENV, "")
-    try:
-        micros = float(raw) if raw.strip() else SPIN_DEFAULT_US
-    except ValueError:
-        log.warning("ignoring %s=%r (not a number of microseconds)", SPIN_ENV, raw)
-        micros = SPIN_DEFAULT_US
-    return max(0.0, micros) / 1e6
-
-
-#: Spinning stops after this many replies in a row slower than the spin (and resumes after a quick one).
-SLOW_STREAK: Final = 2
-
 
 #: A workflow as shipped to workers: ``((workflow_id, version), cloudpickle bytes)``.
 WorkflowBlob = tuple[tuple[str, str], bytes]
@@ -235,132 +201,6 @@ def rebuild_error(type_name: str, message: str) -> Exception:
     return RuntimeError(f"{type_name}: {message}")
 
 
-_HEADER: Final = struct.Struct("!i")  # the framing of multiprocessing.Connection.send_bytes
-_BIG_HEADER: Final = struct.Struct("!Q")  # after a -1 header: messages of 2 GiB and more
-_SMALL: Final = 16384  # up to this size, header and body leave in one write (as Connection does)
-_READ_SIZE: Final = 65536
-
-
-def send(conn: Any, message: tuple[Any, ...]) -> None:
-    """Send one message over a ``multiprocessing`` connection.
-
-    A small message leaves in one ``os.write`` (the framing of
-    ``Connection.send_bytes``, without its layers); a big one through
-    ``send_bytes``.
-
-    Examples
-    --------
-    >>> import multiprocessing
-    >>> a, b = multiprocessing.Pipe()
-    >>> send(a, ("get_step", ("w1", True))); receive(b)
-    ('get_step', ('w1', True))
-    """
-    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    if len(data) > _SMALL:
-        conn.send_bytes(data)
-        return
-    fd = conn.fileno()  # raises OSError when the connection is closed
-    buf = _HEADER.pack(len(data)) + data
-    sent = os.write(fd, buf)
-    while sent < len(buf):  # a full socket buffer: the rest follows
-        sent += os.write(fd, buf[sent:])
-
-
-def receive(conn: Any) -> tuple[Any, ...]:
-    """Receive one message."""
-    return pickle.loads(conn.recv_bytes())
-
-
-class FrameReader:
-    """Reads whole messages from a connection with as few ``read`` calls as possible.
-
-    ``Connection.recv_bytes`` reads the 4-byte header and then the body: two
-    system calls per message. This reader asks for up to 64 KiB at once and
-    keeps what belongs to the next message. :meth:`read` does one read and
-    returns the messages it completed (for a ``selectors`` loop);
-    :meth:`next` blocks until one message is complete.
-
-    Examples
-    --------
-    >>> import multiprocessing
-    >>> a, b = multiprocessing.Pipe()
-    >>> send(a, ("ok", 1)); send(a, ("ok", 2))
-    >>> reader = FrameReader(b)
-    >>> [pickle.loads(m) for m in reader.read()]
-    [('ok', 1), ('ok', 2)]
-    >>> a.send_bytes(b"x" * 100_000); len(reader.next())
-    100000
-    """
-
-    __slots__ = ("_buf", "_conn", "_frames", "_need", "_poller")
-
-    def __init__(self, conn: Any) -> None:
-        self._conn = conn
-        self._buf = bytearray()  # the start of a message not complete yet
-        self._need = 0  # bytes still missing from it, when its size is known
-        self._frames: deque[bytes] = deque()  # complete messages not handed out yet (next())
-        self._poller: Any = None
-
-    def read(self) -> list[bytes]:
-        """One read; the messages it completed (maybe none). Raises ``EOFError`` at the end."""
-        data = os.read(self._conn.fileno(), max(_READ_SIZE, self._need))
-        if not data:
-            raise EOFError("the other end closed the channel")
-        buf: bytes | bytearray
-        if self._buf:
-            self._buf += data
-            buf = self._buf
-        else:
-            buf = data
-        frames = []
-        pos, end = 0, len(buf)
-        need = 0
-        while end - pos >= 4:
-            size = _HEADER.unpack_from(buf, pos)[0]
-            head = 4
-            if size == -1:
-                if end - pos < 12:
-                    break
-                size = _BIG_HEADER.unpack_from(buf, pos + 4)[0]
-                head = 12
-            if end - pos - head < size:
-                need = head + size - (end - pos)
-                break
-            frames.append(bytes(buf[pos + head:pos + head + size]))
-            pos += head + size
-        self._need = need
-        if buf is self._buf:
-            del self._buf[:pos]
-        elif pos < end:
-            self._buf = bytearray(buf[pos:])
-        return frames
-
-    def spin(self, seconds: float) -> bool:
-        """Wait up to ``seconds`` for data without sleeping; whether some came.
-
-        A reply expected within microseconds arrives sooner to a process
-        that stays on its CPU than to one the system has to wake.
-        """
-        if self._frames:
-            return True
-        if self._poller is None:
-            self._poller = select.poll()
-            self._poller.register(self._conn.fileno(), select.POLLIN)
-        poll, clock = self._poller.poll, time.perf_counter
-        until = clock() + seconds
-        while not poll(0):
-            if clock() >= until:
-                return False
-        return True
-
-    def next(self) -> bytes:
-        """Block until a message is complete; return it."""
-        while not self._frames:
-            self._frames.extend(self.read())
-        return self._frames.popleft()
-
-
-# -- the worker side --------------------------------------------------------------------
 class ChannelClient(BrokerClient):
     """A :class:`BrokerClient` over a pipe to the kernel, used inside pool workers.
 
@@ -544,6 +384,9 @@ __all__ = [
     "PROTOCOL_VERSION",
     "REPLY_KINDS",
     "REQUEST_KINDS",
+    "SLOW_STREAK",
+    "SPIN_DEFAULT_US",
+    "SPIN_ENV",
     "ChannelClient",
     "ChannelClosed",
     "FrameReader",

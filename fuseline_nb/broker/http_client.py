@@ -124,7 +124,6 @@ class HttpBrokerClient(BrokerClient):
     >>> client = HttpBrokerClient("http://broker:8000", token="s3cret", transport=httpx.MockTransport(service))
     >>> client.get_run("r1")
     Traceback (most recent call last):
-    ...
     fuseline_nb.errors.UnknownRunError: unknown run: 'r1' (GET /runs/r1 → 404)
     >>> client.close()
     """

@@ -292,7 +292,6 @@ def check_schema(schema: WorkflowSchema) -> None:
     >>> from fuseline_nb.workflow.schema import EdgeSchema, StepSchema
     >>> check_schema(WorkflowSchema("w", steps=(StepSchema("a"),), edges=(EdgeSchema("a", "b"),)))
     Traceback (most recent call last):
-    ...
     ValueError: edges[0].target: unknown step 'b' (steps: ['a'])
     """
     names = schema.step_names

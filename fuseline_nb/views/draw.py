@@ -256,7 +256,6 @@ def draw(
     (True, True)
     >>> draw(tour, rankdir="up")
     Traceback (most recent call last):
-    ...
     ValueError: unknown rankdir: 'up' (must be one of ['LR', 'TB', 'RL', 'BT'])
     """
     schema = schema_of(workflow)

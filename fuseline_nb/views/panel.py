@@ -67,7 +67,6 @@ def schema_for(broker: Any, workflow_id: str, version: str) -> WorkflowSchema:
     'tour'
     >>> schema_for(broker, "nope", "1")
     Traceback (most recent call last):
-    ...
     fuseline_nb.errors.UnknownWorkflowError: the broker has no workflow 'nope' version '1' to draw this run with
     """
     for schema in broker.list_workflows():

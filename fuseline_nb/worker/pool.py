@@ -85,7 +85,6 @@ class WorkerPool:
     >>> from fuseline_nb.broker import MemoryBroker
     >>> WorkerPool(MemoryBroker(), [], processes=0)
     Traceback (most recent call last):
-    ...
     ValueError: a WorkerPool needs processes >= 1, not 0
     """
 

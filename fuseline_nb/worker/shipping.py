@@ -21,7 +21,6 @@ Examples
 ...         return x
 >>> ship(Workflow(outputs=[FunctionStep(guarded)]))
 Traceback (most recent call last):
-...
 fuseline_nb.errors.PicklingError: step 'guarded' cannot be sent to a worker process: attribute 'function' -> global 'lock' (a lock) cannot be pickled (TypeError: cannot pickle '_thread.lock' object). Create such objects inside run_step or setup, so each worker makes its own.
 """
 

@@ -110,7 +110,6 @@ def schema_from_yaml(text: str, source: str = "<yaml>") -> WorkflowSchema:
     ('a',)
     >>> schema_from_yaml("- 1", source="x.yaml")
     Traceback (most recent call last):
-    ...
     fuseline_nb.errors.WorkflowDefinitionError: x.yaml is not a workflow schema: expected a mapping with 'workflow_id', got list
     """
     try:

@@ -55,7 +55,6 @@ class PoolEngine:
     4
     >>> PoolEngine(0)
     Traceback (most recent call last):
-    ...
     ValueError: PoolEngine needs processes >= 1, not 0
     """
 

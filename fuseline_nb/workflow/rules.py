@@ -172,7 +172,6 @@ def resolve_action(plan: Plan, step: str, result: object) -> str:
     ('go', 'default')
     >>> resolve_action(p, "a", "stop")
     Traceback (most recent call last):
-    ...
     fuseline_nb.errors.UnknownActionError: step 'a' returned action 'stop', which matches none of its edges (choices: ['go']) and it has no default edge
     """
     if not isinstance(result, str):

@@ -376,7 +376,6 @@ class DuckDBRuntimeStorage(RuntimeStorage):
         >>> st = DuckDBRuntimeStorage(":memory:"); st.close(); st.close()
         >>> st.list_runs()
         Traceback (most recent call last):
-        ...
         fuseline_nb.errors.StorageClosedError: DuckDBRuntimeStorage(':memory:') is closed
         """
         with self._io_lock:

@@ -199,7 +199,6 @@ class RetryPolicy(StepPolicy):
     <FailureAction.FAIL: 'fail'>
     >>> RetryPolicy(0)
     Traceback (most recent call last):
-    ...
     ValueError: max_retries counts total attempts and must be >= 1, not 0
     """
 
@@ -233,7 +232,6 @@ class StepTimeoutPolicy(StepPolicy):
     >>> import time
     >>> StepTimeoutPolicy(0.05).execute(None, lambda: time.sleep(1))
     Traceback (most recent call last):
-    ...
     TimeoutError: step exceeded 0.05 s
     """
 

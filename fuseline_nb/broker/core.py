@@ -1,6 +1,6 @@
 """The broker: one writer over a :class:`RuntimeStorage`, with leases and events.
 
-State of a live run lives in memory (:class:`_LiveRun`); every change is
+State of a live run lives in memory (:class:`LiveRun`); every change is
 handed to the storage, which may batch it. Readiness comes from
 :mod:`fuseline_nb.workflow.rules`, the same rules ``wf.run`` uses.
 
@@ -48,101 +48,16 @@ from ..errors import (
     UnknownWorkerError,
 )
 from ..workflow.events import Event, EventHub
-from ..workflow.policies import retry_settings
-from ..workflow.rules import Changes, Outcome, Plan, Readiness, final_run_state, resolve_action
-from ..workflow.runinfo import RunInfo, StepInfo
+from ..workflow.rules import Changes, Outcome, final_run_state, resolve_action
+from ..workflow.runinfo import RunInfo
 from ..workflow.schema import WorkflowSchema
 from ..workflow.status import SKIP_CONDITION, SKIP_NOT_REACHED, Status
 from .base import Broker, LastTask, StepAssignment, StepReport, WorkerInfo
+from .live import Compiled, Key, LiveRun, Worker, copy_info, preview, succeeded
 from .storage.base import RuntimeStorage
 from .storage.memory import MemoryRuntimeStorage
 
 log = logging.getLogger(__name__)
-
-_Key = tuple[str, str]  # (workflow_id, version)
-
-
-def _copy_info(info: StepInfo) -> StepInfo:
-    """A shallow copy of ``info`` (``dataclasses.replace`` without re-running ``__init__``)."""
-    copied = object.__new__(StepInfo)
-    copied.__dict__.update(info.__dict__)
-    return copied
-
-
-_OUTCOMES: dict[str, Outcome] = {}
-
-
-def _succeeded(action: str) -> Outcome:
-    """``Outcome.succeeded(action)``, shared (outcomes are immutable)."""
-    outcome = _OUTCOMES.get(action)
-    if outcome is None:
-        outcome = _OUTCOMES[action] = Outcome.succeeded(action)
-    return outcome
-
-
-def _preview(value: Any, limit: int = 200) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-class _Compiled:
-    __slots__ = ("_structure", "plan", "retries", "schema", "sources")
-
-    def __init__(self, schema: WorkflowSchema) -> None:
-        self.schema = schema
-        self.plan = Plan.from_schema(schema)
-        self.retries = {s.name: retry_settings(s.policies) for s in schema.steps}
-        #: step -> the distinct sources of its incoming edges, in edge order
-        self.sources = {v: tuple(dict.fromkeys(e.source for e in inc)) for v, inc in self.plan.incoming.items()}
-        self._structure: str | None = None
-
-    def structure_key(self) -> str:
-        """``schema.structure_key()``, computed once."""
-        if self._structure is None:
-            self._structure = self.schema.structure_key()
-        return self._structure
-
-
-class _LiveRun:
-    """In-memory state of one unfinished run."""
-
-    __slots__ = (
-        "assigned",
-        "compiled",
-        "created_at",
-        "failures",
-        "infos",
-        "inputs",
-        "key",
-        "results",
-        "run_id",
-        "seq",
-        "tracker",
-    )
-
-    def __init__(self, run_id: str, compiled: _Compiled, inputs: dict[str, Any], created_at: float) -> None:
-        self.run_id = run_id
-        self.compiled = compiled
-        self.key: _Key = (compiled.schema.workflow_id, compiled.schema.version)
-        self.tracker = Readiness(compiled.plan)
-        self.infos = {n: StepInfo() for n in compiled.plan.order}
-        self.inputs = inputs
-        self.results: dict[str, Any] = {}
-        self.failures: dict[str, int] = {}
-        # step -> (worker id, attempt, lease deadline)
-        self.assigned: dict[str, tuple[str, int, float]] = {}
-        self.created_at = created_at
-        self.seq = 0
-
-
-class _Worker:
-    __slots__ = ("assigned", "info", "keys")
-
-    def __init__(self, info: WorkerInfo, keys: set[_Key]) -> None:
-        self.info = info
-        self.keys = keys
-        self.assigned: set[tuple[str, str]] = set()  # (run id, step)
-
 
 class StorageBroker(Broker):
     """A broker over any :class:`RuntimeStorage`.
@@ -176,20 +91,20 @@ class StorageBroker(Broker):
         self._clock = clock
         self._lock = threading.RLock()
         self._hub = EventHub()
-        self._compiled: dict[_Key, _Compiled] = {}
-        self._runs: dict[str, _LiveRun] = {}
-        self._active: dict[_Key, dict[str, None]] = {}  # ordered set of live run ids per workflow
-        self._workers: dict[str, _Worker] = {}
+        self._compiled: dict[Key, Compiled] = {}
+        self._runs: dict[str, LiveRun] = {}
+        self._active: dict[Key, dict[str, None]] = {}  # ordered set of live run ids per workflow
+        self._workers: dict[str, Worker] = {}
         self._leases: list[tuple[float, str, str, int]] = []
         self._delayed: list[tuple[float, str, str]] = []  # retries waiting for RetryPolicy.wait
         self._closed = False
         for schema in self.storage.list_workflows():
-            self._compiled[(schema.workflow_id, schema.version)] = _Compiled(schema)
+            self._compiled[(schema.workflow_id, schema.version)] = Compiled(schema)
         for run_id in self.storage.unfinished_runs():
             self._resume(run_id)
 
     # -- workflows and workers -----------------------------------------------------
-    def _register(self, schema: WorkflowSchema) -> _Compiled:
+    def _register(self, schema: WorkflowSchema) -> Compiled:
         if not isinstance(schema, WorkflowSchema):
             to_schema = getattr(schema, "to_schema", None)
             if not callable(to_schema):
@@ -206,7 +121,7 @@ class StorageBroker(Broker):
                     "definition another version or workflow_id"
                 )
             return known
-        compiled = _Compiled(schema)
+        compiled = Compiled(schema)
         self._compiled[key] = compiled
         self.storage.register_workflow(schema)
         return compiled
@@ -222,7 +137,7 @@ class StorageBroker(Broker):
             now = self._clock()
             wid = uuid.uuid4().hex[:12]
             info = WorkerInfo(wid, now, now, None, sorted(f"{k[0]}@{k[1]}" for k in keys), name)
-            self._workers[wid] = _Worker(info, keys)
+            self._workers[wid] = Worker(info, keys)
             return wid
 
     def unregister_worker(self, worker_id: str) -> None:
@@ -236,7 +151,7 @@ class StorageBroker(Broker):
                 if run is not None and step in run.assigned:
                     self._requeue_assignment(run, step, "worker gone")
 
-    def _worker(self, worker_id: str) -> _Worker:
+    def _worker(self, worker_id: str) -> Worker:
         try:
             w = self._workers[worker_id]
         except KeyError:
@@ -282,7 +197,7 @@ class StorageBroker(Broker):
             run_id = uuid.uuid4().hex
             now = self._clock()
             inputs = dict(inputs or {})
-            run = _LiveRun(run_id, compiled, inputs, now)
+            run = LiveRun(run_id, compiled, inputs, now)
             self.storage.create_run(run_id, compiled.schema.workflow_id, compiled.schema.version,
                                     inputs, compiled.plan.order, now)
             self._runs[run_id] = run
@@ -350,7 +265,7 @@ class StorageBroker(Broker):
         with self._lock:
             run = self._runs.get(run_id)
             if run is not None:
-                steps = {n: _copy_info(i) for n, i in run.infos.items()}
+                steps = {n: copy_info(i) for n, i in run.infos.items()}
                 return RunInfo(run_id, run.key[0], Status.RUNNING, steps, run.key[1],
                                dict(run.inputs), run.created_at)
             info = self.storage.load_run(run_id)
@@ -387,7 +302,7 @@ class StorageBroker(Broker):
             raise StorageClosedError(f"{type(self).__name__} is closed")
 
     # -- transitions -----------------------------------------------------------------
-    def _emit(self, run: _LiveRun, at: float, kind: Any, step: str | None, state: Status | None,
+    def _emit(self, run: LiveRun, at: float, kind: Any, step: str | None, state: Status | None,
               worker: str | None, attempt: int, detail: dict[str, Any] | None) -> None:
         run.seq = seq = run.seq + 1
         event = Event(kind, run.run_id, seq, at, step, state, worker, attempt, detail)
@@ -395,7 +310,7 @@ class StorageBroker(Broker):
         if self._hub.has_subscribers:
             self._hub.publish(event)
 
-    def _enqueue(self, run: _LiveRun, steps: list[str], now: float) -> None:
+    def _enqueue(self, run: LiveRun, steps: list[str], now: float) -> None:
         storage, run_id, infos = self.storage, run.run_id, run.infos
         for step in steps:
             info = infos[step]
@@ -404,7 +319,7 @@ class StorageBroker(Broker):
             storage.save_step(run_id, step, info)
             self._emit(run, now, "step_queued", step, Status.PENDING, None, 0, None)
 
-    def _assign(self, run: _LiveRun, step: str, worker: _Worker, now: float) -> StepAssignment:
+    def _assign(self, run: LiveRun, step: str, worker: Worker, now: float) -> StepAssignment:
         info = run.infos[step]
         info.attempts = attempt = info.attempts + 1
         info.state = Status.RUNNING
@@ -439,7 +354,7 @@ class StorageBroker(Broker):
             if run is not None:
                 self._enqueue(run, [step], now)
 
-    def _requeue_assignment(self, run: _LiveRun, step: str, reason: str) -> None:
+    def _requeue_assignment(self, run: LiveRun, step: str, reason: str) -> None:
         wid, attempt, _ = run.assigned.pop(step)
         w = self._workers.get(wid)
         if w is not None:
@@ -454,7 +369,7 @@ class StorageBroker(Broker):
         self.storage.enqueue(run.run_id, step)
         self.storage.save_step(run.run_id, step, info)
 
-    def _complete(self, run: _LiveRun, step: str, state: Status, report: StepReport, now: float) -> None:
+    def _complete(self, run: LiveRun, step: str, state: Status, report: StepReport, now: float) -> None:
         info = run.infos[step]
         info.finished_at = report.finished_at or now
         if report.started_at:
@@ -486,7 +401,7 @@ class StorageBroker(Broker):
             outcome = Outcome.skipped_by_condition()
             info.skip_reason = SKIP_CONDITION
         elif state is Status.SUCCEEDED:
-            outcome = _succeeded(info.action or "default")
+            outcome = succeeded(info.action or "default")
             info.error = info.traceback = None
             run.results[step] = info.result = report.result
             self.storage.set_result(run.run_id, step, report.result)
@@ -498,11 +413,11 @@ class StorageBroker(Broker):
         if report.conditions:
             detail["conditions"] = report.conditions
         if self._hub.has_subscribers and state is Status.SUCCEEDED:
-            detail["result_preview"] = _preview(report.result)  # for traces and views only
+            detail["result_preview"] = preview(report.result)  # for traces and views only
         self._emit(run, now, "step_finished", step, state, info.worker, info.attempts, detail)
         self._apply(run, run.tracker.finish(step, outcome), now)
 
-    def _apply(self, run: _LiveRun, changes: Changes, now: float) -> None:
+    def _apply(self, run: LiveRun, changes: Changes, now: float) -> None:
         if changes.skipped or changes.cancelled:
             for names, state in ((changes.skipped, Status.SKIPPED), (changes.cancelled, Status.CANCELLED)):
                 for n in names:
@@ -517,7 +432,7 @@ class StorageBroker(Broker):
         if run.tracker.done:
             self._finish_run(run, now)
 
-    def _finish_run(self, run: _LiveRun, now: float) -> None:
+    def _finish_run(self, run: LiveRun, now: float) -> None:
         state = final_run_state(run.tracker.outcomes.values())
         self.storage.finalize_run(run.run_id, state, now)
         self._emit(run, now, "run_finished", None, state, None, 0, {"workflow_id": run.key[0]})
@@ -535,7 +450,7 @@ class StorageBroker(Broker):
                       info.workflow_id, info.version)
             return
         now = self._clock()
-        run = _LiveRun(run_id, compiled, dict(info.inputs or {}), info.created_at or now)
+        run = LiveRun(run_id, compiled, dict(info.inputs or {}), info.created_at or now)
         self._runs[run_id] = run
         self._active.setdefault(run.key, {})[run_id] = None
         run.seq = max((e.seq for e in self.storage.events(run_id)), default=0)
@@ -569,7 +484,7 @@ class StorageBroker(Broker):
         log.info("resuming run %s: %d step(s) queued again", run_id, len(pending))
         self._enqueue(run, pending, now)
 
-    def _apply_quiet(self, run: _LiveRun, changes: Changes, now: float) -> None:
+    def _apply_quiet(self, run: LiveRun, changes: Changes, now: float) -> None:
         """Record derived skips/cancels while rebuilding a run (ready steps are queued later)."""
         for names, state in ((changes.skipped, Status.SKIPPED), (changes.cancelled, Status.CANCELLED)):
             for n in names:

@@ -1,0 +1,110 @@
+"""The broker's in-memory records: compiled workflows, live runs, workers.
+
+Only :mod:`fuseline_nb.broker.core` mutates these, under the broker's lock.
+
+Examples
+--------
+>>> from fuseline_nb import FunctionStep, Workflow
+>>> c = Compiled(Workflow(outputs=[FunctionStep(lambda: 1, name="one")]).to_schema())
+>>> LiveRun("r1", c, {}, 0.0).infos["one"].state
+<Status.PENDING: 'PENDING'>
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..workflow.policies import retry_settings
+from ..workflow.rules import Outcome, Plan, Readiness
+from ..workflow.runinfo import StepInfo
+from ..workflow.schema import WorkflowSchema
+from .base import WorkerInfo
+
+Key = tuple[str, str]  # (workflow_id, version)
+
+
+def copy_info(info: StepInfo) -> StepInfo:
+    """A shallow copy of ``info`` (``dataclasses.replace`` without re-running ``__init__``)."""
+    copied = object.__new__(StepInfo)
+    copied.__dict__.update(info.__dict__)
+    return copied
+
+
+_OUTCOMES: dict[str, Outcome] = {}
+
+
+def succeeded(action: str) -> Outcome:
+    """``Outcome.succeeded(action)``, shared (outcomes are immutable)."""
+    outcome = _OUTCOMES.get(action)
+    if outcome is None:
+        outcome = _OUTCOMES[action] = Outcome.succeeded(action)
+    return outcome
+
+
+def preview(value: Any, limit: int = 200) -> str:
+    """``repr(value)``, cut to ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class Compiled:
+    """A registered schema with what the broker derives from it once."""
+
+    __slots__ = ("_structure", "plan", "retries", "schema", "sources")
+
+    def __init__(self, schema: WorkflowSchema) -> None:
+        self.schema = schema
+        self.plan = Plan.from_schema(schema)
+        self.retries = {s.name: retry_settings(s.policies) for s in schema.steps}
+        #: step -> the distinct sources of its incoming edges, in edge order
+        self.sources = {v: tuple(dict.fromkeys(e.source for e in inc)) for v, inc in self.plan.incoming.items()}
+        self._structure: str | None = None
+
+    def structure_key(self) -> str:
+        """``schema.structure_key()``, computed once."""
+        if self._structure is None:
+            self._structure = self.schema.structure_key()
+        return self._structure
+
+
+class LiveRun:
+    """In-memory state of one unfinished run."""
+
+    __slots__ = (
+        "assigned",
+        "compiled",
+        "created_at",
+        "failures",
+        "infos",
+        "inputs",
+        "key",
+        "results",
+        "run_id",
+        "seq",
+        "tracker",
+    )
+
+    def __init__(self, run_id: str, compiled: Compiled, inputs: dict[str, Any], created_at: float) -> None:
+        self.run_id = run_id
+        self.compiled = compiled
+        self.key: Key = (compiled.schema.workflow_id, compiled.schema.version)
+        self.tracker = Readiness(compiled.plan)
+        self.infos = {n: StepInfo() for n in compiled.plan.order}
+        self.inputs = inputs
+        self.results: dict[str, Any] = {}
+        self.failures: dict[str, int] = {}
+        # step -> (worker id, attempt, lease deadline)
+        self.assigned: dict[str, tuple[str, int, float]] = {}
+        self.created_at = created_at
+        self.seq = 0
+
+
+class Worker:
+    """A registered worker: its info, the workflows it runs, what it holds."""
+
+    __slots__ = ("assigned", "info", "keys")
+
+    def __init__(self, info: WorkerInfo, keys: set[Key]) -> None:
+        self.info = info
+        self.keys = keys
+        self.assigned: set[tuple[str, str]] = set()  # (run id, step)

@@ -256,10 +256,6 @@ class StorageBroker(Broker):
             worker.info.last_task = LastTask(run.key[0], run.run_id, step, state is not Status.FAILED)
             self._complete(run, step, state, report, now)
 
-    def release(self, worker_id: str, run_id: str, step: str, attempt: int, error: str) -> None:
-        """Report a FAILED attempt on a worker's behalf (e.g. its process was killed on timeout)."""
-        self.report_step(worker_id, StepReport("", run_id, step, Status.FAILED, attempt=attempt, error=error))
-
     def get_run(self, run_id: str) -> RunInfo:
         """The run's :class:`RunInfo` (RUNNING until it ends)."""
         with self._lock:
@@ -419,14 +415,7 @@ class StorageBroker(Broker):
 
     def _apply(self, run: LiveRun, changes: Changes, now: float) -> None:
         if changes.skipped or changes.cancelled:
-            for names, state in ((changes.skipped, Status.SKIPPED), (changes.cancelled, Status.CANCELLED)):
-                for n in names:
-                    info = run.infos[n]
-                    info.state, info.finished_at = state, now
-                    if state is Status.SKIPPED:
-                        info.skip_reason = SKIP_NOT_REACHED
-                    self.storage.save_step(run.run_id, n, info)
-                    self._emit(run, now, "step_finished", n, state, None, 0, {"skip_reason": info.skip_reason})
+            self._record_derived(run, changes, now)
         if changes.ready:
             self._enqueue(run, changes.ready, now)
         if run.tracker.done:
@@ -467,13 +456,14 @@ class StorageBroker(Broker):
             s = run.infos[name]
             if s.state is Status.SUCCEEDED:
                 run.results[name] = s.result
-                outcome = Outcome.succeeded(s.action or "default")
+                outcome = succeeded(s.action or "default")
             elif s.state is Status.FAILED:
                 outcome = Outcome.failed()
             else:
                 outcome = Outcome.skipped_by_condition()
-            changes = run.tracker.finish(name, outcome)
-            self._apply_quiet(run, changes, now)
+            # ready steps are queued below, all at once; derived skips/cancels are
+            # recorded now (only those the storage had not seen yet)
+            self._record_derived(run, run.tracker.finish(name, outcome), now)
         if run.tracker.done:
             self._finish_run(run, now)
             return
@@ -484,8 +474,8 @@ class StorageBroker(Broker):
         log.info("resuming run %s: %d step(s) queued again", run_id, len(pending))
         self._enqueue(run, pending, now)
 
-    def _apply_quiet(self, run: LiveRun, changes: Changes, now: float) -> None:
-        """Record derived skips/cancels while rebuilding a run (ready steps are queued later)."""
+    def _record_derived(self, run: LiveRun, changes: Changes, now: float) -> None:
+        """Record the skips and cancels the rules derived (a step already in that state is left)."""
         for names, state in ((changes.skipped, Status.SKIPPED), (changes.cancelled, Status.CANCELLED)):
             for n in names:
                 info = run.infos[n]

@@ -138,6 +138,7 @@ class Session:
         self._done: dict[str, threading.Event] = {}
         self._done_lock = threading.Lock()
         self._runs: weakref.WeakValueDictionary[str, Run] = weakref.WeakValueDictionary()
+        self._early: dict[str, RunInfo] = {}  # runs that ended inside dispatch (all cached)
         self._closed = False
         self._unsubscribe = self.broker.subscribe(_weak_listener(self._on_event, "run_finished"))
         self.pool: Any = None
@@ -194,13 +195,19 @@ class Session:
         else:
             run_id = self.broker.dispatch_workflow(wf.to_schema(), inputs, cache=cache, rerun=list(rerun))
         run = self._runs[run_id] = Run(self, run_id, wf)
+        run._final = self._early.pop(run_id, None)
         return run
 
     def _on_event(self, event: Event) -> None:
         if event.kind != "run_finished":
             return
         run = self._runs.get(event.run_id)
-        if run is not None and run._final is None:
+        if run is None:  # it ended before submit made its Run: every step was cached
+            info = self.broker.get_run(event.run_id)
+            info.state = event.state or info.state
+            info.finished_at = info.finished_at or event.at
+            self._early[event.run_id] = info
+        elif run._final is None:
             # The broker still holds the run in memory while it announces the
             # end: keep its final record, so wait() and info() need no
             # round trip to the history file afterwards.

@@ -111,7 +111,7 @@ def _numpy(value: Any, h: Any) -> bool:
     if not isinstance(value, np.ndarray) or value.dtype.hasobject:
         return False
     h.update(f"ndarray:{value.dtype.str}:{value.shape}:".encode())
-    h.update(memoryview(np.ascontiguousarray(value)).cast("B"))
+    h.update(memoryview(np.ascontiguousarray(value)).cast("B"))  # type: ignore[arg-type]
     return True
 
 

@@ -104,7 +104,7 @@ class DuckDBCacheStore:
             result = self._load(entry, blob)
             if result is not _MISS:
                 out[entry.key] = (entry, result)
-                if len(blob) <= _SMALL:
+                if blob is not None and len(blob) <= _SMALL:
                     self._keep(entry.key, result)
         return out
 

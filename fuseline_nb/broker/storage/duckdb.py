@@ -49,10 +49,10 @@ from ...workflow.runinfo import RunInfo, StepInfo
 from ...workflow.schema import WorkflowSchema
 from ...workflow.status import Status
 from . import _duckdb_sql as Q
+from ._duckdb_batch import Batch
 from ._duckdb_cache import CREATE as CACHE_TABLES
 from ._duckdb_cache import SELECT_CACHED, DuckDBCacheStore
 from ._duckdb_cache import VIEW as CACHE_VIEW
-from ._duckdb_batch import Batch
 from ._duckdb_life import claim, flush_loop, release, track, translate
 from ._duckdb_rows import load_inputs, load_result, step_info, step_row
 from .base import RuntimeStorage

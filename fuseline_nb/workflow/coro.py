@@ -13,7 +13,6 @@ Examples
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -33,11 +32,14 @@ def run_coro(coro: Coroutine[Any, Any, R]) -> R:
     ...     return 2
     >>> run_coro(two())
     2
+    >>> import asyncio
     >>> async def nested():  # called from inside a running loop
     ...     return run_coro(two())
     >>> asyncio.run(nested())
     2
     """
+    import asyncio  # only when a coroutine runs: `import fuseline_nb` stays free of asyncio
+
     try:
         asyncio.get_running_loop()
     except RuntimeError:

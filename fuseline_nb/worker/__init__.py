@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..workflow.local import PoolEngine
+from ..running.local import PoolEngine
 from .engine import ProcessEngine
 
 

@@ -31,7 +31,7 @@ from typing import Any
 from ..broker.base import StepAssignment, StepReport
 from ..broker.clients import BrokerClient
 from ..errors import StaleReportError, UnknownWorkflowError
-from ..workflow.execute import StepOutcome, attempt
+from ..running.execute import StepOutcome, attempt
 from ..workflow.graph import Workflow
 from ..workflow.status import Status
 

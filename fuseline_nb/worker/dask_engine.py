@@ -48,7 +48,7 @@ from ..broker.base import StepAssignment
 from ..broker.clients import BrokerClient, LocalBrokerClient
 from ..errors import StaleReportError, UnknownRunError, WorkerError
 from ..workflow.events import Event
-from ..workflow.execute import StepOutcome
+from ..running.execute import StepOutcome
 from ..workflow.graph import Workflow
 from ..workflow.policies import timeout_seconds
 from ..workflow.status import Status

@@ -274,7 +274,7 @@ def _feed_code(code: types.CodeType, h: Any, names: dict[str, None], top: bool) 
         if isinstance(const, types.CodeType):
             h.update(b"code:")
             _feed_code(const, h, names, top=False)
-        elif i == 0 and top and isinstance(const, str) and code.co_name != "<lambda>":
+        elif i == 0 and top and (const is None or isinstance(const, str)) and code.co_name != "<lambda>":
             # CPython puts a function's docstring first among its constants (a
             # function without one has None there): documentation, not behaviour
             h.update(b"doc")

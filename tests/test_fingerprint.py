@@ -135,7 +135,7 @@ class TestCode:
 
         a = Workflow(outputs=[FunctionStep(one)])
 
-        def one():  # noqa: F811 - the cell run again, edited
+        def one():  # the cell run again, edited
             return 2
 
         b = Workflow(outputs=[FunctionStep(one)])

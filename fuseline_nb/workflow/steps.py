@@ -228,6 +228,10 @@ class Step:
         if name is not None:
             self.name = name
         self.policies = list(policies or ())
+        for policy in self.policies:
+            attach = getattr(policy, "attach_to_step", None)
+            if callable(attach):
+                attach(self)
 
     # -- wiring -----------------------------------------------------------
     @property

@@ -136,7 +136,7 @@ def test_another_structure_under_a_known_id_and_version_is_refused(session: fl.S
 
     session.submit(pinned(1)).wait(timeout=30)
     with pytest.raises(SchemaMismatchError,
-                       match="'fixed-id' version '7'.*give the new definition another version or workflow_id"):
+                       match=r"'fixed-id' version '7'.*give the new definition another version or workflow_id"):
         session.submit(pinned(3))
 
 

@@ -347,3 +347,51 @@ def test_a_corrupt_cache_entry_is_a_miss_with_a_warning(cells, tmp_path, caplog)
         assert f"cache entry of step 'produce' (result of run {first.id}) cannot be read" in caplog.text
         again = session.submit(cells["wf"], {"x": 1})
         assert again.wait(timeout=60) == {"x": 1} and cached(again) == {"produce"}
+
+
+# -- a real kernel, restarted ------------------------------------------------------------------------
+KERNEL_CELLS = [
+    "import json, time\nimport fuseline_nb as fl",
+    '''
+LIMIT = 3
+def load(n):
+    return list(range(n))
+def clean(rows=fl.Depends(load)):
+    return [r for r in rows if r < LIMIT]
+def slow(rows=fl.Depends(clean)):
+    time.sleep(0.5)
+    return sum(rows)
+def report(total=fl.Depends(slow)):
+    return f"total {total}"
+wf = fl.workflow_from_functions([report])
+''',
+    '''
+session = fl.Session("history.duckdb", workers=2, cache=True)
+run = session.submit(wf, {"n": 10})
+out = run.wait(timeout=60)
+print(json.dumps({"out": out, "cached": {n: s.cached for n, s in run.info().steps.items()},
+                  "fingerprints": wf.fingerprints()}))
+session.close()
+''',
+]
+
+
+def test_after_a_kernel_restart_the_same_cells_on_the_same_file_are_all_cached(tmp_path) -> None:
+    import json
+
+    import nbformat
+    from nbclient import NotebookClient
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    results = []
+    for _ in range(2):  # two kernels, one after the other: a restart
+        nb = new_notebook(cells=[new_code_cell(c) for c in KERNEL_CELLS])
+        NotebookClient(nb, kernel_name="python3", timeout=180,
+                       resources={"metadata": {"path": str(tmp_path)}}).execute()
+        text = "".join(o.get("text", "") for o in nb.cells[2]["outputs"] if o.get("output_type") == "stream")
+        results.append(json.loads(text.strip().splitlines()[-1]))
+    first, second = results
+    assert first["out"] == second["out"] == "total 3"
+    assert first["fingerprints"] == second["fingerprints"]
+    assert not any(first["cached"].values())
+    assert second["cached"] == {"load": True, "clean": True, "slow": True, "report": True}

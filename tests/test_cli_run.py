@@ -133,3 +133,25 @@ def test_ctrl_c_stops_the_workers_at_once(tmp_path: Path) -> None:
     assert "interrupted; workers stopped" in err
     time.sleep(0.5)
     assert not [k for k in kids if k.is_running() and k.status() != psutil.STATUS_ZOMBIE]
+
+
+@pytest.mark.slow
+def test_run_with_cache_reuses_the_results_of_the_last_invocation(tmp_path: Path) -> None:
+    (tmp_path / "cachedwf.py").write_text(textwrap.dedent('''
+        import fuseline_nb as fl
+
+        def load(n: int) -> list:
+            return list(range(n))
+
+        def total(rows: list = fl.Depends(load)) -> int:
+            return sum(rows)
+
+        wf = fl.workflow_from_functions([total], workflow_id="cached-cli")
+    '''))
+    first = _run("cachedwf:wf", "--workers", "1", "--db", "h.duckdb", "--cache", "-i", "n=4", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "steps cached" not in first.stdout and "outputs: 6" in first.stdout
+    second = _run("cachedwf:wf", "--workers", "1", "--db", "h.duckdb", "--cache", "-i", "n=4", cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert ": SUCCEEDED in " in second.stdout and "(2 of 2 steps cached)" in second.stdout
+    assert "outputs: 6" in second.stdout

@@ -395,3 +395,23 @@ def test_after_a_kernel_restart_the_same_cells_on_the_same_file_are_all_cached(t
     assert first["fingerprints"] == second["fingerprints"]
     assert not any(first["cached"].values())
     assert second["cached"] == {"load": True, "clean": True, "slow": True, "report": True}
+
+
+def test_wf_run_with_cache_shares_the_sessions_store(cells, tmp_path):
+    cells.run("""
+        def double(x):
+            return 2 * x
+        def plus_one(v=fl.Depends(double)):
+            return v + 1
+        wf = fl.workflow_from_functions([plus_one])
+    """)
+    wf = cells["wf"]
+    with fl.Session(tmp_path / "h.duckdb", workers=1, cache=True) as session:
+        assert session.submit(wf, {"x": 4}).wait(timeout=60) == 9
+        assert wf.run({"x": 4}, cache=session) == 9
+        assert {n: s.cached for n, s in wf.last_run.steps.items()} == {"double": True, "plus_one": True}
+        assert wf.run({"x": 5}, cache=session, rerun=["plus_one"]) == 11
+        assert wf.run({"x": 5}, cache=session) == 11
+        assert all(s.cached for s in wf.last_run.steps.values())
+    with pytest.raises(TypeError, match=r"cache= takes True, a Session or a broker, not 'yes'"):
+        wf.run({"x": 1}, cache="yes")

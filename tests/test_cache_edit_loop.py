@@ -7,7 +7,6 @@ and a re-run cell rebinds the name, which is what the staleness check looks at.
 
 from __future__ import annotations
 
-import __main__
 import logging
 import textwrap
 import time
@@ -16,10 +15,11 @@ from collections.abc import Iterator
 
 import pytest
 
+import __main__
 import fuseline_nb as fl
 from fuseline_nb.broker.clients import LocalBrokerClient
-from fuseline_nb.workflow.stale import StaleDefinitionWarning
 from fuseline_nb.worker import ProcessEngine
+from fuseline_nb.workflow.stale import StaleDefinitionWarning
 
 pytestmark = pytest.mark.slow
 
@@ -379,7 +379,6 @@ session.close()
 def test_after_a_kernel_restart_the_same_cells_on_the_same_file_are_all_cached(tmp_path) -> None:
     import json
 
-    import nbformat
     from nbclient import NotebookClient
     from nbformat.v4 import new_code_cell, new_notebook
 

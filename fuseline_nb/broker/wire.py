@@ -86,6 +86,7 @@ class StepModel(_Msg):
     target: Annotated[str, Field(max_length=4096)] = ""
     policies: list[dict[str, Any]] = Field(default_factory=list)
     conditional: bool = False
+    inputs: list[Name] = Field(default_factory=list)
 
 
 class EdgeModel(_Msg):

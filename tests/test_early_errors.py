@@ -261,3 +261,21 @@ def test_a_guarded_script_runs_on_workers(tmp_path):
                 print(session.submit(fl.workflow_from_functions([f]), {"x": 1}).wait())
     """)
     assert (out.returncode, out.stdout.strip()) == (0, "2"), out.stderr
+
+
+def test_policies_are_attached_to_their_step_and_workflow():
+    from fuseline_nb import StepPolicy
+
+    seen: list[tuple[str, object]] = []
+
+    class OnStep(StepPolicy):
+        def attach_to_step(self, step) -> None:
+            seen.append(("step", step))
+
+    class OnWorkflow(WorkflowPolicy):
+        def attach_to_workflow(self, workflow) -> None:
+            seen.append(("workflow", workflow))
+
+    step = FunctionStep(lambda: 1, policies=[OnStep()])
+    wf = Workflow(outputs=[step], policies=[OnWorkflow()])
+    assert seen == [("step", step), ("workflow", wf)]

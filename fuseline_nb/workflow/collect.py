@@ -16,7 +16,7 @@ from collections import deque
 from typing import Any
 
 from ..errors import DependencyError, DuplicateStepNameError
-from .steps import FunctionStep, Step
+from .steps import FunctionStep, Step, known_function_step, step_for_function
 
 
 def collect(outputs: list[Step]) -> list[Step]:
@@ -32,7 +32,13 @@ def collect(outputs: list[Step]) -> list[Step]:
         order.append(s)
         work.extend(s.__dict__.get("_incoming", ()))
         for _, dep in s.dependencies():
-            work.extend(d for d in dep.steps if isinstance(d, Step))
+            for d in dep.steps:
+                if isinstance(d, Step):
+                    work.append(d)
+                elif callable(d) and not isinstance(d, type):
+                    known = known_function_step(d)  # FunctionStep(f) wired elsewhere: the same step
+                    if known is not None:
+                        work.append(known)
         work.extend(t for t, _, _ in s.edges)
     return order
 
@@ -81,17 +87,20 @@ class Resolver:
         self.steps = steps
         self._by_function: dict[int, Step] = {}
         self._by_class: dict[type, list[Step]] = {}
+        self._ids: set[int] = set()
         for s in steps:
             self._add(s)
 
     def _add(self, s: Step) -> None:
+        self._ids.add(id(s))
         if isinstance(s, FunctionStep):
             self._by_function.setdefault(id(s.function), s)
         self._by_class.setdefault(type(s), []).append(s)
 
     def _make(self, s: Step) -> Step:
-        self.steps.append(s)
-        self._add(s)
+        if id(s) not in self._ids:  # step_for_function may hand back a step already here
+            self.steps.append(s)
+            self._add(s)
         return s
 
     def __call__(self, dep: Any, owner: Step, param: str) -> Step:
@@ -100,7 +109,7 @@ class Resolver:
         if callable(dep) and not isinstance(dep, type):
             # A plain function (workflow_from_functions style): one FunctionStep per function.
             found = self._by_function.get(id(dep))
-            return found if found is not None else self._make(FunctionStep(dep))
+            return found if found is not None else self._make(step_for_function(dep))
         if isinstance(dep, type) and issubclass(dep, Step):
             matches = self._by_class.get(dep, [])
             if len(matches) == 1:

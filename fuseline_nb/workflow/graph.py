@@ -15,8 +15,8 @@ Examples
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
+import json
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -24,8 +24,10 @@ from typing import TYPE_CHECKING, Any
 from ..errors import CycleError
 from .binding import Binding
 from .collect import Resolver, assign_names, collect, topological
+from .fingerprint import reads_all_inputs, workflow_fingerprints
 from .rules import Plan
 from .schema import DEFAULT_ACTION, EdgeSchema, StepSchema, WorkflowSchema
+from .stale import warn_stale
 from .status import Status
 from .steps import FunctionStep, Step, function_target
 
@@ -82,7 +84,10 @@ class Workflow:
         edges), so the same code gives the same id in every process.
     version:
         Version string; the broker refuses a different structure under the
-        same id and version.
+        same id and version. Without it the version is ``"1"``, and
+        ``Session.submit`` gives a definition whose structure differs from
+        the one registered under its id a version of its own, derived from
+        its structure and code fingerprints (prototyping under a fixed id).
     trace:
         Path of a JSON-lines trace file, or a ``Tracer``.
     policies:
@@ -114,7 +119,7 @@ class Workflow:
         execution_engine: Any = None,
         *,
         workflow_id: str | None = None,
-        version: str = "1",
+        version: str | None = None,
         trace: Any = None,
         policies: Iterable[Any] | None = None,
         name: str | None = None,
@@ -126,7 +131,8 @@ class Workflow:
             if not isinstance(o, Step):
                 raise TypeError(f"Workflow outputs must be steps, not {o!r}")
         self.outputs = outs
-        self.version = str(version)
+        self._auto_version = version is None
+        self.version = "1" if version is None else str(version)
         self.trace = trace
         self.policies = list(policies or ())
         for policy in self.policies:
@@ -140,6 +146,7 @@ class Workflow:
         self.workflow_instance_id: str | None = None
         self._build()
         self.workflow_id = workflow_id or self._derived_id()
+        warn_stale(self, stacklevel=3)
 
     # -- construction -------------------------------------------------------
     def _build(self) -> None:
@@ -257,9 +264,79 @@ class Workflow:
         return self._graph
 
     def _derived_id(self) -> str:
-        key = self._base_schema().structure_key()
+        key = self._structure_key()
         digest = hashlib.sha256(key.encode()).hexdigest()[:12]
         return f"{self.name}-{digest}"
+
+    def settle_version(self, registered: Iterable[WorkflowSchema]) -> bool:
+        """Give this definition a version of its own when its id and version name another structure.
+
+        Only a workflow built without ``version=`` moves; the new version is
+        derived from its structure and code fingerprints (the same
+        definition gets the same version in every process). Returns whether
+        the version changed. ``Session.submit`` calls this.
+
+        Examples
+        --------
+        >>> from fuseline_nb import FunctionStep, Workflow
+        >>> old = Workflow(outputs=[FunctionStep(lambda: 1, name="a")], workflow_id="sales")
+        >>> new = Workflow(outputs=[FunctionStep(lambda: 2, name="b")], workflow_id="sales")
+        >>> new.settle_version([old.to_schema()]), new.version.startswith("auto-")
+        (True, True)
+        """
+        if not self._auto_version:
+            return False
+        schema = self.to_schema()
+        clash = any((k.workflow_id, k.version) == (schema.workflow_id, schema.version)
+                    and k.structure_key() != schema.structure_key() for k in registered)
+        if not clash:
+            return False
+        body = schema.structure_key() + repr(sorted(schema.fingerprints().items()))
+        self.version = "auto-" + hashlib.sha256(body.encode()).hexdigest()[:12]
+        self._schema_cache = None
+        self._plan = None
+        return True
+
+    def fingerprints(self) -> dict[str, str]:
+        """``{step: code fingerprint}``, computed now (see :mod:`fuseline_nb.workflow.fingerprint`).
+
+        A fingerprint changes when the step's code, the user code it calls or
+        a plain global it reads changes; the same code gives the same
+        fingerprint in every process and after a kernel restart.
+
+        Examples
+        --------
+        >>> from fuseline_nb import FunctionStep, Workflow
+        >>> def one() -> int:
+        ...     return 1
+        >>> wf = Workflow(outputs=[FunctionStep(one)])
+        >>> fps = wf.fingerprints()
+        >>> list(fps), len(fps["one"])
+        (['one'], 32)
+        """
+        return workflow_fingerprints(self.steps)
+
+    def refresh(self) -> bool:
+        """Recompute the fingerprints; whether they changed since the schema was made.
+
+        A changed fingerprint makes a new :meth:`to_schema`.
+        ``Session.submit`` calls this, so an edited global reaches the
+        workers.
+
+        Examples
+        --------
+        >>> from fuseline_nb import FunctionStep, Workflow
+        >>> wf = Workflow(outputs=[FunctionStep(lambda: 1, name="one")])
+        >>> wf.refresh()
+        False
+        """
+        if self._schema_cache is None:
+            return False
+        if self._schema_cache.fingerprints() == self.fingerprints():
+            return False
+        self._schema_cache = None
+        self._plan = None
+        return True
 
     # -- views of the structure ------------------------------------------------
     @property
@@ -276,16 +353,30 @@ class Workflow:
     def __len__(self) -> int:
         return len(self._order)
 
-    def _schema(self, workflow_id: str) -> WorkflowSchema:
+    def _structure_key(self) -> str:
+        """:meth:`WorkflowSchema.structure_key` of this workflow, without building the schema."""
+        body = {
+            "steps": sorted((n, s.kind, self.bindings[n].conditional) for n, s in self.steps.items()),
+            "edges": sorted((u, v, a, d["group"] or "") for (u, v), d in self._edges.items() for a in d["actions"]),
+            "outputs": sorted(self.output_names),
+        }
+        return json.dumps(body, sort_keys=True)
+
+    def _schema(self, workflow_id: str, fps: dict[str, str] | None = None) -> WorkflowSchema:
+        if fps is None:
+            fps = self.fingerprints()
         bindings = self.bindings
         steps = tuple(
             StepSchema(
-                n,
-                s.kind,
-                function_target(s),
-                tuple(map(_policy_spec, s.policies)) if s.policies else (),
-                bindings[n].conditional,
-                bindings[n].required_inputs,
+                name=n,
+                kind=s.kind,
+                target=function_target(s),
+                policies=tuple(map(_policy_spec, s.policies)) if s.policies else (),
+                conditional=bindings[n].conditional,
+                fingerprint=fps[n],
+                cache=bool(getattr(s, "cache", True)),
+                reads=_reads(s, bindings[n]),
+                inputs=bindings[n].required_inputs,
             )
             for n, s in self.steps.items()
         )
@@ -315,17 +406,8 @@ class Workflow:
         ('one',)
         """
         if self._schema_cache is None:
-            self._schema_cache = dataclasses.replace(
-                self._base_schema(), workflow_id=self.workflow_id, version=self.version, name=self.name
-            )
+            self._schema_cache = self._schema(self.workflow_id)
         return self._schema_cache
-
-    def _base_schema(self) -> WorkflowSchema:
-        """The schema without its id, built once (the id is derived from it)."""
-        base = self.__dict__.get("_base")
-        if base is None:
-            base = self.__dict__["_base"] = self._schema("")
-        return base
 
     @property
     def plan(self) -> Plan:
@@ -450,6 +532,13 @@ def run_inputs(inputs: Any) -> dict[str, Any]:
             f"{inputs!r}: e.g. wf.run({{'x': {inputs!r}}})"
         )
     return dict(inputs)
+
+
+def _reads(step: Step, binding: Binding) -> tuple[str, ...] | None:
+    """The run inputs a step reads by name, or ``None`` when it may read any."""
+    if binding.var_kw or binding.legacy or reads_all_inputs(step):
+        return None
+    return tuple(sorted(p.name for p in binding.params if not p.sources))
 
 
 def _policy_spec(policy: Any) -> dict[str, Any]:

@@ -25,6 +25,7 @@ import networkx as nx
 from ..errors import CycleError
 from .binding import Binding
 from .collect import assign_names, collect, resolve, topological
+from .joins import check_joins
 from .rules import Plan
 from .schema import DEFAULT_ACTION, EdgeSchema, StepSchema, WorkflowSchema
 from .status import Status
@@ -102,6 +103,7 @@ class Workflow:
         self.state = Status.PENDING
         self._build()
         self.workflow_id = workflow_id or self._derived_id()
+        check_joins(self.plan)
 
     # -- construction -------------------------------------------------------
     def _build(self) -> None:

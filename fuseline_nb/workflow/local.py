@@ -31,7 +31,7 @@ from ..errors import UnknownActionError
 from .events import Event, EventHub
 from .execute import StepOutcome, attempt_with_retries
 from .policies import WorkflowPolicy
-from .rules import Outcome, Readiness, final_run_state, resolve_action
+from .rules import Outcome, Readiness, resolve_action
 from .runinfo import RunResult, StepInfo
 from .status import SKIP_CONDITION, Status
 from .tracing import TraceSubscriber, _preview, as_tracer
@@ -133,7 +133,8 @@ class _LocalRun:
             self.wf.steps[n].state = state
             if state is Status.SKIPPED:
                 self.infos[n].skip_reason = "not_reached"
-            self.emit("step_finished", n, state, {"skip_reason": self.infos[n].skip_reason})
+            self.emit("step_finished", n, state,
+                      {"skip_reason": self.infos[n].skip_reason, **self.tracker.cause(n)})
         return self.queue(changes.ready)
 
     def start_step(self, name: str) -> None:
@@ -160,7 +161,9 @@ class _LocalRun:
     def end(self) -> RunResult:
         """Settle the final state and outputs; run workflow-finished hooks."""
         wf = self.wf
-        state = final_run_state(self.tracker.outcomes.values())
+        for name in self.tracker.recovered_failures():
+            self.infos[name].recovered = True
+        state = self.tracker.run_state()
         wf.state = state
         outs = [self.results.get(n) for n in wf.output_names]
         outputs = outs[0] if len(outs) == 1 else outs

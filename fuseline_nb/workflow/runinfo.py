@@ -42,6 +42,7 @@ class StepInfo:
     queued_at: float | None = None
     started_at: float | None = None
     finished_at: float | None = None
+    recovered: bool = False  # FAILED, but an OR-group fallback got its consumers their value
 
     @property
     def duration_s(self) -> float | None:
@@ -76,8 +77,13 @@ class RunInfo:
         return self.state.is_final
 
     def failures(self) -> dict[str, str]:
-        """Error text of each FAILED step, by name."""
-        return {n: s.error or "failed" for n, s in self.steps.items() if s.state is Status.FAILED}
+        """Error text of each FAILED step whose failure was not recovered, by name."""
+        return {n: s.error or "failed" for n, s in self.steps.items()
+                if s.state is Status.FAILED and not s.recovered}
+
+    def recovered_failures(self) -> dict[str, str]:
+        """Error text of each FAILED step an OR-group fallback recovered, by name."""
+        return {n: s.error or "failed" for n, s in self.steps.items() if s.state is Status.FAILED and s.recovered}
 
     def counts(self) -> dict[Status, int]:
         """How many steps are in each state."""

@@ -13,9 +13,9 @@ same statements. This module only holds text; ``duckdb.py`` runs it.
 Examples
 --------
 >>> CURRENT_VERSION
-2
+3
 >>> sorted(MIGRATIONS)
-[1]
+[1, 2]
 >>> [name for name, _ in VIEWS]
 ['workflows', 'runs', 'steps', 'events']
 """
@@ -25,7 +25,7 @@ from __future__ import annotations
 from typing import Final
 
 #: The schema version this code writes.
-CURRENT_VERSION: Final = 2
+CURRENT_VERSION: Final = 3
 
 TABLE_NAMES: Final = """
 SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'
@@ -74,6 +74,8 @@ MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
             result_bytes = octet_length(result_pickle)
             WHERE error IS NOT NULL OR result_pickle IS NOT NULL""",
     ),
+    # 2 -> 3: a FAILED step whose failure an OR-group fallback recovered.
+    2: ("ALTER TABLE fl_steps ADD COLUMN recovered BOOLEAN DEFAULT false",),
 }
 
 #: The documented views, (name, SELECT), recreated on every open.
@@ -88,7 +90,7 @@ VIEWS: Final = (
     ("steps", """SELECT run_id, step, state, skip_reason, action, attempts, worker,
         to_timestamp(queued_at) AS queued_at, to_timestamp(started_at) AS started_at,
         to_timestamp(finished_at) AS finished_at, finished_at - started_at AS duration_s,
-        result_preview, error_type, error_message, traceback
+        result_preview, error_type, error_message, traceback, coalesce(recovered, false) AS recovered
         FROM fl_steps"""),
     ("events", """SELECT run_id, seq, to_timestamp("at") AS "at", step, kind, state, worker, attempt,
         detail_json
@@ -107,7 +109,7 @@ FROM batch_runs
 """
 STEP_COLUMNS: Final = (
     "run_id", "step", "state", "skip_reason", "action", "attempts", "worker", "queued_at",
-    "started_at", "finished_at", "error", "traceback", "error_type", "error_message",
+    "started_at", "finished_at", "recovered", "error", "traceback", "error_type", "error_message",
 )
 RESULT_COLUMNS: Final = ("result_preview", "result_pickle", "result_bytes")
 # A batch row carries a result only when the step's result arrived in that batch
@@ -146,7 +148,7 @@ ORDER BY created_at, rowid
 RUN_EXISTS: Final = "SELECT count(*) FROM fl_runs WHERE run_id = ?"
 SELECT_STEPS: Final = """
 SELECT step, result_pickle, state, attempts, worker, error, traceback, action, skip_reason,
-    queued_at, started_at, finished_at
+    queued_at, started_at, finished_at, coalesce(recovered, false)
 FROM fl_steps WHERE run_id = ? ORDER BY rowid
 """
 SELECT_RESULT: Final = "SELECT result_pickle FROM fl_steps WHERE run_id = ? AND step = ?"

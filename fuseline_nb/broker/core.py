@@ -54,8 +54,11 @@ from ..workflow.rules import Changes, Outcome, resolve_action
 from ..workflow.runinfo import RunInfo
 from ..workflow.schema import WorkflowSchema
 from ..workflow.status import SKIP_CONDITION, SKIP_NOT_REACHED, Status
+from ._fuseline_store import FuselineStoreView
 from .base import Broker, LastTask, StepAssignment, StepReport, WorkerInfo
+from .cache import CacheEntry, CacheStore, CacheView, MemoryCacheStore, RunCache, new_entry, serve
 from .live import Compiled, Key, LiveRun, Worker, copy_info, preview, succeeded
+from .registry import idle_workers
 from .storage.base import RuntimeStorage
 from .storage.memory import MemoryRuntimeStorage
 
@@ -75,6 +78,15 @@ class StorageBroker(Broker):
         before it is given to another worker.
     clock:
         Time source (seconds); tests pass a fake one.
+    worker_ttl:
+        Forget an idle worker not heard from (a fetch, a report or a
+        keep-alive) for this many seconds; ``None`` (the default) keeps
+        workers until they unregister. A worker running a step is covered
+        by its lease instead. Fuseline prunes after 30 s by default; here
+        it is opt-in because notebook workers may sit idle for hours.
+    cache:
+        Whether runs reuse cached results unless ``dispatch_workflow`` says
+        otherwise (see :mod:`fuseline_nb.broker.cache`).
 
     Examples
     --------
@@ -85,9 +97,14 @@ class StorageBroker(Broker):
     """
 
     def __init__(self, storage: RuntimeStorage | None = None, *, lease_seconds: float = 60.0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, worker_ttl: float | None = None,
+                 cache: bool = False) -> None:
         if lease_seconds <= 0:
             raise ValueError(f"lease_seconds must be > 0, not {lease_seconds!r}")
+        if worker_ttl is not None and not worker_ttl > 0:
+            raise ValueError(f"worker_ttl must be > 0 seconds (or None: never prune), not {worker_ttl!r}")
+        self.worker_ttl = None if worker_ttl is None else float(worker_ttl)
+        self._pruned: dict[str, float] = {}  # worker id -> when it was pruned
         self.storage = storage if storage is not None else MemoryRuntimeStorage()
         self.lease_seconds = float(lease_seconds)
         self._clock = clock
@@ -100,6 +117,9 @@ class StorageBroker(Broker):
         self._leases: list[tuple[float, str, str, int]] = []
         self._delayed: list[tuple[float, str, str]] = []  # retries waiting for RetryPolicy.wait
         self._closed = False
+        self.cache_default = bool(cache)
+        self._run_caches: dict[str, RunCache] = {}
+        self._cache_store: CacheStore | None = None
         for schema in self.storage.list_workflows():
             self._compiled[(schema.workflow_id, schema.version)] = Compiled(schema)
         for run_id in self.storage.unfinished_runs():
@@ -132,6 +152,8 @@ class StorageBroker(Broker):
         """Register a worker that can run ``workflows``; return its id."""
         with self._lock:
             self._check_open()
+            if self.worker_ttl is not None:
+                self._prune(self._clock())
             keys = set()
             for schema in workflows:
                 c = self._register(schema)
@@ -158,10 +180,24 @@ class StorageBroker(Broker):
                 if run is not None and step in run.assigned:
                     self._requeue_assignment(run, step, "worker gone")
 
+    def _prune(self, now: float) -> None:
+        """Forget idle workers whose keep-alives stopped (``worker_ttl``)."""
+        assert self.worker_ttl is not None
+        seen = ((wid, w.info.last_seen, bool(w.assigned)) for wid, w in self._workers.items())
+        for wid in idle_workers(seen, now, self.worker_ttl):
+            log.warning("worker %s pruned: not heard from for over %s s", wid, self.worker_ttl)
+            del self._workers[wid]
+            self._pruned[wid] = now
+
     def _worker(self, worker_id: str) -> Worker:
         try:
             w = self._workers[worker_id]
         except KeyError:
+            if worker_id in self._pruned:
+                raise UnknownWorkerError(
+                    f"worker {worker_id!r} was pruned: not heard from for over {self.worker_ttl} s "
+                    "(worker_ttl); register it again"
+                ) from None
             raise UnknownWorkerError(
                 f"unknown worker: {worker_id!r} (register it first; a restarted broker forgets workers)"
             ) from None
@@ -175,6 +211,8 @@ class StorageBroker(Broker):
         since its last keep-alive: it should stop running them.
         """
         with self._lock:
+            if self.worker_ttl is not None:
+                self._prune(self._clock())
             worker = self._worker(worker_id)
             cancelled, worker.cancelled = worker.cancelled, []
             deadline = self._clock() + self.lease_seconds
@@ -188,8 +226,10 @@ class StorageBroker(Broker):
             return cancelled
 
     def list_workers(self) -> list[WorkerInfo]:
-        """Registered workers."""
+        """Registered workers (idle ones past ``worker_ttl`` are pruned first)."""
         with self._lock:
+            if self.worker_ttl is not None:
+                self._prune(self._clock())
             return [w.info for w in self._workers.values()]
 
     def list_workflows(self) -> list[WorkflowSchema]:
@@ -202,8 +242,13 @@ class StorageBroker(Broker):
         return self._hub.subscribe(callback)
 
     # -- runs --------------------------------------------------------------------------
-    def dispatch_workflow(self, workflow: WorkflowSchema, inputs: dict[str, Any] | None = None) -> str:
-        """Start a run of ``workflow`` with ``inputs``; return its run id."""
+    def dispatch_workflow(self, workflow: WorkflowSchema, inputs: dict[str, Any] | None = None, *,
+                          cache: bool | None = None, rerun: Iterable[str] = ()) -> str:
+        """Start a run of ``workflow`` with ``inputs``; return its run id.
+
+        ``cache`` (default: the broker's ``cache``) reuses the results of
+        steps whose keys were seen; the steps in ``rerun`` run anyway.
+        """
         with self._lock:
             self._check_open()
             compiled = self._register(workflow)
@@ -215,9 +260,12 @@ class StorageBroker(Broker):
                                     inputs, compiled.plan.order, now)
             self._runs[run_id] = run
             self._active.setdefault(run.key, {})[run_id] = None
+            if self.cache_default if cache is None else cache:
+                schema = workflow if isinstance(workflow, WorkflowSchema) else compiled.schema
+                self._run_caches[run_id] = RunCache(schema, inputs, rerun)
             self._emit(run, now, "run_dispatched", None, None, None, 0,
                        {"workflow_id": compiled.schema.workflow_id})
-            self._enqueue(run, run.tracker.start(), now)
+            self._apply(run, Changes(ready=run.tracker.start()), now)
             return run_id
 
     def get_step(self, worker_id: str) -> StepAssignment | None:
@@ -225,6 +273,11 @@ class StorageBroker(Broker):
         with self._lock:
             if self._closed:
                 self._check_open()
+            if self.worker_ttl is not None:
+                self._prune(self._clock())
+                if worker_id in self._pruned:  # as in Fuseline: a pruned worker gets nothing
+                    log.warning("get_step from pruned worker %s: nothing given; register it again", worker_id)
+                    return None
             worker = self._workers.get(worker_id) or self._worker(worker_id)
             now = worker.info.last_seen = self._clock()
             if (self._leases and self._leases[0][0] <= now) or (self._delayed and self._delayed[0][0] <= now):
@@ -236,6 +289,10 @@ class StorageBroker(Broker):
                         if step in run.assigned or step in run.tracker.outcomes:
                             log.debug("dropping duplicate queue entry %r of run %s", step, run_id)
                             continue  # a duplicate entry never runs a step twice
+                        if step not in run.infos:
+                            log.warning("dropping queue entry %r of run %s: the workflow has no such step",
+                                        step, run_id)
+                            continue
                         return self._assign(run, step, worker, now)
             return None
 
@@ -339,6 +396,11 @@ class StorageBroker(Broker):
                 return
             self._closed = True
             self.storage.close()
+
+    @property
+    def _store(self) -> FuselineStoreView:
+        """Fuseline's ``broker._store`` calls, keyed by (workflow, instance, step)."""
+        return FuselineStoreView(self)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -451,6 +513,11 @@ class StorageBroker(Broker):
             info.error = info.traceback = None
             run.results[step] = info.result = report.result
             self.storage.set_result(run.run_id, step, report.result)
+            cache = self._run_caches.get(run.run_id)
+            if cache is not None:
+                entry = new_entry(cache, run.run_id, step, info.action, report.result, now)
+                if entry is not None:
+                    self.cache_store.put(entry, report.result)
         else:
             raise ValueError(f"a report's state must be SUCCEEDED, FAILED or SKIPPED, not {state}")
         info.state = state
@@ -466,8 +533,11 @@ class StorageBroker(Broker):
     def _apply(self, run: LiveRun, changes: Changes, now: float) -> None:
         if changes.skipped or changes.cancelled:
             self._record_derived(run, changes, now)
-        if changes.ready:
-            self._enqueue(run, changes.ready, now)
+        ready = changes.ready
+        if ready and run.run_id in self._run_caches:
+            ready = serve(self, run, ready, now)
+        if ready:
+            self._enqueue(run, ready, now)
         if run.tracker.done:
             self._finish_run(run, now)
 
@@ -484,6 +554,40 @@ class StorageBroker(Broker):
         self._emit(run, now, "run_finished", None, state, None, 0, {"workflow_id": run.key[0]})
         del self._runs[run.run_id]
         self._active[run.key].pop(run.run_id, None)
+        self._run_caches.pop(run.run_id, None)
+
+    def _complete_cached(self, run: LiveRun, step: str, entry: CacheEntry, result: Any,
+                         now: float) -> list[str]:
+        """Record a cache hit as the step's SUCCEEDED outcome; return the steps it made ready."""
+        info = run.infos[step]
+        info.state, info.action, info.cached, info.cached_from = Status.SUCCEEDED, entry.action, True, entry.run_id
+        info.queued_at = info.started_at = info.finished_at = now
+        run.results[step] = info.result = result
+        self.storage.set_result(run.run_id, step, result)
+        self.storage.save_step(run.run_id, step, info)
+        detail: dict[str, Any] = {"action": info.action, "error": None, "skip_reason": None, "cached": True,
+                                  "cached_from": entry.run_id}
+        if self._hub.has_subscribers:
+            detail["result_preview"] = preview(result)
+        self._emit(run, now, "step_finished", step, Status.SUCCEEDED, None, 0, detail)
+        changes = run.tracker.finish(step, succeeded(entry.action or "default"))
+        if changes.skipped or changes.cancelled:
+            self._record_derived(run, changes, now)
+        return list(changes.ready)
+
+    @property
+    def cache_store(self) -> CacheStore:
+        """Where cached results live: the storage's own store, or memory."""
+        if self._cache_store is None:
+            make = getattr(self.storage, "cache_store", None)
+            self._cache_store = make() if callable(make) else MemoryCacheStore()
+        return self._cache_store
+
+    @property
+    def cache(self) -> CacheView:
+        """The result cache: ``len``, ``entries()``, ``clear(step=None, older_than=None)``."""
+        with self._lock:
+            return CacheView(self.cache_store)
 
     # -- restart -------------------------------------------------------------------------
     def _resume(self, run_id: str) -> None:
@@ -563,5 +667,7 @@ class MemoryBroker(StorageBroker):
     7
     """
 
-    def __init__(self, *, lease_seconds: float = 60.0, clock: Callable[[], float] = time.time) -> None:
-        super().__init__(MemoryRuntimeStorage(), lease_seconds=lease_seconds, clock=clock)
+    def __init__(self, *, lease_seconds: float = 60.0, clock: Callable[[], float] = time.time,
+                 worker_ttl: float | None = None, cache: bool = False) -> None:
+        super().__init__(MemoryRuntimeStorage(), lease_seconds=lease_seconds, clock=clock, worker_ttl=worker_ttl,
+                         cache=cache)

@@ -197,4 +197,4 @@ def step_info(row: tuple[Any, ...], result: Any) -> StepInfo:
     """
     state, attempts, worker, error, tb, action, skip, queued, started, finished, recovered = row
     return StepInfo(Status(state), attempts, worker, result, error, tb, action, skip,
-                    queued, started, finished, bool(recovered))
+                    queued, started, finished, recovered=bool(recovered))

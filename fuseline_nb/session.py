@@ -33,6 +33,7 @@ from .workflow.events import Event
 from .workflow.graph import Workflow
 from .workflow.runinfo import RunInfo
 from .workflow.status import Status
+from .workflow.value import Value
 
 log = logging.getLogger(__name__)
 
@@ -47,17 +48,18 @@ def _open_broker(path: str | os.PathLike[str] | None, lease_seconds: float) -> B
     return DuckDBBroker(os.fspath(path), lease_seconds=lease_seconds)  # type: ignore[no-any-return]
 
 
-def _check_inputs(inputs: Mapping[str, Any]) -> None:
-    import cloudpickle
-
+def _input_values(inputs: Mapping[str, Any]) -> dict[str, Value]:
+    """The run's inputs made values here, where they are born (pickled once)."""
+    out = {}
     for key, value in inputs.items():
         try:
-            cloudpickle.dumps(value)
+            out[key] = Value.of(value)
         except Exception as exc:
             raise PicklingError(
                 f"input {key!r} (a {type(value).__name__}) cannot be sent to a worker process: "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
+    return out
 
 
 def _weak_listener(method: Callable[[Event], None], kind: str | None = None) -> Callable[[Event], None]:
@@ -165,12 +167,11 @@ class Session:
         self._check_open()
         if not isinstance(wf, Workflow):
             raise TypeError(f"Session.submit takes a Workflow, not {wf!r}")
-        inputs = dict(inputs or {})
+        values = _input_values(inputs or {})
         if self.pool is not None:
             self.pool.check()
             self.pool.add_workflow(wf)
-            _check_inputs(inputs)
-        run_id = self.broker.dispatch_workflow(wf.to_schema(), inputs)
+        run_id = self.broker.dispatch_workflow(wf.to_schema(), values)
         run = self._runs[run_id] = Run(self, run_id, wf)
         return run
 

@@ -34,6 +34,7 @@ from ..errors import StaleReportError, UnknownWorkflowError
 from ..workflow.execute import StepOutcome, attempt
 from ..workflow.graph import Workflow
 from ..workflow.status import Status
+from ..workflow.value import Value, opened_all
 
 log = logging.getLogger(__name__)
 
@@ -135,14 +136,26 @@ class ProcessEngine:
         if a.step_name not in wf.steps:
             exc2 = UnknownWorkflowError(f"workflow {a.workflow_id!r} has no step {a.step_name!r}")
             return StepOutcome.from_exception(exc2, time.time())
-        return attempt(wf, a.step_name, a.inputs, a.results, a.winners)
+        try:  # values are opened here, in the worker that runs the consuming step
+            inputs, results = opened_all(a.inputs), opened_all(a.results)
+        except ValueError as exc:
+            return StepOutcome.from_exception(exc, time.time())
+        return attempt(wf, a.step_name, inputs, results, a.winners)
 
     def _report(self, a: StepAssignment, out: StepOutcome) -> None:
         result = out.result if out.state is Status.SUCCEEDED else None
+        state, error, action = out.state, out.error, result if isinstance(result, str) else None
+        value = None
+        if result is not None:
+            try:  # the result becomes a value here, where it is born: pickled once
+                value = Value.of(result)
+            except Exception as exc:  # an unpicklable result fails the step, not the worker
+                state, action = Status.FAILED, None
+                error = (f"PicklingError: the result of step {a.step_name!r} (a {type(result).__name__}) "
+                         f"cannot be pickled, so it cannot reach the broker: {exc}")
         report = StepReport(
-            a.workflow_id, a.instance_id, a.step_name, out.state, result, a.attempt,
-            out.error, out.traceback, result if isinstance(result, str) else None,
-            out.started_at, out.finished_at, out.conditions or None,
+            a.workflow_id, a.instance_id, a.step_name, state, value, a.attempt,
+            error, out.traceback, action, out.started_at, out.finished_at, out.conditions or None,
         )
         try:
             self.client.report_step(self.worker_id, report)

@@ -34,7 +34,8 @@ from .policies import WorkflowPolicy
 from .rules import Outcome, Readiness, final_run_state, resolve_action
 from .runinfo import RunResult, StepInfo
 from .status import SKIP_CONDITION, Status
-from .tracing import TraceSubscriber, _preview, as_tracer
+from .tracing import TraceSubscriber, as_tracer
+from .value import preview
 
 if TYPE_CHECKING:
     from .graph import Workflow
@@ -123,7 +124,7 @@ class _LocalRun:
         if self.hub is not None:  # only tracing reads these; skip the repr() otherwise
             detail["conditions"] = out.conditions or []
             if out.state is Status.SUCCEEDED:
-                detail["result_preview"] = _preview(out.result)
+                detail["result_preview"] = preview(out.result)
         self.emit("step_finished", name, out.state, detail)
         changes = self.tracker.finish(name, outcome)
         for n, state in [(n, Status.SKIPPED) for n in changes.skipped] + [

@@ -105,7 +105,12 @@ class Session:
         unfinished there are resumed); ``":memory:"`` for DuckDB history that
         is not kept. ``None`` keeps history in plain memory (no SQL).
     workers:
-        Number of worker processes (``0``: none; workers may connect otherwise).
+        Number of worker processes (default 2; ``0``: none, workers may connect otherwise).
+    dask:
+        Run the steps on a Dask cluster instead of worker processes: a
+        ``distributed.Client``, a cluster, or a scheduler address
+        (``"tcp://10.0.0.5:8786"``). See :class:`~fuseline_nb.worker.dask_engine.DaskEngine`
+        and ``docs/scaling.md``.
     lease_seconds:
         How long a step may go without a heartbeat before it is re-queued.
     context:
@@ -126,8 +131,13 @@ class Session:
     'ok'
     """
 
-    def __init__(self, path: str | os.PathLike[str] | None = None, workers: int = 2, *,
-                 lease_seconds: float = 60.0, context: str = "spawn", prefetch: int = 4) -> None:
+    def __init__(self, path: str | os.PathLike[str] | None = None, workers: int | None = None, *,
+                 lease_seconds: float = 60.0, context: str = "spawn", prefetch: int = 4,
+                 dask: Any = None) -> None:
+        if dask is not None and workers:
+            raise ValueError(f"give workers= or dask=, not both (workers={workers!r}, dask={dask!r}): "
+                             "with dask= the steps run on the Dask cluster")
+        workers = 0 if dask is not None else 2 if workers is None else workers
         if int(workers) < 0:
             raise ValueError(f"workers must be >= 0, not {workers!r}")
         self.path = os.fspath(path) if path is not None else None
@@ -139,7 +149,12 @@ class Session:
         self._unsubscribe = self.broker.subscribe(_weak_listener(self._on_event, "run_finished"))
         self.pool: Any = None
         try:
-            if workers:
+            if dask is not None:
+                from .broker.clients import LocalBrokerClient
+                from .worker.dask_engine import DaskEngine
+
+                self.pool = DaskEngine(LocalBrokerClient(self.broker), [], dask).start()
+            elif workers:
                 from .worker.pool import WorkerPool
 
                 self.pool = WorkerPool(self.broker, [], processes=int(workers), context=context,
@@ -246,6 +261,11 @@ class Session:
                     ev.set()
 
     @property
+    def dashboard_link(self) -> str | None:
+        """The Dask dashboard's address when the steps run on Dask (``Session(dask=...)``), else ``None``."""
+        return getattr(self.pool, "dashboard_link", None)
+
+    @property
     def closed(self) -> bool:
         """Whether :meth:`close` was called."""
         return self._closed
@@ -262,9 +282,10 @@ class Session:
 
     def __repr__(self) -> str:
         where = repr(self.path) if self.path else "memory"
-        workers = self.pool.processes if self.pool is not None else 0
+        workers = getattr(self.pool, "processes", None) if self.pool is not None else 0
+        runner = f"workers={workers}" if workers is not None else f"dask={self.dashboard_link}"
         state = "closed" if self._closed else "open"
-        return f"<Session history={where} workers={workers} {state}>"
+        return f"<Session history={where} {runner} {state}>"
 
 
 class Run:
@@ -280,21 +301,47 @@ class Run:
     """
 
     def __init__(self, session: Session, run_id: str, workflow: Workflow) -> None:
-        self.session = session
+        # Weakly: IPython keeps displayed Runs in Out/_, and a Run must not keep a
+        # rebound session's workers alive (docs/views.md, "No leaks").
+        self._session = weakref.ref(session)
+        self.broker = session.broker
         self.id = run_id
         self.workflow = workflow
         self._final: RunInfo | None = None  # set by the session when the run ends
+
+    @property
+    def session(self) -> Session:
+        """The run's :class:`Session`.
+
+        Raises
+        ------
+        StorageClosedError
+            The session was dropped (no name refers to it any more), which
+            ended its workers.
+        """
+        session = self._session()
+        if session is None:
+            raise StorageClosedError(
+                f"the session of run {self.id!r} is gone: nothing referred to it any more, so its "
+                "workers were stopped; keep the session in a variable while its runs are needed"
+            )
+        return session
 
     @property
     def run_id(self) -> str:
         """Same as :attr:`id`."""
         return self.id
 
+    @property
+    def dashboard_link(self) -> str | None:
+        """The Dask dashboard showing this run's tasks (``Session(dask=...)``), else ``None``."""
+        return self.session.dashboard_link
+
     def info(self) -> RunInfo:
         """The run's :class:`~fuseline_nb.RunInfo` now (RUNNING until it ends)."""
         if self._final is not None:
             return self._final
-        return self.session.broker.get_run(self.id)
+        return self.broker.get_run(self.id)
 
     @property
     def state(self) -> Status:
@@ -319,18 +366,24 @@ class Run:
             The run did not end within ``timeout`` seconds (it keeps running).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        event = self.session._event_for(self.id)
         info = self.info()
+        if info.done:
+            return self._outputs(info, raise_on_failure)
+        session = self.session
+        event = session._event_for(self.id)
         while not info.done:
-            if self.session.pool is not None:
-                self.session.pool.check()
-            if self.session.closed:
+            if session.pool is not None:
+                session.pool.check()
+            if session.closed:
                 raise StorageClosedError(f"the session closed before run {self.id!r} ended")
             left = 0.25 if deadline is None else min(0.25, deadline - time.monotonic())
             if left <= 0:
                 raise TimeoutError(f"run {self.id!r} has not ended after {timeout} s ({self._counts(info)})")
             event.wait(left)
             info = self.info()
+        return self._outputs(info, raise_on_failure)
+
+    def _outputs(self, info: RunInfo, raise_on_failure: bool) -> Any:
         if info.state is Status.FAILED:
             if raise_on_failure:
                 info.raise_for_failure()
@@ -347,7 +400,7 @@ class Run:
         """The live view (``fuseline_nb.views.widgets.RunView``) of this run."""
         from .views.widgets import RunView
 
-        return RunView(self.session.broker, self.id)
+        return RunView(self.broker, self.id)
 
     def _ipython_display_(self) -> None:
         from IPython.display import Pretty, display

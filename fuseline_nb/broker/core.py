@@ -32,6 +32,7 @@ Examples
 from __future__ import annotations
 
 import heapq
+import itertools
 import json
 import logging
 import threading
@@ -54,8 +55,10 @@ from ..workflow.runinfo import RunInfo
 from ..workflow.schema import WorkflowSchema
 from ..workflow.status import SKIP_CONDITION, SKIP_NOT_REACHED, Status
 from ..workflow.value import Value, values_of
+from ._fuseline_store import FuselineStoreView
 from .base import Broker, LastTask, StepAssignment, StepReport, WorkerInfo
 from .live import Compiled, Key, LiveRun, Worker, copy_info, succeeded
+from .registry import idle_workers
 from .storage.base import RuntimeStorage
 from .storage.memory import MemoryRuntimeStorage
 
@@ -75,6 +78,12 @@ class StorageBroker(Broker):
         before it is given to another worker.
     clock:
         Time source (seconds); tests pass a fake one.
+    worker_ttl:
+        Forget an idle worker not heard from (a fetch, a report or a
+        keep-alive) for this many seconds; ``None`` (the default) keeps
+        workers until they unregister. A worker running a step is covered
+        by its lease instead. Fuseline prunes after 30 s by default; here
+        it is opt-in because notebook workers may sit idle for hours.
 
     Examples
     --------
@@ -85,9 +94,13 @@ class StorageBroker(Broker):
     """
 
     def __init__(self, storage: RuntimeStorage | None = None, *, lease_seconds: float = 60.0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, worker_ttl: float | None = None) -> None:
         if lease_seconds <= 0:
             raise ValueError(f"lease_seconds must be > 0, not {lease_seconds!r}")
+        if worker_ttl is not None and not worker_ttl > 0:
+            raise ValueError(f"worker_ttl must be > 0 seconds (or None: never prune), not {worker_ttl!r}")
+        self.worker_ttl = None if worker_ttl is None else float(worker_ttl)
+        self._pruned: dict[str, float] = {}  # worker id -> when it was pruned
         self.storage = storage if storage is not None else MemoryRuntimeStorage()
         self.lease_seconds = float(lease_seconds)
         self._clock = clock
@@ -132,12 +145,19 @@ class StorageBroker(Broker):
         """Register a worker that can run ``workflows``; return its id."""
         with self._lock:
             self._check_open()
+            if self.worker_ttl is not None:
+                self._prune(self._clock())
             keys = set()
             for schema in workflows:
                 c = self._register(schema)
                 keys.add((c.schema.workflow_id, c.schema.version))
             now = self._clock()
             wid = uuid.uuid4().hex[:12]
+            # The name is what views, events and SQL (steps.worker) show: the caller's
+            # (a pool's w1, w2...), else the first free w<N>.
+            if not name:
+                used = {w.info.name for w in self._workers.values()}
+                name = next(f"w{n}" for n in itertools.count(1) if f"w{n}" not in used)
             info = WorkerInfo(wid, now, now, None, sorted(f"{k[0]}@{k[1]}" for k in keys), name)
             self._workers[wid] = Worker(info, keys)
             return wid
@@ -153,10 +173,24 @@ class StorageBroker(Broker):
                 if run is not None and step in run.assigned:
                     self._requeue_assignment(run, step, "worker gone")
 
+    def _prune(self, now: float) -> None:
+        """Forget idle workers whose keep-alives stopped (``worker_ttl``)."""
+        assert self.worker_ttl is not None
+        seen = ((wid, w.info.last_seen, bool(w.assigned)) for wid, w in self._workers.items())
+        for wid in idle_workers(seen, now, self.worker_ttl):
+            log.warning("worker %s pruned: not heard from for over %s s", wid, self.worker_ttl)
+            del self._workers[wid]
+            self._pruned[wid] = now
+
     def _worker(self, worker_id: str) -> Worker:
         try:
             w = self._workers[worker_id]
         except KeyError:
+            if worker_id in self._pruned:
+                raise UnknownWorkerError(
+                    f"worker {worker_id!r} was pruned: not heard from for over {self.worker_ttl} s "
+                    "(worker_ttl); register it again"
+                ) from None
             raise UnknownWorkerError(
                 f"unknown worker: {worker_id!r} (register it first; a restarted broker forgets workers)"
             ) from None
@@ -166,6 +200,8 @@ class StorageBroker(Broker):
     def keep_alive(self, worker_id: str) -> None:
         """Mark the worker alive and extend the lease of each of its assignments."""
         with self._lock:
+            if self.worker_ttl is not None:
+                self._prune(self._clock())
             worker = self._worker(worker_id)
             deadline = self._clock() + self.lease_seconds
             for run_id, step in worker.assigned:
@@ -177,8 +213,10 @@ class StorageBroker(Broker):
                 heapq.heappush(self._leases, (deadline, run_id, step, att))
 
     def list_workers(self) -> list[WorkerInfo]:
-        """Registered workers."""
+        """Registered workers (idle ones past ``worker_ttl`` are pruned first)."""
         with self._lock:
+            if self.worker_ttl is not None:
+                self._prune(self._clock())
             return [w.info for w in self._workers.values()]
 
     def list_workflows(self) -> list[WorkflowSchema]:
@@ -214,6 +252,11 @@ class StorageBroker(Broker):
         with self._lock:
             if self._closed:
                 self._check_open()
+            if self.worker_ttl is not None:
+                self._prune(self._clock())
+                if worker_id in self._pruned:  # as in Fuseline: a pruned worker gets nothing
+                    log.warning("get_step from pruned worker %s: nothing given; register it again", worker_id)
+                    return None
             worker = self._workers.get(worker_id) or self._worker(worker_id)
             now = worker.info.last_seen = self._clock()
             if (self._leases and self._leases[0][0] <= now) or (self._delayed and self._delayed[0][0] <= now):
@@ -225,6 +268,10 @@ class StorageBroker(Broker):
                         if step in run.assigned or step in run.tracker.outcomes:
                             log.debug("dropping duplicate queue entry %r of run %s", step, run_id)
                             continue  # a duplicate entry never runs a step twice
+                        if step not in run.infos:
+                            log.warning("dropping queue entry %r of run %s: the workflow has no such step",
+                                        step, run_id)
+                            continue
                         return self._assign(run, step, worker, now)
             return None
 
@@ -295,6 +342,11 @@ class StorageBroker(Broker):
             self._closed = True
             self.storage.close()
 
+    @property
+    def _store(self) -> FuselineStoreView:
+        """Fuseline's ``broker._store`` calls, keyed by (workflow, instance, step)."""
+        return FuselineStoreView(self)
+
     def _check_open(self) -> None:
         if self._closed:
             raise StorageClosedError(f"{type(self).__name__} is closed")
@@ -321,7 +373,8 @@ class StorageBroker(Broker):
         info = run.infos[step]
         info.attempts = attempt = info.attempts + 1
         info.state = Status.RUNNING
-        info.worker = wid = worker.info.worker_id
+        wid = worker.info.worker_id
+        info.worker = label = worker.info.name or wid
         info.started_at = now
         info.finished_at = None
         deadline = now + self.lease_seconds
@@ -330,7 +383,7 @@ class StorageBroker(Broker):
         worker.assigned.add((run_id, step))
         heapq.heappush(self._leases, (deadline, run_id, step, attempt))
         self.storage.save_step(run_id, step, info)
-        self._emit(run, now, "step_started", step, Status.RUNNING, wid, attempt, None)
+        self._emit(run, now, "step_started", step, Status.RUNNING, label, attempt, None)
         done = run.results
         results = {src: done[src] for src in run.compiled.sources[step] if src in done}
         payload = {"workflow_inputs": run.inputs, "results": results, "winners": run.tracker.winners(step)}
@@ -359,10 +412,10 @@ class StorageBroker(Broker):
             w.assigned.discard((run.run_id, step))
         info = run.infos[step]
         info.state = Status.PENDING
-        info.worker = None
+        label, info.worker = info.worker or wid, None
         log.warning("step %r of run %s attempt %d: %s; queued again", step, run.run_id, attempt, reason)
         now = self._clock()
-        self._emit(run, now, "step_queued", step, Status.PENDING, wid, attempt, {"reason": reason})
+        self._emit(run, now, "step_queued", step, Status.PENDING, label, attempt, {"reason": reason})
         info.queued_at = now
         self.storage.enqueue(run.run_id, step)
         self.storage.save_step(run.run_id, step, info)
@@ -514,5 +567,6 @@ class MemoryBroker(StorageBroker):
     7
     """
 
-    def __init__(self, *, lease_seconds: float = 60.0, clock: Callable[[], float] = time.time) -> None:
-        super().__init__(MemoryRuntimeStorage(), lease_seconds=lease_seconds, clock=clock)
+    def __init__(self, *, lease_seconds: float = 60.0, clock: Callable[[], float] = time.time,
+                 worker_ttl: float | None = None) -> None:
+        super().__init__(MemoryRuntimeStorage(), lease_seconds=lease_seconds, clock=clock, worker_ttl=worker_ttl)

@@ -25,6 +25,7 @@ import inspect
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar, Union
 
+from .coro import run_coro
 from .schema import DEFAULT_ACTION
 from .status import Status
 
@@ -192,6 +193,11 @@ def _targets(obj: Any) -> list[Step]:
 class Step:
     """A unit of work. Subclass it and implement :meth:`run_step`.
 
+    Hooks, all optional: ``before_all(shared)`` once before the workflow
+    runs, ``setup(shared)`` before each run of the step, ``teardown(shared,
+    setup_res, exec_res)`` after it and ``after_all(shared)`` once at the end
+    (even when the run failed). ``shared`` is the run's inputs dict.
+
     Parameters
     ----------
     name:
@@ -199,11 +205,6 @@ class Step:
         unique (``Load``, ``Load_2``).
     policies:
         Step policies such as ``RetryPolicy`` and ``StepTimeoutPolicy``.
-
-    Hooks, all optional: ``before_all(shared)`` once before the workflow
-    runs, ``setup(shared)`` before each run of the step, ``teardown(shared,
-    setup_res, exec_res)`` after it and ``after_all(shared)`` once at the end
-    (even when the run failed). ``shared`` is the run's inputs dict.
 
     Examples
     --------
@@ -228,6 +229,10 @@ class Step:
         if name is not None:
             self.name = name
         self.policies = list(policies or ())
+        for policy in self.policies:
+            attach = getattr(policy, "attach_to_step", None)
+            if callable(attach):
+                attach(self)
 
     # -- wiring -----------------------------------------------------------
     @property
@@ -342,8 +347,6 @@ class FunctionStep(Step):
     def run_step(self, *args: Any, **kwargs: Any) -> Any:
         result = self.function(*args, **kwargs)
         if inspect.iscoroutine(result):  # an async function: run it to completion here
-            from .asynchronous import run_coro
-
             return run_coro(result)
         return result
 

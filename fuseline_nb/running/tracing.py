@@ -29,9 +29,9 @@ import weakref
 from datetime import UTC, datetime
 from typing import Any
 
-from .events import Event
-from .status import SKIP_CONDITION, Status
-from .value import preview
+from ..workflow.events import Event
+from ..workflow.status import SKIP_CONDITION, Status
+from ..workflow.value import preview
 
 
 class Tracer:

@@ -18,7 +18,8 @@ import fuseline_nb as fl
 from fuseline_nb.broker import DuckDBBroker
 from fuseline_nb.broker.clients import LocalBrokerClient
 from fuseline_nb.worker import ProcessEngine
-from fuseline_nb.workflow.value import Value, fingerprint, preview
+from fuseline_nb.workflow.datafingerprint import data_fingerprint as fingerprint
+from fuseline_nb.workflow.value import Value, preview
 from tests import value_workflows as flows
 
 

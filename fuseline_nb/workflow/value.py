@@ -13,9 +13,10 @@ What a value carries, computed once:
 ``data``
     cloudpickle bytes (plain scalars: stdlib pickle, the same bytes faster).
 ``fingerprint``
-    a 128-bit xxHash (hex) of the data, the cache key's ingredient: NumPy
-    arrays, pandas frames and series and Arrow tables are hashed from their
-    buffers (never pickled for it), anything else from its pickle.
+    the data fingerprint (:func:`~fuseline_nb.workflow.datafingerprint.data_fingerprint`,
+    a 128-bit xxHash), the cache key's ingredient: NumPy arrays, pandas
+    objects and Arrow tables are hashed from their buffers, anything else
+    from the pickle made here (never a second one).
 ``size``
     ``len(data)``.
 ``preview``
@@ -53,7 +54,8 @@ import reprlib
 from typing import Any, Final
 
 import cloudpickle
-import xxhash
+
+from .datafingerprint import data_fingerprint
 
 #: Longest :func:`preview` text, in characters.
 PREVIEW_CHARS: Final = 200
@@ -147,69 +149,6 @@ def _kind(obj: Any) -> str | None:
     return None
 
 
-def _hash_array(h: Any, arr: Any) -> bool:
-    """Feed a NumPy array's dtype, shape and buffer to ``h``; ``False`` for object arrays."""
-    if arr.dtype.hasobject:
-        return False
-    import numpy as np
-
-    h.update(f"{arr.dtype.str}{arr.shape}".encode())
-    h.update(memoryview(np.ascontiguousarray(arr)).cast("B"))  # type: ignore[arg-type]
-    return True
-
-
-def _hash_buffers(obj: Any, kind: str) -> str | None:
-    """The buffer fingerprint of an array or table, or ``None`` to hash its pickle."""
-    h = xxhash.xxh3_128(kind.encode())
-    try:
-        if kind == "numpy":
-            return h.hexdigest() if _hash_array(h, obj) else None
-        if kind == "pandas":
-            frame = obj.to_frame() if obj.ndim == 1 else obj
-            h.update(repr((type(obj).__name__, getattr(obj, "name", None))).encode())
-            h.update(pickle.dumps((list(frame.columns), [str(d) for d in frame.dtypes]), protocol=5))
-            index = frame.index.to_numpy()
-            if not _hash_array(h, index):
-                h.update(pickle.dumps(index, protocol=5))
-            for i in range(frame.shape[1]):
-                col = frame.iloc[:, i].to_numpy()
-                if not _hash_array(h, col):
-                    return None
-            return h.hexdigest()
-        h.update(obj.schema.to_string().encode())
-        for column in obj.columns:
-            chunks = getattr(column, "chunks", [column])
-            for chunk in chunks:
-                h.update(f"{chunk.offset}:{len(chunk)}".encode())
-                for buf in chunk.buffers():
-                    h.update(b"-" if buf is None else memoryview(buf))
-        return h.hexdigest()
-    except Exception:  # an exotic subclass or extension dtype: its pickle is the fallback
-        return None
-
-
-def fingerprint(obj: Any, data: bytes | None = None) -> str:
-    """The data fingerprint of ``obj`` (hex): buffers for arrays and tables, else its pickle.
-
-    ``data`` is the object's pickle when the caller already has it.
-
-    Examples
-    --------
-    >>> fingerprint([1, 2]) == fingerprint([1, 2]) != fingerprint([2, 1])
-    True
-    >>> len(fingerprint("x"))
-    32
-    """
-    kind = _kind(obj)
-    if kind is not None:
-        digest = _hash_buffers(obj, kind)
-        if digest is not None:
-            return digest
-    if data is None:
-        data = dumps(obj)
-    return xxhash.xxh3_128_hexdigest(data)
-
-
 def dumps(obj: Any) -> bytes:
     """The pickle of ``obj``: stdlib pickle for builtin scalars, cloudpickle (by value) otherwise.
 
@@ -277,7 +216,7 @@ class Value:
     data:
         The pickled bytes.
     fingerprint:
-        Hex data fingerprint (see :func:`fingerprint`).
+        Hex data fingerprint (see :func:`~fuseline_nb.workflow.datafingerprint.data_fingerprint`).
     preview, type_name, rich, json:
         See the module docstring.
 
@@ -328,13 +267,13 @@ class Value:
             text = repr(obj) if len(data) < PREVIEW_CHARS else \
                 preview(obj) if len(data) <= PREVIEW_MAX_BYTES else f"<{len(data)} bytes: not previewed>"
             plain = json.dumps(obj) if t is not complex and t is not bytes and _plain_json(obj) else None
-            v = cls(data, xxhash.xxh3_128_hexdigest(data), text, t.__name__, None, plain)
+            v = cls(data, data_fingerprint(obj), text, t.__name__, None, plain)
         else:
             plain = json.dumps(obj) if len(data) <= JSON_MAX_BYTES and _plain_json(obj) else None
             rich = rich_preview(obj)
             text = f"<{len(data)} bytes: not previewed>" if len(data) > PREVIEW_MAX_BYTES and rich is None \
                 else preview(obj)
-            v = cls(data, fingerprint(obj, data), text, t.__name__, rich, plain)
+            v = cls(data, data_fingerprint(obj, data), text, t.__name__, rich, plain)
         v._obj = obj
         return v
 
@@ -427,5 +366,5 @@ def opened(value: Any) -> Any:
     return value.load() if value.__class__ is Value else value
 
 
-__all__ = ["PREVIEW_CHARS", "PREVIEW_MAX_BYTES", "Value", "dumps", "fingerprint", "opened", "opened_all", "preview", "rich_preview",
+__all__ = ["PREVIEW_CHARS", "PREVIEW_MAX_BYTES", "Value", "dumps", "opened", "opened_all", "preview", "rich_preview",
            "values_of"]

@@ -7,12 +7,14 @@ builtin it resembles so ``except ValueError`` still catches a bad definition::
     ├── WorkflowDefinitionError (ValueError)      a workflow that cannot be built
     │   ├── CycleError                           carries ``.cycle``
     │   ├── DuplicateStepNameError               carries ``.name``
-    │   └── DependencyError                      a Depends(...) that points nowhere
+    │   ├── DependencyError                      a Depends(...) that points nowhere
+    │   └── ImpossibleJoinError                  an AND join on two actions of one branch
     ├── MissingInputError (KeyError)             a run_step parameter with no value
     ├── UnknownActionError (ValueError)          a returned action with no edge
     ├── SchemaMismatchError (ValueError)         same id + version, other definition
     ├── UnknownWorkflowError (LookupError)       a schema the broker never saw
     ├── UnknownRunError (LookupError)            a run id the broker never saw
+    │   └── RunNotFoundError (KeyError)          ... asked for by a user (get_run, cancel_run)
     ├── UnknownWorkerError (LookupError)         a worker id the broker does not know
     ├── StaleReportError (RuntimeError)          a report for an expired/old attempt
     ├── PicklingError (TypeError)                a step that cannot travel to a worker
@@ -38,7 +40,8 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 
 class FuselineError(Exception):
@@ -101,25 +104,83 @@ class DependencyError(WorkflowDefinitionError):
     """
 
 
+class ImpossibleJoinError(WorkflowDefinitionError):
+    """An AND join whose inputs need different actions of one branching step: it can never run.
+
+    Carries ``.join``, ``.branch`` (the branching step) and ``.actions`` (the two).
+
+    Examples
+    --------
+    >>> err = ImpossibleJoinError("j", "g", "a", "b", "x", "y")
+    >>> err.join, err.branch, err.actions
+    ('j', 'g', ('a', 'b'))
+    >>> "(x | y) >> j" in str(err)
+    True
+    """
+
+    def __init__(self, join: str, branch: str, action_a: str, action_b: str, source_a: str, source_b: str) -> None:
+        self.join, self.branch, self.actions = join, branch, (action_a, action_b)
+        super().__init__(
+            f"step {join!r} can never run: it is an AND join (every input must be reached), but its "
+            f"input from {source_a!r} needs step {branch!r} to choose action {action_a!r} and its input "
+            f"from {source_b!r} needs action {action_b!r}, and {branch!r} chooses one action per run. "
+            f"To run {join!r} on whichever branch was taken, merge the branches with an OR group: "
+            f"({source_a} | {source_b}) >> {join}, or one parameter Depends({source_a}, {source_b})"
+        )
+
+
 class MissingInputError(FuselineError, KeyError):
-    """A ``run_step`` parameter has no input, no dependency and no default.
+    """Run inputs are missing: a ``run_step`` parameter has no input, no dependency and no default.
+
+    Raised before a run starts (``wf.run``, ``Session.submit``,
+    ``dispatch_workflow``) naming every missing input and the steps that need it.
 
     Examples
     --------
     >>> str(MissingInputError("x", "Add"))
     "step 'Add' needs input 'x': pass it in the run's inputs, e.g. wf.run({'x': ...})"
+    >>> print(MissingInputError.of({"x": ["Add", "Mul"], "y": ["Mul"]}))
+    missing run inputs: 'x' (needed by steps 'Add', 'Mul'), 'y' (needed by step 'Mul'): pass them in the run's inputs, e.g. wf.run({'x': ..., 'y': ...})
     """
 
     def __init__(self, param: str, step: str) -> None:
         self.param = param
         self.step = step
+        #: Every missing input with the steps that need it.
+        self.missing: dict[str, list[str]] = {param: [step]}
         super().__init__(param)
 
+    @classmethod
+    def of(cls, missing: Mapping[str, Iterable[str]]) -> MissingInputError:
+        """The error for several missing inputs: ``{input: [steps needing it]}``."""
+        items = {k: list(v) for k, v in missing.items()}
+        first = next(iter(items))
+        err = cls(first, items[first][0])
+        err.missing = items
+        return err
+
+    def __reduce__(self) -> Any:  # crosses process boundaries with every input named
+        return (_missing_inputs, (self.missing,))
+
     def __str__(self) -> str:
+        if len(self.missing) == 1 and len(self.missing[self.param]) == 1:
+            return (
+                f"step {self.step!r} needs input {self.param!r}: pass it in the run's "
+                f"inputs, e.g. wf.run({{{self.param!r}: ...}})"
+            )
+        parts = []
+        for name, steps in self.missing.items():
+            who = ", ".join(repr(s) for s in steps)
+            parts.append(f"{name!r} (needed by step{'s' if len(steps) > 1 else ''} {who})")
+        example = ", ".join(f"{name!r}: ..." for name in self.missing)
         return (
-            f"step {self.step!r} needs input {self.param!r}: pass it in the run's "
-            f"inputs, e.g. wf.run({{{self.param!r}: ...}})"
+            f"missing run inputs: {', '.join(parts)}: pass them in the run's inputs, "
+            f"e.g. wf.run({{{example}}})"
         )
+
+
+def _missing_inputs(missing: Mapping[str, Iterable[str]]) -> MissingInputError:
+    return MissingInputError.of(missing)
 
 
 class UnknownActionError(FuselineError, ValueError):
@@ -169,6 +230,24 @@ class UnknownRunError(FuselineError, LookupError):
     >>> issubclass(UnknownRunError, LookupError)
     True
     """
+
+
+class RunNotFoundError(UnknownRunError, KeyError):
+    """A run id that names no run (``get_run``, ``cancel_run``); ``except KeyError`` catches it.
+
+    Examples
+    --------
+    >>> err = RunNotFoundError("abc")
+    >>> err.run_id, str(err), isinstance(err, KeyError)
+    ('abc', "unknown run: 'abc'", True)
+    """
+
+    def __init__(self, run_id: str, message: str | None = None) -> None:
+        self.run_id = run_id
+        super().__init__(message or f"unknown run: {run_id!r}")
+
+    def __str__(self) -> str:  # KeyError would show the message in quotes
+        return str(self.args[0])
 
 
 class UnknownWorkerError(FuselineError, LookupError):

@@ -30,7 +30,7 @@ from .broker.base import Broker
 from .broker.core import MemoryBroker
 from .errors import PicklingError, StorageClosedError, StorageError
 from .workflow.events import Event
-from .workflow.graph import Workflow
+from .workflow.graph import Workflow, run_inputs
 from .workflow.runinfo import RunInfo
 from .workflow.stale import warn_stale
 from .workflow.status import Status
@@ -197,9 +197,11 @@ class Session:
         """
         self._check_open()
         if not isinstance(wf, Workflow):
-            raise TypeError(f"Session.submit takes a Workflow, not {wf!r}")
-        values = _input_values(inputs or {})
+            raise TypeError(_not_a_workflow(wf))
+        inputs = run_inputs(inputs)
         wf.refresh()
+        wf.to_schema().check_inputs(inputs)  # before anything is shipped
+        values = _input_values(inputs)
         warn_stale(wf, stacklevel=2)
         wf.settle_version(self.broker.list_workflows())
         if self.pool is not None:
@@ -212,6 +214,20 @@ class Session:
         run = self._runs[run_id] = Run(self, run_id, wf)
         run._final = self._early.pop(run_id, None)
         return run
+
+    def cancel(self, run_id: str, reason: str | None = None) -> bool:
+        """Cancel a run: its unfinished steps become CANCELLED, a running step's process is replaced.
+
+        Returns ``True`` when the run was cancelled, ``False`` when it had
+        already ended (nothing changes; the broker logs that it did not).
+
+        Raises
+        ------
+        RunNotFoundError
+            No run has this id.
+        """
+        self._check_open()
+        return self.broker.cancel_run(run_id, reason)
 
     def _on_event(self, event: Event) -> None:
         if event.kind != "run_finished":
@@ -391,6 +407,19 @@ class Run:
         """Whether the run has ended."""
         return self.info().done
 
+    def cancel(self, reason: str | None = None) -> bool:
+        """Cancel this run (see :meth:`Session.cancel`); ``False`` when it had already ended.
+
+        Examples
+        --------
+        >>> from fuseline_nb import FunctionStep, Workflow
+        >>> with Session(workers=0) as session:
+        ...     run = session.submit(Workflow(outputs=[FunctionStep(lambda: 1, name="one")]))
+        ...     run.cancel(), run.state, run.info().steps["one"].state
+        (True, <Status.CANCELLED: 'CANCELLED'>, <Status.CANCELLED: 'CANCELLED'>)
+        """
+        return self.session.cancel(self.id, reason)
+
     def wait(self, timeout: float | None = None, *, raise_on_failure: bool = False) -> Any:
         """Block until the run ends; return its outputs as ``wf.run`` does.
 
@@ -423,6 +452,8 @@ class Run:
         return self._outputs(info, raise_on_failure)
 
     def _outputs(self, info: RunInfo, raise_on_failure: bool) -> Any:
+        if info.state is Status.CANCELLED:
+            log.warning("run %s of workflow %s was cancelled", self.id, info.workflow_id)
         if info.state is Status.FAILED:
             if raise_on_failure:
                 info.raise_for_failure()
@@ -460,3 +491,14 @@ class Run:
 
 
 __all__ = ["Run", "Session"]
+
+
+def _not_a_workflow(obj: Any) -> str:
+    """What ``Session.submit`` says about something that is not a :class:`Workflow`."""
+    if callable(obj) and not isinstance(obj, type):
+        name = getattr(obj, "__name__", None) or "func"
+        return (
+            f"Session.submit takes a Workflow, not the function {obj!r}: wrap it first, "
+            f"e.g. session.submit(workflow_from_functions([{name}]), inputs)"
+        )
+    return f"Session.submit takes a Workflow, not {obj!r}: build one with Workflow(outputs=[...])"

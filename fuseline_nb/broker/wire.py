@@ -92,6 +92,7 @@ class StepModel(_Msg):
     fingerprint: Annotated[str, Field(max_length=128)] = ""
     cache: bool = True
     reads: list[Annotated[str, Field(max_length=4096)]] | None = None
+    inputs: list[Name] = Field(default_factory=list)
 
 
 class EdgeModel(_Msg):
@@ -128,6 +129,30 @@ class WorkerRef(_Msg):
 
     v: Version = 1
     worker_id: Name
+
+
+class KeptAlive(_Msg):
+    """The answer to a keep-alive: the worker's assignments cancelled meanwhile (stop them)."""
+
+    v: Version = 1
+    cancelled: list[tuple[str, str]] = Field(default_factory=list)
+
+
+class CancelRequest(_Msg):
+    """``POST /runs/{run_id}/cancel``."""
+
+    v: Version = 1
+    reason: Annotated[str, Field(max_length=2000)] | None = None
+
+
+class Cancelled(_Msg):
+    """The answer to a cancel: whether it changed anything, and the run's state now."""
+
+    v: Version = 1
+    run_id: str
+    cancelled: bool
+    state: Status
+    message: str
 
 
 class Registered(_Msg):
@@ -218,6 +243,7 @@ class StepInfoModel(_Msg):
     finished_at: float | None = None
     cached: bool = False
     cached_from: str | None = None
+    recovered: bool = False
 
 
 class RunModel(_Msg):
@@ -338,11 +364,14 @@ def check_schema(schema: WorkflowSchema) -> None:
 __all__ = [
     "WIRE_VERSION",
     "AssignmentModel",
+    "CancelRequest",
+    "Cancelled",
     "DispatchRequest",
     "Dispatched",
     "EdgeModel",
     "ErrorModel",
     "JsonValue",
+    "KeptAlive",
     "PickledValue",
     "RegisterRequest",
     "Registered",

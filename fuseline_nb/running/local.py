@@ -34,8 +34,9 @@ from ..workflow.policies import WorkflowPolicy
 from ..workflow.rules import Outcome, Readiness, resolve_action
 from ..workflow.runinfo import RunResult, StepInfo
 from ..workflow.status import SKIP_CONDITION, Status
+from ..workflow.value import preview
 from .execute import StepOutcome, attempt_with_retries
-from .tracing import TraceSubscriber, _preview, as_tracer
+from .tracing import TraceSubscriber, as_tracer
 
 if TYPE_CHECKING:
     from ..workflow.graph import Workflow
@@ -127,7 +128,7 @@ class _LocalRun:
         if self.hub is not None:  # only tracing reads these; skip the repr() otherwise
             detail["conditions"] = out.conditions or []
             if out.state is Status.SUCCEEDED:
-                detail["result_preview"] = _preview(out.result)
+                detail["result_preview"] = preview(out.result)
         self.emit("step_finished", name, out.state, detail)
         changes = self.tracker.finish(name, outcome)
         for n, state in [(n, Status.SKIPPED) for n in changes.skipped] + [

@@ -30,6 +30,7 @@ from ..errors import FuselineError
 from ..workflow.events import Event
 from ..workflow.graph import Workflow
 from ..workflow.status import Status
+from ..workflow.value import preview
 
 _ORDER = (Status.SUCCEEDED, Status.RUNNING, Status.PENDING, Status.SKIPPED, Status.CANCELLED, Status.FAILED)
 _COLOURS = {Status.SUCCEEDED: "32", Status.RUNNING: "33", Status.PENDING: "37", Status.SKIPPED: "90",
@@ -207,7 +208,7 @@ def _rows_from_history(session: Any, run: Any) -> tuple[list[tuple[Any, ...]], s
     info = run.info()
     rows = []
     for name, s in sorted(info.steps.items(), key=lambda kv: (kv[1].started_at is None, kv[1].started_at or 0)):
-        detail = s.error or (repr(s.result)[:60] if s.state is Status.SUCCEEDED else s.skip_reason)
+        detail = s.error or (preview(s.value, 60) if s.state is Status.SUCCEEDED else s.skip_reason)
         rows.append((name, s.state.value, s.attempts, s.worker, s.duration_s, detail))
     return rows, "the in-memory history"
 

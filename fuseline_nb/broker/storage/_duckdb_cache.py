@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import pyarrow as pa
 
-from ..cache import CacheEntry
+from ..cache import CacheEntry, checksum
 from ._duckdb_rows import result_value
 
 if TYPE_CHECKING:
@@ -45,6 +45,7 @@ CREATE: Final = (
     """CREATE TABLE IF NOT EXISTS fl_cached_steps (
         run_id VARCHAR NOT NULL, step VARCHAR NOT NULL, cached_from VARCHAR NOT NULL,
         PRIMARY KEY (run_id, step))""",
+    "ALTER TABLE fl_cache ADD COLUMN IF NOT EXISTS result_checksum VARCHAR",
 )
 #: The documented view of the cache.
 VIEW: Final = ("cache", """SELECT c.step, c.key, c.code_fingerprint,
@@ -157,6 +158,11 @@ class DuckDBCacheStore:
                         "the step runs again", entry.step, entry.run_id)
             self._forget(entry.key)
             return _MISS
+        if entry.result_checksum is not None and checksum(row[0]) != entry.result_checksum:
+            log.warning("cache entry of step %r (result of run %s) cannot be read (its stored bytes "
+                        "changed since it was cached): the step runs again", entry.step, entry.run_id)
+            self._forget(entry.key)
+            return _MISS
         try:  # closed: the value's bytes go on to downstream workers as they are
             return result_value(*row)
         except Exception as exc:
@@ -213,6 +219,7 @@ def _small(result: Any) -> bool:
 _SCHEMA = pa.schema([("key", pa.string()), ("workflow_id", pa.string()), ("step", pa.string()),
                      ("code_fingerprint", pa.string()), ("run_id", pa.string()), ("action", pa.string()),
                      ("result_fingerprint", pa.string()), ("result_bytes", pa.int64()),
-                     ("hits", pa.int64()), ("created_at", pa.float64()), ("last_hit_at", pa.float64())])
+                     ("hits", pa.int64()), ("created_at", pa.float64()), ("last_hit_at", pa.float64()),
+                     ("result_checksum", pa.string())])
 
 __all__ = ["CREATE", "SELECT_CACHED", "VIEW", "DuckDBCacheStore"]

@@ -78,6 +78,7 @@ class DuckDBCacheStore:
         self._dropped: set[str] = set()
         self._marks: dict[tuple[str, str], str] = {}
         self._results: OrderedDict[str, Any] = OrderedDict()  # small results, most recent last
+        self._hits: dict[str, tuple[int, float]] = {}  # reuses not yet folded into their entries
         self._fresh: set[str] = set()  # entries whose result may still be buffered by the storage
 
     # -- the CacheStore protocol ----------------------------------------------------------
@@ -127,12 +128,20 @@ class DuckDBCacheStore:
             self._results.pop(entry.key, None)
 
     def hit(self, key: str, at: float) -> None:
-        entry = self._entries.get(key)
-        if entry is not None:
-            self._entries[key] = self._dirty[key] = replace(entry, hits=entry.hits + 1, last_hit_at=at)
+        if key in self._entries:  # counted here, folded into the entry when it is read or written
+            hits, _ = self._hits.get(key, (0, at))
+            self._hits[key] = (hits + 1, at)
 
     def entries(self) -> list[CacheEntry]:
+        self._fold_hits()
         return sorted(self._entries.values(), key=lambda e: e.created_at)
+
+    def _fold_hits(self) -> None:
+        hits, self._hits = self._hits, {}
+        for key, (n, at) in hits.items():
+            entry = self._entries.get(key)
+            if entry is not None:
+                self._entries[key] = self._dirty[key] = replace(entry, hits=entry.hits + n, last_hit_at=at)
 
     def clear(self, step: str | None = None, older_than: float | None = None) -> int:
         drop = [k for k, e in self._entries.items()
@@ -174,6 +183,7 @@ class DuckDBCacheStore:
     def write_pending(self) -> None:
         """Write buffered entries, hits, drops and cached marks (the storage's flush calls this)."""
         self._fresh = set()  # the storage writes its buffered results in this same flush
+        self._fold_hits()
         if self._dirty:
             dirty, self._dirty = self._dirty, {}
             table = pa.table(dict(zip(_COLUMNS, zip(*(astuple(e) for e in dirty.values()), strict=True),

@@ -99,18 +99,21 @@ def attempt(
     inputs: Mapping[str, Any],
     results: Mapping[str, Any],
     winners: Mapping[str, str],
+    retry: int = 0,
 ) -> StepOutcome:
     """Run step ``name`` of ``wf`` once with its step policies; never raises.
 
     ``results`` maps finished dependency names to their results and
     ``winners`` OR-group ids to the member whose result the group passes on.
+    ``retry`` counts the attempt from 0; the step reads it as ``self.cur_retry``.
     """
     started = time.time()
     step = wf.steps[name]
+    step.cur_retry = retry  # Fuseline's counter, read by run_step: 0 on the first attempt
     binding = wf.bindings[name]
     checks: list[dict[str, Any]] | None = [] if binding.conditional else None
     try:
-        bound = binding.kwargs(inputs, results, winners, checks)
+        bound = binding.kwargs(inputs, results, winners, checks, wf.steps)
         if bound is SKIP:
             return StepOutcome(Status.SKIPPED, started_at=started, finished_at=time.time(),
                                conditions=checks)
@@ -149,7 +152,7 @@ def attempt_with_retries(
     policies = [p for p in step.policies if isinstance(p, StepPolicy)]
     n = 0
     while True:
-        out = attempt(wf, name, inputs, results, winners)
+        out = attempt(wf, name, inputs, results, winners, n)
         n += 1
         delay = retry_delay(step, policies, out, n)
         if delay is None:

@@ -62,7 +62,7 @@ def execute(workflows: Mapping[tuple[str, str], Workflow], a: StepAssignment, wo
     if a.step_name not in wf.steps:
         exc2 = UnknownWorkflowError(f"workflow {a.workflow_id!r} has no step {a.step_name!r}")
         return StepOutcome.from_exception(exc2, time.time())
-    return attempt(wf, a.step_name, a.inputs, a.results, a.winners)
+    return attempt(wf, a.step_name, a.inputs, a.results, a.winners, max(a.attempt - 1, 0))
 
 
 def report_of(a: StepAssignment, out: StepOutcome) -> StepReport:

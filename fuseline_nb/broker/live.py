@@ -41,12 +41,6 @@ def succeeded(action: str) -> Outcome:
     return outcome
 
 
-def preview(value: Any, limit: int = 200) -> str:
-    """``repr(value)``, cut to ``limit`` characters."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 class Compiled:
     """A registered schema with what the broker derives from it once."""
 
@@ -102,9 +96,10 @@ class LiveRun:
 class Worker:
     """A registered worker: its info, the workflows it runs, what it holds."""
 
-    __slots__ = ("assigned", "info", "keys")
+    __slots__ = ("assigned", "cancelled", "info", "keys")
 
     def __init__(self, info: WorkerInfo, keys: set[Key]) -> None:
         self.info = info
         self.keys = keys
         self.assigned: set[tuple[str, str]] = set()  # (run id, step)
+        self.cancelled: list[tuple[str, str]] = []  # cancelled while held: told at the next keep-alive

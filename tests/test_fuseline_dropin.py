@@ -207,3 +207,17 @@ def test_schema_to_yaml_keys_steps_by_name_and_names_map_to_steps() -> None:
     assert "  load:" in lines and "  save:" in lines and "outputs:" in lines
     assert [str(s) for s in wf.to_schema().steps] == ["load", "save"]
     assert wf._step_name_map() == {a: "load", b: "save"}
+
+
+def test_fuselines_bookkeeping_attributes_leave_the_fingerprint_alone() -> None:
+    from fuseline_nb.workflow.fingerprint import step_fingerprint
+
+    class Count(Step):
+        def run_step(self) -> int:
+            return self.cur_retry
+
+    step = Count()
+    before = step_fingerprint(step)
+    Workflow(outputs=[step]).run()  # sets execution_group and cur_retry on the instance
+    assert vars(step).get("cur_retry") == 0 and "execution_group" in vars(step)
+    assert step_fingerprint(step) == before

@@ -383,3 +383,31 @@ class StepFailedError(FuselineError, RuntimeError):
         self.failures = dict(failures)
         detail = "; ".join(f"{k}: {v}" for k, v in self.failures.items())
         super().__init__(f"run {run_id!r} failed: {detail}")
+
+
+__all__ = [
+    "BrokerAuthError",
+    "BrokerRequestError",
+    "BrokerUnavailableError",
+    "CycleError",
+    "DependencyError",
+    "DuplicateStepNameError",
+    "FuselineError",
+    "ImpossibleJoinError",
+    "MissingInputError",
+    "PicklingError",
+    "RunNotFoundError",
+    "SchemaMismatchError",
+    "StaleReportError",
+    "StepFailedError",
+    "StorageClosedError",
+    "StorageError",
+    "StorageLockedError",
+    "StorageVersionError",
+    "UnknownActionError",
+    "UnknownRunError",
+    "UnknownWorkerError",
+    "UnknownWorkflowError",
+    "WorkerError",
+    "WorkflowDefinitionError",
+]

@@ -170,3 +170,10 @@ class RunResult(RunInfo):
     """
 
     outputs: Any = None
+
+
+__all__ = [
+    "RunInfo",
+    "RunResult",
+    "StepInfo",
+]

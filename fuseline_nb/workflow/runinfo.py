@@ -152,7 +152,8 @@ class RunInfo:
     def raise_for_failure(self) -> None:
         """Raise :class:`~fuseline_nb.errors.StepFailedError` when the run FAILED."""
         if self.state is Status.FAILED:
-            raise StepFailedError(self.run_id, self.failures())
+            tracebacks = {n: i.traceback for n, i in self.steps.items() if i.traceback}
+            raise StepFailedError(self.run_id, self.failures(), tracebacks)
 
 
 @dataclass

@@ -232,6 +232,7 @@ class _Reported(Exception):
 
 
 __all__ = [
+    "Attempt",
     "StepOutcome",
     "attempt",
     "attempt_with_retries",

@@ -539,6 +539,8 @@ class StorageBroker(Broker):
             detail["conditions"] = report.conditions
         if state is Status.SUCCEEDED and value is not None:
             detail["result_preview"] = value.preview  # for traces and views only
+        if run.run_id in self._run_caches:
+            detail["cached"] = False  # a run with caching on says so on every step_finished
         self._emit(run, now, "step_finished", step, state, info.worker, info.attempts, detail)
         self._apply(run, run.tracker.finish(step, outcome), now)
 

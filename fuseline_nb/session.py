@@ -34,6 +34,7 @@ from .workflow.graph import Workflow, run_inputs
 from .workflow.runinfo import RunInfo
 from .workflow.stale import warn_stale
 from .workflow.status import Status
+from .workflow.value import Value
 
 log = logging.getLogger(__name__)
 
@@ -48,17 +49,18 @@ def _open_broker(path: str | os.PathLike[str] | None, lease_seconds: float, cach
     return DuckDBBroker(os.fspath(path), lease_seconds=lease_seconds, cache=cache)  # type: ignore[no-any-return]
 
 
-def _check_inputs(inputs: Mapping[str, Any]) -> None:
-    import cloudpickle
-
+def _input_values(inputs: Mapping[str, Any]) -> dict[str, Value]:
+    """The run's inputs made values here, where they are born (pickled once)."""
+    out = {}
     for key, value in inputs.items():
         try:
-            cloudpickle.dumps(value)
+            out[key] = Value.of(value)
         except Exception as exc:
             raise PicklingError(
                 f"input {key!r} (a {type(value).__name__}) cannot be sent to a worker process: "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
+    return out
 
 
 def _weak_listener(method: Callable[[Event], None], kind: str | None = None) -> Callable[[Event], None]:
@@ -199,16 +201,16 @@ class Session:
         inputs = run_inputs(inputs)
         wf.refresh()
         wf.to_schema().check_inputs(inputs)  # before anything is shipped
+        values = _input_values(inputs)
         warn_stale(wf, stacklevel=2)
         wf.settle_version(self.broker.list_workflows())
         if self.pool is not None:
             self.pool.check()
             self.pool.add_workflow(wf)
-            _check_inputs(inputs)
         if cache is None and not rerun:
-            run_id = self.broker.dispatch_workflow(wf.to_schema(), inputs)
+            run_id = self.broker.dispatch_workflow(wf.to_schema(), values)
         else:
-            run_id = self.broker.dispatch_workflow(wf.to_schema(), inputs, cache=cache, rerun=list(rerun))
+            run_id = self.broker.dispatch_workflow(wf.to_schema(), values, cache=cache, rerun=list(rerun))
         run = self._runs[run_id] = Run(self, run_id, wf)
         run._final = self._early.pop(run_id, None)
         return run
@@ -423,8 +425,9 @@ class Run:
 
         One output gives its result; several give a list in ``outputs`` order;
         an output that did not run gives ``None``. A FAILED run logs a warning
-        and returns what it has, or raises
-        :class:`~fuseline_nb.errors.StepFailedError` with ``raise_on_failure=True``.
+        and returns ``None`` (as ``wf.run`` does; :meth:`outputs` gives what
+        it computed), or raises :class:`~fuseline_nb.errors.StepFailedError`
+        with ``raise_on_failure=True``.
 
         Raises
         ------
@@ -449,15 +452,40 @@ class Run:
             info = self.info()
         return self._outputs(info, raise_on_failure)
 
+    def outputs(self) -> Any:
+        """The outputs as they are now, shaped as :meth:`wait` returns them.
+
+        Unlike :meth:`wait` it does not block, and for a FAILED run it gives
+        what the run did compute (``None`` for an output that did not run).
+
+        Examples
+        --------
+        >>> from fuseline_nb import FunctionStep, Workflow
+        >>> def boom():
+        ...     raise ValueError("no")
+        >>> ok, bad = FunctionStep(lambda: 1, name="ok"), FunctionStep(boom)
+        >>> with Session(workers=1) as session:
+        ...     run = session.submit(Workflow(outputs=[ok, bad]))
+        ...     run.wait(), run.outputs()
+        (None, [1, None])
+        """
+        return self._shape(self.info())
+
+    def _shape(self, info: RunInfo) -> Any:
+        outs = [info.steps[n].result if n in info.steps else None for n in self.workflow.output_names]
+        return outs[0] if len(outs) == 1 else outs
+
     def _outputs(self, info: RunInfo, raise_on_failure: bool) -> Any:
         if info.state is Status.CANCELLED:
             log.warning("run %s of workflow %s was cancelled", self.id, info.workflow_id)
         if info.state is Status.FAILED:
             if raise_on_failure:
                 info.raise_for_failure()
-            log.warning("run %s of workflow %s failed: %s", self.id, info.workflow_id, info.failures())
-        outs = [info.steps[n].result if n in info.steps else None for n in self.workflow.output_names]
-        return outs[0] if len(outs) == 1 else outs
+            log.warning("run %s of workflow %s failed: %s (wait() returns None, as wf.run does; "
+                        "run.outputs() has the outputs that were computed)",
+                        self.id, info.workflow_id, info.failures())
+            return None
+        return self._shape(info)
 
     @staticmethod
     def _counts(info: RunInfo) -> str:

@@ -41,12 +41,6 @@ def succeeded(action: str) -> Outcome:
     return outcome
 
 
-def preview(value: Any, limit: int = 200) -> str:
-    """``repr(value)``, cut to ``limit`` characters."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 class Compiled:
     """A registered schema with what the broker derives from it once."""
 
@@ -109,3 +103,12 @@ class Worker:
         self.keys = keys
         self.assigned: set[tuple[str, str]] = set()  # (run id, step)
         self.cancelled: list[tuple[str, str]] = []  # cancelled while held: told at the next keep-alive
+
+
+__all__ = [
+    "Compiled",
+    "LiveRun",
+    "Worker",
+    "copy_info",
+    "succeeded",
+]

@@ -67,12 +67,15 @@ class JsonValue(_Msg):
 
 
 class PickledValue(_Msg):
-    """A value as base64 cloudpickle bytes (opened only by clients)."""
+    """A :class:`~fuseline_nb.workflow.value.Value`: base64 pickle bytes and its facts (opened only by clients)."""
 
     kind: Literal["pickle"]
     data: B64Bytes
     preview: Annotated[str, Field(max_length=4096)] = ""
     type_name: Annotated[str, Field(max_length=512)] = ""
+    fingerprint: Annotated[str, Field(max_length=128)] = ""
+    rich: dict[str, Any] | None = None
+    json_text: Annotated[str, Field(max_length=1_000_000)] | None = None
 
 
 Value = Annotated[JsonValue | PickledValue, Field(discriminator="kind")]
@@ -205,6 +208,7 @@ class ReportModel(_Msg):
     action: str | None = None  # the returned action string, when ``result`` is opaque
     started_at: Time | None = None
     finished_at: Time | None = None
+    conditions: Annotated[list[dict[str, Any]], Field(max_length=1024)] | None = None
 
 
 class ReportRequest(_Msg):
@@ -369,6 +373,7 @@ __all__ = [
     "ErrorModel",
     "JsonValue",
     "KeptAlive",
+    "LastTaskModel",
     "PickledValue",
     "RegisterRequest",
     "Registered",

@@ -37,19 +37,17 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
-from ..workflow.binding import SKIP
 from ..workflow.coro import run_coro
 from ..workflow.graph import Workflow, run_inputs
 from ..workflow.policies import StepPolicy
 from ..workflow.status import Status
 from ..workflow.steps import Step
-from .execute import StepOutcome, retry_delay
-from .local import PoolEngine, _LocalRun, check_engine
+from .execute import Attempt, StepOutcome, retry_delay
+from .local import PoolEngine, _LocalRun, _Loop, check_engine
 
 if TYPE_CHECKING:
     from ..workflow.runinfo import RunResult
@@ -128,39 +126,25 @@ async def attempt_async(
     inputs: Mapping[str, Any],
     results: Mapping[str, Any],
     winners: Mapping[str, str],
+    retry: int = 0,
 ) -> StepOutcome:
     """Await one attempt of async step ``name`` with its policies' ``execute_async``; never raises.
 
-    The async twin of :func:`~fuseline_nb.running.execute.attempt`.
+    The async shell of :class:`~fuseline_nb.running.execute.Attempt` (the sync one is
+    :func:`~fuseline_nb.running.execute.attempt`).
     """
-    started = time.time()
     step = wf.steps[name]
     if not isinstance(step, AsyncStep):
         raise TypeError(f"step {name!r} is not an AsyncStep")
-    binding = wf.bindings[name]
-    checks: list[dict[str, Any]] | None = [] if binding.conditional else None
+    a = Attempt(wf, name, inputs, results, winners, retry)
+    done = a.begin()
+    if done is not None:
+        return done
     try:
-        bound = binding.kwargs(inputs, results, winners, checks)
-        if bound is SKIP:
-            return StepOutcome(Status.SKIPPED, started_at=started, finished_at=time.time(),
-                               conditions=checks)
-        kwargs = cast(dict[str, Any], bound)
-        shared = dict(inputs)
-        policies = [p for p in step.policies if isinstance(p, StepPolicy)]
-        call: Callable[[], Awaitable[Any]] = lambda: step._invoke_async(binding, kwargs, shared)  # noqa: E731
-        for p in reversed(policies):
-            call = (lambda c, pol: lambda: pol.execute_async(step, c))(call, p)
-        for p in policies:
-            p.on_start(step)
-        result = await call()
-        for p in policies:
-            p.on_success(step, result)
+        result = await a.wrapped(lambda: step._invoke_async(a.binding, a.kwargs, a.shared), "execute_async")()
     except Exception as exc:  # the outcome carries it
-        out = StepOutcome.from_exception(exc, started)
-        out.conditions = checks
-        return out
-    return StepOutcome(Status.SUCCEEDED, result, started_at=started, finished_at=time.time(),
-                       conditions=checks)
+        return a.failed(exc)
+    return a.succeeded(result)
 
 
 async def attempt_with_retries_async(
@@ -175,7 +159,7 @@ async def attempt_with_retries_async(
     policies = [p for p in step.policies if isinstance(p, StepPolicy)]
     n = 0
     while True:
-        out = await attempt_async(wf, name, inputs, results, winners)
+        out = await attempt_async(wf, name, inputs, results, winners, n)
         n += 1
         delay = retry_delay(step, policies, out, n)
         if delay is None:
@@ -188,22 +172,27 @@ async def _execute(run: _LocalRun, name: str, pool: ThreadPoolExecutor, limit: a
     wf = run.wf
     async with limit if limit is not None else contextlib.nullcontext():
         try:
-            if isinstance(wf.steps[name], AsyncStep):
-                out, n = await attempt_with_retries_async(
-                    wf, name, run.inputs, run.results, run.tracker.winners(name))
+            step = wf.steps[name]
+            if isinstance(step, AsyncStep):  # its attempts between its own hooks, as run.execute does
+                try:
+                    await step.before_all_async(run.shared)
+                except Exception as exc:  # the step fails; its after_all is not called
+                    out, n = StepOutcome.from_exception(exc, time.time()), 1
+                else:
+                    try:
+                        out, n = await attempt_with_retries_async(
+                            wf, name, run.inputs, run.results, run.tracker.winners(name))
+                    finally:
+                        try:
+                            await step.after_all_async(run.shared)
+                        except Exception:
+                            log.exception("after_all of step %r failed", step.name)
             else:
                 loop = asyncio.get_running_loop()
                 out, n = await loop.run_in_executor(pool, run.execute, name)
         except Exception as exc:  # attempt never raises; this is a safety net
             out, n = StepOutcome.from_exception(exc, time.time()), 1
     done.put_nowait((name, out, n))
-
-
-async def _hook(step: Step, which: str, shared: dict[str, Any]) -> None:
-    if isinstance(step, AsyncStep):
-        await getattr(step, f"{which}_async")(shared)
-    else:
-        getattr(step, which)(shared)
 
 
 async def run_local_async(wf: Workflow, inputs: dict[str, Any],
@@ -218,39 +207,24 @@ async def run_local_async(wf: Workflow, inputs: dict[str, Any],
     wf.to_schema().check_inputs(inputs)
     run = _LocalRun(wf, inputs)
     run.begin()
-    started: list[Step] = []
     limit = asyncio.Semaphore(engine.processes) if engine is not None else None
     pool = ThreadPoolExecutor(engine.processes if engine else 1, thread_name_prefix="fuseline-async")
     # Outcomes come back through a queue, in completion order: asyncio.wait()
     # over every running task would cost O(running) per completion.
     done: asyncio.Queue[tuple[str, StepOutcome, int]] = asyncio.Queue()
     running: set[asyncio.Task[None]] = set()
-    pending = 0
     try:
-        for step in wf.steps.values():
-            await _hook(step, "before_all", run.shared)
-            started.append(step)
-        ready = deque(run.queue(run.tracker.start()))
-        while ready or pending:
-            while ready:
-                name = ready.popleft()
-                run.start_step(name)
+        loop = _Loop(run, capacity=1 << 62)  # the semaphore caps the steps running at once
+        while loop.active:
+            for name in loop.to_start():
                 task = asyncio.create_task(_execute(run, name, pool, limit, done))
                 running.add(task)
                 task.add_done_callback(running.discard)
-                pending += 1
-            finished = await done.get()
-            pending -= 1
-            ready.extend(run.finish(*finished))
+            loop.done(*await done.get())
     finally:
         for task in list(running):  # only when the caller was cancelled mid-run
             task.cancel()
         pool.shutdown(wait=False)
-        for step in started:  # finish hooks run even when the run failed
-            try:
-                await _hook(step, "after_all", run.shared)
-            except Exception:
-                log.exception("after_all of step %r failed", step.name)
     return run.end()
 
 
@@ -289,9 +263,10 @@ class AsyncWorkflow(Workflow):
         """
         engine = execution_engine or self.execution_engine
         result = await run_local_async(self, run_inputs(inputs), engine=engine)
+        self.workflow_instance_id = result.run_id
         if raise_on_failure:
             result.raise_for_failure()
-        return result.outputs
+        return None if result.state is Status.FAILED else result.outputs
 
 
 #: Fuseline's older name.

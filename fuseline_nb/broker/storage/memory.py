@@ -108,7 +108,7 @@ class MemoryRuntimeStorage(RuntimeStorage):
         return self._run(run_id).results.get(step)
 
     def get_inputs(self, run_id: str) -> dict[str, Any]:
-        return dict(self._run(run_id).info.inputs or {})
+        return dict(self._run(run_id).info.input_values or {})
 
     def finalize_run(self, run_id: str, state: Status, finished_at: float) -> None:
         info = self._run(run_id).info
@@ -144,3 +144,8 @@ class MemoryRuntimeStorage(RuntimeStorage):
 
     def close(self) -> None:
         self._closed = True
+
+
+__all__ = [
+    "MemoryRuntimeStorage",
+]

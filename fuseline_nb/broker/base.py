@@ -194,6 +194,10 @@ class Broker(ABC):
     def subscribe(self, callback: Callable[[Event], None]) -> Callable[[], None]:
         """Receive every lifecycle event; returns an unsubscribe function."""
 
+    def events(self, run_id: str) -> list[Event]:
+        """The run's lifecycle events, in ``seq`` order (views and the HTTP service read them)."""
+        raise NotImplementedError(f"{type(self).__name__} does not keep events")
+
     def status(self) -> dict[str, Any]:
         """A health summary."""
         return {"status": "ok"}

@@ -92,6 +92,21 @@ def counts_html(counts: Mapping[str, int]) -> str:
     return f'<div style="line-height:1.9">{"".join(chips)}</div>'
 
 
+def legend_html() -> str:
+    """The state legend: one chip per state, drawn below the graph (not inside its flow).
+
+    Examples
+    --------
+    >>> "succeeded" in legend_html() and "queued" in legend_html()
+    True
+    """
+    chips = "".join(
+        f'<span style="background:{FILL[s]};color:#000;padding:0 6px;margin-right:4px;'
+        f'border:1px solid #adb5bd;border-radius:3px">{s.lower()}</span>' for s in VIEW_STATES
+    )
+    return f'<div style="font-size:85%;margin:2px 0 6px">{chips}</div>'
+
+
 def counts_text(counts: Mapping[str, int]) -> str:
     """The counts as ``"succeeded 3, failed 1"``.
 
@@ -197,8 +212,14 @@ def detail_html(name: str, info: Any, inputs: Mapping[str, Any] | None,
     ins = [(f"input {k}", v) for k, v in (inputs or {}).items()] + [(f"from {k}", v) for k, v in upstream]
     for label, value in ins:
         parts.append(f"<div><code>{html.escape(label)}</code> = <code>{html.escape(preview(value))}</code></div>")
+    if info.started_at is not None and _state(info) == "RUNNING":
+        parts.append(f'<div>running for <span data-since="{info.started_at!r}"></span></div>')
+    times = [(k, getattr(info, f"{k}_at", None)) for k in ("queued", "started", "finished")]
+    if any(t for _, t in times):
+        parts.append('<div style="color:#495057">' + ", ".join(
+            f"{k} {_clock_text(t)}" for k, t in times if t) + "</div>")
     if _state(info) == "SUCCEEDED":
-        parts.append(f"<div><b>result</b> <code>{html.escape(preview(info.result))}</code></div>")
+        parts.append(f"<div><b>result</b> {rich_preview(info.result)}</div>")
     if info.error:
         parts.append(f'<div style="color:#c92a2a"><b>error</b> {html.escape(info.error)}</div>')
     if info.traceback:
@@ -207,6 +228,53 @@ def detail_html(name: str, info: Any, inputs: Mapping[str, Any] | None,
             f'font-size:85%">{html.escape(info.traceback)}</pre>'
         )
     return "".join(parts)
+
+
+def _clock_text(at: float) -> str:
+    import datetime
+
+    return datetime.datetime.fromtimestamp(at).strftime("%H:%M:%S.%f")[:-3]
+
+
+def rich_preview(value: Any, *, rows: int = 5) -> str:
+    """HTML for a result: tables show shape, dtypes and first rows; arrays shape and dtype.
+
+    Anything else is its short ``repr``. Never raises: a broken ``__repr__``
+    or ``to_html`` falls back to the short text.
+
+    Examples
+    --------
+    >>> rich_preview([1, 2])
+    '<code>[1, 2]</code>'
+    >>> class Arr:
+    ...     shape, dtype = (3, 4), "float64"
+    ...     def __repr__(self): return "Arr()"
+    >>> "shape (3, 4), dtype float64" in rich_preview(Arr())
+    True
+    """
+    try:
+        shape = getattr(value, "shape", None)
+        if callable(getattr(value, "to_html", None)) and isinstance(shape, tuple) and hasattr(value, "head"):
+            return _table_preview(value, rows)
+        if isinstance(shape, tuple) and hasattr(value, "dtype"):
+            return (f"<div>{html.escape(type(value).__name__)}: shape {html.escape(str(shape))}, "
+                    f"dtype {html.escape(str(value.dtype))}</div><code>{html.escape(preview(value))}</code>")
+    except Exception:  # a user's object must not break the view
+        pass
+    return f"<code>{html.escape(preview(value))}</code>"
+
+
+def _table_preview(df: Any, rows: int) -> str:
+    shape = " × ".join(f"{n:,}" for n in df.shape)
+    dtypes = getattr(df, "dtypes", None)
+    kinds = ""
+    if dtypes is not None and hasattr(dtypes, "items"):
+        kinds = "<div>dtypes: " + ", ".join(
+            f"<code>{html.escape(str(k))}</code> {html.escape(str(v))}" for k, v in list(dtypes.items())[:20]
+        ) + "</div>"
+    first = df.head(rows).to_html(max_cols=20, border=0)
+    return (f"<div>{html.escape(type(df).__name__)} {shape} (first {min(rows, df.shape[0])} rows)</div>"
+            f"{kinds}<div style=\"overflow:auto\">{first}</div>")
 
 
 def _state(info: Any) -> str:

@@ -15,8 +15,11 @@ True
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from ..errors import MissingInputError
 
 DEFAULT_ACTION = "default"
 
@@ -24,6 +27,12 @@ DEFAULT_ACTION = "default"
 @dataclass(frozen=True)
 class StepSchema:
     """One step: its unique name, its kind and where its code lives.
+
+    ``fingerprint`` is the step's code fingerprint
+    (:mod:`fuseline_nb.workflow.fingerprint`), ``cache`` whether its results
+    may be reused, and ``reads`` the run inputs it reads by name (``None``:
+    it may read any of them). The broker builds cache keys from these
+    without user code; they are not part of the structure (the workflow id).
 
     Examples
     --------
@@ -36,11 +45,18 @@ class StepSchema:
     target: str = ""  # "module:qualname" of the class or function, for people
     policies: tuple[dict[str, Any], ...] = ()
     conditional: bool = False  # whether a Depends(condition=...) may skip it
+    fingerprint: str = ""
+    cache: bool = True
+    reads: tuple[str, ...] | None = None
+    #: Run inputs the step needs (parameters with no dependency and no default).
+    inputs: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-serialisable dict."""
         d = asdict(self)
         d["policies"] = [dict(p) for p in self.policies]
+        d["reads"] = None if self.reads is None else list(self.reads)
+        d["inputs"] = list(self.inputs)
         return d
 
     @classmethod
@@ -52,6 +68,10 @@ class StepSchema:
             target=d.get("target", ""),
             policies=tuple(dict(p) for p in d.get("policies", ())),
             conditional=bool(d.get("conditional", False)),
+            fingerprint=str(d.get("fingerprint", "")),
+            cache=bool(d.get("cache", True)),
+            reads=None if d.get("reads") is None else tuple(d["reads"]),
+            inputs=tuple(d.get("inputs", ())),
         )
 
 
@@ -109,6 +129,16 @@ class WorkflowSchema:
         """The step names in the schema's (topological) order."""
         return tuple(s.name for s in self.steps)
 
+    def fingerprints(self) -> dict[str, str]:
+        """``{step: code fingerprint}`` as carried by the schema.
+
+        Examples
+        --------
+        >>> WorkflowSchema("wf", steps=(StepSchema("a", fingerprint="ab12"),)).fingerprints()
+        {'a': 'ab12'}
+        """
+        return {s.name: s.fingerprint for s in self.steps}
+
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-serialisable dict (the wire and YAML form)."""
         return {
@@ -142,6 +172,42 @@ class WorkflowSchema:
     def from_json(cls, text: str) -> WorkflowSchema:
         """Parse :meth:`to_json` output."""
         return cls.from_dict(json.loads(text))
+
+    def missing_inputs(self, inputs: Mapping[str, Any]) -> dict[str, list[str]]:
+        """``{input: [steps needing it]}`` for every needed input not in ``inputs``.
+
+        Examples
+        --------
+        >>> s = WorkflowSchema("w", steps=(StepSchema("a", inputs=("x",)), StepSchema("b", inputs=("x", "y"))))
+        >>> s.missing_inputs({"y": 1})
+        {'x': ['a', 'b']}
+        """
+        missing: dict[str, list[str]] = {}
+        for s in self.steps:
+            for name in s.inputs:
+                if name not in inputs:
+                    missing.setdefault(name, []).append(s.name)
+        return missing
+
+    def check_inputs(self, inputs: Mapping[str, Any]) -> None:
+        """Raise :class:`~fuseline_nb.errors.MissingInputError` naming every missing input.
+
+        Examples
+        --------
+        >>> s = WorkflowSchema("w", steps=(StepSchema("a", inputs=("x",)),))
+        >>> s.check_inputs({"x": 1})
+        >>> s.check_inputs({})
+        Traceback (most recent call last):
+        fuseline_nb.errors.MissingInputError: step 'a' needs input 'x': pass it in the run's inputs, e.g. wf.run({'x': ...})
+        """
+        if not isinstance(inputs, Mapping):
+            raise TypeError(
+                f"run inputs must be a dict of input names to values, not {type(inputs).__name__} "
+                f"{inputs!r}: e.g. wf.run({{'x': 1}})"
+            )
+        missing = self.missing_inputs(inputs)
+        if missing:
+            raise MissingInputError.of(missing)
 
     def structure_key(self) -> str:
         """Canonical text of what defines the workflow (not its id): names and edges."""

@@ -21,7 +21,9 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar, Union
 
@@ -187,6 +189,8 @@ def _targets(obj: Any) -> list[Step]:
         return [obj]
     if isinstance(obj, StepGroup):
         return list(obj.steps)
+    if callable(obj) and not isinstance(obj, type):
+        return [step_for_function(obj)]
     raise TypeError(f"can only chain to a Step or a group of steps, not {type(obj).__name__}")
 
 
@@ -221,6 +225,12 @@ class Step:
     kind = "step"
     #: The method whose parameters are bound (``AsyncStep``: ``run_step_async``).
     _entry = "run_step"
+    #: ``False``: never reuse a cached result (a step with side effects); set it
+    #: on the class or on one instance.
+    cache: bool = True
+    #: Pins the code fingerprint by hand, for a step that reads state the
+    #: fingerprint cannot see (files, clocks, a database): bump it to re-run.
+    code_version: str | None = None
     name: str | None = None
     state: Status = Status.PENDING
     policies: list[Any]
@@ -245,12 +255,17 @@ class Step:
             raise TypeError(f"can only chain to a Step, not {type(target).__name__}")
         if not isinstance(action, str) or not action:
             raise ValueError(f"an action must be a non-empty string, not {action!r}")
-        entry = (target, action, group)
-        if entry not in self.edges:
-            self.edges.append(entry)
-            incoming = target.__dict__.setdefault("_incoming", [])
-            if not any(s is self for s in incoming):
-                incoming.append(self)
+        # Sets of ids beside the lists make a repeated edge an O(1) no-op
+        # (a 1→100,000 fan-out would otherwise scan its edges per edge).
+        key = (id(target), action, group)
+        seen = self.__dict__.setdefault("_edge_keys", set())
+        if key not in seen:
+            seen.add(key)
+            self.edges.append((target, action, group))
+            sources = target.__dict__.setdefault("_incoming_ids", set())
+            if id(self) not in sources:
+                sources.add(id(self))
+                target.__dict__.setdefault("_incoming", []).append(self)
 
     def __rshift__(self, other: Step | StepGroup) -> Any:
         for target in _targets(other):
@@ -299,16 +314,51 @@ class Step:
 
     def dependencies(self) -> list[tuple[str, Depends]]:
         """The ``Depends(...)`` defaults of :meth:`run_step`, by parameter name."""
-        sig = _signature(self)
-        return [(p.name, p.default) for p in sig.parameters.values() if isinstance(p.default, Depends)]
+        return _params(self)[1]
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>" if self.name else f"<{type(self).__name__}>"
 
 
-def _signature(step: Step) -> inspect.Signature:
+#: Signature and ``Depends`` defaults per entry function: inspected once per
+#: step class (or function), not once per step. Weak keys: a notebook that
+#: redefines a class or function lets the old one go.
+_PARAMS: weakref.WeakKeyDictionary[Any, tuple[inspect.Signature, list[tuple[str, Depends]]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _params(step: Step) -> tuple[inspect.Signature, list[tuple[str, Depends]]]:
+    """``(signature, Depends defaults)`` of the method whose parameters are bound."""
+    if isinstance(step, FunctionStep):
+        key: Any = step.function
+    elif step._entry in step.__dict__:  # an entry set on the instance: not shared
+        key = None
+    else:
+        key = getattr(type(step), step._entry, None)
+    mine = step.__dict__.get("_params")  # (key, found): a step rebuilt into workflows asks often
+    if mine is not None and key is not None and mine[0] is key:
+        return mine[1]  # type: ignore[no-any-return]
+    if key is not None:
+        try:
+            found = _PARAMS[key]
+        except (KeyError, TypeError):  # TypeError: not weakly referenceable
+            pass
+        else:
+            step.__dict__["_params"] = (key, found)
+            return found
     fn = step.function if isinstance(step, FunctionStep) else getattr(step, step._entry)
-    return inspect.signature(fn)
+    sig = inspect.signature(fn)
+    found = (sig, [(p.name, p.default) for p in sig.parameters.values() if isinstance(p.default, Depends)])
+    if key is not None:
+        step.__dict__["_params"] = (key, found)
+        with contextlib.suppress(TypeError):
+            _PARAMS[key] = found
+    return found
+
+
+def _signature(step: Step) -> inspect.Signature:
+    return _params(step)[0]
 
 
 class FunctionStep(Step):
@@ -342,13 +392,67 @@ class FunctionStep(Step):
         super().__init__(name=name or getattr(func, "__name__", None) or "function", policies=policies)
         if self.name == "<lambda>":
             self.name = "lambda"
+        if name is None:  # named after its function: numbered in a workflow (f, f_2) like classes
+            self.__dict__["_auto_name"] = True
         self.function = func
+        if name is None:
+            _remember(func, self)
 
     def run_step(self, *args: Any, **kwargs: Any) -> Any:
         result = self.function(*args, **kwargs)
         if inspect.iscoroutine(result):  # an async function: run it to completion here
             return run_coro(result)
         return result
+
+
+# The latest unnamed FunctionStep made from each function, so that
+# ``Depends(f)``, ``FunctionStep(f)`` and ``>> f`` meet at one step.
+_BY_FUNCTION: weakref.WeakKeyDictionary[Any, weakref.ref[FunctionStep]] = weakref.WeakKeyDictionary()
+
+
+def _remember(func: Any, step: FunctionStep) -> None:
+    try:
+        _BY_FUNCTION[func] = weakref.ref(step)
+    except TypeError:  # a builtin cannot be weakly referenced: nothing to meet
+        pass
+
+
+def known_function_step(func: Any) -> FunctionStep | None:
+    """The latest unnamed :class:`FunctionStep` of ``func`` that is wired to others, if any.
+
+    Examples
+    --------
+    >>> def train():
+    ...     return 1
+    >>> known_function_step(train) is None
+    True
+    >>> gate, t = FunctionStep(lambda: True, name="gate"), FunctionStep(train)
+    >>> _ = gate >> t
+    >>> known_function_step(train) is t
+    True
+    """
+    try:
+        ref = _BY_FUNCTION.get(func)
+    except TypeError:
+        return None
+    step = ref() if ref is not None else None
+    if step is None or not (step.__dict__.get("_edges") or step.__dict__.get("_incoming")):
+        return None
+    return step
+
+
+def step_for_function(func: Any) -> FunctionStep:
+    """The step ``>> func`` and ``Depends(func)`` mean: :func:`known_function_step`, or a new one.
+
+    Examples
+    --------
+    >>> def report():
+    ...     return "ok"
+    >>> step_for_function(report).name
+    'report'
+    """
+    known = known_function_step(func)
+    return known if known is not None else FunctionStep(func)
 
 
 #: Fuseline's older names, so code written against them runs unchanged.

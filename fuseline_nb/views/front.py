@@ -194,10 +194,12 @@ class RunWidget(anywidget.AnyWidget):
             if step is None:
                 self.detail = f"<div>no step named <code>{name}</code> in this run</div>"
                 return
-            upstream = [(u, info.steps[u].result) for u in self._incoming.get(name, ())
+            # Values as held (previews made where each was born): nothing is unpickled here.
+            upstream = [(u, info.steps[u].value) for u in self._incoming.get(name, ())
                         if u in info.steps and info.steps[u].state.value == "SUCCEEDED"]
             self._shown_state = self.state.steps[name].state if name in self.state.steps else None
-            self.detail = detail_html(name, step, info.inputs, upstream, self.workers)
+            inputs = info.input_values if info.input_values is not None else info.inputs
+            self.detail = detail_html(name, step, inputs, upstream, self.workers)
         except Exception as exc:  # a broken preview must not break the view
             log.warning("could not show step %r of run %s", name, self.run_id, exc_info=True)
             self.detail = f"<div>could not show step {name!r}: {type(exc).__name__}: {exc}</div>"

@@ -12,41 +12,24 @@ Examples
 >>> "pending 2" in counts_html(rs.counts())
 True
 >>> preview(list(range(100)), limit=30)
-'[0, 1, 2, 3, 4, 5, ...]'
+'[0, 1, 2, 3, 4, 5, 6, 7, 8, 9…'
 """
 
 from __future__ import annotations
 
 import html
 import re
-import reprlib
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
+from ..workflow.value import RICH_ROWS, Value, preview
+from ..workflow.value import rich_preview as value_rich_preview
 from .palette import FILL, VIEW_STATES
 from .runstate import RunState, StepView
 
 #: Which rows a capped table keeps first: what needs attention.
 _ROW_PRIORITY: Final = {"FAILED": 0, "RUNNING": 1, "QUEUED": 2, "CANCELLED": 3}
-_REPR = reprlib.Repr()
-_REPR.maxlevel, _REPR.maxdict, _REPR.maxlist, _REPR.maxtuple, _REPR.maxset = 3, 8, 8, 8, 8
-_REPR.maxstring = _REPR.maxother = 120
 _TD = 'style="padding:1px 8px;text-align:left"'
-
-
-def preview(value: Any, limit: int = 200) -> str:
-    """A short, safe ``repr`` of ``value`` (cut to ``limit`` characters).
-
-    Examples
-    --------
-    >>> preview("x" * 500, limit=10)
-    "'xxxxxxxx…"
-    """
-    try:
-        text = _REPR.repr(value)
-    except Exception as exc:  # a user's __repr__ must not break a view
-        text = f"<unprintable {type(value).__name__}: {exc}>"
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def badge(state: str) -> str:
@@ -219,7 +202,7 @@ def detail_html(name: str, info: Any, inputs: Mapping[str, Any] | None,
         parts.append('<div style="color:#495057">' + ", ".join(
             f"{k} {_clock_text(t)}" for k, t in times if t) + "</div>")
     if _state(info) == "SUCCEEDED":
-        parts.append(f"<div><b>result</b> {rich_preview(info.result)}</div>")
+        parts.append(f"<div><b>result</b> {rich_preview(info.value)}</div>")
     if info.error:
         parts.append(f'<div style="color:#c92a2a"><b>error</b> {html.escape(info.error)}</div>')
     if info.traceback:
@@ -236,45 +219,38 @@ def _clock_text(at: float) -> str:
     return datetime.datetime.fromtimestamp(at).strftime("%H:%M:%S.%f")[:-3]
 
 
-def rich_preview(value: Any, *, rows: int = 5) -> str:
-    """HTML for a result: tables show shape, dtypes and first rows; arrays shape and dtype.
+def rich_preview(value: Any) -> str:
+    """HTML for a result: tables and arrays show shape, dtypes and first rows; anything else its preview.
 
-    Anything else is its short ``repr``. Never raises: a broken ``__repr__``
-    or ``to_html`` falls back to the short text.
+    ``value`` is a :class:`~fuseline_nb.workflow.value.Value` (its previews
+    were made where it was born: nothing is unpickled here) or a plain object.
 
     Examples
     --------
-    >>> rich_preview([1, 2])
+    >>> from fuseline_nb.workflow.value import Value
+    >>> rich_preview(Value.of([1, 2]))
     '<code>[1, 2]</code>'
-    >>> class Arr:
-    ...     shape, dtype = (3, 4), "float64"
-    ...     def __repr__(self): return "Arr()"
-    >>> "shape (3, 4), dtype float64" in rich_preview(Arr())
-    True
+    >>> import numpy as np
+    >>> print(rich_preview(Value.of(np.zeros((3, 4))))[:60])
+    <div>ndarray 3 × 4 (first 3 rows)</div><div>dtypes: float64</div>
     """
-    try:
-        shape = getattr(value, "shape", None)
-        if callable(getattr(value, "to_html", None)) and isinstance(shape, tuple) and hasattr(value, "head"):
-            return _table_preview(value, rows)
-        if isinstance(shape, tuple) and hasattr(value, "dtype"):
-            return (f"<div>{html.escape(type(value).__name__)}: shape {html.escape(str(shape))}, "
-                    f"dtype {html.escape(str(value.dtype))}</div><code>{html.escape(preview(value))}</code>")
-    except Exception:  # a user's object must not break the view
-        pass
-    return f"<code>{html.escape(preview(value))}</code>"
-
-
-def _table_preview(df: Any, rows: int) -> str:
-    shape = " × ".join(f"{n:,}" for n in df.shape)
-    dtypes = getattr(df, "dtypes", None)
-    kinds = ""
-    if dtypes is not None and hasattr(dtypes, "items"):
-        kinds = "<div>dtypes: " + ", ".join(
-            f"<code>{html.escape(str(k))}</code> {html.escape(str(v))}" for k, v in list(dtypes.items())[:20]
-        ) + "</div>"
-    first = df.head(rows).to_html(max_cols=20, border=0)
-    return (f"<div>{html.escape(type(df).__name__)} {shape} (first {min(rows, df.shape[0])} rows)</div>"
-            f"{kinds}<div style=\"overflow:auto\">{first}</div>")
+    if isinstance(value, Value):
+        rich, type_name = value.rich, value.type_name
+    else:
+        rich, type_name = value_rich_preview(value), type(value).__name__
+    if not rich:
+        return f"<code>{html.escape(preview(value))}</code>"
+    shape = [int(n) for n in rich.get("shape", [])]
+    dims = " × ".join(f"{n:,}" for n in shape)
+    dtypes = rich.get("dtypes") or {}
+    kinds = ", ".join(
+        (f"<code>{html.escape(str(k))}</code> " if k else "") + html.escape(str(v))
+        for k, v in list(dtypes.items())[:20]
+    )
+    shown = min(RICH_ROWS, shape[0]) if shape else 0
+    short = html.escape(type_name.rsplit(".", 1)[-1])
+    return (f"<div>{short} {dims} (first {shown} rows)</div><div>dtypes: {kinds}</div>"
+            f'<div style="overflow:auto">{rich.get("html", "")}</div>')
 
 
 def _state(info: Any) -> str:

@@ -20,7 +20,7 @@ Examples
 >>> run_id = broker.dispatch_workflow(tour.to_schema(), {"n": 5, "delay": 0})
 >>> w = RunWidget(broker, run_id)
 >>> w.codes, w.counts
-('QPPPPPPP', {'P': 7, 'Q': 1})
+('QQQPPPPP', {'Q': 3, 'P': 5})
 >>> w.close()
 """
 

@@ -94,7 +94,7 @@ class GroupView(W.VBox):
             duration = ((info.finished_at or 0.0) - info.created_at) if info.finished_at and info.created_at \
                 else None
             rows.append([run.id, info.state.value, done, max(len(info.steps), 1),
-                         None if duration is None else round(duration, 3), preview(info.inputs, limit=60)])
+                         None if duration is None else round(duration, 3), preview(info.input_values or {}, limit=60)])
             counts[info.state.value.lower()] = counts.get(info.state.value.lower(), 0) + 1
             ended = ended and info.done
         with self.table.hold_sync():

@@ -231,7 +231,7 @@ def rich_preview(value: Any) -> str:
     >>> rich_preview(Value.of([1, 2]))
     '<code>[1, 2]</code>'
     >>> import numpy as np
-    >>> print(rich_preview(Value.of(np.zeros((3, 4))))[:60])
+    >>> print(rich_preview(Value.of(np.zeros((3, 4))))[:65])
     <div>ndarray 3 × 4 (first 3 rows)</div><div>dtypes: float64</div>
     """
     if isinstance(value, Value):

@@ -689,3 +689,9 @@ class MemoryBroker(StorageBroker):
                  worker_ttl: float | None = None, cache: bool = False) -> None:
         super().__init__(MemoryRuntimeStorage(), lease_seconds=lease_seconds, clock=clock, worker_ttl=worker_ttl,
                          cache=cache)
+
+
+__all__ = [
+    "MemoryBroker",
+    "StorageBroker",
+]

@@ -208,6 +208,7 @@ class ReportModel(_Msg):
     action: str | None = None  # the returned action string, when ``result`` is opaque
     started_at: Time | None = None
     finished_at: Time | None = None
+    conditions: Annotated[list[dict[str, Any]], Field(max_length=1024)] | None = None
 
 
 class ReportRequest(_Msg):
@@ -387,6 +388,7 @@ __all__ = [
     "EventModel",
     "JsonValue",
     "KeptAlive",
+    "LastTaskModel",
     "PickledValue",
     "RegisterRequest",
     "Registered",

@@ -235,3 +235,8 @@ class RunWidget(anywidget.AnyWidget):
         data["text/html"] = self.snapshot_html()
         data["text/plain"] = self.snapshot_text()
         return data
+
+
+__all__ = [
+    "RunWidget",
+]

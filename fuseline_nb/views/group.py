@@ -128,3 +128,9 @@ class GroupView(W.VBox):
             self.run_view.close()
         self.table.close()
         super().close()
+
+
+__all__ = [
+    "GroupTable",
+    "GroupView",
+]

@@ -140,3 +140,10 @@ class Layout:
             f"{rs.finished_count}/{len(rs.steps)} steps done ({counts_text(rs.counts())})\n"
             + table_text(rs, max_rows=self.max_rows, workers=workers)
         )
+
+
+__all__ = [
+    "Layout",
+    "broker_of",
+    "schema_for",
+]

@@ -275,3 +275,19 @@ def graph_html(svg: str, *, max_height: int = 520) -> str:
 
 
 _SVG_SIZE = re.compile(r'<svg width="([^"]+)" height="[^"]+"')
+
+
+__all__ = [
+    "badge",
+    "counts_html",
+    "counts_text",
+    "detail_html",
+    "duration_text",
+    "graph_html",
+    "header_html",
+    "legend_html",
+    "preview",
+    "rich_preview",
+    "table_html",
+    "table_text",
+]

@@ -141,3 +141,9 @@ class ReplayView(RunWidget):
 
 
 _BADGED = frozenset({"RUNNING", "SUCCEEDED", "FAILED", "CANCELLED", "SKIPPED"})
+
+
+__all__ = [
+    "ReplayView",
+    "all_events",
+]

@@ -200,3 +200,13 @@ def _iso(at: Any) -> str | None:
 
         return datetime.datetime.fromtimestamp(at).isoformat()
     return str(at)
+
+
+__all__ = [
+    "altair",
+    "run_timeline",
+    "timeline_bars",
+    "timeline_chart",
+    "timeline_html",
+    "trends_chart",
+]

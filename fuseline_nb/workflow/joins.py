@@ -103,3 +103,9 @@ def check_joins(plan: Plan) -> None:
 
 def _label(actions: frozenset[str]) -> str:
     return "/".join(sorted(actions))
+
+
+__all__ = [
+    "check_joins",
+    "impossible_join",
+]

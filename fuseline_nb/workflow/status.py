@@ -50,3 +50,8 @@ _FINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED, Status.SK
 SKIP_CONDITION = "condition"
 #: ``skip_reason`` of a step no active edge reached (its edges go inactive).
 SKIP_NOT_REACHED = "not_reached"
+
+
+__all__ = [
+    "Status",
+]

@@ -256,3 +256,62 @@ def test_worker_bridge_feeds_the_service_steps_to_dask(cluster, tmp_path) -> Non
         assert client.list_workers() == []
     finally:
         service.close()
+
+
+# -- a real kernel: steps defined in notebook cells run on Dask ---------------------------------------
+NOTEBOOK_DEFINE = '''
+import json, os
+import fuseline_nb as fl
+
+class Scale(fl.Step):                 # defined in __main__: only cloudpickle can ship it
+    factor = 3
+    def run_step(self, x: int) -> dict:
+        return {{"value": x * self.factor, "pid": os.getpid()}}
+
+def label(scaled: dict = fl.Depends(Scale)) -> str:
+    return f"{{scaled['value']}} from pid {{scaled['pid']}}"
+
+wf = fl.Workflow(outputs=[Scale(), fl.FunctionStep(label)], workflow_id="nb-on-dask")
+session = fl.Session({path!r}, dask={address!r})
+'''
+
+NOTEBOOK_RUN = '''
+run = session.submit(wf, {"x": 14})
+scaled, text = run.wait(timeout=60)
+print(json.dumps({"value": scaled["value"], "pid": scaled["pid"], "kernel": os.getpid(), "text": text,
+                  "link": run.dashboard_link, "rows": session.sql("SELECT count(*) FROM steps").fetchall()[0][0]}))
+'''
+
+NOTEBOOK_EDIT = '''
+class Scale(fl.Step):                 # the cell edited and run again: the new code must run
+    def run_step(self, x: int) -> dict:
+        return {"value": x * 10, "pid": os.getpid()}
+
+print(json.dumps(session.submit(fl.Workflow(outputs=[Scale()], workflow_id="nb-on-dask-2"), {"x": 4})
+                 .wait(timeout=60)["value"]))
+session.close()
+'''
+
+
+def test_steps_defined_in_notebook_cells_run_on_dask(cluster, tmp_path) -> None:
+    import json
+
+    import nbformat
+    from nbclient import NotebookClient
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    define = NOTEBOOK_DEFINE.format(path=str(tmp_path / "runs.duckdb"), address=cluster.scheduler_address)
+    nb = new_notebook(cells=[new_code_cell(define), new_code_cell(NOTEBOOK_RUN), new_code_cell(NOTEBOOK_EDIT)])
+    NotebookClient(nb, kernel_name="python3", timeout=180,
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    nbformat.validate(nb)
+
+    def stdout(cell: Any) -> str:
+        return "".join(o.get("text", "") for o in cell["outputs"] if o.get("output_type") == "stream")
+
+    got = json.loads(stdout(nb.cells[1]).strip().splitlines()[-1])
+    dask_pids = set(distributed.Client(cluster).run(os.getpid).values())
+    assert got["value"] == 42 and got["text"] == f"42 from pid {got['pid']}"
+    assert got["pid"] != got["kernel"] and got["pid"] in dask_pids
+    assert got["link"].startswith("http://") and got["rows"] == 2
+    assert json.loads(stdout(nb.cells[2]).strip().splitlines()[-1]) == 40

@@ -29,6 +29,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..errors import (
+    MissingInputError,
     SchemaMismatchError,
     StaleReportError,
     StorageClosedError,
@@ -54,6 +55,7 @@ ERRORS: Final[tuple[tuple[type[Exception], int, str], ...]] = (
     (UnknownWorkflowError, 404, "unknown_workflow"),
     (StaleReportError, 409, "stale_report"),
     (SchemaMismatchError, 409, "schema_mismatch"),
+    (MissingInputError, 422, "missing_input"),
     (StorageClosedError, 503, "broker_closed"),
 )
 _BROKER_ERRORS = tuple(cls for cls, _, _ in ERRORS)

@@ -213,6 +213,20 @@ class Session:
         run._final = self._early.pop(run_id, None)
         return run
 
+    def cancel(self, run_id: str, reason: str | None = None) -> bool:
+        """Cancel a run: its unfinished steps become CANCELLED, a running step's process is replaced.
+
+        Returns ``True`` when the run was cancelled, ``False`` when it had
+        already ended (nothing changes; the broker logs that it did not).
+
+        Raises
+        ------
+        RunNotFoundError
+            No run has this id.
+        """
+        self._check_open()
+        return self.broker.cancel_run(run_id, reason)
+
     def _on_event(self, event: Event) -> None:
         if event.kind != "run_finished":
             return
@@ -391,6 +405,19 @@ class Run:
         """Whether the run has ended."""
         return self.info().done
 
+    def cancel(self, reason: str | None = None) -> bool:
+        """Cancel this run (see :meth:`Session.cancel`); ``False`` when it had already ended.
+
+        Examples
+        --------
+        >>> from fuseline_nb import FunctionStep, Workflow
+        >>> with Session(workers=0) as session:
+        ...     run = session.submit(Workflow(outputs=[FunctionStep(lambda: 1, name="one")]))
+        ...     run.cancel(), run.state, run.info().steps["one"].state
+        (True, <Status.CANCELLED: 'CANCELLED'>, <Status.CANCELLED: 'CANCELLED'>)
+        """
+        return self.session.cancel(self.id, reason)
+
     def wait(self, timeout: float | None = None, *, raise_on_failure: bool = False) -> Any:
         """Block until the run ends; return its outputs as ``wf.run`` does.
 
@@ -423,6 +450,8 @@ class Run:
         return self._outputs(info, raise_on_failure)
 
     def _outputs(self, info: RunInfo, raise_on_failure: bool) -> Any:
+        if info.state is Status.CANCELLED:
+            log.warning("run %s of workflow %s was cancelled", self.id, info.workflow_id)
         if info.state is Status.FAILED:
             if raise_on_failure:
                 info.raise_for_failure()

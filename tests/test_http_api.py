@@ -318,3 +318,25 @@ class TestClientLogic:
         got = client.get_step("w1")  # no request: the report's answer carried it
         assert paths == ["POST /workflow/step"]
         assert (got.step_name, got.inputs, got.results) == ("b", {"x": (1, 2)}, {"a": "left"})
+
+
+def test_cancel_route(api: Api):
+    wf = _wf()
+    wid = _register(api, wf)
+    r = api("POST", "/workflow/dispatch", json={"workflow": wf.to_schema().to_dict()})
+    run_id = r.json()["run_id"]
+    assert api("GET", "/workflow/step", params={"worker_id": wid}).status_code == 200  # "a" runs
+    r = api("POST", f"/runs/{run_id}/cancel", json={"reason": "stop"})
+    assert r.status_code == 200, r.text
+    assert r.json() == {"v": 1, "run_id": run_id, "cancelled": True, "state": "CANCELLED",
+                        "message": f"run {run_id!r} cancelled"}
+    r = api("POST", "/worker/keep-alive", json={"worker_id": wid})
+    assert r.status_code == 200 and r.json() == {"v": 1, "cancelled": [[run_id, "a"]]}
+    r = api("POST", f"/runs/{run_id}/cancel")  # no body; an ended run: a no-op that says so
+    assert r.status_code == 200 and r.json()["cancelled"] is False
+    assert "had already ended (CANCELLED): nothing to cancel" in r.json()["message"]
+    r = api("POST", "/runs/nope/cancel", json={})
+    assert r.status_code == 404 and r.json()["error"] == "unknown_run"
+    r = api("POST", f"/runs/{run_id}/cancel", json={"reason": 5})
+    assert r.status_code == 422
+    assert api("POST", f"/runs/{run_id}/cancel", auth=False).status_code == 401

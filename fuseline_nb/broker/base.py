@@ -179,8 +179,27 @@ class Broker(ABC):
         """Record an attempt's outcome and enqueue what became ready."""
 
     @abstractmethod
-    def keep_alive(self, worker_id: str) -> None:
-        """Mark the worker alive and extend the leases of its assignments."""
+    def keep_alive(self, worker_id: str) -> list[tuple[str, str]] | None:
+        """Mark the worker alive and extend the leases of its assignments.
+
+        Returns the ``(run id, step)`` assignments of this worker that were
+        cancelled meanwhile (the worker should stop them), or ``None``.
+        """
+
+    @abstractmethod
+    def cancel_run(self, run_id: str, reason: str | None = None) -> bool:
+        """Cancel a run; ``True`` when it was cancelled, ``False`` when it had already ended.
+
+        Pending and queued steps become CANCELLED (cause ``"run cancelled"``),
+        running steps' workers are told to stop, late reports are refused and
+        the run ends CANCELLED. Cancelling an ended run changes nothing (and
+        logs that it did not).
+
+        Raises
+        ------
+        RunNotFoundError
+            No run has this id.
+        """
 
     @abstractmethod
     def list_workers(self) -> list[WorkerInfo]:

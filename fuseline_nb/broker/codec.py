@@ -149,7 +149,8 @@ def _step_to_wire(s: StepInfo) -> dict[str, Any]:
             "result": encode_value(s.result) if s.result is not None else None, "error": s.error,
             "traceback": s.traceback, "action": s.action, "skip_reason": s.skip_reason,
             "queued_at": s.queued_at, "started_at": s.started_at, "finished_at": s.finished_at,
-            "cached": s.cached, "cached_from": s.cached_from}
+            "cached": s.cached, "cached_from": s.cached_from,
+            "recovered": s.recovered}
 
 
 def run_to_wire(r: RunInfo, steps: bool = True) -> dict[str, Any]:
@@ -166,7 +167,7 @@ def run_from_wire(m: RunModel) -> RunInfo:
     steps = {
         n: StepInfo(s.state, s.attempts, s.worker, decode_value(s.result, side="client"), s.error,
                     s.traceback, s.action, s.skip_reason, s.queued_at, s.started_at, s.finished_at,
-                    s.cached, s.cached_from)
+                    s.cached, s.cached_from, s.recovered)
         for n, s in m.steps.items()
     }
     inputs = _decoded(m.inputs, "client") if m.inputs is not None else None

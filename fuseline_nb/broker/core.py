@@ -41,6 +41,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..errors import (
+    RunNotFoundError,
     SchemaMismatchError,
     StaleReportError,
     StorageClosedError,
@@ -49,7 +50,7 @@ from ..errors import (
     UnknownWorkerError,
 )
 from ..workflow.events import Event, EventHub
-from ..workflow.rules import Changes, Outcome, final_run_state, resolve_action
+from ..workflow.rules import Changes, Outcome, resolve_action
 from ..workflow.runinfo import RunInfo
 from ..workflow.schema import WorkflowSchema
 from ..workflow.status import SKIP_CONDITION, SKIP_NOT_REACHED, Status
@@ -203,12 +204,17 @@ class StorageBroker(Broker):
         w.info.last_seen = self._clock()
         return w
 
-    def keep_alive(self, worker_id: str) -> None:
-        """Mark the worker alive and extend the lease of each of its assignments."""
+    def keep_alive(self, worker_id: str) -> list[tuple[str, str]]:
+        """Mark the worker alive and extend the lease of each of its assignments.
+
+        Returns the ``(run id, step)`` assignments it held that were cancelled
+        since its last keep-alive: it should stop running them.
+        """
         with self._lock:
             if self.worker_ttl is not None:
                 self._prune(self._clock())
             worker = self._worker(worker_id)
+            cancelled, worker.cancelled = worker.cancelled, []
             deadline = self._clock() + self.lease_seconds
             for run_id, step in worker.assigned:
                 run = self._runs.get(run_id)
@@ -217,6 +223,7 @@ class StorageBroker(Broker):
                 wid, att, _ = run.assigned[step]
                 run.assigned[step] = (wid, att, deadline)
                 heapq.heappush(self._leases, (deadline, run_id, step, att))
+            return cancelled
 
     def list_workers(self) -> list[WorkerInfo]:
         """Registered workers (idle ones past ``worker_ttl`` are pruned first)."""
@@ -320,6 +327,40 @@ class StorageBroker(Broker):
             worker.info.last_task = LastTask(run.key[0], run.run_id, step, state is not Status.FAILED)
             self._complete(run, step, state, report, now)
 
+    def cancel_run(self, run_id: str, reason: str | None = None) -> bool:
+        """Cancel a run: its unfinished steps become CANCELLED and it ends; see :meth:`Broker.cancel_run`."""
+        with self._lock:
+            self._check_open()
+            run = self._runs.get(run_id)
+            if run is None:
+                info = self.storage.load_run(run_id)
+                if info is None:
+                    raise RunNotFoundError(run_id)
+                log.warning("run %s already ended (%s): nothing to cancel", run_id, info.state.value)
+                return False
+            now = self._clock()
+            held = run.assigned
+            run.assigned = {}
+            for step, (wid, _, _) in held.items():
+                worker = self._workers.get(wid)
+                if worker is not None:
+                    worker.assigned.discard((run_id, step))
+                    worker.cancelled.append((run_id, step))  # told at its next keep-alive
+            detail: dict[str, Any] = {"cause": "run cancelled"}
+            if reason:
+                detail["reason"] = reason
+            for step in run.tracker.cancel():
+                step_info = run.infos[step]
+                running = step in held
+                step_info.state, step_info.finished_at = Status.CANCELLED, now
+                self.storage.save_step(run_id, step, step_info)
+                self._emit(run, now, "step_finished", step, Status.CANCELLED,
+                           held[step][0] if running else None, step_info.attempts if running else 0, detail)
+            log.info("run %s cancelled (%d step(s) were running)%s", run_id, len(held),
+                     f": {reason}" if reason else "")
+            self._finish_run(run, now)
+            return True
+
     def get_run(self, run_id: str) -> RunInfo:
         """The run's :class:`RunInfo` (RUNNING until it ends)."""
         with self._lock:
@@ -330,7 +371,7 @@ class StorageBroker(Broker):
                                dict(run.inputs), run.created_at)
             info = self.storage.load_run(run_id)
             if info is None:
-                raise UnknownRunError(f"unknown run: {run_id!r}")
+                raise RunNotFoundError(run_id)
             return info
 
     def list_runs(self) -> list[RunInfo]:
@@ -375,14 +416,15 @@ class StorageBroker(Broker):
         if self._hub.has_subscribers:
             self._hub.publish(event)
 
-    def _enqueue(self, run: LiveRun, steps: list[str], now: float) -> None:
+    def _enqueue(self, run: LiveRun, steps: list[str], now: float,
+                 detail: dict[str, Any] | None = None) -> None:
         storage, run_id, infos = self.storage, run.run_id, run.infos
         for step in steps:
             info = infos[step]
             info.queued_at = now
             storage.enqueue(run_id, step)
             storage.save_step(run_id, step, info)
-            self._emit(run, now, "step_queued", step, Status.PENDING, None, 0, None)
+            self._emit(run, now, "step_queued", step, Status.PENDING, None, 0, detail)
 
     def _assign(self, run: LiveRun, step: str, worker: Worker, now: float) -> StepAssignment:
         info = run.infos[step]
@@ -418,7 +460,7 @@ class StorageBroker(Broker):
             _, run_id, step = heapq.heappop(delayed)
             run = self._runs.get(run_id)
             if run is not None:
-                self._enqueue(run, [step], now)
+                self._enqueue(run, [step], now, {"reason": "retry"})
 
     def _requeue_assignment(self, run: LiveRun, step: str, reason: str) -> None:
         wid, attempt, _ = run.assigned.pop(step)
@@ -453,14 +495,15 @@ class StorageBroker(Broker):
             max_attempts, wait = run.compiled.retries.get(step, (1, 0))
             info.error, info.traceback = report.error or "failed", report.traceback
             if retryable and fails < max_attempts:
+                # this attempt ends (one step_finished per attempt); the retry is a new queueing
+                self._emit(run, now, "step_finished", step, Status.FAILED, info.worker, info.attempts,
+                           {"error": info.error, "retry": fails})
                 info.state = Status.PENDING
                 self.storage.save_step(run.run_id, step, info)
-                self._emit(run, now, "step_queued", step, Status.PENDING, info.worker, info.attempts,
-                           {"reason": "retry", "error": info.error})
                 if wait:
                     heapq.heappush(self._delayed, (now + wait, run.run_id, step))
                 else:
-                    self._enqueue(run, [step], now)
+                    self._enqueue(run, [step], now, {"reason": "retry"})
                 return
             outcome = Outcome.failed()
         elif state is Status.SKIPPED:
@@ -500,7 +543,14 @@ class StorageBroker(Broker):
             self._finish_run(run, now)
 
     def _finish_run(self, run: LiveRun, now: float) -> None:
-        state = final_run_state(run.tracker.outcomes.values())
+        tracker = run.tracker
+        recovered = tracker.recovered_failures()
+        for name in recovered:
+            info = run.infos[name]
+            if not info.recovered:
+                info.recovered = True
+                self.storage.save_step(run.run_id, name, info)
+        state = tracker.run_state()
         self.storage.finalize_run(run.run_id, state, now)
         self._emit(run, now, "run_finished", None, state, None, 0, {"workflow_id": run.key[0]})
         del self._runs[run.run_id]
@@ -596,7 +646,8 @@ class StorageBroker(Broker):
                     if state is Status.SKIPPED:
                         info.skip_reason = SKIP_NOT_REACHED
                     self.storage.save_step(run.run_id, n, info)
-                    self._emit(run, now, "step_finished", n, state, None, 0, {"skip_reason": info.skip_reason})
+                    detail: dict[str, Any] = {"skip_reason": info.skip_reason, **run.tracker.cause(n)}
+                    self._emit(run, now, "step_finished", n, state, None, 0, detail)
 
 
 class MemoryBroker(StorageBroker):

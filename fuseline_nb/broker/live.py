@@ -102,9 +102,10 @@ class LiveRun:
 class Worker:
     """A registered worker: its info, the workflows it runs, what it holds."""
 
-    __slots__ = ("assigned", "info", "keys")
+    __slots__ = ("assigned", "cancelled", "info", "keys")
 
     def __init__(self, info: WorkerInfo, keys: set[Key]) -> None:
         self.info = info
         self.keys = keys
         self.assigned: set[tuple[str, str]] = set()  # (run id, step)
+        self.cancelled: list[tuple[str, str]] = []  # cancelled while held: told at the next keep-alive

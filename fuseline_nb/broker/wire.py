@@ -128,6 +128,30 @@ class WorkerRef(_Msg):
     worker_id: Name
 
 
+class KeptAlive(_Msg):
+    """The answer to a keep-alive: the worker's assignments cancelled meanwhile (stop them)."""
+
+    v: Version = 1
+    cancelled: list[tuple[str, str]] = Field(default_factory=list)
+
+
+class CancelRequest(_Msg):
+    """``POST /runs/{run_id}/cancel``."""
+
+    v: Version = 1
+    reason: Annotated[str, Field(max_length=2000)] | None = None
+
+
+class Cancelled(_Msg):
+    """The answer to a cancel: whether it changed anything, and the run's state now."""
+
+    v: Version = 1
+    run_id: str
+    cancelled: bool
+    state: Status
+    message: str
+
+
 class Registered(_Msg):
     """The answer to a registration."""
 
@@ -216,6 +240,7 @@ class StepInfoModel(_Msg):
     finished_at: float | None = None
     cached: bool = False
     cached_from: str | None = None
+    recovered: bool = False
 
 
 class RunModel(_Msg):
@@ -336,11 +361,14 @@ def check_schema(schema: WorkflowSchema) -> None:
 __all__ = [
     "WIRE_VERSION",
     "AssignmentModel",
+    "CancelRequest",
+    "Cancelled",
     "DispatchRequest",
     "Dispatched",
     "EdgeModel",
     "ErrorModel",
     "JsonValue",
+    "KeptAlive",
     "PickledValue",
     "RegisterRequest",
     "Registered",

@@ -246,11 +246,12 @@ def _summary(session: Any, run: Any, outputs: Any, elapsed: float, out: TextIO) 
 
 
 def _drive(session: Any, wf: Workflow, inputs: dict[str, Any], args: argparse.Namespace,
-           out: TextIO, t0: float) -> int:
+           out: TextIO, t0: float, started: list[Any]) -> int:
     names = session.pool.worker_names if session.pool is not None else dict
     progress = Progress(wf, out, tty=out.isatty())
     session.subscribe(progress.on_event)
     run = session.submit(wf, inputs)
+    started.append(run)
     progress.run_id = run.id
     out.write(f"running {wf.workflow_id!r} ({len(wf)} steps) on {args.workers} worker processes, "
               f"run {run.id}\n")
@@ -272,6 +273,20 @@ def _drive(session: Any, wf: Workflow, inputs: dict[str, Any], args: argparse.Na
     return 0 if run.info().state is Status.SUCCEEDED else 1
 
 
+def _interrupted(session: Any, started: list[Any]) -> int:
+    """Ctrl-C: cancel the run (the history shows it CANCELLED), then stop the workers."""
+    note = "workers stopped"
+    for run in started:
+        try:
+            if run.cancel("interrupted (Ctrl-C)"):
+                note = f"run {run.id} cancelled; workers stopped"
+        except Exception as exc:  # a second Ctrl-C or a closed history: still stop the workers
+            note = f"could not cancel run {run.id} ({type(exc).__name__}: {exc}); workers stopped"
+    session.close(timeout=0.5)
+    sys.stderr.write(f"\nfuseline-nb run: interrupted; {note}\n")
+    return 130
+
+
 def main(args: argparse.Namespace) -> int:
     """Run ``args.target``; returns 0 (SUCCEEDED), 1 (FAILED) or 2 (error or timeout)."""
     from ..session import Session
@@ -286,13 +301,11 @@ def main(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     try:
         with Session(args.db, workers=args.workers) as session:
+            started: list[Any] = []
             try:
-                return _drive(session, wf, inputs, args, out, t0)
+                return _drive(session, wf, inputs, args, out, t0, started)
             except KeyboardInterrupt:
-                session.close(timeout=0.5)  # busy workers are killed; their steps stay queued
-                sys.stderr.write("\nfuseline-nb run: interrupted; workers stopped (unfinished steps "
-                                 "resume when the history file is opened again)\n")
-                return 130
+                return _interrupted(session, started)
     except FuselineError as exc:
         sys.stderr.write(f"fuseline-nb run: {type(exc).__name__}: {exc}\n")
         return 2

@@ -31,7 +31,7 @@ from ..errors import UnknownActionError
 from ..workflow.events import Event, EventHub
 from ..workflow.graph import install_local_runner
 from ..workflow.policies import WorkflowPolicy
-from ..workflow.rules import Outcome, Readiness, final_run_state, resolve_action
+from ..workflow.rules import Outcome, Readiness, resolve_action
 from ..workflow.runinfo import RunResult, StepInfo
 from ..workflow.status import SKIP_CONDITION, Status
 from .execute import StepOutcome, attempt_with_retries
@@ -137,7 +137,8 @@ class _LocalRun:
             self.wf.steps[n].state = state
             if state is Status.SKIPPED:
                 self.infos[n].skip_reason = "not_reached"
-            self.emit("step_finished", n, state, {"skip_reason": self.infos[n].skip_reason})
+            self.emit("step_finished", n, state,
+                      {"skip_reason": self.infos[n].skip_reason, **self.tracker.cause(n)})
         return self.queue(changes.ready)
 
     def start_step(self, name: str) -> None:
@@ -164,7 +165,9 @@ class _LocalRun:
     def end(self) -> RunResult:
         """Settle the final state and outputs; run workflow-finished hooks."""
         wf = self.wf
-        state = final_run_state(self.tracker.outcomes.values())
+        for name in self.tracker.recovered_failures():
+            self.infos[name].recovered = True
+        state = self.tracker.run_state()
         wf.state = state
         outs = [self.results.get(n) for n in wf.output_names]
         outputs = outs[0] if len(outs) == 1 else outs

@@ -2,7 +2,10 @@
 
 A step that raises never stops the loop: its error travels back as a value
 (type, message, traceback). While a step runs, a heartbeat thread keeps the
-assignment's lease alive, so long steps are not given to another worker.
+assignment's lease alive, so long steps are not given to another worker, and
+learns when the step's run was cancelled: it then calls ``on_cancel`` (a
+``fuseline-nb worker`` process exits there, and its supervisor starts
+another; the broker refuses a late report anyway).
 Retries are the broker's job (it re-queues a FAILED attempt while the step's
 ``RetryPolicy`` allows), so every assignment is exactly one attempt.
 
@@ -25,7 +28,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ..broker.base import StepAssignment, StepReport
@@ -95,6 +98,11 @@ class ProcessEngine:
         registered with the broker).
     name:
         A label shown in ``list_workers()`` and in run views.
+    on_cancel:
+        Called (from the heartbeat thread) with the running assignment when
+        the broker says its run was cancelled. The default logs it: Python
+        cannot stop a function running in a thread, so the step runs on and
+        its report is refused.
 
     Examples
     --------
@@ -108,7 +116,11 @@ class ProcessEngine:
     ['laptop']
     """
 
-    def __init__(self, client: BrokerClient, workflows: Iterable[Workflow], *, name: str | None = None) -> None:
+    #: Longest time between heartbeats of a running step (so a cancel is seen soon).
+    CANCEL_CHECK_SECONDS = 0.5
+
+    def __init__(self, client: BrokerClient, workflows: Iterable[Workflow], *, name: str | None = None,
+                 on_cancel: Callable[[StepAssignment], None] | None = None) -> None:
         self.client = client
         self.workflows = list(workflows)
         if not self.workflows:
@@ -118,6 +130,7 @@ class ProcessEngine:
                 raise TypeError(f"ProcessEngine takes Workflow objects, not {wf!r}")
         self._by_key = {(wf.workflow_id, wf.version): wf for wf in self.workflows}
         self.name = name
+        self.on_cancel = on_cancel or _log_cancel
         self.worker_id = client.register_worker([wf.to_schema() for wf in self.workflows], name)
         self.steps_run = 0
         self._busy: StepAssignment | None = None
@@ -191,7 +204,8 @@ class ProcessEngine:
             return
         lease = max(a.expires_at - a.assigned_at, 0.3)
         self._beat_stop = threading.Event()
-        self._beat = threading.Thread(target=self._heartbeat, args=(lease / 3, self._beat_stop),
+        interval = min(lease / 3, self.CANCEL_CHECK_SECONDS)
+        self._beat = threading.Thread(target=self._heartbeat, args=(interval, self._beat_stop),
                                       daemon=True, name=f"fuseline-heartbeat-{self.worker_id}")
         self._beat.start()
 
@@ -209,7 +223,15 @@ class ProcessEngine:
                 continue
             if busy is seen:  # the same step for a whole interval: extend its lease
                 try:
-                    self.client.keep_alive(self.worker_id)
+                    cancelled = self.client.keep_alive(self.worker_id)
                 except Exception:
                     log.warning("keep-alive for worker %s failed", self.worker_id, exc_info=True)
+                else:
+                    if cancelled and (busy.instance_id, busy.step_name) in {tuple(c) for c in cancelled}:
+                        self.on_cancel(busy)
             seen = busy
+
+
+def _log_cancel(a: StepAssignment) -> None:
+    log.warning("step %r of run %s was cancelled while running here; it runs on, and its report will be refused",
+                a.step_name, a.instance_id)

@@ -96,6 +96,7 @@ class ChannelServer:
         self._sel.register(self._wake_r, selectors.EVENT_READ, ("wake", None))
         self._pending: list[Endpoint] = []
         self._pending_lock = threading.Lock()
+        self._cancels: list[tuple[str, str]] = []  # (run id, step) whose holder must stop
         self._parked: dict[str, Endpoint] = {}
         self._timed: dict[str, Endpoint] = {}
         self._timeouts: dict[tuple[str, str], dict[str, float]] = {}
@@ -158,6 +159,19 @@ class ChannelServer:
         elif kind == "step_started":
             self.backlog -= 1
 
+    def cancel(self, run_id: str, step: str) -> None:
+        """A held step's run was cancelled: the loop stops the process holding it (any thread)."""
+        with self._pending_lock:
+            self._cancels.append((run_id, step))
+        self.wake()
+
+    def _stop_cancelled(self) -> None:
+        with self._pending_lock:
+            cancels, self._cancels = set(self._cancels), []
+        for ep in list(self.endpoints.values()):
+            if any((b.run_id, b.step) in cancels for b in ep.held):
+                self.supervisor.on_cancel(ep)
+
     def drain(self) -> None:
         """Answer every get with ``stop`` from now on (workers then exit)."""
         self._draining = True
@@ -210,6 +224,8 @@ class ChannelServer:
     def _turn(self) -> None:
         if self._pending:  # appended before the wake-up byte is written, so never missed
             self._take_pending()
+        if self._cancels:
+            self._stop_cancelled()
         try:
             ready = self._spin() if self._spin_until else None
             if not ready:

@@ -25,6 +25,7 @@ from ..errors import CycleError
 from .binding import Binding
 from .collect import Resolver, assign_names, collect, topological
 from .fingerprint import reads_all_inputs, workflow_fingerprints
+from .joins import check_joins
 from .rules import Plan
 from .schema import DEFAULT_ACTION, EdgeSchema, StepSchema, WorkflowSchema
 from .stale import warn_stale
@@ -147,6 +148,7 @@ class Workflow:
         self._build()
         self.workflow_id = workflow_id or self._derived_id()
         warn_stale(self, stacklevel=3)
+        check_joins(self.plan)
 
     # -- construction -------------------------------------------------------
     def _build(self) -> None:

@@ -44,6 +44,7 @@ class StepInfo:
     finished_at: float | None = None
     cached: bool = False  # SUCCEEDED from the result cache, without running
     cached_from: str | None = None  # the run whose result a cached step reused
+    recovered: bool = False  # FAILED, but an OR-group fallback got its consumers their value
 
     @property
     def duration_s(self) -> float | None:
@@ -78,8 +79,13 @@ class RunInfo:
         return self.state.is_final
 
     def failures(self) -> dict[str, str]:
-        """Error text of each FAILED step, by name."""
-        return {n: s.error or "failed" for n, s in self.steps.items() if s.state is Status.FAILED}
+        """Error text of each FAILED step whose failure was not recovered, by name."""
+        return {n: s.error or "failed" for n, s in self.steps.items()
+                if s.state is Status.FAILED and not s.recovered}
+
+    def recovered_failures(self) -> dict[str, str]:
+        """Error text of each FAILED step an OR-group fallback recovered, by name."""
+        return {n: s.error or "failed" for n, s in self.steps.items() if s.state is Status.FAILED and s.recovered}
 
     def counts(self) -> dict[Status, int]:
         """How many steps are in each state."""

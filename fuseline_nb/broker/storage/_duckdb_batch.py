@@ -45,7 +45,7 @@ _SCHEMAS = {
                              ("finished_at", _F)]),
     "batch_steps": pa.schema([("run_id", _S), ("step", _S), ("state", _S), ("skip_reason", _S),
                               ("action", _S), ("attempts", _I), ("worker", _S), ("queued_at", _F),
-                              ("started_at", _F), ("finished_at", _F), ("error", _S), ("traceback", _S),
+                              ("started_at", _F), ("finished_at", _F), ("recovered", pa.bool_()), ("error", _S), ("traceback", _S),
                               ("error_type", _S), ("error_message", _S), ("result_preview", _S),
                               ("result_pickle", _B), ("result_bytes", pa.int64())]),
     "batch_results": pa.schema([("run_id", _S), ("step", _S), ("result_preview", _S),

@@ -43,9 +43,9 @@ _repr.maxstring = _repr.maxother = PREVIEW_CHARS
 _repr.maxlist = _repr.maxtuple = _repr.maxset = _repr.maxdict = 40
 
 #: A step snapshot: state, skip_reason, action, attempts, worker, queued_at,
-#: started_at, finished_at, error, traceback.
+#: started_at, finished_at, recovered, error, traceback.
 StepRow = tuple[str, str | None, str | None, int, str | None, float | None, float | None,
-                float | None, str | None, str | None]
+                float | None, bool, str | None, str | None]
 
 
 def step_row(info: StepInfo) -> StepRow:
@@ -59,7 +59,7 @@ def step_row(info: StepInfo) -> StepRow:
     # ``_value_`` (a plain str) is the quickest read of a Status, and a tuple of plain
     # values is soon untracked by the garbage collector: buffers of them cost no GC time
     return (info.state._value_, info.skip_reason, info.action, info.attempts, info.worker,
-            info.queued_at, info.started_at, info.finished_at, info.error, info.traceback)
+            info.queued_at, info.started_at, info.finished_at, info.recovered, info.error, info.traceback)
 
 
 def split_error(error: str | None) -> tuple[str | None, str | None]:
@@ -192,9 +192,9 @@ def step_info(row: tuple[Any, ...], result: Any) -> StepInfo:
 
     Examples
     --------
-    >>> step_info(("SUCCEEDED", 1, "w", None, None, "default", None, 0.0, 1.0, 2.0), 7).state
+    >>> step_info(("SUCCEEDED", 1, "w", None, None, "default", None, 0.0, 1.0, 2.0, False), 7).state
     <Status.SUCCEEDED: 'SUCCEEDED'>
     """
-    state, attempts, worker, error, tb, action, skip, queued, started, finished = row
+    state, attempts, worker, error, tb, action, skip, queued, started, finished, recovered = row
     return StepInfo(Status(state), attempts, worker, result, error, tb, action, skip,
-                    queued, started, finished)
+                    queued, started, finished, recovered=bool(recovered))

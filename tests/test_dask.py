@@ -26,7 +26,7 @@ from fuseline_nb.broker import MemoryBroker  # noqa: E402
 from fuseline_nb.broker.clients import LocalBrokerClient  # noqa: E402
 from fuseline_nb.worker.dask_engine import DaskEngine  # noqa: E402
 from tests import test_rules_property as prop  # noqa: E402
-from tests.test_rules_table import CASES, Case  # noqa: E402
+from tests.test_rules_table import CASES, Case, recovered_of  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -56,11 +56,11 @@ def wait_for(check: Any, timeout: float = 30.0, what: str = "condition") -> Any:
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
-def dask_run(wf: Workflow, dask: Any, broker: MemoryBroker | None = None, inputs: dict[str, Any] | None = None):
-    broker = broker or MemoryBroker()
+def dask_run(wf: Workflow, dask: Any, inputs: dict[str, Any] | None = None, **engine: Any):
+    broker = MemoryBroker()
     client = LocalBrokerClient(broker)
     run_id = client.dispatch_workflow(wf.to_schema(), inputs or {})
-    engine = DaskEngine(client, [wf], dask)
+    engine = DaskEngine(client, [wf], dask, **engine)
     try:
         engine.work()
     finally:
@@ -74,22 +74,36 @@ def test_rule_table_through_dask(case: Case, dask) -> None:
     info = dask_run(case.build(), dask, inputs=case.inputs)
     assert {n: s.state for n, s in info.steps.items()} == case.expected
     assert info.state is case.run_state
+    assert recovered_of(info) == case.recovered
 
 
 @pytest.mark.parametrize("seed", range(8))
 def test_random_dags_through_dask_match_in_process(seed: int, dask) -> None:
+    """One step in flight keeps the in-process completion order (which decides a skip against a cancel)."""
     spec = prop.random_spec(random.Random(seed))
     local_calls: list[str] = []
     wf_local = prop.build(spec, local_calls)
     wf_local.run()
-    info = dask_run(prop.build(spec, []), dask)
+    info = dask_run(prop.build(spec, []), dask, max_in_flight=1)
     # steps ran in Dask worker processes: what ran is what the history says ran, once each
     ran = [n for n, s in info.steps.items() if s.state in (Status.SUCCEEDED, Status.FAILED)]
     assert all(info.steps[n].attempts == 1 for n in ran)
     prop.check_rules(prop.build(spec, []), info, ran)
     assert {n: s.state for n, s in wf_local.last_run.steps.items()} == {n: s.state for n, s in info.steps.items()}
+    assert {n for n, s in wf_local.last_run.steps.items() if s.recovered} == {
+        n for n, s in info.steps.items() if s.recovered}
     assert wf_local.last_run.state is info.state
     assert sorted(local_calls) == sorted(ran)
+
+
+@pytest.mark.parametrize("seed", range(8, 12))
+def test_random_dags_in_parallel_on_dask_follow_the_rules(seed: int, dask) -> None:
+    """Many steps in flight: any completion order, every decision still by the rules, each step once."""
+    spec = prop.random_spec(random.Random(seed))
+    info = dask_run(prop.build(spec, []), dask)
+    ran = [n for n, s in info.steps.items() if s.state in (Status.SUCCEEDED, Status.FAILED)]
+    assert all(info.steps[n].attempts == 1 for n in ran)
+    prop.check_rules(prop.build(spec, []), info, ran)
 
 
 def test_results_and_inputs_travel(dask) -> None:
@@ -176,6 +190,21 @@ def test_cancel_stops_the_running_task(dask, tmp_path) -> None:
     finally:
         engine.stop()
     assert not (tmp_path / "release").exists()  # it stopped because it was told to, not because it ended
+
+
+def test_run_cancel_in_a_dask_session_stops_the_task_and_the_session_goes_on(cluster, dask, tmp_path) -> None:
+    wf = Workflow(outputs=[_slow_step(tmp_path)], workflow_id="dask-cancel")
+    with Session(None, dask=cluster.scheduler_address) as session:
+        run = session.submit(wf)
+        pid = wait_for(lambda: _started(tmp_path), what="the step to start")[0]
+        assert run.cancel("not needed") is True
+        wait_for(lambda: (tmp_path / f"stopped-{pid}").exists(), what="the step to be stopped")
+        assert run.state is Status.CANCELLED
+        assert run.info().steps["slow"].state is Status.CANCELLED
+        wait_for(lambda: not any(dask.processing().values()), what="Dask to hold no task")
+        assert not (tmp_path / "release").exists()
+        # the session goes on
+        assert session.submit(Workflow(outputs=[FunctionStep(lambda: 5, name="five")])).wait(timeout=60) == 5
 
 
 def test_timeout_interrupts_the_step_and_retries_hold(dask, tmp_path) -> None:
@@ -315,3 +344,24 @@ def test_steps_defined_in_notebook_cells_run_on_dask(cluster, tmp_path) -> None:
     assert got["pid"] != got["kernel"] and got["pid"] in dask_pids
     assert got["link"].startswith("http://") and got["rows"] == 2
     assert json.loads(stdout(nb.cells[2]).strip().splitlines()[-1]) == 40
+
+
+def test_cancel_through_the_service_stops_the_task_on_dask(cluster, tmp_path) -> None:
+    from tests import dask_workflows
+    from tests.test_http_service import Service, wait_run, wait_workers
+
+    service = Service(tmp_path)
+    try:
+        client = service.start_broker()
+        service._spawn("worker", "tests.dask_workflows:spinning", "--broker", service.url,
+                       "--dask", cluster.scheduler_address, "--poll-wait", "1", log="bridge.log")
+        wait_workers(client, 1)
+        run_id = client.dispatch_workflow(dask_workflows.spinning.to_schema(), {"marks": str(tmp_path)})
+        pid = wait_for(lambda: _started(tmp_path), what="the step to start")[0]
+        assert client.cancel_run(run_id) is True
+        # the bridge hears it at its next keep-alive and interrupts the step on its Dask worker
+        wait_for(lambda: (tmp_path / f"stopped-{pid}").exists(), 15, "the step to be stopped")
+        assert wait_run(client, run_id).state is Status.CANCELLED
+        assert not (tmp_path / "release").exists()
+    finally:
+        service.close()

@@ -376,10 +376,23 @@ class StepFailedError(FuselineError, RuntimeError):
     --------
     >>> str(StepFailedError("run-1", {"load": "ValueError: bad row"}))
     "run 'run-1' failed: load: ValueError: bad row"
+    >>> print(StepFailedError("run-1", {"load": "ValueError: bad row"},
+    ...                       {"load": 'Traceback (most recent call last):\n  File "cell.py", line 2, in load\n'}))
+    run 'run-1' failed: load: ValueError: bad row
+    <BLANKLINE>
+    step 'load':
+    Traceback (most recent call last):
+      File "cell.py", line 2, in load
     """
 
-    def __init__(self, run_id: str, failures: dict[str, str]) -> None:
+    def __init__(self, run_id: str, failures: dict[str, str], tracebacks: Mapping[str, str] | None = None) -> None:
         self.run_id = run_id
         self.failures = dict(failures)
+        #: Each failed step's traceback (from a worker too: same file names and source lines).
+        self.tracebacks = {k: v for k, v in (tracebacks or {}).items() if v}
         detail = "; ".join(f"{k}: {v}" for k, v in self.failures.items())
-        super().__init__(f"run {run_id!r} failed: {detail}")
+        shown = [f"\n\nstep {k!r}:\n{tb.rstrip()}" for k, tb in list(self.tracebacks.items())[:3]]
+        super().__init__(f"run {run_id!r} failed: {detail}" + "".join(shown))
+
+    def __reduce__(self) -> Any:
+        return (type(self), (self.run_id, self.failures, self.tracebacks))

@@ -144,3 +144,25 @@ def test_ctrl_c_cancels_the_run_and_stops_the_workers_at_once(tmp_path: Path) ->
         causes = con.execute("SELECT DISTINCT detail_json FROM events WHERE kind = 'step_finished' "
                              "AND state = 'CANCELLED'").fetchall()
         assert causes and all("run cancelled" in c for (c,) in causes)
+
+
+@pytest.mark.slow
+def test_run_with_cache_reuses_the_results_of_the_last_invocation(tmp_path: Path) -> None:
+    (tmp_path / "cachedwf.py").write_text(textwrap.dedent('''
+        import fuseline_nb as fl
+
+        def load(n: int) -> list:
+            return list(range(n))
+
+        def total(rows: list = fl.Depends(load)) -> int:
+            return sum(rows)
+
+        wf = fl.workflow_from_functions([total], workflow_id="cached-cli")
+    '''))
+    first = _run("cachedwf:wf", "--workers", "1", "--db", "h.duckdb", "--cache", "-i", "n=4", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "steps cached" not in first.stdout and "outputs: 6" in first.stdout
+    second = _run("cachedwf:wf", "--workers", "1", "--db", "h.duckdb", "--cache", "-i", "n=4", cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert ": SUCCEEDED in " in second.stdout and "(2 of 2 steps cached)" in second.stdout
+    assert "outputs: 6" in second.stdout

@@ -16,7 +16,7 @@ from fuseline_nb import FunctionStep, Status, Workflow
 from fuseline_nb.broker import MemoryBroker
 from fuseline_nb.broker.codec import decode_value, encode_value
 from fuseline_nb.broker.http import create_app
-from fuseline_nb.broker.opaque import Pickled
+from fuseline_nb.workflow.value import Value
 
 TOKEN = "test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -171,7 +171,7 @@ class TestStepProtocol:
         report = {"instance_id": run_id, "step_name": "a", "state": "SUCCEEDED", "attempt": 1,
                   "result": encode_value("left"), "action": "left"}
         nxt = api("POST", "/workflow/step", json={"worker_id": wid, "report": report, "next": True}).json()["next"]
-        assert nxt["step_name"] == "left" and nxt["results"]["a"] == {"kind": "json", "value": "left"}
+        assert nxt["step_name"] == "left" and decode_value(nxt["results"]["a"]).load() == "left"
         report = {"instance_id": run_id, "step_name": "left", "state": "SUCCEEDED", "attempt": 1,
                   "result": encode_value({"n": 1})}
         assert api("POST", "/workflow/step", json={"worker_id": wid, "report": report, "next": True}).json() == {
@@ -180,7 +180,7 @@ class TestStepProtocol:
         assert run["state"] == "SUCCEEDED"
         assert {n: s["state"] for n, s in run["steps"].items()} == {
             "a": "SUCCEEDED", "left": "SUCCEEDED", "right": "SKIPPED"}
-        assert run["steps"]["left"]["result"] == {"kind": "json", "value": {"n": 1}}
+        assert run["steps"]["left"]["result"] == encode_value({"n": 1})  # as the worker sent it
         assert api("GET", f"/runs/{run_id}", params={"steps": "false"}).json()["steps"] == {}
         assert [r["run_id"] for r in api("GET", "/runs").json()] == [run_id]
         assert api("GET", "/workflows").json()[0]["workflow_id"] == "api-wf"
@@ -240,15 +240,15 @@ class TestPickles:
         wf = _wf()
         body = {"workflow": wf.to_schema().to_dict(), "inputs": {"x": {"kind": "pickle", "data": data}}}
         run_id = api("POST", "/workflow/dispatch", json=body).json()["run_id"]
-        held = api.broker.get_run(run_id).inputs["x"]
-        assert isinstance(held, Pickled) and not canary.exists()
+        held = api.broker.get_run(run_id).input_values["x"]
+        assert isinstance(held, Value) and not held.loaded and not canary.exists()
         assert api("GET", f"/runs/{run_id}").json()["inputs"]["x"]["data"] == data
         assert not canary.exists()
 
     def test_values_round_trip(self) -> None:
         for v in [None, 3, "s", [1, {"a": 2.5}], (1, 2), {1: "int key"}, 2**80, float("nan"), Status.FAILED]:
             w = json.loads(json.dumps(encode_value(v)))
-            back = decode_value(w, side="client")
+            back = decode_value(w).load()
             assert (back == v) or (v != v and back != back), v
             assert type(back) is type(v)
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import json
 import logging
 import threading
 import time
@@ -54,10 +55,11 @@ from ..workflow.rules import Changes, Outcome, resolve_action
 from ..workflow.runinfo import RunInfo
 from ..workflow.schema import WorkflowSchema
 from ..workflow.status import SKIP_CONDITION, SKIP_NOT_REACHED, Status
+from ..workflow.value import Value, preview, values_of
 from ._fuseline_store import FuselineStoreView
 from .base import Broker, LastTask, StepAssignment, StepReport, WorkerInfo
 from .cache import CacheEntry, CacheStore, CacheView, MemoryCacheStore, RunCache, new_entry, serve
-from .live import Compiled, Key, LiveRun, Worker, copy_info, preview, succeeded
+from .live import Compiled, Key, LiveRun, Worker, copy_info, succeeded
 from .registry import idle_workers
 from .storage.base import RuntimeStorage
 from .storage.memory import MemoryRuntimeStorage
@@ -255,7 +257,7 @@ class StorageBroker(Broker):
             compiled.schema.check_inputs(inputs or {})  # MissingInputError before the run exists
             run_id = uuid.uuid4().hex
             now = self._clock()
-            inputs = dict(inputs or {})
+            inputs = values_of(inputs)  # made here when the caller passed objects
             run = LiveRun(run_id, compiled, inputs, now)
             self.storage.create_run(run_id, compiled.schema.workflow_id, compiled.schema.version,
                                     inputs, compiled.plan.order, now)
@@ -483,8 +485,14 @@ class StorageBroker(Broker):
         if report.started_at:
             info.started_at = report.started_at
         retryable = True
+        value = report.result
         if state is Status.SUCCEEDED:
-            candidate = report.action if report.action is not None else report.result
+            candidate = report.action
+            if candidate is None:  # a worker names the action a str result chose; a direct caller may not
+                candidate = json.loads(value.json) if value.__class__ is Value and value.type_name == "str" \
+                    and value.json else value
+            if value is not None and value.__class__ is not Value:
+                value = Value.of(value)  # a direct caller's object: made into a value here, once
             try:
                 info.action = resolve_action(run.compiled.plan, step, candidate)
             except UnknownActionError as exc:
@@ -512,13 +520,13 @@ class StorageBroker(Broker):
         elif state is Status.SUCCEEDED:
             outcome = succeeded(info.action or "default")
             info.error = info.traceback = None
-            run.results[step] = info.result = report.result
-            self.storage.set_result(run.run_id, step, report.result)
+            run.results[step] = info.result = value
+            self.storage.set_result(run.run_id, step, value)
             cache = self._run_caches.get(run.run_id)
             if cache is not None:
-                entry = new_entry(cache, run.run_id, step, info.action, report.result, now)
+                entry = new_entry(cache, run.run_id, step, info.action, value, now)
                 if entry is not None:
-                    self.cache_store.put(entry, report.result)
+                    self.cache_store.put(entry, value)
         else:
             raise ValueError(f"a report's state must be SUCCEEDED, FAILED or SKIPPED, not {state}")
         info.state = state
@@ -526,8 +534,8 @@ class StorageBroker(Broker):
         detail: dict[str, Any] = {"action": info.action, "error": info.error, "skip_reason": info.skip_reason}
         if report.conditions:
             detail["conditions"] = report.conditions
-        if self._hub.has_subscribers and state is Status.SUCCEEDED:
-            detail["result_preview"] = preview(report.result)  # for traces and views only
+        if state is Status.SUCCEEDED and value is not None:
+            detail["result_preview"] = value.preview  # for traces and views only
         self._emit(run, now, "step_finished", step, state, info.worker, info.attempts, detail)
         self._apply(run, run.tracker.finish(step, outcome), now)
 
@@ -601,7 +609,7 @@ class StorageBroker(Broker):
                       info.workflow_id, info.version)
             return
         now = self._clock()
-        run = LiveRun(run_id, compiled, dict(info.inputs or {}), info.created_at or now)
+        run = LiveRun(run_id, compiled, values_of(info.input_values), info.created_at or now)
         self._runs[run_id] = run
         self._active.setdefault(run.key, {})[run_id] = None
         run.seq = max((e.seq for e in self.storage.events(run_id)), default=0)
@@ -617,7 +625,8 @@ class StorageBroker(Broker):
         for _, name in sorted(primary):
             s = run.infos[name]
             if s.state is Status.SUCCEEDED:
-                run.results[name] = s.result
+                run.results[name] = s.value if s.value is None or s.value.__class__ is Value \
+                    else Value.of(s.value)
                 outcome = succeeded(s.action or "default")
             elif s.state is Status.FAILED:
                 outcome = Outcome.failed()

@@ -191,7 +191,7 @@ def create_app(broker: Broker, *, token: str | None = None, max_body: int = MAX_
         run_id = service.dispatched(body.request_id)
         if run_id is None:
             schema = _schema_or_422(body.workflow, "workflow")
-            inputs = {k: decode_value(v, side="broker") for k, v in body.inputs.items()}
+            inputs = {k: decode_value(v) for k, v in body.inputs.items()}
             run_id = broker.dispatch_workflow(schema, inputs)
             service.remember(body.request_id, run_id)
         return _json({"v": WIRE_VERSION, "run_id": run_id})

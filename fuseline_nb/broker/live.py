@@ -41,12 +41,6 @@ def succeeded(action: str) -> Outcome:
     return outcome
 
 
-def preview(value: Any, limit: int = 200) -> str:
-    """``repr(value)``, cut to ``limit`` characters."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 class Compiled:
     """A registered schema with what the broker derives from it once."""
 

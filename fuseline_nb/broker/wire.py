@@ -67,12 +67,15 @@ class JsonValue(_Msg):
 
 
 class PickledValue(_Msg):
-    """A value as base64 cloudpickle bytes (opened only by clients)."""
+    """A :class:`~fuseline_nb.workflow.value.Value`: base64 pickle bytes and its facts (opened only by clients)."""
 
     kind: Literal["pickle"]
     data: B64Bytes
     preview: Annotated[str, Field(max_length=4096)] = ""
     type_name: Annotated[str, Field(max_length=512)] = ""
+    fingerprint: Annotated[str, Field(max_length=128)] = ""
+    rich: dict[str, Any] | None = None
+    json_text: Annotated[str, Field(max_length=1_000_000)] | None = None
 
 
 Value = Annotated[JsonValue | PickledValue, Field(discriminator="kind")]

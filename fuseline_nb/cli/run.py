@@ -30,6 +30,7 @@ from ..errors import FuselineError
 from ..workflow.events import Event
 from ..workflow.graph import Workflow
 from ..workflow.status import Status
+from ..workflow.value import preview
 
 _ORDER = (Status.SUCCEEDED, Status.RUNNING, Status.PENDING, Status.SKIPPED, Status.CANCELLED, Status.FAILED)
 _COLOURS = {Status.SUCCEEDED: "32", Status.RUNNING: "33", Status.PENDING: "37", Status.SKIPPED: "90",
@@ -54,6 +55,9 @@ def add_parser(subparsers: Any) -> None:
                    help="DuckDB file for the run history (default: kept in memory)")
     p.add_argument("--input", "-i", action="append", default=[], metavar="KEY=VALUE",
                    help="a run input; VALUE is parsed as JSON when it can be (repeatable)")
+    p.add_argument("--cache", action="store_true",
+                   help="reuse the results of steps whose code and inputs were seen before (with --db, "
+                        "across invocations; see docs/caching.md)")
     p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                    help="give up waiting after this many seconds (exit code 2)")
     p.set_defaults(handler=main)
@@ -204,7 +208,7 @@ def _rows_from_history(session: Any, run: Any) -> tuple[list[tuple[Any, ...]], s
     info = run.info()
     rows = []
     for name, s in sorted(info.steps.items(), key=lambda kv: (kv[1].started_at is None, kv[1].started_at or 0)):
-        detail = s.error or (repr(s.result)[:60] if s.state is Status.SUCCEEDED else s.skip_reason)
+        detail = s.error or (preview(s.value, 60) if s.state is Status.SUCCEEDED else s.skip_reason)
         rows.append((name, s.state.value, s.attempts, s.worker, s.duration_s, detail))
     return rows, "the in-memory history"
 
@@ -230,8 +234,10 @@ def _summary(session: Any, run: Any, outputs: Any, elapsed: float, out: TextIO) 
     info = run.info()
     names = session.pool.worker_names() if session.pool is not None else {}
     rows, source = _rows_from_history(session, run)
+    n_cached = sum(1 for s in info.steps.values() if s.cached)
+    cached = f" ({n_cached} of {len(info.steps)} steps cached)" if n_cached else ""
     out.write(f"\nrun {run.id} of workflow {info.workflow_id!r}: {info.state.value} in {elapsed:.2f} s "
-              f"on {session.pool.processes if session.pool else 0} worker processes\n")
+              f"on {session.pool.processes if session.pool else 0} worker processes{cached}\n")
     if info.state is Status.SUCCEEDED:
         out.write(f"outputs: {_clip(repr(outputs), 200)}\n")
     out.write(f"\nsteps (from {source}):\n")
@@ -300,7 +306,7 @@ def main(args: argparse.Namespace) -> int:
         return 2
     t0 = time.monotonic()
     try:
-        with Session(args.db, workers=args.workers) as session:
+        with Session(args.db, workers=args.workers, cache=getattr(args, "cache", False)) as session:
             started: list[Any] = []
             try:
                 return _drive(session, wf, inputs, args, out, t0, started)

@@ -25,6 +25,7 @@ Examples
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -37,6 +38,7 @@ from ..errors import StaleReportError, UnknownWorkflowError
 from ..running.execute import StepOutcome, attempt
 from ..workflow.graph import Workflow
 from ..workflow.status import Status
+from ..workflow.value import Value
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +67,11 @@ def execute(workflows: Mapping[tuple[str, str], Workflow], a: StepAssignment, wo
     if a.step_name not in wf.steps:
         exc2 = UnknownWorkflowError(f"workflow {a.workflow_id!r} has no step {a.step_name!r}")
         return StepOutcome.from_exception(exc2, time.time())
-    return attempt(wf, a.step_name, a.inputs, a.results, a.winners)
+    try:  # values are opened here, in the worker that runs the consuming step
+        inputs, results = a.inputs, a.results
+    except ValueError as exc:
+        return StepOutcome.from_exception(exc, time.time())
+    return attempt(wf, a.step_name, inputs, results, a.winners)
 
 
 def report_of(a: StepAssignment, out: StepOutcome) -> StepReport:
@@ -76,13 +82,30 @@ def report_of(a: StepAssignment, out: StepOutcome) -> StepReport:
     >>> a = StepAssignment("wf", "r1", "pick", {}, 0.0, 60.0, attempt=2)
     >>> r = report_of(a, StepOutcome(Status.SUCCEEDED, "left"))
     >>> r.state, r.result, r.action, r.attempt
-    (<Status.SUCCEEDED: 'SUCCEEDED'>, 'left', 'left', 2)
+    (<Status.SUCCEEDED: 'SUCCEEDED'>, <Value str: 'left'>, 'left', 2)
+
+    The result becomes a :class:`~fuseline_nb.workflow.value.Value` here,
+    where it is born (pickled once); one that cannot be pickled fails the step:
+
+    >>> import threading
+    >>> report_of(a, StepOutcome(Status.SUCCEEDED, threading.Lock())).error
+    "PicklingError: the result of step 'pick' (a lock) cannot be pickled, so it cannot reach the broker: cannot pickle '_thread.lock' object"
     """
     result = out.result if out.state is Status.SUCCEEDED else None
+    state, error, action = out.state, out.error, result if isinstance(result, str) else None
+    if result.__class__ is Value and result.type_name == "str" and result.json is not None:
+        action = json.loads(result.json)  # made by an engine that ran the step elsewhere (Dask)
+    value = None
+    if result is not None:
+        try:
+            value = Value.of(result)
+        except Exception as exc:  # an unpicklable result fails the step, not the worker
+            state, action = Status.FAILED, None
+            error = (f"PicklingError: the result of step {a.step_name!r} (a {type(result).__name__}) "
+                     f"cannot be pickled, so it cannot reach the broker: {exc}")
     return StepReport(
-        a.workflow_id, a.instance_id, a.step_name, out.state, result, a.attempt,
-        out.error, out.traceback, result if isinstance(result, str) else None,
-        out.started_at, out.finished_at, out.conditions or None,
+        a.workflow_id, a.instance_id, a.step_name, state, value, a.attempt,
+        error, out.traceback, action, out.started_at, out.finished_at, out.conditions or None,
     )
 
 

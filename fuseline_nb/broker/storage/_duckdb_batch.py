@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from ...workflow.events import Event
 from ...workflow.schema import WorkflowSchema
-from ._duckdb_rows import StepRow, inputs_columns, result_row, split_error, to_json
+from ._duckdb_rows import ResultRow, StepRow, inputs_columns, result_row, split_error, to_json
 
 _encode = json.JSONEncoder(default=repr).encode  # one encoder: json.dumps(default=) builds one per call
 
@@ -47,9 +47,11 @@ _SCHEMAS = {
                               ("action", _S), ("attempts", _I), ("worker", _S), ("queued_at", _F),
                               ("started_at", _F), ("finished_at", _F), ("recovered", pa.bool_()), ("error", _S), ("traceback", _S),
                               ("error_type", _S), ("error_message", _S), ("result_preview", _S),
-                              ("result_pickle", _B), ("result_bytes", pa.int64())]),
+                              ("result_pickle", _B), ("result_bytes", pa.int64()),
+                              ("result_fingerprint", _S), ("result_type", _S), ("result_rich", _S)]),
     "batch_results": pa.schema([("run_id", _S), ("step", _S), ("result_preview", _S),
-                                ("result_pickle", _B), ("result_bytes", pa.int64())]),
+                                ("result_pickle", _B), ("result_bytes", pa.int64()),
+                                ("result_fingerprint", _S), ("result_type", _S), ("result_rich", _S)]),
     "batch_events": pa.schema([("run_id", _S), ("seq", _I), ("at", _F), ("step", _S), ("kind", _S),
                                ("state", _S), ("worker", _S), ("attempt", _I), ("detail_json", _S)]),
     "batch_finals": pa.schema([("run_id", _S), ("state", _S), ("finished_at", _F)]),
@@ -135,7 +137,7 @@ class Batch:
 
     @staticmethod
     def _result(key: tuple[str, str], value: Any,
-                unpicklable: dict[tuple[str, str], Any]) -> tuple[str | None, bytes | None, int | None]:
+                unpicklable: dict[tuple[str, str], Any]) -> ResultRow:
         stored = result_row(key, value)
         if stored[1] is None:
             unpicklable[key] = value
@@ -143,7 +145,7 @@ class Batch:
 
 
 _NO_ERROR: tuple[None, None] = (None, None)
-_NO_RESULT: tuple[None, None, None] = (None, None, None)
+_NO_RESULT: ResultRow = (None, None, None, None, None, None)
 
 
 def _transpose(rows: list[tuple[Any, ...]]) -> list[Any]:

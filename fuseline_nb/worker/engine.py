@@ -71,7 +71,7 @@ def execute(workflows: Mapping[tuple[str, str], Workflow], a: StepAssignment, wo
         inputs, results = a.inputs, a.results
     except ValueError as exc:
         return StepOutcome.from_exception(exc, time.time())
-    return attempt(wf, a.step_name, inputs, results, a.winners)
+    return attempt(wf, a.step_name, inputs, results, a.winners, max(a.attempt - 1, 0))
 
 
 def report_of(a: StepAssignment, out: StepOutcome) -> StepReport:

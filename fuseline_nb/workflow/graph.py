@@ -603,3 +603,12 @@ def workflow_from_functions(outputs: Any, **workflow_kwargs: Any) -> Workflow:
         outputs = [outputs]
     steps = [o if isinstance(o, Step) else FunctionStep(o) for o in outputs]
     return Workflow(outputs=steps, **workflow_kwargs)
+
+
+__all__ = [
+    "Workflow",
+    "install_local_runner",
+    "local_runner",
+    "run_inputs",
+    "workflow_from_functions",
+]

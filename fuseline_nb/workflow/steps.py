@@ -499,3 +499,18 @@ def function_target(step: Step) -> str:
     """``module:qualname`` of a step's code, for schemas and people."""
     obj: Any = step.function if isinstance(step, FunctionStep) else type(step)
     return f"{getattr(obj, '__module__', '?')}:{getattr(obj, '__qualname__', type(obj).__name__)}"
+
+
+__all__ = [
+    "Condition",
+    "Depends",
+    "Equals",
+    "FunctionStep",
+    "FunctionTask",
+    "Step",
+    "StepGroup",
+    "Task",
+    "function_target",
+    "known_function_step",
+    "step_for_function",
+]

@@ -199,7 +199,7 @@ class DaskEngine:
             self.add_workflow(wf)
 
     # -- workflows -----------------------------------------------------------------------
-    def add_workflow(self, wf: Workflow) -> None:
+    def add_workflow(self, wf: Workflow, *, refresh: bool = True) -> None:
         """Ship ``wf`` to the cluster (once per definition) and serve it.
 
         Raises
@@ -211,7 +211,8 @@ class DaskEngine:
         """
         if not isinstance(wf, Workflow):
             raise TypeError(f"expected a Workflow, not {wf!r}")
-        wf.refresh()  # an edited global or helper changes a fingerprint: ship again
+        if refresh:  # (False: the caller just refreshed, as Session.submit does)
+            wf.refresh()  # an edited global or helper changes a fingerprint: ship again
         key = (wf.workflow_id, wf.version)
         fingerprints = wf.to_schema().fingerprints()
         with self._lock:

@@ -209,7 +209,7 @@ class Session:
         wf.settle_version(self.broker.list_workflows())
         if self.pool is not None:
             self.pool.check()
-            self.pool.add_workflow(wf)
+            self.pool.add_workflow(wf, refresh=False)  # refreshed above
         if cache is None and not rerun:
             run_id = self.broker.dispatch_workflow(wf.to_schema(), values)
         else:

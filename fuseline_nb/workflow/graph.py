@@ -301,7 +301,7 @@ class Workflow:
         if not self._auto_version:
             return False
         schema = self.to_schema()
-        clash = any((k.workflow_id, k.version) == (schema.workflow_id, schema.version)
+        clash = any(k is not schema and (k.workflow_id, k.version) == (schema.workflow_id, schema.version)
                     and k.structure_key() != schema.structure_key() for k in registered)
         if not clash:
             return False

@@ -118,7 +118,7 @@ def _numpy(value: Any, h: Any) -> bool:
     h.update(f"ndarray:{value.dtype.str}:{value.shape}:".encode())
     # a byte view, not memoryview(value): the buffer protocol refuses datetime64 / timedelta64
     # ("cannot include dtype 'M' in a buffer") while a uint8 view of the same memory is fine
-    h.update(memoryview(np.ascontiguousarray(value).reshape(-1).view(np.uint8)))
+    h.update(memoryview(np.ascontiguousarray(value).reshape(-1).view(np.uint8)))  # type: ignore[arg-type]
     return True
 
 

@@ -111,14 +111,14 @@ def report_to_wire(r: StepReport) -> dict[str, Any]:
     return {"workflow_id": r.workflow_id, "instance_id": r.instance_id, "step_name": r.step_name,
             "state": state.value, "result": encode_value(r.result) if r.result is not None else None,
             "attempt": r.attempt, "error": r.error, "traceback": r.traceback, "action": action,
-            "started_at": r.started_at, "finished_at": r.finished_at}
+            "started_at": r.started_at, "finished_at": r.finished_at, "conditions": r.conditions}
 
 
 def report_from_wire(m: ReportModel) -> StepReport:
     """The :class:`StepReport` of a received model (its value closed)."""
     return StepReport(m.workflow_id, m.instance_id, m.step_name, Status(m.state),
                       decode_value(m.result), m.attempt, m.error, m.traceback,
-                      m.action, m.started_at, m.finished_at)
+                      m.action, m.started_at, m.finished_at, m.conditions)
 
 
 def _step_to_wire(s: StepInfo) -> dict[str, Any]:

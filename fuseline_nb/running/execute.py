@@ -232,3 +232,12 @@ class _Reported(Exception):
     def __init__(self, outcome: StepOutcome) -> None:
         super().__init__(outcome.error)
         self.outcome = outcome
+
+
+__all__ = [
+    "Attempt",
+    "StepOutcome",
+    "attempt",
+    "attempt_with_retries",
+    "retry_delay",
+]

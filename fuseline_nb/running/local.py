@@ -324,3 +324,10 @@ def run_local(wf: Workflow, inputs: dict[str, Any], engine: PoolEngine | None = 
 
 
 install_local_runner(run_local)
+
+
+__all__ = [
+    "PoolEngine",
+    "check_engine",
+    "run_local",
+]

@@ -38,7 +38,7 @@ from ..errors import StaleReportError, UnknownWorkflowError
 from ..running.execute import StepOutcome, attempt
 from ..workflow.graph import Workflow
 from ..workflow.status import Status
-from ..workflow.value import Value
+from ..workflow.value import Value, preview
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +105,17 @@ def report_of(a: StepAssignment, out: StepOutcome) -> StepReport:
                      f"cannot be pickled, so it cannot reach the broker: {exc}")
     return StepReport(
         a.workflow_id, a.instance_id, a.step_name, state, value, a.attempt,
-        error, out.traceback, action, out.started_at, out.finished_at, out.conditions or None,
+        error, out.traceback, action, out.started_at, out.finished_at, _checks(out.conditions),
     )
+
+
+def _checks(conditions: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+    """Condition checks ready for any transport: a checked value that is not a plain scalar becomes its preview
+    (as the trace shows it)."""
+    if not conditions:
+        return None
+    return [{**c, "value": preview(c["value"])} if "value" in c and not isinstance(
+        c["value"], str | int | float | bool | type(None)) else c for c in conditions]
 
 
 class ProcessEngine:
@@ -258,3 +267,10 @@ class ProcessEngine:
 def _log_cancel(a: StepAssignment) -> None:
     log.warning("step %r of run %s was cancelled while running here; it runs on, and its report will be refused",
                 a.step_name, a.instance_id)
+
+
+__all__ = [
+    "ProcessEngine",
+    "execute",
+    "report_of",
+]

@@ -215,14 +215,15 @@ class WorkerPool:
                 f"{len(self._shipped)} workflows>")
 
     # -- workflows -------------------------------------------------------------------------
-    def add_workflow(self, wf: Workflow) -> None:
+    def add_workflow(self, wf: Workflow, *, refresh: bool = True) -> None:
         """Make ``wf`` runnable by the workers (shipped to running ones at their next request).
 
         Submitting the same object again costs nothing unless a step's code
         fingerprint changed (an edited global or helper): then it is shipped
         again. A new object under the same id and version (a cell run again)
         replaces the old one in every worker, as long as its structure is
-        the same.
+        the same. ``refresh=False``: the caller has just called ``wf.refresh()``
+        (``Session.submit`` does).
 
         Raises
         ------
@@ -231,7 +232,7 @@ class WorkerPool:
         SchemaMismatchError
             The broker knows another structure under this id and version.
         """
-        if isinstance(wf, Workflow):
+        if refresh and isinstance(wf, Workflow):
             wf.refresh()  # an edited global or helper changes a fingerprint: ship again
         key = (wf.workflow_id, wf.version) if isinstance(wf, Workflow) else None
         with self._lock:

@@ -154,3 +154,8 @@ class Binding:
     def sources(self) -> set[str]:
         """Every step whose result this step may read."""
         return {s for p in self.params for s in p.sources}
+
+
+__all__ = [
+    "Binding",
+]

@@ -146,16 +146,15 @@ def _index(index: Any, h: Any) -> bool:
 def _column(column: Any, h: Any) -> bool:
     import numpy as np
 
+    values = column.array
+    buffers = getattr(values, "_pa_array", None)  # Arrow-backed columns (string[pyarrow], ...)
+    if buffers is not None:
+        return _arrow(buffers, h)
     values = column.to_numpy()
     if isinstance(values, np.ndarray) and not values.dtype.hasobject:
         return _numpy(values, h)
-    try:
-        import pyarrow as pa
-
-        return _arrow(pa.array(values, from_pandas=True), h)
-    except Exception:  # mixed objects Arrow cannot type: their pickle
-        h.update(_pickle(values))
-        return True
+    h.update(_pickle(values))  # Python objects (str columns of object dtype): their pickle, made once
+    return True
 
 
 def _arrow(value: Any, h: Any) -> bool:

@@ -298,7 +298,7 @@ class Workflow:
         if not self._auto_version:
             return False
         schema = self.to_schema()
-        clash = any((k.workflow_id, k.version) == (schema.workflow_id, schema.version)
+        clash = any(k is not schema and (k.workflow_id, k.version) == (schema.workflow_id, schema.version)
                     and k.structure_key() != schema.structure_key() for k in registered)
         if not clash:
             return False
@@ -603,3 +603,12 @@ def workflow_from_functions(outputs: Any, **workflow_kwargs: Any) -> Workflow:
         outputs = [outputs]
     steps = [o if isinstance(o, Step) else FunctionStep(o) for o in outputs]
     return Workflow(outputs=steps, **workflow_kwargs)
+
+
+__all__ = [
+    "Workflow",
+    "install_local_runner",
+    "local_runner",
+    "run_inputs",
+    "workflow_from_functions",
+]

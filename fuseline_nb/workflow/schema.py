@@ -268,3 +268,10 @@ class WorkflowSchema:
         if sorted(self.outputs) != sorted(other.outputs):
             out.append(f"outputs {sorted(self.outputs)} != {sorted(other.outputs)}")
         return out
+
+
+__all__ = [
+    "EdgeSchema",
+    "StepSchema",
+    "WorkflowSchema",
+]

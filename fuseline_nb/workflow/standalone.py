@@ -89,3 +89,6 @@ def _attempts(step: Step, policies: list[StepPolicy], invoke: Callable[[], Any])
         for p in policies:
             p.on_success(step, result)
         return result
+
+
+__all__ = ["run_alone"]

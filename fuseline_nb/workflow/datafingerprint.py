@@ -112,7 +112,9 @@ def _numpy(value: Any, h: Any) -> bool:
     if not isinstance(value, np.ndarray) or value.dtype.hasobject:
         return False
     h.update(f"ndarray:{value.dtype.str}:{value.shape}:".encode())
-    h.update(memoryview(np.ascontiguousarray(value)).cast("B"))  # type: ignore[arg-type]
+    # a byte view, not memoryview(value): the buffer protocol refuses datetime64 / timedelta64
+    # ("cannot include dtype 'M' in a buffer") while a uint8 view of the same memory is fine
+    h.update(memoryview(np.ascontiguousarray(value).reshape(-1).view(np.uint8)))
     return True
 
 

@@ -239,6 +239,9 @@ class WorkerPool:
             if key is not None and self._shipped.get(key) is wf and \
                     self._shipped_fps.get(key) == wf.to_schema().fingerprints():
                 return
+            if key is not None and _same_definition(self._shipped.get(key), wf):
+                self._shipped[key] = wf  # a cell run again, nothing changed: the workers' copy will do
+                return
             self._check_schema(wf)
             key, blob = ship(wf)
             self._shipped_fps[key] = wf.to_schema().fingerprints()
@@ -393,3 +396,20 @@ def _stop_at_exit(ref: weakref.ReferenceType[WorkerPool]) -> Any:
 
 
 __all__ = ["WorkerPool"]
+
+
+def _same_definition(old: Workflow | None, new: Workflow) -> bool:
+    """Whether ``new`` (a fresh object) runs exactly as the shipped ``old`` does, so shipping it
+    again can be skipped: the same schema (structure, code fingerprints, policy settings), no
+    pinned ``code_version`` (its code may have changed under the pin) and only built-in
+    policies (a custom policy's code is not fingerprinted)."""
+    if old is None or old is new:
+        return False
+    for step in new.steps.values():
+        if getattr(step, "code_version", None) is not None:
+            return False
+        if any(type(p).__module__ != "fuseline_nb.workflow.policies" for p in step.policies):
+            return False
+    if any(type(p).__module__ != "fuseline_nb.workflow.policies" for p in new.policies):
+        return False
+    return old.to_schema() == new.to_schema()

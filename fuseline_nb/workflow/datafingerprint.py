@@ -72,7 +72,11 @@ def data_fingerprint(value: Any, pickled: bytes | None = None) -> str:
         return str(h.hexdigest())
     if type(value).__name__ == "Value" and isinstance(fp := getattr(value, "fingerprint", None), str):
         return fp  # made once where the value was born (workflow/value.py; no import: value imports us)
-    if not _buffers(value, h):
+    try:
+        hashed = _buffers(value, h)
+    except Exception:  # a buffer layout we did not foresee: the pickle is still exact
+        h, hashed = new_hasher(), False
+    if not hashed:
         h.update(b"pickle:")
         h.update(_pickle(value) if pickled is None else pickled)
     return str(h.hexdigest())

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..limits import safe_repr
 from ..workflow.policies import retry_settings
 from ..workflow.rules import Outcome, Plan, Readiness
 from ..workflow.runinfo import StepInfo
@@ -42,8 +43,8 @@ def succeeded(action: str) -> Outcome:
 
 
 def preview(value: Any, limit: int = 200) -> str:
-    """``repr(value)``, cut to ``limit`` characters."""
-    text = repr(value)
+    """``repr(value)``, cut to ``limit`` characters (a failing ``__repr__`` is named, never raised)."""
+    text = safe_repr(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..limits import safe_repr
+
 _PREVIEW = 200
 
 
@@ -30,10 +32,7 @@ def preview(value: Any, limit: int = _PREVIEW) -> str:
     >>> preview("x" * 300, 10)
     "'xxxxxxxx…"
     """
-    try:
-        text = repr(value)
-    except Exception:  # a broken __repr__ must not break a report
-        text = f"<{type(value).__name__}>"
+    text = safe_repr(value)  # a broken __repr__ must not break a report
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

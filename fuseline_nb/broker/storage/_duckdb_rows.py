@@ -26,6 +26,7 @@ from typing import Any, Final
 
 import cloudpickle
 
+from ...limits import safe_repr, safe_text
 from ...workflow.runinfo import StepInfo
 from ...workflow.status import Status
 
@@ -87,9 +88,9 @@ def preview(value: Any) -> str:
     True
     """
     try:
-        text = _repr.repr(value)
-    except Exception as exc:  # a user __repr__ may raise; the preview must not
-        text = f"<{type(value).__name__}: repr failed: {exc!r}>"
+        text = safe_text(_repr.repr(value)) or ""
+    except Exception as exc:  # a user __repr__ may raise; the preview must not, and says so
+        text = f"<{type(value).__name__} object: no preview, repr failed with {type(exc).__name__}>"
     return text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 1] + "…"
 
 
@@ -115,7 +116,7 @@ def result_row(key: tuple[str, str], value: Any) -> tuple[str | None, bytes | No
     if len(blob) > PREVIEW_MAX_BYTES:
         return f"<{len(blob)} bytes: not previewed>", blob, len(blob)
     if len(blob) < PREVIEW_CHARS and type(value) in _SCALARS:
-        return repr(value), blob, len(blob)
+        return safe_text(repr(value)), blob, len(blob)
     return preview(value), blob, len(blob)
 
 
@@ -180,11 +181,19 @@ def to_json(value: Any) -> str:
     {'1': "'x'", 'k': '2'}
     """
     try:
-        return json.dumps(value, sort_keys=True, default=repr)
-    except (TypeError, ValueError):  # mixed key types, a cycle: fall back to reprs, never fail a flush
+        return json.dumps(value, sort_keys=True, default=safe_repr)
+    except Exception:  # mixed key types, a cycle, too deep: fall back to reprs, never fail a flush
         if isinstance(value, dict):
-            return json.dumps({str(k): repr(v) for k, v in value.items()}, sort_keys=True)
-        return json.dumps(repr(value))
+            return json.dumps({k if isinstance(k, str) else safe_repr(k): _short_repr(v) for k, v in value.items()}, sort_keys=True)
+        return json.dumps(_short_repr(value))
+
+
+def _short_repr(value: Any) -> str:
+    try:
+        return safe_text(_repr.repr(value)) or ""
+    except Exception:  # a repr that raises, or a value too deep to show
+        return safe_repr(value) if not isinstance(value, (dict, list, tuple)) else \
+            f"<{type(value).__name__} that cannot be shown>"
 
 
 def step_info(row: tuple[Any, ...], result: Any) -> StepInfo:

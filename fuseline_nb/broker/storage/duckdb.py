@@ -41,9 +41,11 @@ import duckdb
 
 from ...errors import (
     StorageClosedError,
+    StorageError,
     StorageVersionError,
     UnknownRunError,
 )
+from ...limits import safe_str
 from ...workflow.events import Event
 from ...workflow.runinfo import RunInfo, StepInfo
 from ...workflow.schema import WorkflowSchema
@@ -56,6 +58,11 @@ from .base import RuntimeStorage
 
 log = logging.getLogger(__name__)
 
+
+def _is_io(exc: BaseException) -> bool:
+    """Whether a failed write is the file's fault (disk full, I/O), not a value's."""
+    cause = exc.__cause__ if isinstance(exc, StorageError) else exc
+    return isinstance(cause, (duckdb.IOException, OSError))
 
 
 class DuckDBRuntimeStorage(RuntimeStorage):
@@ -276,10 +283,61 @@ class DuckDBRuntimeStorage(RuntimeStorage):
                 return
             try:
                 self._write(batch)
+            except Exception as exc:
+                kept = self._write_apart(batch, exc)
+                if kept is not None:
+                    with self._buf_lock:  # keep the changes: newer buffered ones win
+                        self._batch = kept.merged_with(self._batch)
+                    if isinstance(exc, StorageError):
+                        raise
+                    raise StorageError(f"writing run history to {self.path!r} failed: "
+                                       f"{type(exc).__name__}: {safe_str(exc)}") from exc
             except BaseException:
-                with self._buf_lock:  # keep the changes: newer buffered ones win
+                with self._buf_lock:
                     self._batch = batch.merged_with(self._batch)
                 raise
+
+    def _write_apart(self, batch: Batch, first: Exception) -> Batch | None:
+        """After a failed flush: write run by run, a run that fails again in its safe form.
+
+        One bad value must never block the history: a run whose rows cannot be
+        written as they are is written in the safe form (no pickles, no event
+        details, numbers clamped; its values stay in memory), and a run that
+        cannot be written even so is dropped with an error in the log. Only
+        when nothing at all can be written (the disk, not a value) is the
+        batch kept to be retried; that is what is returned then.
+        """
+        parts = batch.split()
+        failed: list[Batch] = []
+        written = 0
+        for part in parts:
+            try:
+                self._write(part)
+                written += 1
+                continue
+            except Exception as exc:
+                why = f"{type(exc).__name__}: {safe_str(exc)}"
+            part.safe = True
+            try:
+                self._write(part)
+                written += 1
+                log.error("run history %s: the rows of run(s) %s could not be written as they are (%s); "
+                          "written without their pickled values and event details", self.path,
+                          part.run_ids(), why)
+            except Exception as exc:
+                part.safe = False
+                failed.append(part)
+                log.debug("safe form of %s failed too: %s", part.run_ids(), safe_str(exc))
+        if failed and not written and _is_io(first):
+            keep = Batch()
+            for part in failed:
+                keep = keep.merged_with(part)
+            return keep
+        for part in failed:
+            log.error("run history %s: the rows of run(s) %s cannot be written, even in a safe form; "
+                      "they are left out of the file (%s: %s)", self.path, part.run_ids(),
+                      type(first).__name__, safe_str(first))
+        return None
 
     def _write(self, batch: Batch) -> None:
         tables = batch.arrow_tables(self._unpicklable)

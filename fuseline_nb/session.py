@@ -103,7 +103,12 @@ class Session:
         unfinished there are resumed); ``":memory:"`` for DuckDB history that
         is not kept. ``None`` keeps history in plain memory (no SQL).
     workers:
-        Number of worker processes (``0``: none; workers may connect otherwise).
+        Number of worker processes (default 2; ``0``: none, workers may connect otherwise).
+    dask:
+        Run the steps on a Dask cluster instead of worker processes: a
+        ``distributed.Client``, a cluster, or a scheduler address
+        (``"tcp://10.0.0.5:8786"``). See :class:`~fuseline_nb.worker.dask_engine.DaskEngine`
+        and ``docs/scaling.md``.
     lease_seconds:
         How long a step may go without a heartbeat before it is re-queued.
     context:
@@ -124,8 +129,13 @@ class Session:
     'ok'
     """
 
-    def __init__(self, path: str | os.PathLike[str] | None = None, workers: int = 2, *,
-                 lease_seconds: float = 60.0, context: str = "spawn", prefetch: int = 4) -> None:
+    def __init__(self, path: str | os.PathLike[str] | None = None, workers: int | None = None, *,
+                 lease_seconds: float = 60.0, context: str = "spawn", prefetch: int = 4,
+                 dask: Any = None) -> None:
+        if dask is not None and workers:
+            raise ValueError(f"give workers= or dask=, not both (workers={workers!r}, dask={dask!r}): "
+                             "with dask= the steps run on the Dask cluster")
+        workers = 0 if dask is not None else 2 if workers is None else workers
         if int(workers) < 0:
             raise ValueError(f"workers must be >= 0, not {workers!r}")
         self.path = os.fspath(path) if path is not None else None
@@ -137,7 +147,12 @@ class Session:
         self._unsubscribe = self.broker.subscribe(_weak_listener(self._on_event, "run_finished"))
         self.pool: Any = None
         try:
-            if workers:
+            if dask is not None:
+                from .broker.clients import LocalBrokerClient
+                from .worker.dask_engine import DaskEngine
+
+                self.pool = DaskEngine(LocalBrokerClient(self.broker), [], dask).start()
+            elif workers:
                 from .worker.pool import WorkerPool
 
                 self.pool = WorkerPool(self.broker, [], processes=int(workers), context=context,
@@ -245,6 +260,11 @@ class Session:
                     ev.set()
 
     @property
+    def dashboard_link(self) -> str | None:
+        """The Dask dashboard's address when the steps run on Dask (``Session(dask=...)``), else ``None``."""
+        return getattr(self.pool, "dashboard_link", None)
+
+    @property
     def closed(self) -> bool:
         """Whether :meth:`close` was called."""
         return self._closed
@@ -261,9 +281,10 @@ class Session:
 
     def __repr__(self) -> str:
         where = repr(self.path) if self.path else "memory"
-        workers = self.pool.processes if self.pool is not None else 0
+        workers = getattr(self.pool, "processes", None) if self.pool is not None else 0
+        runner = f"workers={workers}" if workers is not None else f"dask={self.dashboard_link}"
         state = "closed" if self._closed else "open"
-        return f"<Session history={where} workers={workers} {state}>"
+        return f"<Session history={where} {runner} {state}>"
 
 
 class Run:
@@ -288,6 +309,11 @@ class Run:
     def run_id(self) -> str:
         """Same as :attr:`id`."""
         return self.id
+
+    @property
+    def dashboard_link(self) -> str | None:
+        """The Dask dashboard showing this run's tasks (``Session(dask=...)``), else ``None``."""
+        return self.session.dashboard_link
 
     def info(self) -> RunInfo:
         """The run's :class:`~fuseline_nb.RunInfo` now (RUNNING until it ends)."""

@@ -16,6 +16,7 @@ MODULES = [
     "fuseline_nb",
     "fuseline_nb.workflow",
     "fuseline_nb.workflow.policies",
+    "fuseline_nb.running",
     "fuseline_nb.broker",
     "fuseline_nb.broker.clients",
     "fuseline_nb.broker.storage",

@@ -12,8 +12,8 @@ import pytest
 from fuseline_nb import Depends, FileTracer, FunctionStep, Status, Step, Tracer, Workflow
 from fuseline_nb.broker import MemoryBroker
 from fuseline_nb.broker.clients import LocalBrokerClient
+from fuseline_nb.running.tracing import TraceSubscriber
 from fuseline_nb.worker import ProcessEngine
-from fuseline_nb.workflow.tracing import TraceSubscriber
 
 
 def _events(path):

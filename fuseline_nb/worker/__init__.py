@@ -1,4 +1,4 @@
-"""Workers: ProcessEngine (the fetch-run-report loop), PoolEngine, WorkerPool.
+"""Workers: ProcessEngine (the fetch-run-report loop), PoolEngine, WorkerPool, DaskEngine.
 
 Examples
 --------
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..workflow.local import PoolEngine
+from ..running.local import PoolEngine
 from .engine import ProcessEngine
 
 
@@ -20,7 +20,11 @@ def __getattr__(name: str) -> Any:
         from .pool import WorkerPool
 
         return WorkerPool
+    if name == "DaskEngine":  # imports dask.distributed only when asked for
+        from .dask_engine import DaskEngine
+
+        return DaskEngine
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["PoolEngine", "ProcessEngine", "WorkerPool"]
+__all__ = ["DaskEngine", "PoolEngine", "ProcessEngine", "WorkerPool"]

@@ -25,17 +25,62 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..broker.base import StepAssignment, StepReport
 from ..broker.clients import BrokerClient
 from ..errors import StaleReportError, UnknownWorkflowError
-from ..workflow.execute import StepOutcome, attempt
+from ..running.execute import StepOutcome, attempt
 from ..workflow.graph import Workflow
 from ..workflow.status import Status
 
 log = logging.getLogger(__name__)
+
+
+def execute(workflows: Mapping[tuple[str, str], Workflow], a: StepAssignment, worker_id: str) -> StepOutcome:
+    """Run the step ``a`` names, one attempt, with the workflow from ``workflows``; never raises.
+
+    ``workflows`` maps ``(workflow_id, version)`` to a :class:`Workflow`. An
+    assignment for a workflow or step this worker does not hold comes back as
+    a FAILED outcome naming it. Every engine runs its steps through here.
+
+    Examples
+    --------
+    >>> from fuseline_nb import FunctionStep, Workflow
+    >>> wf = Workflow(outputs=[FunctionStep(lambda: 3, name="three")])
+    >>> a = StepAssignment(wf.workflow_id, "r1", "three", {}, 0.0, 60.0)
+    >>> execute({(wf.workflow_id, wf.version): wf}, a, "w1").result
+    3
+    >>> execute({}, a, "w1").error_type
+    'UnknownWorkflowError'
+    """
+    wf = workflows.get((a.workflow_id, a.version))
+    if wf is None:
+        exc = UnknownWorkflowError(f"worker {worker_id!r} has no workflow {a.workflow_id!r} version {a.version!r}")
+        return StepOutcome.from_exception(exc, time.time())
+    if a.step_name not in wf.steps:
+        exc2 = UnknownWorkflowError(f"workflow {a.workflow_id!r} has no step {a.step_name!r}")
+        return StepOutcome.from_exception(exc2, time.time())
+    return attempt(wf, a.step_name, a.inputs, a.results, a.winners)
+
+
+def report_of(a: StepAssignment, out: StepOutcome) -> StepReport:
+    """The :class:`StepReport` telling the broker that attempt ``a`` ended in ``out``.
+
+    Examples
+    --------
+    >>> a = StepAssignment("wf", "r1", "pick", {}, 0.0, 60.0, attempt=2)
+    >>> r = report_of(a, StepOutcome(Status.SUCCEEDED, "left"))
+    >>> r.state, r.result, r.action, r.attempt
+    (<Status.SUCCEEDED: 'SUCCEEDED'>, 'left', 'left', 2)
+    """
+    result = out.result if out.state is Status.SUCCEEDED else None
+    return StepReport(
+        a.workflow_id, a.instance_id, a.step_name, out.state, result, a.attempt,
+        out.error, out.traceback, result if isinstance(result, str) else None,
+        out.started_at, out.finished_at, out.conditions or None,
+    )
 
 
 class ProcessEngine:
@@ -126,26 +171,11 @@ class ProcessEngine:
         return outcome
 
     def _execute(self, a: StepAssignment) -> StepOutcome:
-        wf = self._by_key.get((a.workflow_id, a.version))
-        if wf is None:
-            exc = UnknownWorkflowError(
-                f"worker {self.worker_id!r} has no workflow {a.workflow_id!r} version {a.version!r}"
-            )
-            return StepOutcome.from_exception(exc, time.time())
-        if a.step_name not in wf.steps:
-            exc2 = UnknownWorkflowError(f"workflow {a.workflow_id!r} has no step {a.step_name!r}")
-            return StepOutcome.from_exception(exc2, time.time())
-        return attempt(wf, a.step_name, a.inputs, a.results, a.winners)
+        return execute(self._by_key, a, self.worker_id)
 
     def _report(self, a: StepAssignment, out: StepOutcome) -> None:
-        result = out.result if out.state is Status.SUCCEEDED else None
-        report = StepReport(
-            a.workflow_id, a.instance_id, a.step_name, out.state, result, a.attempt,
-            out.error, out.traceback, result if isinstance(result, str) else None,
-            out.started_at, out.finished_at, out.conditions or None,
-        )
         try:
-            self.client.report_step(self.worker_id, report)
+            self.client.report_step(self.worker_id, report_of(a, out))
         except StaleReportError as exc:
             log.warning("report refused: %s", exc)
 

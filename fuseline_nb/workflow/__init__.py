@@ -1,4 +1,9 @@
-"""The workflow model: steps, graphs, schemas, rules and in-process runs. Pure: no I/O.
+"""The workflow model: steps, wiring, graphs, schemas, rules and policies as data. Pure: no I/O.
+
+Running a workflow (in-process engines, async, batch, tracing) lives in
+:mod:`fuseline_nb.running`; its public names (``PoolEngine``, ``Tracer``,
+``AsyncWorkflow``, ``BatchStep`` ...) stay importable from here and load on first use,
+so this package never imports the running at import time.
 
 Examples
 --------
@@ -12,29 +17,30 @@ from __future__ import annotations
 from typing import Any
 
 from .graph import Workflow, workflow_from_functions
-from .local import PoolEngine
 from .runinfo import RunInfo, RunResult, StepInfo
 from .schema import EdgeSchema, StepSchema, WorkflowSchema
 from .status import Status
 from .steps import Computed, Condition, Depends, Equals, FunctionStep, FunctionTask, Step, StepGroup, Task
-from .tracing import FileTracer, Tracer
 
-# Async, batch and YAML names import asyncio / PyYAML: load them on first use.
+# The running's names (one layer up) and the YAML exporter (PyYAML) load on first use.
 _LAZY = {
-    "AsyncStep": "asynchronous",
-    "AsyncTask": "asynchronous",
-    "BatchTask": "batch",
-    "AsyncBatchTask": "batch",
-    "AsyncParallelBatchTask": "batch",
-    "AsyncWorkflow": "asynchronous",
-    "BatchStep": "batch",
-    "BatchWorkflow": "batch",
-    "AsyncBatchStep": "batch",
-    "AsyncParallelBatchStep": "batch",
-    "AsyncBatchWorkflow": "batch",
-    "AsyncParallelBatchWorkflow": "batch",
-    "Exporter": "exporters",
-    "YamlExporter": "exporters",
+    "AsyncStep": "fuseline_nb.running.asynchronous",
+    "AsyncTask": "fuseline_nb.running.asynchronous",
+    "BatchTask": "fuseline_nb.running.batch",
+    "AsyncBatchTask": "fuseline_nb.running.batch",
+    "AsyncParallelBatchTask": "fuseline_nb.running.batch",
+    "AsyncWorkflow": "fuseline_nb.running.asynchronous",
+    "BatchStep": "fuseline_nb.running.batch",
+    "BatchWorkflow": "fuseline_nb.running.batch",
+    "AsyncBatchStep": "fuseline_nb.running.batch",
+    "AsyncParallelBatchStep": "fuseline_nb.running.batch",
+    "AsyncBatchWorkflow": "fuseline_nb.running.batch",
+    "AsyncParallelBatchWorkflow": "fuseline_nb.running.batch",
+    "FileTracer": "fuseline_nb.running.tracing",
+    "PoolEngine": "fuseline_nb.running.local",
+    "Tracer": "fuseline_nb.running.tracing",
+    "Exporter": "fuseline_nb.workflow.exporters",
+    "YamlExporter": "fuseline_nb.workflow.exporters",
 }
 
 
@@ -44,7 +50,7 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     import importlib
 
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import networkx as nx
@@ -31,9 +31,40 @@ from .status import Status
 from .steps import FunctionStep, Step, function_target
 
 if TYPE_CHECKING:
-    from .local import RunResult
+    from .runinfo import RunResult
 
 log = logging.getLogger(__name__)
+
+#: The in-process runner behind :meth:`Workflow.run`. The model does not import
+#: the running (one layer up); :mod:`fuseline_nb.running` installs it when it
+#: loads, and ``import fuseline_nb`` always loads it.
+_LOCAL_RUNNER: list[Callable[..., RunResult]] = []
+
+
+def install_local_runner(runner: Callable[..., RunResult]) -> None:
+    """Make ``runner(wf, inputs, engine=...)`` the engine of :meth:`Workflow.run` (the running calls this).
+
+    Examples
+    --------
+    >>> from fuseline_nb.running.local import run_local
+    >>> install_local_runner(run_local)
+    >>> local_runner() is run_local
+    True
+    """
+    _LOCAL_RUNNER[:] = [runner]
+
+
+def local_runner() -> Callable[..., RunResult]:
+    """The runner installed by :func:`install_local_runner`.
+
+    Examples
+    --------
+    >>> local_runner().__name__
+    'run_local'
+    """
+    if not _LOCAL_RUNNER:
+        raise RuntimeError("no in-process runner installed: import fuseline_nb (it loads fuseline_nb.running)")
+    return _LOCAL_RUNNER[0]
 
 
 class Workflow:
@@ -269,10 +300,8 @@ class Workflow:
         >>> Workflow(outputs=[FunctionStep(double)]).run({"x": 21})
         42
         """
-        from .local import run_local
-
         engine = execution_engine or self.execution_engine
-        result = run_local(self, dict(inputs or {}), engine=engine)
+        result = local_runner()(self, dict(inputs or {}), engine=engine)
         if raise_on_failure:
             result.raise_for_failure()
         return result.outputs

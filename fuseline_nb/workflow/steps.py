@@ -25,6 +25,7 @@ import inspect
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar, Union
 
+from .coro import run_coro
 from .schema import DEFAULT_ACTION
 from .status import Status
 
@@ -342,8 +343,6 @@ class FunctionStep(Step):
     def run_step(self, *args: Any, **kwargs: Any) -> Any:
         result = self.function(*args, **kwargs)
         if inspect.iscoroutine(result):  # an async function: run it to completion here
-            from .asynchronous import run_coro
-
             return run_coro(result)
         return result
 

@@ -5,7 +5,7 @@ it works inside Jupyter (whose kernel already runs a loop; ``asyncio.run``
 would refuse). Ready async steps run concurrently as tasks on that loop;
 plain steps run on a helper thread so they never block it. The bookkeeping
 (readiness, states, events, hooks) is the one ``wf.run`` uses
-(:class:`~fuseline_nb.workflow.local._LocalRun`), so both loops end in the
+(:class:`~fuseline_nb.running.local._LocalRun`), so both loops end in the
 same states.
 
 Where no loop is available to await on — ``wf.run()``, a ``ProcessEngine``
@@ -36,64 +36,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, cast
 
-from .binding import SKIP
+from ..workflow.binding import SKIP
+from ..workflow.coro import run_coro
+from ..workflow.graph import Workflow
+from ..workflow.policies import StepPolicy
+from ..workflow.status import Status
+from ..workflow.steps import Step
 from .execute import StepOutcome, retry_delay
-from .graph import Workflow
 from .local import PoolEngine, _LocalRun
-from .policies import StepPolicy
-from .status import Status
-from .steps import Step
 
 if TYPE_CHECKING:
-    from .runinfo import RunResult
+    from ..workflow.runinfo import RunResult
 
 log = logging.getLogger(__name__)
-
-R = TypeVar("R")
-
-
-def run_coro(coro: Coroutine[Any, Any, R]) -> R:
-    """Run ``coro`` to completion from synchronous code and return its result.
-
-    Uses ``asyncio.run``; when this thread already runs an event loop (a
-    Jupyter cell), runs it on a new loop in a helper thread instead.
-
-    Examples
-    --------
-    >>> async def two():
-    ...     return 2
-    >>> run_coro(two())
-    2
-    >>> async def nested():  # called from inside a running loop
-    ...     return run_coro(two())
-    >>> asyncio.run(nested())
-    2
-    """
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["result"] = asyncio.run(coro)
-        except BaseException as exc:  # re-raised in the caller's thread below
-            box["error"] = exc
-
-    t = threading.Thread(target=target, name="fuseline-run-coro", daemon=True)
-    t.start()
-    t.join()
-    if "error" in box:
-        raise box["error"]
-    return box["result"]  # type: ignore[no-any-return]
 
 
 class AsyncStep(Step):
@@ -170,7 +131,7 @@ async def attempt_async(
 ) -> StepOutcome:
     """Await one attempt of async step ``name`` with its policies' ``execute_async``; never raises.
 
-    The async twin of :func:`~fuseline_nb.workflow.execute.attempt`.
+    The async twin of :func:`~fuseline_nb.running.execute.attempt`.
     """
     started = time.time()
     step = wf.steps[name]

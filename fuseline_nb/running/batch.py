@@ -37,12 +37,12 @@ from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from ..workflow.graph import Workflow
+from ..workflow.runinfo import RunResult
+from ..workflow.status import Status
+from ..workflow.steps import Step
 from .asynchronous import AsyncStep, AsyncWorkflow, run_local_async
-from .graph import Workflow
 from .local import run_local
-from .runinfo import RunResult
-from .status import Status
-from .steps import Step
 
 
 def _items(step: Step, binding: Any, kwargs: dict[str, Any], setup_res: Any) -> tuple[str | None, list[Any]]:

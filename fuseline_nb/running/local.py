@@ -28,16 +28,17 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from ..errors import UnknownActionError
-from .events import Event, EventHub
+from ..workflow.events import Event, EventHub
+from ..workflow.graph import install_local_runner
+from ..workflow.policies import WorkflowPolicy
+from ..workflow.rules import Outcome, Readiness, final_run_state, resolve_action
+from ..workflow.runinfo import RunResult, StepInfo
+from ..workflow.status import SKIP_CONDITION, Status
 from .execute import StepOutcome, attempt_with_retries
-from .policies import WorkflowPolicy
-from .rules import Outcome, Readiness, final_run_state, resolve_action
-from .runinfo import RunResult, StepInfo
-from .status import SKIP_CONDITION, Status
 from .tracing import TraceSubscriber, _preview, as_tracer
 
 if TYPE_CHECKING:
-    from .graph import Workflow
+    from ..workflow.graph import Workflow
 
 log = logging.getLogger(__name__)
 
@@ -232,3 +233,6 @@ def run_local(wf: Workflow, inputs: dict[str, Any], engine: PoolEngine | None = 
             except Exception:
                 log.exception("after_all of step %r failed", step.name)
     return run.end()
+
+
+install_local_runner(run_local)

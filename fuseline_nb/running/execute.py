@@ -25,12 +25,12 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
 
-from .binding import SKIP
-from .policies import FailureAction, StepPolicy
-from .status import Status
+from ..workflow.binding import SKIP
+from ..workflow.policies import FailureAction, StepPolicy
+from ..workflow.status import Status
 
 if TYPE_CHECKING:
-    from .graph import Workflow
+    from ..workflow.graph import Workflow
 
 
 @dataclass(slots=True)

@@ -29,8 +29,8 @@ import weakref
 from datetime import UTC, datetime
 from typing import Any
 
-from .events import Event
-from .status import SKIP_CONDITION, Status
+from ..workflow.events import Event
+from ..workflow.status import SKIP_CONDITION, Status
 
 _PREVIEW = 200
 

@@ -1,0 +1,233 @@
+"""DaskEngine and Session(dask=...) on a real LocalCluster (worker processes, one per core).
+
+The rule table and a sample of the property test run through the engine and
+must end in the same states as in-process runs; a Dask worker killed
+mid-step loses nothing; a cancelled run's task stops; timeouts and retries
+hold. One cluster serves the whole module, to keep CI quick.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+distributed = pytest.importorskip("distributed")
+
+from fuseline_nb import Depends, FunctionStep, RetryPolicy, Session, Status, StepTimeoutPolicy, Workflow  # noqa: E402
+from fuseline_nb.broker import MemoryBroker  # noqa: E402
+from fuseline_nb.broker.clients import LocalBrokerClient  # noqa: E402
+from fuseline_nb.worker.dask_engine import DaskEngine  # noqa: E402
+from tests import test_rules_property as prop  # noqa: E402
+from tests.test_rules_table import CASES, Case  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Any]:
+    with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=2,
+                                  dashboard_address=":0") as c:
+        yield c
+
+
+@pytest.fixture
+def dask(cluster) -> Iterator[Any]:
+    with distributed.Client(cluster) as client:
+        client.wait_for_workers(2, timeout=60)  # a test may have killed one: the nanny restarts it
+        yield client
+
+
+def wait_for(check: Any, timeout: float = 30.0, what: str = "condition") -> Any:
+    """Poll ``check`` until it returns something true (events cross processes here: files, pids)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def dask_run(wf: Workflow, dask: Any, broker: MemoryBroker | None = None, inputs: dict[str, Any] | None = None):
+    broker = broker or MemoryBroker()
+    client = LocalBrokerClient(broker)
+    run_id = client.dispatch_workflow(wf.to_schema(), inputs or {})
+    engine = DaskEngine(client, [wf], dask)
+    try:
+        engine.work()
+    finally:
+        engine.stop()
+    return broker.get_run(run_id)
+
+
+# -- the same final states as every other engine --------------------------------------------
+@pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
+def test_rule_table_through_dask(case: Case, dask) -> None:
+    info = dask_run(case.build(), dask, inputs=case.inputs)
+    assert {n: s.state for n, s in info.steps.items()} == case.expected
+    assert info.state is case.run_state
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_random_dags_through_dask_match_in_process(seed: int, dask) -> None:
+    spec = prop.random_spec(random.Random(seed))
+    local_calls: list[str] = []
+    wf_local = prop.build(spec, local_calls)
+    wf_local.run()
+    info = dask_run(prop.build(spec, []), dask)
+    # steps ran in Dask worker processes: what ran is what the history says ran, once each
+    ran = [n for n, s in info.steps.items() if s.state in (Status.SUCCEEDED, Status.FAILED)]
+    assert all(info.steps[n].attempts == 1 for n in ran)
+    prop.check_rules(prop.build(spec, []), info, ran)
+    assert {n: s.state for n, s in wf_local.last_run.steps.items()} == {n: s.state for n, s in info.steps.items()}
+    assert wf_local.last_run.state is info.state
+    assert sorted(local_calls) == sorted(ran)
+
+
+def test_results_and_inputs_travel(dask) -> None:
+    def load(n: int) -> list[int]:
+        return list(range(n))
+
+    def total(rows: list[int] = Depends(load)) -> dict[str, Any]:
+        return {"sum": sum(rows), "pid": os.getpid()}
+
+    info = dask_run(Workflow(outputs=[FunctionStep(total)]), dask, inputs={"n": 5})
+    assert info.state is Status.SUCCEEDED
+    assert info.steps["total"].result["sum"] == 10
+    assert info.steps["total"].result["pid"] != os.getpid()  # it ran on a Dask worker
+
+
+def test_a_result_that_cannot_travel_fails_its_step_with_the_reason(dask) -> None:
+    def lock() -> Any:
+        return threading.Lock()
+
+    info = dask_run(Workflow(outputs=[FunctionStep(lock)]), dask)
+    assert info.steps["lock"].state is Status.FAILED
+    assert "PicklingError" in info.steps["lock"].error
+    assert "the result of step 'lock' (a lock) cannot be sent back" in info.steps["lock"].error
+
+
+# -- what the cluster may do to a step ---------------------------------------------------------
+def _slow_step(marks: Path, name: str = "slow") -> FunctionStep:
+    def body() -> int:
+        (marks / f"started-{os.getpid()}").touch()
+        try:
+            while not (marks / "release").exists():
+                time.sleep(0.02)
+        finally:
+            (marks / f"stopped-{os.getpid()}").touch()
+        return os.getpid()
+
+    body.__name__ = name
+    return FunctionStep(body, name=name)
+
+
+def _started(marks: Path) -> list[int]:
+    return [int(p.name.split("-")[1]) for p in marks.glob("started-*")]
+
+
+def test_a_dask_worker_killed_mid_step_loses_nothing(dask, tmp_path) -> None:
+    slow = _slow_step(tmp_path)
+
+    def after(pid: int = Depends(slow)) -> int:
+        return pid
+
+    wf = Workflow(outputs=[FunctionStep(after)])
+    broker = MemoryBroker(lease_seconds=5)
+    client = LocalBrokerClient(broker)
+    run_id = client.dispatch_workflow(wf.to_schema())
+    engine = DaskEngine(client, [wf], dask).start()
+    try:
+        first = wait_for(lambda: _started(tmp_path), what="the step to start")[0]
+        os.kill(first, signal.SIGKILL)
+        # Dask runs the task again on another worker, as the same attempt of the broker's
+        second = wait_for(lambda: [p for p in _started(tmp_path) if p != first], 60, "the step to run again")[0]
+        (tmp_path / "release").touch()
+        info = wait_for(lambda: (i := broker.get_run(run_id)).done and i, 60, "the run to end")
+    finally:
+        engine.stop()
+    assert info.state is Status.SUCCEEDED
+    assert info.steps["slow"].attempts == 1
+    assert info.steps["after"].result == second
+    finished = [e for e in broker.events(run_id) if e.kind == "step_finished" and e.step == "slow"]
+    started = [e for e in broker.events(run_id) if e.kind == "step_started" and e.step == "slow"]
+    assert len(finished) == 1 and len(started) == 1
+
+
+def test_cancel_stops_the_running_task(dask, tmp_path) -> None:
+    wf = Workflow(outputs=[_slow_step(tmp_path)])
+    broker = MemoryBroker()
+    client = LocalBrokerClient(broker)
+    run_id = client.dispatch_workflow(wf.to_schema())
+    engine = DaskEngine(client, [wf], dask).start()
+    try:
+        pid = wait_for(lambda: _started(tmp_path), what="the step to start")[0]
+        assert engine.cancel_run(run_id) == 1
+        wait_for(lambda: (tmp_path / f"stopped-{pid}").exists(), what="the step to be stopped")
+        wait_for(lambda: not any(dask.processing().values()), what="Dask to hold no task")
+    finally:
+        engine.stop()
+    assert not (tmp_path / "release").exists()  # it stopped because it was told to, not because it ended
+
+
+def test_timeout_interrupts_the_step_and_retries_hold(dask, tmp_path) -> None:
+    attempts: list[int] = []
+
+    def hangs() -> None:
+        attempts.append(1)  # a copy per task: counted by the broker below
+        (tmp_path / f"try-{time.monotonic_ns()}").touch()
+        try:
+            while True:
+                time.sleep(0.02)
+        finally:
+            (tmp_path / f"stopped-{time.monotonic_ns()}").touch()
+
+    step = FunctionStep(hangs, policies=[StepTimeoutPolicy(0.5), RetryPolicy(max_retries=2)])
+    t0 = time.monotonic()
+    info = dask_run(Workflow(outputs=[step]), dask)
+    assert time.monotonic() - t0 < 20
+    assert info.state is Status.FAILED
+    assert info.steps["hangs"].attempts == 2
+    assert "TimeoutError: step 'hangs' exceeded its timeout of 0.5 s" in info.steps["hangs"].error
+    wait_for(lambda: len(list(tmp_path.glob("stopped-*"))) == 2, what="both attempts to be interrupted")
+
+
+# -- the notebook face --------------------------------------------------------------------------
+def test_session_on_dask_keeps_history_and_links_the_dashboard(cluster, tmp_path) -> None:
+    def double(x: int) -> int:
+        return 2 * x
+
+    wf = Workflow(outputs=[FunctionStep(double)])
+    with Session(tmp_path / "runs.duckdb", dask=cluster.scheduler_address) as session:
+        run = session.submit(wf, {"x": 21})
+        assert run.wait(timeout=60) == 42
+        assert run.dashboard_link == session.dashboard_link
+        assert session.dashboard_link.startswith("http://") and session.dashboard_link.endswith("/status")
+        rows = session.sql("SELECT step, state FROM steps WHERE run_id = ?", [run.id]).fetchall()
+        assert rows == [("double", "SUCCEEDED")]
+        assert "dask=http://" in repr(session)
+    with Session(tmp_path / "runs.duckdb", workers=0) as again:  # the history outlives the session
+        assert [r.state for r in again.runs()] == [Status.SUCCEEDED]
+
+
+def test_session_refuses_workers_and_dask_together(cluster) -> None:
+    with pytest.raises(ValueError, match=r"give workers= or dask=, not both \(workers=2"):
+        Session(workers=2, dask=cluster.scheduler_address)
+
+
+def test_without_distributed_the_error_says_how_to_install(monkeypatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "distributed", None)  # as if it were not installed
+    with pytest.raises(ImportError, match=r'pip install "fuseline-nb\[dask\]"'):
+        Session(dask="tcp://127.0.0.1:8786")
+    with pytest.raises(ImportError, match=r'DaskEngine needs dask.distributed'):
+        DaskEngine(LocalBrokerClient(MemoryBroker()), [], "tcp://127.0.0.1:8786")

@@ -39,7 +39,20 @@ PREVIEW_MAX_BYTES: Final = 1_000_000
 
 _SCALARS: Final = frozenset({type(None), bool, int, float, complex, str, bytes})
 _ERROR = re.compile(r"([A-Za-z_][A-Za-z0-9_.]*): (.*)", re.DOTALL)
-_repr = reprlib.Repr()
+class _Repr(reprlib.Repr):
+    def repr_instance(self, x: Any, level: int) -> str:
+        try:
+            s = repr(x)
+        except Exception as exc:  # reprlib would say '<X instance at 0x...>': say why instead
+            return f"<{type(x).__name__} object: no preview, repr failed with {type(exc).__name__}>"
+        if len(s) > self.maxother:
+            i = max(0, (self.maxother - 3) // 2)
+            j = max(0, self.maxother - 3 - i)
+            s = s[:i] + "..." + s[len(s) - j:]
+        return s
+
+
+_repr = _Repr()
 _repr.maxstring = _repr.maxother = PREVIEW_CHARS
 _repr.maxlist = _repr.maxtuple = _repr.maxset = _repr.maxdict = 40
 

@@ -59,10 +59,6 @@ from .base import RuntimeStorage
 log = logging.getLogger(__name__)
 
 
-def _is_io(exc: BaseException) -> bool:
-    """Whether a failed write is the file's fault (disk full, I/O), not a value's."""
-    cause = exc.__cause__ if isinstance(exc, StorageError) else exc
-    return isinstance(cause, (duckdb.IOException, OSError))
 
 
 class DuckDBRuntimeStorage(RuntimeStorage):
@@ -304,8 +300,9 @@ class DuckDBRuntimeStorage(RuntimeStorage):
         written as they are is written in the safe form (no pickles, no event
         details, numbers clamped; its values stay in memory), and a run that
         cannot be written even so is dropped with an error in the log. Only
-        when nothing at all can be written (the disk, not a value) is the
-        batch kept to be retried; that is what is returned then.
+        when nothing at all can be written (the file is at fault, not a value:
+        the disk is full, a table is gone) is the batch kept to be retried
+        with the next one; that is what is returned then.
         """
         parts = batch.split()
         failed: list[Batch] = []
@@ -328,7 +325,7 @@ class DuckDBRuntimeStorage(RuntimeStorage):
                 part.safe = False
                 failed.append(part)
                 log.debug("safe form of %s failed too: %s", part.run_ids(), safe_str(exc))
-        if failed and not written and _is_io(first):
+        if failed and not written:
             keep = Batch()
             for part in failed:
                 keep = keep.merged_with(part)

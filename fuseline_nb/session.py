@@ -300,10 +300,31 @@ class Run:
     """
 
     def __init__(self, session: Session, run_id: str, workflow: Workflow) -> None:
-        self.session = session
+        # Weakly: IPython keeps displayed Runs in Out/_, and a Run must not keep a
+        # rebound session's workers alive (docs/views.md, "No leaks").
+        self._session = weakref.ref(session)
+        self.broker = session.broker
         self.id = run_id
         self.workflow = workflow
         self._final: RunInfo | None = None  # set by the session when the run ends
+
+    @property
+    def session(self) -> Session:
+        """The run's :class:`Session`.
+
+        Raises
+        ------
+        StorageClosedError
+            The session was dropped (no name refers to it any more), which
+            ended its workers.
+        """
+        session = self._session()
+        if session is None:
+            raise StorageClosedError(
+                f"the session of run {self.id!r} is gone: nothing referred to it any more, so its "
+                "workers were stopped; keep the session in a variable while its runs are needed"
+            )
+        return session
 
     @property
     def run_id(self) -> str:
@@ -319,7 +340,7 @@ class Run:
         """The run's :class:`~fuseline_nb.RunInfo` now (RUNNING until it ends)."""
         if self._final is not None:
             return self._final
-        return self.session.broker.get_run(self.id)
+        return self.broker.get_run(self.id)
 
     @property
     def state(self) -> Status:
@@ -344,18 +365,24 @@ class Run:
             The run did not end within ``timeout`` seconds (it keeps running).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        event = self.session._event_for(self.id)
         info = self.info()
+        if info.done:
+            return self._outputs(info, raise_on_failure)
+        session = self.session
+        event = session._event_for(self.id)
         while not info.done:
-            if self.session.pool is not None:
-                self.session.pool.check()
-            if self.session.closed:
+            if session.pool is not None:
+                session.pool.check()
+            if session.closed:
                 raise StorageClosedError(f"the session closed before run {self.id!r} ended")
             left = 0.25 if deadline is None else min(0.25, deadline - time.monotonic())
             if left <= 0:
                 raise TimeoutError(f"run {self.id!r} has not ended after {timeout} s ({self._counts(info)})")
             event.wait(left)
             info = self.info()
+        return self._outputs(info, raise_on_failure)
+
+    def _outputs(self, info: RunInfo, raise_on_failure: bool) -> Any:
         if info.state is Status.FAILED:
             if raise_on_failure:
                 info.raise_for_failure()
@@ -372,7 +399,7 @@ class Run:
         """The live view (``fuseline_nb.views.widgets.RunView``) of this run."""
         from .views.widgets import RunView
 
-        return RunView(self.session.broker, self.id)
+        return RunView(self.broker, self.id)
 
     def _ipython_display_(self) -> None:
         from IPython.display import Pretty, display

@@ -32,6 +32,7 @@ Examples
 from __future__ import annotations
 
 import heapq
+import itertools
 import logging
 import threading
 import time
@@ -136,6 +137,11 @@ class StorageBroker(Broker):
                 keys.add((c.schema.workflow_id, c.schema.version))
             now = self._clock()
             wid = uuid.uuid4().hex[:12]
+            # The name is what views, events and SQL (steps.worker) show: the caller's
+            # (a pool's w1, w2...), else the first free w<N>.
+            if not name:
+                used = {w.info.name for w in self._workers.values()}
+                name = next(f"w{n}" for n in itertools.count(1) if f"w{n}" not in used)
             info = WorkerInfo(wid, now, now, None, sorted(f"{k[0]}@{k[1]}" for k in keys), name)
             self._workers[wid] = Worker(info, keys)
             return wid
@@ -319,7 +325,8 @@ class StorageBroker(Broker):
         info = run.infos[step]
         info.attempts = attempt = info.attempts + 1
         info.state = Status.RUNNING
-        info.worker = wid = worker.info.worker_id
+        wid = worker.info.worker_id
+        info.worker = label = worker.info.name or wid
         info.started_at = now
         info.finished_at = None
         deadline = now + self.lease_seconds
@@ -328,7 +335,7 @@ class StorageBroker(Broker):
         worker.assigned.add((run_id, step))
         heapq.heappush(self._leases, (deadline, run_id, step, attempt))
         self.storage.save_step(run_id, step, info)
-        self._emit(run, now, "step_started", step, Status.RUNNING, wid, attempt, None)
+        self._emit(run, now, "step_started", step, Status.RUNNING, label, attempt, None)
         done = run.results
         results = {src: done[src] for src in run.compiled.sources[step] if src in done}
         payload = {"workflow_inputs": run.inputs, "results": results, "winners": run.tracker.winners(step)}
@@ -357,10 +364,10 @@ class StorageBroker(Broker):
             w.assigned.discard((run.run_id, step))
         info = run.infos[step]
         info.state = Status.PENDING
-        info.worker = None
+        label, info.worker = info.worker or wid, None
         log.warning("step %r of run %s attempt %d: %s; queued again", step, run.run_id, attempt, reason)
         now = self._clock()
-        self._emit(run, now, "step_queued", step, Status.PENDING, wid, attempt, {"reason": reason})
+        self._emit(run, now, "step_queued", step, Status.PENDING, label, attempt, {"reason": reason})
         info.queued_at = now
         self.storage.enqueue(run.run_id, step)
         self.storage.save_step(run.run_id, step, info)

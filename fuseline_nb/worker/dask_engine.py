@@ -47,8 +47,8 @@ from typing import Any
 from ..broker.base import StepAssignment
 from ..broker.clients import BrokerClient, LocalBrokerClient
 from ..errors import StaleReportError, UnknownRunError, WorkerError
+from ..running.execute import StepOutcome
 from ..workflow.events import Event
-from ..workflow.execute import StepOutcome
 from ..workflow.graph import Workflow
 from ..workflow.policies import timeout_seconds
 from ..workflow.status import Status

@@ -49,7 +49,7 @@ from distributed import WorkerPlugin
 
 from ..broker.base import StepAssignment
 from ..errors import PicklingError
-from ..workflow.execute import StepOutcome
+from ..running.execute import StepOutcome
 from ..workflow.graph import Workflow
 from ..workflow.status import Status
 from .engine import execute

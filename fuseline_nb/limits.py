@@ -127,6 +127,8 @@ def depth_error(value: Any, where: str, limit: int = MAX_DEPTH) -> str | None:
         else:
             continue
         if depth >= limit:
+            if len(path) > 120:  # the field, then where it got too deep
+                path = f"{path[:80]}…{path[-30:]}"
             return f"{path}: nested deeper than {limit} levels"
         stack.extend((c, p, depth + 1) for p, c in children)
     return None

@@ -39,6 +39,7 @@ import time
 from collections.abc import Sequence
 from multiprocessing.connection import wait as wait_any
 from typing import Any
+from urllib.parse import urlsplit
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,13 @@ def _open_broker(db: str | None, lease_seconds: float) -> Any:
 def broker_main(args: argparse.Namespace) -> int:
     """Serve a broker until SIGTERM/SIGINT; close (flush) it on the way out."""
     token = _token(args)
+    if not 0 <= args.port <= 65535:
+        print(f"fuseline-nb broker: --port must be between 0 and 65535, not {args.port}", file=sys.stderr)
+        return 2
+    if token is not None and not token.strip():
+        print(f"fuseline-nb broker: the token (--token or {TOKEN_ENV}) is only whitespace: give a "
+              "real secret of 16 or more random characters", file=sys.stderr)
+        return 2
     if not is_loopback(args.host) and not token:
         print(f"fuseline-nb broker: refusing to listen on {args.host!r} without a token: anyone who "
               f"can reach it could run code on your workers. Pass --token or set {TOKEN_ENV}.",
@@ -293,6 +301,11 @@ def worker_main(args: argparse.Namespace) -> int:
     """Start ``--processes`` workers for the broker at ``--broker``; return when stopped."""
     if args.processes < 1:
         print("fuseline-nb worker: --processes must be >= 1", file=sys.stderr)
+        return 2
+    url = urlsplit(args.broker)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        print(f"fuseline-nb worker: --broker must be an http:// or https:// URL, e.g. "
+              f"http://127.0.0.1:8000, not {args.broker!r}", file=sys.stderr)
         return 2
     sys.path.insert(0, os.getcwd())  # MODULE:ATTR may name a module in the current directory
     try:

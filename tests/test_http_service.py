@@ -221,6 +221,22 @@ def test_client_errors_name_the_problem(service: Service) -> None:
     assert time.monotonic() - t0 < 5
 
 
+def test_repositories_and_workers_over_the_real_service(service: Service) -> None:
+    from fuseline_nb.broker import RepositoryInfo
+
+    client = service.start_broker()
+    assert client.list_repositories() == [] and client.get_repository("etl") is None
+    client.register_repository(RepositoryInfo("etl", "https://example.com/etl.git", ["etl:wf"], {"token": "s"}))
+    client.register_repository(RepositoryInfo("ml", "https://example.com/ml.git", [], {}))
+    got = client.get_repository("etl")
+    assert (got.url, list(got.workflows), dict(got.credentials)) == (
+        "https://example.com/etl.git", ["etl:wf"], {"token": "***"})  # tokens never leave the service
+    assert [r.name for r in client.list_repositories(page=2, page_size=1)] == ["ml"]
+    wid = client.register_worker([flows.chain.to_schema()], "remote-1")
+    (info,) = client.list_workers()
+    assert (info.worker_id, info.name) == (wid, "remote-1") and info.connected_at > 0
+
+
 def test_a_report_over_the_body_bound_fails_the_step_with_the_reason(service: Service) -> None:
     from fuseline_nb.worker import ProcessEngine
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import Broker, LastTask, RunInfo, StepAssignment, StepInfo, StepReport, WorkerInfo
+from .base import Broker, LastTask, RepositoryInfo, RunInfo, StepAssignment, StepInfo, StepReport, WorkerInfo
 from .core import MemoryBroker, StorageBroker
 
 
@@ -28,6 +28,7 @@ __all__ = [
     "DuckDBBroker",
     "LastTask",
     "MemoryBroker",
+    "RepositoryInfo",
     "RunInfo",
     "StepAssignment",
     "StepInfo",

@@ -23,8 +23,11 @@ from ..workflow.events import Event
 from ..workflow.runinfo import RunInfo, StepInfo
 from ..workflow.schema import WorkflowSchema
 from ..workflow.status import Status
+from .registry import Repositories, RepositoryInfo
 
-__all__ = ["Broker", "LastTask", "RunInfo", "StepAssignment", "StepInfo", "StepReport", "WorkerInfo"]
+__all__ = [
+    "Broker", "LastTask", "RepositoryInfo", "RunInfo", "StepAssignment", "StepInfo", "StepReport", "WorkerInfo",
+]
 
 
 @dataclass
@@ -197,6 +200,36 @@ class Broker(ABC):
     def status(self) -> dict[str, Any]:
         """A health summary."""
         return {"status": "ok"}
+
+    # -- repositories: Fuseline's directory of where workflow code lives -------------
+    def _repositories(self) -> Repositories:
+        repos = self.__dict__.get("_repository_registry")
+        if repos is None:
+            repos = self.__dict__.setdefault("_repository_registry", Repositories())
+        return repos
+
+    def register_repository(self, repo: RepositoryInfo) -> None:
+        """Register (or replace, by name) a :class:`RepositoryInfo`.
+
+        Repositories live in the broker's memory, like its workers.
+
+        Examples
+        --------
+        >>> from fuseline_nb.broker import MemoryBroker, RepositoryInfo
+        >>> broker = MemoryBroker()
+        >>> broker.register_repository(RepositoryInfo("etl", "https://example.com/etl.git", ["etl:wf"], {}))
+        >>> broker.get_repository("etl").workflows, broker.get_repository("nope")
+        (['etl:wf'], None)
+        """
+        self._repositories().register(repo)
+
+    def get_repository(self, name: str) -> RepositoryInfo | None:
+        """The repository registered as ``name``, or ``None``."""
+        return self._repositories().get(name)
+
+    def list_repositories(self, page: int = 1, page_size: int = 50) -> list[RepositoryInfo]:
+        """One page of repositories, in registration order (pages count from 1)."""
+        return self._repositories().page(page, page_size)
 
     def close(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Release resources."""

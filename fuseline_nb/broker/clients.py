@@ -23,6 +23,7 @@ from typing import Any
 from ..workflow.runinfo import RunInfo
 from ..workflow.schema import WorkflowSchema
 from .base import Broker, StepAssignment, StepReport, WorkerInfo
+from .registry import RepositoryInfo
 
 
 class BrokerClient(ABC):
@@ -73,6 +74,22 @@ class BrokerClient(ABC):
     @abstractmethod
     def status(self) -> dict[str, Any]:
         """Broker health summary."""
+
+    # -- repositories: optional for a transport (workers never need them) -----------------
+    def register_repository(self, repo: RepositoryInfo) -> None:
+        """Register a :class:`~fuseline_nb.broker.RepositoryInfo` with the broker."""
+        raise NotImplementedError(f"{type(self).__name__} does not carry repositories; "
+                                  "use a LocalBrokerClient or an HttpBrokerClient")
+
+    def get_repository(self, name: str) -> RepositoryInfo | None:
+        """The repository registered as ``name``, or ``None``."""
+        raise NotImplementedError(f"{type(self).__name__} does not carry repositories; "
+                                  "use a LocalBrokerClient or an HttpBrokerClient")
+
+    def list_repositories(self, page: int = 1, page_size: int = 50) -> list[RepositoryInfo]:
+        """One page of repositories, in registration order."""
+        raise NotImplementedError(f"{type(self).__name__} does not carry repositories; "
+                                  "use a LocalBrokerClient or an HttpBrokerClient")
 
     def unregister_worker(self, worker_id: str) -> None:  # noqa: B027 - optional for transports
         """Tell the broker this worker is leaving (its assignments are re-queued)."""
@@ -130,6 +147,15 @@ class LocalBrokerClient(BrokerClient):
 
     def status(self) -> dict[str, Any]:
         return self.broker.status()
+
+    def register_repository(self, repo: RepositoryInfo) -> None:
+        self.broker.register_repository(repo)
+
+    def get_repository(self, name: str) -> RepositoryInfo | None:
+        return self.broker.get_repository(name)
+
+    def list_repositories(self, page: int = 1, page_size: int = 50) -> list[RepositoryInfo]:
+        return list(self.broker.list_repositories(page, page_size))
 
     def unregister_worker(self, worker_id: str) -> None:
         unregister = getattr(self.broker, "unregister_worker", None)

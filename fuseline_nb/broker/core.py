@@ -53,8 +53,10 @@ from ..workflow.rules import Changes, Outcome, final_run_state, resolve_action
 from ..workflow.runinfo import RunInfo
 from ..workflow.schema import WorkflowSchema
 from ..workflow.status import SKIP_CONDITION, SKIP_NOT_REACHED, Status
+from ._fuseline_store import FuselineStoreView
 from .base import Broker, LastTask, StepAssignment, StepReport, WorkerInfo
 from .live import Compiled, Key, LiveRun, Worker, copy_info, preview, succeeded
+from .registry import idle_workers
 from .storage.base import RuntimeStorage
 from .storage.memory import MemoryRuntimeStorage
 
@@ -74,6 +76,12 @@ class StorageBroker(Broker):
         before it is given to another worker.
     clock:
         Time source (seconds); tests pass a fake one.
+    worker_ttl:
+        Forget an idle worker not heard from (a fetch, a report or a
+        keep-alive) for this many seconds; ``None`` (the default) keeps
+        workers until they unregister. A worker running a step is covered
+        by its lease instead. Fuseline prunes after 30 s by default; here
+        it is opt-in because notebook workers may sit idle for hours.
 
     Examples
     --------
@@ -84,9 +92,13 @@ class StorageBroker(Broker):
     """
 
     def __init__(self, storage: RuntimeStorage | None = None, *, lease_seconds: float = 60.0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, worker_ttl: float | None = None) -> None:
         if lease_seconds <= 0:
             raise ValueError(f"lease_seconds must be > 0, not {lease_seconds!r}")
+        if worker_ttl is not None and not worker_ttl > 0:
+            raise ValueError(f"worker_ttl must be > 0 seconds (or None: never prune), not {worker_ttl!r}")
+        self.worker_ttl = None if worker_ttl is None else float(worker_ttl)
+        self._pruned: dict[str, float] = {}  # worker id -> when it was pruned
         self.storage = storage if storage is not None else MemoryRuntimeStorage()
         self.lease_seconds = float(lease_seconds)
         self._clock = clock
@@ -131,6 +143,8 @@ class StorageBroker(Broker):
         """Register a worker that can run ``workflows``; return its id."""
         with self._lock:
             self._check_open()
+            if self.worker_ttl is not None:
+                self._prune(self._clock())
             keys = set()
             for schema in workflows:
                 c = self._register(schema)
@@ -157,10 +171,24 @@ class StorageBroker(Broker):
                 if run is not None and step in run.assigned:
                     self._requeue_assignment(run, step, "worker gone")
 
+    def _prune(self, now: float) -> None:
+        """Forget idle workers whose keep-alives stopped (``worker_ttl``)."""
+        assert self.worker_ttl is not None
+        seen = ((wid, w.info.last_seen, bool(w.assigned)) for wid, w in self._workers.items())
+        for wid in idle_workers(seen, now, self.worker_ttl):
+            log.warning("worker %s pruned: not heard from for over %s s", wid, self.worker_ttl)
+            del self._workers[wid]
+            self._pruned[wid] = now
+
     def _worker(self, worker_id: str) -> Worker:
         try:
             w = self._workers[worker_id]
         except KeyError:
+            if worker_id in self._pruned:
+                raise UnknownWorkerError(
+                    f"worker {worker_id!r} was pruned: not heard from for over {self.worker_ttl} s "
+                    "(worker_ttl); register it again"
+                ) from None
             raise UnknownWorkerError(
                 f"unknown worker: {worker_id!r} (register it first; a restarted broker forgets workers)"
             ) from None
@@ -170,6 +198,8 @@ class StorageBroker(Broker):
     def keep_alive(self, worker_id: str) -> None:
         """Mark the worker alive and extend the lease of each of its assignments."""
         with self._lock:
+            if self.worker_ttl is not None:
+                self._prune(self._clock())
             worker = self._worker(worker_id)
             deadline = self._clock() + self.lease_seconds
             for run_id, step in worker.assigned:
@@ -181,8 +211,10 @@ class StorageBroker(Broker):
                 heapq.heappush(self._leases, (deadline, run_id, step, att))
 
     def list_workers(self) -> list[WorkerInfo]:
-        """Registered workers."""
+        """Registered workers (idle ones past ``worker_ttl`` are pruned first)."""
         with self._lock:
+            if self.worker_ttl is not None:
+                self._prune(self._clock())
             return [w.info for w in self._workers.values()]
 
     def list_workflows(self) -> list[WorkflowSchema]:
@@ -218,6 +250,11 @@ class StorageBroker(Broker):
         with self._lock:
             if self._closed:
                 self._check_open()
+            if self.worker_ttl is not None:
+                self._prune(self._clock())
+                if worker_id in self._pruned:  # as in Fuseline: a pruned worker gets nothing
+                    log.warning("get_step from pruned worker %s: nothing given; register it again", worker_id)
+                    return None
             worker = self._workers.get(worker_id) or self._worker(worker_id)
             now = worker.info.last_seen = self._clock()
             if (self._leases and self._leases[0][0] <= now) or (self._delayed and self._delayed[0][0] <= now):
@@ -229,6 +266,10 @@ class StorageBroker(Broker):
                         if step in run.assigned or step in run.tracker.outcomes:
                             log.debug("dropping duplicate queue entry %r of run %s", step, run_id)
                             continue  # a duplicate entry never runs a step twice
+                        if step not in run.infos:
+                            log.warning("dropping queue entry %r of run %s: the workflow has no such step",
+                                        step, run_id)
+                            continue
                         return self._assign(run, step, worker, now)
             return None
 
@@ -298,6 +339,11 @@ class StorageBroker(Broker):
                 return
             self._closed = True
             self.storage.close()
+
+    @property
+    def _store(self) -> FuselineStoreView:
+        """Fuseline's ``broker._store`` calls, keyed by (workflow, instance, step)."""
+        return FuselineStoreView(self)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -512,5 +558,6 @@ class MemoryBroker(StorageBroker):
     7
     """
 
-    def __init__(self, *, lease_seconds: float = 60.0, clock: Callable[[], float] = time.time) -> None:
-        super().__init__(MemoryRuntimeStorage(), lease_seconds=lease_seconds, clock=clock)
+    def __init__(self, *, lease_seconds: float = 60.0, clock: Callable[[], float] = time.time,
+                 worker_ttl: float | None = None) -> None:
+        super().__init__(MemoryRuntimeStorage(), lease_seconds=lease_seconds, clock=clock, worker_ttl=worker_ttl)

@@ -35,7 +35,7 @@ class DuckDBBroker(StorageBroker):
     ----------
     path:
         The database file (created if missing), or ``":memory:"``.
-    lease_seconds, clock:
+    lease_seconds, clock, worker_ttl:
         As for :class:`StorageBroker`.
     flush_interval:
         Seconds between background writes of buffered changes.
@@ -56,10 +56,11 @@ class DuckDBBroker(StorageBroker):
     storage: DuckDBRuntimeStorage
 
     def __init__(self, path: str | os.PathLike[str] = ":memory:", *, lease_seconds: float = 60.0,
-                 clock: Callable[[], float] = time.time, flush_interval: float = 0.1) -> None:
+                 clock: Callable[[], float] = time.time, flush_interval: float = 0.1,
+                 worker_ttl: float | None = None) -> None:
         storage = DuckDBRuntimeStorage(path, flush_interval=flush_interval)
         try:
-            super().__init__(storage, lease_seconds=lease_seconds, clock=clock)
+            super().__init__(storage, lease_seconds=lease_seconds, clock=clock, worker_ttl=worker_ttl)
         except BaseException:
             storage.close()
             raise

@@ -48,6 +48,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ._http_front import ERRORS, MAX_WAIT, PUBLIC, Front, Service, dumps, field_errors
+from ._http_repos import add_repository_routes
 from .base import Broker
 from .codec import decode_value, run_to_wire, schema_from_model, worker_to_wire
 from .edge import fingerprint, inputs_error, workflow_error
@@ -242,6 +243,8 @@ def create_app(broker: Broker, *, token: str | None = None, max_body: int = MAX_
     async def list_workflows() -> Response:
         """Registered workflow schemas."""
         return _json([s.to_dict() for s in broker.list_workflows()])
+
+    add_repository_routes(app, broker)
 
     @app.get("/status", tags=["service"])
     async def status() -> dict[str, Any]:

@@ -53,6 +53,7 @@ from ..errors import (
 from ..workflow.runinfo import RunInfo
 from ..workflow.schema import WorkflowSchema
 from ..workflow.status import Status
+from ._http_repos import RepositoryModel, repository_from_wire
 from .base import StepAssignment, StepReport, WorkerInfo
 from .clients import BrokerClient
 from .codec import (
@@ -63,6 +64,7 @@ from .codec import (
     schema_from_model,
     worker_from_wire,
 )
+from .registry import RepositoryInfo
 from .wire import (
     WIRE_VERSION,
     AssignmentModel,
@@ -332,6 +334,27 @@ class HttpBrokerClient(BrokerClient):
 
     def status(self) -> dict[str, Any]:
         return dict(self._send("GET", "/status").json())
+
+    # -- repositories (credentials come back masked: the service never sends a token out) --
+    def register_repository(self, repo: RepositoryInfo) -> None:
+        if not isinstance(repo, RepositoryInfo):
+            raise TypeError(f"expected a RepositoryInfo, not {repo!r}")
+        self._send("POST", "/repository/register", json={
+            "name": repo.name, "url": repo.url, "workflows": list(repo.workflows),
+            "credentials": dict(repo.credentials)})
+
+    def get_repository(self, name: str) -> RepositoryInfo | None:
+        try:
+            resp = self._send("GET", "/repository", params={"name": name})
+        except BrokerRequestError as exc:
+            if exc.code == "unknown_repository":
+                return None
+            raise
+        return repository_from_wire(self._parse(RepositoryModel, resp))
+
+    def list_repositories(self, page: int = 1, page_size: int = 50) -> list[RepositoryInfo]:
+        resp = self._send("GET", "/repositories", params={"page": page, "page_size": page_size})
+        return [repository_from_wire(m) for m in self._parse_list(RepositoryModel, resp)]
 
     def close(self) -> None:
         """Give back prefetched steps (by leaving) and close the connections; idempotent."""

@@ -128,9 +128,15 @@ class Workflow:
         self.version = str(version)
         self.trace = trace
         self.policies = list(policies or ())
+        for policy in self.policies:
+            attach = getattr(policy, "attach_to_workflow", None)
+            if callable(attach):
+                attach(self)
         self.name = name or "workflow"
         self.execution_engine = execution_engine
         self.state = Status.PENDING
+        #: The id of the latest run started by :meth:`run` or :meth:`dispatch` (Fuseline's name).
+        self.workflow_instance_id: str | None = None
         self._build()
         self.workflow_id = workflow_id or self._derived_id()
 
@@ -302,6 +308,7 @@ class Workflow:
         """
         engine = execution_engine or self.execution_engine
         result = local_runner()(self, dict(inputs or {}), engine=engine)
+        self.workflow_instance_id = result.run_id
         if raise_on_failure:
             result.raise_for_failure()
         return result.outputs
@@ -333,7 +340,21 @@ class Workflow:
         >>> isinstance(wf.dispatch(MemoryBroker()), str)
         True
         """
-        return str(broker.dispatch_workflow(self.to_schema(), dict(inputs or {})))
+        run_id = str(broker.dispatch_workflow(self.to_schema(), dict(inputs or {})))
+        self.workflow_instance_id = run_id  # Fuseline's name for the latest run's id
+        return run_id
+
+    def _step_name_map(self) -> dict[Step, str]:
+        """Each step object mapped to its name (Fuseline's helper; ours are the names, not ``step0``).
+
+        Examples
+        --------
+        >>> from fuseline_nb import FunctionStep, Workflow
+        >>> one = FunctionStep(lambda: 1, name="one")
+        >>> Workflow(outputs=[one])._step_name_map()[one]
+        'one'
+        """
+        return {step: name for name, step in self.steps.items()}
 
     @property
     def workflow_version(self) -> str:

@@ -193,6 +193,11 @@ def _targets(obj: Any) -> list[Step]:
 class Step:
     """A unit of work. Subclass it and implement :meth:`run_step`.
 
+    Hooks, all optional: ``before_all(shared)`` once before the workflow
+    runs, ``setup(shared)`` before each run of the step, ``teardown(shared,
+    setup_res, exec_res)`` after it and ``after_all(shared)`` once at the end
+    (even when the run failed). ``shared`` is the run's inputs dict.
+
     Parameters
     ----------
     name:
@@ -200,11 +205,6 @@ class Step:
         unique (``Load``, ``Load_2``).
     policies:
         Step policies such as ``RetryPolicy`` and ``StepTimeoutPolicy``.
-
-    Hooks, all optional: ``before_all(shared)`` once before the workflow
-    runs, ``setup(shared)`` before each run of the step, ``teardown(shared,
-    setup_res, exec_res)`` after it and ``after_all(shared)`` once at the end
-    (even when the run failed). ``shared`` is the run's inputs dict.
 
     Examples
     --------
@@ -229,6 +229,10 @@ class Step:
         if name is not None:
             self.name = name
         self.policies = list(policies or ())
+        for policy in self.policies:
+            attach = getattr(policy, "attach_to_step", None)
+            if callable(attach):
+                attach(self)
 
     # -- wiring -----------------------------------------------------------
     @property

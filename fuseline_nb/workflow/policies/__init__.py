@@ -65,6 +65,9 @@ class Policy:
     """
 
     name: ClassVar[str] = "policy"
+    #: The step (or workflow) the policy was given to; set by the default
+    #: :meth:`attach_to_step` / :meth:`attach_to_workflow`. Not part of the config.
+    bound_to: Any = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -76,7 +79,7 @@ class Policy:
 
     def to_config(self) -> dict[str, Any]:
         """Constructor arguments as a JSON-serialisable dict."""
-        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+        return {k: v for k, v in vars(self).items() if not k.startswith("_") and k != "bound_to"}
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Policy:
@@ -88,10 +91,12 @@ class Policy:
         return {"name": self.name, "config": self.to_config()}
 
     def attach_to_step(self, step: Any) -> None:
-        """Called when the policy is added to a step (no-op by default)."""
+        """Called when the policy is given to a step (``Step(policies=[...])``); records :attr:`bound_to`."""
+        self.bound_to = step
 
     def attach_to_workflow(self, workflow: Any) -> None:
-        """Called when the policy is added to a workflow (no-op by default)."""
+        """Called when the policy is given to a workflow (``Workflow(policies=[...])``); records :attr:`bound_to`."""
+        self.bound_to = workflow
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.to_config().items())

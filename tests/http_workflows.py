@@ -107,3 +107,12 @@ chain = _chain()
 
 
 big = Workflow(outputs=[FunctionStep(lambda: b"x" * 300_000, name="huge")], workflow_id="http-big")
+
+
+def _bad_file_name() -> int:
+    name = b"report-\xff.csv".decode("utf-8", "surrogateescape")  # as os.listdir returns it
+    raise ValueError(f"bad {name}")
+
+
+#: A step whose error text holds a lone surrogate (issue 18: it must not kill the worker).
+surrogate_error = Workflow(outputs=[FunctionStep(_bad_file_name, name="read")], workflow_id="http-surrogate")

@@ -23,6 +23,7 @@ import base64
 import math
 from typing import Any, Literal
 
+from ..limits import safe_text
 from ..workflow.runinfo import RunInfo, StepInfo
 from ..workflow.schema import WorkflowSchema
 from ..workflow.status import Status
@@ -46,7 +47,9 @@ _MAX_DEPTH = 64
 # -- values -------------------------------------------------------------------------
 def _json_plain(v: Any, depth: int = 0) -> bool:
     t = type(v)
-    if v is None or t is str or t is bool:
+    if t is str:  # a lone surrogate (an undecodable file name) is not JSON text: it travels pickled
+        return v.isascii() or safe_text(v) == v
+    if v is None or t is bool:
         return True
     if t is int:
         return -_MAX_JSON_INT <= v <= _MAX_JSON_INT
@@ -133,7 +136,8 @@ def report_to_wire(r: StepReport) -> dict[str, Any]:
     action = r.action if r.action is not None or not isinstance(r.result, str) else str(r.result)
     return {"workflow_id": r.workflow_id, "instance_id": r.instance_id, "step_name": r.step_name,
             "state": state.value, "result": encode_value(r.result) if r.result is not None else None,
-            "attempt": r.attempt, "error": r.error, "traceback": r.traceback, "action": action,
+            "attempt": r.attempt, "error": safe_text(r.error), "traceback": safe_text(r.traceback),
+            "action": safe_text(action),
             "started_at": r.started_at, "finished_at": r.finished_at}
 
 

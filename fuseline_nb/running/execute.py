@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
 
+from ..limits import safe_str, safe_text
 from ..workflow.binding import SKIP
 from ..workflow.policies import FailureAction, StepPolicy
 from ..workflow.status import Status
@@ -62,12 +63,16 @@ class StepOutcome:
     @classmethod
     def from_exception(cls, exc: BaseException, started_at: float) -> StepOutcome:
         """A FAILED outcome describing ``exc``."""
+        try:
+            trace = "".join(tb.format_exception(type(exc), exc, _user_frames(exc.__traceback__)))
+        except Exception as inner:  # a traceback that cannot be formatted still names the error
+            trace = f"{type(exc).__name__} (its traceback could not be formatted: {type(inner).__name__})"
         return cls(
             Status.FAILED,
             None,
             type(exc).__name__,
-            str(exc),
-            "".join(tb.format_exception(type(exc), exc, _user_frames(exc.__traceback__))),
+            safe_str(exc),  # an exception whose __str__ raises is still named, never re-raised
+            safe_text(trace),
             started_at,
             time.time(),
             exc,
@@ -93,17 +98,35 @@ def _invoke(step: Any, binding: Any, kwargs: dict[str, Any], shared: dict[str, A
     return step._invoke(binding, kwargs, shared)
 
 
+class StepInterrupt(BaseException):
+    """Base of the exceptions an engine raises into a running step to stop it; :func:`attempt` lets
+    them through (everything else a step raises is the step's failure).
+
+    Examples
+    --------
+    >>> issubclass(StepInterrupt, Exception)
+    False
+    """
+
+
 def attempt(
     wf: Workflow,
     name: str,
     inputs: Mapping[str, Any],
     results: Mapping[str, Any],
     winners: Mapping[str, str],
+    passthrough: tuple[type[BaseException], ...] = (KeyboardInterrupt,),
 ) -> StepOutcome:
     """Run step ``name`` of ``wf`` once with its step policies; never raises.
 
     ``results`` maps finished dependency names to their results and
     ``winners`` OR-group ids to the member whose result the group passes on.
+
+    Whatever the step raises is its failure, ``BaseException`` too
+    (``SystemExit``, a custom one): one attempt, retried only by its policies.
+    Only a :class:`StepInterrupt` and the ``passthrough`` types are raised
+    through: ``KeyboardInterrupt`` by default, so Ctrl-C stops an in-process
+    run; a worker process passes ``()`` (there it is the step's own doing).
     """
     started = time.time()
     step = wf.steps[name]
@@ -125,7 +148,11 @@ def attempt(
         result = call()
         for p in policies:
             p.on_success(step, result)
-    except Exception as exc:  # the outcome carries it; a worker never dies of it
+    except StepInterrupt:
+        raise
+    except BaseException as exc:  # the outcome carries it; a worker never dies of it
+        if passthrough and isinstance(exc, passthrough):
+            raise
         out = StepOutcome.from_exception(exc, started)
         out.conditions = checks
         return out

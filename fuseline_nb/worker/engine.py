@@ -30,7 +30,8 @@ from typing import Any
 
 from ..broker.base import StepAssignment, StepReport
 from ..broker.clients import BrokerClient
-from ..errors import StaleReportError, UnknownWorkflowError
+from ..errors import BrokerRequestError, StaleReportError, UnknownWorkflowError
+from ..limits import safe_text
 from ..running.execute import StepOutcome, attempt
 from ..workflow.graph import Workflow
 from ..workflow.status import Status
@@ -62,7 +63,8 @@ def execute(workflows: Mapping[tuple[str, str], Workflow], a: StepAssignment, wo
     if a.step_name not in wf.steps:
         exc2 = UnknownWorkflowError(f"workflow {a.workflow_id!r} has no step {a.step_name!r}")
         return StepOutcome.from_exception(exc2, time.time())
-    return attempt(wf, a.step_name, a.inputs, a.results, a.winners)
+    # in a worker, KeyboardInterrupt and SystemExit raised by a step are the step's failure
+    return attempt(wf, a.step_name, a.inputs, a.results, a.winners, passthrough=())
 
 
 def report_of(a: StepAssignment, out: StepOutcome) -> StepReport:
@@ -76,9 +78,10 @@ def report_of(a: StepAssignment, out: StepOutcome) -> StepReport:
     (<Status.SUCCEEDED: 'SUCCEEDED'>, 'left', 'left', 2)
     """
     result = out.result if out.state is Status.SUCCEEDED else None
+    # texts that always encode (a surrogate from a file name would make the report unsendable)
     return StepReport(
         a.workflow_id, a.instance_id, a.step_name, out.state, result, a.attempt,
-        out.error, out.traceback, result if isinstance(result, str) else None,
+        safe_text(out.error), safe_text(out.traceback), result if isinstance(result, str) else None,
         out.started_at, out.finished_at, out.conditions or None,
     )
 
@@ -176,8 +179,8 @@ class ProcessEngine:
     def _report(self, a: StepAssignment, out: StepOutcome) -> None:
         try:
             self.client.report_step(self.worker_id, report_of(a, out))
-        except StaleReportError as exc:
-            log.warning("report refused: %s", exc)
+        except (StaleReportError, BrokerRequestError) as exc:  # a refused report never ends the worker
+            log.warning("report of step %r of run %s refused: %s", a.step_name, a.instance_id, exc)
 
     def close(self) -> None:
         """End the heartbeat thread (``work`` does this itself when it returns)."""

@@ -1,0 +1,97 @@
+"""Issue 18, the worker fleet: odd errors are step failures, a refused report never ends a worker
+(real pool worker processes, real CLI workers on a real uvicorn service)."""
+
+from __future__ import annotations
+
+import pytest
+
+import fuseline_nb as fl
+from fuseline_nb import Status
+from tests import http_workflows as flows
+from tests.test_http_service import Service, wait_run, wait_workers
+
+
+class Custom(BaseException):
+    """A BaseException of the user's own."""
+
+
+class StrRaises(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("__str__ exploded")
+
+
+def exits():
+    raise SystemExit(3)
+
+
+def interrupts():
+    raise KeyboardInterrupt("from the step")
+
+
+def custom():
+    raise Custom("mine")
+
+
+def str_raises():
+    raise StrRaises()
+
+
+CASES = [
+    (exits, "SystemExit: 3"),
+    (interrupts, "KeyboardInterrupt: from the step"),
+    (custom, "Custom: mine"),
+    (str_raises, "StrRaises: <str() of the StrRaises failed with RuntimeError: __str__ exploded>"),
+]
+
+
+@pytest.mark.slow
+def test_base_exceptions_and_broken_str_are_step_failures_in_worker_processes(tmp_path) -> None:
+    with fl.Session(tmp_path / "h.duckdb", workers=1) as session:
+        for fn, error in CASES:
+            once = fl.Workflow(outputs=[fl.FunctionStep(fn)], workflow_id=f"once-{fn.__name__}")
+            retried = fl.Workflow(outputs=[fl.FunctionStep(fn, policies=[fl.RetryPolicy(2)])],
+                                  workflow_id=f"twice-{fn.__name__}")
+            for wf, attempts in ((once, 1), (retried, 2)):
+                run = session.submit(wf)
+                with pytest.raises(fl.StepFailedError) as info:
+                    run.wait(timeout=60, raise_on_failure=True)
+                assert info.value.failures == {fn.__name__: error}
+                step = run.info().steps[fn.__name__]
+                assert (step.state, step.attempts) == (Status.FAILED, attempts), wf.workflow_id
+        assert session.sql("SELECT count(*) FROM steps WHERE error_message LIKE '%died%'").fetchall() == [(0,)]
+        assert len(session.pool.pids()) == 1  # the same worker process, never a crash
+
+
+@pytest.mark.parametrize(("fn", "error"), [c for c in CASES if c[0] is not interrupts])
+def test_base_exceptions_and_broken_str_are_named_in_process(fn, error) -> None:
+    wf = fl.Workflow(outputs=[fl.FunctionStep(fn)])
+    with pytest.raises(fl.StepFailedError, match=f"{fn.__name__}: {error.split(':')[0]}:") as info:
+        wf.run({}, raise_on_failure=True)
+    assert info.value.failures == {fn.__name__: error}
+
+
+def test_keyboard_interrupt_in_process_still_stops_the_run() -> None:
+    wf = fl.Workflow(outputs=[fl.FunctionStep(interrupts)])
+    with pytest.raises(KeyboardInterrupt, match="from the step"):
+        wf.run({})
+
+
+@pytest.mark.slow
+def test_a_surrogate_in_an_error_text_never_kills_an_http_worker(tmp_path) -> None:
+    service = Service(tmp_path)
+    try:
+        client = service.start_broker()
+        workers = service._spawn("worker", "tests.http_workflows:surrogate_error", "tests.http_workflows:chain",
+                                 "--broker", service.url, "--poll-wait", "1", log="worker.log")
+        wait_workers(client, 1)
+        for _ in range(2):
+            info = wait_run(client, client.dispatch_workflow(flows.surrogate_error.to_schema(), {}))
+            assert info.state is Status.FAILED
+            assert info.steps["read"].error == "ValueError: bad report-\\udcff.csv"
+            assert info.steps["read"].attempts == 1
+        good = wait_run(client, client.dispatch_workflow(flows.chain.to_schema(), {"delay": 0}))
+        assert good.state is Status.SUCCEEDED
+        assert workers.poll() is None and len(client.list_workers()) == 1
+        assert "Traceback" not in service.log("worker.log")
+    finally:
+        service.close()

@@ -23,7 +23,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from .broker.base import Broker
@@ -32,19 +32,20 @@ from .errors import PicklingError, StorageClosedError, StorageError
 from .workflow.events import Event
 from .workflow.graph import Workflow
 from .workflow.runinfo import RunInfo
+from .workflow.stale import warn_stale
 from .workflow.status import Status
 
 log = logging.getLogger(__name__)
 
 
-def _open_broker(path: str | os.PathLike[str] | None, lease_seconds: float) -> Broker:
+def _open_broker(path: str | os.PathLike[str] | None, lease_seconds: float, cache: bool) -> Broker:
     if path is None:
-        return MemoryBroker(lease_seconds=lease_seconds)
+        return MemoryBroker(lease_seconds=lease_seconds, cache=cache)
     if os.fspath(path) == ":memory:":
         path = ":memory:"
     from .broker import DuckDBBroker  # imports duckdb: only when history goes to a file
 
-    return DuckDBBroker(os.fspath(path), lease_seconds=lease_seconds)  # type: ignore[no-any-return]
+    return DuckDBBroker(os.fspath(path), lease_seconds=lease_seconds, cache=cache)  # type: ignore[no-any-return]
 
 
 def _check_inputs(inputs: Mapping[str, Any]) -> None:
@@ -115,6 +116,9 @@ class Session:
         Start method of the workers: ``"spawn"`` or ``"forkserver"``.
     prefetch:
         Up to how many short steps a worker may hold at once (see ``WorkerPool``).
+    cache:
+        Reuse the results of steps whose code and inputs were seen before
+        (``docs/caching.md``); :meth:`submit` may say otherwise per run.
 
     Examples
     --------
@@ -131,7 +135,7 @@ class Session:
 
     def __init__(self, path: str | os.PathLike[str] | None = None, workers: int | None = None, *,
                  lease_seconds: float = 60.0, context: str = "spawn", prefetch: int = 4,
-                 dask: Any = None) -> None:
+                 dask: Any = None, cache: bool = False) -> None:
         if dask is not None and workers:
             raise ValueError(f"give workers= or dask=, not both (workers={workers!r}, dask={dask!r}): "
                              "with dask= the steps run on the Dask cluster")
@@ -139,10 +143,11 @@ class Session:
         if int(workers) < 0:
             raise ValueError(f"workers must be >= 0, not {workers!r}")
         self.path = os.fspath(path) if path is not None else None
-        self.broker: Broker = _open_broker(path, lease_seconds)
+        self.broker: Broker = _open_broker(path, lease_seconds, bool(cache))
         self._done: dict[str, threading.Event] = {}
         self._done_lock = threading.Lock()
         self._runs: weakref.WeakValueDictionary[str, Run] = weakref.WeakValueDictionary()
+        self._early: dict[str, RunInfo] = {}  # runs that ended inside dispatch (all cached)
         self._closed = False
         self._unsubscribe = self.broker.subscribe(_weak_listener(self._on_event, "run_finished"))
         self.pool: Any = None
@@ -167,8 +172,19 @@ class Session:
         self._finalizer.atexit = False
 
     # -- runs -------------------------------------------------------------------------------
-    def submit(self, wf: Workflow, inputs: Mapping[str, Any] | None = None) -> Run:
+    def submit(self, wf: Workflow, inputs: Mapping[str, Any] | None = None, *,
+               cache: bool | None = None, rerun: Iterable[str] = ()) -> Run:
         """Start a run of ``wf`` on the workers; returns its :class:`Run` at once.
+
+        What runs is what the notebook now says: a step whose code
+        fingerprint changed since the workers got the workflow (an edited
+        global or helper) is shipped again, and a step holding a function or
+        class whose cell was run again is reported (``StaleDefinitionWarning``).
+        A workflow built without ``version=`` whose structure differs from the
+        one registered under its id gets a version of its own.
+
+        ``cache`` (default: the session's) reuses results of steps whose key
+        was seen; the steps named in ``rerun`` run anyway.
 
         Raises
         ------
@@ -181,19 +197,31 @@ class Session:
         if not isinstance(wf, Workflow):
             raise TypeError(f"Session.submit takes a Workflow, not {wf!r}")
         inputs = dict(inputs or {})
+        wf.refresh()
+        warn_stale(wf, stacklevel=2)
+        wf.settle_version(self.broker.list_workflows())
         if self.pool is not None:
             self.pool.check()
             self.pool.add_workflow(wf)
             _check_inputs(inputs)
-        run_id = self.broker.dispatch_workflow(wf.to_schema(), inputs)
+        if cache is None and not rerun:
+            run_id = self.broker.dispatch_workflow(wf.to_schema(), inputs)
+        else:
+            run_id = self.broker.dispatch_workflow(wf.to_schema(), inputs, cache=cache, rerun=list(rerun))
         run = self._runs[run_id] = Run(self, run_id, wf)
+        run._final = self._early.pop(run_id, None)
         return run
 
     def _on_event(self, event: Event) -> None:
         if event.kind != "run_finished":
             return
         run = self._runs.get(event.run_id)
-        if run is not None and run._final is None:
+        if run is None:  # it ended before submit made its Run: every step was cached
+            info = self.broker.get_run(event.run_id)
+            info.state = event.state or info.state
+            info.finished_at = info.finished_at or event.at
+            self._early[event.run_id] = info
+        elif run._final is None:
             # The broker still holds the run in memory while it announces the
             # end: keep its final record, so wait() and info() need no
             # round trip to the history file afterwards.
@@ -209,6 +237,17 @@ class Session:
             if ev is None:
                 ev = self._done[run_id] = threading.Event()
             return ev
+
+    @property
+    def cache(self) -> Any:
+        """The result cache: ``len(session.cache)``, ``.entries()``, ``.clear(step=None, older_than=None)``.
+
+        With a DuckDB file, SQL sees it too: ``session.sql("SELECT * FROM cache")``.
+        """
+        view = getattr(self.broker, "cache", None)
+        if view is None:
+            raise StorageError(f"{type(self.broker).__name__} keeps no result cache")
+        return view
 
     def runs(self) -> list[RunInfo]:
         """Every run the broker knows, oldest first (without step records)."""

@@ -35,7 +35,7 @@ def test_history_page_documents_every_view_column():
 
     text = PAGE.read_text()
     with DuckDBBroker() as broker:
-        for view in ("workflows", "runs", "steps", "events"):
+        for view in ("workflows", "runs", "steps", "events", "cache"):
             section = text.split(f"### `{view}`")[1].split("###")[0]
             for column in broker.sql(f"SELECT * FROM {view}").columns:
                 assert f"`{column}`" in section, f"docs/history.md does not document {view}.{column}"

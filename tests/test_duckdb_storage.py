@@ -36,8 +36,10 @@ VIEW_COLUMNS = {
              "duration_s"],
     "steps": ["run_id", "step", "state", "skip_reason", "action", "attempts", "worker", "queued_at",
               "started_at", "finished_at", "duration_s", "result_preview", "error_type", "error_message",
-              "traceback"],
+              "traceback", "cached", "cached_from"],
     "events": ["run_id", "seq", "at", "step", "kind", "state", "worker", "attempt", "detail_json"],
+    "cache": ["step", "key", "code_fingerprint", "result_bytes", "hits", "created_at", "last_hit_at",
+              "workflow_id", "run_id", "action", "result_fingerprint"],
 }
 
 

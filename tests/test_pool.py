@@ -129,10 +129,27 @@ def test_a_workflow_redefined_under_the_same_id_runs_its_new_code(session: fl.Se
     assert session.submit(build(2)).wait(timeout=30) == 2
 
 
-def test_another_structure_under_a_known_id_is_refused(session: fl.Session) -> None:
-    session.submit(fan(1, 0.0, "fixed-id")).wait(timeout=30)
-    with pytest.raises(SchemaMismatchError, match="'fixed-id'"):
-        session.submit(fan(3, 0.0, "fixed-id"))
+def test_another_structure_under_a_known_id_and_version_is_refused(session: fl.Session) -> None:
+    def pinned(n: int) -> fl.Workflow:
+        return fl.Workflow(outputs=[Sleepy(name=f"s{i}") for i in range(n)], workflow_id="fixed-id",
+                           version="7")
+
+    session.submit(pinned(1)).wait(timeout=30)
+    with pytest.raises(SchemaMismatchError,
+                       match=r"'fixed-id' version '7'.*give the new definition another version or workflow_id"):
+        session.submit(pinned(3))
+
+
+def test_another_structure_under_a_known_id_without_version_is_a_new_version(session: fl.Session) -> None:
+    first, second = fan(1, 0.0, "proto-id"), fan(3, 0.0, "proto-id")
+    session.submit(first).wait(timeout=30)
+    assert len(session.submit(second).wait(timeout=30)) == 3
+    assert first.version == "1" and second.version.startswith("auto-")
+    again = fan(3, 0.0, "proto-id")  # the same definition, built again: the same version
+    session.submit(again).wait(timeout=30)
+    assert again.version == second.version
+    versions = sorted(s.version for s in session.broker.list_workflows() if s.workflow_id == "proto-id")
+    assert versions == sorted(["1", second.version])
 
 
 def test_a_failed_step_comes_back_as_a_value(session: fl.Session) -> None:

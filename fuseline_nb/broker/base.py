@@ -162,8 +162,13 @@ class Broker(ABC):
         """Register a worker able to run ``workflows``; return its id."""
 
     @abstractmethod
-    def dispatch_workflow(self, workflow: WorkflowSchema, inputs: dict[str, Any] | None = None) -> str:
-        """Start a run: enqueue its roots; return the run id."""
+    def dispatch_workflow(self, workflow: WorkflowSchema, inputs: dict[str, Any] | None = None, *,
+                          cache: bool | None = None, rerun: Iterable[str] = ()) -> str:
+        """Start a run: enqueue its roots; return the run id.
+
+        ``cache`` reuses cached results (``None``: the broker's default);
+        the steps in ``rerun`` run anyway (see :mod:`fuseline_nb.broker.cache`).
+        """
 
     @abstractmethod
     def get_step(self, worker_id: str) -> StepAssignment | None:

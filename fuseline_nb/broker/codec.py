@@ -152,7 +152,8 @@ def _step_to_wire(s: StepInfo) -> dict[str, Any]:
     return {"state": Status(s.state).value, "attempts": s.attempts, "worker": s.worker,
             "result": encode_value(s.result) if s.result is not None else None, "error": s.error,
             "traceback": s.traceback, "action": s.action, "skip_reason": s.skip_reason,
-            "queued_at": s.queued_at, "started_at": s.started_at, "finished_at": s.finished_at}
+            "queued_at": s.queued_at, "started_at": s.started_at, "finished_at": s.finished_at,
+            "cached": s.cached, "cached_from": s.cached_from}
 
 
 def run_to_wire(r: RunInfo, steps: bool = True) -> dict[str, Any]:
@@ -168,7 +169,8 @@ def run_from_wire(m: RunModel) -> RunInfo:
     """The :class:`RunInfo` of a received model (pickles opened: client side)."""
     steps = {
         n: StepInfo(s.state, s.attempts, s.worker, decode_value(s.result, side="client"), s.error,
-                    s.traceback, s.action, s.skip_reason, s.queued_at, s.started_at, s.finished_at)
+                    s.traceback, s.action, s.skip_reason, s.queued_at, s.started_at, s.finished_at,
+                    s.cached, s.cached_from)
         for n, s in m.steps.items()
     }
     inputs = _decoded(m.inputs, "client") if m.inputs is not None else None

@@ -55,6 +55,7 @@ from ..workflow.schema import WorkflowSchema
 from ..workflow.status import SKIP_CONDITION, SKIP_NOT_REACHED, Status
 from ._fuseline_store import FuselineStoreView
 from .base import Broker, LastTask, StepAssignment, StepReport, WorkerInfo
+from .cache import CacheEntry, CacheStore, CacheView, MemoryCacheStore, RunCache, new_entry, serve
 from .live import Compiled, Key, LiveRun, Worker, copy_info, preview, succeeded
 from .registry import idle_workers
 from .storage.base import RuntimeStorage
@@ -82,6 +83,9 @@ class StorageBroker(Broker):
         workers until they unregister. A worker running a step is covered
         by its lease instead. Fuseline prunes after 30 s by default; here
         it is opt-in because notebook workers may sit idle for hours.
+    cache:
+        Whether runs reuse cached results unless ``dispatch_workflow`` says
+        otherwise (see :mod:`fuseline_nb.broker.cache`).
 
     Examples
     --------
@@ -92,7 +96,8 @@ class StorageBroker(Broker):
     """
 
     def __init__(self, storage: RuntimeStorage | None = None, *, lease_seconds: float = 60.0,
-                 clock: Callable[[], float] = time.time, worker_ttl: float | None = None) -> None:
+                 clock: Callable[[], float] = time.time, worker_ttl: float | None = None,
+                 cache: bool = False) -> None:
         if lease_seconds <= 0:
             raise ValueError(f"lease_seconds must be > 0, not {lease_seconds!r}")
         if worker_ttl is not None and not worker_ttl > 0:
@@ -111,6 +116,9 @@ class StorageBroker(Broker):
         self._leases: list[tuple[float, str, str, int]] = []
         self._delayed: list[tuple[float, str, str]] = []  # retries waiting for RetryPolicy.wait
         self._closed = False
+        self.cache_default = bool(cache)
+        self._run_caches: dict[str, RunCache] = {}
+        self._cache_store: CacheStore | None = None
         for schema in self.storage.list_workflows():
             self._compiled[(schema.workflow_id, schema.version)] = Compiled(schema)
         for run_id in self.storage.unfinished_runs():
@@ -227,8 +235,13 @@ class StorageBroker(Broker):
         return self._hub.subscribe(callback)
 
     # -- runs --------------------------------------------------------------------------
-    def dispatch_workflow(self, workflow: WorkflowSchema, inputs: dict[str, Any] | None = None) -> str:
-        """Start a run of ``workflow`` with ``inputs``; return its run id."""
+    def dispatch_workflow(self, workflow: WorkflowSchema, inputs: dict[str, Any] | None = None, *,
+                          cache: bool | None = None, rerun: Iterable[str] = ()) -> str:
+        """Start a run of ``workflow`` with ``inputs``; return its run id.
+
+        ``cache`` (default: the broker's ``cache``) reuses the results of
+        steps whose keys were seen; the steps in ``rerun`` run anyway.
+        """
         with self._lock:
             self._check_open()
             compiled = self._register(workflow)
@@ -240,9 +253,12 @@ class StorageBroker(Broker):
                                     inputs, compiled.plan.order, now)
             self._runs[run_id] = run
             self._active.setdefault(run.key, {})[run_id] = None
+            if self.cache_default if cache is None else cache:
+                schema = workflow if isinstance(workflow, WorkflowSchema) else compiled.schema
+                self._run_caches[run_id] = RunCache(schema, inputs, rerun)
             self._emit(run, now, "run_dispatched", None, None, None, 0,
                        {"workflow_id": compiled.schema.workflow_id})
-            self._enqueue(run, run.tracker.start(), now)
+            self._apply(run, Changes(ready=run.tracker.start()), now)
             return run_id
 
     def get_step(self, worker_id: str) -> StepAssignment | None:
@@ -454,6 +470,11 @@ class StorageBroker(Broker):
             info.error = info.traceback = None
             run.results[step] = info.result = report.result
             self.storage.set_result(run.run_id, step, report.result)
+            cache = self._run_caches.get(run.run_id)
+            if cache is not None:
+                entry = new_entry(cache, run.run_id, step, info.action, report.result, now)
+                if entry is not None:
+                    self.cache_store.put(entry, report.result)
         else:
             raise ValueError(f"a report's state must be SUCCEEDED, FAILED or SKIPPED, not {state}")
         info.state = state
@@ -469,8 +490,11 @@ class StorageBroker(Broker):
     def _apply(self, run: LiveRun, changes: Changes, now: float) -> None:
         if changes.skipped or changes.cancelled:
             self._record_derived(run, changes, now)
-        if changes.ready:
-            self._enqueue(run, changes.ready, now)
+        ready = changes.ready
+        if ready and run.run_id in self._run_caches:
+            ready = serve(self, run, ready, now)
+        if ready:
+            self._enqueue(run, ready, now)
         if run.tracker.done:
             self._finish_run(run, now)
 
@@ -480,6 +504,40 @@ class StorageBroker(Broker):
         self._emit(run, now, "run_finished", None, state, None, 0, {"workflow_id": run.key[0]})
         del self._runs[run.run_id]
         self._active[run.key].pop(run.run_id, None)
+        self._run_caches.pop(run.run_id, None)
+
+    def _complete_cached(self, run: LiveRun, step: str, entry: CacheEntry, result: Any,
+                         now: float) -> list[str]:
+        """Record a cache hit as the step's SUCCEEDED outcome; return the steps it made ready."""
+        info = run.infos[step]
+        info.state, info.action, info.cached, info.cached_from = Status.SUCCEEDED, entry.action, True, entry.run_id
+        info.queued_at = info.started_at = info.finished_at = now
+        run.results[step] = info.result = result
+        self.storage.set_result(run.run_id, step, result)
+        self.storage.save_step(run.run_id, step, info)
+        detail: dict[str, Any] = {"action": info.action, "error": None, "skip_reason": None, "cached": True,
+                                  "cached_from": entry.run_id}
+        if self._hub.has_subscribers:
+            detail["result_preview"] = preview(result)
+        self._emit(run, now, "step_finished", step, Status.SUCCEEDED, None, 0, detail)
+        changes = run.tracker.finish(step, succeeded(entry.action or "default"))
+        if changes.skipped or changes.cancelled:
+            self._record_derived(run, changes, now)
+        return list(changes.ready)
+
+    @property
+    def cache_store(self) -> CacheStore:
+        """Where cached results live: the storage's own store, or memory."""
+        if self._cache_store is None:
+            make = getattr(self.storage, "cache_store", None)
+            self._cache_store = make() if callable(make) else MemoryCacheStore()
+        return self._cache_store
+
+    @property
+    def cache(self) -> CacheView:
+        """The result cache: ``len``, ``entries()``, ``clear(step=None, older_than=None)``."""
+        with self._lock:
+            return CacheView(self.cache_store)
 
     # -- restart -------------------------------------------------------------------------
     def _resume(self, run_id: str) -> None:
@@ -559,5 +617,6 @@ class MemoryBroker(StorageBroker):
     """
 
     def __init__(self, *, lease_seconds: float = 60.0, clock: Callable[[], float] = time.time,
-                 worker_ttl: float | None = None) -> None:
-        super().__init__(MemoryRuntimeStorage(), lease_seconds=lease_seconds, clock=clock, worker_ttl=worker_ttl)
+                 worker_ttl: float | None = None, cache: bool = False) -> None:
+        super().__init__(MemoryRuntimeStorage(), lease_seconds=lease_seconds, clock=clock, worker_ttl=worker_ttl,
+                         cache=cache)

@@ -35,7 +35,7 @@ class DuckDBBroker(StorageBroker):
     ----------
     path:
         The database file (created if missing), or ``":memory:"``.
-    lease_seconds, clock, worker_ttl:
+    lease_seconds, clock, worker_ttl, cache:
         As for :class:`StorageBroker`.
     flush_interval:
         Seconds between background writes of buffered changes.
@@ -57,10 +57,11 @@ class DuckDBBroker(StorageBroker):
 
     def __init__(self, path: str | os.PathLike[str] = ":memory:", *, lease_seconds: float = 60.0,
                  clock: Callable[[], float] = time.time, flush_interval: float = 0.1,
-                 worker_ttl: float | None = None) -> None:
+                 worker_ttl: float | None = None, cache: bool = False) -> None:
         storage = DuckDBRuntimeStorage(path, flush_interval=flush_interval)
         try:
-            super().__init__(storage, lease_seconds=lease_seconds, clock=clock, worker_ttl=worker_ttl)
+            super().__init__(storage, lease_seconds=lease_seconds, clock=clock, worker_ttl=worker_ttl,
+                             cache=cache)
         except BaseException:
             storage.close()
             raise
@@ -71,7 +72,7 @@ class DuckDBBroker(StorageBroker):
         return self.storage.path
 
     def sql(self, query: str, params: Any = None) -> Any:
-        """Query the history views (``workflows``, ``runs``, ``steps``, ``events``).
+        """Query the history views (``workflows``, ``runs``, ``steps``, ``events``, ``cache``).
 
         Returns a DuckDB relation: call ``.fetchall()``, ``.df()`` or ``.pl()``.
         Everything buffered is written first, so the query sees every change.

@@ -86,6 +86,9 @@ class StepModel(_Msg):
     target: Annotated[str, Field(max_length=4096)] = ""
     policies: list[dict[str, Any]] = Field(default_factory=list)
     conditional: bool = False
+    fingerprint: Annotated[str, Field(max_length=128)] = ""
+    cache: bool = True
+    reads: list[Annotated[str, Field(max_length=4096)]] | None = None
 
 
 class EdgeModel(_Msg):
@@ -210,6 +213,8 @@ class StepInfoModel(_Msg):
     queued_at: float | None = None
     started_at: float | None = None
     finished_at: float | None = None
+    cached: bool = False
+    cached_from: str | None = None
 
 
 class RunModel(_Msg):

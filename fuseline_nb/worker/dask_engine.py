@@ -178,6 +178,7 @@ class DaskEngine:
         self.steps_run = 0
         self._lock = threading.RLock()
         self._defs: dict[tuple[str, str], _Definition] = {}
+        self._fingerprints: dict[tuple[str, str], dict[str, str]] = {}  # what the cluster holds
         self._plugins: list[str] = []
         self._flight: dict[str, _Flight] = {}
         self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -205,11 +206,14 @@ class DaskEngine:
         """
         if not isinstance(wf, Workflow):
             raise TypeError(f"expected a Workflow, not {wf!r}")
+        wf.refresh()  # an edited global or helper changes a fingerprint: ship again
         key = (wf.workflow_id, wf.version)
+        fingerprints = wf.to_schema().fingerprints()
         with self._lock:
             known = self._defs.get(key)
-            if known is not None and known.workflow is wf:
+            if known is not None and known.workflow is wf and self._fingerprints.get(key) == fingerprints:
                 return
+            self._fingerprints[key] = fingerprints
             _, blob = ship(wf)
             definition_id = hashlib.sha256(blob).hexdigest()[:24]
             if known is not None and known.definition_id == definition_id:

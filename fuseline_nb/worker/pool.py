@@ -113,6 +113,8 @@ class WorkerPool:
         self._lock = threading.RLock()
         self._blobs: list[WorkflowBlob] = []
         self._shipped: dict[tuple[str, str], Workflow] = {}
+        self._shipped_fps: dict[tuple[str, str], dict[str, str]] = {}  # fingerprints the workers hold
+        self._blobs_by_key: dict[tuple[str, str], bytes] = {}  # the latest blob of each workflow
         self._procs: dict[str, Any] = {}
         self._labels = itertools.count(1)
         self._crashes: dict[tuple[str, str], int] = {}
@@ -215,9 +217,11 @@ class WorkerPool:
     def add_workflow(self, wf: Workflow) -> None:
         """Make ``wf`` runnable by the workers (shipped to running ones at their next request).
 
-        Submitting the same object again costs nothing; a new object under the
-        same id and version (a cell run again) replaces the old one in every
-        worker, as long as its structure is the same.
+        Submitting the same object again costs nothing unless a step's code
+        fingerprint changed (an edited global or helper): then it is shipped
+        again. A new object under the same id and version (a cell run again)
+        replaces the old one in every worker, as long as its structure is
+        the same.
 
         Raises
         ------
@@ -226,16 +230,21 @@ class WorkerPool:
         SchemaMismatchError
             The broker knows another structure under this id and version.
         """
+        if isinstance(wf, Workflow):
+            wf.refresh()  # an edited global or helper changes a fingerprint: ship again
         key = (wf.workflow_id, wf.version) if isinstance(wf, Workflow) else None
         with self._lock:
-            if key is not None and self._shipped.get(key) is wf:
+            if key is not None and self._shipped.get(key) is wf and \
+                    self._shipped_fps.get(key) == wf.to_schema().fingerprints():
                 return
             self._check_schema(wf)
             key, blob = ship(wf)
-            if any(b == blob for k, b in self._blobs if k == key):
+            self._shipped_fps[key] = wf.to_schema().fingerprints()
+            if self._blobs_by_key.get(key) == blob:
                 self._shipped[key] = wf
                 return
             self._blobs.append((key, blob))
+            self._blobs_by_key[key] = blob
             self._shipped[key] = wf
         if self._server is not None:
             self._server.wake()

@@ -17,7 +17,7 @@ from typing import Any
 import networkx as nx
 
 from ..errors import DependencyError, DuplicateStepNameError
-from .steps import FunctionStep, Step
+from .steps import FunctionStep, Step, known_function_step, step_for_function
 
 
 def collect(outputs: list[Step]) -> list[Step]:
@@ -33,7 +33,13 @@ def collect(outputs: list[Step]) -> list[Step]:
         order.append(s)
         work.extend(s.__dict__.get("_incoming", ()))
         for _, dep in s.dependencies():
-            work.extend(d for d in dep.steps if isinstance(d, Step))
+            for d in dep.steps:
+                if isinstance(d, Step):
+                    work.append(d)
+                elif callable(d) and not isinstance(d, type):
+                    known = known_function_step(d)  # FunctionStep(f) wired elsewhere: the same step
+                    if known is not None:
+                        work.append(known)
         work.extend(t for t, _, _ in s.edges)
     return order
 
@@ -66,7 +72,7 @@ def resolve(dep: Any, steps: list[Step], owner: Step, param: str) -> Step:
         for s in steps:
             if isinstance(s, FunctionStep) and s.function is dep:
                 return s
-        made = FunctionStep(dep)
+        made = step_for_function(dep)
         steps.append(made)
         return made
     if isinstance(dep, type) and issubclass(dep, Step):

@@ -25,8 +25,10 @@ import networkx as nx
 from ..errors import CycleError
 from .binding import Binding
 from .collect import assign_names, collect, resolve, topological
+from .fingerprint import reads_all_inputs, workflow_fingerprints
 from .rules import Plan
 from .schema import DEFAULT_ACTION, EdgeSchema, StepSchema, WorkflowSchema
+from .stale import warn_stale
 from .status import Status
 from .steps import FunctionStep, Step, function_target
 
@@ -81,7 +83,10 @@ class Workflow:
         edges), so the same code gives the same id in every process.
     version:
         Version string; the broker refuses a different structure under the
-        same id and version.
+        same id and version. Without it the version is ``"1"``, and
+        ``Session.submit`` gives a definition whose structure differs from
+        the one registered under its id a version of its own, derived from
+        its structure and code fingerprints (prototyping under a fixed id).
     trace:
         Path of a JSON-lines trace file, or a ``Tracer``.
     policies:
@@ -113,7 +118,7 @@ class Workflow:
         execution_engine: Any = None,
         *,
         workflow_id: str | None = None,
-        version: str = "1",
+        version: str | None = None,
         trace: Any = None,
         policies: Iterable[Any] | None = None,
         name: str | None = None,
@@ -125,7 +130,8 @@ class Workflow:
             if not isinstance(o, Step):
                 raise TypeError(f"Workflow outputs must be steps, not {o!r}")
         self.outputs = outs
-        self.version = str(version)
+        self._auto_version = version is None
+        self.version = "1" if version is None else str(version)
         self.trace = trace
         self.policies = list(policies or ())
         for policy in self.policies:
@@ -139,6 +145,7 @@ class Workflow:
         self.workflow_instance_id: str | None = None
         self._build()
         self.workflow_id = workflow_id or self._derived_id()
+        warn_stale(self, stacklevel=3)
 
     # -- construction -------------------------------------------------------
     def _build(self) -> None:
@@ -214,9 +221,79 @@ class Workflow:
         self._plan: Plan | None = None
 
     def _derived_id(self) -> str:
-        key = self._schema("").structure_key()
+        key = self._schema("", dict.fromkeys(self._order, "")).structure_key()
         digest = hashlib.sha256(key.encode()).hexdigest()[:12]
         return f"{self.name}-{digest}"
+
+    def settle_version(self, registered: Iterable[WorkflowSchema]) -> bool:
+        """Give this definition a version of its own when its id and version name another structure.
+
+        Only a workflow built without ``version=`` moves; the new version is
+        derived from its structure and code fingerprints (the same
+        definition gets the same version in every process). Returns whether
+        the version changed. ``Session.submit`` calls this.
+
+        Examples
+        --------
+        >>> from fuseline_nb import FunctionStep, Workflow
+        >>> old = Workflow(outputs=[FunctionStep(lambda: 1, name="a")], workflow_id="sales")
+        >>> new = Workflow(outputs=[FunctionStep(lambda: 2, name="b")], workflow_id="sales")
+        >>> new.settle_version([old.to_schema()]), new.version.startswith("auto-")
+        (True, True)
+        """
+        if not self._auto_version:
+            return False
+        schema = self.to_schema()
+        clash = any((k.workflow_id, k.version) == (schema.workflow_id, schema.version)
+                    and k.structure_key() != schema.structure_key() for k in registered)
+        if not clash:
+            return False
+        body = schema.structure_key() + repr(sorted(schema.fingerprints().items()))
+        self.version = "auto-" + hashlib.sha256(body.encode()).hexdigest()[:12]
+        self._schema_cache = None
+        self._plan = None
+        return True
+
+    def fingerprints(self) -> dict[str, str]:
+        """``{step: code fingerprint}``, computed now (see :mod:`fuseline_nb.workflow.fingerprint`).
+
+        A fingerprint changes when the step's code, the user code it calls or
+        a plain global it reads changes; the same code gives the same
+        fingerprint in every process and after a kernel restart.
+
+        Examples
+        --------
+        >>> from fuseline_nb import FunctionStep, Workflow
+        >>> def one() -> int:
+        ...     return 1
+        >>> wf = Workflow(outputs=[FunctionStep(one)])
+        >>> fps = wf.fingerprints()
+        >>> list(fps), len(fps["one"])
+        (['one'], 32)
+        """
+        return workflow_fingerprints(self.steps)
+
+    def refresh(self) -> bool:
+        """Recompute the fingerprints; whether they changed since the schema was made.
+
+        A changed fingerprint makes a new :meth:`to_schema`.
+        ``Session.submit`` calls this, so an edited global reaches the
+        workers.
+
+        Examples
+        --------
+        >>> from fuseline_nb import FunctionStep, Workflow
+        >>> wf = Workflow(outputs=[FunctionStep(lambda: 1, name="one")])
+        >>> wf.refresh()
+        False
+        """
+        if self._schema_cache is None:
+            return False
+        if self._schema_cache.fingerprints() == self.fingerprints():
+            return False
+        self._schema_cache = None
+        self._plan = None
+        return True
 
     # -- views of the structure ------------------------------------------------
     @property
@@ -233,7 +310,9 @@ class Workflow:
     def __len__(self) -> int:
         return len(self._order)
 
-    def _schema(self, workflow_id: str) -> WorkflowSchema:
+    def _schema(self, workflow_id: str, fps: dict[str, str] | None = None) -> WorkflowSchema:
+        if fps is None:
+            fps = self.fingerprints()
         steps = tuple(
             StepSchema(
                 name=n,
@@ -241,6 +320,9 @@ class Workflow:
                 target=function_target(self.steps[n]),
                 policies=tuple(_policy_spec(p) for p in self.steps[n].policies),
                 conditional=self.bindings[n].conditional,
+                fingerprint=fps[n],
+                cache=bool(getattr(self.steps[n], "cache", True)),
+                reads=_reads(self.steps[n], self.bindings[n]),
             )
             for n in self._order
         )
@@ -375,6 +457,13 @@ class Workflow:
         except ImportError:
             return {"text/plain": repr(self)}
         return workflow_mimebundle(self)
+
+
+def _reads(step: Step, binding: Binding) -> tuple[str, ...] | None:
+    """The run inputs a step reads by name, or ``None`` when it may read any."""
+    if binding.var_kw or binding.legacy or reads_all_inputs(step):
+        return None
+    return tuple(sorted(p.name for p in binding.params if not p.sources))
 
 
 def _policy_spec(policy: Any) -> dict[str, Any]:

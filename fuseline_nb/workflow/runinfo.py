@@ -42,6 +42,8 @@ class StepInfo:
     queued_at: float | None = None
     started_at: float | None = None
     finished_at: float | None = None
+    cached: bool = False  # SUCCEEDED from the result cache, without running
+    cached_from: str | None = None  # the run whose result a cached step reused
 
     @property
     def duration_s(self) -> float | None:

@@ -25,6 +25,12 @@ DEFAULT_ACTION = "default"
 class StepSchema:
     """One step: its unique name, its kind and where its code lives.
 
+    ``fingerprint`` is the step's code fingerprint
+    (:mod:`fuseline_nb.workflow.fingerprint`), ``cache`` whether its results
+    may be reused, and ``reads`` the run inputs it reads by name (``None``:
+    it may read any of them). The broker builds cache keys from these
+    without user code; they are not part of the structure (the workflow id).
+
     Examples
     --------
     >>> StepSchema("load", kind="function", target="etl:load").name
@@ -36,11 +42,15 @@ class StepSchema:
     target: str = ""  # "module:qualname" of the class or function, for people
     policies: tuple[dict[str, Any], ...] = ()
     conditional: bool = False  # whether a Depends(condition=...) may skip it
+    fingerprint: str = ""
+    cache: bool = True
+    reads: tuple[str, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-serialisable dict."""
         d = asdict(self)
         d["policies"] = [dict(p) for p in self.policies]
+        d["reads"] = None if self.reads is None else list(self.reads)
         return d
 
     @classmethod
@@ -52,6 +62,9 @@ class StepSchema:
             target=d.get("target", ""),
             policies=tuple(dict(p) for p in d.get("policies", ())),
             conditional=bool(d.get("conditional", False)),
+            fingerprint=str(d.get("fingerprint", "")),
+            cache=bool(d.get("cache", True)),
+            reads=None if d.get("reads") is None else tuple(d["reads"]),
         )
 
 
@@ -108,6 +121,16 @@ class WorkflowSchema:
     def step_names(self) -> tuple[str, ...]:
         """The step names in the schema's (topological) order."""
         return tuple(s.name for s in self.steps)
+
+    def fingerprints(self) -> dict[str, str]:
+        """``{step: code fingerprint}`` as carried by the schema.
+
+        Examples
+        --------
+        >>> WorkflowSchema("wf", steps=(StepSchema("a", fingerprint="ab12"),)).fingerprints()
+        {'a': 'ab12'}
+        """
+        return {s.name: s.fingerprint for s in self.steps}
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-serialisable dict (the wire and YAML form)."""

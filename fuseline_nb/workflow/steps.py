@@ -22,6 +22,7 @@ True
 from __future__ import annotations
 
 import inspect
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar, Union
 
@@ -187,6 +188,8 @@ def _targets(obj: Any) -> list[Step]:
         return [obj]
     if isinstance(obj, StepGroup):
         return list(obj.steps)
+    if callable(obj) and not isinstance(obj, type):
+        return [step_for_function(obj)]
     raise TypeError(f"can only chain to a Step or a group of steps, not {type(obj).__name__}")
 
 
@@ -221,6 +224,12 @@ class Step:
     kind = "step"
     #: The method whose parameters are bound (``AsyncStep``: ``run_step_async``).
     _entry = "run_step"
+    #: ``False``: never reuse a cached result (a step with side effects); set it
+    #: on the class or on one instance.
+    cache: bool = True
+    #: Pins the code fingerprint by hand, for a step that reads state the
+    #: fingerprint cannot see (files, clocks, a database): bump it to re-run.
+    code_version: str | None = None
     name: str | None = None
     state: Status = Status.PENDING
     policies: list[Any]
@@ -343,12 +352,64 @@ class FunctionStep(Step):
         if self.name == "<lambda>":
             self.name = "lambda"
         self.function = func
+        if name is None:
+            _remember(func, self)
 
     def run_step(self, *args: Any, **kwargs: Any) -> Any:
         result = self.function(*args, **kwargs)
         if inspect.iscoroutine(result):  # an async function: run it to completion here
             return run_coro(result)
         return result
+
+
+# The latest unnamed FunctionStep made from each function, so that
+# ``Depends(f)``, ``FunctionStep(f)`` and ``>> f`` meet at one step.
+_BY_FUNCTION: weakref.WeakKeyDictionary[Any, weakref.ref[FunctionStep]] = weakref.WeakKeyDictionary()
+
+
+def _remember(func: Any, step: FunctionStep) -> None:
+    try:
+        _BY_FUNCTION[func] = weakref.ref(step)
+    except TypeError:  # a builtin cannot be weakly referenced: nothing to meet
+        pass
+
+
+def known_function_step(func: Any) -> FunctionStep | None:
+    """The latest unnamed :class:`FunctionStep` of ``func`` that is wired to others, if any.
+
+    Examples
+    --------
+    >>> def train():
+    ...     return 1
+    >>> known_function_step(train) is None
+    True
+    >>> gate, t = FunctionStep(lambda: True, name="gate"), FunctionStep(train)
+    >>> _ = gate >> t
+    >>> known_function_step(train) is t
+    True
+    """
+    try:
+        ref = _BY_FUNCTION.get(func)
+    except TypeError:
+        return None
+    step = ref() if ref is not None else None
+    if step is None or not (step.__dict__.get("_edges") or step.__dict__.get("_incoming")):
+        return None
+    return step
+
+
+def step_for_function(func: Any) -> FunctionStep:
+    """The step ``>> func`` and ``Depends(func)`` mean: :func:`known_function_step`, or a new one.
+
+    Examples
+    --------
+    >>> def report():
+    ...     return "ok"
+    >>> step_for_function(report).name
+    'report'
+    """
+    known = known_function_step(func)
+    return known if known is not None else FunctionStep(func)
 
 
 #: Fuseline's older names, so code written against them runs unchanged.

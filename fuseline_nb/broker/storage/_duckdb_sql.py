@@ -85,11 +85,13 @@ VIEWS: Final = (
         to_timestamp(created_at) AS created_at, to_timestamp(finished_at) AS finished_at,
         finished_at - created_at AS duration_s
         FROM fl_runs"""),
-    ("steps", """SELECT run_id, step, state, skip_reason, action, attempts, worker,
-        to_timestamp(queued_at) AS queued_at, to_timestamp(started_at) AS started_at,
-        to_timestamp(finished_at) AS finished_at, finished_at - started_at AS duration_s,
-        result_preview, error_type, error_message, traceback
-        FROM fl_steps"""),
+    # ``cached``: SUCCEEDED from the result cache (fl_cached_steps, kept by _duckdb_cache.py)
+    ("steps", """SELECT s.run_id, s.step, s.state, s.skip_reason, s.action, s.attempts, s.worker,
+        to_timestamp(s.queued_at) AS queued_at, to_timestamp(s.started_at) AS started_at,
+        to_timestamp(s.finished_at) AS finished_at, s.finished_at - s.started_at AS duration_s,
+        s.result_preview, s.error_type, s.error_message, s.traceback,
+        c.cached_from IS NOT NULL AS cached, c.cached_from
+        FROM fl_steps s LEFT JOIN fl_cached_steps c ON c.run_id = s.run_id AND c.step = s.step"""),
     ("events", """SELECT run_id, seq, to_timestamp("at") AS "at", step, kind, state, worker, attempt,
         detail_json
         FROM fl_events"""),

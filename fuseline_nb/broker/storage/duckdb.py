@@ -52,6 +52,9 @@ from ...workflow.schema import WorkflowSchema
 from ...workflow.status import Status
 from . import _duckdb_sql as Q
 from ._duckdb_batch import Batch
+from ._duckdb_cache import CREATE as CACHE_TABLES
+from ._duckdb_cache import SELECT_CACHED, DuckDBCacheStore
+from ._duckdb_cache import VIEW as CACHE_VIEW
 from ._duckdb_life import claim, flush_loop, release, track, translate
 from ._duckdb_rows import load_inputs, load_result, step_info, step_row
 from .base import RuntimeStorage
@@ -105,6 +108,7 @@ class DuckDBRuntimeStorage(RuntimeStorage):
         self._known: set[str] = set()  # runs known to exist (no lookup needed)
         self._unpicklable: dict[tuple[str, str], Any] = {}
         self._workflows: dict[tuple[str, str], WorkflowSchema] = {}
+        self._cache: DuckDBCacheStore | None = None
         try:
             self._con = self._db(duckdb.connect, self.path)
             self._migrate()
@@ -164,7 +168,9 @@ class DuckDBRuntimeStorage(RuntimeStorage):
                     raise
             if version:
                 log.info("migrated %s to history schema version %d", self.path, target)
-        for name, select in Q.VIEWS:
+        for sql in CACHE_TABLES:
+            self._execute(sql)
+        for name, select in (*Q.VIEWS, CACHE_VIEW):
             self._execute(f"CREATE OR REPLACE VIEW {name} AS {select}")
 
     def _check_open(self) -> None:
@@ -273,6 +279,8 @@ class DuckDBRuntimeStorage(RuntimeStorage):
         with self._io_lock:
             if self._closed:  # the flusher may wake after close() wrote everything
                 return
+            if self._cache is not None:
+                self._cache.write_pending()
             with self._buf_lock:
                 batch, self._batch = self._batch, Batch()
             if batch.empty:
@@ -365,7 +373,17 @@ class DuckDBRuntimeStorage(RuntimeStorage):
         info = self._run_info(rows[0])
         for row in self._execute(Q.SELECT_STEPS, [run_id]):
             info.steps[row[0]] = step_info(row[2:], self._result(run_id, row[0], row[1]))
+        for step, source in self._execute(SELECT_CACHED, [run_id]):
+            if step in info.steps:
+                info.steps[step].cached, info.steps[step].cached_from = True, source
         return info
+
+    def cache_store(self) -> DuckDBCacheStore:
+        """The result cache kept in this file (table ``fl_cache``, view ``cache``)."""
+        self._check_open()
+        if self._cache is None:
+            self._cache = DuckDBCacheStore(self)
+        return self._cache
 
     def list_runs(self) -> list[RunInfo]:
         self.flush()

@@ -1,0 +1,181 @@
+"""Data fingerprints: a fast digest of a value, equal for equal data.
+
+One function, :func:`data_fingerprint`, used for step results, run inputs
+and the globals a step reads. NumPy arrays, pandas objects and Arrow arrays
+and tables are hashed from their buffers, without pickling; other values
+from their pickled bytes (an already pickled value, ``Pickled``, from its
+bytes as they are). The hash is xxHash's XXH3-128 when the ``xxhash``
+package is installed, BLAKE2b otherwise (a different hash only means a cache
+miss, never a wrong hit).
+
+Two equal values may still differ here (a dict built in another order, a
+set of strings in another process): that costs a re-run, not a wrong result.
+
+Examples
+--------
+>>> data_fingerprint([1, 2, 3]) == data_fingerprint([1, 2, 3])
+True
+>>> data_fingerprint([1, 2, 3]) == data_fingerprint([1, 2, 4])
+False
+>>> len(data_fingerprint("x"))
+32
+"""
+
+from __future__ import annotations
+
+import pickle
+import sys
+from typing import Any
+
+try:
+    import xxhash
+
+    def new_hasher() -> Any:
+        return xxhash.xxh3_128()
+
+    HASH_NAME = "xxh3_128"
+except ImportError:  # pragma: no cover - xxhash is a dependency; this keeps a broken install working
+    import hashlib
+
+    def new_hasher() -> Any:
+        return hashlib.blake2b(digest_size=16)
+
+    HASH_NAME = "blake2b"
+
+_PLAIN = (type(None), bool, int, float, str, bytes)
+
+
+def data_fingerprint(value: Any) -> str:
+    """A 32-hex-digit digest of ``value``'s data.
+
+    Raises
+    ------
+    TypeError
+        When ``value`` can be neither hashed from its buffers nor pickled
+        (the message names the type and the pickling error).
+
+    Examples
+    --------
+    >>> import threading
+    >>> data_fingerprint(threading.Lock())
+    Traceback (most recent call last):
+    TypeError: a _thread.lock cannot be fingerprinted: it cannot be pickled (TypeError: cannot pickle '_thread.lock' object)
+    """
+    h = new_hasher()
+    if isinstance(value, _PLAIN):
+        h.update(f"{type(value).__name__}:".encode())
+        h.update(value if isinstance(value, bytes) else repr(value).encode("utf-8", "surrogatepass"))
+        return str(h.hexdigest())
+    data = getattr(value, "data", None) if type(value).__name__ == "Pickled" else None
+    if isinstance(data, bytes):
+        h.update(b"pickle:")
+        h.update(data)
+        return str(h.hexdigest())
+    if not _buffers(value, h):
+        h.update(b"pickle:")
+        h.update(_pickle(value))
+    return str(h.hexdigest())
+
+
+def _pickle(value: Any) -> bytes:
+    try:
+        return pickle.dumps(value, protocol=5)
+    except Exception:
+        pass
+    try:
+        import cloudpickle
+
+        return bytes(cloudpickle.dumps(value, protocol=5))
+    except Exception as exc:
+        kind = f"{type(value).__module__}.{type(value).__qualname__}"
+        raise TypeError(
+            f"a {kind} cannot be fingerprinted: it cannot be pickled ({type(exc).__name__}: {exc})"
+        ) from exc
+
+
+def _buffers(value: Any, h: Any) -> bool:
+    """Feed ``value``'s buffers to ``h`` when it is an array or a table; whether it was."""
+    module = type(value).__module__.partition(".")[0]
+    if module == "numpy" and "numpy" in sys.modules:
+        return _numpy(value, h)
+    if module == "pandas" and "pandas" in sys.modules:
+        return _pandas(value, h)
+    if module == "pyarrow" and "pyarrow" in sys.modules:
+        return _arrow(value, h)
+    return False
+
+
+def _numpy(value: Any, h: Any) -> bool:
+    import numpy as np
+
+    if not isinstance(value, np.ndarray) or value.dtype.hasobject:
+        return False
+    h.update(f"ndarray:{value.dtype.str}:{value.shape}:".encode())
+    h.update(memoryview(np.ascontiguousarray(value)).cast("B"))  # type: ignore[arg-type]
+    return True
+
+
+def _pandas(value: Any, h: Any) -> bool:
+    import pandas as pd
+
+    if isinstance(value, pd.Series):
+        value = value.to_frame()
+    if not isinstance(value, pd.DataFrame):
+        return False
+    h.update(f"frame:{value.shape}:".encode())
+    h.update(_pickle((list(value.columns), value.index.dtype.str if hasattr(value.index.dtype, "str") else "",
+                      list(value.dtypes.astype(str)))))
+    if not _index(value.index, h):
+        return False
+    for _, column in value.items():
+        if not _column(column, h):
+            return False
+    return True
+
+
+def _index(index: Any, h: Any) -> bool:
+    import pandas as pd
+
+    if isinstance(index, pd.RangeIndex):
+        h.update(f"range:{index.start}:{index.stop}:{index.step}".encode())
+        return True
+    return _column(pd.Series(index), h)
+
+
+def _column(column: Any, h: Any) -> bool:
+    import numpy as np
+
+    values = column.to_numpy()
+    if isinstance(values, np.ndarray) and not values.dtype.hasobject:
+        return _numpy(values, h)
+    try:
+        import pyarrow as pa
+
+        return _arrow(pa.array(values, from_pandas=True), h)
+    except Exception:  # mixed objects Arrow cannot type: their pickle
+        h.update(_pickle(values))
+        return True
+
+
+def _arrow(value: Any, h: Any) -> bool:
+    import pyarrow as pa
+
+    if isinstance(value, pa.ChunkedArray):
+        arrays = value.chunks
+    elif isinstance(value, pa.Array):
+        arrays = [value]
+    elif isinstance(value, (pa.Table, pa.RecordBatch)):
+        h.update(f"table:{value.schema}".encode())
+        for column in value.columns:
+            _arrow(column, h)
+        return True
+    else:
+        return False
+    for arr in arrays:
+        h.update(f"array:{arr.type}:{len(arr)}:{arr.offset}:".encode())
+        for buf in arr.buffers():
+            h.update(b"-" if buf is None else memoryview(buf))
+    return True
+
+
+__all__ = ["HASH_NAME", "data_fingerprint", "new_hasher"]

@@ -1,0 +1,340 @@
+"""Code fingerprints: a stable digest of what a step runs.
+
+A step's fingerprint covers
+
+- the code of its function, or of its class (every user class of its MRO)
+  and its instance attributes: bytecode, constants and names, not line
+  numbers, whitespace, comments or docstrings;
+- the user functions and classes that code calls or subclasses (defined in
+  ``__main__`` or in the user's own modules, followed transitively);
+  installed libraries and the standard library count by package version;
+- the values of the plain globals and closure variables it reads (numbers,
+  strings, tuples, small containers, frozen dataclasses, enums; anything
+  else by a digest of its pickle, or of its buffers for arrays and tables).
+
+The same code gives the same fingerprint in another process and after a
+kernel restart. A step that reads state the fingerprint cannot see (files,
+clocks, a database) pins it with ``code_version = "..."``; the fingerprint is
+then that string (with the step's kind).
+
+Examples
+--------
+>>> from fuseline_nb import FunctionStep
+>>> def double(x):
+...     return 2 * x
+>>> fp = step_fingerprint(FunctionStep(double))
+>>> len(fp), fp == step_fingerprint(FunctionStep(double))
+(32, True)
+>>> def double(x):  # the same code, with a comment
+...     # twice x
+...     return 2 * x
+>>> step_fingerprint(FunctionStep(double)) == fp
+True
+>>> def double(x):
+...     return 3 * x
+>>> step_fingerprint(FunctionStep(double)) == fp
+False
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import functools
+import hashlib
+import importlib.metadata
+import os
+import sys
+import sysconfig
+import types
+from typing import Any
+
+from .steps import Depends, FunctionStep, Step
+
+#: Bumped when the recipe changes, so old cache entries stop matching.
+RECIPE = "1"
+_SMALL = 256  # containers up to this many items are hashed item by item
+_PLAIN = (type(None), bool, int, float, complex, str, bytes)
+#: Instance attributes that wire a step into a graph; they do not change what it computes.
+_WIRING = frozenset({"_edges", "_incoming", "_auto_name", "name", "state", "policies", "code_version",
+                     "cache"})
+_CLASS_SKIP = frozenset({"__module__", "__qualname__", "__doc__", "__dict__", "__weakref__",
+                         "__annotations__", "_abc_impl", "__slots__", "__firstlineno__",
+                         "__static_attributes__", "__parameters__", "__orig_bases__"})
+
+
+def step_fingerprint(step: Step) -> str:
+    """The 32-hex-digit fingerprint of ``step`` (see the module docstring).
+
+    Examples
+    --------
+    >>> from fuseline_nb import Step
+    >>> class Pinned(Step):
+    ...     code_version = "2024-06"
+    ...     def run_step(self):
+    ...         return open("data.csv").read()
+    >>> step_fingerprint(Pinned()) == step_fingerprint(Pinned(name="other"))
+    True
+    """
+    pinned = getattr(step, "code_version", None)
+    if pinned is not None:
+        return _digest(f"{RECIPE}|pinned|{step.kind}|{pinned}")
+    parts: list[str] = [RECIPE, step.kind]
+    _Walker(parts).step(step)
+    return _digest("\x1f".join(parts))
+
+
+def _digest(text: str) -> str:
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
+class _Walker:
+    """Appends the canonical text of everything a step runs to ``parts``."""
+
+    def __init__(self, parts: list[str]) -> None:
+        self.parts = parts
+        self.seen: set[int] = set()
+
+    def step(self, step: Step) -> None:
+        # the step's own function or class counts by its code wherever it was defined
+        if isinstance(step, FunctionStep):
+            fn = step.function
+            if isinstance(fn, types.FunctionType):
+                self.seen.add(id(fn))
+                self.function(fn)
+            else:
+                self.obj(fn)
+        else:
+            self.cls(type(step), own=True)
+        for key in sorted(k for k in vars(step) if k not in _WIRING and k != "function"):
+            self.parts.append(f"attr {key}")
+            self.value(vars(step)[key])
+
+    # -- code ---------------------------------------------------------------------
+    def obj(self, obj: Any) -> None:
+        """A global, closure variable or attribute the code reads."""
+        if isinstance(obj, (types.FunctionType, type, types.ModuleType)) and id(obj) in self.seen:
+            self.parts.append(f"again {getattr(obj, '__qualname__', getattr(obj, '__name__', '?'))}")
+            return
+        if isinstance(obj, types.FunctionType):
+            if _is_user(obj.__module__):
+                self.seen.add(id(obj))
+                self.function(obj)
+            else:
+                self.parts.append(f"lib {_library(obj.__module__)}:{obj.__qualname__}")
+        elif isinstance(obj, type):
+            self.cls(obj)
+        elif isinstance(obj, types.ModuleType):
+            self.parts.append(f"module {obj.__name__}")
+            if not _is_user(obj.__name__):
+                self.parts.append(_library(obj.__name__))
+        elif isinstance(obj, (types.BuiltinFunctionType, types.MethodWrapperType)):
+            self.parts.append(f"builtin {getattr(obj, '__module__', None)}.{obj.__qualname__}")
+        elif isinstance(obj, types.MethodType):
+            self.parts.append("method")
+            self.obj(obj.__func__)
+            self.value(obj.__self__)
+        elif isinstance(obj, functools.partial):
+            self.parts.append("partial")
+            self.obj(obj.func)
+            self.value(obj.args)
+            self.value(obj.keywords)
+        else:
+            self.value(obj)
+
+    def function(self, fn: types.FunctionType) -> None:
+        code = fn.__code__
+        self.parts.append(f"def {fn.__qualname__} {_code_digest(code)}")
+        self.value(fn.__defaults__)
+        self.value(fn.__kwdefaults__)
+        for name, cell in zip(code.co_freevars, fn.__closure__ or (), strict=False):
+            try:
+                contents = cell.cell_contents
+            except ValueError:  # an empty cell (a name bound later)
+                continue
+            self.parts.append(f"free {name}")
+            self.obj(contents)
+        for name in _global_names(code):
+            if name in fn.__globals__:
+                self.parts.append(f"global {name}")
+                value = fn.__globals__[name]
+                if isinstance(value, types.ModuleType) and _is_user(value.__name__):
+                    self.user_module(value, code)
+                else:
+                    self.obj(value)
+
+    def user_module(self, module: types.ModuleType, code: types.CodeType) -> None:
+        """``helpers.f()`` where ``helpers`` is the user's module: the attributes the code names."""
+        if id(module) in self.seen:
+            self.parts.append(f"again module {module.__name__}")
+            return
+        self.seen.add(id(module))
+        self.parts.append(f"module {module.__name__}")
+        for name in _global_names(code):
+            if name in vars(module):
+                self.parts.append(f"{module.__name__}.{name}")
+                self.obj(vars(module)[name])
+
+    def cls(self, cls: type, own: bool = False) -> None:
+        if id(cls) in self.seen:
+            self.parts.append(f"again {cls.__qualname__}")
+            return
+        self.seen.add(id(cls))
+        if not own and not _is_user(cls.__module__):
+            self.parts.append(f"class {_library(cls.__module__)}:{cls.__qualname__}")
+            return
+        self.parts.append(f"class {cls.__qualname__}")
+        for base in cls.__bases__:
+            self.cls(base)
+        for key in sorted(k for k in vars(cls) if k not in _CLASS_SKIP):
+            member = vars(cls)[key]
+            self.parts.append(f"member {key}")
+            if isinstance(member, (staticmethod, classmethod)):
+                member = member.__func__
+            if isinstance(member, property):
+                for accessor in (member.fget, member.fset, member.fdel):
+                    if accessor is not None:
+                        self.obj(accessor)
+                continue
+            self.obj(member)
+
+    # -- values --------------------------------------------------------------------
+    def value(self, value: Any, depth: int = 0) -> None:
+        parts = self.parts
+        if isinstance(value, _PLAIN):
+            parts.append(f"{type(value).__name__}:{value!r}")
+        elif isinstance(value, (tuple, list, frozenset, set)) and len(value) <= _SMALL and depth < 8:
+            items = sorted(value, key=repr) if isinstance(value, (set, frozenset)) else value
+            parts.append(f"{type(value).__name__}[{len(value)}]")
+            for item in items:
+                self.value(item, depth + 1)
+        elif isinstance(value, dict) and len(value) <= _SMALL and depth < 8:
+            parts.append(f"dict[{len(value)}]")
+            for k, v in value.items():
+                self.value(k, depth + 1)
+                self.value(v, depth + 1)
+        elif isinstance(value, enum.Enum):
+            parts.append(f"enum {type(value).__module__}.{type(value).__qualname__}.{value.name}")
+        elif isinstance(value, Depends):
+            # the upstream step's own fingerprint and result count through the data, not here
+            parts.append(f"depends {value!r}")
+        elif isinstance(value, Step):
+            parts.append(f"step {type(value).__qualname__} {value.name}")
+        elif dataclasses.is_dataclass(value) and not isinstance(value, type) and _frozen(value) and depth < 8:
+            parts.append(f"dataclass {type(value).__module__}.{type(value).__qualname__}")
+            for f in dataclasses.fields(value):
+                self.value(getattr(value, f.name), depth + 1)
+        elif isinstance(value, (types.FunctionType, type, types.ModuleType, types.MethodType,
+                                types.BuiltinFunctionType, functools.partial)):
+            self.obj(value)
+        else:
+            from .datafingerprint import data_fingerprint
+
+            try:
+                parts.append(f"data {type(value).__qualname__} {data_fingerprint(value)}")
+            except Exception:  # cannot be pickled: its type is all there is (docs: use code_version)
+                parts.append(f"opaque {type(value).__module__}.{type(value).__qualname__}")
+
+
+def _frozen(value: Any) -> bool:
+    params = getattr(type(value), "__dataclass_params__", None)
+    return bool(getattr(params, "frozen", False))
+
+
+# -- code objects (cached: the same code object always gives the same text) -----------------
+_CODE: dict[int, tuple[types.CodeType, str, tuple[str, ...]]] = {}
+
+
+def _code_entry(code: types.CodeType) -> tuple[types.CodeType, str, tuple[str, ...]]:
+    entry = _CODE.get(id(code))
+    if entry is None or entry[0] is not code:
+        names: dict[str, None] = {}
+        h = hashlib.blake2b(digest_size=16)
+        _feed_code(code, h, names, top=True)
+        entry = _CODE[id(code)] = (code, h.hexdigest(), tuple(names))
+    return entry
+
+
+def _code_digest(code: types.CodeType) -> str:
+    return _code_entry(code)[1]
+
+
+def _global_names(code: types.CodeType) -> tuple[str, ...]:
+    """Every name the code (and its nested code) looks up: globals and attributes."""
+    return _code_entry(code)[2]
+
+
+def _feed_code(code: types.CodeType, h: Any, names: dict[str, None], top: bool) -> None:
+    h.update(code.co_code)
+    h.update(repr((code.co_argcount, code.co_kwonlyargcount, code.co_posonlyargcount, code.co_flags,
+                   code.co_names, code.co_varnames, code.co_freevars, code.co_cellvars)).encode())
+    names.update(dict.fromkeys(code.co_names))
+    consts = code.co_consts
+    for i, const in enumerate(consts):
+        if isinstance(const, types.CodeType):
+            h.update(b"code:")
+            _feed_code(const, h, names, top=False)
+        elif i == 0 and top and (const is None or isinstance(const, str)) and code.co_name != "<lambda>":
+            # CPython puts a function's docstring first among its constants (a
+            # function without one has None there): documentation, not behaviour
+            h.update(b"doc")
+        else:
+            h.update(f"{type(const).__name__}:{const!r}".encode("utf-8", "surrogatepass"))
+
+
+# -- where code comes from ---------------------------------------------------------------------
+@functools.cache
+def _library_roots() -> tuple[str, ...]:
+    paths = sysconfig.get_paths()
+    roots = {paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths}
+    roots.update(p for p in sys.path if p.endswith(("site-packages", "dist-packages")))
+    return tuple(sorted(os.path.realpath(r) + os.sep for r in roots))
+
+
+@functools.cache
+def _is_user(module_name: str | None) -> bool:
+    """Whether a module is the user's (``__main__``, a notebook, their own files)."""
+    if not module_name or module_name == "__main__":
+        return True
+    top = module_name.partition(".")[0]
+    if top in ("fuseline_nb", "builtins") or top in sys.stdlib_module_names:
+        return False
+    module = sys.modules.get(module_name)
+    path = getattr(module, "__file__", None)
+    if path is None:
+        return module is None or not hasattr(module, "__path__")  # an unknown: hash it, to be safe
+    return not os.path.realpath(path).startswith(_library_roots())
+
+
+@functools.cache
+def _library(module_name: str) -> str:
+    """``package==version`` of an installed module (``python==3.x.y`` for the standard library)."""
+    top = module_name.partition(".")[0]
+    if top in sys.stdlib_module_names or top == "builtins":
+        return "python==" + ".".join(map(str, sys.version_info[:3]))
+    for dist in _distributions().get(top, [top]):
+        try:
+            return f"{dist}=={importlib.metadata.version(dist)}"
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    version = getattr(sys.modules.get(top), "__version__", None)
+    return f"{top}=={version}" if isinstance(version, str) else top
+
+
+@functools.cache
+def _distributions() -> dict[str, list[str]]:
+    return dict(importlib.metadata.packages_distributions())
+
+
+def workflow_fingerprints(steps: dict[str, Step]) -> dict[str, str]:
+    """``{name: fingerprint}`` of every step (what ``Workflow.fingerprints()`` returns)."""
+    return {name: step_fingerprint(step) for name, step in steps.items()}
+
+
+def reads_all_inputs(step: Step) -> bool:
+    """Whether a step may read every run input (``**kwargs``, ``shared`` hooks), not only its parameters."""
+    cls = type(step)
+    return any(getattr(cls, hook) is not getattr(Step, hook) for hook in ("setup", "before_all", "teardown"))
+
+
+__all__: list[str] = ["reads_all_inputs", "step_fingerprint", "workflow_fingerprints"]

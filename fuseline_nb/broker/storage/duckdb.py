@@ -64,6 +64,10 @@ log = logging.getLogger(__name__)
 
 
 
+def _clip(text: str, n: int = 80) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
 class DuckDBRuntimeStorage(RuntimeStorage):
     """Runs, steps, results and events in a DuckDB file (or ``":memory:"``).
 
@@ -110,6 +114,7 @@ class DuckDBRuntimeStorage(RuntimeStorage):
         self._workflows: dict[tuple[str, str], WorkflowSchema] = {}
         self._cache: DuckDBCacheStore | None = None
         try:
+            self._refuse_foreign()
             self._con = self._db(duckdb.connect, self.path)
             self._migrate()
             for (text,) in self._execute(Q.SELECT_WORKFLOWS):
@@ -142,6 +147,22 @@ class DuckDBRuntimeStorage(RuntimeStorage):
             return self._db(lambda: self._con.execute(sql, params).fetchall())
 
     # -- opening and schema --------------------------------------------------------------
+    def _refuse_foreign(self) -> None:
+        """Refuse, before writing anything, a DuckDB file that holds tables but not run history."""
+        if self.path == ":memory:" or not os.path.exists(self.path) or os.path.getsize(self.path) == 0:
+            return
+        con = self._db(duckdb.connect, self.path, read_only=True)
+        try:
+            tables = {name for (name,) in self._db(lambda: con.execute(Q.TABLE_NAMES).fetchall())}
+        finally:
+            con.close()
+        if tables and not {"schema_version", "fl_runs"} <= tables:
+            shown = ", ".join(sorted(tables)[:5]) + (", …" if len(tables) > 5 else "")
+            raise StorageError(
+                f"{self.path!r} is a DuckDB file of something else (tables: {shown}), not a fuseline_nb "
+                "run history: nothing was written to it; pass a new file name or a history file"
+            )
+
     def _migrate(self) -> None:
         tables = {name for (name,) in self._execute(Q.TABLE_NAMES)}
         if "schema_version" not in tables:
@@ -425,11 +446,28 @@ class DuckDBRuntimeStorage(RuntimeStorage):
         ...     st.sql("SELECT count(*) AS n FROM runs WHERE state = ?", ["FAILED"]).fetchall()
         [(0,)]
         """
+        self._check_read_only(query)
         self.flush()
         with self._io_lock:
             if self._reader is None:
                 self._reader = self._db(self._con.cursor)
         return self._db(self._reader.sql, query, params=params)
+
+    def _check_read_only(self, query: str) -> None:
+        """Refuse anything but one read-only statement (DuckDB's own parser tells the kind)."""
+        statements = self._db(duckdb.extract_statements, query)
+        where = "this file" if self.path == ":memory:" else repr(self.path)
+        how = (f"the history is written by fuseline_nb only; to change {where} yourself, close the "
+               f"session first and open it with duckdb.connect({self.path!r})")
+        if len(statements) != 1:
+            raise StorageError(f"sql() runs one read-only statement at a time, not {len(statements)}: "
+                               f"{_clip(query)!r}")
+        st = statements[0]
+        kind = st.type.name
+        if kind == "SELECT" or (kind == "EXPLAIN" and "ANALYZE" not in st.query.upper().split()[:3]):
+            return
+        raise StorageError(f"sql() runs read-only statements only (SELECT, EXPLAIN); refused "
+                           f"{kind} statement {_clip(st.query.strip())!r}: {how}")
 
     def _run_info(self, row: tuple[Any, ...]) -> RunInfo:
         run_id, wf, version, state, text, blob, created, finished = row

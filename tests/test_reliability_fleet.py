@@ -3,6 +3,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import time
+from pathlib import Path
+
 import pytest
 
 import fuseline_nb as fl
@@ -93,5 +98,49 @@ def test_a_surrogate_in_an_error_text_never_kills_an_http_worker(tmp_path) -> No
         assert good.state is Status.SUCCEEDED
         assert workers.poll() is None and len(client.list_workers()) == 1
         assert "Traceback" not in service.log("worker.log")
+    finally:
+        service.close()
+
+
+def _children(pid: int) -> set[int]:
+    kids = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.add(int(stat.parent.name))
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+def test_a_sigkilled_cli_worker_leaves_no_process_and_is_pruned(tmp_path) -> None:
+    service = Service(tmp_path)
+    try:
+        client = service.start_broker("--lease-seconds", "1", "--worker-ttl", "3")
+        supervisor = service.start_workers("tests.http_workflows:chain", processes=2)
+        wait_workers(client, 2)
+        kids = _children(supervisor.pid)
+        assert len(kids) >= 2
+        os.kill(supervisor.pid, signal.SIGKILL)
+        supervisor.wait()
+        deadline = time.monotonic() + 20
+        while any(_alive(k) for k in kids):
+            assert time.monotonic() < deadline, f"worker processes {kids} outlived their supervisor"
+            time.sleep(0.1)
+        deadline = time.monotonic() + 20
+        while client.list_workers():
+            assert time.monotonic() < deadline, "the broker still lists the dead workers"
+            time.sleep(0.2)
+        assert "supervisor (pid" in service.log("worker.log")
     finally:
         service.close()

@@ -144,3 +144,43 @@ def test_a_sigkilled_cli_worker_leaves_no_process_and_is_pruned(tmp_path) -> Non
         assert "supervisor (pid" in service.log("worker.log")
     finally:
         service.close()
+
+
+def _rebuild_refuses() -> None:
+    raise ValueError("this class cannot be rebuilt here")
+
+
+class Fragile:
+    """Pickles in the worker; unpickling it anywhere raises."""
+
+    def __reduce__(self):
+        return (_rebuild_refuses, ())
+
+
+def fragile():
+    return Fragile()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("prefetch", [1, 4])
+def test_a_result_that_cannot_be_unpickled_fails_the_step_once_naming_why(tmp_path, prefetch) -> None:
+    wf = fl.Workflow(outputs=[fl.FunctionStep(fragile)], workflow_id="fragile")
+    with fl.Session(tmp_path / "h.duckdb", workers=1, prefetch=prefetch) as session:
+        started = time.monotonic()
+        run = session.submit(wf)
+        with pytest.raises(fl.StepFailedError, match=r"fragile: UnpicklingError: the result of step 'fragile' "
+                                                     r"was pickled in the worker but cannot be unpickled here: "
+                                                     r"ValueError: this class cannot be rebuilt here"):
+            run.wait(timeout=60, raise_on_failure=True)
+        assert time.monotonic() - started < 30  # no lease stall
+        assert run.info().steps["fragile"].attempts == 1
+        assert session.submit(_ok_flow()).wait(timeout=60) == 5  # the same worker goes on
+        assert len(session.pool.pids()) == 1
+
+
+def _five():
+    return 5
+
+
+def _ok_flow() -> fl.Workflow:
+    return fl.Workflow(outputs=[fl.FunctionStep(_five)], workflow_id="five")

@@ -58,6 +58,7 @@ from .. import errors
 from ..broker.base import StepAssignment, StepReport, WorkerInfo
 from ..broker.clients import BrokerClient
 from ..errors import BrokerUnavailableError
+from ..limits import safe_str
 from ..workflow.runinfo import RunInfo
 from ..workflow.schema import WorkflowSchema
 from ..workflow.status import Status
@@ -186,8 +187,16 @@ def decode_report(t: tuple[Any, ...]) -> StepReport:
     """Inverse of :func:`encode_report`."""
     wf, run, step, state, result, attempt, error, tb, action, started, finished = t
     status = _STATES.get(state) or Status(state)  # an unknown state raises, naming it
-    return StepReport(wf, run, step, status, unpack(result), attempt, error, tb, action,
-                      started, finished)
+    try:
+        value = unpack(result)
+    except BaseException as exc:  # the worker could pickle it, this process cannot load it
+        if not isinstance(exc, Exception) and isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+        error = (f"UnpicklingError: the result of step {step!r} was pickled in the worker but cannot be "
+                 f"unpickled here: {type(exc).__name__}: {safe_str(exc)} (return plain data, or make "
+                 "the class importable in this process)")
+        return StepReport(wf, run, step, Status.FAILED, None, attempt, error, tb, None, started, finished)
+    return StepReport(wf, run, step, status, value, attempt, error, tb, action, started, finished)
 
 
 def rebuild_error(type_name: str, message: str) -> Exception:

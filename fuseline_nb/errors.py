@@ -38,7 +38,8 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 
 class FuselineError(Exception):
@@ -102,24 +103,57 @@ class DependencyError(WorkflowDefinitionError):
 
 
 class MissingInputError(FuselineError, KeyError):
-    """A ``run_step`` parameter has no input, no dependency and no default.
+    """Run inputs are missing: a ``run_step`` parameter has no input, no dependency and no default.
+
+    Raised before a run starts (``wf.run``, ``Session.submit``,
+    ``dispatch_workflow``) naming every missing input and the steps that need it.
 
     Examples
     --------
     >>> str(MissingInputError("x", "Add"))
     "step 'Add' needs input 'x': pass it in the run's inputs, e.g. wf.run({'x': ...})"
+    >>> print(MissingInputError.of({"x": ["Add", "Mul"], "y": ["Mul"]}))
+    missing run inputs: 'x' (needed by steps 'Add', 'Mul'), 'y' (needed by step 'Mul'): pass them in the run's inputs, e.g. wf.run({'x': ..., 'y': ...})
     """
 
     def __init__(self, param: str, step: str) -> None:
         self.param = param
         self.step = step
+        #: Every missing input with the steps that need it.
+        self.missing: dict[str, list[str]] = {param: [step]}
         super().__init__(param)
 
+    @classmethod
+    def of(cls, missing: Mapping[str, Iterable[str]]) -> MissingInputError:
+        """The error for several missing inputs: ``{input: [steps needing it]}``."""
+        items = {k: list(v) for k, v in missing.items()}
+        first = next(iter(items))
+        err = cls(first, items[first][0])
+        err.missing = items
+        return err
+
+    def __reduce__(self) -> Any:  # crosses process boundaries with every input named
+        return (_missing_inputs, (self.missing,))
+
     def __str__(self) -> str:
+        if len(self.missing) == 1 and len(self.missing[self.param]) == 1:
+            return (
+                f"step {self.step!r} needs input {self.param!r}: pass it in the run's "
+                f"inputs, e.g. wf.run({{{self.param!r}: ...}})"
+            )
+        parts = []
+        for name, steps in self.missing.items():
+            who = ", ".join(repr(s) for s in steps)
+            parts.append(f"{name!r} (needed by step{'s' if len(steps) > 1 else ''} {who})")
+        example = ", ".join(f"{name!r}: ..." for name in self.missing)
         return (
-            f"step {self.step!r} needs input {self.param!r}: pass it in the run's "
-            f"inputs, e.g. wf.run({{{self.param!r}: ...}})"
+            f"missing run inputs: {', '.join(parts)}: pass them in the run's inputs, "
+            f"e.g. wf.run({{{example}}})"
         )
+
+
+def _missing_inputs(missing: Mapping[str, Iterable[str]]) -> MissingInputError:
+    return MissingInputError.of(missing)
 
 
 class UnknownActionError(FuselineError, ValueError):

@@ -30,7 +30,7 @@ from .broker.base import Broker
 from .broker.core import MemoryBroker
 from .errors import PicklingError, StorageClosedError, StorageError
 from .workflow.events import Event
-from .workflow.graph import Workflow
+from .workflow.graph import Workflow, run_inputs
 from .workflow.runinfo import RunInfo
 from .workflow.stale import warn_stale
 from .workflow.status import Status
@@ -195,9 +195,10 @@ class Session:
         """
         self._check_open()
         if not isinstance(wf, Workflow):
-            raise TypeError(f"Session.submit takes a Workflow, not {wf!r}")
-        inputs = dict(inputs or {})
+            raise TypeError(_not_a_workflow(wf))
+        inputs = run_inputs(inputs)
         wf.refresh()
+        wf.to_schema().check_inputs(inputs)  # before anything is shipped
         warn_stale(wf, stacklevel=2)
         wf.settle_version(self.broker.list_workflows())
         if self.pool is not None:
@@ -462,3 +463,14 @@ class Run:
 
 
 __all__ = ["Run", "Session"]
+
+
+def _not_a_workflow(obj: Any) -> str:
+    """What ``Session.submit`` says about something that is not a :class:`Workflow`."""
+    if callable(obj) and not isinstance(obj, type):
+        name = getattr(obj, "__name__", None) or "func"
+        return (
+            f"Session.submit takes a Workflow, not the function {obj!r}: wrap it first, "
+            f"e.g. session.submit(workflow_from_functions([{name}]), inputs)"
+        )
+    return f"Session.submit takes a Workflow, not {obj!r}: build one with Workflow(outputs=[...])"

@@ -8,4 +8,4 @@ bash scripts/setup.sh --browser
 .venv/bin/python -m ruff check fuseline_nb tests benchmarks
 .venv/bin/python -m mypy
 NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet --site-dir "$(mktemp -d)"
-.venv/bin/python -m pytest tests fuseline_nb --nbval-lax notebooks "$@"
+.venv/bin/python -m pytest tests fuseline_nb --nbval-lax --nbval-sanitize-with notebooks/sanitize.cfg notebooks "$@"

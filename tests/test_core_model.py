@@ -23,7 +23,6 @@ from fuseline_nb import (
     PoolEngine,
     Status,
     Step,
-    StepFailedError,
     Workflow,
     WorkflowSchema,
 )
@@ -94,14 +93,12 @@ def test_several_outputs_come_back_as_a_list_in_order():
     assert Workflow(outputs=[b, a]).run() == [2, 1]
 
 
-def test_missing_input_fails_the_step_naming_param_and_step():
+def test_missing_input_is_refused_before_the_run_starts_naming_param_and_step():
     wf = Workflow(outputs=[Load()])
-    wf.run()
-    assert wf.state is Status.FAILED
-    err = wf.last_run.steps["Load"].error
-    assert err.startswith("MissingInputError") and "'Load' needs input 'n'" in err
-    with pytest.raises(StepFailedError, match="Load: MissingInputError"):
-        wf.run(raise_on_failure=True)
+    with pytest.raises(MissingInputError, match=r"^step 'Load' needs input 'n': pass it in the run's inputs, "
+                                                r"e\.g\. wf\.run\(\{'n': \.\.\.\}\)$"):
+        wf.run()
+    assert wf.last_run is None and wf.state is Status.PENDING  # nothing ran
     with pytest.raises(MissingInputError):
         wf.bindings["Load"].kwargs({}, {}, {})
 

@@ -231,3 +231,28 @@ def test_without_distributed_the_error_says_how_to_install(monkeypatch) -> None:
         Session(dask="tcp://127.0.0.1:8786")
     with pytest.raises(ImportError, match=r'DaskEngine needs dask.distributed'):
         DaskEngine(LocalBrokerClient(MemoryBroker()), [], "tcp://127.0.0.1:8786")
+
+
+# -- the HTTP broker service's steps on Dask --------------------------------------------------------
+def test_worker_bridge_feeds_the_service_steps_to_dask(cluster, tmp_path) -> None:
+    from tests import http_workflows as flows
+    from tests.helpers import local_states
+    from tests.test_http_service import Service, wait_run, wait_workers
+
+    service = Service(tmp_path)
+    try:
+        client = service.start_broker()
+        bridge = service._spawn("worker", "tests.http_workflows:branchy", "--broker", service.url,
+                                "--dask", cluster.scheduler_address, "--poll-wait", "1", "--grace", "10",
+                                "--name", "on-dask", log="bridge.log")
+        wait_workers(client, 1)
+        assert [w.name for w in client.list_workers()] == ["on-dask"]
+        info = wait_run(client, client.dispatch_workflow(flows.branchy.to_schema(), {"n": 50}))
+        assert {n: s.state for n, s in info.steps.items()} == local_states(flows.branchy, {"n": 50})
+        assert info.steps["Big"].result == 5000
+        assert info.steps["Explode"].error == "ValueError: cannot handle 5000"
+        assert "dashboard http://" in service.log("bridge.log")
+        assert service.stop(bridge) == 0  # SIGTERM: it leaves the broker and exits 0
+        assert client.list_workers() == []
+    finally:
+        service.close()

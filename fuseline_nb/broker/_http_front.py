@@ -29,6 +29,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..errors import (
+    MissingInputError,
     SchemaMismatchError,
     StaleReportError,
     StorageClosedError,
@@ -48,6 +49,7 @@ PUBLIC: Final = frozenset({"/status", "/openapi.json", "/docs", "/docs/oauth2-re
 MAX_WAIT: Final = 60.0
 _RECHECK = 0.25  # a long-poll re-checks this often, so expired leases are re-queued
 
+
 class ReusedRequestError(ValueError):
     """A dispatch ``request_id`` sent again with another workflow or other inputs (409)."""
 
@@ -60,6 +62,7 @@ ERRORS: Final[tuple[tuple[type[Exception], int, str], ...]] = (
     (StaleReportError, 409, "stale_report"),
     (SchemaMismatchError, 409, "schema_mismatch"),
     (ReusedRequestError, 409, "request_id_reused"),
+    (MissingInputError, 422, "missing_input"),
     (StorageClosedError, 503, "broker_closed"),
 )
 _BROKER_ERRORS = tuple(cls for cls, _, _ in ERRORS)

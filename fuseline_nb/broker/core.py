@@ -250,6 +250,7 @@ class StorageBroker(Broker):
         with self._lock:
             self._check_open()
             compiled = self._register(workflow)
+            compiled.schema.check_inputs(inputs or {})  # MissingInputError before the run exists
             run_id = uuid.uuid4().hex
             now = self._clock()
             inputs = dict(inputs or {})

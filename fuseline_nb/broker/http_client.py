@@ -305,6 +305,7 @@ class HttpBrokerClient(BrokerClient):
             if not callable(to_schema):
                 raise TypeError(f"expected a WorkflowSchema (or a Workflow), not {workflow!r}")
             workflow = to_schema()
+        workflow.check_inputs(inputs or {})  # the service refuses it too; say so without a round trip
         body = {"v": WIRE_VERSION, "workflow": workflow.to_dict(), "request_id": uuid.uuid4().hex,
                 "inputs": {str(k): encode_value(v) for k, v in (inputs or {}).items()}}
         return self._parse(Dispatched, self._send("POST", "/workflow/dispatch", json=body)).run_id

@@ -89,6 +89,7 @@ class StepModel(_Msg):
     fingerprint: Annotated[str, Field(max_length=128)] = ""
     cache: bool = True
     reads: list[Annotated[str, Field(max_length=4096)]] | None = None
+    inputs: list[Name] = Field(default_factory=list)
 
 
 class EdgeModel(_Msg):

@@ -10,7 +10,8 @@ without a token (``--token`` or ``FUSELINE_NB_TOKEN``).
 ``ProcessEngine(HttpBrokerClient(...), workflows).work(block=True)``, and
 restarts a process that dies. SIGTERM or SIGINT stops them cleanly: each
 finishes its current step, reports it, and leaves the broker; a second
-signal kills them.
+signal kills them. ``worker --dask ADDRESS`` runs the steps on a Dask
+cluster instead (:mod:`fuseline_nb.cli.dask_bridge`).
 
 Examples
 --------
@@ -83,6 +84,10 @@ def add_parser(subparsers: Any) -> None:
                    help="seconds a request for work waits on the broker (long-poll, default 2)")
     w.add_argument("--grace", type=float, default=30.0,
                    help="seconds to let running steps finish on SIGTERM before killing (default 30)")
+    w.add_argument("--dask", metavar="ADDRESS",
+                   help="run the steps on this Dask cluster (scheduler address) instead of worker processes")
+    w.add_argument("--max-in-flight", type=int, default=None, metavar="N",
+                   help="with --dask: most steps submitted to the cluster at once (default: 4 per Dask thread, >= 64)")
     w.set_defaults(handler=worker_main)
 
 
@@ -335,6 +340,11 @@ def worker_main(args: argparse.Namespace) -> int:
         print(f"fuseline-nb worker: {exc}", file=sys.stderr)
         return 2
     token = _token(args)
+    if getattr(args, "dask", None):
+        from .dask_bridge import bridge_main
+
+        args.token = token
+        return bridge_main(args)
     if getattr(args, "verbose", False):
         os.environ["FUSELINE_NB_VERBOSE"] = "1"  # the worker processes log at INFO too
     sup = _Supervisor(list(args.workflows), args.broker, token, args.name, args.processes,

@@ -44,12 +44,12 @@ from typing import TYPE_CHECKING, Any, cast
 
 from ..workflow.binding import SKIP
 from ..workflow.coro import run_coro
-from ..workflow.graph import Workflow
+from ..workflow.graph import Workflow, run_inputs
 from ..workflow.policies import StepPolicy
 from ..workflow.status import Status
 from ..workflow.steps import Step
 from .execute import StepOutcome, retry_delay
-from .local import PoolEngine, _LocalRun
+from .local import PoolEngine, _LocalRun, check_engine
 
 if TYPE_CHECKING:
     from ..workflow.runinfo import RunResult
@@ -214,6 +214,8 @@ async def run_local_async(wf: Workflow, inputs: dict[str, Any],
     plain steps on ``n`` threads; without it async steps are not capped and
     plain steps run one at a time on a helper thread.
     """
+    check_engine(engine)
+    wf.to_schema().check_inputs(inputs)
     run = _LocalRun(wf, inputs)
     run.begin()
     started: list[Step] = []
@@ -286,7 +288,7 @@ class AsyncWorkflow(Workflow):
         cell). Cancelling the awaiting task cancels the steps still running.
         """
         engine = execution_engine or self.execution_engine
-        result = await run_local_async(self, dict(inputs or {}), engine=engine)
+        result = await run_local_async(self, run_inputs(inputs), engine=engine)
         if raise_on_failure:
             result.raise_for_failure()
         return result.outputs

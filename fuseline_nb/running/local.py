@@ -80,6 +80,7 @@ class _LocalRun:
         self.results: dict[str, Any] = {}
         self.hub: EventHub | None = None
         self.seq = 0
+        self._policies = [p for p in wf.policies if isinstance(p, WorkflowPolicy)]
         tracer = as_tracer(wf.trace)
         if tracer is not None:
             self.hub = EventHub()
@@ -110,6 +111,8 @@ class _LocalRun:
         if out.state is Status.SUCCEEDED:
             outcome = Outcome.succeeded(info.action or "default")
             self.results[name] = info.result = out.result
+            for p in self._wf_policies():
+                p.on_step_success(self.wf, self.wf.steps[name], out.result)
         elif out.state is Status.SKIPPED:
             outcome = Outcome.skipped_by_condition()
             info.skip_reason = SKIP_CONDITION
@@ -145,7 +148,7 @@ class _LocalRun:
             p.on_step_start(self.wf, self.wf.steps[name])
 
     def _wf_policies(self) -> list[WorkflowPolicy]:
-        return [p for p in self.wf.policies if isinstance(p, WorkflowPolicy)]
+        return self._policies
 
     def begin(self) -> None:
         """Mark the run started: states, workflow-start hooks, the first event."""
@@ -212,8 +215,33 @@ def _threaded(run: _LocalRun, ready: deque[str], engine: PoolEngine) -> None:
             ready.extend(run.finish(name, out, n))
 
 
+def check_engine(engine: Any) -> None:
+    """Refuse an ``execution_engine`` the in-process runner cannot use, saying what fits.
+
+    Examples
+    --------
+    >>> check_engine(PoolEngine(2))
+    >>> check_engine(4)
+    Traceback (most recent call last):
+    TypeError: execution_engine must be an engine such as PoolEngine(4), not 4 (int): wf.run(inputs, PoolEngine(4)) runs up to 4 steps at once on threads
+    """
+    if engine is None or isinstance(getattr(engine, "processes", None), int):
+        return
+    n = engine if isinstance(engine, int) and not isinstance(engine, bool) and engine > 0 else 4
+    raise TypeError(
+        f"execution_engine must be an engine such as PoolEngine({n}), not {engine!r} "
+        f"({type(engine).__name__}): wf.run(inputs, PoolEngine({n})) runs up to {n} steps at once on threads"
+    )
+
+
 def run_local(wf: Workflow, inputs: dict[str, Any], engine: PoolEngine | None = None) -> RunResult:
-    """Run ``wf`` in this process; return a :class:`RunResult`."""
+    """Run ``wf`` in this process; return a :class:`RunResult`.
+
+    Refuses, before anything runs, an unusable engine (``TypeError``) and
+    missing inputs (:class:`~fuseline_nb.errors.MissingInputError`).
+    """
+    check_engine(engine)
+    wf.to_schema().check_inputs(inputs)
     run = _LocalRun(wf, inputs)
     run.begin()
     started: list[Any] = []

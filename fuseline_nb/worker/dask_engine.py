@@ -46,7 +46,7 @@ from typing import Any
 
 from ..broker.base import StepAssignment
 from ..broker.clients import BrokerClient, LocalBrokerClient
-from ..errors import StaleReportError, UnknownRunError, WorkerError
+from ..errors import BrokerUnavailableError, StaleReportError, UnknownRunError, WorkerError
 from ..running.execute import StepOutcome
 from ..workflow.events import Event
 from ..workflow.graph import Workflow
@@ -133,8 +133,9 @@ class DaskEngine:
     dask_client:
         A ``distributed.Client``, a cluster object, or a scheduler address.
     max_in_flight:
-        Most steps submitted to Dask at once (default: twice the cluster's
-        threads, at least 4). Steps in flight count as RUNNING for the broker.
+        Most steps submitted to Dask at once (default: four times the
+        cluster's threads, at least 64). Steps in flight count as RUNNING for
+        the broker (their durations are measured on the Dask workers).
     name:
         The worker name the broker shows (default ``"dask"``).
 
@@ -172,7 +173,8 @@ class DaskEngine:
         self.name = name or "dask"
         self.dask, self._own_dask = connect(dask_client)
         threads = sum(self.dask.nthreads().values()) or 1
-        self.max_in_flight = int(max_in_flight) if max_in_flight is not None else max(4, 2 * threads)
+        # many in flight: Dask's scheduler then places them, and one round trip fetches many results
+        self.max_in_flight = int(max_in_flight) if max_in_flight is not None else max(64, 4 * threads)
         #: Why the engine stopped running steps, else ``None`` (see :meth:`check`).
         self.error: Exception | None = None
         self.steps_run = 0
@@ -180,6 +182,7 @@ class DaskEngine:
         self._defs: dict[tuple[str, str], _Definition] = {}
         self._fingerprints: dict[tuple[str, str], dict[str, str]] = {}  # what the cluster holds
         self._plugins: list[str] = []
+        self._token = uuid.uuid4().hex[:8]  # this engine's plugins: another engine's close leaves them
         self._flight: dict[str, _Flight] = {}
         self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._wake = threading.Event()
@@ -219,7 +222,7 @@ class DaskEngine:
             if known is not None and known.definition_id == definition_id:
                 known.workflow = wf
                 return
-            plugin = self._task.DefinitionPlugin(definition_id, blob)
+            plugin = self._task.DefinitionPlugin(definition_id, blob, self._token)
             self.dask.register_plugin(plugin, name=plugin.name)
             self._plugins.append(plugin.name)
             schemas = [d.workflow.to_schema() for k, d in self._defs.items() if k != key] + [wf.to_schema()]
@@ -244,7 +247,12 @@ class DaskEngine:
                 if len(self._flight) >= self.max_in_flight:
                     self._wake.wait(poll_interval)
                     continue
-                if self._fill():
+                try:
+                    if self._fill():
+                        continue
+                except BrokerUnavailableError as exc:  # a remote broker restarting: try again soon
+                    log.warning("%s; trying again in %.1fs", exc, poll_interval)
+                    self._stop.wait(poll_interval)
                     continue
                 if not block and not self._flight:
                     return
@@ -294,17 +302,11 @@ class DaskEngine:
         beat = time.monotonic()
         while True:
             interval = min(self._lease / 3, 5.0)
+            items = self._take(max(beat + interval - time.monotonic(), 0.01))
             try:
-                item = self._inbox.get(timeout=max(beat + interval - time.monotonic(), 0.01))
-            except queue.Empty:
-                item = None
-            if item is _STOP:
-                return
-            try:
-                if isinstance(item, str):
-                    self._finish(item)
-                elif isinstance(item, tuple):
-                    self.cancel_run(item[1])
+                self._finish([i for i in items if isinstance(i, str)])
+                for run_id in [i[1] for i in items if isinstance(i, tuple)]:
+                    self.cancel_run(run_id)
                 if time.monotonic() >= beat + interval:
                     beat = time.monotonic()
                     self._heartbeat()
@@ -314,32 +316,59 @@ class DaskEngine:
                 self._stop.set()
                 self._wake.set()
                 return
+            if _STOP in items:
+                return
 
-    def _finish(self, key: str) -> None:
-        with self._lock:
-            f = self._flight.get(key)
-        if f is None:
-            return
-        if not f.cancelled:
-            report = report_of(f.assignment, self._outcome(f))
+    def _take(self, timeout: float) -> list[Any]:
+        """What the inbox holds: wait up to ``timeout`` for one item, then take the rest without waiting."""
+        try:
+            items = [self._inbox.get(timeout=timeout)]
+        except queue.Empty:
+            return []
+        while len(items) < 1024:
             try:
-                self.client.report_step(f.worker_id, report)
+                items.append(self._inbox.get_nowait())
+            except queue.Empty:
+                break
+        return items
+
+    def _finish(self, keys: list[str]) -> None:
+        """Report the finished tasks ``keys``, fetching their results in one round trip."""
+        with self._lock:
+            flights = [f for k in keys if (f := self._flight.get(k)) is not None]
+        live = [f for f in flights if not f.cancelled]
+        for f, outcome in zip(live, self._outcomes(live), strict=True):
+            try:
+                self.client.report_step(f.worker_id, report_of(f.assignment, outcome))
             except (StaleReportError, UnknownRunError) as exc:  # the run ended, or the lease passed
                 log.info("report refused: %s", exc)
             self.steps_run += 1
+        if not flights:
+            return
         with self._lock:
-            del self._flight[key]
+            for f in flights:
+                self._flight.pop(f.key, None)
             if self._retired:
                 self._retire_idle()
         self._wake.set()
 
-    def _outcome(self, f: _Flight) -> StepOutcome:
-        a, fut = f.assignment, f.future
-        now = time.time()
+    def _outcomes(self, flights: list[_Flight]) -> list[StepOutcome]:
+        ok = [f for f in flights if f.future.status == "finished"]
         try:
-            outcome, data = fut.result()
-        except Exception as exc:
-            return self._lost(f, exc, now)
+            got = dict(zip([f.key for f in ok], self.dask.gather([f.future for f in ok]), strict=True))
+        except Exception:  # e.g. a worker holding a result died meanwhile: one at a time below
+            got = {}
+        return [self._outcome(f, got.get(f.key)) for f in flights]
+
+    def _outcome(self, f: _Flight, got: tuple[StepOutcome, bytes | None] | None) -> StepOutcome:
+        a = f.assignment
+        now = time.time()
+        if got is None:
+            try:
+                got = f.future.result()
+            except Exception as exc:
+                return self._lost(f, exc, now)
+        outcome, data = got
         if data is not None:
             try:
                 outcome.result = pickle.loads(data)
@@ -347,7 +376,7 @@ class DaskEngine:
                 return StepOutcome(Status.FAILED, None, "PicklingError",
                                    f"the result of step {a.step_name!r} cannot be loaded here: "
                                    f"{type(exc).__name__}: {exc}", None, outcome.started_at, now)
-        return outcome  # type: ignore[no-any-return]
+        return outcome
 
     def _lost(self, f: _Flight, exc: Exception, now: float) -> StepOutcome:
         name = f.assignment.step_name
@@ -464,8 +493,7 @@ class DaskEngine:
             thread.join(max(deadline - time.monotonic(), 0.1))
         while self._flight and time.monotonic() < deadline:
             time.sleep(0.02)  # a stopped engine has no reporter: let the futures settle
-            for key in [k for k, f in list(self._flight.items()) if f.future is not None and f.future.done()]:
-                self._finish(key)
+            self._finish([k for k, f in list(self._flight.items()) if f.future is not None and f.future.done()])
         with self._lock:
             left = list(self._flight.values())
             self._flight.clear()

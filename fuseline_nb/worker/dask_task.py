@@ -61,6 +61,8 @@ log = logging.getLogger(__name__)
 _DEFINITIONS: dict[str, Workflow] = {}
 #: definition id -> why it could not be loaded here
 _LOAD_ERRORS: dict[str, str] = {}
+#: definition id -> the plugins (one per engine) that installed it: the last one out forgets it
+_OWNERS: dict[str, set[str]] = {}
 #: task key -> the step running under it on this worker
 _RUNNING: dict[str, _Running] = {}
 _LOCK = threading.Lock()
@@ -96,13 +98,14 @@ class DefinitionPlugin(WorkerPlugin):
 
     idempotent = True  # the same definition registered twice is installed once
 
-    def __init__(self, definition_id: str, blob: bytes) -> None:
+    def __init__(self, definition_id: str, blob: bytes, owner: str = "") -> None:
         self.definition_id = definition_id
         self.blob = blob
-        self.name = f"fuseline-definition-{definition_id}"
+        self.name = f"fuseline-definition-{definition_id}{'-' + owner if owner else ''}"
 
     def setup(self, worker: Any) -> None:
         """Unpickle the workflow into this process's cache (a failure is kept, to be reported per step)."""
+        _OWNERS.setdefault(self.definition_id, set()).add(self.name)
         if self.definition_id in _DEFINITIONS:
             return
         try:
@@ -114,7 +117,12 @@ class DefinitionPlugin(WorkerPlugin):
         _DEFINITIONS[self.definition_id] = wf
 
     def teardown(self, worker: Any) -> None:
-        """Forget the workflow (the engine that registered it has closed)."""
+        """Forget the workflow once no engine that registered it is left."""
+        owners = _OWNERS.get(self.definition_id, set())
+        owners.discard(self.name)
+        if owners:
+            return
+        _OWNERS.pop(self.definition_id, None)
         _DEFINITIONS.pop(self.definition_id, None)
         _LOAD_ERRORS.pop(self.definition_id, None)
 

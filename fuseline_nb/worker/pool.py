@@ -46,6 +46,7 @@ from ..errors import SchemaMismatchError, WorkerError
 from ..workflow.graph import Workflow
 from ..workflow.status import Status
 from .channel import WorkflowBlob
+from .mainguard import check_main_guard
 from .process import worker_main
 from .server import ChannelServer, Endpoint
 from .shipping import ship
@@ -132,6 +133,7 @@ class WorkerPool:
         with self._lock:
             if self._state != "new":
                 raise RuntimeError(f"cannot start a WorkerPool that is {self._state}")
+            check_main_guard(self.context)
             self._state = "running"
             self._server = ChannelServer(self.client, self, poll_interval=self.poll_interval,
                                          prefetch=self.prefetch)

@@ -15,6 +15,7 @@ Examples
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -89,7 +90,14 @@ class Binding:
         )
         return cls(name, tuple(params), var_kw, legacy)
 
-    @property
+    @functools.cached_property
+    def required_inputs(self) -> tuple[str, ...]:
+        """Run inputs this step cannot do without (no dependency, no default)."""
+        if self.legacy:
+            return ()
+        return tuple(p.name for p in self.params if not p.sources and p.default is inspect.Parameter.empty)
+
+    @functools.cached_property
     def conditional(self) -> bool:
         """Whether a condition may skip the step."""
         return any(p.condition is not None for p in self.params)

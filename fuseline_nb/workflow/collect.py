@@ -11,10 +11,9 @@ Examples
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from typing import Any
-
-import networkx as nx
 
 from ..errors import DependencyError, DuplicateStepNameError
 from .steps import FunctionStep, Step, known_function_step, step_for_function
@@ -44,57 +43,102 @@ def collect(outputs: list[Step]) -> list[Step]:
     return order
 
 
-def topological(steps: list[Step], deps: dict[int, dict[str, tuple[Step, ...]]]) -> list[Step]:
+def topological(steps: list[Step], deps: dict[int, dict[str, tuple[Step, ...]]]) -> tuple[list[Step], bool]:
     """``steps`` in a topological order (discovery order breaks ties), so derived
-    names number upstream steps first. A cycle is left for the named-graph check."""
+    names number upstream steps first, and whether there was one: on a cycle
+    ``steps`` come back unchanged and the caller reports the cycle by name."""
     index = {id(s): k for k, s in enumerate(steps)}
-    g = nx.DiGraph()
-    g.add_nodes_from(index.values())
-    for s in steps:
+    succ: list[list[int]] = [[] for _ in steps]
+    indeg = [0] * len(steps)
+    for k, s in enumerate(steps):
         for t, _, _ in s.edges:
-            if id(t) in index:
-                g.add_edge(index[id(s)], index[id(t)])
+            j = index.get(id(t))
+            if j is not None:
+                succ[k].append(j)
+                indeg[j] += 1
         for srcs in deps.get(id(s), {}).values():
             for d in srcs:
-                if id(d) in index:
-                    g.add_edge(index[id(d)], index[id(s)])
-    try:
-        return [steps[k] for k in nx.lexicographical_topological_sort(g)]
-    except nx.NetworkXUnfeasible:
-        return steps
+                j = index.get(id(d))
+                if j is not None:
+                    succ[j].append(k)
+                    indeg[k] += 1
+    heap = [k for k, n in enumerate(indeg) if n == 0]  # already ascending: a valid heap
+    order: list[Step] = []
+    while heap:
+        k = heapq.heappop(heap)
+        order.append(steps[k])
+        for j in succ[k]:
+            indeg[j] -= 1
+            if indeg[j] == 0:
+                heapq.heappush(heap, j)
+    if len(order) != len(steps):
+        return steps, False
+    return order, True
 
 
-def resolve(dep: Any, steps: list[Step], owner: Step, param: str) -> Step:
-    if isinstance(dep, Step):
-        return dep
-    if callable(dep) and not isinstance(dep, type):
-        # A plain function (workflow_from_functions style): one FunctionStep per function.
+class Resolver:
+    """Resolves ``Depends`` targets against a growing step list in O(1) each.
+
+    Steps made here (one per plain function, one per Step class not yet
+    present) are appended to ``steps``.
+    """
+
+    def __init__(self, steps: list[Step]) -> None:
+        self.steps = steps
+        self._by_function: dict[int, Step] = {}
+        self._by_class: dict[type, list[Step]] = {}
+        self._ids: set[int] = set()
         for s in steps:
-            if isinstance(s, FunctionStep) and s.function is dep:
-                return s
-        made = step_for_function(dep)
-        steps.append(made)
-        return made
-    if isinstance(dep, type) and issubclass(dep, Step):
-        matches = [s for s in steps if type(s) is dep]
-        if len(matches) == 1:
-            return matches[0]
-        if not matches:
-            instance = dep()
-            steps.append(instance)
-            return instance
+            self._add(s)
+
+    def _add(self, s: Step) -> None:
+        self._ids.add(id(s))
+        if isinstance(s, FunctionStep):
+            self._by_function.setdefault(id(s.function), s)
+        self._by_class.setdefault(type(s), []).append(s)
+
+    def _make(self, s: Step) -> Step:
+        if id(s) not in self._ids:  # step_for_function may hand back a step already here
+            self.steps.append(s)
+            self._add(s)
+        return s
+
+    def __call__(self, dep: Any, owner: Step, param: str) -> Step:
+        if isinstance(dep, Step):
+            return dep
+        if callable(dep) and not isinstance(dep, type):
+            # A plain function (workflow_from_functions style): one FunctionStep per function.
+            found = self._by_function.get(id(dep))
+            return found if found is not None else self._make(step_for_function(dep))
+        if isinstance(dep, type) and issubclass(dep, Step):
+            matches = self._by_class.get(dep, [])
+            if len(matches) == 1:
+                return matches[0]
+            if not matches:
+                return self._make(dep())
+            raise DependencyError(
+                f"{_where(owner)} parameter {param!r} depends on class "
+                f"{dep.__name__}, which has {len(matches)} instances in the workflow: "
+                "pass the instance instead"
+            )
         raise DependencyError(
-            f"{type(owner).__name__}.run_step parameter {param!r} depends on class "
-            f"{dep.__name__}, which has {len(matches)} instances in the workflow: "
-            "pass the instance instead"
+            f"{_where(owner)} parameter {param!r}: Depends() takes steps, Step classes "
+            f"or functions, not {dep!r}"
         )
-    raise DependencyError(
-        f"{type(owner).__name__}.run_step parameter {param!r}: Depends() takes steps "
-        f"or Step classes, not {dep!r}"
-    )
+
+
+def _where(owner: Step) -> str:
+    """The step and the code declaring a parameter, for messages: ``step 'f' (function f)``."""
+    if isinstance(owner, FunctionStep):
+        code = f"function {getattr(owner.function, '__qualname__', owner.name)}"
+    else:
+        code = f"{type(owner).__name__}.{owner._entry}"
+    return f"step {owner.name or type(owner).__name__!r} ({code})"
 
 
 def assign_names(steps: list[Step]) -> dict[int, str]:
+    """Name every step: explicit names as given (two steps with one explicit name are an
+    error), the others numbered from their class or function name (``f``, ``f_2``)."""
     names: dict[int, str] = {}
     explicit: dict[str, Step] = {}
     for s in steps:
@@ -104,15 +148,18 @@ def assign_names(steps: list[Step]) -> dict[int, str]:
             explicit[s.name] = s
             names[id(s)] = s.name
     used = set(explicit)
+    last: dict[str, int] = {}  # per base, the last suffix tried: numbering stays linear
     for s in steps:
         if id(s) in names:
             continue
-        base = s.function.__name__ if isinstance(s, FunctionStep) else type(s).__name__
+        base = getattr(s.function, "__name__", "function") if isinstance(s, FunctionStep) else type(s).__name__
         base = "lambda" if base == "<lambda>" else base
-        name, k = base, 1
+        k = last.get(base, 1)
+        name = base if k == 1 else f"{base}_{k}"
         while name in used:
             k += 1
             name = f"{base}_{k}"
+        last[base] = k
         used.add(name)
         names[id(s)] = name
         s.name = name

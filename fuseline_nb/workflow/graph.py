@@ -1,4 +1,4 @@
-"""Workflow: collect steps, name them, build the networkx graph, validate, identify.
+"""Workflow: collect steps, name them, wire the edges, validate, identify.
 
 Examples
 --------
@@ -16,15 +16,14 @@ Examples
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-import networkx as nx
-
 from ..errors import CycleError
 from .binding import Binding
-from .collect import assign_names, collect, resolve, topological
+from .collect import Resolver, assign_names, collect, topological
 from .fingerprint import reads_all_inputs, workflow_fingerprints
 from .rules import Plan
 from .schema import DEFAULT_ACTION, EdgeSchema, StepSchema, WorkflowSchema
@@ -33,6 +32,8 @@ from .status import Status
 from .steps import FunctionStep, Step, function_target
 
 if TYPE_CHECKING:
+    import networkx as nx
+
     from .runinfo import RunResult
 
 log = logging.getLogger(__name__)
@@ -151,39 +152,56 @@ class Workflow:
     def _build(self) -> None:
         steps = collect(self.outputs)
         deps: dict[int, dict[str, tuple[Step, ...]]] = {}
+        resolve = Resolver(steps)
+        n_collected = len(steps)
         i = 0
-        while i < len(steps):  # _resolve may append instances of Step classes
+        while i < len(steps):  # resolve may append instances of Step classes
             s = steps[i]
-            deps[id(s)] = {
-                p: tuple(resolve(d, steps, s, p) for d in dep.steps) for p, dep in s.dependencies()
-            }
+            deps[id(s)] = {p: tuple(resolve(d, s, p) for d in dep.steps) for p, dep in s.dependencies()}
             i += 1
-        steps = topological(collect(self.outputs + [s for s in steps]), deps)
+        if len(steps) > n_collected:  # Depends pulled in new steps: collect what they link to
+            steps = collect(self.outputs + steps)
+        steps, acyclic = topological(steps, deps)
         names = assign_names(steps)
-        g = nx.DiGraph()
+        # Plain dicts, not a networkx graph: building stays a few µs per step
+        # (``graph`` makes the DiGraph on first use).
+        edges: dict[tuple[str, str], dict[str, Any]] = {}
+        into: dict[str, list[str]] = {}
+        raw_groups: set[str] = set()
+
+        def add(u: str, v: str, action: str, group: str | None) -> dict[str, Any]:
+            e = edges.get((u, v))
+            if e is None:
+                e = edges[(u, v)] = {"actions": (action,), "group": group}
+                into.setdefault(v, []).append(u)
+            return e
+
         for s in steps:
-            g.add_node(names[id(s)], name=names[id(s)], kind=s.kind, step=s)
-        raw_groups: dict[str, set[str]] = {}
-        for s in steps:
+            u = names[id(s)]
             for t, action, group in s.edges:
-                u, v = names[id(s)], names[id(t)]
-                if g.has_edge(u, v):
-                    acts = g.edges[u, v]["actions"]
-                    if action not in acts:
-                        g.edges[u, v]["actions"] = (*acts, action)
-                else:
-                    g.add_edge(u, v, actions=(action,), group=group)
+                v = names[id(t)]
+                e = edges.get((u, v))
+                if e is None:  # add() inlined: this loop runs once per edge
+                    edges[(u, v)] = {"actions": (action,), "group": group}
+                    into.setdefault(v, []).append(u)
+                elif action not in e["actions"]:
+                    e["actions"] = (*e["actions"], action)
                 if group is not None:
-                    raw_groups.setdefault(group, set()).add(v)
+                    raw_groups.add(group)
         # OR groups from `(a | b) >> c` get ids derived from their members, so
         # the same code gives the same schema in every process.
-        canonical: dict[tuple[str, str], str] = {}
-        for u, v, data in g.edges(data=True):
-            if data["group"] in raw_groups:
-                members = sorted(x for x, _, d in g.in_edges(v, data=True) if d["group"] == data["group"])
-                canonical[(u, v)] = f"{v}:any({','.join(members)})"
-        for (u, v), group in canonical.items():
-            g.edges[u, v]["group"] = group
+        if raw_groups:
+            members: dict[tuple[str, str], str] = {}
+            canonical: dict[tuple[str, str], str] = {}
+            for (u, v), e in edges.items():
+                if e["group"] in raw_groups:
+                    key = (v, e["group"])
+                    if key not in members:
+                        inside = sorted(x for x in into[v] if edges[(x, v)]["group"] == e["group"])
+                        members[key] = f"{v}:any({','.join(inside)})"
+                    canonical[(u, v)] = members[key]
+            for uv, group in canonical.items():
+                edges[uv]["group"] = group
         self._group_param: dict[str, dict[str, str]] = {}
         dep_names: dict[str, dict[str, tuple[str, ...]]] = {}
         for s in steps:
@@ -197,22 +215,21 @@ class Workflow:
                 if group:
                     self._group_param[v][param] = group
                 for u in src_names:
-                    if not g.has_edge(u, v):
-                        g.add_edge(u, v, actions=(DEFAULT_ACTION,), group=group)
+                    if (u, v) not in edges:
+                        add(u, v, DEFAULT_ACTION, group)
                     elif group is not None:
-                        g.edges[u, v]["group"] = group
-        for _, _, data in g.edges(data=True):
-            data["action"] = "|".join(data["actions"])
-        try:
-            cycle = nx.find_cycle(g)
-        except nx.NetworkXNoCycle:
-            cycle = None
-        if cycle:
+                        edges[(u, v)]["group"] = group
+        for e in edges.values():
+            e["action"] = "|".join(e["actions"])
+        self._order = [names[id(s)] for s in steps]
+        self.steps: dict[str, Step] = {names[id(s)]: s for s in steps}
+        self._edges = edges
+        self._graph: nx.DiGraph | None = None
+        if not acyclic:
+            import networkx as nx
+
+            cycle = nx.find_cycle(self.graph)
             raise CycleError([u for u, _ in cycle] + [cycle[0][0]])
-        index = {names[id(s)]: k for k, s in enumerate(steps)}
-        self._order = list(nx.lexicographical_topological_sort(g, key=index.__getitem__))
-        self.graph = g
-        self.steps: dict[str, Step] = {n: g.nodes[n]["step"] for n in self._order}
         self.bindings: dict[str, Binding] = {
             n: Binding.for_step(n, self.steps[n], dep_names[n], self._group_param[n]) for n in self._order
         }
@@ -220,8 +237,34 @@ class Workflow:
         self._schema_cache: WorkflowSchema | None = None
         self._plan: Plan | None = None
 
+    @property
+    def graph(self) -> nx.DiGraph:
+        """The structure as a networkx ``DiGraph`` (made on first use).
+
+        Nodes carry ``name``, ``kind`` and ``step``; edges ``actions``,
+        ``action`` (joined with ``|``) and ``group``.
+
+        Examples
+        --------
+        >>> from fuseline_nb import FunctionStep, Workflow
+        >>> a, b = FunctionStep(lambda: 1, name="a"), FunctionStep(lambda: 2, name="b")
+        >>> _ = a >> b
+        >>> Workflow(outputs=[b]).graph.edges["a", "b"]["action"]
+        'default'
+        """
+        if self._graph is None:
+            import networkx as nx
+
+            g = nx.DiGraph()
+            for n, s in self.steps.items():
+                g.add_node(n, name=n, kind=s.kind, step=s)
+            for (u, v), e in self._edges.items():
+                g.add_edge(u, v, **e)
+            self._graph = g
+        return self._graph
+
     def _derived_id(self) -> str:
-        key = self._schema("", dict.fromkeys(self._order, "")).structure_key()
+        key = self._structure_key()
         digest = hashlib.sha256(key.encode()).hexdigest()[:12]
         return f"{self.name}-{digest}"
 
@@ -310,25 +353,36 @@ class Workflow:
     def __len__(self) -> int:
         return len(self._order)
 
+    def _structure_key(self) -> str:
+        """:meth:`WorkflowSchema.structure_key` of this workflow, without building the schema."""
+        body = {
+            "steps": sorted((n, s.kind, self.bindings[n].conditional) for n, s in self.steps.items()),
+            "edges": sorted((u, v, a, d["group"] or "") for (u, v), d in self._edges.items() for a in d["actions"]),
+            "outputs": sorted(self.output_names),
+        }
+        return json.dumps(body, sort_keys=True)
+
     def _schema(self, workflow_id: str, fps: dict[str, str] | None = None) -> WorkflowSchema:
         if fps is None:
             fps = self.fingerprints()
+        bindings = self.bindings
         steps = tuple(
             StepSchema(
                 name=n,
-                kind=self.steps[n].kind,
-                target=function_target(self.steps[n]),
-                policies=tuple(_policy_spec(p) for p in self.steps[n].policies),
-                conditional=self.bindings[n].conditional,
+                kind=s.kind,
+                target=function_target(s),
+                policies=tuple(map(_policy_spec, s.policies)) if s.policies else (),
+                conditional=bindings[n].conditional,
                 fingerprint=fps[n],
-                cache=bool(getattr(self.steps[n], "cache", True)),
-                reads=_reads(self.steps[n], self.bindings[n]),
+                cache=bool(getattr(s, "cache", True)),
+                reads=_reads(s, bindings[n]),
+                inputs=bindings[n].required_inputs,
             )
-            for n in self._order
+            for n, s in self.steps.items()
         )
         edges = tuple(
             EdgeSchema(u, v, a, d["group"])
-            for u, v, d in sorted(self.graph.edges(data=True), key=lambda e: (e[0], e[1]))
+            for (u, v), d in sorted(self._edges.items())
             for a in d["actions"]
         )
         return WorkflowSchema(
@@ -389,7 +443,7 @@ class Workflow:
         42
         """
         engine = execution_engine or self.execution_engine
-        result = local_runner()(self, dict(inputs or {}), engine=engine)
+        result = local_runner()(self, run_inputs(inputs), engine=engine)
         self.workflow_instance_id = result.run_id
         if raise_on_failure:
             result.raise_for_failure()
@@ -422,7 +476,7 @@ class Workflow:
         >>> isinstance(wf.dispatch(MemoryBroker()), str)
         True
         """
-        run_id = str(broker.dispatch_workflow(self.to_schema(), dict(inputs or {})))
+        run_id = str(broker.dispatch_workflow(self.to_schema(), run_inputs(inputs)))
         self.workflow_instance_id = run_id  # Fuseline's name for the latest run's id
         return run_id
 
@@ -457,6 +511,27 @@ class Workflow:
         except ImportError:
             return {"text/plain": repr(self)}
         return workflow_mimebundle(self)
+
+
+def run_inputs(inputs: Any) -> dict[str, Any]:
+    """A run's inputs as a fresh dict; a ``TypeError`` saying what to pass for anything else.
+
+    Examples
+    --------
+    >>> run_inputs(None), run_inputs({"x": 1})
+    ({}, {'x': 1})
+    >>> run_inputs(5)
+    Traceback (most recent call last):
+    TypeError: run inputs must be a dict of input names to values, not int 5: e.g. wf.run({'x': 5})
+    """
+    if inputs is None:
+        return {}
+    if not isinstance(inputs, Mapping):
+        raise TypeError(
+            f"run inputs must be a dict of input names to values, not {type(inputs).__name__} "
+            f"{inputs!r}: e.g. wf.run({{'x': {inputs!r}}})"
+        )
+    return dict(inputs)
 
 
 def _reads(step: Step, binding: Binding) -> tuple[str, ...] | None:

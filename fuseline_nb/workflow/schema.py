@@ -15,8 +15,11 @@ True
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from ..errors import MissingInputError
 
 DEFAULT_ACTION = "default"
 
@@ -45,12 +48,15 @@ class StepSchema:
     fingerprint: str = ""
     cache: bool = True
     reads: tuple[str, ...] | None = None
+    #: Run inputs the step needs (parameters with no dependency and no default).
+    inputs: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-serialisable dict."""
         d = asdict(self)
         d["policies"] = [dict(p) for p in self.policies]
         d["reads"] = None if self.reads is None else list(self.reads)
+        d["inputs"] = list(self.inputs)
         return d
 
     @classmethod
@@ -65,6 +71,7 @@ class StepSchema:
             fingerprint=str(d.get("fingerprint", "")),
             cache=bool(d.get("cache", True)),
             reads=None if d.get("reads") is None else tuple(d["reads"]),
+            inputs=tuple(d.get("inputs", ())),
         )
 
 
@@ -165,6 +172,42 @@ class WorkflowSchema:
     def from_json(cls, text: str) -> WorkflowSchema:
         """Parse :meth:`to_json` output."""
         return cls.from_dict(json.loads(text))
+
+    def missing_inputs(self, inputs: Mapping[str, Any]) -> dict[str, list[str]]:
+        """``{input: [steps needing it]}`` for every needed input not in ``inputs``.
+
+        Examples
+        --------
+        >>> s = WorkflowSchema("w", steps=(StepSchema("a", inputs=("x",)), StepSchema("b", inputs=("x", "y"))))
+        >>> s.missing_inputs({"y": 1})
+        {'x': ['a', 'b']}
+        """
+        missing: dict[str, list[str]] = {}
+        for s in self.steps:
+            for name in s.inputs:
+                if name not in inputs:
+                    missing.setdefault(name, []).append(s.name)
+        return missing
+
+    def check_inputs(self, inputs: Mapping[str, Any]) -> None:
+        """Raise :class:`~fuseline_nb.errors.MissingInputError` naming every missing input.
+
+        Examples
+        --------
+        >>> s = WorkflowSchema("w", steps=(StepSchema("a", inputs=("x",)),))
+        >>> s.check_inputs({"x": 1})
+        >>> s.check_inputs({})
+        Traceback (most recent call last):
+        fuseline_nb.errors.MissingInputError: step 'a' needs input 'x': pass it in the run's inputs, e.g. wf.run({'x': ...})
+        """
+        if not isinstance(inputs, Mapping):
+            raise TypeError(
+                f"run inputs must be a dict of input names to values, not {type(inputs).__name__} "
+                f"{inputs!r}: e.g. wf.run({{'x': 1}})"
+            )
+        missing = self.missing_inputs(inputs)
+        if missing:
+            raise MissingInputError.of(missing)
 
     def structure_key(self) -> str:
         """Canonical text of what defines the workflow (not its id): names and edges."""

@@ -21,6 +21,7 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import weakref
 from collections.abc import Callable, Iterable
@@ -254,12 +255,17 @@ class Step:
             raise TypeError(f"can only chain to a Step, not {type(target).__name__}")
         if not isinstance(action, str) or not action:
             raise ValueError(f"an action must be a non-empty string, not {action!r}")
-        entry = (target, action, group)
-        if entry not in self.edges:
-            self.edges.append(entry)
-            incoming = target.__dict__.setdefault("_incoming", [])
-            if not any(s is self for s in incoming):
-                incoming.append(self)
+        # Sets of ids beside the lists make a repeated edge an O(1) no-op
+        # (a 1→100,000 fan-out would otherwise scan its edges per edge).
+        key = (id(target), action, group)
+        seen = self.__dict__.setdefault("_edge_keys", set())
+        if key not in seen:
+            seen.add(key)
+            self.edges.append((target, action, group))
+            sources = target.__dict__.setdefault("_incoming_ids", set())
+            if id(self) not in sources:
+                sources.add(id(self))
+                target.__dict__.setdefault("_incoming", []).append(self)
 
     def __rshift__(self, other: Step | StepGroup) -> Any:
         for target in _targets(other):
@@ -308,16 +314,51 @@ class Step:
 
     def dependencies(self) -> list[tuple[str, Depends]]:
         """The ``Depends(...)`` defaults of :meth:`run_step`, by parameter name."""
-        sig = _signature(self)
-        return [(p.name, p.default) for p in sig.parameters.values() if isinstance(p.default, Depends)]
+        return _params(self)[1]
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>" if self.name else f"<{type(self).__name__}>"
 
 
-def _signature(step: Step) -> inspect.Signature:
+#: Signature and ``Depends`` defaults per entry function: inspected once per
+#: step class (or function), not once per step. Weak keys: a notebook that
+#: redefines a class or function lets the old one go.
+_PARAMS: weakref.WeakKeyDictionary[Any, tuple[inspect.Signature, list[tuple[str, Depends]]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _params(step: Step) -> tuple[inspect.Signature, list[tuple[str, Depends]]]:
+    """``(signature, Depends defaults)`` of the method whose parameters are bound."""
+    if isinstance(step, FunctionStep):
+        key: Any = step.function
+    elif step._entry in step.__dict__:  # an entry set on the instance: not shared
+        key = None
+    else:
+        key = getattr(type(step), step._entry, None)
+    mine = step.__dict__.get("_params")  # (key, found): a step rebuilt into workflows asks often
+    if mine is not None and key is not None and mine[0] is key:
+        return mine[1]  # type: ignore[no-any-return]
+    if key is not None:
+        try:
+            found = _PARAMS[key]
+        except (KeyError, TypeError):  # TypeError: not weakly referenceable
+            pass
+        else:
+            step.__dict__["_params"] = (key, found)
+            return found
     fn = step.function if isinstance(step, FunctionStep) else getattr(step, step._entry)
-    return inspect.signature(fn)
+    sig = inspect.signature(fn)
+    found = (sig, [(p.name, p.default) for p in sig.parameters.values() if isinstance(p.default, Depends)])
+    if key is not None:
+        step.__dict__["_params"] = (key, found)
+        with contextlib.suppress(TypeError):
+            _PARAMS[key] = found
+    return found
+
+
+def _signature(step: Step) -> inspect.Signature:
+    return _params(step)[0]
 
 
 class FunctionStep(Step):
@@ -351,6 +392,8 @@ class FunctionStep(Step):
         super().__init__(name=name or getattr(func, "__name__", None) or "function", policies=policies)
         if self.name == "<lambda>":
             self.name = "lambda"
+        if name is None:  # named after its function: numbered in a workflow (f, f_2) like classes
+            self.__dict__["_auto_name"] = True
         self.function = func
         if name is None:
             _remember(func, self)

@@ -24,10 +24,12 @@ import weakref
 from typing import Any
 
 from ...errors import StorageError, StorageLockedError
+from ._duckdb_sql import VIEWS
 
 log = logging.getLogger(__name__)
 
 _LOCK_HOLDER = re.compile(r"Conflicting lock is held in (.+?) \(PID (\d+)\)")
+_NO_TABLE = re.compile(r"Catalog Error: Table with name (\S+) does not exist")
 _OPEN: dict[str, weakref.ref[Any]] = {}  # resolved path -> the storage that holds it
 _OPEN_LOCK = threading.Lock()
 _ALL: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -40,6 +42,8 @@ def translate(text: str, path: str) -> StorageError:
     --------
     >>> str(translate('IO Error: The file "x" exists, but it is not a valid DuckDB database file!', "x"))
     "'x' is not a DuckDB database: pass a DuckDB file or the name of a new file"
+    >>> str(translate('Catalog Error: Table with name nope does not exist!', "h.duckdb"))
+    "no view named 'nope' in the run history 'h.duckdb': the views are workflows, runs, steps, events (e.g. SELECT * FROM runs)"
     """
     holder = _LOCK_HOLDER.search(text)
     if holder or "Could not set lock" in text:
@@ -47,6 +51,13 @@ def translate(text: str, path: str) -> StorageError:
         return StorageLockedError(
             f"DuckDB file {path!r} is held by {who}: close the session or broker that has it "
             "open there (or stop that process), or use another file"
+        )
+    missing = _NO_TABLE.search(text)
+    if missing:  # DuckDB would suggest one of its own catalog tables (pg_enum ...)
+        views = ", ".join(name for name, _ in VIEWS)
+        return StorageError(
+            f"no view named {missing.group(1)!r} in the run history {path!r}: the views are "
+            f"{views} (e.g. SELECT * FROM runs)"
         )
     if "not a valid DuckDB database" in text:
         return StorageError(f"{path!r} is not a DuckDB database: pass a DuckDB file or the name of a new file")

@@ -116,3 +116,33 @@ def _bad_file_name() -> int:
 
 #: A step whose error text holds a lone surrogate (issue 18: it must not kill the worker).
 surrogate_error = Workflow(outputs=[FunctionStep(_bad_file_name, name="read")], workflow_id="http-surrogate")
+
+
+class ReprRaises:
+    """A poison input: its ``__repr__`` raises (previews cannot be made)."""
+
+    def __init__(self, tag: int = 0) -> None:
+        self.tag = tag
+
+    def __repr__(self) -> str:
+        raise RuntimeError("repr boom")
+
+
+def _soak_src(x: object) -> int:
+    if x == "fail":
+        raise ValueError("bad " + b"name-\xff".decode("utf-8", "surrogateescape"))
+    return 1
+
+
+def _soak(width: int = 50) -> Workflow:
+    """One source step and ``width - 1`` steps after it (the soak test's run)."""
+    src = FunctionStep(_soak_src, name="src")
+    leaves = []
+    for i in range(width - 1):
+        leaf = FunctionStep(lambda i=i: i, name=f"leaf{i}")
+        src >> leaf
+        leaves.append(leaf)
+    return Workflow(outputs=leaves, workflow_id="soak")
+
+
+soak = _soak()

@@ -7,12 +7,14 @@ builtin it resembles so ``except ValueError`` still catches a bad definition::
     ├── WorkflowDefinitionError (ValueError)      a workflow that cannot be built
     │   ├── CycleError                           carries ``.cycle``
     │   ├── DuplicateStepNameError               carries ``.name``
-    │   └── DependencyError                      a Depends(...) that points nowhere
+    │   ├── DependencyError                      a Depends(...) that points nowhere
+    │   └── ImpossibleJoinError                  an AND join on two actions of one branch
     ├── MissingInputError (KeyError)             a run_step parameter with no value
     ├── UnknownActionError (ValueError)          a returned action with no edge
     ├── SchemaMismatchError (ValueError)         same id + version, other definition
     ├── UnknownWorkflowError (LookupError)       a schema the broker never saw
     ├── UnknownRunError (LookupError)            a run id the broker never saw
+    │   └── RunNotFoundError (KeyError)          ... asked for by a user (get_run, cancel_run)
     ├── UnknownWorkerError (LookupError)         a worker id the broker does not know
     ├── StaleReportError (RuntimeError)          a report for an expired/old attempt
     ├── PicklingError (TypeError)                a step that cannot travel to a worker
@@ -100,6 +102,31 @@ class DependencyError(WorkflowDefinitionError):
     >>> issubclass(DependencyError, ValueError)
     True
     """
+
+
+class ImpossibleJoinError(WorkflowDefinitionError):
+    """An AND join whose inputs need different actions of one branching step: it can never run.
+
+    Carries ``.join``, ``.branch`` (the branching step) and ``.actions`` (the two).
+
+    Examples
+    --------
+    >>> err = ImpossibleJoinError("j", "g", "a", "b", "x", "y")
+    >>> err.join, err.branch, err.actions
+    ('j', 'g', ('a', 'b'))
+    >>> "(x | y) >> j" in str(err)
+    True
+    """
+
+    def __init__(self, join: str, branch: str, action_a: str, action_b: str, source_a: str, source_b: str) -> None:
+        self.join, self.branch, self.actions = join, branch, (action_a, action_b)
+        super().__init__(
+            f"step {join!r} can never run: it is an AND join (every input must be reached), but its "
+            f"input from {source_a!r} needs step {branch!r} to choose action {action_a!r} and its input "
+            f"from {source_b!r} needs action {action_b!r}, and {branch!r} chooses one action per run. "
+            f"To run {join!r} on whichever branch was taken, merge the branches with an OR group: "
+            f"({source_a} | {source_b}) >> {join}, or one parameter Depends({source_a}, {source_b})"
+        )
 
 
 class MissingInputError(FuselineError, KeyError):
@@ -203,6 +230,24 @@ class UnknownRunError(FuselineError, LookupError):
     >>> issubclass(UnknownRunError, LookupError)
     True
     """
+
+
+class RunNotFoundError(UnknownRunError, KeyError):
+    """A run id that names no run (``get_run``, ``cancel_run``); ``except KeyError`` catches it.
+
+    Examples
+    --------
+    >>> err = RunNotFoundError("abc")
+    >>> err.run_id, str(err), isinstance(err, KeyError)
+    ('abc', "unknown run: 'abc'", True)
+    """
+
+    def __init__(self, run_id: str, message: str | None = None) -> None:
+        self.run_id = run_id
+        super().__init__(message or f"unknown run: {run_id!r}")
+
+    def __str__(self) -> str:  # KeyError would show the message in quotes
+        return str(self.args[0])
 
 
 class UnknownWorkerError(FuselineError, LookupError):
@@ -331,10 +376,23 @@ class StepFailedError(FuselineError, RuntimeError):
     --------
     >>> str(StepFailedError("run-1", {"load": "ValueError: bad row"}))
     "run 'run-1' failed: load: ValueError: bad row"
+    >>> print(StepFailedError("run-1", {"load": "ValueError: bad row"},
+    ...                       {"load": 'Traceback (most recent call last):\n  File "cell.py", line 2, in load\n'}))
+    run 'run-1' failed: load: ValueError: bad row
+    <BLANKLINE>
+    step 'load':
+    Traceback (most recent call last):
+      File "cell.py", line 2, in load
     """
 
-    def __init__(self, run_id: str, failures: dict[str, str]) -> None:
+    def __init__(self, run_id: str, failures: dict[str, str], tracebacks: Mapping[str, str] | None = None) -> None:
         self.run_id = run_id
         self.failures = dict(failures)
+        #: Each failed step's traceback (from a worker too: same file names and source lines).
+        self.tracebacks = {k: v for k, v in (tracebacks or {}).items() if v}
         detail = "; ".join(f"{k}: {v}" for k, v in self.failures.items())
-        super().__init__(f"run {run_id!r} failed: {detail}")
+        shown = [f"\n\nstep {k!r}:\n{tb.rstrip()}" for k, tb in list(self.tracebacks.items())[:3]]
+        super().__init__(f"run {run_id!r} failed: {detail}" + "".join(shown))
+
+    def __reduce__(self) -> Any:
+        return (type(self), (self.run_id, self.failures, self.tracebacks))

@@ -2,10 +2,10 @@
 
 ``tour`` validates its input (a branch: ``"ok"`` or ``"reject"``), computes
 three statistics in parallel on the ``"ok"`` branch, joins them into a
-report, and has an OR group that takes whichever of two mirrors answers
-first. (A step that reads another's result with ``Depends`` also gets an
-edge from it, so the statistics read the input ``n`` rather than a loaded
-list: that keeps the branch the only way in.)
+report (an AND join: it runs only when every input was reached), and has an
+OR group that takes whichever of two mirrors answers first. On the
+``"reject"`` branch the statistics are skipped, and so is the report: only
+``Reject`` and the mirrors run, and the run returns ``None``.
 
 Examples
 --------
@@ -13,6 +13,10 @@ Examples
 >>> report = tour.run({"n": 10, "delay": 0})
 >>> report["total"], report["source"]
 (45, 'mirror_a')
+>>> print(tour.run({"n": -5, "delay": 0}))
+None
+>>> sorted(n for n, s in tour.last_run.steps.items() if s.state.value == "SUCCEEDED")
+['Reject', 'Validate', 'mirror_a', 'mirror_b']
 """
 
 from __future__ import annotations
@@ -89,7 +93,7 @@ def build_tour() -> Workflow:
     mirror_a, mirror_b = MirrorA(), MirrorB()
 
     class Report(Step):
-        """AND join of the three statistics plus the OR group of mirrors."""
+        """AND join of the three statistics plus the OR group of mirrors (skipped on "reject")."""
 
         def run_step(
             self,

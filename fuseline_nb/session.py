@@ -34,6 +34,7 @@ from .workflow.graph import Workflow, run_inputs
 from .workflow.runinfo import RunInfo
 from .workflow.stale import warn_stale
 from .workflow.status import Status
+from .workflow.value import Value
 
 log = logging.getLogger(__name__)
 
@@ -48,17 +49,18 @@ def _open_broker(path: str | os.PathLike[str] | None, lease_seconds: float, cach
     return DuckDBBroker(os.fspath(path), lease_seconds=lease_seconds, cache=cache)  # type: ignore[no-any-return]
 
 
-def _check_inputs(inputs: Mapping[str, Any]) -> None:
-    import cloudpickle
-
+def _input_values(inputs: Mapping[str, Any]) -> dict[str, Value]:
+    """The run's inputs made values here, where they are born (pickled once)."""
+    out = {}
     for key, value in inputs.items():
         try:
-            cloudpickle.dumps(value)
+            out[key] = Value.of(value)
         except Exception as exc:
             raise PicklingError(
                 f"input {key!r} (a {type(value).__name__}) cannot be sent to a worker process: "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
+    return out
 
 
 def _weak_listener(method: Callable[[Event], None], kind: str | None = None) -> Callable[[Event], None]:
@@ -199,19 +201,33 @@ class Session:
         inputs = run_inputs(inputs)
         wf.refresh()
         wf.to_schema().check_inputs(inputs)  # before anything is shipped
+        values = _input_values(inputs)
         warn_stale(wf, stacklevel=2)
         wf.settle_version(self.broker.list_workflows())
         if self.pool is not None:
             self.pool.check()
             self.pool.add_workflow(wf)
-            _check_inputs(inputs)
         if cache is None and not rerun:
-            run_id = self.broker.dispatch_workflow(wf.to_schema(), inputs)
+            run_id = self.broker.dispatch_workflow(wf.to_schema(), values)
         else:
-            run_id = self.broker.dispatch_workflow(wf.to_schema(), inputs, cache=cache, rerun=list(rerun))
+            run_id = self.broker.dispatch_workflow(wf.to_schema(), values, cache=cache, rerun=list(rerun))
         run = self._runs[run_id] = Run(self, run_id, wf)
         run._final = self._early.pop(run_id, None)
         return run
+
+    def cancel(self, run_id: str, reason: str | None = None) -> bool:
+        """Cancel a run: its unfinished steps become CANCELLED, a running step's process is replaced.
+
+        Returns ``True`` when the run was cancelled, ``False`` when it had
+        already ended (nothing changes; the broker logs that it did not).
+
+        Raises
+        ------
+        RunNotFoundError
+            No run has this id.
+        """
+        self._check_open()
+        return self.broker.cancel_run(run_id, reason)
 
     def _on_event(self, event: Event) -> None:
         if event.kind != "run_finished":
@@ -394,6 +410,19 @@ class Run:
         """Whether the run has ended."""
         return self.info().done
 
+    def cancel(self, reason: str | None = None) -> bool:
+        """Cancel this run (see :meth:`Session.cancel`); ``False`` when it had already ended.
+
+        Examples
+        --------
+        >>> from fuseline_nb import FunctionStep, Workflow
+        >>> with Session(workers=0) as session:
+        ...     run = session.submit(Workflow(outputs=[FunctionStep(lambda: 1, name="one")]))
+        ...     run.cancel(), run.state, run.info().steps["one"].state
+        (True, <Status.CANCELLED: 'CANCELLED'>, <Status.CANCELLED: 'CANCELLED'>)
+        """
+        return self.session.cancel(self.id, reason)
+
     def wait(self, timeout: float | None = None, *, raise_on_failure: bool = False) -> Any:
         """Block until the run ends; return its outputs as ``wf.run`` does.
 
@@ -426,6 +455,8 @@ class Run:
         return self._outputs(info, raise_on_failure)
 
     def _outputs(self, info: RunInfo, raise_on_failure: bool) -> Any:
+        if info.state is Status.CANCELLED:
+            log.warning("run %s of workflow %s was cancelled", self.id, info.workflow_id)
         if info.state is Status.FAILED:
             if raise_on_failure:
                 info.raise_for_failure()

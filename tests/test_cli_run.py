@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -107,7 +108,7 @@ def test_the_terminal_progress_redraws_one_coloured_line() -> None:
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_the_workers_at_once(tmp_path: Path) -> None:
+def test_ctrl_c_cancels_the_run_and_stops_the_workers_at_once(tmp_path: Path) -> None:
     import signal
     import time
 
@@ -130,6 +131,38 @@ def test_ctrl_c_stops_the_workers_at_once(tmp_path: Path) -> None:
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130
     assert time.monotonic() - t0 < 5
-    assert "interrupted; workers stopped" in err
+    assert re.search(r"interrupted; run \w+ cancelled; workers stopped", err), err
     time.sleep(0.5)
     assert not [k for k in kids if k.is_running() and k.status() != psutil.STATUS_ZOMBIE]
+    import duckdb  # Ctrl-C cancelled the run before exiting: the history says so
+
+    with duckdb.connect(str(tmp_path / "runs.duckdb"), read_only=True) as con:
+        assert con.execute("SELECT state FROM runs").fetchall() == [("CANCELLED",)]
+        steps = dict(con.execute("SELECT step, state FROM steps").fetchall())
+        assert steps["Total"] == "CANCELLED" and steps["Report"] == "CANCELLED"
+        assert set(steps.values()) <= {"SUCCEEDED", "CANCELLED"}, steps
+        causes = con.execute("SELECT DISTINCT detail_json FROM events WHERE kind = 'step_finished' "
+                             "AND state = 'CANCELLED'").fetchall()
+        assert causes and all("run cancelled" in c for (c,) in causes)
+
+
+@pytest.mark.slow
+def test_run_with_cache_reuses_the_results_of_the_last_invocation(tmp_path: Path) -> None:
+    (tmp_path / "cachedwf.py").write_text(textwrap.dedent('''
+        import fuseline_nb as fl
+
+        def load(n: int) -> list:
+            return list(range(n))
+
+        def total(rows: list = fl.Depends(load)) -> int:
+            return sum(rows)
+
+        wf = fl.workflow_from_functions([total], workflow_id="cached-cli")
+    '''))
+    first = _run("cachedwf:wf", "--workers", "1", "--db", "h.duckdb", "--cache", "-i", "n=4", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "steps cached" not in first.stdout and "outputs: 6" in first.stdout
+    second = _run("cachedwf:wf", "--workers", "1", "--db", "h.duckdb", "--cache", "-i", "n=4", cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert ": SUCCEEDED in " in second.stdout and "(2 of 2 steps cached)" in second.stdout
+    assert "outputs: 6" in second.stdout

@@ -155,11 +155,9 @@ def _diamond(pick_edge: str):
     (route - "left") >> left
     (route - "right") >> right
     if pick_edge == "default":
-        left >> join
-        right >> join
-    else:  # the join is only reached when a branch returns "go"
+        (left | right) >> join  # merging branches is an OR group (an AND join here is refused)
+    else:  # the join is only reached when the branch returns "go"
         (left - "go") >> join
-        (right - "go") >> join
     return Workflow(outputs=[join], workflow_id=f"diamond-{pick_edge}"), join_runs
 
 
@@ -167,7 +165,8 @@ def _diamond(pick_edge: str):
 def test_and_join_follows_routing(path):
     """Fuseline counts a join's predecessors regardless of the branch taken: in
     process the join waits forever for the branch not taken (it stays PENDING);
-    its broker looks only at predecessor states, never at edge actions."""
+    its broker looks only at predecessor states, never at edge actions. Here
+    the merge of two branches (an OR group) runs once on the branch taken."""
     wf, runs = _diamond("default")
     if path == "local":
         wf.run({"pick": "left"})

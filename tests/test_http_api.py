@@ -16,7 +16,7 @@ from fuseline_nb import FunctionStep, Status, Workflow
 from fuseline_nb.broker import MemoryBroker
 from fuseline_nb.broker.codec import decode_value, encode_value
 from fuseline_nb.broker.http import create_app
-from fuseline_nb.broker.opaque import Pickled
+from fuseline_nb.workflow.value import Value
 
 TOKEN = "test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -171,7 +171,7 @@ class TestStepProtocol:
         report = {"instance_id": run_id, "step_name": "a", "state": "SUCCEEDED", "attempt": 1,
                   "result": encode_value("left"), "action": "left"}
         nxt = api("POST", "/workflow/step", json={"worker_id": wid, "report": report, "next": True}).json()["next"]
-        assert nxt["step_name"] == "left" and nxt["results"]["a"] == {"kind": "json", "value": "left"}
+        assert nxt["step_name"] == "left" and decode_value(nxt["results"]["a"]).load() == "left"
         report = {"instance_id": run_id, "step_name": "left", "state": "SUCCEEDED", "attempt": 1,
                   "result": encode_value({"n": 1})}
         assert api("POST", "/workflow/step", json={"worker_id": wid, "report": report, "next": True}).json() == {
@@ -180,7 +180,7 @@ class TestStepProtocol:
         assert run["state"] == "SUCCEEDED"
         assert {n: s["state"] for n, s in run["steps"].items()} == {
             "a": "SUCCEEDED", "left": "SUCCEEDED", "right": "SKIPPED"}
-        assert run["steps"]["left"]["result"] == {"kind": "json", "value": {"n": 1}}
+        assert run["steps"]["left"]["result"] == encode_value({"n": 1})  # as the worker sent it
         assert api("GET", f"/runs/{run_id}", params={"steps": "false"}).json()["steps"] == {}
         assert [r["run_id"] for r in api("GET", "/runs").json()] == [run_id]
         assert api("GET", "/workflows").json()[0]["workflow_id"] == "api-wf"
@@ -240,15 +240,15 @@ class TestPickles:
         wf = _wf()
         body = {"workflow": wf.to_schema().to_dict(), "inputs": {"x": {"kind": "pickle", "data": data}}}
         run_id = api("POST", "/workflow/dispatch", json=body).json()["run_id"]
-        held = api.broker.get_run(run_id).inputs["x"]
-        assert isinstance(held, Pickled) and not canary.exists()
+        held = api.broker.get_run(run_id).input_values["x"]
+        assert isinstance(held, Value) and not held.loaded and not canary.exists()
         assert api("GET", f"/runs/{run_id}").json()["inputs"]["x"]["data"] == data
         assert not canary.exists()
 
     def test_values_round_trip(self) -> None:
         for v in [None, 3, "s", [1, {"a": 2.5}], (1, 2), {1: "int key"}, 2**80, float("nan"), Status.FAILED]:
             w = json.loads(json.dumps(encode_value(v)))
-            back = decode_value(w, side="client")
+            back = decode_value(w).load()
             assert (back == v) or (v != v and back != back), v
             assert type(back) is type(v)
 
@@ -318,3 +318,25 @@ class TestClientLogic:
         got = client.get_step("w1")  # no request: the report's answer carried it
         assert paths == ["POST /workflow/step"]
         assert (got.step_name, got.inputs, got.results) == ("b", {"x": (1, 2)}, {"a": "left"})
+
+
+def test_cancel_route(api: Api):
+    wf = _wf()
+    wid = _register(api, wf)
+    r = api("POST", "/workflow/dispatch", json={"workflow": wf.to_schema().to_dict()})
+    run_id = r.json()["run_id"]
+    assert api("GET", "/workflow/step", params={"worker_id": wid}).status_code == 200  # "a" runs
+    r = api("POST", f"/runs/{run_id}/cancel", json={"reason": "stop"})
+    assert r.status_code == 200, r.text
+    assert r.json() == {"v": 1, "run_id": run_id, "cancelled": True, "state": "CANCELLED",
+                        "message": f"run {run_id!r} cancelled"}
+    r = api("POST", "/worker/keep-alive", json={"worker_id": wid})
+    assert r.status_code == 200 and r.json() == {"v": 1, "cancelled": [[run_id, "a"]]}
+    r = api("POST", f"/runs/{run_id}/cancel")  # no body; an ended run: a no-op that says so
+    assert r.status_code == 200 and r.json()["cancelled"] is False
+    assert "had already ended (CANCELLED): nothing to cancel" in r.json()["message"]
+    r = api("POST", "/runs/nope/cancel", json={})
+    assert r.status_code == 404 and r.json()["error"] == "unknown_run"
+    r = api("POST", f"/runs/{run_id}/cancel", json={"reason": 5})
+    assert r.status_code == 422
+    assert api("POST", f"/runs/{run_id}/cancel", auth=False).status_code == 401

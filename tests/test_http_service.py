@@ -305,3 +305,46 @@ def test_docs_quick_start_runs(service: Service, tmp_path: Path, monkeypatch: py
         exec(compile(code, "service.md", "exec"), {"__name__": "docs_service"})
     expected = re.findall(r"^# prints: ?(.*)$", notebook, re.M)
     assert out.getvalue().splitlines() == expected, service.log("worker.log") + service.log("broker.log")
+
+
+@pytest.mark.slow
+def test_cancel_through_the_service_stops_the_cli_worker_s_step(service: Service, tmp_path: Path) -> None:
+    import psutil
+
+    from fuseline_nb.errors import RunNotFoundError
+
+    client = service.start_broker("--db", str(tmp_path / "svc.duckdb"))
+    service.start_workers("tests.http_workflows:slow", processes=1)
+    wait_workers(client, 1)
+    marker = tmp_path / "slow.pid"
+    run_id = client.dispatch_workflow(flows.slow.to_schema(), {"marker": str(marker), "seconds": 30})
+    deadline = time.monotonic() + 30
+    while not marker.exists():
+        assert time.monotonic() < deadline, "the slow step did not start:\n" + service.log("worker.log")
+        time.sleep(0.02)
+    pid = int(marker.read_text())
+    t0 = time.monotonic()
+    assert client.cancel_run(run_id, "from the test") is True
+
+    def gone() -> bool:
+        try:
+            return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    while not gone():
+        assert time.monotonic() - t0 < 2.0, "the cancelled step's worker process still runs after 2 s"
+        time.sleep(0.02)
+    info = client.get_run(run_id)
+    assert info.state is Status.CANCELLED
+    assert {n: s.state for n, s in info.steps.items()} == {"Slow": Status.CANCELLED, "AfterSlow": Status.CANCELLED}
+    assert info.steps["AfterSlow"].attempts == 0 and info.steps["AfterSlow"].started_at is None  # never started
+    assert info.steps["Slow"].attempts == 1
+    assert client.cancel_run(run_id) is False  # an ended run: a no-op
+    with pytest.raises(RunNotFoundError, match="nope"):
+        client.cancel_run("nope")
+    # the supervisor started another worker process: the next run works (the marker makes it quick)
+    again = client.dispatch_workflow(flows.slow.to_schema(), {"marker": str(marker), "seconds": 30})
+    done = wait_run(client, again, timeout=60)
+    assert done.state is Status.SUCCEEDED and done.steps["Slow"].result != pid
+

@@ -23,6 +23,7 @@ from ..workflow.events import Event
 from ..workflow.runinfo import RunInfo, StepInfo
 from ..workflow.schema import WorkflowSchema
 from ..workflow.status import Status
+from ..workflow.value import opened_all
 from .registry import Repositories, RepositoryInfo
 
 __all__ = [
@@ -35,7 +36,9 @@ class StepAssignment:
     """One step of one run handed to one worker.
 
     ``payload`` holds ``workflow_inputs`` (the run's inputs), ``results``
-    (results of finished predecessors, by step name) and ``winners`` (for
+    (results of finished predecessors, by step name) — both as closed
+    :class:`~fuseline_nb.workflow.value.Value` s, opened by :attr:`inputs` and
+    :attr:`results` in the worker that runs the step — and ``winners`` (for
     each OR group on the step, the member whose result it receives).
     ``attempt`` counts from 1; the worker must echo it in its report.
 
@@ -63,13 +66,13 @@ class StepAssignment:
 
     @property
     def inputs(self) -> dict[str, Any]:
-        """The run's inputs."""
-        return self.payload.get("workflow_inputs", {})
+        """The run's inputs, opened (the payload holds them as closed :class:`Value` s)."""
+        return opened_all(self.payload.get("workflow_inputs", {}))
 
     @property
     def results(self) -> dict[str, Any]:
-        """Results of finished predecessors by step name."""
-        return self.payload.get("results", {})
+        """Results of finished predecessors by step name, opened (see :attr:`inputs`)."""
+        return opened_all(self.payload.get("results", {}))
 
     @property
     def winners(self) -> dict[str, str]:
@@ -82,8 +85,11 @@ class StepReport:
     """What a worker tells the broker about one attempt.
 
     ``state`` is SUCCEEDED, FAILED or SKIPPED (its condition said no).
-    ``action`` may carry the returned action string when ``result`` is
-    opaque to the broker; by default the broker reads it from ``result``.
+    ``result`` is a :class:`~fuseline_nb.workflow.value.Value` made by the
+    worker (a direct caller may pass the object; the broker then makes the
+    value). ``action`` carries the returned action string (workers set it
+    when the result is a ``str``); by default the broker reads it from a
+    ``str`` result.
 
     Examples
     --------
@@ -179,8 +185,27 @@ class Broker(ABC):
         """Record an attempt's outcome and enqueue what became ready."""
 
     @abstractmethod
-    def keep_alive(self, worker_id: str) -> None:
-        """Mark the worker alive and extend the leases of its assignments."""
+    def keep_alive(self, worker_id: str) -> list[tuple[str, str]] | None:
+        """Mark the worker alive and extend the leases of its assignments.
+
+        Returns the ``(run id, step)`` assignments of this worker that were
+        cancelled meanwhile (the worker should stop them), or ``None``.
+        """
+
+    @abstractmethod
+    def cancel_run(self, run_id: str, reason: str | None = None) -> bool:
+        """Cancel a run; ``True`` when it was cancelled, ``False`` when it had already ended.
+
+        Pending and queued steps become CANCELLED (cause ``"run cancelled"``),
+        running steps' workers are told to stop, late reports are refused and
+        the run ends CANCELLED. Cancelling an ended run changes nothing (and
+        logs that it did not).
+
+        Raises
+        ------
+        RunNotFoundError
+            No run has this id.
+        """
 
     @abstractmethod
     def list_workers(self) -> list[WorkerInfo]:

@@ -42,6 +42,7 @@ from typing import Any, Protocol
 
 from ..workflow.datafingerprint import data_fingerprint, new_hasher
 from ..workflow.schema import WorkflowSchema
+from ..workflow.value import Value
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +219,7 @@ def new_entry(cache: RunCache, run_id: str, step: str, action: str | None, resul
     key = cache.keys.get(step)
     if fp is None or key is None or not cache.cacheable.get(step, False):
         return None
-    size = len(result.data) if type(result).__name__ == "Pickled" else None
+    size = result.size if isinstance(result, Value) else None
     return CacheEntry(key, cache.workflow_id, step, cache.fingerprints[step], run_id, action, fp, size, 0, now)
 
 

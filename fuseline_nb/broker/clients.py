@@ -52,8 +52,12 @@ class BrokerClient(ABC):
         """Report one attempt's outcome."""
 
     @abstractmethod
-    def keep_alive(self, worker_id: str) -> None:
-        """Heartbeat: extend this worker's leases."""
+    def keep_alive(self, worker_id: str) -> list[tuple[str, str]] | None:
+        """Heartbeat: extend this worker's leases; returns its assignments cancelled meanwhile."""
+
+    def cancel_run(self, run_id: str, reason: str | None = None) -> bool:
+        """Cancel a run (see :meth:`fuseline_nb.broker.Broker.cancel_run`)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot cancel runs")
 
     @abstractmethod
     def list_workers(self) -> list[WorkerInfo]:
@@ -130,8 +134,11 @@ class LocalBrokerClient(BrokerClient):
     def report_step(self, worker_id: str, report: StepReport) -> None:
         self.broker.report_step(worker_id, report)
 
-    def keep_alive(self, worker_id: str) -> None:
-        self.broker.keep_alive(worker_id)
+    def keep_alive(self, worker_id: str) -> list[tuple[str, str]] | None:
+        return self.broker.keep_alive(worker_id)
+
+    def cancel_run(self, run_id: str, reason: str | None = None) -> bool:
+        return self.broker.cancel_run(run_id, reason)
 
     def list_workers(self) -> list[WorkerInfo]:
         return list(self.broker.list_workers())

@@ -1,34 +1,31 @@
 """Values and messages between the broker's dataclasses and the wire models of :mod:`.wire`.
 
-Values (run inputs, step results) travel as plain JSON when they round-trip
-exactly, else as base64 cloudpickle. The service decodes pickles to closed
-:class:`~fuseline_nb.broker.opaque.Pickled` values (``side="broker"``); only
-a client opens them (``side="client"``).
+Values (run inputs, step results) are :class:`~fuseline_nb.workflow.value.Value` s
+made where they were born; they travel as their base64 bytes with their
+facts (fingerprint, previews) and come out closed on both sides: the
+service never opens one, a client opens one when its object is asked for.
 
 Examples
 --------
->>> encode_value([1, "a"])
-{'kind': 'json', 'value': [1, 'a']}
->>> v = encode_value((1, 2)); v["kind"]
-'pickle'
->>> decode_value(v, side="broker")
-<pickled tuple: (1, 2)>
->>> decode_value(v, side="client")
+>>> v = encode_value((1, 2)); v["kind"], v["type_name"]
+('pickle', 'tuple')
+>>> decode_value(v).load()
 (1, 2)
 """
 
 from __future__ import annotations
 
 import base64
-import math
-from typing import Any, Literal
+from typing import Any
+
+import xxhash
 
 from ..limits import safe_text
 from ..workflow.runinfo import RunInfo, StepInfo
 from ..workflow.schema import WorkflowSchema
 from ..workflow.status import Status
+from ..workflow.value import Value
 from .base import LastTask, StepAssignment, StepReport, WorkerInfo
-from .opaque import Pickled
 from .wire import (
     WIRE_VERSION,
     AssignmentModel,
@@ -40,54 +37,32 @@ from .wire import (
     WorkflowModel,
 )
 
-_MAX_JSON_INT = 2**53  # larger ints travel pickled, so no client rounds them
-_MAX_DEPTH = 64
-
 
 # -- values -------------------------------------------------------------------------
-def _json_plain(v: Any, depth: int = 0) -> bool:
-    t = type(v)
-    if t is str:  # a lone surrogate (an undecodable file name) is not JSON text: it travels pickled
-        return v.isascii() or safe_text(v) == v
-    if v is None or t is bool:
-        return True
-    if t is int:
-        return -_MAX_JSON_INT <= v <= _MAX_JSON_INT
-    if t is float:
-        return math.isfinite(v)
-    if depth >= _MAX_DEPTH:
-        return False
-    if t is list:
-        return all(_json_plain(x, depth + 1) for x in v)
-    if t is dict:
-        return all(type(k) is str and _json_plain(x, depth + 1) for k, x in v.items())
-    return False
-
-
 def encode_value(value: Any) -> dict[str, Any]:
-    """The wire form of ``value``: JSON when it round-trips exactly, else a pickle.
+    """The wire form of a :class:`Value` (an object is made one first): its bytes and facts.
 
     Examples
     --------
-    >>> encode_value({"a": 1.5})["kind"], encode_value({1: "a"})["kind"]
-    ('json', 'pickle')
+    >>> w = encode_value({"a": 1.5}); w["kind"], w["preview"], w["json_text"]
+    ('pickle', "{'a': 1.5}", '{"a": 1.5}')
     """
-    if isinstance(value, Pickled):
-        p = value
-    elif _json_plain(value):
-        return {"kind": "json", "value": value}
-    else:
-        p = Pickled.dump(value)
-    return {"kind": "pickle", "data": base64.b64encode(p.data).decode("ascii"),
-            "preview": p.preview, "type_name": p.type_name}
+    v = Value.of(value)
+    return {"kind": "pickle", "data": base64.b64encode(v.data).decode("ascii"), "preview": v.preview,
+            "type_name": v.type_name, "fingerprint": v.fingerprint, "rich": v.rich, "json_text": v.json}
 
 
-def decode_value(wire: JsonValue | PickledValue | dict[str, Any] | None, *, side: Literal["broker", "client"]) -> Any:
-    """The value of a wire form; pickles stay closed on the broker side.
+def decode_value(wire: JsonValue | PickledValue | dict[str, Any] | None) -> Value | None:
+    """The :class:`Value` of a wire form, closed (nothing is unpickled here).
+
+    A ``{"kind": "json"}`` form (a client that is not Python) is made a
+    value here: its data is plain JSON, so pickling it runs no code.
 
     Examples
     --------
-    >>> decode_value({"kind": "json", "value": 3}, side="client")
+    >>> decode_value(encode_value((1, 2)))
+    <Value tuple: (1, 2)>
+    >>> decode_value({"kind": "json", "value": 3}).load()
     3
     """
     if wire is None:
@@ -95,17 +70,17 @@ def decode_value(wire: JsonValue | PickledValue | dict[str, Any] | None, *, side
     if isinstance(wire, dict):
         wire = PickledValue.model_validate(wire) if wire.get("kind") == "pickle" else JsonValue.model_validate(wire)
     if isinstance(wire, JsonValue):
-        return wire.value
-    p = Pickled(wire.data, wire.preview, wire.type_name)
-    return p.load() if side == "client" else p
+        return Value.of(wire.value)
+    fp = wire.fingerprint or xxhash.xxh3_128_hexdigest(wire.data)
+    return Value(wire.data, fp, wire.preview, wire.type_name, wire.rich, wire.json_text)
 
 
 def _values(d: dict[str, Any] | None) -> dict[str, Any]:
     return {k: encode_value(v) for k, v in (d or {}).items()}
 
 
-def _decoded(d: dict[str, Any] | None, side: Literal["broker", "client"]) -> dict[str, Any]:
-    return {k: decode_value(v, side=side) for k, v in (d or {}).items()}
+def _decoded(d: dict[str, Any] | None) -> dict[str, Any]:
+    return {k: decode_value(v) for k, v in (d or {}).items()}
 
 
 # -- conversions ------------------------------------------------------------------------
@@ -123,8 +98,8 @@ def assignment_to_wire(a: StepAssignment) -> dict[str, Any]:
 
 
 def assignment_from_wire(m: AssignmentModel) -> StepAssignment:
-    """The :class:`StepAssignment` of a received model (pickles opened: client side)."""
-    payload = {"workflow_inputs": _decoded(m.inputs, "client"), "results": _decoded(m.results, "client"),
+    """The :class:`StepAssignment` of a received model (values closed: the worker opens them)."""
+    payload = {"workflow_inputs": _decoded(m.inputs), "results": _decoded(m.results),
                "winners": dict(m.winners)}
     return StepAssignment(m.workflow_id, m.instance_id, m.step_name, payload, m.assigned_at,
                           m.expires_at, m.attempt, m.version)
@@ -142,38 +117,39 @@ def report_to_wire(r: StepReport) -> dict[str, Any]:
 
 
 def report_from_wire(m: ReportModel) -> StepReport:
-    """The :class:`StepReport` of a received model (pickles kept closed: broker side)."""
+    """The :class:`StepReport` of a received model (its value closed)."""
     return StepReport(m.workflow_id, m.instance_id, m.step_name, Status(m.state),
-                      decode_value(m.result, side="broker"), m.attempt, m.error, m.traceback,
+                      decode_value(m.result), m.attempt, m.error, m.traceback,
                       m.action, m.started_at, m.finished_at)
 
 
 def _step_to_wire(s: StepInfo) -> dict[str, Any]:
     return {"state": Status(s.state).value, "attempts": s.attempts, "worker": s.worker,
-            "result": encode_value(s.result) if s.result is not None else None, "error": s.error,
+            "result": encode_value(s.value) if s.value is not None else None, "error": s.error,
             "traceback": s.traceback, "action": s.action, "skip_reason": s.skip_reason,
             "queued_at": s.queued_at, "started_at": s.started_at, "finished_at": s.finished_at,
-            "cached": s.cached, "cached_from": s.cached_from}
+            "cached": s.cached, "cached_from": s.cached_from,
+            "recovered": s.recovered}
 
 
 def run_to_wire(r: RunInfo, steps: bool = True) -> dict[str, Any]:
     """The JSON-ready dict of a :class:`RunModel`."""
     return {"v": WIRE_VERSION, "run_id": r.run_id, "workflow_id": r.workflow_id, "version": r.version,
             "state": Status(r.state).value,
-            "inputs": _values(r.inputs) if r.inputs is not None else None,
+            "inputs": _values(r.input_values) if r.input_values is not None else None,
             "created_at": r.created_at, "finished_at": r.finished_at,
             "steps": {n: _step_to_wire(s) for n, s in r.steps.items()} if steps else {}}
 
 
 def run_from_wire(m: RunModel) -> RunInfo:
-    """The :class:`RunInfo` of a received model (pickles opened: client side)."""
+    """The :class:`RunInfo` of a received model (values closed: read ``result`` to open one)."""
     steps = {
-        n: StepInfo(s.state, s.attempts, s.worker, decode_value(s.result, side="client"), s.error,
+        n: StepInfo(s.state, s.attempts, s.worker, decode_value(s.result), s.error,
                     s.traceback, s.action, s.skip_reason, s.queued_at, s.started_at, s.finished_at,
-                    s.cached, s.cached_from)
+                    s.cached, s.cached_from, s.recovered)
         for n, s in m.steps.items()
     }
-    inputs = _decoded(m.inputs, "client") if m.inputs is not None else None
+    inputs = _decoded(m.inputs) if m.inputs is not None else None
     return RunInfo(m.run_id, m.workflow_id, m.state, steps, m.version, inputs, m.created_at, m.finished_at)
 
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import json
 import logging
 import threading
 import time
@@ -41,6 +42,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..errors import (
+    RunNotFoundError,
     SchemaMismatchError,
     StaleReportError,
     StorageClosedError,
@@ -49,14 +51,15 @@ from ..errors import (
     UnknownWorkerError,
 )
 from ..workflow.events import Event, EventHub
-from ..workflow.rules import Changes, Outcome, final_run_state, resolve_action
+from ..workflow.rules import Changes, Outcome, resolve_action
 from ..workflow.runinfo import RunInfo
 from ..workflow.schema import WorkflowSchema
 from ..workflow.status import SKIP_CONDITION, SKIP_NOT_REACHED, Status
+from ..workflow.value import Value, preview, values_of
 from ._fuseline_store import FuselineStoreView
 from .base import Broker, LastTask, StepAssignment, StepReport, WorkerInfo
 from .cache import CacheEntry, CacheStore, CacheView, MemoryCacheStore, RunCache, new_entry, serve
-from .live import Compiled, Key, LiveRun, Worker, copy_info, preview, succeeded
+from .live import Compiled, Key, LiveRun, Worker, copy_info, succeeded
 from .registry import idle_workers
 from .storage.base import RuntimeStorage
 from .storage.memory import MemoryRuntimeStorage
@@ -208,12 +211,17 @@ class StorageBroker(Broker):
         w.info.last_seen = self._clock()
         return w
 
-    def keep_alive(self, worker_id: str) -> None:
-        """Mark the worker alive and extend the lease of each of its assignments."""
+    def keep_alive(self, worker_id: str) -> list[tuple[str, str]]:
+        """Mark the worker alive and extend the lease of each of its assignments.
+
+        Returns the ``(run id, step)`` assignments it held that were cancelled
+        since its last keep-alive: it should stop running them.
+        """
         with self._lock:
             if self.worker_ttl is not None:
                 self._prune(self._clock())
             worker = self._worker(worker_id)
+            cancelled, worker.cancelled = worker.cancelled, []
             deadline = self._clock() + self.lease_seconds
             for run_id, step in worker.assigned:
                 run = self._runs.get(run_id)
@@ -222,6 +230,7 @@ class StorageBroker(Broker):
                 wid, att, _ = run.assigned[step]
                 run.assigned[step] = (wid, att, deadline)
                 heapq.heappush(self._leases, (deadline, run_id, step, att))
+            return cancelled
 
     def list_workers(self) -> list[WorkerInfo]:
         """Registered workers (idle ones past ``worker_ttl`` are pruned first)."""
@@ -253,7 +262,7 @@ class StorageBroker(Broker):
             compiled.schema.check_inputs(inputs or {})  # MissingInputError before the run exists
             run_id = uuid.uuid4().hex
             now = self._clock()
-            inputs = dict(inputs or {})
+            inputs = values_of(inputs)  # made here when the caller passed objects
             run = LiveRun(run_id, compiled, inputs, now)
             self.storage.create_run(run_id, compiled.schema.workflow_id, compiled.schema.version,
                                     inputs, compiled.plan.order, now)
@@ -327,6 +336,40 @@ class StorageBroker(Broker):
             worker.info.last_task = LastTask(run.key[0], run.run_id, step, state is not Status.FAILED)
             self._complete(run, step, state, report, now)
 
+    def cancel_run(self, run_id: str, reason: str | None = None) -> bool:
+        """Cancel a run: its unfinished steps become CANCELLED and it ends; see :meth:`Broker.cancel_run`."""
+        with self._lock:
+            self._check_open()
+            run = self._runs.get(run_id)
+            if run is None:
+                info = self.storage.load_run(run_id)
+                if info is None:
+                    raise RunNotFoundError(run_id)
+                log.warning("run %s already ended (%s): nothing to cancel", run_id, info.state.value)
+                return False
+            now = self._clock()
+            held = run.assigned
+            run.assigned = {}
+            for step, (wid, _, _) in held.items():
+                worker = self._workers.get(wid)
+                if worker is not None:
+                    worker.assigned.discard((run_id, step))
+                    worker.cancelled.append((run_id, step))  # told at its next keep-alive
+            detail: dict[str, Any] = {"cause": "run cancelled"}
+            if reason:
+                detail["reason"] = reason
+            for step in run.tracker.cancel():
+                step_info = run.infos[step]
+                running = step in held
+                step_info.state, step_info.finished_at = Status.CANCELLED, now
+                self.storage.save_step(run_id, step, step_info)
+                self._emit(run, now, "step_finished", step, Status.CANCELLED,
+                           held[step][0] if running else None, step_info.attempts if running else 0, detail)
+            log.info("run %s cancelled (%d step(s) were running)%s", run_id, len(held),
+                     f": {reason}" if reason else "")
+            self._finish_run(run, now)
+            return True
+
     def get_run(self, run_id: str) -> RunInfo:
         """The run's :class:`RunInfo` (RUNNING until it ends)."""
         with self._lock:
@@ -337,7 +380,7 @@ class StorageBroker(Broker):
                                dict(run.inputs), run.created_at)
             info = self.storage.load_run(run_id)
             if info is None:
-                raise UnknownRunError(f"unknown run: {run_id!r}")
+                raise RunNotFoundError(run_id)
             return info
 
     def list_runs(self) -> list[RunInfo]:
@@ -382,14 +425,15 @@ class StorageBroker(Broker):
         if self._hub.has_subscribers:
             self._hub.publish(event)
 
-    def _enqueue(self, run: LiveRun, steps: list[str], now: float) -> None:
+    def _enqueue(self, run: LiveRun, steps: list[str], now: float,
+                 detail: dict[str, Any] | None = None) -> None:
         storage, run_id, infos = self.storage, run.run_id, run.infos
         for step in steps:
             info = infos[step]
             info.queued_at = now
             storage.enqueue(run_id, step)
             storage.save_step(run_id, step, info)
-            self._emit(run, now, "step_queued", step, Status.PENDING, None, 0, None)
+            self._emit(run, now, "step_queued", step, Status.PENDING, None, 0, detail)
 
     def _assign(self, run: LiveRun, step: str, worker: Worker, now: float) -> StepAssignment:
         info = run.infos[step]
@@ -425,7 +469,7 @@ class StorageBroker(Broker):
             _, run_id, step = heapq.heappop(delayed)
             run = self._runs.get(run_id)
             if run is not None:
-                self._enqueue(run, [step], now)
+                self._enqueue(run, [step], now, {"reason": "retry"})
 
     def _lease_expired(self, run: LiveRun, step: str, attempt: int, now: float) -> None:
         """Queue a step whose lease passed again, or FAIL it after ``max_lease_requeues`` in a row."""
@@ -469,8 +513,14 @@ class StorageBroker(Broker):
         info.finished_at = report.finished_at or now
         if report.started_at:
             info.started_at = report.started_at
+        value = report.result
         if state is Status.SUCCEEDED:
-            candidate = report.action if report.action is not None else report.result
+            candidate = report.action
+            if candidate is None:  # a worker names the action a str result chose; a direct caller may not
+                candidate = json.loads(value.json) if value.__class__ is Value and value.type_name == "str" \
+                    and value.json else value
+            if value is not None and value.__class__ is not Value:
+                value = Value.of(value)  # a direct caller's object: made into a value here, once
             try:
                 info.action = resolve_action(run.compiled.plan, step, candidate)
             except UnknownActionError as exc:
@@ -481,14 +531,15 @@ class StorageBroker(Broker):
             max_attempts, wait = run.compiled.retries.get(step, (1, 0))
             info.error, info.traceback = report.error or "failed", report.traceback
             if retryable and fails < max_attempts:
+                # this attempt ends (one step_finished per attempt); the retry is a new queueing
+                self._emit(run, now, "step_finished", step, Status.FAILED, info.worker, info.attempts,
+                           {"error": info.error, "retry": fails})
                 info.state = Status.PENDING
                 self.storage.save_step(run.run_id, step, info)
-                self._emit(run, now, "step_queued", step, Status.PENDING, info.worker, info.attempts,
-                           {"reason": "retry", "error": info.error})
                 if wait:
                     heapq.heappush(self._delayed, (now + wait, run.run_id, step))
                 else:
-                    self._enqueue(run, [step], now)
+                    self._enqueue(run, [step], now, {"reason": "retry"})
                 return
             outcome = Outcome.failed()
         elif state is Status.SKIPPED:
@@ -497,13 +548,13 @@ class StorageBroker(Broker):
         elif state is Status.SUCCEEDED:
             outcome = succeeded(info.action or "default")
             info.error = info.traceback = None
-            run.results[step] = info.result = report.result
-            self.storage.set_result(run.run_id, step, report.result)
+            run.results[step] = info.result = value
+            self.storage.set_result(run.run_id, step, value)
             cache = self._run_caches.get(run.run_id)
             if cache is not None:
-                entry = new_entry(cache, run.run_id, step, info.action, report.result, now)
+                entry = new_entry(cache, run.run_id, step, info.action, value, now)
                 if entry is not None:
-                    self.cache_store.put(entry, report.result)
+                    self.cache_store.put(entry, value)
         else:
             raise ValueError(f"a report's state must be SUCCEEDED, FAILED or SKIPPED, not {state}")
         info.state = state
@@ -511,8 +562,8 @@ class StorageBroker(Broker):
         detail: dict[str, Any] = {"action": info.action, "error": info.error, "skip_reason": info.skip_reason}
         if report.conditions:
             detail["conditions"] = report.conditions
-        if self._hub.has_subscribers and state is Status.SUCCEEDED:
-            detail["result_preview"] = preview(report.result)  # for traces and views only
+        if state is Status.SUCCEEDED and value is not None:
+            detail["result_preview"] = value.preview  # for traces and views only
         self._emit(run, now, "step_finished", step, state, info.worker, info.attempts, detail)
         self._apply(run, run.tracker.finish(step, outcome), now)
 
@@ -528,7 +579,14 @@ class StorageBroker(Broker):
             self._finish_run(run, now)
 
     def _finish_run(self, run: LiveRun, now: float) -> None:
-        state = final_run_state(run.tracker.outcomes.values())
+        tracker = run.tracker
+        recovered = tracker.recovered_failures()
+        for name in recovered:
+            info = run.infos[name]
+            if not info.recovered:
+                info.recovered = True
+                self.storage.save_step(run.run_id, name, info)
+        state = tracker.run_state()
         self.storage.finalize_run(run.run_id, state, now)
         self._emit(run, now, "run_finished", None, state, None, 0, {"workflow_id": run.key[0]})
         del self._runs[run.run_id]
@@ -579,7 +637,7 @@ class StorageBroker(Broker):
                       info.workflow_id, info.version)
             return
         now = self._clock()
-        run = LiveRun(run_id, compiled, dict(info.inputs or {}), info.created_at or now)
+        run = LiveRun(run_id, compiled, values_of(info.input_values), info.created_at or now)
         self._runs[run_id] = run
         self._active.setdefault(run.key, {})[run_id] = None
         run.seq = max((e.seq for e in self.storage.events(run_id)), default=0)
@@ -595,7 +653,8 @@ class StorageBroker(Broker):
         for _, name in sorted(primary):
             s = run.infos[name]
             if s.state is Status.SUCCEEDED:
-                run.results[name] = s.result
+                run.results[name] = s.value if s.value is None or s.value.__class__ is Value \
+                    else Value.of(s.value)
                 outcome = succeeded(s.action or "default")
             elif s.state is Status.FAILED:
                 outcome = Outcome.failed()
@@ -624,7 +683,8 @@ class StorageBroker(Broker):
                     if state is Status.SKIPPED:
                         info.skip_reason = SKIP_NOT_REACHED
                     self.storage.save_step(run.run_id, n, info)
-                    self._emit(run, now, "step_finished", n, state, None, 0, {"skip_reason": info.skip_reason})
+                    detail: dict[str, Any] = {"skip_reason": info.skip_reason, **run.tracker.cause(n)}
+                    self._emit(run, now, "step_finished", n, state, None, 0, detail)
 
 
 class MemoryBroker(StorageBroker):

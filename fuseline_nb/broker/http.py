@@ -55,9 +55,12 @@ from .edge import fingerprint, inputs_error, workflow_error
 from .wire import (
     WIRE_VERSION,
     AssignmentModel,
+    Cancelled,
+    CancelRequest,
     Dispatched,
     DispatchRequest,
     ErrorModel,
+    KeptAlive,
     Registered,
     RegisterRequest,
     ReportAnswer,
@@ -172,11 +175,11 @@ def create_app(broker: Broker, *, token: str | None = None, max_body: int = MAX_
         schemas = [_schema_or_422(w, f"workflows[{i}]") for i, w in enumerate(body.workflows)]
         return _json({"v": WIRE_VERSION, "worker_id": broker.register_worker(schemas, body.name)})
 
-    @app.post("/worker/keep-alive", status_code=204, responses={204: ok, **r404}, tags=["workers"])
+    @app.post("/worker/keep-alive", response_model=KeptAlive, responses=r404, tags=["workers"])
     async def keep_alive(body: WorkerRef) -> Response:
-        """Extend the leases of the worker's assignments."""
-        broker.keep_alive(body.worker_id)
-        return Response(status_code=204)
+        """Extend the leases of the worker's assignments; answers those cancelled meanwhile."""
+        cancelled = broker.keep_alive(body.worker_id) or []
+        return _json({"v": WIRE_VERSION, "cancelled": [list(c) for c in cancelled]})
 
     @app.post("/worker/unregister", status_code=204, responses={204: ok}, tags=["workers"])
     async def unregister(body: WorkerRef) -> Response:
@@ -198,7 +201,7 @@ def create_app(broker: Broker, *, token: str | None = None, max_body: int = MAX_
             schema = _schema_or_422(body.workflow, "workflow")
             if (err := inputs_error(body.inputs, "inputs")) is not None:
                 raise _Refused(422, "invalid_request", err)
-            inputs = {k: decode_value(v, side="broker") for k, v in body.inputs.items()}
+            inputs = {k: decode_value(v) for k, v in body.inputs.items()}
             run_id = broker.dispatch_workflow(schema, inputs)
             service.remember(body.request_id, run_id, digest)
         return _json({"v": WIRE_VERSION, "run_id": run_id})
@@ -233,6 +236,21 @@ def create_app(broker: Broker, *, token: str | None = None, max_body: int = MAX_
         """
         info = await service.poll(lambda: service.finished(run_id), wait, recheck=1.0) if wait else None
         return _json(run_to_wire(info or broker.get_run(run_id), steps))
+
+    @app.post("/runs/{run_id}/cancel", response_model=Cancelled, tags=["runs"],
+              responses={404: {"model": ErrorModel, "description": "unknown run"}})
+    async def cancel_run(run_id: str, body: CancelRequest | None = None) -> Response:
+        """Cancel a run: its unfinished steps become CANCELLED, running ones are stopped.
+
+        Cancelling a run that has ended changes nothing: ``cancelled`` is false.
+        """
+        reason = body.reason if body is not None else None
+        done = broker.cancel_run(run_id, reason)
+        state = broker.get_run(run_id).state
+        message = (f"run {run_id!r} cancelled" if done
+                   else f"run {run_id!r} had already ended ({state.value}): nothing to cancel")
+        return _json({"v": WIRE_VERSION, "run_id": run_id, "cancelled": done, "state": state.value,
+                      "message": message})
 
     @app.get("/workers", response_model=list[WorkerModel], tags=["workers"])
     async def list_workers() -> Response:

@@ -44,6 +44,7 @@ from ..errors import (
     BrokerAuthError,
     BrokerRequestError,
     BrokerUnavailableError,
+    RunNotFoundError,
     SchemaMismatchError,
     StaleReportError,
     UnknownRunError,
@@ -68,7 +69,9 @@ from .registry import RepositoryInfo
 from .wire import (
     WIRE_VERSION,
     AssignmentModel,
+    Cancelled,
     Dispatched,
+    KeptAlive,
     Registered,
     ReportAnswer,
     RunModel,
@@ -246,9 +249,12 @@ class HttpBrokerClient(BrokerClient):
         self._send("POST", "/worker/unregister", json={"v": WIRE_VERSION, "worker_id": self._wid(worker_id)})
         self._registered.pop(worker_id, None)
 
-    def keep_alive(self, worker_id: str) -> None:
-        self._as_worker(worker_id, lambda wid: self._send(
+    def keep_alive(self, worker_id: str) -> list[tuple[str, str]]:
+        resp = self._as_worker(worker_id, lambda wid: self._send(
             "POST", "/worker/keep-alive", json={"v": WIRE_VERSION, "worker_id": wid}))
+        if resp.status_code == 204 or not resp.content:  # a service from before cancelling
+            return []
+        return [tuple(c) for c in self._parse(KeptAlive, resp).cancelled]  # type: ignore[misc]
 
     # -- steps -------------------------------------------------------------------------------
     def get_step(self, worker_id: str) -> StepAssignment | None:
@@ -322,6 +328,24 @@ class HttpBrokerClient(BrokerClient):
         resp = self._send("GET", f"/runs/{quote(str(run_id), safe='')}", params=params or None,
                           extra_timeout=float(params.get("wait", 0.0)))
         return run_from_wire(self._parse(RunModel, resp))
+
+    def cancel_run(self, run_id: str, reason: str | None = None) -> bool:
+        """Cancel a run on the service; ``False`` (and a logged message) when it had already ended.
+
+        Raises
+        ------
+        RunNotFoundError
+            The service knows no run with this id.
+        """
+        try:
+            resp = self._send("POST", f"/runs/{quote(str(run_id), safe='')}/cancel",
+                              json={"v": WIRE_VERSION, "reason": reason})
+        except UnknownRunError as exc:
+            raise RunNotFoundError(run_id, str(exc)) from exc
+        answer = self._parse(Cancelled, resp)
+        if not answer.cancelled:
+            log.warning("%s", answer.message)
+        return answer.cancelled
 
     def wait_run(self, run_id: str, timeout: float | None = None) -> RunInfo:
         """Block until the run ends (or ``timeout`` seconds pass); return its :class:`RunInfo`."""

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..limits import safe_repr
 from ..workflow.policies import retry_settings
 from ..workflow.rules import Outcome, Plan, Readiness
 from ..workflow.runinfo import StepInfo
@@ -40,12 +39,6 @@ def succeeded(action: str) -> Outcome:
     if outcome is None:
         outcome = _OUTCOMES[action] = Outcome.succeeded(action)
     return outcome
-
-
-def preview(value: Any, limit: int = 200) -> str:
-    """``repr(value)``, cut to ``limit`` characters (a failing ``__repr__`` is named, never raised)."""
-    text = safe_repr(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class Compiled:
@@ -103,9 +96,10 @@ class LiveRun:
 class Worker:
     """A registered worker: its info, the workflows it runs, what it holds."""
 
-    __slots__ = ("assigned", "info", "keys")
+    __slots__ = ("assigned", "cancelled", "info", "keys")
 
     def __init__(self, info: WorkerInfo, keys: set[Key]) -> None:
         self.info = info
         self.keys = keys
         self.assigned: set[tuple[str, str]] = set()  # (run id, step)
+        self.cancelled: list[tuple[str, str]] = []  # cancelled while held: told at the next keep-alive

@@ -67,12 +67,15 @@ class JsonValue(_Msg):
 
 
 class PickledValue(_Msg):
-    """A value as base64 cloudpickle bytes (opened only by clients)."""
+    """A :class:`~fuseline_nb.workflow.value.Value`: base64 pickle bytes and its facts (opened only by clients)."""
 
     kind: Literal["pickle"]
     data: B64Bytes
     preview: Annotated[str, Field(max_length=4096)] = ""
     type_name: Annotated[str, Field(max_length=512)] = ""
+    fingerprint: Annotated[str, Field(max_length=128)] = ""
+    rich: dict[str, Any] | None = None
+    json_text: Annotated[str, Field(max_length=1_000_000)] | None = None
 
 
 Value = Annotated[JsonValue | PickledValue, Field(discriminator="kind")]
@@ -126,6 +129,30 @@ class WorkerRef(_Msg):
 
     v: Version = 1
     worker_id: Name
+
+
+class KeptAlive(_Msg):
+    """The answer to a keep-alive: the worker's assignments cancelled meanwhile (stop them)."""
+
+    v: Version = 1
+    cancelled: list[tuple[str, str]] = Field(default_factory=list)
+
+
+class CancelRequest(_Msg):
+    """``POST /runs/{run_id}/cancel``."""
+
+    v: Version = 1
+    reason: Annotated[str, Field(max_length=2000)] | None = None
+
+
+class Cancelled(_Msg):
+    """The answer to a cancel: whether it changed anything, and the run's state now."""
+
+    v: Version = 1
+    run_id: str
+    cancelled: bool
+    state: Status
+    message: str
 
 
 class Registered(_Msg):
@@ -216,6 +243,7 @@ class StepInfoModel(_Msg):
     finished_at: float | None = None
     cached: bool = False
     cached_from: str | None = None
+    recovered: bool = False
 
 
 class RunModel(_Msg):
@@ -336,11 +364,14 @@ def check_schema(schema: WorkflowSchema) -> None:
 __all__ = [
     "WIRE_VERSION",
     "AssignmentModel",
+    "CancelRequest",
+    "Cancelled",
     "DispatchRequest",
     "Dispatched",
     "EdgeModel",
     "ErrorModel",
     "JsonValue",
+    "KeptAlive",
     "PickledValue",
     "RegisterRequest",
     "Registered",

@@ -30,6 +30,7 @@ from ..errors import FuselineError
 from ..workflow.events import Event
 from ..workflow.graph import Workflow
 from ..workflow.status import Status
+from ..workflow.value import preview
 
 _ORDER = (Status.SUCCEEDED, Status.RUNNING, Status.PENDING, Status.SKIPPED, Status.CANCELLED, Status.FAILED)
 _COLOURS = {Status.SUCCEEDED: "32", Status.RUNNING: "33", Status.PENDING: "37", Status.SKIPPED: "90",
@@ -54,6 +55,9 @@ def add_parser(subparsers: Any) -> None:
                    help="DuckDB file for the run history (default: kept in memory)")
     p.add_argument("--input", "-i", action="append", default=[], metavar="KEY=VALUE",
                    help="a run input; VALUE is parsed as JSON when it can be (repeatable)")
+    p.add_argument("--cache", action="store_true",
+                   help="reuse the results of steps whose code and inputs were seen before (with --db, "
+                        "across invocations; see docs/caching.md)")
     p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                    help="give up waiting after this many seconds (exit code 2)")
     p.set_defaults(handler=main)
@@ -204,7 +208,7 @@ def _rows_from_history(session: Any, run: Any) -> tuple[list[tuple[Any, ...]], s
     info = run.info()
     rows = []
     for name, s in sorted(info.steps.items(), key=lambda kv: (kv[1].started_at is None, kv[1].started_at or 0)):
-        detail = s.error or (repr(s.result)[:60] if s.state is Status.SUCCEEDED else s.skip_reason)
+        detail = s.error or (preview(s.value, 60) if s.state is Status.SUCCEEDED else s.skip_reason)
         rows.append((name, s.state.value, s.attempts, s.worker, s.duration_s, detail))
     return rows, "the in-memory history"
 
@@ -230,8 +234,10 @@ def _summary(session: Any, run: Any, outputs: Any, elapsed: float, out: TextIO) 
     info = run.info()
     names = session.pool.worker_names() if session.pool is not None else {}
     rows, source = _rows_from_history(session, run)
+    n_cached = sum(1 for s in info.steps.values() if s.cached)
+    cached = f" ({n_cached} of {len(info.steps)} steps cached)" if n_cached else ""
     out.write(f"\nrun {run.id} of workflow {info.workflow_id!r}: {info.state.value} in {elapsed:.2f} s "
-              f"on {session.pool.processes if session.pool else 0} worker processes\n")
+              f"on {session.pool.processes if session.pool else 0} worker processes{cached}\n")
     if info.state is Status.SUCCEEDED:
         out.write(f"outputs: {_clip(repr(outputs), 200)}\n")
     out.write(f"\nsteps (from {source}):\n")
@@ -246,11 +252,12 @@ def _summary(session: Any, run: Any, outputs: Any, elapsed: float, out: TextIO) 
 
 
 def _drive(session: Any, wf: Workflow, inputs: dict[str, Any], args: argparse.Namespace,
-           out: TextIO, t0: float) -> int:
+           out: TextIO, t0: float, started: list[Any]) -> int:
     names = session.pool.worker_names if session.pool is not None else dict
     progress = Progress(wf, out, tty=out.isatty())
     session.subscribe(progress.on_event)
     run = session.submit(wf, inputs)
+    started.append(run)
     progress.run_id = run.id
     out.write(f"running {wf.workflow_id!r} ({len(wf)} steps) on {args.workers} worker processes, "
               f"run {run.id}\n")
@@ -272,6 +279,20 @@ def _drive(session: Any, wf: Workflow, inputs: dict[str, Any], args: argparse.Na
     return 0 if run.info().state is Status.SUCCEEDED else 1
 
 
+def _interrupted(session: Any, started: list[Any]) -> int:
+    """Ctrl-C: cancel the run (the history shows it CANCELLED), then stop the workers."""
+    note = "workers stopped"
+    for run in started:
+        try:
+            if run.cancel("interrupted (Ctrl-C)"):
+                note = f"run {run.id} cancelled; workers stopped"
+        except Exception as exc:  # a second Ctrl-C or a closed history: still stop the workers
+            note = f"could not cancel run {run.id} ({type(exc).__name__}: {exc}); workers stopped"
+    session.close(timeout=0.5)
+    sys.stderr.write(f"\nfuseline-nb run: interrupted; {note}\n")
+    return 130
+
+
 def main(args: argparse.Namespace) -> int:
     """Run ``args.target``; returns 0 (SUCCEEDED), 1 (FAILED) or 2 (error or timeout)."""
     from ..session import Session
@@ -288,14 +309,12 @@ def main(args: argparse.Namespace) -> int:
         return 2
     t0 = time.monotonic()
     try:
-        with Session(args.db, workers=args.workers) as session:
+        with Session(args.db, workers=args.workers, cache=getattr(args, "cache", False)) as session:
+            started: list[Any] = []
             try:
-                return _drive(session, wf, inputs, args, out, t0)
+                return _drive(session, wf, inputs, args, out, t0, started)
             except KeyboardInterrupt:
-                session.close(timeout=0.5)  # busy workers are killed; their steps stay queued
-                sys.stderr.write("\nfuseline-nb run: interrupted; workers stopped (unfinished steps "
-                                 "resume when the history file is opened again)\n")
-                return 130
+                return _interrupted(session, started)
     except FuselineError as exc:
         sys.stderr.write(f"fuseline-nb run: {type(exc).__name__}: {exc}\n")
         return 2

@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 
 TOKEN_ENV = "FUSELINE_NB_TOKEN"
 _FATAL = 3  # a worker process's exit code when retrying cannot help (bad token, schema clash)
+_CANCELLED = 4  # a worker process's exit code after the run of its step was cancelled (replace it)
 
 
 def is_loopback(host: str) -> bool:
@@ -212,6 +213,12 @@ def _serve_steps(specs: list[str], url: str, token: str | None, name: str | None
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     _watch_parent(os.getppid(), lambda: on_signal(signal.SIGTERM, None))
+    def on_cancel(a: Any) -> None:  # the step cannot be stopped in this thread: end the process
+        log.warning("step %r of run %s was cancelled: this worker process stops (another starts)",
+                    a.step_name, a.instance_id)
+        logging.shutdown()
+        os._exit(_CANCELLED)
+
     workflows = [load_workflow(s) for s in specs]
     name = name or f"{socket.gethostname()}/{os.getpid()}"
     client = HttpBrokerClient(url, token, poll_wait=poll_wait, retries=2)
@@ -220,7 +227,7 @@ def _serve_steps(specs: list[str], url: str, token: str | None, name: str | None
         while not stopping.is_set():
             try:
                 if engine is None:
-                    engine = ProcessEngine(client, workflows, name=name)
+                    engine = ProcessEngine(client, workflows, name=name, on_cancel=on_cancel)
                     log.info("registered as %s at %s", engine.worker_id, url)
                     if stopping.is_set():
                         break
@@ -301,6 +308,10 @@ class _Supervisor:
                     self._join()
                     return 1
                 lived = time.monotonic() - p.started_at
+                if p.exitcode == _CANCELLED:
+                    log.info("worker process %s stopped its cancelled step; starting another", p.pid)
+                    self.procs[i] = self.spawn()
+                    continue
                 self.quick_deaths = self.quick_deaths + 1 if lived < 5 else 0
                 if self.quick_deaths >= 3 * self.n:
                     log.error("worker processes keep dying at start (last exit code %s); giving up", p.exitcode)

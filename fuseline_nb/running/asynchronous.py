@@ -37,19 +37,16 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
-from ..workflow.binding import SKIP
 from ..workflow.coro import run_coro
 from ..workflow.graph import Workflow, run_inputs
 from ..workflow.policies import StepPolicy
-from ..workflow.status import Status
 from ..workflow.steps import Step
-from .execute import StepOutcome, retry_delay
-from .local import PoolEngine, _LocalRun, check_engine
+from .execute import Attempt, StepOutcome, retry_delay
+from .local import PoolEngine, _LocalRun, _Loop, check_engine
 
 if TYPE_CHECKING:
     from ..workflow.runinfo import RunResult
@@ -131,36 +128,21 @@ async def attempt_async(
 ) -> StepOutcome:
     """Await one attempt of async step ``name`` with its policies' ``execute_async``; never raises.
 
-    The async twin of :func:`~fuseline_nb.running.execute.attempt`.
+    The async shell of :class:`~fuseline_nb.running.execute.Attempt` (the sync one is
+    :func:`~fuseline_nb.running.execute.attempt`).
     """
-    started = time.time()
     step = wf.steps[name]
     if not isinstance(step, AsyncStep):
         raise TypeError(f"step {name!r} is not an AsyncStep")
-    binding = wf.bindings[name]
-    checks: list[dict[str, Any]] | None = [] if binding.conditional else None
+    a = Attempt(wf, name, inputs, results, winners)
+    done = a.begin()
+    if done is not None:
+        return done
     try:
-        bound = binding.kwargs(inputs, results, winners, checks)
-        if bound is SKIP:
-            return StepOutcome(Status.SKIPPED, started_at=started, finished_at=time.time(),
-                               conditions=checks)
-        kwargs = cast(dict[str, Any], bound)
-        shared = dict(inputs)
-        policies = [p for p in step.policies if isinstance(p, StepPolicy)]
-        call: Callable[[], Awaitable[Any]] = lambda: step._invoke_async(binding, kwargs, shared)  # noqa: E731
-        for p in reversed(policies):
-            call = (lambda c, pol: lambda: pol.execute_async(step, c))(call, p)
-        for p in policies:
-            p.on_start(step)
-        result = await call()
-        for p in policies:
-            p.on_success(step, result)
+        result = await a.wrapped(lambda: step._invoke_async(a.binding, a.kwargs, a.shared), "execute_async")()
     except Exception as exc:  # the outcome carries it
-        out = StepOutcome.from_exception(exc, started)
-        out.conditions = checks
-        return out
-    return StepOutcome(Status.SUCCEEDED, result, started_at=started, finished_at=time.time(),
-                       conditions=checks)
+        return a.failed(exc)
+    return a.succeeded(result)
 
 
 async def attempt_with_retries_async(
@@ -225,23 +207,17 @@ async def run_local_async(wf: Workflow, inputs: dict[str, Any],
     # over every running task would cost O(running) per completion.
     done: asyncio.Queue[tuple[str, StepOutcome, int]] = asyncio.Queue()
     running: set[asyncio.Task[None]] = set()
-    pending = 0
     try:
         for step in wf.steps.values():
             await _hook(step, "before_all", run.shared)
             started.append(step)
-        ready = deque(run.queue(run.tracker.start()))
-        while ready or pending:
-            while ready:
-                name = ready.popleft()
-                run.start_step(name)
+        loop = _Loop(run, capacity=1 << 62)  # the semaphore caps the steps running at once
+        while loop.active:
+            for name in loop.to_start():
                 task = asyncio.create_task(_execute(run, name, pool, limit, done))
                 running.add(task)
                 task.add_done_callback(running.discard)
-                pending += 1
-            finished = await done.get()
-            pending -= 1
-            ready.extend(run.finish(*finished))
+            loop.done(*await done.get())
     finally:
         for task in list(running):  # only when the caller was cancelled mid-run
             task.cancel()

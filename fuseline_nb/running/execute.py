@@ -94,8 +94,76 @@ def _user_frames(trace: TracebackType | None) -> TracebackType | None:
     return t if t is not None else trace
 
 
-def _invoke(step: Any, binding: Any, kwargs: dict[str, Any], shared: dict[str, Any]) -> Any:
-    return step._invoke(binding, kwargs, shared)
+class Attempt:
+    """The core of one attempt, shared by the sync and async shells.
+
+    :meth:`begin` binds the parameters and runs the ``on_start`` hooks (it
+    returns the outcome when the attempt is over already: skipped by a
+    condition, or failed binding); the shell then calls the step through
+    :meth:`wrapped` and ends with :meth:`succeeded` or :meth:`failed`.
+    Nothing here raises.
+
+    Examples
+    --------
+    >>> from fuseline_nb import FunctionStep, Workflow
+    >>> wf = Workflow(outputs=[FunctionStep(lambda x: x + 1, name="inc")])
+    >>> a = Attempt(wf, "inc", {"x": 1}, {}, {})
+    >>> a.begin() is None
+    True
+    >>> a.succeeded(a.wrapped(lambda: a.step._invoke(a.binding, a.kwargs, a.shared), "execute")()).result
+    2
+    """
+
+    __slots__ = ("_bind", "binding", "checks", "kwargs", "policies", "shared", "started", "step")
+
+    def __init__(self, wf: Workflow, name: str, inputs: Mapping[str, Any], results: Mapping[str, Any],
+                 winners: Mapping[str, str]) -> None:
+        self.started = time.time()
+        self.step = wf.steps[name]
+        self.binding = wf.bindings[name]
+        self.checks: list[dict[str, Any]] | None = [] if self.binding.conditional else None
+        self.policies = [p for p in self.step.policies if isinstance(p, StepPolicy)]
+        self.kwargs: dict[str, Any] = {}
+        self.shared: dict[str, Any] = {}
+        self._bind = (inputs, results, winners)
+
+    def begin(self) -> StepOutcome | None:
+        """Bind and run ``on_start``; the final outcome when there is nothing to call."""
+        inputs, results, winners = self._bind
+        try:
+            bound = self.binding.kwargs(inputs, results, winners, self.checks)
+            if bound is SKIP:
+                return StepOutcome(Status.SKIPPED, started_at=self.started, finished_at=time.time(),
+                                   conditions=self.checks)
+            self.kwargs = cast(dict[str, Any], bound)
+            self.shared = dict(inputs)
+            for p in self.policies:
+                p.on_start(self.step)
+        except Exception as exc:
+            return self.failed(exc)
+        return None
+
+    def wrapped(self, call: Callable[[], Any], method: str) -> Callable[[], Any]:
+        """``call`` inside each policy's ``execute`` (or ``execute_async``), outermost first."""
+        for p in reversed(self.policies):
+            call = (lambda c, run: lambda: run(self.step, c))(call, getattr(p, method))
+        return call
+
+    def succeeded(self, result: Any) -> StepOutcome:
+        """Run ``on_success`` hooks; SUCCEEDED (or FAILED when a hook raises)."""
+        try:
+            for p in self.policies:
+                p.on_success(self.step, result)
+        except Exception as exc:
+            return self.failed(exc)
+        return StepOutcome(Status.SUCCEEDED, result, started_at=self.started, finished_at=time.time(),
+                           conditions=self.checks)
+
+    def failed(self, exc: BaseException) -> StepOutcome:
+        """The FAILED outcome of ``exc`` (the step's, a hook's or the binding's)."""
+        out = StepOutcome.from_exception(exc, self.started)
+        out.conditions = self.checks
+        return out
 
 
 class StepInterrupt(BaseException):
@@ -121,6 +189,7 @@ def attempt(
 
     ``results`` maps finished dependency names to their results and
     ``winners`` OR-group ids to the member whose result the group passes on.
+    The sync shell of :class:`Attempt`.
 
     Whatever the step raises is its failure, ``BaseException`` too
     (``SystemExit``, a custom one): one attempt, retried only by its policies.
@@ -128,36 +197,19 @@ def attempt(
     through: ``KeyboardInterrupt`` by default, so Ctrl-C stops an in-process
     run; a worker process passes ``()`` (there it is the step's own doing).
     """
-    started = time.time()
-    step = wf.steps[name]
-    binding = wf.bindings[name]
-    checks: list[dict[str, Any]] | None = [] if binding.conditional else None
+    a = Attempt(wf, name, inputs, results, winners)
+    done = a.begin()
+    if done is not None:
+        return done
     try:
-        bound = binding.kwargs(inputs, results, winners, checks)
-        if bound is SKIP:
-            return StepOutcome(Status.SKIPPED, started_at=started, finished_at=time.time(),
-                               conditions=checks)
-        kwargs = cast(dict[str, Any], bound)
-        shared = dict(inputs)
-        policies = [p for p in step.policies if isinstance(p, StepPolicy)]
-        call: Callable[[], Any] = lambda: _invoke(step, binding, kwargs, shared)  # noqa: E731
-        for p in reversed(policies):
-            call = (lambda c, pol: lambda: pol.execute(step, c))(call, p)
-        for p in policies:
-            p.on_start(step)
-        result = call()
-        for p in policies:
-            p.on_success(step, result)
+        result = a.wrapped(lambda: a.step._invoke(a.binding, a.kwargs, a.shared), "execute")()
     except StepInterrupt:
         raise
     except BaseException as exc:  # the outcome carries it; a worker never dies of it
         if passthrough and isinstance(exc, passthrough):
             raise
-        out = StepOutcome.from_exception(exc, started)
-        out.conditions = checks
-        return out
-    return StepOutcome(Status.SUCCEEDED, result, started_at=started, finished_at=time.time(),
-                       conditions=checks)
+        return a.failed(exc)
+    return a.succeeded(result)
 
 
 def attempt_with_retries(

@@ -31,11 +31,12 @@ from ..errors import UnknownActionError
 from ..workflow.events import Event, EventHub
 from ..workflow.graph import install_local_runner
 from ..workflow.policies import WorkflowPolicy
-from ..workflow.rules import Outcome, Readiness, final_run_state, resolve_action
+from ..workflow.rules import Outcome, Readiness, resolve_action
 from ..workflow.runinfo import RunResult, StepInfo
 from ..workflow.status import SKIP_CONDITION, Status
+from ..workflow.value import preview
 from .execute import StepOutcome, attempt_with_retries
-from .tracing import TraceSubscriber, _preview, as_tracer
+from .tracing import TraceSubscriber, as_tracer
 
 if TYPE_CHECKING:
     from ..workflow.graph import Workflow
@@ -127,7 +128,7 @@ class _LocalRun:
         if self.hub is not None:  # only tracing reads these; skip the repr() otherwise
             detail["conditions"] = out.conditions or []
             if out.state is Status.SUCCEEDED:
-                detail["result_preview"] = _preview(out.result)
+                detail["result_preview"] = preview(out.result)
         self.emit("step_finished", name, out.state, detail)
         changes = self.tracker.finish(name, outcome)
         for n, state in [(n, Status.SKIPPED) for n in changes.skipped] + [
@@ -137,7 +138,8 @@ class _LocalRun:
             self.wf.steps[n].state = state
             if state is Status.SKIPPED:
                 self.infos[n].skip_reason = "not_reached"
-            self.emit("step_finished", n, state, {"skip_reason": self.infos[n].skip_reason})
+            self.emit("step_finished", n, state,
+                      {"skip_reason": self.infos[n].skip_reason, **self.tracker.cause(n)})
         return self.queue(changes.ready)
 
     def start_step(self, name: str) -> None:
@@ -164,7 +166,9 @@ class _LocalRun:
     def end(self) -> RunResult:
         """Settle the final state and outputs; run workflow-finished hooks."""
         wf = self.wf
-        state = final_run_state(self.tracker.outcomes.values())
+        for name in self.tracker.recovered_failures():
+            self.infos[name].recovered = True
+        state = self.tracker.run_state()
         wf.state = state
         outs = [self.results.get(n) for n in wf.output_names]
         outputs = outs[0] if len(outs) == 1 else outs
@@ -184,35 +188,93 @@ class _LocalRun:
         )
 
 
-def _sequential(run: _LocalRun, ready: deque[str]) -> None:
-    while ready:
-        name = ready.popleft()
-        run.start_step(name)
-        out, n = run.execute(name)
-        ready.extend(run.finish(name, out, n))
+class _Loop:
+    """The run loop's bookkeeping, whatever executes the steps (inline, threads, asyncio).
+
+    A driver repeats: start what :meth:`to_start` hands out on its executor,
+    then feed the next completion to :meth:`done`, while :attr:`active`.
+    """
+
+    def __init__(self, run: _LocalRun, capacity: int) -> None:
+        self.run = run
+        self.capacity = capacity  # steps started but not finished at once
+        self.ready: deque[str] = deque(run.queue(run.tracker.start()))
+        self.pending = 0
+
+    @property
+    def active(self) -> bool:
+        return bool(self.ready or self.pending)
+
+    def to_start(self) -> list[str]:
+        names = []
+        while self.ready and self.pending < self.capacity:
+            name = self.ready.popleft()
+            self.run.start_step(name)
+            self.pending += 1
+            names.append(name)
+        return names
+
+    def done(self, name: str, out: StepOutcome, attempts: int) -> None:
+        self.pending -= 1
+        self.ready.extend(self.run.finish(name, out, attempts))
 
 
-def _threaded(run: _LocalRun, ready: deque[str], engine: PoolEngine) -> None:
-    done: queue.Queue[tuple[str, StepOutcome, int]] = queue.Queue()
+class _Inline:
+    """Executor: each step runs in the caller's thread when its completion is asked for."""
 
-    def work(name: str) -> None:
+    capacity = 1
+
+    def __init__(self, run: _LocalRun) -> None:
+        self.run = run
+        self.started: deque[str] = deque()
+
+    def submit(self, name: str) -> None:
+        self.started.append(name)
+
+    def next(self) -> tuple[str, StepOutcome, int]:
+        name = self.started.popleft()
+        return (name, *self.run.execute(name))
+
+    def close(self) -> None:
+        pass
+
+
+class _Threads:
+    """Executor: steps run on ``n`` threads; completions come back in completion order."""
+
+    capacity = 1 << 62  # every ready step is handed to the pool at once
+
+    def __init__(self, run: _LocalRun, n: int) -> None:
+        self.run = run
+        self.pool = ThreadPoolExecutor(n, thread_name_prefix="fuseline-pool")
+        self.done: queue.Queue[tuple[str, StepOutcome, int]] = queue.Queue()
+
+    def _work(self, name: str) -> None:
         try:
-            out, n = run.execute(name)
+            out, n = self.run.execute(name)
         except BaseException as exc:  # attempt() never raises; this is a safety net
             out, n = StepOutcome.from_exception(exc, time.time()), 1
-        done.put((name, out, n))
+        self.done.put((name, out, n))
 
-    running = 0
-    with ThreadPoolExecutor(engine.processes, thread_name_prefix="fuseline-pool") as pool:
-        while ready or running:
-            while ready:
-                name = ready.popleft()
-                run.start_step(name)
-                pool.submit(work, name)
-                running += 1
-            name, out, n = done.get()
-            running -= 1
-            ready.extend(run.finish(name, out, n))
+    def submit(self, name: str) -> None:
+        self.pool.submit(self._work, name)
+
+    def next(self) -> tuple[str, StepOutcome, int]:
+        return self.done.get()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+
+
+def _drive(run: _LocalRun, executor: _Inline | _Threads) -> None:
+    loop = _Loop(run, executor.capacity)
+    try:
+        while loop.active:
+            for name in loop.to_start():
+                executor.submit(name)
+            loop.done(*executor.next())
+    finally:
+        executor.close()
 
 
 def check_engine(engine: Any) -> None:
@@ -249,11 +311,7 @@ def run_local(wf: Workflow, inputs: dict[str, Any], engine: PoolEngine | None = 
         for step in wf.steps.values():
             step.before_all(run.shared)
             started.append(step)
-        ready = deque(run.queue(run.tracker.start()))
-        if engine is None:
-            _sequential(run, ready)
-        else:
-            _threaded(run, ready, engine)
+        _drive(run, _Inline(run) if engine is None else _Threads(run, engine.processes))
     finally:
         for step in started:  # finish hooks run even when the run failed
             try:

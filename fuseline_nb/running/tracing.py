@@ -31,8 +31,7 @@ from typing import Any
 
 from ..workflow.events import Event
 from ..workflow.status import SKIP_CONDITION, Status
-
-_PREVIEW = 200
+from ..workflow.value import preview
 
 
 class Tracer:
@@ -143,11 +142,6 @@ def as_tracer(trace: Any) -> Tracer | None:
     raise TypeError(f"trace must be a path or a Tracer, not {trace!r}")
 
 
-def _preview(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= _PREVIEW else text[: _PREVIEW - 1] + "…"
-
-
 def trace_records(event: Event) -> list[dict[str, Any]]:
     """The Fuseline-style trace dicts for one lifecycle event.
 
@@ -183,7 +177,7 @@ def trace_records(event: Event) -> list[dict[str, Any]]:
     for check in checks or ():
         record = {"event": "condition_check", **base, **check}
         if "value" in record and not isinstance(record["value"], (str, int, float, bool, type(None))):
-            record["value"] = _preview(record["value"])
+            record["value"] = preview(record["value"])
         out.append(record)
     st = event.state
     if st is Status.SUCCEEDED:

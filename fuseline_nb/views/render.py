@@ -12,41 +12,23 @@ Examples
 >>> "pending 2" in counts_html(rs.counts())
 True
 >>> preview(list(range(100)), limit=30)
-'[0, 1, 2, 3, 4, 5, ...]'
+'[0, 1, 2, 3, 4, 5, 6, 7, 8, 9…'
 """
 
 from __future__ import annotations
 
 import html
 import re
-import reprlib
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
+from ..workflow.value import preview
 from .palette import FILL, VIEW_STATES
 from .runstate import RunState, StepView
 
 #: Which rows a capped table keeps first: what needs attention.
 _ROW_PRIORITY: Final = {"FAILED": 0, "RUNNING": 1, "QUEUED": 2, "CANCELLED": 3}
-_REPR = reprlib.Repr()
-_REPR.maxlevel, _REPR.maxdict, _REPR.maxlist, _REPR.maxtuple, _REPR.maxset = 3, 8, 8, 8, 8
-_REPR.maxstring = _REPR.maxother = 120
 _TD = 'style="padding:1px 8px;text-align:left"'
-
-
-def preview(value: Any, limit: int = 200) -> str:
-    """A short, safe ``repr`` of ``value`` (cut to ``limit`` characters).
-
-    Examples
-    --------
-    >>> preview("x" * 500, limit=10)
-    "'xxxxxxxx…"
-    """
-    try:
-        text = _REPR.repr(value)
-    except Exception as exc:  # a user's __repr__ must not break a view
-        text = f"<unprintable {type(value).__name__}: {exc}>"
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def badge(state: str) -> str:
@@ -198,7 +180,7 @@ def detail_html(name: str, info: Any, inputs: Mapping[str, Any] | None,
     for label, value in ins:
         parts.append(f"<div><code>{html.escape(label)}</code> = <code>{html.escape(preview(value))}</code></div>")
     if _state(info) == "SUCCEEDED":
-        parts.append(f"<div><b>result</b> <code>{html.escape(preview(info.result))}</code></div>")
+        parts.append(f"<div><b>result</b> <code>{html.escape(preview(info.value))}</code></div>")
     if info.error:
         parts.append(f'<div style="color:#c92a2a"><b>error</b> {html.escape(info.error)}</div>')
     if info.traceback:

@@ -234,10 +234,10 @@ class RunView(W.VBox):
         if step is None:
             self.detail.value = ""
             return
-        upstream = [(u, info.steps[u].result) for u in self._incoming.get(name, ())
+        upstream = [(u, info.steps[u].value) for u in self._incoming.get(name, ())
                     if u in info.steps and info.steps[u].state.value == "SUCCEEDED"]
         self._shown_state = self.state.steps[name].state
-        self.detail.value = detail_html(name, step, info.inputs, upstream, self._workers)
+        self.detail.value = detail_html(name, step, info.input_values, upstream, self._workers)
 
     # -- public ----------------------------------------------------------------------------------
     def join(self, timeout: float | None = None) -> bool:

@@ -8,12 +8,14 @@ authenticate). In the worker, :class:`ChannelClient` is a
 ``selectors`` loop over the pipes and the worker processes' sentinels.
 
 Wire format. A request is ``(kind, args)`` and a reply ``(kind, value...)``,
-both pickled; ``kind`` is one of :data:`REQUEST_KINDS` / :data:`REPLY_KINDS`
-and an unknown kind is answered with an error naming the choices. User data
-(run inputs, step results, ``RunInfo`` s) travels as cloudpickle bytes
-(:class:`Packed`), so classes and functions defined in a notebook cross in
-both directions; plain scalars travel as themselves. Errors travel as
-``(type name, message)`` and are raised again as the same class.
+both pickled (:func:`encode` / :func:`decode`); ``kind`` is one of
+:data:`REQUEST_KINDS` / :data:`REPLY_KINDS` and an unknown kind is answered
+with an error naming the choices. The messages are the broker's own
+dataclasses; user data in them (run inputs, step results) is a
+:class:`~fuseline_nb.workflow.value.Value` made where it was born, so it
+crosses as its bytes, classes and functions defined in a notebook included,
+and is opened only by the worker that runs the consuming step. Errors travel
+as ``(type name, message)`` and are raised again as the same class.
 
 The hot path is at most one round trip per step: a worker's
 ``report_and_get`` carries its report and receives its next assignment —
@@ -33,8 +35,6 @@ is left over by the workers holding steps.
 
 Examples
 --------
->>> unpack(pack(3)), type(pack([1, 2])).__name__, unpack(pack([1, 2]))
-(3, 'Packed', [1, 2])
 >>> rebuild_error("StaleReportError", "too late")
 StaleReportError('too late')
 """
@@ -52,16 +52,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any, Final, Literal
 
-import cloudpickle
-
 from .. import errors
 from ..broker.base import StepAssignment, StepReport, WorkerInfo
 from ..broker.clients import BrokerClient
 from ..errors import BrokerUnavailableError
-from ..limits import safe_str
 from ..workflow.runinfo import RunInfo
 from ..workflow.schema import WorkflowSchema
 from ..workflow.status import Status
+from ..workflow.value import Value, values_of
 from .framing import SLOW_STREAK, SPIN_DEFAULT_US, SPIN_ENV, FrameReader, receive, send, spin_seconds
 
 log = logging.getLogger(__name__)
@@ -103,100 +101,33 @@ class ChannelClosed(BrokerUnavailableError):
 
 
 # -- codec ----------------------------------------------------------------------------
-class Packed:
-    """User data as cloudpickle bytes (plain scalars are sent as themselves).
+def encode(message: tuple[Any, ...]) -> bytes:
+    """The bytes of one pipe message: ``(kind, args...)`` of plain data and broker messages.
+
+    The broker's dataclasses (:class:`StepAssignment`, :class:`StepReport`,
+    ``RunInfo``...) travel as themselves; user data inside them is already a
+    :class:`~fuseline_nb.workflow.value.Value`, which pickles as its bytes,
+    so nothing here pickles a user object again.
 
     Examples
     --------
-    >>> unpack(Packed(cloudpickle.dumps({"a": 1})))
-    {'a': 1}
+    >>> decode(encode(("ok", [1, 2])))
+    ('ok', [1, 2])
     """
-
-    __slots__ = ("data",)
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (Packed, (self.data,))
+    return pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-_PLAIN: Final = frozenset({type(None), bool, int, float, str, bytes})
-
-
-def pack(value: Any) -> Any:
-    """``value`` ready for the wire: itself when a plain scalar, else :class:`Packed`."""
-    if type(value) in _PLAIN:
-        return value
-    return Packed(cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
-
-
-def unpack(value: Any) -> Any:
-    """Inverse of :func:`pack`."""
-    return pickle.loads(value.data) if type(value) is Packed else value
-
-
-def _pack_map(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: pack(v) for k, v in d.items()} if d else {}
-
-
-def _unpack_map(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: unpack(v) for k, v in d.items()} if d else {}
-
-
-def encode_assignment(a: StepAssignment) -> tuple[Any, ...]:
-    """A :class:`StepAssignment` as a plain tuple with packed user data.
+def decode(data: bytes) -> tuple[Any, ...]:
+    """Inverse of :func:`encode` (user values stay closed).
 
     Examples
     --------
-    >>> a = StepAssignment("wf", "r1", "s", {"workflow_inputs": {"x": [1]}, "results": {}}, 0.0, 1.0)
-    >>> decode_assignment(encode_assignment(a)).inputs
-    {'x': [1]}
+    >>> r = StepReport("wf", "r1", "s", Status.SUCCEEDED, Value.of({"n": 1}))
+    >>> back = decode(encode(("report", r)))[1]
+    >>> back == r, back.result.loaded
+    (True, False)
     """
-    p = a.payload
-    return (a.workflow_id, a.instance_id, a.step_name, _pack_map(p.get("workflow_inputs", {})),
-            _pack_map(p.get("results", {})), p.get("winners", {}), a.assigned_at, a.expires_at,
-            a.attempt, a.version)
-
-
-def decode_assignment(t: tuple[Any, ...]) -> StepAssignment:
-    """Inverse of :func:`encode_assignment`."""
-    wf, run, step, inputs, results, winners, assigned, expires, attempt, version = t
-    payload = {"workflow_inputs": _unpack_map(inputs), "results": _unpack_map(results), "winners": winners}
-    return StepAssignment(wf, run, step, payload, assigned, expires, attempt, version)
-
-
-def encode_report(r: StepReport) -> tuple[Any, ...]:
-    """A :class:`StepReport` as a plain tuple with its result packed.
-
-    Examples
-    --------
-    >>> r = decode_report(encode_report(StepReport("wf", "r1", "s", Status.SUCCEEDED, {"n": 1})))
-    >>> r.state, r.result
-    (<Status.SUCCEEDED: 'SUCCEEDED'>, {'n': 1})
-    """
-    state = r.state if r.state.__class__ is Status else Status(r.state)
-    return (r.workflow_id, r.instance_id, r.step_name, state.value, pack(r.result), r.attempt,
-            r.error, r.traceback, r.action, r.started_at, r.finished_at)
-
-
-_STATES: Final = {s.value: s for s in Status}
-
-
-def decode_report(t: tuple[Any, ...]) -> StepReport:
-    """Inverse of :func:`encode_report`."""
-    wf, run, step, state, result, attempt, error, tb, action, started, finished = t
-    status = _STATES.get(state) or Status(state)  # an unknown state raises, naming it
-    try:
-        value = unpack(result)
-    except BaseException as exc:  # the worker could pickle it, this process cannot load it
-        if not isinstance(exc, Exception) and isinstance(exc, (KeyboardInterrupt, SystemExit)):
-            raise
-        error = (f"UnpicklingError: the result of step {step!r} was pickled in the worker but cannot be "
-                 f"unpickled here: {type(exc).__name__}: {safe_str(exc)} (return plain data, or make "
-                 "the class importable in this process)")
-        return StepReport(wf, run, step, Status.FAILED, None, attempt, error, tb, None, started, finished)
-    return StepReport(wf, run, step, status, value, attempt, error, tb, action, started, finished)
+    return pickle.loads(data)  # type: ignore[no-any-return]
 
 
 def rebuild_error(type_name: str, message: str) -> Exception:
@@ -244,7 +175,7 @@ class ChannelClient(BrokerClient):
         self._next: deque[StepAssignment] = deque()
         self.on_workflows: Callable[[list[WorkflowBlob]], str] | None = None
         # Reports of held steps wait here briefly and travel together.
-        self._outbox: list[tuple[Any, ...]] = []
+        self._outbox: list[StepReport] = []
         self._outbox_worker: str | None = None
         self._outbox_lock = threading.Lock()
         self._outbox_due = threading.Event()
@@ -259,10 +190,10 @@ class ChannelClient(BrokerClient):
                     sent = time.perf_counter()
                     if self._slow < SLOW_STREAK:
                         self._reader.spin(self.spin)
-                    reply = pickle.loads(self._reader.next())
+                    reply = decode(self._reader.next())
                     self._slow = 0 if time.perf_counter() - sent < self.spin else self._slow + 1
                 else:
-                    reply = pickle.loads(self._reader.next())
+                    reply = decode(self._reader.next())
             except (EOFError, OSError) as exc:
                 raise ChannelClosed("the kernel closed the worker channel") from exc
         if reply[0] == "error":
@@ -279,7 +210,7 @@ class ChannelClient(BrokerClient):
             except (EOFError, OSError) as exc:
                 raise ChannelClosed("the kernel closed the worker channel") from exc
 
-    def _take_outbox(self) -> list[tuple[Any, ...]]:
+    def _take_outbox(self) -> list[StepReport]:
         with self._outbox_lock:
             batch, self._outbox = self._outbox, []
         return batch
@@ -309,13 +240,13 @@ class ChannelClient(BrokerClient):
                 return
 
     def _call(self, kind: RequestKind, *args: Any) -> Any:
-        return unpack(self._roundtrip(kind, *args)[1])
+        return self._roundtrip(kind, *args)[1]
 
     def _fetch(self, kind: RequestKind, worker_id: str, *args: Any) -> None:
         while True:
             reply = self._roundtrip(kind, worker_id, *args, self.wait)
             if reply[0] == "assignments":
-                self._next.extend(decode_assignment(t) for t in reply[1])
+                self._next.extend(reply[1])
                 return
             if self.on_workflows is None:
                 raise ChannelClosed("the kernel sent workflows to a client that cannot take them")
@@ -332,13 +263,13 @@ class ChannelClient(BrokerClient):
         self._roundtrip("load_error", text)
 
     def register_worker(self, workflows: Iterable[WorkflowSchema], name: str | None = None) -> str:
-        return str(self._call("register_worker", pack(list(workflows)), name))
+        return str(self._call("register_worker", list(workflows), name))
 
     def unregister_worker(self, worker_id: str) -> None:
         self._call("unregister_worker", worker_id)
 
     def dispatch_workflow(self, workflow: WorkflowSchema, inputs: dict[str, Any] | None = None) -> str:
-        return str(self._call("dispatch_workflow", pack(workflow), pack(inputs)))
+        return str(self._call("dispatch_workflow", workflow, values_of(inputs)))  # inputs born here
 
     def get_step(self, worker_id: str) -> StepAssignment | None:
         if not self._next:
@@ -346,13 +277,14 @@ class ChannelClient(BrokerClient):
         return self._next.popleft() if self._next else None
 
     def report_step(self, worker_id: str, report: StepReport) -> None:
-        try:
-            encoded = encode_report(report)
-        except Exception as exc:  # an unpicklable result fails the step, not the worker
-            failed = replace(report, state=Status.FAILED, result=None, action=None, error=(
-                f"PicklingError: the result of step {report.step_name!r} (a "
-                f"{type(report.result).__name__}) cannot be sent back to the kernel: {exc}"))
-            encoded = encode_report(failed)
+        encoded = report
+        if report.result is not None and report.result.__class__ is not Value:
+            try:  # a caller that passed the object: the value is made here, in the worker
+                encoded = replace(report, result=Value.of(report.result))
+            except Exception as exc:  # an unpicklable result fails the step, not the worker
+                encoded = replace(report, state=Status.FAILED, result=None, action=None, error=(
+                    f"PicklingError: the result of step {report.step_name!r} (a "
+                    f"{type(report.result).__name__}) cannot be sent back to the kernel: {exc}"))
         if self.wait and self._next:  # more work in hand: do not wait for the kernel
             with self._outbox_lock:
                 self._outbox.append(encoded)
@@ -399,16 +331,11 @@ __all__ = [
     "ChannelClient",
     "ChannelClosed",
     "FrameReader",
-    "Packed",
     "WorkflowBlob",
-    "decode_assignment",
-    "decode_report",
-    "encode_assignment",
-    "encode_report",
-    "pack",
+    "decode",
+    "encode",
     "rebuild_error",
     "receive",
     "send",
     "spin_seconds",
-    "unpack",
 ]

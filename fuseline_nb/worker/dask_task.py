@@ -10,9 +10,10 @@ tasks then carry only that id.
 
 :func:`run_task` is the Dask task: it runs one assigned step (one attempt,
 through :func:`~fuseline_nb.worker.engine.execute`, like every engine) on a
-helper thread and returns ``(outcome, result bytes)``. The result is pickled
-here, where it is born, so a result that cannot travel fails its step with a
-message instead of failing the task. The task thread waits for the step,
+helper thread and returns ``(outcome, None)`` with the outcome's result made
+a :class:`~fuseline_nb.workflow.value.Value` here, where it is born (pickled
+once; the kernel passes it on closed), so a result that cannot travel fails
+its step with a message instead of failing the task. The task thread waits for the step,
 for its ``StepTimeoutPolicy`` deadline, or for :func:`interrupt` (a cancelled
 run): on time-out or cancel the step's thread gets an exception raised in it
 (it stops at its next Python instruction; code blocked inside one C call
@@ -31,20 +32,18 @@ Examples
 >>> plugin.setup(None)
 >>> a = StepAssignment(wf.workflow_id, "run-1", "answer", {}, 0.0, 60.0)
 >>> outcome, data = run_task("def-1", "answer-run-1", a, None)
->>> outcome.state, pickle.loads(data)
-(<Status.SUCCEEDED: 'SUCCEEDED'>, 42)
+>>> outcome.state, outcome.result, data
+(<Status.SUCCEEDED: 'SUCCEEDED'>, <Value int: 42>, None)
 """
 
 from __future__ import annotations
 
 import ctypes
 import logging
-import pickle
 import threading
 import time
 from typing import Any
 
-import cloudpickle
 from distributed import WorkerPlugin
 
 from ..broker.base import StepAssignment
@@ -52,6 +51,7 @@ from ..errors import PicklingError
 from ..running.execute import StepInterrupt, StepOutcome
 from ..workflow.graph import Workflow
 from ..workflow.status import Status
+from ..workflow.value import Value
 from .engine import execute
 from .shipping import load
 
@@ -202,16 +202,15 @@ def run_task(definition_id: str, key: str, a: StepAssignment, timeout: float | N
 
 def _pack(out: StepOutcome, a: StepAssignment) -> tuple[StepOutcome, bytes | None]:
     out.exception = None  # may not pickle; the message and traceback travel instead
-    if out.state is not Status.SUCCEEDED:
+    if out.state is not Status.SUCCEEDED or out.result is None:
         return out, None
-    try:
-        data = cloudpickle.dumps(out.result, protocol=pickle.HIGHEST_PROTOCOL)
+    try:  # the result becomes a Value here, where it is born: the kernel never pickles it again
+        out.result = Value.of(out.result)
     except Exception as exc:
         return _failed("PicklingError", f"the result of step {a.step_name!r} (a {type(out.result).__name__}) "
                                         f"cannot be sent back from {_where()}: {type(exc).__name__}: {exc}",
                        out.started_at)
-    out.result = None
-    return out, data
+    return out, None
 
 
 def interrupt(keys: list[str]) -> list[str]:

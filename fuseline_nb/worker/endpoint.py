@@ -72,6 +72,9 @@ class Supervisor(Protocol):
     def on_timeout(self, ep: Endpoint) -> None:
         """``ep``'s step passed its deadline (``ep.busy`` says which)."""
 
+    def on_cancel(self, ep: Endpoint) -> None:
+        """``ep`` holds a step of a cancelled run: stop its process."""
+
     def on_load_error(self, ep: Endpoint, text: str) -> None:
         """``ep`` could not load the shipped workflows."""
 

@@ -2,7 +2,10 @@
 
 A step that raises never stops the loop: its error travels back as a value
 (type, message, traceback). While a step runs, a heartbeat thread keeps the
-assignment's lease alive, so long steps are not given to another worker.
+assignment's lease alive, so long steps are not given to another worker, and
+learns when the step's run was cancelled: it then calls ``on_cancel`` (a
+``fuseline-nb worker`` process exits there, and its supervisor starts
+another; the broker refuses a late report anyway).
 Retries are the broker's job (it re-queues a FAILED attempt while the step's
 ``RetryPolicy`` allows), so every assignment is exactly one attempt.
 
@@ -22,10 +25,11 @@ Examples
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ..broker.base import StepAssignment, StepReport
@@ -35,6 +39,7 @@ from ..limits import safe_text
 from ..running.execute import StepOutcome, attempt
 from ..workflow.graph import Workflow
 from ..workflow.status import Status
+from ..workflow.value import Value
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +68,12 @@ def execute(workflows: Mapping[tuple[str, str], Workflow], a: StepAssignment, wo
     if a.step_name not in wf.steps:
         exc2 = UnknownWorkflowError(f"workflow {a.workflow_id!r} has no step {a.step_name!r}")
         return StepOutcome.from_exception(exc2, time.time())
+    try:  # values are opened here, in the worker that runs the consuming step
+        inputs, results = a.inputs, a.results
+    except ValueError as exc:
+        return StepOutcome.from_exception(exc, time.time())
     # in a worker, KeyboardInterrupt and SystemExit raised by a step are the step's failure
-    return attempt(wf, a.step_name, a.inputs, a.results, a.winners, passthrough=())
+    return attempt(wf, a.step_name, inputs, results, a.winners, passthrough=())
 
 
 def report_of(a: StepAssignment, out: StepOutcome) -> StepReport:
@@ -75,14 +84,32 @@ def report_of(a: StepAssignment, out: StepOutcome) -> StepReport:
     >>> a = StepAssignment("wf", "r1", "pick", {}, 0.0, 60.0, attempt=2)
     >>> r = report_of(a, StepOutcome(Status.SUCCEEDED, "left"))
     >>> r.state, r.result, r.action, r.attempt
-    (<Status.SUCCEEDED: 'SUCCEEDED'>, 'left', 'left', 2)
+    (<Status.SUCCEEDED: 'SUCCEEDED'>, <Value str: 'left'>, 'left', 2)
+
+    The result becomes a :class:`~fuseline_nb.workflow.value.Value` here,
+    where it is born (pickled once); one that cannot be pickled fails the step:
+
+    >>> import threading
+    >>> report_of(a, StepOutcome(Status.SUCCEEDED, threading.Lock())).error
+    "PicklingError: the result of step 'pick' (a lock) cannot be pickled, so it cannot reach the broker: cannot pickle '_thread.lock' object"
     """
     result = out.result if out.state is Status.SUCCEEDED else None
+    state, error, action = out.state, out.error, result if isinstance(result, str) else None
+    if result.__class__ is Value and result.type_name == "str" and result.json is not None:
+        action = json.loads(result.json)  # made by an engine that ran the step elsewhere (Dask)
+    value = None
+    if result is not None:
+        try:
+            value = Value.of(result)
+        except Exception as exc:  # an unpicklable result fails the step, not the worker
+            state, action = Status.FAILED, None
+            error = (f"PicklingError: the result of step {a.step_name!r} (a {type(result).__name__}) "
+                     f"cannot be pickled, so it cannot reach the broker: {exc}")
     # texts that always encode (a surrogate from a file name would make the report unsendable)
     return StepReport(
-        a.workflow_id, a.instance_id, a.step_name, out.state, result, a.attempt,
-        safe_text(out.error), safe_text(out.traceback), result if isinstance(result, str) else None,
-        out.started_at, out.finished_at, out.conditions or None,
+        a.workflow_id, a.instance_id, a.step_name, state, value, a.attempt,
+        safe_text(error), safe_text(out.traceback), action, out.started_at, out.finished_at,
+        out.conditions or None,
     )
 
 
@@ -98,6 +125,11 @@ class ProcessEngine:
         registered with the broker).
     name:
         A label shown in ``list_workers()`` and in run views.
+    on_cancel:
+        Called (from the heartbeat thread) with the running assignment when
+        the broker says its run was cancelled. The default logs it: Python
+        cannot stop a function running in a thread, so the step runs on and
+        its report is refused.
 
     Examples
     --------
@@ -111,7 +143,11 @@ class ProcessEngine:
     ['laptop']
     """
 
-    def __init__(self, client: BrokerClient, workflows: Iterable[Workflow], *, name: str | None = None) -> None:
+    #: Longest time between heartbeats of a running step (so a cancel is seen soon).
+    CANCEL_CHECK_SECONDS = 0.5
+
+    def __init__(self, client: BrokerClient, workflows: Iterable[Workflow], *, name: str | None = None,
+                 on_cancel: Callable[[StepAssignment], None] | None = None) -> None:
         self.client = client
         self.workflows = list(workflows)
         if not self.workflows:
@@ -121,6 +157,7 @@ class ProcessEngine:
                 raise TypeError(f"ProcessEngine takes Workflow objects, not {wf!r}")
         self._by_key = {(wf.workflow_id, wf.version): wf for wf in self.workflows}
         self.name = name
+        self.on_cancel = on_cancel or _log_cancel
         self.worker_id = client.register_worker([wf.to_schema() for wf in self.workflows], name)
         self.steps_run = 0
         self._busy: StepAssignment | None = None
@@ -194,7 +231,8 @@ class ProcessEngine:
             return
         lease = max(a.expires_at - a.assigned_at, 0.3)
         self._beat_stop = threading.Event()
-        self._beat = threading.Thread(target=self._heartbeat, args=(lease / 3, self._beat_stop),
+        interval = min(lease / 3, self.CANCEL_CHECK_SECONDS)
+        self._beat = threading.Thread(target=self._heartbeat, args=(interval, self._beat_stop),
                                       daemon=True, name=f"fuseline-heartbeat-{self.worker_id}")
         self._beat.start()
 
@@ -212,7 +250,15 @@ class ProcessEngine:
                 continue
             if busy is seen:  # the same step for a whole interval: extend its lease
                 try:
-                    self.client.keep_alive(self.worker_id)
+                    cancelled = self.client.keep_alive(self.worker_id)
                 except Exception:
                     log.warning("keep-alive for worker %s failed", self.worker_id, exc_info=True)
+                else:
+                    if cancelled and (busy.instance_id, busy.step_name) in {tuple(c) for c in cancelled}:
+                        self.on_cancel(busy)
             seen = busy
+
+
+def _log_cancel(a: StepAssignment) -> None:
+    log.warning("step %r of run %s was cancelled while running here; it runs on, and its report will be refused",
+                a.step_name, a.instance_id)

@@ -138,8 +138,7 @@ class WorkerPool:
             self._server = ChannelServer(self.client, self, poll_interval=self.poll_interval,
                                          prefetch=self.prefetch)
             if self.broker is not None:
-                server = self._server
-                self._unsubscribe = self.broker.subscribe(lambda e: server.note_event(e.kind))
+                self._unsubscribe = self.broker.subscribe(_event_hook(self._server))
             self._server.start()
             for _ in range(self.processes):
                 self._spawn()
@@ -354,11 +353,35 @@ class WorkerPool:
         self._forget(ep)
         self._replace()
 
+    def on_cancel(self, ep: Endpoint) -> None:
+        """The run of a step ``ep`` holds was cancelled: kill the process (no report), replace it."""
+        assert self._server is not None
+        self._server.remove(ep)
+        ep.process.kill()
+        ep.process.join(2.0)
+        busy = ep.busy
+        log.info("worker %s (pid %s) killed: step %r of run %s was cancelled", ep.label, ep.process.pid,
+                 busy.step if busy else None, busy.run_id if busy else None)
+        ep.held.clear()
+        self._forget(ep)  # assignments of other runs it held go back to the queue
+        self._replace()
+
     def on_load_error(self, ep: Endpoint, text: str) -> None:
         """A worker could not load the shipped workflows: the pool cannot run them."""
         log.error("worker %s: %s", ep.label, text)
         if self.error is None:
             self.error = WorkerError(text)
+
+
+def _event_hook(server: ChannelServer) -> Any:
+    """The pool's broker listener (called under the broker's lock: quick)."""
+
+    def hook(e: Any) -> None:
+        server.note_event(e.kind)
+        if e.kind == "step_finished" and e.state is Status.CANCELLED and e.worker is not None:
+            server.cancel(e.run_id, e.step)  # a held step of a cancelled run: its process goes
+
+    return hook
 
 
 def _stop_at_exit(ref: weakref.ReferenceType[WorkerPool]) -> Any:

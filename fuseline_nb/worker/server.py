@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 import selectors
 import threading
 import time
@@ -30,18 +29,7 @@ from typing import Any
 from ..broker.base import StepAssignment, StepReport
 from ..broker.clients import BrokerClient
 from ..workflow.policies import timeout_seconds
-from ..workflow.status import Status
-from .channel import (
-    PROTOCOL_VERSION,
-    REQUEST_KINDS,
-    SLOW_STREAK,
-    decode_report,
-    encode_assignment,
-    pack,
-    send,
-    spin_seconds,
-    unpack,
-)
+from .channel import PROTOCOL_VERSION, REQUEST_KINDS, SLOW_STREAK, decode, send, spin_seconds
 from .endpoint import PREFETCH_BELOW, Busy, Endpoint, Reply, Supervisor
 
 log = logging.getLogger(__name__)
@@ -96,6 +84,7 @@ class ChannelServer:
         self._sel.register(self._wake_r, selectors.EVENT_READ, ("wake", None))
         self._pending: list[Endpoint] = []
         self._pending_lock = threading.Lock()
+        self._cancels: list[tuple[str, str]] = []  # (run id, step) whose holder must stop
         self._parked: dict[str, Endpoint] = {}
         self._timed: dict[str, Endpoint] = {}
         self._timeouts: dict[tuple[str, str], dict[str, float]] = {}
@@ -122,11 +111,11 @@ class ChannelServer:
             "report_step": self._report_only, "report": self._report_oneway,
             "keep_alive": self._keep_alive,
             "dispatch_workflow": self._dispatch,
-            "list_workers": lambda ep: ("ok", pack(self.client.list_workers())),
-            "list_workflows": lambda ep: ("ok", pack(self.client.list_workflows())),
-            "get_run": lambda ep, run_id: ("ok", pack(self.client.get_run(run_id))),
-            "list_runs": lambda ep: ("ok", pack(self.client.list_runs())),
-            "status": lambda ep: ("ok", pack(self.client.status())),
+            "list_workers": lambda ep: ("ok", self.client.list_workers()),
+            "list_workflows": lambda ep: ("ok", self.client.list_workflows()),
+            "get_run": lambda ep, run_id: ("ok", self.client.get_run(run_id)),
+            "list_runs": lambda ep: ("ok", self.client.list_runs()),
+            "status": lambda ep: ("ok", self.client.status()),
         }
         assert set(self._handlers) == set(REQUEST_KINDS)
 
@@ -162,6 +151,19 @@ class ChannelServer:
                 self.wake()
         elif kind == "step_started":
             self.backlog -= 1
+
+    def cancel(self, run_id: str, step: str) -> None:
+        """A held step's run was cancelled: the loop stops the process holding it (any thread)."""
+        with self._pending_lock:
+            self._cancels.append((run_id, step))
+        self.wake()
+
+    def _stop_cancelled(self) -> None:
+        with self._pending_lock:
+            cancels, self._cancels = set(self._cancels), []
+        for ep in list(self.endpoints.values()):
+            if any((b.run_id, b.step) in cancels for b in ep.held):
+                self.supervisor.on_cancel(ep)
 
     def drain(self) -> None:
         """Answer every get with ``stop`` from now on (workers then exit)."""
@@ -215,6 +217,8 @@ class ChannelServer:
     def _turn(self) -> None:
         if self._pending:  # appended before the wake-up byte is written, so never missed
             self._take_pending()
+        if self._cancels:
+            self._stop_cancelled()
         try:
             ready = self._spin() if self._spin_until else None
             if not ready:
@@ -307,7 +311,7 @@ class ChannelServer:
 
     def _handle(self, ep: Endpoint, frame: bytes) -> None:
         try:
-            kind, args = pickle.loads(frame)
+            kind, args = decode(frame)
             handler = self._handlers.get(kind)
             if handler is None:
                 raise ValueError(f"unknown message kind: {kind!r} (must be one of {list(REQUEST_KINDS)})")
@@ -378,14 +382,12 @@ class ChannelServer:
             ep.shipped = len(blobs)
             return ("workflows", new)
         if kind != "hello" and worker_id is not None:
-            batch: list[tuple[Any, ...]] = []
+            batch: list[StepAssignment] = []
             want = self._batch_size(ep) if self.prefetch > 1 else 1
             get_step = self.client.get_step
             while len(batch) < want and (a := get_step(worker_id)) is not None:
-                encoded = self._encode(worker_id, a)
-                if encoded is not None:
-                    self._track(ep, a)
-                    batch.append(encoded)
+                self._track(ep, a)
+                batch.append(a)
             if batch or not wait:
                 if batch:
                     self._handed_at = now = time.perf_counter()
@@ -401,16 +403,6 @@ class ChannelServer:
                 self.backlog >= self.prefetch * max(len(self.endpoints), 1):
             return self.prefetch
         return 1
-
-    def _encode(self, worker_id: str, a: StepAssignment) -> tuple[Any, ...] | None:
-        try:
-            return encode_assignment(a)
-        except Exception as exc:  # inputs or results that cannot travel fail the step
-            self.client.report_step(worker_id, StepReport(
-                a.workflow_id, a.instance_id, a.step_name, Status.FAILED, attempt=a.attempt,
-                error=f"PicklingError: the inputs of step {a.step_name!r} cannot be sent to a "
-                      f"worker process: {exc}"))
-            return None
 
     def _track(self, ep: Endpoint, a: StepAssignment) -> None:
         table = self._timeouts.get((a.workflow_id, a.version))
@@ -453,7 +445,7 @@ class ChannelServer:
         return ("ok", None)
 
     def _register(self, ep: Endpoint, schemas: Any, name: str | None) -> Reply:
-        wid = self.client.register_worker(unpack(schemas), name)
+        wid = self.client.register_worker(schemas, name)
         old, ep.worker_id = ep.worker_id, wid
         self.names[wid] = ep.label
         if old is not None and old != wid:  # re-registered with more workflows
@@ -467,8 +459,7 @@ class ChannelServer:
     def _get(self, ep: Endpoint, worker_id: str, wait: bool) -> Reply:
         return self._offer(ep, "get_step", worker_id, wait)
 
-    def _take_report(self, ep: Endpoint, worker_id: str, encoded: tuple[Any, ...]) -> None:
-        report = decode_report(encoded)
+    def _take_report(self, ep: Endpoint, worker_id: str, report: StepReport) -> None:
         run_id, step = report.instance_id, report.step_name
         for i, held in enumerate(ep.held):
             if held.run_id == run_id and held.step == step:
@@ -481,14 +472,14 @@ class ChannelServer:
             ep.fast = finished - started < PREFETCH_BELOW
         self.client.report_step(worker_id, report)
 
-    def _report_and_get(self, ep: Endpoint, worker_id: str, reports: list[tuple[Any, ...]],
+    def _report_and_get(self, ep: Endpoint, worker_id: str, reports: list[StepReport],
                         wait: bool) -> Reply:
         for encoded in reports[:-1]:
             self._report_oneway(ep, worker_id, [encoded])
         self._take_report(ep, worker_id, reports[-1])
         return self._offer(ep, "get_step", worker_id, wait)
 
-    def _report_oneway(self, ep: Endpoint, worker_id: str, reports: list[tuple[Any, ...]]) -> Reply:
+    def _report_oneway(self, ep: Endpoint, worker_id: str, reports: list[StepReport]) -> Reply:
         for encoded in reports:
             try:
                 self._take_report(ep, worker_id, encoded)
@@ -496,8 +487,8 @@ class ChannelServer:
                 log.warning("report from worker %s refused: %s", ep.label, exc)
         return None
 
-    def _report_only(self, ep: Endpoint, worker_id: str, encoded: tuple[Any, ...]) -> Reply:
-        self._take_report(ep, worker_id, encoded)
+    def _report_only(self, ep: Endpoint, worker_id: str, report: StepReport) -> Reply:
+        self._take_report(ep, worker_id, report)
         return ("ok", None)
 
     def _keep_alive(self, ep: Endpoint, worker_id: str) -> Reply:
@@ -505,7 +496,7 @@ class ChannelServer:
         return ("ok", None)
 
     def _dispatch(self, ep: Endpoint, schema: Any, inputs: Any) -> Reply:
-        return ("ok", self.client.dispatch_workflow(unpack(schema), unpack(inputs)))
+        return ("ok", self.client.dispatch_workflow(schema, inputs))
 
 
 __all__ = ["Busy", "ChannelServer", "Endpoint", "Supervisor"]

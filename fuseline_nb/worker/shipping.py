@@ -7,6 +7,11 @@ something a step holds cannot be pickled, :func:`ship` raises
 the offending object (``attribute 'db' -> attribute 'conn'``), found by
 pickling each step *shallowly* (other steps stand in as references).
 
+Code defined in a notebook cell travels with its file name and the cell's
+source lines (cloudpickle alone would rename it ``<dynamic-code>``), so a
+worker's traceback shows the same ``File ".../ipykernel_.../....py", line 3``
+and source line as an in-process one.
+
 In a worker, :func:`load` unpickles the workflows and drops their
 ``StepTimeoutPolicy`` wrappers: there the kernel enforces a timeout by
 killing the process, which, unlike a helper thread, really stops the step.
@@ -28,10 +33,12 @@ from __future__ import annotations
 
 import copy
 import io
+import linecache
 import pickle
 import sys
 import threading
 import types
+from collections import ChainMap
 from collections.abc import Iterator
 from typing import Any
 
@@ -43,6 +50,7 @@ from ..workflow.policies import StepTimeoutPolicy
 from ..workflow.steps import Step
 from .channel import WorkflowBlob
 
+_CLOUDPICKLE_CODE_REDUCE = cloudpickle.Pickler.dispatch_table[types.CodeType]
 _DEEP_STACK = 512 * 1024 * 1024  # reserved, not committed: only the pages used cost memory
 _HINT = "Create such objects inside run_step or setup, so each worker makes its own."
 
@@ -73,9 +81,52 @@ def ship(wf: Workflow) -> WorkflowBlob:
     return (wf.workflow_id, wf.version), data
 
 
+def _code_reduce(code: types.CodeType) -> tuple[Any, ...]:
+    """Reduce a code object as cloudpickle does, keeping its file name and that file's lines."""
+    ctor, args = _CLOUDPICKLE_CODE_REDUCE(code)
+    filename = code.co_filename
+    lines = linecache.getlines(filename) if not filename.startswith("<") or filename in linecache.cache else []
+    return _rebuild_code, (ctor, args, filename, lines or None)
+
+
+def _rebuild_code(ctor: Any, args: tuple[Any, ...], filename: str, lines: list[str] | None) -> types.CodeType:
+    """In a worker: the code object under its own file name, its source lines known to ``linecache``.
+
+    Examples
+    --------
+    >>> import linecache
+    >>> code = compile("x = 1\n", "<cell-7>", "exec")
+    >>> rebuilt = pickle.loads(_dumps_once(code))
+    >>> rebuilt.co_filename, linecache.getline("<cell-7>", 1)
+    ('<cell-7>', '')
+    >>> linecache.cache["<cell-8>"] = (6, None, ["y = 2\n"], "<cell-8>")
+    >>> rebuilt = pickle.loads(_dumps_once(compile("y = 2\n", "<cell-8>", "exec")))
+    >>> del linecache.cache["<cell-8>"]
+    >>> rebuilt.co_filename, linecache.getline("<cell-8>", 1)
+    ('<cell-8>', 'y = 2\n')
+    """
+    code: types.CodeType = ctor(*args).replace(co_filename=filename)
+    if lines:
+        # mtime None: linecache.checkcache() keeps the entry (there may be no such file here)
+        linecache.cache[filename] = (sum(map(len, lines)), None, lines, filename)
+    return code
+
+
+class _SourcePickler(cloudpickle.Pickler):
+    """cloudpickle, except that code keeps its file name and source lines."""
+
+    dispatch_table = ChainMap({types.CodeType: _code_reduce}, cloudpickle.Pickler.dispatch_table)
+
+
+def _dumps_once(obj: Any) -> bytes:
+    buf = io.BytesIO()
+    _SourcePickler(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
+    return buf.getvalue()
+
+
 def _dumps(obj: Any) -> bytes:
     try:
-        return cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+        return _dumps_once(obj)
     except pickle.PicklingError as exc:
         if "recursion" not in str(exc):
             raise
@@ -87,7 +138,7 @@ def _dumps(obj: Any) -> bytes:
         limit = sys.getrecursionlimit()
         sys.setrecursionlimit(max(limit, 1_000_000))
         try:
-            box["data"] = cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+            box["data"] = _dumps_once(obj)
         except BaseException as exc:  # handed to the caller below
             box["error"] = exc
         finally:

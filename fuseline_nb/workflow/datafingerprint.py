@@ -3,8 +3,8 @@
 One function, :func:`data_fingerprint`, used for step results, run inputs
 and the globals a step reads. NumPy arrays, pandas objects and Arrow arrays
 and tables are hashed from their buffers, without pickling; other values
-from their pickled bytes (an already pickled value, ``Pickled``, from its
-bytes as they are). The hash is xxHash's XXH3-128 when the ``xxhash``
+from their pickled bytes (a :class:`~fuseline_nb.workflow.value.Value`
+carries the fingerprint it was made with). The hash is xxHash's XXH3-128 when the ``xxhash``
 package is installed, BLAKE2b otherwise (a different hash only means a cache
 miss, never a wrong hit).
 
@@ -45,8 +45,12 @@ except ImportError:  # pragma: no cover - xxhash is a dependency; this keeps a b
 _PLAIN = (type(None), bool, int, float, str, bytes)
 
 
-def data_fingerprint(value: Any) -> str:
+def data_fingerprint(value: Any, pickled: bytes | None = None) -> str:
     """A 32-hex-digit digest of ``value``'s data.
+
+    A :class:`~fuseline_nb.workflow.value.Value` gives the fingerprint it was
+    made with; ``pickled`` is the value's pickle when the caller has it
+    already (so nothing is pickled twice).
 
     Raises
     ------
@@ -66,14 +70,11 @@ def data_fingerprint(value: Any) -> str:
         h.update(f"{type(value).__name__}:".encode())
         h.update(value if isinstance(value, bytes) else repr(value).encode("utf-8", "surrogatepass"))
         return str(h.hexdigest())
-    data = getattr(value, "data", None) if type(value).__name__ == "Pickled" else None
-    if isinstance(data, bytes):
-        h.update(b"pickle:")
-        h.update(data)
-        return str(h.hexdigest())
+    if type(value).__name__ == "Value" and isinstance(fp := getattr(value, "fingerprint", None), str):
+        return fp  # made once where the value was born (workflow/value.py; no import: value imports us)
     if not _buffers(value, h):
         h.update(b"pickle:")
-        h.update(_pickle(value))
+        h.update(_pickle(value) if pickled is None else pickled)
     return str(h.hexdigest())
 
 

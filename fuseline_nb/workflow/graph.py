@@ -16,6 +16,7 @@ Examples
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import logging
 from collections.abc import Callable, Iterable, Mapping
@@ -25,6 +26,7 @@ from ..errors import CycleError
 from .binding import Binding
 from .collect import Resolver, assign_names, collect, topological
 from .fingerprint import reads_all_inputs, workflow_fingerprints
+from .joins import check_joins
 from .rules import Plan
 from .schema import DEFAULT_ACTION, EdgeSchema, StepSchema, WorkflowSchema
 from .stale import warn_stale
@@ -55,6 +57,10 @@ def install_local_runner(runner: Callable[..., RunResult]) -> None:
     True
     """
     _LOCAL_RUNNER[:] = [runner]
+
+
+#: The runner of ``Workflow.run(cache=...)``: through a broker's result cache.
+_CACHED_RUNNER: list[Callable[..., RunResult]] = []
 
 
 def local_runner() -> Callable[..., RunResult]:
@@ -147,6 +153,7 @@ class Workflow:
         self._build()
         self.workflow_id = workflow_id or self._derived_id()
         warn_stale(self, stacklevel=3)
+        check_joins(self.plan)
 
     # -- construction -------------------------------------------------------
     def _build(self) -> None:
@@ -423,8 +430,15 @@ class Workflow:
         execution_engine: Any = None,
         *,
         raise_on_failure: bool = False,
+        cache: Any = None,
+        rerun: Iterable[str] = (),
     ) -> Any:
         """Run in this process and return the outputs.
+
+        With ``cache`` (``True``: this process's in-memory cache; or a
+        ``Session`` or broker, to share its store), the run goes through a
+        broker's result cache: steps whose code and inputs were seen are not
+        run again, except those named in ``rerun`` (``docs/caching.md``).
 
         One output gives its result; several give a list in ``outputs``
         order (as in Fuseline); an output that did not run gives ``None``.
@@ -442,6 +456,13 @@ class Workflow:
         >>> Workflow(outputs=[FunctionStep(double)]).run({"x": 21})
         42
         """
+        if cache is not None and cache is not False:
+            if not _CACHED_RUNNER:  # installed by fuseline_nb.worker.inprocess, a layer up
+                importlib.import_module("fuseline_nb.worker.inprocess")
+            result = _CACHED_RUNNER[0](self, run_inputs(inputs), cache, rerun)
+            if raise_on_failure:
+                result.raise_for_failure()
+            return result.outputs
         engine = execution_engine or self.execution_engine
         result = local_runner()(self, run_inputs(inputs), engine=engine)
         self.workflow_instance_id = result.run_id

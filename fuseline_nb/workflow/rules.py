@@ -14,12 +14,22 @@ An edge ``u -> v`` labelled ``L`` is
 The incoming edges of ``v`` form *slots*: each plain edge is a slot, and each
 OR group is one slot (active as soon as a member is active; once every member
 is resolved with none active it is broken if any member broke, else inactive).
-Then: any broken slot cancels ``v`` at once; with no slot pending, ``v`` is
-ready when a slot is active and skipped (not reached) when all are inactive.
+Then (an AND join: every slot must be active): the first slot to resolve
+broken cancels ``v`` at once, the first to resolve inactive skips it at once
+(not reached) — neither waits for the other slots — and ``v`` is ready when
+every slot is active. So a branch gates its target even when the target also
+reads other steps' results.
 
-:func:`decide` evaluates that from scratch. :class:`Readiness` keeps counters
-so each finished step costs O(out-degree) — a 1→10,000→1 fan-out does no
-quadratic work. The property tests check that both always agree.
+A FAILED step is *recovered* when every slot it feeds is an OR group that
+gave its step another member's value (a fallback). A run is FAILED when a
+failure is not recovered or a step was cancelled by a failure, CANCELLED when
+the user cancelled it, else SUCCEEDED.
+
+:func:`decide` evaluates the rules from scratch (given the completion order,
+exactly; without it, a broken slot wins over an inactive one).
+:class:`Readiness` keeps counters so each finished step costs O(out-degree) —
+a 1→10,000→1 fan-out does no quadratic work. The property tests check that
+both always agree.
 
 Examples
 --------
@@ -40,10 +50,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
-from ..errors import UnknownActionError
-from .schema import DEFAULT_ACTION, WorkflowSchema
-from .status import SKIP_CONDITION, SKIP_NOT_REACHED, Status
+from .plan import Outcome, Plan, _In, resolve_action
+from .schema import DEFAULT_ACTION
+from .status import SKIP_CONDITION, Status
 
 
 class Edge(str, Enum):
@@ -62,126 +73,6 @@ class Verdict(str, Enum):
     READY = "ready"  # enqueue it
     SKIP = "skip"  # nothing reached it
     CANCEL = "cancel"  # it can only be reached through a failure
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """The facts about a finished step that the rules look at.
-
-    Examples
-    --------
-    >>> Outcome.succeeded().action
-    'default'
-    >>> Outcome.skipped_by_condition().skip_reason
-    'condition'
-    """
-
-    state: Status
-    action: str | None = None  # the resolved action of a SUCCEEDED step
-    skip_reason: str | None = None  # SKIP_CONDITION or SKIP_NOT_REACHED
-
-    @classmethod
-    def succeeded(cls, action: str = DEFAULT_ACTION) -> Outcome:
-        """A step that ran and chose ``action``."""
-        return cls(Status.SUCCEEDED, action)
-
-    @classmethod
-    def failed(cls) -> Outcome:
-        """A step that failed."""
-        return cls(Status.FAILED)
-
-    @classmethod
-    def cancelled(cls) -> Outcome:
-        """A step cancelled by an upstream failure."""
-        return cls(Status.CANCELLED)
-
-    @classmethod
-    def skipped_by_condition(cls) -> Outcome:
-        """A step reached but skipped by its condition (its default edges stay active)."""
-        return cls(Status.SKIPPED, None, SKIP_CONDITION)
-
-    @classmethod
-    def not_reached(cls) -> Outcome:
-        """A step no active edge reached."""
-        return cls(Status.SKIPPED, None, SKIP_NOT_REACHED)
-
-
-@dataclass(frozen=True, slots=True)
-class _In:
-    source: str
-    actions: frozenset[str]
-    group: str | None
-
-
-@dataclass
-class Plan:
-    """A schema compiled for the rules: incoming and outgoing edges per step.
-
-    Parallel edges ``u -> v`` with different actions are one edge taken on
-    any of them.
-
-    Examples
-    --------
-    >>> from fuseline_nb.workflow.schema import WorkflowSchema, StepSchema, EdgeSchema
-    >>> p = Plan.from_schema(WorkflowSchema("w", steps=(StepSchema("a"), StepSchema("b")),
-    ...                                     edges=(EdgeSchema("a", "b"),)))
-    >>> p.roots, p.successors["a"]
-    (['a'], ['b'])
-    """
-
-    order: list[str]
-    incoming: dict[str, list[_In]]
-    successors: dict[str, list[str]]
-    actions: dict[str, frozenset[str]]  # outgoing action labels per step
-    roots: list[str] = field(default_factory=list)
-
-    @classmethod
-    def from_schema(cls, schema: WorkflowSchema) -> Plan:
-        """Compile ``schema``."""
-        order = list(schema.step_names)
-        merged: dict[tuple[str, str], tuple[set[str], str | None]] = {}
-        for e in schema.edges:
-            acts, group = merged.setdefault((e.source, e.target), (set(), e.group))
-            acts.add(e.action)
-            if e.group is not None and group is None:
-                merged[(e.source, e.target)] = (acts, e.group)
-        incoming: dict[str, list[_In]] = {n: [] for n in order}
-        successors: dict[str, list[str]] = {n: [] for n in order}
-        actions: dict[str, set[str]] = {n: set() for n in order}
-        for (u, v), (acts, group) in merged.items():
-            incoming[v].append(_In(u, frozenset(acts), group))
-            successors[u].append(v)
-            actions[u] |= acts
-        roots = [n for n in order if not incoming[n]]
-        return cls(order, incoming, successors, {k: frozenset(v) for k, v in actions.items()}, roots)
-
-
-def resolve_action(plan: Plan, step: str, result: object) -> str:
-    """The action a step's ``result`` selects; raises for an unknown one.
-
-    A string naming an outgoing action selects it. Anything else — a
-    non-string, or a string naming no action while a ``"default"`` edge
-    exists (or no edges at all) — selects ``"default"``.
-
-    Examples
-    --------
-    >>> from fuseline_nb.workflow.schema import WorkflowSchema, StepSchema, EdgeSchema
-    >>> p = Plan.from_schema(WorkflowSchema("w", steps=(StepSchema("a"), StepSchema("b")),
-    ...                                     edges=(EdgeSchema("a", "b", "go"),)))
-    >>> resolve_action(p, "a", "go"), resolve_action(p, "a", 42)
-    ('go', 'default')
-    >>> resolve_action(p, "a", "stop")
-    Traceback (most recent call last):
-    fuseline_nb.errors.UnknownActionError: step 'a' returned action 'stop', which matches none of its edges (choices: ['go']) and it has no default edge
-    """
-    if not isinstance(result, str):
-        return DEFAULT_ACTION
-    acts = plan.actions[step]
-    if result in acts:
-        return result
-    if not acts or DEFAULT_ACTION in acts:
-        return DEFAULT_ACTION
-    raise UnknownActionError(step, result, acts)
 
 
 def edge_status(outcome: Outcome | None, actions: frozenset[str]) -> Edge:
@@ -208,27 +99,42 @@ def edge_status(outcome: Outcome | None, actions: frozenset[str]) -> Edge:
     return Edge.PENDING
 
 
-def _group_slot(members: list[Edge]) -> Edge:
-    if Edge.ACTIVE in members:
-        return Edge.ACTIVE
-    if Edge.PENDING in members:
-        return Edge.PENDING
-    return Edge.BROKEN if Edge.BROKEN in members else Edge.INACTIVE
+_Slot = tuple[Edge, int]  # a slot's status and when it resolved (completion sequence)
 
 
-def _verdict(slots: Iterable[Edge]) -> Verdict:
-    seen = set(slots)
-    if Edge.BROKEN in seen:
-        return Verdict.CANCEL
-    if Edge.PENDING in seen:
-        return Verdict.WAIT
-    return Verdict.READY if Edge.ACTIVE in seen else Verdict.SKIP
+def _group_slot(members: list[_Slot]) -> _Slot:
+    active = [at for st, at in members if st is Edge.ACTIVE]
+    if active:
+        return Edge.ACTIVE, min(active)
+    if any(st is Edge.PENDING for st, _ in members):
+        return Edge.PENDING, 0
+    at = max(at for _, at in members)
+    return (Edge.BROKEN if any(st is Edge.BROKEN for st, _ in members) else Edge.INACTIVE), at
 
 
-def decide(plan: Plan, outcomes: Mapping[str, Outcome], step: str) -> Verdict:
+def _verdict(slots: Iterable[_Slot]) -> Verdict:
+    first: tuple[int, int] | None = None  # (resolved at, 0 broken / 1 inactive)
+    pending = False
+    for st, at in slots:
+        if st is Edge.BROKEN or st is Edge.INACTIVE:
+            key = (at, 0 if st is Edge.BROKEN else 1)
+            if first is None or key < first:
+                first = key
+        elif st is Edge.PENDING:
+            pending = True
+    if first is not None:
+        return Verdict.CANCEL if first[1] == 0 else Verdict.SKIP
+    return Verdict.WAIT if pending else Verdict.READY
+
+
+def decide(plan: Plan, outcomes: Mapping[str, Outcome], step: str,
+           order: Mapping[str, int] | None = None) -> Verdict:
     """Evaluate the rules for ``step`` from scratch (no incremental state).
 
-    Roots are always READY.
+    Roots are always READY. ``order`` gives each finished step's completion
+    sequence number (as :attr:`Readiness.order` records it): the slot that
+    resolved first decides between CANCEL and SKIP. Without it a broken slot
+    wins over an inactive one.
 
     Examples
     --------
@@ -241,14 +147,15 @@ def decide(plan: Plan, outcomes: Mapping[str, Outcome], step: str) -> Verdict:
     inc = plan.incoming[step]
     if not inc:
         return Verdict.READY
-    slots: list[Edge] = []
-    groups: dict[str, list[Edge]] = {}
+    slots: list[_Slot] = []
+    groups: dict[str, list[_Slot]] = {}
     for e in inc:
         status = edge_status(outcomes.get(e.source), e.actions)
+        at = order.get(e.source, 0) if order is not None else 0
         if e.group is None:
-            slots.append(status)
+            slots.append((status, at))
         else:
-            groups.setdefault(e.group, []).append(status)
+            groups.setdefault(e.group, []).append((status, at))
     slots.extend(_group_slot(m) for m in groups.values())
     return _verdict(slots)
 
@@ -280,13 +187,12 @@ class Changes:
 class _Slots:
     """Counters for one not-yet-decided step."""
 
-    __slots__ = ("active", "groups", "pending")
+    __slots__ = ("groups", "pending")
 
     def __init__(self, n_slots: int) -> None:
-        self.pending = n_slots
-        self.active = 0
-        # group -> [pending members, any broken, winner]
-        self.groups: dict[str, list[object]] = {}
+        self.pending = n_slots  # slots not yet active
+        # group -> [unresolved members, first broken member or None, winner or None]
+        self.groups: dict[str, list[Any]] = {}
 
 
 class Readiness:
@@ -295,7 +201,8 @@ class Readiness:
     Feed it each step's :class:`Outcome` in completion order with
     :meth:`finish`; it returns the steps that became ready, and those skipped
     or cancelled (transitively — their outcomes are recorded too). Each step
-    is made ready at most once.
+    is made ready at most once. :attr:`order` numbers every recorded outcome;
+    :meth:`cause` says which step decided a skipped or cancelled one.
 
     Examples
     --------
@@ -305,18 +212,23 @@ class Readiness:
     >>> r = Readiness(Plan.from_schema(s))
     >>> r.start()
     ['a', 'b']
+    >>> r.finish("a", Outcome.failed()).ready
+    []
     >>> r.finish("b", Outcome.succeeded()).ready
     ['c']
-    >>> r.winners("c")
-    {'g': 'b'}
-    >>> r.finish("a", Outcome.succeeded()).ready
-    []
+    >>> r.winners("c"), r.recovered("a")
+    ({'g': 'b'}, True)
+    >>> r.finish("c", Outcome.succeeded()).ready, r.run_state()
+    ([], <Status.SUCCEEDED: 'SUCCEEDED'>)
     """
 
-    def __init__(self, plan: Plan, outcomes: Mapping[str, Outcome] | None = None) -> None:
+    def __init__(self, plan: Plan) -> None:
         self.plan = plan
         self.outcomes: dict[str, Outcome] = {}
+        self.order: dict[str, int] = {}  # step -> completion sequence of its outcome
         self.decided: set[str] = set()  # steps made ready, skipped or cancelled
+        self.cancelled_by_user: set[str] = set()  # steps the user's cancel ended
+        self._derived: dict[str, str] = {}  # step skipped/cancelled by the rules -> the step that decided it
         self._slots: dict[str, _Slots] = {}
         self._winners: dict[str, dict[str, str]] = {}
         for step in plan.order:
@@ -324,13 +236,11 @@ class Readiness:
             grouped = {e.group for e in inc if e.group is not None}
             sl = _Slots(sum(1 for e in inc if e.group is None) + len(grouped))
             for g in grouped:
-                sl.groups[g] = [sum(1 for e in inc if e.group == g), False, None]
+                sl.groups[g] = [sum(1 for e in inc if e.group == g), None, None]
             self._slots[step] = sl
         self._in_edge: dict[tuple[str, str], _In] = {
             (e.source, v): e for v, inc in plan.incoming.items() for e in inc
         }
-        for name, out in (outcomes or {}).items():
-            self.finish(name, out)
 
     def start(self) -> list[str]:
         """Mark the roots ready and return them."""
@@ -357,16 +267,20 @@ class Readiness:
         while work:
             u, out = work.pop()
             self.outcomes[u] = out
+            self.order[u] = len(self.order) + 1
             for v in self.plan.successors[u]:
                 if v in self.decided:
                     continue
-                verdict = self._update(v, self._in_edge[(u, v)], edge_status(out, self._in_edge[(u, v)].actions))
+                e = self._in_edge[(u, v)]
+                verdict = self._update(v, e, edge_status(out, e.actions))
                 if verdict is Verdict.WAIT:
                     continue
                 self.decided.add(v)
                 if verdict is Verdict.READY:
                     changes.ready.append(v)
-                elif verdict is Verdict.SKIP:
+                    continue
+                self._derived[v] = self._culprit(v, e, u)
+                if verdict is Verdict.SKIP:
                     changes.skipped.append(v)
                     work.append((v, Outcome.not_reached()))
                 else:
@@ -374,41 +288,143 @@ class Readiness:
                     work.append((v, Outcome.cancelled()))
         return changes
 
+    def _culprit(self, v: str, e: _In, u: str) -> str:
+        if e.group is not None:
+            first_broken = self._slots[v].groups[e.group][1]
+            if first_broken is not None:
+                return str(first_broken)
+        return u
+
     def _update(self, v: str, e: _In, status: Edge) -> Verdict:
         sl = self._slots[v]
-        if e.group is None:
-            slot = status
-        else:
+        if e.group is not None:
             g = sl.groups[e.group]
             if g[2] is not None:  # the group already has its winner
                 return Verdict.WAIT
-            g[0] -= 1  # type: ignore[operator]
+            g[0] -= 1
             if status is Edge.ACTIVE:
                 g[2] = e.source
                 self._winners.setdefault(v, {})[e.group] = e.source
-                slot = Edge.ACTIVE
             else:
-                if status is Edge.BROKEN:
-                    g[1] = True
+                if status is Edge.BROKEN and g[1] is None:
+                    g[1] = e.source
                 if g[0]:
                     return Verdict.WAIT
-                slot = Edge.BROKEN if g[1] else Edge.INACTIVE
-        if slot is Edge.BROKEN:
+                status = Edge.INACTIVE if g[1] is None else Edge.BROKEN
+        if status is Edge.BROKEN:
             return Verdict.CANCEL
+        if status is Edge.INACTIVE:
+            return Verdict.SKIP
         sl.pending -= 1
-        if slot is Edge.ACTIVE:
-            sl.active += 1
-        if sl.pending:
-            return Verdict.WAIT
-        return Verdict.READY if sl.active else Verdict.SKIP
+        return Verdict.WAIT if sl.pending else Verdict.READY
+
+    def cancel(self) -> list[str]:
+        """The user cancelled the run: every step without an outcome is CANCELLED (returned).
+
+        Ready steps (queued or running) are among them: their late outcomes
+        are ignored by :meth:`finish`.
+        """
+        names = [n for n in self.plan.order if n not in self.outcomes]
+        self.cancelled_by_user.update(names)
+        for n in names:
+            self.decided.add(n)
+            self.outcomes[n] = Outcome.cancelled()
+            self.order[n] = len(self.order) + 1
+        return names
+
+    def cause(self, step: str) -> dict[str, str]:
+        """Why a skipped or cancelled step did not run, for its event's detail.
+
+        A cancelled step names the failure it could only be reached through
+        (``{"cause": "step 'Mean' failed"}``, or ``"run cancelled"``); a step
+        skipped as not reached names the edge that was not taken.
+        """
+        if step in self.cancelled_by_user:
+            return {"cause": "run cancelled"}
+        if step not in self._derived:
+            return {}
+        src = self._derived[step]
+        if self.outcomes[step].state is Status.CANCELLED:
+            while src in self._derived:  # walk back through the cancelled chain to the failure
+                src = self._derived[src]
+            return {"cause": f"step {src!r} failed"}
+        out = self.outcomes[src]
+        e = self._in_edge[(src, step)]
+        edge = f"{src} -> {step}"
+        if out.state is Status.SUCCEEDED:
+            why = f"step {src!r} chose action {out.action!r}, not {'/'.join(sorted(e.actions))!r}"
+        elif e.group is not None:
+            why = f"no member of {step!r}'s OR group was reached"
+        else:
+            why = f"step {src!r} was not reached"
+        return {"cause": why, "edge": edge}
+
+    def recovered(self, step: str) -> bool:
+        """Whether ``step`` FAILED and every slot it feeds got its value from another OR member."""
+        return is_recovered(self.plan, self.outcomes, self._winners, step, self._made_ready)
+
+    def _made_ready(self, step: str) -> bool:
+        return step in self.decided and step not in self._derived
+
+    def recovered_failures(self) -> set[str]:
+        """The FAILED steps whose failure a fallback recovered."""
+        return {n for n, o in self.outcomes.items() if o.state is Status.FAILED and self.recovered(n)}
+
+    def run_state(self) -> Status:
+        """The final state of the run once :attr:`done` (see :func:`final_run_state`)."""
+        return final_run_state(self.outcomes, self.recovered_failures(), bool(self.cancelled_by_user))
 
 
-def final_run_state(outcomes: Iterable[Outcome]) -> Status:
-    """A finished run is FAILED if any step FAILED, else SUCCEEDED.
+def is_recovered(plan: Plan, outcomes: Mapping[str, Outcome], winners: Mapping[str, Mapping[str, str]],
+                 step: str, made_ready: Any = None) -> bool:
+    """Whether FAILED ``step`` is recovered: every slot it feeds is an OR group that got another member's value.
+
+    ``winners`` maps each step to its OR groups' winners; ``made_ready(v)``
+    says whether ``v`` was made ready (default: every step with a winner was).
+    A failing step that feeds nothing is not recovered.
 
     Examples
     --------
-    >>> final_run_state([Outcome.succeeded(), Outcome.failed()])
-    <Status.FAILED: 'FAILED'>
+    >>> from fuseline_nb.workflow.schema import WorkflowSchema, StepSchema, EdgeSchema
+    >>> p = Plan.from_schema(WorkflowSchema("w", steps=tuple(StepSchema(n) for n in "abc"),
+    ...     edges=(EdgeSchema("a", "c", group="g"), EdgeSchema("b", "c", group="g"))))
+    >>> outs = {"a": Outcome.failed(), "b": Outcome.succeeded()}
+    >>> is_recovered(p, outs, {"c": {"g": "b"}}, "a"), is_recovered(p, outs, {}, "a")
+    (True, False)
     """
-    return Status.FAILED if any(o.state is Status.FAILED for o in outcomes) else Status.SUCCEEDED
+    out = outcomes.get(step)
+    if out is None or out.state is not Status.FAILED or not plan.successors[step]:
+        return False
+    for v in plan.successors[step]:
+        group = next(e.group for e in plan.incoming[v] if e.source == step)
+        if group is None or group not in winners.get(v, {}):
+            return False
+        if made_ready is not None and not made_ready(v):
+            return False
+    return True
+
+
+def final_run_state(outcomes: Mapping[str, Outcome], recovered: Iterable[str] = (),
+                    cancelled: bool = False) -> Status:
+    """The state of a finished run from its steps' ``outcomes``.
+
+    FAILED when some failure is not ``recovered`` (a step cancelled by a
+    failure always has one upstream); otherwise CANCELLED when the user
+    ``cancelled`` the run, else SUCCEEDED.
+
+    Examples
+    --------
+    >>> outs = {"a": Outcome.failed(), "b": Outcome.succeeded()}
+    >>> final_run_state(outs), final_run_state(outs, {"a"}), final_run_state(outs, {"a"}, True)
+    (<Status.FAILED: 'FAILED'>, <Status.SUCCEEDED: 'SUCCEEDED'>, <Status.CANCELLED: 'CANCELLED'>)
+    """
+    ok = set(recovered)
+    if any(o.state is Status.FAILED and n not in ok for n, o in outcomes.items()):
+        return Status.FAILED
+    return Status.CANCELLED if cancelled else Status.SUCCEEDED
+
+
+__all__ = [
+    "Changes", "Edge", "Outcome", "Plan", "Readiness", "Verdict", "decide", "edge_status", "final_run_state",
+    "is_recovered", "or_winner", "resolve_action",
+]

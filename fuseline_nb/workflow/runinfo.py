@@ -19,6 +19,38 @@ from typing import Any
 
 from ..errors import StepFailedError
 from .status import Status
+from .value import Value, opened_all
+
+
+class _Opened:
+    """A field holding a :class:`~fuseline_nb.workflow.value.Value` that reads as the object.
+
+    The value stays closed (its bytes) until someone reads the field; then it
+    is unpickled once (:meth:`Value.load` keeps the object). Any other object
+    is stored and read as it is.
+    """
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._slot = "_" + name
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:
+            return None  # the dataclass default
+        v = obj.__dict__.get(self._slot)
+        return v.load() if v.__class__ is Value else v
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        obj.__dict__[self._slot] = value
+
+
+class _OpenedMap(_Opened):
+    """A field holding a dict whose :class:`Value` entries read as their objects (``None`` stays)."""
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:
+            return None
+        d = obj.__dict__.get(self._slot)
+        return None if d is None else opened_all(d)
 
 
 @dataclass
@@ -29,12 +61,19 @@ class StepInfo:
     --------
     >>> StepInfo(Status.SUCCEEDED, attempts=1, result=42).duration_s is None
     True
+
+    A broker keeps results as :class:`~fuseline_nb.workflow.value.Value` s:
+    ``result`` opens one when read, ``value`` gives it closed.
+
+    >>> info = StepInfo(Status.SUCCEEDED, result=Value.of([1, 2]))
+    >>> info.value.preview, info.result
+    ('[1, 2]', [1, 2])
     """
 
     state: Status = Status.PENDING
     attempts: int = 0
     worker: str | None = None
-    result: Any = None
+    result: Any = _Opened()  # type: ignore[assignment]
     error: str | None = None  # "Type: message"
     traceback: str | None = None
     action: str | None = None  # the edge label a SUCCEEDED step chose
@@ -44,6 +83,12 @@ class StepInfo:
     finished_at: float | None = None
     cached: bool = False  # SUCCEEDED from the result cache, without running
     cached_from: str | None = None  # the run whose result a cached step reused
+    recovered: bool = False  # FAILED, but an OR-group fallback got its consumers their value
+
+    @property
+    def value(self) -> Any:
+        """The result as held: a closed :class:`~fuseline_nb.workflow.value.Value` where a broker keeps it."""
+        return self.__dict__.get("_result")
 
     @property
     def duration_s(self) -> float | None:
@@ -68,9 +113,20 @@ class RunInfo:
     state: Status
     steps: dict[str, StepInfo] = field(default_factory=dict)
     version: str = "1"
-    inputs: dict[str, Any] | None = None
+    inputs: dict[str, Any] | None = _OpenedMap()  # type: ignore[assignment]
     created_at: float | None = None
     finished_at: float | None = None
+
+    @property
+    def input_values(self) -> dict[str, Any] | None:
+        """The inputs as held: closed :class:`~fuseline_nb.workflow.value.Value` s where a broker keeps them.
+
+        Examples
+        --------
+        >>> RunInfo("r1", "wf", Status.RUNNING, inputs={"x": Value.of(2)}).input_values["x"].preview
+        '2'
+        """
+        return self.__dict__.get("_inputs")
 
     @property
     def done(self) -> bool:
@@ -78,8 +134,13 @@ class RunInfo:
         return self.state.is_final
 
     def failures(self) -> dict[str, str]:
-        """Error text of each FAILED step, by name."""
-        return {n: s.error or "failed" for n, s in self.steps.items() if s.state is Status.FAILED}
+        """Error text of each FAILED step whose failure was not recovered, by name."""
+        return {n: s.error or "failed" for n, s in self.steps.items()
+                if s.state is Status.FAILED and not s.recovered}
+
+    def recovered_failures(self) -> dict[str, str]:
+        """Error text of each FAILED step an OR-group fallback recovered, by name."""
+        return {n: s.error or "failed" for n, s in self.steps.items() if s.state is Status.FAILED and s.recovered}
 
     def counts(self) -> dict[Status, int]:
         """How many steps are in each state."""
@@ -91,7 +152,8 @@ class RunInfo:
     def raise_for_failure(self) -> None:
         """Raise :class:`~fuseline_nb.errors.StepFailedError` when the run FAILED."""
         if self.state is Status.FAILED:
-            raise StepFailedError(self.run_id, self.failures())
+            tracebacks = {n: i.traceback for n, i in self.steps.items() if i.traceback}
+            raise StepFailedError(self.run_id, self.failures(), tracebacks)
 
 
 @dataclass

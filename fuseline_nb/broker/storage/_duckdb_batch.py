@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 from ...limits import TIME_MAX, TIME_MIN, safe_repr, safe_text
 from ...workflow.events import Event
 from ...workflow.schema import WorkflowSchema
-from ._duckdb_rows import StepRow, inputs_columns, result_row, split_error, to_json
+from ._duckdb_rows import ResultRow, StepRow, inputs_columns, result_row, split_error, to_json
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +50,13 @@ _SCHEMAS = {
                              ("finished_at", _F)]),
     "batch_steps": pa.schema([("run_id", _S), ("step", _S), ("state", _S), ("skip_reason", _S),
                               ("action", _S), ("attempts", _I), ("worker", _S), ("queued_at", _F),
-                              ("started_at", _F), ("finished_at", _F), ("error", _S), ("traceback", _S),
+                              ("started_at", _F), ("finished_at", _F), ("recovered", pa.bool_()), ("error", _S), ("traceback", _S),
                               ("error_type", _S), ("error_message", _S), ("result_preview", _S),
-                              ("result_pickle", _B), ("result_bytes", pa.int64())]),
+                              ("result_pickle", _B), ("result_bytes", pa.int64()),
+                              ("result_fingerprint", _S), ("result_type", _S), ("result_rich", _S)]),
     "batch_results": pa.schema([("run_id", _S), ("step", _S), ("result_preview", _S),
-                                ("result_pickle", _B), ("result_bytes", pa.int64())]),
+                                ("result_pickle", _B), ("result_bytes", pa.int64()),
+                                ("result_fingerprint", _S), ("result_type", _S), ("result_rich", _S)]),
     "batch_events": pa.schema([("run_id", _S), ("seq", _I), ("at", _F), ("step", _S), ("kind", _S),
                                ("state", _S), ("worker", _S), ("attempt", _I), ("detail_json", _S)]),
     "batch_finals": pa.schema([("run_id", _S), ("state", _S), ("finished_at", _F)]),
@@ -180,17 +182,17 @@ class Batch:
         return {name: _table(name, cols, self.safe) for name, cols in columns.items()}
 
     def _result(self, key: tuple[str, str], value: Any,
-                unpicklable: dict[tuple[str, str], Any]) -> tuple[str | None, bytes | None, int | None]:
+                unpicklable: dict[tuple[str, str], Any]) -> ResultRow:
         stored = result_row(key, value)
         if self.safe and stored[1] is not None:  # the safe form keeps the preview, the value in memory
-            stored = (stored[0], None, None)
+            stored = (stored[0], None, None, None, stored[4], None)
         if stored[1] is None:
             unpicklable[key] = value
         return stored
 
 
 _NO_ERROR: tuple[None, None] = (None, None)
-_NO_RESULT: tuple[None, None, None] = (None, None, None)
+_NO_RESULT: ResultRow = (None, None, None, None, None, None)
 
 
 def _transpose(rows: list[tuple[Any, ...]]) -> list[Any]:

@@ -19,7 +19,6 @@ Examples
 from __future__ import annotations
 
 import logging
-import pickle
 import sys
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -29,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Final
 import pyarrow as pa
 
 from ..cache import CacheEntry
+from ._duckdb_rows import result_value
 
 if TYPE_CHECKING:
     from .duckdb import DuckDBRuntimeStorage
@@ -59,7 +59,8 @@ DELETE: Final = "DELETE FROM fl_cache WHERE key IN (SELECT key FROM batch_cache_
 MARK: Final = "INSERT OR REPLACE INTO fl_cached_steps SELECT run_id, step, cached_from FROM batch_cached_steps"
 SELECT_CACHED: Final = "SELECT step, cached_from FROM fl_cached_steps WHERE run_id = ?"
 SELECT_RESULTS: Final = """
-SELECT p.key, s.result_pickle FROM batch_cache_wanted p
+SELECT p.key, s.result_pickle, s.result_fingerprint, s.result_preview, s.result_type, s.result_rich
+FROM batch_cache_wanted p
 LEFT JOIN fl_steps s ON s.run_id = p.run_id AND s.step = p.step
 """
 
@@ -98,10 +99,11 @@ class DuckDBCacheStore:
         wanted = pa.table({"key": [e.key for e in found], "run_id": [e.run_id for e in found],
                            "step": [e.step for e in found]})
         rows = self._with_table("batch_cache_wanted", wanted, SELECT_RESULTS, fetch=True)
-        blobs = dict(rows)
+        stored = {row[0]: row[1:] for row in rows}
         for entry in found:
-            blob = blobs.get(entry.key)
-            result = self._load(entry, blob)
+            row = stored.get(entry.key)
+            blob = row[0] if row is not None else None
+            result = self._load(entry, row)
             if result is not _MISS:
                 out[entry.key] = (entry, result)
                 if blob is not None and len(blob) <= _SMALL:
@@ -149,14 +151,14 @@ class DuckDBCacheStore:
         self._dirty.pop(key, None)
         self._dropped.add(key)
 
-    def _load(self, entry: CacheEntry, blob: bytes | None) -> Any:
-        if blob is None:
+    def _load(self, entry: CacheEntry, row: tuple[Any, ...] | None) -> Any:
+        if row is None or row[0] is None:
             log.warning("cache entry of step %r (result of run %s) has no stored result any more: "
                         "the step runs again", entry.step, entry.run_id)
             self._forget(entry.key)
             return _MISS
-        try:
-            return pickle.loads(blob)
+        try:  # closed: the value's bytes go on to downstream workers as they are
+            return result_value(*row)
         except Exception as exc:
             log.warning("cache entry of step %r (result of run %s) cannot be read (%s: %s): the step "
                         "runs again", entry.step, entry.run_id, type(exc).__name__, exc)
@@ -196,7 +198,7 @@ _SMALL = 64 * 1024  # bytes (pickled, or shallow size in memory)
 
 
 def _small(result: Any) -> bool:
-    data = getattr(result, "data", None) if type(result).__name__ == "Pickled" else None
+    data = getattr(result, "data", None) if type(result).__name__ == "Value" else None
     if isinstance(data, bytes):
         return len(data) <= _SMALL
     nbytes = getattr(result, "nbytes", None)  # arrays and Arrow tables

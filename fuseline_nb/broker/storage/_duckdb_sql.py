@@ -13,9 +13,9 @@ same statements. This module only holds text; ``duckdb.py`` runs it.
 Examples
 --------
 >>> CURRENT_VERSION
-2
+4
 >>> sorted(MIGRATIONS)
-[1]
+[1, 2, 3]
 >>> [name for name, _ in VIEWS]
 ['workflows', 'runs', 'steps', 'events']
 """
@@ -25,7 +25,7 @@ from __future__ import annotations
 from typing import Final
 
 #: The schema version this code writes.
-CURRENT_VERSION: Final = 2
+CURRENT_VERSION: Final = 4
 
 TABLE_NAMES: Final = """
 SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'
@@ -74,6 +74,15 @@ MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
             result_bytes = octet_length(result_pickle)
             WHERE error IS NOT NULL OR result_pickle IS NOT NULL""",
     ),
+    # 2 -> 3: a FAILED step whose failure an OR-group fallback recovered.
+    2: ("ALTER TABLE fl_steps ADD COLUMN recovered BOOLEAN DEFAULT false",),
+    # 3 -> 4: keep each result's data fingerprint, type name and rich preview (a value is
+    # made once, where it is born; reading it back must not pickle or hash it again).
+    3: (
+        "ALTER TABLE fl_steps ADD COLUMN result_fingerprint VARCHAR",
+        "ALTER TABLE fl_steps ADD COLUMN result_type VARCHAR",
+        "ALTER TABLE fl_steps ADD COLUMN result_rich VARCHAR",
+    ),
 }
 
 #: The documented views, (name, SELECT), recreated on every open.
@@ -90,7 +99,7 @@ VIEWS: Final = (
         to_timestamp(s.queued_at) AS queued_at, to_timestamp(s.started_at) AS started_at,
         to_timestamp(s.finished_at) AS finished_at, s.finished_at - s.started_at AS duration_s,
         s.result_preview, s.error_type, s.error_message, s.traceback,
-        c.cached_from IS NOT NULL AS cached, c.cached_from
+        c.cached_from IS NOT NULL AS cached, c.cached_from, coalesce(s.recovered, false) AS recovered
         FROM fl_steps s LEFT JOIN fl_cached_steps c ON c.run_id = s.run_id AND c.step = s.step"""),
     ("events", """SELECT run_id, seq, to_timestamp("at") AS "at", step, kind, state, worker, attempt,
         detail_json
@@ -109,9 +118,10 @@ FROM batch_runs
 """
 STEP_COLUMNS: Final = (
     "run_id", "step", "state", "skip_reason", "action", "attempts", "worker", "queued_at",
-    "started_at", "finished_at", "error", "traceback", "error_type", "error_message",
+    "started_at", "finished_at", "recovered", "error", "traceback", "error_type", "error_message",
 )
-RESULT_COLUMNS: Final = ("result_preview", "result_pickle", "result_bytes")
+RESULT_COLUMNS: Final = ("result_preview", "result_pickle", "result_bytes", "result_fingerprint",
+                         "result_type", "result_rich")
 # A batch row carries a result only when the step's result arrived in that batch
 # (the preview is never NULL then); otherwise the stored result stays.
 UPSERT_STEPS: Final = (
@@ -124,7 +134,8 @@ UPSERT_STEPS: Final = (
 )
 UPDATE_RESULTS: Final = """
 UPDATE fl_steps SET result_preview = b.result_preview, result_pickle = b.result_pickle,
-    result_bytes = b.result_bytes
+    result_bytes = b.result_bytes, result_fingerprint = b.result_fingerprint,
+    result_type = b.result_type, result_rich = b.result_rich
 FROM batch_results b WHERE fl_steps.run_id = b.run_id AND fl_steps.step = b.step
 """
 INSERT_EVENTS: Final = """
@@ -147,11 +158,15 @@ ORDER BY created_at, rowid
 """
 RUN_EXISTS: Final = "SELECT count(*) FROM fl_runs WHERE run_id = ?"
 SELECT_STEPS: Final = """
-SELECT step, result_pickle, state, attempts, worker, error, traceback, action, skip_reason,
-    queued_at, started_at, finished_at
+SELECT step, result_pickle, result_fingerprint, result_preview, result_type, result_rich,
+    state, attempts, worker, error, traceback, action, skip_reason, queued_at, started_at, finished_at,
+    coalesce(recovered, false)
 FROM fl_steps WHERE run_id = ? ORDER BY rowid
 """
-SELECT_RESULT: Final = "SELECT result_pickle FROM fl_steps WHERE run_id = ? AND step = ?"
+SELECT_RESULT: Final = """
+SELECT result_pickle, result_fingerprint, result_preview, result_type, result_rich
+FROM fl_steps WHERE run_id = ? AND step = ?
+"""
 SELECT_INPUTS: Final = "SELECT inputs_json, inputs_pickle FROM fl_runs WHERE run_id = ?"
 SELECT_EVENTS: Final = """
 SELECT kind, run_id, seq, "at", step, state, worker, attempt, detail_json

@@ -56,7 +56,7 @@ from ._duckdb_cache import CREATE as CACHE_TABLES
 from ._duckdb_cache import SELECT_CACHED, DuckDBCacheStore
 from ._duckdb_cache import VIEW as CACHE_VIEW
 from ._duckdb_life import claim, flush_loop, release, track, translate
-from ._duckdb_rows import load_inputs, load_result, step_info, step_row
+from ._duckdb_rows import load_inputs, result_value, step_info, step_row
 from .base import RuntimeStorage
 
 log = logging.getLogger(__name__)
@@ -393,7 +393,7 @@ class DuckDBRuntimeStorage(RuntimeStorage):
             return None
         info = self._run_info(rows[0])
         for row in self._execute(Q.SELECT_STEPS, [run_id]):
-            info.steps[row[0]] = step_info(row[2:], self._result(run_id, row[0], row[1]))
+            info.steps[row[0]] = step_info(row[6:], self._result(run_id, row[0], row[1:6]))
         for step, source in self._execute(SELECT_CACHED, [run_id]):
             if step in info.steps:
                 info.steps[step].cached, info.steps[step].cached_from = True, source
@@ -426,7 +426,7 @@ class DuckDBRuntimeStorage(RuntimeStorage):
         self._require(run_id)
         self.flush()
         rows = self._execute(Q.SELECT_RESULT, [run_id, step])
-        return self._result(run_id, step, rows[0][0] if rows else None)
+        return self._result(run_id, step, rows[0] if rows else None)
 
     def get_inputs(self, run_id: str) -> dict[str, Any]:
         self._require(run_id)
@@ -473,10 +473,10 @@ class DuckDBRuntimeStorage(RuntimeStorage):
         run_id, wf, version, state, text, blob, created, finished = row
         return RunInfo(run_id, wf, Status(state), {}, version, load_inputs(text, blob), created, finished)
 
-    def _result(self, run_id: str, step: str, blob: bytes | None) -> Any:
-        if blob is None:
+    def _result(self, run_id: str, step: str, row: tuple[Any, ...] | None) -> Any:
+        if row is None or row[0] is None:
             return self._unpicklable.get((run_id, step))
-        return load_result(run_id, step, blob)
+        return result_value(*row)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def close(self) -> None:

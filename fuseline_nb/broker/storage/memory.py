@@ -108,7 +108,7 @@ class MemoryRuntimeStorage(RuntimeStorage):
         return self._run(run_id).results.get(step)
 
     def get_inputs(self, run_id: str) -> dict[str, Any]:
-        return dict(self._run(run_id).info.inputs or {})
+        return dict(self._run(run_id).info.input_values or {})
 
     def finalize_run(self, run_id: str, state: Status, finished_at: float) -> None:
         info = self._run(run_id).info

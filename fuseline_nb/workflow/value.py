@@ -1,0 +1,370 @@
+"""A value made once: pickled bytes, a data fingerprint, a size and previews.
+
+A step result (or a run input) becomes a :class:`Value` where it is born —
+in the worker that ran the step, in the kernel or client that submitted the
+input. From there it travels opaque: through brokers, storages, the process
+pipe, HTTP and downstream assignments, nobody pickles it again; the bytes
+are only unpickled (:meth:`Value.load`) where user code needs the object —
+the worker running a consuming step, or the notebook when asked for a
+result.
+
+What a value carries, computed once:
+
+``data``
+    cloudpickle bytes (plain scalars: stdlib pickle, the same bytes faster).
+``fingerprint``
+    the data fingerprint (:func:`~fuseline_nb.workflow.datafingerprint.data_fingerprint`,
+    a 128-bit xxHash), the cache key's ingredient: NumPy arrays, pandas
+    objects and Arrow tables are hashed from their buffers, anything else
+    from the pickle made here (never a second one).
+``size``
+    ``len(data)``.
+``preview``
+    a short, safe ``repr`` (:func:`preview`: at most 200 characters).
+``rich``
+    for tables and arrays, ``{"shape", "dtypes", "html"}``: the first rows
+    as an HTML table; ``None`` for other values.
+``json``
+    the JSON text of the value when it is plain JSON that round-trips
+    exactly (str/int/float/bool/None, lists and str-keyed dicts of them),
+    else ``None``: the history's readable ``inputs`` column uses it.
+
+Examples
+--------
+>>> v = Value.of({"rows": 3})
+>>> v.preview, v.size == len(v.data), v.json
+("{'rows': 3}", True, '{"rows": 3}')
+>>> v.load()
+{'rows': 3}
+>>> Value.of({"rows": 3}).fingerprint == v.fingerprint
+True
+>>> import pickle
+>>> pickle.loads(pickle.dumps(v)) == v  # travels as its bytes, never as the object
+True
+"""
+
+from __future__ import annotations
+
+import html
+import itertools
+import json
+import math
+import pickle
+import reprlib
+from typing import Any, Final
+
+import cloudpickle
+
+from .datafingerprint import data_fingerprint
+
+#: Longest :func:`preview` text, in characters.
+PREVIEW_CHARS: Final = 200
+#: Rows a rich preview shows.
+RICH_ROWS: Final = 5
+#: Values pickled larger than this get no text preview (their repr may be slow), tables and arrays excepted.
+PREVIEW_MAX_BYTES: Final = 1_000_000
+#: Values pickled larger than this get no ``json`` text (walking them is not worth it).
+JSON_MAX_BYTES: Final = 65_536
+
+_SCALARS: Final = frozenset({type(None), bool, int, float, complex, str, bytes})
+_MAX_JSON_INT: Final = 2**53
+_MAX_DEPTH: Final = 64
+_NOT_LOADED: Final = object()
+class _Repr(reprlib.Repr):
+    """``reprlib.Repr`` that keeps a dict's own key order (reprlib sorts keys; ``repr`` does not)."""
+
+    def repr_dict(self, x: dict[Any, Any], level: int) -> str:
+        if not x:
+            return "{}"
+        if level <= 0:
+            return "{...}"
+        pieces = [f"{self.repr1(k, level - 1)}: {self.repr1(v, level - 1)}"
+                  for k, v in itertools.islice(x.items(), self.maxdict)]
+        if len(x) > self.maxdict:
+            pieces.append("...")
+        return "{" + ", ".join(pieces) + "}"
+
+
+_REPR = _Repr()
+_REPR.maxstring = _REPR.maxother = PREVIEW_CHARS
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxset = _REPR.maxdict = 40
+
+
+def preview(value: Any, limit: int = PREVIEW_CHARS) -> str:
+    """A short, safe text of ``value``: its ``repr`` (long containers elided), cut to ``limit``.
+
+    The one preview function: histories, traces and views all use it.
+
+    Examples
+    --------
+    >>> preview("x" * 300, 10)
+    "'xxxxxxxx…"
+    >>> preview(list(range(100)))[:20]
+    '[0, 1, 2, 3, 4, 5, 6'
+    >>> class Broken:
+    ...     def __repr__(self): raise RuntimeError("no")
+    >>> preview(Broken()).startswith("<Broken instance at")
+    True
+    >>> preview(Value.of([1, 2]))  # a value's own preview: nothing is unpickled
+    '[1, 2]'
+    """
+    if value.__class__ is Value:
+        text = value.preview
+        return text if len(text) <= limit else text[: limit - 1] + "…"
+    try:
+        text = repr(value) if type(value) in _SCALARS and not isinstance(value, str | bytes) \
+            else _REPR.repr(value)
+    except Exception as exc:  # a user __repr__ may raise; a preview must not
+        text = f"<{type(value).__name__}: repr failed: {exc!r}>"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _plain_json(v: Any, depth: int = 0) -> bool:
+    t = type(v)
+    if v is None or t is str or t is bool:
+        return True
+    if t is int:
+        return -_MAX_JSON_INT <= v <= _MAX_JSON_INT
+    if t is float:
+        return math.isfinite(v)
+    if depth >= _MAX_DEPTH:
+        return False
+    if t is list:
+        return all(_plain_json(x, depth + 1) for x in v)
+    if t is dict:
+        return all(type(k) is str and _plain_json(x, depth + 1) for k, x in v.items())
+    return False
+
+
+def _kind(obj: Any) -> str | None:
+    """``"numpy"``, ``"pandas"``, ``"arrow"`` or ``None``, without importing any of them."""
+    module = type(obj).__module__ or ""
+    name = type(obj).__name__
+    if module.startswith("pandas") and name in ("DataFrame", "Series"):
+        return "pandas"
+    if module == "numpy" and name == "ndarray":
+        return "numpy"
+    if module.startswith("pyarrow") and name in ("Table", "RecordBatch"):
+        return "arrow"
+    return None
+
+
+def dumps(obj: Any) -> bytes:
+    """The pickle of ``obj``: stdlib pickle for builtin scalars, cloudpickle (by value) otherwise.
+
+    Examples
+    --------
+    >>> pickle.loads(dumps((1, "a")))
+    (1, 'a')
+    """
+    if type(obj) in _SCALARS:
+        return pickle.dumps(obj, protocol=5)
+    return cloudpickle.dumps(obj, protocol=5)
+
+
+def _html_table(header: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(preview(x, 60))}</td>" for x in r) + "</tr>"
+                   for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def rich_preview(obj: Any) -> dict[str, Any] | None:
+    """Shape, dtypes and the first rows as HTML of an array or table; ``None`` for other values.
+
+    Examples
+    --------
+    >>> rich_preview([1, 2]) is None
+    True
+    """
+    kind = _kind(obj)
+    try:
+        if kind == "pandas":
+            head = obj.head(RICH_ROWS)
+            dtypes = {str(obj.name): str(obj.dtype)} if obj.ndim == 1 else \
+                {str(c): str(d) for c, d in obj.dtypes.items()}
+            return {"shape": list(obj.shape), "dtypes": dtypes,
+                    "html": head.to_frame().to_html(max_cols=20) if obj.ndim == 1 else head.to_html(max_cols=20)}
+        if kind == "numpy":
+            rows = obj[:RICH_ROWS].tolist() if obj.ndim else [obj.tolist()]
+            rows = [r if isinstance(r, list) else [r] for r in rows]
+            width = len(rows[0]) if rows else 0
+            return {"shape": list(obj.shape), "dtypes": {"": str(obj.dtype)},
+                    "html": _html_table([str(i) for i in range(width)], [r[:20] for r in rows])}
+        if kind == "arrow":
+            names = list(obj.schema.names)
+            head = obj.slice(0, RICH_ROWS).to_pylist()
+            return {"shape": [obj.num_rows, obj.num_columns],
+                    "dtypes": {n: str(obj.schema.field(n).type) for n in names},
+                    "html": _html_table(names[:20], [[r[n] for n in names[:20]] for r in head])}
+    except Exception:  # a rich preview is a courtesy; the text preview is always there
+        return None
+    return None
+
+
+class Value:
+    """A value made once: pickled bytes, fingerprint, size, previews; opened only on request.
+
+    Make one with :meth:`Value.of` where the value is born. It pickles as
+    its bytes and facts (never as the object), so it crosses processes and
+    storages opaque; :meth:`load` unpickles it (once per process: the object
+    is kept). A value made in this process loads as the object it was made
+    from.
+
+    Parameters
+    ----------
+    data:
+        The pickled bytes.
+    fingerprint:
+        Hex data fingerprint (see :func:`~fuseline_nb.workflow.datafingerprint.data_fingerprint`).
+    preview, type_name, rich, json:
+        See the module docstring.
+
+    Examples
+    --------
+    >>> v = Value.of((1, 2))
+    >>> v
+    <Value tuple: (1, 2)>
+    >>> v.type_name, v.rich is None, v.json is None
+    ('tuple', True, True)
+    >>> Value(v.data, v.fingerprint, v.preview, v.type_name).load()
+    (1, 2)
+    """
+
+    __slots__ = ("_obj", "data", "fingerprint", "json", "preview", "rich", "type_name")
+
+    def __init__(self, data: bytes, fingerprint: str, preview: str = "", type_name: str = "",
+                 rich: dict[str, Any] | None = None, json: str | None = None) -> None:
+        self.data = data
+        self.fingerprint = fingerprint
+        self.preview = preview
+        self.type_name = type_name
+        self.rich = rich
+        self.json = json
+        self._obj: Any = _NOT_LOADED
+
+    @classmethod
+    def of(cls, obj: Any) -> Value:
+        """Make the value of ``obj``: pickle it once and describe it.
+
+        ``obj`` that is already a :class:`Value` is returned as it is.
+
+        Raises
+        ------
+        pickle.PicklingError
+            (or what the pickler raised) when ``obj`` cannot be pickled.
+
+        Examples
+        --------
+        >>> Value.of(7).preview, Value.of(Value.of(7)).preview
+        ('7', '7')
+        """
+        if obj.__class__ is Value:
+            return obj  # type: ignore[no-any-return]
+        data = dumps(obj)
+        t = type(obj)
+        if t in _SCALARS:
+            text = repr(obj) if len(data) < PREVIEW_CHARS else \
+                preview(obj) if len(data) <= PREVIEW_MAX_BYTES else f"<{len(data)} bytes: not previewed>"
+            plain = json.dumps(obj) if t is not complex and t is not bytes and _plain_json(obj) else None
+            v = cls(data, data_fingerprint(obj), text, t.__name__, None, plain)
+        else:
+            plain = json.dumps(obj) if len(data) <= JSON_MAX_BYTES and _plain_json(obj) else None
+            rich = rich_preview(obj)
+            text = f"<{len(data)} bytes: not previewed>" if len(data) > PREVIEW_MAX_BYTES and rich is None \
+                else preview(obj)
+            v = cls(data, data_fingerprint(obj, data), text, t.__name__, rich, plain)
+        v._obj = obj
+        return v
+
+    @property
+    def size(self) -> int:
+        """``len(data)``: the pickled size in bytes."""
+        return len(self.data)
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the object is at hand in this process (made here, or loaded already).
+
+        Examples
+        --------
+        >>> v = Value.of([1]); v.loaded
+        True
+        >>> pickle.loads(pickle.dumps(v)).loaded
+        False
+        """
+        return self._obj is not _NOT_LOADED
+
+    def load(self) -> Any:
+        """The object: unpickled on first call (only with bytes from a party you trust).
+
+        Raises
+        ------
+        ValueError
+            When this process cannot unpickle the bytes (a class it cannot
+            import, say); the message names the value and what to do.
+
+        Examples
+        --------
+        >>> Value.of({"a": 1}).load()
+        {'a': 1}
+        """
+        obj = self._obj
+        if obj is _NOT_LOADED:
+            try:
+                obj = self._obj = pickle.loads(self.data)
+            except Exception as exc:
+                raise ValueError(
+                    f"cannot unpickle a {self.type_name or 'value'} ({self.preview[:80]}) in this "
+                    f"process: {type(exc).__name__}: {exc} (import or define what it needs here first)"
+                ) from exc
+        return obj
+
+    def __eq__(self, other: object) -> bool:
+        return other.__class__ is Value and other.data == self.data  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(self.fingerprint)
+
+    def __repr__(self) -> str:
+        return f"<Value {self.type_name or 'value'}: {self.preview}>"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Value, (self.data, self.fingerprint, self.preview, self.type_name, self.rich, self.json))
+
+
+def values_of(objs: dict[str, Any] | None) -> dict[str, Value]:
+    """Each entry made a :class:`Value` (entries that are Values already stay as they are).
+
+    Examples
+    --------
+    >>> values_of({"x": 1})["x"].preview
+    '1'
+    """
+    return {k: Value.of(v) for k, v in objs.items()} if objs else {}
+
+
+def opened_all(values: dict[str, Any]) -> dict[str, Any]:
+    """Each entry opened (see :func:`opened`).
+
+    Examples
+    --------
+    >>> opened_all({"x": Value.of(1), "y": 2})
+    {'x': 1, 'y': 2}
+    """
+    return {k: v.load() if v.__class__ is Value else v for k, v in values.items()} if values else {}
+
+
+def opened(value: Any) -> Any:
+    """``value.load()`` for a :class:`Value`, else ``value`` itself.
+
+    Examples
+    --------
+    >>> opened(Value.of([1])), opened(3)
+    ([1], 3)
+    """
+    return value.load() if value.__class__ is Value else value
+
+
+__all__ = ["PREVIEW_CHARS", "PREVIEW_MAX_BYTES", "Value", "dumps", "opened", "opened_all", "preview", "rich_preview",
+           "values_of"]

@@ -126,7 +126,7 @@ def test_a_row_that_cannot_be_written_is_written_in_a_safe_form_and_blocks_nothi
         assert "the rows of run(s) ['poison'] could not be written as they are" in caplog.text
         assert st.sql("SELECT run_id, attempts FROM steps ORDER BY run_id").fetchall() == [
             ("A", 1), ("B", 1), ("poison", 2**31 - 1)]
-        assert st.get_result("A", "a") == [1, 2]  # the good runs keep their pickled values
+        assert st.get_result("A", "a").load() == [1, 2]  # the good runs keep their pickled values
         st.create_run("C", "wf", "1", {}, ["a"], created_at=2.0)  # later writes go through
         st.flush()
         assert st.sql("SELECT count(*) FROM runs").fetchall() == [(4,)]

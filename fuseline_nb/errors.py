@@ -396,3 +396,31 @@ class StepFailedError(FuselineError, RuntimeError):
 
     def __reduce__(self) -> Any:
         return (type(self), (self.run_id, self.failures, self.tracebacks))
+
+
+__all__ = [
+    "BrokerAuthError",
+    "BrokerRequestError",
+    "BrokerUnavailableError",
+    "CycleError",
+    "DependencyError",
+    "DuplicateStepNameError",
+    "FuselineError",
+    "ImpossibleJoinError",
+    "MissingInputError",
+    "PicklingError",
+    "RunNotFoundError",
+    "SchemaMismatchError",
+    "StaleReportError",
+    "StepFailedError",
+    "StorageClosedError",
+    "StorageError",
+    "StorageLockedError",
+    "StorageVersionError",
+    "UnknownActionError",
+    "UnknownRunError",
+    "UnknownWorkerError",
+    "UnknownWorkflowError",
+    "WorkerError",
+    "WorkflowDefinitionError",
+]

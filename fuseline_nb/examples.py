@@ -115,3 +115,15 @@ def build_tour() -> Workflow:
 
 
 tour = build_tour()
+
+
+__all__ = [
+    "Largest",
+    "Mean",
+    "MirrorA",
+    "MirrorB",
+    "Reject",
+    "Total",
+    "Validate",
+    "build_tour",
+]

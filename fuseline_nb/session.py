@@ -428,8 +428,9 @@ class Run:
 
         One output gives its result; several give a list in ``outputs`` order;
         an output that did not run gives ``None``. A FAILED run logs a warning
-        and returns what it has, or raises
-        :class:`~fuseline_nb.errors.StepFailedError` with ``raise_on_failure=True``.
+        and returns ``None`` (as ``wf.run`` does; :meth:`outputs` gives what
+        it computed), or raises :class:`~fuseline_nb.errors.StepFailedError`
+        with ``raise_on_failure=True``.
 
         Raises
         ------
@@ -454,15 +455,40 @@ class Run:
             info = self.info()
         return self._outputs(info, raise_on_failure)
 
+    def outputs(self) -> Any:
+        """The outputs as they are now, shaped as :meth:`wait` returns them.
+
+        Unlike :meth:`wait` it does not block, and for a FAILED run it gives
+        what the run did compute (``None`` for an output that did not run).
+
+        Examples
+        --------
+        >>> from fuseline_nb import FunctionStep, Workflow
+        >>> def boom():
+        ...     raise ValueError("no")
+        >>> ok, bad = FunctionStep(lambda: 1, name="ok"), FunctionStep(boom)
+        >>> with Session(workers=1) as session:
+        ...     run = session.submit(Workflow(outputs=[ok, bad]))
+        ...     run.wait(), run.outputs()
+        (None, [1, None])
+        """
+        return self._shape(self.info())
+
+    def _shape(self, info: RunInfo) -> Any:
+        outs = [info.steps[n].result if n in info.steps else None for n in self.workflow.output_names]
+        return outs[0] if len(outs) == 1 else outs
+
     def _outputs(self, info: RunInfo, raise_on_failure: bool) -> Any:
         if info.state is Status.CANCELLED:
             log.warning("run %s of workflow %s was cancelled", self.id, info.workflow_id)
         if info.state is Status.FAILED:
             if raise_on_failure:
                 info.raise_for_failure()
-            log.warning("run %s of workflow %s failed: %s", self.id, info.workflow_id, info.failures())
-        outs = [info.steps[n].result if n in info.steps else None for n in self.workflow.output_names]
-        return outs[0] if len(outs) == 1 else outs
+            log.warning("run %s of workflow %s failed: %s (wait() returns None, as wf.run does; "
+                        "run.outputs() has the outputs that were computed)",
+                        self.id, info.workflow_id, info.failures())
+            return None
+        return self._shape(info)
 
     @staticmethod
     def _counts(info: RunInfo) -> str:

@@ -279,3 +279,19 @@ def test_policies_are_attached_to_their_step_and_workflow():
     step = FunctionStep(lambda: 1, policies=[OnStep()])
     wf = Workflow(outputs=[step], policies=[OnWorkflow()])
     assert seen == [("step", step), ("workflow", wf)]
+
+
+def test_wiring_and_building_leave_a_steps_fingerprint_alone():
+    from fuseline_nb.workflow.fingerprint import step_fingerprint
+
+    def load() -> int:
+        return 1
+
+    def use(v: int = Depends(load)) -> int:
+        return v
+
+    a, b = FunctionStep(load), FunctionStep(use)
+    before = step_fingerprint(a), step_fingerprint(b)
+    a >> b  # the caches wiring and building keep on a step are not part of its code or data
+    Workflow(outputs=[b])
+    assert (step_fingerprint(a), step_fingerprint(b)) == before

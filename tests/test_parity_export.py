@@ -36,11 +36,12 @@ def test_export_writes_yaml_with_step_names_and_actions(tmp_path):
     wf.export(str(path))
     data = yaml.safe_load(path.read_text())
     assert data["workflow_id"] == "review" and data["version"] == "3"
-    assert [s["name"] for s in data["steps"]] == wf.step_names
+    assert list(data["steps"]) == wf.step_names  # keyed by name, in topological order
     actions = {(e["source"], e["target"]): e["action"] for e in data["edges"]}
     assert actions[("Review", "publish")] == "approve"
     assert actions[("Review", "archive")] == "reject"
-    assert data["steps"][0]["policies"][0] == {"name": "retry", "config": {"max_retries": 3, "wait": 1}}
+    assert data["steps"]["Review"]["policies"][0] == {"name": "retry", "config": {"max_retries": 3, "wait": 1}}
+    assert path.read_text() == wf.to_schema().to_yaml()
     assert data["outputs"] == ["notify"]
 
 

@@ -72,7 +72,8 @@ def test_condition_failure_and_cancellation_events(tmp_path):
     by = {(e["event"], e.get("step")): e for e in events}
     check = by[("condition_check", "gated")]
     assert (check["dependency"], check["value"], check["passed"]) == ("gate", False, False)
-    assert by[("step_skipped", "gated")]["reason"] == "condition"
+    skipped = by[("step_finished", "gated")]
+    assert skipped["skipped"] is True and skipped["result"] is None
     assert by[("step_failed", "boom")]["error"] == "ValueError: bad"
     assert ("step_cancelled", "after") in by
     assert events[-1]["event"] == "workflow_finished" and events[-1]["state"] == "FAILED"
@@ -80,6 +81,41 @@ def test_condition_failure_and_cancellation_events(tmp_path):
     wf.run({"flag": True})
     passed = [e for e in _events(path)[len(events):] if e["event"] == "condition_check"]
     assert [e["passed"] for e in passed] == [True]
+
+
+def test_a_branch_not_taken_leaves_no_record_but_the_history_has_it(tmp_path):
+    path = tmp_path / "t.jsonl"
+
+    def route() -> str:
+        return "left"
+
+    left, right = FunctionStep(lambda: "L", name="left"), FunctionStep(lambda: "R", name="right")
+    after_right = FunctionStep(lambda: "AR", name="after_right")
+    r = FunctionStep(route)
+    (r - "left") >> left
+    (r - "right") >> right >> after_right
+    wf = Workflow(outputs=[left, after_right], trace=str(path))
+    assert wf.run() == ["L", None]
+    steps = {e.get("step") for e in _events(path)}
+    assert steps == {None, "route", "left"}  # nothing about right / after_right, as in Fuseline
+    assert {e["event"] for e in _events(path)} <= {
+        "workflow_started", "step_enqueued", "step_started", "step_finished", "workflow_finished"}
+    assert wf.last_run.steps["after_right"].skip_reason == "not_reached"
+
+    broker = MemoryBroker()
+    keep: list[dict] = []
+
+    class Keep(Tracer):
+        def record(self, event):
+            keep.append(event)
+
+    broker.subscribe(TraceSubscriber(Keep()))
+    client = LocalBrokerClient(broker)
+    run_id = wf.dispatch(client)
+    ProcessEngine(client, [wf]).work()
+    assert not {"right", "after_right"} & {e.get("step") for e in keep}
+    skipped = [(e.step, e.detail["skip_reason"]) for e in broker.events(run_id) if e.state is Status.SKIPPED]
+    assert sorted(skipped) == [("after_right", "not_reached"), ("right", "not_reached")]
 
 
 def test_a_custom_tracer_receives_dicts():
@@ -121,7 +157,7 @@ def test_broker_events_traced_with_worker_and_attempt(tmp_path):
         ("workflow_started", None),
         ("step_enqueued", "gate"), ("step_started", "gate"), ("step_finished", "gate"),
         ("step_enqueued", "gated"), ("step_started", "gated"),
-        ("condition_check", "gated"), ("step_skipped", "gated"),
+        ("condition_check", "gated"), ("step_finished", "gated"),
         ("workflow_finished", None),
     ]
     started = events[2]

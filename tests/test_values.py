@@ -176,3 +176,16 @@ def test_the_history_is_the_same_whichever_transport_carried_the_values(tmp_path
     assert rows["local"]["Frame"][7] == "DataFrame" and rows["local"]["Few"][1] == "not_reached"
     assert rows["pipe"] == rows["local"] and rows["http"] == rows["local"], rows
     assert time.monotonic() - started < 120
+
+
+def test_condition_checks_travel_on_every_transport() -> None:
+    from fuseline_nb.broker import StepReport
+    from fuseline_nb.broker.codec import report_from_wire, report_to_wire
+    from fuseline_nb.broker.wire import ReportModel
+    from fuseline_nb.worker.channel import decode, encode
+
+    checks = [{"dependency": "load", "value": 3, "passed": False}]
+    report = StepReport("wf", "r1", "s", fl.Status.SKIPPED, attempt=2, conditions=checks)
+    over_http = report_from_wire(ReportModel.model_validate(report_to_wire(report)))
+    over_pipe = decode(encode(("report", report)))[1]
+    assert over_http == over_pipe == report and over_http.conditions == checks

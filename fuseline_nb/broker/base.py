@@ -227,6 +227,10 @@ class Broker(ABC):
     def subscribe(self, callback: Callable[[Event], None]) -> Callable[[], None]:
         """Receive every lifecycle event; returns an unsubscribe function."""
 
+    @abstractmethod
+    def events(self, run_id: str) -> list[Event]:
+        """The run's lifecycle events so far, in order (what views replay)."""
+
     def status(self) -> dict[str, Any]:
         """A health summary."""
         return {"status": "ok"}

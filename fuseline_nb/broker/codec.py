@@ -113,14 +113,14 @@ def report_to_wire(r: StepReport) -> dict[str, Any]:
             "state": state.value, "result": encode_value(r.result) if r.result is not None else None,
             "attempt": r.attempt, "error": safe_text(r.error), "traceback": safe_text(r.traceback),
             "action": safe_text(action),
-            "started_at": r.started_at, "finished_at": r.finished_at}
+            "started_at": r.started_at, "finished_at": r.finished_at, "conditions": r.conditions}
 
 
 def report_from_wire(m: ReportModel) -> StepReport:
     """The :class:`StepReport` of a received model (its value closed)."""
     return StepReport(m.workflow_id, m.instance_id, m.step_name, Status(m.state),
                       decode_value(m.result), m.attempt, m.error, m.traceback,
-                      m.action, m.started_at, m.finished_at)
+                      m.action, m.started_at, m.finished_at, m.conditions)
 
 
 def _step_to_wire(s: StepInfo) -> dict[str, Any]:

@@ -502,6 +502,9 @@ class StorageBroker(Broker):
         label, info.worker = info.worker or wid, None
         log.warning("step %r of run %s attempt %d: %s; queued again", step, run.run_id, attempt, reason)
         now = self._clock()
+        # the lost attempt ends (one step_finished per attempt), then the step is queued again
+        self._emit(run, now, "step_finished", step, Status.FAILED, label, attempt,
+                   {"error": reason, "retry": attempt, "lost": True})
         self._emit(run, now, "step_queued", step, Status.PENDING, label, attempt, {"reason": reason})
         info.queued_at = now
         self.storage.enqueue(run.run_id, step)
@@ -709,3 +712,9 @@ class MemoryBroker(StorageBroker):
                  worker_ttl: float | None = None, cache: bool = False) -> None:
         super().__init__(MemoryRuntimeStorage(), lease_seconds=lease_seconds, clock=clock, worker_ttl=worker_ttl,
                          cache=cache)
+
+
+__all__ = [
+    "MemoryBroker",
+    "StorageBroker",
+]

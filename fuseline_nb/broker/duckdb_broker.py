@@ -91,3 +91,8 @@ class DuckDBBroker(StorageBroker):
 
     def __repr__(self) -> str:
         return f"DuckDBBroker({self.path!r})"
+
+
+__all__ = [
+    "DuckDBBroker",
+]

@@ -103,3 +103,12 @@ class Worker:
         self.keys = keys
         self.assigned: set[tuple[str, str]] = set()  # (run id, step)
         self.cancelled: list[tuple[str, str]] = []  # cancelled while held: told at the next keep-alive
+
+
+__all__ = [
+    "Compiled",
+    "LiveRun",
+    "Worker",
+    "copy_info",
+    "succeeded",
+]

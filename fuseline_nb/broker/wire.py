@@ -25,6 +25,9 @@ from typing import Annotated, Any, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
 from pydantic.functional_validators import BeforeValidator
 
+from ..errors import ImpossibleJoinError
+from ..workflow.joins import check_joins
+from ..workflow.plan import Plan
 from ..workflow.schema import WorkflowSchema
 from ..workflow.status import Status
 
@@ -208,6 +211,7 @@ class ReportModel(_Msg):
     action: str | None = None  # the returned action string, when ``result`` is opaque
     started_at: Time | None = None
     finished_at: Time | None = None
+    conditions: Annotated[list[dict[str, Any]], Field(max_length=1024)] | None = None
 
 
 class ReportRequest(_Msg):
@@ -359,6 +363,10 @@ def check_schema(schema: WorkflowSchema) -> None:
     looped = sorted(n for n, d in indeg.items() if d > 0)
     if looped:
         raise ValueError(f"edges: the workflow has a cycle through steps {looped}")
+    try:
+        check_joins(Plan.from_schema(schema))
+    except ImpossibleJoinError as exc:
+        raise ValueError(f"edges: {exc}") from None
 
 
 __all__ = [
@@ -372,6 +380,7 @@ __all__ = [
     "ErrorModel",
     "JsonValue",
     "KeptAlive",
+    "LastTaskModel",
     "PickledValue",
     "RegisterRequest",
     "Registered",

@@ -318,3 +318,12 @@ def main(args: argparse.Namespace) -> int:
     except FuselineError as exc:
         sys.stderr.write(f"fuseline-nb run: {type(exc).__name__}: {exc}\n")
         return 2
+
+
+__all__ = [
+    "Progress",
+    "add_parser",
+    "load_target",
+    "main",
+    "parse_inputs",
+]

@@ -379,4 +379,4 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["add_parser", "broker_main", "is_loopback", "load_workflow", "worker_main"]
+__all__ = ["add_parser", "broker_main", "is_loopback", "load_workflow", "main", "worker_main"]

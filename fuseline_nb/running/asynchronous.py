@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 from ..workflow.coro import run_coro
 from ..workflow.graph import Workflow, run_inputs
 from ..workflow.policies import StepPolicy
+from ..workflow.status import Status
 from ..workflow.steps import Step
 from .execute import Attempt, StepOutcome, retry_delay
 from .local import PoolEngine, _LocalRun, _Loop, check_engine
@@ -125,6 +126,7 @@ async def attempt_async(
     inputs: Mapping[str, Any],
     results: Mapping[str, Any],
     winners: Mapping[str, str],
+    retry: int = 0,
 ) -> StepOutcome:
     """Await one attempt of async step ``name`` with its policies' ``execute_async``; never raises.
 
@@ -134,7 +136,7 @@ async def attempt_async(
     step = wf.steps[name]
     if not isinstance(step, AsyncStep):
         raise TypeError(f"step {name!r} is not an AsyncStep")
-    a = Attempt(wf, name, inputs, results, winners)
+    a = Attempt(wf, name, inputs, results, winners, retry)
     done = a.begin()
     if done is not None:
         return done
@@ -157,7 +159,7 @@ async def attempt_with_retries_async(
     policies = [p for p in step.policies if isinstance(p, StepPolicy)]
     n = 0
     while True:
-        out = await attempt_async(wf, name, inputs, results, winners)
+        out = await attempt_async(wf, name, inputs, results, winners, n)
         n += 1
         delay = retry_delay(step, policies, out, n)
         if delay is None:
@@ -170,22 +172,27 @@ async def _execute(run: _LocalRun, name: str, pool: ThreadPoolExecutor, limit: a
     wf = run.wf
     async with limit if limit is not None else contextlib.nullcontext():
         try:
-            if isinstance(wf.steps[name], AsyncStep):
-                out, n = await attempt_with_retries_async(
-                    wf, name, run.inputs, run.results, run.tracker.winners(name))
+            step = wf.steps[name]
+            if isinstance(step, AsyncStep):  # its attempts between its own hooks, as run.execute does
+                try:
+                    await step.before_all_async(run.shared)
+                except Exception as exc:  # the step fails; its after_all is not called
+                    out, n = StepOutcome.from_exception(exc, time.time()), 1
+                else:
+                    try:
+                        out, n = await attempt_with_retries_async(
+                            wf, name, run.inputs, run.results, run.tracker.winners(name))
+                    finally:
+                        try:
+                            await step.after_all_async(run.shared)
+                        except Exception:
+                            log.exception("after_all of step %r failed", step.name)
             else:
                 loop = asyncio.get_running_loop()
                 out, n = await loop.run_in_executor(pool, run.execute, name)
         except Exception as exc:  # attempt never raises; this is a safety net
             out, n = StepOutcome.from_exception(exc, time.time()), 1
     done.put_nowait((name, out, n))
-
-
-async def _hook(step: Step, which: str, shared: dict[str, Any]) -> None:
-    if isinstance(step, AsyncStep):
-        await getattr(step, f"{which}_async")(shared)
-    else:
-        getattr(step, which)(shared)
 
 
 async def run_local_async(wf: Workflow, inputs: dict[str, Any],
@@ -200,7 +207,6 @@ async def run_local_async(wf: Workflow, inputs: dict[str, Any],
     wf.to_schema().check_inputs(inputs)
     run = _LocalRun(wf, inputs)
     run.begin()
-    started: list[Step] = []
     limit = asyncio.Semaphore(engine.processes) if engine is not None else None
     pool = ThreadPoolExecutor(engine.processes if engine else 1, thread_name_prefix="fuseline-async")
     # Outcomes come back through a queue, in completion order: asyncio.wait()
@@ -208,9 +214,6 @@ async def run_local_async(wf: Workflow, inputs: dict[str, Any],
     done: asyncio.Queue[tuple[str, StepOutcome, int]] = asyncio.Queue()
     running: set[asyncio.Task[None]] = set()
     try:
-        for step in wf.steps.values():
-            await _hook(step, "before_all", run.shared)
-            started.append(step)
         loop = _Loop(run, capacity=1 << 62)  # the semaphore caps the steps running at once
         while loop.active:
             for name in loop.to_start():
@@ -222,11 +225,6 @@ async def run_local_async(wf: Workflow, inputs: dict[str, Any],
         for task in list(running):  # only when the caller was cancelled mid-run
             task.cancel()
         pool.shutdown(wait=False)
-        for step in started:  # finish hooks run even when the run failed
-            try:
-                await _hook(step, "after_all", run.shared)
-            except Exception:
-                log.exception("after_all of step %r failed", step.name)
     return run.end()
 
 
@@ -265,9 +263,10 @@ class AsyncWorkflow(Workflow):
         """
         engine = execution_engine or self.execution_engine
         result = await run_local_async(self, run_inputs(inputs), engine=engine)
+        self.workflow_instance_id = result.run_id
         if raise_on_failure:
             result.raise_for_failure()
-        return result.outputs
+        return None if result.state is Status.FAILED else result.outputs
 
 
 #: Fuseline's older name.

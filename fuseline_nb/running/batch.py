@@ -178,7 +178,8 @@ def _settle(wf: Workflow, runs: list[RunResult], raise_on_failure: bool) -> list
     if raise_on_failure:
         for r in runs:
             r.raise_for_failure()
-    return [r.outputs for r in runs]
+    # as wf.run: a failed run gives None; its partial outputs stay in last_runs[i].outputs
+    return [None if r.state is Status.FAILED else r.outputs for r in runs]
 
 
 class BatchWorkflow(Workflow):

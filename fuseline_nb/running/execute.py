@@ -117,21 +117,22 @@ class Attempt:
     __slots__ = ("_bind", "binding", "checks", "kwargs", "policies", "shared", "started", "step")
 
     def __init__(self, wf: Workflow, name: str, inputs: Mapping[str, Any], results: Mapping[str, Any],
-                 winners: Mapping[str, str]) -> None:
+                 winners: Mapping[str, str], retry: int = 0) -> None:
         self.started = time.time()
         self.step = wf.steps[name]
+        self.step.cur_retry = retry  # Fuseline's counter, read by run_step: 0 on the first attempt
         self.binding = wf.bindings[name]
         self.checks: list[dict[str, Any]] | None = [] if self.binding.conditional else None
         self.policies = [p for p in self.step.policies if isinstance(p, StepPolicy)]
         self.kwargs: dict[str, Any] = {}
         self.shared: dict[str, Any] = {}
-        self._bind = (inputs, results, winners)
+        self._bind = (inputs, results, winners, wf.steps)
 
     def begin(self) -> StepOutcome | None:
         """Bind and run ``on_start``; the final outcome when there is nothing to call."""
-        inputs, results, winners = self._bind
+        inputs, results, winners, steps = self._bind
         try:
-            bound = self.binding.kwargs(inputs, results, winners, self.checks)
+            bound = self.binding.kwargs(inputs, results, winners, self.checks, steps)
             if bound is SKIP:
                 return StepOutcome(Status.SKIPPED, started_at=self.started, finished_at=time.time(),
                                    conditions=self.checks)
@@ -183,12 +184,14 @@ def attempt(
     inputs: Mapping[str, Any],
     results: Mapping[str, Any],
     winners: Mapping[str, str],
+    retry: int = 0,
     passthrough: tuple[type[BaseException], ...] = (KeyboardInterrupt,),
 ) -> StepOutcome:
     """Run step ``name`` of ``wf`` once with its step policies; never raises.
 
     ``results`` maps finished dependency names to their results and
     ``winners`` OR-group ids to the member whose result the group passes on.
+    ``retry`` counts the attempt from 0; the step reads it as ``self.cur_retry``.
     The sync shell of :class:`Attempt`.
 
     Whatever the step raises is its failure, ``BaseException`` too
@@ -197,7 +200,7 @@ def attempt(
     through: ``KeyboardInterrupt`` by default, so Ctrl-C stops an in-process
     run; a worker process passes ``()`` (there it is the step's own doing).
     """
-    a = Attempt(wf, name, inputs, results, winners)
+    a = Attempt(wf, name, inputs, results, winners, retry)
     done = a.begin()
     if done is not None:
         return done
@@ -228,7 +231,7 @@ def attempt_with_retries(
     policies = [p for p in step.policies if isinstance(p, StepPolicy)]
     n = 0
     while True:
-        out = attempt(wf, name, inputs, results, winners)
+        out = attempt(wf, name, inputs, results, winners, n)
         n += 1
         delay = retry_delay(step, policies, out, n)
         if delay is None:
@@ -256,3 +259,13 @@ class _Reported(Exception):
     def __init__(self, outcome: StepOutcome) -> None:
         super().__init__(outcome.error)
         self.outcome = outcome
+
+
+__all__ = [
+    "Attempt",
+    "StepInterrupt",
+    "StepOutcome",
+    "attempt",
+    "attempt_with_retries",
+    "retry_delay",
+]

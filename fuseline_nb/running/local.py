@@ -179,13 +179,26 @@ class _LocalRun:
         for p in self._wf_policies():
             p.on_workflow_finished(wf, outputs)
         if state is Status.FAILED:
-            log.warning("workflow %s failed: %s", wf.workflow_id, result.failures())
+            log.warning("workflow %s failed: %s (wf.run returns None; the outputs that were "
+                        "computed are in wf.last_run.outputs)", wf.workflow_id, result.failures())
         return result
 
     def execute(self, name: str) -> tuple[StepOutcome, int]:
-        return attempt_with_retries(
-            self.wf, name, self.inputs, self.results, self.tracker.winners(name)
-        )
+        """The step's attempts between its ``before_all`` and ``after_all`` hooks (as in Fuseline)."""
+        step = self.wf.steps[name]
+        try:
+            step.before_all(self.shared)
+        except Exception as exc:  # the step fails; its after_all is not called
+            return StepOutcome.from_exception(exc, time.time()), 1
+        try:
+            return attempt_with_retries(
+                self.wf, name, self.inputs, self.results, self.tracker.winners(name)
+            )
+        finally:
+            try:
+                step.after_all(self.shared)
+            except Exception:  # logged; the step's outcome stands
+                log.exception("after_all of step %r failed", step.name)
 
 
 class _Loop:
@@ -306,19 +319,15 @@ def run_local(wf: Workflow, inputs: dict[str, Any], engine: PoolEngine | None = 
     wf.to_schema().check_inputs(inputs)
     run = _LocalRun(wf, inputs)
     run.begin()
-    started: list[Any] = []
-    try:
-        for step in wf.steps.values():
-            step.before_all(run.shared)
-            started.append(step)
-        _drive(run, _Inline(run) if engine is None else _Threads(run, engine.processes))
-    finally:
-        for step in started:  # finish hooks run even when the run failed
-            try:
-                step.after_all(run.shared)
-            except Exception:
-                log.exception("after_all of step %r failed", step.name)
+    _drive(run, _Inline(run) if engine is None else _Threads(run, engine.processes))
     return run.end()
 
 
 install_local_runner(run_local)
+
+
+__all__ = [
+    "PoolEngine",
+    "check_engine",
+    "run_local",
+]

@@ -3,8 +3,10 @@
 A tracer subscribes to the lifecycle :class:`~fuseline_nb.workflow.events.Event`
 stream and records one dict per event, keyed by ``event``:
 ``workflow_started``, ``step_enqueued``, ``step_started``, ``condition_check``,
-``step_finished``, ``step_failed``, ``step_cancelled``, ``step_skipped`` and
-``workflow_finished``.
+``step_finished`` (``skipped: true`` when a condition skipped the step),
+``step_failed``, ``step_cancelled`` and ``workflow_finished`` — exactly
+Fuseline's events. A step on a branch that was not taken gets no record (the
+run history's ``events`` view has it, with the reason).
 
 Examples
 --------
@@ -187,8 +189,11 @@ def trace_records(event: Event) -> list[dict[str, Any]]:
         out.append({"event": "step_failed", **base, "error": detail.get("error")})
     elif st is Status.CANCELLED:
         out.append({"event": "step_cancelled", **base})
-    elif st is Status.SKIPPED:
-        out.append({"event": "step_skipped", **base, "reason": detail.get("skip_reason"), "skipped": True})
+    elif st is Status.SKIPPED and detail.get("skip_reason") == SKIP_CONDITION:
+        # Fuseline's record of a step its condition skipped: finished, skipped.
+        out.append({"event": "step_finished", **base, "result": None, "action": None, "skipped": True})
+    # A step on a branch that was not taken: Fuseline's trace says nothing of
+    # it (the history's ``events`` view records it, with its skip reason).
     return out
 
 

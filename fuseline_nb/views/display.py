@@ -82,3 +82,10 @@ def workflow_mimebundle(wf: Any) -> dict[str, Any]:
     if svg is None:
         return {"text/plain": f"{text}\n{problem}\n\n{digraph.source}"}
     return {"image/svg+xml": svg, "text/plain": text}
+
+
+__all__ = [
+    "have_dot",
+    "render_svg",
+    "workflow_mimebundle",
+]

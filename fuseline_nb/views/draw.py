@@ -262,3 +262,12 @@ def draw(
     plan = layout_plan(schema, max_nodes=max_nodes)
     colours = normalize_states(states) if states is not None else None
     return build(plan, colours, rankdir=rankdir, legend=legend)
+
+
+__all__ = [
+    "Drawing",
+    "build",
+    "draw",
+    "layout_plan",
+    "schema_of",
+]

@@ -111,3 +111,11 @@ def aggregate_state(states: Iterable[str]) -> str:
         if s in present:
             return s
     return "PENDING"
+
+
+__all__ = [
+    "aggregate_state",
+    "count_states",
+    "normalize_states",
+    "view_state",
+]

@@ -69,16 +69,12 @@ def schema_for(broker: Any, workflow_id: str, version: str) -> WorkflowSchema:
     Traceback (most recent call last):
     fuseline_nb.errors.UnknownWorkflowError: the broker has no workflow 'nope' version '1' to draw this run with
     """
-    for schema in broker.list_workflows():
+    for schema in broker.list_workflows():  # a broker lists every workflow it has stored too
         if schema.workflow_id == workflow_id and schema.version == version:
             return schema
-    get = getattr(getattr(broker, "storage", None), "get_workflow", None)
-    found = get(workflow_id, version) if callable(get) else None
-    if found is None:
-        raise UnknownWorkflowError(
-            f"the broker has no workflow {workflow_id!r} version {version!r} to draw this run with"
-        )
-    return found
+    raise UnknownWorkflowError(
+        f"the broker has no workflow {workflow_id!r} version {version!r} to draw this run with"
+    )
 
 
 class Panel:
@@ -168,3 +164,10 @@ class Panel:
         """Close the panel's widgets."""
         for w in (self.header, self.progress, self.counts, self.graph, self.table):
             w.close()
+
+
+__all__ = [
+    "Panel",
+    "broker_of",
+    "schema_for",
+]

@@ -213,3 +213,16 @@ def graph_html(svg: str, *, max_height: int = 520) -> str:
 
 
 _SVG_SIZE = re.compile(r'<svg width="([^"]+)" height="[^"]+"')
+
+
+__all__ = [
+    "badge",
+    "counts_html",
+    "counts_text",
+    "detail_html",
+    "duration_text",
+    "graph_html",
+    "header_html",
+    "table_html",
+    "table_text",
+]

@@ -145,3 +145,8 @@ class ReplayView(W.VBox):
 
 
 _BADGED = frozenset({"RUNNING", "SUCCEEDED", "FAILED", "CANCELLED", "SKIPPED"})
+
+
+__all__ = [
+    "ReplayView",
+]

@@ -162,3 +162,9 @@ class RunState:
         """Apply events in ``seq`` order."""
         for e in sorted(events, key=lambda e: e.seq):
             self.apply(e)
+
+
+__all__ = [
+    "RunState",
+    "StepView",
+]

@@ -83,3 +83,8 @@ class PaintableSVG:
             out.append(fills[k])
             out.append(chunks[i + 1])
         return "".join(out)
+
+
+__all__ = [
+    "PaintableSVG",
+]

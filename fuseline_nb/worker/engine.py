@@ -39,7 +39,7 @@ from ..limits import safe_text
 from ..running.execute import StepOutcome, attempt
 from ..workflow.graph import Workflow
 from ..workflow.status import Status
-from ..workflow.value import Value
+from ..workflow.value import Value, preview
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def execute(workflows: Mapping[tuple[str, str], Workflow], a: StepAssignment, wo
     except ValueError as exc:
         return StepOutcome.from_exception(exc, time.time())
     # in a worker, KeyboardInterrupt and SystemExit raised by a step are the step's failure
-    return attempt(wf, a.step_name, inputs, results, a.winners, passthrough=())
+    return attempt(wf, a.step_name, inputs, results, a.winners, max(a.attempt - 1, 0), passthrough=())
 
 
 def report_of(a: StepAssignment, out: StepOutcome) -> StepReport:
@@ -109,8 +109,17 @@ def report_of(a: StepAssignment, out: StepOutcome) -> StepReport:
     return StepReport(
         a.workflow_id, a.instance_id, a.step_name, state, value, a.attempt,
         safe_text(error), safe_text(out.traceback), action, out.started_at, out.finished_at,
-        out.conditions or None,
+        _checks(out.conditions),
     )
+
+
+def _checks(conditions: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+    """Condition checks ready for any transport: a checked value that is not a plain scalar becomes its preview
+    (as the trace shows it)."""
+    if not conditions:
+        return None
+    return [{**c, "value": preview(c["value"])} if "value" in c and not isinstance(
+        c["value"], str | int | float | bool | type(None)) else c for c in conditions]
 
 
 class ProcessEngine:
@@ -262,3 +271,10 @@ class ProcessEngine:
 def _log_cancel(a: StepAssignment) -> None:
     log.warning("step %r of run %s was cancelled while running here; it runs on, and its report will be refused",
                 a.step_name, a.instance_id)
+
+
+__all__ = [
+    "ProcessEngine",
+    "execute",
+    "report_of",
+]

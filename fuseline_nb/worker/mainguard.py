@@ -78,3 +78,8 @@ def _guarded(tree: ast.Module, line: int) -> bool:
             if first <= line <= last:
                 return True
     return False
+
+
+__all__ = [
+    "check_main_guard",
+]

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from ..errors import MissingInputError
-from .steps import Depends, Step, _signature
+from .steps import Condition, Depends, Step, _signature
 
 #: Returned by :meth:`Binding.kwargs` when a condition says the step must not run.
 SKIP = object()
@@ -108,6 +108,7 @@ class Binding:
         results: Mapping[str, Any],
         winners: Mapping[str, str],
         checks: list[dict[str, Any]] | None = None,
+        steps: Mapping[str, Step] | None = None,
     ) -> dict[str, Any] | object:
         """Build the keyword arguments, or return :data:`SKIP`.
 
@@ -115,7 +116,11 @@ class Binding:
         — skipped or not reached — reads as ``None``); ``winners`` maps an OR
         group id to the member whose result the group passes on. Each
         condition evaluated is appended to ``checks`` (when given) as
-        ``{"dependency", "value", "passed"}``, for tracing.
+        ``{"dependency", "value", "passed"}``, for tracing. A
+        :class:`~fuseline_nb.Condition` is called as in Fuseline, with the
+        value and the step it came from (looked up in ``steps``; for an OR
+        group, the member whose result it is); any other callable with the
+        value alone.
         """
         out: dict[str, Any] = {}
         if self.legacy:
@@ -125,7 +130,10 @@ class Binding:
                 src = winners.get(p.group, p.sources[0]) if p.group else p.sources[0]
                 value = results.get(src)
                 if p.condition is not None:
-                    passed = bool(p.condition(value))
+                    if isinstance(p.condition, Condition):
+                        passed = bool(p.condition(value, steps.get(src) if steps is not None else None))
+                    else:
+                        passed = bool(p.condition(value))
                     if checks is not None:
                         checks.append({"dependency": src, "value": value, "passed": passed})
                     if not passed:
@@ -146,3 +154,8 @@ class Binding:
     def sources(self) -> set[str]:
         """Every step whose result this step may read."""
         return {s for p in self.params for s in p.sources}
+
+
+__all__ = [
+    "Binding",
+]

@@ -165,3 +165,11 @@ def assign_names(steps: list[Step]) -> dict[int, str]:
         s.name = name
         s.__dict__["_auto_name"] = True
     return names
+
+
+__all__ = [
+    "Resolver",
+    "assign_names",
+    "collect",
+    "topological",
+]

@@ -58,3 +58,8 @@ def run_coro(coro: Coroutine[Any, Any, R]) -> R:
     if "error" in box:
         raise box["error"]
     return box["result"]  # type: ignore[no-any-return]
+
+
+__all__ = [
+    "run_coro",
+]

@@ -139,3 +139,9 @@ class EventHub:
                 sub(event)
             except Exception:  # a view or tracer must never break a run
                 log.exception("event subscriber %r failed on %s", sub, event.kind)
+
+
+__all__ = [
+    "Event",
+    "EventHub",
+]

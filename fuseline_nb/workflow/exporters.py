@@ -16,7 +16,7 @@ Examples
 >>> wf.export(path)
 >>> load_yaml(path) == wf.to_schema()
 True
->>> "action: go" in open(path).read()
+>>> "action: go" in open(path).read() and open(path).read() == wf.to_schema().to_yaml()
 True
 """
 
@@ -83,8 +83,14 @@ class YamlExporter(Exporter):
     """
 
     def dumps(self, workflow: Any) -> str:
-        """The YAML text of ``workflow``'s schema."""
-        return yaml.dump(_schema(workflow).to_dict(), Dumper=_Dumper, sort_keys=False, allow_unicode=True)
+        """The YAML text of ``workflow``'s schema (``WorkflowSchema.to_yaml()``).
+
+        Steps are keyed by name (``steps: {load: {kind: ..., ...}}``), as in
+        Fuseline's export.
+        """
+        data = _schema(workflow).to_dict()
+        data["steps"] = {s.pop("name"): s for s in data["steps"]}
+        return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True)
 
     def export(self, workflow: Any, path: str | os.PathLike[str]) -> None:
         """Write the YAML of ``workflow`` to ``path``."""
@@ -106,7 +112,9 @@ def schema_from_yaml(text: str, source: str = "<yaml>") -> WorkflowSchema:
 
     Examples
     --------
-    >>> schema_from_yaml("workflow_id: w\\nsteps:\\n- name: a\\n").step_names
+    >>> schema_from_yaml("workflow_id: w\\nsteps:\\n  a:\\n    kind: step\\n").step_names
+    ('a',)
+    >>> schema_from_yaml("workflow_id: w\\nsteps:\\n- name: a\\n").step_names  # the list form
     ('a',)
     >>> schema_from_yaml("- 1", source="x.yaml")
     Traceback (most recent call last):
@@ -121,6 +129,9 @@ def schema_from_yaml(text: str, source: str = "<yaml>") -> WorkflowSchema:
             f"{source} is not a workflow schema: expected a mapping with 'workflow_id', "
             f"got {type(data).__name__}"
         )
+    steps = data.get("steps")
+    if isinstance(steps, dict):  # keyed by name (what dumps writes); a list of steps reads too
+        data["steps"] = [{**(spec or {}), "name": str(name)} for name, spec in steps.items()]
     try:
         return WorkflowSchema.from_dict(data)
     except (KeyError, TypeError, AttributeError) as exc:

@@ -56,8 +56,11 @@ RECIPE = "1"
 _SMALL = 256  # containers up to this many items are hashed item by item
 _PLAIN = (type(None), bool, int, float, complex, str, bytes)
 #: Instance attributes that wire a step into a graph; they do not change what it computes.
-_WIRING = frozenset({"_edges", "_incoming", "_auto_name", "name", "state", "policies", "code_version",
-                     "cache"})
+_WIRING = frozenset({"_edges", "_incoming", "_edge_keys", "_incoming_ids", "_params", "_auto_name", "name",
+                     "state", "policies", "code_version",
+                     "cache",
+                     # set by building (Fuseline's depth) and by running (the attempt counter)
+                     "execution_group", "cur_retry"})
 _CLASS_SKIP = frozenset({"__module__", "__qualname__", "__doc__", "__dict__", "__weakref__",
                          "__annotations__", "_abc_impl", "__slots__", "__firstlineno__",
                          "__static_attributes__", "__parameters__", "__orig_bases__"})

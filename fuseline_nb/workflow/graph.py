@@ -237,6 +237,10 @@ class Workflow:
 
             cycle = nx.find_cycle(self.graph)
             raise CycleError([u for u, _ in cycle] + [cycle[0][0]])
+        depth: dict[str, int] = {}
+        for n in self._order:  # Fuseline's execution_group: roots 0, else 1 + the deepest parent
+            depth[n] = max((depth[u] + 1 for u in into.get(n, ())), default=0)
+            self.steps[n].execution_group = depth[n]
         self.bindings: dict[str, Binding] = {
             n: Binding.for_step(n, self.steps[n], dep_names[n], self._group_param[n]) for n in self._order
         }
@@ -442,8 +446,9 @@ class Workflow:
 
         One output gives its result; several give a list in ``outputs``
         order (as in Fuseline); an output that did not run gives ``None``.
-        A failed run logs a warning and returns what it has, or raises
-        :class:`~fuseline_nb.errors.StepFailedError` with
+        A failed run logs a warning and returns ``None`` (as in Fuseline; the
+        outputs that were computed stay in ``wf.last_run.outputs``), or
+        raises :class:`~fuseline_nb.errors.StepFailedError` with
         ``raise_on_failure=True``. Afterwards :attr:`state` and each step's
         ``state`` hold the final states, and :attr:`last_run` the full
         :class:`RunResult`.
@@ -468,7 +473,7 @@ class Workflow:
         self.workflow_instance_id = result.run_id
         if raise_on_failure:
             result.raise_for_failure()
-        return result.outputs
+        return None if result.state is Status.FAILED else result.outputs
 
     def export(self, path: Any, exporter: Any = None) -> None:
         """Write the workflow's structure to ``path`` (YAML unless ``exporter`` says otherwise).
@@ -479,7 +484,7 @@ class Workflow:
         >>> from fuseline_nb import FunctionStep, Workflow
         >>> p = os.path.join(tempfile.mkdtemp(), "wf.yaml")
         >>> Workflow(outputs=[FunctionStep(len, name="size")]).export(p)
-        >>> "name: size" in open(p).read()
+        >>> "  size:" in open(p).read()
         True
         """
         from .exporters import YamlExporter
@@ -598,3 +603,12 @@ def workflow_from_functions(outputs: Any, **workflow_kwargs: Any) -> Workflow:
         outputs = [outputs]
     steps = [o if isinstance(o, Step) else FunctionStep(o) for o in outputs]
     return Workflow(outputs=steps, **workflow_kwargs)
+
+
+__all__ = [
+    "Workflow",
+    "install_local_runner",
+    "local_runner",
+    "run_inputs",
+    "workflow_from_functions",
+]

@@ -171,3 +171,10 @@ class RunResult(RunInfo):
     """
 
     outputs: Any = None
+
+
+__all__ = [
+    "RunInfo",
+    "RunResult",
+    "StepInfo",
+]

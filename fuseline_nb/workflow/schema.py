@@ -51,6 +51,11 @@ class StepSchema:
     #: Run inputs the step needs (parameters with no dependency and no default).
     inputs: tuple[str, ...] = ()
 
+    def __str__(self) -> str:
+        # A step schema reads as its name, as Fuseline's name-keyed steps do
+        # (``f"{step}"`` in a loop over ``schema.steps``).
+        return self.name
+
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-serialisable dict."""
         d = asdict(self)
@@ -151,6 +156,19 @@ class WorkflowSchema:
             "policies": [dict(p) for p in self.policies],
         }
 
+    def to_yaml(self) -> str:
+        """The YAML text ``wf.export(path)`` writes (steps keyed by name).
+
+        Examples
+        --------
+        >>> schema = WorkflowSchema("w", steps=(StepSchema("load"),), outputs=("load",))
+        >>> print(schema.to_yaml().splitlines()[4])
+          load:
+        """
+        from .exporters import YamlExporter  # imports yaml: load on first use
+
+        return YamlExporter().dumps(self)
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> WorkflowSchema:
         """Build from :meth:`to_dict` output (or its JSON/YAML round trip)."""
@@ -250,3 +268,10 @@ class WorkflowSchema:
         if sorted(self.outputs) != sorted(other.outputs):
             out.append(f"outputs {sorted(self.outputs)} != {sorted(other.outputs)}")
         return out
+
+
+__all__ = [
+    "EdgeSchema",
+    "StepSchema",
+    "WorkflowSchema",
+]

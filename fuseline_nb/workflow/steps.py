@@ -48,6 +48,11 @@ class Condition:
     SKIPPED (by condition): its default edges stay active and downstream steps
     receive ``None`` for it.
 
+    A ``Condition`` is called as in Fuseline, ``condition(value, source)``:
+    ``source`` is the step the value came from (for an OR group, the member
+    whose result the group passes on). Override ``__call__(self, value,
+    source)`` to use it; a plain callable receives the value alone.
+
     Examples
     --------
     >>> class Positive(Condition):
@@ -197,10 +202,13 @@ def _targets(obj: Any) -> list[Step]:
 class Step:
     """A unit of work. Subclass it and implement :meth:`run_step`.
 
-    Hooks, all optional: ``before_all(shared)`` once before the workflow
-    runs, ``setup(shared)`` before each run of the step, ``teardown(shared,
-    setup_res, exec_res)`` after it and ``after_all(shared)`` once at the end
-    (even when the run failed). ``shared`` is the run's inputs dict.
+    Hooks, all optional, in Fuseline's order: ``before_all(shared)`` just
+    before the step's first attempt, ``setup(shared)`` before each attempt,
+    ``teardown(shared, setup_res, exec_res)`` after a successful one and
+    ``after_all(shared)`` after its last attempt (even when it failed). A
+    step that never starts (cancelled, or on a branch not taken) runs no
+    hook. ``shared`` is the run's inputs dict. ``self.cur_retry`` is the
+    running attempt, counted from 0.
 
     Parameters
     ----------
@@ -234,6 +242,12 @@ class Step:
     name: str | None = None
     state: Status = Status.PENDING
     policies: list[Any]
+    #: Which attempt is running, counted from 0 (Fuseline's name): read it in
+    #: ``run_step`` to behave differently on a retry. ``None`` before the first.
+    cur_retry: int | None = None
+    #: The step's depth in its workflow's graph (roots 0; a step one more than
+    #: its deepest parent), set when a :class:`~fuseline_nb.Workflow` is built.
+    execution_group: int = 0
 
     def __init__(self, *, name: str | None = None, policies: Iterable[Any] | None = None) -> None:
         if name is not None:
@@ -282,7 +296,7 @@ class Step:
 
     # -- hooks --------------------------------------------------------------
     def before_all(self, shared: dict[str, Any]) -> None:
-        """Called once before the workflow starts (in-process runs)."""
+        """Called once per run, just before the step's first attempt."""
 
     def setup(self, shared: dict[str, Any]) -> Any:
         """Called before each run of the step; its value reaches :meth:`teardown`."""
@@ -295,7 +309,28 @@ class Step:
         """Called after each successful run of the step; a non-``None`` return replaces the result."""
 
     def after_all(self, shared: dict[str, Any]) -> None:
-        """Called once after the workflow finished, whatever its state."""
+        """Called once per run, after the step's last attempt, whatever its outcome."""
+
+    def run(self, shared: Any = None) -> Any:
+        """Run this step alone (Fuseline's ``step.run(shared)``) and return its result.
+
+        ``before_all`` → ``setup`` → ``run_step`` → ``teardown`` →
+        ``after_all``, with the step's policies (retries, timeout); named
+        parameters are read from ``shared``. A failure raises. Steps after
+        it do not run (a warning says so); a step with ``Depends(...)``
+        parameters is refused — run those in a :class:`~fuseline_nb.Workflow`.
+
+        Examples
+        --------
+        >>> class Double(Step):
+        ...     def run_step(self, x: int) -> int:
+        ...         return 2 * x
+        >>> Double().run({"x": 21})
+        42
+        """
+        from .standalone import run_alone
+
+        return run_alone(self, shared)
 
     def _invoke(self, binding: Any, kwargs: dict[str, Any], shared: dict[str, Any]) -> Any:
         """One attempt: ``setup`` → ``run_step`` → ``teardown`` (subclasses change how)."""
@@ -464,3 +499,18 @@ def function_target(step: Step) -> str:
     """``module:qualname`` of a step's code, for schemas and people."""
     obj: Any = step.function if isinstance(step, FunctionStep) else type(step)
     return f"{getattr(obj, '__module__', '?')}:{getattr(obj, '__qualname__', type(obj).__name__)}"
+
+
+__all__ = [
+    "Condition",
+    "Depends",
+    "Equals",
+    "FunctionStep",
+    "FunctionTask",
+    "Step",
+    "StepGroup",
+    "Task",
+    "function_target",
+    "known_function_step",
+    "step_for_function",
+]

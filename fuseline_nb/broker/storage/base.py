@@ -118,3 +118,8 @@ class RuntimeStorage(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+__all__ = [
+    "RuntimeStorage",
+]

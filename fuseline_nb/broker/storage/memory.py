@@ -144,3 +144,8 @@ class MemoryRuntimeStorage(RuntimeStorage):
 
     def close(self) -> None:
         self._closed = True
+
+
+__all__ = [
+    "MemoryRuntimeStorage",
+]

@@ -244,6 +244,14 @@ class StorageBroker(Broker):
         with self._lock:
             return [c.schema for c in self._compiled.values()]
 
+    def get_workflow(self, workflow_id: str, version: str) -> WorkflowSchema | None:
+        """The schema of a registered workflow, or of one kept in the history; ``None`` if unknown."""
+        with self._lock:
+            compiled = self._compiled.get((workflow_id, version))
+            if compiled is not None:
+                return compiled.schema
+            return self.storage.get_workflow(workflow_id, version)
+
     def subscribe(self, callback: Callable[[Event], None]) -> Callable[[], None]:
         """Receive every lifecycle event (called under the broker's lock: be quick)."""
         return self._hub.subscribe(callback)

@@ -314,11 +314,14 @@ class Session:
         """Run SQL over the history views (``runs``, ``steps``, ``events``, ``workflows``).
 
         Returns a DuckDB relation (``.df()``, ``.fetchall()``, ``.show()``).
+        Only one read-only statement (``SELECT``, ``EXPLAIN``) is run: the
+        history is fuseline_nb's to write.
 
         Raises
         ------
         StorageError
-            When this session keeps its history in memory.
+            When this session keeps its history in memory, or ``query`` is not
+            one read-only statement (the refused statement is named).
         """
         sql = getattr(self.broker, "sql", None)
         if sql is None:

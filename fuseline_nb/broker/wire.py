@@ -264,6 +264,20 @@ class RunModel(_Msg):
     steps: dict[str, StepInfoModel] = Field(default_factory=dict)
 
 
+class EventModel(_Msg):
+    """One lifecycle event of a run (``GET /runs/{id}/events``)."""
+
+    kind: Literal["run_dispatched", "step_queued", "step_started", "step_finished", "run_finished"]
+    run_id: str
+    seq: int
+    at: float
+    step: str | None = None
+    state: Status | None = None
+    worker: str | None = None
+    attempt: int = 0
+    detail: dict[str, Any] | None = None
+
+
 class LastTaskModel(_Msg):
     """The last step a worker reported."""
 
@@ -378,6 +392,7 @@ __all__ = [
     "Dispatched",
     "EdgeModel",
     "ErrorModel",
+    "EventModel",
     "JsonValue",
     "KeptAlive",
     "LastTaskModel",

@@ -72,7 +72,11 @@ def data_fingerprint(value: Any, pickled: bytes | None = None) -> str:
         return str(h.hexdigest())
     if type(value).__name__ == "Value" and isinstance(fp := getattr(value, "fingerprint", None), str):
         return fp  # made once where the value was born (workflow/value.py; no import: value imports us)
-    if not _buffers(value, h):
+    try:
+        hashed = _buffers(value, h)
+    except Exception:  # a buffer layout we did not foresee: the pickle is still exact
+        h, hashed = new_hasher(), False
+    if not hashed:
         h.update(b"pickle:")
         h.update(_pickle(value) if pickled is None else pickled)
     return str(h.hexdigest())
@@ -112,7 +116,9 @@ def _numpy(value: Any, h: Any) -> bool:
     if not isinstance(value, np.ndarray) or value.dtype.hasobject:
         return False
     h.update(f"ndarray:{value.dtype.str}:{value.shape}:".encode())
-    h.update(memoryview(np.ascontiguousarray(value)).cast("B"))  # type: ignore[arg-type]
+    # a byte view, not memoryview(value): the buffer protocol refuses datetime64 / timedelta64
+    # ("cannot include dtype 'M' in a buffer") while a uint8 view of the same memory is fine
+    h.update(memoryview(np.ascontiguousarray(value).reshape(-1).view(np.uint8)))  # type: ignore[arg-type]
     return True
 
 
@@ -146,16 +152,15 @@ def _index(index: Any, h: Any) -> bool:
 def _column(column: Any, h: Any) -> bool:
     import numpy as np
 
+    values = column.array
+    buffers = getattr(values, "_pa_array", None)  # Arrow-backed columns (string[pyarrow], ...)
+    if buffers is not None:
+        return _arrow(buffers, h)
     values = column.to_numpy()
     if isinstance(values, np.ndarray) and not values.dtype.hasobject:
         return _numpy(values, h)
-    try:
-        import pyarrow as pa
-
-        return _arrow(pa.array(values, from_pandas=True), h)
-    except Exception:  # mixed objects Arrow cannot type: their pickle
-        h.update(_pickle(values))
-        return True
+    h.update(_pickle(values))  # Python objects (str columns of object dtype): their pickle, made once
+    return True
 
 
 def _arrow(value: Any, h: Any) -> bool:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..workflow.policies import retry_settings
+from ..workflow.policies import retry_settings, timeout_seconds
 from ..workflow.rules import Outcome, Plan, Readiness
 from ..workflow.runinfo import StepInfo
 from ..workflow.schema import WorkflowSchema
@@ -44,12 +44,14 @@ def succeeded(action: str) -> Outcome:
 class Compiled:
     """A registered schema with what the broker derives from it once."""
 
-    __slots__ = ("_structure", "plan", "retries", "schema", "sources")
+    __slots__ = ("_structure", "plan", "retries", "schema", "sources", "timeouts")
 
     def __init__(self, schema: WorkflowSchema) -> None:
         self.schema = schema
         self.plan = Plan.from_schema(schema)
         self.retries = {s.name: retry_settings(s.policies) for s in schema.steps}
+        #: step -> its StepTimeoutPolicy seconds (steps without one are absent); assignments carry it
+        self.timeouts = {s.name: t for s in schema.steps if (t := timeout_seconds(s.policies)) is not None}
         #: step -> the distinct sources of its incoming edges, in edge order
         self.sources = {v: tuple(dict.fromkeys(e.source for e in inc)) for v, inc in self.plan.incoming.items()}
         self._structure: str | None = None

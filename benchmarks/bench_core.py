@@ -13,17 +13,25 @@ Targets (issue 2): ``wf.run`` ≤ 20 µs per step on the 1,000 fan-out; the
 10,000 fan-out within 1.5× the per-step cost of the 1,000 one; a 2,000-step
 chain builds without RecursionError.
 
-Run: ``.venv/bin/python benchmarks/bench_core.py``
+Build figures (issue 13): ``Workflow(...)`` + ``to_schema()`` per step on a
+1→1,000→1 fan-out, a 1→100,000→1 fan-out and a 2,000-step chain, in CPU
+time (``time.process_time``: on a shared machine wall time mostly measures
+the neighbours), beside the wiring (``a >> b``) that precedes it. Targets:
+≤ 10 µs per step, and the 100,000 fan-out within 1.5× the per-step cost of
+the 1,000 one.
+
+Run: ``.venv/bin/python benchmarks/bench_core.py`` (``--build`` for the build figures only)
 """
 
 from __future__ import annotations
 
 import gc
 import itertools
+import sys
 import time
 from collections.abc import Callable
 
-from fuseline_nb import FunctionStep, Workflow
+from fuseline_nb import FunctionStep, Step, Workflow
 from fuseline_nb.broker import MemoryBroker
 from fuseline_nb.broker.clients import LocalBrokerClient
 from fuseline_nb.worker import ProcessEngine
@@ -89,7 +97,49 @@ def via_broker(wf: Workflow) -> tuple[Callable[[], None], Callable[[], None]]:
     return compile_, run
 
 
+def build_figures() -> None:
+    """Per-step CPU cost of wiring and of ``Workflow(...)`` + ``to_schema()``."""
+
+    def wire_fan(width: int) -> Step:
+        head, tail = FunctionStep(noop, name="head"), FunctionStep(noop, name="tail")
+        for i in range(width):
+            head >> FunctionStep(noop, name=f"m{i}") >> tail
+        return tail
+
+    def wire_chain(n: int) -> Step:
+        steps = [FunctionStep(noop, name=f"s{i}") for i in range(n)]
+        for a, b in itertools.pairwise(steps):
+            a >> b
+        return steps[-1]
+
+    shapes = [("fan 1→1000→1", wire_fan, 1000, 5), ("fan 1→100000→1", wire_fan, 100_000, 2),
+              ("chain 2000", wire_chain, 2000, 5)]
+    print(f"{'build (CPU)':<16}{'steps':>8}{'wire µs':>10}{'Workflow+schema µs':>20}")
+    per: dict[str, float] = {}
+    for label, wire, n, repeat in shapes:
+        best_wire = best_build = float("inf")
+        for _ in range(repeat):
+            gc.collect()
+            t0 = time.process_time()
+            out = wire(n)
+            t1 = time.process_time()
+            Workflow(outputs=[out]).to_schema()
+            t2 = time.process_time()
+            best_wire, best_build = min(best_wire, t1 - t0), min(best_build, t2 - t1)
+            del out
+        steps = n + 2 if label.startswith("fan") else n
+        per[label] = best_build / steps * 1e6
+        print(f"{label:<16}{steps:>8}{best_wire / steps * 1e6:>10.2f}{per[label]:>20.2f}")
+    small, big = per["fan 1→1000→1"], per["fan 1→100000→1"]
+    print(f"build per step: {small:.2f} µs on the 1,000 fan-out (target ≤ 10 µs) -> "
+          f"{'OK' if small <= 10 else 'MISSED'}; 100,000 vs 1,000 fan-out {big / small:.2f}x (target ≤ 1.5x) -> "
+          f"{'OK' if big / small <= 1.5 else 'MISSED'}")
+
+
 def main() -> None:
+    if "--build" in sys.argv[1:]:
+        build_figures()
+        return
     shapes = {"chain 200": chain(200), "fan 1→1000→1": fan(1000), "fan 1→10000→1": fan(10_000)}
     print(f"{'shape':<16}{'steps':>7}{'floor µs':>10}{'wf.run µs':>11}{'broker µs':>11}{'compile µs':>12}")
     per_step: dict[str, tuple[float, float]] = {}
@@ -114,6 +164,8 @@ def main() -> None:
     long.run()
     print(f"2,000-step chain: built in {build * 1e3:.0f} ms, ran in {(time.perf_counter() - t0) * 1e3:.0f} ms, "
           f"no RecursionError; state {long.state.value}")
+    print()
+    build_figures()
     print("(best of several runs each; the machine is shared, so figures move by ~10-20%)")
 
 

@@ -24,8 +24,13 @@ The pool spins briefly for quick replies (see
 that turned off (``FUSELINE_NB_SPIN_US=0``), which shows the cost of the two
 process wake-ups per round trip.
 
+``--fresh`` builds each workflow afresh for every Session run, inside the
+timing, as a notebook does when its cell is run again (targets: fan-out
+<= 2x the floor, chain <= 1.5x, in the same run).
+
 Run: ``.venv/bin/python benchmarks/bench_workers.py`` (add ``--quick`` for a
-smaller, faster pass, ``--no-spin`` to turn spinning off).
+smaller, faster pass, ``--no-spin`` to turn spinning off, ``--fresh`` for
+end-to-end figures with building).
 """
 
 from __future__ import annotations
@@ -151,10 +156,12 @@ def sleeps_wf(n: int) -> fl.Workflow:
                        workflow_id=f"bench-sleeps-{n}")
 
 
-def session_runner(session: fl.Session, wf: fl.Workflow) -> Callable[[], float]:
+def session_runner(session: fl.Session, wf: fl.Workflow | Callable[[], fl.Workflow]) -> Callable[[], float]:
+    """One timed run; ``wf`` may be a builder, called inside the timing (``--fresh``)."""
+
     def once() -> float:
         t0 = time.perf_counter()
-        run = session.submit(wf)
+        run = session.submit(wf if isinstance(wf, fl.Workflow) else wf())
         run.wait()
         took = time.perf_counter() - t0
         assert run.info().state is fl.Status.SUCCEEDED, run.info().failures()
@@ -168,11 +175,16 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="smaller workloads, one repeat")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--no-spin", action="store_true", help="pool waits for replies without spinning")
+    ap.add_argument("--fresh", action="store_true",
+                    help="build each workflow afresh for every run, inside the timing (a notebook re-running "
+                         "its cell): end to end = build + submit + run + wait")
     args = ap.parse_args()
     if args.no_spin:
         os.environ["FUSELINE_NB_SPIN_US"] = "0"  # read by the sessions' servers and their workers
     chain_n, fan_n, sleep_n = (50, 200, 200) if args.quick else (200, 1000, 1000)
     repeat = 1 if args.quick else args.repeat
+    builders: dict[str, Callable[[], fl.Workflow]] = {
+        "chain": lambda: chain_wf(chain_n), "fan-out": lambda: fan_wf(fan_n), "sleeps": lambda: sleeps_wf(sleep_n)}
     shapes = {"chain": (chain_wf(chain_n), chain_n), "fan-out": (fan_wf(fan_n), fan_n + 2),
               "sleeps": (sleeps_wf(sleep_n), sleep_n)}
     t0 = time.perf_counter()
@@ -196,8 +208,9 @@ def main() -> None:
     best: dict[str, dict[str, float]] = {"floor": {}, "memory": {}, "duckdb": {}}
     try:
         for name, (wf, _) in shapes.items():
-            jobs = {"floor": floor_jobs[name], "memory": session_runner(mem, wf),
-                    "duckdb": session_runner(duck, wf)}
+            made: fl.Workflow | Callable[[], fl.Workflow] = builders[name] if args.fresh else wf
+            jobs = {"floor": floor_jobs[name], "memory": session_runner(mem, made),
+                    "duckdb": session_runner(duck, made)}
             for job in jobs.values():
                 job()  # warm-up: workers started, workflow shipped, code paths hot
             # short workloads are cheap: more turns make the best one a better estimate
@@ -213,6 +226,8 @@ def main() -> None:
         tmp.cleanup()
     floor_t, mem_t, duck_t = best["floor"], best["memory"], best["duckdb"]
 
+    if args.fresh:
+        print("each Session run builds its workflow afresh inside the timing (build + submit + run + wait)")
     print(f"{'workload':<10} {'steps':>6} {'floor':>12} {'memory':>12} {'duckdb':>12} "
           f"{'mem/floor':>10} {'duck/mem':>9}")
     for name, (_, n) in shapes.items():

@@ -24,7 +24,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .broker.base import Broker
 from .broker.core import MemoryBroker
@@ -35,6 +35,9 @@ from .workflow.runinfo import RunInfo
 from .workflow.stale import warn_stale
 from .workflow.status import Status
 from .workflow.value import Value
+
+if TYPE_CHECKING:
+    from .rungroup import RunGroup
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +209,7 @@ class Session:
         wf.settle_version(self.broker.list_workflows())
         if self.pool is not None:
             self.pool.check()
-            self.pool.add_workflow(wf)
+            self.pool.add_workflow(wf, refresh=False)  # refreshed above
         if cache is None and not rerun:
             run_id = self.broker.dispatch_workflow(wf.to_schema(), values)
         else:
@@ -214,6 +217,39 @@ class Session:
         run = self._runs[run_id] = Run(self, run_id, wf)
         run._final = self._early.pop(run_id, None)
         return run
+
+    def map(self, wf: Workflow, inputs: Iterable[Mapping[str, Any]]) -> RunGroup:
+        """Start one run of ``wf`` per mapping in ``inputs`` (a sweep); returns a :class:`RunGroup`.
+
+        The group displays as one row per run (state, progress, duration);
+        clicking a row opens that run's live view.
+
+        Raises
+        ------
+        PicklingError
+            A step or an input cannot be sent to a worker process.
+        """
+        from .rungroup import RunGroup
+
+        return RunGroup([self.submit(wf, one) for one in inputs])
+
+    def trends(self, workflow: str | None = None, step: str | None = None) -> Any:
+        """Step durations across runs and failure rates over time, as an Altair chart.
+
+        Drawn from the ``steps`` and ``runs`` SQL views (so the session needs
+        DuckDB history); ``workflow`` and ``step`` narrow it down. Needs the
+        ``charts`` extra (``pip install 'fuseline-nb[charts]'``).
+
+        Raises
+        ------
+        StorageError
+            The session keeps its history in memory (no SQL).
+        ValueError
+            No runs match.
+        """
+        from .views.timeline import trends_chart
+
+        return trends_chart(self.sql, workflow, step)
 
     def cancel(self, run_id: str, reason: str | None = None) -> bool:
         """Cancel a run: its unfinished steps become CANCELLED, a running step's process is replaced.
@@ -491,6 +527,16 @@ class Run:
     def _counts(info: RunInfo) -> str:
         counts = {s.value.lower(): n for s, n in info.counts().items() if n}
         return ", ".join(f"{n} {s}" for s, n in counts.items()) or "no steps"
+
+    def timeline(self) -> Any:
+        """The run as a Gantt chart (Altair): a lane per worker, a bar per attempt, coloured by state.
+
+        Export it with ``.save("timeline.png")`` or ``.save("timeline.svg")``.
+        Needs the ``charts`` extra (``pip install 'fuseline-nb[charts]'``).
+        """
+        from .views.timeline import run_timeline
+
+        return run_timeline(self.broker, self.id)
 
     def view(self) -> Any:
         """The live view (``fuseline_nb.views.widgets.RunView``) of this run."""

@@ -53,8 +53,13 @@ def test_expired_lease_is_requeued_and_late_report_refused(make_broker):
     # The first worker's late report is refused.
     with pytest.raises(StaleReportError, match=r"run .* has ended|no longer assigned"):
         client.report_step(slow, report_for(first, result=1))
-    kinds = [(e.kind, e.step, e.attempt) for e in broker.events(run_id) if e.step == "a"]
-    assert ("step_queued", "a", 1) in kinds  # the re-queue is an event too
+    events = [(e.kind, e.state, e.attempt, e.detail) for e in broker.events(run_id) if e.step == "a"]
+    assert [k[:3] for k in events] == [  # each attempt ends with one step_finished; each queueing is one step_queued
+        ("step_queued", Status.PENDING, 0), ("step_started", Status.RUNNING, 1),
+        ("step_finished", Status.FAILED, 1), ("step_queued", Status.PENDING, 1),
+        ("step_started", Status.RUNNING, 2), ("step_finished", Status.SUCCEEDED, 2)]
+    assert events[2][3] == {"error": "lease expired", "retry": 1, "lost": True}
+    assert events[3][3] == {"reason": "lease expired"}
 
 
 def test_late_report_refused_while_run_still_live(make_broker):

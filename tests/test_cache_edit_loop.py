@@ -303,7 +303,9 @@ def test_the_cache_survives_reopening_the_file(cells, tmp_path):
         assert session.cache.entries()[0].hits == 1
 
 
-def test_an_unpicklable_result_is_not_cached_and_the_run_succeeds(cells, tmp_path, caplog):
+def test_an_unpicklable_result_is_never_cached_and_its_step_is_named(cells, tmp_path):
+    # Values are pickled where they are born (DESIGN §4), so a result that cannot be pickled
+    # fails its step with a message naming it, before the cache could see it; nothing is cached.
     cells.run("""
         import threading
         def make_lock():
@@ -315,12 +317,11 @@ def test_an_unpicklable_result_is_not_cached_and_the_run_succeeds(cells, tmp_pat
     with fl.Session(tmp_path / "h.duckdb", workers=0, cache=True) as session:
         client = LocalBrokerClient(session.broker)
         for _ in range(2):
-            with caplog.at_level(logging.WARNING, logger="fuseline_nb.broker.cache"):
-                run = session.submit(cells["wf"])
-                ProcessEngine(client, [cells["wf"]]).work()
-                assert run.wait(timeout=10) == "lock"
-            assert ran(run) == {"make_lock", "use"}
-        assert "step 'make_lock': its result is not cached" in caplog.text
+            run = session.submit(cells["wf"])
+            ProcessEngine(client, [cells["wf"]]).work()
+            with pytest.raises(fl.StepFailedError, match=r"step 'make_lock' \(a lock\) cannot be pickled"):
+                run.wait(timeout=10, raise_on_failure=True)
+            assert cached(run) == set()
         assert len(session.cache) == 0
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from fuseline_nb import FunctionStep, RunNotFoundError, Session, Status, Workflow
+from fuseline_nb import Depends, FunctionStep, RunNotFoundError, Session, Status, Workflow
 from fuseline_nb.broker import StepReport
 from fuseline_nb.broker.clients import LocalBrokerClient
 from fuseline_nb.errors import StaleReportError, UnknownRunError
@@ -129,16 +129,12 @@ def _sleepy(marker: str) -> Workflow:
         time.sleep(30)
         return 1
 
-    def after(v: int) -> int:
+    first = FunctionStep(long_step, name="long_step")
+
+    def after(v: int = Depends(first)) -> int:
         return v
 
-    def other(marker: str) -> int:
-        return 2
-
-    first = FunctionStep(long_step, name="long_step")
-    then = FunctionStep(after, name="after")
-    first >> then
-    return Workflow(outputs=[then], workflow_id=f"cancel-sleepy-{Path(marker).stem}")
+    return Workflow(outputs=[FunctionStep(after, name="after")], workflow_id=f"cancel-sleepy-{Path(marker).stem}")
 
 
 @pytest.mark.slow

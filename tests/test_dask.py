@@ -26,7 +26,7 @@ from fuseline_nb.broker import MemoryBroker  # noqa: E402
 from fuseline_nb.broker.clients import LocalBrokerClient  # noqa: E402
 from fuseline_nb.worker.dask_engine import DaskEngine  # noqa: E402
 from tests import test_rules_property as prop  # noqa: E402
-from tests.test_rules_table import CASES, Case  # noqa: E402
+from tests.test_rules_table import CASES, Case, recovered_of  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -56,11 +56,11 @@ def wait_for(check: Any, timeout: float = 30.0, what: str = "condition") -> Any:
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
-def dask_run(wf: Workflow, dask: Any, broker: MemoryBroker | None = None, inputs: dict[str, Any] | None = None):
-    broker = broker or MemoryBroker()
+def dask_run(wf: Workflow, dask: Any, inputs: dict[str, Any] | None = None, **engine: Any):
+    broker = MemoryBroker()
     client = LocalBrokerClient(broker)
     run_id = client.dispatch_workflow(wf.to_schema(), inputs or {})
-    engine = DaskEngine(client, [wf], dask)
+    engine = DaskEngine(client, [wf], dask, **engine)
     try:
         engine.work()
     finally:
@@ -74,22 +74,36 @@ def test_rule_table_through_dask(case: Case, dask) -> None:
     info = dask_run(case.build(), dask, inputs=case.inputs)
     assert {n: s.state for n, s in info.steps.items()} == case.expected
     assert info.state is case.run_state
+    assert recovered_of(info) == case.recovered
 
 
 @pytest.mark.parametrize("seed", range(8))
 def test_random_dags_through_dask_match_in_process(seed: int, dask) -> None:
+    """One step in flight keeps the in-process completion order (which decides a skip against a cancel)."""
     spec = prop.random_spec(random.Random(seed))
     local_calls: list[str] = []
     wf_local = prop.build(spec, local_calls)
     wf_local.run()
-    info = dask_run(prop.build(spec, []), dask)
+    info = dask_run(prop.build(spec, []), dask, max_in_flight=1)
     # steps ran in Dask worker processes: what ran is what the history says ran, once each
     ran = [n for n, s in info.steps.items() if s.state in (Status.SUCCEEDED, Status.FAILED)]
     assert all(info.steps[n].attempts == 1 for n in ran)
     prop.check_rules(prop.build(spec, []), info, ran)
     assert {n: s.state for n, s in wf_local.last_run.steps.items()} == {n: s.state for n, s in info.steps.items()}
+    assert {n for n, s in wf_local.last_run.steps.items() if s.recovered} == {
+        n for n, s in info.steps.items() if s.recovered}
     assert wf_local.last_run.state is info.state
     assert sorted(local_calls) == sorted(ran)
+
+
+@pytest.mark.parametrize("seed", range(8, 12))
+def test_random_dags_in_parallel_on_dask_follow_the_rules(seed: int, dask) -> None:
+    """Many steps in flight: any completion order, every decision still by the rules, each step once."""
+    spec = prop.random_spec(random.Random(seed))
+    info = dask_run(prop.build(spec, []), dask)
+    ran = [n for n, s in info.steps.items() if s.state in (Status.SUCCEEDED, Status.FAILED)]
+    assert all(info.steps[n].attempts == 1 for n in ran)
+    prop.check_rules(prop.build(spec, []), info, ran)
 
 
 def test_results_and_inputs_travel(dask) -> None:
@@ -178,6 +192,21 @@ def test_cancel_stops_the_running_task(dask, tmp_path) -> None:
     assert not (tmp_path / "release").exists()  # it stopped because it was told to, not because it ended
 
 
+def test_run_cancel_in_a_dask_session_stops_the_task_and_the_session_goes_on(cluster, dask, tmp_path) -> None:
+    wf = Workflow(outputs=[_slow_step(tmp_path)], workflow_id="dask-cancel")
+    with Session(None, dask=cluster.scheduler_address) as session:
+        run = session.submit(wf)
+        pid = wait_for(lambda: _started(tmp_path), what="the step to start")[0]
+        assert run.cancel("not needed") is True
+        wait_for(lambda: (tmp_path / f"stopped-{pid}").exists(), what="the step to be stopped")
+        assert run.state is Status.CANCELLED
+        assert run.info().steps["slow"].state is Status.CANCELLED
+        wait_for(lambda: not any(dask.processing().values()), what="Dask to hold no task")
+        assert not (tmp_path / "release").exists()
+        # the session goes on
+        assert session.submit(Workflow(outputs=[FunctionStep(lambda: 5, name="five")])).wait(timeout=60) == 5
+
+
 def test_timeout_interrupts_the_step_and_retries_hold(dask, tmp_path) -> None:
     attempts: list[int] = []
 
@@ -254,5 +283,85 @@ def test_worker_bridge_feeds_the_service_steps_to_dask(cluster, tmp_path) -> Non
         assert "dashboard http://" in service.log("bridge.log")
         assert service.stop(bridge) == 0  # SIGTERM: it leaves the broker and exits 0
         assert client.list_workers() == []
+    finally:
+        service.close()
+
+
+# -- a real kernel: steps defined in notebook cells run on Dask ---------------------------------------
+NOTEBOOK_DEFINE = '''
+import json, os
+import fuseline_nb as fl
+
+class Scale(fl.Step):                 # defined in __main__: only cloudpickle can ship it
+    factor = 3
+    def run_step(self, x: int) -> dict:
+        return {{"value": x * self.factor, "pid": os.getpid()}}
+
+def label(scaled: dict = fl.Depends(Scale)) -> str:
+    return f"{{scaled['value']}} from pid {{scaled['pid']}}"
+
+wf = fl.Workflow(outputs=[Scale(), fl.FunctionStep(label)], workflow_id="nb-on-dask")
+session = fl.Session({path!r}, dask={address!r})
+'''
+
+NOTEBOOK_RUN = '''
+run = session.submit(wf, {"x": 14})
+scaled, text = run.wait(timeout=60)
+print(json.dumps({"value": scaled["value"], "pid": scaled["pid"], "kernel": os.getpid(), "text": text,
+                  "link": run.dashboard_link, "rows": session.sql("SELECT count(*) FROM steps").fetchall()[0][0]}))
+'''
+
+NOTEBOOK_EDIT = '''
+class Scale(fl.Step):                 # the cell edited and run again: the new code must run
+    def run_step(self, x: int) -> dict:
+        return {"value": x * 10, "pid": os.getpid()}
+
+print(json.dumps(session.submit(fl.Workflow(outputs=[Scale()], workflow_id="nb-on-dask-2"), {"x": 4})
+                 .wait(timeout=60)["value"]))
+session.close()
+'''
+
+
+def test_steps_defined_in_notebook_cells_run_on_dask(cluster, tmp_path) -> None:
+    import json
+
+    import nbformat
+    from nbclient import NotebookClient
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    define = NOTEBOOK_DEFINE.format(path=str(tmp_path / "runs.duckdb"), address=cluster.scheduler_address)
+    nb = new_notebook(cells=[new_code_cell(define), new_code_cell(NOTEBOOK_RUN), new_code_cell(NOTEBOOK_EDIT)])
+    NotebookClient(nb, kernel_name="python3", timeout=180,
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    nbformat.validate(nb)
+
+    def stdout(cell: Any) -> str:
+        return "".join(o.get("text", "") for o in cell["outputs"] if o.get("output_type") == "stream")
+
+    got = json.loads(stdout(nb.cells[1]).strip().splitlines()[-1])
+    dask_pids = set(distributed.Client(cluster).run(os.getpid).values())
+    assert got["value"] == 42 and got["text"] == f"42 from pid {got['pid']}"
+    assert got["pid"] != got["kernel"] and got["pid"] in dask_pids
+    assert got["link"].startswith("http://") and got["rows"] == 2
+    assert json.loads(stdout(nb.cells[2]).strip().splitlines()[-1]) == 40
+
+
+def test_cancel_through_the_service_stops_the_task_on_dask(cluster, tmp_path) -> None:
+    from tests import dask_workflows
+    from tests.test_http_service import Service, wait_run, wait_workers
+
+    service = Service(tmp_path)
+    try:
+        client = service.start_broker()
+        service._spawn("worker", "tests.dask_workflows:spinning", "--broker", service.url,
+                       "--dask", cluster.scheduler_address, "--poll-wait", "1", log="bridge.log")
+        wait_workers(client, 1)
+        run_id = client.dispatch_workflow(dask_workflows.spinning.to_schema(), {"marks": str(tmp_path)})
+        pid = wait_for(lambda: _started(tmp_path), what="the step to start")[0]
+        assert client.cancel_run(run_id) is True
+        # the bridge hears it at its next keep-alive and interrupts the step on its Dask worker
+        wait_for(lambda: (tmp_path / f"stopped-{pid}").exists(), 15, "the step to be stopped")
+        assert wait_run(client, run_id).state is Status.CANCELLED
+        assert not (tmp_path / "release").exists()
     finally:
         service.close()

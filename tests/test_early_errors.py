@@ -295,3 +295,19 @@ def test_wiring_and_building_leave_a_steps_fingerprint_alone():
     a >> b  # the caches wiring and building keep on a step are not part of its code or data
     Workflow(outputs=[b])
     assert (step_fingerprint(a), step_fingerprint(b)) == before
+
+
+def test_a_workflow_built_again_unchanged_is_not_shipped_again_but_a_changed_one_is(tmp_path):
+    def build(k: int) -> Workflow:
+        def add(x: int) -> int:
+            return x + k
+
+        return fl.workflow_from_functions([add], workflow_id="again")
+
+    with fl.Session(None, workers=1) as session:
+        assert session.submit(build(1), {"x": 1}).wait(timeout=60) == 2
+        blobs = len(session.pool.workflow_blobs())
+        assert session.submit(build(1), {"x": 2}).wait(timeout=60) == 3  # a cell run again
+        assert len(session.pool.workflow_blobs()) == blobs
+        assert session.submit(build(5), {"x": 2}).wait(timeout=60) == 7  # its closure changed
+        assert len(session.pool.workflow_blobs()) == blobs + 1

@@ -198,3 +198,20 @@ class TestData:
     def test_an_unpicklable_value_is_refused_with_its_type(self):
         with pytest.raises(TypeError, match=r"a _thread.lock cannot be fingerprinted: it cannot be pickled"):
             data_fingerprint(threading.Lock())
+
+
+def test_data_fingerprint_of_dates_times_and_structured_arrays() -> None:
+    """datetime64 / timedelta64 columns refuse the buffer protocol; they must still hash (and by value)."""
+    np = pytest.importorskip("numpy")
+    pd = pytest.importorskip("pandas")
+    days = pd.Timestamp("2025-01-01") + pd.to_timedelta(np.arange(5), unit="D")
+    frame = pd.DataFrame({"day": days, "gap": days - days[0], "amount": np.arange(5.0)})
+    assert data_fingerprint(frame) == data_fingerprint(frame.copy())
+    later = frame.assign(day=frame["day"] + pd.Timedelta(seconds=1))
+    assert data_fingerprint(later) != data_fingerprint(frame)
+    dates = np.array(["2025-01-01", "2025-01-02"], dtype="datetime64[D]")
+    assert data_fingerprint(dates) == data_fingerprint(dates.copy())
+    assert data_fingerprint(dates) != data_fingerprint(dates.astype("datetime64[s]"))  # the unit counts
+    pairs = np.array([(1, 2.0)], dtype=[("a", "i4"), ("b", "f8")])
+    assert data_fingerprint(pairs) == data_fingerprint(pairs.copy())
+    assert data_fingerprint(np.float64(3.0)) == data_fingerprint(np.float64(3.0))

@@ -343,3 +343,13 @@ def test_cancel_route(api: Api):
     r = api("POST", f"/runs/{run_id}/cancel", json={"reason": 5})
     assert r.status_code == 422
     assert api("POST", f"/runs/{run_id}/cancel", auth=False).status_code == 401
+
+
+def test_an_impossible_and_join_is_refused_at_dispatch(api: Api):
+    schema = {"workflow_id": "bad-join", "version": "1",
+              "steps": [{"name": n} for n in ("g", "x", "y", "j")],
+              "edges": [{"source": "g", "target": "x", "action": "a"}, {"source": "g", "target": "y", "action": "b"},
+                        {"source": "x", "target": "j"}, {"source": "y", "target": "j"}]}
+    r = api("POST", "/workflow/dispatch", json={"workflow": schema})
+    assert r.status_code == 422, r.text
+    assert "step 'j' can never run" in r.json()["detail"] and "(x | y) >> j" in r.json()["detail"]

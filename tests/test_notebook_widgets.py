@@ -70,9 +70,10 @@ def executed() -> nbformat.NotebookNode:
     return nb
 
 
-def widget_values(nb: nbformat.NotebookNode) -> list[str]:
+def run_views(nb: nbformat.NotebookNode) -> list[dict]:
+    """The saved state of every run view (the anywidget models that carry a layout)."""
     state = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
-    return [m["state"]["value"] for m in state.values() if isinstance(m["state"].get("value"), str)]
+    return [m["state"] for m in state.values() if "codes" in m["state"] and "svg" in m["state"]]
 
 
 @pytest.mark.slow
@@ -81,16 +82,16 @@ def test_saved_widget_state_shows_all_four_outcomes(executed):
     assert stdout.strip() == (
         "FAILED ['CANCELLED', 'FAILED', 'SKIPPED', 'SUCCEEDED']"
     )
-    values = widget_values(executed)
-    counts = [v for v in values if "succeeded 2" in v]
-    assert counts, "no counts widget with the final state was saved"
-    for chip in ("succeeded 2", "skipped 1", "failed 1", "cancelled 1"):
-        assert chip in counts[-1], chip
-    graphs = [v for v in values if "<svg" in v]
-    assert graphs, "no graph widget was saved"
-    for state in ("SUCCEEDED", "SKIPPED", "FAILED", "CANCELLED"):
-        assert f'fill="{FILL[state]}"' in graphs[0], state
-    assert any("ValueError: boom: bad input" in v and "Traceback" in v for v in values)
+    views = run_views(executed)
+    assert views, "no run view was saved"
+    final = views[0]
+    assert final["counts"] == {"S": 2, "K": 1, "F": 1, "C": 1}
+    assert dict(zip(final["node_steps"], final["codes"], strict=True)) == {
+        "start": "S", "good": "S", "never": "K", "boom": "F", "after_boom": "C"}
+    assert "<svg" in final["svg"] and final["run_state"] == "FAILED" and final["done"] == 5
+    assert final["palette"]["F"] == FILL["FAILED"]  # the browser colours from the saved state alone
+    assert "ValueError: boom: bad input" in final["detail"] and "Traceback" in final["detail"]
+    assert "export default" in final["_esm"]  # the front end is saved with the notebook
 
 
 @pytest.mark.slow
@@ -111,7 +112,7 @@ def test_a_run_displays_as_its_run_view(executed):
     data = out["data"]
     model = data["application/vnd.jupyter.widget-view+json"]["model_id"]
     state = executed.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
-    assert state[model]["model_name"] == "VBoxModel"
+    assert state[model]["model_name"] == "AnyModel" and state[model]["state"]["run_state"] == "FAILED"
     assert "failed 1" in data["text/html"] and "cancelled 1" in data["text/html"]
     assert "failed, 5/5 steps done" in data["text/plain"]
     json.dumps(executed)  # the saved notebook is plain JSON

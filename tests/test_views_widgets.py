@@ -1,4 +1,4 @@
-"""RunView and ReplayView, checked on what they send through a recording comm.
+"""RunView, ReplayView and GroupView, checked on what they send through a recording comm.
 
 The comm is the only stand-in: the broker, the engine and the view's thread
 are real. What a frontend would receive is what the comm recorded.
@@ -6,6 +6,7 @@ are real. What a frontend would receive is what the comm recorded.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -99,10 +100,23 @@ def run_in_thread(broker: MemoryBroker, wf: Workflow) -> threading.Thread:
     return t
 
 
-def sent_html(view: Any) -> str:
-    """Everything the view's HTML widgets last sent."""
-    p = view.panel
-    return "".join(w.comm.last("value") for w in (p.header, p.counts, p.graph, p.table, view.detail))
+def sent_state(view: Any) -> dict[str, Any]:
+    """The widget state a frontend holds now: what it was opened with, then every update."""
+    c = view.comm
+    state = dict(c.opened_with["state"])
+    for _, update in c.updates():
+        state.update(update)
+    return state
+
+
+def update_sizes(view: Any) -> list[int]:
+    """Bytes of each update message after the widget was opened (the layout goes with the open)."""
+    return [len(json.dumps(d, separators=(",", ":"))) for _, d in view.comm.sent
+            if d and d.get("method") == "update"]
+
+
+def busiest_second(times: list[float]) -> int:
+    return max((sum(1 for u in times if t <= u < t + 1.0) for t in times), default=0)
 
 
 class TestLiveView:
@@ -112,18 +126,19 @@ class TestLiveView:
         view = fl.RunView(broker, run_id)
         run_in_thread(broker, wf).join(10)
         assert view.join(timeout=10)
-        html = sent_html(view)
-        for state in ("succeeded", "skipped", "failed", "cancelled"):
-            assert f">{state} " in view.panel.counts.comm.last("value"), state
-            assert f">{state}</span>" in view.panel.table.comm.last("value"), state
-        graph = view.panel.graph.comm.last("value")
-        assert graph.count(f'fill="{FILL["SUCCEEDED"]}"') == 2  # start, good
-        for state in ("SKIPPED", "FAILED", "CANCELLED"):
-            assert graph.count(f'fill="{FILL[state]}"') == 1, state
-        assert "<?xml" not in graph
-        assert "1 failed" not in html  # counts read "failed 1"
-        progress = view.panel.progress.comm
-        assert progress.last("value") == 5 and progress.last("bar_style") == "danger"
+        state = sent_state(view)
+        steps = state["node_steps"]
+        codes = dict(zip(steps, state["codes"], strict=True))
+        assert codes == {"start": "S", "good": "S", "never": "K", "boom": "F", "after_boom": "C"}
+        assert state["counts"] == {"S": 2, "K": 1, "F": 1, "C": 1}
+        assert state["done"] == 5 and state["total"] == 5 and state["run_state"] == "FAILED"
+        assert {r[0]: r[1] for r in state["rows"]} == codes
+        assert all(r[3] == "w1" for r in state["rows"] if r[1] in "SF")  # the worker's name
+        # the layout went once, with the open: no update carries SVG
+        assert "<svg" in view.comm.opened_with["state"]["svg"]
+        assert not view.comm.updates("svg") and not view.comm.updates("node_ids")
+        for node_id in state["node_ids"]:
+            assert f'id="{node_id}"' in state["svg"]  # the browser finds each node by id
         view.close()
 
     def test_a_failed_step_is_selected_and_shows_error_and_traceback(self, comms):
@@ -132,26 +147,72 @@ class TestLiveView:
         view = fl.RunView(broker, run_id)
         run_in_thread(broker, wf).join(10)
         view.join(timeout=10)
-        assert view.select.options[view.select.comm.last("index")] == "boom"
-        detail = view.detail.comm.last("value")
-        assert "ValueError: boom: bad input" in detail
-        assert "Traceback (most recent call last)" in detail and "in boom" in detail
+        state = sent_state(view)
+        assert state["selected"] == "boom"
+        assert "ValueError: boom: bad input" in state["detail"]
+        assert "Traceback (most recent call last)" in state["detail"] and "in boom" in state["detail"]
         view.close()
 
-    def test_choosing_a_step_in_the_frontend_shows_its_inputs_and_result(self, comms):
+    def test_clicking_a_node_shows_its_inputs_result_worker_and_times(self, comms):
         wf, broker = four_outcomes(), MemoryBroker()
         run_id = broker.dispatch_workflow(wf.to_schema(), {"size": [1, 2, 3]})
         run_in_thread(broker, wf).join(10)
         view = fl.RunView(broker, run_id)  # the run has ended: no thread needed
-        view.select.comm.receive({"index": view.select.options.index("good")})
-        detail = view.detail.comm.last("value")
+        view.comm.receive({"selected": "good"})  # what the browser sends on a click
+        detail = sent_state(view)["detail"]
         assert "<b>result</b> <code>42</code>" in detail
         assert "input size</code> = <code>[1, 2, 3]</code>" in detail
         assert "from start</code> = <code>&#x27;ok&#x27;</code>" in detail
+        assert "on <code>w1</code>" in detail and "started " in detail and "finished " in detail
         assert "Traceback" not in detail
         view.close()
 
-    def test_2000_step_run_sends_at_most_about_12_updates_per_second(self, comms, tmp_path, monkeypatch):
+    def test_a_dataframe_result_shows_shape_dtypes_and_first_rows(self, comms):
+        pd = pytest.importorskip("pandas")
+
+        def table() -> Any:
+            return pd.DataFrame({"a": range(1000), "b": [x / 2 for x in range(1000)]})
+
+        wf = Workflow(outputs=[FunctionStep(table)], workflow_id="df")
+        broker = MemoryBroker()
+        run_id = broker.dispatch_workflow(wf.to_schema())
+        run_in_thread(broker, wf).join(10)
+        view = fl.RunView(broker, run_id)
+        view.comm.receive({"selected": "table"})
+        detail = sent_state(view)["detail"]
+        assert "DataFrame 1,000 × 2 (first 5 rows)" in detail
+        assert "<code>a</code> int64" in detail and "<code>b</code> float64" in detail
+        assert detail.count("<tr") == 6  # header and five rows
+        view.close()
+
+    def test_a_running_step_shows_when_it_started_for_the_browser_to_tick(self, comms):
+        started, release = threading.Event(), threading.Event()
+
+        def slow() -> int:
+            started.set()
+            release.wait(10)
+            return 1
+
+        wf = Workflow(outputs=[FunctionStep(slow)], workflow_id="slow")
+        broker = MemoryBroker()
+        run_id = broker.dispatch_workflow(wf.to_schema())
+        view = fl.RunView(broker, run_id)
+        worker = run_in_thread(broker, wf)
+        assert started.wait(10)
+        view.comm.receive({"selected": "slow"})
+        since = broker.get_run(run_id).steps["slow"].started_at
+        deadline = time.monotonic() + 5
+        while sent_state(view)["rows"][0][5] is None and time.monotonic() < deadline:
+            view._wake.wait(0.05)
+        state = sent_state(view)
+        assert state["rows"][0][1] == "R" and state["rows"][0][5] == since
+        assert f'data-since="{since!r}"' in state["detail"] and abs(state["clock"] - time.time()) < 5
+        release.set()
+        worker.join(10)
+        assert view.join(timeout=10)
+        view.close()
+
+    def test_2000_step_run_sends_few_small_updates(self, comms, tmp_path, monkeypatch):
         def tick() -> int:
             time.sleep(0.001)
             return 1
@@ -175,18 +236,69 @@ class TestLiveView:
         assert view.join(timeout=10)
         elapsed = time.monotonic() - start
         assert elapsed > 1.5  # long enough to measure a rate
-        widgets = [view.panel.graph, view.panel.table, view.panel.counts, view.panel.progress, view.panel.header]
-        for w in widgets:
-            times = [t for t, _ in w.comm.updates()]
-            busiest = max(sum(1 for u in times if t <= u < t + 1.0) for t in times)
-            assert busiest <= 12, (type(w).__name__, busiest)
-        graph_updates = len(view.panel.graph.comm.updates("value"))
-        assert graph_updates >= 3  # it did follow the run
-        assert view.updates <= 12 * elapsed + 2
-        final = view.panel.graph.comm.last("value")
-        assert "<svg" in final and final.count(f'fill="{FILL["SUCCEEDED"]}"') == 151  # 150 steps + the fold; no dot
-        assert "… 1,850 more steps" in final
-        assert view.panel.progress.comm.last("value") == 2000
+        times = [t for t, _ in view.comm.updates()]
+        assert len(times) >= 3  # it did follow the run
+        assert busiest_second(times) <= 12
+        sizes = update_sizes(view)
+        assert max(sizes) <= 4096, max(sizes)
+        state = sent_state(view)
+        assert len(state["codes"]) == 151 and set(state["codes"]) == {"S"}  # 150 steps + the fold
+        assert "… 1,850 more steps" in state["svg"]
+        assert state["done"] == 2000 and state["counts"] == {"S": 2000}
+        view.close()
+
+    def test_8_step_run_updates_are_under_1_kb(self, comms):
+        from fuseline_nb.examples import tour
+
+        broker = MemoryBroker()
+        run_id = broker.dispatch_workflow(tour.to_schema(), {"n": 5, "delay": 0.01})
+        view = fl.RunView(broker, run_id, interval=0.02)
+        run_in_thread(broker, tour).join(30)
+        assert view.join(timeout=10)
+        sizes = update_sizes(view)
+        assert len(sizes) >= 2 and max(sizes) <= 1024, sizes
+        view.close()
+
+    def test_the_cancel_button_ends_the_run_cancelled(self, comms):
+        started, release = threading.Event(), threading.Event()
+
+        def slow() -> int:
+            started.set()
+            release.wait(10)
+            return 1
+
+        first = FunctionStep(slow)
+        later = FunctionStep(lambda: 2, name="later")
+        _ = first >> later
+        wf = Workflow(outputs=[later], workflow_id="long")
+        broker = MemoryBroker()
+        run_id = broker.dispatch_workflow(wf.to_schema())
+        view = fl.RunView(broker, run_id)
+        assert sent_state(view)["can_cancel"] is True
+        worker = run_in_thread(broker, wf)
+        assert started.wait(10)
+        # what the browser sends when Cancel is pressed
+        view.comm._handler({"content": {"data": {"method": "custom", "content": {"kind": "cancel"}}},
+                            "buffers": []})
+        assert view.join(timeout=10)
+        release.set()
+        worker.join(10)
+        state = sent_state(view)
+        assert state["run_state"] == "CANCELLED" and state["cancelling"] is False
+        assert dict(zip(state["node_steps"], state["codes"], strict=True))["later"] == "C"
+        assert state["notice"] == ""
+        view.close()
+
+    def test_the_timeline_tab_draws_a_bar_per_attempt(self, comms):
+        pytest.importorskip("vl_convert")
+        wf, broker = four_outcomes(), MemoryBroker()
+        run_id = broker.dispatch_workflow(wf.to_schema())
+        run_in_thread(broker, wf).join(10)
+        view = fl.RunView(broker, run_id)
+        assert sent_state(view)["timeline"] == ""  # drawn only when asked for
+        view.comm.receive({"tab": "timeline"})
+        svg = sent_state(view)["timeline"]
+        assert svg.startswith("<svg") and "seconds since the run started" in svg and "w1" in svg
         view.close()
 
     def test_unknown_run_is_refused_and_nothing_stays_subscribed(self, comms):
@@ -215,7 +327,9 @@ class TestLiveView:
         view = fl.RunView(broker, run_id)
         bundle = view._repr_mimebundle_()
         assert set(bundle) == {"application/vnd.jupyter.widget-view+json", "text/plain", "text/html"}
-        assert "<svg" in bundle["text/html"] and "ValueError: boom: bad input" in bundle["text/html"]
+        html = bundle["text/html"]
+        assert "<svg" in html and "ValueError: boom: bad input" in html
+        assert html.count(f'fill="{FILL["SUCCEEDED"]}"') == 2
         text = bundle["text/plain"]
         assert f"run {run_id} of four: failed, 5/5 steps done" in text
         assert "succeeded 2, failed 1, cancelled 1, skipped 1" in text
@@ -237,9 +351,9 @@ class TestLiveView:
         run_id = broker.dispatch_workflow(wf.to_schema())
         run_in_thread(broker, wf).join(10)
         view = fl.RunView(broker, run_id)
-        graph = view.panel.graph.comm.last("value")
-        assert "apt-get install graphviz" in graph and "digraph four {" in graph
-        assert "failed 1" in view.panel.counts.comm.last("value")
+        state = sent_state(view)
+        assert "apt-get install graphviz" in state["svg"] and "digraph four {" in state["svg"]
+        assert state["counts"]["F"] == 1
         view.close()
 
 
@@ -250,16 +364,17 @@ class TestReplay:
         run_in_thread(broker, wf).join(10)
         replay = fl.ReplayView(broker, run_id)
         n = len(broker.events(run_id))
-        assert replay.slider.max == n and replay.slider.value == n
+        state = sent_state(replay)
+        assert state["positions"] == n and state["position"] == n
         assert replay.state.counts()["FAILED"] == 1
-        replay.slider.comm.receive({"value": 0})
+        replay.comm.receive({"position": 0})
         assert replay.state.counts()["PENDING"] == 5
-        assert f'fill="{FILL["FAILED"]}"' not in replay.panel.graph.comm.last("value")
-        assert "before the run" in replay.moment.comm.last("value")
-        replay.slider.comm.receive({"value": n})
-        assert f'fill="{FILL["FAILED"]}"' in replay.panel.graph.comm.last("value")
-        assert f"event {n}/{n}" in replay.moment.comm.last("value")
-        assert "run finished" in replay.moment.comm.last("value")
+        state = sent_state(replay)
+        assert set(state["codes"]) == {"P"} and "before the run" in state["moment"]
+        replay.comm.receive({"position": n})
+        state = sent_state(replay)
+        assert "F" in state["codes"] and f"event {n}/{n}" in state["moment"]
+        assert "run finished" in state["moment"]
         replay.close()
 
     def test_every_position_matches_the_events_so_far(self, comms):
@@ -269,7 +384,7 @@ class TestReplay:
         events = broker.events(run_id)
         replay = fl.ReplayView(broker, run_id)
         for k in (3, 7, 2, len(events)):  # forward, forward, back, end
-            replay.slider.value = k
+            replay.position = k
             started = {e.step for e in events[:k] if e.kind == "step_started"}
             finished = {e.step for e in events[:k] if e.kind == "step_finished"}
             running = {n for n, s in replay.state.steps.items() if s.state == "RUNNING"}
@@ -289,8 +404,9 @@ class TestReplay:
         try:
             replay = fl.ReplayView(reopened, run_id)
             assert len(replay.events) == n and replay.state.run_state == "FAILED"
-            assert "failed 1" in replay.panel.counts.comm.last("value")
-            replay.slider.comm.receive({"value": 1})
+            assert sent_state(replay)["counts"]["F"] == 1
+            assert {r[3] for r in sent_state(replay)["rows"] if r[1] in "SF"} == {"w1"}  # names, not ids
+            replay.comm.receive({"position": 1})
             assert replay.state.counts()["PENDING"] == 5
             view = fl.RunView(reopened, run_id)
             assert view.state.counts()["CANCELLED"] == 1 and view._thread is None

@@ -71,6 +71,8 @@ class CacheEntry:
     hits: int
     created_at: float
     last_hit_at: float | None = None
+    #: a hash of the result's stored bytes: a changed or damaged copy is a miss, never a wrong hit
+    result_checksum: str | None = None
 
 
 class CacheStore(Protocol):
@@ -220,7 +222,21 @@ def new_entry(cache: RunCache, run_id: str, step: str, action: str | None, resul
     if fp is None or key is None or not cache.cacheable.get(step, False):
         return None
     size = result.size if isinstance(result, Value) else None
-    return CacheEntry(key, cache.workflow_id, step, cache.fingerprints[step], run_id, action, fp, size, 0, now)
+    return CacheEntry(key, cache.workflow_id, step, cache.fingerprints[step], run_id, action, fp, size, 0, now,
+                      None, checksum(result.data) if isinstance(result, Value) else None)
+
+
+def checksum(data: bytes) -> str:
+    """The hash a cache entry keeps of its result's bytes.
+
+    Examples
+    --------
+    >>> checksum(b"abc") == checksum(b"abc") != checksum(b"abd")
+    True
+    """
+    h = new_hasher()
+    h.update(data)
+    return str(h.hexdigest())
 
 
 class CacheView:
@@ -300,4 +316,4 @@ def serve(broker: Any, run: Any, ready: list[str], now: float) -> list[str]:
     return misses
 
 
-__all__ = ["CacheEntry", "CacheStore", "CacheView", "MemoryCacheStore", "RunCache", "new_entry", "serve"]
+__all__ = ["CacheEntry", "CacheStore", "CacheView", "MemoryCacheStore", "RunCache", "checksum", "new_entry", "serve"]

@@ -239,6 +239,14 @@ class StorageBroker(Broker):
         with self._lock:
             return [c.schema for c in self._compiled.values()]
 
+    def get_workflow(self, workflow_id: str, version: str) -> WorkflowSchema | None:
+        """The schema of a registered workflow, or of one kept in the history; ``None`` if unknown."""
+        with self._lock:
+            compiled = self._compiled.get((workflow_id, version))
+            if compiled is not None:
+                return compiled.schema
+            return self.storage.get_workflow(workflow_id, version)
+
     def subscribe(self, callback: Callable[[Event], None]) -> Callable[[], None]:
         """Receive every lifecycle event (called under the broker's lock: be quick)."""
         return self._hub.subscribe(callback)
@@ -475,6 +483,9 @@ class StorageBroker(Broker):
         label, info.worker = info.worker or wid, None
         log.warning("step %r of run %s attempt %d: %s; queued again", step, run.run_id, attempt, reason)
         now = self._clock()
+        # the lost attempt ends (one step_finished per attempt), then the step is queued again
+        self._emit(run, now, "step_finished", step, Status.FAILED, label, attempt,
+                   {"error": reason, "retry": attempt, "lost": True})
         self._emit(run, now, "step_queued", step, Status.PENDING, label, attempt, {"reason": reason})
         info.queued_at = now
         self.storage.enqueue(run.run_id, step)

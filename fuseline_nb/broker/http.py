@@ -59,6 +59,7 @@ from .wire import (
     Dispatched,
     DispatchRequest,
     ErrorModel,
+    EventModel,
     KeptAlive,
     Registered,
     RegisterRequest,
@@ -72,6 +73,9 @@ from .wire import (
 )
 
 log = logging.getLogger(__name__)
+
+#: Most events one ``GET /runs/{id}/events`` answer carries.
+MAX_EVENTS: Final = 10_000
 
 #: Default bound on a request body.
 MAX_BODY: Final = 16 * 1024 * 1024
@@ -226,6 +230,26 @@ def create_app(broker: Broker, *, token: str | None = None, max_body: int = MAX_
         """
         info = await service.poll(lambda: service.finished(run_id), wait, recheck=1.0) if wait else None
         return _json(run_to_wire(info or broker.get_run(run_id), steps))
+
+    @app.get("/runs/{run_id}/events", response_model=list[EventModel], tags=["runs"],
+             responses={404: {"model": ErrorModel, "description": "unknown run"}})
+    async def run_events(run_id: str, after: Annotated[int, Query(ge=0)] = 0,
+                         wait: Annotated[float, Query(ge=0, le=MAX_WAIT, allow_inf_nan=False)] = 0.0,
+                         limit: Annotated[int, Query(ge=1, le=MAX_EVENTS)] = MAX_EVENTS) -> Response:
+        """The run's events with ``seq`` > ``after``, oldest first, at most ``limit``.
+
+        ``wait`` > 0 long-polls: the answer comes as soon as there is a newer
+        event, or after ``wait`` seconds (an empty list). A live view follows a
+        run with ``after`` = the last ``seq`` it saw.
+        """
+        broker.get_run(run_id)  # 404 for an unknown run
+
+        def newer() -> list[Any] | None:
+            found = [e for e in broker.events(run_id) if e.seq > after]
+            return found or None
+
+        found = (await service.poll(newer, wait, recheck=1.0) if wait else newer()) or []
+        return _json([e.to_dict() for e in found[:limit]])
 
     @app.post("/runs/{run_id}/cancel", response_model=Cancelled, tags=["runs"],
               responses={404: {"model": ErrorModel, "description": "unknown run"}})

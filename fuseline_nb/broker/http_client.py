@@ -51,6 +51,7 @@ from ..errors import (
     UnknownWorkerError,
     UnknownWorkflowError,
 )
+from ..workflow.events import Event
 from ..workflow.runinfo import RunInfo
 from ..workflow.schema import WorkflowSchema
 from ..workflow.status import Status
@@ -71,6 +72,7 @@ from .wire import (
     AssignmentModel,
     Cancelled,
     Dispatched,
+    EventModel,
     KeptAlive,
     Registered,
     ReportAnswer,
@@ -80,6 +82,9 @@ from .wire import (
 )
 
 log = logging.getLogger(__name__)
+
+#: Events the service sends in one answer at most (its MAX_EVENTS): a full page means ask again.
+MAX_EVENTS_PAGE: Final = 10_000
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -346,6 +351,25 @@ class HttpBrokerClient(BrokerClient):
             info = self.get_run(run_id, wait=max(left, 0.0) or 0.0)
             if info.done or (deadline is not None and time.monotonic() >= deadline):
                 return info
+
+    def events(self, run_id: str, *, after: int = 0, wait: float = 0.0) -> list[Event]:
+        """The run's events with ``seq`` > ``after``, oldest first (all of them by default).
+
+        ``wait`` > 0 long-polls: the service answers as soon as there is a
+        newer event, or after ``wait`` seconds (at most 60) with none.
+        """
+        out: list[Event] = []
+        while True:
+            params: dict[str, Any] = {"after": after}
+            if wait and not out:
+                params["wait"] = min(float(wait), 60.0)
+            resp = self._send("GET", f"/runs/{quote(str(run_id), safe='')}/events", params=params,
+                              extra_timeout=float(params.get("wait", 0.0)))
+            page = [Event.from_dict(m.model_dump()) for m in self._parse_list(EventModel, resp)]
+            out.extend(page)
+            if len(page) < MAX_EVENTS_PAGE:
+                return out
+            after = page[-1].seq
 
     def list_runs(self) -> list[RunInfo]:
         resp = self._send("GET", "/runs")

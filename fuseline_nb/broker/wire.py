@@ -25,6 +25,9 @@ from typing import Annotated, Any, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
 from pydantic.functional_validators import BeforeValidator
 
+from ..errors import ImpossibleJoinError
+from ..workflow.joins import check_joins
+from ..workflow.plan import Plan
 from ..workflow.schema import WorkflowSchema
 from ..workflow.status import Status
 
@@ -262,6 +265,20 @@ class RunModel(_Msg):
     steps: dict[str, StepInfoModel] = Field(default_factory=dict)
 
 
+class EventModel(_Msg):
+    """One lifecycle event of a run (``GET /runs/{id}/events``)."""
+
+    kind: Literal["run_dispatched", "step_queued", "step_started", "step_finished", "run_finished"]
+    run_id: str
+    seq: int
+    at: float
+    step: str | None = None
+    state: Status | None = None
+    worker: str | None = None
+    attempt: int = 0
+    detail: dict[str, Any] | None = None
+
+
 class LastTaskModel(_Msg):
     """The last step a worker reported."""
 
@@ -361,6 +378,10 @@ def check_schema(schema: WorkflowSchema) -> None:
     looped = sorted(n for n, d in indeg.items() if d > 0)
     if looped:
         raise ValueError(f"edges: the workflow has a cycle through steps {looped}")
+    try:
+        check_joins(Plan.from_schema(schema))
+    except ImpossibleJoinError as exc:
+        raise ValueError(f"edges: {exc}") from None
 
 
 __all__ = [
@@ -372,6 +393,7 @@ __all__ = [
     "Dispatched",
     "EdgeModel",
     "ErrorModel",
+    "EventModel",
     "JsonValue",
     "KeptAlive",
     "LastTaskModel",

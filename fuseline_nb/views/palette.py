@@ -12,6 +12,8 @@ Examples
 'QUEUED'
 >>> FILL["FAILED"]
 '#ffa8a8'
+>>> VIEW_STATES
+('PENDING', 'QUEUED', 'RUNNING', 'SUCCEEDED', 'FAILED', 'CANCELLED', 'SKIPPED')
 """
 
 from __future__ import annotations
@@ -19,7 +21,17 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
-VIEW_STATES: Final = ("PENDING", "QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED", "SKIPPED")
+from ..workflow.status import Status
+
+#: The model's states (:class:`~fuseline_nb.Status`), with QUEUED between PENDING and RUNNING.
+VIEW_STATES: Final = (Status.PENDING.value, "QUEUED",
+                      *(s.value for s in Status if s is not Status.PENDING))
+
+#: One letter per view state: what the live view sends for each node.
+CODE: Final[Mapping[str, str]] = {
+    "PENDING": "P", "QUEUED": "Q", "RUNNING": "R", "SUCCEEDED": "S", "FAILED": "F", "CANCELLED": "C",
+    "SKIPPED": "K",
+}
 
 #: Node fill per view state.
 FILL: Final[Mapping[str, str]] = {

@@ -22,7 +22,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
-from ..workflow.value import preview
+from ..workflow.value import RICH_ROWS, Value, preview
+from ..workflow.value import rich_preview as value_rich_preview
 from .palette import FILL, VIEW_STATES
 from .runstate import RunState, StepView
 
@@ -72,6 +73,21 @@ def counts_html(counts: Mapping[str, int]) -> str:
         if counts.get(s)
     ]
     return f'<div style="line-height:1.9">{"".join(chips)}</div>'
+
+
+def legend_html() -> str:
+    """The state legend: one chip per state, drawn below the graph (not inside its flow).
+
+    Examples
+    --------
+    >>> "succeeded" in legend_html() and "queued" in legend_html()
+    True
+    """
+    chips = "".join(
+        f'<span style="background:{FILL[s]};color:#000;padding:0 6px;margin-right:4px;'
+        f'border:1px solid #adb5bd;border-radius:3px">{s.lower()}</span>' for s in VIEW_STATES
+    )
+    return f'<div style="font-size:85%;margin:2px 0 6px">{chips}</div>'
 
 
 def counts_text(counts: Mapping[str, int]) -> str:
@@ -179,8 +195,14 @@ def detail_html(name: str, info: Any, inputs: Mapping[str, Any] | None,
     ins = [(f"input {k}", v) for k, v in (inputs or {}).items()] + [(f"from {k}", v) for k, v in upstream]
     for label, value in ins:
         parts.append(f"<div><code>{html.escape(label)}</code> = <code>{html.escape(preview(value))}</code></div>")
+    if info.started_at is not None and _state(info) == "RUNNING":
+        parts.append(f'<div>running for <span data-since="{info.started_at!r}"></span></div>')
+    times = [(k, getattr(info, f"{k}_at", None)) for k in ("queued", "started", "finished")]
+    if any(t for _, t in times):
+        parts.append('<div style="color:#495057">' + ", ".join(
+            f"{k} {_clock_text(t)}" for k, t in times if t) + "</div>")
     if _state(info) == "SUCCEEDED":
-        parts.append(f"<div><b>result</b> <code>{html.escape(preview(info.value))}</code></div>")
+        parts.append(f"<div><b>result</b> {rich_preview(info.value)}</div>")
     if info.error:
         parts.append(f'<div style="color:#c92a2a"><b>error</b> {html.escape(info.error)}</div>')
     if info.traceback:
@@ -189,6 +211,46 @@ def detail_html(name: str, info: Any, inputs: Mapping[str, Any] | None,
             f'font-size:85%">{html.escape(info.traceback)}</pre>'
         )
     return "".join(parts)
+
+
+def _clock_text(at: float) -> str:
+    import datetime
+
+    return datetime.datetime.fromtimestamp(at).strftime("%H:%M:%S.%f")[:-3]
+
+
+def rich_preview(value: Any) -> str:
+    """HTML for a result: tables and arrays show shape, dtypes and first rows; anything else its preview.
+
+    ``value`` is a :class:`~fuseline_nb.workflow.value.Value` (its previews
+    were made where it was born: nothing is unpickled here) or a plain object.
+
+    Examples
+    --------
+    >>> from fuseline_nb.workflow.value import Value
+    >>> rich_preview(Value.of([1, 2]))
+    '<code>[1, 2]</code>'
+    >>> import numpy as np
+    >>> print(rich_preview(Value.of(np.zeros((3, 4))))[:65])
+    <div>ndarray 3 × 4 (first 3 rows)</div><div>dtypes: float64</div>
+    """
+    if isinstance(value, Value):
+        rich, type_name = value.rich, value.type_name
+    else:
+        rich, type_name = value_rich_preview(value), type(value).__name__
+    if not rich:
+        return f"<code>{html.escape(preview(value))}</code>"
+    shape = [int(n) for n in rich.get("shape", [])]
+    dims = " × ".join(f"{n:,}" for n in shape)
+    dtypes = rich.get("dtypes") or {}
+    kinds = ", ".join(
+        (f"<code>{html.escape(str(k))}</code> " if k else "") + html.escape(str(v))
+        for k, v in list(dtypes.items())[:20]
+    )
+    shown = min(RICH_ROWS, shape[0]) if shape else 0
+    short = html.escape(type_name.rsplit(".", 1)[-1])
+    return (f"<div>{short} {dims} (first {shown} rows)</div><div>dtypes: {kinds}</div>"
+            f'<div style="overflow:auto">{rich.get("html", "")}</div>')
 
 
 def _state(info: Any) -> str:
@@ -223,6 +285,9 @@ __all__ = [
     "duration_text",
     "graph_html",
     "header_html",
+    "legend_html",
+    "preview",
+    "rich_preview",
     "table_html",
     "table_text",
 ]

@@ -1,7 +1,8 @@
 """ReplayView: scrub through a finished run's events and see the graph at any moment.
 
 The events come from ``broker.events(run_id)`` — with a DuckDB broker, from
-the file, so a run from an earlier session replays too. Position ``k``
+the file, so a run from an earlier session replays too; with an
+:class:`~fuseline_nb.broker.HttpBrokerClient`, from the broker service. Position ``k``
 shows the run after its first ``k`` events; moving forward applies only the
 new events, moving back replays from the start (cheap: a few microseconds
 per event).
@@ -16,9 +17,9 @@ Examples
 >>> run_id = broker.dispatch_workflow(tour.to_schema(), {"n": 5, "delay": 0})
 >>> ProcessEngine(LocalBrokerClient(broker), [tour]).work()
 >>> replay = ReplayView(broker, run_id)
->>> replay.slider.value == replay.slider.max, replay.state.run_state
+>>> replay.position == replay.positions, replay.state.run_state
 (True, 'SUCCEEDED')
->>> replay.slider.value = 0
+>>> replay.position = 0
 >>> replay.state.counts()["PENDING"]
 8
 >>> replay.close()
@@ -27,23 +28,38 @@ Examples
 from __future__ import annotations
 
 import html
+from collections.abc import Mapping
 from typing import Any
 
-import ipywidgets as W
-
+from ..workflow.events import Event
 from .draw import DEFAULT_MAX_NODES
-from .panel import Panel, broker_of, schema_for
+from .front import RunWidget
+from .panel import broker_of
 from .render import badge
 from .runstate import RunState
 
 
-class ReplayView(W.VBox):
-    """A slider (with a play button) over one run's events.
+def all_events(broker: Any, run_id: str) -> list[Event]:
+    """Every event of a run, in ``seq`` order, from a broker or a broker client.
+
+    Examples
+    --------
+    >>> from fuseline_nb.broker import MemoryBroker
+    >>> from fuseline_nb.examples import tour
+    >>> b = MemoryBroker()
+    >>> [e.kind for e in all_events(b, b.dispatch_workflow(tour.to_schema()))][:2]
+    ['run_dispatched', 'step_queued']
+    """
+    return sorted(broker.events(run_id), key=lambda e: e.seq)
+
+
+class ReplayView(RunWidget):
+    """A slider over one run's events, with the live view's graph, table, timeline and details.
 
     Parameters
     ----------
     session_or_broker:
-        A Session (its broker is used) or a broker.
+        A Session (its broker is used), a broker, or a broker client.
     run_id:
         The run to replay.
     max_nodes, max_rows, rankdir:
@@ -65,37 +81,30 @@ class ReplayView(W.VBox):
     >>> run_id = broker.dispatch_workflow(wf.to_schema())
     >>> ProcessEngine(LocalBrokerClient(broker), [wf]).work()
     >>> replay = ReplayView(broker, run_id)
-    >>> replay.state.run_state
-    'SUCCEEDED'
+    >>> replay.state.run_state, replay.codes
+    ('SUCCEEDED', 'S')
     >>> replay.close()
     """
 
     def __init__(self, session_or_broker: Any, run_id: str, *, max_nodes: int = DEFAULT_MAX_NODES,
                  max_rows: int = 50, rankdir: str = "LR") -> None:
-        self.run_id = run_id
         broker = broker_of(session_or_broker)
-        info = broker.get_run(run_id)
-        schema = schema_for(broker, info.workflow_id, info.version)
-        self.events = sorted(broker.events(run_id), key=lambda e: e.seq)
-        # workers still connected get their names; those gone are shown by id
-        self.workers = {w.worker_id: w.name or w.worker_id for w in broker.list_workers()}
-        self._names = schema.step_names
-        self.state = RunState(self._names)
+        self.events = all_events(broker, run_id)
+        super().__init__(broker, run_id, max_nodes=max_nodes, max_rows=max_rows, rankdir=rankdir)
+        # workers still connected get their names; steps record names already
+        self.workers.update({w.worker_id: w.name or w.worker_id for w in broker.list_workers()})
+        self._names = list(self.state.steps)
         self._pos = 0
-        self.panel = Panel(schema, run_id=run_id, max_nodes=max_nodes, max_rows=max_rows, rankdir=rankdir)
+        self.state = RunState(self._names)
         n = len(self.events)
-        self.slider = W.IntSlider(value=n, min=0, max=n, description="event", layout=W.Layout(width="70%"))
-        self.play = W.Play(value=n, min=0, max=n, step=1, interval=150, description="play")
-        W.jslink((self.play, "value"), (self.slider, "value"))
-        self.moment = W.HTML()
-        p = self.panel
-        super().__init__(children=[p.header, W.HBox([self.play, self.slider]), self.moment,
-                                   W.HBox([p.progress, p.counts]), p.graph, p.table])
-        self.slider.observe(self._on_move, names="value")
-        self.show(n)
+        self.observe(self._on_move, names="position")
+        with self.hold_sync():
+            self.positions = n
+            self.position = n
+        self.show_at(n)
 
-    def _on_move(self, change: dict[str, Any]) -> None:
-        self.show(int(change["new"]))
+    def _on_move(self, change: Mapping[str, Any]) -> None:
+        self.show_at(int(change["new"]))
 
     def state_at(self, k: int) -> RunState:
         """The run after its first ``k`` events (the view's own state, moved there)."""
@@ -107,38 +116,25 @@ class ReplayView(W.VBox):
         self._pos = k
         return self.state
 
-    def show(self, k: int) -> None:
+    def show_at(self, k: int) -> None:
         """Show the run after its first ``k`` events."""
         rs = self.state_at(k)
-        self.panel.show(rs, self.workers)
-        self.moment.value = self._describe(k)
+        with self.hold_sync():
+            self.show(rs)
+            self.moment = self._describe(k)
+            if self.position != k:
+                self.position = k
 
     def _describe(self, k: int) -> str:
         if k == 0 or not self.events:
-            return "<i>before the run (drag the slider or press play)</i>"
+            return "<i>before the run (drag the slider)</i>"
         e = self.events[k - 1]
         t0 = self.events[0].at
         what = e.kind.replace("_", " ")
         step = f" <b>{html.escape(e.step)}</b>" if e.step else ""
         state = f" {badge(e.state.value)}" if e.state is not None and e.state.value in _BADGED else ""
         worker = f" on <code>{html.escape(self.workers.get(e.worker, e.worker))}</code>" if e.worker else ""
-        return f"<div>event {k}/{len(self.events)} at +{e.at - t0:.3f} s: {what}{step}{state}{worker}</div>"
-
-    def close(self) -> None:
-        """Close the view and its widgets."""
-        if getattr(self, "panel", None) is None:  # construction failed
-            super().close()
-            return
-        self.panel.close()
-        for w in (self.slider, self.play, self.moment, *self.children):
-            w.close()
-        super().close()
-
-    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
-        bundle = super()._repr_mimebundle_(**kwargs) or {}
-        bundle["text/html"] = self.panel.snapshot_html(self.state, self.workers)
-        bundle["text/plain"] = self.panel.snapshot_text(self.state, self.workers)
-        return bundle
+        return f"<span>event {k}/{len(self.events)} at +{e.at - t0:.3f} s: {what}{step}{state}{worker}</span>"
 
     def __repr__(self) -> str:
         return f"<ReplayView of run {self.run_id!r}: event {self._pos}/{len(self.events)}>"
@@ -149,4 +145,5 @@ _BADGED = frozenset({"RUNNING", "SUCCEEDED", "FAILED", "CANCELLED", "SKIPPED"})
 
 __all__ = [
     "ReplayView",
+    "all_events",
 ]

@@ -1,12 +1,17 @@
 """Live run views: :class:`RunView` (and :class:`ReplayView`, from :mod:`.replay`).
 
-A :class:`RunView` subscribes to the broker's events. The subscription
-callback runs under the broker's lock, so it only appends the event to a
-queue and wakes the view's own thread. That thread applies what arrived,
-at most ``1 / interval`` times a second (10 by default; the update that
-shows the end of the run is not held back), and sets widget traits; it never writes to an ``Output`` widget. The graph is laid out once;
-updates recolour it. When the run ends the thread pushes a last update and
-stops.
+A :class:`RunView` follows a run's events. From a broker in this kernel it
+subscribes: the callback runs under the broker's lock, so it only appends
+the event to a queue and wakes the view's own thread. From a broker client
+without ``subscribe`` (an :class:`~fuseline_nb.broker.HttpBrokerClient`) the
+thread long-polls ``events(run_id, after=seq, wait=...)``. The thread applies
+what arrived at most ``1 / interval`` times a second (10 by default; the
+update that shows the end of the run is not held back) and sends it as one
+message (:class:`~fuseline_nb.views.front.RunWidget`). When the run ends the
+thread pushes a last update and stops.
+
+A view holds the broker, never the :class:`~fuseline_nb.Session`: a view
+kept in IPython's ``Out`` does not keep a rebound session's workers alive.
 
 Next to the widget, the view's mime bundle carries ``text/html`` and
 ``text/plain`` snapshots, which frontends without widgets (nbconvert,
@@ -39,27 +44,30 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-import ipywidgets as W
-
 from ..workflow.events import Event
 from .draw import DEFAULT_MAX_NODES
-from .panel import Panel, broker_of, schema_for
-from .render import detail_html
+from .front import RunWidget
 from .replay import ReplayView
-from .runstate import RunState
 
 log = logging.getLogger(__name__)
 
-_CHOOSE = "(choose a step)"
+#: Longest wait of one long-poll for events from a remote broker.
+POLL_WAIT = 1.0
 
 
-class RunView(W.VBox):
-    """A live view of one run: coloured graph, progress, counts, table, step details.
+class RunView(RunWidget):
+    """A live view of one run: coloured graph, progress, counts, steps table, timeline, step details.
+
+    Click a node or a table row to see that step: inputs, result (tables with
+    shape, dtypes and first rows), error with traceback, attempts, worker and
+    times. The Cancel button stops the run (``broker.cancel_run``).
 
     Parameters
     ----------
     broker:
-        The broker holding the run (a Session, whose ``.broker`` is used, works too).
+        The broker holding the run, or a client of one (an
+        :class:`~fuseline_nb.broker.HttpBrokerClient` watches a run on the
+        broker service); a Session, whose ``.broker`` is used, works too.
     run_id:
         The run to watch.
     interval:
@@ -86,46 +94,35 @@ class RunView(W.VBox):
     >>> broker = MemoryBroker()
     >>> view = RunView(broker, broker.dispatch_workflow(wf.to_schema()))
     >>> ProcessEngine(LocalBrokerClient(broker), [wf]).work()
-    >>> view.join(timeout=10), view.state.run_state
-    (True, 'SUCCEEDED')
+    >>> view.join(timeout=10), view.state.run_state, view.codes
+    (True, 'SUCCEEDED', 'S')
     >>> view.close()
     """
 
     def __init__(self, broker: Any, run_id: str, *, interval: float = 0.1,
                  max_nodes: int = DEFAULT_MAX_NODES, max_rows: int = 50, rankdir: str = "LR") -> None:
-        self.broker = broker_of(broker)
-        self.run_id = run_id
         self.interval = float(interval)
         self.updates = 0  # pushes made by the view's thread
         self._buffer: collections.deque[Event] = collections.deque()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._hurry = threading.Event()  # set when the run ends or the view closes
-        self._workers: dict[str, str] = {}
-        self._user_selected = False
-        self._auto = False  # True while the view itself moves the selection
-        self._shown_state: str | None = None  # state of the step whose details are shown
         self._thread: threading.Thread | None = None
         self._display_ids: list[str] = []  # outputs to give the final snapshot
-        self._unsubscribe: Callable[[], None] | None = self.broker.subscribe(self._on_event)
+        self._run_id = run_id
+        from .panel import broker_of
+
+        source = broker_of(broker)
+        subscribe = getattr(source, "subscribe", None)
+        self._unsubscribe: Callable[[], None] | None = subscribe(self._on_event) if callable(subscribe) else None
+        self._polling = self._unsubscribe is None
         try:
-            info = self.broker.get_run(run_id)
-            schema = schema_for(self.broker, info.workflow_id, info.version)
+            super().__init__(source, run_id, max_nodes=max_nodes, max_rows=max_rows, rankdir=rankdir,
+                             can_cancel=callable(getattr(source, "cancel_run", None)))
         except Exception:
             self._drop_subscription()
             raise
-        self._incoming: dict[str, list[str]] = {}
-        for e in schema.edges:
-            if e.source not in self._incoming.setdefault(e.target, []):
-                self._incoming[e.target].append(e.source)
-        self.state = RunState.from_info(info, schema.step_names)
-        self.panel = Panel(schema, run_id=run_id, max_nodes=max_nodes, max_rows=max_rows, rankdir=rankdir)
-        self.select = W.Dropdown(options=[_CHOOSE, *schema.step_names], value=_CHOOSE, description="step")
-        self.detail = W.HTML(layout=W.Layout(width="100%"))
-        p = self.panel
-        super().__init__(children=[p.header, W.HBox([p.progress, p.counts]), p.graph, p.table,
-                                   self.select, self.detail])
-        self.select.observe(self._on_select, names="value")
+        self.on_msg(self._on_message)
         self._drain()
         self._push()
         if self.state.done:
@@ -136,7 +133,7 @@ class RunView(W.VBox):
 
     # -- the broker side: record and wake, nothing else --------------------------------
     def _on_event(self, event: Event) -> None:
-        if event.run_id == self.run_id:
+        if event.run_id == self._run_id:
             self._buffer.append(event)
             if not self._wake.is_set():  # setting takes a lock: skip it when already set
                 self._wake.set()
@@ -148,12 +145,28 @@ class RunView(W.VBox):
         if unsubscribe is not None:
             unsubscribe()
 
+    def _poll(self) -> None:
+        """Fetch the run's next events from a broker without ``subscribe`` (long-poll)."""
+        try:
+            events = self.broker.events(self.run_id, after=self.state.seq, wait=POLL_WAIT)
+        except Exception as exc:
+            log.warning("run view of %s: could not fetch events: %s", self.run_id, exc)
+            self.notice = f"lost contact with the broker: {type(exc).__name__}: {exc}"
+            self._stop.wait(POLL_WAIT)
+            return
+        if self.notice.startswith("lost contact"):
+            self.notice = ""
+        for e in events:
+            self._on_event(e)
+
     # -- the view's thread -------------------------------------------------------------------
     def _loop(self) -> None:
         next_at = time.monotonic() + self.interval  # the constructor has just shown the run
         try:
             while not self._stop.is_set():
-                if not self._wake.wait(timeout=0.5):
+                if self._polling:
+                    self._poll()
+                elif not self._wake.wait(timeout=0.5):
                     continue
                 delay = next_at - time.monotonic()
                 # Coalesce what arrives meanwhile, but show the end of a run at once
@@ -166,6 +179,8 @@ class RunView(W.VBox):
                 if self._drain():
                     self._push()
                     next_at = time.monotonic() + self.interval
+                if self.tab == "timeline" and (self.state.done or time.monotonic() - self._timeline_at > 1.0):
+                    self.refresh_timeline()
                 if self.state.done:
                     self._refresh_fallbacks()
                     break
@@ -198,46 +213,30 @@ class RunView(W.VBox):
 
     def _push(self) -> None:
         rs = self.state
-        known = self._workers
+        known = self.workers
         if any(s.worker and s.worker not in known for s in rs.steps.values()):
             for w in self.broker.list_workers():
-                known[w.worker_id] = w.name or w.worker_id
-        self.panel.show(rs, known)
+                known[w.worker_id] = known[w.name or w.worker_id] = w.name or w.worker_id
+        self.show(rs)
         self.updates += 1
-        if not self._user_selected:
-            failed = next((n for n, s in rs.steps.items() if s.state == "FAILED"), None)
-            if failed is not None and self.select.value != failed:
-                self._set_selection(failed)
-                return
-        name = self.select.value
-        if name != _CHOOSE and rs.steps[name].state != self._shown_state:
-            self._show_detail(name)
 
-    def _set_selection(self, name: str) -> None:
-        self._auto = True
+    # -- the Cancel button ---------------------------------------------------------------------
+    def _on_message(self, _: Any, content: Any, buffers: Any) -> None:
+        if isinstance(content, dict) and content.get("kind") == "cancel":
+            self.cancel()
+
+    def cancel(self) -> None:
+        """Cancel the run (what the Cancel button does); the view shows it end CANCELLED."""
+        cancel_run = getattr(self.broker, "cancel_run", None)
+        if not callable(cancel_run):
+            self.notice = f"this broker ({type(self.broker).__name__}) cannot cancel runs"
+            return
+        self.cancelling = True
         try:
-            self.select.value = name
-        finally:
-            self._auto = False
-
-    def _on_select(self, change: dict[str, Any]) -> None:
-        if not self._auto:
-            self._user_selected = change["new"] != _CHOOSE
-        self._show_detail(change["new"])
-
-    def _show_detail(self, name: str) -> None:
-        if name == _CHOOSE:
-            self.detail.value, self._shown_state = "", None
-            return
-        info = self.broker.get_run(self.run_id)
-        step = info.steps.get(name)
-        if step is None:
-            self.detail.value = ""
-            return
-        upstream = [(u, info.steps[u].value) for u in self._incoming.get(name, ())
-                    if u in info.steps and info.steps[u].state.value == "SUCCEEDED"]
-        self._shown_state = self.state.steps[name].state
-        self.detail.value = detail_html(name, step, info.input_values, upstream, self._workers)
+            cancel_run(self.run_id)
+        except Exception as exc:
+            self.cancelling = False
+            self.notice = f"could not cancel run {self.run_id}: {type(exc).__name__}: {exc}"
 
     # -- public ----------------------------------------------------------------------------------
     def join(self, timeout: float | None = None) -> bool:
@@ -247,37 +246,15 @@ class RunView(W.VBox):
         return self.state.done
 
     def close(self) -> None:
-        """Stop following the run and close the widgets."""
+        """Stop following the run and close the widget."""
         self._stop.set()
         self._hurry.set()
         self._wake.set()
         self._drop_subscription()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=2)
-        if getattr(self, "panel", None) is None:  # construction failed
-            super().close()
-            return
-        self.panel.close()
-        for w in (self.select, self.detail):
-            w.close()
-        for child in self.children:
-            if isinstance(child, W.HBox):
-                child.close()
+        thread = getattr(self, "_thread", None)
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=2 + POLL_WAIT)
         super().close()
-
-    def snapshot_html(self) -> str:
-        """The view as static HTML, as it is now."""
-        return self.panel.snapshot_html(self.state, self._workers) + self.detail.value
-
-    def snapshot_text(self) -> str:
-        """The view as plain text, as it is now."""
-        return self.panel.snapshot_text(self.state, self._workers)
-
-    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
-        bundle = super()._repr_mimebundle_(**kwargs) or {}
-        bundle["text/html"] = self.snapshot_html()
-        bundle["text/plain"] = self.snapshot_text()
-        return bundle
 
     def _ipython_display_(self) -> None:
         from IPython.display import display

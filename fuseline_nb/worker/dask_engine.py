@@ -34,7 +34,6 @@ Examples
 from __future__ import annotations
 
 import hashlib
-import inspect
 import logging
 import pickle
 import queue
@@ -159,6 +158,9 @@ class DaskEngine:
     42
     """
 
+    #: Longest time between keep-alives while steps are in flight (so a cancel is seen soon).
+    CANCEL_CHECK_SECONDS = 0.5
+
     def __init__(self, client: BrokerClient, workflows: Iterable[Workflow], dask_client: Any, *,
                  max_in_flight: int | None = None, name: str | None = None) -> None:
         import_distributed()
@@ -191,13 +193,13 @@ class DaskEngine:
         self._retired: set[str] = set()  # ids registered before the last add_workflow, until idle
         self.worker_id = ""
         self._lease = 60.0
-        self._remote_runs = not isinstance(client, LocalBrokerClient)
+        self._remote = not isinstance(client, LocalBrokerClient)
         self._unsubscribe = self._listen()
         for wf in workflows:  # none is fine: add_workflow() before the first run
             self.add_workflow(wf)
 
     # -- workflows -----------------------------------------------------------------------
-    def add_workflow(self, wf: Workflow) -> None:
+    def add_workflow(self, wf: Workflow, *, refresh: bool = True) -> None:
         """Ship ``wf`` to the cluster (once per definition) and serve it.
 
         Raises
@@ -209,7 +211,8 @@ class DaskEngine:
         """
         if not isinstance(wf, Workflow):
             raise TypeError(f"expected a Workflow, not {wf!r}")
-        wf.refresh()  # an edited global or helper changes a fingerprint: ship again
+        if refresh:  # (False: the caller just refreshed, as Session.submit does)
+            wf.refresh()  # an edited global or helper changes a fingerprint: ship again
         key = (wf.workflow_id, wf.version)
         fingerprints = wf.to_schema().fingerprints()
         with self._lock:
@@ -271,7 +274,7 @@ class DaskEngine:
                 break
             self._lease = max(a.expires_at - a.assigned_at, 0.3)
             batch.append(_Flight(a, wid, f"{a.step_name}-{uuid.uuid4().hex}"))
-            if self._remote_runs:
+            if self._remote:
                 break  # submit what we hold before the next (possibly long) poll
         if batch:
             with self._lock:  # the reporter must not see a flight before its future is set
@@ -301,7 +304,7 @@ class DaskEngine:
     def _report_loop(self) -> None:
         beat = time.monotonic()
         while True:
-            interval = min(self._lease / 3, 5.0)
+            interval = min(self._lease / 3, self.CANCEL_CHECK_SECONDS)
             items = self._take(max(beat + interval - time.monotonic(), 0.01))
             try:
                 self._finish([i for i in items if isinstance(i, str)])
@@ -389,26 +392,17 @@ class DaskEngine:
                            "see the Dask dashboard and worker logs", None, now, now)
 
     def _heartbeat(self) -> None:
+        """Extend the leases of what is in flight; stop what the broker says was cancelled meanwhile."""
         with self._lock:
-            flights = list(self._flight.values())
-        for wid in {f.worker_id for f in flights if not f.cancelled}:
+            wids = {f.worker_id for f in self._flight.values() if not f.cancelled}
+        for wid in wids:
             try:
-                self.client.keep_alive(wid)
+                cancelled = self.client.keep_alive(wid)
             except Exception:
                 log.warning("keep-alive for worker %s failed", wid, exc_info=True)
-        if self._remote_runs:  # no events from a remote broker: ask whether the runs are still on
-            for run_id in {f.assignment.run_id for f in flights if not f.cancelled}:
-                if self._run_over(run_id):
-                    self.cancel_run(run_id)
-
-    def _run_over(self, run_id: str) -> bool:
-        get_run = self.client.get_run
-        try:
-            takes_steps = "steps" in inspect.signature(get_run).parameters
-            info = get_run(run_id, steps=False) if takes_steps else get_run(run_id)  # type: ignore[call-arg]
-        except UnknownRunError:
-            return True
-        return bool(info.done)
+                continue
+            if cancelled:  # brokers that cancel runs name the (run id, step) pairs to stop
+                self._cancel({(str(r), str(s)) for r, s in cancelled})
 
     def _retire_idle(self) -> None:
         busy = {f.worker_id for f in self._flight.values()}
@@ -439,12 +433,19 @@ class DaskEngine:
         """Stop this engine's tasks of run ``run_id``; return how many there were.
 
         Queued tasks are cancelled; running steps are interrupted on their Dask
-        workers. No report is sent for them. The broker's own cancel (which
-        marks the steps CANCELLED) calls this for you when the broker is in
-        this process; a remote broker's cancels are noticed at the next heartbeat.
+        workers. No report is sent for them. A broker that cancels a run tells
+        the engine itself (an event in this process, or the answer to a
+        keep-alive), so this is for stopping work the broker does not know of.
         """
         with self._lock:
-            flights = [f for f in self._flight.values() if f.assignment.run_id == run_id and not f.cancelled]
+            pairs = {(f.assignment.run_id, f.assignment.step_name) for f in self._flight.values()
+                     if f.assignment.run_id == run_id}
+        return self._cancel(pairs)
+
+    def _cancel(self, pairs: set[tuple[str, str]]) -> int:
+        with self._lock:
+            flights = [f for f in self._flight.values() if not f.cancelled
+                       and (f.assignment.run_id, f.assignment.step_name) in pairs]
             for f in flights:
                 f.cancelled = True
         if not flights:
@@ -454,8 +455,8 @@ class DaskEngine:
         try:
             self.dask.run(self._task.interrupt, keys, on_error="ignore")
         except Exception:
-            log.warning("could not interrupt the steps of run %s on the Dask workers", run_id, exc_info=True)
-        log.info("run %s cancelled: %d Dask task(s) stopped", run_id, len(keys))
+            log.warning("could not interrupt %d cancelled step(s) on the Dask workers", len(keys), exc_info=True)
+        log.info("%d cancelled step(s) stopped on Dask: %s", len(keys), sorted(pairs))
         return len(keys)
 
     # -- lifecycle -----------------------------------------------------------------------

@@ -215,14 +215,15 @@ class WorkerPool:
                 f"{len(self._shipped)} workflows>")
 
     # -- workflows -------------------------------------------------------------------------
-    def add_workflow(self, wf: Workflow) -> None:
+    def add_workflow(self, wf: Workflow, *, refresh: bool = True) -> None:
         """Make ``wf`` runnable by the workers (shipped to running ones at their next request).
 
         Submitting the same object again costs nothing unless a step's code
         fingerprint changed (an edited global or helper): then it is shipped
         again. A new object under the same id and version (a cell run again)
         replaces the old one in every worker, as long as its structure is
-        the same.
+        the same. ``refresh=False``: the caller has just called ``wf.refresh()``
+        (``Session.submit`` does).
 
         Raises
         ------
@@ -231,12 +232,15 @@ class WorkerPool:
         SchemaMismatchError
             The broker knows another structure under this id and version.
         """
-        if isinstance(wf, Workflow):
+        if refresh and isinstance(wf, Workflow):
             wf.refresh()  # an edited global or helper changes a fingerprint: ship again
         key = (wf.workflow_id, wf.version) if isinstance(wf, Workflow) else None
         with self._lock:
             if key is not None and self._shipped.get(key) is wf and \
                     self._shipped_fps.get(key) == wf.to_schema().fingerprints():
+                return
+            if key is not None and _same_definition(self._shipped.get(key), wf):
+                self._shipped[key] = wf  # a cell run again, nothing changed: the workers' copy will do
                 return
             self._check_schema(wf)
             key, blob = ship(wf)
@@ -392,3 +396,20 @@ def _stop_at_exit(ref: weakref.ReferenceType[WorkerPool]) -> Any:
 
 
 __all__ = ["WorkerPool"]
+
+
+def _same_definition(old: Workflow | None, new: Workflow) -> bool:
+    """Whether ``new`` (a fresh object) runs exactly as the shipped ``old`` does, so shipping it
+    again can be skipped: the same schema (structure, code fingerprints, policy settings), no
+    pinned ``code_version`` (its code may have changed under the pin) and only built-in
+    policies (a custom policy's code is not fingerprinted)."""
+    if old is None or old is new:
+        return False
+    for step in new.steps.values():
+        if getattr(step, "code_version", None) is not None:
+            return False
+        if any(type(p).__module__ != "fuseline_nb.workflow.policies" for p in step.policies):
+            return False
+    if any(type(p).__module__ != "fuseline_nb.workflow.policies" for p in new.policies):
+        return False
+    return old.to_schema() == new.to_schema()

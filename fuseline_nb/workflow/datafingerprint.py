@@ -112,7 +112,9 @@ def _numpy(value: Any, h: Any) -> bool:
     if not isinstance(value, np.ndarray) or value.dtype.hasobject:
         return False
     h.update(f"ndarray:{value.dtype.str}:{value.shape}:".encode())
-    h.update(memoryview(np.ascontiguousarray(value)).cast("B"))  # type: ignore[arg-type]
+    # a byte view, not memoryview(value): the buffer protocol refuses datetime64 / timedelta64
+    # ("cannot include dtype 'M' in a buffer") while a uint8 view of the same memory is fine
+    h.update(memoryview(np.ascontiguousarray(value).reshape(-1).view(np.uint8)))
     return True
 
 
@@ -146,16 +148,15 @@ def _index(index: Any, h: Any) -> bool:
 def _column(column: Any, h: Any) -> bool:
     import numpy as np
 
+    values = column.array
+    buffers = getattr(values, "_pa_array", None)  # Arrow-backed columns (string[pyarrow], ...)
+    if buffers is not None:
+        return _arrow(buffers, h)
     values = column.to_numpy()
     if isinstance(values, np.ndarray) and not values.dtype.hasobject:
         return _numpy(values, h)
-    try:
-        import pyarrow as pa
-
-        return _arrow(pa.array(values, from_pandas=True), h)
-    except Exception:  # mixed objects Arrow cannot type: their pickle
-        h.update(_pickle(values))
-        return True
+    h.update(_pickle(values))  # Python objects (str columns of object dtype): their pickle, made once
+    return True
 
 
 def _arrow(value: Any, h: Any) -> bool:

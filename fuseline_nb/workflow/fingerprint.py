@@ -49,24 +49,19 @@ import sysconfig
 import types
 from typing import Any
 
-from .steps import Depends, FunctionStep, Step
+from .steps import WIRING_ATTRIBUTES, Depends, FunctionStep, Step
 
 #: Bumped when the recipe changes, so old cache entries stop matching.
 RECIPE = "1"
 _SMALL = 256  # containers up to this many items are hashed item by item
 _PLAIN = (type(None), bool, int, float, complex, str, bytes)
-#: Instance attributes that wire a step into a graph; they do not change what it computes.
-_WIRING = frozenset({"_edges", "_incoming", "_edge_keys", "_incoming_ids", "_params", "_auto_name", "name",
-                     "state", "policies", "code_version",
-                     "cache",
-                     # set by building (Fuseline's depth) and by running (the attempt counter)
-                     "execution_group", "cur_retry"})
+_WIRING = WIRING_ATTRIBUTES
 _CLASS_SKIP = frozenset({"__module__", "__qualname__", "__doc__", "__dict__", "__weakref__",
                          "__annotations__", "_abc_impl", "__slots__", "__firstlineno__",
                          "__static_attributes__", "__parameters__", "__orig_bases__"})
 
 
-def step_fingerprint(step: Step) -> str:
+def step_fingerprint(step: Step, _classes: dict[int, list[str]] | None = None) -> str:
     """The 32-hex-digit fingerprint of ``step`` (see the module docstring).
 
     Examples
@@ -83,7 +78,7 @@ def step_fingerprint(step: Step) -> str:
     if pinned is not None:
         return _digest(f"{RECIPE}|pinned|{step.kind}|{pinned}")
     parts: list[str] = [RECIPE, step.kind]
-    _Walker(parts).step(step)
+    _Walker(parts, _classes).step(step)
     return _digest("\x1f".join(parts))
 
 
@@ -94,9 +89,11 @@ def _digest(text: str) -> str:
 class _Walker:
     """Appends the canonical text of everything a step runs to ``parts``."""
 
-    def __init__(self, parts: list[str]) -> None:
+    def __init__(self, parts: list[str], classes: dict[int, list[str]] | None = None) -> None:
         self.parts = parts
         self.seen: set[int] = set()
+        #: the text of each step class, shared by the steps of one workflow (walked once per call)
+        self.classes = classes
 
     def step(self, step: Step) -> None:
         # the step's own function or class counts by its code wherever it was defined
@@ -107,8 +104,15 @@ class _Walker:
                 self.function(fn)
             else:
                 self.obj(fn)
-        else:
+        elif self.classes is None:
             self.cls(type(step), own=True)
+        else:
+            cls = type(step)
+            text = self.classes.get(id(cls))
+            if text is None:
+                text = self.classes[id(cls)] = []
+                _Walker(text).cls(cls, own=True)
+            self.parts.extend(text)
         for key in sorted(k for k in vars(step) if k not in _WIRING and k != "function"):
             self.parts.append(f"attr {key}")
             self.value(vars(step)[key])
@@ -331,7 +335,8 @@ def _distributions() -> dict[str, list[str]]:
 
 def workflow_fingerprints(steps: dict[str, Step]) -> dict[str, str]:
     """``{name: fingerprint}`` of every step (what ``Workflow.fingerprints()`` returns)."""
-    return {name: step_fingerprint(step) for name, step in steps.items()}
+    classes: dict[int, list[str]] = {}
+    return {name: step_fingerprint(step, classes) for name, step in steps.items()}
 
 
 def reads_all_inputs(step: Step) -> bool:

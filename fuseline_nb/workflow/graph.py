@@ -15,11 +15,13 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import importlib
 import json
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..errors import CycleError
@@ -150,10 +152,11 @@ class Workflow:
         self.state = Status.PENDING
         #: The id of the latest run started by :meth:`run` or :meth:`dispatch` (Fuseline's name).
         self.workflow_instance_id: str | None = None
-        self._build()
-        self.workflow_id = workflow_id or self._derived_id()
-        warn_stale(self, stacklevel=3)
-        check_joins(self.plan)
+        with _no_gc():  # building makes no garbage cycles; a collection would only rescan the heap
+            self._build()
+            self.workflow_id = workflow_id or self._derived_id()
+            warn_stale(self, stacklevel=3)
+            check_joins(self.plan)
 
     # -- construction -------------------------------------------------------
     def _build(self) -> None:
@@ -298,7 +301,7 @@ class Workflow:
         if not self._auto_version:
             return False
         schema = self.to_schema()
-        clash = any((k.workflow_id, k.version) == (schema.workflow_id, schema.version)
+        clash = any(k is not schema and (k.workflow_id, k.version) == (schema.workflow_id, schema.version)
                     and k.structure_key() != schema.structure_key() for k in registered)
         if not clash:
             return False
@@ -537,6 +540,20 @@ class Workflow:
         except ImportError:
             return {"text/plain": repr(self)}
         return workflow_mimebundle(self)
+
+
+@contextlib.contextmanager
+def _no_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector: building a large workflow allocates many
+    long-lived objects, and each automatic collection would rescan them all (the
+    per-step cost would grow with the workflow)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def run_inputs(inputs: Any) -> dict[str, Any]:

@@ -29,6 +29,7 @@ Examples
 from __future__ import annotations
 
 from collections.abc import Mapping
+from graphlib import TopologicalSorter
 
 from ..errors import ImpossibleJoinError
 from .rules import Plan
@@ -48,7 +49,7 @@ def impossible_join(plan: Plan) -> Conflict | None:
     """
     branching = {u for u, acts in plan.actions.items() if acts - {DEFAULT_ACTION}}
     needs: dict[str, Needs] = {}
-    for v in plan.order:
+    for v in _upstream_first(plan):
         slots: list[tuple[str, Needs]] = []
         groups: dict[str, list[tuple[str, Needs]]] = {}
         for e in plan.incoming[v]:
@@ -74,6 +75,12 @@ def impossible_join(plan: Plan) -> Conflict | None:
                 merged[g] = (seen[0], both)
         needs[v] = {g: acts for g, (_, acts) in merged.items()} if merged else _NONE
     return None
+
+
+def _upstream_first(plan: Plan) -> list[str]:
+    """The steps with every step before its successors (a schema's order need not be one)."""
+    sorter = TopologicalSorter({v: [e.source for e in inc] for v, inc in plan.incoming.items()})
+    return list(sorter.static_order())
 
 
 def _either(members: list[Needs]) -> Needs:

@@ -228,7 +228,14 @@ class WorkflowSchema:
             raise MissingInputError.of(missing)
 
     def structure_key(self) -> str:
-        """Canonical text of what defines the workflow (not its id): names and edges."""
+        """Canonical text of what defines the workflow (not its id): names and edges (computed once)."""
+        key = self.__dict__.get("_structure_key")
+        if key is None:
+            key = self._structure_key()
+            object.__setattr__(self, "_structure_key", key)  # frozen: not a field, a cache
+        return key  # type: ignore[no-any-return]
+
+    def _structure_key(self) -> str:
         body = {
             "steps": sorted((s.name, s.kind, s.conditional) for s in self.steps),
             "edges": sorted(

@@ -32,7 +32,7 @@ class Status(str, Enum):
     RUNNING = "RUNNING"  # queued for or being run by an engine/worker
     SUCCEEDED = "SUCCEEDED"  # ran and returned a value (its action picks edges)
     FAILED = "FAILED"  # raised, timed out after its retries, or returned an unknown action
-    CANCELLED = "CANCELLED"  # could only be reached through a failure
+    CANCELLED = "CANCELLED"  # could only be reached through a failure, or the user cancelled the run
     SKIPPED = "SKIPPED"  # not reached by routing, or its condition said no
 
     @property

@@ -490,6 +490,18 @@ def step_for_function(func: Any) -> FunctionStep:
     return known if known is not None else FunctionStep(func)
 
 
+#: Attributes the model keeps on a step instance to wire it into graphs (edges,
+#: names, cached signatures, states, policies). They do not change what the step
+#: computes, and some hold object ids, so code fingerprints leave them out: a new
+#: attribute of this kind belongs here.
+WIRING_ATTRIBUTES = frozenset({
+    "_edges", "_incoming", "_edge_keys", "_incoming_ids", "_auto_name", "_params",
+    "name", "state", "policies", "code_version", "cache",
+    # set by building (Fuseline's depth) and by running (the attempt counter)
+    "execution_group", "cur_retry",
+})
+
+
 #: Fuseline's older names, so code written against them runs unchanged.
 Task = Step
 FunctionTask = FunctionStep

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import pyarrow as pa
 
-from ..cache import CacheEntry
+from ..cache import CacheEntry, checksum
 from ._duckdb_rows import result_value
 
 if TYPE_CHECKING:
@@ -45,6 +45,7 @@ CREATE: Final = (
     """CREATE TABLE IF NOT EXISTS fl_cached_steps (
         run_id VARCHAR NOT NULL, step VARCHAR NOT NULL, cached_from VARCHAR NOT NULL,
         PRIMARY KEY (run_id, step))""",
+    "ALTER TABLE fl_cache ADD COLUMN IF NOT EXISTS result_checksum VARCHAR",
 )
 #: The documented view of the cache.
 VIEW: Final = ("cache", """SELECT c.step, c.key, c.code_fingerprint,
@@ -77,6 +78,7 @@ class DuckDBCacheStore:
         self._dropped: set[str] = set()
         self._marks: dict[tuple[str, str], str] = {}
         self._results: OrderedDict[str, Any] = OrderedDict()  # small results, most recent last
+        self._hits: dict[str, tuple[int, float]] = {}  # reuses not yet folded into their entries
         self._fresh: set[str] = set()  # entries whose result may still be buffered by the storage
 
     # -- the CacheStore protocol ----------------------------------------------------------
@@ -126,12 +128,20 @@ class DuckDBCacheStore:
             self._results.pop(entry.key, None)
 
     def hit(self, key: str, at: float) -> None:
-        entry = self._entries.get(key)
-        if entry is not None:
-            self._entries[key] = self._dirty[key] = replace(entry, hits=entry.hits + 1, last_hit_at=at)
+        if key in self._entries:  # counted here, folded into the entry when it is read or written
+            hits, _ = self._hits.get(key, (0, at))
+            self._hits[key] = (hits + 1, at)
 
     def entries(self) -> list[CacheEntry]:
+        self._fold_hits()
         return sorted(self._entries.values(), key=lambda e: e.created_at)
+
+    def _fold_hits(self) -> None:
+        hits, self._hits = self._hits, {}
+        for key, (n, at) in hits.items():
+            entry = self._entries.get(key)
+            if entry is not None:
+                self._entries[key] = self._dirty[key] = replace(entry, hits=entry.hits + n, last_hit_at=at)
 
     def clear(self, step: str | None = None, older_than: float | None = None) -> int:
         drop = [k for k, e in self._entries.items()
@@ -157,6 +167,11 @@ class DuckDBCacheStore:
                         "the step runs again", entry.step, entry.run_id)
             self._forget(entry.key)
             return _MISS
+        if entry.result_checksum is not None and checksum(row[0]) != entry.result_checksum:
+            log.warning("cache entry of step %r (result of run %s) cannot be read (its stored bytes "
+                        "changed since it was cached): the step runs again", entry.step, entry.run_id)
+            self._forget(entry.key)
+            return _MISS
         try:  # closed: the value's bytes go on to downstream workers as they are
             return result_value(*row)
         except Exception as exc:
@@ -168,6 +183,7 @@ class DuckDBCacheStore:
     def write_pending(self) -> None:
         """Write buffered entries, hits, drops and cached marks (the storage's flush calls this)."""
         self._fresh = set()  # the storage writes its buffered results in this same flush
+        self._fold_hits()
         if self._dirty:
             dirty, self._dirty = self._dirty, {}
             table = pa.table(dict(zip(_COLUMNS, zip(*(astuple(e) for e in dirty.values()), strict=True),
@@ -213,6 +229,7 @@ def _small(result: Any) -> bool:
 _SCHEMA = pa.schema([("key", pa.string()), ("workflow_id", pa.string()), ("step", pa.string()),
                      ("code_fingerprint", pa.string()), ("run_id", pa.string()), ("action", pa.string()),
                      ("result_fingerprint", pa.string()), ("result_bytes", pa.int64()),
-                     ("hits", pa.int64()), ("created_at", pa.float64()), ("last_hit_at", pa.float64())])
+                     ("hits", pa.int64()), ("created_at", pa.float64()), ("last_hit_at", pa.float64()),
+                     ("result_checksum", pa.string())])
 
 __all__ = ["CREATE", "SELECT_CACHED", "VIEW", "DuckDBCacheStore"]

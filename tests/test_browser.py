@@ -1,8 +1,10 @@
 """A real browser: JupyterLab on 127.0.0.1, Debian's chromium driven by Playwright.
 
 The test opens a notebook, runs it, and watches the run view's graph in the
-page: node fills must change while the run proceeds and end green. It saves
-screenshots under ``artifacts/`` (mid-run and final).
+page: node fills must change while the run proceeds and end green. Then it
+clicks a node and reads the step's details, opens the Timeline tab, and
+presses Cancel on a long run and sees it end CANCELLED. It saves screenshots
+under ``artifacts/`` (mid-run, final, details, timeline, cancelled).
 
 Chromium cannot be downloaded here; ``scripts/setup.sh --browser`` installs
 Debian's package. Without it this test fails and says so (it never skips).
@@ -54,9 +56,11 @@ session = fl.Session(workers=1)
 session.submit(wf, {"delay": 0.01}).wait()  # warm the worker up''',
     '''run = session.submit(wf, {"delay": 0.5})
 run''',
+    '''long = session.submit(wf, {"delay": 30.0})  # about 4 minutes unless cancelled
+long''',
 ]
 
-_FILLS_JS = """() => Array.from(document.querySelectorAll('.jp-OutputArea svg g.node'))
+_FILLS_JS = """() => Array.from(document.querySelectorAll('.jp-OutputArea .fl-view')[0]?.querySelectorAll('svg g.node') ?? [])
     .filter(g => /^fl[0-9a-f]{8}_[0-9]+$/.test(g.id))
     .map(g => g.querySelector('path,polygon,ellipse').getAttribute('fill'))"""
 
@@ -128,7 +132,7 @@ def jupyterlab(tmp_path: Path) -> Iterator[str]:
 
 @pytest.mark.slow
 @pytest.mark.browser
-def test_node_colours_change_in_the_browser_while_the_run_proceeds(jupyterlab: str) -> None:
+def test_run_view_in_the_browser_colours_details_timeline_and_cancel(jupyterlab: str) -> None:
     from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)
@@ -155,6 +159,31 @@ def test_node_colours_change_in_the_browser_while_the_run_proceeds(jupyterlab: s
                 time.sleep(0.1)
             page.wait_for_timeout(300)
             page.screenshot(path=str(ARTIFACTS / "browser-runview.png"))
+            first, long_view = page.locator(".fl-view").nth(0), page.locator(".fl-view").nth(1)
+            first.screenshot(path=str(ARTIFACTS / "browser-runview-final.png"))
+            # click a node: its details appear below the graph
+            first.locator("g.node", has_text="step_3").click()
+            detail = first.locator(".fl-detail")
+            detail.get_by_text("result").wait_for(timeout=20_000)
+            detail_text = detail.inner_text()
+            first.screenshot(path=str(ARTIFACTS / "browser-runview-details.png"))
+            # the timeline tab: a Gantt chart drawn in the kernel
+            first.get_by_role("button", name="Timeline").click()
+            first.locator(".fl-timeline svg").wait_for(timeout=60_000)
+            timeline_text = first.locator(".fl-timeline").inner_text()
+            first.screenshot(path=str(ARTIFACTS / "browser-runview-timeline.png"))
+            # cancel the long run once a step of it runs
+            long_view.locator(".fl-header").get_by_text("running").wait_for(timeout=60_000)
+            page.wait_for_function(
+                "() => { const v = document.querySelectorAll('.fl-view')[1];"
+                " return v && v.querySelector('.fl-table') &&"
+                " v.querySelector('.fl-table').innerText.includes('so far'); }", timeout=60_000)
+            long_view.get_by_role("button", name="Cancel run").click()
+            long_view.locator(".fl-header").get_by_text("cancelled").wait_for(timeout=30_000)
+            page.wait_for_timeout(300)
+            long_view.screenshot(path=str(ARTIFACTS / "browser-runview-cancelled.png"))
+            cancelled_header = long_view.locator(".fl-header").inner_text()
+            cancel_visible = long_view.get_by_role("button", name="Cancel run").is_visible()
         finally:
             browser.close()
     assert snapshots, "the run view's graph never appeared in the page"
@@ -165,3 +194,7 @@ def test_node_colours_change_in_the_browser_while_the_run_proceeds(jupyterlab: s
     greens = [s.count(FILL["SUCCEEDED"]) for s in snapshots]
     assert len(snapshots) >= 4, snapshots
     assert greens == sorted(greens) and greens[0] < 8
+    assert "step_3" in detail_text and "on w1" in detail_text and "result" in detail_text
+    assert "input delay" in detail_text and "from step_2" in detail_text
+    assert "seconds since the run started" in timeline_text and "w1" in timeline_text
+    assert "cancelled" in cancelled_header and not cancel_visible

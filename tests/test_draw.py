@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import fuseline_nb as fl
 from fuseline_nb import Depends, FunctionStep, RunInfo, Status, StepInfo, Workflow
 from fuseline_nb.examples import tour
 from fuseline_nb.views.display import INSTALL_HINT, render_svg, workflow_mimebundle
-from fuseline_nb.views.draw import layout_plan
+from fuseline_nb.views.draw import draw, layout_plan
 from fuseline_nb.views.palette import FILL
 from fuseline_nb.workflow.schema import EdgeSchema, StepSchema, WorkflowSchema
 
@@ -206,3 +207,41 @@ def test_importing_views_stays_light():
             "print(sorted(m for m in ('graphviz', 'ipywidgets') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def _chain(n: int) -> Workflow:
+    steps = [FunctionStep(lambda: 1, name=f"step_{i}") for i in range(n)]
+    for a, b in itertools.pairwise(steps):
+        _ = a >> b
+    return Workflow(outputs=[steps[-1]], workflow_id=f"chain{n}")
+
+
+@pytest.mark.needs_dot
+def test_a_200_step_chain_folds_into_rows_that_fit_a_cell() -> None:
+    svg, _ = render_svg(draw(_chain(200), max_nodes=200))
+    width, height = (float(x) for x in re.search(r'<svg width="([\d.]+)pt" height="([\d.]+)pt"', svg).groups())
+    assert width < 1200, width  # was 16,761 px in one line
+    assert height > width  # rows of ten, one below the other
+    unwrapped, _ = render_svg(draw(_chain(200), max_nodes=200, wrap=1000))
+    assert float(re.search(r'<svg width="([\d.]+)pt"', unwrapped).group(1)) > 10_000
+
+
+def test_the_legend_is_the_graph_label_not_a_node() -> None:
+    dot = draw(_chain(3), {"step_0": "SUCCEEDED"})
+    assert "cluster_legend" not in dot.source and "legend" not in dot.source.split("label=<")[0]
+    assert 'labelloc=b' in dot.source and "succeeded 1" in dot.source and "pending 2" in dot.source
+
+
+def test_show_inputs_draws_each_run_input_once_with_an_edge_to_its_readers() -> None:
+    def load(path: str) -> str:
+        return path
+
+    def scale(text: str = Depends(load), factor: int = 2) -> int:
+        return len(text) * factor
+
+    wf = Workflow(outputs=[FunctionStep(scale)], workflow_id="inputs")
+    plain = draw(wf).source
+    shown = draw(wf, show_inputs=True).source
+    assert "cds" not in plain
+    assert shown.count("shape=cds") >= 1 and "label=path" in shown
+    assert re.search(r"nin0 -> n\d+ \[arrowsize=0.4 style=dotted\]", shown)

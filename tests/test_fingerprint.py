@@ -215,3 +215,16 @@ def test_data_fingerprint_of_dates_times_and_structured_arrays() -> None:
     pairs = np.array([(1, 2.0)], dtype=[("a", "i4"), ("b", "f8")])
     assert data_fingerprint(pairs) == data_fingerprint(pairs.copy())
     assert data_fingerprint(np.float64(3.0)) == data_fingerprint(np.float64(3.0))
+
+
+def test_a_value_whose_buffers_cannot_be_read_falls_back_to_its_pickle() -> None:
+    np = pytest.importorskip("numpy")
+
+    class Odd(np.ndarray):
+        """An array subclass whose buffer export fails: hashed from its pickle instead."""
+
+        def reshape(self, *args, **kwargs):  # type: ignore[override]
+            raise ValueError("no buffer for you")
+
+    odd = np.arange(4).view(Odd)
+    assert data_fingerprint(odd) == data_fingerprint(np.arange(4).view(Odd))

@@ -206,7 +206,7 @@ class RunCache:
         """Fingerprint a result that arrived (downstream keys are built from it)."""
         try:
             fp = data_fingerprint(result)
-        except TypeError as exc:
+        except Exception as exc:  # never let a fingerprint fail the report that carries the result
             log.warning("step %r: its result is not cached and the steps that read it cannot be "
                         "cached either: %s", step, exc)
             fp = None

@@ -24,6 +24,7 @@ True
 
 from __future__ import annotations
 
+import html
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -33,6 +34,8 @@ from .palette import FILL, NEUTRAL_FILL, VIEW_STATES, aggregate_state, count_sta
 
 #: Above this many steps a drawing folds the rest into one node.
 DEFAULT_MAX_NODES: Final = 150
+#: Ranks per row before a left-to-right drawing folds (long chains wrap).
+DEFAULT_WRAP: Final = 10
 RANKDIRS: Final = ("LR", "TB", "RL", "BT")
 _FONT: Final = "Helvetica"
 
@@ -126,12 +129,61 @@ def _edge_label(actions: list[str]) -> str | None:
     return " | ".join(actions)
 
 
-def _legend_label(states: Mapping[str, str]) -> str:
+def _legend_label(states: Mapping[str, str], note: str = "") -> str:
     counts = count_states(states.values())
     cells = "".join(
         f'<TD BGCOLOR="{FILL[s]}">{s.lower()} {counts[s]}</TD>' for s in VIEW_STATES if counts[s]
     )
-    return f'<<TABLE BORDER="0" CELLBORDER="1" CELLSPACING="0" CELLPADDING="4"><TR>{cells}</TR></TABLE>>'
+    extra = f'<TR><TD COLSPAN="{max(sum(1 for s in VIEW_STATES if counts[s]), 1)}" BORDER="0">{note}</TD></TR>' \
+        if note else ""
+    return (f'<<TABLE BORDER="0" CELLBORDER="1" CELLSPACING="0" CELLPADDING="3"><TR>{cells}</TR>'
+            f"{extra}</TABLE>>")
+
+
+def depths(drawing: Drawing) -> dict[str, int]:
+    """Longest-path depth of each shown step (its column in a left-to-right drawing).
+
+    Examples
+    --------
+    >>> from fuseline_nb.examples import tour
+    >>> d = depths(layout_plan(tour.to_schema()))
+    >>> d["Validate"] < d["Total"]
+    True
+    """
+    shown = set(drawing.shown)
+    depth = dict.fromkeys(drawing.shown, 0)
+    incoming: dict[str, list[str]] = {}
+    for u, v in drawing.edges:
+        if u in shown and v in shown:
+            incoming.setdefault(v, []).append(u)
+    for name in drawing.shown:  # topological order
+        for u in incoming.get(name, ()):
+            depth[name] = max(depth[name], depth[u] + 1)
+    return depth
+
+
+def wrapped_edges(drawing: Drawing, wrap: int) -> set[tuple[str, str]]:
+    """Edges that cross from one row to the next when columns fold every ``wrap`` ranks.
+
+    Graphviz lays them out without rank constraints, so a long chain folds
+    into rows of ``wrap`` steps instead of one line thousands of pixels wide.
+
+    Examples
+    --------
+    >>> from fuseline_nb.workflow.schema import EdgeSchema, StepSchema
+    >>> names = [f"s{i}" for i in range(5)]
+    >>> schema = WorkflowSchema("w", steps=tuple(StepSchema(n) for n in names),
+    ...                         edges=tuple(EdgeSchema(a, b) for a, b in zip(names, names[1:])))
+    >>> sorted(wrapped_edges(layout_plan(schema), 2))
+    [('s1', 's2'), ('s3', 's4')]
+    """
+    if wrap < 1:
+        raise ValueError(f"wrap must be >= 1, not {wrap!r}")
+    depth = depths(drawing)
+    if max(depth.values(), default=0) < wrap:
+        return set()
+    return {(u, v) for u, v in drawing.edges
+            if u in depth and v in depth and depth[u] // wrap != depth[v] // wrap}
 
 
 def build(
@@ -140,6 +192,8 @@ def build(
     *,
     rankdir: str = "LR",
     legend: bool | None = None,
+    wrap: int = DEFAULT_WRAP,
+    show_inputs: bool = False,
 ) -> Any:
     """The :class:`graphviz.Digraph` of a :class:`Drawing` (see :func:`draw`).
 
@@ -173,23 +227,44 @@ def build(
         # DOT names are the ids: a step name may hold ':' or quotes that DOT would misread.
         dot.node(node_id, name, id=node_id, fillcolor=fills[k] if fills else NEUTRAL_FILL, tooltip=tip,
                  **extra)
+    note = ""
     if drawing.more_id:
         dot.node(drawing.more_id, f"… {len(drawing.hidden):,} more steps", id=drawing.more_id,
                  style="rounded,filled,dashed", fillcolor=fills[-1] if fills else NEUTRAL_FILL)
-        dot.attr(label=f"showing {len(drawing.shown):,} of {len(schema.steps):,} steps "
-                       f"(draw(..., max_nodes={len(schema.steps)}) shows all)",
-                 labelloc="b", fontsize="10")
-    _add_edges(dot, drawing)
+        note = (f"showing {len(drawing.shown):,} of {len(schema.steps):,} steps "
+                f"(draw(..., max_nodes={len(schema.steps)}) shows all)")
+    loose = wrapped_edges(drawing, wrap) if rankdir in ("LR", "RL") else set()
+    _add_edges(dot, drawing, loose)
+    if show_inputs:
+        _add_inputs(dot, drawing)
     if states is not None and legend is not False:
+        # The legend is the graph's label: below the drawing, outside the flow of nodes.
         every = {n: states.get(n, "PENDING") for n in schema.step_names}
-        with dot.subgraph(name="cluster_legend") as sub:
-            sub.attr(label="", style="invis")
-            sub.node(f"{drawing.id_prefix}legend", _legend_label(every), shape="plaintext", style="")
+        dot.attr(label=_legend_label(every, html.escape(note)), labelloc="b", labeljust="l", fontsize="10")
+    elif note:
+        dot.attr(label=note, labelloc="b", fontsize="10")
     return dot
 
 
-def _add_edges(dot: Any, drawing: Drawing) -> None:
+def _add_inputs(dot: Any, drawing: Drawing) -> None:
+    """Small input nodes, one per run input a shown step reads, with a dotted edge to each reader."""
     ids = dict(zip(drawing.shown, drawing.node_ids, strict=True))
+    made: dict[str, str] = {}
+    for step in drawing.schema.steps:
+        if step.name not in ids:
+            continue
+        for name in step.reads if step.reads is not None else step.inputs:
+            node = made.get(name)
+            if node is None:
+                node = made[name] = f"{drawing.id_prefix}in{len(made)}"
+                dot.node(node, name, id=node, shape="cds", style="filled", fillcolor="#f1f3f5",
+                         fontsize="9", height="0.2", margin="0.04,0.02", tooltip=f"run input {name}")
+            dot.edge(node, ids[step.name], style="dotted", arrowsize="0.4")
+
+
+def _add_edges(dot: Any, drawing: Drawing, loose: set[tuple[str, str]] | None = None) -> None:
+    ids = dict(zip(drawing.shown, drawing.node_ids, strict=True))
+    free = {"constraint": "false"}
     to_more: set[str] = set()
     junctions: dict[str, str] = {}
     for (u, v), actions in drawing.edges.items():
@@ -202,8 +277,9 @@ def _add_edges(dot: Any, drawing: Drawing) -> None:
                 dot.edge(ids[u], drawing.more_id, style="dashed")
             continue
         group = drawing.groups.get((u, v))
+        extra = free if loose and (u, v) in loose else {}
         if group is None:
-            dot.edge(ids[u], ids[v], label=label)
+            dot.edge(ids[u], ids[v], label=label, **extra)
             continue
         junction = junctions.get(group)
         if junction is None:
@@ -211,7 +287,7 @@ def _add_edges(dot: Any, drawing: Drawing) -> None:
             dot.node(junction, "any of", id=junction, style="rounded,dashed,filled", fillcolor="white",
                      fontsize="9", height="0.2", margin="0.05,0.02", tooltip=f"OR group {group}: any of")
             dot.edge(junction, ids[v], style="dashed")
-        dot.edge(ids[u], junction, label=label, style="dashed")
+        dot.edge(ids[u], junction, label=label, style="dashed", **extra)
 
 
 def draw(
@@ -221,6 +297,8 @@ def draw(
     rankdir: str = "LR",
     max_nodes: int = DEFAULT_MAX_NODES,
     legend: bool | None = None,
+    wrap: int = DEFAULT_WRAP,
+    show_inputs: bool = False,
 ) -> Any:
     """Draw ``workflow`` (a Workflow or WorkflowSchema) as a :class:`graphviz.Digraph`.
 
@@ -237,7 +315,12 @@ def draw(
     max_nodes:
         Draw at most this many steps; the rest fold into one node.
     legend:
-        Show the state legend (default: when ``states`` is given).
+        Show the state legend below the drawing (default: when ``states`` is given).
+    wrap:
+        Left-to-right drawings deeper than this many steps fold into rows of
+        ``wrap`` columns, so long chains fit a notebook cell.
+    show_inputs:
+        Draw each run input a step reads as a small input node.
 
     Raises
     ------
@@ -261,13 +344,15 @@ def draw(
     schema = schema_of(workflow)
     plan = layout_plan(schema, max_nodes=max_nodes)
     colours = normalize_states(states) if states is not None else None
-    return build(plan, colours, rankdir=rankdir, legend=legend)
+    return build(plan, colours, rankdir=rankdir, legend=legend, wrap=wrap, show_inputs=show_inputs)
 
 
 __all__ = [
     "Drawing",
     "build",
+    "depths",
     "draw",
     "layout_plan",
     "schema_of",
+    "wrapped_edges",
 ]

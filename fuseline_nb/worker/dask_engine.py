@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import pickle
 import queue
 import threading
 import time
@@ -363,23 +362,14 @@ class DaskEngine:
             got = {}
         return [self._outcome(f, got.get(f.key)) for f in flights]
 
-    def _outcome(self, f: _Flight, got: tuple[StepOutcome, bytes | None] | None) -> StepOutcome:
-        a = f.assignment
-        now = time.time()
-        if got is None:
-            try:
-                got = f.future.result()
-            except Exception as exc:
-                return self._lost(f, exc, now)
-        outcome, data = got
-        if data is not None:
-            try:
-                outcome.result = pickle.loads(data)
-            except Exception as exc:
-                return StepOutcome(Status.FAILED, None, "PicklingError",
-                                   f"the result of step {a.step_name!r} cannot be loaded here: "
-                                   f"{type(exc).__name__}: {exc}", None, outcome.started_at, now)
-        return outcome
+    def _outcome(self, f: _Flight, got: StepOutcome | None) -> StepOutcome:
+        """The task's outcome (its result a Value, passed to the broker unopened), or why there is none."""
+        if got is not None:
+            return got
+        try:
+            return f.future.result()  # type: ignore[no-any-return]
+        except Exception as exc:
+            return self._lost(f, exc, time.time())
 
     def _lost(self, f: _Flight, exc: Exception, now: float) -> StepOutcome:
         name = f.assignment.step_name

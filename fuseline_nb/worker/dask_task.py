@@ -10,7 +10,7 @@ tasks then carry only that id.
 
 :func:`run_task` is the Dask task: it runs one assigned step (one attempt,
 through :func:`~fuseline_nb.worker.engine.execute`, like every engine) on a
-helper thread and returns ``(outcome, None)`` with the outcome's result made
+helper thread and returns its outcome, the result made
 a :class:`~fuseline_nb.workflow.value.Value` here, where it is born (pickled
 once; the kernel passes it on closed), so a result that cannot travel fails
 its step with a message instead of failing the task. The task thread waits for the step,
@@ -31,9 +31,9 @@ Examples
 >>> plugin = DefinitionPlugin("def-1", ship(wf)[1])
 >>> plugin.setup(None)
 >>> a = StepAssignment(wf.workflow_id, "run-1", "answer", {}, 0.0, 60.0)
->>> outcome, data = run_task("def-1", "answer-run-1", a, None)
->>> outcome.state, outcome.result, data
-(<Status.SUCCEEDED: 'SUCCEEDED'>, <Value int: 42>, None)
+>>> outcome = run_task("def-1", "answer-run-1", a, None)
+>>> outcome.state, outcome.result
+(<Status.SUCCEEDED: 'SUCCEEDED'>, <Value int: 42>)
 """
 
 from __future__ import annotations
@@ -139,8 +139,8 @@ class _Running:
         self.thread: threading.Thread | None = None
 
 
-def _failed(error_type: str, message: str, started: float) -> tuple[StepOutcome, None]:
-    return StepOutcome(Status.FAILED, None, error_type, message, None, started, time.time()), None
+def _failed(error_type: str, message: str, started: float) -> StepOutcome:
+    return StepOutcome(Status.FAILED, None, error_type, message, None, started, time.time())
 
 
 def _raise_in(thread: threading.Thread) -> None:
@@ -159,11 +159,11 @@ def _where() -> str:
         return "this process"
 
 
-def run_task(definition_id: str, key: str, a: StepAssignment, timeout: float | None) -> tuple[StepOutcome, bytes | None]:
+def run_task(definition_id: str, key: str, a: StepAssignment, timeout: float | None) -> StepOutcome:
     """Run assignment ``a`` with the workflow ``definition_id`` names; never raises.
 
-    Returns the outcome (its ``result`` and ``exception`` cleared) and the
-    result as cloudpickle bytes (``None`` unless SUCCEEDED).
+    Returns the outcome: its ``result`` a :class:`~fuseline_nb.workflow.value.Value`
+    (``None`` unless SUCCEEDED), its ``exception`` cleared.
     """
     started = time.time()
     wf = _DEFINITIONS.get(definition_id)
@@ -200,17 +200,17 @@ def run_task(definition_id: str, key: str, a: StepAssignment, timeout: float | N
                                    f"{_where()} interrupted it{note}", started)
 
 
-def _pack(out: StepOutcome, a: StepAssignment) -> tuple[StepOutcome, bytes | None]:
+def _pack(out: StepOutcome, a: StepAssignment) -> StepOutcome:
     out.exception = None  # may not pickle; the message and traceback travel instead
     if out.state is not Status.SUCCEEDED or out.result is None:
-        return out, None
+        return out
     try:  # the result becomes a Value here, where it is born: the kernel never pickles it again
         out.result = Value.of(out.result)
     except Exception as exc:
         return _failed("PicklingError", f"the result of step {a.step_name!r} (a {type(out.result).__name__}) "
                                         f"cannot be sent back from {_where()}: {type(exc).__name__}: {exc}",
                        out.started_at)
-    return out, None
+    return out
 
 
 def interrupt(keys: list[str]) -> list[str]:

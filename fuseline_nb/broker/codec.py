@@ -20,6 +20,7 @@ from typing import Any
 
 import xxhash
 
+from ..limits import safe_text
 from ..workflow.runinfo import RunInfo, StepInfo
 from ..workflow.schema import WorkflowSchema
 from ..workflow.status import Status
@@ -111,7 +112,8 @@ def report_to_wire(r: StepReport) -> dict[str, Any]:
     action = r.action if r.action is not None or not isinstance(r.result, str) else str(r.result)
     return {"workflow_id": r.workflow_id, "instance_id": r.instance_id, "step_name": r.step_name,
             "state": state.value, "result": encode_value(r.result) if r.result is not None else None,
-            "attempt": r.attempt, "error": r.error, "traceback": r.traceback, "action": action,
+            "attempt": r.attempt, "error": safe_text(r.error), "traceback": safe_text(r.traceback),
+            "action": safe_text(action),
             "started_at": r.started_at, "finished_at": r.finished_at, "conditions": r.conditions}
 
 

@@ -170,18 +170,21 @@ def trends_chart(sql: Any, workflow: str | None = None, step: str | None = None,
     if not rows:
         where = (f" of workflow {workflow!r}" if workflow else "") + (f" with step {step!r}" if step else "")
         raise ValueError(f"no runs{where} in the history to draw trends from")
-    data = [{"run_id": r[0], "workflow": r[1], "created": _iso(r[2]), "run_state": r[3], "step": r[4],
-             "state": r[5], "duration_s": r[6]} for r in rows]
+    order: dict[str, int] = {}
+    for r in rows:  # oldest first
+        order.setdefault(r[0], len(order) + 1)
+    data = [{"run_id": r[0], "run": order[r[0]], "workflow": r[1], "created": _iso(r[2]), "run_state": r[3],
+             "step": r[4], "state": r[5], "duration_s": r[6]} for r in rows]
     runs: dict[str, dict[str, Any]] = {}
     for d in data:
         runs.setdefault(d["run_id"], {"created": d["created"], "failed": int(d["run_state"] == "FAILED"),
                                       "workflow": d["workflow"]})
     durations = alt.Chart(alt.Data(values=[d for d in data if d["duration_s"] is not None]),
                           title="step durations per run").mark_line(point=True).encode(
-        x=alt.X("created:T", title="run started"),
+        x=alt.X("run:O", title="run (oldest first)"),
         y=alt.Y("duration_s:Q", title="seconds"),
         color=alt.Color("step:N", legend=alt.Legend(orient="bottom", columns=4)),
-        tooltip=["run_id:N", "step:N", "state:N", "duration_s:Q"],
+        tooltip=["run_id:N", "created:T", "step:N", "state:N", "duration_s:Q"],
     ).properties(width=width, height=200)
     failures = alt.Chart(alt.Data(values=list(runs.values())), title="share of failed runs").mark_bar().encode(
         x=alt.X("yearmonthdatehoursminutes(created):T", title="run started (by minute)"),
@@ -189,7 +192,7 @@ def trends_chart(sql: Any, workflow: str | None = None, step: str | None = None,
         color=alt.Color("workflow:N"),
         tooltip=[alt.Tooltip("count():Q", title="runs"), alt.Tooltip("mean(failed):Q", title="failed share")],
     ).properties(width=width, height=140)
-    return alt.vconcat(durations, failures)
+    return alt.vconcat(durations, failures).resolve_scale(color="independent")
 
 
 def _iso(at: Any) -> str | None:

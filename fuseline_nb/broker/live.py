@@ -1,6 +1,28 @@
 """The broker's in-memory records: compiled workflows, live runs, workers.
 
 Only :mod:`fuseline_nb.broker.core` mutates these, under the broker's lock.
+The live state of the broker is, in full (see also ``docs/broker.md``):
+
+``StorageBroker._compiled[(workflow_id, version)]`` — :class:`Compiled`
+    the schema, its rules' ``Plan``, ``retries`` (step → (max attempts,
+    wait)), ``timeouts`` (step → StepTimeoutPolicy seconds, carried by each
+    assignment) and ``sources`` (step → distinct upstream steps).
+``StorageBroker._runs[run_id]`` — :class:`LiveRun`
+    ``infos`` (step → ``StepInfo``), ``tracker`` (the rules' ``Readiness``),
+    ``inputs`` / ``results`` (closed :class:`~fuseline_nb.workflow.value.Value` s),
+    ``failures`` (step → failed attempts), ``assigned`` (step → (worker id,
+    attempt, lease deadline)), ``seq`` (last event number).
+``StorageBroker._active[(workflow_id, version)]``
+    the live run ids of a workflow, in dispatch order (``get_step`` scans them).
+the storage queue
+    each run's queued steps (``RuntimeStorage.enqueue`` / ``fetch_next``).
+``StorageBroker._leases`` / ``_delayed``
+    heaps of (deadline, run, step, attempt) and (due, run, step): lease
+    expiries and retries waiting for ``RetryPolicy.wait``.
+``StorageBroker._workers[worker_id]`` — :class:`Worker`
+    its ``WorkerInfo``, ``keys`` (workflows it runs), ``assigned`` ((run,
+    step) it holds; mirrors ``LiveRun.assigned`` for per-worker lookups) and
+    ``cancelled`` (told at its next keep-alive).
 
 Examples
 --------

@@ -364,3 +364,23 @@ def test_cancel_through_the_service_stops_the_task_on_dask(cluster, tmp_path) ->
         assert not (tmp_path / "release").exists()
     finally:
         service.close()
+
+
+def test_a_run_on_dask_displays_a_link_to_the_dashboard(cluster) -> None:
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.utils.capture import capture_output
+
+    had_shell = InteractiveShell.initialized()
+    InteractiveShell.instance()  # display() needs a shell to publish to
+    try:
+        with Session(None, dask=cluster.scheduler_address) as session:
+            run = session.submit(Workflow(outputs=[FunctionStep(lambda: 1, name="one")]))
+            run.wait(timeout=60)
+            with capture_output() as shown:
+                run._ipython_display_()
+            link = session.dashboard_link
+    finally:
+        if not had_shell:
+            InteractiveShell.clear_instance()
+    html = [o.data.get("text/html", "") for o in shown.outputs]
+    assert f'<a href="{link}" target="_blank">Dask dashboard</a>' in html[0]

@@ -461,7 +461,8 @@ class StorageBroker(Broker):
         done = run.results
         results = {src: done[src] for src in run.compiled.sources[step] if src in done}
         payload = {"workflow_inputs": run.inputs, "results": results, "winners": run.tracker.winners(step)}
-        return StepAssignment(run.key[0], run_id, step, payload, now, deadline, attempt, run.key[1])
+        return StepAssignment(run.key[0], run_id, step, payload, now, deadline, attempt, run.key[1],
+                              run.compiled.timeouts.get(step))
 
     def _expire(self, now: float) -> None:
         leases = self._leases

@@ -314,11 +314,14 @@ class Session:
         """Run SQL over the history views (``runs``, ``steps``, ``events``, ``workflows``).
 
         Returns a DuckDB relation (``.df()``, ``.fetchall()``, ``.show()``).
+        Only one read-only statement (``SELECT``, ``EXPLAIN``) is run: the
+        history is fuseline_nb's to write.
 
         Raises
         ------
         StorageError
-            When this session keeps its history in memory.
+            When this session keeps its history in memory, or ``query`` is not
+            one read-only statement (the refused statement is named).
         """
         sql = getattr(self.broker, "sql", None)
         if sql is None:
@@ -545,8 +548,14 @@ class Run:
         return RunView(self.broker, self.id)
 
     def _ipython_display_(self) -> None:
-        from IPython.display import Pretty, display
+        from IPython.display import HTML, Pretty, display
 
+        link = self.dashboard_link
+        if link:  # steps on Dask: its dashboard shows the tasks, named after the steps
+            import html
+
+            display(HTML(f'<a href="{html.escape(link)}" target="_blank">Dask dashboard</a>: '
+                         f"the tasks of this run, named after its steps"))
         try:
             view = self.view()
         except ImportError:  # views not installed: a text summary instead

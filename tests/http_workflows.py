@@ -107,3 +107,42 @@ chain = _chain()
 
 
 big = Workflow(outputs=[FunctionStep(lambda: b"x" * 300_000, name="huge")], workflow_id="http-big")
+
+
+def _bad_file_name() -> int:
+    name = b"report-\xff.csv".decode("utf-8", "surrogateescape")  # as os.listdir returns it
+    raise ValueError(f"bad {name}")
+
+
+#: A step whose error text holds a lone surrogate (issue 18: it must not kill the worker).
+surrogate_error = Workflow(outputs=[FunctionStep(_bad_file_name, name="read")], workflow_id="http-surrogate")
+
+
+class ReprRaises:
+    """A poison input: its ``__repr__`` raises (previews cannot be made)."""
+
+    def __init__(self, tag: int = 0) -> None:
+        self.tag = tag
+
+    def __repr__(self) -> str:
+        raise RuntimeError("repr boom")
+
+
+def _soak_src(x: object) -> int:
+    if x == "fail":
+        raise ValueError("bad " + b"name-\xff".decode("utf-8", "surrogateescape"))
+    return 1
+
+
+def _soak(width: int = 50) -> Workflow:
+    """One source step and ``width - 1`` steps after it (the soak test's run)."""
+    src = FunctionStep(_soak_src, name="src")
+    leaves = []
+    for i in range(width - 1):
+        leaf = FunctionStep(lambda i=i: i, name=f"leaf{i}")
+        src >> leaf
+        leaves.append(leaf)
+    return Workflow(outputs=leaves, workflow_id="soak")
+
+
+soak = _soak()

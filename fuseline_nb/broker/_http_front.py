@@ -40,6 +40,7 @@ from ..errors import (
 from ..workflow.events import Event
 from .base import Broker
 from .codec import assignment_to_wire, report_from_wire
+from .edge import report_error
 from .wire import WIRE_VERSION, ReportRequest
 
 #: Paths anyone may read: the health check and the API description (no data).
@@ -48,6 +49,11 @@ PUBLIC: Final = frozenset({"/status", "/openapi.json", "/docs", "/docs/oauth2-re
 MAX_WAIT: Final = 60.0
 _RECHECK = 0.25  # a long-poll re-checks this often, so expired leases are re-queued
 
+
+class ReusedRequestError(ValueError):
+    """A dispatch ``request_id`` sent again with another workflow or other inputs (409)."""
+
+
 #: Broker errors → (HTTP status, error code).
 ERRORS: Final[tuple[tuple[type[Exception], int, str], ...]] = (
     (UnknownWorkerError, 404, "unknown_worker"),
@@ -55,6 +61,7 @@ ERRORS: Final[tuple[tuple[type[Exception], int, str], ...]] = (
     (UnknownWorkflowError, 404, "unknown_workflow"),
     (StaleReportError, 409, "stale_report"),
     (SchemaMismatchError, 409, "schema_mismatch"),
+    (ReusedRequestError, 409, "request_id_reused"),
     (MissingInputError, 422, "missing_input"),
     (StorageClosedError, 503, "broker_closed"),
 )
@@ -132,7 +139,7 @@ class Service:
         self.broker = broker
         self.wake = Wakeup()
         self.unsubscribe = broker.subscribe(self.wake.on_event)
-        self._dispatched: OrderedDict[str, str] = OrderedDict()
+        self._dispatched: OrderedDict[str, tuple[str, str]] = OrderedDict()
 
     async def poll(self, check: Callable[[], Any], wait: float, recheck: float = _RECHECK) -> Any:
         """``check()`` until it answers, woken by broker events, for up to ``wait`` seconds."""
@@ -165,12 +172,22 @@ class Service:
         info = self.broker.get_run(run_id)
         return info if info.done else None
 
-    def dispatched(self, request_id: str | None) -> str | None:
-        return self._dispatched.get(request_id) if request_id else None
+    def dispatched(self, request_id: str | None, digest: str = "") -> str | None:
+        """The run a retried dispatch started; :class:`ReusedRequestError` for another dispatch."""
+        seen = self._dispatched.get(request_id) if request_id else None
+        if seen is None:
+            return None
+        run_id, first = seen
+        if first != digest:
+            raise ReusedRequestError(
+                f"request_id {request_id!r} already started run {run_id} with another workflow or "
+                "other inputs: use a new request_id for a new dispatch (repeat one only to retry the "
+                "same request)")
+        return run_id
 
-    def remember(self, request_id: str | None, run_id: str, size: int = 4096) -> None:
+    def remember(self, request_id: str | None, run_id: str, digest: str = "", size: int = 4096) -> None:
         if request_id:
-            self._dispatched[request_id] = run_id
+            self._dispatched[request_id] = (run_id, digest)
             while len(self._dispatched) > size:
                 self._dispatched.popitem(last=False)
 
@@ -189,7 +206,7 @@ class Front:
     def __init__(self, app: ASGIApp, service: Service, token: str | None, max_body: int) -> None:
         self.app = app
         self.service = service
-        self.expected = f"Bearer {token}".encode() if token else None
+        self.expected = token.encode() if token else None
         self.max_body = max_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -198,7 +215,9 @@ class Front:
             return
         if self.expected is not None and scope["path"] not in PUBLIC:
             given = dict(scope["headers"]).get(b"authorization", b"")
-            if not hmac.compare_digest(given, self.expected):
+            scheme, _, credentials = given.strip().partition(b" ")
+            # the scheme is case-insensitive (RFC 7235); the token is compared in constant time
+            if scheme.lower() != b"bearer" or not hmac.compare_digest(credentials.strip(), self.expected):
                 detail = ("missing Authorization header: send 'Authorization: Bearer <token>'" if not given
                           else "wrong token in the Authorization header")
                 await respond(send, 401, error_body(401, "unauthorized", detail),
@@ -251,6 +270,9 @@ class Front:
             raw = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
             status, code, detail, errors = field_errors(raw)
             await respond(send, status, error_body(status, code, detail, errors))
+            return
+        if (err := report_error(body.report, "report")) is not None:
+            await respond(send, 422, error_body(422, "invalid_request", err))
             return
         try:
             answer = await self.service.report(body)

@@ -20,6 +20,7 @@ from typing import Any
 
 import xxhash
 
+from ..limits import safe_text
 from ..workflow.runinfo import RunInfo, StepInfo
 from ..workflow.schema import WorkflowSchema
 from ..workflow.status import Status
@@ -93,7 +94,8 @@ def assignment_to_wire(a: StepAssignment) -> dict[str, Any]:
     return {"v": WIRE_VERSION, "workflow_id": a.workflow_id, "version": a.version,
             "instance_id": a.instance_id, "step_name": a.step_name, "attempt": a.attempt,
             "assigned_at": a.assigned_at, "expires_at": a.expires_at,
-            "inputs": _values(a.inputs), "results": _values(a.results), "winners": dict(a.winners)}
+            "inputs": _values(a.payload.get("workflow_inputs")), "results": _values(a.payload.get("results")),
+            "winners": dict(a.winners), "timeout": a.timeout}
 
 
 def assignment_from_wire(m: AssignmentModel) -> StepAssignment:
@@ -101,7 +103,7 @@ def assignment_from_wire(m: AssignmentModel) -> StepAssignment:
     payload = {"workflow_inputs": _decoded(m.inputs), "results": _decoded(m.results),
                "winners": dict(m.winners)}
     return StepAssignment(m.workflow_id, m.instance_id, m.step_name, payload, m.assigned_at,
-                          m.expires_at, m.attempt, m.version)
+                          m.expires_at, m.attempt, m.version, m.timeout)
 
 
 def report_to_wire(r: StepReport) -> dict[str, Any]:
@@ -110,7 +112,8 @@ def report_to_wire(r: StepReport) -> dict[str, Any]:
     action = r.action if r.action is not None or not isinstance(r.result, str) else str(r.result)
     return {"workflow_id": r.workflow_id, "instance_id": r.instance_id, "step_name": r.step_name,
             "state": state.value, "result": encode_value(r.result) if r.result is not None else None,
-            "attempt": r.attempt, "error": r.error, "traceback": r.traceback, "action": action,
+            "attempt": r.attempt, "error": safe_text(r.error), "traceback": safe_text(r.traceback),
+            "action": safe_text(action),
             "started_at": r.started_at, "finished_at": r.finished_at, "conditions": r.conditions}
 
 

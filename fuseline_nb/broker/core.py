@@ -98,6 +98,10 @@ class StorageBroker(Broker):
     (30.0, 0)
     """
 
+    #: A step whose lease passes this many times in a row without a report FAILS
+    #: (``LeaseExpiredError``) instead of being queued again: no run livelocks.
+    max_lease_requeues: int = 3
+
     def __init__(self, storage: RuntimeStorage | None = None, *, lease_seconds: float = 60.0,
                  clock: Callable[[], float] = time.time, worker_ttl: float | None = None,
                  cache: bool = False) -> None:
@@ -118,6 +122,7 @@ class StorageBroker(Broker):
         self._workers: dict[str, Worker] = {}
         self._leases: list[tuple[float, str, str, int]] = []
         self._delayed: list[tuple[float, str, str]] = []  # retries waiting for RetryPolicy.wait
+        self._expired: dict[tuple[str, str], int] = {}  # (run, step) -> leases expired in a row
         self._closed = False
         self.cache_default = bool(cache)
         self._run_caches: dict[str, RunCache] = {}
@@ -331,6 +336,8 @@ class StorageBroker(Broker):
                 )
             del run.assigned[step]
             worker.assigned.discard((run.run_id, step))
+            if self._expired:
+                self._expired.pop((run.run_id, step), None)  # a report: the lease count starts over
             state = report.state
             if state.__class__ is not Status:
                 state = Status(state)
@@ -454,7 +461,8 @@ class StorageBroker(Broker):
         done = run.results
         results = {src: done[src] for src in run.compiled.sources[step] if src in done}
         payload = {"workflow_inputs": run.inputs, "results": results, "winners": run.tracker.winners(step)}
-        return StepAssignment(run.key[0], run_id, step, payload, now, deadline, attempt, run.key[1])
+        return StepAssignment(run.key[0], run_id, step, payload, now, deadline, attempt, run.key[1],
+                              run.compiled.timeouts.get(step))
 
     def _expire(self, now: float) -> None:
         leases = self._leases
@@ -464,13 +472,34 @@ class StorageBroker(Broker):
             held = run.assigned.get(step) if run is not None else None
             if run is None or held is None or held[1] != attempt or held[2] > now:
                 continue  # reported, superseded, or extended by a keep-alive
-            self._requeue_assignment(run, step, "lease expired")
+            self._lease_expired(run, step, attempt, now)
         delayed = self._delayed
         while delayed and delayed[0][0] <= now:
             _, run_id, step = heapq.heappop(delayed)
             run = self._runs.get(run_id)
             if run is not None:
                 self._enqueue(run, [step], now, {"reason": "retry"})
+
+    def _lease_expired(self, run: LiveRun, step: str, attempt: int, now: float) -> None:
+        """Queue a step whose lease passed again, or FAIL it after ``max_lease_requeues`` in a row."""
+        key = (run.run_id, step)
+        n = self._expired[key] = self._expired.get(key, 0) + 1
+        if n < self.max_lease_requeues:
+            self._requeue_assignment(run, step, "lease expired")
+            return
+        del self._expired[key]
+        wid = run.assigned.pop(step)[0]
+        w = self._workers.get(wid)
+        if w is not None:
+            w.assigned.discard(key)
+        error = (f"LeaseExpiredError: step {step!r} went {n} leases of {self.lease_seconds:g} s in a row "
+                 "without a report (its worker hung or died unseen, or the step held the GIL so no "
+                 "keep-alive got out); not queued again: raise lease_seconds, or give the step a "
+                 "StepTimeoutPolicy")
+        log.warning("step %r of run %s: %s", step, run.run_id, error)
+        report = StepReport(run.key[0], run.run_id, step, Status.FAILED, attempt=attempt, error=error,
+                            finished_at=now)
+        self._complete(run, step, Status.FAILED, report, now, retryable=False)
 
     def _requeue_assignment(self, run: LiveRun, step: str, reason: str) -> None:
         wid, attempt, _ = run.assigned.pop(step)
@@ -490,12 +519,12 @@ class StorageBroker(Broker):
         self.storage.enqueue(run.run_id, step)
         self.storage.save_step(run.run_id, step, info)
 
-    def _complete(self, run: LiveRun, step: str, state: Status, report: StepReport, now: float) -> None:
+    def _complete(self, run: LiveRun, step: str, state: Status, report: StepReport, now: float,
+                  retryable: bool = True) -> None:
         info = run.infos[step]
         info.finished_at = report.finished_at or now
         if report.started_at:
             info.started_at = report.started_at
-        retryable = True
         value = report.result
         if state is Status.SUCCEEDED:
             candidate = report.action
@@ -547,6 +576,8 @@ class StorageBroker(Broker):
             detail["conditions"] = report.conditions
         if state is Status.SUCCEEDED and value is not None:
             detail["result_preview"] = value.preview  # for traces and views only
+        if run.run_id in self._run_caches:
+            detail["cached"] = False  # a run with caching on says so on every step_finished
         self._emit(run, now, "step_finished", step, state, info.worker, info.attempts, detail)
         self._apply(run, run.tracker.finish(step, outcome), now)
 

@@ -51,6 +51,7 @@ from ._http_front import ERRORS, MAX_WAIT, PUBLIC, Front, Service, dumps, field_
 from ._http_repos import add_repository_routes
 from .base import Broker
 from .codec import decode_value, run_to_wire, schema_from_model, worker_to_wire
+from .edge import fingerprint, inputs_error, workflow_error
 from .wire import (
     WIRE_VERSION,
     AssignmentModel,
@@ -98,6 +99,8 @@ class _Refused(Exception):
 
 
 def _schema_or_422(m: WorkflowModel, where: str) -> Any:
+    if (err := workflow_error(m, where)) is not None:
+        raise _Refused(422, "invalid_request", err)
     schema = schema_from_model(m)
     try:
         check_schema(schema)
@@ -126,6 +129,8 @@ def create_app(broker: Broker, *, token: str | None = None, max_body: int = MAX_
     >>> sorted(r.path for r in app.routes if r.path.startswith("/worker/"))
     ['/worker/keep-alive', '/worker/register', '/worker/unregister']
     """
+    if token is not None and not token.strip():
+        raise ValueError("the token is empty or only whitespace: give a real secret (or None for no token)")
     service = Service(broker)
 
     @asynccontextmanager
@@ -189,15 +194,20 @@ def create_app(broker: Broker, *, token: str | None = None, max_body: int = MAX_
         return Response(status_code=204)
 
     @app.post("/workflow/dispatch", response_model=Dispatched, tags=["runs"],
-              responses={409: {"model": ErrorModel, "description": "schema mismatch"}})
+              responses={409: {"model": ErrorModel,
+                               "description": "schema mismatch, or a request_id reused for another dispatch"}})
     async def dispatch(body: DispatchRequest) -> Response:
         """Start a run of a workflow with inputs; answers the run id."""
-        run_id = service.dispatched(body.request_id)
+        digest = fingerprint(body.model_dump(mode="json", include={"workflow", "inputs"})) \
+            if body.request_id else ""
+        run_id = service.dispatched(body.request_id, digest)
         if run_id is None:
             schema = _schema_or_422(body.workflow, "workflow")
+            if (err := inputs_error(body.inputs, "inputs")) is not None:
+                raise _Refused(422, "invalid_request", err)
             inputs = {k: decode_value(v) for k, v in body.inputs.items()}
             run_id = broker.dispatch_workflow(schema, inputs)
-            service.remember(body.request_id, run_id)
+            service.remember(body.request_id, run_id, digest)
         return _json({"v": WIRE_VERSION, "run_id": run_id})
 
     @app.get("/workflow/step", response_model=AssignmentModel, tags=["steps"],

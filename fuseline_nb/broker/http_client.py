@@ -298,7 +298,16 @@ class HttpBrokerClient(BrokerClient):
                              error=error + (f"; the step's error: {report.error[:2000]}" if report.error else ""),
                              traceback=(report.traceback or "")[-20000:] or None)
             body["report"] = report_to_wire(failed)
-            self._as_worker(worker_id, call)
+            try:
+                self._as_worker(worker_id, call)
+            except BrokerRequestError as again:  # even that: a bare FAILED naming the refusal
+                log.warning("the FAILED report of step %r was refused too (%s); sending a bare one",
+                            report.step_name, again)
+                bare = replace(failed, error=f"{type(exc).__name__}: the broker refused the step's "
+                                             f"report twice; see the worker's log", traceback=None,
+                               conditions=None)
+                body["report"] = report_to_wire(bare)
+                self._as_worker(worker_id, call)
 
     # -- runs ----------------------------------------------------------------------------------
     def dispatch_workflow(self, workflow: WorkflowSchema, inputs: dict[str, Any] | None = None) -> str:

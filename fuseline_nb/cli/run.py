@@ -298,6 +298,9 @@ def main(args: argparse.Namespace) -> int:
     from ..session import Session
 
     out = sys.stdout
+    if args.workers < 0:
+        sys.stderr.write(f"fuseline-nb run: --workers must be >= 0 (0: none), not {args.workers}\n")
+        return 2
     try:
         wf = load_target(args.target)
         inputs = parse_inputs(args.input)

@@ -37,9 +37,10 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from multiprocessing.connection import wait as wait_any
 from typing import Any
+from urllib.parse import urlsplit
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,8 @@ def add_parser(subparsers: Any) -> None:
     b.add_argument("--token", help=f"bearer token workers must send (default: ${TOKEN_ENV})")
     b.add_argument("--lease-seconds", type=float, default=60.0,
                    help="seconds an assignment lives without a report or keep-alive (default 60)")
+    b.add_argument("--worker-ttl", type=float, default=None, metavar="SECONDS",
+                   help="forget an idle worker not heard from for this long (default: 3 leases, at least 120)")
     b.add_argument("--max-body", type=int, default=16 * 1024 * 1024, metavar="BYTES",
                    help="largest request body accepted (default 16 MiB)")
     b.set_defaults(handler=broker_main)
@@ -94,20 +97,29 @@ def _token(args: argparse.Namespace) -> str | None:
 
 
 # -- broker -------------------------------------------------------------------------------
-def _open_broker(db: str | None, lease_seconds: float) -> Any:
+def _open_broker(db: str | None, lease_seconds: float, worker_ttl: float | None = None) -> Any:
+    # a worker whose keep-alives and polls stopped (its process was killed) is pruned from the list
+    ttl = worker_ttl if worker_ttl is not None else max(3 * lease_seconds, 120.0)
     if db is None:
         from ..broker import MemoryBroker
 
         log.warning("no --db given: runs are kept in memory and lost when the broker stops")
-        return MemoryBroker(lease_seconds=lease_seconds)
+        return MemoryBroker(lease_seconds=lease_seconds, worker_ttl=ttl)
     from ..broker import DuckDBBroker
 
-    return DuckDBBroker(db, lease_seconds=lease_seconds)
+    return DuckDBBroker(db, lease_seconds=lease_seconds, worker_ttl=ttl)
 
 
 def broker_main(args: argparse.Namespace) -> int:
     """Serve a broker until SIGTERM/SIGINT; close (flush) it on the way out."""
     token = _token(args)
+    if not 0 <= args.port <= 65535:
+        print(f"fuseline-nb broker: --port must be between 0 and 65535, not {args.port}", file=sys.stderr)
+        return 2
+    if token is not None and not token.strip():
+        print(f"fuseline-nb broker: the token (--token or {TOKEN_ENV}) is only whitespace: give a "
+              "real secret of 16 or more random characters", file=sys.stderr)
+        return 2
     if not is_loopback(args.host) and not token:
         print(f"fuseline-nb broker: refusing to listen on {args.host!r} without a token: anyone who "
               f"can reach it could run code on your workers. Pass --token or set {TOKEN_ENV}.",
@@ -126,7 +138,7 @@ def broker_main(args: argparse.Namespace) -> int:
     from ..errors import FuselineError
 
     try:
-        broker = _open_broker(args.db, args.lease_seconds)
+        broker = _open_broker(args.db, args.lease_seconds, args.worker_ttl)
     except FuselineError as exc:
         print(f"fuseline-nb broker: cannot open {args.db!r}: {exc}", file=sys.stderr)
         return 2
@@ -200,6 +212,7 @@ def _serve_steps(specs: list[str], url: str, token: str | None, name: str | None
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    _watch_parent(os.getppid(), lambda: on_signal(signal.SIGTERM, None))
     def on_cancel(a: Any) -> None:  # the step cannot be stopped in this thread: end the process
         log.warning("step %r of run %s was cancelled: this worker process stops (another starts)",
                     a.step_name, a.instance_id)
@@ -236,6 +249,21 @@ def _serve_steps(specs: list[str], url: str, token: str | None, name: str | None
             except Exception as exc:  # leaving is best effort: the lease covers a lost goodbye
                 log.info("could not unregister: %s", exc)
         client.close()
+
+
+def _watch_parent(parent_pid: int, stop: Callable[[], None], every: float = 0.5) -> None:
+    """Stop this worker process when its supervisor is gone (killed with SIGKILL, it could not say so).
+
+    The step in hand is finished and reported, then the process unregisters and exits.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(every)
+        log.warning("the fuseline-nb worker supervisor (pid %s) is gone: stopping after this step", parent_pid)
+        stop()
+
+    threading.Thread(target=watch, name="fuseline-parent-watch", daemon=True).start()
 
 
 class _Supervisor:
@@ -309,6 +337,11 @@ def worker_main(args: argparse.Namespace) -> int:
     """Start ``--processes`` workers for the broker at ``--broker``; return when stopped."""
     if args.processes < 1:
         print("fuseline-nb worker: --processes must be >= 1", file=sys.stderr)
+        return 2
+    url = urlsplit(args.broker)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        print(f"fuseline-nb worker: --broker must be an http:// or https:// URL, e.g. "
+              f"http://127.0.0.1:8000, not {args.broker!r}", file=sys.stderr)
         return 2
     sys.path.insert(0, os.getcwd())  # MODULE:ATTR may name a module in the current directory
     try:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
 
+from ..limits import safe_str, safe_text
 from ..workflow.binding import SKIP
 from ..workflow.policies import FailureAction, StepPolicy
 from ..workflow.status import Status
@@ -62,12 +63,16 @@ class StepOutcome:
     @classmethod
     def from_exception(cls, exc: BaseException, started_at: float) -> StepOutcome:
         """A FAILED outcome describing ``exc``."""
+        try:
+            trace = "".join(tb.format_exception(type(exc), exc, _user_frames(exc.__traceback__)))
+        except Exception as inner:  # a traceback that cannot be formatted still names the error
+            trace = f"{type(exc).__name__} (its traceback could not be formatted: {type(inner).__name__})"
         return cls(
             Status.FAILED,
             None,
             type(exc).__name__,
-            str(exc),
-            "".join(tb.format_exception(type(exc), exc, _user_frames(exc.__traceback__))),
+            safe_str(exc),  # an exception whose __str__ raises is still named, never re-raised
+            safe_text(trace),
             started_at,
             time.time(),
             exc,
@@ -162,6 +167,17 @@ class Attempt:
         return out
 
 
+class StepInterrupt(BaseException):
+    """Base of the exceptions an engine raises into a running step to stop it; :func:`attempt` lets
+    them through (everything else a step raises is the step's failure).
+
+    Examples
+    --------
+    >>> issubclass(StepInterrupt, Exception)
+    False
+    """
+
+
 def attempt(
     wf: Workflow,
     name: str,
@@ -169,6 +185,7 @@ def attempt(
     results: Mapping[str, Any],
     winners: Mapping[str, str],
     retry: int = 0,
+    passthrough: tuple[type[BaseException], ...] = (KeyboardInterrupt,),
 ) -> StepOutcome:
     """Run step ``name`` of ``wf`` once with its step policies; never raises.
 
@@ -176,6 +193,12 @@ def attempt(
     ``winners`` OR-group ids to the member whose result the group passes on.
     ``retry`` counts the attempt from 0; the step reads it as ``self.cur_retry``.
     The sync shell of :class:`Attempt`.
+
+    Whatever the step raises is its failure, ``BaseException`` too
+    (``SystemExit``, a custom one): one attempt, retried only by its policies.
+    Only a :class:`StepInterrupt` and the ``passthrough`` types are raised
+    through: ``KeyboardInterrupt`` by default, so Ctrl-C stops an in-process
+    run; a worker process passes ``()`` (there it is the step's own doing).
     """
     a = Attempt(wf, name, inputs, results, winners, retry)
     done = a.begin()
@@ -183,7 +206,11 @@ def attempt(
         return done
     try:
         result = a.wrapped(lambda: a.step._invoke(a.binding, a.kwargs, a.shared), "execute")()
-    except Exception as exc:  # the outcome carries it; a worker never dies of it
+    except StepInterrupt:
+        raise
+    except BaseException as exc:  # the outcome carries it; a worker never dies of it
+        if passthrough and isinstance(exc, passthrough):
+            raise
         return a.failed(exc)
     return a.succeeded(result)
 
@@ -236,6 +263,7 @@ class _Reported(Exception):
 
 __all__ = [
     "Attempt",
+    "StepInterrupt",
     "StepOutcome",
     "attempt",
     "attempt_with_retries",

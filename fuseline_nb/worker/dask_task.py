@@ -48,7 +48,7 @@ from distributed import WorkerPlugin
 
 from ..broker.base import StepAssignment
 from ..errors import PicklingError
-from ..running.execute import StepOutcome
+from ..running.execute import StepInterrupt, StepOutcome
 from ..workflow.graph import Workflow
 from ..workflow.status import Status
 from ..workflow.value import Value
@@ -68,7 +68,7 @@ _RUNNING: dict[str, _Running] = {}
 _LOCK = threading.Lock()
 
 
-class StepInterrupted(BaseException):
+class StepInterrupted(StepInterrupt):
     """Raised inside a step's thread to stop it (a cancelled run, or a passed timeout).
 
     A ``BaseException``, so a step's ``except Exception`` does not swallow it.

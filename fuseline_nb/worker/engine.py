@@ -34,7 +34,8 @@ from typing import Any
 
 from ..broker.base import StepAssignment, StepReport
 from ..broker.clients import BrokerClient
-from ..errors import StaleReportError, UnknownWorkflowError
+from ..errors import BrokerRequestError, StaleReportError, UnknownWorkflowError
+from ..limits import safe_text
 from ..running.execute import StepOutcome, attempt
 from ..workflow.graph import Workflow
 from ..workflow.status import Status
@@ -71,7 +72,8 @@ def execute(workflows: Mapping[tuple[str, str], Workflow], a: StepAssignment, wo
         inputs, results = a.inputs, a.results
     except ValueError as exc:
         return StepOutcome.from_exception(exc, time.time())
-    return attempt(wf, a.step_name, inputs, results, a.winners, max(a.attempt - 1, 0))
+    # in a worker, KeyboardInterrupt and SystemExit raised by a step are the step's failure
+    return attempt(wf, a.step_name, inputs, results, a.winners, max(a.attempt - 1, 0), passthrough=())
 
 
 def report_of(a: StepAssignment, out: StepOutcome) -> StepReport:
@@ -103,9 +105,11 @@ def report_of(a: StepAssignment, out: StepOutcome) -> StepReport:
             state, action = Status.FAILED, None
             error = (f"PicklingError: the result of step {a.step_name!r} (a {type(result).__name__}) "
                      f"cannot be pickled, so it cannot reach the broker: {exc}")
+    # texts that always encode (a surrogate from a file name would make the report unsendable)
     return StepReport(
         a.workflow_id, a.instance_id, a.step_name, state, value, a.attempt,
-        error, out.traceback, action, out.started_at, out.finished_at, _checks(out.conditions),
+        safe_text(error), safe_text(out.traceback), action, out.started_at, out.finished_at,
+        _checks(out.conditions),
     )
 
 
@@ -221,8 +225,8 @@ class ProcessEngine:
     def _report(self, a: StepAssignment, out: StepOutcome) -> None:
         try:
             self.client.report_step(self.worker_id, report_of(a, out))
-        except StaleReportError as exc:
-            log.warning("report refused: %s", exc)
+        except (StaleReportError, BrokerRequestError) as exc:  # a refused report never ends the worker
+            log.warning("report of step %r of run %s refused: %s", a.step_name, a.instance_id, exc)
 
     def close(self) -> None:
         """End the heartbeat thread (``work`` does this itself when it returns)."""

@@ -328,6 +328,7 @@ class WorkerPool:
                     self.error = WorkerError(f"worker processes keep exiting at start (last exit code "
                                             f"{code}); see the log for their errors")
             elif ep.busy is not None:
+                self._startup_failures = 0  # it had started: only failures in a row at start count
                 busy = ep.busy
                 key = (busy.run_id, busy.step)
                 self._crashes[key] = n = self._crashes.get(key, 0) + 1
@@ -337,6 +338,7 @@ class WorkerPool:
                     self._fail_step(ep, f"WorkerCrashedError: the worker process running step "
                                         f"{busy.step!r} died {n} times (last exit code {code})")
             else:
+                self._startup_failures = 0
                 log.warning("worker %s (pid %s) exited with code %s", ep.label, proc.pid, code)
         self._forget(ep)
         self._replace()

@@ -28,7 +28,6 @@ from typing import Any
 
 from ..broker.base import StepAssignment, StepReport
 from ..broker.clients import BrokerClient
-from ..workflow.policies import timeout_seconds
 from .channel import PROTOCOL_VERSION, REQUEST_KINDS, SLOW_STREAK, decode, send, spin_seconds
 from .endpoint import PREFETCH_BELOW, Busy, Endpoint, Reply, Supervisor
 
@@ -87,8 +86,12 @@ class ChannelServer:
         self._cancels: list[tuple[str, str]] = []  # (run id, step) whose holder must stop
         self._parked: dict[str, Endpoint] = {}
         self._timed: dict[str, Endpoint] = {}
-        self._timeouts: dict[tuple[str, str], dict[str, float]] = {}
         self._next_poll = 0.0
+        # The kernel sees each worker process live: it keeps their leases alive itself, so a step
+        # holding the GIL past its lease (no heartbeat gets out) is not queued again and again.
+        lease = getattr(getattr(client, "broker", None), "lease_seconds", 60.0)
+        self._beat_every = max(float(lease) / 3, 0.05)
+        self._next_beat = time.monotonic() + self._beat_every
         self._dirty = False
         self._draining = False
         self._closing = False
@@ -217,7 +220,7 @@ class ChannelServer:
         try:
             ready = self._spin() if self._spin_until else None
             if not ready:
-                ready = self._sel.select(self._wait_time() if self._timed or self._parked else None)
+                ready = self._sel.select(self._wait_time())
         except OSError:  # a descriptor closed under us: look again
             return
         if self._handed_at:  # did the last hand-out come back soon enough to be worth a spin?
@@ -233,8 +236,10 @@ class ChannelServer:
                 self._drain_wake()
             elif kind == "sentinel" and ep.label in endpoints:
                 self._died(ep)
-        if self._timed or self._parked:
+        if self._timed or self._parked or self._next_beat <= time.monotonic():
             now = time.monotonic()
+            if now >= self._next_beat:
+                self._keep_leases(now)
             if self._timed:
                 self._check_deadlines(now)
             if self._parked:
@@ -264,12 +269,23 @@ class ChannelServer:
             self._sel.register(ep.conn, selectors.EVENT_READ, ("conn", ep))
             self._sel.register(ep.process.sentinel, selectors.EVENT_READ, ("sentinel", ep))
 
-    def _wait_time(self) -> float | None:
+    def _wait_time(self) -> float:
         now = time.monotonic()
         times = [ep.busy.deadline for ep in self._timed.values() if ep.busy and ep.busy.deadline]
         if self._parked:
             times.append(self._next_poll)
-        return max(0.0, min(times) - now) if times else None
+        times.append(self._next_beat)
+        return max(0.0, min(times) - now)
+
+    def _keep_leases(self, now: float) -> None:
+        """Extend the leases of every live worker process holding steps (see ``_beat_every``)."""
+        self._next_beat = now + self._beat_every
+        for ep in list(self.endpoints.values()):
+            if ep.held and ep.worker_id is not None and ep.process.is_alive():
+                try:
+                    self.client.keep_alive(ep.worker_id)
+                except Exception as exc:  # e.g. the worker was just unregistered
+                    log.debug("keep-alive for %s failed: %s", ep.label, exc)
 
     def _drain_wake(self) -> None:
         try:
@@ -387,10 +403,7 @@ class ChannelServer:
         return 1
 
     def _track(self, ep: Endpoint, a: StepAssignment) -> None:
-        table = self._timeouts.get((a.workflow_id, a.version))
-        seconds = table.get(a.step_name) if table is not None else \
-            self._timeout_of(a.workflow_id, a.version, a.step_name)
-        ep.held.append(Busy(a.workflow_id, a.version, a.instance_id, a.step_name, a.attempt, seconds))
+        ep.held.append(Busy(a.workflow_id, a.version, a.instance_id, a.step_name, a.attempt, a.timeout))
         if len(ep.held) == 1:
             self._start_head(ep)
 
@@ -403,18 +416,6 @@ class ChannelServer:
             self._timed[ep.label] = ep
         elif self._timed:
             self._timed.pop(ep.label, None)
-
-    def _timeout_of(self, workflow_id: str, version: str, step: str) -> float | None:
-        key = (workflow_id, version)
-        table = self._timeouts.get(key)
-        if table is None:
-            for schema in self.client.list_workflows():
-                k = (schema.workflow_id, schema.version)
-                self._timeouts[k] = {
-                    s.name: t for s in schema.steps if (t := timeout_seconds(s.policies)) is not None
-                }
-            table = self._timeouts.setdefault(key, {})
-        return table.get(step)
 
     def _hello(self, ep: Endpoint, pid: int, version: int) -> Reply:
         if version != PROTOCOL_VERSION:

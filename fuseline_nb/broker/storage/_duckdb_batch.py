@@ -17,22 +17,27 @@ True
 from __future__ import annotations
 
 import json
+import logging
 import time
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from ...limits import TIME_MAX, TIME_MIN, safe_repr, safe_text
 from ...workflow.events import Event
 from ...workflow.schema import WorkflowSchema
 from ._duckdb_rows import ResultRow, StepRow, inputs_columns, result_row, split_error, to_json
 
-_encode = json.JSONEncoder(default=repr).encode  # one encoder: json.dumps(default=) builds one per call
+log = logging.getLogger(__name__)
+
+_encode = json.JSONEncoder(default=safe_repr).encode  # one encoder: json.dumps(default=) builds one per call
 
 
 def _json(detail: dict[str, Any]) -> str:
     try:
         return _encode(detail)
-    except (TypeError, ValueError):  # never let one odd detail block every later flush
+    except Exception:  # never let one odd detail block every later flush
         return to_json(detail)
 
 
@@ -61,9 +66,11 @@ _SCHEMAS = {
 class Batch:
     """Changes not yet written: the latest record wins per run and per step."""
 
-    __slots__ = ("events", "finals", "results", "runs", "steps", "workflows")
+    __slots__ = ("events", "finals", "results", "runs", "safe", "steps", "workflows")
 
     def __init__(self) -> None:
+        #: Write the safe form: no pickles, no event details, numbers clamped (see :meth:`split`).
+        self.safe = False
         self.workflows: list[tuple[WorkflowSchema, float]] = []
         self.runs: dict[str, tuple[str, str, dict[str, Any], float]] = {}
         self.steps: dict[tuple[str, str], StepRow] = {}
@@ -92,6 +99,44 @@ class Batch:
         out.finals = {**self.finals, **newer.finals}
         return out
 
+    def split(self) -> list[Batch]:
+        """This batch as one batch of workflows and one per run (to find a row that cannot be written).
+
+        Examples
+        --------
+        >>> b = Batch()
+        >>> b.runs["r1"] = ("wf", "1", {}, 0.0); b.finals["r2"] = ("SUCCEEDED", 1.0)
+        >>> [(list(p.runs), list(p.finals)) for p in b.split()]
+        [(['r1'], []), ([], ['r2'])]
+        """
+        parts: dict[str, Batch] = {}
+
+        def part(run_id: str) -> Batch:
+            b = parts.get(run_id)
+            if b is None:
+                b = parts[run_id] = Batch()
+            return b
+
+        head = Batch()
+        head.workflows = list(self.workflows)
+        for run_id, run in self.runs.items():
+            part(run_id).runs[run_id] = run
+        for key, row in self.steps.items():
+            part(key[0]).steps[key] = row
+        for key, value in self.results.items():
+            part(key[0]).results[key] = value
+        for e in self.events:
+            part(e.run_id).events.append(e)
+        for run_id, final in self.finals.items():
+            part(run_id).finals[run_id] = final
+        return ([head] if head.workflows else []) + list(parts.values())
+
+    def run_ids(self) -> list[str]:
+        """The runs this batch touches (for messages)."""
+        ids = {*self.runs, *self.finals, *(k[0] for k in self.steps), *(k[0] for k in self.results),
+               *(e.run_id for e in self.events)}
+        return sorted(ids, key=str)
+
     def arrow_tables(self, unpicklable: dict[tuple[str, str], Any]) -> dict[str, pa.Table]:
         """One Arrow table per non-empty part, named as the write statements expect.
 
@@ -110,7 +155,8 @@ class Batch:
             runs = []
             for run_id, (wf, version, inputs, created) in self.runs.items():
                 state, finished = finals.pop(run_id, ("RUNNING", None))
-                runs.append((run_id, wf, version, state, *inputs_columns(run_id, inputs), created, finished))
+                text, blob = inputs_columns(run_id, inputs)
+                runs.append((run_id, wf, version, state, text, None if self.safe else blob, created, finished))
             columns["batch_runs"] = _transpose(runs)
         results = dict(self.results)
         if self.steps:
@@ -129,16 +175,17 @@ class Batch:
                 [e.run_id for e in ev], [e.seq for e in ev], [e.at for e in ev], [e.step for e in ev],
                 [e.kind for e in ev], [e.state for e in ev],  # a Status is a str: Arrow takes it as is
                 [e.worker for e in ev], [e.attempt for e in ev],
-                [None if e.detail is None else _json(e.detail) for e in ev],
+                [None if e.detail is None or self.safe else _json(e.detail) for e in ev],
             ]
         if finals:
             columns["batch_finals"] = _transpose([(run_id, state, at) for run_id, (state, at) in finals.items()])
-        return {name: _table(name, cols) for name, cols in columns.items()}
+        return {name: _table(name, cols, self.safe) for name, cols in columns.items()}
 
-    @staticmethod
-    def _result(key: tuple[str, str], value: Any,
+    def _result(self, key: tuple[str, str], value: Any,
                 unpicklable: dict[tuple[str, str], Any]) -> ResultRow:
         stored = result_row(key, value)
+        if self.safe and stored[1] is not None:  # the safe form keeps the preview, the value in memory
+            stored = (stored[0], None, None, None, stored[4], None)
         if stored[1] is None:
             unpicklable[key] = value
         return stored
@@ -152,7 +199,39 @@ def _transpose(rows: list[tuple[Any, ...]]) -> list[Any]:
     return list(zip(*rows, strict=True))
 
 
-def _table(name: str, columns: list[Any]) -> pa.Table:
+def _table(name: str, columns: list[Any], safe: bool = False) -> pa.Table:
     schema = _SCHEMAS[name]
-    return pa.Table.from_arrays([pa.array(c, type=f.type) for c, f in zip(columns, schema, strict=True)],
+    return pa.Table.from_arrays([_array(name, f, c, safe) for c, f in zip(columns, schema, strict=True)],
                                 schema=schema)
+
+
+_INT32 = (-(2**31), 2**31 - 1)
+
+
+def _array(table: str, field: pa.Field, column: Any, safe: bool) -> pa.Array:
+    """One column as Arrow: text made writable, times kept in range (never raises for a value)."""
+    kind = field.type
+    if kind == _S:
+        try:
+            return pa.array(column, type=_S)
+        except Exception:  # a lone surrogate (undecodable file name), or not a str at all
+            return pa.array([safe_text(v) for v in column], type=_S)
+    if kind == _F:
+        try:
+            arr = pa.array(column, type=_F)
+        except Exception:
+            arr = pa.array([v if type(v) in (int, float) else None for v in column], type=_F)
+        if field.name.endswith("at") and len(arr) and arr.null_count < len(arr):
+            inside = pc.and_(pc.greater_equal(arr, TIME_MIN), pc.less_equal(arr, TIME_MAX))
+            if not pc.all(inside).as_py():  # NaN compares False: out too
+                required = field.name == "at"  # an event's time is NOT NULL: the earliest time instead
+                log.warning("%s.%s: times outside %g..%g seconds since 1970 stored as %s", table,
+                            field.name, TIME_MIN, TIME_MAX, TIME_MIN if required else "NULL")
+                fill = pa.scalar(TIME_MIN if required else None, type=_F)
+                arr = pc.if_else(inside, arr, fill)
+        return arr
+    if safe and pa.types.is_integer(kind):
+        low, high = _INT32 if kind == _I else (-(2**63), 2**63 - 1)
+        return pa.array([v if type(v) is int and low <= v <= high else
+                         (min(max(v, low), high) if type(v) is int else None) for v in column], type=kind)
+    return pa.array(column, type=kind)

@@ -25,6 +25,7 @@ from typing import Any
 
 import xxhash
 
+from ...limits import safe_repr, safe_text
 from ...workflow.runinfo import StepInfo
 from ...workflow.status import Status
 from ...workflow.value import Value, preview
@@ -164,11 +165,20 @@ def to_json(value: Any) -> str:
     {'1': "'x'", 'k': '2'}
     """
     try:
-        return json.dumps(value, sort_keys=True, default=repr)
-    except (TypeError, ValueError):  # mixed key types, a cycle: fall back to reprs, never fail a flush
+        return json.dumps(value, sort_keys=True, default=safe_repr)
+    except Exception:  # mixed key types, a cycle, too deep: fall back to reprs, never fail a flush
         if isinstance(value, dict):
-            return json.dumps({str(k): repr(v) for k, v in value.items()}, sort_keys=True)
-        return json.dumps(repr(value))
+            return json.dumps({k if isinstance(k, str) else safe_repr(k): _short_repr(v) for k, v in value.items()},
+                              sort_keys=True)
+        return json.dumps(_short_repr(value))
+
+
+def _short_repr(value: Any) -> str:
+    try:
+        return safe_text(preview(value)) or ""
+    except Exception:  # a repr that raises, or a value too deep to show
+        return safe_repr(value) if not isinstance(value, (dict, list, tuple)) else \
+            f"<{type(value).__name__} that cannot be shown>"
 
 
 def step_info(row: tuple[Any, ...], result: Any) -> StepInfo:

@@ -41,9 +41,11 @@ import duckdb
 
 from ...errors import (
     StorageClosedError,
+    StorageError,
     StorageVersionError,
     UnknownRunError,
 )
+from ...limits import safe_str
 from ...workflow.events import Event
 from ...workflow.runinfo import RunInfo, StepInfo
 from ...workflow.schema import WorkflowSchema
@@ -59,6 +61,11 @@ from .base import RuntimeStorage
 
 log = logging.getLogger(__name__)
 
+
+
+
+def _clip(text: str, n: int = 80) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
 
 
 class DuckDBRuntimeStorage(RuntimeStorage):
@@ -107,6 +114,7 @@ class DuckDBRuntimeStorage(RuntimeStorage):
         self._workflows: dict[tuple[str, str], WorkflowSchema] = {}
         self._cache: DuckDBCacheStore | None = None
         try:
+            self._refuse_foreign()
             self._con = self._db(duckdb.connect, self.path)
             self._migrate()
             for (text,) in self._execute(Q.SELECT_WORKFLOWS):
@@ -139,6 +147,22 @@ class DuckDBRuntimeStorage(RuntimeStorage):
             return self._db(lambda: self._con.execute(sql, params).fetchall())
 
     # -- opening and schema --------------------------------------------------------------
+    def _refuse_foreign(self) -> None:
+        """Refuse, before writing anything, a DuckDB file that holds tables but not run history."""
+        if self.path == ":memory:" or not os.path.exists(self.path) or os.path.getsize(self.path) == 0:
+            return
+        con = self._db(duckdb.connect, self.path, read_only=True)
+        try:
+            tables = {name for (name,) in self._db(lambda: con.execute(Q.TABLE_NAMES).fetchall())}
+        finally:
+            con.close()
+        if tables and not {"schema_version", "fl_runs"} <= tables:
+            shown = ", ".join(sorted(tables)[:5]) + (", …" if len(tables) > 5 else "")
+            raise StorageError(
+                f"{self.path!r} is a DuckDB file of something else (tables: {shown}), not a fuseline_nb "
+                "run history: nothing was written to it; pass a new file name or a history file"
+            )
+
     def _migrate(self) -> None:
         tables = {name for (name,) in self._execute(Q.TABLE_NAMES)}
         if "schema_version" not in tables:
@@ -284,10 +308,62 @@ class DuckDBRuntimeStorage(RuntimeStorage):
                 return
             try:
                 self._write(batch)
+            except Exception as exc:
+                kept = self._write_apart(batch, exc)
+                if kept is not None:
+                    with self._buf_lock:  # keep the changes: newer buffered ones win
+                        self._batch = kept.merged_with(self._batch)
+                    if isinstance(exc, StorageError):
+                        raise
+                    raise StorageError(f"writing run history to {self.path!r} failed: "
+                                       f"{type(exc).__name__}: {safe_str(exc)}") from exc
             except BaseException:
-                with self._buf_lock:  # keep the changes: newer buffered ones win
+                with self._buf_lock:
                     self._batch = batch.merged_with(self._batch)
                 raise
+
+    def _write_apart(self, batch: Batch, first: Exception) -> Batch | None:
+        """After a failed flush: write run by run, a run that fails again in its safe form.
+
+        One bad value must never block the history: a run whose rows cannot be
+        written as they are is written in the safe form (no pickles, no event
+        details, numbers clamped; its values stay in memory), and a run that
+        cannot be written even so is dropped with an error in the log. Only
+        when nothing at all can be written (the file is at fault, not a value:
+        the disk is full, a table is gone) is the batch kept to be retried
+        with the next one; that is what is returned then.
+        """
+        parts = batch.split()
+        failed: list[Batch] = []
+        written = 0
+        for part in parts:
+            try:
+                self._write(part)
+                written += 1
+                continue
+            except Exception as exc:
+                why = f"{type(exc).__name__}: {safe_str(exc)}"
+            part.safe = True
+            try:
+                self._write(part)
+                written += 1
+                log.error("run history %s: the rows of run(s) %s could not be written as they are (%s); "
+                          "written without their pickled values and event details", self.path,
+                          part.run_ids(), why)
+            except Exception as exc:
+                part.safe = False
+                failed.append(part)
+                log.debug("safe form of %s failed too: %s", part.run_ids(), safe_str(exc))
+        if failed and not written:
+            keep = Batch()
+            for part in failed:
+                keep = keep.merged_with(part)
+            return keep
+        for part in failed:
+            log.error("run history %s: the rows of run(s) %s cannot be written, even in a safe form; "
+                      "they are left out of the file (%s: %s)", self.path, part.run_ids(),
+                      type(first).__name__, safe_str(first))
+        return None
 
     def _write(self, batch: Batch) -> None:
         tables = batch.arrow_tables(self._unpicklable)
@@ -370,11 +446,28 @@ class DuckDBRuntimeStorage(RuntimeStorage):
         ...     st.sql("SELECT count(*) AS n FROM runs WHERE state = ?", ["FAILED"]).fetchall()
         [(0,)]
         """
+        self._check_read_only(query)
         self.flush()
         with self._io_lock:
             if self._reader is None:
                 self._reader = self._db(self._con.cursor)
         return self._db(self._reader.sql, query, params=params)
+
+    def _check_read_only(self, query: str) -> None:
+        """Refuse anything but one read-only statement (DuckDB's own parser tells the kind)."""
+        statements = self._db(duckdb.extract_statements, query)
+        where = "this file" if self.path == ":memory:" else repr(self.path)
+        how = (f"the history is written by fuseline_nb only; to change {where} yourself, close the "
+               f"session first and open it with duckdb.connect({self.path!r})")
+        if len(statements) != 1:
+            raise StorageError(f"sql() runs one read-only statement at a time, not {len(statements)}: "
+                               f"{_clip(query)!r}")
+        st = statements[0]
+        kind = st.type.name
+        if kind == "SELECT" or (kind == "EXPLAIN" and "ANALYZE" not in st.query.upper().split()[:3]):
+            return
+        raise StorageError(f"sql() runs read-only statements only (SELECT, EXPLAIN); refused "
+                           f"{kind} statement {_clip(st.query.strip())!r}: {how}")
 
     def _run_info(self, row: tuple[Any, ...]) -> RunInfo:
         run_id, wf, version, state, text, blob, created, finished = row

@@ -1,0 +1,188 @@
+"""Issue 18, the worker fleet: odd errors are step failures, a refused report never ends a worker
+(real pool worker processes, real CLI workers on a real uvicorn service)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+import fuseline_nb as fl
+from fuseline_nb import Status
+from tests import http_workflows as flows
+from tests.test_http_service import Service, wait_run, wait_workers
+
+
+class Custom(BaseException):
+    """A BaseException of the user's own."""
+
+
+class StrRaises(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("__str__ exploded")
+
+
+def exits():
+    raise SystemExit(3)
+
+
+def interrupts():
+    raise KeyboardInterrupt("from the step")
+
+
+def custom():
+    raise Custom("mine")
+
+
+def str_raises():
+    raise StrRaises()
+
+
+CASES = [
+    (exits, "SystemExit: 3"),
+    (interrupts, "KeyboardInterrupt: from the step"),
+    (custom, "Custom: mine"),
+    (str_raises, "StrRaises: <str() of the StrRaises failed with RuntimeError: __str__ exploded>"),
+]
+
+
+@pytest.mark.slow
+def test_base_exceptions_and_broken_str_are_step_failures_in_worker_processes(tmp_path) -> None:
+    with fl.Session(tmp_path / "h.duckdb", workers=1) as session:
+        for fn, error in CASES:
+            once = fl.Workflow(outputs=[fl.FunctionStep(fn)], workflow_id=f"once-{fn.__name__}")
+            retried = fl.Workflow(outputs=[fl.FunctionStep(fn, policies=[fl.RetryPolicy(2)])],
+                                  workflow_id=f"twice-{fn.__name__}")
+            for wf, attempts in ((once, 1), (retried, 2)):
+                run = session.submit(wf)
+                with pytest.raises(fl.StepFailedError) as info:
+                    run.wait(timeout=60, raise_on_failure=True)
+                assert info.value.failures == {fn.__name__: error}
+                step = run.info().steps[fn.__name__]
+                assert (step.state, step.attempts) == (Status.FAILED, attempts), wf.workflow_id
+        assert session.sql("SELECT count(*) FROM steps WHERE error_message LIKE '%died%'").fetchall() == [(0,)]
+        assert len(session.pool.pids()) == 1  # the same worker process, never a crash
+
+
+@pytest.mark.parametrize(("fn", "error"), [c for c in CASES if c[0] is not interrupts])
+def test_base_exceptions_and_broken_str_are_named_in_process(fn, error) -> None:
+    wf = fl.Workflow(outputs=[fl.FunctionStep(fn)])
+    with pytest.raises(fl.StepFailedError, match=f"{fn.__name__}: {error.split(':')[0]}:") as info:
+        wf.run({}, raise_on_failure=True)
+    assert info.value.failures == {fn.__name__: error}
+
+
+def test_keyboard_interrupt_in_process_still_stops_the_run() -> None:
+    wf = fl.Workflow(outputs=[fl.FunctionStep(interrupts)])
+    with pytest.raises(KeyboardInterrupt, match="from the step"):
+        wf.run({})
+
+
+@pytest.mark.slow
+def test_a_surrogate_in_an_error_text_never_kills_an_http_worker(tmp_path) -> None:
+    service = Service(tmp_path)
+    try:
+        client = service.start_broker()
+        workers = service._spawn("worker", "tests.http_workflows:surrogate_error", "tests.http_workflows:chain",
+                                 "--broker", service.url, "--poll-wait", "1", log="worker.log")
+        wait_workers(client, 1)
+        for _ in range(2):
+            info = wait_run(client, client.dispatch_workflow(flows.surrogate_error.to_schema(), {}))
+            assert info.state is Status.FAILED
+            assert info.steps["read"].error == "ValueError: bad report-\\udcff.csv"
+            assert info.steps["read"].attempts == 1
+        good = wait_run(client, client.dispatch_workflow(flows.chain.to_schema(), {"delay": 0}))
+        assert good.state is Status.SUCCEEDED
+        assert workers.poll() is None and len(client.list_workers()) == 1
+        assert "Traceback" not in service.log("worker.log")
+    finally:
+        service.close()
+
+
+def _children(pid: int) -> set[int]:
+    kids = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.add(int(stat.parent.name))
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+def test_a_sigkilled_cli_worker_leaves_no_process_and_is_pruned(tmp_path) -> None:
+    service = Service(tmp_path)
+    try:
+        client = service.start_broker("--lease-seconds", "1", "--worker-ttl", "3")
+        supervisor = service.start_workers("tests.http_workflows:chain", processes=2)
+        wait_workers(client, 2)
+        kids = _children(supervisor.pid)
+        assert len(kids) >= 2
+        os.kill(supervisor.pid, signal.SIGKILL)
+        supervisor.wait()
+        deadline = time.monotonic() + 20
+        while any(_alive(k) for k in kids):
+            assert time.monotonic() < deadline, f"worker processes {kids} outlived their supervisor"
+            time.sleep(0.1)
+        deadline = time.monotonic() + 20
+        while client.list_workers():
+            assert time.monotonic() < deadline, "the broker still lists the dead workers"
+            time.sleep(0.2)
+        assert "supervisor (pid" in service.log("worker.log")
+    finally:
+        service.close()
+
+
+def _rebuild_refuses() -> None:
+    raise ValueError("this class cannot be rebuilt here")
+
+
+class Fragile:
+    """Pickles in the worker; unpickling it anywhere raises."""
+
+    def __reduce__(self):
+        return (_rebuild_refuses, ())
+
+
+def fragile():
+    return Fragile()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("prefetch", [1, 4])
+def test_a_result_that_cannot_be_unpickled_in_the_kernel_is_named_where_it_is_opened(tmp_path, prefetch) -> None:
+    # The value layer keeps results closed in the kernel: the step succeeds once, and opening the
+    # result (here: the run's output) names the unpickling error. No crash loop, no lease stall.
+    wf = fl.Workflow(outputs=[fl.FunctionStep(fragile)], workflow_id="fragile")
+    with fl.Session(tmp_path / "h.duckdb", workers=1, prefetch=prefetch) as session:
+        started = time.monotonic()
+        run = session.submit(wf)
+        with pytest.raises(ValueError, match=r"cannot unpickle a Fragile .* in this process: ValueError: this "
+                                             r"class cannot be rebuilt here"):
+            run.wait(timeout=60)
+        assert time.monotonic() - started < 30
+        step = run.info().steps["fragile"]
+        assert (step.state, step.attempts) == (Status.SUCCEEDED, 1)
+        assert session.submit(_ok_flow()).wait(timeout=60) == 5  # the same worker goes on
+        assert len(session.pool.pids()) == 1
+
+
+def _five():
+    return 5
+
+
+def _ok_flow() -> fl.Workflow:
+    return fl.Workflow(outputs=[fl.FunctionStep(_five)], workflow_id="five")

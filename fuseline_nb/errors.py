@@ -370,7 +370,7 @@ class BrokerRequestError(FuselineError, ValueError):
 
 
 class StepFailedError(FuselineError, RuntimeError):
-    """A run ended FAILED; ``.failures`` maps step name to its error text.
+    r"""A run ended FAILED; ``.failures`` maps step name to its error text.
 
     Examples
     --------

@@ -548,8 +548,14 @@ class Run:
         return RunView(self.broker, self.id)
 
     def _ipython_display_(self) -> None:
-        from IPython.display import Pretty, display
+        from IPython.display import HTML, Pretty, display
 
+        link = self.dashboard_link
+        if link:  # steps on Dask: its dashboard shows the tasks, named after the steps
+            import html
+
+            display(HTML(f'<a href="{html.escape(link)}" target="_blank">Dask dashboard</a>: '
+                         f"the tasks of this run, named after its steps"))
         try:
             view = self.view()
         except ImportError:  # views not installed: a text summary instead

@@ -119,7 +119,7 @@ def _shoot(page, base: str, token: str, name: str, timeout_s: float) -> list[str
     problems = []
     errors = page.evaluate("""() => Array.from(document.querySelectorAll(
         '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"] pre'))
-        .map(e => e.textContent).filter(t => /Traceback|Error:/.test(t)).map(t => t.slice(0, 300))""")
+        .map(e => e.textContent).filter(t => /Traceback/.test(t)).map(t => t.slice(0, 300))""")
     problems += [f"{name}: error output: {e}" for e in errors]
     stem = Path(name).stem
     for old in OUT.glob(f"{stem}-*.png"):

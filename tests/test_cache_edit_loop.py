@@ -263,6 +263,7 @@ def test_six_step_pipeline_reruns_only_what_changed(cells, tmp_path):
         events = session.broker.events(r.id)
         finished = {e.step: e.detail for e in events if e.kind == "step_finished"}
         assert finished["report"]["cached"] is True and finished["report"]["cached_from"]
+        assert finished["load"]["cached"] is False
 
 
 def test_a_cache_false_step_always_runs_and_submit_can_turn_the_cache_off(cells, tmp_path):

@@ -243,6 +243,9 @@ class TestPickles:
         held = api.broker.get_run(run_id).input_values["x"]
         assert isinstance(held, Value) and not held.loaded and not canary.exists()
         assert api("GET", f"/runs/{run_id}").json()["inputs"]["x"]["data"] == data
+        wid = _register(api, wf)
+        handed = api("GET", "/workflow/step", params={"worker_id": wid}).json()  # the assignment too
+        assert handed["inputs"]["x"]["data"] == data
         assert not canary.exists()
 
     def test_values_round_trip(self) -> None:

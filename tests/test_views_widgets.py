@@ -414,3 +414,34 @@ class TestReplay:
             replay.close()
         finally:
             reopened.close()
+
+
+class TestGroup:
+    def test_a_row_per_run_and_a_click_opens_that_runs_view(self, comms):
+        from fuseline_nb.rungroup import RunGroup
+        from fuseline_nb.views.group import GroupView
+
+        wf, broker = four_outcomes(), MemoryBroker()
+
+        class Held:  # what a Run gives a group view: id, info(), view()
+            def __init__(self, run_id: str) -> None:
+                self.id = run_id
+
+            def info(self) -> Any:
+                return broker.get_run(self.id)
+
+            def view(self) -> Any:
+                return fl.RunView(broker, self.id)
+
+        ids = [broker.dispatch_workflow(wf.to_schema(), {"k": k}) for k in range(3)]
+        run_in_thread(broker, wf).join(20)
+        view = GroupView(RunGroup([Held(i) for i in ids]))  # type: ignore[list-item]
+        rows = view.table.comm.last("rows") if view.table.comm.updates("rows") else view.table.rows
+        assert [r[0] for r in rows] == ids and {r[1] for r in rows} == {"FAILED"}
+        assert all(r[2] == r[3] == 5 and r[4] is not None for r in rows)
+        assert rows[1][5] == "k=1"  # the input's own preview, not a Value's repr
+        assert view.table.summary == "3 runs: failed 3"
+        view.table.comm.receive({"selected": 1})  # a click on the second row
+        assert isinstance(view.run_view, fl.RunView) and view.run_view.run_id == ids[1]
+        assert view.children == (view.table, view.run_view)
+        view.close()

@@ -94,7 +94,8 @@ def assignment_to_wire(a: StepAssignment) -> dict[str, Any]:
     return {"v": WIRE_VERSION, "workflow_id": a.workflow_id, "version": a.version,
             "instance_id": a.instance_id, "step_name": a.step_name, "attempt": a.attempt,
             "assigned_at": a.assigned_at, "expires_at": a.expires_at,
-            "inputs": _values(a.inputs), "results": _values(a.results), "winners": dict(a.winners)}
+            "inputs": _values(a.payload.get("workflow_inputs")), "results": _values(a.payload.get("results")),
+            "winners": dict(a.winners), "timeout": a.timeout}
 
 
 def assignment_from_wire(m: AssignmentModel) -> StepAssignment:
@@ -102,7 +103,7 @@ def assignment_from_wire(m: AssignmentModel) -> StepAssignment:
     payload = {"workflow_inputs": _decoded(m.inputs), "results": _decoded(m.results),
                "winners": dict(m.winners)}
     return StepAssignment(m.workflow_id, m.instance_id, m.step_name, payload, m.assigned_at,
-                          m.expires_at, m.attempt, m.version)
+                          m.expires_at, m.attempt, m.version, m.timeout)
 
 
 def report_to_wire(r: StepReport) -> dict[str, Any]:

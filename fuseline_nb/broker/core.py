@@ -461,7 +461,8 @@ class StorageBroker(Broker):
         done = run.results
         results = {src: done[src] for src in run.compiled.sources[step] if src in done}
         payload = {"workflow_inputs": run.inputs, "results": results, "winners": run.tracker.winners(step)}
-        return StepAssignment(run.key[0], run_id, step, payload, now, deadline, attempt, run.key[1])
+        return StepAssignment(run.key[0], run_id, step, payload, now, deadline, attempt, run.key[1],
+                              run.compiled.timeouts.get(step))
 
     def _expire(self, now: float) -> None:
         leases = self._leases
@@ -575,6 +576,8 @@ class StorageBroker(Broker):
             detail["conditions"] = report.conditions
         if state is Status.SUCCEEDED and value is not None:
             detail["result_preview"] = value.preview  # for traces and views only
+        if run.run_id in self._run_caches:
+            detail["cached"] = False  # a run with caching on says so on every step_finished
         self._emit(run, now, "step_finished", step, state, info.worker, info.attempts, detail)
         self._apply(run, run.tracker.finish(step, outcome), now)
 

@@ -1,6 +1,28 @@
 """The broker's in-memory records: compiled workflows, live runs, workers.
 
 Only :mod:`fuseline_nb.broker.core` mutates these, under the broker's lock.
+The live state of the broker is, in full (see also ``docs/broker.md``):
+
+``StorageBroker._compiled[(workflow_id, version)]`` — :class:`Compiled`
+    the schema, its rules' ``Plan``, ``retries`` (step → (max attempts,
+    wait)), ``timeouts`` (step → StepTimeoutPolicy seconds, carried by each
+    assignment) and ``sources`` (step → distinct upstream steps).
+``StorageBroker._runs[run_id]`` — :class:`LiveRun`
+    ``infos`` (step → ``StepInfo``), ``tracker`` (the rules' ``Readiness``),
+    ``inputs`` / ``results`` (closed :class:`~fuseline_nb.workflow.value.Value` s),
+    ``failures`` (step → failed attempts), ``assigned`` (step → (worker id,
+    attempt, lease deadline)), ``seq`` (last event number).
+``StorageBroker._active[(workflow_id, version)]``
+    the live run ids of a workflow, in dispatch order (``get_step`` scans them).
+the storage queue
+    each run's queued steps (``RuntimeStorage.enqueue`` / ``fetch_next``).
+``StorageBroker._leases`` / ``_delayed``
+    heaps of (deadline, run, step, attempt) and (due, run, step): lease
+    expiries and retries waiting for ``RetryPolicy.wait``.
+``StorageBroker._workers[worker_id]`` — :class:`Worker`
+    its ``WorkerInfo``, ``keys`` (workflows it runs), ``assigned`` ((run,
+    step) it holds; mirrors ``LiveRun.assigned`` for per-worker lookups) and
+    ``cancelled`` (told at its next keep-alive).
 
 Examples
 --------
@@ -14,7 +36,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..workflow.policies import retry_settings
+from ..workflow.policies import retry_settings, timeout_seconds
 from ..workflow.rules import Outcome, Plan, Readiness
 from ..workflow.runinfo import StepInfo
 from ..workflow.schema import WorkflowSchema
@@ -44,12 +66,14 @@ def succeeded(action: str) -> Outcome:
 class Compiled:
     """A registered schema with what the broker derives from it once."""
 
-    __slots__ = ("_structure", "plan", "retries", "schema", "sources")
+    __slots__ = ("_structure", "plan", "retries", "schema", "sources", "timeouts")
 
     def __init__(self, schema: WorkflowSchema) -> None:
         self.schema = schema
         self.plan = Plan.from_schema(schema)
         self.retries = {s.name: retry_settings(s.policies) for s in schema.steps}
+        #: step -> its StepTimeoutPolicy seconds (steps without one are absent); assignments carry it
+        self.timeouts = {s.name: t for s in schema.steps if (t := timeout_seconds(s.policies)) is not None}
         #: step -> the distinct sources of its incoming edges, in edge order
         self.sources = {v: tuple(dict.fromkeys(e.source for e in inc)) for v, inc in self.plan.incoming.items()}
         self._structure: str | None = None

@@ -195,6 +195,7 @@ class AssignmentModel(_Msg):
     inputs: dict[str, Value]
     results: dict[str, Value]
     winners: dict[str, str]
+    timeout: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
 
 
 class ReportModel(_Msg):

@@ -35,6 +35,13 @@ log = logging.getLogger(__name__)
 _STATIC: Final = pathlib.Path(__file__).parent / "static"
 
 
+def _inputs_text(info: Any, limit: int = 60) -> str:
+    """``k=v, ...`` from the inputs' own previews (nothing is unpickled)."""
+    held = info.input_values if info.input_values is not None else (info.inputs or {})
+    text = ", ".join(f"{k}={preview(v, 30)}" for k, v in held.items())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 class GroupTable(anywidget.AnyWidget):
     """The table of a group view: ``rows`` are ``[run_id, state, done, total, duration_s, inputs]``.
 
@@ -94,7 +101,7 @@ class GroupView(W.VBox):
             duration = ((info.finished_at or 0.0) - info.created_at) if info.finished_at and info.created_at \
                 else None
             rows.append([run.id, info.state.value, done, max(len(info.steps), 1),
-                         None if duration is None else round(duration, 3), preview(info.input_values or {}, limit=60)])
+                         None if duration is None else round(duration, 3), _inputs_text(info)])
             counts[info.state.value.lower()] = counts.get(info.state.value.lower(), 0) + 1
             ended = ended and info.done
         with self.table.hold_sync():

@@ -28,7 +28,6 @@ from typing import Any
 
 from ..broker.base import StepAssignment, StepReport
 from ..broker.clients import BrokerClient
-from ..workflow.policies import timeout_seconds
 from .channel import PROTOCOL_VERSION, REQUEST_KINDS, SLOW_STREAK, decode, send, spin_seconds
 from .endpoint import PREFETCH_BELOW, Busy, Endpoint, Reply, Supervisor
 
@@ -87,7 +86,6 @@ class ChannelServer:
         self._cancels: list[tuple[str, str]] = []  # (run id, step) whose holder must stop
         self._parked: dict[str, Endpoint] = {}
         self._timed: dict[str, Endpoint] = {}
-        self._timeouts: dict[tuple[str, str], dict[str, float]] = {}
         self._next_poll = 0.0
         # The kernel sees each worker process live: it keeps their leases alive itself, so a step
         # holding the GIL past its lease (no heartbeat gets out) is not queued again and again.
@@ -405,10 +403,7 @@ class ChannelServer:
         return 1
 
     def _track(self, ep: Endpoint, a: StepAssignment) -> None:
-        table = self._timeouts.get((a.workflow_id, a.version))
-        seconds = table.get(a.step_name) if table is not None else \
-            self._timeout_of(a.workflow_id, a.version, a.step_name)
-        ep.held.append(Busy(a.workflow_id, a.version, a.instance_id, a.step_name, a.attempt, seconds))
+        ep.held.append(Busy(a.workflow_id, a.version, a.instance_id, a.step_name, a.attempt, a.timeout))
         if len(ep.held) == 1:
             self._start_head(ep)
 
@@ -421,18 +416,6 @@ class ChannelServer:
             self._timed[ep.label] = ep
         elif self._timed:
             self._timed.pop(ep.label, None)
-
-    def _timeout_of(self, workflow_id: str, version: str, step: str) -> float | None:
-        key = (workflow_id, version)
-        table = self._timeouts.get(key)
-        if table is None:
-            for schema in self.client.list_workflows():
-                k = (schema.workflow_id, schema.version)
-                self._timeouts[k] = {
-                    s.name: t for s in schema.steps if (t := timeout_seconds(s.policies)) is not None
-                }
-            table = self._timeouts.setdefault(key, {})
-        return table.get(step)
 
     def _hello(self, ep: Endpoint, pid: int, version: int) -> Reply:
         if version != PROTOCOL_VERSION:

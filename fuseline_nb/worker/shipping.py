@@ -90,7 +90,7 @@ def _code_reduce(code: types.CodeType) -> tuple[Any, ...]:
 
 
 def _rebuild_code(ctor: Any, args: tuple[Any, ...], filename: str, lines: list[str] | None) -> types.CodeType:
-    """In a worker: the code object under its own file name, its source lines known to ``linecache``.
+    r"""In a worker: the code object under its own file name, its source lines known to ``linecache``.
 
     Examples
     --------

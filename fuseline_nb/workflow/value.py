@@ -70,6 +70,7 @@ _SCALARS: Final = frozenset({type(None), bool, int, float, complex, str, bytes})
 _MAX_JSON_INT: Final = 2**53
 _MAX_DEPTH: Final = 64
 _NOT_LOADED: Final = object()
+_to_json = json.JSONEncoder().encode  # json.dumps without its per-call keyword handling
 class _Repr(reprlib.Repr):
     """``reprlib.Repr`` that keeps a dict's own key order (reprlib sorts keys; ``repr`` does not)."""
 
@@ -170,15 +171,30 @@ def _kind(obj: Any) -> str | None:
     return None
 
 
+_BUILTIN_CONTAINERS: Final = frozenset({dict, list, tuple, set, frozenset})
+
+
+def _builtin_only(obj: Any, depth: int = 0) -> bool:
+    """Whether ``obj`` is builtin scalars in builtin containers (stdlib pickle writes the same bytes)."""
+    t = type(obj)
+    if t in _SCALARS:
+        return True
+    if t not in _BUILTIN_CONTAINERS or depth > 8 or len(obj) > 256:
+        return False
+    if t is dict:
+        return all(_builtin_only(k, depth + 1) and _builtin_only(v, depth + 1) for k, v in obj.items())
+    return all(_builtin_only(x, depth + 1) for x in obj)
+
+
 def dumps(obj: Any) -> bytes:
-    """The pickle of ``obj``: stdlib pickle for builtin scalars, cloudpickle (by value) otherwise.
+    """The pickle of ``obj``: stdlib pickle for builtin data, cloudpickle (by value) otherwise.
 
     Examples
     --------
     >>> pickle.loads(dumps((1, "a")))
     (1, 'a')
     """
-    if type(obj) in _SCALARS:
+    if _builtin_only(obj):  # ten times quicker than cloudpickle, and the same bytes
         return pickle.dumps(obj, protocol=5)
     return cloudpickle.dumps(obj, protocol=5)
 
@@ -287,13 +303,17 @@ class Value:
         if t in _SCALARS:
             text = repr(obj) if len(data) < PREVIEW_CHARS else \
                 preview(obj) if len(data) <= PREVIEW_MAX_BYTES else f"<{len(data)} bytes: not previewed>"
-            plain = json.dumps(obj) if t is not complex and t is not bytes and _plain_json(obj) else None
+            plain = _to_json(obj) if t is not complex and t is not bytes and _plain_json(obj) else None
             v = cls(data, data_fingerprint(obj), text, t.__name__, None, plain)
         else:
-            plain = json.dumps(obj) if len(data) <= JSON_MAX_BYTES and _plain_json(obj) else None
-            rich = rich_preview(obj)
-            text = f"<{len(data)} bytes: not previewed>" if len(data) > PREVIEW_MAX_BYTES and rich is None \
-                else preview(obj)
+            plain = _to_json(obj) if len(data) <= JSON_MAX_BYTES and _plain_json(obj) else None
+            rich = rich_preview(obj) if t not in _BUILTIN_CONTAINERS else None
+            if len(data) > PREVIEW_MAX_BYTES and rich is None:
+                text = f"<{len(data)} bytes: not previewed>"
+            elif len(data) < PREVIEW_CHARS and t in _BUILTIN_CONTAINERS and _builtin_only(obj):
+                text = repr(obj)  # short builtin data: its repr is short and quick
+            else:
+                text = preview(obj)
             v = cls(data, data_fingerprint(obj, data), text, t.__name__, rich, plain)
         v._obj = obj
         return v

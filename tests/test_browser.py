@@ -58,6 +58,9 @@ session.submit(wf, {"delay": 0.01}).wait()  # warm the worker up''',
 run''',
     '''long = session.submit(wf, {"delay": 30.0})  # about 4 minutes unless cancelled
 long''',
+    # not long.wait(): a busy kernel would handle the clicks only after the cell
+    '''group = session.map(wf, [{"delay": d} for d in (0.01, 0.02, 0.03)])
+group''',
 ]
 
 _FILLS_JS = """() => Array.from(document.querySelectorAll('.jp-OutputArea .fl-view')[0]?.querySelectorAll('svg g.node') ?? [])
@@ -184,6 +187,15 @@ def test_run_view_in_the_browser_colours_details_timeline_and_cancel(jupyterlab:
             long_view.screenshot(path=str(ARTIFACTS / "browser-runview-cancelled.png"))
             cancelled_header = long_view.locator(".fl-header").inner_text()
             cancel_visible = long_view.get_by_role("button", name="Cancel run").is_visible()
+            # the group view: a row per run; a click opens that run's view below the table
+            group = page.locator(".fl-view", has=page.locator("th", has_text="progress")).first
+            group.get_by_text("3 runs: succeeded 3").wait_for(timeout=90_000)
+            group.locator("tr.fl-row").nth(1).click()
+            opened = page.locator(".fl-view").nth(3)
+            opened.locator(".fl-header").get_by_text("succeeded").wait_for(timeout=30_000)
+            page.wait_for_timeout(300)
+            group.locator("xpath=..").locator("xpath=..").screenshot(path=str(ARTIFACTS / "browser-group.png"))
+            group_text, opened_header = group.inner_text(), opened.locator(".fl-header").inner_text()
         finally:
             browser.close()
     assert snapshots, "the run view's graph never appeared in the page"
@@ -198,3 +210,5 @@ def test_run_view_in_the_browser_colours_details_timeline_and_cancel(jupyterlab:
     assert "input delay" in detail_text and "from step_2" in detail_text
     assert "seconds since the run started" in timeline_text and "w1" in timeline_text
     assert "cancelled" in cancelled_header and not cancel_visible
+    assert group_text.count("succeeded") >= 3 and "delay=0.02" in group_text
+    assert "8/8 steps done" in opened_header

@@ -100,8 +100,9 @@ def _rebuild_code(ctor: Any, args: tuple[Any, ...], filename: str, lines: list[s
     >>> rebuilt.co_filename, linecache.getline("<cell-7>", 1)
     ('<cell-7>', '')
     >>> linecache.cache["<cell-8>"] = (6, None, ["y = 2\n"], "<cell-8>")
-    >>> rebuilt = pickle.loads(_dumps_once(compile("y = 2\n", "<cell-8>", "exec")))
-    >>> del linecache.cache["<cell-8>"]
+    >>> blob = _dumps_once(compile("y = 2\n", "<cell-8>", "exec"))
+    >>> del linecache.cache["<cell-8>"]  # as in a fresh worker process
+    >>> rebuilt = pickle.loads(blob)
     >>> rebuilt.co_filename, linecache.getline("<cell-8>", 1)
     ('<cell-8>', 'y = 2\n')
     """

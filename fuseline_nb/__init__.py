@@ -50,6 +50,7 @@ from .workflow import (
     workflow_from_functions,
 )
 from .workflow.policies import RetryPolicy, StepPolicy, StepTimeoutPolicy, WorkflowPolicy
+from .workflow.stale import StaleDefinitionWarning
 
 __version__ = "0.1.0"
 
@@ -138,6 +139,7 @@ __all__ = [
     "RunView",
     "SchemaMismatchError",
     "Session",
+    "StaleDefinitionWarning",
     "Status",
     "Step",
     "StepFailedError",

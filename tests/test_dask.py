@@ -89,10 +89,9 @@ def test_random_dags_through_dask_match_in_process(seed: int, dask) -> None:
     ran = [n for n, s in info.steps.items() if s.state in (Status.SUCCEEDED, Status.FAILED)]
     assert all(info.steps[n].attempts == 1 for n in ran)
     prop.check_rules(prop.build(spec, []), info, ran)
-    assert {n: s.state for n, s in wf_local.last_run.steps.items()} == {n: s.state for n, s in info.steps.items()}
-    assert {n for n, s in wf_local.last_run.steps.items() if s.recovered} == {
-        n for n, s in info.steps.items() if s.recovered}
-    assert wf_local.last_run.state is info.state
+    # parallel steps finish in another order: a step one slot skips and another cancels may differ
+    # (what ran, the recovered failures and the run state may not)
+    prop.same_outcome(wf_local, wf_local.last_run, info)
     assert sorted(local_calls) == sorted(ran)
 
 

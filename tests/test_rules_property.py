@@ -134,6 +134,30 @@ def check_rules(wf: Workflow, info: Any, calls: list[str]) -> None:
             assert state is not Status.SKIPPED
 
 
+def same_outcome(wf: Workflow, a: Any, b: Any) -> None:
+    """Two runs of one workflow whose steps may have finished in different orders agree.
+
+    What ran and how it ended, ``recovered`` and the run's state never depend
+    on the order. A step the rules ended may: one slot inactive and another
+    broken skips it when the inactive one resolved first and cancels it when
+    the broken one did (DESIGN.md §3, "at once").
+    """
+    plan = Plan.from_schema(wf.to_schema())
+    assert a.state is b.state
+    assert {n for n, s in a.steps.items() if s.recovered} == {n for n, s in b.steps.items() if s.recovered}
+    for name in plan.order:
+        sa, sb = a.steps[name], b.steps[name]
+        if sa.state is sb.state and sa.skip_reason == sb.skip_reason:
+            continue
+        derived = {Status.CANCELLED, Status.SKIPPED}
+        assert sa.state in derived and sb.state in derived, (name, sa.state, sb.state)
+        assert "condition" not in (sa.skip_reason, sb.skip_reason), name
+        for run in (a, b):  # each run saw a slot that can skip it and one that can cancel it
+            outs = outcomes_of(run)
+            seen = {edge_status(outs[e.source], e.actions) for e in plan.incoming[name]}
+            assert seen & {Edge.INACTIVE, Edge.BROKEN} or any(e.group for e in plan.incoming[name]), name
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(dags)
 def test_random_dags_both_paths_agree(spec: dict[str, Any]) -> None:

@@ -71,6 +71,7 @@ _MAX_JSON_INT: Final = 2**53
 _MAX_DEPTH: Final = 64
 _NOT_LOADED: Final = object()
 _to_json = json.JSONEncoder().encode  # json.dumps without its per-call keyword handling
+_json_str = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
 class _Repr(reprlib.Repr):
     """``reprlib.Repr`` that keeps a dict's own key order (reprlib sorts keys; ``repr`` does not)."""
 
@@ -156,6 +157,20 @@ def _plain_json(v: Any, depth: int = 0) -> bool:
     if t is dict:
         return all(type(k) is str and _plain_json(x, depth + 1) for k, x in v.items())
     return False
+
+
+def _scalar_json(obj: Any) -> str:
+    """The JSON text of a plain scalar, without the encoder's machinery (same text as ``json.dumps``)."""
+    if obj is None:
+        return "null"
+    t = type(obj)
+    if t is bool:
+        return "true" if obj else "false"
+    if t is int:
+        return int.__repr__(obj)
+    if t is float:
+        return float.__repr__(obj)
+    return _json_str(obj)  # type: ignore[no-any-return]
 
 
 def _kind(obj: Any) -> str | None:
@@ -303,7 +318,7 @@ class Value:
         if t in _SCALARS:
             text = repr(obj) if len(data) < PREVIEW_CHARS else \
                 preview(obj) if len(data) <= PREVIEW_MAX_BYTES else f"<{len(data)} bytes: not previewed>"
-            plain = _to_json(obj) if t is not complex and t is not bytes and _plain_json(obj) else None
+            plain = _scalar_json(obj) if t is not complex and t is not bytes and _plain_json(obj) else None
             v = cls(data, data_fingerprint(obj), text, t.__name__, None, plain)
         else:
             plain = _to_json(obj) if len(data) <= JSON_MAX_BYTES and _plain_json(obj) else None

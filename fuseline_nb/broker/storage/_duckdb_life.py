@@ -103,6 +103,20 @@ def release(key: str | None, storage: Any) -> None:
             del _OPEN[key]
 
 
+def _warm_up() -> None:
+    """Pay pyarrow's lazy imports (it imports pandas on first use, > 1 s on a busy machine) now.
+
+    Otherwise the first flush pays them, and a broker killed within that time
+    after its first dispatch leaves a file without the run.
+    """
+    try:
+        import pyarrow as pa
+
+        pa.array([0]), pa.array(["x"])
+    except Exception:  # the first real flush will say what is wrong
+        log.debug("pyarrow warm-up failed", exc_info=True)
+
+
 def flush_loop(ref: weakref.ref[Any], wake: threading.Event, stop: threading.Event) -> None:
     """The flusher thread: holds the storage only while flushing, so it can be collected.
 
@@ -110,6 +124,7 @@ def flush_loop(ref: weakref.ref[Any], wake: threading.Event, stop: threading.Eve
     but leaves a gap of half an interval (at most 50 ms) after each flush,
     so back-to-back runs share flushes.
     """
+    _warm_up()
     storage = ref()
     if storage is None:
         return

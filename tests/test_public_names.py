@@ -47,3 +47,14 @@ def test_all_is_exactly_the_public_names(name: str) -> None:
     }
     missing = sorted(defined - set(declared))
     assert not missing, f"{name} defines public {missing} but leaves them out of __all__ (add them, or underscore them)"
+
+
+def test_the_http_client_does_not_import_the_clients_module() -> None:
+    """``clients`` loads ``http_client`` on first use; the reverse import would make a circle."""
+    import ast
+    from pathlib import Path
+
+    path = Path(fuseline_nb.__file__).parent / "broker" / "http_client.py"
+    imported = {node.module for node in ast.walk(ast.parse(path.read_text()))
+                if isinstance(node, ast.ImportFrom) and node.level == 1}
+    assert "clients" not in imported and "base" in imported, imported

@@ -11,15 +11,17 @@ from tests.test_broker_leases import FakeClock, report_for, two_step
 
 
 def hold_the_gil() -> int:
-    return sum(range(20_000_000))  # one C call: no heartbeat thread runs until it returns
+    return sum(range(60_000_000))  # one C call: no heartbeat thread runs until it returns
 
 
 @pytest.mark.slow
 def test_a_pool_step_holding_the_gil_past_its_lease_runs_once(tmp_path) -> None:
+    # two workers: the idle one polls, so the broker checks the busy one's lease meanwhile (on main
+    # the step was handed out again at every expiry: 8 attempts, each holding the GIL in turn)
     wf = fl.Workflow(outputs=[fl.FunctionStep(hold_the_gil)], workflow_id="gil")
-    with fl.Session(tmp_path / "h.duckdb", workers=1, lease_seconds=0.3) as session:
+    with fl.Session(tmp_path / "h.duckdb", workers=2, lease_seconds=0.3) as session:
         run = session.submit(wf)
-        assert run.wait(timeout=120) == sum(range(20_000_000))
+        assert run.wait(timeout=120) == sum(range(60_000_000))
         step = run.info().steps["hold_the_gil"]
         assert (step.state, step.attempts) == (Status.SUCCEEDED, 1)
         queued = session.sql("SELECT count(*) FROM events WHERE kind = 'step_queued' "

@@ -27,7 +27,7 @@ from ..workflow.value import opened_all
 from .registry import Repositories, RepositoryInfo
 
 __all__ = [
-    "Broker", "LastTask", "RepositoryInfo", "RunInfo", "StepAssignment", "StepInfo", "StepReport", "WorkerInfo",
+    "Broker", "BrokerClient", "LastTask", "RepositoryInfo", "RunInfo", "StepAssignment", "StepInfo", "StepReport", "WorkerInfo",
 ]
 
 
@@ -289,6 +289,92 @@ class Broker(ABC):
         """Release resources."""
 
     def __enter__(self) -> Broker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class BrokerClient(ABC):
+    """The broker as workers and notebooks see it.
+
+    Examples
+    --------
+    >>> from fuseline_nb.broker.clients import LocalBrokerClient
+    >>> issubclass(LocalBrokerClient, BrokerClient)
+    True
+
+    It lives beside :class:`Broker` so that every client module (``clients``,
+    ``http_client``, the process channel) imports it from here: no import circle.
+    """
+
+    @abstractmethod
+    def register_worker(self, workflows: Iterable[WorkflowSchema], name: str | None = None) -> str:
+        """Register a worker for ``workflows``; return its id."""
+
+    @abstractmethod
+    def dispatch_workflow(self, workflow: WorkflowSchema, inputs: dict[str, Any] | None = None) -> str:
+        """Start a run; return its id."""
+
+    @abstractmethod
+    def get_step(self, worker_id: str) -> StepAssignment | None:
+        """The next ready step for this worker, or ``None``."""
+
+    @abstractmethod
+    def report_step(self, worker_id: str, report: StepReport) -> None:
+        """Report one attempt's outcome."""
+
+    @abstractmethod
+    def keep_alive(self, worker_id: str) -> list[tuple[str, str]] | None:
+        """Heartbeat: extend this worker's leases; returns its assignments cancelled meanwhile."""
+
+    def cancel_run(self, run_id: str, reason: str | None = None) -> bool:
+        """Cancel a run (see :meth:`fuseline_nb.broker.Broker.cancel_run`)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot cancel runs")
+
+    @abstractmethod
+    def list_workers(self) -> list[WorkerInfo]:
+        """Registered workers."""
+
+    @abstractmethod
+    def list_workflows(self) -> list[WorkflowSchema]:
+        """Registered workflow schemas."""
+
+    @abstractmethod
+    def get_run(self, run_id: str) -> RunInfo:
+        """The :class:`RunInfo` of a run."""
+
+    @abstractmethod
+    def list_runs(self) -> list[RunInfo]:
+        """Every run, oldest first."""
+
+    @abstractmethod
+    def status(self) -> dict[str, Any]:
+        """Broker health summary."""
+
+    # -- repositories: optional for a transport (workers never need them) -----------------
+    def register_repository(self, repo: RepositoryInfo) -> None:
+        """Register a :class:`~fuseline_nb.broker.RepositoryInfo` with the broker."""
+        raise NotImplementedError(f"{type(self).__name__} does not carry repositories; "
+                                  "use a LocalBrokerClient or an HttpBrokerClient")
+
+    def get_repository(self, name: str) -> RepositoryInfo | None:
+        """The repository registered as ``name``, or ``None``."""
+        raise NotImplementedError(f"{type(self).__name__} does not carry repositories; "
+                                  "use a LocalBrokerClient or an HttpBrokerClient")
+
+    def list_repositories(self, page: int = 1, page_size: int = 50) -> list[RepositoryInfo]:
+        """One page of repositories, in registration order."""
+        raise NotImplementedError(f"{type(self).__name__} does not carry repositories; "
+                                  "use a LocalBrokerClient or an HttpBrokerClient")
+
+    def unregister_worker(self, worker_id: str) -> None:  # noqa: B027 - optional for transports
+        """Tell the broker this worker is leaving (its assignments are re-queued)."""
+
+    def close(self) -> None:  # noqa: B027
+        """Release the transport."""
+
+    def __enter__(self) -> BrokerClient:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -16,96 +16,13 @@ Examples
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from typing import Any
 
 from ..workflow.runinfo import RunInfo
 from ..workflow.schema import WorkflowSchema
-from .base import Broker, StepAssignment, StepReport, WorkerInfo
+from .base import Broker, BrokerClient, StepAssignment, StepReport, WorkerInfo
 from .registry import RepositoryInfo
-
-
-class BrokerClient(ABC):
-    """The broker as workers and notebooks see it.
-
-    Examples
-    --------
-    >>> issubclass(LocalBrokerClient, BrokerClient)
-    True
-    """
-
-    @abstractmethod
-    def register_worker(self, workflows: Iterable[WorkflowSchema], name: str | None = None) -> str:
-        """Register a worker for ``workflows``; return its id."""
-
-    @abstractmethod
-    def dispatch_workflow(self, workflow: WorkflowSchema, inputs: dict[str, Any] | None = None) -> str:
-        """Start a run; return its id."""
-
-    @abstractmethod
-    def get_step(self, worker_id: str) -> StepAssignment | None:
-        """The next ready step for this worker, or ``None``."""
-
-    @abstractmethod
-    def report_step(self, worker_id: str, report: StepReport) -> None:
-        """Report one attempt's outcome."""
-
-    @abstractmethod
-    def keep_alive(self, worker_id: str) -> list[tuple[str, str]] | None:
-        """Heartbeat: extend this worker's leases; returns its assignments cancelled meanwhile."""
-
-    def cancel_run(self, run_id: str, reason: str | None = None) -> bool:
-        """Cancel a run (see :meth:`fuseline_nb.broker.Broker.cancel_run`)."""
-        raise NotImplementedError(f"{type(self).__name__} cannot cancel runs")
-
-    @abstractmethod
-    def list_workers(self) -> list[WorkerInfo]:
-        """Registered workers."""
-
-    @abstractmethod
-    def list_workflows(self) -> list[WorkflowSchema]:
-        """Registered workflow schemas."""
-
-    @abstractmethod
-    def get_run(self, run_id: str) -> RunInfo:
-        """The :class:`RunInfo` of a run."""
-
-    @abstractmethod
-    def list_runs(self) -> list[RunInfo]:
-        """Every run, oldest first."""
-
-    @abstractmethod
-    def status(self) -> dict[str, Any]:
-        """Broker health summary."""
-
-    # -- repositories: optional for a transport (workers never need them) -----------------
-    def register_repository(self, repo: RepositoryInfo) -> None:
-        """Register a :class:`~fuseline_nb.broker.RepositoryInfo` with the broker."""
-        raise NotImplementedError(f"{type(self).__name__} does not carry repositories; "
-                                  "use a LocalBrokerClient or an HttpBrokerClient")
-
-    def get_repository(self, name: str) -> RepositoryInfo | None:
-        """The repository registered as ``name``, or ``None``."""
-        raise NotImplementedError(f"{type(self).__name__} does not carry repositories; "
-                                  "use a LocalBrokerClient or an HttpBrokerClient")
-
-    def list_repositories(self, page: int = 1, page_size: int = 50) -> list[RepositoryInfo]:
-        """One page of repositories, in registration order."""
-        raise NotImplementedError(f"{type(self).__name__} does not carry repositories; "
-                                  "use a LocalBrokerClient or an HttpBrokerClient")
-
-    def unregister_worker(self, worker_id: str) -> None:  # noqa: B027 - optional for transports
-        """Tell the broker this worker is leaving (its assignments are re-queued)."""
-
-    def close(self) -> None:  # noqa: B027
-        """Release the transport."""
-
-    def __enter__(self) -> BrokerClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 class LocalBrokerClient(BrokerClient):

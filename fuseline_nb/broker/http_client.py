@@ -56,8 +56,7 @@ from ..workflow.runinfo import RunInfo
 from ..workflow.schema import WorkflowSchema
 from ..workflow.status import Status
 from ._http_repos import RepositoryModel, repository_from_wire
-from .base import StepAssignment, StepReport, WorkerInfo
-from .clients import BrokerClient
+from .base import BrokerClient, StepAssignment, StepReport, WorkerInfo
 from .codec import (
     assignment_from_wire,
     encode_value,

@@ -340,6 +340,16 @@ class WorkerError(FuselineError, RuntimeError):
     """
 
 
+class TransportUnsupportedError(FuselineError, NotImplementedError):
+    """This client's transport does not offer the call (a worker's pipe does not cancel runs).
+
+    Examples
+    --------
+    >>> issubclass(TransportUnsupportedError, NotImplementedError)
+    True
+    """
+
+
 class BrokerAuthError(FuselineError, PermissionError):
     """The broker service refused the request's bearer token (HTTP 401).
 
@@ -417,6 +427,7 @@ __all__ = [
     "StorageError",
     "StorageLockedError",
     "StorageVersionError",
+    "TransportUnsupportedError",
     "UnknownActionError",
     "UnknownRunError",
     "UnknownWorkerError",

@@ -73,7 +73,7 @@ def _start_lab(root: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes]
     cmd = [sys.executable, "-m", "jupyterlab", "--allow-root", "--no-browser", "--ip=127.0.0.1",
            f"--port={port}", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root / 'notebooks'}",
            f"--LabApp.user_settings_dir={root / 'settings'}", f"--LabApp.workspaces_dir={root / 'ws'}"]
-    log = open(root / "jupyter.log", "w")  # noqa: SIM115 - lives as long as the server
+    log = open(root / "jupyter.log", "w")  # lives as long as the server; closed when it ends
     server = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60

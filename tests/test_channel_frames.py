@@ -108,3 +108,17 @@ def test_client_stops_spinning_after_slow_replies_and_resumes_after_a_quick_one(
         assert client._slow == slow
         assert len(spins) == spun
         assert took >= delay
+
+
+def test_a_worker_pipe_says_what_it_cannot_do(pipe):
+    """Cancelling and repositories are the kernel's business: the pipe refuses them by name."""
+    from fuseline_nb.broker import RepositoryInfo
+    from fuseline_nb.errors import TransportUnsupportedError
+
+    client = ChannelClient(pipe[0])
+    with pytest.raises(TransportUnsupportedError, match=r"ChannelClient cannot cancel runs; cancel through"):
+        client.cancel_run("some-run")
+    with pytest.raises(NotImplementedError, match=r"ChannelClient does not carry repositories"):
+        client.register_repository(RepositoryInfo(name="r", url="u", workflows=[]))
+    with pytest.raises(TransportUnsupportedError, match="does not carry repositories"):
+        client.list_repositories()

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import TransportUnsupportedError
 from ..workflow.events import Event
 from ..workflow.runinfo import RunInfo, StepInfo
 from ..workflow.schema import WorkflowSchema
@@ -350,7 +351,8 @@ class BrokerClient(ABC):
 
     def cancel_run(self, run_id: str, reason: str | None = None) -> bool:
         """Cancel a run (see :meth:`fuseline_nb.broker.Broker.cancel_run`)."""
-        raise NotImplementedError(f"{type(self).__name__} cannot cancel runs")
+        raise TransportUnsupportedError(f"{type(self).__name__} cannot cancel runs; cancel through the "
+                                        "Session, the broker or an HttpBrokerClient")
 
     @abstractmethod
     def list_workers(self) -> list[WorkerInfo]:
@@ -375,18 +377,18 @@ class BrokerClient(ABC):
     # -- repositories: optional for a transport (workers never need them) -----------------
     def register_repository(self, repo: RepositoryInfo) -> None:
         """Register a :class:`~fuseline_nb.broker.RepositoryInfo` with the broker."""
-        raise NotImplementedError(f"{type(self).__name__} does not carry repositories; "
-                                  "use a LocalBrokerClient or an HttpBrokerClient")
+        raise TransportUnsupportedError(f"{type(self).__name__} does not carry repositories; "
+                                        "use a LocalBrokerClient or an HttpBrokerClient")
 
     def get_repository(self, name: str) -> RepositoryInfo | None:
         """The repository registered as ``name``, or ``None``."""
-        raise NotImplementedError(f"{type(self).__name__} does not carry repositories; "
-                                  "use a LocalBrokerClient or an HttpBrokerClient")
+        raise TransportUnsupportedError(f"{type(self).__name__} does not carry repositories; "
+                                        "use a LocalBrokerClient or an HttpBrokerClient")
 
     def list_repositories(self, page: int = 1, page_size: int = 50) -> list[RepositoryInfo]:
         """One page of repositories, in registration order."""
-        raise NotImplementedError(f"{type(self).__name__} does not carry repositories; "
-                                  "use a LocalBrokerClient or an HttpBrokerClient")
+        raise TransportUnsupportedError(f"{type(self).__name__} does not carry repositories; "
+                                        "use a LocalBrokerClient or an HttpBrokerClient")
 
     def unregister_worker(self, worker_id: str) -> None:  # noqa: B027 - optional for transports
         """Tell the broker this worker is leaving (its assignments are re-queued)."""

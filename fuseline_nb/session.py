@@ -189,16 +189,16 @@ class Session:
         add_blob = getattr(self.pool, "add_blob", None)
         if add_blob is None:
             return
-        unfinished = [info for info in self.broker.list_runs() if not info.done]
+        unfinished = self.broker.unfinished_runs()
         why: dict[tuple[str, str], str | None] = {}
-        for info in unfinished:
-            key = (info.workflow_id, info.version)
+        for run_id, workflow_id, version in unfinished:
+            key = (workflow_id, version)
             if key not in why:
                 why[key] = self._ship_one(add_blob, key)
             if why[key] is not None:
                 log.warning("run %s of workflow %r version %r cannot resume yet: %s; it resumes when "
-                            "the workflow is submitted again (session.submit)", info.run_id, key[0],
-                            key[1], why[key])
+                            "the workflow is submitted again (session.submit)", run_id, workflow_id,
+                            version, why[key])
         if unfinished:
             log.info("%d unfinished runs in %s: resumed where their definitions could be loaded",
                      len(unfinished), self.path)

@@ -175,3 +175,25 @@ def test_a_shipped_definition_is_stored_once_beside_its_schema(tmp_path, module_
     finally:
         con.close()
     assert rows == [(wf.workflow_id, wf.version)]
+
+
+def test_a_run_without_a_stored_definition_is_named_and_resumes_at_submit(tmp_path, module_dir, caplog):
+    # A run dispatched with no Session workers (the HTTP service, a file of history schema 4):
+    # nothing was shipped, so nothing is stored; the session says so instead of idling in silence.
+    _, module = module_dir
+    build = importlib.import_module(module).build
+    marker = tmp_path / "marker"
+    marker.write_text("done")
+    path = tmp_path / "runs.duckdb"
+    from fuseline_nb.broker import DuckDBBroker
+
+    with DuckDBBroker(str(path)) as broker:
+        run_id = broker.dispatch_workflow(build().to_schema(), {"marker": str(marker)})
+    with caplog.at_level(logging.WARNING, logger="fuseline_nb"):
+        session = fl.Session(path, workers=1)
+    with session:
+        warned = [r.getMessage() for r in caplog.records if "cannot resume" in r.getMessage()]
+        assert len(warned) == 1 and run_id in warned[0] and "holds no definition" in warned[0], warned
+        session.submit(build(), {"marker": str(marker)}).wait(timeout=60)
+        info = _wait_done(session, run_id)
+        assert info.state is Status.SUCCEEDED and info.steps["second"].result == 21, info

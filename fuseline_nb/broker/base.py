@@ -264,6 +264,19 @@ class Broker(ABC):
         them beside the schema; others keep nothing.
         """
 
+    def unfinished_runs(self) -> list[tuple[str, str, str]]:
+        """``(run id, workflow id, version)`` of every run this broker holds unfinished, oldest first.
+
+        Right after a history file is opened these are the runs it resumed.
+
+        Examples
+        --------
+        >>> from fuseline_nb.broker import MemoryBroker
+        >>> MemoryBroker().unfinished_runs()
+        []
+        """
+        return []
+
     def stored_definition(self, workflow_id: str, version: str) -> bytes | None:
         """The bytes kept by :meth:`store_definition`, or ``None``.
 

@@ -244,6 +244,8 @@ def test_session_on_dask_keeps_history_and_links_the_dashboard(cluster, tmp_path
         assert "dask=http://" in repr(session)
     with Session(tmp_path / "runs.duckdb", workers=0) as again:  # the history outlives the session
         assert [r.state for r in again.runs()] == [Status.SUCCEEDED]
+        # the workflow as shipped to the cluster is kept, so a reopened file resumes with workers
+        assert again.broker.stored_definition(wf.workflow_id, wf.version) is not None
 
 
 def test_session_refuses_workers_and_dask_together(cluster) -> None:

@@ -230,10 +230,24 @@ class DaskEngine:
             schemas = [d.workflow.to_schema() for k, d in self._defs.items() if k != key] + [wf.to_schema()]
             worker_id = self.client.register_worker(schemas, self.name)
             self._defs[key] = _Definition(wf, definition_id)
+            self._store(key, blob)
             if self.worker_id:
                 self._retired.add(self.worker_id)
             self.worker_id = worker_id
         self._wake.set()
+
+    def _store(self, key: tuple[str, str], blob: bytes) -> None:
+        """Keep the shipped bytes in a broker in this process (a DuckDB file keeps them), so a
+        reopened file resumes its runs with workers; failing to costs the resume, not the run."""
+        broker = getattr(self.client, "broker", None)
+        if broker is None:
+            return
+        try:
+            broker.store_definition(key[0], key[1], blob)
+        except Exception as exc:
+            log.warning("could not keep workflow %r version %r in the history (%s: %s): its unfinished "
+                        "runs will resume only when it is submitted again", key[0], key[1],
+                        type(exc).__name__, exc)
 
     # -- the loop ------------------------------------------------------------------------
     def work(self, *, block: bool = False, poll_interval: float = 1.0) -> None:

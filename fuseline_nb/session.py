@@ -167,7 +167,10 @@ class Session:
 
                 self.pool = WorkerPool(self.broker, [], processes=int(workers), context=context,
                                        prefetch=prefetch).start()
+            self._ship_stored()
         except BaseException:
+            if self.pool is not None:
+                self.pool.stop(timeout=1.0)
             self.broker.close()
             raise
         self._atexit = _close_at_exit(weakref.ref(self))
@@ -175,6 +178,42 @@ class Session:
         # A session rebound in a notebook cell without close() still ends its workers.
         self._finalizer = weakref.finalize(self, _release, self.pool, self.broker, self._unsubscribe)
         self._finalizer.atexit = False
+
+    def _ship_stored(self) -> None:
+        """Ship the stored definitions of the runs the history left unfinished, so they resume now.
+
+        A definition that is missing or cannot be loaded here is named with
+        its runs in a warning; those runs resume at the next ``submit`` of
+        their workflow.
+        """
+        add_blob = getattr(self.pool, "add_blob", None)
+        if add_blob is None:
+            return
+        unfinished = self.broker.unfinished_runs()
+        why: dict[tuple[str, str], str | None] = {}
+        for run_id, workflow_id, version in unfinished:
+            key = (workflow_id, version)
+            if key not in why:
+                why[key] = self._ship_one(add_blob, key)
+            if why[key] is not None:
+                log.warning("run %s of workflow %r version %r cannot resume yet: %s; it resumes when "
+                            "the workflow is submitted again (session.submit)", run_id, workflow_id,
+                            version, why[key])
+        if unfinished:
+            log.info("%d unfinished runs in %s: resumed where their definitions could be loaded",
+                     len(unfinished), self.path)
+
+    def _ship_one(self, add_blob: Callable[[tuple[str, str], bytes], Any], key: tuple[str, str]) -> str | None:
+        """Ship one stored definition; ``None`` when it went, else why it could not."""
+        blob = self.broker.stored_definition(*key)
+        if blob is None:
+            return "the history file holds no definition of it (it was not run from a Session's workers)"
+        try:
+            add_blob(key, blob)
+        except Exception as exc:
+            cause = exc.__cause__ if isinstance(exc, PicklingError) and exc.__cause__ is not None else exc
+            return f"its stored definition cannot be loaded ({type(cause).__name__}: {cause})"
+        return None
 
     # -- runs -------------------------------------------------------------------------------
     def submit(self, wf: Workflow, inputs: Mapping[str, Any] | None = None, *,

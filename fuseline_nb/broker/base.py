@@ -256,6 +256,39 @@ class Broker(ABC):
         """A health summary."""
         return {"status": "ok"}
 
+    # -- shipped definitions: what lets a reopened history resume its runs ---------------
+    def store_definition(self, workflow_id: str, version: str, definition: bytes) -> None:  # noqa: B027
+        """Keep the workflow bytes shipped to workers (once per definition; the latest wins).
+
+        A broker whose history outlives the process (a DuckDB file) keeps
+        them beside the schema; others keep nothing.
+        """
+
+    def unfinished_runs(self) -> list[tuple[str, str, str]]:
+        """``(run id, workflow id, version)`` of every run this broker holds unfinished, oldest first.
+
+        Right after a history file is opened these are the runs it resumed.
+
+        Examples
+        --------
+        >>> from fuseline_nb.broker import MemoryBroker
+        >>> MemoryBroker().unfinished_runs()
+        []
+        """
+        return []
+
+    def stored_definition(self, workflow_id: str, version: str) -> bytes | None:
+        """The bytes kept by :meth:`store_definition`, or ``None``.
+
+        Examples
+        --------
+        >>> from fuseline_nb.broker import MemoryBroker
+        >>> broker = MemoryBroker()
+        >>> broker.store_definition("wf", "1", b"..."); broker.stored_definition("wf", "1") is None
+        True
+        """
+        return None
+
     # -- repositories: Fuseline's directory of where workflow code lives -------------
     def _repositories(self) -> Repositories:
         repos = self.__dict__.get("_repository_registry")

@@ -396,6 +396,19 @@ class StorageBroker(Broker):
         with self._lock:
             return self.storage.list_runs()
 
+    def unfinished_runs(self) -> list[tuple[str, str, str]]:
+        """``(run id, workflow id, version)`` of the live runs (resumed or running), oldest first."""
+        with self._lock:
+            return [(run_id, *run.key) for run_id, run in self._runs.items()]
+
+    def store_definition(self, workflow_id: str, version: str, definition: bytes) -> None:
+        """Keep the shipped workflow bytes in the storage (a DuckDB file keeps them; memory does not)."""
+        self.storage.put_definition(workflow_id, version, definition)
+
+    def stored_definition(self, workflow_id: str, version: str) -> bytes | None:
+        """The workflow bytes the storage kept for ``(workflow_id, version)``, or ``None``."""
+        return self.storage.get_definition(workflow_id, version)
+
     def events(self, run_id: str) -> list[Event]:
         """The run's lifecycle events, in order."""
         with self._lock:

@@ -34,6 +34,7 @@ import itertools
 import logging
 import multiprocessing
 import os
+import pickle
 import threading
 import time
 import weakref
@@ -42,7 +43,7 @@ from typing import Any
 
 from ..broker.base import Broker, StepReport
 from ..broker.clients import BrokerClient, LocalBrokerClient
-from ..errors import SchemaMismatchError, WorkerError
+from ..errors import PicklingError, SchemaMismatchError, WorkerError
 from ..workflow.graph import Workflow
 from ..workflow.status import Status
 from .channel import WorkflowBlob
@@ -251,8 +252,64 @@ class WorkerPool:
             self._blobs.append((key, blob))
             self._blobs_by_key[key] = blob
             self._shipped[key] = wf
+            self._store(key, blob)
         if self._server is not None:
             self._server.wake()
+
+    def add_blob(self, key: tuple[str, str], blob: bytes) -> Workflow:
+        """Ship workflow bytes as :func:`~fuseline_nb.worker.shipping.ship` made them (a stored definition).
+
+        The bytes are unpickled here first, so a definition that cannot be
+        loaded (a step's module missing) is refused before any worker sees it.
+        Returns the rebuilt workflow.
+
+        Raises
+        ------
+        PicklingError
+            The bytes cannot be unpickled in this process (names the error).
+
+        Examples
+        --------
+        >>> from fuseline_nb import FunctionStep, Workflow
+        >>> from fuseline_nb.broker import MemoryBroker
+        >>> from fuseline_nb.worker.shipping import ship
+        >>> pool = WorkerPool(MemoryBroker(), [], processes=1)
+        >>> pool.add_blob(*ship(Workflow(outputs=[FunctionStep(len, name="n")], workflow_id="w"))).workflow_id
+        'w'
+        >>> pool
+        <WorkerPool 1 processes (spawn), not started, 1 workflows>
+        """
+        try:
+            wf = pickle.loads(blob)
+        except Exception as exc:
+            raise PicklingError(
+                f"workflow {key[0]!r} version {key[1]!r} cannot be loaded in this process "
+                f"({type(exc).__name__}: {exc}); a step class or function must be defined in the "
+                "notebook or in a module this process can import"
+            ) from exc
+        if not isinstance(wf, Workflow):
+            raise TypeError(f"the bytes of workflow {key[0]!r} version {key[1]!r} hold {wf!r}, not a Workflow")
+        with self._lock:
+            if self._blobs_by_key.get(key) != blob:
+                self._blobs.append((key, blob))
+                self._blobs_by_key[key] = blob
+            self._shipped[key] = wf
+            self._shipped_fps[key] = wf.to_schema().fingerprints()
+        if self._server is not None:
+            self._server.wake()
+        return wf
+
+    def _store(self, key: tuple[str, str], blob: bytes) -> None:
+        """Keep the shipped bytes in the broker's history (once per definition), so a reopened
+        file resumes its runs; a history that cannot keep them costs the resume, not the run."""
+        if self.broker is None:
+            return
+        try:
+            self.broker.store_definition(key[0], key[1], blob)
+        except Exception as exc:
+            log.warning("could not keep workflow %r version %r in the history (%s: %s): its unfinished "
+                        "runs will resume only when it is submitted again", key[0], key[1],
+                        type(exc).__name__, exc)
 
     def _check_schema(self, wf: Workflow) -> None:
         if not isinstance(wf, Workflow):

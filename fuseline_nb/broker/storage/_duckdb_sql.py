@@ -13,9 +13,9 @@ same statements. This module only holds text; ``duckdb.py`` runs it.
 Examples
 --------
 >>> CURRENT_VERSION
-4
+5
 >>> sorted(MIGRATIONS)
-[1, 2, 3]
+[1, 2, 3, 4]
 >>> [name for name, _ in VIEWS]
 ['workflows', 'runs', 'steps', 'events']
 """
@@ -25,7 +25,7 @@ from __future__ import annotations
 from typing import Final
 
 #: The schema version this code writes.
-CURRENT_VERSION: Final = 4
+CURRENT_VERSION: Final = 5
 
 TABLE_NAMES: Final = """
 SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'
@@ -82,6 +82,13 @@ MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
         "ALTER TABLE fl_steps ADD COLUMN result_fingerprint VARCHAR",
         "ALTER TABLE fl_steps ADD COLUMN result_type VARCHAR",
         "ALTER TABLE fl_steps ADD COLUMN result_rich VARCHAR",
+    ),
+    # 4 -> 5: the workflow bytes shipped to the workers (cloudpickle), beside the schema, so a
+    # reopened file's unfinished runs resume without the workflow being submitted again.
+    4: (
+        """CREATE TABLE fl_definitions (
+            workflow_id VARCHAR NOT NULL, version VARCHAR NOT NULL, definition BLOB NOT NULL,
+            stored_at DOUBLE, PRIMARY KEY (workflow_id, version))""",
     ),
 }
 
@@ -146,6 +153,11 @@ FINALIZE_RUNS: Final = """
 UPDATE fl_runs SET state = b.state, finished_at = b.finished_at
 FROM batch_finals b WHERE fl_runs.run_id = b.run_id
 """
+
+# -- stored definitions (written once per shipped definition, not batched) ------------
+#: The latest bytes shipped under an id and version win (a re-shipped, edited step).
+PUT_DEFINITION: Final = "INSERT OR REPLACE INTO fl_definitions VALUES (?, ?, ?, ?)"
+GET_DEFINITION: Final = "SELECT definition FROM fl_definitions WHERE workflow_id = ? AND version = ?"
 
 # -- reads -----------------------------------------------------------------------------
 SELECT_WORKFLOWS: Final = "SELECT schema_json FROM fl_workflows ORDER BY registered_at, rowid"

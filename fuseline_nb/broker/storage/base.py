@@ -51,6 +51,18 @@ class RuntimeStorage(ABC):
     def list_workflows(self) -> list[WorkflowSchema]:
         """Every registered schema."""
 
+    # -- shipped definitions (only a storage kept across processes keeps them) --------------
+    def put_definition(self, workflow_id: str, version: str, definition: bytes) -> None:  # noqa: B027
+        """Keep the bytes shipped to workers for ``(workflow_id, version)`` (the latest wins).
+
+        Called once per shipped definition, never per step. A storage that
+        does not outlive its process keeps nothing (the default).
+        """
+
+    def get_definition(self, workflow_id: str, version: str) -> bytes | None:
+        """The bytes last stored by :meth:`put_definition`, or ``None``."""
+        return None
+
     # -- runs --------------------------------------------------------------------
     @abstractmethod
     def create_run(self, run_id: str, workflow_id: str, version: str, inputs: dict[str, Any],

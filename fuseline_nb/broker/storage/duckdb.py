@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import threading
+import time
 import weakref
 from collections import deque
 from collections.abc import Iterable
@@ -227,6 +228,16 @@ class DuckDBRuntimeStorage(RuntimeStorage):
     def list_workflows(self) -> list[WorkflowSchema]:
         self._check_open()
         return list(self._workflows.values())
+
+    def put_definition(self, workflow_id: str, version: str, definition: bytes) -> None:
+        """Write the shipped bytes at once (once per definition, so not through the batch)."""
+        self._check_open()
+        self._execute(Q.PUT_DEFINITION, [workflow_id, version, bytes(definition), time.time()])
+
+    def get_definition(self, workflow_id: str, version: str) -> bytes | None:
+        self._check_open()
+        rows = self._execute(Q.GET_DEFINITION, [workflow_id, version])
+        return bytes(rows[0][0]) if rows else None
 
     # -- the hot path: memory only -------------------------------------------------------------
     def create_run(self, run_id: str, workflow_id: str, version: str, inputs: dict[str, Any],

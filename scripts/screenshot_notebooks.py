@@ -108,7 +108,8 @@ def _shoot(page, base: str, token: str, name: str, timeout_s: float) -> list[str
     deadline = time.monotonic() + timeout_s
     page.wait_for_timeout(1500)
     while time.monotonic() < deadline:
-        busy = page.evaluate("""() => Array.from(document.querySelectorAll('.jp-InputPrompt'))
+        busy = page.evaluate("""() => Array.from(document.querySelectorAll(
+            '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-InputPrompt'))
             .filter(p => p.textContent.includes('[*]')).length""")
         if busy == 0:
             break
@@ -124,7 +125,8 @@ def _shoot(page, base: str, token: str, name: str, timeout_s: float) -> list[str
     stem = Path(name).stem
     for old in OUT.glob(f"{stem}-*.png"):
         old.unlink()
-    scroller = ".jp-WindowedPanel-outer"
+    # the notebook on show (JupyterLab restores earlier notebooks as hidden tabs)
+    scroller = ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-WindowedPanel-outer"
     height = page.evaluate(f"() => document.querySelector('{scroller}').scrollHeight")
     step, k, y = VIEWPORT["height"] - 160, 0, 0
     while y < height and k < 40:

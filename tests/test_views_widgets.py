@@ -441,6 +441,10 @@ class TestGroup:
         assert all(r[2] == r[3] == 5 and r[4] is not None for r in rows)
         assert rows[1][5] == "k=1"  # the input's own preview, not a Value's repr
         assert view.table.summary == "3 runs: failed 3"
+        bundle = view._repr_mimebundle_()  # what a saved notebook shows where widgets do not render
+        assert bundle["text/plain"].splitlines()[0] == "3 runs: failed 3"
+        assert f"{ids[1][:8]}  failed     5/5" in bundle["text/plain"] and "k=1" in bundle["text/plain"]
+        assert "GroupView(" not in bundle["text/plain"] and "<td>k=2</td>" in bundle["text/html"]
         view.table.comm.receive({"selected": 1})  # a click on the second row
         assert isinstance(view.run_view, fl.RunView) and view.run_view.run_id == ids[1]
         assert view.children == (view.table, view.run_view)

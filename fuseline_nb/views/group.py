@@ -17,6 +17,7 @@ Examples
 
 from __future__ import annotations
 
+import html
 import logging
 import pathlib
 import threading
@@ -108,6 +109,32 @@ class GroupView(W.VBox):
             self.table.rows = list[Any](rows)
             self.table.summary = f"{len(rows)} runs: " + ", ".join(f"{s} {n}" for s, n in counts.items())
         return ended
+
+    def snapshot_text(self) -> str:
+        """The table as plain text, as it is now (what a saved notebook shows without widgets)."""
+        lines = [self.table.summary]
+        rows: list[Any] = list(self.table.rows or [])
+        for run_id, state, done, total, duration, inputs in rows:
+            took = "" if duration is None else f"{duration:.2f} s"
+            lines.append(f"{run_id[:8]}  {state.lower():<9}  {done}/{total}  {took:>9}  {inputs}")
+        return "\n".join(lines)
+
+    def snapshot_html(self) -> str:
+        """The table as static HTML, as it is now (for nbconvert, GitHub and the docs site)."""
+        rows: list[Any] = list(self.table.rows or [])
+        cells = "".join(
+            f"<tr><td><code>{html.escape(str(r[0])[:8])}</code></td><td>{html.escape(str(r[1]).lower())}</td>"
+            f"<td>{r[2]}/{r[3]}</td><td>{'' if r[4] is None else f'{r[4]:.2f} s'}</td>"
+            f"<td>{html.escape(str(r[5]))}</td></tr>" for r in rows)
+        return (f"<div><b>{html.escape(self.table.summary)}</b><table><tr><th>run</th><th>state</th>"
+                f"<th>steps</th><th>duration</th><th>inputs</th></tr>{cells}</table></div>")
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        bundle = super()._repr_mimebundle_(**kwargs)
+        data = dict((bundle[0] if isinstance(bundle, tuple) else bundle) or {})
+        data["text/plain"] = self.snapshot_text()
+        data["text/html"] = self.snapshot_html()
+        return data
 
     def _loop(self) -> None:
         try:

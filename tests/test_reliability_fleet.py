@@ -186,3 +186,26 @@ def _five():
 
 def _ok_flow() -> fl.Workflow:
     return fl.Workflow(outputs=[fl.FunctionStep(_five)], workflow_id="five")
+
+
+class _AsyncRaises(fl.AsyncStep):
+    """An async step raising what ``raise_it`` names."""
+
+    def __init__(self, raise_it: BaseException, name: str) -> None:
+        super().__init__(name=name)
+        self.raise_it = raise_it
+
+    async def run_step_async(self) -> None:
+        raise self.raise_it
+
+
+@pytest.mark.parametrize(("raised", "error"), [(SystemExit(3), "SystemExit: 3"), (Custom("mine"), "Custom: mine"),
+                                               (StrRaises(), CASES[3][1])])
+def test_base_exceptions_are_step_failures_of_async_steps_too(raised, error) -> None:
+    import asyncio
+
+    wf = fl.AsyncWorkflow(outputs=[_AsyncRaises(raised, "boom"), fl.FunctionStep(lambda: 1, name="fine")])
+    assert asyncio.run(wf.run_async({})) is None  # a failed run, not an escaped SystemExit
+    assert wf.last_run.steps["boom"].state is Status.FAILED
+    assert wf.last_run.steps["boom"].error == error
+    assert wf.last_run.steps["fine"].state is Status.SUCCEEDED

@@ -46,7 +46,7 @@ from ..workflow.graph import Workflow, run_inputs
 from ..workflow.policies import StepPolicy
 from ..workflow.status import Status
 from ..workflow.steps import Step
-from .execute import Attempt, StepOutcome, retry_delay
+from .execute import Attempt, StepInterrupt, StepOutcome, retry_delay
 from .local import PoolEngine, _LocalRun, _Loop, check_engine
 
 if TYPE_CHECKING:
@@ -131,7 +131,9 @@ async def attempt_async(
     """Await one attempt of async step ``name`` with its policies' ``execute_async``; never raises.
 
     The async shell of :class:`~fuseline_nb.running.execute.Attempt` (the sync one is
-    :func:`~fuseline_nb.running.execute.attempt`).
+    :func:`~fuseline_nb.running.execute.attempt`). As there, whatever the step raises is its
+    failure, ``BaseException`` too; only ``KeyboardInterrupt`` (Ctrl-C stops the run), a
+    :class:`~fuseline_nb.running.execute.StepInterrupt` and the task's own cancellation pass through.
     """
     step = wf.steps[name]
     if not isinstance(step, AsyncStep):
@@ -142,7 +144,9 @@ async def attempt_async(
         return done
     try:
         result = await a.wrapped(lambda: step._invoke_async(a.binding, a.kwargs, a.shared), "execute_async")()
-    except Exception as exc:  # the outcome carries it
+    except (KeyboardInterrupt, StepInterrupt, asyncio.CancelledError):
+        raise
+    except BaseException as exc:  # the outcome carries it (SystemExit, a custom BaseException...)
         return a.failed(exc)
     return a.succeeded(result)
 

@@ -102,6 +102,8 @@ class Flights:
         """
         with self.lock:
             flights = [f for k in {*done, *pushed} if (f := self.table.get(k)) is not None]
+        if not flights:  # (the usual case for ``done``: their outcomes were pushed and reported)
+            return [], []
         live = [f for f in flights if not f.cancelled]
         outcomes: dict[str, StepOutcome] = {}
         for f in live:
@@ -143,6 +145,8 @@ class Flights:
 
     def _outcomes(self, flights: list[Flight]) -> list[StepOutcome]:
         ok = [f for f in flights if f.future.status == "finished"]
+        if not ok:  # (a gather of nothing still waits for a turn of Dask's event loop)
+            return [self._outcome(f) for f in flights]
         try:
             got = dict(zip([f.key for f in ok], self.dask.gather([f.future for f in ok]), strict=True))
         except Exception:  # e.g. a worker holding a result died meanwhile: one at a time below

@@ -10,9 +10,8 @@ engine does (:func:`~fuseline_nb.worker.engine.report_of`).
 Threads: the caller of :meth:`DaskEngine.work` fetches and submits; a
 reporter thread takes finished tasks (their outcomes come with Dask's
 completion events, see :mod:`~fuseline_nb.worker._dask_flights`), reports
-them, submits the steps the reports released (a broker in this process
-answers at once), keeps the leases of the tasks in flight alive, and stops
-the tasks of cancelled runs. Workflows travel once per definition, as a
+them, keeps the leases of the tasks in flight alive, and stops the tasks of
+cancelled runs. Workflows travel once per definition, as a
 :class:`~fuseline_nb.worker.dask_task.DefinitionPlugin` the scheduler
 installs on every worker, including workers that join later
 (:mod:`~fuseline_nb.worker._dask_cluster`).
@@ -117,7 +116,6 @@ class DaskEngine:
         self.error: Exception | None = None
         self.steps_run = 0
         self._lock = threading.RLock()
-        self._fill_lock = threading.Lock()  # one thread fetches from the broker at a time
         token = uuid.uuid4().hex[:8]  # this engine's plugins and topic: another engine's close leaves them
         self._defs = Definitions(self.dask, token)
         self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -194,8 +192,8 @@ class DaskEngine:
                 try:
                     if self._fill():
                         continue
-                    # idle? The reporter may have reported and submitted meanwhile: fetch once more
-                    # (after its fetch), and finish only if that finds nothing and nothing is in flight
+                    # idle? The reporter may have reported meanwhile (flights leave the table after
+                    # their reports): fetch once more, and finish only if that finds nothing either
                     if not block and not self._flights and not self._fill() and not self._flights:
                         return
                 except BrokerUnavailableError as exc:  # a remote broker restarting: try again soon
@@ -208,29 +206,21 @@ class DaskEngine:
             reporter.join()
             self._flights.release()
 
-    def _fill(self, *, wait: bool = True) -> bool:
-        """Fetch ready steps while there is room and submit them; whether any was.
-
-        ``wait=False``: return at once when another thread is fetching.
-        """
-        if not self._fill_lock.acquire(blocking=wait):
-            return False
-        try:
-            batch: list[Flight] = []
-            while self.worker_id and len(self._flights) + len(batch) < self.max_in_flight:
-                wid = self.worker_id
-                a = self.client.get_step(wid)  # outside self._lock: a remote broker may long-poll
-                if a is None:
-                    break
-                self._lease = max(a.expires_at - a.assigned_at, 0.3)
-                batch.append(Flight(a, wid, f"{a.step_name}-{uuid.uuid4().hex}"))
-                if self._remote:
-                    break  # submit what we hold before the next (possibly long) poll
-            if batch:
-                self._flights.submit(batch, self._defs)
-            return bool(batch)
-        finally:
-            self._fill_lock.release()
+    def _fill(self) -> bool:
+        """Fetch ready steps while there is room and submit them; whether any was."""
+        batch: list[Flight] = []
+        while self.worker_id and len(self._flights) + len(batch) < self.max_in_flight:
+            wid = self.worker_id
+            a = self.client.get_step(wid)  # outside self._lock: a remote broker may long-poll
+            if a is None:
+                break
+            self._lease = max(a.expires_at - a.assigned_at, 0.3)
+            batch.append(Flight(a, wid, f"{a.step_name}-{uuid.uuid4().hex}"))
+            if self._remote:
+                break  # submit what we hold before the next (possibly long) poll
+        if batch:
+            self._flights.submit(batch, self._defs)
+        return bool(batch)
 
     # -- the reporter thread -------------------------------------------------------------
     def _report_loop(self) -> None:
@@ -240,9 +230,7 @@ class DaskEngine:
             items = self._take(max(beat + interval - time.monotonic(), 0.01))
             try:
                 pushed = {i[1]: i[2] for i in items if isinstance(i, tuple) and i[0] == "out"}
-                if self._finish([i for i in items if isinstance(i, str)], pushed) and not self._remote \
-                        and not self._stop.is_set():
-                    self._fill(wait=False)  # what the reports released, without waking the other thread
+                self._finish([i for i in items if isinstance(i, str)], pushed)
                 for run_id in [i[1] for i in items if isinstance(i, tuple) and i[0] == "cancel"]:
                     self.cancel_run(run_id)
                 if time.monotonic() >= beat + interval:
@@ -271,8 +259,8 @@ class DaskEngine:
                 break
         return items
 
-    def _finish(self, done: list[str], pushed: dict[str, bytes]) -> bool:
-        """Report the tasks that finished (``done``) or sent their outcome (``pushed``); whether any left flight."""
+    def _finish(self, done: list[str], pushed: dict[str, bytes]) -> None:
+        """Report the tasks that finished (``done``) or sent their outcome (``pushed``)."""
         landed, reports = self._flights.land(done, pushed)
         for f, outcome in reports:
             try:
@@ -281,13 +269,12 @@ class DaskEngine:
                 log.info("report refused: %s", exc)
             self.steps_run += 1
         if not landed:
-            return False
+            return
         self._flights.settle(landed)  # after the reports: an empty table means nothing is pending
         if self._retired:
             with self._lock:
                 self._retire_idle()
         self._wake.set()
-        return True
 
     def _heartbeat(self) -> None:
         """Extend the leases of what is in flight; stop what the broker says was cancelled meanwhile."""

@@ -184,12 +184,21 @@ class Session:
 
         A definition that is missing or cannot be loaded here is named with
         its runs in a warning; those runs resume at the next ``submit`` of
-        their workflow.
+        their workflow. With ``workers=0`` nothing here can run them: one
+        warning names them and says how to resume them.
         """
+        unfinished = self.broker.unfinished_runs()
+        if not unfinished:
+            return
         add_blob = getattr(self.pool, "add_blob", None)
         if add_blob is None:
+            shown = ", ".join(f"{run_id} ({wf!r})" for run_id, wf, _ in unfinished[:10])
+            more = f" and {len(unfinished) - 10} more" if len(unfinished) > 10 else ""
+            log.warning("%d unfinished runs in %s wait for workers, and this session has none (workers=0): "
+                        "%s%s; open the file with fl.Session(%r, workers=2) (or dask=...) to resume them, "
+                        "or connect workers to session.broker", len(unfinished), self.path, shown, more,
+                        self.path)
             return
-        unfinished = self.broker.unfinished_runs()
         why: dict[tuple[str, str], str | None] = {}
         for run_id, workflow_id, version in unfinished:
             key = (workflow_id, version)
@@ -199,9 +208,8 @@ class Session:
                 log.warning("run %s of workflow %r version %r cannot resume yet: %s; it resumes when "
                             "the workflow is submitted again (session.submit)", run_id, workflow_id,
                             version, why[key])
-        if unfinished:
-            log.info("%d unfinished runs in %s: resumed where their definitions could be loaded",
-                     len(unfinished), self.path)
+        log.info("%d unfinished runs in %s: resumed where their definitions could be loaded",
+                 len(unfinished), self.path)
 
     def _ship_one(self, add_blob: Callable[[tuple[str, str], bytes], Any], key: tuple[str, str]) -> str | None:
         """Ship one stored definition; ``None`` when it went, else why it could not."""

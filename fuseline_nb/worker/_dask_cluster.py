@@ -75,6 +75,20 @@ def quicken(client: Any) -> None:
         comm.interval = SEND_INTERVAL  # type: ignore[union-attr]
 
 
+def keep_definition(client: Any, key: tuple[str, str], blob: bytes) -> None:
+    """Keep shipped bytes in ``client``'s broker when it is in this process (a DuckDB file keeps them),
+    so a reopened file resumes its runs on Dask; failing to costs the resume, not the run."""
+    broker = getattr(client, "broker", None)
+    if broker is None:
+        return
+    try:
+        broker.store_definition(key[0], key[1], blob)
+    except Exception as exc:
+        log.warning("could not keep workflow %r version %r in the history (%s: %s): its unfinished "
+                    "runs will resume only when it is submitted again", key[0], key[1],
+                    type(exc).__name__, exc)
+
+
 class Shipped:
     """A workflow as shipped to the cluster: its plugin's definition id and its steps' timeouts."""
 

@@ -69,6 +69,19 @@ class Flights:
     def __len__(self) -> int:
         return len(self.table)
 
+    def take(self, timeout: float) -> list[Any]:
+        """What the inbox holds: wait up to ``timeout`` for one item, then take the rest without waiting."""
+        try:
+            items = [self.inbox.get(timeout=timeout)]
+        except queue.Empty:
+            return []
+        while len(items) < 1024:
+            try:
+                items.append(self.inbox.get_nowait())
+            except queue.Empty:
+                break
+        return items
+
     def submit(self, batch: list[Flight], defs: Definitions) -> None:
         """Submit ``batch`` as Dask tasks (one ``map`` for several)."""
         ids, timeouts, keys, parcels = [], [], [], []

@@ -48,9 +48,10 @@ from ..errors import BrokerUnavailableError, StaleReportError, UnknownRunError, 
 from ..workflow.events import Event
 from ..workflow.graph import Workflow
 from ..workflow.status import Status
-from ._dask_cluster import Definitions, connect, import_distributed, quicken
+from ._dask_cluster import Definitions, connect, import_distributed, keep_definition, quicken
 from ._dask_flights import Flight, Flights
 from .engine import report_of
+from .shipping import load_definition
 
 log = logging.getLogger(__name__)
 
@@ -156,24 +157,25 @@ class DaskEngine:
             except BaseException:
                 self._defs.forget(wf)
                 raise
-            self._store(key, blob)
+            keep_definition(self.client, key, blob)
             if self.worker_id:
                 self._retired.add(self.worker_id)
             self.worker_id = worker_id
         self._wake.set()
 
-    def _store(self, key: tuple[str, str], blob: bytes) -> None:
-        """Keep the shipped bytes in a broker in this process (a DuckDB file keeps them), so a
-        reopened file resumes its runs with workers; failing to costs the resume, not the run."""
-        broker = getattr(self.client, "broker", None)
-        if broker is None:
-            return
-        try:
-            broker.store_definition(key[0], key[1], blob)
-        except Exception as exc:
-            log.warning("could not keep workflow %r version %r in the history (%s: %s): its unfinished "
-                        "runs will resume only when it is submitted again", key[0], key[1],
-                        type(exc).__name__, exc)
+    def add_blob(self, key: tuple[str, str], blob: bytes) -> Workflow:
+        """Serve workflow bytes as :func:`~fuseline_nb.worker.shipping.ship` made them (a stored
+        definition: what lets a reopened history resume its runs on Dask). Returns the workflow.
+
+        Raises
+        ------
+        PicklingError
+            The bytes cannot be unpickled in this process (names the error);
+            nothing reaches the cluster then.
+        """
+        wf = load_definition(key, blob)
+        self.add_workflow(wf, refresh=False)
+        return wf
 
     # -- the loop ------------------------------------------------------------------------
     def work(self, *, block: bool = False, poll_interval: float = 1.0) -> None:
@@ -227,7 +229,7 @@ class DaskEngine:
         beat = time.monotonic()
         while True:
             interval = min(self._lease / 3, self.CANCEL_CHECK_SECONDS)
-            items = self._take(max(beat + interval - time.monotonic(), 0.01))
+            items = self._flights.take(max(beat + interval - time.monotonic(), 0.01))
             try:
                 pushed = {i[1]: i[2] for i in items if isinstance(i, tuple) and i[0] == "out"}
                 self._finish([i for i in items if isinstance(i, str)], pushed)
@@ -245,19 +247,6 @@ class DaskEngine:
                 return
             if _STOP in items:
                 return
-
-    def _take(self, timeout: float) -> list[Any]:
-        """What the inbox holds: wait up to ``timeout`` for one item, then take the rest without waiting."""
-        try:
-            items = [self._inbox.get(timeout=timeout)]
-        except queue.Empty:
-            return []
-        while len(items) < 1024:
-            try:
-                items.append(self._inbox.get_nowait())
-            except queue.Empty:
-                break
-        return items
 
     def _finish(self, done: list[str], pushed: dict[str, bytes]) -> None:
         """Report the tasks that finished (``done``) or sent their outcome (``pushed``)."""

@@ -11,11 +11,10 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import TypeAdapter
 
 from fuseline_nb import FunctionStep, Status, Workflow
 from fuseline_nb.broker import MemoryBroker
-from pydantic import TypeAdapter
-
 from fuseline_nb.broker.http import create_app
 from fuseline_nb.broker.wire import WIRE_VERSION
 from fuseline_nb.workflow.value import Value

@@ -291,8 +291,11 @@ def create_app(broker: Broker, *, token: str | None = None, max_body: int = MAX_
         return {**broker.status(), "api_version": WIRE_VERSION}
 
     _describe(app, token is not None)
-    # Outermost: the token check and the per-step route (it serves POST /workflow/step).
-    app.add_middleware(Front, service=service, token=token, max_body=max_body)
+    # Outermost, before even the framework's own middleware: the token check and the per-step
+    # route (POST /workflow/step), which the framework's layers would cost more than the step.
+    build = app.build_middleware_stack
+    app.build_middleware_stack = lambda: Front(build(), service=service, token=token,  # type: ignore[method-assign]
+                                               max_body=max_body)
     return app
 
 

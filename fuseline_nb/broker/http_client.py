@@ -65,9 +65,9 @@ from .wire import (
     KeptAlive,
     Registered,
     RegisterRequest,
-    ReportRequest,
     StepAnswer,
     WorkerRef,
+    report_body,
 )
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,9 @@ def _adapter(kind: Any) -> TypeAdapter[Any]:
 
 
 def _dump(body: Any) -> bytes:
-    """The JSON of a request body: an envelope of :mod:`.wire`, or a record."""
+    """The JSON of a request body: an envelope of :mod:`.wire`, a record, or JSON bytes already."""
+    if body.__class__ is bytes:
+        return body  # type: ignore[no-any-return]
     if isinstance(body, BaseModel):
         return body.__pydantic_serializer__.to_json(body)
     return _adapter(type(body)).dump_json(body)
@@ -153,8 +155,10 @@ class HttpBrokerClient(BrokerClient):
         self.retries, self.backoff, self.poll_wait, self.prefetch = retries, backoff, poll_wait, prefetch
         self.timeout = timeout
         auth = [("Authorization", f"Bearer {token}")] if token else []
-        self._headers = [("Accept", "application/json"), ("User-Agent", "fuseline-nb"), *auth]
-        self._json_headers = [*self._headers, ("Content-Type", "application/json")]
+        # Built once (a request copies them): parsing headers and URLs costs more than the step's message.
+        self._headers = httpx.Headers([("Accept", "application/json"), ("User-Agent", "fuseline-nb"), *auth])
+        self._json_headers = httpx.Headers([*self._headers.raw, (b"Content-Type", b"application/json")])
+        self._urls: dict[str, httpx.URL] = {}
         # The transport seam itself (a keep-alive connection pool), not httpx.Client: the client
         # layer (auth flows, redirects, cookies, hooks) costs more CPU than a step here.
         self._transport = transport if transport is not None else httpx.HTTPTransport()
@@ -168,7 +172,11 @@ class HttpBrokerClient(BrokerClient):
               extra_timeout: float = 0.0) -> httpx.Response:
         delay = self.backoff
         timeout = {"timeout": httpx.Timeout(self.timeout + extra_timeout).as_dict()}
-        url = httpx.URL(self.base_url + path, params=params)
+        url = self._urls.get(path) if params is None else None
+        if url is None:
+            url = httpx.URL(self.base_url + path, params=params)
+            if params is None and len(self._urls) < 64:
+                self._urls[path] = url
         content = None if body is None else _dump(body)
         headers = self._headers if content is None else self._json_headers
         for attempt in range(self.retries + 1):
@@ -280,7 +288,7 @@ class HttpBrokerClient(BrokerClient):
             report = replace(report, action=report.result)  # the service sees the value closed
 
         def call(wid: str) -> None:
-            body = ReportRequest.model_construct(worker_id=wid, report=report, next=self.prefetch, wait=wait)
+            body = report_body(wid, report, next=self.prefetch, wait=wait)
             nxt = self._parse(StepAnswer, self._send("POST", "/workflow/step", body, extra_timeout=self.poll_wait)).next
             if nxt is not None:
                 self._next[worker_id] = nxt

@@ -422,9 +422,18 @@ def _kept(v: Any, validate: Any) -> Value:
 
 
 def _to_wire(v: Any) -> dict[str, Any]:
+    if v is None:  # a step that returned None: the broker keeps it as it is
+        return _NONE_WIRE
     v = Value.of(v)  # a direct caller's object becomes a value here
+    return _wire_dict(v)
+
+
+def _wire_dict(v: Value) -> dict[str, Any]:
     return {"kind": "pickle", "data": base64.b64encode(v.data).decode("ascii"), "preview": v.preview,
             "type_name": v.type_name, "fingerprint": v.fingerprint, "rich": v.rich, "json_text": v.json}
+
+
+_NONE_WIRE: Final = _wire_dict(Value.of(None))
 
 
 def _wire_schema() -> Any:

@@ -78,6 +78,9 @@ class Supervisor(Protocol):
     def on_load_error(self, ep: Endpoint, text: str) -> None:
         """``ep`` could not load the shipped workflows."""
 
+    def keep_leases(self) -> None:
+        """Extend the leases of the steps live processes hold (called every lease / 3)."""
+
 
 Reply = tuple[Any, ...] | None  # None: parked, or a one-way message
 

@@ -280,12 +280,7 @@ class ChannelServer:
     def _keep_leases(self, now: float) -> None:
         """Extend the leases of every live worker process holding steps (see ``_beat_every``)."""
         self._next_beat = now + self._beat_every
-        for ep in list(self.endpoints.values()):
-            if ep.held and ep.worker_id is not None and ep.process.is_alive():
-                try:
-                    self.client.keep_alive(ep.worker_id)
-                except Exception as exc:  # e.g. the worker was just unregistered
-                    log.debug("keep-alive for %s failed: %s", ep.label, exc)
+        self.supervisor.keep_leases()
 
     def _drain_wake(self) -> None:
         try:

@@ -20,7 +20,7 @@ fan-out; DuckDB history <= 1.25x the memory figure; speed-up >= 1.9x on the
 sleeps with 2 workers.
 
 The pool spins briefly for quick replies (see
-``fuseline_nb.worker.channel.spin_seconds``); ``--no-spin`` measures it with
+``fuseline_nb.worker.latency.spin_seconds``); ``--no-spin`` measures it with
 that turned off (``FUSELINE_NB_SPIN_US=0``), which shows the cost of the two
 process wake-ups per round trip.
 
@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import fuseline_nb as fl
-from fuseline_nb.worker.channel import spin_seconds
+from fuseline_nb.worker.latency import spin_seconds
 
 
 def noop() -> None:

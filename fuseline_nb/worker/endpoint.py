@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import Any, Protocol
 
-from .channel import FrameReader, WorkflowBlob
+from .channel import WorkflowBlob
+from .latency import FrameReader
 
 
 @dataclass(slots=True)
@@ -84,9 +85,5 @@ class Supervisor(Protocol):
 
 Reply = tuple[Any, ...] | None  # None: parked, or a one-way message
 
-#: A worker gets more than one assignment at a time only after a step shorter than this.
-PREFETCH_BELOW: Final = 0.1
 
-
-
-__all__ = ["PREFETCH_BELOW", "Busy", "Endpoint", "Reply", "Supervisor"]
+__all__ = ["Busy", "Endpoint", "Reply", "Supervisor"]

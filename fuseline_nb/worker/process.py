@@ -20,8 +20,9 @@ import signal
 from typing import Any
 
 from ..errors import PicklingError
-from .channel import ChannelClient, ChannelClosed, WorkflowBlob, spin_seconds
+from .channel import ChannelClient, ChannelClosed, WorkflowBlob
 from .engine import ProcessEngine
+from .latency import spin_seconds
 from .shipping import load
 from .supervisor import watch_parent
 

@@ -28,12 +28,11 @@ from typing import Any
 
 from ..broker.base import StepAssignment, StepReport
 from ..broker.clients import BrokerClient
-from .channel import PROTOCOL_VERSION, REQUEST_KINDS, SLOW_STREAK, decode, send, spin_seconds
-from .endpoint import PREFETCH_BELOW, Busy, Endpoint, Reply, Supervisor
+from .channel import PROTOCOL_VERSION, REQUEST_KINDS, decode
+from .endpoint import Busy, Endpoint, Reply, Supervisor
+from .latency import PREFETCH_BELOW, Spin, batch_size, send, spin_seconds
 
 log = logging.getLogger(__name__)
-
-_CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 class ChannelServer:
@@ -95,11 +94,10 @@ class ChannelServer:
         self._dirty = False
         self._draining = False
         self._closing = False
-        #: Seconds to look for the next request without sleeping after handing out work.
-        self.spin = spin_seconds()
+        #: How long to look for the next request without sleeping after handing out work.
+        self.spin = Spin(spin_seconds())
         self._spin_until = 0.0  # spin (see _spin) until then
         self._handed_at = 0.0  # when the last assignments left, until the next request comes
-        self._slow = 0  # how many requests in a row came later than ``spin`` after a hand-out
         self._thread = threading.Thread(target=self._loop, name="fuseline-channel", daemon=True)
         self.ident: int | None = None
         self._handlers: dict[str, Callable[..., Reply]] = {
@@ -224,7 +222,7 @@ class ChannelServer:
         except OSError:  # a descriptor closed under us: look again
             return
         if self._handed_at:  # did the last hand-out come back soon enough to be worth a spin?
-            self._slow = 0 if time.perf_counter() - self._handed_at < self.spin else self._slow + 1
+            self.spin.took(time.perf_counter() - self._handed_at)
             self._handed_at = 0.0
         endpoints = self.endpoints
         for key, _ in ready:
@@ -252,14 +250,6 @@ class ChannelServer:
         while not (ready := select(0)) and clock() < until:
             pass
         return ready
-
-    def _cpu_to_spare(self) -> bool:
-        """Whether a CPU is left over by the workers holding steps (else spinning slows them)."""
-        busy = 0
-        for ep in self.endpoints.values():
-            if ep.held:
-                busy += 1
-        return busy < _CPUS
 
     def _take_pending(self) -> None:
         with self._pending_lock:
@@ -376,7 +366,8 @@ class ChannelServer:
             return ("workflows", new)
         if kind != "hello" and worker_id is not None:
             batch: list[StepAssignment] = []
-            want = self._batch_size(ep) if self.prefetch > 1 else 1
+            want = batch_size(self.prefetch, fast=ep.fast, holding=bool(ep.held), backlog=self.backlog,
+                              workers=len(self.endpoints))
             get_step = self.client.get_step
             while len(batch) < want and (a := get_step(worker_id)) is not None:
                 self._track(ep, a)
@@ -384,18 +375,12 @@ class ChannelServer:
             if batch or not wait:
                 if batch:
                     self._handed_at = now = time.perf_counter()
-                    if self._slow < SLOW_STREAK and self.spin and self._cpu_to_spare():
-                        self._spin_until = now + self.spin
+                    if self.spin.wanted():  # only with an idle CPU: not while both workers are busy
+                        self._spin_until = now + self.spin.seconds
                 return ("assignments", batch)
         ep.parked = (kind, worker_id)
         self._parked[ep.label] = ep
         return None
-
-    def _batch_size(self, ep: Endpoint) -> int:
-        if self.prefetch > 1 and ep.fast and not ep.held and \
-                self.backlog >= self.prefetch * max(len(self.endpoints), 1):
-            return self.prefetch
-        return 1
 
     def _track(self, ep: Endpoint, a: StepAssignment) -> None:
         ep.held.append(Busy(a.workflow_id, a.version, a.instance_id, a.step_name, a.attempt, a.timeout))
@@ -450,19 +435,15 @@ class ChannelServer:
             ep.fast = finished - started < PREFETCH_BELOW
         self.client.report_step(worker_id, report)
 
-    def _report_and_get(self, ep: Endpoint, worker_id: str, reports: list[StepReport],
-                        wait: bool) -> Reply:
-        for encoded in reports[:-1]:
-            self._report_oneway(ep, worker_id, [encoded])
-        self._take_report(ep, worker_id, reports[-1])
+    def _report_and_get(self, ep: Endpoint, worker_id: str, report: StepReport, wait: bool) -> Reply:
+        self._take_report(ep, worker_id, report)
         return self._offer(ep, "get_step", worker_id, wait)
 
-    def _report_oneway(self, ep: Endpoint, worker_id: str, reports: list[StepReport]) -> Reply:
-        for encoded in reports:
-            try:
-                self._take_report(ep, worker_id, encoded)
-            except Exception as exc:  # nobody waits for an answer: log it, as ProcessEngine would
-                log.warning("report from worker %s refused: %s", ep.label, exc)
+    def _report_oneway(self, ep: Endpoint, worker_id: str, report: StepReport) -> Reply:
+        try:
+            self._take_report(ep, worker_id, report)
+        except Exception as exc:  # nobody waits for an answer: log it, as ProcessEngine would
+            log.warning("report from worker %s refused: %s", ep.label, exc)
         return None
 
     def _report_only(self, ep: Endpoint, worker_id: str, report: StepReport) -> Reply:

@@ -201,7 +201,8 @@ class WorkerSupervisor:
         ended on purpose (it stopped a cancelled step) and is just replaced.
         """
         proc = child.process
-        proc.join(1.0)
+        if self._state == "running":  # (while stopping, stop() reaps: two threads waiting for one
+            proc.join(1.0)            # process make one of them believe it still runs)
         code = proc.exitcode
         if self._state == "running" and give_up is not None:
             self.error = self.error or WorkerError(give_up)

@@ -30,7 +30,7 @@ class Busy:
     run_id: str
     step: str
     attempt: int
-    seconds: float | None  # the step's StepTimeoutPolicy, if any
+    timeout: float | None  # the step's StepTimeoutPolicy, if any
     deadline: float | None = None  # time.monotonic() by which it must report, once started
 
 

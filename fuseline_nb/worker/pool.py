@@ -47,7 +47,6 @@ from ..broker.base import Broker
 from ..broker.clients import BrokerClient, LocalBrokerClient
 from ..errors import PicklingError, SchemaMismatchError, WorkerError
 from ..workflow.graph import Workflow
-from ..workflow.status import Status
 from .channel import WorkflowBlob
 from .mainguard import check_main_guard
 from .process import worker_main
@@ -138,7 +137,7 @@ class WorkerPool:
             self._server = ChannelServer(self.client, self, poll_interval=self.poll_interval,
                                          prefetch=self.prefetch)
             if self.broker is not None:
-                self._unsubscribe = self.broker.subscribe(_event_hook(self._server))
+                self._unsubscribe = self.broker.subscribe(self._server.on_event)
             self._server.start()
             self._sup.start()
             self._atexit = _stop_at_exit(weakref.ref(self))
@@ -348,7 +347,8 @@ class WorkerPool:
 
     def on_timeout(self, ep: Endpoint) -> None:
         """A step passed its timeout: kill its process, fail the attempt, replace the worker."""
-        self._sup.timed_out(ep)
+        if ep.busy is not None:
+            self._sup.timed_out(ep, ep.busy)
 
     def on_cancel(self, ep: Endpoint) -> None:
         """The run of a step ``ep`` holds was cancelled: kill the process (no report), replace it."""
@@ -361,17 +361,6 @@ class WorkerPool:
     def keep_leases(self) -> None:
         """Extend the leases of the steps live worker processes hold (a step may hold the GIL)."""
         self._sup.keep_leases()
-
-
-def _event_hook(server: ChannelServer) -> Any:
-    """The pool's broker listener (called under the broker's lock: quick)."""
-
-    def hook(e: Any) -> None:
-        server.note_event(e.kind)
-        if e.kind == "step_finished" and e.state is Status.CANCELLED and e.worker is not None:
-            server.cancel(e.run_id, e.step)  # a held step of a cancelled run: its process goes
-
-    return hook
 
 
 def _stop_at_exit(ref: weakref.ReferenceType[WorkerPool]) -> Any:

@@ -39,11 +39,11 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
 from ..broker.base import StepAssignment
 from ..running.execute import StepOutcome
-from .endpoint import Busy
 from .engine import ProcessEngine
 from .supervisor import WorkerSupervisor, watch_parent
 
@@ -51,6 +51,19 @@ log = logging.getLogger(__name__)
 
 FATAL = 3  # a worker process's exit code when retrying cannot help (bad token, schema clash)
 CANCELLED = 4  # a worker process's exit code after the run of its step was cancelled (replace it)
+
+
+@dataclass(slots=True)
+class Running:
+    """The step a ``fuseline-nb worker`` process said it runs."""
+
+    workflow_id: str
+    version: str
+    run_id: str
+    step: str
+    attempt: int
+    timeout: float | None  # its StepTimeoutPolicy, if any
+    deadline: float | None = None  # time.monotonic() when the supervisor kills it
 
 
 class Remote:
@@ -63,7 +76,7 @@ class Remote:
         self.process = process
         self.conn = conn  # the process's status messages (one-way, to the supervisor)
         self.worker_id: str | None = None
-        self.busy: Busy | None = None  # the step it runs now
+        self.busy: Running | None = None  # the step it runs now
         self.lease = 60.0  # seconds its assignments live without a keep-alive
 
     def read_status(self) -> None:
@@ -75,9 +88,9 @@ class Remote:
                     self.worker_id = message[1]
                 elif message[0] == "busy":
                     *fields, self.lease = message[1:]
-                    self.busy = Busy(*fields)
-                    if self.busy.seconds:
-                        self.busy.deadline = time.monotonic() + self.busy.seconds
+                    self.busy = Running(*fields)
+                    if self.busy.timeout:
+                        self.busy.deadline = time.monotonic() + self.busy.timeout
                 else:
                     self.busy = None
         except (EOFError, OSError):
@@ -174,6 +187,10 @@ def serve_steps(specs: list[str], loader: Callable[[str], Any], url: str, token:
         client.close()
 
 
+def _remotes(sup: WorkerSupervisor) -> list[Remote]:
+    return cast(list[Remote], sup.children())
+
+
 def _ended(sup: WorkerSupervisor, child: Remote) -> None:
     child.read_status()  # what it said before it ended
     child.process.join(1.0)
@@ -222,7 +239,7 @@ def run_workers(specs: list[str], loader: Callable[[str], Any], url: str, token:
     next_beat = 0.0
     try:
         while not stops and sup.error is None:
-            children: list[Remote] = sup.children()  # type: ignore[assignment]
+            children = _remotes(sup)
             now = time.monotonic()
             due = [next_beat, now + 1.0, *(c.busy.deadline for c in children if c.busy and c.busy.deadline)]
             conns = {c.conn: c for c in children if not c.conn.closed}
@@ -232,13 +249,13 @@ def run_workers(specs: list[str], loader: Callable[[str], Any], url: str, token:
                 else:
                     _ended(sup, ready)
             now = time.monotonic()
-            busy: list[Remote] = [c for c in sup.children() if c.busy is not None]  # type: ignore[misc]
+            busy = [c for c in _remotes(sup) if c.busy is not None]
             if now >= next_beat:
                 sup.keep_leases()
                 next_beat = now + min([c.lease / 3 for c in busy] or [1.0])
             for c in busy:
                 if c.busy and c.busy.deadline and c.busy.deadline <= now:
-                    sup.timed_out(c)
+                    sup.timed_out(c, c.busy)
     finally:
         sup.stop(lambda: None if stops else on_signal(signal.SIGTERM, None), grace)
         client.close()
@@ -248,4 +265,4 @@ def run_workers(specs: list[str], loader: Callable[[str], Any], url: str, token:
     return 0
 
 
-__all__ = ["CANCELLED", "FATAL", "Remote", "run_workers", "serve_steps"]
+__all__ = ["CANCELLED", "FATAL", "Remote", "Running", "run_workers", "serve_steps"]

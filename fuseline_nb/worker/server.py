@@ -28,6 +28,8 @@ from typing import Any
 
 from ..broker.base import StepAssignment, StepReport
 from ..broker.clients import BrokerClient
+from ..workflow.events import Event
+from ..workflow.status import Status
 from .channel import PROTOCOL_VERSION, REQUEST_KINDS, decode
 from .endpoint import Busy, Endpoint, Reply, Supervisor
 from .latency import PREFETCH_BELOW, Spin, batch_size, send, spin_seconds
@@ -139,14 +141,22 @@ class ChannelServer:
         except (BlockingIOError, OSError):  # full (a wake-up is pending anyway) or closed
             pass
 
-    def note_event(self, kind: str) -> None:
-        """Broker event hook (runs under the broker's lock: must stay quick)."""
+    def on_event(self, event: Event) -> None:
+        """The pool's broker listener (runs under the broker's lock: must stay quick).
+
+        Counts the queued steps and wakes parked workers; a held step of a
+        cancelled run has its process stopped.
+        """
+        kind = event.kind
         if kind == "step_queued":
             self.backlog += 1
             if self._parked and threading.get_ident() != self.ident:
                 self.wake()
         elif kind == "step_started":
             self.backlog -= 1
+        elif kind == "step_finished" and event.state is Status.CANCELLED and event.worker is not None \
+                and event.step is not None:
+            self.cancel(event.run_id, event.step)
 
     def cancel(self, run_id: str, step: str) -> None:
         """A held step's run was cancelled: the loop stops the process holding it (any thread)."""
@@ -390,9 +400,9 @@ class ChannelServer:
     def _start_head(self, ep: Endpoint) -> None:
         """The first held assignment starts now: its timeout counts from here."""
         held = ep.held
-        if held and held[0].seconds:
+        if held and held[0].timeout:
             head = held[0]
-            head.deadline = time.monotonic() + head.seconds  # type: ignore[operator]
+            head.deadline = time.monotonic() + head.timeout  # type: ignore[operator]
             self._timed[ep.label] = ep
         elif self._timed:
             self._timed.pop(ep.label, None)

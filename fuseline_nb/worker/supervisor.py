@@ -55,11 +55,17 @@ log = logging.getLogger(__name__)
 class Held(Protocol):
     """The step a worker process is running, as its supervisor knows it."""
 
-    workflow_id: str
-    run_id: str
-    step: str
-    attempt: int
-    seconds: float | None  # its StepTimeoutPolicy, if any
+    @property
+    def workflow_id(self) -> str: ...
+    @property
+    def run_id(self) -> str: ...
+    @property
+    def step(self) -> str: ...
+    @property
+    def attempt(self) -> int: ...
+    @property
+    def timeout(self) -> float | None:
+        """Its StepTimeoutPolicy, if any."""
 
 
 class Child(Protocol):
@@ -68,10 +74,6 @@ class Child(Protocol):
     label: str
     process: Any  # a multiprocessing Process
     worker_id: str | None  # the broker's id once registered: until then it is not ready
-
-    @property
-    def busy(self) -> Held | None:
-        """The step it is running, if any."""
 
 
 class WorkerSupervisor:
@@ -90,6 +92,8 @@ class WorkerSupervisor:
         dying in a row before they were ready make the supervisor give up.
     detach:
         Called with a child before it is killed or forgotten (stop serving its pipe).
+    held:
+        ``held(child)``: the step it runs now, if any (default: its ``busy`` attribute).
 
     Examples
     --------
@@ -101,7 +105,8 @@ class WorkerSupervisor:
     """
 
     def __init__(self, client: BrokerClient, start: Callable[[str], Child], processes: int, *,
-                 max_crashes: int = 3, detach: Callable[[Child], None] | None = None) -> None:
+                 max_crashes: int = 3, detach: Callable[[Child], None] | None = None,
+                 held: Callable[[Any], Held | None] | None = None) -> None:
         if int(processes) < 1:
             raise ValueError(f"a worker supervisor needs processes >= 1, not {processes!r}")
         self.client = client
@@ -111,6 +116,7 @@ class WorkerSupervisor:
         self.error: Exception | None = None
         self._start = start
         self._detach = detach or (lambda child: None)
+        self.held: Callable[[Any], Held | None] = held or (lambda child: child.busy)
         self._labels = itertools.count(1)
         self._children: dict[str, Child] = {}
         self._lock = threading.RLock()
@@ -181,10 +187,9 @@ class WorkerSupervisor:
         if self._state == "running" and self.error is None:
             self.spawn()
 
-    def fail_step(self, child: Child, error: str) -> None:
-        """Report ``child``'s running step FAILED with ``error`` (on its behalf)."""
-        busy = child.busy
-        if busy is None or child.worker_id is None:
+    def fail_step(self, child: Child, busy: Held, error: str) -> None:
+        """Report ``child``'s step ``busy`` FAILED with ``error`` (on its behalf)."""
+        if child.worker_id is None:
             return
         report = StepReport(busy.workflow_id, busy.run_id, busy.step, Status.FAILED, attempt=busy.attempt,
                             error=error, finished_at=time.time())
@@ -207,7 +212,7 @@ class WorkerSupervisor:
         if self._state == "running" and give_up is not None:
             self.error = self.error or WorkerError(give_up)
         elif self._state == "running" and count:
-            busy = child.busy
+            busy = self.held(child)
             if child.worker_id is None:
                 self._start_failures += 1
                 log.warning("worker %s (pid %s) exited with code %s before it was ready", child.label,
@@ -223,7 +228,7 @@ class WorkerSupervisor:
                 log.warning("worker %s (pid %s) died (exit code %s) running step %r of run %s",
                             child.label, proc.pid, code, busy.step, busy.run_id)
                 if n >= self.max_crashes:
-                    self.fail_step(child, f"WorkerCrashedError: the worker process running step "
+                    self.fail_step(child, busy, f"WorkerCrashedError: the worker process running step "
                                           f"{busy.step!r} died {n} times (last exit code {code})")
             else:
                 self._start_failures = 0
@@ -232,15 +237,14 @@ class WorkerSupervisor:
         self._forget(child)
         self._replace()
 
-    def timed_out(self, child: Child) -> None:
-        """``child``'s step passed its ``StepTimeoutPolicy``: kill the process, fail the attempt, replace it."""
-        busy = child.busy
+    def timed_out(self, child: Child, busy: Held) -> None:
+        """``child``'s step ``busy`` passed its ``StepTimeoutPolicy``: kill the process, fail the attempt,
+        replace it."""
         self._kill(child)
-        if busy is not None:
-            log.warning("step %r of run %s exceeded its timeout of %g s: worker %s (pid %s) killed",
-                        busy.step, busy.run_id, busy.seconds or 0, child.label, child.process.pid)
-            self.fail_step(child, f"TimeoutError: step {busy.step!r} exceeded its timeout of "
-                                  f"{busy.seconds or 0:g} s; its worker process (pid {child.process.pid}) was killed")
+        log.warning("step %r of run %s exceeded its timeout of %g s: worker %s (pid %s) killed",
+                    busy.step, busy.run_id, busy.timeout or 0, child.label, child.process.pid)
+        self.fail_step(child, busy, f"TimeoutError: step {busy.step!r} exceeded its timeout of "
+                                    f"{busy.timeout or 0:g} s; its worker process (pid {child.process.pid}) was killed")
         self._forget(child)
         self._replace()
 
@@ -249,7 +253,7 @@ class WorkerSupervisor:
         with self._lock:
             if child.label not in self._children:
                 return
-        busy = child.busy
+        busy = self.held(child)
         self._kill(child)
         log.info("worker %s (pid %s) killed: step %r of run %s was cancelled", child.label, child.process.pid,
                  busy.step if busy else None, busy.run_id if busy else None)
@@ -265,7 +269,7 @@ class WorkerSupervisor:
     def keep_leases(self) -> None:
         """Extend the lease of every step held by a live process; kill the ones running cancelled steps."""
         for child in self.children():
-            busy = child.busy
+            busy = self.held(child)
             if busy is None or child.worker_id is None or not child.process.is_alive():
                 continue
             try:
@@ -301,11 +305,6 @@ def watch_parent(parent_pid: int, gone: Callable[[], None], every: float = 0.5) 
 
     A parent killed with SIGKILL cannot stop its workers; they notice here
     (their parent process id changes) within ``every`` seconds.
-
-    Examples
-    --------
-    >>> import os
-    >>> watch_parent(os.getppid(), lambda: None)  # this process's parent lives on: nothing happens
     """
 
     def watch() -> None:

@@ -546,11 +546,15 @@ class StorageBroker(Broker):
                     and value.json else value
             if value is not None and value.__class__ is not Value:
                 value = Value.of(value)  # a direct caller's object: made into a value here, once
+            if value is not None:  # named in the error if the notebook cannot open it
+                value.origin = f"the result of step {step!r} of run {run.run_id}"
             try:
                 info.action = resolve_action(run.compiled.plan, step, candidate)
             except UnknownActionError as exc:
                 state, report.error, retryable = Status.FAILED, f"UnknownActionError: {exc}", False
         if state is Status.FAILED:
+            if report.error and report.error.startswith("ValueLoadError:"):
+                retryable = False  # the step never ran: a retry would read the same bytes
             fails = run.failures.get(step, 0) + 1
             run.failures[step] = fails
             max_attempts, wait = run.compiled.retries.get(step, (1, 0))

@@ -166,3 +166,63 @@ def test_run_with_cache_reuses_the_results_of_the_last_invocation(tmp_path: Path
     assert second.returncode == 0, second.stderr
     assert ": SUCCEEDED in " in second.stdout and "(2 of 2 steps cached)" in second.stdout
     assert "outputs: 6" in second.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("when", ["first child", "both workers"])
+def test_ctrl_c_while_the_workers_start_ends_the_cli_at_once_without_tracebacks(tmp_path: Path, when: str) -> None:
+    # Ctrl-C reaches the whole process group. It used to kill a worker still importing (a
+    # KeyboardInterrupt traceback; multiprocessing's resource tracker unblocks SIGINT in the
+    # starting thread), and a Ctrl-C landing in a DuckDB query's import was swallowed by DuckDB:
+    # the CLI ran on for minutes. Now workers are born with SIGINT held back and the CLI
+    # remembers the press.
+    import signal
+    import time
+
+    import psutil
+
+    proc = subprocess.Popen(
+        [str(EXE), "run", "fuseline_nb.examples:tour", "--workers", "2", "--db", "runs.duckdb",
+         "-i", "delay=30"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    me = psutil.Process(proc.pid)
+    want = 1 if when == "first child" else 3  # the resource tracker and two workers
+    end = time.monotonic() + 60
+    while len(me.children()) < want and time.monotonic() < end and proc.poll() is None:
+        time.sleep(0.005)
+    kids = me.children(recursive=True)
+    os.killpg(proc.pid, signal.SIGINT)
+    t0 = time.monotonic()
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, (out, err)
+    assert time.monotonic() - t0 < 10
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert re.search(r"interrupted(; run \w+ cancelled;| while starting; nothing ran,|;) workers stopped", err), err
+    assert "WARNING" not in err, err
+    time.sleep(0.5)
+    assert not [k for k in kids if k.is_running() and k.status() != psutil.STATUS_ZOMBIE
+                and "resource_tracker" not in " ".join(k.cmdline())]
+
+
+def test_a_ctrl_c_duckdb_takes_for_itself_comes_back_as_keyboard_interrupt(tmp_path: Path) -> None:
+    # DuckDB turns a Ctrl-C during a query into RuntimeError('Query interrupted'), which an
+    # `except Exception` on the way would swallow; the storage hands it back as a Ctrl-C.
+    code = textwrap.dedent(f'''
+        import os, signal, threading
+        from fuseline_nb.broker.storage.duckdb import DuckDBRuntimeStorage
+        storage = DuckDBRuntimeStorage({str(tmp_path / "h.duckdb")!r})
+        threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+        try:
+            storage._execute("SELECT count(*) FROM range(20000000000) t(i) WHERE i % 7 = 3")
+            print("finished")
+        except KeyboardInterrupt as exc:
+            print("KeyboardInterrupt:", exc)
+        except BaseException as exc:
+            print("other:", type(exc).__name__, exc)
+        storage.close()
+    ''')
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.startswith("KeyboardInterrupt: a query on"), (done.stdout, done.stderr)
+    assert "was interrupted" in done.stdout

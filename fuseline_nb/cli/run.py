@@ -20,6 +20,7 @@ import argparse
 import importlib
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -252,7 +253,8 @@ def _summary(session: Any, run: Any, outputs: Any, elapsed: float, out: TextIO) 
 
 
 def _drive(session: Any, wf: Workflow, inputs: dict[str, Any], args: argparse.Namespace,
-           out: TextIO, t0: float, started: list[Any]) -> int:
+           out: TextIO, t0: float, started: list[Any], ctrl_c: _CtrlC | None = None) -> int:
+    ctrl_c = ctrl_c or _CtrlC()
     names = session.pool.worker_names if session.pool is not None else dict
     progress = Progress(wf, out, tty=out.isatty())
     session.subscribe(progress.on_event)
@@ -263,6 +265,7 @@ def _drive(session: Any, wf: Workflow, inputs: dict[str, Any], args: argparse.Na
               f"run {run.id}\n")
     deadline = None if args.timeout is None else t0 + args.timeout
     while not run.done():
+        ctrl_c.check()
         progress.names = names()
         progress.render()
         if deadline is not None and time.monotonic() > deadline:
@@ -277,6 +280,27 @@ def _drive(session: Any, wf: Workflow, inputs: dict[str, Any], args: argparse.Na
     outputs = run.wait()
     _summary(session, run, outputs, time.monotonic() - t0, out)
     return 0 if run.info().state is Status.SUCCEEDED else 1
+
+
+class _CtrlC:
+    """SIGINT remembered as well as raised.
+
+    A library may swallow the ``KeyboardInterrupt`` (DuckDB does when a Ctrl-C
+    lands while one of its queries imports a module); the run loop looks at
+    ``pressed`` on every turn, so the CLI never misses a Ctrl-C.
+    """
+
+    def __init__(self) -> None:
+        self.pressed = False
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        self.pressed = True
+        raise KeyboardInterrupt
+
+    def check(self) -> None:
+        """Raise ``KeyboardInterrupt`` if Ctrl-C was pressed (even if something swallowed it)."""
+        if self.pressed:
+            raise KeyboardInterrupt
 
 
 def _interrupted(session: Any, started: list[Any]) -> int:
@@ -308,16 +332,28 @@ def main(args: argparse.Namespace) -> int:
         sys.stderr.write(f"fuseline-nb run: {exc}\n")
         return 2
     t0 = time.monotonic()
+    ctrl_c = _CtrlC()
+    try:
+        before = signal.signal(signal.SIGINT, ctrl_c)
+    except ValueError:  # not the main thread (called from code): Ctrl-C stays as it is
+        before = None
     try:
         with Session(args.db, workers=args.workers, cache=getattr(args, "cache", False)) as session:
             started: list[Any] = []
             try:
-                return _drive(session, wf, inputs, args, out, t0, started)
+                ctrl_c.check()
+                return _drive(session, wf, inputs, args, out, t0, started, ctrl_c)
             except KeyboardInterrupt:
                 return _interrupted(session, started)
+    except KeyboardInterrupt:  # Ctrl-C while the session started: it stopped its workers on the way out
+        sys.stderr.write("\nfuseline-nb run: interrupted while starting; nothing ran, workers stopped\n")
+        return 130
     except FuselineError as exc:
         sys.stderr.write(f"fuseline-nb run: {type(exc).__name__}: {exc}\n")
         return 2
+    finally:
+        if before is not None:
+            signal.signal(signal.SIGINT, before)
 
 
 __all__ = [

@@ -138,7 +138,11 @@ class WorkerPool:
             if self.broker is not None:
                 self._unsubscribe = self.broker.subscribe(self._server.on_event)
             self._server.start()
-            self._sup.start()
+            try:
+                self._sup.start()
+            except BaseException:  # e.g. Ctrl-C while the processes start: none may outlive this
+                self.stop(timeout=0.0)
+                raise
             self._atexit = _stop_at_exit(weakref.ref(self))
             atexit.register(self._atexit)
         return self

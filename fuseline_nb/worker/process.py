@@ -24,7 +24,7 @@ from .channel import ChannelClient, ChannelClosed, WorkflowBlob
 from .engine import ProcessEngine
 from .latency import spin_seconds
 from .shipping import load
-from .supervisor import watch_parent
+from .supervisor import release_sigint, watch_parent
 
 
 class _PoolEngine(ProcessEngine):
@@ -49,6 +49,7 @@ class _PoolEngine(ProcessEngine):
 def worker_main(conn: Any, label: str, parent_pid: int, log_level: int) -> None:
     """Entry point of a worker process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the kernel's to handle
+    release_sigint()  # born with SIGINT held back (sigint_held): a Ctrl-C during start-up is dropped here
     logging.basicConfig(level=log_level or logging.WARNING,
                         format=f"%(levelname)s worker {label}: %(name)s: %(message)s")
     watch_parent(parent_pid, lambda: os._exit(70))  # the kernel is gone, even if killed and could not stop us

@@ -45,7 +45,7 @@ from typing import Any, cast
 from ..broker.base import StepAssignment
 from ..running.execute import StepOutcome
 from .engine import ProcessEngine
-from .supervisor import WorkerSupervisor, watch_parent
+from .supervisor import WorkerSupervisor, release_sigint, watch_parent
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +152,7 @@ def serve_steps(specs: list[str], loader: Callable[[str], Any], url: str, token:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    release_sigint()  # born with SIGINT held back (sigint_held); on_signal handles it from here
     watch_parent(parent_pid, gone)
     workflows = [loader(s) for s in specs]
     name = name or f"{socket.gethostname()}/{os.getpid()}"

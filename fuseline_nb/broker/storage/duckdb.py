@@ -129,11 +129,20 @@ class DuckDBRuntimeStorage(RuntimeStorage):
 
     # -- the choke point ---------------------------------------------------------------
     def _db(self, fn: Any, *args: Any, **kw: Any) -> Any:
-        """Call a duckdb function; every duckdb error leaves here as a StorageError."""
+        """Call a duckdb function; every duckdb error leaves here as a StorageError.
+
+        DuckDB turns a Ctrl-C that arrives during a query into ``RuntimeError('Query
+        interrupted')``; it leaves here as the ``KeyboardInterrupt`` it was, so no
+        ``except Exception`` on the way swallows the user's Ctrl-C.
+        """
         try:
             return fn(*args, **kw)
         except duckdb.Error as exc:
             raise translate(str(exc), self.path) from exc
+        except RuntimeError as exc:
+            if str(exc) == "Query interrupted":  # DuckDB took a Ctrl-C for itself: hand it back as one
+                raise KeyboardInterrupt(f"a query on {self.path!r} was interrupted") from exc
+            raise
 
     def _execute(self, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
         with self._io_lock:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import TransportUnsupportedError
 from ..workflow.events import Event
@@ -26,6 +26,9 @@ from ..workflow.schema import WorkflowSchema
 from ..workflow.status import Status
 from ..workflow.value import opened_all
 from .registry import Repositories, RepositoryInfo
+
+if TYPE_CHECKING:
+    from .state import Assignment
 
 __all__ = [
     "Broker", "BrokerClient", "LastTask", "RepositoryInfo", "RunInfo", "StepAssignment", "StepInfo", "StepReport", "WorkerInfo",
@@ -366,6 +369,19 @@ class BrokerClient(ABC):
         """Cancel a run (see :meth:`fuseline_nb.broker.Broker.cancel_run`)."""
         raise TransportUnsupportedError(f"{type(self).__name__} cannot cancel runs; cancel through the "
                                         "Session, the broker or an HttpBrokerClient")
+
+    def held_by(self, worker_id: str) -> list[Assignment]:
+        """What ``worker_id`` holds, in hand-out order: the broker's record (a worker pool asks it).
+
+        Only a client of a broker in this process answers it.
+        """
+        raise TransportUnsupportedError(f"{type(self).__name__} does not answer held_by(); "
+                                        "a worker pool needs a LocalBrokerClient")
+
+    def overdue(self) -> tuple[list[Assignment], float | None]:
+        """The running steps past their timeout, and seconds until the next passes (see ``held_by``)."""
+        raise TransportUnsupportedError(f"{type(self).__name__} does not answer overdue(); "
+                                        "a worker pool needs a LocalBrokerClient")
 
     @abstractmethod
     def list_workers(self) -> list[WorkerInfo]:

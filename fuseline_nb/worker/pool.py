@@ -43,6 +43,7 @@ from typing import Any
 
 from ..broker.base import Broker, StepReport
 from ..broker.clients import BrokerClient, LocalBrokerClient
+from ..broker.state import Assignment
 from ..errors import PicklingError, SchemaMismatchError, WorkerError
 from ..workflow.graph import Workflow
 from ..workflow.status import Status
@@ -358,11 +359,16 @@ class WorkerPool:
         if self._state == "running" and self.error is None:
             self._spawn()
 
-    def _fail_step(self, ep: Endpoint, error: str) -> None:
-        busy = ep.busy
-        if busy is None or ep.worker_id is None:
+    def _running(self, ep: Endpoint) -> Assignment | None:
+        """The step ``ep``'s process runs, as the broker records it (the first it holds)."""
+        if ep.worker_id is None:
+            return None
+        held = self.client.held_by(ep.worker_id)
+        return held[0] if held and not held[0].cancelled else None
+
+    def _fail_step(self, ep: Endpoint, busy: Assignment, error: str) -> None:
+        if ep.worker_id is None:
             return
-        ep.held.popleft()
         report = StepReport(busy.workflow_id, busy.run_id, busy.step, Status.FAILED, attempt=busy.attempt,
                             error=error, finished_at=time.time())
         try:
@@ -384,15 +390,14 @@ class WorkerPool:
                 if self._startup_failures >= self.max_crashes and self.error is None:
                     self.error = WorkerError(f"worker processes keep exiting at start (last exit code "
                                             f"{code}); see the log for their errors")
-            elif ep.busy is not None:
+            elif (busy := self._running(ep)) is not None:
                 self._startup_failures = 0  # it had started: only failures in a row at start count
-                busy = ep.busy
                 key = (busy.run_id, busy.step)
                 self._crashes[key] = n = self._crashes.get(key, 0) + 1
                 log.warning("worker %s (pid %s) died (exit code %s) running step %r of run %s",
                             ep.label, proc.pid, code, busy.step, busy.run_id)
                 if n >= self.max_crashes:
-                    self._fail_step(ep, f"WorkerCrashedError: the worker process running step "
+                    self._fail_step(ep, busy, f"WorkerCrashedError: the worker process running step "
                                         f"{busy.step!r} died {n} times (last exit code {code})")
             else:
                 self._startup_failures = 0
@@ -400,30 +405,26 @@ class WorkerPool:
         self._forget(ep)
         self._replace()
 
-    def on_timeout(self, ep: Endpoint) -> None:
-        """A step passed its timeout: kill its process, fail the attempt, replace the worker."""
-        busy = ep.busy
-        assert busy is not None and self._server is not None
+    def on_timeout(self, ep: Endpoint, busy: Assignment) -> None:
+        """The broker says ``busy`` passed its timeout: kill its process, fail the attempt, replace the worker."""
+        assert self._server is not None
         self._server.remove(ep)
         ep.process.kill()
         ep.process.join(2.0)
         log.warning("step %r of run %s exceeded its timeout of %g s: worker %s (pid %s) killed",
-                    busy.step, busy.run_id, busy.seconds or 0, ep.label, ep.process.pid)
-        self._fail_step(ep, f"TimeoutError: step {busy.step!r} exceeded its timeout of {busy.seconds:g} s; "
+                    busy.step, busy.run_id, busy.timeout or 0, ep.label, ep.process.pid)
+        self._fail_step(ep, busy, f"TimeoutError: step {busy.step!r} exceeded its timeout of {busy.timeout:g} s; "
                             f"its worker process (pid {ep.process.pid}) was killed")
         self._forget(ep)
         self._replace()
 
     def on_cancel(self, ep: Endpoint) -> None:
-        """The run of a step ``ep`` holds was cancelled: kill the process (no report), replace it."""
+        """The broker says ``ep`` holds a step of a cancelled run: kill the process (no report), replace it."""
         assert self._server is not None
         self._server.remove(ep)
         ep.process.kill()
         ep.process.join(2.0)
-        busy = ep.busy
-        log.info("worker %s (pid %s) killed: step %r of run %s was cancelled", ep.label, ep.process.pid,
-                 busy.step if busy else None, busy.run_id if busy else None)
-        ep.held.clear()
+        log.info("worker %s (pid %s) killed: it held a step of a cancelled run", ep.label, ep.process.pid)
         self._forget(ep)  # assignments of other runs it held go back to the queue
         self._replace()
 

@@ -45,16 +45,16 @@ from ..errors import (
     UnknownWorkerError,
 )
 from ..workflow.events import Event, EventHub
-from ..workflow.runinfo import RunInfo
 from ..workflow.schema import WorkflowSchema
 from ..workflow.status import Status
 from ..workflow.value import values_of
 from . import leases
 from ._fuseline_store import FuselineStoreView
+from ._reads import HistoryReads
 from .base import Broker, StepAssignment, StepReport, WorkerInfo
-from .cache import CacheEntry, CacheStore, CacheView, MemoryCacheStore, RunCache
+from .cache import CacheEntry, CacheStore, RunCache
 from .resume import resume
-from .state import Assignment, LiveState, Worker, copy_info
+from .state import LiveState, Worker
 from .storage.base import RuntimeStorage
 from .storage.memory import MemoryRuntimeStorage
 from .transitions import Effects, dispatch, register
@@ -62,7 +62,7 @@ from .transitions import Effects, dispatch, register
 log = logging.getLogger(__name__)
 
 
-class StorageBroker(Broker):
+class StorageBroker(HistoryReads, Broker):
     """A broker over any :class:`RuntimeStorage`.
 
     Parameters
@@ -216,63 +216,12 @@ class StorageBroker(Broker):
             worker = self._worker(worker_id)
             return leases.keep_alive(self._state, worker, self._clock())
 
-    def held_by(self, worker_id: str) -> list[Assignment]:
-        """What ``worker_id`` holds, in hand-out order (a worker process runs the first): the broker's record.
-
-        Each :class:`~fuseline_nb.broker.state.Assignment` names the run,
-        step, attempt, the step's ``timeout`` and whether its run was
-        ``cancelled`` meanwhile. An unknown worker holds nothing. Pools ask
-        this (and :meth:`overdue`) instead of keeping their own record.
-
-        Examples
-        --------
-        >>> from fuseline_nb import FunctionStep, Workflow
-        >>> wf = Workflow(outputs=[FunctionStep(lambda: 1, name="one")])
-        >>> broker = MemoryBroker()
-        >>> wid = broker.register_worker([wf.to_schema()])
-        >>> run_id = broker.dispatch_workflow(wf.to_schema())
-        >>> a = broker.get_step(wid)
-        >>> [(h.step, h.attempt, h.cancelled) for h in broker.held_by(wid)], broker.held_by("nobody")
-        ([('one', 1, False)], [])
-        """
-        with self._lock:
-            worker = self._state.workers.get(worker_id)
-            return list(worker.held.values()) if worker is not None else []
-
-    def overdue(self) -> tuple[list[Assignment], float | None]:
-        """The running steps past their ``StepTimeoutPolicy``, and seconds until the next one passes.
-
-        A step's timeout counts from when it became the first its worker
-        holds. The broker only names them: the pool stops the process and
-        reports the attempt FAILED.
-
-        Examples
-        --------
-        >>> MemoryBroker().overdue()
-        ([], None)
-        """
-        with self._lock:
-            return leases.overdue(self._state.workers.values(), self._clock())
-
     def list_workers(self) -> list[WorkerInfo]:
         """Registered workers (idle ones past ``worker_ttl`` are pruned first)."""
         with self._lock:
             if self.worker_ttl is not None:
                 self._prune(self._clock())
             return [w.info for w in self._state.workers.values()]
-
-    def list_workflows(self) -> list[WorkflowSchema]:
-        """Registered workflow schemas."""
-        with self._lock:
-            return [c.schema for c in self._state.compiled.values()]
-
-    def get_workflow(self, workflow_id: str, version: str) -> WorkflowSchema | None:
-        """The schema of a registered workflow, or of one kept in the history; ``None`` if unknown."""
-        with self._lock:
-            compiled = self._state.compiled.get((workflow_id, version))
-            if compiled is not None:
-                return compiled.schema
-            return self.storage.get_workflow(workflow_id, version)
 
     def subscribe(self, callback: Callable[[Event], None]) -> Callable[[], None]:
         """Receive every lifecycle event (called under the broker's lock: be quick)."""
@@ -365,49 +314,6 @@ class StorageBroker(Broker):
             self._apply(leases.cancel(self._state, run, reason, self._clock()))
             return True
 
-    def get_run(self, run_id: str) -> RunInfo:
-        """The run's :class:`RunInfo` (RUNNING until it ends)."""
-        with self._lock:
-            run = self._state.runs.get(run_id)
-            if run is not None:
-                steps = {n: copy_info(i) for n, i in run.infos.items()}
-                return RunInfo(run_id, run.key[0], Status.RUNNING, steps, run.key[1],
-                               dict(run.inputs), run.created_at)
-            info = self.storage.load_run(run_id)
-            if info is None:
-                raise RunNotFoundError(run_id)
-            return info
-
-    def list_runs(self) -> list[RunInfo]:
-        """Every run the storage knows, oldest first (without step records)."""
-        with self._lock:
-            return self.storage.list_runs()
-
-    def unfinished_runs(self) -> list[tuple[str, str, str]]:
-        """``(run id, workflow id, version)`` of the live runs (resumed or running), oldest first."""
-        with self._lock:
-            return [(run_id, *run.key) for run_id, run in self._state.runs.items()]
-
-    def store_definition(self, workflow_id: str, version: str, definition: bytes) -> None:
-        """Keep the shipped workflow bytes in the storage (a DuckDB file keeps them; memory does not)."""
-        self.storage.put_definition(workflow_id, version, definition)
-
-    def stored_definition(self, workflow_id: str, version: str) -> bytes | None:
-        """The workflow bytes the storage kept for ``(workflow_id, version)``, or ``None``."""
-        return self.storage.get_definition(workflow_id, version)
-
-    def events(self, run_id: str) -> list[Event]:
-        """The run's lifecycle events, in order."""
-        with self._lock:
-            return self.storage.events(run_id)
-
-    def status(self) -> dict[str, Any]:
-        """Counts of workers, live runs and registered workflows."""
-        with self._lock:
-            st = self._state
-            return {"status": "ok", "workers": len(st.workers), "active_runs": len(st.runs),
-                    "workflows": len(st.compiled)}
-
     def close(self) -> None:
         """Flush and close the storage; idempotent."""
         with self._lock:
@@ -424,20 +330,6 @@ class StorageBroker(Broker):
     def _check_open(self) -> None:
         if self._closed:
             raise StorageClosedError(f"{type(self).__name__} is closed")
-
-    @property
-    def cache_store(self) -> CacheStore:
-        """Where cached results live: the storage's own store, or memory."""
-        if self._cache_store is None:
-            make = getattr(self.storage, "cache_store", None)
-            self._cache_store = make() if callable(make) else MemoryCacheStore()
-        return self._cache_store
-
-    @property
-    def cache(self) -> CacheView:
-        """The result cache: ``len``, ``entries()``, ``clear(step=None, older_than=None)``."""
-        with self._lock:
-            return CacheView(self.cache_store)
 
     # -- restart -------------------------------------------------------------------------
     def _resume(self, run_id: str) -> None:

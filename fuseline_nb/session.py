@@ -22,6 +22,7 @@ import logging
 import os
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -90,6 +91,42 @@ def _release(pool: Any, broker: Broker, unsubscribe: Callable[[], None]) -> None
         broker.close()
 
 
+class SessionReplacedWarning(UserWarning):
+    """A new :class:`Session` on a history file closed this process's earlier Session on that file.
+
+    This is what running the notebook cell that creates a Session again does:
+    the earlier session's workers stop, and the runs it left unfinished resume
+    in the new one (their definitions are stored in the file).
+
+    Examples
+    --------
+    >>> issubclass(SessionReplacedWarning, UserWarning)
+    True
+    """
+
+
+# The open session of each history file in this process (by real path): re-running the notebook
+# cell that creates a Session on the same file takes the file over from the earlier one.
+_HOLDERS: dict[str, weakref.ReferenceType[Session]] = {}
+
+
+def _file_key(path: str | None) -> str | None:
+    return None if path is None or path == ":memory:" else os.path.realpath(path)
+
+
+def _take_over(key: str | None) -> None:
+    """Close the earlier, still open Session of this process on the same history file, saying so."""
+    earlier = _HOLDERS.pop(key, None) if key is not None else None
+    session = earlier() if earlier is not None else None
+    if session is None or session.closed:
+        return
+    warnings.warn(
+        f"closed the earlier Session on {session.path!r} in this process (a notebook cell creating it was "
+        "run again); runs it left unfinished resume here. Call session.close() first to stop them instead.",
+        SessionReplacedWarning, stacklevel=3)
+    session.close(timeout=1.0)
+
+
 def _close_at_exit(ref: weakref.ReferenceType[Session]) -> Callable[[], None]:
     def hook() -> None:
         session = ref()
@@ -107,7 +144,11 @@ class Session:
     path:
         DuckDB file for the run history (created if missing; runs left
         unfinished there are resumed); ``":memory:"`` for DuckDB history that
-        is not kept. ``None`` keeps history in plain memory (no SQL).
+        is not kept. ``None`` keeps history in plain memory (no SQL). A
+        Session still open in this process on the same file is closed
+        first, with a :class:`SessionReplacedWarning` (what running the
+        notebook cell that creates a session again does); its unfinished runs
+        resume here.
     workers:
         Number of worker processes (default 2; ``0``: none, workers may connect otherwise).
     dask:
@@ -148,6 +189,7 @@ class Session:
         if int(workers) < 0:
             raise ValueError(f"workers must be >= 0, not {workers!r}")
         self.path = os.fspath(path) if path is not None else None
+        _take_over(_file_key(self.path))
         self.broker: Broker = _open_broker(path, lease_seconds, bool(cache))
         self._done: dict[str, threading.Event] = {}
         self._done_lock = threading.Lock()
@@ -178,18 +220,29 @@ class Session:
         # A session rebound in a notebook cell without close() still ends its workers.
         self._finalizer = weakref.finalize(self, _release, self.pool, self.broker, self._unsubscribe)
         self._finalizer.atexit = False
+        if (key := _file_key(self.path)) is not None:
+            _HOLDERS[key] = weakref.ref(self)
 
     def _ship_stored(self) -> None:
         """Ship the stored definitions of the runs the history left unfinished, so they resume now.
 
         A definition that is missing or cannot be loaded here is named with
         its runs in a warning; those runs resume at the next ``submit`` of
-        their workflow.
+        their workflow. With ``workers=0`` nothing here can run them: one
+        warning names them and says how to resume them.
         """
+        unfinished = self.broker.unfinished_runs()
+        if not unfinished:
+            return
         add_blob = getattr(self.pool, "add_blob", None)
         if add_blob is None:
+            shown = ", ".join(f"{run_id} ({wf!r})" for run_id, wf, _ in unfinished[:10])
+            more = f" and {len(unfinished) - 10} more" if len(unfinished) > 10 else ""
+            log.warning("%d unfinished runs in %s wait for workers, and this session has none (workers=0): "
+                        "%s%s; open the file with fl.Session(%r, workers=2) (or dask=...) to resume them, "
+                        "or connect workers to session.broker", len(unfinished), self.path, shown, more,
+                        self.path)
             return
-        unfinished = self.broker.unfinished_runs()
         why: dict[tuple[str, str], str | None] = {}
         for run_id, workflow_id, version in unfinished:
             key = (workflow_id, version)
@@ -199,9 +252,8 @@ class Session:
                 log.warning("run %s of workflow %r version %r cannot resume yet: %s; it resumes when "
                             "the workflow is submitted again (session.submit)", run_id, workflow_id,
                             version, why[key])
-        if unfinished:
-            log.info("%d unfinished runs in %s: resumed where their definitions could be loaded",
-                     len(unfinished), self.path)
+        log.info("%d unfinished runs in %s: resumed where their definitions could be loaded",
+                 len(unfinished), self.path)
 
     def _ship_one(self, add_blob: Callable[[tuple[str, str], bytes], Any], key: tuple[str, str]) -> str | None:
         """Ship one stored definition; ``None`` when it went, else why it could not."""
@@ -382,6 +434,8 @@ class Session:
             return
         self._closed = True
         self._finalizer.detach()
+        if (key := _file_key(self.path)) is not None and (ref := _HOLDERS.get(key)) is not None and ref() is self:
+            del _HOLDERS[key]
         try:
             if self.pool is not None:
                 self.pool.stop(timeout=timeout)
@@ -610,7 +664,7 @@ class Run:
         return f"<Run {self.id[:8]} of {self.workflow.workflow_id!r}: {info.state.value} ({self._counts(info)})>"
 
 
-__all__ = ["Run", "Session"]
+__all__ = ["Run", "Session", "SessionReplacedWarning"]
 
 
 def _not_a_workflow(obj: Any) -> str:

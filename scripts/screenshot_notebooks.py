@@ -13,38 +13,26 @@ touched. Exits non-zero when a notebook shows an error output or does not finish
 
 from __future__ import annotations
 
-import json
 import os
-import secrets
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import nbformat
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from tests.lab import CHROMIUM, CHROMIUM_ARGS, jupyterlab, lab_environment  # noqa: E402
+
 OUT = ROOT / "artifacts" / "notebooks"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 KERNEL, TITLE = "fuseline-shots", "fuseline (screenshots)"
 VIEWPORT = {"width": 1360, "height": 1000}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _prepare(root: Path, notebooks: list[Path]) -> dict[str, str]:
     """Cleared copies of the notebooks, a kernelspec for this venv, quiet settings."""
-    (root / "notebooks").mkdir()
+    env = lab_environment(root, KERNEL, TITLE, windowing=False)
     for path in notebooks:
         nb = nbformat.read(path, as_version=4)
         for cell in nb.cells:
@@ -52,51 +40,7 @@ def _prepare(root: Path, notebooks: list[Path]) -> dict[str, str]:
                 cell.outputs, cell.execution_count = [], None
         nb.metadata["kernelspec"] = {"name": KERNEL, "display_name": TITLE, "language": "python"}
         nbformat.write(nb, root / "notebooks" / path.name)
-    kernel_dir = root / "share" / "kernels" / KERNEL
-    kernel_dir.mkdir(parents=True)
-    (kernel_dir / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": TITLE, "language": "python"}))
-    settings = root / "settings" / "@jupyterlab"
-    (settings / "apputils-extension").mkdir(parents=True)
-    (settings / "apputils-extension" / "notification.jupyterlab-settings").write_text(
-        json.dumps({"fetchNews": "false"}))
-    (settings / "notebook-extension").mkdir(parents=True)
-    # render every cell (no windowing), so scrolling shows real outputs
-    (settings / "notebook-extension" / "tracker.jupyterlab-settings").write_text(
-        json.dumps({"windowingMode": "none"}))
-    return {**os.environ, "JUPYTER_PATH": str(root / "share")}
-
-
-def _start_lab(root: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str, str]:
-    port, token = _free_port(), secrets.token_hex(16)
-    cmd = [sys.executable, "-m", "jupyterlab", "--allow-root", "--no-browser", "--ip=127.0.0.1",
-           f"--port={port}", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root / 'notebooks'}",
-           f"--LabApp.user_settings_dir={root / 'settings'}", f"--LabApp.workspaces_dir={root / 'ws'}"]
-    log = open(root / "jupyter.log", "w")  # lives as long as the server; closed when it ends
-    server = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2).read()
-            return server, base, token
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("JupyterLab did not start:\n" + (root / "jupyter.log").read_text()) from None
-            time.sleep(0.3)
-
-
-def _stop_lab(server: subprocess.Popen[bytes], base: str, token: str) -> None:
-    try:
-        req = urllib.request.Request(f"{base}/api/shutdown?token={token}", method="POST")
-        urllib.request.urlopen(req, timeout=5).read()
-        server.wait(timeout=10)
-    except Exception:
-        pass
-    if server.poll() is None:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=10)
+    return env
 
 
 def _shoot(page, base: str, token: str, name: str, timeout_s: float) -> list[str]:
@@ -151,21 +95,17 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         env = _prepare(root, notebooks)
-        server, base, token = _start_lab(root, env)
-        try:
-            with sync_playwright() as pw:
-                browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-                try:
-                    for path in notebooks:
-                        page = browser.new_page(viewport=VIEWPORT)
-                        try:
-                            problems += _shoot(page, base, token, path.name, timeout_s=300)
-                        finally:
-                            page.close()
-                finally:
-                    browser.close()
-        finally:
-            _stop_lab(server, base, token)
+        with jupyterlab(root, env) as (base, token), sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                for path in notebooks:
+                    page = browser.new_page(viewport=VIEWPORT)
+                    try:
+                        problems += _shoot(page, base, token, path.name, timeout_s=300)
+                    finally:
+                        page.close()
+            finally:
+                browser.close()
     for p in problems:
         print("problem:", p, file=sys.stderr)
     return 1 if problems else 0

@@ -12,15 +12,8 @@ Debian's package. Without it this test fails and says so (it never skips).
 
 from __future__ import annotations
 
-import json
 import os
-import secrets
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,15 +22,14 @@ import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
 from fuseline_nb.views.palette import FILL
+from tests.lab import CHROMIUM, CHROMIUM_ARGS, lab_environment
+from tests.lab import jupyterlab as lab
 
 pytestmark = pytest.mark.needs_dot  # the views are checked on the SVG that dot lays out
 
-CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 KERNEL = "fuseline-browser-test"
 KERNEL_TITLE = "fuseline (browser test)"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 NOTEBOOK_CELLS = [
     '''import time
@@ -68,28 +60,12 @@ _FILLS_JS = """() => Array.from(document.querySelectorAll('.jp-OutputArea .fl-vi
     .map(g => g.querySelector('path,polygon,ellipse').getAttribute('fill'))"""
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _write_setup(root: Path) -> dict[str, str]:
-    """A notebook folder, a kernelspec for this venv and settings without the news pop-up."""
-    kernel_dir = root / "share" / "kernels" / KERNEL
-    kernel_dir.mkdir(parents=True)
-    (kernel_dir / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": KERNEL_TITLE, "language": "python",
-    }))
-    settings = root / "settings" / "@jupyterlab" / "apputils-extension"
-    settings.mkdir(parents=True)
-    (settings / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false"}))
+    """A notebook folder with the test notebook, a kernelspec for this venv, quiet settings."""
+    env = lab_environment(root, KERNEL, KERNEL_TITLE)
     nb = new_notebook(cells=[new_code_cell(c) for c in NOTEBOOK_CELLS])
     nb.metadata["kernelspec"] = {"name": KERNEL, "display_name": KERNEL_TITLE, "language": "python"}
-    (root / "notebooks").mkdir()
     nbformat.write(nb, root / "notebooks" / "watch.ipynb")
-    env = dict(os.environ, JUPYTER_PATH=str(root / "share"), JUPYTER_CONFIG_DIR=str(root / "config"))
     return env
 
 
@@ -98,39 +74,8 @@ def jupyterlab(tmp_path: Path) -> Iterator[str]:
     if not os.access(CHROMIUM, os.X_OK):
         pytest.fail(f"Debian's chromium is missing ({CHROMIUM}): run 'bash scripts/setup.sh --browser' "
                     "(it runs apt-get install chromium); no browser can be downloaded here")
-    env = _write_setup(tmp_path)
-    port, token = _free_port(), secrets.token_hex(16)
-    cmd = [sys.executable, "-m", "jupyterlab", "--allow-root", "--no-browser", "--ip=127.0.0.1",
-           f"--port={port}", f"--IdentityProvider.token={token}",
-           f"--ServerApp.root_dir={tmp_path / 'notebooks'}",
-           f"--LabApp.user_settings_dir={tmp_path / 'settings'}",
-           f"--LabApp.workspaces_dir={tmp_path / 'workspaces'}"]
-    log = open(tmp_path / "jupyter.log", "w")  # closed in the teardown below
-    server = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2).read()
-                break
-            except OSError as exc:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    log_text = (tmp_path / "jupyter.log").read_text()
-                    raise RuntimeError(f"JupyterLab did not start: {log_text}") from exc
-                time.sleep(0.3)
+    with lab(tmp_path, _write_setup(tmp_path)) as (base, token):
         yield f"{base}/lab/tree/watch.ipynb?token={token}"
-    finally:
-        try:
-            req = urllib.request.Request(f"{base}/api/shutdown?token={token}", method="POST")
-            urllib.request.urlopen(req, timeout=5).read()
-            server.wait(timeout=10)
-        except Exception:
-            pass
-        if server.poll() is None:
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(timeout=10)
-        log.close()
 
 
 @pytest.mark.slow

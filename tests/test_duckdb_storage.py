@@ -371,3 +371,40 @@ class TestMigration:
             assert size == [(5,)]
         with DuckDBBroker(path) as broker:  # opening a current file migrates nothing
             assert broker.sql("SELECT count(*) FROM steps").fetchall()[0] == (3,)
+
+
+class TestDefinitions:
+    """``fl_definitions`` keeps the latest definition per workflow and those unfinished runs need."""
+
+    @staticmethod
+    def _kept(st: DuckDBRuntimeStorage) -> list[tuple[str, str]]:
+        return sorted(st._execute("SELECT workflow_id, version FROM fl_definitions"))
+
+    def test_an_older_definition_goes_once_no_unfinished_run_needs_it(self, tmp_path):
+        path = tmp_path / "h.duckdb"
+        with DuckDBRuntimeStorage(path) as st:
+            st.put_definition("a", "1", b"a1")
+            st.create_run("r1", "a", "1", {}, ["s"], created_at=0.0)  # buffered, not flushed yet
+            st.put_definition("a", "2", b"a2")
+            assert self._kept(st) == [("a", "1"), ("a", "2")]  # r1 still needs version 1
+            st.put_definition("a", "2", b"a2 edited")  # the same key again: replaced, not added
+            assert st.get_definition("a", "2") == b"a2 edited"
+            st.finalize_run("r1", Status.SUCCEEDED, 1.0)
+            st.put_definition("b", "1", b"b1")  # any later store prunes
+            assert self._kept(st) == [("a", "2"), ("b", "1")]
+            assert st.get_definition("a", "1") is None
+
+    def test_reopening_the_file_prunes_what_finished_runs_left(self, tmp_path):
+        path = tmp_path / "h.duckdb"
+        with DuckDBRuntimeStorage(path) as st:
+            st.put_definition("a", "1", b"a1")
+            st.create_run("r1", "a", "1", {}, ["s"], created_at=0.0)
+            st.create_run("r2", "a", "1", {}, ["s"], created_at=0.0)
+            st.put_definition("a", "2", b"a2")
+            st.finalize_run("r1", Status.FAILED, 1.0)
+        with DuckDBRuntimeStorage(path) as st:  # r2 is unfinished: version 1 stays for its resume
+            assert self._kept(st) == [("a", "1"), ("a", "2")]
+            st.finalize_run("r2", Status.CANCELLED, 2.0)
+        with DuckDBRuntimeStorage(path) as st:
+            assert self._kept(st) == [("a", "2")]
+            assert st.get_definition("a", "2") == b"a2"

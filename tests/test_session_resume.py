@@ -197,3 +197,42 @@ def test_a_run_without_a_stored_definition_is_named_and_resumes_at_submit(tmp_pa
         session.submit(build(), {"marker": str(marker)}).wait(timeout=60)
         info = _wait_done(session, run_id)
         assert info.state is Status.SUCCEEDED and info.steps["second"].result == 21, info
+
+
+def test_a_session_reopened_on_dask_resumes_the_killed_run_without_a_submit(tmp_path, module_dir, caplog):
+    distributed = pytest.importorskip("distributed")
+    _, module = module_dir
+    path, _, run_id = _killed_mid_run(tmp_path, module)
+    with distributed.LocalCluster(n_workers=1, processes=False, threads_per_worker=2,
+                                  dashboard_address=":0") as cluster:
+        with caplog.at_level(logging.WARNING, logger="fuseline_nb"):
+            with fl.Session(path, dask=cluster.scheduler_address) as session:
+                info = _wait_done(session, run_id)
+                assert info.state is Status.SUCCEEDED, info
+                assert info.steps["second"].result == 21
+    assert not [r for r in caplog.records if "cannot resume" in r.getMessage()]
+
+
+def test_a_session_without_workers_names_the_runs_nothing_can_resume(tmp_path, module_dir, caplog):
+    _, module = module_dir
+    build = importlib.import_module(module).build
+    marker = tmp_path / "marker"
+    marker.write_text("done")
+    path = tmp_path / "runs.duckdb"
+    with fl.Session(path, workers=1) as session:  # stores the definition
+        assert session.submit(build(), {"marker": str(marker)}).wait(timeout=60) == 21
+    from fuseline_nb.broker import DuckDBBroker
+
+    with DuckDBBroker(str(path)) as broker:  # a run left unfinished
+        run_id = broker.dispatch_workflow(build().to_schema(), {"marker": str(marker)})
+    with caplog.at_level(logging.WARNING, logger="fuseline_nb"):
+        session = fl.Session(path, workers=0)
+    with session:
+        warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warned) == 1, warned
+        assert run_id in warned[0] and "'resume-chain'" in warned[0] and "workers=0" in warned[0]
+        assert f"fl.Session({str(path)!r}, workers=2)" in warned[0]
+        assert session.broker.get_run(run_id).state is Status.RUNNING
+    with fl.Session(path, workers=1) as session:  # what the warning says to do
+        info = _wait_done(session, run_id)
+        assert info.state is Status.SUCCEEDED and info.steps["second"].result == 21, info

@@ -51,7 +51,7 @@ from ..workflow.graph import Workflow
 from ..workflow.policies import timeout_seconds
 from ..workflow.status import Status
 from .engine import report_of
-from .shipping import ship
+from .shipping import load_definition, ship
 
 log = logging.getLogger(__name__)
 
@@ -235,6 +235,20 @@ class DaskEngine:
                 self._retired.add(self.worker_id)
             self.worker_id = worker_id
         self._wake.set()
+
+    def add_blob(self, key: tuple[str, str], blob: bytes) -> Workflow:
+        """Serve workflow bytes as :func:`~fuseline_nb.worker.shipping.ship` made them (a stored
+        definition: what lets a reopened history resume its runs on Dask). Returns the workflow.
+
+        Raises
+        ------
+        PicklingError
+            The bytes cannot be unpickled in this process (names the error);
+            nothing reaches the cluster then.
+        """
+        wf = load_definition(key, blob)
+        self.add_workflow(wf, refresh=False)
+        return wf
 
     def _store(self, key: tuple[str, str], blob: bytes) -> None:
         """Keep the shipped bytes in a broker in this process (a DuckDB file keeps them), so a

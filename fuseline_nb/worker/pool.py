@@ -34,7 +34,6 @@ import itertools
 import logging
 import multiprocessing
 import os
-import pickle
 import threading
 import time
 import weakref
@@ -44,14 +43,14 @@ from typing import Any
 from ..broker.base import Broker, StepReport
 from ..broker.clients import BrokerClient, LocalBrokerClient
 from ..broker.state import Assignment
-from ..errors import PicklingError, SchemaMismatchError, WorkerError
+from ..errors import SchemaMismatchError, WorkerError
 from ..workflow.graph import Workflow
 from ..workflow.status import Status
 from .channel import WorkflowBlob
 from .mainguard import check_main_guard
 from .process import worker_main
 from .server import ChannelServer, Endpoint
-from .shipping import ship
+from .shipping import load_definition, ship
 
 log = logging.getLogger(__name__)
 
@@ -280,16 +279,7 @@ class WorkerPool:
         >>> pool
         <WorkerPool 1 processes (spawn), not started, 1 workflows>
         """
-        try:
-            wf = pickle.loads(blob)
-        except Exception as exc:
-            raise PicklingError(
-                f"workflow {key[0]!r} version {key[1]!r} cannot be loaded in this process "
-                f"({type(exc).__name__}: {exc}); a step class or function must be defined in the "
-                "notebook or in a module this process can import"
-            ) from exc
-        if not isinstance(wf, Workflow):
-            raise TypeError(f"the bytes of workflow {key[0]!r} version {key[1]!r} hold {wf!r}, not a Workflow")
+        wf = load_definition(key, blob)
         with self._lock:
             if self._blobs_by_key.get(key) != blob:
                 self._blobs.append((key, blob))

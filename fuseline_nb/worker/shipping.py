@@ -278,4 +278,42 @@ def _diagnose(wf: Workflow, exc: BaseException) -> PicklingError:
                          f"{type(exc).__name__}: {exc}")
 
 
-__all__ = ["load", "ship"]
+def load_definition(key: tuple[str, str], blob: bytes) -> Workflow:
+    """Rebuild, in this process, workflow bytes that :func:`ship` made (a stored definition).
+
+    Engines call it before shipping stored bytes on, so a definition that
+    cannot be loaded (a step's module missing) is refused before any worker
+    sees it.
+
+    Raises
+    ------
+    PicklingError
+        The bytes cannot be unpickled here (names the workflow and the error).
+    TypeError
+        The bytes hold something other than a :class:`Workflow`.
+
+    Examples
+    --------
+    >>> from fuseline_nb import FunctionStep, Workflow
+    >>> load_definition(*ship(Workflow(outputs=[FunctionStep(len, name="n")], workflow_id="w"))).workflow_id
+    'w'
+    >>> try:
+    ...     load_definition(("w", "1"), b"not a pickle")
+    ... except PicklingError as exc:
+    ...     print(str(exc)[:62])
+    workflow 'w' version '1' cannot be loaded in this process (Unp
+    """
+    try:
+        wf = pickle.loads(blob)
+    except Exception as exc:
+        raise PicklingError(
+            f"workflow {key[0]!r} version {key[1]!r} cannot be loaded in this process "
+            f"({type(exc).__name__}: {exc}); a step class or function must be defined in the "
+            "notebook or in a module this process can import"
+        ) from exc
+    if not isinstance(wf, Workflow):
+        raise TypeError(f"the bytes of workflow {key[0]!r} version {key[1]!r} hold {wf!r}, not a Workflow")
+    return wf
+
+
+__all__ = ["load", "load_definition", "ship"]

@@ -19,12 +19,13 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ...limits import TIME_MAX, TIME_MIN, safe_repr, safe_text
+from ...limits import TIME_MAX, TIME_MIN, safe_repr, safe_str, safe_text
 from ...workflow.events import Event
 from ...workflow.schema import WorkflowSchema
 from ._duckdb_rows import ResultRow, StepRow, inputs_columns, result_row, split_error, to_json
@@ -189,6 +190,50 @@ class Batch:
         if stored[1] is None:
             unpicklable[key] = value
         return stored
+
+
+def write_apart(write: Callable[[Batch], None], batch: Batch, first: Exception, path: str) -> Batch | None:
+    """After a failed flush: write run by run, a run that fails again in its safe form.
+
+    One bad value must never block the history: a run whose rows cannot be
+    written as they are is written in the safe form (no pickles, no event
+    details, numbers clamped; its values stay in memory), and a run that
+    cannot be written even so is dropped with an error in the log. Only
+    when nothing at all can be written (the file is at fault, not a value:
+    the disk is full, a table is gone) is the batch kept to be retried
+    with the next one; that is what is returned then.
+    """
+    parts = batch.split()
+    failed: list[Batch] = []
+    written = 0
+    for part in parts:
+        try:
+            write(part)
+            written += 1
+            continue
+        except Exception as exc:
+            why = f"{type(exc).__name__}: {safe_str(exc)}"
+        part.safe = True
+        try:
+            write(part)
+            written += 1
+            log.error("run history %s: the rows of run(s) %s could not be written as they are (%s); "
+                      "written without their pickled values and event details", path,
+                      part.run_ids(), why)
+        except Exception as exc:
+            part.safe = False
+            failed.append(part)
+            log.debug("safe form of %s failed too: %s", part.run_ids(), safe_str(exc))
+    if failed and not written:
+        keep = Batch()
+        for part in failed:
+            keep = keep.merged_with(part)
+        return keep
+    for part in failed:
+        log.error("run history %s: the rows of run(s) %s cannot be written, even in a safe form; "
+                  "they are left out of the file (%s: %s)", path, part.run_ids(),
+                  type(first).__name__, safe_str(first))
+    return None
 
 
 _NO_ERROR: tuple[None, None] = (None, None)

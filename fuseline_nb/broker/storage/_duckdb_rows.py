@@ -26,7 +26,8 @@ from typing import Any
 import xxhash
 
 from ...limits import safe_repr, safe_text
-from ...workflow.runinfo import StepInfo
+from ...workflow.events import Event
+from ...workflow.runinfo import RunInfo, StepInfo
 from ...workflow.status import Status
 from ...workflow.value import Value, preview
 
@@ -179,6 +180,32 @@ def _short_repr(value: Any) -> str:
     except Exception:  # a repr that raises, or a value too deep to show
         return safe_repr(value) if not isinstance(value, (dict, list, tuple)) else \
             f"<{type(value).__name__} that cannot be shown>"
+
+
+def run_info(row: tuple[Any, ...]) -> RunInfo:
+    """A :class:`RunInfo` (without its steps) from a ``SELECT_RUN(S)`` row; inputs closed.
+
+    Examples
+    --------
+    >>> run_info(("r1", "wf", "1", "RUNNING", '{"x": 1}', None, 0.0, None)).inputs
+    {'x': 1}
+    """
+    run_id, wf, version, state, text, blob, created, finished = row
+    return RunInfo(run_id, wf, Status(state), {}, version, load_inputs(text, blob), created, finished)
+
+
+def event_of(row: tuple[Any, ...]) -> Event:
+    """An :class:`Event` from a ``SELECT_EVENTS`` row.
+
+    Examples
+    --------
+    >>> event_of(("run_dispatched", "r1", 1, 0.0, None, "RUNNING", None, None, None)).kind
+    'run_dispatched'
+    """
+    kind, run_id, seq, at, step, state, worker, attempt, detail = row
+    return Event.from_dict({"kind": kind, "run_id": run_id, "seq": seq, "at": at, "step": step, "state": state,
+                            "worker": worker, "attempt": attempt or 0,
+                            "detail": None if detail is None else json.loads(detail)})
 
 
 def step_info(row: tuple[Any, ...], result: Any) -> StepInfo:

@@ -158,6 +158,13 @@ FROM batch_finals b WHERE fl_runs.run_id = b.run_id
 #: The latest bytes shipped under an id and version win (a re-shipped, edited step).
 PUT_DEFINITION: Final = "INSERT OR REPLACE INTO fl_definitions VALUES (?, ?, ?, ?)"
 GET_DEFINITION: Final = "SELECT definition FROM fl_definitions WHERE workflow_id = ? AND version = ?"
+#: Kept: the latest definition stored per workflow id, and every one an unfinished run needs.
+PRUNE_DEFINITIONS: Final = """
+DELETE FROM fl_definitions d
+WHERE d.stored_at < (SELECT max(x.stored_at) FROM fl_definitions x WHERE x.workflow_id = d.workflow_id)
+  AND NOT EXISTS (SELECT 1 FROM fl_runs r WHERE r.workflow_id = d.workflow_id AND r.version = d.version
+                  AND r.state NOT IN ('SUCCEEDED', 'FAILED', 'CANCELLED', 'SKIPPED'))
+"""
 
 # -- reads -----------------------------------------------------------------------------
 SELECT_WORKFLOWS: Final = "SELECT schema_json FROM fl_workflows ORDER BY registered_at, rowid"

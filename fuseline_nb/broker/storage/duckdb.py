@@ -12,7 +12,8 @@ last ``flush_interval`` are lost: the broker re-runs those steps on resume.
 
 The user-facing views ``workflows``, ``runs``, ``steps`` and ``events`` are
 described in ``docs/history.md``; the SQL lives in :mod:`._duckdb_sql`.
-This is the only module of fuseline_nb that imports duckdb.
+Only this module and :mod:`._duckdb_open` (opening a file, checking user SQL)
+import duckdb.
 
 Examples
 --------
@@ -27,7 +28,6 @@ Examples
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -43,7 +43,6 @@ import duckdb
 from ...errors import (
     StorageClosedError,
     StorageError,
-    StorageVersionError,
     UnknownRunError,
 )
 from ...limits import safe_str
@@ -52,21 +51,14 @@ from ...workflow.runinfo import RunInfo, StepInfo
 from ...workflow.schema import WorkflowSchema
 from ...workflow.status import Status
 from . import _duckdb_sql as Q
-from ._duckdb_batch import Batch
-from ._duckdb_cache import CREATE as CACHE_TABLES
+from ._duckdb_batch import Batch, write_apart
 from ._duckdb_cache import SELECT_CACHED, DuckDBCacheStore
-from ._duckdb_cache import VIEW as CACHE_VIEW
 from ._duckdb_life import claim, flush_loop, release, track, translate
-from ._duckdb_rows import load_inputs, result_value, step_info, step_row
+from ._duckdb_open import check_read_only, migrate, refuse_foreign
+from ._duckdb_rows import event_of, load_inputs, result_value, run_info, step_info, step_row
 from .base import RuntimeStorage
 
 log = logging.getLogger(__name__)
-
-
-
-
-def _clip(text: str, n: int = 80) -> str:
-    return text if len(text) <= n else text[: n - 1] + "…"
 
 
 class DuckDBRuntimeStorage(RuntimeStorage):
@@ -115,9 +107,9 @@ class DuckDBRuntimeStorage(RuntimeStorage):
         self._workflows: dict[tuple[str, str], WorkflowSchema] = {}
         self._cache: DuckDBCacheStore | None = None
         try:
-            self._refuse_foreign()
+            refuse_foreign(self.path)
             self._con = self._db(duckdb.connect, self.path)
-            self._migrate()
+            migrate(self._execute, self._io_lock, self.path)
             for (text,) in self._execute(Q.SELECT_WORKFLOWS):
                 s = WorkflowSchema.from_json(text)
                 self._workflows[(s.workflow_id, s.version)] = s
@@ -148,53 +140,6 @@ class DuckDBRuntimeStorage(RuntimeStorage):
             return self._db(lambda: self._con.execute(sql, params).fetchall())
 
     # -- opening and schema --------------------------------------------------------------
-    def _refuse_foreign(self) -> None:
-        """Refuse, before writing anything, a DuckDB file that holds tables but not run history."""
-        if self.path == ":memory:" or not os.path.exists(self.path) or os.path.getsize(self.path) == 0:
-            return
-        con = self._db(duckdb.connect, self.path, read_only=True)
-        try:
-            tables = {name for (name,) in self._db(lambda: con.execute(Q.TABLE_NAMES).fetchall())}
-        finally:
-            con.close()
-        if tables and not {"schema_version", "fl_runs"} <= tables:
-            shown = ", ".join(sorted(tables)[:5]) + (", …" if len(tables) > 5 else "")
-            raise StorageError(
-                f"{self.path!r} is a DuckDB file of something else (tables: {shown}), not a fuseline_nb "
-                "run history: nothing was written to it; pass a new file name or a history file"
-            )
-
-    def _migrate(self) -> None:
-        tables = {name for (name,) in self._execute(Q.TABLE_NAMES)}
-        if "schema_version" not in tables:
-            version = 0
-        else:
-            version = self._execute(Q.GET_VERSION)[0][0] or 0
-        if version > Q.CURRENT_VERSION:
-            raise StorageVersionError(
-                f"{self.path!r} was written by a newer fuseline_nb (history schema version {version}); "
-                f"this one reads up to version {Q.CURRENT_VERSION}: upgrade fuseline_nb, or use another file"
-            )
-        steps: list[tuple[int, tuple[str, ...]]] = [] if version else [(1, Q.CREATE_V1)]
-        steps += [(v + 1, Q.MIGRATIONS[v]) for v in range(max(version, 1), Q.CURRENT_VERSION)]
-        for target, statements in steps:
-            with self._io_lock:
-                self._execute("BEGIN TRANSACTION")
-                try:
-                    for sql in statements:
-                        self._execute(sql)
-                    self._execute(Q.SET_VERSION, [target])
-                    self._execute("COMMIT")
-                except BaseException:
-                    self._execute("ROLLBACK")
-                    raise
-            if version:
-                log.info("migrated %s to history schema version %d", self.path, target)
-        for sql in CACHE_TABLES:
-            self._execute(sql)
-        for name, select in (*Q.VIEWS, CACHE_VIEW):
-            self._execute(f"CREATE OR REPLACE VIEW {name} AS {select}")
-
     def _check_open(self) -> None:
         if self._closed:
             raise StorageClosedError(f"DuckDBRuntimeStorage({self.path!r}) is closed")
@@ -230,9 +175,16 @@ class DuckDBRuntimeStorage(RuntimeStorage):
         return list(self._workflows.values())
 
     def put_definition(self, workflow_id: str, version: str, definition: bytes) -> None:
-        """Write the shipped bytes at once (once per definition, so not through the batch)."""
+        """Write the shipped bytes at once (once per definition, so not through the batch).
+
+        Definitions nothing needs any more are deleted then: the file keeps the
+        latest one of each workflow id and those of unfinished runs (the
+        buffered runs are flushed first, so a live run's definition stays).
+        """
         self._check_open()
         self._execute(Q.PUT_DEFINITION, [workflow_id, version, bytes(definition), time.time()])
+        self.flush()
+        self._execute(Q.PRUNE_DEFINITIONS)
 
     def get_definition(self, workflow_id: str, version: str) -> bytes | None:
         self._check_open()
@@ -320,7 +272,7 @@ class DuckDBRuntimeStorage(RuntimeStorage):
             try:
                 self._write(batch)
             except Exception as exc:
-                kept = self._write_apart(batch, exc)
+                kept = write_apart(self._write, batch, exc, self.path)
                 if kept is not None:
                     with self._buf_lock:  # keep the changes: newer buffered ones win
                         self._batch = kept.merged_with(self._batch)
@@ -332,49 +284,6 @@ class DuckDBRuntimeStorage(RuntimeStorage):
                 with self._buf_lock:
                     self._batch = batch.merged_with(self._batch)
                 raise
-
-    def _write_apart(self, batch: Batch, first: Exception) -> Batch | None:
-        """After a failed flush: write run by run, a run that fails again in its safe form.
-
-        One bad value must never block the history: a run whose rows cannot be
-        written as they are is written in the safe form (no pickles, no event
-        details, numbers clamped; its values stay in memory), and a run that
-        cannot be written even so is dropped with an error in the log. Only
-        when nothing at all can be written (the file is at fault, not a value:
-        the disk is full, a table is gone) is the batch kept to be retried
-        with the next one; that is what is returned then.
-        """
-        parts = batch.split()
-        failed: list[Batch] = []
-        written = 0
-        for part in parts:
-            try:
-                self._write(part)
-                written += 1
-                continue
-            except Exception as exc:
-                why = f"{type(exc).__name__}: {safe_str(exc)}"
-            part.safe = True
-            try:
-                self._write(part)
-                written += 1
-                log.error("run history %s: the rows of run(s) %s could not be written as they are (%s); "
-                          "written without their pickled values and event details", self.path,
-                          part.run_ids(), why)
-            except Exception as exc:
-                part.safe = False
-                failed.append(part)
-                log.debug("safe form of %s failed too: %s", part.run_ids(), safe_str(exc))
-        if failed and not written:
-            keep = Batch()
-            for part in failed:
-                keep = keep.merged_with(part)
-            return keep
-        for part in failed:
-            log.error("run history %s: the rows of run(s) %s cannot be written, even in a safe form; "
-                      "they are left out of the file (%s: %s)", self.path, part.run_ids(),
-                      type(first).__name__, safe_str(first))
-        return None
 
     def _write(self, batch: Batch) -> None:
         tables = batch.arrow_tables(self._unpicklable)
@@ -402,7 +311,7 @@ class DuckDBRuntimeStorage(RuntimeStorage):
         rows = self._execute(Q.SELECT_RUN, [run_id])
         if not rows:
             return None
-        info = self._run_info(rows[0])
+        info = run_info(rows[0])
         for row in self._execute(Q.SELECT_STEPS, [run_id]):
             info.steps[row[0]] = step_info(row[6:], self._result(run_id, row[0], row[1:6]))
         for step, source in self._execute(SELECT_CACHED, [run_id]):
@@ -419,7 +328,7 @@ class DuckDBRuntimeStorage(RuntimeStorage):
 
     def list_runs(self) -> list[RunInfo]:
         self.flush()
-        return [self._run_info(row) for row in self._execute(Q.SELECT_RUNS)]
+        return [run_info(row) for row in self._execute(Q.SELECT_RUNS)]
 
     def unfinished_runs(self) -> list[str]:
         self.flush()
@@ -428,10 +337,7 @@ class DuckDBRuntimeStorage(RuntimeStorage):
     def events(self, run_id: str) -> list[Event]:
         self._require(run_id)
         self.flush()
-        return [Event.from_dict({"kind": k, "run_id": r, "seq": seq, "at": at, "step": step, "state": state,
-                                 "worker": w, "attempt": att or 0,
-                                 "detail": None if d is None else json.loads(d)})
-                for k, r, seq, at, step, state, w, att, d in self._execute(Q.SELECT_EVENTS, [run_id])]
+        return [event_of(row) for row in self._execute(Q.SELECT_EVENTS, [run_id])]
 
     def get_result(self, run_id: str, step: str) -> Any:
         self._require(run_id)
@@ -457,32 +363,12 @@ class DuckDBRuntimeStorage(RuntimeStorage):
         ...     st.sql("SELECT count(*) AS n FROM runs WHERE state = ?", ["FAILED"]).fetchall()
         [(0,)]
         """
-        self._check_read_only(query)
+        check_read_only(query, self.path)
         self.flush()
         with self._io_lock:
             if self._reader is None:
                 self._reader = self._db(self._con.cursor)
         return self._db(self._reader.sql, query, params=params)
-
-    def _check_read_only(self, query: str) -> None:
-        """Refuse anything but one read-only statement (DuckDB's own parser tells the kind)."""
-        statements = self._db(duckdb.extract_statements, query)
-        where = "this file" if self.path == ":memory:" else repr(self.path)
-        how = (f"the history is written by fuseline_nb only; to change {where} yourself, close the "
-               f"session first and open it with duckdb.connect({self.path!r})")
-        if len(statements) != 1:
-            raise StorageError(f"sql() runs one read-only statement at a time, not {len(statements)}: "
-                               f"{_clip(query)!r}")
-        st = statements[0]
-        kind = st.type.name
-        if kind == "SELECT" or (kind == "EXPLAIN" and "ANALYZE" not in st.query.upper().split()[:3]):
-            return
-        raise StorageError(f"sql() runs read-only statements only (SELECT, EXPLAIN); refused "
-                           f"{kind} statement {_clip(st.query.strip())!r}: {how}")
-
-    def _run_info(self, row: tuple[Any, ...]) -> RunInfo:
-        run_id, wf, version, state, text, blob, created, finished = row
-        return RunInfo(run_id, wf, Status(state), {}, version, load_inputs(text, blob), created, finished)
 
     def _result(self, run_id: str, step: str, row: tuple[Any, ...] | None) -> Any:
         if row is None or row[0] is None:

@@ -83,7 +83,7 @@ def test_assign_records_one_assignment_with_its_lease() -> None:
     assert (a.attempt, a.assigned_at, a.expires_at, a.timeout) == (1, 1.0, 11.0, None)
     info = run.infos["a"]
     assert (info.state, info.attempts, info.worker, info.started_at) == (R, 1, "W1", 1.0)
-    assert st.leases == [(11.0, "r1", "a", 1, "w1")]
+    assert st.next_expiry == 11.0
     assert _writes(fx) == [("save_step", "a")]
     assert _events(fx) == [("step_started", "a", R, "W1", 1, 3)]
 
@@ -167,7 +167,7 @@ def test_a_passed_lease_queues_the_step_again_then_fails_it() -> None:
     assert st.runs == {}
 
 
-def test_keep_alive_extends_every_lease_and_a_stale_heap_entry_is_skipped() -> None:
+def test_keep_alive_extends_every_lease_and_the_next_sweep_finds_nothing_passed() -> None:
     c = _chain()
     st = _state(c, "w1")
     run, _ = dispatch(st, c, "r1", {}, now=0.0)
@@ -175,8 +175,9 @@ def test_keep_alive_extends_every_lease_and_a_stale_heap_entry_is_skipped() -> N
     assign(st, run, "a", w, now=0.0)
     assert keep_alive(st, w, now=8.0) == []
     assert w.held[("r1", "a")].deadline == 18.0
-    fx = expire(st, now=12.0)  # the first lease entry is stale now
-    assert _writes(fx) == [] and run.infos["a"].state is R
+    assert st.next_expiry == 10.0  # a lower bound: the sweep at 12 finds the lease extended
+    fx = expire(st, now=12.0)
+    assert _writes(fx) == [] and run.infos["a"].state is R and st.next_expiry == 18.0
 
 
 def test_cancel_marks_the_held_assignment_and_the_worker_learns_it_at_its_keep_alive() -> None:

@@ -262,7 +262,7 @@ class StorageBroker(HistoryReads, Broker):
                     return None
             worker = st.workers.get(worker_id) or self._worker(worker_id)
             now = worker.info.last_seen = self._clock()
-            if (st.leases and st.leases[0][0] <= now) or (st.delayed and st.delayed[0][0] <= now):
+            if st.next_expiry <= now or (st.delayed and st.delayed[0][0] <= now):
                 self._apply(leases.expire(st, now, self._lookup))
             fetch, runs, active = self.storage.fetch_next, st.runs, st.active
             for key in worker.keys:

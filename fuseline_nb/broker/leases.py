@@ -11,7 +11,7 @@ order); only :func:`hold` and :func:`release` add and remove entries. Like
 transition           changes                                      writes / events
 ===================  ===========================================  ==============================================
 :func:`assign`       ``attempts`` += 1, RUNNING; an Assignment    ``save_step`` / ``step_started``
-                     held; a lease in ``leases``; the timeout
+                     held with a lease (``next_expiry``); the timeout
                      clock starts if it is the worker's first
 :func:`report`       the Assignment released (the next one's      what :func:`~.transitions.complete` writes
                      timeout clock starts); ``expired`` reset;
@@ -46,8 +46,9 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 from collections.abc import Iterable
-from heapq import heappop, heappush
+from heapq import heappop
 
 from ..errors import StaleReportError
 from ..workflow.status import Status
@@ -103,7 +104,8 @@ def assign(st: LiveState, run: LiveRun, step: str, worker: Worker, now: float) -
     run_id, (workflow_id, version), compiled = run.run_id, run.key, run.compiled
     timeout = compiled.timeouts.get(step)
     hold(worker, Assignment(workflow_id, version, run_id, step, wid, attempt, deadline, timeout), now)
-    heappush(st.leases, (deadline, run_id, step, attempt, wid))
+    if deadline < st.next_expiry:
+        st.next_expiry = deadline
     fx.writes.append(("save_step", (run_id, step, info)))
     fx.emit(run, now, "step_started", step, Status.RUNNING, label, attempt, None)
     done = run.results
@@ -158,26 +160,30 @@ def keep_alive(st: LiveState, worker: Worker, now: float) -> list[tuple[str, str
             cancelled.append(key)
             release(worker, a, now)
             continue
-        a.deadline = deadline
-        heappush(st.leases, (deadline, a.run_id, a.step, a.attempt, a.worker_id))
+        a.deadline = deadline  # later than before: next_expiry stays a lower bound
     return cancelled
 
 
 def expire(st: LiveState, now: float, lookup: Lookup | None = None) -> Effects:
     """Leases that passed go back to the queue (or FAIL); retries whose wait is over are queued."""
     fx = Effects()
-    leases, workers = st.leases, st.workers
-    while leases and leases[0][0] <= now:
-        _, run_id, step, attempt, wid = heappop(leases)
-        worker = workers.get(wid)
-        a = worker.held.get((run_id, step)) if worker is not None else None
-        if worker is None or a is None or a.attempt != attempt or a.deadline > now:
-            continue  # reported, superseded, or extended by a keep-alive
-        run = st.runs.get(run_id)
-        if run is None or a.cancelled:  # its run ended: the silent worker is not told any more
-            release(worker, a, now)
-            continue
-        lease_expired(st, run, worker, a, now, fx, lookup)
+    if st.next_expiry <= now:
+        passed: list[tuple[float, str, str, Worker, Assignment]] = []
+        nearest = math.inf
+        for worker in st.workers.values():
+            for a in worker.held.values():
+                if a.deadline <= now:
+                    passed.append((a.deadline, a.run_id, a.step, worker, a))
+                elif a.deadline < nearest:
+                    nearest = a.deadline
+        st.next_expiry = nearest
+        passed.sort(key=lambda p: p[:3])
+        for _, run_id, _, worker, a in passed:
+            run = st.runs.get(run_id)
+            if run is None or a.cancelled:  # its run ended: the silent worker is not told any more
+                release(worker, a, now)
+            else:
+                lease_expired(st, run, worker, a, now, fx, lookup)
     delayed = st.delayed
     while delayed and delayed[0][0] <= now:
         _, run_id, step = heappop(delayed)

@@ -39,10 +39,12 @@ the storage queue
     report is refused, its worker goes, or its lease passes. Pools and
     channel servers ask :meth:`StorageBroker.held_by
     <fuseline_nb.broker.core.StorageBroker.held_by>`; nothing else records it.
-``LiveState.leases``
-    a heap of ``(deadline, run_id, step, attempt, worker_id)``: lease
-    expiries, checked lazily (an entry whose assignment was reported or
-    extended is skipped).
+``LiveState.next_expiry``
+    no lease ends before this time (broker clock; ``inf``: none held). Held
+    assignments are few (about one per worker process), so when it passes
+    the broker sweeps them all and sets it to the earliest deadline left:
+    nothing per step but a comparison, and no structure that grows with
+    the number of steps.
 ``LiveState.delayed``
     a heap of ``(due, run_id, step)``: retries waiting for ``RetryPolicy.wait``.
 ``LiveState.pruned[worker_id]``
@@ -58,6 +60,7 @@ Examples
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from ..workflow.policies import retry_settings, timeout_seconds
@@ -252,11 +255,11 @@ class LiveState:
     Examples
     --------
     >>> st = LiveState(lease_seconds=30.0)
-    >>> st.runs, st.workers, st.leases
-    ({}, {}, [])
+    >>> st.runs, st.workers, st.next_expiry
+    ({}, {}, inf)
     """
 
-    __slots__ = ("active", "compiled", "delayed", "lease_seconds", "leases", "max_lease_requeues", "pruned",
+    __slots__ = ("active", "compiled", "delayed", "lease_seconds", "max_lease_requeues", "next_expiry", "pruned",
                  "runs", "workers")
 
     def __init__(self, lease_seconds: float, max_lease_requeues: int = 3) -> None:
@@ -267,7 +270,7 @@ class LiveState:
         self.runs: dict[str, LiveRun] = {}
         self.active: dict[Key, dict[str, None]] = {}
         self.workers: dict[str, Worker] = {}
-        self.leases: list[tuple[float, str, str, int, str]] = []
+        self.next_expiry = math.inf
         self.delayed: list[tuple[float, str, str]] = []
         self.pruned: dict[str, float] = {}
 

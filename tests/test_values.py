@@ -17,6 +17,7 @@ import pytest
 import fuseline_nb as fl
 from fuseline_nb.broker import DuckDBBroker
 from fuseline_nb.broker.clients import LocalBrokerClient
+from fuseline_nb.errors import ValueLoadError
 from fuseline_nb.worker import ProcessEngine
 from fuseline_nb.workflow.datafingerprint import data_fingerprint as fingerprint
 from fuseline_nb.workflow.value import Value, preview
@@ -57,7 +58,8 @@ class TestValue:
 
     def test_a_value_that_cannot_be_opened_names_itself(self) -> None:
         v = Value(b"not a pickle", "0" * 32, "Model()", "Model")
-        with pytest.raises(ValueError, match=r"cannot unpickle a Model \(Model\(\)\) in this process"):
+        with pytest.raises(ValueLoadError, match=r"^a value \(a Model: Model\(\)\) cannot be unpickled in this "
+                                                 r"process: UnpicklingError"):
             v.load()
 
     def test_an_unpicklable_object_is_refused_where_it_is_born(self) -> None:

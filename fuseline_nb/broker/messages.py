@@ -65,12 +65,12 @@ class StepAssignment:
     @property
     def inputs(self) -> dict[str, Any]:
         """The run's inputs, opened (the payload holds them as closed :class:`Value` s)."""
-        return opened_all(self.payload.get("workflow_inputs", {}))
+        return opened_all(self.payload.get("workflow_inputs", {}), "the run input")
 
     @property
     def results(self) -> dict[str, Any]:
         """Results of finished predecessors by step name, opened (see :attr:`inputs`)."""
-        return opened_all(self.payload.get("results", {}))
+        return opened_all(self.payload.get("results", {}), "the result of step")
 
     @property
     def winners(self) -> dict[str, str]:

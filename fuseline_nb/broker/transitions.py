@@ -168,6 +168,8 @@ def complete(st: LiveState, run: LiveRun, step: str, state: Status, report: Step
                 and value.json else value
         if value is not None and value.__class__ is not Value:
             value = Value.of(value)  # a direct caller's object: made into a value here, once
+        if value is not None:  # named in the error if the notebook cannot open it
+            value.origin = f"the result of step {step!r} of run {run_id}"
         try:
             info.action = resolve_action(run.compiled.plan, step, candidate)
         except UnknownActionError as exc:
@@ -183,6 +185,8 @@ def complete(st: LiveState, run: LiveRun, step: str, state: Status, report: Step
             if entry is not None:
                 fx.write("cache_put", entry, value)
     elif state is Status.FAILED:
+        if report.error and report.error.startswith("ValueLoadError:"):
+            retryable = False  # the step never ran: a retry would read the same bytes
         fails = run.failures[step] = run.failures.get(step, 0) + 1
         max_attempts, wait = run.compiled.retries.get(step, (1, 0))
         info.error, info.traceback = report.error or "failed", report.traceback

@@ -8,11 +8,13 @@ at most ``max_in_flight`` at a time, and reports each outcome as every
 engine does (:func:`~fuseline_nb.worker.engine.report_of`).
 
 Threads: the caller of :meth:`DaskEngine.work` fetches and submits; a
-reporter thread takes finished tasks (from Dask's callbacks), reports them,
-keeps the leases of the tasks in flight alive, and stops the tasks of
+reporter thread takes finished tasks (their outcomes come with Dask's
+completion events, see :mod:`~fuseline_nb.worker._dask_flights`), reports
+them, keeps the leases of the tasks in flight alive, and stops the tasks of
 cancelled runs. Workflows travel once per definition, as a
 :class:`~fuseline_nb.worker.dask_task.DefinitionPlugin` the scheduler
-installs on every worker, including workers that join later.
+installs on every worker, including workers that join later
+(:mod:`~fuseline_nb.worker._dask_cluster`).
 
 Failures of the cluster, not of the step:
 
@@ -33,7 +35,6 @@ Examples
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import queue
 import threading
@@ -42,81 +43,19 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
-from ..broker.base import StepAssignment
 from ..broker.clients import BrokerClient, LocalBrokerClient
 from ..errors import BrokerUnavailableError, StaleReportError, UnknownRunError, WorkerError
-from ..running.execute import StepOutcome
 from ..workflow.events import Event
 from ..workflow.graph import Workflow
-from ..workflow.policies import timeout_seconds
 from ..workflow.status import Status
+from ._dask_cluster import Definitions, connect, import_distributed, keep_definition, quicken
+from ._dask_flights import Flight, Flights
 from .engine import report_of
-from .shipping import load_definition, ship
+from .shipping import load_definition
 
 log = logging.getLogger(__name__)
 
-_HINT = 'DaskEngine needs dask.distributed: pip install "fuseline-nb[dask]"'
 _STOP = object()
-
-
-def import_distributed() -> Any:
-    """The ``distributed`` module, or an ImportError that says how to install it.
-
-    Examples
-    --------
-    >>> import_distributed().__name__
-    'distributed'
-    """
-    try:
-        import distributed
-    except ImportError as exc:
-        raise ImportError(f"{_HINT} ({exc})") from exc
-    return distributed
-
-
-def connect(dask: Any) -> tuple[Any, bool]:
-    """A ``distributed.Client`` for ``dask`` (a Client, a cluster, or a scheduler address).
-
-    Returns the client and whether it was made here (then its owner closes it).
-
-    Examples
-    --------
-    >>> connect(3)
-    Traceback (most recent call last):
-    TypeError: dask= takes a distributed.Client, a cluster or a scheduler address such as 'tcp://10.0.0.5:8786', not 3
-    """
-    if isinstance(dask, str):
-        return import_distributed().Client(dask), True
-    if hasattr(dask, "submit") and hasattr(dask, "register_plugin"):
-        return dask, False
-    if isinstance(getattr(dask, "scheduler_address", None), str):  # a LocalCluster, a dask-jobqueue cluster...
-        return import_distributed().Client(dask), True
-    raise TypeError("dask= takes a distributed.Client, a cluster or a scheduler address such as "
-                    f"'tcp://10.0.0.5:8786', not {dask!r}")
-
-
-class _Definition:
-    """A workflow as shipped to the cluster: its plugin id and the timeouts of its steps."""
-
-    __slots__ = ("definition_id", "timeouts", "workflow")
-
-    def __init__(self, workflow: Workflow, definition_id: str) -> None:
-        self.workflow = workflow
-        self.definition_id = definition_id
-        self.timeouts = {n: timeout_seconds(s.policies) for n, s in workflow.steps.items()}
-
-
-class _Flight:
-    """One assignment running as a Dask task."""
-
-    __slots__ = ("assignment", "cancelled", "future", "key", "worker_id")
-
-    def __init__(self, assignment: StepAssignment, worker_id: str, key: str) -> None:
-        self.assignment = assignment
-        self.worker_id = worker_id
-        self.key = key
-        self.future: Any = None
-        self.cancelled = False
 
 
 class DaskEngine:
@@ -163,9 +102,6 @@ class DaskEngine:
     def __init__(self, client: BrokerClient, workflows: Iterable[Workflow], dask_client: Any, *,
                  max_in_flight: int | None = None, name: str | None = None) -> None:
         import_distributed()
-        from . import dask_task
-
-        self._task = dask_task
         if not isinstance(client, BrokerClient):
             raise TypeError(f"DaskEngine takes a BrokerClient, not {client!r}")
         if max_in_flight is not None and int(max_in_flight) < 1:
@@ -173,6 +109,7 @@ class DaskEngine:
         self.client = client
         self.name = name or "dask"
         self.dask, self._own_dask = connect(dask_client)
+        quicken(self.dask)
         threads = sum(self.dask.nthreads().values()) or 1
         # many in flight: Dask's scheduler then places them, and one round trip fetches many results
         self.max_in_flight = int(max_in_flight) if max_in_flight is not None else max(64, 4 * threads)
@@ -180,12 +117,10 @@ class DaskEngine:
         self.error: Exception | None = None
         self.steps_run = 0
         self._lock = threading.RLock()
-        self._defs: dict[tuple[str, str], _Definition] = {}
-        self._fingerprints: dict[tuple[str, str], dict[str, str]] = {}  # what the cluster holds
-        self._plugins: list[str] = []
-        self._token = uuid.uuid4().hex[:8]  # this engine's plugins: another engine's close leaves them
-        self._flight: dict[str, _Flight] = {}
+        token = uuid.uuid4().hex[:8]  # this engine's plugins and topic: another engine's close leaves them
+        self._defs = Definitions(self.dask, token)
         self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._flights = Flights(self.dask, f"fuseline-outcomes-{token}", self._inbox)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -213,24 +148,16 @@ class DaskEngine:
         if refresh:  # (False: the caller just refreshed, as Session.submit does)
             wf.refresh()  # an edited global or helper changes a fingerprint: ship again
         key = (wf.workflow_id, wf.version)
-        fingerprints = wf.to_schema().fingerprints()
         with self._lock:
-            known = self._defs.get(key)
-            if known is not None and known.workflow is wf and self._fingerprints.get(key) == fingerprints:
+            blob = self._defs.ship(wf)
+            if blob is None:  # the cluster holds it already
                 return
-            self._fingerprints[key] = fingerprints
-            _, blob = ship(wf)
-            definition_id = hashlib.sha256(blob).hexdigest()[:24]
-            if known is not None and known.definition_id == definition_id:
-                known.workflow = wf
-                return
-            plugin = self._task.DefinitionPlugin(definition_id, blob, self._token)
-            self.dask.register_plugin(plugin, name=plugin.name)
-            self._plugins.append(plugin.name)
-            schemas = [d.workflow.to_schema() for k, d in self._defs.items() if k != key] + [wf.to_schema()]
-            worker_id = self.client.register_worker(schemas, self.name)
-            self._defs[key] = _Definition(wf, definition_id)
-            self._store(key, blob)
+            try:
+                worker_id = self.client.register_worker(self._defs.schemas(), self.name)
+            except BaseException:
+                self._defs.forget(wf)
+                raise
+            keep_definition(self.client, key, blob)
             if self.worker_id:
                 self._retired.add(self.worker_id)
             self.worker_id = worker_id
@@ -250,19 +177,6 @@ class DaskEngine:
         self.add_workflow(wf, refresh=False)
         return wf
 
-    def _store(self, key: tuple[str, str], blob: bytes) -> None:
-        """Keep the shipped bytes in a broker in this process (a DuckDB file keeps them), so a
-        reopened file resumes its runs with workers; failing to costs the resume, not the run."""
-        broker = getattr(self.client, "broker", None)
-        if broker is None:
-            return
-        try:
-            broker.store_definition(key[0], key[1], blob)
-        except Exception as exc:
-            log.warning("could not keep workflow %r version %r in the history (%s: %s): its unfinished "
-                        "runs will resume only when it is submitted again", key[0], key[1],
-                        type(exc).__name__, exc)
-
     # -- the loop ------------------------------------------------------------------------
     def work(self, *, block: bool = False, poll_interval: float = 1.0) -> None:
         """Submit ready steps to Dask and report them until none is ready or running
@@ -274,71 +188,56 @@ class DaskEngine:
         try:
             while not self._stop.is_set():
                 self._wake.clear()
-                if len(self._flight) >= self.max_in_flight:
+                if len(self._flights) >= self.max_in_flight:
                     self._wake.wait(poll_interval)
                     continue
                 try:
                     if self._fill():
                         continue
+                    # idle? The reporter may have reported meanwhile (flights leave the table after
+                    # their reports): fetch once more, and finish only if that finds nothing either
+                    if not block and not self._flights and not self._fill() and not self._flights:
+                        return
                 except BrokerUnavailableError as exc:  # a remote broker restarting: try again soon
                     log.warning("%s; trying again in %.1fs", exc, poll_interval)
                     self._stop.wait(poll_interval)
                     continue
-                if not block and not self._flight:
-                    return
                 self._wake.wait(poll_interval)
         finally:
             self._inbox.put(_STOP)
             reporter.join()
+            self._flights.release()
 
     def _fill(self) -> bool:
         """Fetch ready steps while there is room and submit them; whether any was."""
-        batch: list[_Flight] = []
-        while self.worker_id and len(self._flight) + len(batch) < self.max_in_flight:
+        batch: list[Flight] = []
+        while self.worker_id and len(self._flights) + len(batch) < self.max_in_flight:
             wid = self.worker_id
-            a = self.client.get_step(wid)  # outside the lock: a remote broker may long-poll
+            a = self.client.get_step(wid)  # outside self._lock: a remote broker may long-poll
             if a is None:
                 break
             self._lease = max(a.expires_at - a.assigned_at, 0.3)
-            batch.append(_Flight(a, wid, f"{a.step_name}-{uuid.uuid4().hex}"))
+            batch.append(Flight(a, wid, f"{a.step_name}-{uuid.uuid4().hex}"))
             if self._remote:
                 break  # submit what we hold before the next (possibly long) poll
         if batch:
-            with self._lock:  # the reporter must not see a flight before its future is set
-                self._submit(batch)
+            self._flights.submit(batch, self._defs)
         return bool(batch)
-
-    def _submit(self, batch: list[_Flight]) -> None:
-        defs, timeouts, keys, parcels = [], [], [], []
-        for f in batch:
-            a = f.assignment
-            d = self._defs.get((a.workflow_id, a.version))
-            defs.append(d.definition_id if d is not None else "")
-            timeouts.append(d.timeouts.get(a.step_name) if d is not None else None)
-            keys.append(f.key)
-            parcels.append(a)
-            self._flight[f.key] = f
-        if len(batch) == 1:
-            futures = [self.dask.submit(self._task.run_task, defs[0], keys[0], parcels[0], timeouts[0],
-                                        key=keys[0], pure=False)]
-        else:
-            futures = self.dask.map(self._task.run_task, defs, keys, parcels, timeouts, key=keys, pure=False)
-        for f, fut in zip(batch, futures, strict=True):
-            f.future = fut
-            fut.add_done_callback(lambda _fut, k=f.key: self._inbox.put(k))
 
     # -- the reporter thread -------------------------------------------------------------
     def _report_loop(self) -> None:
         beat = time.monotonic()
         while True:
             interval = min(self._lease / 3, self.CANCEL_CHECK_SECONDS)
-            items = self._take(max(beat + interval - time.monotonic(), 0.01))
+            items = self._flights.take(max(beat + interval - time.monotonic(), 0.01))
             try:
-                self._finish([i for i in items if isinstance(i, str)])
-                for run_id in [i[1] for i in items if isinstance(i, tuple)]:
+                pushed = {i[1]: i[2] for i in items if isinstance(i, tuple) and i[0] == "out"}
+                self._finish([i for i in items if isinstance(i, str)], pushed)
+                for run_id in [i[1] for i in items if isinstance(i, tuple) and i[0] == "cancel"]:
                     self.cancel_run(run_id)
                 if time.monotonic() >= beat + interval:
                     beat = time.monotonic()
+                    self._flights.release()
                     self._heartbeat()
             except Exception as exc:  # the engine cannot go on: say why in check()
                 log.exception("the Dask engine's reporter failed")
@@ -349,81 +248,36 @@ class DaskEngine:
             if _STOP in items:
                 return
 
-    def _take(self, timeout: float) -> list[Any]:
-        """What the inbox holds: wait up to ``timeout`` for one item, then take the rest without waiting."""
-        try:
-            items = [self._inbox.get(timeout=timeout)]
-        except queue.Empty:
-            return []
-        while len(items) < 1024:
-            try:
-                items.append(self._inbox.get_nowait())
-            except queue.Empty:
-                break
-        return items
-
-    def _finish(self, keys: list[str]) -> None:
-        """Report the finished tasks ``keys``, fetching their results in one round trip."""
-        with self._lock:
-            flights = [f for k in keys if (f := self._flight.get(k)) is not None]
-        live = [f for f in flights if not f.cancelled]
-        for f, outcome in zip(live, self._outcomes(live), strict=True):
+    def _finish(self, done: list[str], pushed: dict[str, bytes]) -> None:
+        """Report the tasks that finished (``done``) or sent their outcome (``pushed``)."""
+        landed, reports = self._flights.land(done, pushed)
+        for f, outcome in reports:
             try:
                 self.client.report_step(f.worker_id, report_of(f.assignment, outcome))
             except (StaleReportError, UnknownRunError) as exc:  # the run ended, or the lease passed
                 log.info("report refused: %s", exc)
             self.steps_run += 1
-        if not flights:
+        if not landed:
             return
-        with self._lock:
-            for f in flights:
-                self._flight.pop(f.key, None)
-            if self._retired:
+        self._flights.settle(landed)  # after the reports: an empty table means nothing is pending
+        if self._retired:
+            with self._lock:
                 self._retire_idle()
         self._wake.set()
 
-    def _outcomes(self, flights: list[_Flight]) -> list[StepOutcome]:
-        ok = [f for f in flights if f.future.status == "finished"]
-        try:
-            got = dict(zip([f.key for f in ok], self.dask.gather([f.future for f in ok]), strict=True))
-        except Exception:  # e.g. a worker holding a result died meanwhile: one at a time below
-            got = {}
-        return [self._outcome(f, got.get(f.key)) for f in flights]
-
-    def _outcome(self, f: _Flight, got: StepOutcome | None) -> StepOutcome:
-        """The task's outcome (its result a Value, passed to the broker unopened), or why there is none."""
-        if got is not None:
-            return got
-        try:
-            return f.future.result()  # type: ignore[no-any-return]
-        except Exception as exc:
-            return self._lost(f, exc, time.time())
-
-    def _lost(self, f: _Flight, exc: Exception, now: float) -> StepOutcome:
-        name = f.assignment.step_name
-        if type(exc).__name__ == "KilledWorker":
-            return StepOutcome(Status.FAILED, None, "WorkerCrashedError",
-                               f"the Dask workers running step {name!r} died too often (Dask's "
-                               f"distributed.scheduler.allowed-failures): {exc}", None, now, now)
-        return StepOutcome(Status.FAILED, None, "WorkerError",
-                           f"the Dask task of step {name!r} did not return ({type(exc).__name__}: {exc}); "
-                           "see the Dask dashboard and worker logs", None, now, now)
-
     def _heartbeat(self) -> None:
         """Extend the leases of what is in flight; stop what the broker says was cancelled meanwhile."""
-        with self._lock:
-            wids = {f.worker_id for f in self._flight.values() if not f.cancelled}
-        for wid in wids:
+        for wid in self._flights.holders():
             try:
                 cancelled = self.client.keep_alive(wid)
             except Exception:
                 log.warning("keep-alive for worker %s failed", wid, exc_info=True)
                 continue
             if cancelled:  # brokers that cancel runs name the (run id, step) pairs to stop
-                self._cancel({(str(r), str(s)) for r, s in cancelled})
+                self._flights.cancel({(str(r), str(s)) for r, s in cancelled})
 
     def _retire_idle(self) -> None:
-        busy = {f.worker_id for f in self._flight.values()}
+        busy = self._flights.busy()
         for wid in [w for w in self._retired if w not in busy]:
             self._retired.discard(wid)
             try:
@@ -455,27 +309,7 @@ class DaskEngine:
         the engine itself (an event in this process, or the answer to a
         keep-alive), so this is for stopping work the broker does not know of.
         """
-        with self._lock:
-            pairs = {(f.assignment.run_id, f.assignment.step_name) for f in self._flight.values()
-                     if f.assignment.run_id == run_id}
-        return self._cancel(pairs)
-
-    def _cancel(self, pairs: set[tuple[str, str]]) -> int:
-        with self._lock:
-            flights = [f for f in self._flight.values() if not f.cancelled
-                       and (f.assignment.run_id, f.assignment.step_name) in pairs]
-            for f in flights:
-                f.cancelled = True
-        if not flights:
-            return 0
-        keys = [f.key for f in flights]
-        self.dask.cancel([f.future for f in flights if f.future is not None])
-        try:
-            self.dask.run(self._task.interrupt, keys, on_error="ignore")
-        except Exception:
-            log.warning("could not interrupt %d cancelled step(s) on the Dask workers", len(keys), exc_info=True)
-        log.info("%d cancelled step(s) stopped on Dask: %s", len(keys), sorted(pairs))
-        return len(keys)
+        return self._flights.cancel(self._flights.pairs_of(run_id))
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> DaskEngine:
@@ -510,14 +344,10 @@ class DaskEngine:
         thread, self._thread = self._thread, None
         if thread is not None:
             thread.join(max(deadline - time.monotonic(), 0.1))
-        while self._flight and time.monotonic() < deadline:
+        while self._flights and time.monotonic() < deadline:
             time.sleep(0.02)  # a stopped engine has no reporter: let the futures settle
-            self._finish([k for k, f in list(self._flight.items()) if f.future is not None and f.future.done()])
-        with self._lock:
-            left = list(self._flight.values())
-            self._flight.clear()
-        if left:
-            self.dask.cancel([f.future for f in left if f.future is not None])
+            self._finish(self._flights.done_keys(), {})
+        self._flights.abandon()
         for wid in {self.worker_id, *self._retired} - {""}:
             try:
                 self.client.unregister_worker(wid)  # its unfinished steps go back to the queue
@@ -531,12 +361,8 @@ class DaskEngine:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
-        plugins, self._plugins = self._plugins, []
-        for name in plugins:
-            try:
-                self.dask.unregister_worker_plugin(name)
-            except Exception:
-                log.info("could not remove plugin %s", name, exc_info=True)
+        self._flights.close()
+        self._defs.close()
         if self._own_dask:
             self._own_dask = False
             self.dask.close()
@@ -559,7 +385,7 @@ class DaskEngine:
     def __repr__(self) -> str:
         where = getattr(getattr(self.dask, "scheduler", None), "address", "?")
         return (f"<DaskEngine {where}: "
-                f"{len(self._flight)} in flight, {self.steps_run} run, {len(self._defs)} workflows>")
+                f"{len(self._flights)} in flight, {self.steps_run} run, {len(self._defs)} workflows>")
 
 
-__all__ = ["DaskEngine", "connect", "import_distributed"]
+__all__ = ["DaskEngine", "connect", "import_distributed"]  # the last two live in _dask_cluster

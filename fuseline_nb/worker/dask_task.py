@@ -13,7 +13,10 @@ through :func:`~fuseline_nb.worker.engine.execute`, like every engine) on a
 helper thread and returns its outcome, the result made
 a :class:`~fuseline_nb.workflow.value.Value` here, where it is born (pickled
 once; the kernel passes it on closed), so a result that cannot travel fails
-its step with a message instead of failing the task. The task thread waits for the step,
+its step with a message instead of failing the task. A small outcome (at most
+:data:`PUSH_LIMIT` bytes pickled) also travels back with the task's completion,
+as a Dask event on the engine's topic: the engine reports it without a
+``gather`` round trip (the returned outcome stays the fallback). The task thread waits for the step,
 for its ``StepTimeoutPolicy`` deadline, or for :func:`interrupt` (a cancelled
 run): on time-out or cancel the step's thread gets an exception raised in it
 (it stops at its next Python instruction; code blocked inside one C call
@@ -40,6 +43,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import pickle
 import threading
 import time
 from typing import Any
@@ -63,6 +67,9 @@ _DEFINITIONS: dict[str, Workflow] = {}
 _LOAD_ERRORS: dict[str, str] = {}
 #: definition id -> the plugins (one per engine) that installed it: the last one out forgets it
 _OWNERS: dict[str, set[str]] = {}
+#: Largest pickled outcome sent with the completion (Dask keeps its last 1,000 events per topic:
+#: at most ~8 MB on the scheduler); larger ones are fetched with ``gather``.
+PUSH_LIMIT = 8192
 #: task key -> the step running under it on this worker
 _RUNNING: dict[str, _Running] = {}
 _LOCK = threading.Lock()
@@ -159,12 +166,33 @@ def _where() -> str:
         return "this process"
 
 
-def run_task(definition_id: str, key: str, a: StepAssignment, timeout: float | None) -> StepOutcome:
+def run_task(definition_id: str, key: str, a: StepAssignment, timeout: float | None,
+             topic: str | None = None) -> StepOutcome:
     """Run assignment ``a`` with the workflow ``definition_id`` names; never raises.
 
     Returns the outcome: its ``result`` a :class:`~fuseline_nb.workflow.value.Value`
-    (``None`` unless SUCCEEDED), its ``exception`` cleared.
+    (``None`` unless SUCCEEDED), its ``exception`` cleared. With ``topic``, a
+    small outcome is also sent as a Dask event ``{"key": key, "outcome": pickled}``.
     """
+    outcome = _run(definition_id, key, a, timeout)
+    if topic is not None:
+        _push(topic, key, outcome)
+    return outcome
+
+
+def _push(topic: str, key: str, outcome: StepOutcome) -> None:
+    """Send a small outcome to the engine with the completion (best effort: the future is the fallback)."""
+    try:
+        from distributed import get_worker
+
+        blob = pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
+        if len(blob) <= PUSH_LIMIT:
+            get_worker().log_event(topic, {"key": key, "outcome": blob})
+    except Exception:  # not in a Dask worker (a direct call), or no stream: the engine gathers it
+        log.debug("outcome of %s not pushed", key, exc_info=True)
+
+
+def _run(definition_id: str, key: str, a: StepAssignment, timeout: float | None) -> StepOutcome:
     started = time.time()
     wf = _DEFINITIONS.get(definition_id)
     if wf is None:
@@ -235,4 +263,4 @@ def interrupt(keys: list[str]) -> list[str]:
     return found
 
 
-__all__ = ["DefinitionPlugin", "StepInterrupted", "interrupt", "run_task"]
+__all__ = ["PUSH_LIMIT", "DefinitionPlugin", "StepInterrupted", "interrupt", "run_task"]

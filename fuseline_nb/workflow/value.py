@@ -55,6 +55,7 @@ from typing import Any, Final
 
 import cloudpickle
 
+from ..errors import ValueLoadError
 from .datafingerprint import data_fingerprint
 
 #: Longest :func:`preview` text, in characters.
@@ -283,7 +284,7 @@ class Value:
     (1, 2)
     """
 
-    __slots__ = ("_obj", "data", "fingerprint", "json", "preview", "rich", "type_name")
+    __slots__ = ("_obj", "data", "fingerprint", "json", "origin", "preview", "rich", "type_name")
 
     def __init__(self, data: bytes, fingerprint: str, preview: str = "", type_name: str = "",
                  rich: dict[str, Any] | None = None, json: str | None = None) -> None:
@@ -293,6 +294,9 @@ class Value:
         self.type_name = type_name
         self.rich = rich
         self.json = json
+        #: What the value is, for messages: "the result of step 'load' of run ..." where a broker
+        #: knows it (this process only: it does not travel with the value).
+        self.origin = ""
         self._obj: Any = _NOT_LOADED
 
     @classmethod
@@ -356,23 +360,32 @@ class Value:
 
         Raises
         ------
-        ValueError
-            When this process cannot unpickle the bytes (a class it cannot
-            import, say); the message names the value and what to do.
+        ValueLoadError
+            (a ``ValueError``) When this process cannot unpickle the bytes (a
+            class it cannot import or rebuild); the message names the value
+            (:attr:`origin`, where a broker set it), its type, the unpickling
+            error and what to do.
 
         Examples
         --------
         >>> Value.of({"a": 1}).load()
         {'a': 1}
+        >>> v = Value(b"not a pickle", "0", "<Thing>", "Thing")
+        >>> v.origin = "the result of step 'make'"
+        >>> v.load()
+        Traceback (most recent call last):
+        fuseline_nb.errors.ValueLoadError: the result of step 'make' (a Thing: <Thing>) cannot be unpickled in this process: UnpicklingError: invalid load key, 'n'. (import or define Thing here first; its preview and size need no unpickling)
         """
         obj = self._obj
         if obj is _NOT_LOADED:
             try:
                 obj = self._obj = pickle.loads(self.data)
             except Exception as exc:
-                raise ValueError(
-                    f"cannot unpickle a {self.type_name or 'value'} ({self.preview[:80]}) in this "
-                    f"process: {type(exc).__name__}: {exc} (import or define what it needs here first)"
+                what = self.type_name or "value"
+                raise ValueLoadError(
+                    f"{self.origin or 'a value'} (a {what}: {self.preview[:80]}) cannot be unpickled in this "
+                    f"process: {type(exc).__name__}: {exc} (import or define {what} here first; its preview "
+                    "and size need no unpickling)"
                 ) from exc
         return obj
 
@@ -400,15 +413,35 @@ def values_of(objs: dict[str, Any] | None) -> dict[str, Value]:
     return {k: Value.of(v) for k, v in objs.items()} if objs else {}
 
 
-def opened_all(values: dict[str, Any]) -> dict[str, Any]:
+def opened_all(values: dict[str, Any], what: str = "") -> dict[str, Any]:
     """Each entry opened (see :func:`opened`).
+
+    ``what`` names the entries for an error (``"the result of step"``: a
+    value that cannot be unpickled is then named by its key).
+
+    Raises
+    ------
+    ValueLoadError
+        An entry cannot be unpickled here.
 
     Examples
     --------
     >>> opened_all({"x": Value.of(1), "y": 2})
     {'x': 1, 'y': 2}
+    >>> opened_all({"make": Value(b"?", "0", "?", "Thing")}, "the result of step")
+    Traceback (most recent call last):
+    fuseline_nb.errors.ValueLoadError: the result of step 'make' (a Thing: ?) cannot be unpickled in this process: UnpicklingError: invalid load key, '?'. (import or define Thing here first; its preview and size need no unpickling)
     """
-    return {k: v.load() if v.__class__ is Value else v for k, v in values.items()} if values else {}
+    if not values:
+        return {}
+    out = {}
+    for k, v in values.items():
+        if v.__class__ is Value:
+            if what and not v.origin and v._obj is _NOT_LOADED:
+                v.origin = f"{what} {k!r}"
+            v = v.load()
+        out[k] = v
+    return out
 
 
 def opened(value: Any) -> Any:

@@ -23,14 +23,14 @@ from ..errors import TransportUnsupportedError
 from ..workflow.events import Event
 from ..workflow.runinfo import RunInfo, StepInfo
 from ..workflow.schema import WorkflowSchema
-from .messages import LastTask, StepAssignment, StepReport, WorkerInfo
+from .messages import LastTask, Payload, StepAssignment, StepReport, WorkerInfo
 from .registry import Repositories, RepositoryInfo
 
 if TYPE_CHECKING:
     from .state import Assignment
 
 __all__ = [
-    "Broker", "BrokerClient", "LastTask", "RepositoryInfo", "RunInfo", "StepAssignment", "StepInfo", "StepReport", "WorkerInfo",
+    "Broker", "BrokerClient", "LastTask", "Payload", "RepositoryInfo", "RunInfo", "StepAssignment", "StepInfo", "StepReport", "WorkerInfo",
 ]
 
 

@@ -52,7 +52,7 @@ from heapq import heappop
 
 from ..errors import StaleReportError
 from ..workflow.status import Status
-from .base import LastTask, StepAssignment, StepReport, WorkerInfo
+from .base import LastTask, Payload, StepAssignment, StepReport, WorkerInfo
 from .registry import idle_workers
 from .state import Assignment, Key, LiveRun, LiveState, Worker
 from .transitions import Effects, Lookup, complete, enqueue, finish_run
@@ -110,7 +110,7 @@ def assign(st: LiveState, run: LiveRun, step: str, worker: Worker, now: float) -
     fx.emit(run, now, "step_started", step, Status.RUNNING, label, attempt, None)
     done = run.results
     results = {src: done[src] for src in compiled.sources[step] if src in done}
-    payload = {"workflow_inputs": run.inputs, "results": results, "winners": run.tracker.winners(step)}
+    payload: Payload = {"workflow_inputs": run.inputs, "results": results, "winners": run.tracker.winners(step)}
     return StepAssignment(workflow_id, run_id, step, payload, now, deadline, attempt, version, timeout), fx
 
 

@@ -13,10 +13,11 @@ Examples
 
 from __future__ import annotations
 
-from typing import Any, Final, Protocol
+from typing import Any, Protocol
 
 from ..broker.state import Assignment
-from .channel import FrameReader, WorkflowBlob
+from .channel import WorkflowBlob
+from .latency import FrameReader
 
 
 class Endpoint:
@@ -57,12 +58,11 @@ class Supervisor(Protocol):
     def on_load_error(self, ep: Endpoint, text: str) -> None:
         """``ep`` could not load the shipped workflows."""
 
+    def keep_leases(self) -> None:
+        """Extend the leases of the steps live processes hold (called every lease / 3)."""
+
 
 Reply = tuple[Any, ...] | None  # None: parked, or a one-way message
 
-#: A worker gets more than one assignment at a time only after a step shorter than this.
-PREFETCH_BELOW: Final = 0.1
 
-
-
-__all__ = ["PREFETCH_BELOW", "Endpoint", "Reply", "Supervisor"]
+__all__ = ["Endpoint", "Reply", "Supervisor"]

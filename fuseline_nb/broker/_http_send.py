@@ -20,6 +20,7 @@ import logging
 import time
 from typing import Any, Final
 
+import httpcore
 import httpx
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
@@ -92,6 +93,67 @@ def refusal(method: str, path: str, resp: httpx.Response) -> Exception:
     return BrokerRequestError(resp.status_code, code or "http_error", f"{detail} ({where})")
 
 
+class _OneWrite(httpcore.NetworkStream):
+    """A connection that sends a request's head and body in one write, when the answer is first read.
+
+    httpcore writes the head and the body of a request separately: two
+    system calls, and two wake-ups of the service (which reads the head,
+    then waits for the body). Held back until the answer is read, they
+    leave as one.
+    """
+
+    def __init__(self, inner: httpcore.NetworkStream) -> None:
+        self._inner = inner
+        self._held: list[bytes] = []
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        if buffer:
+            self._held.append(buffer)
+
+    def _flush(self, timeout: float | None) -> None:
+        if self._held:
+            data = b"".join(self._held)
+            self._held.clear()
+            self._inner.write(data, timeout)
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        self._flush(timeout)
+        return self._inner.read(max_bytes, timeout)
+
+    def close(self) -> None:
+        self._held.clear()
+        self._inner.close()
+
+    def start_tls(self, ssl_context: Any, server_hostname: str | None = None,
+                  timeout: float | None = None) -> httpcore.NetworkStream:
+        self._flush(timeout)
+        return self._inner.start_tls(ssl_context, server_hostname, timeout)
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class _OneWriteBackend(httpcore.SyncBackend):
+    """httpcore's own backend, its connections sending each request in one write (see :class:`_OneWrite`)."""
+
+    def connect_tcp(self, *args: Any, **kwargs: Any) -> httpcore.NetworkStream:
+        return _OneWrite(super().connect_tcp(*args, **kwargs))
+
+
+def one_write_transport() -> httpx.HTTPTransport:
+    """httpx's keep-alive connection pool, each request leaving in one write.
+
+    Examples
+    --------
+    >>> one_write_transport().close()
+    """
+    made = httpx.HTTPTransport()
+    pool = getattr(made, "_pool", None)
+    if isinstance(pool, httpcore.ConnectionPool):  # httpx's seam to httpcore; else keep httpx's own
+        made._pool = httpcore.ConnectionPool(network_backend=_OneWriteBackend())
+    return made
+
+
 class Sender:
     """Requests to one service over a keep-alive connection pool, retried after connection failures."""
 
@@ -105,7 +167,7 @@ class Sender:
         self._urls: dict[str, httpx.URL] = {}
         # The transport seam itself (a keep-alive connection pool), not httpx.Client: the client
         # layer (auth flows, redirects, cookies, hooks) costs more CPU than a step here.
-        self.transport = transport if transport is not None else httpx.HTTPTransport()
+        self.transport = transport if transport is not None else one_write_transport()
 
     def send(self, method: str, path: str, body: Any = None, *, params: dict[str, Any] | None = None,
              extra_timeout: float = 0.0) -> httpx.Response:

@@ -67,9 +67,10 @@ _DEFINITIONS: dict[str, Workflow] = {}
 _LOAD_ERRORS: dict[str, str] = {}
 #: definition id -> the plugins (one per engine) that installed it: the last one out forgets it
 _OWNERS: dict[str, set[str]] = {}
-#: Largest pickled outcome sent with the completion (Dask keeps its last 1,000 events per topic:
-#: at most ~8 MB on the scheduler); larger ones are fetched with ``gather``.
-PUSH_LIMIT = 8192
+#: Largest pickled outcome sent with the completion (a number, a short string or a small dict
+#: fits); larger ones are fetched with ``gather``. The scheduler keeps the last 1,000 events of
+#: each topic, also after the engine is gone: at most ~2 MB per engine.
+PUSH_LIMIT = 2048
 #: task key -> the step running under it on this worker
 _RUNNING: dict[str, _Running] = {}
 _LOCK = threading.Lock()

@@ -144,7 +144,9 @@ def test_small_outcomes_come_with_the_completion_and_large_ones_are_fetched(dask
     engine = DaskEngine(client, [wf], dask)
     try:
         engine.work()
-        pushed = sorted(msg["key"].rsplit("-", 1)[0] for _, msg in dask.get_events(engine._flights.topic))
+        events = [msg for _, msg in dask.get_events(engine._flights.topic)]
+        pushed = sorted(msg["key"].rsplit("-", 1)[0] for msg in events if msg["outcome"] is not None)
+        announced = sorted(msg["key"].rsplit("-", 1)[0] for msg in events)
     finally:
         engine.stop()
     info = broker.get_run(run_id)
@@ -152,6 +154,7 @@ def test_small_outcomes_come_with_the_completion_and_large_ones_are_fetched(dask
     assert info.steps["big"].result == bytes(range(256)) * (4 * PUSH_LIMIT // 256)
     assert info.steps["size"].result == 4 * PUSH_LIMIT
     assert pushed == ["size", "small"]  # 'big' (4 x PUSH_LIMIT) was fetched with gather
+    assert announced == ["big", "size", "small"]
     wait_for(lambda: not [k for k in dask.run_on_scheduler(_scheduler_keys)
                           if k.rsplit("-", 1)[0] in ("small", "big", "size")],
              what="the scheduler to forget the engine's tasks")

@@ -18,6 +18,7 @@ builtin it resembles so ``except ValueError`` still catches a bad definition::
     ├── UnknownWorkerError (LookupError)         a worker id the broker does not know
     ├── StaleReportError (RuntimeError)          a report for an expired/old attempt
     ├── PicklingError (TypeError)                a step that cannot travel to a worker
+    ├── ValueLoadError (ValueError)              a value's bytes cannot be unpickled here
     ├── StorageError (RuntimeError)              storage failures, translated
     │   ├── StorageLockedError                   the file is held by another process
     │   ├── StorageVersionError                  the file was written by a newer version
@@ -280,6 +281,21 @@ class PicklingError(FuselineError, TypeError):
     """
 
 
+class ValueLoadError(FuselineError, ValueError):
+    """A result or input cannot be unpickled in this process (a class it cannot import or rebuild).
+
+    The message names the value (the step whose result it is, where known),
+    its type and the unpickling error. A consuming step that cannot open its
+    inputs FAILS with it (once: its retries would read the same bytes); the
+    notebook gets it where it opens the result, never earlier.
+
+    Examples
+    --------
+    >>> issubclass(ValueLoadError, ValueError)
+    True
+    """
+
+
 class StorageError(FuselineError, RuntimeError):
     """A storage backend failed; the driver's error is the ``__cause__``.
 
@@ -432,6 +448,7 @@ __all__ = [
     "UnknownRunError",
     "UnknownWorkerError",
     "UnknownWorkflowError",
+    "ValueLoadError",
     "WorkerError",
     "WorkflowDefinitionError",
 ]

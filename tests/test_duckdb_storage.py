@@ -177,7 +177,8 @@ class TestReadWrite:
             assert info.input_values["keys"].preview == "Model()" and info.input_values[1].load() == "mixed"
             assert st.sql("SELECT result_preview FROM steps").fetchall() == [("Model()",)]
             assert st.sql("SELECT inputs_json FROM runs").fetchall() == [('{"1": "mixed", "keys": "Model()"}',)]
-            with pytest.raises(ValueError, match=r"cannot unpickle a Model \(Model\(\)\) in this process: "
+            with pytest.raises(ValueError, match=r"the result of step 'a' of run r1 \(a Model: Model\(\)\) cannot "
+                                                 r"be unpickled in this process: "
                                                  r"ModuleNotFoundError: No module named 'gone_module'"):
                 info.steps["a"].result  # noqa: B018 - asking for the object opens the value
 

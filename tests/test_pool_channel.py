@@ -104,7 +104,7 @@ def test_an_unknown_kind_is_an_explicit_error(wired: SimpleNamespace) -> None:
 
 
 def test_a_waiting_worker_is_parked_until_a_step_is_queued(wired: SimpleNamespace) -> None:
-    wired.broker.subscribe(lambda e: wired.server.note_event(e.kind))
+    wired.broker.subscribe(wired.server.on_event)
     wired.client.hello()
     wid = wired.client.register_worker([wired.wf.to_schema()])
     wired.client.wait = True

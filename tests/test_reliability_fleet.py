@@ -161,23 +161,91 @@ def fragile():
     return Fragile()
 
 
+class KernelOnly:
+    """Pickles anywhere and rebuilds in a worker process; rebuilding it in the kernel (the main
+    process) fails, as a class from a library only the workers have would."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __reduce__(self):
+        return (_rebuild_in_workers_only, (self.n,))
+
+
+def _rebuild_in_workers_only(n: int) -> KernelOnly:
+    import multiprocessing
+
+    if multiprocessing.parent_process() is None:
+        raise ValueError("KernelOnly cannot be rebuilt in the kernel")
+    return KernelOnly(n)
+
+
+def make_kernel_only():
+    return KernelOnly(1)
+
+
+def use_it(x: KernelOnly = fl.Depends(make_kernel_only)) -> int:
+    return x.n + 1
+
+
+def use_fragile(x: Fragile = fl.Depends(fragile)) -> int:
+    return 1
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("prefetch", [1, 4])
-def test_a_result_that_cannot_be_unpickled_in_the_kernel_is_named_where_it_is_opened(tmp_path, prefetch) -> None:
-    # The value layer keeps results closed in the kernel: the step succeeds once, and opening the
-    # result (here: the run's output) names the unpickling error. No crash loop, no lease stall.
-    wf = fl.Workflow(outputs=[fl.FunctionStep(fragile)], workflow_id="fragile")
-    with fl.Session(tmp_path / "h.duckdb", workers=1, prefetch=prefetch) as session:
+def test_a_result_the_kernel_cannot_unpickle_is_named_where_it_is_opened(tmp_path, prefetch) -> None:
+    # The step and its consumer succeed once in the workers (results stay closed in the kernel);
+    # opening the result in the notebook names the step, the type and the unpickling error.
+    # No crash loop, no lease stall, the worker goes on.
+    wf = fl.Workflow(outputs=[fl.FunctionStep(use_it), fl.FunctionStep(make_kernel_only)],
+                     workflow_id="kernel-only")
+    named = (r"the result of step 'make_kernel_only' of run \S+ \(a KernelOnly: .*\) cannot be unpickled "
+             r"in this process: ValueError: KernelOnly cannot be rebuilt in the kernel \(import or define "
+             r"KernelOnly here first")
+    path = tmp_path / "h.duckdb"
+    with fl.Session(path, workers=1, prefetch=prefetch) as session:
         started = time.monotonic()
         run = session.submit(wf)
-        with pytest.raises(ValueError, match=r"cannot unpickle a Fragile .* in this process: ValueError: this "
-                                             r"class cannot be rebuilt here"):
+        with pytest.raises(fl.errors.ValueLoadError, match=named):
             run.wait(timeout=60)
         assert time.monotonic() - started < 30
-        step = run.info().steps["fragile"]
-        assert (step.state, step.attempts) == (Status.SUCCEEDED, 1)
+        with pytest.raises(ValueError, match=named):  # a ValueLoadError is a ValueError
+            run.outputs()
+        steps = run.info().steps
+        with pytest.raises(fl.errors.ValueLoadError, match=named):
+            steps["make_kernel_only"].result  # noqa: B018 - asking for the object opens the value
+        assert steps["use_it"].result == 2  # the consuming worker opened it
+        assert steps["make_kernel_only"].value.type_name == "KernelOnly"  # closed: no unpickling
+        assert [(s.state, s.attempts) for s in steps.values()] == [(Status.SUCCEEDED, 1)] * 2
+        pids = session.pool.pids()
         assert session.submit(_ok_flow()).wait(timeout=60) == 5  # the same worker goes on
-        assert len(session.pool.pids()) == 1
+        assert session.pool.pids() == pids
+    with fl.Session(path, workers=0) as again:  # read back from the file: named the same way
+        with pytest.raises(fl.errors.ValueLoadError, match=named):
+            again.broker.get_run(run.id).steps["make_kernel_only"].result  # noqa: B018
+
+
+@pytest.mark.slow
+def test_a_consumer_that_cannot_unpickle_its_input_fails_once_naming_the_upstream_step(tmp_path) -> None:
+    # Its retries would read the same bytes: the RetryPolicy does not apply, the worker survives.
+    consumer = fl.FunctionStep(use_fragile, policies=[fl.workflow.policies.RetryPolicy(max_retries=3)])
+    wf = fl.Workflow(outputs=[consumer], workflow_id="fragile-input")
+    with fl.Session(tmp_path / "h.duckdb", workers=1) as session:
+        pids = session.pool.pids()
+        started = time.monotonic()
+        run = session.submit(wf)
+        with pytest.raises(fl.StepFailedError, match=r"use_fragile"):
+            run.wait(timeout=60, raise_on_failure=True)
+        assert time.monotonic() - started < 30
+        step = run.info().steps["use_fragile"]
+        assert (step.state, step.attempts) == (Status.FAILED, 1)
+        assert step.error is not None and step.error.startswith("ValueLoadError: the result of step 'fragile' (a "
+                                                                "Fragile: ")
+        assert "cannot be unpickled in this process: ValueError: this class cannot be rebuilt here" in step.error
+        assert run.info().steps["fragile"].state is Status.SUCCEEDED
+        assert session.submit(_ok_flow()).wait(timeout=60) == 5
+        assert session.pool.pids() == pids  # no crash, no restart
 
 
 def _five():

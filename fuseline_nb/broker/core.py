@@ -57,7 +57,7 @@ from ..workflow.schema import WorkflowSchema
 from ..workflow.status import SKIP_CONDITION, SKIP_NOT_REACHED, Status
 from ..workflow.value import Value, preview, values_of
 from ._fuseline_store import FuselineStoreView
-from .base import Broker, LastTask, StepAssignment, StepReport, WorkerInfo
+from .base import Broker, LastTask, Payload, StepAssignment, StepReport, WorkerInfo
 from .cache import CacheEntry, CacheStore, CacheView, MemoryCacheStore, RunCache, new_entry, serve
 from .live import Compiled, Key, LiveRun, Worker, copy_info, succeeded
 from .registry import idle_workers
@@ -473,7 +473,7 @@ class StorageBroker(Broker):
         self._emit(run, now, "step_started", step, Status.RUNNING, label, attempt, None)
         done = run.results
         results = {src: done[src] for src in run.compiled.sources[step] if src in done}
-        payload = {"workflow_inputs": run.inputs, "results": results, "winners": run.tracker.winners(step)}
+        payload: Payload = {"workflow_inputs": run.inputs, "results": results, "winners": run.tracker.winners(step)}
         return StepAssignment(run.key[0], run_id, step, payload, now, deadline, attempt, run.key[1],
                               run.compiled.timeouts.get(step))
 
@@ -546,11 +546,15 @@ class StorageBroker(Broker):
                     and value.json else value
             if value is not None and value.__class__ is not Value:
                 value = Value.of(value)  # a direct caller's object: made into a value here, once
+            if value is not None:  # named in the error if the notebook cannot open it
+                value.origin = f"the result of step {step!r} of run {run.run_id}"
             try:
                 info.action = resolve_action(run.compiled.plan, step, candidate)
             except UnknownActionError as exc:
                 state, report.error, retryable = Status.FAILED, f"UnknownActionError: {exc}", False
         if state is Status.FAILED:
+            if report.error and report.error.startswith("ValueLoadError:"):
+                retryable = False  # the step never ran: a retry would read the same bytes
             fails = run.failures.get(step, 0) + 1
             run.failures[step] = fails
             max_attempts, wait = run.compiled.retries.get(step, (1, 0))

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import Any, Protocol
 
-from .channel import FrameReader, WorkflowBlob
+from .channel import WorkflowBlob
+from .latency import FrameReader
 
 
 @dataclass(slots=True)
@@ -29,7 +30,7 @@ class Busy:
     run_id: str
     step: str
     attempt: int
-    seconds: float | None  # the step's StepTimeoutPolicy, if any
+    timeout: float | None  # the step's StepTimeoutPolicy, if any
     deadline: float | None = None  # time.monotonic() by which it must report, once started
 
 
@@ -78,12 +79,11 @@ class Supervisor(Protocol):
     def on_load_error(self, ep: Endpoint, text: str) -> None:
         """``ep`` could not load the shipped workflows."""
 
+    def keep_leases(self) -> None:
+        """Extend the leases of the steps live processes hold (called every lease / 3)."""
+
 
 Reply = tuple[Any, ...] | None  # None: parked, or a one-way message
 
-#: A worker gets more than one assignment at a time only after a step shorter than this.
-PREFETCH_BELOW: Final = 0.1
 
-
-
-__all__ = ["PREFETCH_BELOW", "Busy", "Endpoint", "Reply", "Supervisor"]
+__all__ = ["Busy", "Endpoint", "Reply", "Supervisor"]

@@ -28,12 +28,13 @@ from typing import Any
 
 from ..broker.base import StepAssignment, StepReport
 from ..broker.clients import BrokerClient
-from .channel import PROTOCOL_VERSION, REQUEST_KINDS, SLOW_STREAK, decode, send, spin_seconds
-from .endpoint import PREFETCH_BELOW, Busy, Endpoint, Reply, Supervisor
+from ..workflow.events import Event
+from ..workflow.status import Status
+from .channel import PROTOCOL_VERSION, REQUEST_KINDS, decode
+from .endpoint import Busy, Endpoint, Reply, Supervisor
+from .latency import PREFETCH_BELOW, Spin, batch_size, send, spin_seconds
 
 log = logging.getLogger(__name__)
-
-_CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 class ChannelServer:
@@ -95,11 +96,10 @@ class ChannelServer:
         self._dirty = False
         self._draining = False
         self._closing = False
-        #: Seconds to look for the next request without sleeping after handing out work.
-        self.spin = spin_seconds()
+        #: How long to look for the next request without sleeping after handing out work.
+        self.spin = Spin(spin_seconds())
         self._spin_until = 0.0  # spin (see _spin) until then
         self._handed_at = 0.0  # when the last assignments left, until the next request comes
-        self._slow = 0  # how many requests in a row came later than ``spin`` after a hand-out
         self._thread = threading.Thread(target=self._loop, name="fuseline-channel", daemon=True)
         self.ident: int | None = None
         self._handlers: dict[str, Callable[..., Reply]] = {
@@ -141,14 +141,22 @@ class ChannelServer:
         except (BlockingIOError, OSError):  # full (a wake-up is pending anyway) or closed
             pass
 
-    def note_event(self, kind: str) -> None:
-        """Broker event hook (runs under the broker's lock: must stay quick)."""
+    def on_event(self, event: Event) -> None:
+        """The pool's broker listener (runs under the broker's lock: must stay quick).
+
+        Counts the queued steps and wakes parked workers; a held step of a
+        cancelled run has its process stopped.
+        """
+        kind = event.kind
         if kind == "step_queued":
             self.backlog += 1
             if self._parked and threading.get_ident() != self.ident:
                 self.wake()
         elif kind == "step_started":
             self.backlog -= 1
+        elif kind == "step_finished" and event.state is Status.CANCELLED and event.worker is not None \
+                and event.step is not None:
+            self.cancel(event.run_id, event.step)
 
     def cancel(self, run_id: str, step: str) -> None:
         """A held step's run was cancelled: the loop stops the process holding it (any thread)."""
@@ -224,7 +232,7 @@ class ChannelServer:
         except OSError:  # a descriptor closed under us: look again
             return
         if self._handed_at:  # did the last hand-out come back soon enough to be worth a spin?
-            self._slow = 0 if time.perf_counter() - self._handed_at < self.spin else self._slow + 1
+            self.spin.took(time.perf_counter() - self._handed_at)
             self._handed_at = 0.0
         endpoints = self.endpoints
         for key, _ in ready:
@@ -253,14 +261,6 @@ class ChannelServer:
             pass
         return ready
 
-    def _cpu_to_spare(self) -> bool:
-        """Whether a CPU is left over by the workers holding steps (else spinning slows them)."""
-        busy = 0
-        for ep in self.endpoints.values():
-            if ep.held:
-                busy += 1
-        return busy < _CPUS
-
     def _take_pending(self) -> None:
         with self._pending_lock:
             pending, self._pending = self._pending, []
@@ -280,12 +280,7 @@ class ChannelServer:
     def _keep_leases(self, now: float) -> None:
         """Extend the leases of every live worker process holding steps (see ``_beat_every``)."""
         self._next_beat = now + self._beat_every
-        for ep in list(self.endpoints.values()):
-            if ep.held and ep.worker_id is not None and ep.process.is_alive():
-                try:
-                    self.client.keep_alive(ep.worker_id)
-                except Exception as exc:  # e.g. the worker was just unregistered
-                    log.debug("keep-alive for %s failed: %s", ep.label, exc)
+        self.supervisor.keep_leases()
 
     def _drain_wake(self) -> None:
         try:
@@ -381,7 +376,8 @@ class ChannelServer:
             return ("workflows", new)
         if kind != "hello" and worker_id is not None:
             batch: list[StepAssignment] = []
-            want = self._batch_size(ep) if self.prefetch > 1 else 1
+            want = batch_size(self.prefetch, fast=ep.fast, holding=bool(ep.held), backlog=self.backlog,
+                              workers=len(self.endpoints))
             get_step = self.client.get_step
             while len(batch) < want and (a := get_step(worker_id)) is not None:
                 self._track(ep, a)
@@ -389,18 +385,12 @@ class ChannelServer:
             if batch or not wait:
                 if batch:
                     self._handed_at = now = time.perf_counter()
-                    if self._slow < SLOW_STREAK and self.spin and self._cpu_to_spare():
-                        self._spin_until = now + self.spin
+                    if self.spin.wanted():  # only with an idle CPU: not while both workers are busy
+                        self._spin_until = now + self.spin.seconds
                 return ("assignments", batch)
         ep.parked = (kind, worker_id)
         self._parked[ep.label] = ep
         return None
-
-    def _batch_size(self, ep: Endpoint) -> int:
-        if self.prefetch > 1 and ep.fast and not ep.held and \
-                self.backlog >= self.prefetch * max(len(self.endpoints), 1):
-            return self.prefetch
-        return 1
 
     def _track(self, ep: Endpoint, a: StepAssignment) -> None:
         ep.held.append(Busy(a.workflow_id, a.version, a.instance_id, a.step_name, a.attempt, a.timeout))
@@ -410,9 +400,9 @@ class ChannelServer:
     def _start_head(self, ep: Endpoint) -> None:
         """The first held assignment starts now: its timeout counts from here."""
         held = ep.held
-        if held and held[0].seconds:
+        if held and held[0].timeout:
             head = held[0]
-            head.deadline = time.monotonic() + head.seconds  # type: ignore[operator]
+            head.deadline = time.monotonic() + head.timeout  # type: ignore[operator]
             self._timed[ep.label] = ep
         elif self._timed:
             self._timed.pop(ep.label, None)
@@ -455,19 +445,15 @@ class ChannelServer:
             ep.fast = finished - started < PREFETCH_BELOW
         self.client.report_step(worker_id, report)
 
-    def _report_and_get(self, ep: Endpoint, worker_id: str, reports: list[StepReport],
-                        wait: bool) -> Reply:
-        for encoded in reports[:-1]:
-            self._report_oneway(ep, worker_id, [encoded])
-        self._take_report(ep, worker_id, reports[-1])
+    def _report_and_get(self, ep: Endpoint, worker_id: str, report: StepReport, wait: bool) -> Reply:
+        self._take_report(ep, worker_id, report)
         return self._offer(ep, "get_step", worker_id, wait)
 
-    def _report_oneway(self, ep: Endpoint, worker_id: str, reports: list[StepReport]) -> Reply:
-        for encoded in reports:
-            try:
-                self._take_report(ep, worker_id, encoded)
-            except Exception as exc:  # nobody waits for an answer: log it, as ProcessEngine would
-                log.warning("report from worker %s refused: %s", ep.label, exc)
+    def _report_oneway(self, ep: Endpoint, worker_id: str, report: StepReport) -> Reply:
+        try:
+            self._take_report(ep, worker_id, report)
+        except Exception as exc:  # nobody waits for an answer: log it, as ProcessEngine would
+            log.warning("report from worker %s refused: %s", ep.label, exc)
         return None
 
     def _report_only(self, ep: Endpoint, worker_id: str, report: StepReport) -> Reply:

@@ -373,7 +373,9 @@ class DuckDBRuntimeStorage(RuntimeStorage):
     def _result(self, run_id: str, step: str, row: tuple[Any, ...] | None) -> Any:
         if row is None or row[0] is None:
             return self._unpicklable.get((run_id, step))
-        return result_value(*row)
+        value = result_value(*row)
+        value.origin = f"the result of step {step!r} of run {run_id}"
+        return value
 
     # -- lifecycle ---------------------------------------------------------------------------
     def close(self) -> None:

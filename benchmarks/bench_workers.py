@@ -20,17 +20,23 @@ fan-out; DuckDB history <= 1.25x the memory figure; speed-up >= 1.9x on the
 sleeps with 2 workers.
 
 The pool spins briefly for quick replies (see
-``fuseline_nb.worker.channel.spin_seconds``); ``--no-spin`` measures it with
+``fuseline_nb.worker.latency``); ``--no-spin`` measures it with
 that turned off (``FUSELINE_NB_SPIN_US=0``), which shows the cost of the two
-process wake-ups per round trip.
+process wake-ups per round trip; ``--prefetch 1`` hands out one assignment
+per round trip (no batches, no one-way reports).
+
+Wall-clock figures move with the machine's load; the CPU time the kernel
+process and the worker processes spend per step (process CPU clock, and
+``/proc/<pid>/task/*/schedstat`` for the workers) is printed too, from the
+same turns: it moves much less.
 
 ``--fresh`` builds each workflow afresh for every Session run, inside the
 timing, as a notebook does when its cell is run again (targets: fan-out
 <= 2x the floor, chain <= 1.5x, in the same run).
 
 Run: ``.venv/bin/python benchmarks/bench_workers.py`` (add ``--quick`` for a
-smaller, faster pass, ``--no-spin`` to turn spinning off, ``--fresh`` for
-end-to-end figures with building).
+smaller, faster pass, ``--no-spin`` to turn spinning off, ``--prefetch N``,
+``--fresh`` for end-to-end figures with building).
 """
 
 from __future__ import annotations
@@ -46,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 import fuseline_nb as fl
-from fuseline_nb.worker.channel import spin_seconds
+from fuseline_nb.worker.latency import spin_seconds
 
 
 def noop() -> None:
@@ -156,14 +162,38 @@ def sleeps_wf(n: int) -> fl.Workflow:
                        workflow_id=f"bench-sleeps-{n}")
 
 
-def session_runner(session: fl.Session, wf: fl.Workflow | Callable[[], fl.Workflow]) -> Callable[[], float]:
-    """One timed run; ``wf`` may be a builder, called inside the timing (``--fresh``)."""
+def workers_cpu(pids: list[int]) -> float:
+    """CPU seconds the processes ``pids`` used so far, all threads (0 where /proc is missing)."""
+    total = 0
+    for pid in pids:
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                    total += int(f.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                pass
+    return total / 1e9
+
+
+def session_runner(session: fl.Session, wf: fl.Workflow | Callable[[], fl.Workflow],
+                   cpu: list[tuple[float, float]]) -> Callable[[], float]:
+    """One timed run; ``wf`` may be a builder, called inside the timing (``--fresh``).
+
+    Appends (kernel CPU, workers' CPU) seconds of the run to ``cpu``.
+    """
 
     def once() -> float:
+        pids = session.pool.pids() if session.pool is not None else []
+        k0, w0 = time.process_time(), workers_cpu(pids)
         t0 = time.perf_counter()
         run = session.submit(wf if isinstance(wf, fl.Workflow) else wf())
         run.wait()
         took = time.perf_counter() - t0
+        cpu.append((time.process_time() - k0, workers_cpu(pids) - w0))
         assert run.info().state is fl.Status.SUCCEEDED, run.info().failures()
         return took
 
@@ -175,6 +205,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="smaller workloads, one repeat")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--no-spin", action="store_true", help="pool waits for replies without spinning")
+    ap.add_argument("--prefetch", type=int, default=4, help="most assignments a worker gets at once (default 4)")
     ap.add_argument("--fresh", action="store_true",
                     help="build each workflow afresh for every run, inside the timing (a notebook re-running "
                          "its cell): end to end = build + submit + run + wait")
@@ -197,8 +228,8 @@ def main() -> None:
     # best of `repeat` turns after a warm-up turn.
     tmp = tempfile.TemporaryDirectory()
     floor = Floor()
-    mem = fl.Session(None, workers=2)
-    duck = fl.Session(str(Path(tmp.name) / "bench.duckdb"), workers=2)
+    mem = fl.Session(None, workers=2, prefetch=args.prefetch)
+    duck = fl.Session(str(Path(tmp.name) / "bench.duckdb"), workers=2, prefetch=args.prefetch)
     strict = min(floor.pingpong(chain_n) for _ in range(repeat + 1)) / chain_n * 1e6
     floor_jobs = {
         "chain": lambda: floor.chain(chain_n),
@@ -206,13 +237,17 @@ def main() -> None:
         "sleeps": lambda: floor.spread(sleep_n, 0.01, False),
     }
     best: dict[str, dict[str, float]] = {"floor": {}, "memory": {}, "duckdb": {}}
+    cpu: dict[str, dict[str, list[tuple[float, float]]]] = {"memory": {}, "duckdb": {}}
     try:
         for name, (wf, _) in shapes.items():
             made: fl.Workflow | Callable[[], fl.Workflow] = builders[name] if args.fresh else wf
-            jobs = {"floor": floor_jobs[name], "memory": session_runner(mem, made),
-                    "duckdb": session_runner(duck, made)}
+            jobs = {"floor": floor_jobs[name],
+                    "memory": session_runner(mem, made, cpu["memory"].setdefault(name, [])),
+                    "duckdb": session_runner(duck, made, cpu["duckdb"].setdefault(name, []))}
             for job in jobs.values():
                 job()  # warm-up: workers started, workflow shipped, code paths hot
+            for runs in cpu.values():
+                runs[name].clear()
             # short workloads are cheap: more turns make the best one a better estimate
             turns = {"chain": 3 * repeat, "fan-out": 2 * repeat}.get(name, max(1, repeat // 2))
             for _ in range(turns):
@@ -238,7 +273,15 @@ def main() -> None:
     print(f"\nsleeps ({sleep_n} x 10 ms, serial {serial:.2f} s): speed-up with 2 workers — "
           f"floor {serial / floor_t['sleeps']:.2f}x, memory {serial / mem_t['sleeps']:.2f}x, "
           f"duckdb {serial / duck_t['sleeps']:.2f}x")
-    print(f"spin: {spin_seconds() * 1e6:.0f} us")
+    print("\nCPU per step (median of the turns): kernel process / the two worker processes")
+    for name, (_, n) in shapes.items():
+        line = []
+        for kind in ("memory", "duckdb"):
+            runs = sorted(cpu[kind][name])
+            k, w = runs[len(runs) // 2] if runs else (0.0, 0.0)
+            line.append(f"{kind} {k / n * 1e6:6.0f} / {w / n * 1e6:4.0f} us")
+        print(f"{name:<10} {'   '.join(line)}")
+    print(f"spin: {spin_seconds() * 1e6:.0f} us, prefetch: {args.prefetch}")
     print("targets: chain mem/floor <= 1.5x, fan-out mem/floor <= 2x, duck/mem <= 1.25x, speed-up >= 1.9x")
 
 

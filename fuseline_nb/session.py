@@ -28,10 +28,10 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .broker.base import Broker
-from .broker.core import MemoryBroker
+from .broker.opening import open_broker
 from .errors import PicklingError, StorageClosedError, StorageError
 from .workflow.events import Event
-from .workflow.graph import Workflow, run_inputs
+from .workflow.graph import Workflow, paused_gc, run_inputs
 from .workflow.runinfo import RunInfo
 from .workflow.stale import warn_stale
 from .workflow.status import Status
@@ -41,16 +41,6 @@ if TYPE_CHECKING:
     from .rungroup import RunGroup
 
 log = logging.getLogger(__name__)
-
-
-def _open_broker(path: str | os.PathLike[str] | None, lease_seconds: float, cache: bool) -> Broker:
-    if path is None:
-        return MemoryBroker(lease_seconds=lease_seconds, cache=cache)
-    if os.fspath(path) == ":memory:":
-        path = ":memory:"
-    from .broker import DuckDBBroker  # imports duckdb: only when history goes to a file
-
-    return DuckDBBroker(os.fspath(path), lease_seconds=lease_seconds, cache=cache)  # type: ignore[no-any-return]
 
 
 def _input_values(inputs: Mapping[str, Any]) -> dict[str, Value]:
@@ -190,7 +180,7 @@ class Session:
             raise ValueError(f"workers must be >= 0, not {workers!r}")
         self.path = os.fspath(path) if path is not None else None
         _take_over(_file_key(self.path))
-        self.broker: Broker = _open_broker(path, lease_seconds, bool(cache))
+        self.broker: Broker = open_broker(path, lease_seconds=lease_seconds, cache=bool(cache))
         self._done: dict[str, threading.Event] = {}
         self._done_lock = threading.Lock()
         self._runs: weakref.WeakValueDictionary[str, Run] = weakref.WeakValueDictionary()
@@ -293,18 +283,19 @@ class Session:
         if not isinstance(wf, Workflow):
             raise TypeError(_not_a_workflow(wf))
         inputs = run_inputs(inputs)
-        wf.refresh()
-        wf.to_schema().check_inputs(inputs)  # before anything is shipped
-        values = _input_values(inputs)
-        warn_stale(wf, stacklevel=2)
-        wf.settle_version(self.broker.list_workflows())
-        if self.pool is not None:
-            self.pool.check()
-            self.pool.add_workflow(wf, refresh=False)  # refreshed above
-        if cache is None and not rerun:
-            run_id = self.broker.dispatch_workflow(wf.to_schema(), values)
-        else:
-            run_id = self.broker.dispatch_workflow(wf.to_schema(), values, cache=cache, rerun=list(rerun))
+        with paused_gc():  # a large workflow's schema, bytes and run records are long-lived: no rescans
+            wf.refresh()
+            wf.to_schema().check_inputs(inputs)  # before anything is shipped
+            values = _input_values(inputs)
+            warn_stale(wf, stacklevel=2)
+            wf.settle_version(self.broker.list_workflows())
+            if self.pool is not None:
+                self.pool.check()
+                self.pool.add_workflow(wf, refresh=False)  # refreshed above
+            if cache is None and not rerun:
+                run_id = self.broker.dispatch_workflow(wf.to_schema(), values)
+            else:
+                run_id = self.broker.dispatch_workflow(wf.to_schema(), values, cache=cache, rerun=list(rerun))
         run = self._runs[run_id] = Run(self, run_id, wf)
         run._final = self._early.pop(run_id, None)
         return run

@@ -146,3 +146,22 @@ def _soak(width: int = 50) -> Workflow:
 
 
 soak = _soak()
+
+
+def _hold_the_gil(n: int) -> int:
+    return sum(range(int(n)))  # one C call: the process's own heartbeat thread cannot run meanwhile
+
+
+#: One step that holds the GIL as long as ``n`` says (issue 18: its lease must outlive it).
+gil = Workflow(outputs=[FunctionStep(_hold_the_gil, name="hold")], workflow_id="http-gil")
+
+
+def _hanging() -> Workflow:
+    from fuseline_nb import StepTimeoutPolicy
+
+    step = FunctionStep(_hold_the_gil, name="hang", policies=[StepTimeoutPolicy(1.0)])
+    return Workflow(outputs=[step], workflow_id="http-hang")
+
+
+#: One step that holds the GIL past its 1 s StepTimeoutPolicy (so only killing its process stops it).
+hanging = _hanging()

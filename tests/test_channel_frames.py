@@ -1,4 +1,4 @@
-"""The worker channel's framing: FrameReader against multiprocessing's own Connection framing."""
+"""The worker channel's latency measures: FrameReader against multiprocessing's own Connection framing, and when to spin."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ import time
 
 import pytest
 
-from fuseline_nb.worker.channel import ChannelClient, FrameReader, receive, send
+from fuseline_nb.worker import latency
+from fuseline_nb.worker.channel import ChannelClient
+from fuseline_nb.worker.latency import FrameReader, Spin, receive, send
 
 
 @pytest.fixture
@@ -80,34 +82,61 @@ def test_spin_gives_up_after_its_time_and_sees_data_at_once(pipe):
     assert pickle.loads(reader.next()) == ("ok", None)
 
 
-def test_client_stops_spinning_after_slow_replies_and_resumes_after_a_quick_one(pipe):
+class _IdleCpu:
+    def cpu_idle(self, now: float) -> bool:
+        return True
+
+
+def test_spinning_stops_after_two_slow_replies_and_resumes_after_a_quick_one(monkeypatch):
+    monkeypatch.setattr(latency, "_load", _IdleCpu())
+    spin = Spin(0.02)
+    wanted = []
+    for took in (0.1, 0.1, 0.1, 0.0, 0.0):
+        wanted.append(spin.wanted())
+        spin.took(took)
+    assert wanted == [True, True, False, False, True]
+    assert not Spin(0.0).wanted()  # FUSELINE_NB_SPIN_US=0
+
+
+@pytest.mark.parametrize(("loadavg", "idle"), [(b"0.50 0.40 0.30 1/412 999\n", True),
+                                               (b"3.10 2.90 2.00 9/412 999\n", False)])
+def test_nobody_spins_while_the_machine_has_no_idle_cpu(tmp_path, monkeypatch, loadavg, idle):
+    # spinning on a busy machine takes the CPU the other side needs: it waits for an idle one
+    monkeypatch.setattr(latency, "_CPUS", 2)
+    fake = tmp_path / "loadavg"
+    fake.write_bytes(loadavg)
+    load = latency._Load()
+    if load.fd is not None:
+        os.close(load.fd)
+    load.fd = os.open(fake, os.O_RDONLY)
+    try:
+        monkeypatch.setattr(latency, "_load", load)
+        assert Spin(0.0001).wanted() is idle
+        fake.write_bytes(b"0.00 0.00 0.00 1/412 999\n")
+        assert Spin(0.0001).wanted() is idle  # looked at again only after LOAD_EVERY seconds
+        time.sleep(latency.LOAD_EVERY)
+        assert Spin(0.0001).wanted() is True
+    finally:
+        os.close(load.fd)
+
+
+def test_a_spinning_client_gets_its_replies_quick_or_slow(pipe):
     a, b = pipe
     client = ChannelClient(a, spin=0.02)
-    spins = []
-
-    class Counting(FrameReader):
-        def spin(self, seconds: float) -> bool:
-            spins.append(seconds)
-            return super().spin(seconds)
-
-    client._reader = Counting(a)
 
     def answer(delay: float) -> None:
         receive(b)
         time.sleep(delay)
         send(b, ("ok", {"status": "ok"}))
 
-    # spins while fewer than two replies in a row were slow; a quick reply starts it again
-    for delay, slow, spun in ((0.1, 1, 1), (0.1, 2, 2), (0.1, 3, 2), (0.0, 0, 2), (0.0, 0, 3)):
+    for delay in (0.1, 0.1, 0.0, 0.0):
         t = threading.Thread(target=answer, args=(delay,))
         t.start()
         t0 = time.perf_counter()
         assert client.status() == {"status": "ok"}
-        took = time.perf_counter() - t0
+        assert time.perf_counter() - t0 >= delay
         t.join()
-        assert client._slow == slow
-        assert len(spins) == spun
-        assert took >= delay
+    assert client.spin.slow == 0
 
 
 def test_a_worker_pipe_says_what_it_cannot_do(pipe):

@@ -5,12 +5,12 @@ DuckDB file: restarting it on the same file resumes unfinished runs.
 It binds 127.0.0.1 unless told otherwise, and refuses any other address
 without a token (``--token`` or ``FUSELINE_NB_TOKEN``).
 
-``worker`` imports the named workflows (``MODULE:ATTR``), starts
-``--processes`` worker processes (spawn context), each running
-``ProcessEngine(HttpBrokerClient(...), workflows).work(block=True)``, and
-restarts a process that dies. SIGTERM or SIGINT stops them cleanly: each
-finishes its current step, reports it, and leaves the broker; a second
-signal kills them. ``worker --dask ADDRESS`` runs the steps on a Dask
+``worker`` imports the named workflows (``MODULE:ATTR``) and runs
+``--processes`` worker processes under the worker supervisor the kernel's
+pool uses too (:mod:`fuseline_nb.worker.remote`): it restarts a process that
+dies, keeps the lease of a step while its process lives, and enforces step
+timeouts. SIGTERM or SIGINT stops them cleanly: each finishes its current
+step, reports it, and leaves the broker; a second signal kills them. ``worker --dask ADDRESS`` runs the steps on a Dask
 cluster instead (:mod:`fuseline_nb.cli.dask_bridge`).
 
 Examples
@@ -27,26 +27,18 @@ Examples
 from __future__ import annotations
 
 import argparse
-import importlib
 import ipaddress
 import logging
-import multiprocessing as mp
 import os
 import signal
-import socket
 import sys
-import threading
-import time
-from collections.abc import Callable, Sequence
-from multiprocessing.connection import wait as wait_any
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
 log = logging.getLogger(__name__)
 
 TOKEN_ENV = "FUSELINE_NB_TOKEN"
-_FATAL = 3  # a worker process's exit code when retrying cannot help (bad token, schema clash)
-_CANCELLED = 4  # a worker process's exit code after the run of its step was cancelled (replace it)
 
 
 def is_loopback(host: str) -> bool:
@@ -98,16 +90,13 @@ def _token(args: argparse.Namespace) -> str | None:
 
 # -- broker -------------------------------------------------------------------------------
 def _open_broker(db: str | None, lease_seconds: float, worker_ttl: float | None = None) -> Any:
+    from ..broker.opening import open_broker
+
     # a worker whose keep-alives and polls stopped (its process was killed) is pruned from the list
     ttl = worker_ttl if worker_ttl is not None else max(3 * lease_seconds, 120.0)
     if db is None:
-        from ..broker import MemoryBroker
-
         log.warning("no --db given: runs are kept in memory and lost when the broker stops")
-        return MemoryBroker(lease_seconds=lease_seconds, worker_ttl=ttl)
-    from ..broker import DuckDBBroker
-
-    return DuckDBBroker(db, lease_seconds=lease_seconds, worker_ttl=ttl)
+    return open_broker(db, lease_seconds=lease_seconds, worker_ttl=ttl)
 
 
 def broker_main(args: argparse.Namespace) -> int:
@@ -160,179 +149,6 @@ def broker_main(args: argparse.Namespace) -> int:
 
 
 # -- worker -------------------------------------------------------------------------------
-def load_workflow(spec: str) -> Any:
-    """Import ``MODULE:ATTR`` (ATTR may be dotted) and return the :class:`Workflow` it names.
-
-    Examples
-    --------
-    >>> load_workflow("fuseline_nb.examples:tour").workflow_id == __import__("fuseline_nb.examples").examples.tour.workflow_id
-    True
-    """
-    from ..workflow.graph import Workflow
-
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise ValueError(f"workflow {spec!r}: expected MODULE:ATTR, e.g. etl.flows:daily")
-    try:
-        obj: Any = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ValueError(f"workflow {spec!r}: cannot import module {module_name!r} ({exc}); "
-                         "is it on PYTHONPATH?") from exc
-    for part in attr.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise ValueError(f"workflow {spec!r}: module {module_name!r} has no attribute {attr!r}") from None
-    if not isinstance(obj, Workflow):
-        raise ValueError(f"workflow {spec!r}: expected a Workflow, found {type(obj).__name__}")
-    return obj
-
-
-def _serve_steps(specs: list[str], url: str, token: str | None, name: str | None, poll_wait: float) -> None:
-    """One worker process: register, fetch-run-report until told to stop, then leave."""
-    from ..broker.http_client import HttpBrokerClient
-    from ..errors import (
-        BrokerAuthError,
-        BrokerUnavailableError,
-        SchemaMismatchError,
-        UnknownRunError,
-        UnknownWorkerError,
-    )
-    from ..worker.engine import ProcessEngine
-
-    logging.basicConfig(level=logging.INFO if os.environ.get("FUSELINE_NB_VERBOSE") else logging.WARNING,
-                        format=f"%(levelname)s worker {os.getpid()} %(name)s: %(message)s")
-    stopping = threading.Event()
-    engine: ProcessEngine | None = None
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        stopping.set()
-        if engine is not None:
-            engine.stop()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    _watch_parent(os.getppid(), lambda: on_signal(signal.SIGTERM, None))
-    def on_cancel(a: Any) -> None:  # the step cannot be stopped in this thread: end the process
-        log.warning("step %r of run %s was cancelled: this worker process stops (another starts)",
-                    a.step_name, a.instance_id)
-        logging.shutdown()
-        os._exit(_CANCELLED)
-
-    workflows = [load_workflow(s) for s in specs]
-    name = name or f"{socket.gethostname()}/{os.getpid()}"
-    client = HttpBrokerClient(url, token, poll_wait=poll_wait, retries=2)
-    pause = 0.5
-    try:
-        while not stopping.is_set():
-            try:
-                if engine is None:
-                    engine = ProcessEngine(client, workflows, name=name, on_cancel=on_cancel)
-                    log.info("registered as %s at %s", engine.worker_id, url)
-                    if stopping.is_set():
-                        break
-                engine.work(block=True, poll_interval=0.05)
-                pause = 0.5
-            except BrokerUnavailableError as exc:
-                log.warning("%s; trying again in %.1fs", exc, pause)
-                stopping.wait(pause)
-                pause = min(pause * 2, 10.0)
-            except (UnknownRunError, UnknownWorkerError) as exc:  # e.g. a memory broker restarted
-                log.warning("step dropped: %s", exc)
-            except (BrokerAuthError, SchemaMismatchError) as exc:
-                log.error("%s", exc)
-                sys.exit(_FATAL)
-    finally:
-        if engine is not None:
-            try:
-                client.unregister_worker(engine.worker_id)
-            except Exception as exc:  # leaving is best effort: the lease covers a lost goodbye
-                log.info("could not unregister: %s", exc)
-        client.close()
-
-
-def _watch_parent(parent_pid: int, stop: Callable[[], None], every: float = 0.5) -> None:
-    """Stop this worker process when its supervisor is gone (killed with SIGKILL, it could not say so).
-
-    The step in hand is finished and reported, then the process unregisters and exits.
-    """
-
-    def watch() -> None:
-        while os.getppid() == parent_pid:
-            time.sleep(every)
-        log.warning("the fuseline-nb worker supervisor (pid %s) is gone: stopping after this step", parent_pid)
-        stop()
-
-    threading.Thread(target=watch, name="fuseline-parent-watch", daemon=True).start()
-
-
-class _Supervisor:
-    """Starts N worker processes, restarts one that dies, stops all on a signal."""
-
-    def __init__(self, specs: list[str], url: str, token: str | None, name: str | None,
-                 processes: int, poll_wait: float, grace: float) -> None:
-        self.ctx = mp.get_context("spawn")
-        self.args = (specs, url, token, name, poll_wait)
-        self.n, self.grace = processes, grace
-        self.procs: list[Any] = []
-        self.stop_requested = 0
-        self.quick_deaths = 0
-
-    def spawn(self) -> Any:
-        p = self.ctx.Process(target=_serve_steps, args=self.args, name="fuseline-nb-worker", daemon=False)
-        p.start()
-        p.started_at = time.monotonic()  # type: ignore[attr-defined]
-        return p
-
-    def on_signal(self, signum: int, _frame: Any) -> None:
-        self.stop_requested += 1
-        for p in self.procs:
-            if p.is_alive() and p.pid is not None:
-                try:
-                    os.kill(p.pid, signal.SIGKILL if self.stop_requested > 1 else signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-
-    def run(self) -> int:
-        signal.signal(signal.SIGTERM, self.on_signal)
-        signal.signal(signal.SIGINT, self.on_signal)
-        self.procs = [self.spawn() for _ in range(self.n)]
-        while not self.stop_requested:
-            wait_any([p.sentinel for p in self.procs], timeout=1.0)
-            for i, p in enumerate(self.procs):
-                if p.is_alive() or self.stop_requested:
-                    continue
-                if p.exitcode == _FATAL:
-                    log.error("a worker process cannot go on (see above); stopping")
-                    self.on_signal(signal.SIGTERM, None)
-                    self._join()
-                    return 1
-                lived = time.monotonic() - p.started_at
-                if p.exitcode == _CANCELLED:
-                    log.info("worker process %s stopped its cancelled step; starting another", p.pid)
-                    self.procs[i] = self.spawn()
-                    continue
-                self.quick_deaths = self.quick_deaths + 1 if lived < 5 else 0
-                if self.quick_deaths >= 3 * self.n:
-                    log.error("worker processes keep dying at start (last exit code %s); giving up", p.exitcode)
-                    self.on_signal(signal.SIGTERM, None)
-                    self._join()
-                    return 1
-                log.warning("worker process %s exited with code %s; starting another", p.pid, p.exitcode)
-                self.procs[i] = self.spawn()
-        return self._join()
-
-    def _join(self) -> int:
-        deadline = time.monotonic() + self.grace
-        for p in self.procs:
-            p.join(max(deadline - time.monotonic(), 0.1))
-            if p.is_alive():
-                log.warning("worker process %s did not stop within %.0fs: killing it", p.pid, self.grace)
-                p.kill()
-                p.join()
-        return 0
-
-
 def worker_main(args: argparse.Namespace) -> int:
     """Start ``--processes`` workers for the broker at ``--broker``; return when stopped."""
     if args.processes < 1:
@@ -343,11 +159,12 @@ def worker_main(args: argparse.Namespace) -> int:
         print(f"fuseline-nb worker: --broker must be an http:// or https:// URL, e.g. "
               f"http://127.0.0.1:8000, not {args.broker!r}", file=sys.stderr)
         return 2
-    sys.path.insert(0, os.getcwd())  # MODULE:ATTR may name a module in the current directory
+    from .loader import load_workflow
+
     try:
         for spec in args.workflows:
             load_workflow(spec)
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:
         print(f"fuseline-nb worker: {exc}", file=sys.stderr)
         return 2
     token = _token(args)
@@ -358,10 +175,11 @@ def worker_main(args: argparse.Namespace) -> int:
         return bridge_main(args)
     if getattr(args, "verbose", False):
         os.environ["FUSELINE_NB_VERBOSE"] = "1"  # the worker processes log at INFO too
-    sup = _Supervisor(list(args.workflows), args.broker, token, args.name, args.processes,
-                      args.poll_wait, args.grace)
+    from ..worker.remote import run_workers
+
     print(f"fuseline-nb worker: {args.processes} process(es) for {args.broker}", file=sys.stderr, flush=True)
-    return sup.run()
+    return run_workers(list(args.workflows), load_workflow, args.broker, token, args.name, args.processes,
+                       args.poll_wait, args.grace)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -379,4 +197,4 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["add_parser", "broker_main", "is_loopback", "load_workflow", "main", "worker_main"]
+__all__ = ["add_parser", "broker_main", "is_loopback", "main", "worker_main"]

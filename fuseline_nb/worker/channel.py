@@ -18,20 +18,13 @@ and is opened only by the worker that runs the consuming step. Errors travel
 as ``(type name, message)`` and are raised again as the same class.
 
 The hot path is at most one round trip per step: a worker's
-``report_and_get`` carries its report and receives its next assignment —
-several while many short steps are queued, and then the reports of all but
-the last travel one-way (``report``), batched for at most
-:data:`OUTBOX_DELAY`, so the worker never waits for the kernel between them. A worker that asks for work when none is ready is
-*parked* (its request stays unanswered) until a step is queued; the server
-is woken by broker events, so idle workers cost nothing and nobody polls.
-
-Latency. A message is one ``os.write`` (header and body together) and is
-read with one ``os.read`` (:class:`FrameReader`). While replies come back
-within :func:`spin_seconds` (100 µs by default), the waiting side looks for
-the reply for that long before it sleeps: on a chain of short steps this
-saves the two process wake-ups of every round trip. The spin is bounded,
-stops as soon as replies are slower, and the kernel spins only while a CPU
-is left over by the workers holding steps.
+``report_and_get`` carries its report and receives its next assignments. A
+worker that asks for work when none is ready is *parked* (its request stays
+unanswered) until a step is queued; the server is woken by broker events, so
+idle workers cost nothing and nobody polls. What keeps that round trip short
+(one write and one read per message, several assignments per round trip
+with one-way reports, a short spin for a quick reply) is all in
+:mod:`~fuseline_nb.worker.latency`.
 
 Examples
 --------
@@ -60,12 +53,12 @@ from ..workflow.runinfo import RunInfo
 from ..workflow.schema import WorkflowSchema
 from ..workflow.status import Status
 from ..workflow.value import Value, values_of
-from .framing import SLOW_STREAK, SPIN_DEFAULT_US, SPIN_ENV, FrameReader, receive, send, spin_seconds
+from .latency import FrameReader, Spin, send
 
 log = logging.getLogger(__name__)
 
 #: Bumped when a message changes shape; a worker of another version is refused.
-PROTOCOL_VERSION: Final = 1
+PROTOCOL_VERSION: Final = 2
 
 RequestKind = Literal[
     "hello", "load_error", "register_worker", "unregister_worker", "get_step", "report_and_get",
@@ -81,10 +74,6 @@ ReplyKind = Literal["ok", "error", "assignments", "workflows", "stop"]
 REPLY_KINDS: Final[tuple[str, ...]] = ("ok", "error", "assignments", "workflows", "stop")
 #: Requests the kernel never answers (a worker holding more work does not wait).
 ONE_WAY: Final = frozenset({"report"})
-#: A held step's report waits at most this long (seconds) to travel with others...
-OUTBOX_DELAY: Final = 0.002
-#: ...or until this many are waiting.
-OUTBOX_MAX: Final = 16
 
 #: A workflow as shipped to workers: ``((workflow_id, version), cloudpickle bytes)``.
 WorkflowBlob = tuple[tuple[str, str], bytes]
@@ -152,8 +141,8 @@ class ChannelClient(BrokerClient):
 
     ``on_workflows`` is called with new :data:`WorkflowBlob` s the kernel
     ships to a running worker; it returns the worker id to continue with.
-    ``spin`` (seconds) is how long to look for a reply before sleeping, while
-    replies come that fast (see :func:`spin_seconds`).
+    ``spin`` (seconds) is how long to look for a reply before sleeping (see
+    :class:`~fuseline_nb.worker.latency.Spin`).
 
     Examples
     --------
@@ -165,33 +154,26 @@ class ChannelClient(BrokerClient):
 
     def __init__(self, conn: Any, *, wait: bool = False, spin: float = 0.0) -> None:
         self._conn = conn
-        #: Seconds to wait for a reply without sleeping before blocking (pool workers: a little).
-        self.spin = spin
-        self._slow = 0  # how many replies in a row took longer than ``spin``
+        self.spin = Spin(spin)
         self._reader = FrameReader(conn)
         self._rt_lock = threading.Lock()  # one request/reply pair at a time
         self._send_lock = threading.Lock()  # one message on the wire at a time
         self.wait = wait
         self._next: deque[StepAssignment] = deque()
         self.on_workflows: Callable[[list[WorkflowBlob]], str] | None = None
-        # Reports of held steps wait here briefly and travel together.
-        self._outbox: list[StepReport] = []
-        self._outbox_worker: str | None = None
-        self._outbox_lock = threading.Lock()
-        self._outbox_due = threading.Event()
-        self._flusher: threading.Thread | None = None
 
     def _roundtrip(self, kind: RequestKind, *args: Any) -> tuple[Any, ...]:
         with self._rt_lock:
             try:
                 with self._send_lock:
                     send(self._conn, (kind, args))
-                if self.spin:
+                spin = self.spin
+                if spin.seconds:
                     sent = time.perf_counter()
-                    if self._slow < SLOW_STREAK:
-                        self._reader.spin(self.spin)
+                    if spin.wanted():
+                        self._reader.spin(spin.seconds)
                     reply = decode(self._reader.next())
-                    self._slow = 0 if time.perf_counter() - sent < self.spin else self._slow + 1
+                    spin.took(time.perf_counter() - sent)
                 else:
                     reply = decode(self._reader.next())
             except (EOFError, OSError) as exc:
@@ -209,35 +191,6 @@ class ChannelClient(BrokerClient):
                 send(self._conn, (kind, args))
             except (EOFError, OSError) as exc:
                 raise ChannelClosed("the kernel closed the worker channel") from exc
-
-    def _take_outbox(self) -> list[StepReport]:
-        with self._outbox_lock:
-            batch, self._outbox = self._outbox, []
-        return batch
-
-    def _flush(self) -> None:
-        # Sent under the outbox lock, so these reports reach the kernel before
-        # anything the main thread sends after taking the (then empty) outbox.
-        with self._outbox_lock:
-            batch, self._outbox = self._outbox, []
-            if batch and self._outbox_worker is not None:
-                self._post("report", self._outbox_worker, batch)
-
-    def _flush_soon(self) -> None:
-        if self._flusher is None:
-            self._flusher = threading.Thread(target=self._flush_loop, name="fuseline-reports", daemon=True)
-            self._flusher.start()
-        self._outbox_due.set()
-
-    def _flush_loop(self) -> None:
-        while True:
-            self._outbox_due.wait()
-            self._outbox_due.clear()
-            time.sleep(OUTBOX_DELAY)
-            try:
-                self._flush()
-            except ChannelClosed:
-                return
 
     def _call(self, kind: RequestKind, *args: Any) -> Any:
         return self._roundtrip(kind, *args)[1]
@@ -286,16 +239,9 @@ class ChannelClient(BrokerClient):
                     f"PicklingError: the result of step {report.step_name!r} (a "
                     f"{type(report.result).__name__}) cannot be sent back to the kernel: {exc}"))
         if self.wait and self._next:  # more work in hand: do not wait for the kernel
-            with self._outbox_lock:
-                self._outbox.append(encoded)
-                self._outbox_worker = worker_id
-                full = len(self._outbox) >= OUTBOX_MAX
-            if full:
-                self._flush()
-            else:
-                self._flush_soon()
+            self._post("report", worker_id, encoded)
         elif self.wait:
-            self._fetch("report_and_get", worker_id, [*self._take_outbox(), encoded])
+            self._fetch("report_and_get", worker_id, encoded)
         else:
             self._call("report_step", worker_id, encoded)
 
@@ -322,20 +268,14 @@ class ChannelClient(BrokerClient):
 
 
 __all__ = [
+    "ONE_WAY",
     "PROTOCOL_VERSION",
     "REPLY_KINDS",
     "REQUEST_KINDS",
-    "SLOW_STREAK",
-    "SPIN_DEFAULT_US",
-    "SPIN_ENV",
     "ChannelClient",
     "ChannelClosed",
-    "FrameReader",
     "WorkflowBlob",
     "decode",
     "encode",
     "rebuild_error",
-    "receive",
-    "send",
-    "spin_seconds",
 ]

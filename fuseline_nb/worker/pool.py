@@ -5,7 +5,10 @@ Each worker is a fresh interpreter (``spawn``, or ``forkserver``; never
 :class:`~fuseline_nb.worker.channel.ChannelClient`. Workflows travel by value
 (:mod:`~fuseline_nb.worker.shipping`), so steps defined in notebook cells
 run there. One :class:`~fuseline_nb.worker.server.ChannelServer` thread in
-the kernel serves every worker and watches them:
+the kernel serves every worker and watches them; what happens to a process
+that dies, a step that passes its ``StepTimeoutPolicy`` or is cancelled, is
+the :class:`~fuseline_nb.worker.supervisor.WorkerSupervisor`'s to do (the one
+``fuseline-nb worker`` uses too):
 
 * a process that dies (its sentinel fires) is replaced at once, and its
   step goes back to the queue as a new attempt — a step that kills its
@@ -30,7 +33,6 @@ Examples
 from __future__ import annotations
 
 import atexit
-import itertools
 import logging
 import multiprocessing
 import os
@@ -40,16 +42,17 @@ import weakref
 from collections.abc import Iterable
 from typing import Any
 
-from ..broker.base import Broker, StepReport
+from ..broker.base import Broker
 from ..broker.clients import BrokerClient, LocalBrokerClient
+from ..broker.state import Assignment
 from ..errors import SchemaMismatchError, WorkerError
 from ..workflow.graph import Workflow
-from ..workflow.status import Status
 from .channel import WorkflowBlob
 from .mainguard import check_main_guard
 from .process import worker_main
 from .server import ChannelServer, Endpoint
 from .shipping import load_definition, ship
+from .supervisor import WorkerSupervisor
 
 log = logging.getLogger(__name__)
 
@@ -108,19 +111,15 @@ class WorkerPool:
         self.max_crashes = int(max_crashes)
         self.poll_interval = poll_interval
         self.prefetch = int(prefetch)
-        #: Why the pool cannot run steps (workers cannot start or load workflows), else ``None``.
-        self.error: Exception | None = None
         self._ctx: Any = multiprocessing.get_context(context)
         self._lock = threading.RLock()
         self._blobs: list[WorkflowBlob] = []
         self._shipped: dict[tuple[str, str], Workflow] = {}
         self._shipped_fps: dict[tuple[str, str], dict[str, str]] = {}  # fingerprints the workers hold
         self._blobs_by_key: dict[tuple[str, str], bytes] = {}  # the latest blob of each workflow
-        self._procs: dict[str, Any] = {}
-        self._labels = itertools.count(1)
-        self._crashes: dict[tuple[str, str], int] = {}
-        self._startup_failures = 0
         self._server: ChannelServer | None = None
+        self._sup = WorkerSupervisor(self.client, self._start_process, self.processes, max_crashes=max_crashes,
+                                     detach=self._detach, held=self._running)
         self._unsubscribe: Any = None
         self._state = "new"  # new -> running -> stopped
         self._atexit: Any = None
@@ -138,10 +137,9 @@ class WorkerPool:
             self._server = ChannelServer(self.client, self, poll_interval=self.poll_interval,
                                          prefetch=self.prefetch)
             if self.broker is not None:
-                self._unsubscribe = self.broker.subscribe(_event_hook(self._server))
+                self._unsubscribe = self.broker.subscribe(self._server.on_event)
             self._server.start()
-            for _ in range(self.processes):
-                self._spawn()
+            self._sup.start()
             self._atexit = _stop_at_exit(weakref.ref(self))
             atexit.register(self._atexit)
         return self
@@ -160,21 +158,14 @@ class WorkerPool:
             self._state = "stopping"
             server = self._server
             assert server is not None
-        server.drain()
-        deadline = time.monotonic() + timeout
-        for proc in list(self._procs.values()):
-            proc.join(max(0.0, deadline - time.monotonic()))
-        for proc in list(self._procs.values()):
-            if proc.is_alive():
-                log.warning("worker %s (pid %s) still busy at shutdown: killed", proc.name, proc.pid)
-                proc.kill()
-                proc.join(2.0)
+        self._sup.stop(server.drain, timeout)
         end = time.monotonic() + 2.0
         while server.endpoints and server.alive and time.monotonic() < end:
             time.sleep(0.01)  # let the server see the sentinels and unregister the workers
+        left = list(server.endpoints.values())
         server.close()
-        for ep in list(server.endpoints.values()):
-            self._forget(ep)
+        for ep in left:  # gone unseen: they leave the broker too
+            self._sup.exited(ep)
         if self._unsubscribe is not None:
             self._unsubscribe()
         if self._atexit is not None:
@@ -194,8 +185,12 @@ class WorkerPool:
 
     def pids(self) -> list[int]:
         """Process ids of the current worker processes."""
-        with self._lock:
-            return [p.pid for p in self._procs.values() if p.pid is not None]
+        return self._sup.pids()
+
+    @property
+    def error(self) -> Exception | None:
+        """Why the pool cannot run steps (workers cannot start or load workflows), else ``None``."""
+        return self._sup.error
 
     def worker_names(self) -> dict[str, str]:
         """Broker worker id -> process label (``w1``, ``w2``...) of every worker this pool ran."""
@@ -205,7 +200,7 @@ class WorkerPool:
         """Raise :attr:`error` when the pool cannot run steps."""
         if self.error is None and self._state == "running" and self._server is not None \
                 and not self._server.alive:
-            self.error = WorkerError("the thread serving the worker processes has stopped; see the log")
+            self._sup.error = WorkerError("the thread serving the worker processes has stopped; see the log")
         if self.error is not None:
             raise self.error
 
@@ -318,10 +313,9 @@ class WorkerPool:
         """The shipped workflows, oldest first (the server's view)."""
         return self._blobs
 
-    # -- processes -------------------------------------------------------------------------
-    def _spawn(self) -> None:
+    # -- processes (the supervisor starts, replaces and kills them) ------------------------
+    def _start_process(self, label: str) -> Endpoint:
         assert self._server is not None
-        label = f"w{next(self._labels)}"
         parent, child = self._ctx.Pipe(duplex=True)
         proc = self._ctx.Process(
             target=worker_main, args=(child, label, os.getpid(), logging.getLogger().level),
@@ -329,110 +323,41 @@ class WorkerPool:
         )
         proc.start()
         child.close()
-        with self._lock:
-            self._procs[label] = proc
-        self._server.add(Endpoint(label, parent, proc))
-        log.info("started worker %s (pid %s)", label, proc.pid)
+        ep = Endpoint(label, parent, proc)
+        self._server.add(ep)
+        return ep
 
-    def _forget(self, ep: Endpoint) -> None:
-        with self._lock:
-            self._procs.pop(ep.label, None)
-        if ep.worker_id is not None:
-            try:
-                self.client.unregister_worker(ep.worker_id)  # its assignments go back to the queue
-            except Exception:
-                log.warning("could not unregister worker %s", ep.worker_id, exc_info=True)
-            ep.worker_id = None
-
-    def _replace(self) -> None:
-        if self._state == "running" and self.error is None:
-            self._spawn()
-
-    def _fail_step(self, ep: Endpoint, error: str) -> None:
-        busy = ep.busy
-        if busy is None or ep.worker_id is None:
-            return
-        ep.held.popleft()
-        report = StepReport(busy.workflow_id, busy.run_id, busy.step, Status.FAILED, attempt=busy.attempt,
-                            error=error, finished_at=time.time())
-        try:
-            self.client.report_step(ep.worker_id, report)
-        except Exception as exc:  # the run ended or the attempt was re-queued meanwhile
-            log.warning("could not fail step %r of run %s: %s", busy.step, busy.run_id, exc)
+    def _detach(self, ep: Any) -> None:
+        if self._server is not None:
+            self._server.remove(ep)
 
     # -- called by the server thread -------------------------------------------------------
     def on_exit(self, ep: Endpoint) -> None:
         """A worker process ended: re-queue (or fail) its step, start a replacement."""
-        proc = ep.process
-        proc.join(1.0)
-        code = proc.exitcode
-        if self._state == "running":
-            if ep.worker_id is None:
-                self._startup_failures += 1
-                log.warning("worker %s (pid %s) exited with code %s before it was ready", ep.label,
-                            proc.pid, code)
-                if self._startup_failures >= self.max_crashes and self.error is None:
-                    self.error = WorkerError(f"worker processes keep exiting at start (last exit code "
-                                            f"{code}); see the log for their errors")
-            elif ep.busy is not None:
-                self._startup_failures = 0  # it had started: only failures in a row at start count
-                busy = ep.busy
-                key = (busy.run_id, busy.step)
-                self._crashes[key] = n = self._crashes.get(key, 0) + 1
-                log.warning("worker %s (pid %s) died (exit code %s) running step %r of run %s",
-                            ep.label, proc.pid, code, busy.step, busy.run_id)
-                if n >= self.max_crashes:
-                    self._fail_step(ep, f"WorkerCrashedError: the worker process running step "
-                                        f"{busy.step!r} died {n} times (last exit code {code})")
-            else:
-                self._startup_failures = 0
-                log.warning("worker %s (pid %s) exited with code %s", ep.label, proc.pid, code)
-        self._forget(ep)
-        self._replace()
+        self._sup.exited(ep)
 
-    def on_timeout(self, ep: Endpoint) -> None:
-        """A step passed its timeout: kill its process, fail the attempt, replace the worker."""
-        busy = ep.busy
-        assert busy is not None and self._server is not None
-        self._server.remove(ep)
-        ep.process.kill()
-        ep.process.join(2.0)
-        log.warning("step %r of run %s exceeded its timeout of %g s: worker %s (pid %s) killed",
-                    busy.step, busy.run_id, busy.seconds or 0, ep.label, ep.process.pid)
-        self._fail_step(ep, f"TimeoutError: step {busy.step!r} exceeded its timeout of {busy.seconds:g} s; "
-                            f"its worker process (pid {ep.process.pid}) was killed")
-        self._forget(ep)
-        self._replace()
+    def _running(self, ep: Endpoint) -> Assignment | None:
+        """The step ``ep``'s process runs, as the broker records it (the first it holds)."""
+        if ep.worker_id is None:
+            return None
+        held = self.client.held_by(ep.worker_id)
+        return held[0] if held and not held[0].cancelled else None
+
+    def on_timeout(self, ep: Endpoint, held: Assignment) -> None:
+        """The broker says ``held`` passed its timeout: kill its process, fail the attempt, replace the worker."""
+        self._sup.timed_out(ep, held)
 
     def on_cancel(self, ep: Endpoint) -> None:
-        """The run of a step ``ep`` holds was cancelled: kill the process (no report), replace it."""
-        assert self._server is not None
-        self._server.remove(ep)
-        ep.process.kill()
-        ep.process.join(2.0)
-        busy = ep.busy
-        log.info("worker %s (pid %s) killed: step %r of run %s was cancelled", ep.label, ep.process.pid,
-                 busy.step if busy else None, busy.run_id if busy else None)
-        ep.held.clear()
-        self._forget(ep)  # assignments of other runs it held go back to the queue
-        self._replace()
+        """The broker says ``ep`` holds a step of a cancelled run: kill the process (no report), replace it."""
+        self._sup.cancelled(ep)
 
     def on_load_error(self, ep: Endpoint, text: str) -> None:
         """A worker could not load the shipped workflows: the pool cannot run them."""
-        log.error("worker %s: %s", ep.label, text)
-        if self.error is None:
-            self.error = WorkerError(text)
+        self._sup.load_failed(ep, text)
 
-
-def _event_hook(server: ChannelServer) -> Any:
-    """The pool's broker listener (called under the broker's lock: quick)."""
-
-    def hook(e: Any) -> None:
-        server.note_event(e.kind)
-        if e.kind == "step_finished" and e.state is Status.CANCELLED and e.worker is not None:
-            server.cancel(e.run_id, e.step)  # a held step of a cancelled run: its process goes
-
-    return hook
+    def keep_leases(self) -> None:
+        """Extend the leases of the steps live worker processes hold (a step may hold the GIL)."""
+        self._sup.keep_leases()
 
 
 def _stop_at_exit(ref: weakref.ReferenceType[WorkerPool]) -> Any:

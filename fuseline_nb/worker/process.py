@@ -17,14 +17,14 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import threading
-import time
 from typing import Any
 
 from ..errors import PicklingError
-from .channel import ChannelClient, ChannelClosed, WorkflowBlob, spin_seconds
+from .channel import ChannelClient, ChannelClosed, WorkflowBlob
 from .engine import ProcessEngine
+from .latency import spin_seconds
 from .shipping import load
+from .supervisor import watch_parent
 
 
 class _PoolEngine(ProcessEngine):
@@ -46,24 +46,12 @@ class _PoolEngine(ProcessEngine):
         return self.worker_id
 
 
-def _watch_parent(parent_pid: int) -> None:
-    """Exit when the kernel is gone (even if it was killed and could not stop us)."""
-
-    def watch() -> None:
-        while True:
-            time.sleep(0.5)
-            if os.getppid() != parent_pid:
-                os._exit(70)
-
-    threading.Thread(target=watch, name="fuseline-parent-watch", daemon=True).start()
-
-
 def worker_main(conn: Any, label: str, parent_pid: int, log_level: int) -> None:
     """Entry point of a worker process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the kernel's to handle
     logging.basicConfig(level=log_level or logging.WARNING,
                         format=f"%(levelname)s worker {label}: %(name)s: %(message)s")
-    _watch_parent(parent_pid)
+    watch_parent(parent_pid, lambda: os._exit(70))  # the kernel is gone, even if killed and could not stop us
     client = ChannelClient(conn, wait=True, spin=spin_seconds())
     try:
         blobs = client.hello()

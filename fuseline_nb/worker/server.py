@@ -4,10 +4,12 @@
 worker processes' sentinels and a wake-up pipe. For each request it calls
 the broker (through a :class:`~fuseline_nb.broker.clients.BrokerClient`) and
 answers; a worker that asks for work when nothing is ready is parked until a
-step is queued. The server also knows what every worker is running, so it
-notices at once when a process dies (its sentinel) or a step passes its
-``StepTimeoutPolicy`` deadline, and hands both to its supervisor (the
-:class:`~fuseline_nb.worker.pool.WorkerPool`), which decides what to do.
+step is queued. It notices at once when a process dies (its sentinel), and
+asks the broker — the one record of what each worker holds — which running
+step passed its ``StepTimeoutPolicy`` (``overdue``) and which worker holds a
+step of a cancelled run (``held_by``); it hands each to its supervisor (the
+:class:`~fuseline_nb.worker.pool.WorkerPool`), which stops the process the
+broker named.
 
 Examples
 --------
@@ -28,12 +30,13 @@ from typing import Any
 
 from ..broker.base import StepAssignment, StepReport
 from ..broker.clients import BrokerClient
-from .channel import PROTOCOL_VERSION, REQUEST_KINDS, SLOW_STREAK, decode, send, spin_seconds
-from .endpoint import PREFETCH_BELOW, Busy, Endpoint, Reply, Supervisor
+from ..workflow.events import Event
+from ..workflow.status import Status
+from .channel import PROTOCOL_VERSION, REQUEST_KINDS, decode
+from .endpoint import Endpoint, Reply, Supervisor
+from .latency import PREFETCH_BELOW, Spin, batch_size, send, spin_seconds
 
 log = logging.getLogger(__name__)
-
-_CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 class ChannelServer:
@@ -83,9 +86,10 @@ class ChannelServer:
         self._sel.register(self._wake_r, selectors.EVENT_READ, ("wake", None))
         self._pending: list[Endpoint] = []
         self._pending_lock = threading.Lock()
-        self._cancels: list[tuple[str, str]] = []  # (run id, step) whose holder must stop
+        self._cancels = False  # a held step's run was cancelled: ask the broker who holds it
         self._parked: dict[str, Endpoint] = {}
-        self._timed: dict[str, Endpoint] = {}
+        self._timing = False  # a step with a timeout was handed out: ask the broker what is overdue
+        self._next_due = 0.0  # time.monotonic() when the broker's next step timeout passes
         self._next_poll = 0.0
         # The kernel sees each worker process live: it keeps their leases alive itself, so a step
         # holding the GIL past its lease (no heartbeat gets out) is not queued again and again.
@@ -95,11 +99,10 @@ class ChannelServer:
         self._dirty = False
         self._draining = False
         self._closing = False
-        #: Seconds to look for the next request without sleeping after handing out work.
-        self.spin = spin_seconds()
+        #: How long to look for the next request without sleeping after handing out work.
+        self.spin = Spin(spin_seconds())
         self._spin_until = 0.0  # spin (see _spin) until then
         self._handed_at = 0.0  # when the last assignments left, until the next request comes
-        self._slow = 0  # how many requests in a row came later than ``spin`` after a hand-out
         self._thread = threading.Thread(target=self._loop, name="fuseline-channel", daemon=True)
         self.ident: int | None = None
         self._handlers: dict[str, Callable[..., Reply]] = {
@@ -141,26 +144,33 @@ class ChannelServer:
         except (BlockingIOError, OSError):  # full (a wake-up is pending anyway) or closed
             pass
 
-    def note_event(self, kind: str) -> None:
-        """Broker event hook (runs under the broker's lock: must stay quick)."""
+    def on_event(self, event: Event) -> None:
+        """The pool's broker listener (runs under the broker's lock: must stay quick).
+
+        Counts the queued steps and wakes parked workers; a held step of a
+        cancelled run has its process stopped.
+        """
+        kind = event.kind
         if kind == "step_queued":
             self.backlog += 1
             if self._parked and threading.get_ident() != self.ident:
                 self.wake()
         elif kind == "step_started":
             self.backlog -= 1
+        elif kind == "step_finished" and event.state is Status.CANCELLED and event.worker is not None \
+                and event.step is not None:
+            self.cancel(event.run_id, event.step)
 
     def cancel(self, run_id: str, step: str) -> None:
-        """A held step's run was cancelled: the loop stops the process holding it (any thread)."""
-        with self._pending_lock:
-            self._cancels.append((run_id, step))
+        """A held step's run was cancelled: the loop stops the process the broker says holds it (any thread)."""
+        self._cancels = True
         self.wake()
 
     def _stop_cancelled(self) -> None:
-        with self._pending_lock:
-            cancels, self._cancels = set(self._cancels), []
+        self._cancels = False
+        held_by = self.client.held_by
         for ep in list(self.endpoints.values()):
-            if any((b.run_id, b.step) in cancels for b in ep.held):
+            if ep.worker_id is not None and any(a.cancelled for a in held_by(ep.worker_id)):
                 self.supervisor.on_cancel(ep)
 
     def drain(self) -> None:
@@ -189,7 +199,6 @@ class ChannelServer:
         """Stop serving ``ep`` and close its pipe."""
         self.endpoints.pop(ep.label, None)
         self._parked.pop(ep.label, None)
-        self._timed.pop(ep.label, None)
         for obj in (ep.conn, getattr(ep.process, "sentinel", None)):
             if obj is None:
                 continue
@@ -224,7 +233,7 @@ class ChannelServer:
         except OSError:  # a descriptor closed under us: look again
             return
         if self._handed_at:  # did the last hand-out come back soon enough to be worth a spin?
-            self._slow = 0 if time.perf_counter() - self._handed_at < self.spin else self._slow + 1
+            self.spin.took(time.perf_counter() - self._handed_at)
             self._handed_at = 0.0
         endpoints = self.endpoints
         for key, _ in ready:
@@ -236,11 +245,11 @@ class ChannelServer:
                 self._drain_wake()
             elif kind == "sentinel" and ep.label in endpoints:
                 self._died(ep)
-        if self._timed or self._parked or self._next_beat <= time.monotonic():
+        if self._timing or self._parked or self._next_beat <= time.monotonic():
             now = time.monotonic()
             if now >= self._next_beat:
                 self._keep_leases(now)
-            if self._timed:
+            if self._timing and now >= self._next_due:
                 self._check_deadlines(now)
             if self._parked:
                 self._serve_parked(now)
@@ -253,14 +262,6 @@ class ChannelServer:
             pass
         return ready
 
-    def _cpu_to_spare(self) -> bool:
-        """Whether a CPU is left over by the workers holding steps (else spinning slows them)."""
-        busy = 0
-        for ep in self.endpoints.values():
-            if ep.held:
-                busy += 1
-        return busy < _CPUS
-
     def _take_pending(self) -> None:
         with self._pending_lock:
             pending, self._pending = self._pending, []
@@ -271,7 +272,7 @@ class ChannelServer:
 
     def _wait_time(self) -> float:
         now = time.monotonic()
-        times = [ep.busy.deadline for ep in self._timed.values() if ep.busy and ep.busy.deadline]
+        times = [self._next_due] if self._timing else []
         if self._parked:
             times.append(self._next_poll)
         times.append(self._next_beat)
@@ -280,12 +281,7 @@ class ChannelServer:
     def _keep_leases(self, now: float) -> None:
         """Extend the leases of every live worker process holding steps (see ``_beat_every``)."""
         self._next_beat = now + self._beat_every
-        for ep in list(self.endpoints.values()):
-            if ep.held and ep.worker_id is not None and ep.process.is_alive():
-                try:
-                    self.client.keep_alive(ep.worker_id)
-                except Exception as exc:  # e.g. the worker was just unregistered
-                    log.debug("keep-alive for %s failed: %s", ep.label, exc)
+        self.supervisor.keep_leases()
 
     def _drain_wake(self) -> None:
         try:
@@ -342,10 +338,13 @@ class ChannelServer:
             return False
 
     def _check_deadlines(self, now: float) -> None:
-        for ep in list(self._timed.values()):
-            if ep.busy is not None and ep.busy.deadline is not None and ep.busy.deadline <= now:
-                self._timed.pop(ep.label, None)
-                self.supervisor.on_timeout(ep)
+        """Hand the steps the broker says passed their timeout to the supervisor."""
+        late, wait = self.client.overdue()
+        self._timing, self._next_due = wait is not None, now + (wait or 0.0)
+        for a in late:
+            ep = next((e for e in self.endpoints.values() if e.worker_id == a.worker_id), None)
+            if ep is not None:
+                self.supervisor.on_timeout(ep, a)
 
     def _serve_parked(self, now: float) -> None:
         if not self._parked:
@@ -383,41 +382,24 @@ class ChannelServer:
             return ("workflows", new)
         if kind != "hello" and worker_id is not None:
             batch: list[StepAssignment] = []
-            want = self._batch_size(ep) if self.prefetch > 1 else 1
+            want = batch_size(self.prefetch, fast=ep.fast, holding=False, backlog=self.backlog,
+                              workers=len(self.endpoints))
+            if want > 1 and self.client.held_by(worker_id):  # asked only when it matters
+                want = 1
             get_step = self.client.get_step
             while len(batch) < want and (a := get_step(worker_id)) is not None:
-                self._track(ep, a)
                 batch.append(a)
+                if a.timeout is not None and not self._timing:
+                    self._timing, self._next_due = True, 0.0  # ask the broker at the next turn
             if batch or not wait:
                 if batch:
                     self._handed_at = now = time.perf_counter()
-                    if self._slow < SLOW_STREAK and self.spin and self._cpu_to_spare():
-                        self._spin_until = now + self.spin
+                    if self.spin.wanted():  # only with an idle CPU: not while both workers are busy
+                        self._spin_until = now + self.spin.seconds
                 return ("assignments", batch)
         ep.parked = (kind, worker_id)
         self._parked[ep.label] = ep
         return None
-
-    def _batch_size(self, ep: Endpoint) -> int:
-        if self.prefetch > 1 and ep.fast and not ep.held and \
-                self.backlog >= self.prefetch * max(len(self.endpoints), 1):
-            return self.prefetch
-        return 1
-
-    def _track(self, ep: Endpoint, a: StepAssignment) -> None:
-        ep.held.append(Busy(a.workflow_id, a.version, a.instance_id, a.step_name, a.attempt, a.timeout))
-        if len(ep.held) == 1:
-            self._start_head(ep)
-
-    def _start_head(self, ep: Endpoint) -> None:
-        """The first held assignment starts now: its timeout counts from here."""
-        held = ep.held
-        if held and held[0].seconds:
-            head = held[0]
-            head.deadline = time.monotonic() + head.seconds  # type: ignore[operator]
-            self._timed[ep.label] = ep
-        elif self._timed:
-            self._timed.pop(ep.label, None)
 
     def _hello(self, ep: Endpoint, pid: int, version: int) -> Reply:
         if version != PROTOCOL_VERSION:
@@ -445,31 +427,20 @@ class ChannelServer:
         return self._offer(ep, "get_step", worker_id, wait)
 
     def _take_report(self, ep: Endpoint, worker_id: str, report: StepReport) -> None:
-        run_id, step = report.instance_id, report.step_name
-        for i, held in enumerate(ep.held):
-            if held.run_id == run_id and held.step == step:
-                del ep.held[i]
-                if i == 0:
-                    self._start_head(ep)
-                break
         started, finished = report.started_at, report.finished_at
         if started is not None and finished is not None:
             ep.fast = finished - started < PREFETCH_BELOW
         self.client.report_step(worker_id, report)
 
-    def _report_and_get(self, ep: Endpoint, worker_id: str, reports: list[StepReport],
-                        wait: bool) -> Reply:
-        for encoded in reports[:-1]:
-            self._report_oneway(ep, worker_id, [encoded])
-        self._take_report(ep, worker_id, reports[-1])
+    def _report_and_get(self, ep: Endpoint, worker_id: str, report: StepReport, wait: bool) -> Reply:
+        self._take_report(ep, worker_id, report)
         return self._offer(ep, "get_step", worker_id, wait)
 
-    def _report_oneway(self, ep: Endpoint, worker_id: str, reports: list[StepReport]) -> Reply:
-        for encoded in reports:
-            try:
-                self._take_report(ep, worker_id, encoded)
-            except Exception as exc:  # nobody waits for an answer: log it, as ProcessEngine would
-                log.warning("report from worker %s refused: %s", ep.label, exc)
+    def _report_oneway(self, ep: Endpoint, worker_id: str, report: StepReport) -> Reply:
+        try:
+            self._take_report(ep, worker_id, report)
+        except Exception as exc:  # nobody waits for an answer: log it, as ProcessEngine would
+            log.warning("report from worker %s refused: %s", ep.label, exc)
         return None
 
     def _report_only(self, ep: Endpoint, worker_id: str, report: StepReport) -> Reply:
@@ -484,4 +455,4 @@ class ChannelServer:
         return ("ok", self.client.dispatch_workflow(schema, inputs))
 
 
-__all__ = ["Busy", "ChannelServer", "Endpoint", "Supervisor"]
+__all__ = ["ChannelServer", "Endpoint", "Supervisor"]

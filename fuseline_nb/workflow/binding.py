@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import functools
 import inspect
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
 from ..errors import MissingInputError
-from .steps import Condition, Depends, Step, _signature
+from .fingerprint import reads_all_inputs
+from .steps import Condition, Depends, Step, _signature, entry_key, function_target
 
 #: Returned by :meth:`Binding.kwargs` when a condition says the step must not run.
 SKIP = object()
@@ -62,33 +64,14 @@ class Binding:
         groups: Mapping[str, str],
     ) -> Binding:
         """Plan ``step``'s parameters; ``dep_names`` maps a parameter to its source step names."""
-        sig = _signature(step)
-        params = []
-        var_kw = False
-        for p in sig.parameters.values():
-            if p.kind is p.VAR_KEYWORD:
-                var_kw = True
-                continue
-            if p.kind is p.VAR_POSITIONAL:
-                continue
-            if isinstance(p.default, Depends):
-                cond = cast("Callable[[Any], bool] | None", p.default.condition)
-                params.append(_Param(p.name, dep_names[p.name], groups.get(p.name), None, cond))
-            else:
-                params.append(_Param(p.name, (), None, p.default, None))
-        # A lone parameter named ``_anything`` is "unused" by convention:
-        # Fuseline's docs write ``run_step(self, _setup_res)`` (which Fuseline
-        # itself rejects); here it is the legacy form too.
-        legacy = (
-            len(params) == 1
-            and not var_kw
-            and not params[0].sources
-            and (
-                params[0].name in ("setup_res", "shared")
-                or (params[0].name.startswith("_") and params[0].default is inspect.Parameter.empty)
+        shape = shape_of(step)
+        params = shape.params
+        if shape.depends:  # fill in this step's sources (the shape holds the rest)
+            params = tuple(
+                _Param(p.name, dep_names[p.name], groups.get(p.name), None, p.condition) if p.sources else p
+                for p in params
             )
-        )
-        return cls(name, tuple(params), var_kw, legacy)
+        return cls(name, params, shape.var_kw, shape.legacy)
 
     @functools.cached_property
     def required_inputs(self) -> tuple[str, ...]:
@@ -156,6 +139,105 @@ class Binding:
         return {s for p in self.params for s in p.sources}
 
 
+
+_DEPENDS = ("?",)  # a placeholder source: the parameter takes a dependency's result
+
+
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """What a step's signature and class say, shared by every step of one function or class.
+
+    Building a workflow reads the schema's per-step facts from here (no
+    signature walk per step); :meth:`Binding.for_step` fills in the sources of
+    the ``Depends`` parameters (``sources == ("?",)`` here).
+
+    Examples
+    --------
+    >>> from fuseline_nb import FunctionStep
+    >>> def add(x, y=1):
+    ...     return x + y
+    >>> s = shape_of(FunctionStep(add))
+    >>> s.inputs, s.reads, s.conditional
+    (('x',), ('x', 'y'), False)
+    """
+
+    params: tuple[_Param, ...]
+    var_kw: bool
+    legacy: bool
+    depends: bool  # whether any parameter is Depends(...)
+    conditional: bool
+    inputs: tuple[str, ...]  # required run inputs (no dependency, no default)
+    reads: tuple[str, ...] | None  # run inputs read by name; None: it may read any
+    target: str  # "module:qualname" of the code
+
+
+def _make_shape(step: Step) -> Shape:
+    sig = _signature(step)
+    params: list[_Param] = []
+    var_kw = False
+    for p in sig.parameters.values():
+        if p.kind is p.VAR_KEYWORD:
+            var_kw = True
+            continue
+        if p.kind is p.VAR_POSITIONAL:
+            continue
+        if isinstance(p.default, Depends):
+            cond = cast("Callable[[Any], bool] | None", p.default.condition)
+            params.append(_Param(p.name, _DEPENDS, None, None, cond))
+        else:
+            params.append(_Param(p.name, (), None, p.default, None))
+    # A lone parameter named ``_anything`` is "unused" by convention:
+    # Fuseline's docs write ``run_step(self, _setup_res)`` (which Fuseline
+    # itself rejects); here it is the legacy form too.
+    legacy = (
+        len(params) == 1
+        and not var_kw
+        and not params[0].sources
+        and (
+            params[0].name in ("setup_res", "shared")
+            or (params[0].name.startswith("_") and params[0].default is inspect.Parameter.empty)
+        )
+    )
+    plain = [p for p in params if not p.sources]
+    inputs = () if legacy else tuple(p.name for p in plain if p.default is inspect.Parameter.empty)
+    reads = None if var_kw or legacy or reads_all_inputs(step) else tuple(sorted(p.name for p in plain))
+    return Shape(tuple(params), var_kw, legacy, len(plain) < len(params),
+                 any(p.condition is not None for p in params), inputs, reads, function_target(step))
+
+
+#: Shapes per (step class, entry function): weak on the function, so a
+#: notebook that redefines it lets the old one go.
+_SHAPES: weakref.WeakKeyDictionary[Any, dict[type, Shape]] = weakref.WeakKeyDictionary()
+
+
+def shape_of(step: Step) -> Shape:
+    """The :class:`Shape` of ``step`` (made once per class and function).
+
+    Examples
+    --------
+    >>> from fuseline_nb import FunctionStep
+    >>> def f(a, **kw):
+    ...     return a
+    >>> shape_of(FunctionStep(f)) is shape_of(FunctionStep(f)), shape_of(FunctionStep(f)).reads
+    (True, None)
+    """
+    key = entry_key(step)
+    if key is None:
+        return _make_shape(step)
+    try:
+        per_class = _SHAPES.get(key)
+    except TypeError:  # not weakly referenceable
+        return _make_shape(step)
+    if per_class is None:
+        per_class = _SHAPES[key] = {}
+    shape = per_class.get(type(step))
+    if shape is None:
+        shape = per_class[type(step)] = _make_shape(step)
+    return shape
+
+
 __all__ = [
     "Binding",
+    "Shape",
+    "shape_of",
 ]

@@ -16,7 +16,7 @@ from collections import deque
 from typing import Any
 
 from ..errors import DependencyError, DuplicateStepNameError
-from .steps import FunctionStep, Step, known_function_step, step_for_function
+from .steps import FunctionStep, Step, _params, known_function_step, step_for_function
 
 
 def collect(outputs: list[Step]) -> list[Step]:
@@ -24,56 +24,83 @@ def collect(outputs: list[Step]) -> list[Step]:
     seen: set[int] = set()
     order: list[Step] = []
     work = deque(outputs)
+    pop, extend, add, keep = work.popleft, work.extend, seen.add, order.append
     while work:
-        s = work.popleft()
+        s = pop()
         if id(s) in seen:
             continue
-        seen.add(id(s))
-        order.append(s)
-        work.extend(s.__dict__.get("_incoming", ()))
-        for _, dep in s.dependencies():
-            for d in dep.steps:
-                if isinstance(d, Step):
-                    work.append(d)
-                elif callable(d) and not isinstance(d, type):
-                    known = known_function_step(d)  # FunctionStep(f) wired elsewhere: the same step
+        add(id(s))
+        keep(s)
+        d = s.__dict__
+        incoming = d.get("_incoming")
+        if incoming:
+            extend(incoming)
+        for _, dep in _params(s)[1]:
+            for t in dep.steps:
+                if isinstance(t, Step):
+                    work.append(t)
+                elif callable(t) and not isinstance(t, type):
+                    known = known_function_step(t)  # FunctionStep(f) wired elsewhere: the same step
                     if known is not None:
                         work.append(known)
-        work.extend(t for t, _, _ in s.edges)
+        out = d.get("_edges")
+        if out:
+            extend([t for t, _, _ in out])
     return order
 
 
-def topological(steps: list[Step], deps: dict[int, dict[str, tuple[Step, ...]]]) -> tuple[list[Step], bool]:
+def topological(
+    steps: list[Step], deps: dict[int, dict[str, tuple[Step, ...]]]
+) -> tuple[list[Step], list[int]] | tuple[None, None]:
     """``steps`` in a topological order (discovery order breaks ties), so derived
-    names number upstream steps first, and whether there was one: on a cycle
-    ``steps`` come back unchanged and the caller reports the cycle by name."""
+    names number upstream steps first, with each step's depth (roots 0, else one
+    more than its deepest parent); ``(None, None)`` on a cycle (the caller reports
+    it by name)."""
     index = {id(s): k for k, s in enumerate(steps)}
-    succ: list[list[int]] = [[] for _ in steps]
     indeg = [0] * len(steps)
+    outs: list[Any] = [s.__dict__.get("_edges") for s in steps]
+    for out in outs:
+        if out:
+            for t, _, _ in out:
+                indeg[index[id(t)]] += 1  # collect followed every edge: the target is here
+    back: dict[int, list[int]] = {}  # Depends edges, source -> the steps depending on it
     for k, s in enumerate(steps):
-        for t, _, _ in s.edges:
-            j = index.get(id(t))
-            if j is not None:
-                succ[k].append(j)
-                indeg[j] += 1
-        for srcs in deps.get(id(s), {}).values():
+        for srcs in deps.get(id(s), {}).values() if deps else ():
             for d in srcs:
                 j = index.get(id(d))
                 if j is not None:
-                    succ[j].append(k)
+                    back.setdefault(j, []).append(k)
                     indeg[k] += 1
     heap = [k for k, n in enumerate(indeg) if n == 0]  # already ascending: a valid heap
+    depth = [0] * len(steps)
     order: list[Step] = []
+    depths: list[int] = []
+    pop, push = heapq.heappop, heapq.heappush
     while heap:
-        k = heapq.heappop(heap)
+        k = pop(heap)
         order.append(steps[k])
-        for j in succ[k]:
-            indeg[j] -= 1
-            if indeg[j] == 0:
-                heapq.heappush(heap, j)
+        dk = depth[k]
+        depths.append(dk)
+        dk += 1
+        out = outs[k]
+        if out:
+            for t, _, _ in out:
+                j = index[id(t)]
+                if depth[j] < dk:
+                    depth[j] = dk
+                indeg[j] -= 1
+                if indeg[j] == 0:
+                    push(heap, j)
+        if back:
+            for j in back.get(k, ()):
+                if depth[j] < dk:
+                    depth[j] = dk
+                indeg[j] -= 1
+                if indeg[j] == 0:
+                    push(heap, j)
     if len(order) != len(steps):
-        return steps, False
-    return order, True
+        return None, None
+    return order, depths
 
 
 class Resolver:

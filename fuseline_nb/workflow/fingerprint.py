@@ -333,10 +333,39 @@ def _distributions() -> dict[str, list[str]]:
     return dict(importlib.metadata.packages_distributions())
 
 
+#: What a step instance may hold without changing its fingerprint beyond its function or class.
+_BARE = _WIRING | {"function"}
+
+
 def workflow_fingerprints(steps: dict[str, Step]) -> dict[str, str]:
-    """``{name: fingerprint}`` of every step (what ``Workflow.fingerprints()`` returns)."""
+    """``{name: fingerprint}`` of every step (what ``Workflow.fingerprints()`` returns).
+
+    Steps that share a function (or a class) and hold nothing else of their
+    own share a fingerprint: it is computed once per call, so a 1→100,000→1
+    fan-out of one function walks that function's code once.
+
+    Examples
+    --------
+    >>> from fuseline_nb import FunctionStep
+    >>> def f():
+    ...     return 1
+    >>> fps = workflow_fingerprints({"a": FunctionStep(f, name="a"), "b": FunctionStep(f, name="b")})
+    >>> fps["a"] == fps["b"] == step_fingerprint(FunctionStep(f))
+    True
+    """
     classes: dict[int, list[str]] = {}
-    return {name: step_fingerprint(step, classes) for name, step in steps.items()}
+    shared: dict[tuple[type, int], str] = {}
+    out: dict[str, str] = {}
+    for name, step in steps.items():
+        if step.__dict__.keys() <= _BARE and getattr(step, "code_version", None) is None:
+            key = (type(step), id(step.__dict__.get("function")))
+            fp = shared.get(key)
+            if fp is None:
+                fp = shared[key] = step_fingerprint(step, classes)
+        else:
+            fp = step_fingerprint(step, classes)
+        out[name] = fp
+    return out
 
 
 def reads_all_inputs(step: Step) -> bool:

@@ -19,21 +19,23 @@ import contextlib
 import gc
 import hashlib
 import importlib
-import json
 import logging
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..errors import CycleError
 from .binding import Binding
-from .collect import Resolver, assign_names, collect, topological
-from .fingerprint import reads_all_inputs, workflow_fingerprints
+from .fingerprint import workflow_fingerprints
 from .joins import check_joins
+from .packing import complete, pack, unpack
 from .rules import Plan
-from .schema import DEFAULT_ACTION, EdgeSchema, StepSchema, WorkflowSchema
+from .runners import _CACHED_RUNNER, install_local_runner, local_runner, run_inputs
+from .schema import WorkflowSchema
 from .stale import warn_stale
 from .status import Status
-from .steps import FunctionStep, Step, function_target
+from .steps import FunctionStep, Step
+from .structure import Structure, build
+from .toschema import make_schema, policy_spec
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -41,41 +43,6 @@ if TYPE_CHECKING:
     from .runinfo import RunResult
 
 log = logging.getLogger(__name__)
-
-#: The in-process runner behind :meth:`Workflow.run`. The model does not import
-#: the running (one layer up); :mod:`fuseline_nb.running` installs it when it
-#: loads, and ``import fuseline_nb`` always loads it.
-_LOCAL_RUNNER: list[Callable[..., RunResult]] = []
-
-
-def install_local_runner(runner: Callable[..., RunResult]) -> None:
-    """Make ``runner(wf, inputs, engine=...)`` the engine of :meth:`Workflow.run` (the running calls this).
-
-    Examples
-    --------
-    >>> from fuseline_nb.running.local import run_local
-    >>> install_local_runner(run_local)
-    >>> local_runner() is run_local
-    True
-    """
-    _LOCAL_RUNNER[:] = [runner]
-
-
-#: The runner of ``Workflow.run(cache=...)``: through a broker's result cache.
-_CACHED_RUNNER: list[Callable[..., RunResult]] = []
-
-
-def local_runner() -> Callable[..., RunResult]:
-    """The runner installed by :func:`install_local_runner`.
-
-    Examples
-    --------
-    >>> local_runner().__name__
-    'run_local'
-    """
-    if not _LOCAL_RUNNER:
-        raise RuntimeError("no in-process runner installed: import fuseline_nb (it loads fuseline_nb.running)")
-    return _LOCAL_RUNNER[0]
 
 
 class Workflow:
@@ -152,104 +119,48 @@ class Workflow:
         self.state = Status.PENDING
         #: The id of the latest run started by :meth:`run` or :meth:`dispatch` (Fuseline's name).
         self.workflow_instance_id: str | None = None
-        with _no_gc():  # building makes no garbage cycles; a collection would only rescan the heap
+        with paused_gc():  # building makes no garbage cycles; a collection would only rescan the heap
             self._build()
             self.workflow_id = workflow_id or self._derived_id()
             warn_stale(self, stacklevel=3)
-            check_joins(self.plan)
+            if self._structure.branching:  # only a step choosing among actions can starve an AND join
+                check_joins(self.plan)
 
     # -- construction -------------------------------------------------------
     def _build(self) -> None:
-        steps = collect(self.outputs)
-        deps: dict[int, dict[str, tuple[Step, ...]]] = {}
-        resolve = Resolver(steps)
-        n_collected = len(steps)
-        i = 0
-        while i < len(steps):  # resolve may append instances of Step classes
-            s = steps[i]
-            deps[id(s)] = {p: tuple(resolve(d, s, p) for d in dep.steps) for p, dep in s.dependencies()}
-            i += 1
-        if len(steps) > n_collected:  # Depends pulled in new steps: collect what they link to
-            steps = collect(self.outputs + steps)
-        steps, acyclic = topological(steps, deps)
-        names = assign_names(steps)
-        # Plain dicts, not a networkx graph: building stays a few µs per step
-        # (``graph`` makes the DiGraph on first use).
-        edges: dict[tuple[str, str], dict[str, Any]] = {}
-        into: dict[str, list[str]] = {}
-        raw_groups: set[str] = set()
-
-        def add(u: str, v: str, action: str, group: str | None) -> dict[str, Any]:
-            e = edges.get((u, v))
-            if e is None:
-                e = edges[(u, v)] = {"actions": (action,), "group": group}
-                into.setdefault(v, []).append(u)
-            return e
-
-        for s in steps:
-            u = names[id(s)]
-            for t, action, group in s.edges:
-                v = names[id(t)]
-                e = edges.get((u, v))
-                if e is None:  # add() inlined: this loop runs once per edge
-                    edges[(u, v)] = {"actions": (action,), "group": group}
-                    into.setdefault(v, []).append(u)
-                elif action not in e["actions"]:
-                    e["actions"] = (*e["actions"], action)
-                if group is not None:
-                    raw_groups.add(group)
-        # OR groups from `(a | b) >> c` get ids derived from their members, so
-        # the same code gives the same schema in every process.
-        if raw_groups:
-            members: dict[tuple[str, str], str] = {}
-            canonical: dict[tuple[str, str], str] = {}
-            for (u, v), e in edges.items():
-                if e["group"] in raw_groups:
-                    key = (v, e["group"])
-                    if key not in members:
-                        inside = sorted(x for x in into[v] if edges[(x, v)]["group"] == e["group"])
-                        members[key] = f"{v}:any({','.join(inside)})"
-                    canonical[(u, v)] = members[key]
-            for uv, group in canonical.items():
-                edges[uv]["group"] = group
-        self._group_param: dict[str, dict[str, str]] = {}
-        dep_names: dict[str, dict[str, tuple[str, ...]]] = {}
-        for s in steps:
-            v = names[id(s)]
-            dep_names[v] = {}
-            self._group_param[v] = {}
-            for param, srcs in deps.get(id(s), {}).items():
-                src_names = tuple(names[id(d)] for d in srcs)
-                dep_names[v][param] = src_names
-                group = f"{v}.{param}" if len(src_names) > 1 else None
-                if group:
-                    self._group_param[v][param] = group
-                for u in src_names:
-                    if (u, v) not in edges:
-                        add(u, v, DEFAULT_ACTION, group)
-                    elif group is not None:
-                        edges[(u, v)]["group"] = group
-        for e in edges.values():
-            e["action"] = "|".join(e["actions"])
-        self._order = [names[id(s)] for s in steps]
-        self.steps: dict[str, Step] = {names[id(s)]: s for s in steps}
-        self._edges = edges
+        st = self._structure = build(self.outputs)
+        self._order = st.order
+        self.steps: dict[str, Step] = st.steps
+        self.output_names = st.output_names
+        self._key: str | None = None
+        self._bindings: dict[str, Binding] | None = None
         self._graph: nx.DiGraph | None = None
-        if not acyclic:
+        self._schema_cache: WorkflowSchema | None = None
+        self._plan: Plan | None = None
+        if not st.acyclic:
             import networkx as nx
 
             cycle = nx.find_cycle(self.graph)
             raise CycleError([u for u, _ in cycle] + [cycle[0][0]])
-        depth: dict[str, int] = {}
-        for n in self._order:  # Fuseline's execution_group: roots 0, else 1 + the deepest parent
-            depth[n] = max((depth[u] + 1 for u in into.get(n, ())), default=0)
-            self.steps[n].execution_group = depth[n]
-        self.bindings: dict[str, Binding] = {
-            n: Binding.for_step(n, self.steps[n], dep_names[n], self._group_param[n]) for n in self._order
-        }
-        self.output_names = [names[id(o)] for o in self.outputs]
-        self._schema_cache: WorkflowSchema | None = None
-        self._plan: Plan | None = None
+
+    @property
+    def bindings(self) -> dict[str, Binding]:
+        """How each step's parameters get their values (made on first use: a run needs them, building does not).
+
+        Examples
+        --------
+        >>> from fuseline_nb import FunctionStep, Workflow
+        >>> def double(x):
+        ...     return 2 * x
+        >>> Workflow(outputs=[FunctionStep(double)]).bindings["double"].required_inputs
+        ('x',)
+        """
+        if self._bindings is None:
+            st = self._structure
+            deps, groups = st.deps, st.group_param
+            self._bindings = {n: Binding.for_step(n, s, deps.get(n, {}), groups.get(n, {}))
+                              for n, s in st.steps.items()}
+        return self._bindings
 
     @property
     def graph(self) -> nx.DiGraph:
@@ -272,15 +183,24 @@ class Workflow:
             g = nx.DiGraph()
             for n, s in self.steps.items():
                 g.add_node(n, name=n, kind=s.kind, step=s)
-            for (u, v), e in self._edges.items():
-                g.add_edge(u, v, **e)
+            for (u, v), (actions, group) in (self._full().edges or {}).items():
+                g.add_edge(u, v, actions=actions, action="|".join(actions), group=group)
             self._graph = g
         return self._graph
 
     def _derived_id(self) -> str:
-        key = self._structure_key()
-        digest = hashlib.sha256(key.encode()).hexdigest()[:12]
-        return f"{self.name}-{digest}"
+        key = self._key = self._structure.structure_key()  # the SHA-256 of the structure's canonical text
+        return f"{self.name}-{key[:12]}"
+
+    def __getstate__(self) -> dict[str, Any]:
+        return pack(self)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        unpack(self, state)
+
+    def _full(self) -> Structure:
+        """The structure with what pickling left behind remade (before the schema cache is dropped)."""
+        return complete(self._structure, self._schema_cache)
 
     def settle_version(self, registered: Iterable[WorkflowSchema]) -> bool:
         """Give this definition a version of its own when its id and version name another structure.
@@ -307,6 +227,7 @@ class Workflow:
             return False
         body = schema.structure_key() + repr(sorted(schema.fingerprints().items()))
         self.version = "auto-" + hashlib.sha256(body.encode()).hexdigest()[:12]
+        self._full()
         self._schema_cache = None
         self._plan = None
         return True
@@ -348,6 +269,7 @@ class Workflow:
             return False
         if self._schema_cache.fingerprints() == self.fingerprints():
             return False
+        self._full()
         self._schema_cache = None
         self._plan = None
         return True
@@ -367,47 +289,10 @@ class Workflow:
     def __len__(self) -> int:
         return len(self._order)
 
-    def _structure_key(self) -> str:
-        """:meth:`WorkflowSchema.structure_key` of this workflow, without building the schema."""
-        body = {
-            "steps": sorted((n, s.kind, self.bindings[n].conditional) for n, s in self.steps.items()),
-            "edges": sorted((u, v, a, d["group"] or "") for (u, v), d in self._edges.items() for a in d["actions"]),
-            "outputs": sorted(self.output_names),
-        }
-        return json.dumps(body, sort_keys=True)
-
     def _schema(self, workflow_id: str, fps: dict[str, str] | None = None) -> WorkflowSchema:
-        if fps is None:
-            fps = self.fingerprints()
-        bindings = self.bindings
-        steps = tuple(
-            StepSchema(
-                name=n,
-                kind=s.kind,
-                target=function_target(s),
-                policies=tuple(map(_policy_spec, s.policies)) if s.policies else (),
-                conditional=bindings[n].conditional,
-                fingerprint=fps[n],
-                cache=bool(getattr(s, "cache", True)),
-                reads=_reads(s, bindings[n]),
-                inputs=bindings[n].required_inputs,
-            )
-            for n, s in self.steps.items()
-        )
-        edges = tuple(
-            EdgeSchema(u, v, a, d["group"])
-            for (u, v), d in sorted(self._edges.items())
-            for a in d["actions"]
-        )
-        return WorkflowSchema(
-            workflow_id=workflow_id,
-            version=self.version,
-            steps=steps,
-            edges=edges,
-            outputs=tuple(self.output_names),
-            name=self.name,
-            policies=tuple(_policy_spec(p) for p in self.policies),
-        )
+        return make_schema(self._full(), workflow_id, self.version, self.name,
+                           tuple(map(policy_spec, self.policies)),
+                           self.fingerprints() if fps is None else fps, self._key)
 
     def to_schema(self) -> WorkflowSchema:
         """The serialisable :class:`WorkflowSchema` a broker works from.
@@ -420,7 +305,8 @@ class Workflow:
         ('one',)
         """
         if self._schema_cache is None:
-            self._schema_cache = self._schema(self.workflow_id)
+            with paused_gc():
+                self._schema_cache = self._schema(self.workflow_id)
         return self._schema_cache
 
     @property
@@ -543,10 +429,20 @@ class Workflow:
 
 
 @contextlib.contextmanager
-def _no_gc() -> Iterator[None]:
-    """Pause the cyclic garbage collector: building a large workflow allocates many
-    long-lived objects, and each automatic collection would rescan them all (the
-    per-step cost would grow with the workflow)."""
+def paused_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector: building (or submitting) a large workflow
+    allocates many long-lived objects, and each automatic collection would rescan
+    them all (the per-step cost would grow with the workflow).
+
+    Examples
+    --------
+    >>> import gc
+    >>> with paused_gc():
+    ...     gc.isenabled()
+    False
+    >>> gc.isenabled()
+    True
+    """
     was = gc.isenabled()
     gc.disable()
     try:
@@ -554,41 +450,6 @@ def _no_gc() -> Iterator[None]:
     finally:
         if was:
             gc.enable()
-
-
-def run_inputs(inputs: Any) -> dict[str, Any]:
-    """A run's inputs as a fresh dict; a ``TypeError`` saying what to pass for anything else.
-
-    Examples
-    --------
-    >>> run_inputs(None), run_inputs({"x": 1})
-    ({}, {'x': 1})
-    >>> run_inputs(5)
-    Traceback (most recent call last):
-    TypeError: run inputs must be a dict of input names to values, not int 5: e.g. wf.run({'x': 5})
-    """
-    if inputs is None:
-        return {}
-    if not isinstance(inputs, Mapping):
-        raise TypeError(
-            f"run inputs must be a dict of input names to values, not {type(inputs).__name__} "
-            f"{inputs!r}: e.g. wf.run({{'x': {inputs!r}}})"
-        )
-    return dict(inputs)
-
-
-def _reads(step: Step, binding: Binding) -> tuple[str, ...] | None:
-    """The run inputs a step reads by name, or ``None`` when it may read any."""
-    if binding.var_kw or binding.legacy or reads_all_inputs(step):
-        return None
-    return tuple(sorted(p.name for p in binding.params if not p.sources))
-
-
-def _policy_spec(policy: Any) -> dict[str, Any]:
-    spec = getattr(policy, "to_spec", None)
-    if callable(spec):
-        return dict(spec())
-    return {"type": type(policy).__name__}
 
 
 def workflow_from_functions(outputs: Any, **workflow_kwargs: Any) -> Workflow:
@@ -626,6 +487,7 @@ __all__ = [
     "Workflow",
     "install_local_runner",
     "local_runner",
+    "paused_gc",
     "run_inputs",
     "workflow_from_functions",
 ]

@@ -13,6 +13,7 @@ Examples
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 from ..errors import UnknownActionError
 from .schema import DEFAULT_ACTION, WorkflowSchema
@@ -61,11 +62,16 @@ class Outcome:
         return cls(Status.SKIPPED, None, SKIP_NOT_REACHED)
 
 
-@dataclass(frozen=True, slots=True)
-class _In:
+class _In(NamedTuple):
+    """One incoming slot: the source step, the actions that take the edge, its OR group."""
+
     source: str
     actions: frozenset[str]
     group: str | None
+
+
+_DEFAULT = frozenset((DEFAULT_ACTION,))
+_NO_ACTIONS: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -92,23 +98,44 @@ class Plan:
 
     @classmethod
     def from_schema(cls, schema: WorkflowSchema) -> Plan:
-        """Compile ``schema``."""
-        order = list(schema.step_names)
-        merged: dict[tuple[str, str], tuple[set[str], str | None]] = {}
+        """Compile ``schema`` (once per schema object: a plan is only read, so the
+        workflow, the broker and the join check share it)."""
+        plan = schema.__dict__.get("_plan")
+        if plan is None:
+            plan = cls._compile(schema)
+            object.__setattr__(schema, "_plan", plan)  # frozen: not a field, a cache
+        return plan  # type: ignore[no-any-return]
+
+    @classmethod
+    def _compile(cls, schema: WorkflowSchema) -> Plan:
+        order = [s.name for s in schema.steps]
+        merged: dict[tuple[str, str], list[Any]] = {}  # (u, v) -> [actions, group]
         for e in schema.edges:
-            acts, group = merged.setdefault((e.source, e.target), (set(), e.group))
-            acts.add(e.action)
-            if e.group is not None and group is None:
-                merged[(e.source, e.target)] = (acts, e.group)
+            m = merged.get((e.source, e.target))
+            if m is None:
+                merged[(e.source, e.target)] = [(e.action,), e.group]
+            else:
+                if e.action not in m[0]:
+                    m[0] = (*m[0], e.action)
+                if m[1] is None:
+                    m[1] = e.group
         incoming: dict[str, list[_In]] = {n: [] for n in order}
         successors: dict[str, list[str]] = {n: [] for n in order}
-        actions: dict[str, set[str]] = {n: set() for n in order}
+        out: dict[str, set[str]] = {}
         for (u, v), (acts, group) in merged.items():
-            incoming[v].append(_In(u, frozenset(acts), group))
+            actions = _DEFAULT if acts == (DEFAULT_ACTION,) else frozenset(acts)
+            incoming[v].append(_In(u, actions, group))
             successors[u].append(v)
-            actions[u] |= acts
+            mine = out.get(u)
+            if mine is None:
+                out[u] = set(actions)
+            else:
+                mine |= actions
         roots = [n for n in order if not incoming[n]]
-        return cls(order, incoming, successors, {k: frozenset(v) for k, v in actions.items()}, roots)
+        actions_of = dict.fromkeys(order, _NO_ACTIONS)
+        for u, acts_u in out.items():
+            actions_of[u] = _DEFAULT if acts_u == _DEFAULT else frozenset(acts_u)
+        return cls(order, incoming, successors, actions_of, roots)
 
 
 def resolve_action(plan: Plan, step: str, result: object) -> str:

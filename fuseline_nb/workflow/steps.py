@@ -363,14 +363,25 @@ _PARAMS: weakref.WeakKeyDictionary[Any, tuple[inspect.Signature, list[tuple[str,
 )
 
 
+def entry_key(step: Step) -> Any:
+    """What a step's parameters come from: its function, or its class's entry method
+    (``None`` when the instance carries its own, which no other step shares).
+
+    Examples
+    --------
+    >>> entry_key(FunctionStep(len)) is len
+    True
+    """
+    if isinstance(step, FunctionStep):
+        return step.function
+    if step._entry in step.__dict__:
+        return None
+    return getattr(type(step), step._entry, None)
+
+
 def _params(step: Step) -> tuple[inspect.Signature, list[tuple[str, Depends]]]:
     """``(signature, Depends defaults)`` of the method whose parameters are bound."""
-    if isinstance(step, FunctionStep):
-        key: Any = step.function
-    elif step._entry in step.__dict__:  # an entry set on the instance: not shared
-        key = None
-    else:
-        key = getattr(type(step), step._entry, None)
+    key = entry_key(step)
     mine = step.__dict__.get("_params")  # (key, found): a step rebuilt into workflows asks often
     if mine is not None and key is not None and mine[0] is key:
         return mine[1]  # type: ignore[no-any-return]
@@ -522,6 +533,7 @@ __all__ = [
     "Step",
     "StepGroup",
     "Task",
+    "entry_key",
     "function_target",
     "known_function_step",
     "step_for_function",

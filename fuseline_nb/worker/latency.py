@@ -1,10 +1,32 @@
-"""Messages on a worker pipe: one write and one read each, and brief spinning for replies.
+"""What makes a step's round trip between a worker process and the kernel quick: all of it, here.
 
-The framing is ``multiprocessing.Connection.send_bytes``'s (a 4-byte
-big-endian length, then the bytes), so :func:`send` output is read by
-``Connection.recv_bytes`` and :class:`FrameReader` reads what
-``send_bytes`` writes. :func:`spin_seconds` is how long a waiting side
-looks for a reply before it sleeps (see ``docs/latency.md``).
+Each measure below is kept because ``benchmarks/bench_workers.py`` shows what
+it saves (figures in ``docs/latency.md``); nothing else on the pipe tries to
+be clever.
+
+1. **One write, one read per message.** :func:`send` writes the header and
+   the body of a message with one ``os.write``; :class:`FrameReader` reads
+   with one ``os.read`` of up to 64 KiB and hands out every message it
+   completed, so a burst of reports costs the kernel one read. The framing
+   is ``multiprocessing.Connection.send_bytes``'s (a 4-byte big-endian
+   length, then the bytes), so either side may use the other's reader.
+2. **Several assignments per round trip** (prefetch). While many steps are
+   queued and a worker's last step was shorter than :data:`PREFETCH_BELOW`,
+   the kernel hands it up to ``prefetch`` assignments at once
+   (:func:`batch_size`); the worker reports all but the last of them
+   one-way (the ``report`` message: nobody waits for an answer) and the last
+   with ``report_and_get``, which brings the next batch. On a fan-out of
+   no-op steps this halves the time per step (one round trip per batch).
+3. **A short spin for a quick reply** (:class:`Spin`). A process that sleeps
+   while it waits must be woken when the reply comes, and a wake-up costs
+   more than the work. So, on a chain of short steps, the waiting side looks
+   for the reply for up to :func:`spin_seconds` (100 µs) before it sleeps —
+   only while replies do come that fast (two slower ones in a row stop it,
+   a quick one starts it again) and only while a CPU is idle (the count of
+   runnable tasks in ``/proc/loadavg``, read at most every
+   :data:`LOAD_EVERY` seconds): spinning on a busy machine takes the CPU
+   the other side needs and makes every step slower. ``FUSELINE_NB_SPIN_US``
+   sets the time (``0`` turns spinning off).
 
 Examples
 --------
@@ -12,6 +34,8 @@ Examples
 >>> a, b = multiprocessing.Pipe()
 >>> send(a, ("ok", 1)); receive(b)
 ('ok', 1)
+>>> batch_size(4, fast=True, holding=False, backlog=100, workers=2)
+4
 """
 
 from __future__ import annotations
@@ -31,15 +55,21 @@ log = logging.getLogger(__name__)
 SPIN_ENV: Final = "FUSELINE_NB_SPIN_US"
 #: ...its default.
 SPIN_DEFAULT_US: Final = 100.0
+#: Spinning stops after this many replies in a row slower than the spin (and resumes after a quick one).
+SLOW_STREAK: Final = 2
+#: Seconds between two looks at how many tasks the machine runs (``/proc/loadavg``).
+LOAD_EVERY: Final = 0.02
+#: A worker gets more than one assignment at a time only after a step shorter than this (seconds).
+PREFETCH_BELOW: Final = 0.1
+
+_CPUS: Final = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def spin_seconds() -> float:
-    """How long the kernel and pool workers wait for a quick reply without sleeping.
+    """How long the kernel and pool workers look for a quick reply before they sleep.
 
-    Across processes a round trip costs two wake-ups; a short, bounded spin
-    (only while replies do come that fast, and only with a CPU to spare)
-    saves them on chains of short steps. Set ``FUSELINE_NB_SPIN_US=0`` to
-    turn it off (read when a pool starts its workers).
+    Set ``FUSELINE_NB_SPIN_US=0`` to turn spinning off (read when a pool
+    starts its workers).
 
     Examples
     --------
@@ -56,8 +86,83 @@ def spin_seconds() -> float:
     return max(0.0, micros) / 1e6
 
 
-#: Spinning stops after this many replies in a row slower than the spin (and resumes after a quick one).
-SLOW_STREAK: Final = 2
+class _Load:
+    """Whether a CPU is idle: runnable tasks (``/proc/loadavg``, this one included) <= CPUs."""
+
+    def __init__(self) -> None:
+        self.due = 0.0
+        self.idle = True
+        try:
+            self.fd: int | None = os.open("/proc/loadavg", os.O_RDONLY)
+        except OSError:  # not Linux: assume a CPU is idle
+            self.fd = None
+
+    def cpu_idle(self, now: float) -> bool:
+        if now >= self.due and self.fd is not None:
+            self.due = now + LOAD_EVERY
+            try:  # e.g. b"0.42 0.58 1.19 2/517 6645\n": 2 tasks runnable now
+                self.idle = int(os.pread(self.fd, 128, 0).split()[3].split(b"/")[0]) <= _CPUS
+            except (OSError, ValueError, IndexError):
+                self.idle = True
+        return self.idle
+
+
+_load: _Load | None = None
+
+
+class Spin:
+    """When the side waiting for a reply should spin, and for how long (one per waiting side).
+
+    :meth:`wanted` says whether to spin now; :meth:`took` is told how long each
+    reply took. ``seconds=0`` never spins.
+
+    Examples
+    --------
+    >>> spin = Spin(0.0001)
+    >>> spin.took(0.5); spin.took(0.5)  # two slow replies in a row: no spinning
+    >>> spin.wanted()
+    False
+    >>> spin.took(0.00001)  # a quick one: spin again (if a CPU is idle)
+    >>> spin.slow
+    0
+    """
+
+    __slots__ = ("seconds", "slow")
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.slow = 0  # replies in a row slower than ``seconds``
+
+    def wanted(self) -> bool:
+        """Whether to spin for the next reply."""
+        global _load
+        if not self.seconds or self.slow >= SLOW_STREAK:
+            return False
+        if _load is None:
+            _load = _Load()
+        return _load.cpu_idle(time.monotonic())
+
+    def took(self, seconds: float) -> None:
+        """A reply came ``seconds`` after the request."""
+        self.slow = 0 if seconds < self.seconds else self.slow + 1
+
+
+def batch_size(prefetch: int, *, fast: bool, holding: bool, backlog: int, workers: int) -> int:
+    """How many assignments to hand a worker at once (see the module docstring, measure 2).
+
+    More than one only when its last step was short (``fast``), it holds none,
+    and enough steps are queued to give every worker a full batch.
+
+    Examples
+    --------
+    >>> batch_size(4, fast=False, holding=False, backlog=100, workers=2)
+    1
+    >>> batch_size(4, fast=True, holding=False, backlog=5, workers=2)
+    1
+    """
+    if prefetch > 1 and fast and not holding and backlog >= prefetch * max(workers, 1):
+        return prefetch
+    return 1
 
 
 _HEADER: Final = struct.Struct("!i")  # the framing of multiprocessing.Connection.send_bytes
@@ -213,7 +318,16 @@ class FrameReader:
         return self._frames.popleft()
 
 
-# -- the worker side --------------------------------------------------------------------
-
-
-__all__ = ["SLOW_STREAK", "SPIN_DEFAULT_US", "SPIN_ENV", "FrameReader", "receive", "send", "spin_seconds"]
+__all__ = [
+    "LOAD_EVERY",
+    "PREFETCH_BELOW",
+    "SLOW_STREAK",
+    "SPIN_DEFAULT_US",
+    "SPIN_ENV",
+    "FrameReader",
+    "Spin",
+    "batch_size",
+    "receive",
+    "send",
+    "spin_seconds",
+]

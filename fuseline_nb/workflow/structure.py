@@ -1,0 +1,228 @@
+"""A workflow's structure, built from its output steps: order, names, edges, depths.
+
+:func:`build` is what ``Workflow(outputs=...)`` does first. It touches each
+step and edge a small, fixed number of times (no networkx, no signature
+walk per step), so building stays a few µs per step and linear.
+
+Examples
+--------
+>>> from fuseline_nb import FunctionStep
+>>> a, b, c = (FunctionStep(lambda: 1, name=n) for n in "abc")
+>>> _ = (a - "left") >> b
+>>> _ = (a - "right") >> c
+>>> s = build([b])
+>>> s.order, s.edges[("a", "c")], s.branching
+(['a', 'b', 'c'], [('right',), None], True)
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .binding import Shape, shape_of
+from .collect import Resolver, assign_names, collect, topological
+from .schema import DEFAULT_ACTION, key_digest
+from .steps import Step
+
+#: ``json.dumps(body, sort_keys=True)`` (the same text) without the circularity check.
+_ENCODE = json.JSONEncoder(sort_keys=True, check_circular=False).encode
+
+#: An edge's facts: ``[actions, group]`` (a list: OR groups are renamed in place).
+Edge = list[Any]
+
+
+class Structure:
+    """What :func:`build` finds; the :class:`~fuseline_nb.Workflow` keeps it.
+
+    ``edges`` maps ``(source, target)`` to ``[actions, group]``; ``deps`` and
+    ``group_param`` hold, for the steps that have ``Depends(...)``
+    parameters only, each parameter's source steps and OR-group id;
+    ``branching`` says whether any edge carries an action other than
+    ``"default"`` (only then can an AND join be impossible). ``edges`` and
+    ``shapes`` are ``None`` in a workflow unpickled in another process until
+    :func:`~fuseline_nb.workflow.packing.complete` remakes them.
+
+    Examples
+    --------
+    >>> from fuseline_nb import FunctionStep
+    >>> s = build([FunctionStep(lambda: 1, name="one")])
+    >>> s.order, s.output_names, s.acyclic
+    (['one'], ['one'], True)
+    """
+
+    __slots__ = ("acyclic", "branching", "deps", "edges", "group_param", "order", "output_names",
+                 "shapes", "steps")
+
+    def __init__(self, steps: dict[str, Step], order: list[str], edges: dict[tuple[str, str], Edge] | None,
+                 deps: dict[str, dict[str, tuple[str, ...]]], group_param: dict[str, dict[str, str]],
+                 shapes: list[Shape] | None, output_names: list[str], branching: bool, acyclic: bool) -> None:
+        self.steps = steps
+        self.order = order
+        self.edges = edges
+        self.deps = deps
+        self.group_param = group_param
+        self.shapes = shapes
+        self.output_names = output_names
+        self.branching = branching
+        self.acyclic = acyclic
+
+    def structure_key(self) -> str:
+        """:meth:`WorkflowSchema.structure_key` of this structure (the same digest).
+
+        Examples
+        --------
+        >>> from fuseline_nb import FunctionStep
+        >>> from fuseline_nb.workflow.schema import WorkflowSchema, StepSchema
+        >>> key = build([FunctionStep(lambda: 1, name="one")]).structure_key()
+        >>> key == WorkflowSchema("w", steps=(StepSchema("one", kind="function"),), outputs=("one",)).structure_key()
+        True
+        """
+        assert self.shapes is not None and self.edges is not None  # packing.complete() remakes them
+        steps = self.steps
+        conditional = {n: shape.conditional for n, shape in zip(self.order, self.shapes, strict=True)}
+        body = {
+            "steps": [(n, steps[n].kind, conditional[n]) for n in sorted(self.order)],  # names are unique
+            "edges": self.key_edges(),
+            "outputs": sorted(self.output_names),
+        }
+        return key_digest(_ENCODE(body))
+
+    def sorted_edges(self) -> list[tuple[tuple[str, str], Edge]]:
+        """``edges`` sorted by ``(source, target)``."""
+        edges = self.edges
+        assert edges is not None  # packing.complete() remakes them
+        return [(uv, edges[uv]) for uv in sorted(edges)]
+
+    def key_edges(self) -> list[tuple[str, str, str, str]]:
+        """The edges of the structure key: ``(source, target, action, group or "")``, sorted."""
+        out = []
+        for (u, v), (actions, group) in self.sorted_edges():
+            g = group or ""
+            if len(actions) == 1:
+                out.append((u, v, actions[0], g))
+            else:
+                out.extend((u, v, a, g) for a in sorted(actions))
+        return out
+
+
+def build(outputs: list[Step]) -> Structure:
+    """Collect, order, name and wire the steps linked to ``outputs``.
+
+    Sets each step's ``name`` (derived names) and ``execution_group`` (its
+    depth: roots 0, else one more than its deepest parent). On a cycle the
+    structure comes back with ``acyclic`` false and the steps in discovery
+    order; the caller names the cycle.
+
+    Examples
+    --------
+    >>> from fuseline_nb import FunctionStep
+    >>> a, b = FunctionStep(lambda: 1, name="a"), FunctionStep(lambda: 2, name="b")
+    >>> _ = a >> b
+    >>> s = build([b])
+    >>> s.order, b.execution_group
+    (['a', 'b'], 1)
+    """
+    steps = collect(outputs)
+    deps: dict[int, dict[str, tuple[Step, ...]]] = {}
+    resolve: Resolver | None = None
+    n_collected = len(steps)
+    shapes: list[Shape] = []
+    i = 0
+    last: tuple[Any, type, Shape] | None = None  # neighbours mostly share a function: skip the lookup
+    while i < len(steps):  # resolve may append instances of Step classes
+        s = steps[i]
+        key = s.__dict__.get("function")
+        if last is not None and key is not None and key is last[0] and type(s) is last[1]:
+            shape = last[2]
+        else:
+            shape = shape_of(s)
+            last = (key, type(s), shape)
+        shapes.append(shape)
+        if shape.depends:
+            if resolve is None:
+                resolve = Resolver(steps)
+            deps[id(s)] = {p: tuple(resolve(d, s, p) for d in dep.steps) for p, dep in s.dependencies()}
+        i += 1
+    if len(steps) > n_collected:  # Depends pulled in new steps: collect what they link to
+        steps = collect(outputs + steps)
+        shapes = [shape_of(s) for s in steps]
+    ordered, depth = topological(steps, deps)
+    acyclic = ordered is not None
+    if ordered is not None:
+        shape_at = {id(s): sh for s, sh in zip(steps, shapes, strict=True)}
+        steps = ordered
+        shapes = [shape_at[id(s)] for s in steps]
+    names = assign_names(steps)
+    edges: dict[tuple[str, str], Edge] = {}
+    raw_groups: set[str] = set()
+    branching = False
+    order: list[str] = []
+    by_name: dict[str, Step] = {}
+    for k, s in enumerate(steps):
+        u = names[id(s)]
+        order.append(u)
+        by_name[u] = s
+        if depth is not None:
+            s.execution_group = depth[k]
+        out = s.__dict__.get("_edges")
+        if not out:
+            continue
+        for t, action, group in out:
+            v = names[id(t)]
+            e = edges.get((u, v))
+            if e is None:
+                edges[(u, v)] = [(action,), group]
+            elif action not in e[0]:
+                e[0] = (*e[0], action)
+            if group is not None:
+                raw_groups.add(group)
+            if action != DEFAULT_ACTION:
+                branching = True
+    if raw_groups:
+        _name_groups(edges, raw_groups)
+    dep_names: dict[str, dict[str, tuple[str, ...]]] = {}
+    group_param: dict[str, dict[str, str]] = {}
+    for s in steps:
+        found = deps.get(id(s))
+        if not found:
+            continue
+        v = names[id(s)]
+        mine = dep_names[v] = {}
+        groups = group_param[v] = {}
+        for param, srcs in found.items():
+            src_names = tuple(names[id(d)] for d in srcs)
+            mine[param] = src_names
+            group = f"{v}.{param}" if len(src_names) > 1 else None
+            if group:
+                groups[param] = group
+            for u in src_names:
+                e = edges.get((u, v))
+                if e is None:
+                    edges[(u, v)] = [(DEFAULT_ACTION,), group]
+                elif group is not None:
+                    e[1] = group
+    return Structure(by_name, order, edges, dep_names, group_param, shapes,
+                     [names[id(o)] for o in outputs], branching, acyclic)
+
+
+def _name_groups(edges: dict[tuple[str, str], Edge], raw_groups: set[str]) -> None:
+    """OR groups from ``(a | b) >> c`` get ids derived from their members, so the
+    same code gives the same schema in every process."""
+    into: dict[str, list[str]] = {}
+    for u, v in edges:
+        into.setdefault(v, []).append(u)
+    members: dict[tuple[str, str], str] = {}
+    canonical: dict[tuple[str, str], str] = {}
+    for (u, v), e in edges.items():
+        if e[1] in raw_groups:
+            key = (v, e[1])
+            if key not in members:
+                inside = sorted(x for x in into[v] if edges[(x, v)][1] == e[1])
+                members[key] = f"{v}:any({','.join(inside)})"
+            canonical[(u, v)] = members[key]
+    for uv, group in canonical.items():
+        edges[uv][1] = group
+
+
+__all__ = ["Structure", "build"]

@@ -63,12 +63,12 @@ class ChannelServer:
     ...     def workflow_blobs(self): return []
     >>> server = ChannelServer(LocalBrokerClient(MemoryBroker()), Pool())
     >>> server.alive, server.prefetch
-    (False, 4)
+    (False, 8)
     >>> server.close()
     """
 
     def __init__(self, client: BrokerClient, supervisor: Supervisor, *, poll_interval: float = 0.1,
-                 prefetch: int = 4) -> None:
+                 prefetch: int = 8) -> None:
         self.client = client
         self.supervisor = supervisor
         self.poll_interval = poll_interval

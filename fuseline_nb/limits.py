@@ -11,7 +11,12 @@ worker fleet:
   (seconds since the epoch; DuckDB's ``TIMESTAMP`` cannot show ``-1e18``);
 * :func:`safe_text`: a ``str`` that encodes as UTF-8 (lone surrogates, as
   ``os.listdir`` returns for undecodable file names, become ``\\udcff``);
-* :func:`safe_repr` / :func:`safe_str`: a repr / str that never raises.
+* :func:`safe_repr` / :func:`safe_str`: a repr / str that never raises;
+* :class:`Bound` and the aliases built on it (:data:`Name`, :data:`Label`,
+  :data:`Time`, ...): the field bounds of the messages, written in the
+  messages' own dataclasses (``step_name: Name``). They are plain
+  ``Annotated`` metadata for Python; pydantic (the HTTP edge validates the
+  dataclasses with ``TypeAdapter`` s) reads them as field constraints.
 
 Examples
 --------
@@ -26,7 +31,7 @@ Examples
 from __future__ import annotations
 
 import math
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
 #: How many levels of lists/objects a value may nest at an edge.
 MAX_DEPTH: Final = 64
@@ -36,6 +41,55 @@ TIME_MIN: Final = 0.0
 TIME_MAX: Final = 32_503_680_000.0
 #: Longest text kept for an error message or traceback (characters).
 MAX_TEXT: Final = 1_000_000
+
+
+class Bound:
+    """Bounds of a message field, as ``Annotated`` metadata: pydantic checks them at the HTTP edge.
+
+    Takes the keywords of ``pydantic.Field`` (``max_length``, ``ge``,
+    ``allow_inf_nan``...). Nothing is imported or checked in Python code
+    that builds messages; only a ``TypeAdapter`` over a message reads them
+    (pydantic is the service extra's, so this module does not import it).
+
+    Examples
+    --------
+    >>> from dataclasses import dataclass
+    >>> from pydantic import TypeAdapter
+    >>> @dataclass
+    ... class Ping:
+    ...     who: Name
+    >>> TypeAdapter(Ping).validate_python({"who": "w1"})
+    Ping(who='w1')
+    >>> from pydantic import ValidationError
+    >>> try:
+    ...     TypeAdapter(Ping).validate_python({"who": ""})
+    ... except ValidationError as exc:
+    ...     print(exc.errors()[0]["msg"])
+    String should have at least 1 character
+    """
+
+    __slots__ = ("constraints",)
+
+    def __init__(self, **constraints: Any) -> None:
+        self.constraints = constraints
+
+    def __repr__(self) -> str:
+        return f"Bound({', '.join(f'{k}={v!r}' for k, v in self.constraints.items())})"
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: Any) -> Any:
+        from pydantic import Field
+
+        return handler(Annotated[source, Field(**self.constraints)])
+
+
+#: A name: a step, workflow, run or worker id (1 to 512 characters).
+Name = Annotated[str, Bound(min_length=1, max_length=512)]
+#: A label that may be empty (a display name, a workflow id in a report): at most 512 characters.
+Label = Annotated[str, Bound(max_length=512)]
+#: A short identifier (a fingerprint, a version): at most 128 characters.
+Short = Annotated[str, Bound(max_length=128)]
+#: A wall-clock time in seconds since the epoch: finite (the range is checked by :func:`time_error`).
+Time = Annotated[float, Bound(allow_inf_nan=False)]
 
 
 def safe_text(text: Any) -> str | None:
@@ -151,5 +205,5 @@ def time_error(t: Any, where: str) -> str | None:
     return None
 
 
-__all__ = ["MAX_DEPTH", "MAX_TEXT", "TIME_MAX", "TIME_MIN", "depth_error", "safe_repr", "safe_str",
+__all__ = ["MAX_DEPTH", "MAX_TEXT", "TIME_MAX", "TIME_MIN", "Bound", "Label", "Name", "Short", "Time", "depth_error", "safe_repr", "safe_str",
            "safe_text", "time_error"]

@@ -180,7 +180,7 @@ def test_the_http_service_refuses_missing_inputs_with_422_naming_them():
 
     async def post() -> httpx.Response:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://test") as c:
-            body = {"v": 1, "workflow": _needs_inputs().to_schema().to_dict(), "inputs": {}}
+            body = {"v": 2, "workflow": _needs_inputs().to_schema().to_dict(), "inputs": {}}
             return await c.post("/workflow/dispatch", json=body, headers={"Authorization": "Bearer " + "t" * 20})
 
     try:

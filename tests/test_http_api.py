@@ -11,12 +11,24 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import TypeAdapter
 
 from fuseline_nb import FunctionStep, Status, Workflow
 from fuseline_nb.broker import MemoryBroker
-from fuseline_nb.broker.codec import decode_value, encode_value
 from fuseline_nb.broker.http import create_app
+from fuseline_nb.broker.wire import WIRE_VERSION
 from fuseline_nb.workflow.value import Value
+
+VALUE = TypeAdapter(Value)
+
+
+def encode_value(obj: Any) -> dict[str, Any]:
+    """The JSON form of a value, as a worker sends it."""
+    return VALUE.dump_python(Value.of(obj), mode="json")
+
+
+def decode_value(wire: dict[str, Any]) -> Value:
+    return VALUE.validate_json(json.dumps(wire))
 
 TOKEN = "test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -64,7 +76,7 @@ def _register(api: Api, wf: Workflow) -> str:
 class TestAuth:
     def test_status_needs_no_token(self, api: Api) -> None:
         r = api("GET", "/status", auth=False)
-        assert r.status_code == 200 and r.json()["api_version"] == 1
+        assert r.status_code == 200 and r.json()["api_version"] == WIRE_VERSION == 2
 
     @pytest.mark.parametrize("path", ["/workers", "/runs", "/workflows", "/runs/x"])
     def test_data_endpoints_need_the_token(self, api: Api, path: str) -> None:
@@ -91,7 +103,8 @@ class TestBadInput:
 
     def test_wrong_field_is_422_naming_it(self, api: Api) -> None:
         wid = _register(api, _wf())
-        body = {"worker_id": wid, "report": {"instance_id": "r", "step_name": "a", "state": "DONE"}}
+        body = {"worker_id": wid, "report": {"workflow_id": "api-wf", "instance_id": "r", "step_name": "a",
+                                             "state": "DONE"}}
         r = api("POST", "/workflow/step", json=body)
         assert r.status_code == 422
         assert r.json()["detail"].startswith("report.state:")
@@ -101,7 +114,7 @@ class TestBadInput:
         assert r.status_code == 422 and "worker_id" in r.json()["detail"]
 
     def test_another_wire_version_is_422(self, api: Api) -> None:
-        r = api("POST", "/worker/keep-alive", json={"v": 2, "worker_id": "w"})
+        r = api("POST", "/worker/keep-alive", json={"v": 1, "worker_id": "w"})
         assert r.status_code == 422 and r.json()["detail"].startswith("v:")
 
     def test_unknown_field_is_422(self, api: Api) -> None:
@@ -115,7 +128,7 @@ class TestBadInput:
 
     def test_nan_time_is_422(self, api: Api) -> None:
         wid = _register(api, _wf())
-        body = json.dumps({"worker_id": wid, "report": {"instance_id": "r", "step_name": "a",
+        body = json.dumps({"worker_id": wid, "report": {"workflow_id": "api-wf", "instance_id": "r", "step_name": "a",
                                                         "state": "FAILED", "started_at": 0}})
         body = body.replace('"started_at": 0', '"started_at": NaN')
         r = api("POST", "/workflow/step", content=body, headers={"Content-Type": "application/json"})
@@ -166,16 +179,16 @@ class TestStepProtocol:
         assert api("GET", "/workflow/step", params={"worker_id": wid}).status_code == 204
         run_id = api("POST", "/workflow/dispatch",
                      json={"workflow": wf.to_schema().to_dict(), "inputs": {"k": encode_value((1, 2))}}).json()["run_id"]
-        a = api("GET", "/workflow/step", params={"worker_id": wid}).json()
-        assert (a["step_name"], a["attempt"], a["inputs"]["k"]["kind"]) == ("a", 1, "pickle")
-        report = {"instance_id": run_id, "step_name": "a", "state": "SUCCEEDED", "attempt": 1,
+        a = api("GET", "/workflow/step", params={"worker_id": wid}).json()["next"]
+        assert (a["step_name"], a["attempt"], a["payload"]["workflow_inputs"]["k"]["kind"]) == ("a", 1, "pickle")
+        report = {"workflow_id": "api-wf", "instance_id": run_id, "step_name": "a", "state": "SUCCEEDED", "attempt": 1,
                   "result": encode_value("left"), "action": "left"}
         nxt = api("POST", "/workflow/step", json={"worker_id": wid, "report": report, "next": True}).json()["next"]
-        assert nxt["step_name"] == "left" and decode_value(nxt["results"]["a"]).load() == "left"
-        report = {"instance_id": run_id, "step_name": "left", "state": "SUCCEEDED", "attempt": 1,
+        assert nxt["step_name"] == "left" and decode_value(nxt["payload"]["results"]["a"]).load() == "left"
+        report = {"workflow_id": "api-wf", "instance_id": run_id, "step_name": "left", "state": "SUCCEEDED", "attempt": 1,
                   "result": encode_value({"n": 1})}
         assert api("POST", "/workflow/step", json={"worker_id": wid, "report": report, "next": True}).json() == {
-            "v": 1, "next": None}
+            "v": 2, "next": None}
         run = api("GET", f"/runs/{run_id}").json()
         assert run["state"] == "SUCCEEDED"
         assert {n: s["state"] for n, s in run["steps"].items()} == {
@@ -191,7 +204,7 @@ class TestStepProtocol:
         wid = _register(api, wf)
         run_id = api("POST", "/workflow/dispatch", json={"workflow": wf.to_schema().to_dict()}).json()["run_id"]
         api("GET", "/workflow/step", params={"worker_id": wid})
-        report = {"instance_id": run_id, "step_name": "a", "state": "FAILED", "attempt": 7}
+        report = {"workflow_id": "api-wf", "instance_id": run_id, "step_name": "a", "state": "FAILED", "attempt": 7}
         r = api("POST", "/workflow/step", json={"worker_id": wid, "report": report})
         assert r.status_code == 409 and r.json()["error"] == "stale_report" and "attempt 7" in r.json()["detail"]
 
@@ -244,8 +257,8 @@ class TestPickles:
         assert isinstance(held, Value) and not held.loaded and not canary.exists()
         assert api("GET", f"/runs/{run_id}").json()["inputs"]["x"]["data"] == data
         wid = _register(api, wf)
-        handed = api("GET", "/workflow/step", params={"worker_id": wid}).json()  # the assignment too
-        assert handed["inputs"]["x"]["data"] == data
+        handed = api("GET", "/workflow/step", params={"worker_id": wid}).json()["next"]  # the assignment too
+        assert handed["payload"]["workflow_inputs"]["x"]["data"] == data
         assert not canary.exists()
 
     def test_values_round_trip(self) -> None:
@@ -286,7 +299,7 @@ class TestClientLogic:
             if path == "/worker/register":
                 wid = f"w{next(registrations)}"
                 known.add(wid)
-                return httpx.Response(200, json={"v": 1, "worker_id": wid})
+                return httpx.Response(200, json={"v": 2, "worker_id": wid})
             wid = json.loads(request.content)["worker_id"]
             seen.append(wid)
             if wid not in known:
@@ -304,7 +317,7 @@ class TestClientLogic:
     def test_a_report_prefetches_the_next_step(self) -> None:
         from fuseline_nb.broker.base import StepAssignment, StepReport
         from fuseline_nb.broker.clients import HttpBrokerClient
-        from fuseline_nb.broker.codec import assignment_to_wire
+        from fuseline_nb.broker.wire import StepAnswer
 
         nxt = StepAssignment("wf", "r", "b", {"workflow_inputs": {"x": (1, 2)}, "results": {"a": "left"},
                                               "winners": {}}, 0.0, 60.0, 1, "1")
@@ -314,7 +327,7 @@ class TestClientLogic:
             paths.append(f"{request.method} {request.url.path}")
             body = json.loads(request.content)
             assert body["next"] is True and body["report"]["action"] == "left"
-            return httpx.Response(200, json={"v": 1, "next": assignment_to_wire(nxt)})
+            return httpx.Response(200, content=StepAnswer.model_construct(next=nxt).model_dump_json())
 
         client = HttpBrokerClient("http://b", transport=httpx.MockTransport(service))
         client.report_step("w1", StepReport("wf", "r", "a", Status.SUCCEEDED, "left", attempt=1))
@@ -331,10 +344,10 @@ def test_cancel_route(api: Api):
     assert api("GET", "/workflow/step", params={"worker_id": wid}).status_code == 200  # "a" runs
     r = api("POST", f"/runs/{run_id}/cancel", json={"reason": "stop"})
     assert r.status_code == 200, r.text
-    assert r.json() == {"v": 1, "run_id": run_id, "cancelled": True, "state": "CANCELLED",
+    assert r.json() == {"v": 2, "run_id": run_id, "cancelled": True, "state": "CANCELLED",
                         "message": f"run {run_id!r} cancelled"}
     r = api("POST", "/worker/keep-alive", json={"worker_id": wid})
-    assert r.status_code == 200 and r.json() == {"v": 1, "cancelled": [[run_id, "a"]]}
+    assert r.status_code == 200 and r.json() == {"v": 2, "cancelled": [[run_id, "a"]]}
     r = api("POST", f"/runs/{run_id}/cancel")  # no body; an ended run: a no-op that says so
     assert r.status_code == 200 and r.json()["cancelled"] is False
     assert "had already ended (CANCELLED): nothing to cancel" in r.json()["message"]

@@ -207,13 +207,13 @@ def test_client_errors_name_the_problem(service: Service) -> None:
         anonymous.list_runs()
     assert anonymous.status()["status"] == "ok"
     wid = client.register_worker([flows.chain.to_schema()])
-    with pytest.raises(BrokerRequestError, match="v: Input should be 1") as refused:
-        client._send("POST", "/worker/keep-alive", json={"worker_id": wid, "v": 9})
+    with pytest.raises(BrokerRequestError, match="v: Input should be 2") as refused:
+        client._send("POST", "/worker/keep-alive", {"worker_id": wid, "v": 9})
     assert refused.value.status_code == 422 and refused.value.code == "invalid_request"
     with pytest.raises(BrokerRequestError, match=r"workflow\.edges"):
         bad = flows.chain.to_schema().to_dict()
         bad["edges"].append({"source": "tick0", "target": "nowhere"})
-        client._send("POST", "/workflow/dispatch", json={"workflow": bad})
+        client._send("POST", "/workflow/dispatch", {"workflow": bad})
     assert service.stop(service.broker) == 0
     t0 = time.monotonic()
     with pytest.raises(BrokerUnavailableError, match="unreachable"):

@@ -181,13 +181,26 @@ def test_the_history_is_the_same_whichever_transport_carried_the_values(tmp_path
 
 
 def test_condition_checks_travel_on_every_transport() -> None:
-    from fuseline_nb.broker import StepReport
-    from fuseline_nb.broker.codec import report_from_wire, report_to_wire
-    from fuseline_nb.broker.wire import ReportModel
+    """Every field of the messages (conditions included) crosses HTTP and the pipe unchanged."""
+    from dataclasses import fields
+
+    from fuseline_nb.broker import StepAssignment, StepReport
+    from fuseline_nb.broker.wire import ReportRequest, StepAnswer
     from fuseline_nb.worker.channel import decode, encode
 
     checks = [{"dependency": "load", "value": 3, "passed": False}]
-    report = StepReport("wf", "r1", "s", fl.Status.SKIPPED, attempt=2, conditions=checks)
-    over_http = report_from_wire(ReportModel.model_validate(report_to_wire(report)))
+    report = StepReport("wf", "r1", "s", fl.Status.SKIPPED, Value.of({"a": (1, 2)}), 2, "E: x", "tb", "go",
+                        1.5e9, 1.6e9, checks)
+    assert all(getattr(report, f.name) != f.default for f in fields(report))  # no field left at its default
+    sent = ReportRequest.model_construct(worker_id="w1", report=report).model_dump_json()
+    over_http = ReportRequest.model_validate_json(sent).report
     over_pipe = decode(encode(("report", report)))[1]
     assert over_http == over_pipe == report and over_http.conditions == checks
+    assert over_http.result.load() == {"a": (1, 2)} and not over_pipe.result.loaded
+
+    a = StepAssignment("wf", "r1", "s", {"workflow_inputs": {"x": Value.of(1)}, "results": {"p": Value.of("v")},
+                                         "winners": {"g": "p"}}, 1.0, 2.0, 3, "7", 9.5)
+    assert all(getattr(a, f.name) != f.default for f in fields(a))
+    over_http_a = StepAnswer.model_validate_json(StepAnswer.model_construct(next=a).model_dump_json()).next
+    assert over_http_a == decode(encode(("step", a)))[1] == a
+    assert (over_http_a.inputs, over_http_a.results, over_http_a.winners) == ({"x": 1}, {"p": "v"}, {"g": "p"})

@@ -1,11 +1,10 @@
-"""The front of the broker app: token check, long-poll wake-ups, and the per-step fast lane.
+"""The front of the broker app: token check, long-poll wake-ups, and the per-step route.
 
 :class:`Front` is plain ASGI middleware in front of the FastAPI app. It
-checks the bearer token, and answers ``POST /workflow/step`` — the one
-request a worker sends per step — itself: it parses the body with the same
-pydantic model the documented route declares and answers the same way, but
-skips the framework's routing and dependency machinery, which costs more
-than the step.
+checks the bearer token and the body bound, and serves ``POST /workflow/step``
+— the one request a worker sends per step — itself (it is the route's only
+implementation; :mod:`.http` documents it in the OpenAPI description): the
+framework's routing and dependency machinery would cost more than the step.
 
 Examples
 --------
@@ -24,7 +23,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Final
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -38,8 +37,7 @@ from ..errors import (
     UnknownWorkflowError,
 )
 from ..workflow.events import Event
-from .base import Broker
-from .codec import assignment_to_wire, report_from_wire
+from .base import Broker, StepAssignment
 from .edge import report_error
 from .wire import WIRE_VERSION, ReportRequest
 
@@ -71,6 +69,21 @@ _BROKER_ERRORS = tuple(cls for cls, _, _ in ERRORS)
 def dumps(body: Any) -> bytes:
     """Compact JSON bytes."""
     return json.dumps(body, separators=(",", ":")).encode()
+
+
+def answer(a: StepAssignment | None) -> bytes:
+    """The JSON of a :class:`~.wire.StepAnswer` carrying ``a`` (written without building the envelope).
+
+    Examples
+    --------
+    >>> answer(None)
+    b'{"v":2,"next":null}'
+    """
+    return _HEAD + _next_json(a) + b"}"
+
+
+_HEAD: Final = b'{"v":%d,"next":' % WIRE_VERSION
+_next_json = TypeAdapter(StepAssignment | None).dump_json
 
 
 def error_body(status: int, code: str, detail: str, errors: list[dict[str, Any]] | None = None) -> bytes:
@@ -159,14 +172,14 @@ class Service:
             found = check()
         return found
 
-    async def next_step(self, worker_id: str, wait: float) -> dict[str, Any] | None:
-        a = await self.poll(lambda: self.broker.get_step(worker_id), wait)
-        return assignment_to_wire(a) if a is not None else None
+    async def next_step(self, worker_id: str, wait: float) -> StepAssignment | None:
+        """The worker's next step, waiting up to ``wait`` seconds for one."""
+        return await self.poll(lambda: self.broker.get_step(worker_id), wait)  # type: ignore[no-any-return]
 
-    async def report(self, body: ReportRequest) -> dict[str, Any]:
-        self.broker.report_step(body.worker_id, report_from_wire(body.report))
-        nxt = await self.next_step(body.worker_id, body.wait) if body.next else None
-        return {"v": WIRE_VERSION, "next": nxt}
+    async def report(self, body: ReportRequest) -> bytes:
+        """Record a report; answer the worker's next step when it asked for one."""
+        self.broker.report_step(body.worker_id, body.report)
+        return answer(await self.next_step(body.worker_id, body.wait) if body.next else None)
 
     def finished(self, run_id: str) -> Any:
         info = self.broker.get_run(run_id)
@@ -275,9 +288,9 @@ class Front:
             await respond(send, 422, error_body(422, "invalid_request", err))
             return
         try:
-            answer = await self.service.report(body)
+            reply = await self.service.report(body)
         except _BROKER_ERRORS as exc:
             status, code = broker_error(exc)
             await respond(send, status, error_body(status, code, str(exc)))
             return
-        await respond(send, 200, dumps(answer))
+        await respond(send, 200, reply)

@@ -17,19 +17,46 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, TypedDict, get_type_hints
 
 from ..errors import TransportUnsupportedError
+from ..limits import Bound, Label, Name, Time
 from ..workflow.events import Event
 from ..workflow.runinfo import RunInfo, StepInfo
 from ..workflow.schema import WorkflowSchema
 from ..workflow.status import Status
-from ..workflow.value import opened_all
+from ..workflow.value import MaybeValue, Value, opened_all
 from .registry import Repositories, RepositoryInfo
 
 __all__ = [
-    "Broker", "BrokerClient", "LastTask", "RepositoryInfo", "RunInfo", "StepAssignment", "StepInfo", "StepReport", "WorkerInfo",
+    "Broker", "BrokerClient", "LastTask", "Payload", "RepositoryInfo", "RunInfo", "StepAssignment", "StepInfo", "StepReport", "WorkerInfo",
 ]
+
+
+class Payload(TypedDict):
+    """What a :class:`StepAssignment` carries besides its address.
+
+    Examples
+    --------
+    >>> Payload(workflow_inputs={}, results={"load": Value.of([1])}, winners={})["results"]["load"].preview
+    '[1]'
+    """
+
+    #: The run's inputs by name.
+    workflow_inputs: dict[str, Value]
+    #: Results of finished predecessors by step name.
+    results: dict[str, Value]
+    #: For each OR group on the step, the member whose result it receives.
+    winners: dict[str, str]
+
+
+class _AsTypedDict:
+    """``Annotated`` metadata: pydantic reads a ``typing.TypedDict`` (it wants ``typing_extensions``' before 3.12)."""
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: Any) -> Any:
+        from typing_extensions import TypedDict as PydanticTypedDict  # pydantic's own dependency
+
+        return handler.generate_schema(PydanticTypedDict(source.__name__, get_type_hints(source)))  # type: ignore[operator]
 
 
 @dataclass
@@ -54,7 +81,7 @@ class StepAssignment:
     workflow_id: str
     instance_id: str
     step_name: str
-    payload: dict[str, Any]
+    payload: Annotated[Payload, _AsTypedDict()]
     assigned_at: float
     expires_at: float
     attempt: int = 1
@@ -104,19 +131,19 @@ class StepReport:
     'ValueError: x'
     """
 
-    workflow_id: str
-    instance_id: str
-    step_name: str
+    workflow_id: Label
+    instance_id: Name
+    step_name: Name
     state: Status
-    result: Any = None
-    attempt: int = 1
+    result: MaybeValue = None
+    attempt: Annotated[int, Bound(ge=1, le=2**31)] = 1
     error: str | None = None
     traceback: str | None = None
     action: str | None = None
-    started_at: float | None = None
-    finished_at: float | None = None
+    started_at: Time | None = None
+    finished_at: Time | None = None
     #: Condition checks made before running: ``{"dependency", "value", "passed"}`` dicts.
-    conditions: list[dict[str, Any]] | None = None
+    conditions: Annotated[list[dict[str, Any]] | None, Bound(max_length=1024)] = None
 
     def __reduce__(self) -> tuple[Any, ...]:  # positional fields: a smaller, quicker pickle on the pipe
         state = self.state._value_ if self.state.__class__ is Status else self.state  # a str: no enum call

@@ -57,7 +57,7 @@ from ..workflow.schema import WorkflowSchema
 from ..workflow.status import SKIP_CONDITION, SKIP_NOT_REACHED, Status
 from ..workflow.value import Value, preview, values_of
 from ._fuseline_store import FuselineStoreView
-from .base import Broker, LastTask, StepAssignment, StepReport, WorkerInfo
+from .base import Broker, LastTask, Payload, StepAssignment, StepReport, WorkerInfo
 from .cache import CacheEntry, CacheStore, CacheView, MemoryCacheStore, RunCache, new_entry, serve
 from .live import Compiled, Key, LiveRun, Worker, copy_info, succeeded
 from .registry import idle_workers
@@ -473,7 +473,7 @@ class StorageBroker(Broker):
         self._emit(run, now, "step_started", step, Status.RUNNING, label, attempt, None)
         done = run.results
         results = {src: done[src] for src in run.compiled.sources[step] if src in done}
-        payload = {"workflow_inputs": run.inputs, "results": results, "winners": run.tracker.winners(step)}
+        payload: Payload = {"workflow_inputs": run.inputs, "results": results, "winners": run.tracker.winners(step)}
         return StepAssignment(run.key[0], run_id, step, payload, now, deadline, attempt, run.key[1],
                               run.compiled.timeouts.get(step))
 

@@ -1,23 +1,22 @@
-"""Checks at the HTTP edge that the wire models cannot express: depth, time ranges, replays.
+"""Checks at the HTTP edge that field bounds cannot express: depth, time ranges, replays.
 
-The pydantic models of :mod:`.wire` check types and sizes; what passes them
+The bounds written in the messages' dataclasses (:class:`fuseline_nb.limits.Bound`)
+check types and sizes when pydantic validates a request; what passes them
 is checked here against :mod:`fuseline_nb.limits` before it reaches the
 broker, so a value the broker (or its DuckDB history) could not hold is
-refused with 422 naming the field instead of breaking later reads. The
-functions read messages by attribute only (``steps``, ``policies``,
-``kind``/``value``, ``started_at``...), so they serve any model of that
-shape.
+refused with 422 naming the field instead of breaking later reads. (A JSON
+value nested too deep is refused where it becomes a
+:class:`~fuseline_nb.workflow.value.Value`.) The functions read messages by
+attribute only, so they serve any object of that shape.
 
 Examples
 --------
 >>> from types import SimpleNamespace as NS
->>> deep = 1
->>> for _ in range(100):
-...     deep = {"a": deep}
->>> inputs_error({"x": NS(kind="json", value=deep)}, "inputs")[:40]
-'inputs.x.value.a.a.a.a.a.a.a.a.a.a.a.a.a'
->>> report_error(NS(started_at=-1e18, finished_at=None, result=None), "report")
+>>> from fuseline_nb.workflow.status import Status
+>>> report_error(NS(state=Status.FAILED, started_at=-1e18, finished_at=None, conditions=None), "report")
 'report.started_at: -1e+18 is not a time between 0 and 32503680000 (seconds since 1970)'
+>>> report_error(NS(state=Status.RUNNING, started_at=None, finished_at=None, conditions=None), "report")
+"report.state: a report says SUCCEEDED, FAILED or SKIPPED, not 'RUNNING'"
 >>> fingerprint({"workflow": {"workflow_id": "w"}, "inputs": {}}) == fingerprint({"inputs": {},
 ...                                                                                "workflow": {"workflow_id": "w"}})
 True
@@ -27,10 +26,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 from ..limits import depth_error, time_error
+from ..workflow.status import Status
+
+#: The states a worker may report.
+REPORTED: Final = frozenset({Status.SUCCEEDED, Status.FAILED, Status.SKIPPED})
 
 
 def workflow_error(m: Any, where: str) -> str | None:
@@ -52,45 +54,25 @@ def workflow_error(m: Any, where: str) -> str | None:
     return None
 
 
-def value_error(v: Any, where: str) -> str | None:
-    """Why a wire value cannot be accepted (a JSON value nested too deep), or ``None``.
-
-    A pickled value stays closed in the service, so only JSON values are walked.
-
-    Examples
-    --------
-    >>> from types import SimpleNamespace as NS
-    >>> value_error(NS(kind="json", value=[[1]]), "result") is None
-    True
-    """
-    if v is None or getattr(v, "kind", None) != "json":
-        return None
-    return depth_error(getattr(v, "value", None), f"{where}.value")
-
-
-def inputs_error(inputs: Mapping[str, Any], where: str) -> str | None:
-    """The first input that cannot be accepted, named, or ``None``."""
-    for k, v in inputs.items():
-        if (err := value_error(v, f"{where}.{k}")) is not None:
-            return err
-    return None
-
-
 def report_error(r: Any, where: str) -> str | None:
-    """Why a step report cannot be accepted (times out of range, a result too deep), or ``None``."""
+    """Why a step report cannot be accepted (a state no worker reports, times out of range), or ``None``."""
+    if r.state not in REPORTED:
+        return f"{where}.state: a report says SUCCEEDED, FAILED or SKIPPED, not {Status(r.state).value!r}"
     for field in ("started_at", "finished_at"):
         if (err := time_error(getattr(r, field, None), f"{where}.{field}")) is not None:
             return err
-    return value_error(getattr(r, "result", None), f"{where}.result")
+    if r.conditions:
+        return depth_error(r.conditions, f"{where}.conditions")
+    return None
 
 
 def fingerprint(body: Any) -> str:
     """A digest of a dispatch (workflow and inputs), to tell a retried request from a reused id.
 
-    Accepts the JSON-able form of the request (``model_dump(mode="json")``).
+    Accepts any JSON-able form of the request.
     """
     text = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode("utf-8", "backslashreplace")).hexdigest()
 
 
-__all__ = ["fingerprint", "inputs_error", "report_error", "value_error", "workflow_error"]
+__all__ = ["REPORTED", "fingerprint", "report_error", "workflow_error"]

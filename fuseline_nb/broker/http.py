@@ -37,6 +37,7 @@ Examples
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -44,32 +45,29 @@ from typing import Annotated, Any, Final
 
 from fastapi import FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from pydantic import TypeAdapter
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ._http_front import ERRORS, MAX_WAIT, PUBLIC, Front, Service, dumps, field_errors
+from ..workflow.events import Event
+from ..workflow.runinfo import RunInfo
+from ..workflow.schema import WorkflowSchema
+from ._http_front import ERRORS, MAX_WAIT, PUBLIC, Front, Service, answer, error_body, field_errors
 from ._http_repos import add_repository_routes
-from .base import Broker
-from .codec import decode_value, run_to_wire, schema_from_model, worker_to_wire
-from .edge import fingerprint, inputs_error, workflow_error
+from .base import Broker, WorkerInfo
+from .edge import fingerprint, workflow_error
 from .wire import (
     WIRE_VERSION,
-    AssignmentModel,
     Cancelled,
     CancelRequest,
     Dispatched,
     DispatchRequest,
     ErrorModel,
-    EventModel,
     KeptAlive,
     Registered,
     RegisterRequest,
-    ReportAnswer,
     ReportRequest,
-    RunModel,
-    WorkerModel,
+    StepAnswer,
     WorkerRef,
-    WorkflowModel,
     check_schema,
 )
 
@@ -81,15 +79,21 @@ MAX_EVENTS: Final = 10_000
 #: Default bound on a request body.
 MAX_BODY: Final = 16 * 1024 * 1024
 
+# The answers are the broker's own records, written by pydantic straight from the dataclasses.
+_RUN = TypeAdapter(RunInfo)
+_RUNS = TypeAdapter(list[RunInfo])
+_EVENTS = TypeAdapter(list[Event])
+_WORKERS = TypeAdapter(list[WorkerInfo])
+_WORKFLOWS = TypeAdapter(list[WorkflowSchema])
+
+
+def _json(body: bytes, status: int = 200) -> Response:
+    return Response(body, status, media_type="application/json")
+
 
 def _error(status: int, code: str, detail: str, errors: list[dict[str, Any]] | None = None,
-           headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": code, "detail": detail, "errors": errors or []}, status, headers=headers)
-
-
-def _json(body: Any, status: int = 200) -> Response:
-    # Bodies are built from the broker's own dataclasses: no second validation on the way out.
-    return Response(dumps(body), status, media_type="application/json")
+           headers: dict[str, str] | None = None) -> Response:
+    return Response(error_body(status, code, detail, errors), status, headers=headers, media_type="application/json")
 
 
 class _Refused(Exception):
@@ -98,10 +102,10 @@ class _Refused(Exception):
         self.status, self.code, self.detail = status, code, detail
 
 
-def _schema_or_422(m: WorkflowModel, where: str) -> Any:
-    if (err := workflow_error(m, where)) is not None:
+def _checked(schema: WorkflowSchema, where: str) -> WorkflowSchema:
+    """``schema`` when the broker can run it; else 422 naming the field."""
+    if (err := workflow_error(schema, where)) is not None:
         raise _Refused(422, "invalid_request", err)
-    schema = schema_from_model(m)
     try:
         check_schema(schema)
     except ValueError as exc:
@@ -148,12 +152,12 @@ def create_app(broker: Broker, *, token: str | None = None, max_body: int = MAX_
     app.state.broker = broker
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _invalid(_: Request, exc: RequestValidationError) -> Response:
         status, code, detail, errors = field_errors(list(exc.errors()))
         return _error(status, code, detail, errors)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(_: Request, exc: StarletteHTTPException) -> Response:
         codes = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
         detail = str(exc.detail)
         if exc.status_code == 413:
@@ -162,28 +166,29 @@ def create_app(broker: Broker, *, token: str | None = None, max_body: int = MAX_
                       headers=getattr(exc, "headers", None))
 
     @app.exception_handler(_Refused)
-    async def _refused(_: Request, exc: _Refused) -> JSONResponse:
+    async def _refused(_: Request, exc: _Refused) -> Response:
         return _error(exc.status, exc.code, exc.detail)
 
     for cls, http_status, code in ERRORS:
-        async def handler(_: Request, exc: Exception, status: int = http_status, code: str = code) -> JSONResponse:
+        async def handler(_: Request, exc: Exception, status: int = http_status, code: str = code) -> Response:
             return _error(status, code, str(exc))
         app.add_exception_handler(cls, handler)
 
     ok: dict[str, Any] = {"description": "done"}
     r404: dict[int | str, dict[str, Any]] = {404: {"model": ErrorModel, "description": "unknown worker"}}
+    unknown_run: dict[int | str, dict[str, Any]] = {404: {"model": ErrorModel, "description": "unknown run"}}
 
     @app.post("/worker/register", response_model=Registered, tags=["workers"])
     async def register(body: RegisterRequest) -> Response:
         """Register a worker for the given workflows; answers its id."""
-        schemas = [_schema_or_422(w, f"workflows[{i}]") for i, w in enumerate(body.workflows)]
-        return _json({"v": WIRE_VERSION, "worker_id": broker.register_worker(schemas, body.name)})
+        schemas = [_checked(w, f"workflows[{i}]") for i, w in enumerate(body.workflows)]
+        return _json(Registered(worker_id=broker.register_worker(schemas, body.name)).model_dump_json().encode())
 
     @app.post("/worker/keep-alive", response_model=KeptAlive, responses=r404, tags=["workers"])
     async def keep_alive(body: WorkerRef) -> Response:
         """Extend the leases of the worker's assignments; answers those cancelled meanwhile."""
         cancelled = broker.keep_alive(body.worker_id) or []
-        return _json({"v": WIRE_VERSION, "cancelled": [list(c) for c in cancelled]})
+        return _json(KeptAlive(cancelled=list(cancelled)).model_dump_json().encode())
 
     @app.post("/worker/unregister", status_code=204, responses={204: ok}, tags=["workers"])
     async def unregister(body: WorkerRef) -> Response:
@@ -198,39 +203,29 @@ def create_app(broker: Broker, *, token: str | None = None, max_body: int = MAX_
                                "description": "schema mismatch, or a request_id reused for another dispatch"}})
     async def dispatch(body: DispatchRequest) -> Response:
         """Start a run of a workflow with inputs; answers the run id."""
-        digest = fingerprint(body.model_dump(mode="json", include={"workflow", "inputs"})) \
+        digest = fingerprint({"workflow": body.workflow.to_dict(),
+                              "inputs": {k: v.fingerprint for k, v in body.inputs.items()}}) \
             if body.request_id else ""
         run_id = service.dispatched(body.request_id, digest)
         if run_id is None:
-            schema = _schema_or_422(body.workflow, "workflow")
-            if (err := inputs_error(body.inputs, "inputs")) is not None:
-                raise _Refused(422, "invalid_request", err)
-            inputs = {k: decode_value(v) for k, v in body.inputs.items()}
-            run_id = broker.dispatch_workflow(schema, inputs)
+            run_id = broker.dispatch_workflow(_checked(body.workflow, "workflow"), dict(body.inputs))
             service.remember(body.request_id, run_id, digest)
-        return _json({"v": WIRE_VERSION, "run_id": run_id})
+        return _json(Dispatched(run_id=run_id).model_dump_json().encode())
 
-    @app.get("/workflow/step", response_model=AssignmentModel, tags=["steps"],
+    @app.get("/workflow/step", response_model=StepAnswer, tags=["steps"],
              responses={204: {"description": "no step is ready"}, **r404})
     async def get_step(worker_id: Annotated[str, Query(min_length=1, max_length=512)],
                        wait: Annotated[float, Query(ge=0, le=MAX_WAIT, allow_inf_nan=False)] = 0.0) -> Response:
         """The worker's next step (204 when none is ready after ``wait`` seconds)."""
         a = await service.next_step(worker_id, wait)
-        return _json(a) if a is not None else Response(status_code=204)
+        return _json(answer(a)) if a is not None else Response(status_code=204)
 
-    @app.post("/workflow/step", response_model=ReportAnswer, tags=["steps"],
-              responses={409: {"model": ErrorModel, "description": "stale report"}, **r404})
-    async def report(body: ReportRequest) -> Response:
-        """Report one attempt; with ``next`` answer the worker's next step too."""
-        return _json(await service.report(body))
-
-    @app.get("/runs", response_model=list[RunModel], tags=["runs"])
+    @app.get("/runs", response_model=list[RunInfo], tags=["runs"])
     async def list_runs() -> Response:
         """Every run, oldest first."""
-        return _json([run_to_wire(r) for r in broker.list_runs()])
+        return _json(_RUNS.dump_json(broker.list_runs()))
 
-    @app.get("/runs/{run_id}", response_model=RunModel, tags=["runs"],
-             responses={404: {"model": ErrorModel, "description": "unknown run"}})
+    @app.get("/runs/{run_id}", response_model=RunInfo, tags=["runs"], responses=unknown_run)
     async def get_run(run_id: str, steps: bool = True,
                       wait: Annotated[float, Query(ge=0, le=MAX_WAIT, allow_inf_nan=False)] = 0.0) -> Response:
         """One run with its steps (``steps=false`` leaves them out).
@@ -239,10 +234,13 @@ def create_app(broker: Broker, *, token: str | None = None, max_body: int = MAX_
         seconds with the run as it is then.
         """
         info = await service.poll(lambda: service.finished(run_id), wait, recheck=1.0) if wait else None
-        return _json(run_to_wire(info or broker.get_run(run_id), steps))
+        info = info or broker.get_run(run_id)
+        if not steps:
+            info = copy.copy(info)  # a shallow copy: its values stay closed
+            info.steps = {}
+        return _json(_RUN.dump_json(info))
 
-    @app.get("/runs/{run_id}/events", response_model=list[EventModel], tags=["runs"],
-             responses={404: {"model": ErrorModel, "description": "unknown run"}})
+    @app.get("/runs/{run_id}/events", response_model=list[Event], tags=["runs"], responses=unknown_run)
     async def run_events(run_id: str, after: Annotated[int, Query(ge=0)] = 0,
                          wait: Annotated[float, Query(ge=0, le=MAX_WAIT, allow_inf_nan=False)] = 0.0,
                          limit: Annotated[int, Query(ge=1, le=MAX_EVENTS)] = MAX_EVENTS) -> Response:
@@ -259,10 +257,9 @@ def create_app(broker: Broker, *, token: str | None = None, max_body: int = MAX_
             return found or None
 
         found = (await service.poll(newer, wait, recheck=1.0) if wait else newer()) or []
-        return _json([e.to_dict() for e in found[:limit]])
+        return _json(_EVENTS.dump_json(found[:limit]))
 
-    @app.post("/runs/{run_id}/cancel", response_model=Cancelled, tags=["runs"],
-              responses={404: {"model": ErrorModel, "description": "unknown run"}})
+    @app.post("/runs/{run_id}/cancel", response_model=Cancelled, tags=["runs"], responses=unknown_run)
     async def cancel_run(run_id: str, body: CancelRequest | None = None) -> Response:
         """Cancel a run: its unfinished steps become CANCELLED, running ones are stopped.
 
@@ -273,18 +270,18 @@ def create_app(broker: Broker, *, token: str | None = None, max_body: int = MAX_
         state = broker.get_run(run_id).state
         message = (f"run {run_id!r} cancelled" if done
                    else f"run {run_id!r} had already ended ({state.value}): nothing to cancel")
-        return _json({"v": WIRE_VERSION, "run_id": run_id, "cancelled": done, "state": state.value,
-                      "message": message})
+        return _json(Cancelled(run_id=run_id, cancelled=done, state=state, message=message)
+                     .model_dump_json().encode())
 
-    @app.get("/workers", response_model=list[WorkerModel], tags=["workers"])
+    @app.get("/workers", response_model=list[WorkerInfo], tags=["workers"])
     async def list_workers() -> Response:
         """Registered workers."""
-        return _json([worker_to_wire(w) for w in broker.list_workers()])
+        return _json(_WORKERS.dump_json(broker.list_workers()))
 
-    @app.get("/workflows", response_model=list[WorkflowModel], tags=["runs"])
+    @app.get("/workflows", response_model=list[WorkflowSchema], tags=["runs"])
     async def list_workflows() -> Response:
         """Registered workflow schemas."""
-        return _json([s.to_dict() for s in broker.list_workflows()])
+        return _json(_WORKFLOWS.dump_json(broker.list_workflows()))
 
     add_repository_routes(app, broker)
 
@@ -293,27 +290,63 @@ def create_app(broker: Broker, *, token: str | None = None, max_body: int = MAX_
         """Health summary; needs no token."""
         return {**broker.status(), "api_version": WIRE_VERSION}
 
-    _add_security(app, token is not None)
-    # Outermost: the token check and the per-step fast lane (it answers POST /workflow/step).
-    app.add_middleware(Front, service=service, token=token, max_body=max_body)
+    _describe(app, token is not None)
+    # Outermost, before even the framework's own middleware: the token check and the per-step
+    # route (POST /workflow/step), which the framework's layers would cost more than the step.
+    build = app.build_middleware_stack
+    app.build_middleware_stack = lambda: Front(build(), service=service, token=token,  # type: ignore[method-assign]
+                                               max_body=max_body)
     return app
 
 
-def _add_security(app: FastAPI, enabled: bool) -> None:
-    """Describe the bearer token in the OpenAPI document (the docs' Authorize button)."""
-    if not enabled:
-        return
+def _report_operation(components: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAPI operation of ``POST /workflow/step`` (served by :class:`Front`, not by a FastAPI route)."""
+    ref = "#/components/schemas/{model}"
+    request = ReportRequest.model_json_schema(ref_template=ref, mode="validation")
+    reply = StepAnswer.model_json_schema(ref_template=ref, mode="serialization")
+    error = ErrorModel.model_json_schema(ref_template=ref)
+    for schema in (request, reply, error):
+        for name, d in schema.pop("$defs", {}).items():
+            components.setdefault(name, d)
+    components.setdefault("ReportRequest", request)
+    components.setdefault("StepAnswer", reply)
+    components.setdefault("ErrorModel", error)
+
+    def err(description: str) -> dict[str, Any]:
+        return {"description": description,
+                "content": {"application/json": {"schema": {"$ref": ref.format(model="ErrorModel")}}}}
+
+    return {
+        "tags": ["steps"], "summary": "Report",
+        "description": "Report one attempt; with ``next`` answer the worker's next step too.",
+        "operationId": "report_workflow_step_post",
+        "requestBody": {"required": True, "content": {"application/json": {
+            "schema": {"$ref": ref.format(model="ReportRequest")}}}},
+        "responses": {
+            "200": {"description": "the report was recorded", "content": {"application/json": {
+                "schema": {"$ref": ref.format(model="StepAnswer")}}}},
+            "404": err("unknown worker or run"), "409": err("stale report"),
+            "422": err("a wrong field, named in detail"),
+        },
+    }
+
+
+def _describe(app: FastAPI, token: bool) -> None:
+    """Complete the OpenAPI document: the per-step route, and the bearer token (the docs' Authorize button)."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             doc = build()
-            doc.setdefault("components", {})["securitySchemes"] = {
-                "bearer": {"type": "http", "scheme": "bearer"}}
-            for path, ops in doc.get("paths", {}).items():
-                if path not in PUBLIC:
-                    for op in ops.values():
-                        op["security"] = [{"bearer": []}]
+            components = doc.setdefault("components", {})
+            doc["paths"].setdefault("/workflow/step", {})["post"] = _report_operation(
+                components.setdefault("schemas", {}))
+            if token:
+                components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+                for path, ops in doc.get("paths", {}).items():
+                    if path not in PUBLIC:
+                        for op in ops.values():
+                            op["security"] = [{"bearer": []}]
             app.openapi_schema = doc
         return app.openapi_schema
 

@@ -33,8 +33,7 @@ import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import replace
-from json import dumps
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 from urllib.parse import quote
 
 import httpx
@@ -55,29 +54,20 @@ from ..workflow.events import Event
 from ..workflow.runinfo import RunInfo
 from ..workflow.schema import WorkflowSchema
 from ..workflow.status import Status
-from ._http_repos import RepositoryModel, repository_from_wire
+from ..workflow.value import values_of
 from .base import BrokerClient, StepAssignment, StepReport, WorkerInfo
-from .codec import (
-    assignment_from_wire,
-    encode_value,
-    report_to_wire,
-    run_from_wire,
-    schema_from_model,
-    worker_from_wire,
-)
 from .registry import RepositoryInfo
 from .wire import (
-    WIRE_VERSION,
-    AssignmentModel,
     Cancelled,
+    CancelRequest,
     Dispatched,
-    EventModel,
+    DispatchRequest,
     KeptAlive,
     Registered,
-    ReportAnswer,
-    RunModel,
-    WorkerModel,
-    WorkflowModel,
+    RegisterRequest,
+    StepAnswer,
+    WorkerRef,
+    report_body,
 )
 
 log = logging.getLogger(__name__)
@@ -85,7 +75,24 @@ log = logging.getLogger(__name__)
 #: Events the service sends in one answer at most (its MAX_EVENTS): a full page means ask again.
 MAX_EVENTS_PAGE: Final = 10_000
 
-M = TypeVar("M", bound=BaseModel)
+# Messages are the broker's own records: pydantic writes and reads them straight from the dataclasses.
+_ADAPTERS: dict[Any, TypeAdapter[Any]] = {}
+
+
+def _adapter(kind: Any) -> TypeAdapter[Any]:
+    adapter = _ADAPTERS.get(kind)
+    if adapter is None:
+        adapter = _ADAPTERS[kind] = TypeAdapter(kind)
+    return adapter
+
+
+def _dump(body: Any) -> bytes:
+    """The JSON of a request body: an envelope of :mod:`.wire`, a record, or JSON bytes already."""
+    if body.__class__ is bytes:
+        return body  # type: ignore[no-any-return]
+    if isinstance(body, BaseModel):
+        return body.__pydantic_serializer__.to_json(body)
+    return _adapter(type(body)).dump_json(body)
 
 #: Error codes of the service → the exception raised here.
 _CODES: Final[dict[str, type[Exception]]] = {
@@ -148,23 +155,29 @@ class HttpBrokerClient(BrokerClient):
         self.retries, self.backoff, self.poll_wait, self.prefetch = retries, backoff, poll_wait, prefetch
         self.timeout = timeout
         auth = [("Authorization", f"Bearer {token}")] if token else []
-        self._headers = [("Accept", "application/json"), ("User-Agent", "fuseline-nb"), *auth]
-        self._json_headers = [*self._headers, ("Content-Type", "application/json")]
+        # Built once (a request copies them): parsing headers and URLs costs more than the step's message.
+        self._headers = httpx.Headers([("Accept", "application/json"), ("User-Agent", "fuseline-nb"), *auth])
+        self._json_headers = httpx.Headers([*self._headers.raw, (b"Content-Type", b"application/json")])
+        self._urls: dict[str, httpx.URL] = {}
         # The transport seam itself (a keep-alive connection pool), not httpx.Client: the client
         # layer (auth flows, redirects, cookies, hooks) costs more CPU than a step here.
         self._transport = transport if transport is not None else httpx.HTTPTransport()
         self._lock = threading.Lock()
-        self._registered: dict[str, tuple[list[dict[str, Any]], str | None]] = {}
+        self._registered: dict[str, tuple[list[WorkflowSchema], str | None]] = {}
         self._alias: dict[str, str] = {}  # first worker id -> id after re-registering
         self._next: dict[str, StepAssignment] = {}  # prefetched assignment per first worker id
 
     # -- transport -----------------------------------------------------------------------
-    def _send(self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None,
+    def _send(self, method: str, path: str, body: Any = None, *, params: dict[str, Any] | None = None,
               extra_timeout: float = 0.0) -> httpx.Response:
         delay = self.backoff
         timeout = {"timeout": httpx.Timeout(self.timeout + extra_timeout).as_dict()}
-        url = httpx.URL(self.base_url + path, params=params)
-        content = None if json is None else dumps(json, separators=(",", ":")).encode()
+        url = self._urls.get(path) if params is None else None
+        if url is None:
+            url = httpx.URL(self.base_url + path, params=params)
+            if params is None and len(self._urls) < 64:
+                self._urls[path] = url
+        content = None if body is None else _dump(body)
         headers = self._headers if content is None else self._json_headers
         for attempt in range(self.retries + 1):
             try:
@@ -200,19 +213,14 @@ class HttpBrokerClient(BrokerClient):
             return BrokerUnavailableError(f"the broker failed: {detail or resp.reason_phrase} ({where})")
         return BrokerRequestError(resp.status_code, code or "http_error", f"{detail} ({where})")
 
-    def _parse(self, model: type[M], resp: httpx.Response) -> M:
+    def _parse(self, kind: Any, resp: httpx.Response) -> Any:
+        """The answer read as ``kind`` (an envelope, a record, a list of records)."""
         try:
-            return model.model_validate_json(resp.content)
+            return _adapter(kind).validate_json(resp.content)
         except ValidationError as exc:
+            name = getattr(kind, "__name__", None) or str(kind)
             raise BrokerRequestError(resp.status_code, "bad_answer",
-                                     f"the broker's answer is not a valid {model.__name__}: {exc}") from exc
-
-    def _parse_list(self, model: type[M], resp: httpx.Response) -> list[M]:
-        try:
-            return TypeAdapter(list[model]).validate_json(resp.content)  # type: ignore[valid-type]
-        except ValidationError as exc:
-            raise BrokerRequestError(resp.status_code, "bad_answer",
-                                     f"the broker's answer is not a list of {model.__name__}: {exc}") from exc
+                                     f"the broker's answer is not a valid {name}: {exc}") from exc
 
     # -- workers ---------------------------------------------------------------------------
     def _wid(self, worker_id: str) -> str:
@@ -235,30 +243,29 @@ class HttpBrokerClient(BrokerClient):
             if self._wid(worker_id) != forgotten:
                 return
             self._next.pop(worker_id, None)
-            resp = self._send("POST", "/worker/register",
-                              json={"v": WIRE_VERSION, "workflows": schemas, "name": name})
+            resp = self._send("POST", "/worker/register", RegisterRequest.model_construct(workflows=schemas, name=name))
             self._alias[worker_id] = self._parse(Registered, resp).worker_id
         log.warning("the broker forgot worker %s (restarted?): registered again as %s",
                     forgotten, self._alias[worker_id])
 
     def register_worker(self, workflows: Iterable[WorkflowSchema], name: str | None = None) -> str:
-        schemas = [w.to_dict() for w in workflows]
-        resp = self._send("POST", "/worker/register", json={"v": WIRE_VERSION, "workflows": schemas, "name": name})
+        schemas = list(workflows)
+        resp = self._send("POST", "/worker/register", RegisterRequest.model_construct(workflows=schemas, name=name))
         wid = self._parse(Registered, resp).worker_id
         self._registered[wid] = (schemas, name)
         return wid
 
     def unregister_worker(self, worker_id: str) -> None:
         self._next.pop(worker_id, None)
-        self._send("POST", "/worker/unregister", json={"v": WIRE_VERSION, "worker_id": self._wid(worker_id)})
+        self._send("POST", "/worker/unregister", WorkerRef.model_construct(worker_id=self._wid(worker_id)))
         self._registered.pop(worker_id, None)
 
     def keep_alive(self, worker_id: str) -> list[tuple[str, str]]:
         resp = self._as_worker(worker_id, lambda wid: self._send(
-            "POST", "/worker/keep-alive", json={"v": WIRE_VERSION, "worker_id": wid}))
+            "POST", "/worker/keep-alive", WorkerRef.model_construct(worker_id=wid)))
         if resp.status_code == 204 or not resp.content:  # a service from before cancelling
             return []
-        return [tuple(c) for c in self._parse(KeptAlive, resp).cancelled]  # type: ignore[misc]
+        return list(self._parse(KeptAlive, resp).cancelled)
 
     # -- steps -------------------------------------------------------------------------------
     def get_step(self, worker_id: str) -> StepAssignment | None:
@@ -271,20 +278,20 @@ class HttpBrokerClient(BrokerClient):
                               extra_timeout=self.poll_wait)
             if resp.status_code == 204:
                 return None
-            return assignment_from_wire(self._parse(AssignmentModel, resp))
+            return self._parse(StepAnswer, resp).next  # type: ignore[no-any-return]
 
         return self._as_worker(worker_id, call)
 
     def report_step(self, worker_id: str, report: StepReport) -> None:
-        body = {"v": WIRE_VERSION, "report": report_to_wire(report), "next": self.prefetch,
-                "wait": self.poll_wait if self.prefetch else 0.0}
+        wait = self.poll_wait if self.prefetch else 0.0
+        if report.action is None and isinstance(report.result, str):  # a direct caller's str result
+            report = replace(report, action=report.result)  # the service sees the value closed
 
         def call(wid: str) -> None:
-            resp = self._send("POST", "/workflow/step", json={**body, "worker_id": wid},
-                              extra_timeout=self.poll_wait)
-            nxt = self._parse(ReportAnswer, resp).next
+            body = report_body(wid, report, next=self.prefetch, wait=wait)
+            nxt = self._parse(StepAnswer, self._send("POST", "/workflow/step", body, extra_timeout=self.poll_wait)).next
             if nxt is not None:
-                self._next[worker_id] = assignment_from_wire(nxt)
+                self._next[worker_id] = nxt
 
         try:
             self._as_worker(worker_id, call)
@@ -293,19 +300,17 @@ class HttpBrokerClient(BrokerClient):
             # the attempt FAILED with the reason, rather than lose it and run the step forever.
             log.warning("report of step %r refused (%s); reporting it FAILED", report.step_name, exc)
             error = f"{type(exc).__name__}: the broker refused the step's report: {exc}"
-            failed = replace(report, state=Status.FAILED, result=None, action=None,
+            report = replace(report, state=Status.FAILED, result=None, action=None,
                              error=error + (f"; the step's error: {report.error[:2000]}" if report.error else ""),
                              traceback=(report.traceback or "")[-20000:] or None)
-            body["report"] = report_to_wire(failed)
             try:
                 self._as_worker(worker_id, call)
             except BrokerRequestError as again:  # even that: a bare FAILED naming the refusal
                 log.warning("the FAILED report of step %r was refused too (%s); sending a bare one",
                             report.step_name, again)
-                bare = replace(failed, error=f"{type(exc).__name__}: the broker refused the step's "
-                                             f"report twice; see the worker's log", traceback=None,
-                               conditions=None)
-                body["report"] = report_to_wire(bare)
+                report = replace(report, error=f"{type(exc).__name__}: the broker refused the step's "
+                                               f"report twice; see the worker's log", traceback=None,
+                                 conditions=None)
                 self._as_worker(worker_id, call)
 
     # -- runs ----------------------------------------------------------------------------------
@@ -316,9 +321,8 @@ class HttpBrokerClient(BrokerClient):
                 raise TypeError(f"expected a WorkflowSchema (or a Workflow), not {workflow!r}")
             workflow = to_schema()
         workflow.check_inputs(inputs or {})  # the service refuses it too; say so without a round trip
-        body = {"v": WIRE_VERSION, "workflow": workflow.to_dict(), "request_id": uuid.uuid4().hex,
-                "inputs": {str(k): encode_value(v) for k, v in (inputs or {}).items()}}
-        return self._parse(Dispatched, self._send("POST", "/workflow/dispatch", json=body)).run_id
+        body = DispatchRequest.model_construct(workflow=workflow, inputs=values_of(inputs), request_id=uuid.uuid4().hex)
+        return self._parse(Dispatched, self._send("POST", "/workflow/dispatch", body)).run_id  # type: ignore[no-any-return]
 
     def get_run(self, run_id: str, *, steps: bool = True, wait: float = 0.0) -> RunInfo:
         """The run; ``steps=False`` leaves the steps out (cheap for big runs).
@@ -331,7 +335,7 @@ class HttpBrokerClient(BrokerClient):
             params["wait"] = min(float(wait), 60.0)
         resp = self._send("GET", f"/runs/{quote(str(run_id), safe='')}", params=params or None,
                           extra_timeout=float(params.get("wait", 0.0)))
-        return run_from_wire(self._parse(RunModel, resp))
+        return self._parse(RunInfo, resp)  # type: ignore[no-any-return]
 
     def cancel_run(self, run_id: str, reason: str | None = None) -> bool:
         """Cancel a run on the service; ``False`` (and a logged message) when it had already ended.
@@ -343,7 +347,7 @@ class HttpBrokerClient(BrokerClient):
         """
         try:
             resp = self._send("POST", f"/runs/{quote(str(run_id), safe='')}/cancel",
-                              json={"v": WIRE_VERSION, "reason": reason})
+                              CancelRequest.model_construct(reason=reason))
         except UnknownRunError as exc:
             raise RunNotFoundError(run_id, str(exc)) from exc
         answer = self._parse(Cancelled, resp)
@@ -373,21 +377,20 @@ class HttpBrokerClient(BrokerClient):
                 params["wait"] = min(float(wait), 60.0)
             resp = self._send("GET", f"/runs/{quote(str(run_id), safe='')}/events", params=params,
                               extra_timeout=float(params.get("wait", 0.0)))
-            page = [Event.from_dict(m.model_dump()) for m in self._parse_list(EventModel, resp)]
+            page: list[Event] = self._parse(list[Event], resp)
             out.extend(page)
             if len(page) < MAX_EVENTS_PAGE:
                 return out
             after = page[-1].seq
 
     def list_runs(self) -> list[RunInfo]:
-        resp = self._send("GET", "/runs")
-        return [run_from_wire(r) for r in self._parse_list(RunModel, resp)]
+        return self._parse(list[RunInfo], self._send("GET", "/runs"))  # type: ignore[no-any-return]
 
     def list_workers(self) -> list[WorkerInfo]:
-        return [worker_from_wire(w) for w in self._parse_list(WorkerModel, self._send("GET", "/workers"))]
+        return self._parse(list[WorkerInfo], self._send("GET", "/workers"))  # type: ignore[no-any-return]
 
     def list_workflows(self) -> list[WorkflowSchema]:
-        return [schema_from_model(w) for w in self._parse_list(WorkflowModel, self._send("GET", "/workflows"))]
+        return self._parse(list[WorkflowSchema], self._send("GET", "/workflows"))  # type: ignore[no-any-return]
 
     def status(self) -> dict[str, Any]:
         return dict(self._send("GET", "/status").json())
@@ -396,9 +399,7 @@ class HttpBrokerClient(BrokerClient):
     def register_repository(self, repo: RepositoryInfo) -> None:
         if not isinstance(repo, RepositoryInfo):
             raise TypeError(f"expected a RepositoryInfo, not {repo!r}")
-        self._send("POST", "/repository/register", json={
-            "name": repo.name, "url": repo.url, "workflows": list(repo.workflows),
-            "credentials": dict(repo.credentials)})
+        self._send("POST", "/repository/register", repo)
 
     def get_repository(self, name: str) -> RepositoryInfo | None:
         try:
@@ -407,11 +408,11 @@ class HttpBrokerClient(BrokerClient):
             if exc.code == "unknown_repository":
                 return None
             raise
-        return repository_from_wire(self._parse(RepositoryModel, resp))
+        return self._parse(RepositoryInfo, resp)  # type: ignore[no-any-return]
 
     def list_repositories(self, page: int = 1, page_size: int = 50) -> list[RepositoryInfo]:
         resp = self._send("GET", "/repositories", params={"page": page, "page_size": page_size})
-        return [repository_from_wire(m) for m in self._parse_list(RepositoryModel, resp)]
+        return self._parse(list[RepositoryInfo], resp)  # type: ignore[no-any-return]
 
     def close(self) -> None:
         """Give back prefetched steps (by leaving) and close the connections; idempotent."""

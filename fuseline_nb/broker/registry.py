@@ -19,6 +19,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Annotated
+
+from ..limits import Bound, Name
 
 __all__ = ["Repositories", "RepositoryInfo", "idle_workers"]
 
@@ -46,10 +49,12 @@ class RepositoryInfo:
     True
     """
 
-    name: str
-    url: str
-    workflows: Sequence[str] = field(default_factory=list)
-    credentials: Mapping[str, str] = field(default_factory=dict)
+    name: Name
+    url: Annotated[str, Bound(max_length=4096)]
+    workflows: Annotated[Sequence[Annotated[str, Bound(max_length=1024)]], Bound(max_length=10_000)] = field(
+        default_factory=list)
+    credentials: Annotated[Mapping[str, Annotated[str, Bound(max_length=8192)]], Bound(max_length=100)] = field(
+        default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:

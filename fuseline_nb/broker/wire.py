@@ -1,302 +1,163 @@
-"""The typed, versioned messages of the HTTP broker API (pydantic models).
+"""The HTTP broker API's messages: the broker's own dataclasses, checked by pydantic at the edge.
 
-Every request and response body carries ``v`` (:data:`WIRE_VERSION`); a
-message of another version is refused with 422 naming the field. Values
-(run inputs, step results) travel as a tagged union: ``{"kind": "json",
-"value": ...}`` for plain JSON data, else ``{"kind": "pickle", "data":
-<base64 cloudpickle>, "preview": ...}`` (see :mod:`.codec`).
-:func:`check_schema` refuses, at the edge, a schema the broker could not run.
+A message is declared once. :class:`~fuseline_nb.broker.base.StepReport`,
+:class:`~fuseline_nb.broker.base.StepAssignment`,
+:class:`~fuseline_nb.workflow.runinfo.RunInfo`,
+:class:`~fuseline_nb.workflow.schema.WorkflowSchema`,
+:class:`~fuseline_nb.workflow.events.Event`,
+:class:`~fuseline_nb.broker.base.WorkerInfo` and
+:class:`~fuseline_nb.workflow.value.Value` are what the broker, the process
+pipe and HTTP all carry; the field bounds are written in those dataclasses
+(:class:`fuseline_nb.limits.Bound`), and pydantic validates and writes them
+directly (a ``TypeAdapter`` over the dataclass, or a field of an envelope
+below). No mirror model, no converter.
+
+What this module adds are the HTTP envelopes: the request bodies and the
+small answers, each carrying ``v`` (:data:`WIRE_VERSION`; a message of
+another version is refused with 422 naming the field), and
+:func:`check_schema`, which refuses at the edge a schema the broker could
+not run.
+
+Values travel as ``{"kind": "pickle", "data": <base64 pickle>, "preview",
+"type_name", "fingerprint", "rich", "json_text"}`` (a client that is not
+Python may send ``{"kind": "json", "value": ...}``); they arrive closed.
 
 Examples
 --------
->>> ReportModel.model_validate({"instance_id": "r", "step_name": "s", "state": "FAILED"}).attempt
-1
->>> WorkerRef.model_validate({"v": 1, "worker_id": "w1"}).worker_id
+>>> from fuseline_nb.broker.base import StepReport
+>>> body = ReportRequest.model_validate_json(
+...     '{"v": 2, "worker_id": "w1", "report": {"workflow_id": "wf", "instance_id": "r",'
+...     ' "step_name": "s", "state": "FAILED", "error": "ValueError: x"}}')
+>>> type(body.report) is StepReport, body.report.state.value, body.report.attempt
+(True, 'FAILED', 1)
+>>> WorkerRef.model_validate({"v": 2, "worker_id": "w1"}).worker_id
 'w1'
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
+import json
 import math
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
-from pydantic.functional_validators import BeforeValidator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from ..errors import ImpossibleJoinError
+from ..limits import Label, Name
 from ..workflow.joins import check_joins
 from ..workflow.plan import Plan
 from ..workflow.schema import WorkflowSchema
 from ..workflow.status import Status
+from ..workflow.value import Value
+from .base import StepAssignment, StepReport
 
-#: The version of every message below; bump it on an incompatible change.
-WIRE_VERSION: Final = 1
+#: The version of every envelope below; bump it on an incompatible change.
+#: 2: assignments carry the ``payload`` of :class:`StepAssignment`; reports name their ``workflow_id``.
+WIRE_VERSION: Final = 2
 
-Version = Annotated[Literal[1], Field(description="wire format version")]
-Name = Annotated[str, Field(min_length=1, max_length=512)]
-Time = Annotated[float, Field(allow_inf_nan=False)]
-
-
-def _b64decode(v: Any) -> bytes:
-    if isinstance(v, bytes):
-        return v
-    if not isinstance(v, str):
-        raise ValueError("must be a base64 string")
-    try:
-        return base64.b64decode(v, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise ValueError(f"is not valid base64 ({exc})") from None
+Version = Annotated[Literal[2], Field(description="wire format version")]
 
 
-B64Bytes = Annotated[
-    bytes,
-    BeforeValidator(_b64decode),
-    PlainSerializer(lambda b: base64.b64encode(b).decode("ascii"), return_type=str),
-    WithJsonSchema({"type": "string", "contentEncoding": "base64"}),
-]
-
-
-class _Msg(BaseModel):
+class _Envelope(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class JsonValue(_Msg):
-    """A value that is plain JSON."""
-
-    kind: Literal["json"]
-    value: Any = None
-
-
-class PickledValue(_Msg):
-    """A :class:`~fuseline_nb.workflow.value.Value`: base64 pickle bytes and its facts (opened only by clients)."""
-
-    kind: Literal["pickle"]
-    data: B64Bytes
-    preview: Annotated[str, Field(max_length=4096)] = ""
-    type_name: Annotated[str, Field(max_length=512)] = ""
-    fingerprint: Annotated[str, Field(max_length=128)] = ""
-    rich: dict[str, Any] | None = None
-    json_text: Annotated[str, Field(max_length=1_000_000)] | None = None
-
-
-Value = Annotated[JsonValue | PickledValue, Field(discriminator="kind")]
-
-
-class StepModel(_Msg):
-    """One step of a workflow schema."""
-
-    name: Name
-    kind: Annotated[str, Field(min_length=1, max_length=64)] = "step"  # step | function | async | batch
-    target: Annotated[str, Field(max_length=4096)] = ""
-    policies: list[dict[str, Any]] = Field(default_factory=list)
-    conditional: bool = False
-    fingerprint: Annotated[str, Field(max_length=128)] = ""
-    cache: bool = True
-    reads: list[Annotated[str, Field(max_length=4096)]] | None = None
-    inputs: list[Name] = Field(default_factory=list)
-
-
-class EdgeModel(_Msg):
-    """An edge ``source -> target`` taken on ``action``; ``group`` names an OR group."""
-
-    source: Name
-    target: Name
-    action: Name = "default"
-    group: Name | None = None
-
-
-class WorkflowModel(_Msg):
-    """A workflow schema (``WorkflowSchema.to_dict()``)."""
-
-    workflow_id: Name
-    version: Annotated[str, Field(min_length=1, max_length=128)] = "1"
-    name: Annotated[str, Field(max_length=512)] = ""
-    steps: Annotated[list[StepModel], Field(min_length=1)]
-    edges: list[EdgeModel] = Field(default_factory=list)
-    outputs: list[Name] = Field(default_factory=list)
-    policies: list[dict[str, Any]] = Field(default_factory=list)
-
-
-class RegisterRequest(_Msg):
+class RegisterRequest(_Envelope):
     """``POST /worker/register``."""
 
-    v: Version = 1
-    workflows: list[WorkflowModel]
-    name: Annotated[str, Field(max_length=512)] | None = None
+    v: Version = 2
+    workflows: list[WorkflowSchema]
+    name: Label | None = None
 
 
-class WorkerRef(_Msg):
+class WorkerRef(_Envelope):
     """``POST /worker/keep-alive`` and ``POST /worker/unregister``."""
 
-    v: Version = 1
+    v: Version = 2
     worker_id: Name
 
 
-class KeptAlive(_Msg):
+class KeptAlive(_Envelope):
     """The answer to a keep-alive: the worker's assignments cancelled meanwhile (stop them)."""
 
-    v: Version = 1
+    v: Version = 2
     cancelled: list[tuple[str, str]] = Field(default_factory=list)
 
 
-class CancelRequest(_Msg):
+class CancelRequest(_Envelope):
     """``POST /runs/{run_id}/cancel``."""
 
-    v: Version = 1
+    v: Version = 2
     reason: Annotated[str, Field(max_length=2000)] | None = None
 
 
-class Cancelled(_Msg):
+class Cancelled(_Envelope):
     """The answer to a cancel: whether it changed anything, and the run's state now."""
 
-    v: Version = 1
+    v: Version = 2
     run_id: str
     cancelled: bool
     state: Status
     message: str
 
 
-class Registered(_Msg):
+class Registered(_Envelope):
     """The answer to a registration."""
 
-    v: Version = 1
+    v: Version = 2
     worker_id: str
 
 
-class DispatchRequest(_Msg):
+class DispatchRequest(_Envelope):
     """``POST /workflow/dispatch``; a repeated ``request_id`` returns the first run id."""
 
-    v: Version = 1
-    workflow: WorkflowModel
+    v: Version = 2
+    workflow: WorkflowSchema
     inputs: dict[str, Value] = Field(default_factory=dict)
     request_id: Annotated[str, Field(max_length=128)] | None = None
 
 
-class Dispatched(_Msg):
+class Dispatched(_Envelope):
     """The answer to a dispatch."""
 
-    v: Version = 1
+    v: Version = 2
     run_id: str
 
 
-class AssignmentModel(_Msg):
-    """One step of one run handed to one worker."""
-
-    v: Version = 1
-    workflow_id: str
-    version: str
-    instance_id: str
-    step_name: str
-    attempt: int
-    assigned_at: float
-    expires_at: float
-    inputs: dict[str, Value]
-    results: dict[str, Value]
-    winners: dict[str, str]
-    timeout: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
-
-
-class ReportModel(_Msg):
-    """What a worker says about one attempt."""
-
-    workflow_id: Annotated[str, Field(max_length=512)] = ""
-    instance_id: Name
-    step_name: Name
-    state: Literal["SUCCEEDED", "FAILED", "SKIPPED"]
-    result: Value | None = None
-    attempt: Annotated[int, Field(ge=1, le=2**31)] = 1
-    error: str | None = None
-    traceback: str | None = None
-    action: str | None = None  # the returned action string, when ``result`` is opaque
-    started_at: Time | None = None
-    finished_at: Time | None = None
-    conditions: Annotated[list[dict[str, Any]], Field(max_length=1024)] | None = None
-
-
-class ReportRequest(_Msg):
+class ReportRequest(_Envelope):
     """``POST /workflow/step``: a report, and optionally the request for the next step."""
 
-    v: Version = 1
+    v: Version = 2
     worker_id: Name
-    report: ReportModel
+    report: StepReport
     next: bool = Field(False, description="answer with this worker's next step, if one is ready")
     wait: Annotated[float, Field(ge=0, le=60, allow_inf_nan=False)] = 0.0
 
 
-class ReportAnswer(_Msg):
-    """The answer to a report: the next assignment when ``next`` was asked and one is ready."""
-
-    v: Version = 1
-    next: AssignmentModel | None = None
+_report_json = TypeAdapter(StepReport).dump_json
 
 
-class StepInfoModel(_Msg):
-    """One step of a run."""
+def report_body(worker_id: str, report: StepReport, *, next: bool = False, wait: float = 0.0) -> bytes:
+    """The JSON of a :class:`ReportRequest` (what a worker sends per step), written without building the model.
 
-    state: Status
-    attempts: int = 0
-    worker: str | None = None
-    result: Value | None = None
-    error: str | None = None
-    traceback: str | None = None
-    action: str | None = None
-    skip_reason: str | None = None
-    queued_at: float | None = None
-    started_at: float | None = None
-    finished_at: float | None = None
-    cached: bool = False
-    cached_from: str | None = None
-    recovered: bool = False
+    Examples
+    --------
+    >>> from fuseline_nb.broker.base import StepReport
+    >>> body = report_body("w1", StepReport("wf", "r", "s", Status.SKIPPED), next=True, wait=2)
+    >>> m = ReportRequest.model_validate_json(body)
+    >>> m.worker_id, m.report.state.value, m.next, m.wait
+    ('w1', 'SKIPPED', True, 2.0)
+    """
+    return b'{"v":%d,"worker_id":%s,"next":%s,"wait":%r,"report":%s}' % (
+        WIRE_VERSION, json.dumps(worker_id).encode(), b"true" if next else b"false", float(wait),
+        _report_json(report))
 
 
-class RunModel(_Msg):
-    """A run and its steps."""
+class StepAnswer(_Envelope):
+    """The worker's next step (``GET /workflow/step``, and a report's answer when ``next`` was asked)."""
 
-    v: Version = 1
-    run_id: str
-    workflow_id: str
-    version: str
-    state: Status
-    inputs: dict[str, Value] | None = None
-    created_at: float | None = None
-    finished_at: float | None = None
-    steps: dict[str, StepInfoModel] = Field(default_factory=dict)
-
-
-class EventModel(_Msg):
-    """One lifecycle event of a run (``GET /runs/{id}/events``)."""
-
-    kind: Literal["run_dispatched", "step_queued", "step_started", "step_finished", "run_finished"]
-    run_id: str
-    seq: int
-    at: float
-    step: str | None = None
-    state: Status | None = None
-    worker: str | None = None
-    attempt: int = 0
-    detail: dict[str, Any] | None = None
-
-
-class LastTaskModel(_Msg):
-    """The last step a worker reported."""
-
-    workflow_id: str
-    instance_id: str
-    step_name: str
-    success: bool
-
-
-class WorkerModel(_Msg):
-    """A registered worker."""
-
-    worker_id: str
-    connected_at: float
-    last_seen: float
-    last_task: LastTaskModel | None = None
-    workflows: list[str] = Field(default_factory=list)
-    name: str | None = None
+    v: Version = 2
+    next: StepAssignment | None = None
 
 
 class ErrorModel(BaseModel):
@@ -332,8 +193,8 @@ def _check_policy(where: str, p: dict[str, Any]) -> None:
 def check_schema(schema: WorkflowSchema) -> None:
     """Refuse a schema the broker could not run, naming the culprit.
 
-    Checks unique step names, edges and outputs that name known steps, no
-    cycle, and well-formed retry/timeout policy settings.
+    Checks at least one step, unique step names, edges and outputs that
+    name known steps, no cycle, and well-formed retry/timeout policy settings.
 
     Raises
     ------
@@ -348,6 +209,8 @@ def check_schema(schema: WorkflowSchema) -> None:
     ValueError: edges[0].target: unknown step 'b' (steps: ['a'])
     """
     names = schema.step_names
+    if not names:
+        raise ValueError("steps: a workflow needs at least one step")
     known: set[str] = set()
     for i, n in enumerate(names):
         if n in known:
@@ -386,29 +249,17 @@ def check_schema(schema: WorkflowSchema) -> None:
 
 __all__ = [
     "WIRE_VERSION",
-    "AssignmentModel",
     "CancelRequest",
     "Cancelled",
     "DispatchRequest",
     "Dispatched",
-    "EdgeModel",
     "ErrorModel",
-    "EventModel",
-    "JsonValue",
     "KeptAlive",
-    "LastTaskModel",
-    "PickledValue",
     "RegisterRequest",
     "Registered",
-    "ReportAnswer",
-    "ReportModel",
     "ReportRequest",
-    "RunModel",
-    "StepInfoModel",
-    "StepModel",
-    "Value",
-    "WorkerModel",
+    "StepAnswer",
     "WorkerRef",
-    "WorkflowModel",
     "check_schema",
+    "report_body",
 ]

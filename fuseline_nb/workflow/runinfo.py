@@ -19,7 +19,7 @@ from typing import Any
 
 from ..errors import StepFailedError
 from .status import Status
-from .value import Value, opened_all
+from .value import MaybeValue, MaybeValues, Value, opened_all
 
 
 class _Opened:
@@ -27,20 +27,22 @@ class _Opened:
 
     The value stays closed (its bytes) until someone reads the field; then it
     is unpickled once (:meth:`Value.load` keeps the object). Any other object
-    is stored and read as it is.
+    is stored and read as it is. The held value lives under the field's own
+    name in the instance ``__dict__`` (where pydantic, building the record
+    from JSON, puts it too).
     """
 
     def __set_name__(self, owner: type, name: str) -> None:
-        self._slot = "_" + name
+        self._name = name
 
     def __get__(self, obj: Any, owner: type | None = None) -> Any:
         if obj is None:
             return None  # the dataclass default
-        v = obj.__dict__.get(self._slot)
+        v = obj.__dict__.get(self._name)
         return v.load() if v.__class__ is Value else v
 
     def __set__(self, obj: Any, value: Any) -> None:
-        obj.__dict__[self._slot] = value
+        obj.__dict__[self._name] = value
 
 
 class _OpenedMap(_Opened):
@@ -49,8 +51,25 @@ class _OpenedMap(_Opened):
     def __get__(self, obj: Any, owner: type | None = None) -> Any:
         if obj is None:
             return None
-        d = obj.__dict__.get(self._slot)
+        d = obj.__dict__.get(self._name)
         return None if d is None else opened_all(d)
+
+
+def _held_schema(source: Any, handler: Any) -> Any:
+    """The pydantic schema of a record with :class:`_Opened` fields: it is written as held (values closed).
+
+    pydantic reads fields with ``getattr``, which would open (unpickle) the
+    values; the record is written from its ``__dict__`` instead, so the
+    HTTP service never unpickles what it sends.
+    """
+    from pydantic_core import core_schema as cs
+
+    schema = handler(source)
+    record = handler.resolve_ref_schema(schema)
+    fields = record["schema"]["fields"]
+    held = cs.typed_dict_schema({f["name"]: cs.typed_dict_field(f["schema"]) for f in fields})
+    record["serialization"] = cs.plain_serializer_function_ser_schema(vars, return_schema=held)
+    return schema
 
 
 @dataclass
@@ -73,7 +92,7 @@ class StepInfo:
     state: Status = Status.PENDING
     attempts: int = 0
     worker: str | None = None
-    result: Any = _Opened()  # type: ignore[assignment]
+    result: MaybeValue = _Opened()
     error: str | None = None  # "Type: message"
     traceback: str | None = None
     action: str | None = None  # the edge label a SUCCEEDED step chose
@@ -85,10 +104,15 @@ class StepInfo:
     cached_from: str | None = None  # the run whose result a cached step reused
     recovered: bool = False  # FAILED, but an OR-group fallback got its consumers their value
 
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> Any:
+        """Written as held (values closed) where pydantic writes it (the HTTP edge)."""
+        return _held_schema(source, handler)
+
     @property
     def value(self) -> Any:
         """The result as held: a closed :class:`~fuseline_nb.workflow.value.Value` where a broker keeps it."""
-        return self.__dict__.get("_result")
+        return self.__dict__.get("result")
 
     @property
     def duration_s(self) -> float | None:
@@ -113,9 +137,14 @@ class RunInfo:
     state: Status
     steps: dict[str, StepInfo] = field(default_factory=dict)
     version: str = "1"
-    inputs: dict[str, Any] | None = _OpenedMap()  # type: ignore[assignment]
+    inputs: MaybeValues = _OpenedMap()  # type: ignore[assignment]
     created_at: float | None = None
     finished_at: float | None = None
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> Any:
+        """Written as held (values closed) where pydantic writes it (the HTTP edge)."""
+        return _held_schema(source, handler)
 
     @property
     def input_values(self) -> dict[str, Any] | None:
@@ -126,7 +155,7 @@ class RunInfo:
         >>> RunInfo("r1", "wf", Status.RUNNING, inputs={"x": Value.of(2)}).input_values["x"].preview
         '2'
         """
-        return self.__dict__.get("_inputs")
+        return self.__dict__.get("inputs")
 
     @property
     def done(self) -> bool:

@@ -17,9 +17,10 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 from ..errors import MissingInputError
+from ..limits import Bound, Label, Name, Short
 
 DEFAULT_ACTION = "default"
 
@@ -40,16 +41,16 @@ class StepSchema:
     'load'
     """
 
-    name: str
-    kind: str = "step"  # step | function | async | batch
-    target: str = ""  # "module:qualname" of the class or function, for people
+    name: Name
+    kind: Annotated[str, Bound(min_length=1, max_length=64)] = "step"  # step | function | async | batch
+    target: Annotated[str, Bound(max_length=4096)] = ""  # "module:qualname" of the class or function, for people
     policies: tuple[dict[str, Any], ...] = ()
     conditional: bool = False  # whether a Depends(condition=...) may skip it
-    fingerprint: str = ""
+    fingerprint: Short = ""
     cache: bool = True
-    reads: tuple[str, ...] | None = None
+    reads: tuple[Annotated[str, Bound(max_length=4096)], ...] | None = None
     #: Run inputs the step needs (parameters with no dependency and no default).
-    inputs: tuple[str, ...] = ()
+    inputs: tuple[Name, ...] = ()
 
     def __str__(self) -> str:
         # A step schema reads as its name, as Fuseline's name-keyed steps do
@@ -93,10 +94,10 @@ class EdgeSchema:
     'approve'
     """
 
-    source: str
-    target: str
-    action: str = DEFAULT_ACTION
-    group: str | None = None
+    source: Name
+    target: Name
+    action: Name = DEFAULT_ACTION
+    group: Name | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-serialisable dict."""
@@ -121,12 +122,12 @@ class WorkflowSchema:
     'wf'
     """
 
-    workflow_id: str
-    version: str = "1"
+    workflow_id: Name
+    version: Annotated[str, Bound(min_length=1, max_length=128)] = "1"
     steps: tuple[StepSchema, ...] = ()
     edges: tuple[EdgeSchema, ...] = ()
-    outputs: tuple[str, ...] = ()
-    name: str = ""
+    outputs: tuple[Name, ...] = ()
+    name: Label = ""
     policies: tuple[dict[str, Any], ...] = field(default=())
 
     @property

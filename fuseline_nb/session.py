@@ -31,7 +31,7 @@ from .broker.base import Broker
 from .broker.core import MemoryBroker
 from .errors import PicklingError, StorageClosedError, StorageError
 from .workflow.events import Event
-from .workflow.graph import Workflow, run_inputs
+from .workflow.graph import Workflow, paused_gc, run_inputs
 from .workflow.runinfo import RunInfo
 from .workflow.stale import warn_stale
 from .workflow.status import Status
@@ -293,18 +293,19 @@ class Session:
         if not isinstance(wf, Workflow):
             raise TypeError(_not_a_workflow(wf))
         inputs = run_inputs(inputs)
-        wf.refresh()
-        wf.to_schema().check_inputs(inputs)  # before anything is shipped
-        values = _input_values(inputs)
-        warn_stale(wf, stacklevel=2)
-        wf.settle_version(self.broker.list_workflows())
-        if self.pool is not None:
-            self.pool.check()
-            self.pool.add_workflow(wf, refresh=False)  # refreshed above
-        if cache is None and not rerun:
-            run_id = self.broker.dispatch_workflow(wf.to_schema(), values)
-        else:
-            run_id = self.broker.dispatch_workflow(wf.to_schema(), values, cache=cache, rerun=list(rerun))
+        with paused_gc():  # a large workflow's schema, bytes and run records are long-lived: no rescans
+            wf.refresh()
+            wf.to_schema().check_inputs(inputs)  # before anything is shipped
+            values = _input_values(inputs)
+            warn_stale(wf, stacklevel=2)
+            wf.settle_version(self.broker.list_workflows())
+            if self.pool is not None:
+                self.pool.check()
+                self.pool.add_workflow(wf, refresh=False)  # refreshed above
+            if cache is None and not rerun:
+                run_id = self.broker.dispatch_workflow(wf.to_schema(), values)
+            else:
+                run_id = self.broker.dispatch_workflow(wf.to_schema(), values, cache=cache, rerun=list(rerun))
         run = self._runs[run_id] = Run(self, run_id, wf)
         run._final = self._early.pop(run_id, None)
         return run

@@ -27,13 +27,14 @@ from ..errors import CycleError
 from .binding import Binding
 from .fingerprint import workflow_fingerprints
 from .joins import check_joins
+from .packing import complete, pack, unpack
 from .rules import Plan
 from .runners import _CACHED_RUNNER, install_local_runner, local_runner, run_inputs
 from .schema import WorkflowSchema
 from .stale import warn_stale
 from .status import Status
 from .steps import FunctionStep, Step
-from .structure import build
+from .structure import Structure, build
 from .toschema import make_schema, policy_spec
 
 if TYPE_CHECKING:
@@ -118,7 +119,7 @@ class Workflow:
         self.state = Status.PENDING
         #: The id of the latest run started by :meth:`run` or :meth:`dispatch` (Fuseline's name).
         self.workflow_instance_id: str | None = None
-        with _no_gc():  # building makes no garbage cycles; a collection would only rescan the heap
+        with paused_gc():  # building makes no garbage cycles; a collection would only rescan the heap
             self._build()
             self.workflow_id = workflow_id or self._derived_id()
             warn_stale(self, stacklevel=3)
@@ -182,15 +183,24 @@ class Workflow:
             g = nx.DiGraph()
             for n, s in self.steps.items():
                 g.add_node(n, name=n, kind=s.kind, step=s)
-            for (u, v), (actions, group) in self._structure.edges.items():
+            for (u, v), (actions, group) in (self._full().edges or {}).items():
                 g.add_edge(u, v, actions=actions, action="|".join(actions), group=group)
             self._graph = g
         return self._graph
 
     def _derived_id(self) -> str:
-        key = self._key = self._structure.structure_key()
-        digest = hashlib.sha256(key.encode()).hexdigest()[:12]
-        return f"{self.name}-{digest}"
+        key = self._key = self._structure.structure_key()  # the SHA-256 of the structure's canonical text
+        return f"{self.name}-{key[:12]}"
+
+    def __getstate__(self) -> dict[str, Any]:
+        return pack(self)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        unpack(self, state)
+
+    def _full(self) -> Structure:
+        """The structure with what pickling left behind remade (before the schema cache is dropped)."""
+        return complete(self._structure, self._schema_cache)
 
     def settle_version(self, registered: Iterable[WorkflowSchema]) -> bool:
         """Give this definition a version of its own when its id and version name another structure.
@@ -217,6 +227,7 @@ class Workflow:
             return False
         body = schema.structure_key() + repr(sorted(schema.fingerprints().items()))
         self.version = "auto-" + hashlib.sha256(body.encode()).hexdigest()[:12]
+        self._full()
         self._schema_cache = None
         self._plan = None
         return True
@@ -258,6 +269,7 @@ class Workflow:
             return False
         if self._schema_cache.fingerprints() == self.fingerprints():
             return False
+        self._full()
         self._schema_cache = None
         self._plan = None
         return True
@@ -278,7 +290,7 @@ class Workflow:
         return len(self._order)
 
     def _schema(self, workflow_id: str, fps: dict[str, str] | None = None) -> WorkflowSchema:
-        return make_schema(self._structure, workflow_id, self.version, self.name,
+        return make_schema(self._full(), workflow_id, self.version, self.name,
                            tuple(map(policy_spec, self.policies)),
                            self.fingerprints() if fps is None else fps, self._key)
 
@@ -293,7 +305,7 @@ class Workflow:
         ('one',)
         """
         if self._schema_cache is None:
-            with _no_gc():
+            with paused_gc():
                 self._schema_cache = self._schema(self.workflow_id)
         return self._schema_cache
 
@@ -417,10 +429,20 @@ class Workflow:
 
 
 @contextlib.contextmanager
-def _no_gc() -> Iterator[None]:
-    """Pause the cyclic garbage collector: building a large workflow allocates many
-    long-lived objects, and each automatic collection would rescan them all (the
-    per-step cost would grow with the workflow)."""
+def paused_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector: building (or submitting) a large workflow
+    allocates many long-lived objects, and each automatic collection would rescan
+    them all (the per-step cost would grow with the workflow).
+
+    Examples
+    --------
+    >>> import gc
+    >>> with paused_gc():
+    ...     gc.isenabled()
+    False
+    >>> gc.isenabled()
+    True
+    """
     was = gc.isenabled()
     gc.disable()
     try:
@@ -465,6 +487,7 @@ __all__ = [
     "Workflow",
     "install_local_runner",
     "local_runner",
+    "paused_gc",
     "run_inputs",
     "workflow_from_functions",
 ]

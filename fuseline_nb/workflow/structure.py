@@ -22,7 +22,7 @@ from typing import Any
 
 from .binding import Shape, shape_of
 from .collect import Resolver, assign_names, collect, topological
-from .schema import DEFAULT_ACTION
+from .schema import DEFAULT_ACTION, key_digest
 from .steps import Step
 
 #: ``json.dumps(body, sort_keys=True)`` (the same text) without the circularity check.
@@ -39,7 +39,9 @@ class Structure:
     ``group_param`` hold, for the steps that have ``Depends(...)``
     parameters only, each parameter's source steps and OR-group id;
     ``branching`` says whether any edge carries an action other than
-    ``"default"`` (only then can an AND join be impossible).
+    ``"default"`` (only then can an AND join be impossible). ``edges`` and
+    ``shapes`` are ``None`` in a workflow unpickled in another process until
+    :func:`~fuseline_nb.workflow.packing.complete` remakes them.
 
     Examples
     --------
@@ -52,9 +54,9 @@ class Structure:
     __slots__ = ("acyclic", "branching", "deps", "edges", "group_param", "order", "output_names",
                  "shapes", "steps")
 
-    def __init__(self, steps: dict[str, Step], order: list[str], edges: dict[tuple[str, str], Edge],
+    def __init__(self, steps: dict[str, Step], order: list[str], edges: dict[tuple[str, str], Edge] | None,
                  deps: dict[str, dict[str, tuple[str, ...]]], group_param: dict[str, dict[str, str]],
-                 shapes: list[Shape], output_names: list[str], branching: bool, acyclic: bool) -> None:
+                 shapes: list[Shape] | None, output_names: list[str], branching: bool, acyclic: bool) -> None:
         self.steps = steps
         self.order = order
         self.edges = edges
@@ -66,14 +68,17 @@ class Structure:
         self.acyclic = acyclic
 
     def structure_key(self) -> str:
-        """:meth:`WorkflowSchema.structure_key` of this structure (the same text).
+        """:meth:`WorkflowSchema.structure_key` of this structure (the same digest).
 
         Examples
         --------
         >>> from fuseline_nb import FunctionStep
-        >>> build([FunctionStep(lambda: 1, name="one")]).structure_key()
-        '{"edges": [], "outputs": ["one"], "steps": [["one", "function", false]]}'
+        >>> from fuseline_nb.workflow.schema import WorkflowSchema, StepSchema
+        >>> key = build([FunctionStep(lambda: 1, name="one")]).structure_key()
+        >>> key == WorkflowSchema("w", steps=(StepSchema("one", kind="function"),), outputs=("one",)).structure_key()
+        True
         """
+        assert self.shapes is not None and self.edges is not None  # packing.complete() remakes them
         steps = self.steps
         conditional = {n: shape.conditional for n, shape in zip(self.order, self.shapes, strict=True)}
         body = {
@@ -81,11 +86,12 @@ class Structure:
             "edges": self.key_edges(),
             "outputs": sorted(self.output_names),
         }
-        return _ENCODE(body)
+        return key_digest(_ENCODE(body))
 
     def sorted_edges(self) -> list[tuple[tuple[str, str], Edge]]:
         """``edges`` sorted by ``(source, target)``."""
         edges = self.edges
+        assert edges is not None  # packing.complete() remakes them
         return [(uv, edges[uv]) for uv in sorted(edges)]
 
     def key_edges(self) -> list[tuple[str, str, str, str]]:

@@ -22,24 +22,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from .schema import EdgeSchema, StepSchema, WorkflowSchema
+from .schema import StepSchema, WorkflowSchema, edge_schema, step_schema
 from .structure import Structure
 
-_new = object.__new__
 _set = object.__setattr__
-
-
-def _step_schema(fields: dict[str, Any]) -> StepSchema:
-    """A :class:`StepSchema` from all its fields (frozen: filled without ``__init__``'s per-field setattr)."""
-    obj = _new(StepSchema)
-    _set(obj, "__dict__", fields)
-    return obj
-
-
-def _edge_schema(source: str, target: str, action: str, group: str | None) -> EdgeSchema:
-    obj = _new(EdgeSchema)
-    _set(obj, "__dict__", {"source": source, "target": target, "action": action, "group": group})
-    return obj
 
 
 def make_schema(structure: Structure, workflow_id: str, version: str, name: str,
@@ -60,26 +46,19 @@ def make_schema(structure: Structure, workflow_id: str, version: str, name: str,
     (EdgeSchema(source='a', target='b', action='default', group=None),)
     """
     steps = structure.steps
+    assert structure.shapes is not None  # packing.complete() remakes them
     out: list[StepSchema] = []
     for n, shape in zip(structure.order, structure.shapes, strict=True):
         s = steps[n]
         d = s.__dict__
         pol = d.get("policies")
-        out.append(_step_schema({
-            "name": n,
-            "kind": s.kind,
-            "target": shape.target,
-            "policies": tuple(map(policy_spec, pol)) if pol else (),
-            "conditional": shape.conditional,
-            "fingerprint": fingerprints[n],
-            "cache": bool(getattr(s, "cache", True)),
-            "reads": shape.reads,
-            "inputs": shape.inputs,
-        }))
+        out.append(step_schema(n, s.kind, shape.target, tuple(map(policy_spec, pol)) if pol else (),
+                               shape.conditional, fingerprints[n], bool(getattr(s, "cache", True)),
+                               shape.reads, shape.inputs))
     edges = []
     for (u, v), (actions, group) in structure.sorted_edges():
         for a in actions:
-            edges.append(_edge_schema(u, v, a, group))
+            edges.append(edge_schema(u, v, a, group))
     schema = WorkflowSchema(
         workflow_id=workflow_id,
         version=version,

@@ -1,0 +1,130 @@
+"""How a built :class:`~fuseline_nb.Workflow` pickles: compact, and without what another process can remake.
+
+A workflow travels to worker processes (and into a DuckDB file's
+definitions) as its steps and its schema. What building derived — the
+wiring between step objects, per-step caches holding this process's object
+ids and signatures, the edge table, the shapes — stays behind: the steps go
+as ``(class, attributes)`` pairs without their links (a worker runs a step
+by name, not by following ``>>``), the schema carries the edges, and the
+receiving process remakes the rest on first use. A 1→1,000,000→1 fan-out
+then pickles in a few seconds and without a deep recursion along the links.
+
+Examples
+--------
+>>> import pickle
+>>> from fuseline_nb import FunctionStep, Workflow
+>>> a, b = FunctionStep(lambda: 1, name="a"), FunctionStep(lambda: 2, name="b")
+>>> _ = a >> b
+>>> wf = Workflow(outputs=[b])
+>>> wf.to_schema() is not None
+True
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from .schema import WorkflowSchema
+from .steps import Step
+from .structure import Edge, Structure
+
+#: What a step holds only to be wired and built in this process.
+_LINKS = frozenset({"_edges", "_incoming", "_edge_keys", "_incoming_ids", "_params"})
+#: Derived by the kernel's workflow, remade where needed.
+_DERIVED = ("_graph", "_bindings", "_plan", "_last_run")
+_new = object.__new__
+_set = object.__setattr__
+
+
+def _plain(cls: type) -> bool:
+    """Whether instances of ``cls`` pickle as ``(class, __dict__)`` (no reduce or state hook of their own)."""
+    return (cls.__reduce_ex__ is object.__reduce_ex__ and cls.__reduce__ is object.__reduce__
+            and getattr(cls, "__getstate__", object.__getstate__) is object.__getstate__
+            and not hasattr(cls, "__setstate__") and "__slots__" not in cls.__dict__)
+
+
+def pack_step(step: Step, plain: dict[type, bool]) -> Any:
+    """``(class, attributes without links)``, or a stripped copy for a class with its own pickling."""
+    cls = type(step)
+    ok = plain.get(cls)
+    if ok is None:
+        ok = plain[cls] = _plain(cls)
+    d = step.__dict__
+    state = {k: v for k, v in d.items() if k not in _LINKS}
+    if ok:
+        return (cls, state)
+    clone = copy.copy(step)
+    clone.__dict__ = state
+    return clone
+
+
+def unpack_step(packed: Any) -> Step:
+    """The step :func:`pack_step` packed."""
+    if type(packed) is tuple:
+        cls, state = packed
+        step: Step = _new(cls)
+        _set(step, "__dict__", state)
+        return step
+    return packed  # type: ignore[no-any-return]
+
+
+def pack(wf: Any) -> dict[str, Any]:
+    """The pickled state of a workflow (``Workflow.__getstate__``)."""
+    state = dict(wf.__dict__)
+    for key in _DERIVED:
+        state.pop(key, None)
+    st: Structure = wf._structure
+    plain: dict[type, bool] = {}
+    state["steps"] = [pack_step(s, plain) for s in st.steps.values()]
+    state["outputs"] = None  # the output steps, by name (output_names)
+    keep_edges = wf._schema_cache is None  # the schema carries the edges; without it, they travel
+    state["_structure"] = (st.order, st.deps, st.group_param, st.output_names, st.branching, st.acyclic,
+                           st.edges if keep_edges else None)
+    return state
+
+
+def unpack(wf: Any, state: dict[str, Any]) -> None:
+    """Restore a workflow from :func:`pack`'s state (``Workflow.__setstate__``)."""
+    if not isinstance(state.get("_structure"), tuple):  # pickled before packing existed: as it was
+        wf.__dict__.update(state)
+        return
+    order, deps, group_param, output_names, branching, acyclic, edges = state.pop("_structure")
+    steps = dict(zip(order, map(unpack_step, state.pop("steps")), strict=True))
+    wf.__dict__.update(state)
+    wf.steps = steps
+    wf.outputs = [steps[n] for n in output_names]
+    wf._structure = Structure(steps, order, edges, deps, group_param, None, output_names, branching, acyclic)
+    wf._graph = wf._bindings = wf._plan = None
+
+
+def complete(st: Structure, schema: WorkflowSchema | None) -> Structure:
+    """Remake what :func:`pack` left behind (shapes; edges from the schema) before they are read.
+
+    Examples
+    --------
+    >>> from fuseline_nb import FunctionStep
+    >>> from fuseline_nb.workflow.structure import build
+    >>> s = build([FunctionStep(len, name="n")])
+    >>> complete(s, None) is s
+    True
+    """
+    if st.shapes is None:
+        from .binding import shape_of
+
+        st.shapes = [shape_of(st.steps[n]) for n in st.order]
+    if st.edges is None:
+        if schema is None:
+            raise RuntimeError("a workflow unpickled without its schema has no edges")  # pack keeps them then
+        edges: dict[tuple[str, str], Edge] = {}
+        for e in schema.edges:
+            found = edges.get((e.source, e.target))
+            if found is None:
+                edges[(e.source, e.target)] = [(e.action,), e.group]
+            elif e.action not in found[0]:
+                found[0] = (*found[0], e.action)
+        st.edges = edges
+    return st
+
+
+__all__ = ["complete", "pack", "pack_step", "unpack", "unpack_step"]

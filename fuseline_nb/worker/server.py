@@ -4,10 +4,12 @@
 worker processes' sentinels and a wake-up pipe. For each request it calls
 the broker (through a :class:`~fuseline_nb.broker.clients.BrokerClient`) and
 answers; a worker that asks for work when nothing is ready is parked until a
-step is queued. The server also knows what every worker is running, so it
-notices at once when a process dies (its sentinel) or a step passes its
-``StepTimeoutPolicy`` deadline, and hands both to its supervisor (the
-:class:`~fuseline_nb.worker.pool.WorkerPool`), which decides what to do.
+step is queued. It notices at once when a process dies (its sentinel), and
+asks the broker — the one record of what each worker holds — which running
+step passed its ``StepTimeoutPolicy`` (``overdue``) and which worker holds a
+step of a cancelled run (``held_by``); it hands each to its supervisor (the
+:class:`~fuseline_nb.worker.pool.WorkerPool`), which stops the process the
+broker named.
 
 Examples
 --------
@@ -29,7 +31,7 @@ from ..broker.base import StepAssignment, StepReport
 from ..broker.clients import BrokerClient
 from ..workflow.events import Event
 from ..workflow.status import Status
-from .endpoint import Busy, Endpoint, Reply, Supervisor
+from .endpoint import Endpoint, Reply, Supervisor
 from .latency import PREFETCH_BELOW, Spin, batch_size, spin_seconds
 from .requests import Requests
 
@@ -83,9 +85,10 @@ class ChannelServer(Requests):
         self._sel.register(self._wake_r, selectors.EVENT_READ, ("wake", None))
         self._pending: list[Endpoint] = []
         self._pending_lock = threading.Lock()
-        self._cancels: list[tuple[str, str]] = []  # (run id, step) whose holder must stop
+        self._cancels = False  # a held step's run was cancelled: ask the broker who holds it
         self._parked: dict[str, Endpoint] = {}
-        self._timed: dict[str, Endpoint] = {}
+        self._timing = False  # a step with a timeout was handed out: ask the broker what is overdue
+        self._next_due = 0.0  # time.monotonic() when the broker's next step timeout passes
         self._next_poll = 0.0
         # The kernel sees each worker process live: it keeps their leases alive itself, so a step
         # holding the GIL past its lease (no heartbeat gets out) is not queued again and again.
@@ -144,16 +147,15 @@ class ChannelServer(Requests):
             self.cancel(event.run_id, event.step)
 
     def cancel(self, run_id: str, step: str) -> None:
-        """A held step's run was cancelled: the loop stops the process holding it (any thread)."""
-        with self._pending_lock:
-            self._cancels.append((run_id, step))
+        """A held step's run was cancelled: the loop stops the process the broker says holds it (any thread)."""
+        self._cancels = True
         self.wake()
 
     def _stop_cancelled(self) -> None:
-        with self._pending_lock:
-            cancels, self._cancels = set(self._cancels), []
+        self._cancels = False
+        held_by = self.client.held_by
         for ep in list(self.endpoints.values()):
-            if any((b.run_id, b.step) in cancels for b in ep.held):
+            if ep.worker_id is not None and any(a.cancelled for a in held_by(ep.worker_id)):
                 self.supervisor.on_cancel(ep)
 
     def drain(self) -> None:
@@ -182,7 +184,6 @@ class ChannelServer(Requests):
         """Stop serving ``ep`` and close its pipe."""
         self.endpoints.pop(ep.label, None)
         self._parked.pop(ep.label, None)
-        self._timed.pop(ep.label, None)
         for obj in (ep.conn, getattr(ep.process, "sentinel", None)):
             if obj is None:
                 continue
@@ -229,11 +230,11 @@ class ChannelServer(Requests):
                 self._drain_wake()
             elif kind == "sentinel" and ep.label in endpoints:
                 self._died(ep)
-        if self._timed or self._parked or self._next_beat <= time.monotonic():
+        if self._timing or self._parked or self._next_beat <= time.monotonic():
             now = time.monotonic()
             if now >= self._next_beat:
                 self._keep_leases(now)
-            if self._timed:
+            if self._timing and now >= self._next_due:
                 self._check_deadlines(now)
             if self._parked:
                 self._serve_parked(now)
@@ -256,7 +257,7 @@ class ChannelServer(Requests):
 
     def _wait_time(self) -> float:
         now = time.monotonic()
-        times = [ep.busy.deadline for ep in self._timed.values() if ep.busy and ep.busy.deadline]
+        times = [self._next_due] if self._timing else []
         if self._parked:
             times.append(self._next_poll)
         times.append(self._next_beat)
@@ -275,10 +276,13 @@ class ChannelServer(Requests):
             pass
 
     def _check_deadlines(self, now: float) -> None:
-        for ep in list(self._timed.values()):
-            if ep.busy is not None and ep.busy.deadline is not None and ep.busy.deadline <= now:
-                self._timed.pop(ep.label, None)
-                self.supervisor.on_timeout(ep)
+        """Hand the steps the broker says passed their timeout to the supervisor."""
+        late, wait = self.client.overdue()
+        self._timing, self._next_due = wait is not None, now + (wait or 0.0)
+        for a in late:
+            ep = next((e for e in self.endpoints.values() if e.worker_id == a.worker_id), None)
+            if ep is not None:
+                self.supervisor.on_timeout(ep, a)
 
     def _serve_parked(self, now: float) -> None:
         if not self._parked:
@@ -316,12 +320,15 @@ class ChannelServer(Requests):
             return ("workflows", new)
         if kind != "hello" and worker_id is not None:
             batch: list[StepAssignment] = []
-            want = batch_size(self.prefetch, fast=ep.fast, holding=bool(ep.held), backlog=self.backlog,
+            want = batch_size(self.prefetch, fast=ep.fast, holding=False, backlog=self.backlog,
                               workers=len(self.endpoints))
+            if want > 1 and self.client.held_by(worker_id):  # asked only when it matters
+                want = 1
             get_step = self.client.get_step
             while len(batch) < want and (a := get_step(worker_id)) is not None:
-                self._track(ep, a)
                 batch.append(a)
+                if a.timeout is not None and not self._timing:
+                    self._timing, self._next_due = True, 0.0  # ask the broker at the next turn
             if batch or not wait:
                 if batch:
                     self._handed_at = now = time.perf_counter()
@@ -332,32 +339,10 @@ class ChannelServer(Requests):
         self._parked[ep.label] = ep
         return None
 
-    def _track(self, ep: Endpoint, a: StepAssignment) -> None:
-        ep.held.append(Busy(a.workflow_id, a.version, a.instance_id, a.step_name, a.attempt, a.timeout))
-        if len(ep.held) == 1:
-            self._start_head(ep)
-
-    def _start_head(self, ep: Endpoint) -> None:
-        """The first held assignment starts now: its timeout counts from here."""
-        held = ep.held
-        if held and held[0].timeout:
-            head = held[0]
-            head.deadline = time.monotonic() + head.timeout  # type: ignore[operator]
-            self._timed[ep.label] = ep
-        elif self._timed:
-            self._timed.pop(ep.label, None)
-
     def _take_report(self, ep: Endpoint, worker_id: str, report: StepReport) -> None:
-        run_id, step = report.instance_id, report.step_name
-        for i, held in enumerate(ep.held):
-            if held.run_id == run_id and held.step == step:
-                del ep.held[i]
-                if i == 0:
-                    self._start_head(ep)
-                break
         started, finished = report.started_at, report.finished_at
         if started is not None and finished is not None:
             ep.fast = finished - started < PREFETCH_BELOW
         self.client.report_step(worker_id, report)
 
-__all__ = ["Busy", "ChannelServer", "Endpoint", "Supervisor"]
+__all__ = ["ChannelServer", "Endpoint", "Supervisor"]

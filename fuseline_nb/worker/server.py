@@ -299,13 +299,15 @@ class ChannelServer:
             except (KeyError, ValueError):
                 pass
             return False
-        for frame in frames:
-            self._handle(ep, frame)
+        frames.reverse()
+        while frames:  # each frame handed over: freed once decoded (a big result is not held twice)
+            self._handle(ep, frames.pop())
         return True
 
     def _handle(self, ep: Endpoint, frame: bytes) -> None:
         try:
             kind, args = decode(frame)
+            del frame  # the message's bytes: the decoded value has its own copy
             handler = self._handlers.get(kind)
             if handler is None:
                 raise ValueError(f"unknown message kind: {kind!r} (must be one of {list(REQUEST_KINDS)})")

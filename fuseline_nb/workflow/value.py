@@ -288,7 +288,7 @@ class Value:
     (1, 2)
     """
 
-    __slots__ = ("_obj", "data", "fingerprint", "json", "origin", "preview", "rich", "type_name")
+    __slots__ = ("__weakref__", "_obj", "data", "fingerprint", "json", "origin", "preview", "rich", "type_name")
 
     def __init__(self, data: bytes, fingerprint: str, preview: str = "", type_name: str = "",
                  rich: dict[str, Any] | None = None, json: str | None = None) -> None:

@@ -50,9 +50,11 @@ from ...workflow.events import Event
 from ...workflow.runinfo import RunInfo, StepInfo
 from ...workflow.schema import WorkflowSchema
 from ...workflow.status import Status
+from ...workflow.value import Value
 from . import _duckdb_sql as Q
 from ._duckdb_batch import Batch, write_apart
 from ._duckdb_cache import SELECT_CACHED, DuckDBCacheStore
+from ._duckdb_files import FILE_BYTES, ValueFiles
 from ._duckdb_life import claim, flush_loop, release, track, translate
 from ._duckdb_open import check_read_only, migrate, refuse_foreign
 from ._duckdb_rows import event_of, load_inputs, result_value, run_info, step_info, step_row
@@ -106,6 +108,10 @@ class DuckDBRuntimeStorage(RuntimeStorage):
         self._unpicklable: dict[tuple[str, str], Any] = {}
         self._workflows: dict[tuple[str, str], WorkflowSchema] = {}
         self._cache: DuckDBCacheStore | None = None
+        self._files = None if self.path == ":memory:" else ValueFiles(self.path)  # big results
+        # big results still held in this process (by a run, a report, the notebook): read back as
+        # themselves, not read from their file again (a copy each time)
+        self._big: weakref.WeakValueDictionary[tuple[str, str], Value] = weakref.WeakValueDictionary()
         try:
             refuse_foreign(self.path)
             self._con = self._db(duckdb.connect, self.path)
@@ -229,6 +235,8 @@ class DuckDBRuntimeStorage(RuntimeStorage):
             self._require(run_id)
         with self._buf_lock:
             self._batch.results[(run_id, step)] = result
+        if result.__class__ is Value and result.size > FILE_BYTES:
+            self._big[(run_id, step)] = result
 
     def record_event(self, event: Event) -> None:
         if event.run_id not in self._known:
@@ -286,7 +294,7 @@ class DuckDBRuntimeStorage(RuntimeStorage):
                 raise
 
     def _write(self, batch: Batch) -> None:
-        tables = batch.arrow_tables(self._unpicklable)
+        tables = batch.arrow_tables(self._unpicklable, None if self._files is None else self._files.write)
         # one script, one call: each call into duckdb releases and retakes the GIL, and
         # retaking it from a busy broker thread can wait a whole switch interval
         script = ";\n".join(["BEGIN TRANSACTION", *(sql for name, sql in Q.WRITE_ORDER if name in tables),
@@ -313,7 +321,7 @@ class DuckDBRuntimeStorage(RuntimeStorage):
             return None
         info = run_info(rows[0])
         for row in self._execute(Q.SELECT_STEPS, [run_id]):
-            info.steps[row[0]] = step_info(row[6:], self._result(run_id, row[0], row[1:6]))
+            info.steps[row[0]] = step_info(row[7:], self._result(run_id, row[0], row[1:7]))
         for step, source in self._execute(SELECT_CACHED, [run_id]):
             if step in info.steps:
                 info.steps[step].cached, info.steps[step].cached_from = True, source
@@ -371,11 +379,29 @@ class DuckDBRuntimeStorage(RuntimeStorage):
         return self._db(self._reader.sql, query, params=params)
 
     def _result(self, run_id: str, step: str, row: tuple[Any, ...] | None) -> Any:
-        if row is None or row[0] is None:
+        if row is None or (row[0] is None and row[5] is None):
             return self._unpicklable.get((run_id, step))
-        value = result_value(*row)
+        held = self._big.get((run_id, step))
+        if held is not None:
+            return held
+        stored = self._with_bytes(row, f"step {step!r} of run {run_id}")
+        if stored is None:
+            return None
+        value = result_value(*stored)
         value.origin = f"the result of step {step!r} of run {run_id}"
         return value
+
+    def _with_bytes(self, row: tuple[Any, ...], what: str) -> tuple[Any, ...] | None:
+        """Stored result columns with the bytes of a result kept in a file read in (``None``: gone)."""
+        blob, *facts, name = row
+        if blob is None and name is not None and self._files is not None:
+            try:
+                blob = self._files.read(name)
+            except OSError as exc:
+                log.warning("the result of %s is lost: its file %s is gone (%s); keep the folder %s "
+                            "with the history file", what, name, exc, self._files.folder)
+                return None
+        return (blob, *facts)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def close(self) -> None:

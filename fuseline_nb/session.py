@@ -170,7 +170,7 @@ class Session:
     """
 
     def __init__(self, path: str | os.PathLike[str] | None = None, workers: int | None = None, *,
-                 lease_seconds: float = 60.0, context: str = "spawn", prefetch: int = 4,
+                 lease_seconds: float = 60.0, context: str = "spawn", prefetch: int = 8,
                  dask: Any = None, cache: bool = False) -> None:
         if dask is not None and workers:
             raise ValueError(f"give workers= or dask=, not both (workers={workers!r}, dask={dask!r}): "

@@ -51,7 +51,7 @@ class Structure:
     (['one'], ['one'], True)
     """
 
-    __slots__ = ("acyclic", "branching", "deps", "edges", "group_param", "order", "output_names",
+    __slots__ = ("_sorted", "acyclic", "branching", "deps", "edges", "group_param", "order", "output_names",
                  "shapes", "steps")
 
     def __init__(self, steps: dict[str, Step], order: list[str], edges: dict[tuple[str, str], Edge] | None,
@@ -66,6 +66,7 @@ class Structure:
         self.output_names = output_names
         self.branching = branching
         self.acyclic = acyclic
+        self._sorted: list[tuple[tuple[str, str], Edge]] | None = None
 
     def structure_key(self) -> str:
         """:meth:`WorkflowSchema.structure_key` of this structure (the same digest).
@@ -92,7 +93,9 @@ class Structure:
         """``edges`` sorted by ``(source, target)``."""
         edges = self.edges
         assert edges is not None  # packing.complete() remakes them
-        return [(uv, edges[uv]) for uv in sorted(edges)]
+        if self._sorted is None or len(self._sorted) != len(edges):  # the key and the schema both read it
+            self._sorted = [(uv, edges[uv]) for uv in sorted(edges)]
+        return self._sorted
 
     def key_edges(self) -> list[tuple[str, str, str, str]]:
         """The edges of the structure key: ``(source, target, action, group or "")``, sorted."""

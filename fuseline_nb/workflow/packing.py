@@ -88,6 +88,10 @@ def unpack(wf: Any, state: dict[str, Any]) -> None:
     """Restore a workflow from :func:`pack`'s state (``Workflow.__setstate__``)."""
     if not isinstance(state.get("_structure"), tuple):  # pickled before packing existed: as it was
         wf.__dict__.update(state)
+        if not isinstance(state.get("_structure"), Structure):  # an older layout: build it again
+            cache = state.get("_schema_cache")
+            wf._build()
+            wf._schema_cache = cache
         return
     order, deps, group_param, output_names, branching, acyclic, edges = state.pop("_structure")
     steps = dict(zip(order, map(unpack_step, state.pop("steps")), strict=True))

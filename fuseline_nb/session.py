@@ -31,7 +31,8 @@ from .broker.base import Broker
 from .broker.core import MemoryBroker
 from .errors import PicklingError, StorageClosedError, StorageError
 from .workflow.events import Event
-from .workflow.graph import Workflow, paused_gc, run_inputs
+from .workflow.gcpause import paused_gc
+from .workflow.graph import Workflow, run_inputs
 from .workflow.runinfo import RunInfo
 from .workflow.stale import warn_stale
 from .workflow.status import Status

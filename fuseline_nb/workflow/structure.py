@@ -235,4 +235,4 @@ def _name_groups(edges: dict[tuple[str, str], Edge], raw_groups: set[str]) -> No
         edges[uv] = (edges[uv][0], group)
 
 
-__all__ = ["Structure", "build"]
+__all__ = ["Structure", "build", "edge"]

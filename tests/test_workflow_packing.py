@@ -161,3 +161,17 @@ def test_bytes_pickled_before_packing_still_load() -> None:
     old = load_definition((wf.workflow_id, wf.version), blob)
     assert old.to_schema() == wf.to_schema()
     assert old.run({"n": 3}) == wf.run({"n": 3}) == 6
+
+
+def test_a_repeated_edge_is_one_edge_on_short_and_long_fan_outs() -> None:
+    """Wiring keeps no set per step until a step has many edges: repeats are still found either way."""
+    head, tail = FunctionStep(noop, name="head"), FunctionStep(noop, name="tail")
+    mids = [FunctionStep(noop, name=f"m{i}") for i in range(20)]
+    for _ in range(3):  # every edge wired three times, crossing the point where a set appears
+        for m in mids:
+            head >> m >> tail
+            (head - "alt") >> m
+    assert len(head.edges) == 40 and len(tail.__dict__["_incoming"]) == 20
+    assert "_edge_keys" in head.__dict__ and "_edge_keys" not in mids[0].__dict__  # sets only where long
+    wf = Workflow(outputs=[tail])
+    assert len(wf.to_schema().edges) == 60 and wf.graph.edges["head", "m3"]["action"] == "default|alt"

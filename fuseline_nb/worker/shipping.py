@@ -31,6 +31,7 @@ fuseline_nb.errors.PicklingError: step 'guarded' cannot be sent to a worker proc
 
 from __future__ import annotations
 
+import copy
 import copyreg
 import io
 import linecache
@@ -69,7 +70,7 @@ def ship(wf: Workflow) -> WorkflowBlob:
     if not isinstance(wf, Workflow):
         raise TypeError(f"expected a Workflow, not {wf!r}")
     schema = wf.to_schema()  # cached in the copy, so the worker registers the very same schema
-    clone = Workflow.__new__(Workflow)  # not copy.copy: that would pack and unpack every step
+    clone = copy.copy(wf)  # shallow: the same steps
     clone.__dict__ = dict(wf.__dict__)
     clone.__dict__.pop("_last_run", None)
     clone.trace = None

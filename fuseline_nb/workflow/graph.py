@@ -197,6 +197,11 @@ class Workflow(Surface):
     def __setstate__(self, state: dict[str, Any]) -> None:
         unpack(self, state)
 
+    def __copy__(self) -> Workflow:
+        clone = Workflow.__new__(Workflow)  # shallow: the same steps (pickling would pack them)
+        clone.__dict__.update(self.__dict__)
+        return clone
+
     def _full(self) -> Structure:
         """The structure with what pickling left behind remade (before the schema cache is dropped)."""
         return complete(self._structure, self._schema_cache)

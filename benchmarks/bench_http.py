@@ -4,11 +4,16 @@ Run from the repository root::
 
     .venv/bin/python benchmarks/bench_http.py [--width 1000] [--repeat 3]
 
-In-kernel: a MemoryBroker and two ProcessEngine threads over LocalBrokerClient.
-HTTP: ``fuseline-nb broker`` (memory) and ``fuseline-nb worker --processes 2``
-started as subprocesses on 127.0.0.1, the run dispatched with HttpBrokerClient.
-Steps do nothing, so wall time / steps is the per-step overhead. The figure
-for Fuseline's own HTTP path on this machine is 1.2–1.5 ms per step.
+In-kernel: a MemoryBroker and two ProcessEngine threads over LocalBrokerClient
+(both keep asking until the run has ended; the steps each ran are printed,
+so a thread that gave up early shows). HTTP: ``fuseline-nb broker`` (memory)
+and ``fuseline-nb worker --processes 2`` started as subprocesses on
+127.0.0.1, the run dispatched with HttpBrokerClient. Steps do nothing, so
+wall time / steps is the per-step overhead. Besides wall time, the CPU
+seconds the service process and the worker processes spent per step are
+printed (read from /proc on Linux): they are stable on a loaded machine,
+where wall time is not. The figure for Fuseline's own HTTP path on this
+machine is 1.2–1.5 ms per step.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent)]
@@ -52,22 +58,51 @@ def fan_out(width: int = WIDTH) -> Workflow:
 fanout = fan_out()
 
 
-def in_kernel(wf: Workflow, workers: int = 2) -> float:
-    """Seconds for one run on a MemoryBroker drained by ``workers`` ProcessEngine threads."""
+def in_kernel(wf: Workflow, workers: int = 2) -> tuple[float, list[int]]:
+    """Seconds for one run on a MemoryBroker drained by ``workers`` ProcessEngine threads, and each one's steps."""
     broker = MemoryBroker()
     client = LocalBrokerClient(broker)
     engines = [ProcessEngine(client, [wf]) for _ in range(workers)]
     t0 = time.perf_counter()
     run_id = client.dispatch_workflow(wf.to_schema(), {})
-    threads = [threading.Thread(target=e.work) for e in engines]
+
+    def on_event(e: Any) -> None:
+        if e.kind == "run_finished" and e.run_id == run_id:
+            for engine in engines:
+                engine.stop()
+
+    unsubscribe = broker.subscribe(on_event)
+    # block=True: an engine that finds nothing ready (its sibling runs the root) waits instead of leaving
+    threads = [threading.Thread(target=e.work, kwargs={"block": True, "poll_interval": 0.001}) for e in engines]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     took = time.perf_counter() - t0
+    unsubscribe()
     assert broker.get_run(run_id).state is Status.SUCCEEDED
+    steps = [e.steps_run for e in engines]
+    assert sum(steps) == len(wf), steps  # every step ran once, in one of the engines
+    for e in engines:
+        e.close()
     broker.close()
-    return took
+    return took, steps
+
+
+def _cpu(pid: int) -> float:
+    """CPU seconds (user + system) of process ``pid`` so far; 0.0 where /proc is not there."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
 
 
 def _free_port() -> int:
@@ -76,8 +111,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def over_http(wf: Workflow, workers: int, repeat: int) -> list[float]:
-    """Seconds per run through the CLI broker service and ``workers`` CLI worker processes."""
+def over_http(wf: Workflow, workers: int, repeat: int) -> tuple[list[float], float, float]:
+    """Seconds per run through the CLI broker service and ``workers`` CLI worker processes, and the CPU
+    seconds per step of the service and of the worker processes (all runs)."""
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(Path(__file__).parent)])}
@@ -96,6 +132,8 @@ def over_http(wf: Workflow, workers: int, repeat: int) -> list[float]:
                                        "--processes", str(workers)], env=env, start_new_session=True))
         while len(client.list_workers()) < workers:
             time.sleep(0.05)
+        pids = [procs[0].pid, *_children(procs[1].pid)]
+        cpu0 = [_cpu(p) for p in pids]
         times = []
         for _ in range(repeat):
             t0 = time.perf_counter()
@@ -104,7 +142,9 @@ def over_http(wf: Workflow, workers: int, repeat: int) -> list[float]:
                 pass
             times.append(time.perf_counter() - t0)
             assert info.state is Status.SUCCEEDED, info.state
-        return times
+        cpu = [_cpu(p) - c for p, c in zip(pids, cpu0, strict=True)]
+        steps = len(wf) * repeat
+        return times, cpu[0] / steps, sum(cpu[1:]) / steps
     finally:
         for p in reversed(procs):
             p.send_signal(signal.SIGTERM)
@@ -120,17 +160,20 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     wf = fanout
-    steps = WIDTH + 2
+    steps = len(wf)
     local = [in_kernel(wf, args.workers) for _ in range(args.repeat)]
-    http = over_http(wf, args.workers, args.repeat)
-    ms_local = min(local) / steps * 1e3
+    http, service_cpu, workers_cpu = over_http(wf, args.workers, args.repeat)
+    ms_local = min(t for t, _ in local) / steps * 1e3
     ms_http = min(http) / steps * 1e3
     print(f"1→{WIDTH}→1 fan-out ({steps} steps), {args.workers} workers, best of {args.repeat}")
-    print(f"  in-kernel (MemoryBroker, ProcessEngine threads, LocalBrokerClient): "
-          f"{ms_local:.3f} ms/step  (runs: {', '.join(f'{t:.2f}s' for t in local)})")
+    print(f"  in-kernel (MemoryBroker, {args.workers} ProcessEngine threads, LocalBrokerClient): "
+          f"{ms_local:.3f} ms/step  (runs: {', '.join(f'{t:.2f}s' for t, _ in local)}; steps per thread: "
+          f"{', '.join('/'.join(map(str, n)) for _, n in local)})")
     print(f"  HTTP service (uvicorn, {args.workers} worker processes, HttpBrokerClient): "
           f"{ms_http:.3f} ms/step  (runs: {', '.join(f'{t:.2f}s' for t in http)}; "
           f"median {statistics.median(http) / steps * 1e3:.3f} ms/step)")
+    print(f"  CPU per step: service {service_cpu * 1e3:.3f} ms, worker processes {workers_cpu * 1e3:.3f} ms "
+          f"(all {args.workers} together)")
     print(f"  HTTP / in-kernel: {ms_http / ms_local:.1f}x; Fuseline's HTTP path here: 1.2–1.5 ms/step "
           f"→ {1.2 / ms_http:.1f}–{1.5 / ms_http:.1f}x faster")
 

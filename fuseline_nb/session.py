@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .broker.base import Broker
-from .broker.core import MemoryBroker
+from .broker.opening import open_broker
 from .errors import PicklingError, StorageClosedError, StorageError
 from .workflow.events import Event
 from .workflow.gcpause import paused_gc
@@ -42,16 +42,6 @@ if TYPE_CHECKING:
     from .rungroup import RunGroup
 
 log = logging.getLogger(__name__)
-
-
-def _open_broker(path: str | os.PathLike[str] | None, lease_seconds: float, cache: bool) -> Broker:
-    if path is None:
-        return MemoryBroker(lease_seconds=lease_seconds, cache=cache)
-    if os.fspath(path) == ":memory:":
-        path = ":memory:"
-    from .broker import DuckDBBroker  # imports duckdb: only when history goes to a file
-
-    return DuckDBBroker(os.fspath(path), lease_seconds=lease_seconds, cache=cache)  # type: ignore[no-any-return]
 
 
 def _input_values(inputs: Mapping[str, Any]) -> dict[str, Value]:
@@ -181,7 +171,7 @@ class Session:
     """
 
     def __init__(self, path: str | os.PathLike[str] | None = None, workers: int | None = None, *,
-                 lease_seconds: float = 60.0, context: str = "spawn", prefetch: int = 4,
+                 lease_seconds: float = 60.0, context: str = "spawn", prefetch: int = 8,
                  dask: Any = None, cache: bool = False) -> None:
         if dask is not None and workers:
             raise ValueError(f"give workers= or dask=, not both (workers={workers!r}, dask={dask!r}): "
@@ -191,7 +181,7 @@ class Session:
             raise ValueError(f"workers must be >= 0, not {workers!r}")
         self.path = os.fspath(path) if path is not None else None
         _take_over(_file_key(self.path))
-        self.broker: Broker = _open_broker(path, lease_seconds, bool(cache))
+        self.broker: Broker = open_broker(path, lease_seconds=lease_seconds, cache=bool(cache))
         self._done: dict[str, threading.Event] = {}
         self._done_lock = threading.Lock()
         self._runs: weakref.WeakValueDictionary[str, Run] = weakref.WeakValueDictionary()

@@ -11,8 +11,9 @@ and ``fuseline-nb worker --processes 2`` started as subprocesses on
 127.0.0.1, the run dispatched with HttpBrokerClient. Steps do nothing, so
 wall time / steps is the per-step overhead. Besides wall time, the CPU
 seconds the service process and the worker processes spent per step are
-printed (read from /proc on Linux): they are stable on a loaded machine,
-where wall time is not. The figure for Fuseline's own HTTP path on this
+printed (read from /proc on Linux), and the CPU the app and the client
+spend per step in process without sockets: they are stable on a loaded
+machine, where wall time is not. The figure for Fuseline's own HTTP path on this
 machine is 1.2–1.5 ms per step.
 """
 
@@ -154,6 +155,85 @@ def over_http(wf: Workflow, workers: int, repeat: int) -> tuple[list[float], flo
                 os.killpg(p.pid, signal.SIGKILL)
 
 
+def edge_cpu(wf: Workflow, runs: int = 3) -> float:
+    """CPU seconds the service's app spends per ``POST /workflow/step`` (report + next), in process, no sockets.
+
+    The ASGI app is called directly with each report; what is left of a
+    step's service CPU in :func:`over_http` is uvicorn, asyncio and the sockets.
+    """
+    import asyncio
+    import json
+
+    from fuseline_nb.broker.http import create_app
+
+    broker = MemoryBroker()
+    app = create_app(broker)
+    schema = wf.to_schema()
+    wid = broker.register_worker([schema])
+    sent: list[Any] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    async def report(body: bytes) -> Any:
+        messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def receive() -> Any:
+            return messages.pop(0)
+
+        scope = {"type": "http", "method": "POST", "path": "/workflow/step", "query_string": b"",
+                 "headers": [(b"content-length", str(len(body)).encode())], "root_path": "", "app": app}
+        sent.clear()
+        await app(scope, receive, send)
+        return json.loads(sent[-1]["body"])["next"]
+
+    async def drain() -> float:
+        spent = 0.0
+        for _ in range(runs):
+            run_id = broker.dispatch_workflow(schema, {})
+            a: Any = broker.get_step(wid)
+            t0 = time.process_time()
+            while a is not None:
+                name, attempt = (a.step_name, a.attempt) if not isinstance(a, dict) else (a["step_name"], a["attempt"])
+                body = json.dumps({"v": 2, "worker_id": wid, "next": True, "report": {
+                    "workflow_id": schema.workflow_id, "instance_id": run_id, "step_name": name,
+                    "state": "SUCCEEDED", "attempt": attempt, "started_at": 1.7e9, "finished_at": 1.7e9}})
+                a = await report(body.encode())
+            spent += time.process_time() - t0
+            assert broker.get_run(run_id).state is Status.SUCCEEDED
+        return spent / (runs * len(wf))
+
+    try:
+        return asyncio.run(drain())
+    finally:
+        broker.close()
+
+
+def client_cpu(n: int = 5000) -> float:
+    """CPU seconds HttpBrokerClient spends per step (a report with its next step, then get_step), no sockets."""
+    import httpx
+
+    from fuseline_nb.broker._http_front import answer
+    from fuseline_nb.broker.base import StepAssignment, StepReport
+    from fuseline_nb.workflow.value import Value
+
+    nxt = StepAssignment("wf", "r", "mid7", {"workflow_inputs": {}, "results": {"root": Value.of(None)},
+                                             "winners": {}}, 1.7e9, 1.7e9 + 60, 1, "1", None)
+    canned = answer(nxt)
+    client = HttpBrokerClient("http://b", transport=httpx.MockTransport(lambda _: httpx.Response(200, content=canned)))
+    report = StepReport("wf", "r", "mid6", Status.SUCCEEDED, None, 1, None, None, None, 1.7e9, 1.7e9, None)
+    for _ in range(200):
+        client.report_step("w", report)
+        client.get_step("w")
+    t0 = time.process_time()
+    for _ in range(n):
+        client.report_step("w", report)
+        got = client.get_step("w")
+    spent = time.process_time() - t0
+    assert got is not None and got.step_name == "mid7"
+    return spent / n
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=3)
@@ -174,6 +254,8 @@ def main() -> None:
           f"median {statistics.median(http) / steps * 1e3:.3f} ms/step)")
     print(f"  CPU per step: service {service_cpu * 1e3:.3f} ms, worker processes {workers_cpu * 1e3:.3f} ms "
           f"(all {args.workers} together)")
+    print(f"  of which in process, without sockets: the app {edge_cpu(wf) * 1e6:.1f} µs per POST /workflow/step; "
+          f"HttpBrokerClient {client_cpu() * 1e6:.1f} µs per step (report + next)")
     print(f"  HTTP / in-kernel: {ms_http / ms_local:.1f}x; Fuseline's HTTP path here: 1.2–1.5 ms/step "
           f"→ {1.2 / ms_http:.1f}–{1.5 / ms_http:.1f}x faster")
 

@@ -175,10 +175,7 @@ def create_app(broker: Broker, *, token: str | None = None, max_body: int = MAX_
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> Response:
         codes = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
-        detail = str(exc.detail)
-        if exc.status_code == 413:
-            detail = f"the request body is over {max_body} bytes (the service's --max-body)"
-        return _error(exc.status_code, codes.get(exc.status_code, "http_error"), detail,
+        return _error(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail),
                       headers=getattr(exc, "headers", None))
 
     @app.exception_handler(_Refused)

@@ -65,7 +65,7 @@ def test_dispatch_creates_the_run_and_queues_its_roots() -> None:
     st = _state(c)
     run, fx = dispatch(st, c, "r1", {"x": Value.of(1)}, now=5.0)
     assert st.runs == {"r1": run} and st.active == {c.key: {"r1": None}}
-    assert (run.infos["a"].queued_at, run.infos["b"].queued_at, run.seq) == (5.0, None, 2)
+    assert (run.infos["a"].queued_at, "b" in run.infos, run.info("b").queued_at, run.seq) == (5.0, False, None, 2)
     assert _writes(fx) == [("create_run",), ("enqueue", "a"), ("save_step", "a")]
     assert fx.writes[0][1] == ("r1", "chain", "1", {"x": Value.of(1)}, ["a", "b"], 5.0)
     assert _events(fx) == [("run_dispatched", None, None, None, 0, 1), ("step_queued", "a", P, None, 0, 2)]

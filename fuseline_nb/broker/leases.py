@@ -109,7 +109,7 @@ def assign(st: LiveState, run: LiveRun, step: str, worker: Worker, now: float) -
     fx.writes.append(("save_step", (run_id, step, info)))
     fx.emit(run, now, "step_started", step, Status.RUNNING, label, attempt, None)
     done = run.results
-    results = {src: done[src] for src in compiled.sources[step] if src in done}
+    results = {e.source: done[e.source] for e in compiled.plan.incoming[step] if e.source in done}
     payload: Payload = {"workflow_inputs": run.inputs, "results": results, "winners": run.tracker.winners(step)}
     return StepAssignment(workflow_id, run_id, step, payload, now, deadline, attempt, version, timeout), fx
 
@@ -247,7 +247,7 @@ def cancel(st: LiveState, run: LiveRun, reason: str | None, now: float) -> Effec
     if reason:
         detail["reason"] = reason
     for step in run.tracker.cancel():
-        info = run.infos[step]
+        info = run.info(step)
         running = held.get(step)
         info.state, info.finished_at = Status.CANCELLED, now
         fx.write("save_step", run_id, step, info)

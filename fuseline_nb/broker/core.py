@@ -240,7 +240,7 @@ class StorageBroker(HistoryReads, Broker):
         with self._lock:
             if self.worker_ttl is not None:
                 self._prune(self._clock())
-            return [w.info for w in self._state.workers.values()]
+            return [w.listed() for w in self._state.workers.values()]
 
     def subscribe(self, callback: Callable[[Event], None]) -> Callable[[], None]:
         """Receive every lifecycle event (called under the broker's lock: be quick)."""

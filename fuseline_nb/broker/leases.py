@@ -52,7 +52,7 @@ from heapq import heappop
 
 from ..errors import StaleReportError
 from ..workflow.status import Status
-from .base import LastTask, Payload, StepAssignment, StepReport, WorkerInfo
+from .base import Payload, StepAssignment, StepReport, WorkerInfo
 from .registry import idle_workers
 from .state import Assignment, Key, LiveRun, LiveState, Worker
 from .transitions import Effects, Lookup, complete, enqueue, finish_run
@@ -138,7 +138,7 @@ def report(st: LiveState, worker: Worker, run: LiveRun, rep: StepReport, now: fl
     state = rep.state
     if state.__class__ is not Status:
         state = Status(state)
-    worker.info.last_task = LastTask(run.key[0], run.run_id, step, state is not Status.FAILED)
+    worker.last = (run.key[0], run.run_id, step, state is not Status.FAILED)  # its LastTask, made when listed
     fx = Effects()
     complete(st, run, step, state, rep, now, fx, lookup=lookup)
     return fx

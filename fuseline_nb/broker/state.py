@@ -33,7 +33,8 @@ the storage queue
     when fetched.
 ``LiveState.workers[worker_id]`` — :class:`Worker`
     a registered worker: its ``WorkerInfo``, ``keys`` (the workflows it
-    runs) and ``held``.
+    runs), ``last`` (the last step it reported: ``WorkerInfo.last_task``
+    when listed) and ``held``.
 ``Worker.held[(run_id, step)]`` — :class:`Assignment`
     **the one record of who holds which step**, in hand-out order: the
     attempt, its lease ``deadline``, the step's ``timeout`` and, for the
@@ -72,7 +73,7 @@ from ..workflow.policies import retry_settings, timeout_seconds
 from ..workflow.rules import Outcome, Plan, Readiness
 from ..workflow.runinfo import StepInfo
 from ..workflow.schema import WorkflowSchema
-from .base import WorkerInfo
+from .base import LastTask, WorkerInfo
 from .cache import RunCache
 
 Key = tuple[str, str]  # (workflow_id, version)
@@ -250,17 +251,25 @@ class Worker:
     Examples
     --------
     >>> w = Worker(WorkerInfo("w-id", 0.0, 0.0), {("wf", "1")})
-    >>> w.held
-    {}
+    >>> w.held, w.listed().last_task
+    ({}, None)
     """
 
-    __slots__ = ("held", "info", "keys")
+    __slots__ = ("held", "info", "keys", "last")
 
     def __init__(self, info: WorkerInfo, keys: set[Key]) -> None:
         self.info = info
         self.keys = keys
+        #: (workflow id, run id, step, succeeded) of the last report; a LastTask only when listed
+        self.last: tuple[str, str, str, bool] | None = None
         #: (run id, step) -> the Assignment, in hand-out order (the first one runs)
         self.held: dict[tuple[str, str], Assignment] = {}
+
+    def listed(self) -> WorkerInfo:
+        """Its ``WorkerInfo`` as listed, ``last_task`` brought up to date."""
+        if self.last is not None:
+            self.info.last_task = LastTask(*self.last)
+        return self.info
 
 
 class LiveState:

@@ -44,7 +44,7 @@ from heapq import heappush
 from typing import Any
 
 from ..errors import SchemaMismatchError, UnknownActionError
-from ..workflow.events import Event
+from ..workflow.events import Event, make_event
 from ..workflow.rules import Changes, Outcome, resolve_action
 from ..workflow.schema import WorkflowSchema
 from ..workflow.status import SKIP_CONDITION, SKIP_NOT_REACHED, Status
@@ -91,7 +91,7 @@ class Effects:
              worker: str | None, attempt: int, detail: dict[str, Any] | None) -> None:
         """Add the run's next event (numbers it: ``run.seq`` advances)."""
         run.seq = seq = run.seq + 1
-        self.events.append(Event(kind, run.run_id, seq, at, step, state, worker, attempt, detail))
+        self.events.append(make_event(kind, run.run_id, seq, at, step, state, worker, attempt, detail))
 
 
 def register(st: LiveState, schema: WorkflowSchema) -> tuple[Compiled, Effects]:

@@ -279,7 +279,8 @@ class Readiness:
 
     def winners(self, step: str) -> dict[str, str]:
         """For each OR group on ``step``, the member whose result it receives."""
-        return dict(self._winners.get(step, {}))
+        w = self._winners.get(step)
+        return dict(w) if w else {}
 
     @property
     def done(self) -> bool:

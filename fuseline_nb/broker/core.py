@@ -353,6 +353,11 @@ class StorageBroker(HistoryReads, Broker):
         """Fuseline's ``broker._store`` calls, keyed by (workflow, instance, step)."""
         return FuselineStoreView(self)
 
+    @property
+    def _workers(self) -> dict[str, Worker]:
+        """Fuseline's ``broker._workers`` (worker id -> its record), for code written against Fuseline."""
+        return self._state.workers
+
     def _check_open(self) -> None:
         if self._closed:
             raise StorageClosedError(f"{type(self).__name__} is closed")

@@ -94,7 +94,7 @@ class WorkerPool:
 
     def __init__(self, broker_or_client: Broker | BrokerClient, workflows: Iterable[Workflow] = (),
                  processes: int = 2, *, context: str = "spawn", max_crashes: int = 3,
-                 poll_interval: float = 0.1, prefetch: int = 4) -> None:
+                 poll_interval: float = 0.1, prefetch: int = 8) -> None:
         if int(processes) < 1:
             raise ValueError(f"a WorkerPool needs processes >= 1, not {processes!r}")
         if context not in _CONTEXTS:

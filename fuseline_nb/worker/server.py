@@ -25,21 +25,20 @@ import os
 import selectors
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 from ..broker.base import StepAssignment, StepReport
 from ..broker.clients import BrokerClient
 from ..workflow.events import Event
 from ..workflow.status import Status
-from .channel import PROTOCOL_VERSION, REQUEST_KINDS, decode
 from .endpoint import Endpoint, Reply, Supervisor
-from .latency import PREFETCH_BELOW, Spin, batch_size, send, spin_seconds
+from .latency import PREFETCH_BELOW, Spin, batch_size, spin_seconds
+from .requests import Requests
 
 log = logging.getLogger(__name__)
 
 
-class ChannelServer:
+class ChannelServer(Requests):
     """Serves the pipes of one pool from a single daemon thread.
 
     Parameters
@@ -65,12 +64,12 @@ class ChannelServer:
     ...     def workflow_blobs(self): return []
     >>> server = ChannelServer(LocalBrokerClient(MemoryBroker()), Pool())
     >>> server.alive, server.prefetch
-    (False, 4)
+    (False, 8)
     >>> server.close()
     """
 
     def __init__(self, client: BrokerClient, supervisor: Supervisor, *, poll_interval: float = 0.1,
-                 prefetch: int = 4) -> None:
+                 prefetch: int = 8) -> None:
         self.client = client
         self.supervisor = supervisor
         self.poll_interval = poll_interval
@@ -105,21 +104,7 @@ class ChannelServer:
         self._handed_at = 0.0  # when the last assignments left, until the next request comes
         self._thread = threading.Thread(target=self._loop, name="fuseline-channel", daemon=True)
         self.ident: int | None = None
-        self._handlers: dict[str, Callable[..., Reply]] = {
-            "hello": self._hello, "load_error": self._load_error,
-            "register_worker": self._register, "unregister_worker": self._unregister,
-            "get_step": self._get, "report_and_get": self._report_and_get,
-            "report_step": self._report_only, "report": self._report_oneway,
-            "keep_alive": self._keep_alive,
-            "dispatch_workflow": self._dispatch,
-            "list_workers": lambda ep: ("ok", self.client.list_workers()),
-            "list_workflows": lambda ep: ("ok", self.client.list_workflows()),
-            "get_run": lambda ep, run_id: ("ok", self.client.get_run(run_id)),
-            "list_runs": lambda ep: ("ok", self.client.list_runs()),
-            "status": lambda ep: ("ok", self.client.status()),
-        }
-        assert set(self._handlers) == set(REQUEST_KINDS)
-
+        self._handlers = self.handlers()
     # -- control, from any thread ---------------------------------------------------------
     def start(self) -> None:
         """Start the serving thread."""
@@ -290,51 +275,6 @@ class ChannelServer:
         except (BlockingIOError, OSError):
             pass
 
-    def _readable(self, ep: Endpoint) -> bool:
-        try:
-            frames = ep.reader.read()
-        except (EOFError, OSError):  # the process is going away; its sentinel follows
-            try:
-                self._sel.unregister(ep.conn)
-            except (KeyError, ValueError):
-                pass
-            return False
-        for frame in frames:
-            self._handle(ep, frame)
-        return True
-
-    def _handle(self, ep: Endpoint, frame: bytes) -> None:
-        try:
-            kind, args = decode(frame)
-            handler = self._handlers.get(kind)
-            if handler is None:
-                raise ValueError(f"unknown message kind: {kind!r} (must be one of {list(REQUEST_KINDS)})")
-            reply = handler(ep, *args)
-        except Exception as exc:  # the worker gets the broker's error as a value
-            reply = ("error", type(exc).__name__, str(exc))
-        if reply is not None:
-            self._send(ep, reply)
-
-    def _send(self, ep: Endpoint, reply: tuple[Any, ...]) -> None:
-        try:
-            send(ep.conn, reply)
-        except (OSError, ValueError):  # the process died; its sentinel tells the pool
-            pass
-
-    def _died(self, ep: Endpoint) -> None:
-        while not ep.conn.closed and self._poll(ep):  # a report sent just before dying still counts
-            if not self._readable(ep):
-                break
-        self.remove(ep)
-        self.supervisor.on_exit(ep)
-
-    @staticmethod
-    def _poll(ep: Endpoint) -> bool:
-        try:
-            return bool(ep.conn.poll())
-        except (OSError, EOFError):
-            return False
-
     def _check_deadlines(self, now: float) -> None:
         """Hand the steps the broker says passed their timeout to the supervisor."""
         late, wait = self.client.overdue()
@@ -399,58 +339,10 @@ class ChannelServer:
         self._parked[ep.label] = ep
         return None
 
-    def _hello(self, ep: Endpoint, pid: int, version: int) -> Reply:
-        if version != PROTOCOL_VERSION:
-            raise ValueError(f"worker speaks channel protocol {version!r}, the kernel {PROTOCOL_VERSION}")
-        ep.pid = int(pid)
-        return self._offer(ep, "hello", None, True)
-
-    def _load_error(self, ep: Endpoint, text: str) -> Reply:
-        self.supervisor.on_load_error(ep, text)
-        return ("ok", None)
-
-    def _register(self, ep: Endpoint, schemas: Any, name: str | None) -> Reply:
-        wid = self.client.register_worker(schemas, name)
-        old, ep.worker_id = ep.worker_id, wid
-        self.names[wid] = ep.label
-        if old is not None and old != wid:  # re-registered with more workflows
-            self.client.unregister_worker(old)
-        return ("ok", wid)
-
-    def _unregister(self, ep: Endpoint, worker_id: str) -> Reply:
-        self.client.unregister_worker(worker_id)
-        return ("ok", None)
-
-    def _get(self, ep: Endpoint, worker_id: str, wait: bool) -> Reply:
-        return self._offer(ep, "get_step", worker_id, wait)
-
     def _take_report(self, ep: Endpoint, worker_id: str, report: StepReport) -> None:
         started, finished = report.started_at, report.finished_at
         if started is not None and finished is not None:
             ep.fast = finished - started < PREFETCH_BELOW
         self.client.report_step(worker_id, report)
-
-    def _report_and_get(self, ep: Endpoint, worker_id: str, report: StepReport, wait: bool) -> Reply:
-        self._take_report(ep, worker_id, report)
-        return self._offer(ep, "get_step", worker_id, wait)
-
-    def _report_oneway(self, ep: Endpoint, worker_id: str, report: StepReport) -> Reply:
-        try:
-            self._take_report(ep, worker_id, report)
-        except Exception as exc:  # nobody waits for an answer: log it, as ProcessEngine would
-            log.warning("report from worker %s refused: %s", ep.label, exc)
-        return None
-
-    def _report_only(self, ep: Endpoint, worker_id: str, report: StepReport) -> Reply:
-        self._take_report(ep, worker_id, report)
-        return ("ok", None)
-
-    def _keep_alive(self, ep: Endpoint, worker_id: str) -> Reply:
-        self.client.keep_alive(worker_id)
-        return ("ok", None)
-
-    def _dispatch(self, ep: Endpoint, schema: Any, inputs: Any) -> Reply:
-        return ("ok", self.client.dispatch_workflow(schema, inputs))
-
 
 __all__ = ["ChannelServer", "Endpoint", "Supervisor"]

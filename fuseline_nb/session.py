@@ -31,7 +31,8 @@ from .broker.base import Broker
 from .broker.opening import open_broker
 from .errors import PicklingError, StorageClosedError, StorageError
 from .workflow.events import Event
-from .workflow.graph import Workflow, paused_gc, run_inputs
+from .workflow.gcpause import paused_gc
+from .workflow.graph import Workflow, run_inputs
 from .workflow.runinfo import RunInfo
 from .workflow.stale import warn_stale
 from .workflow.status import Status
@@ -563,17 +564,25 @@ class Run:
             return self._outputs(info, raise_on_failure)
         session = self.session
         event = session._event_for(self.id)
-        while not info.done:
+        # The session keeps the final record when the run ends (_on_event); until then ask only
+        # whether it is still live, which costs nothing per step (a RunInfo copies every step's record)
+        while self._final is None and self._live():
             if session.pool is not None:
                 session.pool.check()
             if session.closed:
                 raise StorageClosedError(f"the session closed before run {self.id!r} ended")
             left = 0.25 if deadline is None else min(0.25, deadline - time.monotonic())
             if left <= 0:
-                raise TimeoutError(f"run {self.id!r} has not ended after {timeout} s ({self._counts(info)})")
+                raise TimeoutError(f"run {self.id!r} has not ended after {timeout} s ({self._counts(self.info())})")
             event.wait(left)
-            info = self.info()
-        return self._outputs(info, raise_on_failure)
+        return self._outputs(self.info(), raise_on_failure)
+
+    def _live(self) -> bool:
+        """Whether the broker still runs this run (a question about runs, not steps)."""
+        unfinished = getattr(self.broker, "unfinished_runs", None)
+        if unfinished is None:
+            return not self.broker.get_run(self.id).done
+        return any(run_id == self.id for run_id, *_ in unfinished())
 
     def outputs(self) -> Any:
         """The outputs as they are now, shaped as :meth:`wait` returns them.

@@ -65,7 +65,7 @@ def test_dispatch_creates_the_run_and_queues_its_roots() -> None:
     st = _state(c)
     run, fx = dispatch(st, c, "r1", {"x": Value.of(1)}, now=5.0)
     assert st.runs == {"r1": run} and st.active == {c.key: {"r1": None}}
-    assert (run.infos["a"].queued_at, run.infos["b"].queued_at, run.seq) == (5.0, None, 2)
+    assert (run.infos["a"].queued_at, "b" in run.infos, run.info("b").queued_at, run.seq) == (5.0, False, None, 2)
     assert _writes(fx) == [("create_run",), ("enqueue", "a"), ("save_step", "a")]
     assert fx.writes[0][1] == ("r1", "chain", "1", {"x": Value.of(1)}, ["a", "b"], 5.0)
     assert _events(fx) == [("run_dispatched", None, None, None, 0, 1), ("step_queued", "a", P, None, 0, 2)]
@@ -96,7 +96,7 @@ def test_a_report_releases_the_assignment_and_queues_what_became_ready() -> None
     a, _ = assign(st, run, "a", w, now=1.0)
     fx = report(st, w, run, _report(a, result=Value.of(1), started_at=1.0, finished_at=2.0), now=2.5)
     assert w.held == {}
-    assert (w.info.last_task.step_name, w.info.last_task.success) == ("a", True)
+    assert (w.listed().last_task.step_name, w.listed().last_task.success) == ("a", True)
     assert run.results == {"a": Value.of(1)} and run.infos["a"].state is S
     assert _writes(fx) == [("set_result", "a"), ("save_step", "a"), ("enqueue", "b"), ("save_step", "b")]
     assert _events(fx) == [("step_finished", "a", S, "W1", 1, 4), ("step_queued", "b", P, None, 0, 5)]

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..errors import RunNotFoundError
 from ..workflow.events import Event
-from ..workflow.runinfo import RunInfo
+from ..workflow.runinfo import RunInfo, StepInfo
 from ..workflow.schema import WorkflowSchema
 from ..workflow.status import Status
 from . import leases
@@ -102,9 +102,14 @@ class HistoryReads:
         """The run's :class:`RunInfo` (RUNNING until it ends)."""
         with self._lock:
             run = self._state.runs.get(run_id)
+            state = Status.RUNNING
+            if run is None and run_id in self._state.ending:  # asked by a run_finished subscriber
+                run = self._state.ending[run_id]
+                state = run.tracker.run_state()
             if run is not None:
-                steps = {n: copy_info(i) for n, i in run.infos.items()}
-                return RunInfo(run_id, run.key[0], Status.RUNNING, steps, run.key[1],
+                infos = run.infos
+                steps = {n: copy_info(infos[n]) if n in infos else StepInfo() for n in run.compiled.plan.order}
+                return RunInfo(run_id, run.key[0], state, steps, run.key[1],
                                dict(run.inputs), run.created_at)
             info = self.storage.load_run(run_id)
             if info is None:

@@ -30,11 +30,13 @@ Examples
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from ..errors import (
@@ -60,6 +62,20 @@ from .storage.memory import MemoryRuntimeStorage
 from .transitions import Effects, dispatch, register
 
 log = logging.getLogger(__name__)
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No cyclic GC while a workflow is compiled or a run is made: the many records made then
+    live as long as the run and form no cycles, yet each collection would walk all of them."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 class StorageBroker(HistoryReads, Broker):
@@ -152,6 +168,8 @@ class StorageBroker(HistoryReads, Broker):
             else:
                 for e in fx.events:
                     record(e)
+        if self._state.ending:
+            self._state.ending.clear()  # their run_finished is out: read them from the storage now
 
     def _lookup(self, keys: list[str]) -> dict[str, tuple[CacheEntry, Any]]:
         return self.cache_store.lookup(keys)
@@ -173,7 +191,8 @@ class StorageBroker(HistoryReads, Broker):
             self._check_open()
             if self.worker_ttl is not None:
                 self._prune(self._clock())
-            keys = {self._register(schema).key for schema in workflows}
+            with _gc_paused():
+                keys = {self._register(schema).key for schema in workflows}
             wid = uuid.uuid4().hex[:12]
             leases.add_worker(self._state, wid, name, keys, self._clock())
             return wid
@@ -221,7 +240,7 @@ class StorageBroker(HistoryReads, Broker):
         with self._lock:
             if self.worker_ttl is not None:
                 self._prune(self._clock())
-            return [w.info for w in self._state.workers.values()]
+            return [w.listed() for w in self._state.workers.values()]
 
     def subscribe(self, callback: Callable[[Event], None]) -> Callable[[], None]:
         """Receive every lifecycle event (called under the broker's lock: be quick)."""
@@ -237,17 +256,22 @@ class StorageBroker(HistoryReads, Broker):
         """
         with self._lock:
             self._check_open()
-            compiled = self._register(workflow)
-            compiled.schema.check_inputs(inputs or {})  # MissingInputError before the run exists
-            inputs = values_of(inputs)  # made here when the caller passed objects
-            run_cache = None
-            if self.cache_default if cache is None else cache:
-                schema = workflow if isinstance(workflow, WorkflowSchema) else compiled.schema
-                run_cache = RunCache(schema, inputs, rerun)
-            run_id = uuid.uuid4().hex
-            _, fx = dispatch(self._state, compiled, run_id, inputs, self._clock(), run_cache, self._lookup)
-            self._apply(fx)
-            return run_id
+            with _gc_paused():
+                return self._dispatch(workflow, inputs, cache, rerun)
+
+    def _dispatch(self, workflow: WorkflowSchema, inputs: dict[str, Any] | None, cache: bool | None,
+                  rerun: Iterable[str]) -> str:
+        compiled = self._register(workflow)
+        compiled.schema.check_inputs(inputs or {})  # MissingInputError before the run exists
+        inputs = values_of(inputs)  # made here when the caller passed objects
+        run_cache = None
+        if self.cache_default if cache is None else cache:
+            schema = workflow if isinstance(workflow, WorkflowSchema) else compiled.schema
+            run_cache = RunCache(schema, inputs, rerun)
+        run_id = uuid.uuid4().hex
+        _, fx = dispatch(self._state, compiled, run_id, inputs, self._clock(), run_cache, self._lookup)
+        self._apply(fx)
+        return run_id
 
     def get_step(self, worker_id: str) -> StepAssignment | None:
         """The next ready step ``worker_id`` can run, or ``None``."""
@@ -270,6 +294,8 @@ class StorageBroker(HistoryReads, Broker):
                     run = runs[run_id]
                     while (step := fetch(run_id)) is not None:
                         info = run.infos.get(step)
+                        if info is None and step in run.compiled.plan.incoming:
+                            info = run.info(step)  # queued from outside (broker._store.enqueue)
                         if info is None:
                             log.warning("dropping queue entry %r of run %s: the workflow has no such step",
                                         step, run_id)
@@ -326,6 +352,11 @@ class StorageBroker(HistoryReads, Broker):
     def _store(self) -> FuselineStoreView:
         """Fuseline's ``broker._store`` calls, keyed by (workflow, instance, step)."""
         return FuselineStoreView(self)
+
+    @property
+    def _workers(self) -> dict[str, Worker]:
+        """Fuseline's ``broker._workers`` (worker id -> its record), for code written against Fuseline."""
+        return self._state.workers
 
     def _check_open(self) -> None:
         if self._closed:

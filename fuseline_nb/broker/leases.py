@@ -52,7 +52,7 @@ from heapq import heappop
 
 from ..errors import StaleReportError
 from ..workflow.status import Status
-from .base import LastTask, Payload, StepAssignment, StepReport, WorkerInfo
+from .base import Payload, StepAssignment, StepReport, WorkerInfo
 from .registry import idle_workers
 from .state import Assignment, Key, LiveRun, LiveState, Worker
 from .transitions import Effects, Lookup, complete, enqueue, finish_run
@@ -109,7 +109,7 @@ def assign(st: LiveState, run: LiveRun, step: str, worker: Worker, now: float) -
     fx.writes.append(("save_step", (run_id, step, info)))
     fx.emit(run, now, "step_started", step, Status.RUNNING, label, attempt, None)
     done = run.results
-    results = {src: done[src] for src in compiled.sources[step] if src in done}
+    results = {e.source: done[e.source] for e in compiled.plan.incoming[step] if e.source in done}
     payload: Payload = {"workflow_inputs": run.inputs, "results": results, "winners": run.tracker.winners(step)}
     return StepAssignment(workflow_id, run_id, step, payload, now, deadline, attempt, version, timeout), fx
 
@@ -138,7 +138,7 @@ def report(st: LiveState, worker: Worker, run: LiveRun, rep: StepReport, now: fl
     state = rep.state
     if state.__class__ is not Status:
         state = Status(state)
-    worker.info.last_task = LastTask(run.key[0], run.run_id, step, state is not Status.FAILED)
+    worker.last = (run.key[0], run.run_id, step, state is not Status.FAILED)  # its LastTask, made when listed
     fx = Effects()
     complete(st, run, step, state, rep, now, fx, lookup=lookup)
     return fx
@@ -247,7 +247,7 @@ def cancel(st: LiveState, run: LiveRun, reason: str | None, now: float) -> Effec
     if reason:
         detail["reason"] = reason
     for step in run.tracker.cancel():
-        info = run.infos[step]
+        info = run.info(step)
         running = held.get(step)
         info.state, info.finished_at = Status.CANCELLED, now
         fx.write("save_step", run_id, step, info)

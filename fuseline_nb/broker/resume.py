@@ -41,8 +41,9 @@ def resume(st: LiveState, compiled: Compiled, info: RunInfo, last_seq: int, now:
     st.runs[run.run_id] = run
     st.active.setdefault(run.key, {})[run.run_id] = None
     run.seq = last_seq
+    known = compiled.plan.incoming
     for name, stored in info.steps.items():
-        if name in run.infos:
+        if name in known:
             run.infos[name] = stored
     tracker = run.tracker
     tracker.start()
@@ -52,7 +53,7 @@ def resume(st: LiveState, compiled: Compiled, info: RunInfo, last_seq: int, now:
         or (s.state is Status.SKIPPED and s.skip_reason == SKIP_CONDITION)
     ]
     for _, name in sorted(primary):
-        s = run.infos[name]
+        s = run.info(name)
         if s.state is Status.SUCCEEDED:
             run.results[name] = s.value if s.value is None or s.value.__class__ is Value else Value.of(s.value)
             outcome = succeeded(s.action or "default")
@@ -68,8 +69,8 @@ def resume(st: LiveState, compiled: Compiled, info: RunInfo, last_seq: int, now:
         return fx
     pending = [n for n in compiled.plan.order if n in tracker.decided and n not in tracker.outcomes]
     for n in pending:
-        run.infos[n].state = Status.PENDING
-        run.infos[n].worker = None
+        pending_info = run.info(n)
+        pending_info.state, pending_info.worker = Status.PENDING, None
     log.info("resuming run %s: %d step(s) queued again", run.run_id, len(pending))
     enqueue(run, pending, now, fx)
     return fx

@@ -11,14 +11,18 @@ broker (:mod:`fuseline_nb.broker.core`) applies them. See also
     a registered schema and what is derived from it once: the rules'
     ``plan``, ``retries`` (step → (max attempts, wait seconds)),
     ``timeouts`` (step → ``StepTimeoutPolicy`` seconds; steps without one
-    are absent) and ``sources`` (step → its distinct upstream steps).
+    are absent); a step's upstream steps are its ``plan.incoming`` edges.
 ``LiveState.runs[run_id]`` — :class:`LiveRun`
     one unfinished run: ``infos`` (step → its ``StepInfo``, the record the
-    storage persists), ``tracker`` (the rules' ``Readiness``), ``inputs`` and
+    storage persists; made when the step is first queued, decided or
+    cancelled — a step without one is PENDING), ``tracker`` (the rules' ``Readiness``), ``inputs`` and
     ``results`` (closed :class:`~fuseline_nb.workflow.value.Value` s),
     ``failures`` (step → failed attempts, for ``RetryPolicy``), ``expired``
     (step → leases expired in a row), ``cache`` (its ``RunCache`` when
     caching is on) and ``seq`` (the number of its last event).
+``LiveState.ending[run_id]`` — :class:`LiveRun`
+    runs that ended in the transition being applied: a ``run_finished``
+    subscriber still reads them from memory; emptied once the events are out.
 ``LiveState.active[(workflow_id, version)]``
     the live run ids of each workflow in dispatch order (an ordered set):
     what ``get_step`` scans.
@@ -29,7 +33,8 @@ the storage queue
     when fetched.
 ``LiveState.workers[worker_id]`` — :class:`Worker`
     a registered worker: its ``WorkerInfo``, ``keys`` (the workflows it
-    runs) and ``held``.
+    runs), ``last`` (the last step it reported: ``WorkerInfo.last_task``
+    when listed) and ``held``.
 ``Worker.held[(run_id, step)]`` — :class:`Assignment`
     **the one record of who holds which step**, in hand-out order: the
     attempt, its lease ``deadline``, the step's ``timeout`` and, for the
@@ -54,8 +59,9 @@ Examples
 --------
 >>> from fuseline_nb import FunctionStep, Workflow
 >>> c = Compiled(Workflow(outputs=[FunctionStep(lambda: 1, name="one")]).to_schema())
->>> LiveRun("r1", c, {}, 0.0).infos["one"].state
-<Status.PENDING: 'PENDING'>
+>>> run = LiveRun("r1", c, {}, 0.0)
+>>> len(run.infos), run.info("one").state, len(run.infos)
+(0, <Status.PENDING: 'PENDING'>, 1)
 """
 
 from __future__ import annotations
@@ -67,7 +73,7 @@ from ..workflow.policies import retry_settings, timeout_seconds
 from ..workflow.rules import Outcome, Plan, Readiness
 from ..workflow.runinfo import StepInfo
 from ..workflow.schema import WorkflowSchema
-from .base import WorkerInfo
+from .base import LastTask, WorkerInfo
 from .cache import RunCache
 
 Key = tuple[str, str]  # (workflow_id, version)
@@ -112,11 +118,11 @@ class Compiled:
     --------
     >>> from fuseline_nb import FunctionStep, RetryPolicy, Workflow
     >>> c = Compiled(Workflow(outputs=[FunctionStep(lambda: 1, name="one", policies=[RetryPolicy(3)])]).to_schema())
-    >>> c.retries["one"][0], c.timeouts, c.sources
-    (3, {}, {'one': ()})
+    >>> c.retries["one"][0], c.timeouts
+    (3, {})
     """
 
-    __slots__ = ("_structure", "plan", "retries", "schema", "sources", "timeouts")
+    __slots__ = ("_structure", "plan", "retries", "schema", "timeouts")
 
     def __init__(self, schema: WorkflowSchema) -> None:
         self.schema = schema
@@ -133,8 +139,6 @@ class Compiled:
                 t = timeout_seconds(s.policies)
                 if t is not None:
                     self.timeouts[s.name] = t
-        #: step -> the distinct sources of its incoming edges, in edge order
-        self.sources = {v: tuple(dict.fromkeys(e.source for e in inc)) for v, inc in self.plan.incoming.items()}
         self._structure: str | None = None
 
     @property
@@ -180,7 +184,7 @@ class LiveRun:
         self.compiled = compiled
         self.key: Key = (compiled.schema.workflow_id, compiled.schema.version)
         self.tracker = Readiness(compiled.plan)
-        self.infos = {n: StepInfo() for n in compiled.plan.order}
+        self.infos: dict[str, StepInfo] = {}  # made on first use (see info()): a run of 1M steps starts light
         self.inputs = inputs
         self.results: dict[str, Any] = {}
         self.failures: dict[str, int] = {}
@@ -188,6 +192,17 @@ class LiveRun:
         self.cache: RunCache | None = None
         self.created_at = created_at
         self.seq = 0
+
+
+    def info(self, step: str) -> StepInfo:
+        """The record of ``step`` (a known step), made PENDING on first use."""
+        info = self.infos.get(step)
+        if info is None:
+            info = self.infos[step] = copy_info(_PENDING)
+        return info
+
+
+_PENDING = StepInfo()
 
 
 class Assignment:
@@ -236,17 +251,25 @@ class Worker:
     Examples
     --------
     >>> w = Worker(WorkerInfo("w-id", 0.0, 0.0), {("wf", "1")})
-    >>> w.held
-    {}
+    >>> w.held, w.listed().last_task
+    ({}, None)
     """
 
-    __slots__ = ("held", "info", "keys")
+    __slots__ = ("held", "info", "keys", "last")
 
     def __init__(self, info: WorkerInfo, keys: set[Key]) -> None:
         self.info = info
         self.keys = keys
+        #: (workflow id, run id, step, succeeded) of the last report; a LastTask only when listed
+        self.last: tuple[str, str, str, bool] | None = None
         #: (run id, step) -> the Assignment, in hand-out order (the first one runs)
         self.held: dict[tuple[str, str], Assignment] = {}
+
+    def listed(self) -> WorkerInfo:
+        """Its ``WorkerInfo`` as listed, ``last_task`` brought up to date."""
+        if self.last is not None:
+            self.info.last_task = LastTask(*self.last)
+        return self.info
 
 
 class LiveState:
@@ -259,8 +282,8 @@ class LiveState:
     ({}, {}, inf)
     """
 
-    __slots__ = ("active", "compiled", "delayed", "lease_seconds", "max_lease_requeues", "next_expiry", "pruned",
-                 "runs", "workers")
+    __slots__ = ("active", "compiled", "delayed", "ending", "lease_seconds", "max_lease_requeues", "next_expiry",
+                 "pruned", "runs", "workers")
 
     def __init__(self, lease_seconds: float, max_lease_requeues: int = 3) -> None:
         self.lease_seconds = lease_seconds
@@ -268,6 +291,7 @@ class LiveState:
         self.max_lease_requeues = max_lease_requeues
         self.compiled: dict[Key, Compiled] = {}
         self.runs: dict[str, LiveRun] = {}
+        self.ending: dict[str, LiveRun] = {}
         self.active: dict[Key, dict[str, None]] = {}
         self.workers: dict[str, Worker] = {}
         self.next_expiry = math.inf

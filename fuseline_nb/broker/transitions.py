@@ -22,7 +22,7 @@ transition         changes                                           writes / ev
 :func:`apply`      skips and cancels the rules derived; ready        ``save_step`` per derived step / their
                    steps served from the cache or queued             ``step_finished``; :func:`enqueue`
 :func:`finish_run` recovered failures marked; the run leaves         ``save_step`` (recovered), ``finalize_run``
-                   ``runs`` and ``active``                           / ``run_finished``
+                   ``runs`` and ``active`` (into ``ending``)         / ``run_finished``
 =================  ================================================  ===========================================
 
 Examples
@@ -44,7 +44,7 @@ from heapq import heappush
 from typing import Any
 
 from ..errors import SchemaMismatchError, UnknownActionError
-from ..workflow.events import Event
+from ..workflow.events import Event, make_event
 from ..workflow.rules import Changes, Outcome, resolve_action
 from ..workflow.schema import WorkflowSchema
 from ..workflow.status import SKIP_CONDITION, SKIP_NOT_REACHED, Status
@@ -91,7 +91,7 @@ class Effects:
              worker: str | None, attempt: int, detail: dict[str, Any] | None) -> None:
         """Add the run's next event (numbers it: ``run.seq`` advances)."""
         run.seq = seq = run.seq + 1
-        self.events.append(Event(kind, run.run_id, seq, at, step, state, worker, attempt, detail))
+        self.events.append(make_event(kind, run.run_id, seq, at, step, state, worker, attempt, detail))
 
 
 def register(st: LiveState, schema: WorkflowSchema) -> tuple[Compiled, Effects]:
@@ -137,9 +137,9 @@ def dispatch(st: LiveState, compiled: Compiled, run_id: str, inputs: dict[str, A
 def enqueue(run: LiveRun, steps: Iterable[str], now: float, fx: Effects,
             detail: dict[str, Any] | None = None) -> None:
     """Queue ``steps`` of ``run`` (PENDING, ``queued_at = now``)."""
-    run_id, infos, writes, emit = run.run_id, run.infos, fx.writes, fx.emit
+    run_id, info_of, writes, emit = run.run_id, run.info, fx.writes, fx.emit
     for step in steps:
-        info = infos[step]
+        info = info_of(step)
         info.queued_at = now
         writes.append(("enqueue", (run_id, step)))
         writes.append(("save_step", (run_id, step, info)))
@@ -238,7 +238,7 @@ def record_derived(run: LiveRun, changes: Changes, now: float, fx: Effects) -> N
     """Record the skips and cancels the rules derived (a step already in that state is left)."""
     for names, state in ((changes.skipped, Status.SKIPPED), (changes.cancelled, Status.CANCELLED)):
         for n in names:
-            info = run.infos[n]
+            info = run.info(n)
             if info.state is not state:
                 info.state, info.finished_at = state, now
                 if state is Status.SKIPPED:
@@ -261,6 +261,7 @@ def finish_run(st: LiveState, run: LiveRun, now: float, fx: Effects) -> None:
     fx.emit(run, now, "run_finished", None, state, None, 0, {"workflow_id": run.key[0]})
     del st.runs[run.run_id]
     st.active[run.key].pop(run.run_id, None)
+    st.ending[run.run_id] = run  # readable until its run_finished is published
 
 
 def serve(run: LiveRun, ready: list[str], now: float, fx: Effects, lookup: Lookup) -> list[str]:
@@ -270,12 +271,12 @@ def serve(run: LiveRun, ready: list[str], now: float, fx: Effects, lookup: Looku
     """
     cache = run.cache
     assert cache is not None
-    sources, tracker = run.compiled.sources, run.tracker
+    incoming, tracker = run.compiled.plan.incoming, run.tracker
     misses: list[str] = []
     while ready:
         keys: dict[str, str | None] = {}
         for step in ready:
-            key = cache.key(step, sources[step], run.results, tracker.winners(step))
+            key = cache.key(step, [e.source for e in incoming[step]], run.results, tracker.winners(step))
             # a step that may not be reused still gets its key: it stores its result under it
             keys[step] = key if cache.cacheable.get(step) and step not in cache.rerun else None
         wanted = [k for k in keys.values() if k is not None]
@@ -302,7 +303,7 @@ def serve(run: LiveRun, ready: list[str], now: float, fx: Effects, lookup: Looku
 def complete_cached(run: LiveRun, step: str, entry: CacheEntry, result: Any, now: float,
                     fx: Effects) -> list[str]:
     """Record a cache hit as the step's SUCCEEDED outcome; return the steps it made ready."""
-    info = run.infos[step]
+    info = run.info(step)
     info.state, info.action, info.cached, info.cached_from = Status.SUCCEEDED, entry.action, True, entry.run_id
     info.queued_at = info.started_at = info.finished_at = now
     run.results[step] = info.result = result

@@ -341,7 +341,7 @@ class WorkerPool:
         if ep.worker_id is None:
             return None
         held = self.client.held_by(ep.worker_id)
-        return held[0] if held and not held[0].cancelled else None
+        return held[0] if held else None
 
     def on_timeout(self, ep: Endpoint, held: Assignment) -> None:
         """The broker says ``held`` passed its timeout: kill its process, fail the attempt, replace the worker."""

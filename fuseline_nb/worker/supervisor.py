@@ -143,9 +143,9 @@ class WorkerSupervisor:
 
     def spawn(self) -> Child:
         """Start one more process."""
-        label = f"w{next(self._labels)}"
-        child = self._start(label)
-        with self._lock:
+        with self._lock:  # stop() waits for a start under way, so it joins (or kills) this process too
+            label = f"w{next(self._labels)}"
+            child = self._start(label)
             self._children[label] = child
         log.info("started worker %s (pid %s)", label, child.process.pid)
         return child
@@ -184,8 +184,9 @@ class WorkerSupervisor:
             child.worker_id = None
 
     def _replace(self) -> None:
-        if self._state == "running" and self.error is None:
-            self.spawn()
+        with self._lock:  # not once stop() began: a process started then would never be asked to stop
+            if self._state == "running" and self.error is None:
+                self.spawn()
 
     def fail_step(self, child: Child, busy: Held, error: str) -> None:
         """Report ``child``'s step ``busy`` FAILED with ``error`` (on its behalf)."""

@@ -14,7 +14,8 @@ under 2 GB on a 2-core machine. CI does not run this benchmark; at N =
 1,000,000 it needs a few GB of free memory and minutes.
 
 Run: ``.venv/bin/python benchmarks/bench_scale.py --n 20000`` (default
-20,000; ``--n 1000000`` for the target; ``--workers`` to change the pool).
+20,000; ``--n 1000000`` for the target; ``--workers`` to change the pool;
+``--build-only`` stops after building, without a session).
 """
 
 from __future__ import annotations
@@ -83,6 +84,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=20_000, help="width of the fan-out (default 20,000)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--memory", action="store_true", help="history in memory instead of a DuckDB file")
+    ap.add_argument("--build-only", action="store_true",
+                    help="stop after building the workflow and its schema (no session: the kernel side alone)")
     args = ap.parse_args()
     n = args.n
     print(f"1→{n:,}→1 fan-out of no-op steps, Session({'None' if args.memory else 'file.duckdb'}, "
@@ -96,6 +99,11 @@ def main() -> None:
                 head >> fl.FunctionStep(noop, name=f"m{i}") >> tail
             wf = fl.Workflow(outputs=[tail], name="scale")
             del head, tail
+        with clock.phase("schema + fingerprints"):
+            wf.to_schema()
+        if args.build_only:
+            print(f"built {len(wf):,} steps in {time.perf_counter() - clock.start:.1f} s; peak RSS {_rss_mb():.0f} MB")
+            return
         with clock.phase("session start"):
             session = fl.Session(path, workers=args.workers)
         pids = session.pool.pids() if session.pool is not None else []

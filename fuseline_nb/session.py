@@ -28,10 +28,11 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .broker.base import Broker
-from .broker.core import MemoryBroker
+from .broker.opening import open_broker
 from .errors import PicklingError, StorageClosedError, StorageError
 from .workflow.events import Event
-from .workflow.graph import Workflow, paused_gc, run_inputs
+from .workflow.gcpause import paused_gc
+from .workflow.graph import Workflow, run_inputs
 from .workflow.runinfo import RunInfo
 from .workflow.stale import warn_stale
 from .workflow.status import Status
@@ -41,16 +42,6 @@ if TYPE_CHECKING:
     from .rungroup import RunGroup
 
 log = logging.getLogger(__name__)
-
-
-def _open_broker(path: str | os.PathLike[str] | None, lease_seconds: float, cache: bool) -> Broker:
-    if path is None:
-        return MemoryBroker(lease_seconds=lease_seconds, cache=cache)
-    if os.fspath(path) == ":memory:":
-        path = ":memory:"
-    from .broker import DuckDBBroker  # imports duckdb: only when history goes to a file
-
-    return DuckDBBroker(os.fspath(path), lease_seconds=lease_seconds, cache=cache)  # type: ignore[no-any-return]
 
 
 def _input_values(inputs: Mapping[str, Any]) -> dict[str, Value]:
@@ -180,7 +171,7 @@ class Session:
     """
 
     def __init__(self, path: str | os.PathLike[str] | None = None, workers: int | None = None, *,
-                 lease_seconds: float = 60.0, context: str = "spawn", prefetch: int = 4,
+                 lease_seconds: float = 60.0, context: str = "spawn", prefetch: int = 8,
                  dask: Any = None, cache: bool = False) -> None:
         if dask is not None and workers:
             raise ValueError(f"give workers= or dask=, not both (workers={workers!r}, dask={dask!r}): "
@@ -190,7 +181,7 @@ class Session:
             raise ValueError(f"workers must be >= 0, not {workers!r}")
         self.path = os.fspath(path) if path is not None else None
         _take_over(_file_key(self.path))
-        self.broker: Broker = _open_broker(path, lease_seconds, bool(cache))
+        self.broker: Broker = open_broker(path, lease_seconds=lease_seconds, cache=bool(cache))
         self._done: dict[str, threading.Event] = {}
         self._done_lock = threading.Lock()
         self._runs: weakref.WeakValueDictionary[str, Run] = weakref.WeakValueDictionary()
@@ -573,17 +564,25 @@ class Run:
             return self._outputs(info, raise_on_failure)
         session = self.session
         event = session._event_for(self.id)
-        while not info.done:
+        # The session keeps the final record when the run ends (_on_event); until then ask only
+        # whether it is still live, which costs nothing per step (a RunInfo copies every step's record)
+        while self._final is None and self._live():
             if session.pool is not None:
                 session.pool.check()
             if session.closed:
                 raise StorageClosedError(f"the session closed before run {self.id!r} ended")
             left = 0.25 if deadline is None else min(0.25, deadline - time.monotonic())
             if left <= 0:
-                raise TimeoutError(f"run {self.id!r} has not ended after {timeout} s ({self._counts(info)})")
+                raise TimeoutError(f"run {self.id!r} has not ended after {timeout} s ({self._counts(self.info())})")
             event.wait(left)
-            info = self.info()
-        return self._outputs(info, raise_on_failure)
+        return self._outputs(self.info(), raise_on_failure)
+
+    def _live(self) -> bool:
+        """Whether the broker still runs this run (a question about runs, not steps)."""
+        unfinished = getattr(self.broker, "unfinished_runs", None)
+        if unfinished is None:
+            return not self.broker.get_run(self.id).done
+        return any(run_id == self.id for run_id, *_ in unfinished())
 
     def outputs(self) -> Any:
         """The outputs as they are now, shaped as :meth:`wait` returns them.

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from fuseline_nb.cli import build_parser
-from fuseline_nb.cli.run import Progress, load_target, parse_inputs
+from fuseline_nb.cli.loader import load_workflow
+from fuseline_nb.cli.run import Progress, parse_inputs
 from fuseline_nb.examples import tour
 from fuseline_nb.workflow.events import Event
 from fuseline_nb.workflow.status import Status
@@ -85,10 +86,10 @@ def test_inputs_and_targets_are_validated() -> None:
     with pytest.raises(ValueError, match="an input must look like KEY=VALUE, not 'oops'"):
         parse_inputs(["oops"])
     with pytest.raises(ValueError, match="expected MODULE:ATTR"):
-        load_target("fuseline_nb.examples")
+        load_workflow("fuseline_nb.examples")
     with pytest.raises(TypeError, match="is a str, not a Workflow"):
-        load_target("fuseline_nb.examples:__name__")
-    assert load_target("fuseline_nb.examples:build_tour").workflow_id == "tour"
+        load_workflow("fuseline_nb.examples:__name__")
+    assert load_workflow("fuseline_nb.examples:build_tour").workflow_id == "tour"
 
 
 def test_the_terminal_progress_redraws_one_coloured_line() -> None:
@@ -226,3 +227,44 @@ def test_a_ctrl_c_duckdb_takes_for_itself_comes_back_as_keyboard_interrupt(tmp_p
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.stdout.startswith("KeyboardInterrupt: a query on"), (done.stdout, done.stderr)
     assert "was interrupted" in done.stdout
+
+
+def test_one_loader_names_the_culprit_for_run_and_worker(tmp_path: Path) -> None:
+    """``run`` and ``worker`` load MODULE:ATTR the same way, and say which part failed and why."""
+    (tmp_path / "broken.py").write_text("import fuseline_nb\nundefined_name\n")
+    (tmp_path / "builders.py").write_text(textwrap.dedent('''
+        def build():
+            raise RuntimeError("no config file")
+    '''))
+    cases = {
+        "broken:wf": "workflow 'broken:wf': importing module 'broken' raised NameError: name 'undefined_name' "
+                     "is not defined",
+        "builders:build": "workflow 'builders:build': calling build() to build the workflow raised RuntimeError: "
+                          "no config file",
+        "nowhere:wf": "workflow 'nowhere:wf': cannot import module 'nowhere' (No module named 'nowhere')",
+    }
+    for spec, message in cases.items():
+        ran = _run(spec, cwd=tmp_path)
+        assert ran.returncode == 2 and message in ran.stderr, (spec, ran.stderr)
+        served = subprocess.run([str(EXE), "worker", spec, "--broker", "http://127.0.0.1:9"], cwd=tmp_path,
+                                capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": ""})
+        assert served.returncode == 2 and message in served.stderr, (spec, served.stderr)
+
+
+def test_a_history_path_that_cannot_be_a_file_is_named(tmp_path: Path) -> None:
+    """``run --db``, ``broker --db`` and ``Session(path)`` open brokers one way and refuse a bad path alike."""
+    import fuseline_nb as fl
+    from fuseline_nb.errors import StorageError
+
+    ran = _run("fuseline_nb.examples:tour", "--workers", "0", "--db", str(tmp_path), cwd=tmp_path)
+    assert ran.returncode == 2
+    assert f"the run history '{tmp_path}' is a folder: pass a file in it, e.g. '{tmp_path}/history.duckdb'" \
+        in ran.stderr
+    missing = tmp_path / "no" / "h.duckdb"
+    served = subprocess.run([str(EXE), "broker", "--db", str(missing), "--port", "0"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert served.returncode == 2, served.stderr
+    assert f"the folder '{tmp_path / 'no'}' does not exist (create it first, or pass another path)" in served.stderr
+    with pytest.raises(StorageError, match="is a folder: pass a file in it"):
+        fl.Session(tmp_path)
+    assert not list(tmp_path.glob("*.duckdb"))

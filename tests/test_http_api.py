@@ -89,6 +89,19 @@ class TestAuth:
         r = api("POST", "/worker/register", auth=False, headers={"Authorization": "Bearer nope"}, json={})
         assert r.status_code == 401 and "wrong token" in r.json()["detail"]
 
+    def test_each_route_has_one_implementation_and_all_are_described(self, api: Api) -> None:
+        """POST /workflow/step is served by the front alone, and the API description still has it."""
+        routes = [(r.path, m) for r in api.app.routes for m in sorted(getattr(r, "methods", None) or ())]
+        assert ("/workflow/step", "GET") in routes and ("/workflow/step", "POST") not in routes
+        assert len(routes) == len(set(routes))
+        doc = api("GET", "/openapi.json", auth=False).json()
+        step = doc["paths"]["/workflow/step"]["post"]
+        assert step["requestBody"]["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/ReportRequest"}
+        report = doc["components"]["schemas"]["StepReport"]
+        assert {"workflow_id", "instance_id", "step_name", "state", "result", "conditions"} <= set(report["properties"])
+        assert report["properties"]["step_name"]["maxLength"] == 512  # the bound written in the dataclass
+
     def test_api_description_is_public_and_declares_bearer(self, api: Api) -> None:
         doc = api("GET", "/openapi.json", auth=False).json()
         assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
@@ -137,9 +150,29 @@ class TestBadInput:
     def test_body_over_the_bound_is_413(self) -> None:
         broker = MemoryBroker()
         api = Api(broker, max_body=1000)
+        said = "the request body is over 1000 bytes (the service's --max-body)"
         r = api("POST", "/worker/register", json={"workflows": [], "name": "x" * 2000})
-        assert r.status_code == 413
+        assert r.status_code == 413 and r.json()["detail"] == said
+
+        async def chunks() -> Any:  # no Content-Length: the bound is met while the body arrives
+            yield b'{"workflows": [], "name": "'
+            for _ in range(20):
+                yield b"x" * 100
+            yield b'"}'
+
+        for path in ("/worker/register", "/workflow/step"):
+            r = api("POST", path, content=chunks(), headers={"Content-Type": "application/json"})
+            assert r.status_code == 413 and r.json() == {"error": "payload_too_large", "detail": said,
+                                                         "errors": []}, (path, r.text)
         broker.close()
+
+    def test_a_report_of_a_state_no_worker_reports_is_422(self, api: Api) -> None:
+        wid = _register(api, _wf())
+        body = {"worker_id": wid, "report": {"workflow_id": "api-wf", "instance_id": "r", "step_name": "a",
+                                             "state": "RUNNING"}}
+        r = api("POST", "/workflow/step", json=body)
+        assert r.status_code == 422
+        assert r.json()["detail"] == "report.state: a report says SUCCEEDED, FAILED or SKIPPED, not 'RUNNING'"
 
     @pytest.mark.parametrize(("mutate", "field"), [
         (lambda d: d["edges"].append({"source": "a", "target": "ghost"}), "workflow.edges[2].target"),

@@ -42,7 +42,7 @@ class Pool:
         self.exits.append(ep)
         self.exited.set()
 
-    def on_timeout(self, ep: Endpoint) -> None:
+    def on_timeout(self, ep: Endpoint, held: object) -> None:
         raise AssertionError("no timeouts here")
 
     def on_load_error(self, ep: Endpoint, text: str) -> None:
@@ -76,10 +76,10 @@ def test_the_client_speaks_every_broker_method(wired: SimpleNamespace) -> None:
     assert [s.workflow_id for s in wired.client.list_workflows()] == ["chan"]
     run_id = wired.client.dispatch_workflow(wired.wf.to_schema(), {"x": 41})
     a = wired.client.get_step(wid)
-    assert (a.step_name, a.inputs, wired.ep.busy.step) == ("add", {"x": 41}, "add")
+    assert (a.step_name, a.inputs, [h.step for h in wired.broker.held_by(wid)]) == ("add", {"x": 41}, ["add"])
     wired.client.keep_alive(wid)
     wired.client.report_step(wid, StepReport("chan", run_id, "add", fl.Status.SUCCEEDED, {"v": 42}, a.attempt))
-    assert wired.ep.busy is None
+    assert wired.broker.held_by(wid) == []
     info = wired.client.get_run(run_id)
     assert (info.state, info.steps["add"].result) == (fl.Status.SUCCEEDED, {"v": 42})
     assert [r.run_id for r in wired.client.list_runs()] == [run_id]

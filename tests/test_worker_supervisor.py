@@ -95,6 +95,19 @@ def test_a_vanished_worker_is_pruned_and_its_step_finishes_on_another(tmp_path, 
         service.close()
 
 
+@pytest.mark.slow
+def test_cli_workers_that_keep_dying_at_start_make_it_give_up_naming_why(tmp_path) -> None:
+    service = Service(tmp_path)
+    try:  # no broker needed: the processes die before they reach it
+        workers = service.start_workers("tests.fails_in_workers:flow", processes=2)
+        assert workers.wait(timeout=60) == 1
+        log = service.log("worker.log")
+        assert "worker processes keep exiting at start (3 in a row, last exit code 1)" in log
+        assert "cannot be imported in a worker process" in log
+    finally:
+        service.close()
+
+
 class _Gone:
     """A process that has ended (for the supervisor's bookkeeping)."""
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import copyreg
 import pickle
 from typing import Any
 
+import cloudpickle
+
 import fuseline_nb as fl
 from fuseline_nb import Depends, FunctionStep, Step, Workflow
-from fuseline_nb.worker.shipping import ship
+from fuseline_nb.worker import shipping
+from fuseline_nb.worker.shipping import load_definition, ship
 from fuseline_nb.workflow.policies import RetryPolicy
 
 FACTOR = 2
@@ -55,9 +59,9 @@ def _custom(tag: str, state: dict[str, Any]) -> Custom:
 
 
 def _roundtrip(wf: Workflow) -> Workflow:
-    _, blob = ship(wf)
-    copy = pickle.loads(blob)
-    assert isinstance(copy, Workflow)
+    key, blob = ship(wf)
+    copy = load_definition(key, blob)
+    assert copy is not wf
     return copy
 
 
@@ -115,7 +119,7 @@ def test_a_large_fan_out_pickles_in_a_few_bytes_per_step() -> None:
     # each step: its name, a reference to the shared function and fingerprint, two edge tuples
     # (the steps with their links and the schema as dataclasses took ~450 bytes per step)
     assert len(blob) / len(wf) < 150, len(blob) / len(wf)
-    copy = pickle.loads(blob)
+    copy = pickle.loads(blob)[0]
     assert copy.to_schema() == wf.to_schema() and len(copy.to_schema().edges) == 4000
 
 
@@ -126,3 +130,48 @@ def test_the_structure_key_is_a_digest_shared_by_workflow_and_schema() -> None:
     rebuilt = fl.workflow.WorkflowSchema.from_json(schema.to_json())
     assert rebuilt.structure_key() == schema.structure_key()
     assert wf.workflow_id.endswith(schema.structure_key()[:12])
+
+
+def test_a_workers_schema_goes_back_to_its_kernel_by_reference() -> None:
+    """A worker registers the schemas it was shipped: its kernel gets its own objects back, not a copy."""
+    head, tail = FunctionStep(noop, name="head"), FunctionStep(noop, name="tail")
+    for i in range(500):
+        head >> FunctionStep(noop, name=f"m{i}") >> tail
+    wf = Workflow(outputs=[tail])
+    blob = ship(wf)
+    in_worker = shipping.load([blob], by_reference=True)[blob[0]]
+    sent = pickle.dumps(in_worker.to_schema())
+    assert len(sent) < 300  # a name, not 500 steps
+    assert pickle.loads(sent) is wf.to_schema()
+    # loaded elsewhere (a Dask worker, the kernel resuming a file), the schema travels whole
+    whole = pickle.dumps(shipping.load([blob])[blob[0]].to_schema())
+    assert len(whole) > 100 * len(wf) / 2 and pickle.loads(whole) == wf.to_schema()
+
+
+def test_bytes_pickled_before_packing_still_load() -> None:
+    """A definition stored by an older version: the workflow alone, pickled with its steps' links, no structure."""
+    wf = fl.workflow_from_functions([total])
+    state = {k: v for k, v in wf.__dict__.items() if k not in ("_structure", "_schema_cache")}
+
+    class Old:
+        def __reduce__(self) -> Any:
+            return (copyreg._reconstructor, (Workflow, object, None), state)
+
+    blob = cloudpickle.dumps(Old())
+    old = load_definition((wf.workflow_id, wf.version), blob)
+    assert old.to_schema() == wf.to_schema()
+    assert old.run({"n": 3}) == wf.run({"n": 3}) == 6
+
+
+def test_a_repeated_edge_is_one_edge_on_short_and_long_fan_outs() -> None:
+    """Wiring keeps no set per step until a step has many edges: repeats are still found either way."""
+    head, tail = FunctionStep(noop, name="head"), FunctionStep(noop, name="tail")
+    mids = [FunctionStep(noop, name=f"m{i}") for i in range(20)]
+    for _ in range(3):  # every edge wired three times, crossing the point where a set appears
+        for m in mids:
+            head >> m >> tail
+            (head - "alt") >> m
+    assert len(head.edges) == 40 and len(tail.__dict__["_incoming"]) == 20
+    assert "_edge_keys" in head.__dict__ and "_edge_keys" not in mids[0].__dict__  # sets only where long
+    wf = Workflow(outputs=[tail])
+    assert len(wf.to_schema().edges) == 60 and wf.graph.edges["head", "m3"]["action"] == "default|alt"

@@ -13,6 +13,7 @@ from typing import Any
 
 from .base import Broker, LastTask, RepositoryInfo, RunInfo, StepAssignment, StepInfo, StepReport, WorkerInfo
 from .core import MemoryBroker, StorageBroker
+from .opening import open_broker
 
 
 def __getattr__(name: str) -> Any:
@@ -35,4 +36,5 @@ __all__ = [
     "StepReport",
     "StorageBroker",
     "WorkerInfo",
+    "open_broker",
 ]

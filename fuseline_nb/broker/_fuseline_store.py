@@ -72,16 +72,16 @@ class FuselineStoreView:
         """``(worker id, lease deadline)`` while the step is assigned, else ``None``."""
         broker = self._broker
         with broker._lock:
-            run = broker._runs.get(instance_id)
+            run = broker._state.runs.get(instance_id)
             if run is None or run.key[0] != workflow_id:
                 return None
-            held = run.assigned.get(step_name)
-            return None if held is None else (held[0], held[2])
+            held = broker._state.holder(instance_id, step_name)
+            return None if held is None or held.cancelled else (held.worker_id, held.deadline)
 
     def enqueue(self, workflow_id: str, instance_id: str, step_name: str) -> None:
         """Put ``step_name`` on the queue of a live run (ignored for an ended or unknown run)."""
         broker = self._broker
         with broker._lock:
-            run = broker._runs.get(instance_id)
+            run = broker._state.runs.get(instance_id)
             if run is not None and run.key[0] == workflow_id:
                 broker.storage.enqueue(instance_id, step_name)

@@ -86,6 +86,11 @@ _HEAD: Final = b'{"v":%d,"next":' % WIRE_VERSION
 _next_json = TypeAdapter(StepAssignment | None).dump_json
 
 
+def too_large(max_body: int) -> str:
+    """What a 413 answer says, whichever layer noticed the body was too large."""
+    return f"the request body is over {max_body} bytes (the service's --max-body)"
+
+
 def error_body(status: int, code: str, detail: str, errors: list[dict[str, Any]] | None = None) -> bytes:
     """The JSON of every error answer (``status`` is implied by the response)."""
     return dumps({"error": code, "detail": detail, "errors": errors or []})
@@ -253,15 +258,13 @@ class Front:
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > self.max_body:  # a chunked body that grew past the bound: the app answers 413
-                raise HTTPException(413, "payload_too_large")
+                raise HTTPException(413, too_large(self.max_body))
             return message
 
         return bounded
 
     async def _too_large(self, send: Send) -> None:
-        await respond(send, 413, error_body(413, "payload_too_large",
-                                            f"the request body is over {self.max_body} bytes "
-                                            "(the service's --max-body)"))
+        await respond(send, 413, error_body(413, "payload_too_large", too_large(self.max_body)))
 
     async def _report(self, receive: Receive, send: Send) -> None:
         chunks: list[bytes] = []

@@ -13,7 +13,8 @@ cached.
 
 The entries live in the storage (:class:`MemoryCacheStore`, or the
 DuckDB history file's ``cache`` view); this module holds the per-run state
-and the rules, and never runs user code.
+and the keys, and never runs user code. Serving hits is a transition of
+the live state (:func:`fuseline_nb.broker.transitions.serve`).
 
 Examples
 --------
@@ -281,39 +282,4 @@ class CacheView:
         return f"<cache: {len(entries)} entries, {sum(e.hits for e in entries)} hits>"
 
 
-def serve(broker: Any, run: Any, ready: list[str], now: float) -> list[str]:
-    """Complete the ready steps whose keys hit (and what they make ready); return the misses.
-
-    ``broker`` is the :class:`~fuseline_nb.broker.core.StorageBroker` (its
-    ``_complete_cached`` records one hit); iterative, so a long chain of hits
-    does not recurse.
-    """
-    cache: RunCache = broker._run_caches[run.run_id]
-    store = broker.cache_store
-    misses: list[str] = []
-    while ready:
-        keys: dict[str, str | None] = {}
-        for step in ready:
-            if cache.cacheable.get(step) and step not in cache.rerun:
-                keys[step] = cache.key(step, run.compiled.sources[step], run.results, run.tracker.winners(step))
-            else:  # it runs; its key still lets it store its result
-                cache.key(step, run.compiled.sources[step], run.results, run.tracker.winners(step))
-                keys[step] = None
-        hits = store.lookup([k for k in keys.values() if k is not None])
-        following: list[str] = []
-        for step in ready:
-            key = keys[step]
-            found = hits.get(key) if key is not None else None
-            if found is None:
-                misses.append(step)
-                continue
-            entry, result = found
-            cache.result_fps[step] = entry.result_fingerprint
-            store.hit(entry.key, now)
-            store.mark_cached(run.run_id, step, entry.run_id)
-            following.extend(broker._complete_cached(run, step, entry, result, now))
-        ready = following
-    return misses
-
-
-__all__ = ["CacheEntry", "CacheStore", "CacheView", "MemoryCacheStore", "RunCache", "checksum", "new_entry", "serve"]
+__all__ = ["CacheEntry", "CacheStore", "CacheView", "MemoryCacheStore", "RunCache", "checksum", "new_entry"]

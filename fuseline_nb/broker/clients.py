@@ -19,10 +19,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from ..errors import TransportUnsupportedError
 from ..workflow.runinfo import RunInfo
 from ..workflow.schema import WorkflowSchema
 from .base import Broker, BrokerClient, StepAssignment, StepReport, WorkerInfo
 from .registry import RepositoryInfo
+from .state import Assignment
 
 
 class LocalBrokerClient(BrokerClient):
@@ -56,6 +58,18 @@ class LocalBrokerClient(BrokerClient):
 
     def cancel_run(self, run_id: str, reason: str | None = None) -> bool:
         return self.broker.cancel_run(run_id, reason)
+
+    def held_by(self, worker_id: str) -> list[Assignment]:
+        return self._storage_broker("held_by").held_by(worker_id)
+
+    def overdue(self) -> tuple[list[Assignment], float | None]:
+        return self._storage_broker("overdue").overdue()
+
+    def _storage_broker(self, what: str) -> Any:
+        if not callable(getattr(self.broker, what, None)):
+            raise TransportUnsupportedError(f"{type(self.broker).__name__} does not answer {what}(); "
+                                            "a worker pool needs a StorageBroker (MemoryBroker, DuckDBBroker)")
+        return self.broker
 
     def list_workers(self) -> list[WorkerInfo]:
         return list(self.broker.list_workers())

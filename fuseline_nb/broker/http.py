@@ -38,7 +38,9 @@ Examples
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Final
@@ -85,6 +87,7 @@ _RUNS = TypeAdapter(list[RunInfo])
 _EVENTS = TypeAdapter(list[Event])
 _WORKERS = TypeAdapter(list[WorkerInfo])
 _WORKFLOWS = TypeAdapter(list[WorkflowSchema])
+_workflow_json = TypeAdapter(WorkflowSchema).dump_json
 
 
 def _json(body: bytes, status: int = 200) -> Response:
@@ -102,15 +105,27 @@ class _Refused(Exception):
         self.status, self.code, self.detail = status, code, detail
 
 
-def _checked(schema: WorkflowSchema, where: str) -> WorkflowSchema:
-    """``schema`` when the broker can run it; else 422 naming the field."""
-    if (err := workflow_error(schema, where)) is not None:
-        raise _Refused(422, "invalid_request", err)
-    try:
-        check_schema(schema)
-    except ValueError as exc:
-        raise _Refused(422, "invalid_request", f"{where}.{exc}") from None
-    return schema
+class _Checked:
+    """Schemas checked already, by digest: a workflow dispatched again (every run) is not walked again."""
+
+    def __init__(self, size: int = 256) -> None:
+        self.seen: OrderedDict[str, None] = OrderedDict()
+        self.size = size
+
+    def __call__(self, schema: WorkflowSchema, where: str) -> tuple[WorkflowSchema, str]:
+        """``(schema, its digest)`` when the broker can run it; else 422 naming the field."""
+        if (err := workflow_error(schema, where)) is not None:  # first: too deep to write
+            raise _Refused(422, "invalid_request", err)
+        digest = hashlib.sha256(_workflow_json(schema)).hexdigest()  # written by pydantic, in Rust
+        if digest not in self.seen:
+            try:
+                check_schema(schema)
+            except ValueError as exc:
+                raise _Refused(422, "invalid_request", f"{where}.{exc}") from None
+            self.seen[digest] = None
+            if len(self.seen) > self.size:
+                self.seen.popitem(last=False)
+        return schema, digest
 
 
 def create_app(broker: Broker, *, token: str | None = None, max_body: int = MAX_BODY) -> FastAPI:
@@ -136,6 +151,7 @@ def create_app(broker: Broker, *, token: str | None = None, max_body: int = MAX_
     if token is not None and not token.strip():
         raise ValueError("the token is empty or only whitespace: give a real secret (or None for no token)")
     service = Service(broker)
+    checked = _Checked()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -159,10 +175,7 @@ def create_app(broker: Broker, *, token: str | None = None, max_body: int = MAX_
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> Response:
         codes = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
-        detail = str(exc.detail)
-        if exc.status_code == 413:
-            detail = f"the request body is over {max_body} bytes (the service's --max-body)"
-        return _error(exc.status_code, codes.get(exc.status_code, "http_error"), detail,
+        return _error(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail),
                       headers=getattr(exc, "headers", None))
 
     @app.exception_handler(_Refused)
@@ -181,7 +194,7 @@ def create_app(broker: Broker, *, token: str | None = None, max_body: int = MAX_
     @app.post("/worker/register", response_model=Registered, tags=["workers"])
     async def register(body: RegisterRequest) -> Response:
         """Register a worker for the given workflows; answers its id."""
-        schemas = [_checked(w, f"workflows[{i}]") for i, w in enumerate(body.workflows)]
+        schemas = [checked(w, f"workflows[{i}]")[0] for i, w in enumerate(body.workflows)]
         return _json(Registered(worker_id=broker.register_worker(schemas, body.name)).model_dump_json().encode())
 
     @app.post("/worker/keep-alive", response_model=KeptAlive, responses=r404, tags=["workers"])
@@ -203,12 +216,12 @@ def create_app(broker: Broker, *, token: str | None = None, max_body: int = MAX_
                                "description": "schema mismatch, or a request_id reused for another dispatch"}})
     async def dispatch(body: DispatchRequest) -> Response:
         """Start a run of a workflow with inputs; answers the run id."""
-        digest = fingerprint({"workflow": body.workflow.to_dict(),
-                              "inputs": {k: v.fingerprint for k, v in body.inputs.items()}}) \
+        schema, key = checked(body.workflow, "workflow")
+        digest = fingerprint({"workflow": key, "inputs": {k: v.fingerprint for k, v in body.inputs.items()}}) \
             if body.request_id else ""
         run_id = service.dispatched(body.request_id, digest)
         if run_id is None:
-            run_id = broker.dispatch_workflow(_checked(body.workflow, "workflow"), dict(body.inputs))
+            run_id = broker.dispatch_workflow(schema, dict(body.inputs))
             service.remember(body.request_id, run_id, digest)
         return _json(Dispatched(run_id=run_id).model_dump_json().encode())
 

@@ -37,24 +37,20 @@ from typing import Any, Final
 from urllib.parse import quote
 
 import httpx
-from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from ..errors import (
-    BrokerAuthError,
     BrokerRequestError,
     BrokerUnavailableError,
     RunNotFoundError,
-    SchemaMismatchError,
-    StaleReportError,
     UnknownRunError,
     UnknownWorkerError,
-    UnknownWorkflowError,
 )
 from ..workflow.events import Event
 from ..workflow.runinfo import RunInfo
 from ..workflow.schema import WorkflowSchema
 from ..workflow.status import Status
 from ..workflow.value import values_of
+from ._http_send import Sender, parse
 from .base import BrokerClient, StepAssignment, StepReport, WorkerInfo
 from .registry import RepositoryInfo
 from .wire import (
@@ -74,37 +70,6 @@ log = logging.getLogger(__name__)
 
 #: Events the service sends in one answer at most (its MAX_EVENTS): a full page means ask again.
 MAX_EVENTS_PAGE: Final = 10_000
-
-# Messages are the broker's own records: pydantic writes and reads them straight from the dataclasses.
-_ADAPTERS: dict[Any, TypeAdapter[Any]] = {}
-
-
-def _adapter(kind: Any) -> TypeAdapter[Any]:
-    adapter = _ADAPTERS.get(kind)
-    if adapter is None:
-        adapter = _ADAPTERS[kind] = TypeAdapter(kind)
-    return adapter
-
-
-def _dump(body: Any) -> bytes:
-    """The JSON of a request body: an envelope of :mod:`.wire`, a record, or JSON bytes already."""
-    if body.__class__ is bytes:
-        return body  # type: ignore[no-any-return]
-    if isinstance(body, BaseModel):
-        return body.__pydantic_serializer__.to_json(body)
-    return _adapter(type(body)).dump_json(body)
-
-#: Error codes of the service → the exception raised here.
-_CODES: Final[dict[str, type[Exception]]] = {
-    "unknown_worker": UnknownWorkerError,
-    "unknown_run": UnknownRunError,
-    "unknown_workflow": UnknownWorkflowError,
-    "stale_report": StaleReportError,
-    "schema_mismatch": SchemaMismatchError,
-    "unauthorized": BrokerAuthError,
-    "broker_closed": BrokerUnavailableError,
-}
-_TRANSPORT_ERRORS = (httpx.TransportError,)
 
 
 class HttpBrokerClient(BrokerClient):
@@ -154,73 +119,12 @@ class HttpBrokerClient(BrokerClient):
         self.base_url = str(base_url).rstrip("/")
         self.retries, self.backoff, self.poll_wait, self.prefetch = retries, backoff, poll_wait, prefetch
         self.timeout = timeout
-        auth = [("Authorization", f"Bearer {token}")] if token else []
-        # Built once (a request copies them): parsing headers and URLs costs more than the step's message.
-        self._headers = httpx.Headers([("Accept", "application/json"), ("User-Agent", "fuseline-nb"), *auth])
-        self._json_headers = httpx.Headers([*self._headers.raw, (b"Content-Type", b"application/json")])
-        self._urls: dict[str, httpx.URL] = {}
-        # The transport seam itself (a keep-alive connection pool), not httpx.Client: the client
-        # layer (auth flows, redirects, cookies, hooks) costs more CPU than a step here.
-        self._transport = transport if transport is not None else httpx.HTTPTransport()
+        self._sender = Sender(self.base_url, token, timeout, retries, backoff, transport)
+        self._send = self._sender.send
         self._lock = threading.Lock()
         self._registered: dict[str, tuple[list[WorkflowSchema], str | None]] = {}
         self._alias: dict[str, str] = {}  # first worker id -> id after re-registering
         self._next: dict[str, StepAssignment] = {}  # prefetched assignment per first worker id
-
-    # -- transport -----------------------------------------------------------------------
-    def _send(self, method: str, path: str, body: Any = None, *, params: dict[str, Any] | None = None,
-              extra_timeout: float = 0.0) -> httpx.Response:
-        delay = self.backoff
-        timeout = {"timeout": httpx.Timeout(self.timeout + extra_timeout).as_dict()}
-        url = self._urls.get(path) if params is None else None
-        if url is None:
-            url = httpx.URL(self.base_url + path, params=params)
-            if params is None and len(self._urls) < 64:
-                self._urls[path] = url
-        content = None if body is None else _dump(body)
-        headers = self._headers if content is None else self._json_headers
-        for attempt in range(self.retries + 1):
-            try:
-                request = httpx.Request(method, url, content=content, headers=headers, extensions=timeout)
-                resp = self._transport.handle_request(request)
-                resp.read()
-            except _TRANSPORT_ERRORS as exc:
-                if attempt == self.retries:
-                    raise BrokerUnavailableError(
-                        f"broker at {self.base_url} unreachable ({method} {path}, "
-                        f"{attempt + 1} attempt(s)): {type(exc).__name__}: {exc}"
-                    ) from exc
-                log.info("%s %s failed (%s); retrying in %.1fs", method, path, exc, delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                continue
-            if resp.status_code >= 400:
-                raise self._refusal(method, path, resp)
-            return resp
-        raise AssertionError("unreachable")  # the loop returns or raises
-
-    def _refusal(self, method: str, path: str, resp: httpx.Response) -> Exception:
-        try:
-            body = resp.json()
-            code, detail = str(body.get("error", "")), str(body.get("detail", ""))
-        except (ValueError, AttributeError):
-            code, detail = "", resp.text[:500]
-        where = f"{method} {path} → {resp.status_code}"
-        cls = _CODES.get(code)
-        if cls is not None:
-            return cls(f"{detail} ({where})")
-        if resp.status_code >= 500:
-            return BrokerUnavailableError(f"the broker failed: {detail or resp.reason_phrase} ({where})")
-        return BrokerRequestError(resp.status_code, code or "http_error", f"{detail} ({where})")
-
-    def _parse(self, kind: Any, resp: httpx.Response) -> Any:
-        """The answer read as ``kind`` (an envelope, a record, a list of records)."""
-        try:
-            return _adapter(kind).validate_json(resp.content)
-        except ValidationError as exc:
-            name = getattr(kind, "__name__", None) or str(kind)
-            raise BrokerRequestError(resp.status_code, "bad_answer",
-                                     f"the broker's answer is not a valid {name}: {exc}") from exc
 
     # -- workers ---------------------------------------------------------------------------
     def _wid(self, worker_id: str) -> str:
@@ -244,14 +148,14 @@ class HttpBrokerClient(BrokerClient):
                 return
             self._next.pop(worker_id, None)
             resp = self._send("POST", "/worker/register", RegisterRequest.model_construct(workflows=schemas, name=name))
-            self._alias[worker_id] = self._parse(Registered, resp).worker_id
+            self._alias[worker_id] = parse(Registered, resp).worker_id
         log.warning("the broker forgot worker %s (restarted?): registered again as %s",
                     forgotten, self._alias[worker_id])
 
     def register_worker(self, workflows: Iterable[WorkflowSchema], name: str | None = None) -> str:
         schemas = list(workflows)
         resp = self._send("POST", "/worker/register", RegisterRequest.model_construct(workflows=schemas, name=name))
-        wid = self._parse(Registered, resp).worker_id
+        wid = parse(Registered, resp).worker_id
         self._registered[wid] = (schemas, name)
         return wid
 
@@ -265,7 +169,7 @@ class HttpBrokerClient(BrokerClient):
             "POST", "/worker/keep-alive", WorkerRef.model_construct(worker_id=wid)))
         if resp.status_code == 204 or not resp.content:  # a service from before cancelling
             return []
-        return list(self._parse(KeptAlive, resp).cancelled)
+        return list(parse(KeptAlive, resp).cancelled)
 
     # -- steps -------------------------------------------------------------------------------
     def get_step(self, worker_id: str) -> StepAssignment | None:
@@ -278,7 +182,7 @@ class HttpBrokerClient(BrokerClient):
                               extra_timeout=self.poll_wait)
             if resp.status_code == 204:
                 return None
-            return self._parse(StepAnswer, resp).next  # type: ignore[no-any-return]
+            return parse(StepAnswer, resp).next  # type: ignore[no-any-return]
 
         return self._as_worker(worker_id, call)
 
@@ -289,7 +193,7 @@ class HttpBrokerClient(BrokerClient):
 
         def call(wid: str) -> None:
             body = report_body(wid, report, next=self.prefetch, wait=wait)
-            nxt = self._parse(StepAnswer, self._send("POST", "/workflow/step", body, extra_timeout=self.poll_wait)).next
+            nxt = parse(StepAnswer, self._send("POST", "/workflow/step", body, extra_timeout=self.poll_wait)).next
             if nxt is not None:
                 self._next[worker_id] = nxt
 
@@ -322,7 +226,7 @@ class HttpBrokerClient(BrokerClient):
             workflow = to_schema()
         workflow.check_inputs(inputs or {})  # the service refuses it too; say so without a round trip
         body = DispatchRequest.model_construct(workflow=workflow, inputs=values_of(inputs), request_id=uuid.uuid4().hex)
-        return self._parse(Dispatched, self._send("POST", "/workflow/dispatch", body)).run_id  # type: ignore[no-any-return]
+        return parse(Dispatched, self._send("POST", "/workflow/dispatch", body)).run_id  # type: ignore[no-any-return]
 
     def get_run(self, run_id: str, *, steps: bool = True, wait: float = 0.0) -> RunInfo:
         """The run; ``steps=False`` leaves the steps out (cheap for big runs).
@@ -335,7 +239,7 @@ class HttpBrokerClient(BrokerClient):
             params["wait"] = min(float(wait), 60.0)
         resp = self._send("GET", f"/runs/{quote(str(run_id), safe='')}", params=params or None,
                           extra_timeout=float(params.get("wait", 0.0)))
-        return self._parse(RunInfo, resp)  # type: ignore[no-any-return]
+        return parse(RunInfo, resp)  # type: ignore[no-any-return]
 
     def cancel_run(self, run_id: str, reason: str | None = None) -> bool:
         """Cancel a run on the service; ``False`` (and a logged message) when it had already ended.
@@ -350,7 +254,7 @@ class HttpBrokerClient(BrokerClient):
                               CancelRequest.model_construct(reason=reason))
         except UnknownRunError as exc:
             raise RunNotFoundError(run_id, str(exc)) from exc
-        answer = self._parse(Cancelled, resp)
+        answer = parse(Cancelled, resp)
         if not answer.cancelled:
             log.warning("%s", answer.message)
         return answer.cancelled
@@ -377,20 +281,20 @@ class HttpBrokerClient(BrokerClient):
                 params["wait"] = min(float(wait), 60.0)
             resp = self._send("GET", f"/runs/{quote(str(run_id), safe='')}/events", params=params,
                               extra_timeout=float(params.get("wait", 0.0)))
-            page: list[Event] = self._parse(list[Event], resp)
+            page: list[Event] = parse(list[Event], resp)
             out.extend(page)
             if len(page) < MAX_EVENTS_PAGE:
                 return out
             after = page[-1].seq
 
     def list_runs(self) -> list[RunInfo]:
-        return self._parse(list[RunInfo], self._send("GET", "/runs"))  # type: ignore[no-any-return]
+        return parse(list[RunInfo], self._send("GET", "/runs"))  # type: ignore[no-any-return]
 
     def list_workers(self) -> list[WorkerInfo]:
-        return self._parse(list[WorkerInfo], self._send("GET", "/workers"))  # type: ignore[no-any-return]
+        return parse(list[WorkerInfo], self._send("GET", "/workers"))  # type: ignore[no-any-return]
 
     def list_workflows(self) -> list[WorkflowSchema]:
-        return self._parse(list[WorkflowSchema], self._send("GET", "/workflows"))  # type: ignore[no-any-return]
+        return parse(list[WorkflowSchema], self._send("GET", "/workflows"))  # type: ignore[no-any-return]
 
     def status(self) -> dict[str, Any]:
         return dict(self._send("GET", "/status").json())
@@ -408,11 +312,11 @@ class HttpBrokerClient(BrokerClient):
             if exc.code == "unknown_repository":
                 return None
             raise
-        return self._parse(RepositoryInfo, resp)  # type: ignore[no-any-return]
+        return parse(RepositoryInfo, resp)  # type: ignore[no-any-return]
 
     def list_repositories(self, page: int = 1, page_size: int = 50) -> list[RepositoryInfo]:
         resp = self._send("GET", "/repositories", params={"page": page, "page_size": page_size})
-        return self._parse(list[RepositoryInfo], resp)  # type: ignore[no-any-return]
+        return parse(list[RepositoryInfo], resp)  # type: ignore[no-any-return]
 
     def close(self) -> None:
         """Give back prefetched steps (by leaving) and close the connections; idempotent."""
@@ -421,7 +325,7 @@ class HttpBrokerClient(BrokerClient):
                 self.unregister_worker(wid)
             except (BrokerUnavailableError, UnknownWorkerError, BrokerRequestError):
                 log.info("could not give back the prefetched step of worker %s", wid)
-        self._transport.close()
+        self._sender.transport.close()
 
     def __repr__(self) -> str:
         return f"HttpBrokerClient({self.base_url!r})"

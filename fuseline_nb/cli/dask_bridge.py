@@ -48,7 +48,7 @@ def bridge_main(args: argparse.Namespace) -> int:
     from ..broker.http_client import HttpBrokerClient
     from ..errors import FuselineError
     from ..worker.dask_engine import DaskEngine
-    from .service import load_workflow
+    from .loader import load_workflow
 
     specs = list(args.workflows)
     workflows = [load_workflow(s) for s in specs]

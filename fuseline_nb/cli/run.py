@@ -10,16 +10,12 @@ Examples
 --------
 >>> parse_inputs(["n=10", "name=tour", 'opts={"a": 1}'])
 {'n': 10, 'name': 'tour', 'opts': {'a': 1}}
->>> load_target("fuseline_nb.examples:tour").workflow_id
-'tour'
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
-import os
 import signal
 import sys
 import threading
@@ -32,6 +28,7 @@ from ..workflow.events import Event
 from ..workflow.graph import Workflow
 from ..workflow.status import Status
 from ..workflow.value import preview
+from .loader import load_workflow
 
 _ORDER = (Status.SUCCEEDED, Status.RUNNING, Status.PENDING, Status.SKIPPED, Status.CANCELLED, Status.FAILED)
 _COLOURS = {Status.SUCCEEDED: "32", Status.RUNNING: "33", Status.PENDING: "37", Status.SKIPPED: "90",
@@ -76,26 +73,6 @@ def parse_inputs(pairs: Sequence[str]) -> dict[str, Any]:
         except json.JSONDecodeError:
             out[key] = raw
     return out
-
-
-def load_target(target: str) -> Workflow:
-    """Import ``MODULE:ATTR``; a callable attribute is called to build the workflow."""
-    module_name, sep, attr = target.partition(":")
-    if not sep or not module_name or not attr:
-        raise ValueError(f"expected MODULE:ATTR (e.g. fuseline_nb.examples:tour), not {target!r}")
-    if os.getcwd() not in sys.path:  # modules next to the user, as `python -m` would find them
-        sys.path.insert(0, os.getcwd())
-    obj: Any = importlib.import_module(module_name)
-    for part in attr.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise ValueError(f"module {module_name!r} has no attribute {attr!r}") from None
-    if callable(obj) and not isinstance(obj, Workflow):
-        obj = obj()
-    if not isinstance(obj, Workflow):
-        raise TypeError(f"{target} is a {type(obj).__name__}, not a Workflow")
-    return obj
 
 
 class Progress:
@@ -326,7 +303,7 @@ def main(args: argparse.Namespace) -> int:
         sys.stderr.write(f"fuseline-nb run: --workers must be >= 0 (0: none), not {args.workers}\n")
         return 2
     try:
-        wf = load_target(args.target)
+        wf = load_workflow(args.target)
         inputs = parse_inputs(args.input)
     except (ImportError, ValueError, TypeError) as exc:
         sys.stderr.write(f"fuseline-nb run: {exc}\n")
@@ -359,7 +336,6 @@ def main(args: argparse.Namespace) -> int:
 __all__ = [
     "Progress",
     "add_parser",
-    "load_target",
     "main",
     "parse_inputs",
 ]

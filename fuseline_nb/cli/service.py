@@ -27,7 +27,6 @@ Examples
 from __future__ import annotations
 
 import argparse
-import importlib
 import ipaddress
 import logging
 import os
@@ -91,16 +90,13 @@ def _token(args: argparse.Namespace) -> str | None:
 
 # -- broker -------------------------------------------------------------------------------
 def _open_broker(db: str | None, lease_seconds: float, worker_ttl: float | None = None) -> Any:
+    from ..broker.opening import open_broker
+
     # a worker whose keep-alives and polls stopped (its process was killed) is pruned from the list
     ttl = worker_ttl if worker_ttl is not None else max(3 * lease_seconds, 120.0)
     if db is None:
-        from ..broker import MemoryBroker
-
         log.warning("no --db given: runs are kept in memory and lost when the broker stops")
-        return MemoryBroker(lease_seconds=lease_seconds, worker_ttl=ttl)
-    from ..broker import DuckDBBroker
-
-    return DuckDBBroker(db, lease_seconds=lease_seconds, worker_ttl=ttl)
+    return open_broker(db, lease_seconds=lease_seconds, worker_ttl=ttl)
 
 
 def broker_main(args: argparse.Namespace) -> int:
@@ -153,34 +149,6 @@ def broker_main(args: argparse.Namespace) -> int:
 
 
 # -- worker -------------------------------------------------------------------------------
-def load_workflow(spec: str) -> Any:
-    """Import ``MODULE:ATTR`` (ATTR may be dotted) and return the :class:`Workflow` it names.
-
-    Examples
-    --------
-    >>> load_workflow("fuseline_nb.examples:tour").workflow_id == __import__("fuseline_nb.examples").examples.tour.workflow_id
-    True
-    """
-    from ..workflow.graph import Workflow
-
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise ValueError(f"workflow {spec!r}: expected MODULE:ATTR, e.g. etl.flows:daily")
-    try:
-        obj: Any = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ValueError(f"workflow {spec!r}: cannot import module {module_name!r} ({exc}); "
-                         "is it on PYTHONPATH?") from exc
-    for part in attr.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise ValueError(f"workflow {spec!r}: module {module_name!r} has no attribute {attr!r}") from None
-    if not isinstance(obj, Workflow):
-        raise ValueError(f"workflow {spec!r}: expected a Workflow, found {type(obj).__name__}")
-    return obj
-
-
 def worker_main(args: argparse.Namespace) -> int:
     """Start ``--processes`` workers for the broker at ``--broker``; return when stopped."""
     if args.processes < 1:
@@ -191,11 +159,12 @@ def worker_main(args: argparse.Namespace) -> int:
         print(f"fuseline-nb worker: --broker must be an http:// or https:// URL, e.g. "
               f"http://127.0.0.1:8000, not {args.broker!r}", file=sys.stderr)
         return 2
-    sys.path.insert(0, os.getcwd())  # MODULE:ATTR may name a module in the current directory
+    from .loader import load_workflow
+
     try:
         for spec in args.workflows:
             load_workflow(spec)
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:
         print(f"fuseline-nb worker: {exc}", file=sys.stderr)
         return 2
     token = _token(args)
@@ -228,4 +197,4 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["add_parser", "broker_main", "is_loopback", "load_workflow", "main", "worker_main"]
+__all__ = ["add_parser", "broker_main", "is_loopback", "main", "worker_main"]

@@ -1,11 +1,16 @@
 """The steps a :class:`~fuseline_nb.worker.dask_engine.DaskEngine` has in flight on Dask.
 
 :class:`Flights` submits assignments as Dask tasks and turns finished tasks
-into outcomes. A task's small outcome arrives with its completion, as an
+into outcomes. Each task announces its outcome with its completion, as an
 event on the engine's topic (:func:`~fuseline_nb.worker.dask_task.run_task`
-pushes it); larger ones, and tasks whose event did not come, are fetched
-with one ``gather`` per batch. Both arrive in the engine's inbox: a task key
-(``str``, its future is done) or ``("out", key, pickled outcome)``.
+pushes it), which lands in the engine's inbox as ``("out", key, pickled
+outcome)``: a small outcome travels in it; a larger one (``None`` there) is
+fetched with ``gather`` once the task's future is done (its done-callback
+puts the key, a ``str``, in the inbox). The futures get no other callback
+(each costs Dask's event loop a coroutine and a thread hop per step): the
+engine sweeps the table on its heartbeat (:meth:`Flights.done_keys`) for
+tasks that failed in Dask (a lost worker, ``KilledWorker``), were cancelled,
+or whose event did not come.
 
 Finished futures are released in batches (:meth:`Flights.release`, on the
 engine's heartbeat), not one by one: each release makes the scheduler send
@@ -104,25 +109,30 @@ class Flights:
                                         key=keys, pure=False)
             for f, fut in zip(batch, futures, strict=True):
                 f.future = fut
-                fut.add_done_callback(lambda _fut, k=f.key: self.inbox.put(k))
 
-    def land(self, done: Iterable[str], pushed: dict[str, bytes]) -> tuple[list[Flight], list[tuple[Flight, StepOutcome]]]:
-        """The flights of the tasks ``done`` (futures finished) or ``pushed`` (outcomes sent).
+    def land(self, done: Iterable[str], pushed: dict[str, bytes | None]
+             ) -> tuple[list[Flight], list[tuple[Flight, StepOutcome]]]:
+        """The flights of the tasks ``done`` (futures done) or ``pushed`` (outcomes announced).
 
         Returns them and the ``(flight, outcome)`` pairs to report (a
         cancelled flight has none). They stay in the table until
         :meth:`settle`: the engine is idle only once their reports are in.
+        A large outcome announced before its task's future is done lands later.
         """
         with self.lock:
             flights = [f for k in {*done, *pushed} if (f := self.table.get(k)) is not None]
         if not flights:  # (the usual case for ``done``: their outcomes were pushed and reported)
             return [], []
+        later = [f for f in flights if pushed.get(f.key) is None and not f.future.done()]
+        for f in later:  # called at once if it is done meanwhile
+            f.future.add_done_callback(lambda _fut, k=f.key: self.inbox.put(k))
+        flights = [f for f in flights if f not in later]
         live = [f for f in flights if not f.cancelled]
         outcomes: dict[str, StepOutcome] = {}
         for f in live:
-            if f.key in pushed:
+            if (blob := pushed.get(f.key)) is not None:
                 try:
-                    outcomes[f.key] = pickle.loads(pushed[f.key])
+                    outcomes[f.key] = pickle.loads(blob)
                 except Exception:
                     log.warning("the pushed outcome of %s did not load; gathering it", f.key, exc_info=True)
         rest = [f for f in live if f.key not in outcomes]

@@ -237,6 +237,7 @@ class DaskEngine:
                     self.cancel_run(run_id)
                 if time.monotonic() >= beat + interval:
                     beat = time.monotonic()
+                    self._finish(self._flights.done_keys(), {})  # failed in Dask, cancelled, no event
                     self._flights.release()
                     self._heartbeat()
             except Exception as exc:  # the engine cannot go on: say why in check()
@@ -248,7 +249,7 @@ class DaskEngine:
             if _STOP in items:
                 return
 
-    def _finish(self, done: list[str], pushed: dict[str, bytes]) -> None:
+    def _finish(self, done: list[str], pushed: dict[str, bytes | None]) -> None:
         """Report the tasks that finished (``done``) or sent their outcome (``pushed``)."""
         landed, reports = self._flights.land(done, pushed)
         for f, outcome in reports:

@@ -13,10 +13,11 @@ through :func:`~fuseline_nb.worker.engine.execute`, like every engine) on a
 helper thread and returns its outcome, the result made
 a :class:`~fuseline_nb.workflow.value.Value` here, where it is born (pickled
 once; the kernel passes it on closed), so a result that cannot travel fails
-its step with a message instead of failing the task. A small outcome (at most
-:data:`PUSH_LIMIT` bytes pickled) also travels back with the task's completion,
-as a Dask event on the engine's topic: the engine reports it without a
-``gather`` round trip (the returned outcome stays the fallback). The task thread waits for the step,
+its step with a message instead of failing the task. Every outcome is also
+announced with the task's completion, as a Dask event on the engine's topic:
+a small one (at most :data:`PUSH_LIMIT` bytes pickled) travels in it, so the
+engine reports it without a ``gather`` round trip; a larger one is fetched
+from the returned value. The task thread waits for the step,
 for its ``StepTimeoutPolicy`` deadline, or for :func:`interrupt` (a cancelled
 run): on time-out or cancel the step's thread gets an exception raised in it
 (it stops at its next Python instruction; code blocked inside one C call
@@ -67,9 +68,10 @@ _DEFINITIONS: dict[str, Workflow] = {}
 _LOAD_ERRORS: dict[str, str] = {}
 #: definition id -> the plugins (one per engine) that installed it: the last one out forgets it
 _OWNERS: dict[str, set[str]] = {}
-#: Largest pickled outcome sent with the completion (Dask keeps its last 1,000 events per topic:
-#: at most ~8 MB on the scheduler); larger ones are fetched with ``gather``.
-PUSH_LIMIT = 8192
+#: Largest pickled outcome sent with the completion (a number, a short string or a small dict
+#: fits); larger ones are fetched with ``gather``. The scheduler keeps the last 1,000 events of
+#: each topic, also after the engine is gone: at most ~2 MB per engine.
+PUSH_LIMIT = 2048
 #: task key -> the step running under it on this worker
 _RUNNING: dict[str, _Running] = {}
 _LOCK = threading.Lock()
@@ -171,8 +173,9 @@ def run_task(definition_id: str, key: str, a: StepAssignment, timeout: float | N
     """Run assignment ``a`` with the workflow ``definition_id`` names; never raises.
 
     Returns the outcome: its ``result`` a :class:`~fuseline_nb.workflow.value.Value`
-    (``None`` unless SUCCEEDED), its ``exception`` cleared. With ``topic``, a
-    small outcome is also sent as a Dask event ``{"key": key, "outcome": pickled}``.
+    (``None`` unless SUCCEEDED), its ``exception`` cleared. With ``topic``, it is
+    also sent as a Dask event ``{"key": key, "outcome": pickled}`` (``None``
+    for an outcome over :data:`PUSH_LIMIT`: fetch the task's value).
     """
     outcome = _run(definition_id, key, a, timeout)
     if topic is not None:
@@ -181,13 +184,13 @@ def run_task(definition_id: str, key: str, a: StepAssignment, timeout: float | N
 
 
 def _push(topic: str, key: str, outcome: StepOutcome) -> None:
-    """Send a small outcome to the engine with the completion (best effort: the future is the fallback)."""
+    """Announce the outcome to the engine, with it if small (best effort: the engine also
+    watches the task's future)."""
     try:
         from distributed import get_worker
 
         blob = pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
-        if len(blob) <= PUSH_LIMIT:
-            get_worker().log_event(topic, {"key": key, "outcome": blob})
+        get_worker().log_event(topic, {"key": key, "outcome": blob if len(blob) <= PUSH_LIMIT else None})
     except Exception:  # not in a Dask worker (a direct call), or no stream: the engine gathers it
         log.debug("outcome of %s not pushed", key, exc_info=True)
 

@@ -44,6 +44,7 @@ from typing import Any
 
 from ..broker.base import Broker
 from ..broker.clients import BrokerClient, LocalBrokerClient
+from ..broker.state import Assignment
 from ..errors import SchemaMismatchError, WorkerError
 from ..workflow.graph import Workflow
 from .channel import WorkflowBlob
@@ -93,7 +94,7 @@ class WorkerPool:
 
     def __init__(self, broker_or_client: Broker | BrokerClient, workflows: Iterable[Workflow] = (),
                  processes: int = 2, *, context: str = "spawn", max_crashes: int = 3,
-                 poll_interval: float = 0.1, prefetch: int = 4) -> None:
+                 poll_interval: float = 0.1, prefetch: int = 8) -> None:
         if int(processes) < 1:
             raise ValueError(f"a WorkerPool needs processes >= 1, not {processes!r}")
         if context not in _CONTEXTS:
@@ -118,7 +119,7 @@ class WorkerPool:
         self._blobs_by_key: dict[tuple[str, str], bytes] = {}  # the latest blob of each workflow
         self._server: ChannelServer | None = None
         self._sup = WorkerSupervisor(self.client, self._start_process, self.processes, max_crashes=max_crashes,
-                                     detach=self._detach)
+                                     detach=self._detach, held=self._running)
         self._unsubscribe: Any = None
         self._state = "new"  # new -> running -> stopped
         self._atexit: Any = None
@@ -339,13 +340,19 @@ class WorkerPool:
         """A worker process ended: re-queue (or fail) its step, start a replacement."""
         self._sup.exited(ep)
 
-    def on_timeout(self, ep: Endpoint) -> None:
-        """A step passed its timeout: kill its process, fail the attempt, replace the worker."""
-        if ep.busy is not None:
-            self._sup.timed_out(ep, ep.busy)
+    def _running(self, ep: Endpoint) -> Assignment | None:
+        """The step ``ep``'s process runs, as the broker records it (the first it holds)."""
+        if ep.worker_id is None:
+            return None
+        held = self.client.held_by(ep.worker_id)
+        return held[0] if held else None
+
+    def on_timeout(self, ep: Endpoint, held: Assignment) -> None:
+        """The broker says ``held`` passed its timeout: kill its process, fail the attempt, replace the worker."""
+        self._sup.timed_out(ep, held)
 
     def on_cancel(self, ep: Endpoint) -> None:
-        """The run of a step ``ep`` holds was cancelled: kill the process (no report), replace it."""
+        """The broker says ``ep`` holds a step of a cancelled run: kill the process (no report), replace it."""
         self._sup.cancelled(ep)
 
     def on_load_error(self, ep: Endpoint, text: str) -> None:

@@ -33,7 +33,7 @@ class _PoolEngine(ProcessEngine):
     def adopt(self, blobs: list[WorkflowBlob]) -> str:
         """Load shipped workflows; re-register when they add workflow ids. Returns the worker id."""
         try:
-            loaded = load(blobs)
+            loaded = load(blobs, by_reference=True)  # schemas go back to this kernel only
         except PicklingError as exc:
             assert isinstance(self.client, ChannelClient)
             self.client.load_error(str(exc))

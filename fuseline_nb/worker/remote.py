@@ -5,8 +5,9 @@ worker processes (spawn context) through a
 :class:`~fuseline_nb.worker.supervisor.WorkerSupervisor` — the same one the
 kernel's pool uses — and watches them. Each process runs
 :func:`serve_steps`: ``ProcessEngine(HttpBrokerClient(...), workflows).work(block=True)``,
-telling its supervisor over a one-way pipe which broker worker it is and which
-step it runs. So the supervisor, in a process of its own:
+telling its supervisor over a one-way pipe (read every :data:`STATUS_EVERY`
+seconds) which broker worker it is and which step it runs. So the
+supervisor, in a process of its own:
 
 * keeps the lease of a step while the process running it is alive (a step
   holding the GIL cannot send its own heartbeats), and kills the process when
@@ -49,6 +50,9 @@ from .supervisor import WorkerSupervisor, release_sigint, watch_parent
 
 log = logging.getLogger(__name__)
 
+#: Seconds between two reads of the processes' status pipes (they are not read at every step: a
+#: wake-up per step would cost the machine more than the step's HTTP round trip saves).
+STATUS_EVERY = 0.05
 FATAL = 3  # a worker process's exit code when retrying cannot help (bad token, schema clash)
 CANCELLED = 4  # a worker process's exit code after the run of its step was cancelled (replace it)
 
@@ -240,20 +244,19 @@ def run_workers(specs: list[str], loader: Callable[[str], Any], url: str, token:
     next_beat = 0.0
     try:
         while not stops and sup.error is None:
-            children = _remotes(sup)
             now = time.monotonic()
-            due = [next_beat, now + 1.0, *(c.busy.deadline for c in children if c.busy and c.busy.deadline)]
-            conns = {c.conn: c for c in children if not c.conn.closed}
-            for ready in sup.watch(max(0.0, min(due) - now), also=conns):
-                if ready in conns:
-                    conns[ready].read_status()
-                else:
-                    _ended(sup, ready)
+            due = [next_beat, now + STATUS_EVERY]
+            for ended in sup.watch(max(0.0, min(due) - now)):  # a process that ends wakes it at once
+                _ended(sup, ended)
+            for child in _remotes(sup):  # read in batches, not woken by every step
+                child.read_status()
             now = time.monotonic()
             busy = [c for c in _remotes(sup) if c.busy is not None]
+            every = min([c.lease / 3 for c in busy] or [1.0])
             if now >= next_beat:
                 sup.keep_leases()
-                next_beat = now + min([c.lease / 3 for c in busy] or [1.0])
+                next_beat = now + every
+            next_beat = min(next_beat, now + every)  # a step just started with a short lease: beat in time
             for c in busy:
                 if c.busy and c.busy.deadline and c.busy.deadline <= now:
                     sup.timed_out(c, c.busy)
@@ -266,4 +269,4 @@ def run_workers(specs: list[str], loader: Callable[[str], Any], url: str, token:
     return 0
 
 
-__all__ = ["CANCELLED", "FATAL", "Remote", "Running", "run_workers", "serve_steps"]
+__all__ = ["CANCELLED", "FATAL", "STATUS_EVERY", "Remote", "Running", "run_workers", "serve_steps"]

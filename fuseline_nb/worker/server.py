@@ -4,10 +4,12 @@
 worker processes' sentinels and a wake-up pipe. For each request it calls
 the broker (through a :class:`~fuseline_nb.broker.clients.BrokerClient`) and
 answers; a worker that asks for work when nothing is ready is parked until a
-step is queued. The server also knows what every worker is running, so it
-notices at once when a process dies (its sentinel) or a step passes its
-``StepTimeoutPolicy`` deadline, and hands both to its supervisor (the
-:class:`~fuseline_nb.worker.pool.WorkerPool`), which decides what to do.
+step is queued. It notices at once when a process dies (its sentinel), and
+asks the broker — the one record of what each worker holds — which running
+step passed its ``StepTimeoutPolicy`` (``overdue``) and which worker holds a
+step of a cancelled run (``held_by``); it hands each to its supervisor (the
+:class:`~fuseline_nb.worker.pool.WorkerPool`), which stops the process the
+broker named.
 
 Examples
 --------
@@ -23,21 +25,20 @@ import os
 import selectors
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 from ..broker.base import StepAssignment, StepReport
 from ..broker.clients import BrokerClient
 from ..workflow.events import Event
 from ..workflow.status import Status
-from .channel import PROTOCOL_VERSION, REQUEST_KINDS, decode
-from .endpoint import Busy, Endpoint, Reply, Supervisor
-from .latency import PREFETCH_BELOW, Spin, batch_size, send, spin_seconds
+from .endpoint import Endpoint, Reply, Supervisor
+from .latency import PREFETCH_BELOW, Spin, batch_size, spin_seconds
+from .requests import Requests
 
 log = logging.getLogger(__name__)
 
 
-class ChannelServer:
+class ChannelServer(Requests):
     """Serves the pipes of one pool from a single daemon thread.
 
     Parameters
@@ -63,12 +64,12 @@ class ChannelServer:
     ...     def workflow_blobs(self): return []
     >>> server = ChannelServer(LocalBrokerClient(MemoryBroker()), Pool())
     >>> server.alive, server.prefetch
-    (False, 4)
+    (False, 8)
     >>> server.close()
     """
 
     def __init__(self, client: BrokerClient, supervisor: Supervisor, *, poll_interval: float = 0.1,
-                 prefetch: int = 4) -> None:
+                 prefetch: int = 8) -> None:
         self.client = client
         self.supervisor = supervisor
         self.poll_interval = poll_interval
@@ -84,9 +85,10 @@ class ChannelServer:
         self._sel.register(self._wake_r, selectors.EVENT_READ, ("wake", None))
         self._pending: list[Endpoint] = []
         self._pending_lock = threading.Lock()
-        self._cancels: list[tuple[str, str]] = []  # (run id, step) whose holder must stop
+        self._cancels = False  # a held step's run was cancelled: ask the broker who holds it
         self._parked: dict[str, Endpoint] = {}
-        self._timed: dict[str, Endpoint] = {}
+        self._timing = False  # a step with a timeout was handed out: ask the broker what is overdue
+        self._next_due = 0.0  # time.monotonic() when the broker's next step timeout passes
         self._next_poll = 0.0
         # The kernel sees each worker process live: it keeps their leases alive itself, so a step
         # holding the GIL past its lease (no heartbeat gets out) is not queued again and again.
@@ -102,21 +104,7 @@ class ChannelServer:
         self._handed_at = 0.0  # when the last assignments left, until the next request comes
         self._thread = threading.Thread(target=self._loop, name="fuseline-channel", daemon=True)
         self.ident: int | None = None
-        self._handlers: dict[str, Callable[..., Reply]] = {
-            "hello": self._hello, "load_error": self._load_error,
-            "register_worker": self._register, "unregister_worker": self._unregister,
-            "get_step": self._get, "report_and_get": self._report_and_get,
-            "report_step": self._report_only, "report": self._report_oneway,
-            "keep_alive": self._keep_alive,
-            "dispatch_workflow": self._dispatch,
-            "list_workers": lambda ep: ("ok", self.client.list_workers()),
-            "list_workflows": lambda ep: ("ok", self.client.list_workflows()),
-            "get_run": lambda ep, run_id: ("ok", self.client.get_run(run_id)),
-            "list_runs": lambda ep: ("ok", self.client.list_runs()),
-            "status": lambda ep: ("ok", self.client.status()),
-        }
-        assert set(self._handlers) == set(REQUEST_KINDS)
-
+        self._handlers = self.handlers()
     # -- control, from any thread ---------------------------------------------------------
     def start(self) -> None:
         """Start the serving thread."""
@@ -159,16 +147,15 @@ class ChannelServer:
             self.cancel(event.run_id, event.step)
 
     def cancel(self, run_id: str, step: str) -> None:
-        """A held step's run was cancelled: the loop stops the process holding it (any thread)."""
-        with self._pending_lock:
-            self._cancels.append((run_id, step))
+        """A held step's run was cancelled: the loop stops the process the broker says holds it (any thread)."""
+        self._cancels = True
         self.wake()
 
     def _stop_cancelled(self) -> None:
-        with self._pending_lock:
-            cancels, self._cancels = set(self._cancels), []
+        self._cancels = False
+        held_by = self.client.held_by
         for ep in list(self.endpoints.values()):
-            if any((b.run_id, b.step) in cancels for b in ep.held):
+            if ep.worker_id is not None and any(a.cancelled for a in held_by(ep.worker_id)):
                 self.supervisor.on_cancel(ep)
 
     def drain(self) -> None:
@@ -197,7 +184,6 @@ class ChannelServer:
         """Stop serving ``ep`` and close its pipe."""
         self.endpoints.pop(ep.label, None)
         self._parked.pop(ep.label, None)
-        self._timed.pop(ep.label, None)
         for obj in (ep.conn, getattr(ep.process, "sentinel", None)):
             if obj is None:
                 continue
@@ -244,11 +230,11 @@ class ChannelServer:
                 self._drain_wake()
             elif kind == "sentinel" and ep.label in endpoints:
                 self._died(ep)
-        if self._timed or self._parked or self._next_beat <= time.monotonic():
+        if self._timing or self._parked or self._next_beat <= time.monotonic():
             now = time.monotonic()
             if now >= self._next_beat:
                 self._keep_leases(now)
-            if self._timed:
+            if self._timing and now >= self._next_due:
                 self._check_deadlines(now)
             if self._parked:
                 self._serve_parked(now)
@@ -271,7 +257,7 @@ class ChannelServer:
 
     def _wait_time(self) -> float:
         now = time.monotonic()
-        times = [ep.busy.deadline for ep in self._timed.values() if ep.busy and ep.busy.deadline]
+        times = [self._next_due] if self._timing else []
         if self._parked:
             times.append(self._next_poll)
         times.append(self._next_beat)
@@ -289,56 +275,14 @@ class ChannelServer:
         except (BlockingIOError, OSError):
             pass
 
-    def _readable(self, ep: Endpoint) -> bool:
-        try:
-            frames = ep.reader.read()
-        except (EOFError, OSError):  # the process is going away; its sentinel follows
-            try:
-                self._sel.unregister(ep.conn)
-            except (KeyError, ValueError):
-                pass
-            return False
-        for frame in frames:
-            self._handle(ep, frame)
-        return True
-
-    def _handle(self, ep: Endpoint, frame: bytes) -> None:
-        try:
-            kind, args = decode(frame)
-            handler = self._handlers.get(kind)
-            if handler is None:
-                raise ValueError(f"unknown message kind: {kind!r} (must be one of {list(REQUEST_KINDS)})")
-            reply = handler(ep, *args)
-        except Exception as exc:  # the worker gets the broker's error as a value
-            reply = ("error", type(exc).__name__, str(exc))
-        if reply is not None:
-            self._send(ep, reply)
-
-    def _send(self, ep: Endpoint, reply: tuple[Any, ...]) -> None:
-        try:
-            send(ep.conn, reply)
-        except (OSError, ValueError):  # the process died; its sentinel tells the pool
-            pass
-
-    def _died(self, ep: Endpoint) -> None:
-        while not ep.conn.closed and self._poll(ep):  # a report sent just before dying still counts
-            if not self._readable(ep):
-                break
-        self.remove(ep)
-        self.supervisor.on_exit(ep)
-
-    @staticmethod
-    def _poll(ep: Endpoint) -> bool:
-        try:
-            return bool(ep.conn.poll())
-        except (OSError, EOFError):
-            return False
-
     def _check_deadlines(self, now: float) -> None:
-        for ep in list(self._timed.values()):
-            if ep.busy is not None and ep.busy.deadline is not None and ep.busy.deadline <= now:
-                self._timed.pop(ep.label, None)
-                self.supervisor.on_timeout(ep)
+        """Hand the steps the broker says passed their timeout to the supervisor."""
+        late, wait = self.client.overdue()
+        self._timing, self._next_due = wait is not None, now + (wait or 0.0)
+        for a in late:
+            ep = next((e for e in self.endpoints.values() if e.worker_id == a.worker_id), None)
+            if ep is not None:
+                self.supervisor.on_timeout(ep, a)
 
     def _serve_parked(self, now: float) -> None:
         if not self._parked:
@@ -376,12 +320,15 @@ class ChannelServer:
             return ("workflows", new)
         if kind != "hello" and worker_id is not None:
             batch: list[StepAssignment] = []
-            want = batch_size(self.prefetch, fast=ep.fast, holding=bool(ep.held), backlog=self.backlog,
+            want = batch_size(self.prefetch, fast=ep.fast, holding=False, backlog=self.backlog,
                               workers=len(self.endpoints))
+            if want > 1 and self.client.held_by(worker_id):  # asked only when it matters
+                want = 1
             get_step = self.client.get_step
             while len(batch) < want and (a := get_step(worker_id)) is not None:
-                self._track(ep, a)
                 batch.append(a)
+                if a.timeout is not None and not self._timing:
+                    self._timing, self._next_due = True, 0.0  # ask the broker at the next turn
             if batch or not wait:
                 if batch:
                     self._handed_at = now = time.perf_counter()
@@ -392,80 +339,10 @@ class ChannelServer:
         self._parked[ep.label] = ep
         return None
 
-    def _track(self, ep: Endpoint, a: StepAssignment) -> None:
-        ep.held.append(Busy(a.workflow_id, a.version, a.instance_id, a.step_name, a.attempt, a.timeout))
-        if len(ep.held) == 1:
-            self._start_head(ep)
-
-    def _start_head(self, ep: Endpoint) -> None:
-        """The first held assignment starts now: its timeout counts from here."""
-        held = ep.held
-        if held and held[0].timeout:
-            head = held[0]
-            head.deadline = time.monotonic() + head.timeout  # type: ignore[operator]
-            self._timed[ep.label] = ep
-        elif self._timed:
-            self._timed.pop(ep.label, None)
-
-    def _hello(self, ep: Endpoint, pid: int, version: int) -> Reply:
-        if version != PROTOCOL_VERSION:
-            raise ValueError(f"worker speaks channel protocol {version!r}, the kernel {PROTOCOL_VERSION}")
-        ep.pid = int(pid)
-        return self._offer(ep, "hello", None, True)
-
-    def _load_error(self, ep: Endpoint, text: str) -> Reply:
-        self.supervisor.on_load_error(ep, text)
-        return ("ok", None)
-
-    def _register(self, ep: Endpoint, schemas: Any, name: str | None) -> Reply:
-        wid = self.client.register_worker(schemas, name)
-        old, ep.worker_id = ep.worker_id, wid
-        self.names[wid] = ep.label
-        if old is not None and old != wid:  # re-registered with more workflows
-            self.client.unregister_worker(old)
-        return ("ok", wid)
-
-    def _unregister(self, ep: Endpoint, worker_id: str) -> Reply:
-        self.client.unregister_worker(worker_id)
-        return ("ok", None)
-
-    def _get(self, ep: Endpoint, worker_id: str, wait: bool) -> Reply:
-        return self._offer(ep, "get_step", worker_id, wait)
-
     def _take_report(self, ep: Endpoint, worker_id: str, report: StepReport) -> None:
-        run_id, step = report.instance_id, report.step_name
-        for i, held in enumerate(ep.held):
-            if held.run_id == run_id and held.step == step:
-                del ep.held[i]
-                if i == 0:
-                    self._start_head(ep)
-                break
         started, finished = report.started_at, report.finished_at
         if started is not None and finished is not None:
             ep.fast = finished - started < PREFETCH_BELOW
         self.client.report_step(worker_id, report)
 
-    def _report_and_get(self, ep: Endpoint, worker_id: str, report: StepReport, wait: bool) -> Reply:
-        self._take_report(ep, worker_id, report)
-        return self._offer(ep, "get_step", worker_id, wait)
-
-    def _report_oneway(self, ep: Endpoint, worker_id: str, report: StepReport) -> Reply:
-        try:
-            self._take_report(ep, worker_id, report)
-        except Exception as exc:  # nobody waits for an answer: log it, as ProcessEngine would
-            log.warning("report from worker %s refused: %s", ep.label, exc)
-        return None
-
-    def _report_only(self, ep: Endpoint, worker_id: str, report: StepReport) -> Reply:
-        self._take_report(ep, worker_id, report)
-        return ("ok", None)
-
-    def _keep_alive(self, ep: Endpoint, worker_id: str) -> Reply:
-        self.client.keep_alive(worker_id)
-        return ("ok", None)
-
-    def _dispatch(self, ep: Endpoint, schema: Any, inputs: Any) -> Reply:
-        return ("ok", self.client.dispatch_workflow(schema, inputs))
-
-
-__all__ = ["Busy", "ChannelServer", "Endpoint", "Supervisor"]
+__all__ = ["ChannelServer", "Endpoint", "Supervisor"]

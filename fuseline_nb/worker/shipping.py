@@ -47,6 +47,7 @@ import cloudpickle
 from ..errors import PicklingError
 from ..workflow.graph import Workflow
 from ..workflow.policies import StepTimeoutPolicy
+from ..workflow.schema import refer_to_shipped, remember_shipped
 from ..workflow.steps import Step
 from .channel import WorkflowBlob
 
@@ -68,14 +69,14 @@ def ship(wf: Workflow) -> WorkflowBlob:
     """
     if not isinstance(wf, Workflow):
         raise TypeError(f"expected a Workflow, not {wf!r}")
-    wf.to_schema()  # cached in the copy, so the worker registers the very same schema
-    clone = copy.copy(wf)
+    schema = wf.to_schema()  # cached in the copy, so the worker registers the very same schema
+    clone = copy.copy(wf)  # shallow: the same steps
     clone.__dict__ = dict(wf.__dict__)
     clone.__dict__.pop("_last_run", None)
     clone.trace = None
     clone.execution_engine = None
     try:
-        data = _dumps(clone)
+        data = _dumps((clone, remember_shipped(schema)))
     except Exception as exc:
         raise _diagnose(clone, exc) from exc
     return (wf.workflow_id, wf.version), data
@@ -168,8 +169,21 @@ def _dumps(obj: Any) -> bytes:
     return box["data"]  # type: ignore[no-any-return]
 
 
-def load(blobs: list[WorkflowBlob]) -> dict[tuple[str, str], Workflow]:
+def _unpickle(data: bytes) -> tuple[Any, tuple[str, str, str] | None]:
+    """``(workflow, reference to the shipping process's schema)`` from :func:`ship`'s bytes
+    (bytes stored before the reference existed hold the workflow alone)."""
+    obj = pickle.loads(data)
+    if isinstance(obj, tuple) and len(obj) == 2 and isinstance(obj[0], Workflow):
+        return obj[0], obj[1]
+    return obj, None
+
+
+def load(blobs: list[WorkflowBlob], *, by_reference: bool = False) -> dict[tuple[str, str], Workflow]:
     """Unpickle shipped workflows (in a worker); a later blob of the same key wins.
+
+    ``by_reference``: the worker talks only to the kernel that shipped them,
+    so their schemas, pickled back (``register_worker``), travel as a
+    reference to the kernel's own schema object instead of every step.
 
     Raises
     ------
@@ -180,14 +194,16 @@ def load(blobs: list[WorkflowBlob]) -> dict[tuple[str, str], Workflow]:
     out: dict[tuple[str, str], Workflow] = {}
     for key, data in blobs:
         try:
-            wf = pickle.loads(data)
+            wf, ref = _unpickle(data)
         except Exception as exc:
             raise PicklingError(
                 f"workflow {key[0]!r} version {key[1]!r} cannot be loaded in a worker process "
                 f"({type(exc).__name__}: {exc}); a step class or function must be defined in the "
                 "notebook or in a module the worker can import"
             ) from exc
-        wf.to_schema()  # keep the schema as shipped, policies included
+        schema = wf.to_schema()  # keep the schema as shipped, policies included
+        if by_reference and ref is not None:
+            refer_to_shipped(schema, ref)
         for step in wf.steps.values():
             step.policies = [p for p in step.policies if not isinstance(p, StepTimeoutPolicy)]
         out[key] = wf
@@ -304,7 +320,7 @@ def load_definition(key: tuple[str, str], blob: bytes) -> Workflow:
     workflow 'w' version '1' cannot be loaded in this process (Unp
     """
     try:
-        wf = pickle.loads(blob)
+        wf, _ = _unpickle(blob)
     except Exception as exc:
         raise PicklingError(
             f"workflow {key[0]!r} version {key[1]!r} cannot be loaded in this process "
@@ -313,6 +329,7 @@ def load_definition(key: tuple[str, str], blob: bytes) -> Workflow:
         ) from exc
     if not isinstance(wf, Workflow):
         raise TypeError(f"the bytes of workflow {key[0]!r} version {key[1]!r} hold {wf!r}, not a Workflow")
+    remember_shipped(wf.to_schema())  # shipped on from here: workers may name it by reference
     return wf
 
 

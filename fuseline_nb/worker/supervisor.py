@@ -146,11 +146,12 @@ class WorkerSupervisor:
 
     def spawn(self) -> Child:
         """Start one more process."""
-        label = f"w{next(self._labels)}"
-        with sigint_held():  # the child is tracked before a held-back Ctrl-C can interrupt this thread
+        # stop() waits for a start under way, so it joins (or kills) this process too; the child is
+        # born with SIGINT held back and tracked before a held-back Ctrl-C can interrupt this thread
+        with sigint_held(), self._lock:
+            label = f"w{next(self._labels)}"
             child = self._start(label)
-            with self._lock:
-                self._children[label] = child
+            self._children[label] = child
         log.info("started worker %s (pid %s)", label, child.process.pid)
         return child
 
@@ -188,8 +189,9 @@ class WorkerSupervisor:
             child.worker_id = None
 
     def _replace(self) -> None:
-        if self._state == "running" and self.error is None:
-            self.spawn()
+        with self._lock:  # not once stop() began: a process started then would never be asked to stop
+            if self._state == "running" and self.error is None:
+                self.spawn()
 
     def fail_step(self, child: Child, busy: Held, error: str) -> None:
         """Report ``child``'s step ``busy`` FAILED with ``error`` (on its behalf)."""

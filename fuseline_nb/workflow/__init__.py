@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .graph import Workflow, workflow_from_functions
+from .functions import workflow_from_functions
+from .graph import Workflow
 from .runinfo import RunInfo, RunResult, StepInfo
 from .schema import EdgeSchema, StepSchema, WorkflowSchema
 from .status import Status

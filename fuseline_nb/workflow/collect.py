@@ -16,7 +16,8 @@ from collections import deque
 from typing import Any
 
 from ..errors import DependencyError, DuplicateStepNameError
-from .steps import FunctionStep, Step, _params, known_function_step, step_for_function
+from .binding import shape_of
+from .steps import FunctionStep, Step, known_function_step, step_for_function
 
 
 def collect(outputs: list[Step]) -> list[Step]:
@@ -25,6 +26,9 @@ def collect(outputs: list[Step]) -> list[Step]:
     order: list[Step] = []
     work = deque(outputs)
     pop, extend, add, keep = work.popleft, work.extend, seen.add, order.append
+    last_fn: Any = None
+    last_type: type | None = None
+    depends = False
     while work:
         s = pop()
         if id(s) in seen:
@@ -35,14 +39,18 @@ def collect(outputs: list[Step]) -> list[Step]:
         incoming = d.get("_incoming")
         if incoming:
             extend(incoming)
-        for _, dep in _params(s)[1]:
-            for t in dep.steps:
-                if isinstance(t, Step):
-                    work.append(t)
-                elif callable(t) and not isinstance(t, type):
-                    known = known_function_step(t)  # FunctionStep(f) wired elsewhere: the same step
-                    if known is not None:
-                        work.append(known)
+        fn = d.get("function")
+        if fn is None or fn is not last_fn or type(s) is not last_type:  # neighbours mostly share one
+            last_fn, last_type, depends = fn, type(s), shape_of(s).depends
+        if depends:
+            for _, dep in s.dependencies():
+                for t in dep.steps:
+                    if isinstance(t, Step):
+                        work.append(t)
+                    elif callable(t) and not isinstance(t, type):
+                        known = known_function_step(t)  # FunctionStep(f) wired elsewhere: the same step
+                        if known is not None:
+                            work.append(known)
         out = d.get("_edges")
         if out:
             extend([t for t, _, _ in out])

@@ -15,17 +15,16 @@ Examples
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import hashlib
 import importlib
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..errors import CycleError
 from .binding import Binding
 from .fingerprint import workflow_fingerprints
+from .gcpause import paused_gc
 from .joins import check_joins
 from .packing import complete, pack, unpack
 from .rules import Plan
@@ -33,19 +32,19 @@ from .runners import _CACHED_RUNNER, install_local_runner, local_runner, run_inp
 from .schema import WorkflowSchema
 from .stale import warn_stale
 from .status import Status
-from .steps import FunctionStep, Step
+from .steps import Step
 from .structure import Structure, build
+from .surface import Surface
 from .toschema import make_schema, policy_spec
 
 if TYPE_CHECKING:
     import networkx as nx
 
-    from .runinfo import RunResult
 
 log = logging.getLogger(__name__)
 
 
-class Workflow:
+class Workflow(Surface):
     """A graph of steps, collected from ``outputs`` backwards and forwards.
 
     Parameters
@@ -197,6 +196,11 @@ class Workflow:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         unpack(self, state)
+
+    def __copy__(self) -> Workflow:
+        clone = Workflow.__new__(Workflow)  # shallow: the same steps (pickling would pack them)
+        clone.__dict__.update(self.__dict__)
+        return clone
 
     def _full(self) -> Structure:
         """The structure with what pickling left behind remade (before the schema cache is dropped)."""
@@ -364,130 +368,9 @@ class Workflow:
             result.raise_for_failure()
         return None if result.state is Status.FAILED else result.outputs
 
-    def export(self, path: Any, exporter: Any = None) -> None:
-        """Write the workflow's structure to ``path`` (YAML unless ``exporter`` says otherwise).
-
-        Examples
-        --------
-        >>> import os, tempfile
-        >>> from fuseline_nb import FunctionStep, Workflow
-        >>> p = os.path.join(tempfile.mkdtemp(), "wf.yaml")
-        >>> Workflow(outputs=[FunctionStep(len, name="size")]).export(p)
-        >>> "  size:" in open(p).read()
-        True
-        """
-        from .exporters import YamlExporter
-
-        (exporter or YamlExporter()).export(self, path)
-
-    def dispatch(self, broker: Any, inputs: Mapping[str, Any] | None = None) -> str:
-        """Queue a run on ``broker`` (or a broker client); return the run id.
-
-        Examples
-        --------
-        >>> from fuseline_nb import FunctionStep, Workflow
-        >>> from fuseline_nb.broker import MemoryBroker
-        >>> wf = Workflow(outputs=[FunctionStep(lambda: 1, name="one")])
-        >>> isinstance(wf.dispatch(MemoryBroker()), str)
-        True
-        """
-        run_id = str(broker.dispatch_workflow(self.to_schema(), run_inputs(inputs)))
-        self.workflow_instance_id = run_id  # Fuseline's name for the latest run's id
-        return run_id
-
-    def _step_name_map(self) -> dict[Step, str]:
-        """Each step object mapped to its name (Fuseline's helper; ours are the names, not ``step0``).
-
-        Examples
-        --------
-        >>> from fuseline_nb import FunctionStep, Workflow
-        >>> one = FunctionStep(lambda: 1, name="one")
-        >>> Workflow(outputs=[one])._step_name_map()[one]
-        'one'
-        """
-        return {step: name for name, step in self.steps.items()}
-
-    @property
-    def workflow_version(self) -> str:
-        """Fuseline's name for :attr:`version`."""
-        return self.version
-
-    @property
-    def last_run(self) -> RunResult | None:
-        """The :class:`RunResult` of the latest :meth:`run`."""
-        return self.__dict__.get("_last_run")
-
-    def __repr__(self) -> str:
-        return f"<Workflow {self.workflow_id!r} v{self.version}: {len(self)} steps>"
-
-    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        try:
-            from ..views.display import workflow_mimebundle
-        except ImportError:
-            return {"text/plain": repr(self)}
-        return workflow_mimebundle(self)
-
-
-@contextlib.contextmanager
-def paused_gc() -> Iterator[None]:
-    """Pause the cyclic garbage collector: building (or submitting) a large workflow
-    allocates many long-lived objects, and each automatic collection would rescan
-    them all (the per-step cost would grow with the workflow).
-
-    Examples
-    --------
-    >>> import gc
-    >>> with paused_gc():
-    ...     gc.isenabled()
-    False
-    >>> gc.isenabled()
-    True
-    """
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
-
-
-def workflow_from_functions(outputs: Any, **workflow_kwargs: Any) -> Workflow:
-    """Build a :class:`Workflow` from plain functions.
-
-    Each function becomes a :class:`FunctionStep`; a parameter whose default
-    is ``Depends(other_function)`` pulls ``other_function`` in as a step. A
-    function receives only the parameters it declares. Pass a list of output
-    functions, or use it as a decorator on the single output function.
-
-    Examples
-    --------
-    >>> from fuseline_nb import Depends, workflow_from_functions
-    >>> def add_one(x: int) -> int:
-    ...     return x + 1
-    >>> def double(v: int = Depends(add_one)) -> int:
-    ...     return v * 2
-    >>> workflow_from_functions([double]).run({"x": 3})
-    8
-    >>> @workflow_from_functions
-    ... def total(a: int, b: int) -> int:
-    ...     return a + b
-    >>> total.run({"a": 1, "b": 2})
-    3
-    """
-    if callable(outputs) and not isinstance(outputs, (list, tuple, Step)):
-        outputs = [outputs]
-    if isinstance(outputs, Step):
-        outputs = [outputs]
-    steps = [o if isinstance(o, Step) else FunctionStep(o) for o in outputs]
-    return Workflow(outputs=steps, **workflow_kwargs)
-
-
 __all__ = [
     "Workflow",
     "install_local_runner",
     "local_runner",
-    "paused_gc",
     "run_inputs",
-    "workflow_from_functions",
 ]

@@ -27,7 +27,7 @@ from typing import Any
 
 from .schema import WorkflowSchema
 from .steps import Step
-from .structure import Edge, Structure
+from .structure import Edge, Structure, edge
 
 #: What a step holds only to be wired and built in this process.
 _LINKS = frozenset({"_edges", "_incoming", "_edge_keys", "_incoming_ids", "_params"})
@@ -88,6 +88,10 @@ def unpack(wf: Any, state: dict[str, Any]) -> None:
     """Restore a workflow from :func:`pack`'s state (``Workflow.__setstate__``)."""
     if not isinstance(state.get("_structure"), tuple):  # pickled before packing existed: as it was
         wf.__dict__.update(state)
+        if not isinstance(state.get("_structure"), Structure):  # an older layout: build it again
+            cache = state.get("_schema_cache")
+            wf._build()
+            wf._schema_cache = cache
         return
     order, deps, group_param, output_names, branching, acyclic, edges = state.pop("_structure")
     steps = dict(zip(order, map(unpack_step, state.pop("steps")), strict=True))
@@ -120,9 +124,9 @@ def complete(st: Structure, schema: WorkflowSchema | None) -> Structure:
         for e in schema.edges:
             found = edges.get((e.source, e.target))
             if found is None:
-                edges[(e.source, e.target)] = [(e.action,), e.group]
+                edges[(e.source, e.target)] = edge(e.action, e.group)
             elif e.action not in found[0]:
-                found[0] = (*found[0], e.action)
+                edges[(e.source, e.target)] = ((*found[0], e.action), found[1])
         st.edges = edges
     return st
 

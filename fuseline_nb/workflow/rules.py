@@ -184,15 +184,48 @@ class Changes:
     cancelled: list[str] = field(default_factory=list)
 
 
-class _Slots:
-    """Counters for one not-yet-decided step."""
+class _Shape:
+    """What every :class:`Readiness` of one plan starts from, computed once per plan.
 
-    __slots__ = ("groups", "pending")
+    ``pending``: step -> its slots (plain edges plus OR groups), for steps with
+    incoming edges; ``groups``: step -> OR group -> members, only for steps
+    that have groups; ``in_edge``: (source, target) -> the edge.
+    """
 
-    def __init__(self, n_slots: int) -> None:
-        self.pending = n_slots  # slots not yet active
-        # group -> [unresolved members, first broken member or None, winner or None]
-        self.groups: dict[str, list[Any]] = {}
+    __slots__ = ("groups", "in_edge", "pending")
+
+    def __init__(self, plan: Plan) -> None:
+        self.pending: dict[str, int] = {}
+        self.groups: dict[str, dict[str, int]] = {}
+        self.in_edge: dict[tuple[str, str], _In] = {}
+        for v, inc in plan.incoming.items():
+            if not inc:
+                continue
+            n = 0
+            groups: dict[str, int] | None = None
+            for e in inc:
+                self.in_edge[(e.source, v)] = e
+                if e.group is None:
+                    n += 1
+                elif groups is None:
+                    groups = {e.group: 1}
+                    n += 1
+                elif e.group in groups:
+                    groups[e.group] += 1
+                else:
+                    groups[e.group] = 1
+                    n += 1
+            self.pending[v] = n
+            if groups:
+                self.groups[v] = groups
+
+    @staticmethod
+    def of(plan: Plan) -> _Shape:
+        """The shape of ``plan`` (kept on the plan: a plan is only read)."""
+        shape = plan.__dict__.get("_readiness_shape")
+        if shape is None:
+            shape = plan.__dict__["_readiness_shape"] = _Shape(plan)
+        return shape  # type: ignore[no-any-return]
 
 
 class Readiness:
@@ -229,18 +262,14 @@ class Readiness:
         self.decided: set[str] = set()  # steps made ready, skipped or cancelled
         self.cancelled_by_user: set[str] = set()  # steps the user's cancel ended
         self._derived: dict[str, str] = {}  # step skipped/cancelled by the rules -> the step that decided it
-        self._slots: dict[str, _Slots] = {}
         self._winners: dict[str, dict[str, str]] = {}
-        for step in plan.order:
-            inc = plan.incoming[step]
-            grouped = {e.group for e in inc if e.group is not None}
-            sl = _Slots(sum(1 for e in inc if e.group is None) + len(grouped))
-            for g in grouped:
-                sl.groups[g] = [sum(1 for e in inc if e.group == g), None, None]
-            self._slots[step] = sl
-        self._in_edge: dict[tuple[str, str], _In] = {
-            (e.source, v): e for v, inc in plan.incoming.items() for e in inc
-        }
+        # Per run only counters: a copy of the plan's slot counts (one int per step), and for
+        # steps with OR groups, group -> [unresolved members, first broken member, winner].
+        shape = _Shape.of(plan)
+        self._pending = dict(shape.pending)  # step -> slots not yet active
+        self._groups: dict[str, dict[str, list[Any]]] = {
+            v: {g: [n, None, None] for g, n in gs.items()} for v, gs in shape.groups.items()}
+        self._in_edge = shape.in_edge
 
     def start(self) -> list[str]:
         """Mark the roots ready and return them."""
@@ -250,7 +279,8 @@ class Readiness:
 
     def winners(self, step: str) -> dict[str, str]:
         """For each OR group on ``step``, the member whose result it receives."""
-        return dict(self._winners.get(step, {}))
+        w = self._winners.get(step)
+        return dict(w) if w else {}
 
     @property
     def done(self) -> bool:
@@ -290,15 +320,14 @@ class Readiness:
 
     def _culprit(self, v: str, e: _In, u: str) -> str:
         if e.group is not None:
-            first_broken = self._slots[v].groups[e.group][1]
+            first_broken = self._groups[v][e.group][1]
             if first_broken is not None:
                 return str(first_broken)
         return u
 
     def _update(self, v: str, e: _In, status: Edge) -> Verdict:
-        sl = self._slots[v]
         if e.group is not None:
-            g = sl.groups[e.group]
+            g = self._groups[v][e.group]
             if g[2] is not None:  # the group already has its winner
                 return Verdict.WAIT
             g[0] -= 1
@@ -315,8 +344,9 @@ class Readiness:
             return Verdict.CANCEL
         if status is Edge.INACTIVE:
             return Verdict.SKIP
-        sl.pending -= 1
-        return Verdict.WAIT if sl.pending else Verdict.READY
+        left = self._pending[v] - 1
+        self._pending[v] = left
+        return Verdict.WAIT if left else Verdict.READY
 
     def cancel(self) -> list[str]:
         """The user cancelled the run: every step without an outcome is CANCELLED (returned).

@@ -132,6 +132,9 @@ class WorkflowSchema:
     policies: tuple[dict[str, Any], ...] = field(default=())
 
     def __reduce__(self) -> tuple[Any, ...]:
+        ref = self.__dict__.get("_shipped_from")
+        if ref is not None:  # a worker's copy of a schema its kernel shipped: named, not sent back
+            return _shipped_schema, ref
         # Steps and edges as plain tuples (the C pickler's fast path; a name or
         # fingerprint shared by many steps is one object, pickled once), with the
         # structure key when known: a 1M-step schema crosses a pipe in a second.
@@ -344,6 +347,44 @@ def edge_schema(source: str, target: str, action: str, group: str | None) -> Edg
     return obj
 
 
+#: The schemas this process shipped to its workers, by (workflow id, version, structure key):
+#: a worker's registration names them instead of sending a million steps back.
+_SHIPPED: dict[tuple[str, str, str], WorkflowSchema] = {}
+
+
+def remember_shipped(schema: WorkflowSchema) -> tuple[str, str, str]:
+    """Keep ``schema`` as shipped from this process; returns the reference a worker's copy sends back.
+
+    Examples
+    --------
+    >>> import pickle
+    >>> s = WorkflowSchema("w", steps=(StepSchema("a"),))
+    >>> ref = remember_shipped(s)
+    >>> copy = pickle.loads(pickle.dumps(s))  # as a worker receives it
+    >>> refer_to_shipped(copy, ref)
+    >>> pickle.loads(pickle.dumps(copy)) is s  # sent back: the kernel's own object
+    True
+    """
+    ref = (schema.workflow_id, schema.version, schema.structure_key())
+    _SHIPPED[ref] = schema
+    return ref
+
+
+def refer_to_shipped(schema: WorkflowSchema, ref: tuple[str, str, str]) -> None:
+    """Mark a worker's copy of a shipped schema: pickled, it becomes the reference ``ref``."""
+    _set(schema, "_shipped_from", ref)
+
+
+def _shipped_schema(workflow_id: str, version: str, key: str) -> WorkflowSchema:
+    try:
+        return _SHIPPED[(workflow_id, version, key)]
+    except KeyError:
+        raise LookupError(
+            f"workflow {workflow_id!r} version {version!r} (structure {key[:12]}) was not shipped from this "
+            "process: a worker's schema travels by reference only back to the kernel that shipped it"
+        ) from None
+
+
 def _rebuild_schema(workflow_id: str, version: str, steps: list[tuple[Any, ...]],
                     edges: list[tuple[Any, ...]], outputs: tuple[str, ...], name: str,
                     policies: tuple[dict[str, Any], ...], key: str | None) -> WorkflowSchema:
@@ -359,5 +400,7 @@ __all__ = [
     "WorkflowSchema",
     "edge_schema",
     "key_digest",
+    "refer_to_shipped",
+    "remember_shipped",
     "step_schema",
 ]

@@ -199,6 +199,26 @@ def _targets(obj: Any) -> list[Step]:
     raise TypeError(f"can only chain to a Step or a group of steps, not {type(obj).__name__}")
 
 
+_SCAN = 8  # lists up to this long are scanned for a repeat; longer ones get a set of keys
+
+
+def _edge_key(edge: tuple[Any, str, str | None]) -> tuple[int, str, str | None]:
+    return (id(edge[0]), edge[1], edge[2])
+
+
+def _has(items: list[Any], d: dict[str, Any], name: str, key: Any, key_of: Callable[[Any], Any]) -> bool:
+    """Whether ``items`` holds an item whose ``key_of`` is ``key``; records ``key`` when it does not."""
+    seen = d.get(name)
+    if seen is None:
+        if len(items) < _SCAN:
+            return any(key_of(x) == key for x in items)
+        seen = d[name] = {key_of(x) for x in items}
+    if key in seen:
+        return True
+    seen.add(key)
+    return False
+
+
 class Step:
     """A unit of work. Subclass it and implement :meth:`run_step`.
 
@@ -269,17 +289,21 @@ class Step:
             raise TypeError(f"can only chain to a Step, not {type(target).__name__}")
         if not isinstance(action, str) or not action:
             raise ValueError(f"an action must be a non-empty string, not {action!r}")
-        # Sets of ids beside the lists make a repeated edge an O(1) no-op
-        # (a 1→100,000 fan-out would otherwise scan its edges per edge).
-        key = (id(target), action, group)
-        seen = self.__dict__.setdefault("_edge_keys", set())
-        if key not in seen:
-            seen.add(key)
-            self.edges.append((target, action, group))
-            sources = target.__dict__.setdefault("_incoming_ids", set())
-            if id(self) not in sources:
-                sources.add(id(self))
-                target.__dict__.setdefault("_incoming", []).append(self)
+        # A repeated edge is a no-op, found in O(1): a short list is scanned, a
+        # long one gets a set of ids beside it (a 1→100,000 fan-out would
+        # otherwise scan its edges per edge; a set per step would cost ~200 bytes).
+        d = self.__dict__
+        edges = d.get("_edges")
+        if edges is None:
+            edges = d["_edges"] = []
+        if not _has(edges, d, "_edge_keys", (id(target), action, group), _edge_key):
+            edges.append((target, action, group))
+            t = target.__dict__
+            incoming = t.get("_incoming")
+            if incoming is None:
+                incoming = t["_incoming"] = []
+            if not _has(incoming, t, "_incoming_ids", id(self), id):
+                incoming.append(self)
 
     def __rshift__(self, other: Step | StepGroup) -> Any:
         for target in _targets(other):

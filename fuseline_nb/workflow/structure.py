@@ -12,7 +12,7 @@ Examples
 >>> _ = (a - "right") >> c
 >>> s = build([b])
 >>> s.order, s.edges[("a", "c")], s.branching
-(['a', 'b', 'c'], [('right',), None], True)
+(['a', 'b', 'c'], (('right',), None), True)
 """
 
 from __future__ import annotations
@@ -28,14 +28,21 @@ from .steps import Step
 #: ``json.dumps(body, sort_keys=True)`` (the same text) without the circularity check.
 _ENCODE = json.JSONEncoder(sort_keys=True, check_circular=False).encode
 
-#: An edge's facts: ``[actions, group]`` (a list: OR groups are renamed in place).
-Edge = list[Any]
+#: An edge's facts: ``(actions, group)``.
+Edge = tuple[tuple[str, ...], "str | None"]
+#: The plain edge (``a >> b``), one object shared by all of them.
+PLAIN: Edge = ((DEFAULT_ACTION,), None)
+
+
+def edge(action: str, group: str | None) -> Edge:
+    """The facts of an edge taken on ``action``, in OR group ``group`` (the plain one shared)."""
+    return PLAIN if group is None and action == DEFAULT_ACTION else ((action,), group)
 
 
 class Structure:
     """What :func:`build` finds; the :class:`~fuseline_nb.Workflow` keeps it.
 
-    ``edges`` maps ``(source, target)`` to ``[actions, group]``; ``deps`` and
+    ``edges`` maps ``(source, target)`` to ``(actions, group)``; ``deps`` and
     ``group_param`` hold, for the steps that have ``Depends(...)``
     parameters only, each parameter's source steps and OR-group id;
     ``branching`` says whether any edge carries an action other than
@@ -51,7 +58,7 @@ class Structure:
     (['one'], ['one'], True)
     """
 
-    __slots__ = ("acyclic", "branching", "deps", "edges", "group_param", "order", "output_names",
+    __slots__ = ("_sorted", "acyclic", "branching", "deps", "edges", "group_param", "order", "output_names",
                  "shapes", "steps")
 
     def __init__(self, steps: dict[str, Step], order: list[str], edges: dict[tuple[str, str], Edge] | None,
@@ -66,6 +73,7 @@ class Structure:
         self.output_names = output_names
         self.branching = branching
         self.acyclic = acyclic
+        self._sorted: list[tuple[tuple[str, str], Edge]] | None = None
 
     def structure_key(self) -> str:
         """:meth:`WorkflowSchema.structure_key` of this structure (the same digest).
@@ -92,7 +100,9 @@ class Structure:
         """``edges`` sorted by ``(source, target)``."""
         edges = self.edges
         assert edges is not None  # packing.complete() remakes them
-        return [(uv, edges[uv]) for uv in sorted(edges)]
+        if self._sorted is None or len(self._sorted) != len(edges):  # the key and the schema both read it
+            self._sorted = [(uv, edges[uv]) for uv in sorted(edges)]
+        return self._sorted
 
     def key_edges(self) -> list[tuple[str, str, str, str]]:
         """The edges of the structure key: ``(source, target, action, group or "")``, sorted."""
@@ -172,9 +182,9 @@ def build(outputs: list[Step]) -> Structure:
             v = names[id(t)]
             e = edges.get((u, v))
             if e is None:
-                edges[(u, v)] = [(action,), group]
+                edges[(u, v)] = edge(action, group)
             elif action not in e[0]:
-                e[0] = (*e[0], action)
+                edges[(u, v)] = ((*e[0], action), e[1])
             if group is not None:
                 raw_groups.add(group)
             if action != DEFAULT_ACTION:
@@ -199,9 +209,9 @@ def build(outputs: list[Step]) -> Structure:
             for u in src_names:
                 e = edges.get((u, v))
                 if e is None:
-                    edges[(u, v)] = [(DEFAULT_ACTION,), group]
+                    edges[(u, v)] = edge(DEFAULT_ACTION, group)
                 elif group is not None:
-                    e[1] = group
+                    edges[(u, v)] = (e[0], group)
     return Structure(by_name, order, edges, dep_names, group_param, shapes,
                      [names[id(o)] for o in outputs], branching, acyclic)
 
@@ -222,7 +232,7 @@ def _name_groups(edges: dict[tuple[str, str], Edge], raw_groups: set[str]) -> No
                 members[key] = f"{v}:any({','.join(inside)})"
             canonical[(u, v)] = members[key]
     for uv, group in canonical.items():
-        edges[uv][1] = group
+        edges[uv] = (edges[uv][0], group)
 
 
-__all__ = ["Structure", "build"]
+__all__ = ["Structure", "build", "edge"]

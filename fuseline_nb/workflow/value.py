@@ -45,69 +45,27 @@ True
 
 from __future__ import annotations
 
-import base64
-import binascii
-import html
-import itertools
 import json
 import math
 import pickle
-import reprlib
 from typing import Annotated, Any, Final
 
 import cloudpickle
-import xxhash
 
 from ..errors import ValueLoadError
-from ..limits import depth_error
+from ._previews import _SCALARS, PREVIEW_CHARS, RICH_ROWS, rich_preview, text_preview
 from .datafingerprint import data_fingerprint
 
-#: Longest :func:`preview` text, in characters.
-PREVIEW_CHARS: Final = 200
-#: Rows a rich preview shows.
-RICH_ROWS: Final = 5
 #: Values pickled larger than this get no text preview (their repr may be slow), tables and arrays excepted.
 PREVIEW_MAX_BYTES: Final = 1_000_000
 #: Values pickled larger than this get no ``json`` text (walking them is not worth it).
 JSON_MAX_BYTES: Final = 65_536
 
-_SCALARS: Final = frozenset({type(None), bool, int, float, complex, str, bytes})
 _MAX_JSON_INT: Final = 2**53
 _MAX_DEPTH: Final = 64
 _NOT_LOADED: Final = object()
 _to_json = json.JSONEncoder().encode  # json.dumps without its per-call keyword handling
 _json_str = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
-class _Repr(reprlib.Repr):
-    """``reprlib.Repr`` that keeps a dict's own key order (reprlib sorts keys; ``repr`` does not)."""
-
-    def repr_dict(self, x: dict[Any, Any], level: int) -> str:
-        if not x:
-            return "{}"
-        if level <= 0:
-            return "{...}"
-        pieces = [f"{self.repr1(k, level - 1)}: {self.repr1(v, level - 1)}"
-                  for k, v in itertools.islice(x.items(), self.maxdict)]
-        if len(x) > self.maxdict:
-            pieces.append("...")
-        return "{" + ", ".join(pieces) + "}"
-
-    def repr_instance(self, x: Any, level: int) -> str:
-        try:
-            s = repr(x)
-        except Exception as exc:  # reprlib would say '<X instance at 0x...>': say why instead
-            return f"<{type(x).__name__} object: no preview, repr failed with {type(exc).__name__}>"
-        if len(s) > self.maxother:
-            i = max(0, (self.maxother - 3) // 2)
-            j = max(0, self.maxother - 3 - i)
-            s = s[:i] + "..." + s[len(s) - j:]
-        return s
-
-
-_REPR = _Repr()
-_REPR.maxstring = _REPR.maxother = PREVIEW_CHARS
-_REPR.maxlist = _REPR.maxtuple = _REPR.maxset = _REPR.maxdict = 40
-
-
 def _utf8(text: str) -> bool:
     try:
         text.encode("utf-8")
@@ -137,12 +95,7 @@ def preview(value: Any, limit: int = PREVIEW_CHARS) -> str:
     if value.__class__ is Value:
         text = value.preview
         return text if len(text) <= limit else text[: limit - 1] + "…"
-    try:
-        text = repr(value) if type(value) in _SCALARS and not isinstance(value, str | bytes) \
-            else _REPR.repr(value)
-    except Exception as exc:  # a user __repr__ may raise; a preview must not, and says so
-        text = f"<{type(value).__name__} object: no preview, repr failed with {type(exc).__name__}>"
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return text_preview(value, limit)
 
 
 def _plain_json(v: Any, depth: int = 0) -> bool:
@@ -178,19 +131,6 @@ def _scalar_json(obj: Any) -> str:
     return _json_str(obj)  # type: ignore[no-any-return]
 
 
-def _kind(obj: Any) -> str | None:
-    """``"numpy"``, ``"pandas"``, ``"arrow"`` or ``None``, without importing any of them."""
-    module = type(obj).__module__ or ""
-    name = type(obj).__name__
-    if module.startswith("pandas") and name in ("DataFrame", "Series"):
-        return "pandas"
-    if module == "numpy" and name == "ndarray":
-        return "numpy"
-    if module.startswith("pyarrow") and name in ("Table", "RecordBatch"):
-        return "arrow"
-    return None
-
-
 _BUILTIN_CONTAINERS: Final = frozenset({dict, list, tuple, set, frozenset})
 
 
@@ -217,46 +157,6 @@ def dumps(obj: Any) -> bytes:
     if _builtin_only(obj):  # ten times quicker than cloudpickle, and the same bytes
         return pickle.dumps(obj, protocol=5)
     return cloudpickle.dumps(obj, protocol=5)
-
-
-def _html_table(header: list[str], rows: list[list[Any]]) -> str:
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(preview(x, 60))}</td>" for x in r) + "</tr>"
-                   for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def rich_preview(obj: Any) -> dict[str, Any] | None:
-    """Shape, dtypes and the first rows as HTML of an array or table; ``None`` for other values.
-
-    Examples
-    --------
-    >>> rich_preview([1, 2]) is None
-    True
-    """
-    kind = _kind(obj)
-    try:
-        if kind == "pandas":
-            head = obj.head(RICH_ROWS)
-            dtypes = {str(obj.name): str(obj.dtype)} if obj.ndim == 1 else \
-                {str(c): str(d) for c, d in obj.dtypes.items()}
-            return {"shape": list(obj.shape), "dtypes": dtypes,
-                    "html": head.to_frame().to_html(max_cols=20) if obj.ndim == 1 else head.to_html(max_cols=20)}
-        if kind == "numpy":
-            rows = obj[:RICH_ROWS].tolist() if obj.ndim else [obj.tolist()]
-            rows = [r if isinstance(r, list) else [r] for r in rows]
-            width = len(rows[0]) if rows else 0
-            return {"shape": list(obj.shape), "dtypes": {"": str(obj.dtype)},
-                    "html": _html_table([str(i) for i in range(width)], [r[:20] for r in rows])}
-        if kind == "arrow":
-            names = list(obj.schema.names)
-            head = obj.slice(0, RICH_ROWS).to_pylist()
-            return {"shape": [obj.num_rows, obj.num_columns],
-                    "dtypes": {n: str(obj.schema.field(n).type) for n in names},
-                    "html": _html_table(names[:20], [[r[n] for n in names[:20]] for r in head])}
-    except Exception:  # a rich preview is a courtesy; the text preview is always there
-        return None
-    return None
 
 
 class Value:
@@ -288,7 +188,7 @@ class Value:
     (1, 2)
     """
 
-    __slots__ = ("_obj", "data", "fingerprint", "json", "origin", "preview", "rich", "type_name")
+    __slots__ = ("__weakref__", "_obj", "data", "fingerprint", "json", "origin", "preview", "rich", "type_name")
 
     def __init__(self, data: bytes, fingerprint: str, preview: str = "", type_name: str = "",
                  rich: dict[str, Any] | None = None, json: str | None = None) -> None:
@@ -407,82 +307,10 @@ class Value:
 
     @classmethod
     def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> Any:
-        """How a value crosses JSON (the HTTP edge validates messages with pydantic): see :func:`_wire_schema`."""
-        return _wire_schema()
+        """How a value crosses JSON (the HTTP edge validates messages with pydantic): see :mod:`._value_wire`."""
+        from ._value_wire import wire_schema
 
-
-def _refused(why: str) -> Exception:
-    from pydantic_core import PydanticCustomError
-
-    return PydanticCustomError("invalid_value", why)
-
-
-def _from_wire(d: dict[str, Any]) -> Value:
-    if d["kind"] == "json":  # a client that is not Python: plain JSON, so pickling it runs no code
-        if (err := depth_error(d.get("value"), "value")) is not None:
-            raise _refused(err)
-        return Value.of(d.get("value"))
-    try:
-        data = base64.b64decode(d["data"], validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise _refused(f"data is not valid base64 ({exc})") from None
-    return Value(data, d.get("fingerprint") or xxhash.xxh3_128_hexdigest(data), d.get("preview", ""),
-                 d.get("type_name", ""), d.get("rich"), d.get("json_text"))
-
-
-def _kept(v: Any, validate: Any) -> Value:
-    return v if v.__class__ is Value else validate(v)  # type: ignore[no-any-return]
-
-
-def _to_wire(v: Any) -> dict[str, Any]:
-    if v is None:  # a step that returned None: the broker keeps it as it is
-        return _NONE_WIRE
-    v = Value.of(v)  # a direct caller's object becomes a value here
-    return _wire_dict(v)
-
-
-def _wire_dict(v: Value) -> dict[str, Any]:
-    return {"kind": "pickle", "data": base64.b64encode(v.data).decode("ascii"), "preview": v.preview,
-            "type_name": v.type_name, "fingerprint": v.fingerprint, "rich": v.rich, "json_text": v.json}
-
-
-_NONE_WIRE: Final = _wire_dict(Value.of(None))
-
-
-def _wire_schema() -> Any:
-    """The pydantic core schema of a :class:`Value` in JSON.
-
-    ``{"kind": "pickle", "data": <base64 pickle>, "preview", "type_name",
-    "fingerprint", "rich", "json_text"}``: the bytes and facts, made a
-    closed Value on arrival (nothing is unpickled). A client that is not
-    Python may send ``{"kind": "json", "value": ...}`` instead.
-    """
-    from pydantic_core import core_schema as cs
-
-    def text(n: int) -> Any:
-        return cs.str_schema(max_length=n)
-
-    pickled = cs.typed_dict_schema({
-        "kind": cs.typed_dict_field(cs.literal_schema(["pickle"])),
-        "data": cs.typed_dict_field(cs.str_schema(metadata={"pydantic_js_updates": {"contentEncoding": "base64"}})),
-        "preview": cs.typed_dict_field(text(4096), required=False),
-        "type_name": cs.typed_dict_field(text(512), required=False),
-        "fingerprint": cs.typed_dict_field(text(128), required=False),
-        "rich": cs.typed_dict_field(cs.nullable_schema(cs.dict_schema(cs.str_schema(), cs.any_schema())),
-                                    required=False),
-        "json_text": cs.typed_dict_field(cs.nullable_schema(text(1_000_000)), required=False),
-    }, extra_behavior="forbid", ref="PickledValue")
-    plain = cs.typed_dict_schema({
-        "kind": cs.typed_dict_field(cs.literal_schema(["json"])),
-        "value": cs.typed_dict_field(cs.any_schema(), required=False),
-    }, extra_behavior="forbid", ref="JsonValue")
-    wire = cs.no_info_after_validator_function(
-        _from_wire, cs.tagged_union_schema({"pickle": pickled, "json": plain}, "kind"))
-    return cs.json_or_python_schema(
-        json_schema=wire,
-        python_schema=cs.no_info_wrap_validator_function(_kept, wire),
-        serialization=cs.plain_serializer_function_ser_schema(_to_wire, return_schema=pickled),
-    )
+        return wire_schema()
 
 
 class _OnTheWire:
@@ -563,5 +391,5 @@ def opened(value: Any) -> Any:
     return value.load() if value.__class__ is Value else value
 
 
-__all__ = ["PREVIEW_CHARS", "PREVIEW_MAX_BYTES", "MaybeValue", "MaybeValues", "Value", "dumps", "opened", "opened_all", "preview", "rich_preview",
+__all__ = ["PREVIEW_CHARS", "PREVIEW_MAX_BYTES", "RICH_ROWS", "MaybeValue", "MaybeValues", "Value", "dumps", "opened", "opened_all", "preview", "rich_preview",
            "values_of"]

@@ -28,7 +28,8 @@ import pyarrow.compute as pc
 from ...limits import TIME_MAX, TIME_MIN, safe_repr, safe_str, safe_text
 from ...workflow.events import Event
 from ...workflow.schema import WorkflowSchema
-from ._duckdb_rows import ResultRow, StepRow, inputs_columns, result_row, split_error, to_json
+from ._duckdb_files import FILE_BYTES
+from ._duckdb_rows import StepRow, inputs_columns, result_row, split_error, to_json
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +55,10 @@ _SCHEMAS = {
                               ("started_at", _F), ("finished_at", _F), ("recovered", pa.bool_()), ("error", _S), ("traceback", _S),
                               ("error_type", _S), ("error_message", _S), ("result_preview", _S),
                               ("result_pickle", _B), ("result_bytes", pa.int64()),
-                              ("result_fingerprint", _S), ("result_type", _S), ("result_rich", _S)]),
+                              ("result_fingerprint", _S), ("result_type", _S), ("result_rich", _S), ("result_file", _S)]),
     "batch_results": pa.schema([("run_id", _S), ("step", _S), ("result_preview", _S),
                                 ("result_pickle", _B), ("result_bytes", pa.int64()),
-                                ("result_fingerprint", _S), ("result_type", _S), ("result_rich", _S)]),
+                                ("result_fingerprint", _S), ("result_type", _S), ("result_rich", _S), ("result_file", _S)]),
     "batch_events": pa.schema([("run_id", _S), ("seq", _I), ("at", _F), ("step", _S), ("kind", _S),
                                ("state", _S), ("worker", _S), ("attempt", _I), ("detail_json", _S)]),
     "batch_finals": pa.schema([("run_id", _S), ("state", _S), ("finished_at", _F)]),
@@ -138,14 +139,17 @@ class Batch:
                *(e.run_id for e in self.events)}
         return sorted(ids, key=str)
 
-    def arrow_tables(self, unpicklable: dict[tuple[str, str], Any]) -> dict[str, pa.Table]:
+    def arrow_tables(self, unpicklable: dict[tuple[str, str], Any],
+                     spill: Callable[[tuple[str, str], bytes], str] | None = None) -> dict[str, pa.Table]:
         """One Arrow table per non-empty part, named as the write statements expect.
 
         A result rides with its step's row, and a run's end with its creation,
         when both are in this batch (fewer statements: each costs ~1 ms). The
         big parts are built column by column: no tuple per row, so the flusher
         makes little garbage for the collector. Results that cannot be pickled
-        are put in ``unpicklable`` instead.
+        are put in ``unpicklable`` instead; a result pickled bigger than
+        ``FILE_BYTES`` goes to ``spill(key, bytes)``, which writes it to a file
+        and names it (see :mod:`._duckdb_files`).
         """
         columns: dict[str, list[Any]] = {}
         if self.workflows:
@@ -156,19 +160,19 @@ class Batch:
             runs = []
             for run_id, (wf, version, inputs, created) in self.runs.items():
                 state, finished = finals.pop(run_id, ("RUNNING", None))
-                text, blob = inputs_columns(run_id, inputs)
+                text, blob = inputs_columns(run_id, inputs, None if self.safe else spill)
                 runs.append((run_id, wf, version, state, text, None if self.safe else blob, created, finished))
             columns["batch_runs"] = _transpose(runs)
         results = dict(self.results)
         if self.steps:
             keys, rows = list(self.steps), list(self.steps.values())
             errors = [split_error(e) if e is not None else _NO_ERROR for (*_, e, _tb) in rows]
-            stored = [self._result(key, results.pop(key), unpicklable) if key in results else _NO_RESULT
+            stored = [self._result(key, results.pop(key), unpicklable, spill) if key in results else _NO_RESULT
                       for key in keys]
             columns["batch_steps"] = [*zip(*keys, strict=True), *zip(*rows, strict=True),
                                       *zip(*errors, strict=True), *zip(*stored, strict=True)]
         if results:
-            stored = [self._result(key, value, unpicklable) for key, value in results.items()]
+            stored = [self._result(key, value, unpicklable, spill) for key, value in results.items()]
             columns["batch_results"] = [*zip(*results, strict=True), *zip(*stored, strict=True)]
         if self.events:
             ev = self.events
@@ -182,14 +186,16 @@ class Batch:
             columns["batch_finals"] = _transpose([(run_id, state, at) for run_id, (state, at) in finals.items()])
         return {name: _table(name, cols, self.safe) for name, cols in columns.items()}
 
-    def _result(self, key: tuple[str, str], value: Any,
-                unpicklable: dict[tuple[str, str], Any]) -> ResultRow:
-        stored = result_row(key, value)
-        if self.safe and stored[1] is not None:  # the safe form keeps the preview, the value in memory
-            stored = (stored[0], None, None, None, stored[4], None)
-        if stored[1] is None:
+    def _result(self, key: tuple[str, str], value: Any, unpicklable: dict[tuple[str, str], Any],
+                spill: Callable[[tuple[str, str], bytes], str] | None) -> StoredResult:
+        preview_text, blob, size, fp, type_name, rich = result_row(key, value)
+        if self.safe and blob is not None:  # the safe form keeps the preview, the value in memory
+            blob = size = fp = rich = None
+        if blob is None:
             unpicklable[key] = value
-        return stored
+        elif spill is not None and len(blob) > FILE_BYTES:
+            return preview_text, None, size, fp, type_name, rich, spill(key, blob)
+        return preview_text, blob, size, fp, type_name, rich, None
 
 
 def write_apart(write: Callable[[Batch], None], batch: Batch, first: Exception, path: str) -> Batch | None:
@@ -236,8 +242,10 @@ def write_apart(write: Callable[[Batch], None], batch: Batch, first: Exception, 
     return None
 
 
+#: Stored result columns: a ``ResultRow`` and the name of the file holding big bytes (else None).
+StoredResult = tuple[str | None, bytes | None, int | None, str | None, str | None, str | None, str | None]
 _NO_ERROR: tuple[None, None] = (None, None)
-_NO_RESULT: ResultRow = (None, None, None, None, None, None)
+_NO_RESULT: StoredResult = (None, None, None, None, None, None, None)
 
 
 def _transpose(rows: list[tuple[Any, ...]]) -> list[Any]:

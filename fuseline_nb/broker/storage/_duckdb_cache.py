@@ -60,7 +60,8 @@ DELETE: Final = "DELETE FROM fl_cache WHERE key IN (SELECT key FROM batch_cache_
 MARK: Final = "INSERT OR REPLACE INTO fl_cached_steps SELECT run_id, step, cached_from FROM batch_cached_steps"
 SELECT_CACHED: Final = "SELECT step, cached_from FROM fl_cached_steps WHERE run_id = ?"
 SELECT_RESULTS: Final = """
-SELECT p.key, s.result_pickle, s.result_fingerprint, s.result_preview, s.result_type, s.result_rich
+SELECT p.key, s.result_pickle, s.result_fingerprint, s.result_preview, s.result_type, s.result_rich,
+    s.result_file
 FROM batch_cache_wanted p
 LEFT JOIN fl_steps s ON s.run_id = p.run_id AND s.step = p.step
 """
@@ -101,7 +102,7 @@ class DuckDBCacheStore:
         wanted = pa.table({"key": [e.key for e in found], "run_id": [e.run_id for e in found],
                            "step": [e.step for e in found]})
         rows = self._with_table("batch_cache_wanted", wanted, SELECT_RESULTS, fetch=True)
-        stored = {row[0]: row[1:] for row in rows}
+        stored = {row[0]: self._storage._with_bytes(row[1:], f"cache entry {row[0]}") for row in rows}
         for entry in found:
             row = stored.get(entry.key)
             blob = row[0] if row is not None else None

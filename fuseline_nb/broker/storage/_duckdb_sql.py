@@ -13,9 +13,9 @@ same statements. This module only holds text; ``duckdb.py`` runs it.
 Examples
 --------
 >>> CURRENT_VERSION
-5
+6
 >>> sorted(MIGRATIONS)
-[1, 2, 3, 4]
+[1, 2, 3, 4, 5]
 >>> [name for name, _ in VIEWS]
 ['workflows', 'runs', 'steps', 'events']
 """
@@ -25,7 +25,7 @@ from __future__ import annotations
 from typing import Final
 
 #: The schema version this code writes.
-CURRENT_VERSION: Final = 5
+CURRENT_VERSION: Final = 6
 
 TABLE_NAMES: Final = """
 SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'
@@ -90,6 +90,9 @@ MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
             workflow_id VARCHAR NOT NULL, version VARCHAR NOT NULL, definition BLOB NOT NULL,
             stored_at DOUBLE, PRIMARY KEY (workflow_id, version))""",
     ),
+    # 5 -> 6: a result bigger than _duckdb_files.FILE_BYTES lives in a file beside the history
+    # (DuckDB holds a big BLOB several times over while inserting it); the row names the file.
+    5: ("ALTER TABLE fl_steps ADD COLUMN result_file VARCHAR",),
 }
 
 #: The documented views, (name, SELECT), recreated on every open.
@@ -128,7 +131,7 @@ STEP_COLUMNS: Final = (
     "started_at", "finished_at", "recovered", "error", "traceback", "error_type", "error_message",
 )
 RESULT_COLUMNS: Final = ("result_preview", "result_pickle", "result_bytes", "result_fingerprint",
-                         "result_type", "result_rich")
+                         "result_type", "result_rich", "result_file")
 # A batch row carries a result only when the step's result arrived in that batch
 # (the preview is never NULL then); otherwise the stored result stays.
 UPSERT_STEPS: Final = (
@@ -142,7 +145,7 @@ UPSERT_STEPS: Final = (
 UPDATE_RESULTS: Final = """
 UPDATE fl_steps SET result_preview = b.result_preview, result_pickle = b.result_pickle,
     result_bytes = b.result_bytes, result_fingerprint = b.result_fingerprint,
-    result_type = b.result_type, result_rich = b.result_rich
+    result_type = b.result_type, result_rich = b.result_rich, result_file = b.result_file
 FROM batch_results b WHERE fl_steps.run_id = b.run_id AND fl_steps.step = b.step
 """
 INSERT_EVENTS: Final = """
@@ -177,13 +180,13 @@ ORDER BY created_at, rowid
 """
 RUN_EXISTS: Final = "SELECT count(*) FROM fl_runs WHERE run_id = ?"
 SELECT_STEPS: Final = """
-SELECT step, result_pickle, result_fingerprint, result_preview, result_type, result_rich,
+SELECT step, result_pickle, result_fingerprint, result_preview, result_type, result_rich, result_file,
     state, attempts, worker, error, traceback, action, skip_reason, queued_at, started_at, finished_at,
     coalesce(recovered, false)
 FROM fl_steps WHERE run_id = ? ORDER BY rowid
 """
 SELECT_RESULT: Final = """
-SELECT result_pickle, result_fingerprint, result_preview, result_type, result_rich
+SELECT result_pickle, result_fingerprint, result_preview, result_type, result_rich, result_file
 FROM fl_steps WHERE run_id = ? AND step = ?
 """
 SELECT_INPUTS: Final = "SELECT inputs_json, inputs_pickle FROM fl_runs WHERE run_id = ?"

@@ -47,21 +47,24 @@ from ...errors import (
 )
 from ...limits import safe_str
 from ...workflow.events import Event
-from ...workflow.runinfo import RunInfo, StepInfo
+from ...workflow.runinfo import StepInfo
 from ...workflow.schema import WorkflowSchema
 from ...workflow.status import Status
+from ...workflow.value import Value
 from . import _duckdb_sql as Q
 from ._duckdb_batch import Batch, write_apart
-from ._duckdb_cache import SELECT_CACHED, DuckDBCacheStore
+from ._duckdb_cache import DuckDBCacheStore
+from ._duckdb_files import FILE_BYTES, ValueFiles
 from ._duckdb_life import claim, flush_loop, release, track, translate
 from ._duckdb_open import check_read_only, migrate, refuse_foreign
-from ._duckdb_rows import event_of, load_inputs, result_value, run_info, step_info, step_row
+from ._duckdb_reads import HistoryReads
+from ._duckdb_rows import step_row
 from .base import RuntimeStorage
 
 log = logging.getLogger(__name__)
 
 
-class DuckDBRuntimeStorage(RuntimeStorage):
+class DuckDBRuntimeStorage(HistoryReads, RuntimeStorage):
     """Runs, steps, results and events in a DuckDB file (or ``":memory:"``).
 
     Parameters
@@ -106,6 +109,10 @@ class DuckDBRuntimeStorage(RuntimeStorage):
         self._unpicklable: dict[tuple[str, str], Any] = {}
         self._workflows: dict[tuple[str, str], WorkflowSchema] = {}
         self._cache: DuckDBCacheStore | None = None
+        self._files = None if self.path == ":memory:" else ValueFiles(self.path)  # big results
+        # big results still held in this process (by a run, a report, the notebook): read back as
+        # themselves, not read from their file again (a copy each time)
+        self._big: weakref.WeakValueDictionary[tuple[str, str], Value] = weakref.WeakValueDictionary()
         try:
             refuse_foreign(self.path)
             self._con = self._db(duckdb.connect, self.path)
@@ -238,6 +245,8 @@ class DuckDBRuntimeStorage(RuntimeStorage):
             self._require(run_id)
         with self._buf_lock:
             self._batch.results[(run_id, step)] = result
+        if result.__class__ is Value and result.size > FILE_BYTES:
+            self._big[(run_id, step)] = result
 
     def record_event(self, event: Event) -> None:
         if event.run_id not in self._known:
@@ -295,7 +304,7 @@ class DuckDBRuntimeStorage(RuntimeStorage):
                 raise
 
     def _write(self, batch: Batch) -> None:
-        tables = batch.arrow_tables(self._unpicklable)
+        tables = batch.arrow_tables(self._unpicklable, None if self._files is None else self._files.write)
         # one script, one call: each call into duckdb releases and retakes the GIL, and
         # retaking it from a busy broker thread can wait a whole switch interval
         script = ";\n".join(["BEGIN TRANSACTION", *(sql for name, sql in Q.WRITE_ORDER if name in tables),
@@ -314,51 +323,13 @@ class DuckDBRuntimeStorage(RuntimeStorage):
             for name in tables:
                 self._db(self._con.unregister, name)
 
-    # -- reading (flush first, so reads see every change) ------------------------------------
-    def load_run(self, run_id: str) -> RunInfo | None:
-        self.flush()
-        rows = self._execute(Q.SELECT_RUN, [run_id])
-        if not rows:
-            return None
-        info = run_info(rows[0])
-        for row in self._execute(Q.SELECT_STEPS, [run_id]):
-            info.steps[row[0]] = step_info(row[6:], self._result(run_id, row[0], row[1:6]))
-        for step, source in self._execute(SELECT_CACHED, [run_id]):
-            if step in info.steps:
-                info.steps[step].cached, info.steps[step].cached_from = True, source
-        return info
-
+    # -- reading: see HistoryReads (flush first, so reads see every change) ----------------
     def cache_store(self) -> DuckDBCacheStore:
         """The result cache kept in this file (table ``fl_cache``, view ``cache``)."""
         self._check_open()
         if self._cache is None:
             self._cache = DuckDBCacheStore(self)
         return self._cache
-
-    def list_runs(self) -> list[RunInfo]:
-        self.flush()
-        return [run_info(row) for row in self._execute(Q.SELECT_RUNS)]
-
-    def unfinished_runs(self) -> list[str]:
-        self.flush()
-        return [run_id for (run_id,) in self._execute(Q.SELECT_UNFINISHED)]
-
-    def events(self, run_id: str) -> list[Event]:
-        self._require(run_id)
-        self.flush()
-        return [event_of(row) for row in self._execute(Q.SELECT_EVENTS, [run_id])]
-
-    def get_result(self, run_id: str, step: str) -> Any:
-        self._require(run_id)
-        self.flush()
-        rows = self._execute(Q.SELECT_RESULT, [run_id, step])
-        return self._result(run_id, step, rows[0] if rows else None)
-
-    def get_inputs(self, run_id: str) -> dict[str, Any]:
-        self._require(run_id)
-        self.flush()
-        text, blob = self._execute(Q.SELECT_INPUTS, [run_id])[0]
-        return load_inputs(text, blob)
 
     def sql(self, query: str, params: Any = None) -> duckdb.DuckDBPyRelation:
         """Run ``query`` over the history (after a flush); return a DuckDB relation.
@@ -378,13 +349,6 @@ class DuckDBRuntimeStorage(RuntimeStorage):
             if self._reader is None:
                 self._reader = self._db(self._con.cursor)
         return self._db(self._reader.sql, query, params=params)
-
-    def _result(self, run_id: str, step: str, row: tuple[Any, ...] | None) -> Any:
-        if row is None or row[0] is None:
-            return self._unpicklable.get((run_id, step))
-        value = result_value(*row)
-        value.origin = f"the result of step {step!r} of run {run_id}"
-        return value
 
     # -- lifecycle ---------------------------------------------------------------------------
     def close(self) -> None:

@@ -25,10 +25,11 @@ from .base import RuntimeStorage
 
 
 class _Run:
-    __slots__ = ("events", "info", "queue", "queued", "results")
+    __slots__ = ("events", "info", "order", "queue", "queued", "results")
 
-    def __init__(self, info: RunInfo) -> None:
-        self.info = info
+    def __init__(self, info: RunInfo, order: list[str]) -> None:
+        self.info = info  # its steps hold the saved records; a step never saved is PENDING
+        self.order = order
         self.queue: deque[str] = deque()
         self.queued: set[str] = set()
         self.results: dict[str, Any] = {}
@@ -72,9 +73,8 @@ class MemoryRuntimeStorage(RuntimeStorage):
                    steps: Iterable[str], created_at: float) -> None:
         if self._closed:
             raise StorageClosedError("storage is closed")
-        info = RunInfo(run_id, workflow_id, Status.RUNNING, {s: StepInfo() for s in steps},
-                       version, dict(inputs), created_at)
-        self._runs[run_id] = _Run(info)
+        info = RunInfo(run_id, workflow_id, Status.RUNNING, {}, version, dict(inputs), created_at)
+        self._runs[run_id] = _Run(info, list(steps))
 
     # The per-step methods look the run up inline (a broker calls them ~9 times a step);
     # _run() raises the errors for a closed storage or an unknown run.
@@ -123,9 +123,10 @@ class MemoryRuntimeStorage(RuntimeStorage):
             return None
         run = self._run(run_id)
         info = copy.copy(run.info)
-        info.steps = {n: copy.copy(s) for n, s in run.info.steps.items()}
+        saved, results = run.info.steps, run.results
+        info.steps = {n: copy.copy(saved[n]) if n in saved else StepInfo() for n in run.order}
         for n, s in info.steps.items():
-            s.result = run.results.get(n)
+            s.result = results.get(n)
         return info
 
     def list_runs(self) -> list[RunInfo]:

@@ -1,0 +1,79 @@
+"""Resume a stored unfinished run: rebuild its live state from what the storage kept.
+
+A broker that finds unfinished runs in its storage (a reopened DuckDB file)
+resumes them: finished steps keep their outcomes (fed to the rules in the
+order they finished), the skips and cancels those imply are recorded if the
+storage had not seen them, and every step that was queued or running is
+queued again. Like the other transitions, :func:`resume` changes the
+:class:`~fuseline_nb.broker.state.LiveState` and returns the effects.
+
+Examples
+--------
+>>> from fuseline_nb import FunctionStep, Workflow, Status
+>>> from fuseline_nb.broker.state import Compiled, LiveState
+>>> from fuseline_nb.workflow.runinfo import RunInfo, StepInfo
+>>> st = LiveState(lease_seconds=60.0)
+>>> c = Compiled(Workflow(outputs=[FunctionStep(lambda: 1, name="one")], workflow_id="w").to_schema())
+>>> info = RunInfo("r1", "w", Status.RUNNING, {"one": StepInfo(Status.RUNNING, attempts=1)}, created_at=0.0)
+>>> fx = resume(st, c, info, last_seq=2, now=5.0)
+>>> [w[0] for w in fx.writes], st.runs["r1"].seq
+(['enqueue', 'save_step'], 3)
+"""
+
+from __future__ import annotations
+
+import logging
+
+from ..workflow.rules import Outcome
+from ..workflow.runinfo import RunInfo
+from ..workflow.status import SKIP_CONDITION, Status
+from ..workflow.value import Value, values_of
+from .state import Compiled, LiveRun, LiveState, succeeded
+from .transitions import Effects, enqueue, finish_run, record_derived
+
+log = logging.getLogger(__name__)
+
+
+def resume(st: LiveState, compiled: Compiled, info: RunInfo, last_seq: int, now: float) -> Effects:
+    """Make the stored run ``info`` live again (its events continue after ``last_seq``)."""
+    fx = Effects()
+    run = LiveRun(info.run_id, compiled, values_of(info.input_values), info.created_at or now)
+    st.runs[run.run_id] = run
+    st.active.setdefault(run.key, {})[run.run_id] = None
+    run.seq = last_seq
+    known = compiled.plan.incoming
+    for name, stored in info.steps.items():
+        if name in known:
+            run.infos[name] = stored
+    tracker = run.tracker
+    tracker.start()
+    primary = [
+        (s.finished_at or 0.0, n) for n, s in info.steps.items()
+        if s.state in (Status.SUCCEEDED, Status.FAILED)
+        or (s.state is Status.SKIPPED and s.skip_reason == SKIP_CONDITION)
+    ]
+    for _, name in sorted(primary):
+        s = run.info(name)
+        if s.state is Status.SUCCEEDED:
+            run.results[name] = s.value if s.value is None or s.value.__class__ is Value else Value.of(s.value)
+            outcome = succeeded(s.action or "default")
+        elif s.state is Status.FAILED:
+            outcome = Outcome.failed()
+        else:
+            outcome = Outcome.skipped_by_condition()
+        # ready steps are queued below, all at once; derived skips/cancels are
+        # recorded now (only those the storage had not seen yet)
+        record_derived(run, tracker.finish(name, outcome), now, fx)
+    if tracker.done:
+        finish_run(st, run, now, fx)
+        return fx
+    pending = [n for n in compiled.plan.order if n in tracker.decided and n not in tracker.outcomes]
+    for n in pending:
+        pending_info = run.info(n)
+        pending_info.state, pending_info.worker = Status.PENDING, None
+    log.info("resuming run %s: %d step(s) queued again", run.run_id, len(pending))
+    enqueue(run, pending, now, fx)
+    return fx
+
+
+__all__ = ["resume"]

@@ -1,0 +1,160 @@
+"""Requests from worker processes, as the kernel's channel server reads and answers them.
+
+:class:`Requests` is the half of :class:`~fuseline_nb.worker.server.ChannelServer`
+that turns a message from a worker's pipe into a broker call and a reply:
+reading frames (:meth:`Requests._readable`), the handler of each request
+kind (:data:`~fuseline_nb.worker.channel.REQUEST_KINDS`), and sending the
+answer. Handing out assignments, parking and the loop itself stay in the
+server.
+
+Examples
+--------
+>>> from fuseline_nb.worker.channel import REQUEST_KINDS
+>>> "report_and_get" in REQUEST_KINDS
+True
+"""
+
+from __future__ import annotations
+
+import logging
+import selectors
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ..broker.base import StepReport
+from ..broker.clients import BrokerClient
+from .channel import PROTOCOL_VERSION, REQUEST_KINDS, decode
+from .endpoint import Endpoint, Reply, Supervisor
+from .latency import send
+
+log = logging.getLogger(__name__)
+
+
+class Requests:
+    """What the channel server does with each request (a mixin of :class:`ChannelServer`)."""
+
+    client: BrokerClient
+    supervisor: Supervisor
+    names: dict[str, str]
+    _sel: selectors.BaseSelector
+    _handlers: dict[str, Callable[..., Reply]]
+
+    if TYPE_CHECKING:  # the server's own (handing out work, tracking reports, closing a pipe)
+        def _offer(self, ep: Endpoint, kind: str, worker_id: str | None, wait: bool) -> Reply: ...
+        def _take_report(self, ep: Endpoint, worker_id: str, report: StepReport) -> None: ...
+        def remove(self, ep: Endpoint) -> None: ...
+
+    def handlers(self) -> dict[str, Callable[..., Reply]]:
+        """The handler of each request kind: ``handler(endpoint, *args) -> reply`` (``None``: no reply now)."""
+        handlers: dict[str, Callable[..., Reply]] = {
+            "hello": self._hello, "load_error": self._load_error,
+            "register_worker": self._register, "unregister_worker": self._unregister,
+            "get_step": self._get, "report_and_get": self._report_and_get,
+            "report_step": self._report_only, "report": self._report_oneway,
+            "keep_alive": self._keep_alive,
+            "dispatch_workflow": self._dispatch,
+            "list_workers": lambda ep: ("ok", self.client.list_workers()),
+            "list_workflows": lambda ep: ("ok", self.client.list_workflows()),
+            "get_run": lambda ep, run_id: ("ok", self.client.get_run(run_id)),
+            "list_runs": lambda ep: ("ok", self.client.list_runs()),
+            "status": lambda ep: ("ok", self.client.status()),
+        }
+        assert set(handlers) == set(REQUEST_KINDS)
+        return handlers
+
+    def _readable(self, ep: Endpoint) -> bool:
+        try:
+            frames = ep.reader.read()
+        except (EOFError, OSError):  # the process is going away; its sentinel follows
+            try:
+                self._sel.unregister(ep.conn)
+            except (KeyError, ValueError):
+                pass
+            return False
+        frames.reverse()
+        while frames:  # each frame handed over: freed once decoded (a big result is not held twice)
+            self._handle(ep, frames.pop())
+        return True
+
+    def _handle(self, ep: Endpoint, frame: bytes) -> None:
+        try:
+            kind, args = decode(frame)
+            del frame  # the message's bytes: the decoded value has its own copy
+            handler = self._handlers.get(kind)
+            if handler is None:
+                raise ValueError(f"unknown message kind: {kind!r} (must be one of {list(REQUEST_KINDS)})")
+            reply = handler(ep, *args)
+        except Exception as exc:  # the worker gets the broker's error as a value
+            reply = ("error", type(exc).__name__, str(exc))
+        if reply is not None:
+            self._send(ep, reply)
+
+    def _send(self, ep: Endpoint, reply: tuple[Any, ...]) -> None:
+        try:
+            send(ep.conn, reply)
+        except (OSError, ValueError):  # the process died; its sentinel tells the pool
+            pass
+
+    def _died(self, ep: Endpoint) -> None:
+        while not ep.conn.closed and self._poll(ep):  # a report sent just before dying still counts
+            if not self._readable(ep):
+                break
+        self.remove(ep)
+        self.supervisor.on_exit(ep)
+
+    @staticmethod
+    def _poll(ep: Endpoint) -> bool:
+        try:
+            return bool(ep.conn.poll())
+        except (OSError, EOFError):
+            return False
+
+    def _hello(self, ep: Endpoint, pid: int, version: int) -> Reply:
+        if version != PROTOCOL_VERSION:
+            raise ValueError(f"worker speaks channel protocol {version!r}, the kernel {PROTOCOL_VERSION}")
+        ep.pid = int(pid)
+        return self._offer(ep, "hello", None, True)
+
+    def _load_error(self, ep: Endpoint, text: str) -> Reply:
+        self.supervisor.on_load_error(ep, text)
+        return ("ok", None)
+
+    def _register(self, ep: Endpoint, schemas: Any, name: str | None) -> Reply:
+        wid = self.client.register_worker(schemas, name)
+        old, ep.worker_id = ep.worker_id, wid
+        self.names[wid] = ep.label
+        if old is not None and old != wid:  # re-registered with more workflows
+            self.client.unregister_worker(old)
+        return ("ok", wid)
+
+    def _unregister(self, ep: Endpoint, worker_id: str) -> Reply:
+        self.client.unregister_worker(worker_id)
+        return ("ok", None)
+
+    def _get(self, ep: Endpoint, worker_id: str, wait: bool) -> Reply:
+        return self._offer(ep, "get_step", worker_id, wait)
+
+    def _report_and_get(self, ep: Endpoint, worker_id: str, report: StepReport, wait: bool) -> Reply:
+        self._take_report(ep, worker_id, report)
+        return self._offer(ep, "get_step", worker_id, wait)
+
+    def _report_oneway(self, ep: Endpoint, worker_id: str, report: StepReport) -> Reply:
+        try:
+            self._take_report(ep, worker_id, report)
+        except Exception as exc:  # nobody waits for an answer: log it, as ProcessEngine would
+            log.warning("report from worker %s refused: %s", ep.label, exc)
+        return None
+
+    def _report_only(self, ep: Endpoint, worker_id: str, report: StepReport) -> Reply:
+        self._take_report(ep, worker_id, report)
+        return ("ok", None)
+
+    def _keep_alive(self, ep: Endpoint, worker_id: str) -> Reply:
+        self.client.keep_alive(worker_id)
+        return ("ok", None)
+
+    def _dispatch(self, ep: Endpoint, schema: Any, inputs: Any) -> Reply:
+        return ("ok", self.client.dispatch_workflow(schema, inputs))
+
+
+__all__ = ["Requests"]

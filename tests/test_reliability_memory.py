@@ -101,6 +101,33 @@ def test_a_big_result_whose_file_is_gone_is_named(tmp_path, caplog) -> None:
                r.getMessage() for r in caplog.records), [r.getMessage() for r in caplog.records]
 
 
+def test_a_big_input_goes_to_a_file_too_and_is_not_pickled_again(tmp_path) -> None:
+    path = tmp_path / "h.duckdb"
+    size = 4 * FILE_BYTES
+    big, small = Value.of(os.urandom(size)), Value.of({"n": 1})
+    with DuckDBRuntimeStorage(path) as st:
+        st.create_run("r0", "wf", "1", {"small": small}, ["s"], created_at=0.0)
+        st.flush()  # warm: the first flush imports and caches what every flush uses
+        st.create_run("r1", "wf", "1", {"big": big, "small": small}, ["s"], created_at=0.0)
+        tracemalloc.start()
+        try:
+            st.flush()
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert peak < 0.5 * size, f"writing the run's inputs made Python copies of {peak / size:.2f}x the input"
+        (stored,) = st._execute("SELECT octet_length(inputs_pickle) FROM fl_runs WHERE run_id = 'r1'")[0]
+        assert stored < 10_000  # the bytes are in the folder, not in the file
+        assert [f.read_bytes() == big.data for f in (tmp_path / "h.duckdb.values").iterdir()] == [True]
+        assert st.sql("SELECT inputs_json FROM runs WHERE run_id = 'r1'").fetchall()[0][0].startswith('{"big": "<')
+    with DuckDBRuntimeStorage(path) as st:
+        inputs = st.load_run("r1").input_values
+        assert inputs["big"] == big and inputs["big"].fingerprint == big.fingerprint
+        assert inputs["small"].load() == {"n": 1}
+        assert st.get_inputs("r1")["big"].load() == big.load()
+        assert st.list_runs()[1].inputs["big"] == big.load()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("case", ["memory", "duckdb", "reopen"])
 def test_the_kernel_peaks_at_about_twice_a_big_result(tmp_path, case) -> None:

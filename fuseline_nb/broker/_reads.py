@@ -24,7 +24,7 @@ from ..workflow.schema import WorkflowSchema
 from ..workflow.status import Status
 from . import leases
 from .cache import CacheStore, CacheView, MemoryCacheStore
-from .state import Assignment, LiveState, copy_info
+from .state import Assignment, LiveState, Worker, copy_info
 from .storage.base import RuntimeStorage
 
 
@@ -44,6 +44,11 @@ class HistoryReads:
     _closed: bool
     _cache_store: CacheStore | None
     _clock: Callable[[], float]
+
+    @property
+    def _workers(self) -> dict[str, Worker]:
+        """Fuseline's ``broker._workers`` (worker id -> its record), for code written against Fuseline."""
+        return self._state.workers
 
     def held_by(self, worker_id: str) -> list[Assignment]:
         """What ``worker_id`` holds, in hand-out order (a worker process runs the first): the broker's record.

@@ -136,6 +136,8 @@ class StorageBroker(HistoryReads, Broker):
             "cache_hit": lambda key, at: self.cache_store.hit(key, at),
             "cache_mark": lambda run_id, step, source: self.cache_store.mark_cached(run_id, step, source),
         }
+        self._lookup: Callable[[list[str]], dict[str, tuple[CacheEntry, Any]]] = \
+            lambda keys: self.cache_store.lookup(keys)
         for schema in s.list_workflows():
             register(self._state, schema)  # known already: nothing to write
         for run_id in s.unfinished_runs():
@@ -170,9 +172,6 @@ class StorageBroker(HistoryReads, Broker):
                     record(e)
         if self._state.ending:
             self._state.ending.clear()  # their run_finished is out: read them from the storage now
-
-    def _lookup(self, keys: list[str]) -> dict[str, tuple[CacheEntry, Any]]:
-        return self.cache_store.lookup(keys)
 
     # -- workflows and workers -----------------------------------------------------
     def _register(self, schema: WorkflowSchema) -> Any:
@@ -352,11 +351,6 @@ class StorageBroker(HistoryReads, Broker):
     def _store(self) -> FuselineStoreView:
         """Fuseline's ``broker._store`` calls, keyed by (workflow, instance, step)."""
         return FuselineStoreView(self)
-
-    @property
-    def _workers(self) -> dict[str, Worker]:
-        """Fuseline's ``broker._workers`` (worker id -> its record), for code written against Fuseline."""
-        return self._state.workers
 
     def _check_open(self) -> None:
         if self._closed:

@@ -160,7 +160,7 @@ class Batch:
             runs = []
             for run_id, (wf, version, inputs, created) in self.runs.items():
                 state, finished = finals.pop(run_id, ("RUNNING", None))
-                text, blob = inputs_columns(run_id, inputs)
+                text, blob = inputs_columns(run_id, inputs, None if self.safe else spill)
                 runs.append((run_id, wf, version, state, text, None if self.safe else blob, created, finished))
             columns["batch_runs"] = _transpose(runs)
         results = dict(self.results)

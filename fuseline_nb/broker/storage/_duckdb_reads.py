@@ -41,7 +41,7 @@ class HistoryReads:
         rows = self._execute(Q.SELECT_RUN, [run_id])
         if not rows:
             return None
-        info = run_info(rows[0])
+        info = run_info(rows[0], self._read)
         for row in self._execute(Q.SELECT_STEPS, [run_id]):
             info.steps[row[0]] = step_info(row[7:], self._result(run_id, row[0], row[1:7]))
         for step, source in self._execute(SELECT_CACHED, [run_id]):
@@ -51,7 +51,7 @@ class HistoryReads:
 
     def list_runs(self) -> list[RunInfo]:
         self.flush()
-        return [run_info(row) for row in self._execute(Q.SELECT_RUNS)]
+        return [run_info(row, self._read) for row in self._execute(Q.SELECT_RUNS)]
 
     def unfinished_runs(self) -> list[str]:
         self.flush()
@@ -72,7 +72,12 @@ class HistoryReads:
         self._require(run_id)
         self.flush()
         text, blob = self._execute(Q.SELECT_INPUTS, [run_id])[0]
-        return load_inputs(text, blob)
+        return load_inputs(text, blob, self._read)
+
+    @property
+    def _read(self) -> Callable[[str], bytes] | None:
+        """How big inputs kept beside the history are read (``None`` for ``:memory:``)."""
+        return None if self._files is None else self._files.read
 
     def _result(self, run_id: str, step: str, row: tuple[Any, ...] | None) -> Any:
         if row is None or (row[0] is None and row[5] is None):

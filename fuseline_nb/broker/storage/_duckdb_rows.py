@@ -21,6 +21,7 @@ import json
 import logging
 import pickle
 import re
+from collections.abc import Callable
 from typing import Any
 
 import xxhash
@@ -30,6 +31,7 @@ from ...workflow.events import Event
 from ...workflow.runinfo import RunInfo, StepInfo
 from ...workflow.status import Status
 from ...workflow.value import Value, preview
+from ._duckdb_files import FILE_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -113,10 +115,43 @@ def result_value(blob: bytes, fingerprint: str | None, preview_text: str | None,
     return Value(blob, fp, preview_text or "", type_name or "", None if rich is None else json.loads(rich))
 
 
-def inputs_columns(run_id: str, inputs: dict[str, Any]) -> tuple[str, bytes | None]:
+class StoredInput:
+    """In the inputs pickle, a big input kept in a file beside the history (see ``_duckdb_files``).
+
+    Examples
+    --------
+    >>> StoredInput("ab.pickle", Value.of(b"x")).value(lambda name: pickle.dumps(b"x")).load()
+    b'x'
+    """
+
+    __slots__ = ("facts", "name")
+
+    def __init__(self, name: str, value: Value) -> None:
+        self.name = name
+        self.facts = (value.fingerprint, value.preview, value.type_name, value.rich, value.json)
+
+    def value(self, read: Callable[[str], bytes]) -> Value:
+        """The input's :class:`Value`, its bytes read by ``read(name)``."""
+        return Value(read(self.name), *self.facts)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_stored_input, (self.name, self.facts))
+
+
+def _stored_input(name: str, facts: tuple[Any, ...]) -> StoredInput:
+    ref = StoredInput.__new__(StoredInput)
+    ref.name, ref.facts = name, facts
+    return ref
+
+
+def inputs_columns(run_id: str, inputs: dict[str, Any],
+                   spill: Callable[[tuple[str, str], bytes], str] | None = None) -> tuple[str, bytes | None]:
     """(JSON text, pickle) of a run's inputs (:class:`Value` s, written closed).
 
     The text shows a plain-JSON input as itself and any other as its preview.
+    An input pickled bigger than ``FILE_BYTES`` goes to ``spill((run_id,
+    "input:" + name), bytes)`` when given (a file beside the history); the
+    pickle holds a :class:`StoredInput` naming it.
 
     Examples
     --------
@@ -131,10 +166,15 @@ def inputs_columns(run_id: str, inputs: dict[str, Any]) -> tuple[str, bytes | No
         return to_json(inputs), None
     parts = [f"{json.dumps(str(k))}: {v.json if v.json is not None else json.dumps(v.preview)}"
              for k, v in sorted(values.items(), key=lambda kv: str(kv[0]))]
-    return "{" + ", ".join(parts) + "}", pickle.dumps(values, protocol=5)
+    kept: dict[str, Any] = values
+    if spill is not None and any(v.size > FILE_BYTES for v in values.values()):
+        kept = {k: StoredInput(spill((run_id, f"input:{k}"), v.data), v) if v.size > FILE_BYTES else v
+                for k, v in values.items()}
+    return "{" + ", ".join(parts) + "}", pickle.dumps(kept, protocol=5)
 
 
-def load_inputs(text: str | None, blob: bytes | None) -> dict[str, Any]:
+def load_inputs(text: str | None, blob: bytes | None,
+                read: Callable[[str], bytes] | None = None) -> dict[str, Any]:
     """The inputs back from :func:`inputs_columns` output: :class:`Value` s, closed.
 
     Files written before values were kept closed hold the objects' pickle;
@@ -149,9 +189,21 @@ def load_inputs(text: str | None, blob: bytes | None) -> dict[str, Any]:
     """
     if blob is not None:
         try:
-            return pickle.loads(blob)  # type: ignore[no-any-return]
+            inputs = pickle.loads(blob)
         except Exception as exc:  # e.g. an old file's class this process cannot import
             log.warning("stored inputs cannot be unpickled here (%s): returning their JSON text", exc)
+        else:
+            for k, v in inputs.items():
+                if v.__class__ is StoredInput:
+                    try:
+                        if read is None:
+                            raise OSError("no folder of big values for this history")
+                        inputs[k] = v.value(read)
+                    except OSError as exc:
+                        log.warning("input %r is lost: its file %s is gone (%s); keep the folder of big "
+                                    "values with the history file", k, v.name, exc)
+                        inputs[k] = None
+            return inputs  # type: ignore[no-any-return]
     return json.loads(text) if text else {}
 
 
@@ -182,7 +234,7 @@ def _short_repr(value: Any) -> str:
             f"<{type(value).__name__} that cannot be shown>"
 
 
-def run_info(row: tuple[Any, ...]) -> RunInfo:
+def run_info(row: tuple[Any, ...], read: Callable[[str], bytes] | None = None) -> RunInfo:
     """A :class:`RunInfo` (without its steps) from a ``SELECT_RUN(S)`` row; inputs closed.
 
     Examples
@@ -191,7 +243,7 @@ def run_info(row: tuple[Any, ...]) -> RunInfo:
     {'x': 1}
     """
     run_id, wf, version, state, text, blob, created, finished = row
-    return RunInfo(run_id, wf, Status(state), {}, version, load_inputs(text, blob), created, finished)
+    return RunInfo(run_id, wf, Status(state), {}, version, load_inputs(text, blob, read), created, finished)
 
 
 def event_of(row: tuple[Any, ...]) -> Event:

@@ -528,8 +528,8 @@ class Run:
         return self.info().state
 
     def done(self) -> bool:
-        """Whether the run has ended."""
-        return self.info().done
+        """Whether the run has ended (a question about the run: no copy of every step's record)."""
+        return self._final is not None or not self._live()
 
     def cancel(self, reason: str | None = None) -> bool:
         """Cancel this run (see :meth:`Session.cancel`); ``False`` when it had already ended.

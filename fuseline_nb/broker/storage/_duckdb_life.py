@@ -103,18 +103,40 @@ def release(key: str | None, storage: Any) -> None:
             del _OPEN[key]
 
 
+_WARMED = threading.Event()  # pyarrow's lazy imports are paid in this process
+_warming: list[threading.Thread] = []  # the flusher thread paying them, while it does
+
+
 def _warm_up() -> None:
     """Pay pyarrow's lazy imports (it imports pandas on first use, > 1 s on a busy machine) now.
 
     Otherwise the first flush pays them, and a broker killed within that time
-    after its first dispatch leaves a file without the run.
+    after its first dispatch leaves a file without the run. Once per process.
     """
+    if _WARMED.is_set():
+        return
+    _warming.append(threading.current_thread())
     try:
         import pyarrow as pa
 
         pa.array([0]), pa.array(["x"])
     except Exception:  # the first real flush will say what is wrong
         log.debug("pyarrow warm-up failed", exc_info=True)
+    finally:
+        _WARMED.set()
+        _warming.clear()
+
+
+def wait_warm(timeout: float = 60.0) -> None:
+    """Wait (in any thread but the one warming up) until pyarrow's imports are done.
+
+    A DuckDB call imports modules too: made while a flusher thread imports
+    pandas, it waits on that import's lock from inside DuckDB, and a Ctrl-C
+    landing there is swallowed by DuckDB and can leave the import lock
+    broken (the CLI then hung). Waiting here, outside DuckDB, avoids both.
+    """
+    if _warming and not _WARMED.is_set() and threading.current_thread() not in _warming:
+        _WARMED.wait(timeout)
 
 
 def flush_loop(ref: weakref.ref[Any], wake: threading.Event, stop: threading.Event) -> None:

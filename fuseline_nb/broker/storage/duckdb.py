@@ -55,7 +55,7 @@ from . import _duckdb_sql as Q
 from ._duckdb_batch import Batch, write_apart
 from ._duckdb_cache import DuckDBCacheStore
 from ._duckdb_files import FILE_BYTES, ValueFiles
-from ._duckdb_life import claim, flush_loop, release, track, translate
+from ._duckdb_life import claim, flush_loop, release, track, translate, wait_warm
 from ._duckdb_open import check_read_only, migrate, refuse_foreign
 from ._duckdb_reads import HistoryReads
 from ._duckdb_rows import step_row
@@ -142,6 +142,7 @@ class DuckDBRuntimeStorage(HistoryReads, RuntimeStorage):
         interrupted')``; it leaves here as the ``KeyboardInterrupt`` it was, so no
         ``except Exception`` on the way swallows the user's Ctrl-C.
         """
+        wait_warm()  # never call into DuckDB while another thread imports what DuckDB imports
         try:
             return fn(*args, **kw)
         except duckdb.Error as exc:

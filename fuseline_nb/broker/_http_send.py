@@ -34,6 +34,7 @@ from ..errors import (
     UnknownWorkerError,
     UnknownWorkflowError,
 )
+from ._http_conn import KeepAliveTransport
 
 log = logging.getLogger("fuseline_nb.broker.http_client")
 
@@ -167,7 +168,9 @@ class Sender:
         self._urls: dict[str, httpx.URL] = {}
         # The transport seam itself (a keep-alive connection pool), not httpx.Client: the client
         # layer (auth flows, redirects, cookies, hooks) costs more CPU than a step here.
-        self.transport = transport if transport is not None else one_write_transport()
+        if transport is None:
+            transport = KeepAliveTransport() if base_url.startswith("http://") else one_write_transport()
+        self.transport = transport
 
     def send(self, method: str, path: str, body: Any = None, *, params: dict[str, Any] | None = None,
              extra_timeout: float = 0.0) -> httpx.Response:

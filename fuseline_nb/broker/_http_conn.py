@@ -34,6 +34,7 @@ from __future__ import annotations
 import select
 import socket
 import threading
+from typing import Any
 
 import httpx
 
@@ -125,7 +126,7 @@ class _Conn:
         return status, headers, body, keep
 
     def _chunks(self, buf: bytes) -> tuple[bytes, bytes]:
-        pieces = []
+        pieces: list[bytes] = []
         while True:
             while (eol := buf.find(b"\r\n")) < 0:
                 buf += self._more()
@@ -172,6 +173,25 @@ class KeepAliveTransport(httpx.BaseTransport):
                 conn.sock.close()
         return None
 
+    @staticmethod
+    def _exchange(conn: _Conn, data: bytes, request: httpx.Request,
+                  timeouts: dict[str, Any]) -> tuple[int, list[tuple[bytes, bytes]], bytes, bool]:
+        """Send ``data`` on ``conn`` and read the answer; on a failure the socket is closed."""
+        try:
+            conn.sock.settimeout(timeouts.get("read"))
+            conn.sock.sendall(data)
+            return conn.read_answer(request.method == "HEAD")
+        except httpx.RemoteProtocolError:
+            conn.sock.close()
+            raise
+        except TimeoutError as exc:
+            conn.sock.close()
+            raise httpx.ReadTimeout(f"no answer from the broker service within {timeouts.get('read')}s",
+                                    request=request) from exc
+        except OSError as exc:
+            conn.sock.close()
+            raise httpx.ReadError(f"{exc}", request=request) from exc
+
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` on an idle connection (or a new one) in one write and read its answer."""
         timeouts = request.extensions.get("timeout", {})
@@ -187,33 +207,16 @@ class KeepAliveTransport(httpx.BaseTransport):
         head += [b"\r\n", body]
         data = b"".join(head)
         conn = self._idle_conn()
-        for again in (conn is not None, False):
-            if conn is None:
-                conn = self._connect(request, timeouts.get("connect"))
+        answer = None
+        if conn is not None:
             try:
-                conn.sock.settimeout(timeouts.get("read"))
-                conn.sock.sendall(data)
-                status, headers, content, keep = conn.read_answer(request.method == "HEAD")
-                break
-            except _Closed:
-                conn.sock.close()
-                if again:  # a reused connection the service closed meanwhile: once more on a new one
-                    conn = None
-                    continue
-                raise
-            except httpx.RemoteProtocolError:
-                conn.sock.close()
-                raise
-            except TimeoutError as exc:
-                conn.sock.close()
-                raise httpx.ReadTimeout(f"no answer from the broker service within {timeouts.get('read')}s",
-                                        request=request) from exc
-            except OSError as exc:
-                conn.sock.close()
-                if again:
-                    conn = None
-                    continue
-                raise httpx.ReadError(f"{exc}", request=request) from exc
+                answer = self._exchange(conn, data, request, timeouts)
+            except (_Closed, httpx.ReadError):  # a reused connection the service dropped: once more, anew
+                answer = None
+        if answer is None:
+            conn = self._connect(request, timeouts.get("connect"))
+            answer = self._exchange(conn, data, request, timeouts)
+        status, headers, content, keep = answer
         if keep and not self._closed:
             with self._lock:
                 self._idle.append(conn)

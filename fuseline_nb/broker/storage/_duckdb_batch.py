@@ -64,6 +64,8 @@ _SCHEMAS = {
     "batch_finals": pa.schema([("run_id", _S), ("state", _S), ("finished_at", _F)]),
 }
 
+_SCHEMAS["batch_new_steps"] = _SCHEMAS["batch_steps"]  # the steps of runs created in the same batch
+
 
 class Batch:
     """Changes not yet written: the latest record wins per run and per step."""
@@ -165,12 +167,19 @@ class Batch:
             columns["batch_runs"] = _transpose(runs)
         results = dict(self.results)
         if self.steps:
-            keys, rows = list(self.steps), list(self.steps.values())
-            errors = [split_error(e) if e is not None else _NO_ERROR for (*_, e, _tb) in rows]
-            stored = [self._result(key, results.pop(key), unpicklable, spill) if key in results else _NO_RESULT
-                      for key in keys]
-            columns["batch_steps"] = [*zip(*keys, strict=True), *zip(*rows, strict=True),
-                                      *zip(*errors, strict=True), *zip(*stored, strict=True)]
+            # the steps of a run created in this batch cannot be in the file yet: inserted, not upserted
+            parts: dict[str, list[tuple[tuple[str, str], StepRow]]] = {"batch_new_steps": [], "batch_steps": []}
+            for item in self.steps.items():
+                parts["batch_new_steps" if item[0][0] in self.runs else "batch_steps"].append(item)
+            for name, part in parts.items():
+                if not part:
+                    continue
+                keys, rows = [k for k, _ in part], [r for _, r in part]
+                errors = [split_error(e) if e is not None else _NO_ERROR for (*_, e, _tb) in rows]
+                stored = [self._result(key, results.pop(key), unpicklable, spill) if key in results
+                          else _NO_RESULT for key in keys]
+                columns[name] = [*zip(*keys, strict=True), *zip(*rows, strict=True),
+                                 *zip(*errors, strict=True), *zip(*stored, strict=True)]
         if results:
             stored = [self._result(key, value, unpicklable, spill) for key, value in results.items()]
             columns["batch_results"] = [*zip(*results, strict=True), *zip(*stored, strict=True)]

@@ -142,6 +142,12 @@ UPSERT_STEPS: Final = (
     + ", ".join(f"{c} = CASE WHEN excluded.result_preview IS NULL THEN fl_steps.{c} ELSE excluded.{c} END"
                 for c in RESULT_COLUMNS)
 )
+#: The steps of runs created in the same batch: none of them can be in the file yet, so a
+#: plain INSERT (~2 ms for hundreds of rows) instead of the upsert (~5 ms even for a few).
+INSERT_NEW_STEPS: Final = (
+    f"INSERT INTO fl_steps ({', '.join(STEP_COLUMNS + RESULT_COLUMNS)}) "
+    f"SELECT {', '.join(STEP_COLUMNS + RESULT_COLUMNS)} FROM batch_new_steps"
+)
 UPDATE_RESULTS: Final = """
 UPDATE fl_steps SET result_preview = b.result_preview, result_pickle = b.result_pickle,
     result_bytes = b.result_bytes, result_fingerprint = b.result_fingerprint,
@@ -199,6 +205,7 @@ FROM fl_events WHERE run_id = ? ORDER BY seq, rowid
 WRITE_ORDER: Final = (
     ("batch_workflows", INSERT_WORKFLOWS),
     ("batch_runs", INSERT_RUNS),
+    ("batch_new_steps", INSERT_NEW_STEPS),
     ("batch_steps", UPSERT_STEPS),
     ("batch_results", UPDATE_RESULTS),
     ("batch_events", INSERT_EVENTS),

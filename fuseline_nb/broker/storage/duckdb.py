@@ -55,7 +55,7 @@ from . import _duckdb_sql as Q
 from ._duckdb_batch import Batch, write_apart
 from ._duckdb_cache import DuckDBCacheStore
 from ._duckdb_files import FILE_BYTES, ValueFiles
-from ._duckdb_life import claim, flush_loop, release, track, translate, wait_warm
+from ._duckdb_life import claim, flush_loop, release, track, translate, wait_warm, will_warm_up
 from ._duckdb_open import check_read_only, migrate, refuse_foreign
 from ._duckdb_reads import HistoryReads
 from ._duckdb_rows import step_row
@@ -131,6 +131,7 @@ class DuckDBRuntimeStorage(HistoryReads, RuntimeStorage):
         self._stopping = False
         self._thread = threading.Thread(target=flush_loop, args=(weakref.ref(self), self._wake, self._stop),
                                         name=f"fuseline-duckdb-flush:{Path(self.path).name}", daemon=True)
+        will_warm_up(self._thread)
         self._thread.start()
         track(self)
 

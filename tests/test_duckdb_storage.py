@@ -135,6 +135,33 @@ class TestReadWrite:
             assert st.sql("SELECT step, result_preview FROM steps ORDER BY step").fetchall() == [
                 ("a", "'first'"), ("b", "[1]")]
 
+    def test_steps_are_written_whether_new_known_or_never_named(self, tmp_path):
+        # a flush inserts the steps of a run created in the same batch, updates the rows
+        # already in the file, and inserts the rows of steps no create_run named
+        path = tmp_path / "h.duckdb"
+        with DuckDBRuntimeStorage(path, flush_interval=3600) as st:
+            st.create_run("r1", "wf", "1", {}, ["a", "b"], created_at=0.0)
+            st.save_step("r1", "a", StepInfo(Status.RUNNING, attempts=1))
+            st.flush()
+            st.create_run("r2", "wf", "1", {}, ["a"], created_at=1.0)  # a new run beside a known one
+            st.save_step("r2", "a", StepInfo(Status.SUCCEEDED, attempts=1))
+            st.set_result("r2", "a", "two")
+            st.save_step("r1", "a", StepInfo(Status.SUCCEEDED, attempts=1))
+            st.set_result("r1", "a", "one")
+            st.save_step("r1", "extra", StepInfo(Status.SKIPPED, skip_reason="not named at create_run"))
+            st.flush()
+            st.save_step("r1", "a", StepInfo(Status.SUCCEEDED, attempts=2))  # the result stays
+        with DuckDBRuntimeStorage(path, flush_interval=3600) as st:
+            st.save_step("r1", "b", StepInfo(Status.FAILED, attempts=1, error="ValueError: x"))
+            st.save_step("r1", "late", StepInfo(Status.SKIPPED))  # a reopened file: rows of old runs
+            rows = st.sql("SELECT run_id, step, state, attempts, result_preview, error_type, skip_reason "
+                          "FROM steps ORDER BY run_id, step").fetchall()
+        assert rows == [("r1", "a", "SUCCEEDED", 2, "'one'", None, None),
+                        ("r1", "b", "FAILED", 1, None, "ValueError", None),
+                        ("r1", "extra", "SKIPPED", 0, None, None, "not named at create_run"),
+                        ("r1", "late", "SKIPPED", 0, None, None, None),
+                        ("r2", "a", "SUCCEEDED", 1, "'two'", None, None)]
+
     def test_a_failed_write_keeps_the_changes_for_the_next_flush(self):
         with DuckDBRuntimeStorage(flush_interval=3600) as st:
             st.create_run("r1", "wf", "1", {}, ["a"], created_at=0.0)

@@ -20,7 +20,8 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, TextIO
 
 from ..errors import FuselineError
@@ -235,8 +236,9 @@ def _drive(session: Any, wf: Workflow, inputs: dict[str, Any], args: argparse.Na
     names = session.pool.worker_names if session.pool is not None else dict
     progress = Progress(wf, out, tty=out.isatty())
     session.subscribe(progress.on_event)
-    run = session.submit(wf, inputs)
-    started.append(run)
+    with ctrl_c.deferred():  # a run is dispatched whole (then cancelled whole) or not at all
+        run = session.submit(wf, inputs)
+        started.append(run)
     progress.run_id = run.id
     out.write(f"running {wf.workflow_id!r} ({len(wf)} steps) on {args.workers} worker processes, "
               f"run {run.id}\n")
@@ -269,10 +271,22 @@ class _CtrlC:
 
     def __init__(self) -> None:
         self.pressed = False
+        self.deferring = False
 
     def __call__(self, signum: int, frame: Any) -> None:
         self.pressed = True
-        raise KeyboardInterrupt
+        if not self.deferring:
+            raise KeyboardInterrupt
+
+    @contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Hold a Ctrl-C back until the block is done (then raise it), so it never cuts a broker call in half."""
+        self.deferring = True
+        try:
+            yield
+        finally:
+            self.deferring = False
+        self.check()
 
     def check(self) -> None:
         """Raise ``KeyboardInterrupt`` if Ctrl-C was pressed (even if something swallowed it)."""

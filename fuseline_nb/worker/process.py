@@ -24,7 +24,8 @@ from .channel import ChannelClient, ChannelClosed, WorkflowBlob
 from .engine import ProcessEngine
 from .latency import spin_seconds
 from .shipping import load
-from .supervisor import release_sigint, watch_parent
+from .signals import release_sigint
+from .supervisor import watch_parent
 
 
 class _PoolEngine(ProcessEngine):

@@ -46,7 +46,8 @@ from typing import Any, cast
 from ..broker.base import StepAssignment
 from ..running.execute import StepOutcome
 from .engine import ProcessEngine
-from .supervisor import WorkerSupervisor, release_sigint, watch_parent
+from .signals import release_sigint
+from .supervisor import WorkerSupervisor, watch_parent
 
 log = logging.getLogger(__name__)
 

@@ -38,12 +38,9 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
-from multiprocessing import resource_tracker
+from collections.abc import Callable, Iterable
 from multiprocessing.connection import wait as wait_any
 from typing import Any, Protocol
 
@@ -51,6 +48,7 @@ from ..broker.base import StepReport
 from ..broker.clients import BrokerClient
 from ..errors import WorkerError
 from ..workflow.status import Status
+from .signals import sigint_held
 
 log = logging.getLogger(__name__)
 
@@ -311,78 +309,6 @@ class WorkerSupervisor:
         self._state = "stopped"
 
 
-@contextmanager
-def sigint_held() -> Iterator[None]:
-    """Start processes inside this block and they are born with Ctrl-C held back.
-
-    Ctrl-C in a terminal (or a kernel's interrupt of the process group) sends
-    SIGINT to every process of the group, workers included. A worker still
-    starting up (importing) would die of it with a ``KeyboardInterrupt``
-    traceback, and a start cut short in this process leaves a child reading
-    half its start-up data. The blocked signal mask is inherited through fork
-    and exec, so the new process keeps any SIGINT pending until it calls
-    :func:`release_sigint` with its own handler in place. In this process the
-    Ctrl-C is not lost: in the main thread it is raised as soon as the block
-    ends (by the handler that was there before).
-
-    Examples
-    --------
-    >>> import signal
-    >>> with sigint_held():
-    ...     signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, set())
-    True
-    >>> signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, set())
-    False
-    """
-    # multiprocessing starts its resource tracker with the first process and then UNBLOCKS SIGINT
-    # in the calling thread: have it running first, so the block below holds.
-    resource_tracker.ensure_running()
-    pressed: list[tuple[int, Any]] = []
-    handler: Any = None
-    if threading.current_thread() is threading.main_thread():
-        # Another thread may take the signal; Python then raises it here, in the main thread:
-        # hold that back too, so a start is never cut in half.
-        handler = signal.getsignal(signal.SIGINT)
-        if callable(handler):
-            signal.signal(signal.SIGINT, lambda signum, frame: pressed.append((signum, frame)))
-        else:
-            handler = None
-    try:
-        before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    except (AttributeError, OSError, ValueError):  # no signal masks here
-        before = {signal.SIGINT}
-    try:
-        yield
-    finally:
-        if signal.SIGINT not in before:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-        if handler is not None:
-            signal.signal(signal.SIGINT, handler)
-            if pressed:
-                handler(*pressed[0])  # the Ctrl-C, now (KeyboardInterrupt by default)
-
-
-def release_sigint() -> None:
-    """In a process started under :func:`sigint_held`: let SIGINT through (its handler is set by now).
-
-    A Ctrl-C that arrived while the process started is handled now, by the
-    handler the process installed (a pool worker ignores it; a
-    ``fuseline-nb worker`` process stops after its step).
-
-    Examples
-    --------
-    >>> import signal
-    >>> with sigint_held():
-    ...     release_sigint()
-    ...     signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, set())
-    False
-    """
-    try:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-    except (AttributeError, OSError, ValueError):
-        pass
-
-
 def watch_parent(parent_pid: int, gone: Callable[[], None], every: float = 0.5) -> None:
     """In a worker process: call ``gone()`` (from a daemon thread) once the parent ``parent_pid`` is gone.
 
@@ -398,4 +324,4 @@ def watch_parent(parent_pid: int, gone: Callable[[], None], every: float = 0.5) 
     threading.Thread(target=watch, name="fuseline-parent-watch", daemon=True).start()
 
 
-__all__ = ["Child", "Held", "WorkerSupervisor", "release_sigint", "sigint_held", "watch_parent"]
+__all__ = ["Child", "Held", "WorkerSupervisor", "watch_parent"]

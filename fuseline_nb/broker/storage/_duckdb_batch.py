@@ -64,6 +64,8 @@ _SCHEMAS = {
     "batch_finals": pa.schema([("run_id", _S), ("state", _S), ("finished_at", _F)]),
 }
 
+_SCHEMAS["batch_new_steps"] = _SCHEMAS["batch_steps"]  # the steps of runs created in the same batch
+
 
 class Batch:
     """Changes not yet written: the latest record wins per run and per step."""
@@ -165,12 +167,19 @@ class Batch:
             columns["batch_runs"] = _transpose(runs)
         results = dict(self.results)
         if self.steps:
-            keys, rows = list(self.steps), list(self.steps.values())
-            errors = [split_error(e) if e is not None else _NO_ERROR for (*_, e, _tb) in rows]
-            stored = [self._result(key, results.pop(key), unpicklable, spill) if key in results else _NO_RESULT
-                      for key in keys]
-            columns["batch_steps"] = [*zip(*keys, strict=True), *zip(*rows, strict=True),
-                                      *zip(*errors, strict=True), *zip(*stored, strict=True)]
+            # the steps of a run created in this batch cannot be in the file yet: inserted, not upserted
+            parts: dict[str, list[tuple[tuple[str, str], StepRow]]] = {"batch_new_steps": [], "batch_steps": []}
+            for item in self.steps.items():
+                parts["batch_new_steps" if item[0][0] in self.runs else "batch_steps"].append(item)
+            for name, part in parts.items():
+                if not part:
+                    continue
+                keys, rows = [k for k, _ in part], [r for _, r in part]
+                errors = [split_error(e) if e is not None else _NO_ERROR for (*_, e, _tb) in rows]
+                stored = [self._result(key, results.pop(key), unpicklable, spill) if key in results
+                          else _NO_RESULT for key in keys]
+                columns[name] = [*zip(*keys, strict=True), *zip(*rows, strict=True),
+                                 *zip(*errors, strict=True), *zip(*stored, strict=True)]
         if results:
             stored = [self._result(key, value, unpicklable, spill) for key, value in results.items()]
             columns["batch_results"] = [*zip(*results, strict=True), *zip(*stored, strict=True)]
@@ -258,6 +267,13 @@ def _table(name: str, columns: list[Any], safe: bool = False) -> pa.Table:
                                 schema=schema)
 
 
+def _times_inside(column: Any) -> bool:
+    try:
+        return all(v is None or TIME_MIN <= v <= TIME_MAX for v in column)
+    except Exception:  # a number Arrow took but Python cannot compare: Arrow decides
+        return False
+
+
 _INT32 = (-(2**31), 2**31 - 1)
 
 
@@ -273,8 +289,10 @@ def _array(table: str, field: pa.Field, column: Any, safe: bool) -> pa.Array:
         try:
             arr = pa.array(column, type=_F)
         except Exception:
-            arr = pa.array([v if type(v) in (int, float) else None for v in column], type=_F)
-        if field.name.endswith("at") and len(arr) and arr.null_count < len(arr):
+            column = [v if type(v) in (int, float) else None for v in column]
+            arr = pa.array(column, type=_F)
+        # checked in Python: four Arrow compute calls cost more than a pass over a batch's times
+        if field.name.endswith("at") and not _times_inside(column):
             inside = pc.and_(pc.greater_equal(arr, TIME_MIN), pc.less_equal(arr, TIME_MAX))
             if not pc.all(inside).as_py():  # NaN compares False: out too
                 required = field.name == "at"  # an event's time is NOT NULL: the earliest time instead

@@ -115,7 +115,8 @@ def _warm_up() -> None:
     """
     if _WARMED.is_set():
         return
-    _warming.append(threading.current_thread())
+    if threading.current_thread() not in _warming:
+        _warming.append(threading.current_thread())
     try:
         import pyarrow as pa
 
@@ -125,6 +126,13 @@ def _warm_up() -> None:
     finally:
         _WARMED.set()
         _warming.clear()
+
+
+def will_warm_up(thread: threading.Thread) -> None:
+    """Say, before starting it, that ``thread`` (a flusher) will pay the warm-up: others wait for it
+    from now on, not only once the thread got to run (a busy machine can start it late)."""
+    if not _WARMED.is_set():
+        _warming.append(thread)
 
 
 def wait_warm(timeout: float = 60.0) -> None:

@@ -90,6 +90,8 @@ def result_row(key: tuple[str, str], value: Any) -> ResultRow:
     >>> result_row(("r", "s"), b"x" * 2_000_000)[0].endswith("bytes: not previewed>")
     True
     """
+    if value is None:  # what most steps return: always the same columns, made once
+        return _NONE_ROW
     if value.__class__ is not Value:
         try:
             value = Value.of(value)
@@ -99,6 +101,9 @@ def result_row(key: tuple[str, str], value: Any) -> ResultRow:
             return preview(value), None, None, None, type(value).__name__, None
     rich = None if value.rich is None else json.dumps(value.rich)
     return value.preview, value.data, value.size, value.fingerprint, value.type_name, rich
+
+
+_NONE_ROW: ResultRow = result_row(("", ""), Value.of(None))
 
 
 def result_value(blob: bytes, fingerprint: str | None, preview_text: str | None, type_name: str | None,

@@ -206,11 +206,12 @@ class KeepAliveTransport(httpx.BaseTransport):
             head += [b"Content-Length: ", str(len(body)).encode(), b"\r\n"]
         head += [b"\r\n", body]
         data = b"".join(head)
-        conn = self._idle_conn()
+        reused = self._idle_conn()
         answer = None
-        if conn is not None:
+        if reused is not None:
             try:
-                answer = self._exchange(conn, data, request, timeouts)
+                answer = self._exchange(reused, data, request, timeouts)
+                conn = reused
             except (_Closed, httpx.ReadError):  # a reused connection the service dropped: once more, anew
                 answer = None
         if answer is None:

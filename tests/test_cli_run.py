@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,22 @@ from fuseline_nb.workflow.events import Event
 from fuseline_nb.workflow.status import Status
 
 EXE = Path(sys.executable).with_name("fuseline-nb")
+
+
+@pytest.fixture
+def groups() -> Iterator[list[subprocess.Popen[str]]]:
+    """Process groups a test starts: killed at its end whatever happened (a failed test leaves none)."""
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    import signal
+
+    for proc in started:
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.communicate(timeout=10)
 
 
 def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -109,7 +126,7 @@ def test_the_terminal_progress_redraws_one_coloured_line() -> None:
 
 
 @pytest.mark.slow
-def test_ctrl_c_cancels_the_run_and_stops_the_workers_at_once(tmp_path: Path) -> None:
+def test_ctrl_c_cancels_the_run_and_stops_the_workers_at_once(tmp_path: Path, groups: list) -> None:
     import signal
     import time
 
@@ -121,6 +138,7 @@ def test_ctrl_c_cancels_the_run_and_stops_the_workers_at_once(tmp_path: Path) ->
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
+    groups.append(proc)
     me = psutil.Process(proc.pid)
     assert proc.stdout is not None
     seen = []
@@ -174,7 +192,8 @@ def test_run_with_cache_reuses_the_results_of_the_last_invocation(tmp_path: Path
 
 @pytest.mark.slow
 @pytest.mark.parametrize("when", ["first child", "both workers"])
-def test_ctrl_c_while_the_workers_start_ends_the_cli_at_once_without_tracebacks(tmp_path: Path, when: str) -> None:
+def test_ctrl_c_while_the_workers_start_ends_the_cli_at_once_without_tracebacks(tmp_path: Path, when: str,
+                                                                              groups: list) -> None:
     # Ctrl-C reaches the whole process group. It used to kill a worker still importing (a
     # KeyboardInterrupt traceback; multiprocessing's resource tracker unblocks SIGINT in the
     # starting thread), and a Ctrl-C landing in a DuckDB query's import was swallowed by DuckDB:
@@ -191,6 +210,7 @@ def test_ctrl_c_while_the_workers_start_ends_the_cli_at_once_without_tracebacks(
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
+    groups.append(proc)
     me = psutil.Process(proc.pid)
     want = 1 if when == "first child" else 3  # the resource tracker and two workers
     end = time.monotonic() + 60

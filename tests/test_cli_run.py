@@ -125,6 +125,20 @@ def test_the_terminal_progress_redraws_one_coloured_line() -> None:
     assert text.endswith("\n")
 
 
+def _slow_tour(cwd: Path, groups: list) -> subprocess.Popen[str]:
+    """``fuseline-nb run`` of the tour with 30 s steps, in a process group of its own, Ctrl-C as in a shell."""
+    import signal
+
+    proc = subprocess.Popen(
+        [str(EXE), "run", "fuseline_nb.examples:tour", "--workers", "2", "--db", "runs.duckdb",
+         "-i", "delay=30"],
+        cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    groups.append(proc)
+    return proc
+
+
 @pytest.mark.slow
 def test_ctrl_c_cancels_the_run_and_stops_the_workers_at_once(tmp_path: Path, groups: list) -> None:
     import signal
@@ -132,13 +146,7 @@ def test_ctrl_c_cancels_the_run_and_stops_the_workers_at_once(tmp_path: Path, gr
 
     import psutil
 
-    proc = subprocess.Popen(
-        [str(EXE), "run", "fuseline_nb.examples:tour", "--workers", "2", "--db", "runs.duckdb",
-         "-i", "delay=30"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
-    groups.append(proc)
+    proc = _slow_tour(tmp_path, groups)
     me = psutil.Process(proc.pid)
     assert proc.stdout is not None
     seen = []
@@ -204,13 +212,7 @@ def test_ctrl_c_while_the_workers_start_ends_the_cli_at_once_without_tracebacks(
 
     import psutil
 
-    proc = subprocess.Popen(
-        [str(EXE), "run", "fuseline_nb.examples:tour", "--workers", "2", "--db", "runs.duckdb",
-         "-i", "delay=30"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
-    groups.append(proc)
+    proc = _slow_tour(tmp_path, groups)
     me = psutil.Process(proc.pid)
     want = 1 if when == "first child" else 3  # the resource tracker and two workers
     end = time.monotonic() + 60

@@ -37,11 +37,10 @@ class Surface:
     steps: dict[str, Step]
     workflow_instance_id: str | None
 
-    def to_schema(self) -> WorkflowSchema:
-        raise NotImplementedError
+    if TYPE_CHECKING:  # what the Workflow this is mixed into provides (no stubs at run time)
+        def to_schema(self) -> WorkflowSchema: ...
 
-    def __len__(self) -> int:
-        raise NotImplementedError
+        def __len__(self) -> int: ...
 
     def export(self, path: Any, exporter: Any = None) -> None:
         """Write the workflow's structure to ``path`` (YAML unless ``exporter`` says otherwise).

@@ -135,8 +135,9 @@ def test_the_kernel_peaks_at_about_twice_a_big_result(tmp_path, case) -> None:
     # (reopen: a fresh kernel reads it back from the file). The copies fuseline_nb makes are
     # Python objects: their tracemalloc peak is the closed value plus the opened one (it was 3.0x
     # in memory history). What DuckDB holds is native: peak RSS catches it (it was 10x and 6.6x);
-    # its bound is generous, as RSS also varies with the allocator and the machine's state
-    # (4.6x was seen once for the memory case under load, with 2.0x of Python objects).
+    # its bound is generous, as RSS also varies with the allocator and the machine's state. The
+    # peak is the child's own VmHWM: ru_maxrss carries a big parent's size over fork and exec
+    # (late in the suite it read 6x, and 4.6x once for the memory case, with 2.0x of Python objects).
     size = 48 * 1024 * 1024
     path = str(tmp_path / "h.duckdb")
 

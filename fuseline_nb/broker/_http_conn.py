@@ -24,7 +24,6 @@ Examples
 >>> t = KeepAliveTransport()
 >>> t.handle_request(httpx.Request("GET", "http://127.0.0.1:9/status"))
 Traceback (most recent call last):
-...
 httpx.ConnectError: [Errno 111] Connection refused
 >>> t.close()
 """

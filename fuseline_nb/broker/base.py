@@ -7,10 +7,9 @@ A broker decides what is ready and holds run state; workers fetch
 
 Examples
 --------
->>> from fuseline_nb import Status
->>> r = StepReport("wf", "run-1", "load", Status.SUCCEEDED, result=[1, 2], attempt=1)
->>> r.run_id
-'run-1'
+>>> from fuseline_nb.broker import messages
+>>> StepReport is messages.StepReport
+True
 """
 
 from __future__ import annotations

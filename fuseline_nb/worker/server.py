@@ -101,7 +101,7 @@ class ChannelServer(Requests):
         #: How long to look for the next request without sleeping after handing out work.
         self.spin = Spin(spin_seconds())
         self._spin_until = 0.0  # spin (see _spin) until then
-        self._handed_at = 0.0  # when the last assignments left, until the next request comes
+        self._handed_at = 0.0  # when the spin after the last hand-out began (0: no spin pending)
         self._thread = threading.Thread(target=self._loop, name="fuseline-channel", daemon=True)
         self.ident: int | None = None
         self._handlers = self.handlers()
@@ -217,7 +217,7 @@ class ChannelServer(Requests):
                 ready = self._sel.select(self._wait_time())
         except OSError:  # a descriptor closed under us: look again
             return
-        if self._handed_at:  # did the last hand-out come back soon enough to be worth a spin?
+        if self._handed_at:  # did the spin after the last hand-out catch the next request?
             self.spin.took(time.perf_counter() - self._handed_at)
             self._handed_at = 0.0
         endpoints = self.endpoints
@@ -330,10 +330,9 @@ class ChannelServer(Requests):
                 if a.timeout is not None and not self._timing:
                     self._timing, self._next_due = True, 0.0  # ask the broker at the next turn
             if batch or not wait:
-                if batch:
+                if batch and self.spin.wanted():  # see latency.Spin: this channel's replies decide
                     self._handed_at = now = time.perf_counter()
-                    if self.spin.wanted():  # only with an idle CPU: not while both workers are busy
-                        self._spin_until = now + self.spin.seconds
+                    self._spin_until = now + self.spin.seconds
                 return ("assignments", batch)
         ep.parked = (kind, worker_id)
         self._parked[ep.label] = ep

@@ -27,7 +27,7 @@ import threading
 import time
 from typing import Any
 
-from ..broker.base import StepAssignment, StepReport
+from ..broker.base import StepReport
 from ..broker.clients import BrokerClient
 from ..workflow.events import Event
 from ..workflow.status import Status
@@ -319,16 +319,13 @@ class ChannelServer(Requests):
             ep.shipped = len(blobs)
             return ("workflows", new)
         if kind != "hello" and worker_id is not None:
-            batch: list[StepAssignment] = []
             want = batch_size(self.prefetch, fast=ep.fast, holding=False, backlog=self.backlog,
                               workers=len(self.endpoints))
             if want > 1 and self.client.held_by(worker_id):  # asked only when it matters
                 want = 1
-            get_step = self.client.get_step
-            while len(batch) < want and (a := get_step(worker_id)) is not None:
-                batch.append(a)
-                if a.timeout is not None and not self._timing:
-                    self._timing, self._next_due = True, 0.0  # ask the broker at the next turn
+            batch = self.client.get_steps(worker_id, want)
+            if not self._timing and any(a.timeout is not None for a in batch):
+                self._timing, self._next_due = True, 0.0  # ask the broker at the next turn
             if batch or not wait:
                 if batch and self.spin.wanted():  # see latency.Spin: this channel's replies decide
                     self._handed_at = now = time.perf_counter()
@@ -338,10 +335,13 @@ class ChannelServer(Requests):
         self._parked[ep.label] = ep
         return None
 
-    def _take_report(self, ep: Endpoint, worker_id: str, report: StepReport) -> None:
-        started, finished = report.started_at, report.finished_at
+    def _take_reports(self, ep: Endpoint, worker_id: str, reports: list[StepReport]) -> list[Exception | None]:
+        """Record ``reports`` with one broker call; for each, ``None`` or why it was refused."""
+        last = reports[-1]
+        started, finished = last.started_at, last.finished_at
         if started is not None and finished is not None:
             ep.fast = finished - started < PREFETCH_BELOW
-        self.client.report_step(worker_id, report)
+        return self.client.report_steps(worker_id, reports)
+
 
 __all__ = ["ChannelServer", "Endpoint", "Supervisor"]

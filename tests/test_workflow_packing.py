@@ -7,10 +7,13 @@ import pickle
 from typing import Any
 
 import cloudpickle
+import pytest
 
 import fuseline_nb as fl
 from fuseline_nb import Depends, FunctionStep, Step, Workflow
+from fuseline_nb.broker.base import StepAssignment
 from fuseline_nb.worker import shipping
+from fuseline_nb.worker.engine import execute
 from fuseline_nb.worker.shipping import load_definition, ship
 from fuseline_nb.workflow.policies import RetryPolicy
 from fuseline_nb.workflow.wiring import sources
@@ -121,7 +124,7 @@ def test_a_large_fan_out_pickles_in_a_few_bytes_per_step() -> None:
     # each step: its name, a reference to the shared function and fingerprint, two edge tuples
     # (the steps with their links and the schema as dataclasses took ~450 bytes per step)
     assert len(blob) / len(wf) < 150, len(blob) / len(wf)
-    copy = pickle.loads(blob)[0]
+    copy = load_definition((wf.workflow_id, wf.version), blob)
     assert copy.to_schema() == wf.to_schema() and len(copy.to_schema().edges) == 4000
 
 
@@ -145,6 +148,14 @@ def test_a_workers_schema_goes_back_to_its_kernel_by_reference() -> None:
     sent = pickle.dumps(in_worker.to_schema())
     assert len(sent) < 300  # a name, not 500 steps
     assert pickle.loads(sent) is wf.to_schema()
+    # the worker never built the schema: it holds a stand-in, which says so when asked for steps
+    with pytest.raises(RuntimeError, match="loaded in a worker process without its schema"):
+        len(in_worker.to_schema().steps)
+    assert in_worker.to_schema().structure_key() == wf.to_schema().structure_key()
+    # and it runs its steps all the same
+    a = StepAssignment(wf.workflow_id, "r1", "m7", {"workflow_inputs": {}, "results": {}}, 0.0, 60.0,
+                       version=wf.version)
+    assert execute({blob[0]: in_worker}, a, "w1").state is fl.Status.SUCCEEDED
     # loaded elsewhere (a Dask worker, the kernel resuming a file), the schema travels whole
     whole = pickle.dumps(shipping.load([blob])[blob[0]].to_schema())
     assert len(whole) > 100 * len(wf) / 2 and pickle.loads(whole) == wf.to_schema()

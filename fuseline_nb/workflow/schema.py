@@ -18,10 +18,12 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Annotated, Any
 
 from ..errors import MissingInputError
 from ..limits import Bound, Label, Name, Short
+from .columns import Column
 
 DEFAULT_ACTION = "default"
 
@@ -145,14 +147,13 @@ class WorkflowSchema:
         ref = self.__dict__.get("_shipped_from")
         if ref is not None:  # a worker's copy of a schema its kernel shipped: named, not sent back
             return _shipped_schema, ref
-        # Steps and edges as plain tuples (the C pickler's fast path; a name or
-        # fingerprint shared by many steps is one object, pickled once), with the
-        # structure key when known: a 1M-step schema crosses a pipe in a second.
-        steps = [(s.name, s.kind, s.target, s.policies, s.conditional, s.fingerprint, s.cache, s.reads, s.inputs)
-                 for s in self.steps]
-        edges = [(e.source, e.target, e.action, e.group) for e in self.edges]
-        return _rebuild_schema, (self.workflow_id, self.version, steps, edges, self.outputs, self.name,
-                                 self.policies, self.__dict__.get("_structure_key"))
+        # Steps and edges as columns, one list per field made while pickling (no tuple per step kept
+        # alive by the pickler's memo; a name or fingerprint shared by many steps is one object,
+        # pickled once), with the structure key when known: a 1M-step schema crosses a pipe in a second.
+        steps = tuple(Column(self.steps, attrgetter(f)) for f in _STEP_FIELDS)
+        edges = tuple(Column(self.edges, attrgetter(f)) for f in _EDGE_FIELDS)
+        return _schema_from_columns, (self.workflow_id, self.version, steps, edges, self.outputs, self.name,
+                                      self.policies, self.__dict__.get("_structure_key"))
 
     @property
     def step_names(self) -> tuple[str, ...]:
@@ -443,9 +444,27 @@ def _shipped_schema(workflow_id: str, version: str, key: str) -> WorkflowSchema:
         ) from None
 
 
+#: The fields of StepSchema and EdgeSchema in the order step_schema / edge_schema take them.
+_STEP_FIELDS = ("name", "kind", "target", "policies", "conditional", "fingerprint", "cache", "reads", "inputs")
+_EDGE_FIELDS = ("source", "target", "action", "group")
+
+
+def _schema_from_columns(workflow_id: str, version: str, steps: tuple[list[Any], ...],
+                         edges: tuple[list[Any], ...], outputs: tuple[str, ...], name: str,
+                         policies: tuple[dict[str, Any], ...], key: str | None) -> WorkflowSchema:
+    """A schema pickled as columns (:meth:`WorkflowSchema.__reduce__`)."""
+    schema = WorkflowSchema(workflow_id, version, tuple(map(_StepFill, *steps)),  # type: ignore[arg-type]
+                            tuple(map(_EdgeFill, *edges)),  # type: ignore[arg-type]
+                            outputs, name, policies)
+    if key is not None:
+        _set(schema, "_structure_key", key)
+    return schema
+
+
 def _rebuild_schema(workflow_id: str, version: str, steps: list[tuple[Any, ...]],
                     edges: list[tuple[Any, ...]], outputs: tuple[str, ...], name: str,
                     policies: tuple[dict[str, Any], ...], key: str | None) -> WorkflowSchema:
+    """A schema pickled a row per step (bytes stored before columns: a history file's definitions)."""
     schema = WorkflowSchema(workflow_id, version, tuple([_StepFill(*s) for s in steps]),  # type: ignore[misc]
                             tuple([_EdgeFill(*e) for e in edges]),  # type: ignore[misc]
                             outputs, name, policies)

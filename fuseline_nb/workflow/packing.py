@@ -32,9 +32,12 @@ from .columns import Column
 from .schema import WorkflowSchema
 from .steps import Step
 from .structure import Edge, Structure, edge
+from .wiring import link
 
 #: What a step holds only to be wired and built in this process.
-_LINKS = frozenset({"_edges", "_incoming", "_edge_keys", "_incoming_ids", "_params"})
+_LINKS = frozenset({"_out", "_in", "_out_keys"})
+#: How steps held their links before ``wiring``: remade from ``_edges`` when older bytes load.
+_OLD_LINKS = ("_edges", "_incoming", "_edge_keys", "_incoming_ids", "_params")
 #: Derived by the kernel's workflow, remade where needed.
 _DERIVED = ("_graph", "_bindings", "_plan", "_last_run")
 _new = object.__new__
@@ -165,6 +168,7 @@ def unpack(wf: Any, state: dict[str, Any]) -> None:
         wf.__dict__.update(state)
         if not isinstance(state.get("_structure"), Structure):  # an older layout: build it again
             cache = state.get("_schema_cache")
+            _relink(wf.outputs)
             wf._build()
             wf._schema_cache = cache
         return
@@ -175,6 +179,25 @@ def unpack(wf: Any, state: dict[str, Any]) -> None:
     wf.outputs = [steps[n] for n in output_names]
     wf._structure = Structure(steps, order, edges, deps, group_param, None, output_names, branching, acyclic)
     wf._graph = wf._bindings = wf._plan = None
+
+
+def _relink(outputs: list[Step]) -> None:
+    """Give steps pickled with their links in ``_edges`` lists (before ``wiring``) today's links."""
+    seen: set[int] = set()
+    work = list(outputs)
+    while work:
+        s = work.pop()
+        if id(s) in seen:
+            continue
+        seen.add(id(s))
+        d = s.__dict__
+        old = d.get("_edges") or ()
+        work.extend(d.get("_incoming") or ())
+        for key in _OLD_LINKS:
+            d.pop(key, None)
+        for t, action, group in old:
+            link(s, t, action, group)
+            work.append(t)
 
 
 def complete(st: Structure, schema: WorkflowSchema | None) -> Structure:

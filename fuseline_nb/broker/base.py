@@ -33,30 +33,12 @@ __all__ = [
 ]
 
 
-class Broker(ABC):
-    """Decides readiness and holds run state; workers talk to it through a client.
-
-    See :class:`fuseline_nb.broker.MemoryBroker` for the implementation.
-
-    Examples
-    --------
-    >>> from fuseline_nb.broker import MemoryBroker
-    >>> isinstance(MemoryBroker(), Broker)
-    True
-    """
+class _Shared(ABC):
+    """What :class:`Broker` and :class:`BrokerClient` both declare: the worker calls, the four reads, the batches."""
 
     @abstractmethod
     def register_worker(self, workflows: Iterable[WorkflowSchema], name: str | None = None) -> str:
         """Register a worker able to run ``workflows``; return its id."""
-
-    @abstractmethod
-    def dispatch_workflow(self, workflow: WorkflowSchema, inputs: dict[str, Any] | None = None, *,
-                          cache: bool | None = None, rerun: Iterable[str] = ()) -> str:
-        """Start a run: enqueue its roots; return the run id.
-
-        ``cache`` reuses cached results (``None``: the broker's default);
-        the steps in ``rerun`` run anyway (see :mod:`fuseline_nb.broker.cache`).
-        """
 
     @abstractmethod
     def get_step(self, worker_id: str) -> StepAssignment | None:
@@ -75,21 +57,6 @@ class Broker(ABC):
         """
 
     @abstractmethod
-    def cancel_run(self, run_id: str, reason: str | None = None) -> bool:
-        """Cancel a run; ``True`` when it was cancelled, ``False`` when it had already ended.
-
-        Pending and queued steps become CANCELLED (cause ``"run cancelled"``),
-        running steps' workers are told to stop, late reports are refused and
-        the run ends CANCELLED. Cancelling an ended run changes nothing (and
-        logs that it did not).
-
-        Raises
-        ------
-        RunNotFoundError
-            No run has this id.
-        """
-
-    @abstractmethod
     def list_workers(self) -> list[WorkerInfo]:
         """Registered workers."""
 
@@ -105,6 +72,108 @@ class Broker(ABC):
     def list_runs(self) -> list[RunInfo]:
         """Every known run, oldest first (steps omitted for finished runs)."""
 
+    # -- batches: what a worker with prefetch asks at once ------------------------------
+    def get_steps(self, worker_id: str, n: int) -> list[StepAssignment]:
+        """Up to ``n`` ready steps for ``worker_id``: what ``n`` calls of ``get_step`` would return, in order.
+
+        The default calls ``get_step`` until it gives ``None``; a broker in
+        this process answers the batch under one lock. Assignments taken
+        before an error are returned (they are held); an error before any
+        is raised.
+
+        Examples
+        --------
+        >>> from fuseline_nb import FunctionStep, Workflow
+        >>> from fuseline_nb.broker import MemoryBroker
+        >>> wf = Workflow(outputs=[FunctionStep(lambda: n, name=f"s{n}") for n in range(3)])
+        >>> broker = MemoryBroker()
+        >>> wid = broker.register_worker([wf.to_schema()])
+        >>> _ = broker.dispatch_workflow(wf.to_schema())
+        >>> [a.step_name for a in broker.get_steps(wid, 2)], len(broker.get_steps(wid, 5))
+        (['s0', 's1'], 1)
+        """
+        taken: list[StepAssignment] = []
+        get = self.get_step
+        while len(taken) < n:
+            try:
+                a = get(worker_id)
+            except Exception:
+                if taken:
+                    return taken
+                raise
+            if a is None:
+                break
+            taken.append(a)
+        return taken
+
+    def report_steps(self, worker_id: str, reports: Iterable[StepReport]) -> list[Exception | None]:
+        """Record several outcomes in order, as that many ``report_step`` calls would.
+
+        Returns one entry per report: ``None`` when it was recorded, else the
+        exception ``report_step`` raised for it (``StaleReportError``,
+        ``UnknownRunError``...). A refused report does not stop the others.
+
+        Examples
+        --------
+        >>> from fuseline_nb import FunctionStep, Workflow, Status
+        >>> from fuseline_nb.broker import MemoryBroker, StepReport
+        >>> wf = Workflow(outputs=[FunctionStep(lambda: n, name=f"s{n}") for n in range(2)])
+        >>> broker = MemoryBroker()
+        >>> wid = broker.register_worker([wf.to_schema()])
+        >>> run_id = broker.dispatch_workflow(wf.to_schema())
+        >>> got = broker.get_steps(wid, 2)
+        >>> reports = [StepReport(a.workflow_id, a.instance_id, a.step_name, Status.SUCCEEDED, 1, attempt=a.attempt)
+        ...            for a in got]
+        >>> [type(e).__name__ if e else e for e in broker.report_steps(wid, reports + reports[:1])]
+        [None, None, 'StaleReportError']
+        """
+        out: list[Exception | None] = []
+        report = self.report_step
+        for r in reports:
+            try:
+                report(worker_id, r)
+                out.append(None)
+            except Exception as exc:  # handed back in the report's place
+                out.append(exc)
+        return out
+
+
+class Broker(_Shared):
+    """Decides readiness and holds run state; workers talk to it through a client.
+
+    See :class:`fuseline_nb.broker.MemoryBroker` for the implementation.
+
+    Examples
+    --------
+    >>> from fuseline_nb.broker import MemoryBroker
+    >>> isinstance(MemoryBroker(), Broker)
+    True
+    """
+
+    @abstractmethod
+    def dispatch_workflow(self, workflow: WorkflowSchema, inputs: dict[str, Any] | None = None, *,
+                          cache: bool | None = None, rerun: Iterable[str] = ()) -> str:
+        """Start a run: enqueue its roots; return the run id.
+
+        ``cache`` reuses cached results (``None``: the broker's default);
+        the steps in ``rerun`` run anyway (see :mod:`fuseline_nb.broker.cache`).
+        """
+
+    @abstractmethod
+    def cancel_run(self, run_id: str, reason: str | None = None) -> bool:
+        """Cancel a run; ``True`` when it was cancelled, ``False`` when it had already ended.
+
+        Pending and queued steps become CANCELLED (cause ``"run cancelled"``),
+        running steps' workers are told to stop, late reports are refused and
+        the run ends CANCELLED. Cancelling an ended run changes nothing (and
+        logs that it did not).
+
+        Raises
+        ------
+        RunNotFoundError
+            No run has this id.
+        """
+
     @abstractmethod
     def subscribe(self, callback: Callable[[Event], None]) -> Callable[[], None]:
         """Receive every lifecycle event; returns an unsubscribe function."""
@@ -118,7 +187,7 @@ class Broker(ABC):
         return {"status": "ok"}
 
     # -- shipped definitions: what lets a reopened history resume its runs ---------------
-    def store_definition(self, workflow_id: str, version: str, definition: bytes) -> None:  # noqa: B027
+    def store_definition(self, workflow_id: str, version: str, definition: bytes) -> None:
         """Keep the workflow bytes shipped to workers (once per definition; the latest wins).
 
         A broker whose history outlives the process (a DuckDB file) keeps
@@ -180,7 +249,7 @@ class Broker(ABC):
         """One page of repositories, in registration order (pages count from 1)."""
         return self._repositories().page(page, page_size)
 
-    def close(self) -> None:  # noqa: B027 - optional hook, a no-op by default
+    def close(self) -> None:
         """Release resources."""
 
     def __enter__(self) -> Broker:
@@ -190,7 +259,7 @@ class Broker(ABC):
         self.close()
 
 
-class BrokerClient(ABC):
+class BrokerClient(_Shared):
     """The broker as workers and notebooks see it.
 
     Examples
@@ -204,24 +273,8 @@ class BrokerClient(ABC):
     """
 
     @abstractmethod
-    def register_worker(self, workflows: Iterable[WorkflowSchema], name: str | None = None) -> str:
-        """Register a worker for ``workflows``; return its id."""
-
-    @abstractmethod
     def dispatch_workflow(self, workflow: WorkflowSchema, inputs: dict[str, Any] | None = None) -> str:
         """Start a run; return its id."""
-
-    @abstractmethod
-    def get_step(self, worker_id: str) -> StepAssignment | None:
-        """The next ready step for this worker, or ``None``."""
-
-    @abstractmethod
-    def report_step(self, worker_id: str, report: StepReport) -> None:
-        """Report one attempt's outcome."""
-
-    @abstractmethod
-    def keep_alive(self, worker_id: str) -> list[tuple[str, str]] | None:
-        """Heartbeat: extend this worker's leases; returns its assignments cancelled meanwhile."""
 
     def cancel_run(self, run_id: str, reason: str | None = None) -> bool:
         """Cancel a run (see :meth:`fuseline_nb.broker.Broker.cancel_run`)."""
@@ -240,22 +293,6 @@ class BrokerClient(ABC):
         """The running steps past their timeout, and seconds until the next passes (see ``held_by``)."""
         raise TransportUnsupportedError(f"{type(self).__name__} does not answer overdue(); "
                                         "a worker pool needs a LocalBrokerClient")
-
-    @abstractmethod
-    def list_workers(self) -> list[WorkerInfo]:
-        """Registered workers."""
-
-    @abstractmethod
-    def list_workflows(self) -> list[WorkflowSchema]:
-        """Registered workflow schemas."""
-
-    @abstractmethod
-    def get_run(self, run_id: str) -> RunInfo:
-        """The :class:`RunInfo` of a run."""
-
-    @abstractmethod
-    def list_runs(self) -> list[RunInfo]:
-        """Every run, oldest first."""
 
     @abstractmethod
     def status(self) -> dict[str, Any]:
@@ -277,10 +314,10 @@ class BrokerClient(ABC):
         raise TransportUnsupportedError(f"{type(self).__name__} does not carry repositories; "
                                         "use a LocalBrokerClient or an HttpBrokerClient")
 
-    def unregister_worker(self, worker_id: str) -> None:  # noqa: B027 - optional for transports
+    def unregister_worker(self, worker_id: str) -> None:
         """Tell the broker this worker is leaving (its assignments are re-queued)."""
 
-    def close(self) -> None:  # noqa: B027
+    def close(self) -> None:
         """Release the transport."""
 
     def __enter__(self) -> BrokerClient:

@@ -53,6 +53,12 @@ class LocalBrokerClient(BrokerClient):
     def report_step(self, worker_id: str, report: StepReport) -> None:
         self.broker.report_step(worker_id, report)
 
+    def get_steps(self, worker_id: str, n: int) -> list[StepAssignment]:
+        return self.broker.get_steps(worker_id, n)
+
+    def report_steps(self, worker_id: str, reports: Iterable[StepReport]) -> list[Exception | None]:
+        return self.broker.report_steps(worker_id, reports)
+
     def keep_alive(self, worker_id: str) -> list[tuple[str, str]] | None:
         return self.broker.keep_alive(worker_id)
 

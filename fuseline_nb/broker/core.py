@@ -30,13 +30,11 @@ Examples
 
 from __future__ import annotations
 
-import gc
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..errors import (
@@ -44,19 +42,20 @@ from ..errors import (
     StaleReportError,
     StorageClosedError,
     UnknownRunError,
-    UnknownWorkerError,
 )
 from ..workflow.events import Event, EventHub
+from ..workflow.gcpause import paused_gc
 from ..workflow.schema import WorkflowSchema
 from ..workflow.status import Status
 from ..workflow.value import values_of
 from . import leases
 from ._fuseline_store import FuselineStoreView
 from ._reads import HistoryReads
-from .base import Broker, StepAssignment, StepReport, WorkerInfo
+from ._workers import WorkerCalls
+from .base import Broker, StepAssignment, StepReport
 from .cache import CacheEntry, CacheStore, RunCache
 from .resume import resume
-from .state import LiveState, Worker
+from .state import LiveState
 from .storage.base import RuntimeStorage
 from .storage.memory import MemoryRuntimeStorage
 from .transitions import Effects, dispatch, register
@@ -64,21 +63,7 @@ from .transitions import Effects, dispatch, register
 log = logging.getLogger(__name__)
 
 
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """No cyclic GC while a workflow is compiled or a run is made: the many records made then
-    live as long as the run and form no cycles, yet each collection would walk all of them."""
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
-
-
-class StorageBroker(HistoryReads, Broker):
+class StorageBroker(WorkerCalls, HistoryReads, Broker):
     """A broker over any :class:`RuntimeStorage`.
 
     Parameters
@@ -190,56 +175,11 @@ class StorageBroker(HistoryReads, Broker):
             self._check_open()
             if self.worker_ttl is not None:
                 self._prune(self._clock())
-            with _gc_paused():
+            with paused_gc():
                 keys = {self._register(schema).key for schema in workflows}
             wid = uuid.uuid4().hex[:12]
             leases.add_worker(self._state, wid, name, keys, self._clock())
             return wid
-
-    def unregister_worker(self, worker_id: str) -> None:
-        """Forget a worker; its unfinished assignments go back to the queue at once."""
-        with self._lock:
-            self._apply(leases.unregister(self._state, worker_id, self._clock()))
-
-    def _prune(self, now: float) -> None:
-        """Forget idle workers whose keep-alives stopped (``worker_ttl``)."""
-        assert self.worker_ttl is not None
-        for wid in leases.prune(self._state, now, self.worker_ttl):
-            log.warning("worker %s pruned: not heard from for over %s s", wid, self.worker_ttl)
-
-    def _worker(self, worker_id: str) -> Worker:
-        try:
-            w = self._state.workers[worker_id]
-        except KeyError:
-            if worker_id in self._state.pruned:
-                raise UnknownWorkerError(
-                    f"worker {worker_id!r} was pruned: not heard from for over {self.worker_ttl} s "
-                    "(worker_ttl); register it again"
-                ) from None
-            raise UnknownWorkerError(
-                f"unknown worker: {worker_id!r} (register it first; a restarted broker forgets workers)"
-            ) from None
-        w.info.last_seen = self._clock()
-        return w
-
-    def keep_alive(self, worker_id: str) -> list[tuple[str, str]]:
-        """Mark the worker alive and extend the lease of each of its assignments.
-
-        Returns the ``(run id, step)`` assignments it held that were cancelled
-        since its last keep-alive: it should stop running them.
-        """
-        with self._lock:
-            if self.worker_ttl is not None:
-                self._prune(self._clock())
-            worker = self._worker(worker_id)
-            return leases.keep_alive(self._state, worker, self._clock())
-
-    def list_workers(self) -> list[WorkerInfo]:
-        """Registered workers (idle ones past ``worker_ttl`` are pruned first)."""
-        with self._lock:
-            if self.worker_ttl is not None:
-                self._prune(self._clock())
-            return [w.listed() for w in self._state.workers.values()]
 
     def subscribe(self, callback: Callable[[Event], None]) -> Callable[[], None]:
         """Receive every lifecycle event (called under the broker's lock: be quick)."""
@@ -255,7 +195,7 @@ class StorageBroker(HistoryReads, Broker):
         """
         with self._lock:
             self._check_open()
-            with _gc_paused():
+            with paused_gc():
                 return self._dispatch(workflow, inputs, cache, rerun)
 
     def _dispatch(self, workflow: WorkflowSchema, inputs: dict[str, Any] | None, cache: bool | None,
@@ -275,55 +215,93 @@ class StorageBroker(HistoryReads, Broker):
     def get_step(self, worker_id: str) -> StepAssignment | None:
         """The next ready step ``worker_id`` can run, or ``None``."""
         with self._lock:
-            if self._closed:
-                self._check_open()
-            st = self._state
-            if self.worker_ttl is not None:
-                self._prune(self._clock())
-                if worker_id in st.pruned:  # as in Fuseline: a pruned worker gets nothing
-                    log.warning("get_step from pruned worker %s: nothing given; register it again", worker_id)
-                    return None
-            worker = st.workers.get(worker_id) or self._worker(worker_id)
-            now = worker.info.last_seen = self._clock()
-            if st.next_expiry <= now or (st.delayed and st.delayed[0][0] <= now):
-                self._apply(leases.expire(st, now, self._lookup))
-            fetch, runs, active = self.storage.fetch_next, st.runs, st.active
-            for key in worker.keys:
-                for run_id in active.get(key, ()):
-                    run = runs[run_id]
-                    while (step := fetch(run_id)) is not None:
-                        info = run.infos.get(step)
-                        if info is None and step in run.compiled.plan.incoming:
-                            info = run.info(step)  # queued from outside (broker._store.enqueue)
-                        if info is None:
-                            log.warning("dropping queue entry %r of run %s: the workflow has no such step",
-                                        step, run_id)
-                            continue
-                        if info.state is Status.RUNNING or step in run.tracker.outcomes:
-                            log.debug("dropping duplicate queue entry %r of run %s", step, run_id)
-                            continue  # a duplicate entry never runs a step twice
-                        a, fx = leases.assign(st, run, step, worker, now)
-                        self._apply(fx)
-                        return a
-            return None
+            taken = self._take(worker_id, 1)
+            return taken[0] if taken else None
+
+    def get_steps(self, worker_id: str, n: int) -> list[StepAssignment]:
+        """Up to ``n`` ready steps for ``worker_id``, as ``n`` calls of :meth:`get_step` would hand them out.
+
+        One lock, one lease sweep and one clock reading for the batch; a
+        worker with prefetch asks for several at once (see
+        :meth:`Broker.get_steps`).
+        """
+        with self._lock:
+            return self._take(worker_id, n)
+
+    def _take(self, worker_id: str, n: int) -> list[StepAssignment]:
+        if self._closed:
+            self._check_open()
+        st = self._state
+        if self.worker_ttl is not None:
+            self._prune(self._clock())
+            if worker_id in st.pruned:  # as in Fuseline: a pruned worker gets nothing
+                log.warning("get_step from pruned worker %s: nothing given; register it again", worker_id)
+                return []
+        worker = st.workers.get(worker_id) or self._worker(worker_id)
+        now = worker.info.last_seen = self._clock()
+        if st.next_expiry <= now or (st.delayed and st.delayed[0][0] <= now):
+            self._apply(leases.expire(st, now, self._lookup))
+        taken: list[StepAssignment] = []
+        if n <= 0:
+            return taken
+        fetch, runs, active, apply = self.storage.fetch_next, st.runs, st.active, self._apply
+        for key in worker.keys:
+            for run_id in list(active.get(key, ())):
+                run = runs.get(run_id)
+                while run is not None and (step := fetch(run_id)) is not None:
+                    info = run.infos.get(step)
+                    if info is None and step in run.compiled.plan.incoming:
+                        info = run.info(step)  # queued from outside (broker._store.enqueue)
+                    if info is None:
+                        log.warning("dropping queue entry %r of run %s: the workflow has no such step",
+                                    step, run_id)
+                        continue
+                    if info.state is Status.RUNNING or step in run.tracker.outcomes:
+                        log.debug("dropping duplicate queue entry %r of run %s", step, run_id)
+                        continue  # a duplicate entry never runs a step twice
+                    a, fx = leases.assign(st, run, step, worker, now)
+                    apply(fx)
+                    taken.append(a)
+                    if len(taken) >= n:
+                        return taken
+        return taken
 
     def report_step(self, worker_id: str, report: StepReport) -> None:
         """Record one attempt's outcome; refuse a report for a superseded attempt."""
         with self._lock:
-            if self._closed:
-                self._check_open()
-            st = self._state
-            worker = st.workers.get(worker_id) or self._worker(worker_id)
-            now = worker.info.last_seen = self._clock()
-            run = st.runs.get(report.instance_id)
-            if run is None:
-                leases.release_ended(worker, report.instance_id, report.step_name, now)
-                if self.storage.load_run(report.instance_id) is None:
-                    raise UnknownRunError(f"unknown run: {report.instance_id!r}")
-                raise StaleReportError(
-                    f"report for step {report.step_name!r} refused: run {report.instance_id!r} has ended"
-                )
-            self._apply(leases.report(st, worker, run, report, now, self._lookup))
+            self._report(worker_id, report)
+
+    def report_steps(self, worker_id: str, reports: Iterable[StepReport]) -> list[Exception | None]:
+        """Record several outcomes in order under one lock, as many :meth:`report_step` calls would.
+
+        One entry per report: ``None`` when recorded, else the exception
+        :meth:`report_step` would have raised for it (see :meth:`Broker.report_steps`).
+        """
+        out: list[Exception | None] = []
+        with self._lock:
+            for report in reports:
+                try:
+                    self._report(worker_id, report)
+                    out.append(None)
+                except Exception as exc:  # handed back in the report's place
+                    out.append(exc)
+        return out
+
+    def _report(self, worker_id: str, report: StepReport) -> None:
+        if self._closed:
+            self._check_open()
+        st = self._state
+        worker = st.workers.get(worker_id) or self._worker(worker_id)
+        now = worker.info.last_seen = self._clock()
+        run = st.runs.get(report.instance_id)
+        if run is None:
+            leases.release_ended(worker, report.instance_id, report.step_name, now)
+            if self.storage.load_run(report.instance_id) is None:
+                raise UnknownRunError(f"unknown run: {report.instance_id!r}")
+            raise StaleReportError(
+                f"report for step {report.step_name!r} refused: run {report.instance_id!r} has ended"
+            )
+        self._apply(leases.report(st, worker, run, report, now, self._lookup))
 
     def cancel_run(self, run_id: str, reason: str | None = None) -> bool:
         """Cancel a run: its unfinished steps become CANCELLED and it ends; see :meth:`Broker.cancel_run`."""

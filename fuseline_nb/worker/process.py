@@ -56,9 +56,8 @@ def worker_main(conn: Any, label: str, parent_pid: int, log_level: int) -> None:
     watch_parent(parent_pid, lambda: os._exit(70))  # the kernel is gone, even if killed and could not stop us
     client = ChannelClient(conn, wait=True, spin=spin_seconds())
     try:
-        blobs = client.hello()
-        try:
-            workflows = load(blobs)
+        try:  # their schemas go back to this kernel only: registering names them, never resends them
+            workflows = load(client.hello(), by_reference=True)
         except PicklingError as exc:
             client.load_error(str(exc))
             return

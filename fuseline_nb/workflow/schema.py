@@ -101,6 +101,17 @@ class EdgeSchema:
     action: Name = DEFAULT_ACTION
     group: Name | None = None
 
+    @property
+    def actions(self) -> frozenset[str]:
+        """The actions of ``source`` that take this edge (its one action), as a plan's slots name them.
+
+        Examples
+        --------
+        >>> EdgeSchema("review", "publish", action="approve").actions
+        frozenset({'approve'})
+        """
+        return action_set(self.action)
+
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-serialisable dict."""
         return {"source": self.source, "target": self.target, "action": self.action, "group": self.group}
@@ -307,6 +318,23 @@ class WorkflowSchema:
         return out
 
 
+_ACTION_SETS: dict[str, frozenset[str]] = {}
+
+
+def action_set(action: str) -> frozenset[str]:
+    """``frozenset({action})``, one shared object per action.
+
+    Examples
+    --------
+    >>> action_set("go") is action_set("go")
+    True
+    """
+    got = _ACTION_SETS.get(action)
+    if got is None:
+        got = _ACTION_SETS[action] = frozenset((action,))
+    return got
+
+
 def key_digest(text: str) -> str:
     """The structure key of a canonical structure text: its SHA-256, in hex.
 
@@ -448,6 +476,7 @@ __all__ = [
     "EdgeSchema",
     "StepSchema",
     "WorkflowSchema",
+    "action_set",
     "edge_schema",
     "key_digest",
     "refer_to_shipped",

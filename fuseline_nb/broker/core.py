@@ -50,6 +50,7 @@ from ..workflow.status import Status
 from ..workflow.value import values_of
 from . import leases
 from ._fuseline_store import FuselineStoreView
+from ._gcfreeze import freeze_for_run, thaw
 from ._reads import HistoryReads
 from ._workers import WorkerCalls
 from .base import Broker, StepAssignment, StepReport
@@ -157,6 +158,7 @@ class StorageBroker(WorkerCalls, HistoryReads, Broker):
                     record(e)
         if self._state.ending:
             self._state.ending.clear()  # their run_finished is out: read them from the storage now
+            thaw()  # what the dispatch froze is collectable again (see _gcfreeze)
 
     # -- workflows and workers -----------------------------------------------------
     def _register(self, schema: WorkflowSchema) -> Any:
@@ -196,7 +198,10 @@ class StorageBroker(WorkerCalls, HistoryReads, Broker):
         with self._lock:
             self._check_open()
             with paused_gc():
-                return self._dispatch(workflow, inputs, cache, rerun)
+                run_id = self._dispatch(workflow, inputs, cache, rerun)
+            if run_id in self._state.runs:
+                freeze_for_run()  # the workflow, schema, plan and records: out of the GC's walks (_gcfreeze)
+            return run_id
 
     def _dispatch(self, workflow: WorkflowSchema, inputs: dict[str, Any] | None, cache: bool | None,
                   rerun: Iterable[str]) -> str:
@@ -323,6 +328,7 @@ class StorageBroker(WorkerCalls, HistoryReads, Broker):
             if self._closed:
                 return
             self._closed = True
+            thaw()
             self.storage.close()
 
     @property

@@ -19,12 +19,12 @@ from typing import Any
 
 from ..errors import RunNotFoundError
 from ..workflow.events import Event
-from ..workflow.runinfo import RunInfo, StepInfo
+from ..workflow.runinfo import RunInfo
 from ..workflow.schema import WorkflowSchema
 from ..workflow.status import Status
 from . import leases
 from .cache import CacheStore, CacheView, MemoryCacheStore
-from .state import Assignment, LiveState, Worker, copy_info
+from .state import Assignment, LiveState, Worker
 from .storage.base import RuntimeStorage
 
 
@@ -113,7 +113,7 @@ class HistoryReads:
                 state = run.tracker.run_state()
             if run is not None:
                 infos = run.infos
-                steps = {n: copy_info(infos[n]) if n in infos else StepInfo() for n in run.compiled.plan.order}
+                steps = {n: infos.copy(n) for n in run.compiled.plan.order}
                 return RunInfo(run_id, run.key[0], state, steps, run.key[1],
                                dict(run.inputs), run.created_at)
             info = self.storage.load_run(run_id)

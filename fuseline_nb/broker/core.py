@@ -45,6 +45,7 @@ from ..errors import (
 )
 from ..workflow.events import Event, EventHub
 from ..workflow.gcpause import paused_gc
+from ..workflow.runinfo import StepInfo
 from ..workflow.schema import WorkflowSchema
 from ..workflow.status import Status
 from ..workflow.value import values_of
@@ -114,10 +115,13 @@ class StorageBroker(WorkerCalls, HistoryReads, Broker):
         self.cache_default = bool(cache)
         self._cache_store: CacheStore | None = None
         s = self.storage
+        save_step = s.save_step
         # what each write of an Effects calls (the cache store is made on first use)
         self._do: dict[str, Callable[..., Any]] = {
             "register_workflow": s.register_workflow, "create_run": s.create_run, "enqueue": s.enqueue,
-            "save_step": s.save_step, "set_result": s.set_result, "finalize_run": s.finalize_run,
+            "save_step": lambda run_id, step, info: save_step(
+                run_id, step, info if info.__class__ is StepInfo else info.record(step)),
+            "set_result": s.set_result, "finalize_run": s.finalize_run,
             "cache_put": lambda entry, value: self.cache_store.put(entry, value),
             "cache_hit": lambda key, at: self.cache_store.hit(key, at),
             "cache_mark": lambda run_id, step, source: self.cache_store.mark_cached(run_id, step, source),
@@ -156,8 +160,13 @@ class StorageBroker(WorkerCalls, HistoryReads, Broker):
             else:
                 for e in fx.events:
                     record(e)
-        if self._state.ending:
-            self._state.ending.clear()  # their run_finished is out: read them from the storage now
+        st = self._state
+        if st.dirty:
+            for records in st.dirty:
+                records.close()  # the records the transition opened: back into their arrays
+            st.dirty.clear()
+        if st.ending:
+            st.ending.clear()  # their run_finished is out: read them from the storage now
             thaw()  # what the dispatch froze is collectable again (see _gcfreeze)
 
     # -- workflows and workers -----------------------------------------------------
@@ -254,14 +263,11 @@ class StorageBroker(WorkerCalls, HistoryReads, Broker):
             for run_id in list(active.get(key, ())):
                 run = runs.get(run_id)
                 while run is not None and (step := fetch(run_id)) is not None:
-                    info = run.infos.get(step)
-                    if info is None and step in run.compiled.plan.incoming:
-                        info = run.info(step)  # queued from outside (broker._store.enqueue)
-                    if info is None:
+                    if step not in run.compiled.index:
                         log.warning("dropping queue entry %r of run %s: the workflow has no such step",
                                     step, run_id)
                         continue
-                    if info.state is Status.RUNNING or step in run.tracker.outcomes:
+                    if run.infos.state_of(step) is Status.RUNNING or step in run.tracker.outcomes:
                         log.debug("dropping duplicate queue entry %r of run %s", step, run_id)
                         continue  # a duplicate entry never runs a step twice
                     a, fx = leases.assign(st, run, step, worker, now)

@@ -122,7 +122,7 @@ def _drive(driver: str, prefetch: int) -> tuple[Any, ...]:
 @pytest.mark.parametrize("driver", ["broker batch", "ABC default batch", "LocalBrokerClient"])
 def test_batch_calls_leave_the_same_history_as_one_by_one(driver: str, prefetch: int) -> None:
     expected = _drive("one by one", prefetch)
-    state, steps, _, _, refused = expected
+    state, steps, _events, _handed, refused = expected
     # the workflow did what it says: OR merge on the taken branch, retry, failure cancels its join
     assert state is Status.FAILED
     assert steps["merge"][0] is Status.SUCCEEDED and steps["y"][0] is Status.SKIPPED
@@ -134,7 +134,7 @@ def test_batch_calls_leave_the_same_history_as_one_by_one(driver: str, prefetch:
 
 def test_get_steps_hands_out_at_most_n_in_queue_order_and_holds_each() -> None:
     broker = MemoryBroker()
-    wf = Workflow(outputs=[FunctionStep(lambda: 0, name=f"s{i}") for i in range(4)])
+    wf = Workflow(outputs=[FunctionStep(lambda i=i: i, name=f"s{i}") for i in range(4)])
     wid = broker.register_worker([wf.to_schema()])
     broker.dispatch_workflow(wf.to_schema())
     assert broker.get_steps(wid, 0) == []

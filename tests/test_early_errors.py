@@ -20,6 +20,7 @@ from fuseline_nb import Depends, FunctionStep, MissingInputError, Status, Step, 
 from fuseline_nb.broker import DuckDBBroker, MemoryBroker
 from fuseline_nb.broker.http import create_app
 from fuseline_nb.errors import DependencyError, DuplicateStepNameError, StorageError
+from fuseline_nb.workflow.wiring import sources
 
 
 # -- naming ---------------------------------------------------------------------------------
@@ -73,7 +74,7 @@ def test_a_repeated_edge_is_kept_once():
         a >> b
     (a - "go") >> b
     assert [(t.name, act) for t, act, _ in a.edges] == [("b", "default"), ("b", "go")]
-    assert b.__dict__["_incoming"] == [a]
+    assert sources(b) == [a]
 
 
 def test_depends_on_a_non_step_names_the_step_and_the_parameter():

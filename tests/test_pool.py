@@ -366,3 +366,27 @@ def test_heartbeats_keep_a_long_step_from_being_handed_out_again() -> None:
         assert isinstance(run.wait(timeout=30), int)
         step = run.info().steps["s0"]
         assert (step.state, step.attempts) == (fl.Status.SUCCEEDED, 1)
+
+
+def test_workers_register_their_first_workflows_by_reference(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fresh worker names the kernel's schema when it registers: the kernel never rebuilds a schema it shipped."""
+    from fuseline_nb.workflow import schema as schema_module
+
+    rebuilt: list[str] = []
+    rebuild = schema_module._rebuild_schema
+
+    def counting(workflow_id: str, *args: object) -> fl.WorkflowSchema:
+        rebuilt.append(workflow_id)
+        return rebuild(workflow_id, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(schema_module, "_rebuild_schema", counting)  # what unpickling a sent schema calls
+    with fl.Session(workers=2) as s:
+        run = s.submit(fan(4, 0.0, "by-ref"), {})
+        run.wait(timeout=60)
+        assert run.info().state is fl.Status.SUCCEEDED
+        end = time.monotonic() + 60
+        while len(s.broker.list_workers()) < 2 and time.monotonic() < end:
+            time.sleep(0.05)
+        workers = s.broker.list_workers()
+        assert len(workers) == 2 and all("by-ref@1" in w.workflows for w in workers), workers
+    assert rebuilt == []

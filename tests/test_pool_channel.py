@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import pickle
 import threading
 from types import SimpleNamespace
 
@@ -14,6 +15,7 @@ from fuseline_nb.broker import MemoryBroker, StepReport
 from fuseline_nb.broker.clients import LocalBrokerClient
 from fuseline_nb.errors import StaleReportError, UnknownRunError
 from fuseline_nb.worker.channel import ChannelClient, ChannelClosed
+from fuseline_nb.worker.latency import FrameReader, send
 from fuseline_nb.worker.server import ChannelServer, Endpoint
 from fuseline_nb.worker.shipping import ship
 
@@ -139,3 +141,65 @@ def test_draining_stops_a_parked_worker_and_a_dead_process_is_reported(wired: Si
     wired.proc.end()
     assert wired.pool.exited.wait(5) and wired.pool.exits == [wired.ep]
     assert "w1" not in wired.server.endpoints
+
+
+class CountingClient(LocalBrokerClient):
+    """Records the size of every batch of reports the server hands the broker."""
+
+    def __init__(self, broker: MemoryBroker) -> None:
+        super().__init__(broker)
+        self.batches: list[list[str]] = []
+
+    def report_steps(self, worker_id, reports):  # type: ignore[no-untyped-def]
+        reports = list(reports)
+        self.batches.append([r.step_name for r in reports])
+        return super().report_steps(worker_id, reports)
+
+
+def test_reports_read_together_are_recorded_with_one_broker_call_in_order() -> None:
+    steps = [fl.FunctionStep(lambda: None, name=f"s{i}") for i in range(5)]
+    wf = fl.Workflow(outputs=steps, workflow_id="batch")
+    broker = MemoryBroker()
+    client = CountingClient(broker)
+    wid = broker.register_worker([wf.to_schema()])
+    run_id = broker.dispatch_workflow(wf.to_schema())
+    held = broker.get_steps(wid, 5)
+    server = ChannelServer(client, Pool([]))  # nothing to ship: the endpoint gets work at once
+    kernel_end, worker_end = multiprocessing.Pipe()
+    server.add(Endpoint("w1", kernel_end, FakeProcess()))
+    ok = [StepReport("batch", run_id, a.step_name, fl.Status.SUCCEEDED, None, a.attempt) for a in held]
+    stale = StepReport("batch", run_id, "s0", fl.Status.SUCCEEDED, None, 9)  # refused: logged, the rest recorded
+    # what a worker holding five prefetched steps sends; all of it is in the pipe before the server reads
+    for report in (ok[0], stale, *ok[1:4]):
+        send(worker_end, ("report", (wid, report)))
+    send(worker_end, ("report_and_get", (wid, ok[4], False)))
+    server.start()
+    try:
+        assert pickle.loads(FrameReader(worker_end).next()) == ("assignments", [])
+    finally:
+        server.close()
+    assert client.batches == [["s0", "s0", "s1", "s2", "s3", "s4"]]
+    info = broker.get_run(run_id)
+    assert info.state is fl.Status.SUCCEEDED and all(s.state is fl.Status.SUCCEEDED for s in info.steps.values())
+
+
+def test_a_refused_last_report_is_the_answer_and_the_ones_before_it_count() -> None:
+    steps = [fl.FunctionStep(lambda: None, name=f"s{i}") for i in range(2)]
+    wf = fl.Workflow(outputs=steps, workflow_id="batch2")
+    broker = MemoryBroker()
+    wid = broker.register_worker([wf.to_schema()])
+    run_id = broker.dispatch_workflow(wf.to_schema())
+    held = broker.get_steps(wid, 2)
+    server = ChannelServer(CountingClient(broker), Pool([]))
+    kernel_end, worker_end = multiprocessing.Pipe()
+    server.add(Endpoint("w1", kernel_end, FakeProcess()))
+    send(worker_end, ("report", (wid, StepReport("batch2", run_id, "s0", fl.Status.SUCCEEDED, None, 1))))
+    send(worker_end, ("report_and_get", (wid, StepReport("batch2", run_id, "s1", fl.Status.SUCCEEDED, None,
+                                                          held[1].attempt + 4), False)))
+    server.start()
+    try:
+        reply = pickle.loads(FrameReader(worker_end).next())
+    finally:
+        server.close()
+    assert reply[:2] == ("error", "StaleReportError") and "attempt 5" in reply[2]
+    assert broker.get_run(run_id).steps["s0"].state is fl.Status.SUCCEEDED

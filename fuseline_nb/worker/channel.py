@@ -168,10 +168,9 @@ class ChannelClient(BrokerClient):
                 with self._send_lock:
                     send(self._conn, (kind, args))
                 spin = self.spin
-                if spin.seconds:
+                if spin.wanted():
                     sent = time.perf_counter()
-                    if spin.wanted():
-                        self._reader.spin(spin.seconds)
+                    self._reader.spin(spin.seconds)
                     reply = decode(self._reader.next())
                     spin.took(time.perf_counter() - sent)
                 else:

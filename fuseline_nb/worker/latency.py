@@ -20,13 +20,15 @@ be clever.
 3. **A short spin for a quick reply** (:class:`Spin`). A process that sleeps
    while it waits must be woken when the reply comes, and a wake-up costs
    more than the work. So, on a chain of short steps, the waiting side looks
-   for the reply for up to :func:`spin_seconds` (100 µs) before it sleeps —
-   only while replies do come that fast (two slower ones in a row stop it,
-   a quick one starts it again) and only while a CPU is idle (the count of
-   runnable tasks in ``/proc/loadavg``, read at most every
-   :data:`LOAD_EVERY` seconds): spinning on a busy machine takes the CPU
-   the other side needs and makes every step slower. ``FUSELINE_NB_SPIN_US``
-   sets the time (``0`` turns spinning off).
+   for the reply for up to :func:`spin_seconds` (100 µs) before it sleeps.
+   Whether to spin is decided from this very channel's replies, not from the
+   machine's load: a spin that saw its reply keeps spinning on; one that did
+   not (a slow step, or a busy machine where the other side waited for a
+   CPU) makes the side skip the next 1, 2, 4 ... :data:`MAX_SKIP` waits
+   before it tries again. On a quiet machine every spin succeeds and none is
+   skipped; under load a failed spin costs at most ``spin / MAX_SKIP`` of
+   CPU per wait. ``FUSELINE_NB_SPIN_US`` sets the time (``0`` turns
+   spinning off).
 
 Examples
 --------
@@ -55,15 +57,10 @@ log = logging.getLogger(__name__)
 SPIN_ENV: Final = "FUSELINE_NB_SPIN_US"
 #: ...its default.
 SPIN_DEFAULT_US: Final = 100.0
-#: Spinning stops after this many replies in a row slower than the spin (and resumes after a quick one).
-SLOW_STREAK: Final = 2
-#: Seconds between two looks at how many tasks the machine runs (``/proc/loadavg``).
-LOAD_EVERY: Final = 0.02
+#: After failed spins, a waiting side skips up to this many waits before it spins again.
+MAX_SKIP: Final = 64
 #: A worker gets more than one assignment at a time only after a step shorter than this (seconds).
 PREFETCH_BELOW: Final = 0.1
-
-_CPUS: Final = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
 
 def spin_seconds() -> float:
     """How long the kernel and pool workers look for a quick reply before they sleep.
@@ -86,65 +83,54 @@ def spin_seconds() -> float:
     return max(0.0, micros) / 1e6
 
 
-class _Load:
-    """Whether a CPU is idle: runnable tasks (``/proc/loadavg``, this one included) <= CPUs."""
-
-    def __init__(self) -> None:
-        self.due = 0.0
-        self.idle = True
-        try:
-            self.fd: int | None = os.open("/proc/loadavg", os.O_RDONLY)
-        except OSError:  # not Linux: assume a CPU is idle
-            self.fd = None
-
-    def cpu_idle(self, now: float) -> bool:
-        if now >= self.due and self.fd is not None:
-            self.due = now + LOAD_EVERY
-            try:  # e.g. b"0.42 0.58 1.19 2/517 6645\n": 2 tasks runnable now
-                self.idle = int(os.pread(self.fd, 128, 0).split()[3].split(b"/")[0]) <= _CPUS
-            except (OSError, ValueError, IndexError):
-                self.idle = True
-        return self.idle
-
-
-_load: _Load | None = None
-
-
 class Spin:
     """When the side waiting for a reply should spin, and for how long (one per waiting side).
 
-    :meth:`wanted` says whether to spin now; :meth:`took` is told how long each
-    reply took. ``seconds=0`` never spins.
+    :meth:`wanted` says whether to spin for the next reply; :meth:`took` is
+    told how each spin went. A spin that missed its reply doubles the number
+    of waits skipped before the next try (up to :data:`MAX_SKIP`); one that
+    caught it resets it. ``seconds=0`` never spins.
 
     Examples
     --------
     >>> spin = Spin(0.0001)
-    >>> spin.took(0.5); spin.took(0.5)  # two slow replies in a row: no spinning
     >>> spin.wanted()
-    False
-    >>> spin.took(0.00001)  # a quick one: spin again (if a CPU is idle)
-    >>> spin.slow
-    0
+    True
+    >>> spin.took(0.5)  # the reply came after the spin gave up: skip the next wait
+    >>> [spin.wanted() for _ in range(2)]
+    [False, True]
+    >>> spin.took(0.5)  # missed again: skip two
+    >>> [spin.wanted() for _ in range(3)]
+    [False, False, True]
+    >>> spin.took(0.00002)  # caught it: spin at every wait again
+    >>> spin.wanted(), spin.skipped
+    (True, 3)
     """
 
-    __slots__ = ("seconds", "slow")
+    __slots__ = ("_backoff", "_skip", "seconds", "skipped")
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
-        self.slow = 0  # replies in a row slower than ``seconds``
+        self._backoff = 0  # waits skipped after the last failed spin (doubled per failure)
+        self._skip = 0  # waits still to skip
+        self.skipped = 0  # waits skipped so far (for benchmarks and tests)
 
     def wanted(self) -> bool:
-        """Whether to spin for the next reply."""
-        global _load
-        if not self.seconds or self.slow >= SLOW_STREAK:
+        """Whether to spin for the next reply (each call that says no counts one skipped wait)."""
+        if not self.seconds:
             return False
-        if _load is None:
-            _load = _Load()
-        return _load.cpu_idle(time.monotonic())
+        if self._skip:
+            self._skip -= 1
+            self.skipped += 1
+            return False
+        return True
 
     def took(self, seconds: float) -> None:
-        """A reply came ``seconds`` after the request."""
-        self.slow = 0 if seconds < self.seconds else self.slow + 1
+        """A spin ended; its reply came ``seconds`` after the spin began (call it only after a spin)."""
+        if seconds < self.seconds:
+            self._backoff = 0
+        else:
+            self._skip = self._backoff = min(max(1, 2 * self._backoff), MAX_SKIP)
 
 
 def batch_size(prefetch: int, *, fast: bool, holding: bool, backlog: int, workers: int) -> int:
@@ -319,9 +305,8 @@ class FrameReader:
 
 
 __all__ = [
-    "LOAD_EVERY",
+    "MAX_SKIP",
     "PREFETCH_BELOW",
-    "SLOW_STREAK",
     "SPIN_DEFAULT_US",
     "SPIN_ENV",
     "FrameReader",

@@ -47,6 +47,7 @@ from ..broker.clients import BrokerClient, LocalBrokerClient
 from ..broker.state import Assignment
 from ..errors import SchemaMismatchError, WorkerError
 from ..workflow.graph import Workflow
+from ..workflow.schema import WorkflowSchema
 from .channel import WorkflowBlob
 from .mainguard import check_main_guard
 from .process import worker_main
@@ -115,7 +116,9 @@ class WorkerPool:
         self._lock = threading.RLock()
         self._blobs: list[WorkflowBlob] = []
         self._shipped: dict[tuple[str, str], Workflow] = {}
-        self._shipped_fps: dict[tuple[str, str], dict[str, str]] = {}  # fingerprints the workers hold
+        # The schema the workers hold for each workflow: ``refresh()`` makes a new one when a code
+        # fingerprint changed, so "the same schema object" is "the same fingerprints" (no per-step compare)
+        self._shipped_schema: dict[tuple[str, str], WorkflowSchema] = {}
         self._blobs_by_key: dict[tuple[str, str], bytes] = {}  # the latest blob of each workflow
         self._server: ChannelServer | None = None
         self._sup = WorkerSupervisor(self.client, self._start_process, self.processes, max_crashes=max_crashes,
@@ -236,14 +239,15 @@ class WorkerPool:
         key = (wf.workflow_id, wf.version) if isinstance(wf, Workflow) else None
         with self._lock:
             if key is not None and self._shipped.get(key) is wf and \
-                    self._shipped_fps.get(key) == wf.to_schema().fingerprints():
+                    self._shipped_schema.get(key) is wf.to_schema():
                 return
             if key is not None and _same_definition(self._shipped.get(key), wf):
                 self._shipped[key] = wf  # a cell run again, nothing changed: the workers' copy will do
+                self._shipped_schema[key] = wf.to_schema()  # equal to the shipped one
                 return
             self._check_schema(wf)
             key, blob = ship(wf)
-            self._shipped_fps[key] = wf.to_schema().fingerprints()
+            self._shipped_schema[key] = wf.to_schema()
             if self._blobs_by_key.get(key) == blob:
                 self._shipped[key] = wf
                 return
@@ -283,7 +287,7 @@ class WorkerPool:
                 self._blobs.append((key, blob))
                 self._blobs_by_key[key] = blob
             self._shipped[key] = wf
-            self._shipped_fps[key] = wf.to_schema().fingerprints()
+            self._shipped_schema[key] = wf.to_schema()
         if self._server is not None:
             self._server.wake()
         return wf

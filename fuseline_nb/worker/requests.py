@@ -29,6 +29,9 @@ from .latency import send
 
 log = logging.getLogger(__name__)
 
+#: Messages carrying a report: consecutive ones read together are recorded with one broker call.
+_REPORTS = frozenset({"report", "report_and_get"})
+
 
 class Requests:
     """What the channel server does with each request (a mixin of :class:`ChannelServer`)."""
@@ -41,7 +44,7 @@ class Requests:
 
     if TYPE_CHECKING:  # the server's own (handing out work, tracking reports, closing a pipe)
         def _offer(self, ep: Endpoint, kind: str, worker_id: str | None, wait: bool) -> Reply: ...
-        def _take_report(self, ep: Endpoint, worker_id: str, report: StepReport) -> None: ...
+        def _take_reports(self, ep: Endpoint, worker_id: str, reports: list[StepReport]) -> list[Exception | None]: ...
         def remove(self, ep: Endpoint) -> None: ...
 
     def handlers(self) -> dict[str, Callable[..., Reply]]:
@@ -72,22 +75,56 @@ class Requests:
                 pass
             return False
         frames.reverse()
+        reports: list[StepReport] = []  # one-way reports read together: one broker call for all of them
+        wid: str | None = None
         while frames:  # each frame handed over: freed once decoded (a big result is not held twice)
-            self._handle(ep, frames.pop())
+            try:
+                kind, args = decode(frames.pop())
+            except Exception as exc:
+                self._flush_reports(ep, wid, reports)
+                self._send(ep, ("error", type(exc).__name__, str(exc)))
+                continue
+            if kind in _REPORTS and len(args) >= 2 and (not reports or args[0] == wid):
+                wid = args[0]
+                reports.append(args[1])
+                if kind == "report":
+                    continue
+                self._answer(ep, self._reports_and_get, args[0], reports, *args[2:])
+                reports = []
+                continue
+            self._flush_reports(ep, wid, reports)
+            self._handle(ep, kind, args)
+        self._flush_reports(ep, wid, reports)
         return True
 
-    def _handle(self, ep: Endpoint, frame: bytes) -> None:
+    def _handle(self, ep: Endpoint, kind: str, args: tuple[Any, ...]) -> None:
+        handler = self._handlers.get(kind)
+        if handler is None:
+            self._send(ep, ("error", "ValueError",
+                            f"unknown message kind: {kind!r} (must be one of {list(REQUEST_KINDS)})"))
+            return
+        self._answer(ep, handler, *args)
+
+    def _answer(self, ep: Endpoint, handler: Callable[..., Reply], *args: Any) -> None:
         try:
-            kind, args = decode(frame)
-            del frame  # the message's bytes: the decoded value has its own copy
-            handler = self._handlers.get(kind)
-            if handler is None:
-                raise ValueError(f"unknown message kind: {kind!r} (must be one of {list(REQUEST_KINDS)})")
             reply = handler(ep, *args)
         except Exception as exc:  # the worker gets the broker's error as a value
             reply = ("error", type(exc).__name__, str(exc))
         if reply is not None:
             self._send(ep, reply)
+
+    def _flush_reports(self, ep: Endpoint, worker_id: str | None, reports: list[StepReport]) -> None:
+        """Record one-way reports (nobody waits for an answer: a refused one is logged, as ProcessEngine would)."""
+        if not reports or worker_id is None:
+            return
+        try:
+            refused = self._take_reports(ep, worker_id, reports)
+        except Exception as exc:
+            refused = [exc]
+        reports.clear()  # recorded (or refused): never twice
+        for why in refused:
+            if why is not None:
+                log.warning("report from worker %s refused: %s", ep.label, why)
 
     def _send(self, ep: Endpoint, reply: tuple[Any, ...]) -> None:
         try:
@@ -135,18 +172,30 @@ class Requests:
         return self._offer(ep, "get_step", worker_id, wait)
 
     def _report_and_get(self, ep: Endpoint, worker_id: str, report: StepReport, wait: bool) -> Reply:
-        self._take_report(ep, worker_id, report)
+        return self._reports_and_get(ep, worker_id, [report], wait)
+
+    def _reports_and_get(self, ep: Endpoint, worker_id: str, reports: list[StepReport], wait: bool) -> Reply:
+        """Record ``reports`` (the one-way ones read with it, then its own) and hand out the next work.
+
+        A refused one-way report is logged; a refused last report is the
+        answer, as a lone ``report_step`` would raise it.
+        """
+        refused = self._take_reports(ep, worker_id, reports)
+        for exc in refused[:-1]:
+            if exc is not None:
+                log.warning("report from worker %s refused: %s", ep.label, exc)
+        if refused and refused[-1] is not None:
+            raise refused[-1]
         return self._offer(ep, "get_step", worker_id, wait)
 
     def _report_oneway(self, ep: Endpoint, worker_id: str, report: StepReport) -> Reply:
-        try:
-            self._take_report(ep, worker_id, report)
-        except Exception as exc:  # nobody waits for an answer: log it, as ProcessEngine would
-            log.warning("report from worker %s refused: %s", ep.label, exc)
+        self._flush_reports(ep, worker_id, [report])
         return None
 
     def _report_only(self, ep: Endpoint, worker_id: str, report: StepReport) -> Reply:
-        self._take_report(ep, worker_id, report)
+        refused = self._take_reports(ep, worker_id, [report])
+        if refused[0] is not None:
+            raise refused[0]
         return ("ok", None)
 
     def _keep_alive(self, ep: Endpoint, worker_id: str) -> Reply:

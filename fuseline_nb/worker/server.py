@@ -27,7 +27,7 @@ import threading
 import time
 from typing import Any
 
-from ..broker.base import StepAssignment, StepReport
+from ..broker.base import StepReport
 from ..broker.clients import BrokerClient
 from ..workflow.events import Event
 from ..workflow.status import Status
@@ -101,7 +101,7 @@ class ChannelServer(Requests):
         #: How long to look for the next request without sleeping after handing out work.
         self.spin = Spin(spin_seconds())
         self._spin_until = 0.0  # spin (see _spin) until then
-        self._handed_at = 0.0  # when the last assignments left, until the next request comes
+        self._handed_at = 0.0  # when the spin after the last hand-out began (0: no spin pending)
         self._thread = threading.Thread(target=self._loop, name="fuseline-channel", daemon=True)
         self.ident: int | None = None
         self._handlers = self.handlers()
@@ -217,7 +217,7 @@ class ChannelServer(Requests):
                 ready = self._sel.select(self._wait_time())
         except OSError:  # a descriptor closed under us: look again
             return
-        if self._handed_at:  # did the last hand-out come back soon enough to be worth a spin?
+        if self._handed_at:  # did the spin after the last hand-out catch the next request?
             self.spin.took(time.perf_counter() - self._handed_at)
             self._handed_at = 0.0
         endpoints = self.endpoints
@@ -319,30 +319,29 @@ class ChannelServer(Requests):
             ep.shipped = len(blobs)
             return ("workflows", new)
         if kind != "hello" and worker_id is not None:
-            batch: list[StepAssignment] = []
             want = batch_size(self.prefetch, fast=ep.fast, holding=False, backlog=self.backlog,
                               workers=len(self.endpoints))
             if want > 1 and self.client.held_by(worker_id):  # asked only when it matters
                 want = 1
-            get_step = self.client.get_step
-            while len(batch) < want and (a := get_step(worker_id)) is not None:
-                batch.append(a)
-                if a.timeout is not None and not self._timing:
-                    self._timing, self._next_due = True, 0.0  # ask the broker at the next turn
+            batch = self.client.get_steps(worker_id, want)
+            if not self._timing and any(a.timeout is not None for a in batch):
+                self._timing, self._next_due = True, 0.0  # ask the broker at the next turn
             if batch or not wait:
-                if batch:
+                if batch and self.spin.wanted():  # see latency.Spin: this channel's replies decide
                     self._handed_at = now = time.perf_counter()
-                    if self.spin.wanted():  # only with an idle CPU: not while both workers are busy
-                        self._spin_until = now + self.spin.seconds
+                    self._spin_until = now + self.spin.seconds
                 return ("assignments", batch)
         ep.parked = (kind, worker_id)
         self._parked[ep.label] = ep
         return None
 
-    def _take_report(self, ep: Endpoint, worker_id: str, report: StepReport) -> None:
-        started, finished = report.started_at, report.finished_at
+    def _take_reports(self, ep: Endpoint, worker_id: str, reports: list[StepReport]) -> list[Exception | None]:
+        """Record ``reports`` with one broker call; for each, ``None`` or why it was refused."""
+        last = reports[-1]
+        started, finished = last.started_at, last.finished_at
         if started is not None and finished is not None:
             ep.fast = finished - started < PREFETCH_BELOW
-        self.client.report_step(worker_id, report)
+        return self.client.report_steps(worker_id, reports)
+
 
 __all__ = ["ChannelServer", "Endpoint", "Supervisor"]

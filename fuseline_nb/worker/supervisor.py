@@ -285,6 +285,13 @@ class WorkerSupervisor:
                 self.cancelled(child)
 
     # -- the end ------------------------------------------------------------------------
+    def _holding(self, child: Any) -> Held | None:
+        """The step ``child`` runs as the broker records it, or ``None`` (also when the broker cannot say)."""
+        try:
+            return self.held(child)
+        except Exception:  # e.g. the worker already left the broker: it holds nothing there
+            return None
+
     def stop(self, ask: Callable[[], None], grace: float) -> None:
         """``ask()`` every process to stop; kill the ones still running after ``grace`` seconds."""
         with self._lock:
@@ -301,9 +308,13 @@ class WorkerSupervisor:
                 if child.worker_id is None:  # stopped while it started (e.g. Ctrl-C): nothing to warn about
                     log.info("worker %s (pid %s) still starting at shutdown: killed", child.label,
                              child.process.pid)
+                elif (held := self._holding(child)) is not None:
+                    log.warning("worker %s (pid %s) still running step %r of run %s %.1f s after it was asked "
+                                "to stop: killed (the step goes back to the queue)", child.label,
+                                child.process.pid, held.step, held.run_id, grace)
                 else:
-                    log.warning("worker %s (pid %s) still busy at shutdown: killed", child.label,
-                                child.process.pid)
+                    log.warning("worker %s (pid %s) holds no step but had not exited %.1f s after it was asked "
+                                "to stop: killed", child.label, child.process.pid, grace)
                 child.process.kill()
                 child.process.join(2.0)
         self._state = "stopped"

@@ -16,71 +16,88 @@ from collections import deque
 from typing import Any
 
 from ..errors import DependencyError, DuplicateStepNameError
-from .binding import shape_of
+from .binding import Shape, shape_of
 from .steps import FunctionStep, Step, known_function_step, step_for_function
 
 
-def collect(outputs: list[Step]) -> list[Step]:
-    """Every step linked to ``outputs`` by edges or ``Depends``, in discovery order."""
-    seen: set[int] = set()
+def collect(outputs: list[Step]) -> tuple[list[Step], dict[int, int], list[Shape]]:
+    """Every step linked to ``outputs`` by edges or ``Depends``, in discovery order, with
+    each one's position in that order by ``id`` and each one's :class:`Shape`."""
+    index: dict[int, int] = {}
     order: list[Step] = []
+    shapes: list[Shape] = []
     work = deque(outputs)
-    pop, extend, add, keep = work.popleft, work.extend, seen.add, order.append
+    pop, push, extend, keep, keep_shape = work.popleft, work.append, work.extend, order.append, shapes.append
     last_fn: Any = None
     last_type: type | None = None
-    depends = False
+    shape: Any = None
+    found = 0
     while work:
         s = pop()
-        if id(s) in seen:
+        if index.setdefault(id(s), found) != found:  # seen before
             continue
-        add(id(s))
+        found += 1
         keep(s)
-        d = s.__dict__
-        incoming = d.get("_incoming")
-        if incoming:
-            extend(incoming)
-        fn = d.get("function")
+        ins = s._in
+        if ins is not None:
+            if type(ins) is list:
+                extend(ins)
+            else:
+                push(ins)
+        fn = s.function if isinstance(s, FunctionStep) else None
         if fn is None or fn is not last_fn or type(s) is not last_type:  # neighbours mostly share one
-            last_fn, last_type, depends = fn, type(s), shape_of(s).depends
-        if depends:
+            last_fn, last_type, shape = fn, type(s), shape_of(s)
+        keep_shape(shape)
+        if shape.depends:
             for _, dep in s.dependencies():
                 for t in dep.steps:
                     if isinstance(t, Step):
-                        work.append(t)
+                        push(t)
                     elif callable(t) and not isinstance(t, type):
                         known = known_function_step(t)  # FunctionStep(f) wired elsewhere: the same step
                         if known is not None:
-                            work.append(known)
-        out = d.get("_edges")
-        if out:
-            extend([t for t, _, _ in out])
-    return order
+                            push(known)
+        out = s._out
+        if out is not None:
+            if type(out) is not list:
+                push(out[0] if type(out) is tuple else out)
+            else:
+                extend([e[0] if type(e) is tuple else e for e in out])
+    return order, index, shapes
 
 
 def topological(
-    steps: list[Step], deps: dict[int, dict[str, tuple[Step, ...]]]
+    steps: list[Step], index: dict[int, int], deps: dict[int, dict[str, tuple[Step, ...]]]
 ) -> tuple[list[Step], list[int]] | tuple[None, None]:
     """``steps`` in a topological order (discovery order breaks ties), so derived
     names number upstream steps first, with each step's depth (roots 0, else one
     more than its deepest parent); ``(None, None)`` on a cycle (the caller reports
-    it by name)."""
-    index = {id(s): k for k, s in enumerate(steps)}
-    indeg = [0] * len(steps)
-    outs: list[Any] = [s.__dict__.get("_edges") for s in steps]
-    for out in outs:
-        if out:
-            for t, _, _ in out:
-                indeg[index[id(t)]] += 1  # collect followed every edge: the target is here
-    back: dict[int, list[int]] = {}  # Depends edges, source -> the steps depending on it
+    it by name). ``index`` gives each step's position in ``steps`` by ``id``."""
+    n = len(steps)
+    succ: list[Any] = [None] * n  # position of each step's target, or a list of them (one per edge)
+    indeg = [0] * n
     for k, s in enumerate(steps):
-        for srcs in deps.get(id(s), {}).values() if deps else ():
-            for d in srcs:
-                j = index.get(id(d))
-                if j is not None:
-                    back.setdefault(j, []).append(k)
-                    indeg[k] += 1
-    heap = [k for k, n in enumerate(indeg) if n == 0]  # already ascending: a valid heap
-    depth = [0] * len(steps)
+        out = s._out
+        if out is None:
+            continue
+        if type(out) is not list:
+            j = succ[k] = index[id(out[0] if type(out) is tuple else out)]  # collect followed every edge
+            indeg[j] += 1
+        else:
+            js = succ[k] = [index[id(e[0] if type(e) is tuple else e)] for e in out]
+            for j in js:
+                indeg[j] += 1
+    if deps:  # Depends edges, source -> the steps depending on it
+        for k, s in enumerate(steps):
+            for srcs in deps.get(id(s), {}).values():
+                for d in srcs:
+                    at = index.get(id(d))
+                    if at is not None:
+                        had = succ[at]
+                        succ[at] = [k] if had is None else [had, k] if type(had) is int else [*had, k]
+                        indeg[k] += 1
+    heap = [k for k, m in enumerate(indeg) if m == 0]  # already ascending: a valid heap
+    depth = [0] * n
     order: list[Step] = []
     depths: list[int] = []
     pop, push = heapq.heappop, heapq.heappush
@@ -89,24 +106,24 @@ def topological(
         order.append(steps[k])
         dk = depth[k]
         depths.append(dk)
+        js = succ[k]
+        if js is None:
+            continue
         dk += 1
-        out = outs[k]
-        if out:
-            for t, _, _ in out:
-                j = index[id(t)]
-                if depth[j] < dk:
-                    depth[j] = dk
-                indeg[j] -= 1
-                if indeg[j] == 0:
-                    push(heap, j)
-        if back:
-            for j in back.get(k, ()):
-                if depth[j] < dk:
-                    depth[j] = dk
-                indeg[j] -= 1
-                if indeg[j] == 0:
-                    push(heap, j)
-    if len(order) != len(steps):
+        if type(js) is int:  # one target: most steps
+            if depth[js] < dk:
+                depth[js] = dk
+            indeg[js] -= 1
+            if indeg[js] == 0:
+                push(heap, js)
+            continue
+        for j in js:
+            if depth[j] < dk:
+                depth[j] = dk
+            indeg[j] -= 1
+            if indeg[j] == 0:
+                push(heap, j)
+    if len(order) != n:
         return None, None
     return order, depths
 
@@ -171,21 +188,25 @@ def _where(owner: Step) -> str:
     return f"step {owner.name or type(owner).__name__!r} ({code})"
 
 
-def assign_names(steps: list[Step]) -> dict[int, str]:
-    """Name every step: explicit names as given (two steps with one explicit name are an
-    error), the others numbered from their class or function name (``f``, ``f_2``)."""
-    names: dict[int, str] = {}
-    explicit: dict[str, Step] = {}
+def assign_names(steps: list[Step]) -> dict[str, Step]:
+    """Name every step and return them by name, in ``steps`` order: explicit names as given
+    (two steps with one explicit name are an error), the others numbered from their class
+    or function name (``f``, ``f_2``), skipping the explicit names."""
+    by_name: dict[str, Step] = {}
+    auto = False
     for s in steps:
-        if s.name and not s.__dict__.get("_auto_name"):
-            if s.name in explicit and explicit[s.name] is not s:
-                raise DuplicateStepNameError(s.name)
-            explicit[s.name] = s
-            names[id(s)] = s.name
-    used = set(explicit)
+        name = s.name
+        if name and not s._auto_name:
+            if by_name.setdefault(name, s) is not s:
+                raise DuplicateStepNameError(name)
+        else:
+            auto = True
+    if not auto:
+        return by_name
     last: dict[str, int] = {}  # per base, the last suffix tried: numbering stays linear
+    used = by_name
     for s in steps:
-        if id(s) in names:
+        if s.name and not s._auto_name:
             continue
         base = getattr(s.function, "__name__", "function") if isinstance(s, FunctionStep) else type(s).__name__
         base = "lambda" if base == "<lambda>" else base
@@ -195,11 +216,10 @@ def assign_names(steps: list[Step]) -> dict[int, str]:
             k += 1
             name = f"{base}_{k}"
         last[base] = k
-        used.add(name)
-        names[id(s)] = name
+        used[name] = s
         s.name = name
-        s.__dict__["_auto_name"] = True
-    return names
+        s._auto_name = True
+    return {s.name: s for s in steps}  # type: ignore[misc]  # every step is named now
 
 
 __all__ = [

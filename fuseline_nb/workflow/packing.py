@@ -23,14 +23,21 @@ True
 from __future__ import annotations
 
 import copy
+from array import array
+from collections.abc import Iterator
+from operator import itemgetter
 from typing import Any
 
+from .columns import Column
 from .schema import WorkflowSchema
 from .steps import Step
 from .structure import Edge, Structure, edge
+from .wiring import link
 
 #: What a step holds only to be wired and built in this process.
-_LINKS = frozenset({"_edges", "_incoming", "_edge_keys", "_incoming_ids", "_params"})
+_LINKS = frozenset({"_out", "_in", "_out_keys"})
+#: How steps held their links before ``wiring``: remade from ``_edges`` when older bytes load.
+_OLD_LINKS = ("_edges", "_incoming", "_edge_keys", "_incoming_ids", "_params")
 #: Derived by the kernel's workflow, remade where needed.
 _DERIVED = ("_graph", "_bindings", "_plan", "_last_run")
 _new = object.__new__
@@ -69,14 +76,85 @@ def unpack_step(packed: Any) -> Step:
     return packed  # type: ignore[no-any-return]
 
 
+def pack_steps(steps: list[Step]) -> tuple[Any, ...]:
+    """Steps as columns: ``("columns", group of each step or None, groups)``.
+
+    Steps of one class holding the same attributes (links aside) form a
+    group: ``(class, attribute names, one Column per attribute)``, pickled
+    without a container per step. Steps of a class with its own pickling
+    go as stripped copies (:func:`pack_step`) in a group ``(None, None, copies)``.
+
+    Examples
+    --------
+    >>> import pickle
+    >>> from fuseline_nb import FunctionStep
+    >>> steps = [FunctionStep(len, name="a"), FunctionStep(len, name="b")]
+    >>> [s.name for s in unpack_steps(pickle.loads(pickle.dumps(pack_steps(steps))))]
+    ['a', 'b']
+    """
+    plain: dict[type, bool] = {}
+    index: dict[tuple[type, tuple[str, ...]], int] = {}  # (class, every attribute name) -> group
+    keyed: dict[tuple[type, tuple[str, ...]], int] = {}  # (class, attribute names sans links) -> group
+    members: list[list[Any]] = []
+    kinds: list[tuple[type, tuple[str, ...]] | None] = []
+    gids: array[int] | None = None
+    for i, step in enumerate(steps):
+        cls = type(step)
+        raw = (cls, tuple(step.__dict__))
+        g = index.get(raw)
+        if g is None:
+            ok = plain.get(cls)
+            if ok is None:
+                ok = plain[cls] = _plain(cls)
+            kind = (cls, tuple(k for k in raw[1] if k not in _LINKS)) if ok else None
+            g = keyed.get(kind) if kind is not None else None  # type: ignore[arg-type]
+            if g is None:
+                g = len(members)
+                members.append([])
+                kinds.append(kind)
+                if kind is not None:
+                    keyed[kind] = g
+            index[raw] = g
+        if g and gids is None:
+            gids = array("I", bytes(4 * i))  # every earlier step was in group 0
+        if gids is not None:
+            gids.append(g)
+        members[g].append(step if kinds[g] is not None else pack_step(step, plain))
+    groups: list[tuple[Any, ...]] = []
+    for kind, group in zip(kinds, members, strict=True):
+        if kind is None:
+            groups.append((None, None, group))
+        else:
+            cls, keys = kind
+            groups.append((cls, keys, tuple(Column(group, itemgetter(k), through=vars) for k in keys)))
+    return ("columns", gids, groups)
+
+
+def unpack_steps(packed: Any) -> list[Step]:
+    """The steps :func:`pack_steps` packed, in their order (a list of :func:`pack_step` results too)."""
+    if isinstance(packed, list):  # pickled a step at a time (before columns)
+        return list(map(unpack_step, packed))
+    _, gids, groups = packed
+    made = [iter(columns) if cls is None else _made(cls, keys, columns) for cls, keys, columns in groups]
+    if gids is None:
+        return list(made[0]) if made else []
+    return [next(made[g]) for g in gids]
+
+
+def _made(cls: type, keys: tuple[str, ...], columns: tuple[list[Any], ...]) -> Iterator[Step]:
+    for values in zip(*columns, strict=True):
+        step: Step = _new(cls)
+        _set(step, "__dict__", dict(zip(keys, values, strict=True)))
+        yield step
+
+
 def pack(wf: Any) -> dict[str, Any]:
     """The pickled state of a workflow (``Workflow.__getstate__``)."""
     state = dict(wf.__dict__)
     for key in _DERIVED:
         state.pop(key, None)
     st: Structure = wf._structure
-    plain: dict[type, bool] = {}
-    state["steps"] = [pack_step(s, plain) for s in st.steps.values()]
+    state["steps"] = pack_steps(list(st.steps.values()))
     state["outputs"] = None  # the output steps, by name (output_names)
     keep_edges = wf._schema_cache is None  # the schema carries the edges; without it, they travel
     state["_structure"] = (st.order, st.deps, st.group_param, st.output_names, st.branching, st.acyclic,
@@ -90,16 +168,36 @@ def unpack(wf: Any, state: dict[str, Any]) -> None:
         wf.__dict__.update(state)
         if not isinstance(state.get("_structure"), Structure):  # an older layout: build it again
             cache = state.get("_schema_cache")
+            _relink(wf.outputs)
             wf._build()
             wf._schema_cache = cache
         return
     order, deps, group_param, output_names, branching, acyclic, edges = state.pop("_structure")
-    steps = dict(zip(order, map(unpack_step, state.pop("steps")), strict=True))
+    steps = dict(zip(order, unpack_steps(state.pop("steps")), strict=True))
     wf.__dict__.update(state)
     wf.steps = steps
     wf.outputs = [steps[n] for n in output_names]
     wf._structure = Structure(steps, order, edges, deps, group_param, None, output_names, branching, acyclic)
     wf._graph = wf._bindings = wf._plan = None
+
+
+def _relink(outputs: list[Step]) -> None:
+    """Give steps pickled with their links in ``_edges`` lists (before ``wiring``) today's links."""
+    seen: set[int] = set()
+    work = list(outputs)
+    while work:
+        s = work.pop()
+        if id(s) in seen:
+            continue
+        seen.add(id(s))
+        d = s.__dict__
+        old = d.get("_edges") or ()
+        work.extend(d.get("_incoming") or ())
+        for key in _OLD_LINKS:
+            d.pop(key, None)
+        for t, action, group in old:
+            link(s, t, action, group)
+            work.append(t)
 
 
 def complete(st: Structure, schema: WorkflowSchema | None) -> Structure:
@@ -131,4 +229,4 @@ def complete(st: Structure, schema: WorkflowSchema | None) -> Structure:
     return st
 
 
-__all__ = ["complete", "pack", "pack_step", "unpack", "unpack_step"]
+__all__ = ["complete", "pack", "pack_step", "pack_steps", "unpack", "unpack_step", "unpack_steps"]

@@ -12,11 +12,12 @@ Examples
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Protocol
 
 from ..errors import UnknownActionError
-from .schema import DEFAULT_ACTION, WorkflowSchema
+from .schema import DEFAULT_ACTION, WorkflowSchema, action_set
 from .status import SKIP_CONDITION, SKIP_NOT_REACHED, Status
 
 
@@ -62,39 +63,96 @@ class Outcome:
         return cls(Status.SKIPPED, None, SKIP_NOT_REACHED)
 
 
-class _In(NamedTuple):
-    """One incoming slot: the source step, the actions that take the edge, its OR group."""
+class _In(Protocol):
+    """One incoming slot of a step: its source step, the actions that take the edge, its OR group.
+
+    A plan's ``incoming`` entries are :class:`~fuseline_nb.workflow.schema.EdgeSchema`
+    objects or :class:`_Merged` records; only these three attributes are theirs to read.
+    """
+
+    @property
+    def source(self) -> str: ...  # the step the edge comes from
+
+    @property
+    def actions(self) -> frozenset[str]: ...  # the source's actions that take the edge
+
+    @property
+    def group(self) -> str | None: ...  # the OR group on the target, or None (an AND edge)
+
+
+class _Merged(NamedTuple):
+    """An incoming slot that is not one schema edge: parallel edges merged, or one shared by many targets."""
 
     source: str
     actions: frozenset[str]
     group: str | None
 
 
-_DEFAULT = frozenset((DEFAULT_ACTION,))
+_DEFAULT = action_set(DEFAULT_ACTION)
 _NO_ACTIONS: frozenset[str] = frozenset()
+_NO_GROUP = {None}
+_PLAIN = (_DEFAULT, None)  # the label of an ``a >> b`` edge: (actions, group)
 
 
-@dataclass
+class _Actions(Mapping[str, frozenset[str]]):
+    """``step -> its outgoing action labels``, stored only for steps with an edge that is not plain."""
+
+    __slots__ = ("_branching", "_successors")
+
+    def __init__(self, branching: dict[str, frozenset[str]], successors: dict[str, tuple[str, ...]]) -> None:
+        self._branching = branching
+        self._successors = successors
+
+    def __getitem__(self, step: str) -> frozenset[str]:
+        got = self._branching.get(step)
+        if got is not None:
+            return got
+        return _DEFAULT if self._successors[step] else _NO_ACTIONS
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._successors)
+
+    def __len__(self) -> int:
+        return len(self._successors)
+
+
 class Plan:
     """A schema compiled for the rules: incoming and outgoing edges per step.
 
     Parallel edges ``u -> v`` with different actions are one edge taken on
-    any of them.
+    any of them. ``incoming[v]`` holds ``v``'s slots (objects with
+    ``source``, ``actions`` and ``group``), ``successors[u]`` the steps ``u``
+    feeds, and ``labels[u]`` — only for a step with an edge that is not a
+    plain ``u >> v`` — each successor's ``(actions, group)``. Equal tuples
+    are one object: the steps of a 1→N→1 fan-out share their incoming and
+    outgoing tuples, so a plan costs two dict entries per step.
 
     Examples
     --------
     >>> from fuseline_nb.workflow.schema import WorkflowSchema, StepSchema, EdgeSchema
     >>> p = Plan.from_schema(WorkflowSchema("w", steps=(StepSchema("a"), StepSchema("b")),
     ...                                     edges=(EdgeSchema("a", "b"),)))
-    >>> p.roots, p.successors["a"]
-    (['a'], ['b'])
+    >>> p.roots, p.successors["a"], p.actions["a"], p.incoming["b"][0].source
+    (['a'], ('b',), frozenset({'default'}), 'a')
     """
 
-    order: list[str]
-    incoming: dict[str, list[_In]]
-    successors: dict[str, list[str]]
-    actions: dict[str, frozenset[str]]  # outgoing action labels per step
-    roots: list[str] = field(default_factory=list)
+    __slots__ = ("__weakref__", "actions", "groups", "incoming", "labels", "order", "roots",
+                 "slots", "successors")
+
+    def __init__(self, order: list[str], incoming: dict[str, tuple[_In, ...]],
+                 successors: dict[str, tuple[str, ...]],
+                 labels: dict[str, tuple[tuple[frozenset[str], str | None], ...]],
+                 branching: dict[str, frozenset[str]], groups: dict[str, dict[str, int]],
+                 roots: list[str]) -> None:
+        self.order = order
+        self.incoming = incoming
+        self.successors = successors
+        self.labels = labels
+        self.actions: Mapping[str, frozenset[str]] = _Actions(branching, successors)
+        #: Steps with OR groups: step -> group -> members; ``slots`` their slot counts (plain edges + groups).
+        self.groups = groups
+        self.slots = {v: sum(1 for e in incoming[v] if e.group is None) + len(gs) for v, gs in groups.items()}
+        self.roots = roots
 
     @classmethod
     def from_schema(cls, schema: WorkflowSchema) -> Plan:
@@ -109,33 +167,132 @@ class Plan:
     @classmethod
     def _compile(cls, schema: WorkflowSchema) -> Plan:
         order = [s.name for s in schema.steps]
-        merged: dict[tuple[str, str], list[Any]] = {}  # (u, v) -> [actions, group]
+        into: dict[str, Any] = {}  # v -> its one edge, or a list of them
+        out: dict[str, Any] = {}  # u -> its one edge, or a list of them
         for e in schema.edges:
-            m = merged.get((e.source, e.target))
-            if m is None:
-                merged[(e.source, e.target)] = [(e.action,), e.group]
+            v = e.target
+            got = into.get(v)
+            if got is None:
+                into[v] = e
+            elif got.__class__ is list:
+                got.append(e)
             else:
-                if e.action not in m[0]:
-                    m[0] = (*m[0], e.action)
-                if m[1] is None:
-                    m[1] = e.group
-        incoming: dict[str, list[_In]] = {n: [] for n in order}
-        successors: dict[str, list[str]] = {n: [] for n in order}
-        out: dict[str, set[str]] = {}
-        for (u, v), (acts, group) in merged.items():
-            actions = _DEFAULT if acts == (DEFAULT_ACTION,) else frozenset(acts)
-            incoming[v].append(_In(u, actions, group))
-            successors[u].append(v)
-            mine = out.get(u)
-            if mine is None:
-                out[u] = set(actions)
+                into[v] = [got, e]
+            u = e.source
+            got = out.get(u)
+            if got is None:
+                out[u] = e
+            elif got.__class__ is list:
+                got.append(e)
             else:
-                mine |= actions
-        roots = [n for n in order if not incoming[n]]
-        actions_of = dict.fromkeys(order, _NO_ACTIONS)
-        for u, acts_u in out.items():
-            actions_of[u] = _DEFAULT if acts_u == _DEFAULT else frozenset(acts_u)
-        return cls(order, incoming, successors, actions_of, roots)
+                out[u] = [got, e]
+        incoming: dict[str, tuple[_In, ...]] = {}
+        successors: dict[str, tuple[str, ...]] = {}
+        shared: dict[Any, Any] = {}  # a step's one incoming edge -> that edge (seen once) or the shared slot
+        single: dict[str, tuple[str]] = {}  # a step's one successor -> the shared tuple
+        labels: dict[str, tuple[tuple[frozenset[str], str | None], ...]] = {}
+        branching: dict[str, frozenset[str]] = {}
+        groups: dict[str, dict[str, int]] = {}
+        roots: list[str] = []
+        ends = 0  # steps without successors
+        for n in order:
+            got = into.get(n)
+            if got is None:
+                incoming[n] = ()
+                roots.append(n)
+            elif got.__class__ is not list:
+                group = got.group
+                key = got.source if group is None and got.action == DEFAULT_ACTION else (
+                    got.source, got.action, group)
+                one = shared.get(key)
+                if one is None:  # the first step fed by this edge: its own schema edge
+                    shared[key] = got
+                    one = (got,)
+                elif one.__class__ is not tuple:  # the second: one slot for every step it feeds
+                    one = shared[key] = (_Merged(got.source, action_set(got.action), group),)
+                incoming[n] = one
+                if group is not None:
+                    groups[n] = {group: 1}
+            else:
+                sources = [e.source for e in got]
+                slots = tuple(got) if len(set(sources)) == len(sources) else _merge(got, "source")
+                incoming[n] = slots
+                named = [e.group for e in slots if e.group is not None]
+                if named:
+                    g = groups[n] = {}
+                    for group in named:
+                        g[group] = g.get(group, 0) + 1
+            got = out.get(n)
+            if got is None:
+                successors[n] = ()
+                ends += 1
+                continue
+            if got.__class__ is not list:
+                v = got.target
+                one = single.get(v)
+                if one is None:
+                    one = single[v] = (v,)
+                successors[n] = one
+                if got.group is not None or got.action != DEFAULT_ACTION:
+                    labels[n] = ((action_set(got.action), got.group),)
+                    branching[n] = action_set(got.action)
+            else:
+                targets = [e.target for e in got]
+                if len(set(targets)) == len(targets):  # no parallel edges: each the schema's own
+                    successors[n] = tuple(targets)
+                    if {e.action for e in got} == _DEFAULT and {e.group for e in got} == _NO_GROUP:
+                        continue
+                    outs: Any = got
+                else:
+                    outs = _merge(got, "target")
+                    successors[n] = tuple(e.target for e in outs)
+                labels[n] = tuple((e.actions, e.group) for e in outs)
+                acts = frozenset().union(*(e.actions for e in outs))
+                branching[n] = _DEFAULT if acts == _DEFAULT else acts
+        if len(order) - len(roots) != len(into) or len(order) - ends != len(out):
+            missing = (set(into) | set(out)) - set(incoming)
+            raise KeyError(f"edges name steps the schema does not have: {sorted(missing)}")
+        return cls(order, incoming, successors, labels, branching, groups, roots)
+
+
+def _merge(edges: list[Any], end: str) -> tuple[Any, ...]:
+    """``edges`` into (or out of) one step, parallel ones (same ``end``) merged into one taken on any action.
+
+    Unmerged edges stay the schema's own objects.
+    """
+    seen: dict[str, int] = {}
+    slots: list[Any] = []
+    for e in edges:
+        other = getattr(e, end)
+        at = seen.get(other)
+        if at is None:
+            seen[other] = len(slots)
+            slots.append(e)
+            continue
+        m = slots[at]
+        acts = m.actions | {e.action} if e.action not in m.actions else m.actions
+        merged = _Merged(m.source, acts, m.group if m.group is not None else e.group)
+        slots[at] = _MergedOut(e.target, merged) if end == "target" else merged
+    return tuple(slots)
+
+
+class _MergedOut(NamedTuple):
+    """An outgoing merged edge (its target, and the merged slot's fields)."""
+
+    target: str
+    slot: _Merged
+
+    @property
+    def source(self) -> str:
+        return self.slot.source
+
+    @property
+    def actions(self) -> frozenset[str]:
+        return self.slot.actions
+
+    @property
+    def group(self) -> str | None:
+        return self.slot.group
 
 
 def resolve_action(plan: Plan, step: str, result: object) -> str:

@@ -17,16 +17,18 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Annotated, Any
 
 from ..errors import MissingInputError
 from ..limits import Bound, Label, Name, Short
+from .columns import Column
 
 DEFAULT_ACTION = "default"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StepSchema:
     """One step: its unique name, its kind and where its code lives.
 
@@ -60,11 +62,10 @@ class StepSchema:
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-serialisable dict."""
-        d = asdict(self)
-        d["policies"] = [dict(p) for p in self.policies]
-        d["reads"] = None if self.reads is None else list(self.reads)
-        d["inputs"] = list(self.inputs)
-        return d
+        return {"name": self.name, "kind": self.kind, "target": self.target,
+                "policies": [dict(p) for p in self.policies], "conditional": self.conditional,
+                "fingerprint": self.fingerprint, "cache": self.cache,
+                "reads": None if self.reads is None else list(self.reads), "inputs": list(self.inputs)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> StepSchema:
@@ -82,7 +83,7 @@ class StepSchema:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EdgeSchema:
     """An edge ``source -> target`` taken when ``source`` returns ``action``.
 
@@ -100,9 +101,20 @@ class EdgeSchema:
     action: Name = DEFAULT_ACTION
     group: Name | None = None
 
+    @property
+    def actions(self) -> frozenset[str]:
+        """The actions of ``source`` that take this edge (its one action), as a plan's slots name them.
+
+        Examples
+        --------
+        >>> EdgeSchema("review", "publish", action="approve").actions
+        frozenset({'approve'})
+        """
+        return action_set(self.action)
+
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-serialisable dict."""
-        return asdict(self)
+        return {"source": self.source, "target": self.target, "action": self.action, "group": self.group}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> EdgeSchema:
@@ -135,14 +147,13 @@ class WorkflowSchema:
         ref = self.__dict__.get("_shipped_from")
         if ref is not None:  # a worker's copy of a schema its kernel shipped: named, not sent back
             return _shipped_schema, ref
-        # Steps and edges as plain tuples (the C pickler's fast path; a name or
-        # fingerprint shared by many steps is one object, pickled once), with the
-        # structure key when known: a 1M-step schema crosses a pipe in a second.
-        steps = [(s.name, s.kind, s.target, s.policies, s.conditional, s.fingerprint, s.cache, s.reads, s.inputs)
-                 for s in self.steps]
-        edges = [(e.source, e.target, e.action, e.group) for e in self.edges]
-        return _rebuild_schema, (self.workflow_id, self.version, steps, edges, self.outputs, self.name,
-                                 self.policies, self.__dict__.get("_structure_key"))
+        # Steps and edges as columns, one list per field made while pickling (no tuple per step kept
+        # alive by the pickler's memo; a name or fingerprint shared by many steps is one object,
+        # pickled once), with the structure key when known: a 1M-step schema crosses a pipe in a second.
+        steps = tuple(Column(self.steps, attrgetter(f)) for f in _STEP_FIELDS)
+        edges = tuple(Column(self.edges, attrgetter(f)) for f in _EDGE_FIELDS)
+        return _schema_from_columns, (self.workflow_id, self.version, steps, edges, self.outputs, self.name,
+                                      self.policies, self.__dict__.get("_structure_key"))
 
     @property
     def step_names(self) -> tuple[str, ...]:
@@ -198,13 +209,17 @@ class WorkflowSchema:
         )
 
     def to_json(self) -> str:
-        """Serialise to a JSON string."""
-        return json.dumps(self.to_dict(), sort_keys=True)
+        """Serialise to a JSON string: ``json.dumps(self.to_dict(), sort_keys=True)``, written directly."""
+        from ._schema_json import dumps
+
+        return dumps(self)
 
     @classmethod
     def from_json(cls, text: str) -> WorkflowSchema:
-        """Parse :meth:`to_json` output."""
-        return cls.from_dict(json.loads(text))
+        """Parse :meth:`to_json` output (older definitions without some keys read with their defaults)."""
+        from ._schema_json import loads
+
+        return loads(text, cls, _StepFill, _EdgeFill)  # type: ignore[no-any-return]
 
     def missing_inputs(self, inputs: Mapping[str, Any]) -> dict[str, list[str]]:
         """``{input: [steps needing it]}`` for every needed input not in ``inputs``.
@@ -303,6 +318,23 @@ class WorkflowSchema:
         return out
 
 
+_ACTION_SETS: dict[str, frozenset[str]] = {}
+
+
+def action_set(action: str) -> frozenset[str]:
+    """``frozenset({action})``, one shared object per action.
+
+    Examples
+    --------
+    >>> action_set("go") is action_set("go")
+    True
+    """
+    got = _ACTION_SETS.get(action)
+    if got is None:
+        got = _ACTION_SETS[action] = frozenset((action,))
+    return got
+
+
 def key_digest(text: str) -> str:
     """The structure key of a canonical structure text: its SHA-256, in hex.
 
@@ -314,8 +346,40 @@ def key_digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-_new = object.__new__
 _set = object.__setattr__
+
+
+class _StepFill:
+    """A writable twin of :class:`StepSchema` (same slots): filled by plain stores, then made a StepSchema."""
+
+    __slots__ = StepSchema.__slots__  # type: ignore[attr-defined]
+
+    def __init__(self, name: str, kind: str, target: str, policies: tuple[dict[str, Any], ...],
+                 conditional: bool, fingerprint: str, cache: bool, reads: tuple[str, ...] | None,
+                 inputs: tuple[str, ...]) -> None:
+        self.name = name
+        self.kind = kind
+        self.target = target
+        self.policies = policies
+        self.conditional = conditional
+        self.fingerprint = fingerprint
+        self.cache = cache
+        self.reads = reads
+        self.inputs = inputs
+        self.__class__ = StepSchema  # type: ignore[assignment]
+
+
+class _EdgeFill:
+    """A writable twin of :class:`EdgeSchema`, as :class:`_StepFill`."""
+
+    __slots__ = EdgeSchema.__slots__  # type: ignore[attr-defined]
+
+    def __init__(self, source: str, target: str, action: str, group: str | None) -> None:
+        self.source = source
+        self.target = target
+        self.action = action
+        self.group = group
+        self.__class__ = EdgeSchema  # type: ignore[assignment]
 
 
 def step_schema(name: str, kind: str, target: str, policies: tuple[dict[str, Any], ...], conditional: bool,
@@ -327,11 +391,8 @@ def step_schema(name: str, kind: str, target: str, policies: tuple[dict[str, Any
     >>> step_schema("a", "function", "m:f", (), False, "", True, None, ()) == StepSchema("a", "function", "m:f")
     True
     """
-    obj = _new(StepSchema)
-    _set(obj, "__dict__", {"name": name, "kind": kind, "target": target, "policies": policies,
-                           "conditional": conditional, "fingerprint": fingerprint, "cache": cache,
-                           "reads": reads, "inputs": inputs})
-    return obj
+    return _StepFill(name, kind, target, policies, conditional, fingerprint, cache, reads,  # type: ignore[return-value]
+                     inputs)
 
 
 def edge_schema(source: str, target: str, action: str, group: str | None) -> EdgeSchema:
@@ -342,9 +403,7 @@ def edge_schema(source: str, target: str, action: str, group: str | None) -> Edg
     >>> edge_schema("a", "b", "default", None) == EdgeSchema("a", "b")
     True
     """
-    obj = _new(EdgeSchema)
-    _set(obj, "__dict__", {"source": source, "target": target, "action": action, "group": group})
-    return obj
+    return _EdgeFill(source, target, action, group)  # type: ignore[return-value]
 
 
 #: The schemas this process shipped to its workers, by (workflow id, version, structure key):
@@ -385,11 +444,30 @@ def _shipped_schema(workflow_id: str, version: str, key: str) -> WorkflowSchema:
         ) from None
 
 
+#: The fields of StepSchema and EdgeSchema in the order step_schema / edge_schema take them.
+_STEP_FIELDS = ("name", "kind", "target", "policies", "conditional", "fingerprint", "cache", "reads", "inputs")
+_EDGE_FIELDS = ("source", "target", "action", "group")
+
+
+def _schema_from_columns(workflow_id: str, version: str, steps: tuple[list[Any], ...],
+                         edges: tuple[list[Any], ...], outputs: tuple[str, ...], name: str,
+                         policies: tuple[dict[str, Any], ...], key: str | None) -> WorkflowSchema:
+    """A schema pickled as columns (:meth:`WorkflowSchema.__reduce__`)."""
+    schema = WorkflowSchema(workflow_id, version, tuple(map(_StepFill, *steps)),  # type: ignore[arg-type]
+                            tuple(map(_EdgeFill, *edges)),  # type: ignore[arg-type]
+                            outputs, name, policies)
+    if key is not None:
+        _set(schema, "_structure_key", key)
+    return schema
+
+
 def _rebuild_schema(workflow_id: str, version: str, steps: list[tuple[Any, ...]],
                     edges: list[tuple[Any, ...]], outputs: tuple[str, ...], name: str,
                     policies: tuple[dict[str, Any], ...], key: str | None) -> WorkflowSchema:
-    schema = WorkflowSchema(workflow_id, version, tuple(step_schema(*s) for s in steps),
-                            tuple(edge_schema(*e) for e in edges), outputs, name, policies)
+    """A schema pickled a row per step (bytes stored before columns: a history file's definitions)."""
+    schema = WorkflowSchema(workflow_id, version, tuple([_StepFill(*s) for s in steps]),  # type: ignore[misc]
+                            tuple([_EdgeFill(*e) for e in edges]),  # type: ignore[misc]
+                            outputs, name, policies)
     if key is not None:
         _set(schema, "_structure_key", key)
     return schema
@@ -398,6 +476,7 @@ __all__ = [
     "EdgeSchema",
     "StepSchema",
     "WorkflowSchema",
+    "action_set",
     "edge_schema",
     "key_digest",
     "refer_to_shipped",

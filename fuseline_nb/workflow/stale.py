@@ -81,24 +81,34 @@ def stale_steps(workflow: Any) -> list[Stale]:
         return []
     names = vars(main)
     found: list[Stale] = []
+    last: Any = None
+    stale: tuple[str, str] | None = None  # (qualname, kind) of the last object held, when it is stale
     for name, step in workflow.steps.items():
         obj = _held(step)
-        if getattr(obj, "__module__", None) != "__main__":
-            continue
-        key = getattr(obj, "__qualname__", "")
-        if "." in key or key not in names:
-            continue
-        current = names[key]
-        if isinstance(current, FunctionStep):
-            current = current.function
-        if current is obj or not (callable(current) and type(current) is type(obj)):
+        if obj is not last:  # neighbours mostly hold one function: judge it once
+            last, stale = obj, _replaced(obj, names)
+        if stale is None:
             continue
         holders = tuple(sorted(
             v for v, b in workflow.bindings.items() if any(name in p.sources for p in b.params)
         ))
-        kind = "class" if isinstance(obj, type) else "function"
-        found.append(Stale(name, key, kind, holders))
+        found.append(Stale(name, stale[0], stale[1], holders))
     return found
+
+
+def _replaced(obj: Any, names: dict[str, Any]) -> tuple[str, str] | None:
+    """``(qualname, kind)`` when ``__main__`` now holds another object under ``obj``'s name."""
+    if getattr(obj, "__module__", None) != "__main__":
+        return None
+    key = getattr(obj, "__qualname__", "")
+    if "." in key or key not in names:
+        return None
+    current = names[key]
+    if isinstance(current, FunctionStep):
+        current = current.function
+    if current is obj or not (callable(current) and type(current) is type(obj)):
+        return None
+    return key, "class" if isinstance(obj, type) else "function"
 
 
 def warn_stale(workflow: Any, stacklevel: int = 2) -> list[Stale]:

@@ -25,122 +25,13 @@ import contextlib
 import inspect
 import weakref
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar, Union
+from typing import Any
 
 from .coro import run_coro
+from .depends import Computed, Condition, Depends, Equals, label
 from .schema import DEFAULT_ACTION
 from .status import Status
-
-T = TypeVar("T")
-
-
-#: ``Computed[int]`` marks a parameter whose value is another step's result.
-#: It is ``Union[int, Any]`` (as in Fuseline), so ``value: Computed[int] =
-#: Depends(add)`` type-checks while still telling readers the type.
-Computed = Union[T, Any]  # noqa: UP007 - a generic alias needs Union
-
-
-class Condition:
-    """A predicate on a dependency's value that gates a step.
-
-    Subclass and implement :meth:`check`, or pass any callable as
-    ``Depends(step, condition=callable)``. When the check is false the step is
-    SKIPPED (by condition): its default edges stay active and downstream steps
-    receive ``None`` for it.
-
-    A ``Condition`` is called as in Fuseline, ``condition(value, source)``:
-    ``source`` is the step the value came from (for an OR group, the member
-    whose result the group passes on). Override ``__call__(self, value,
-    source)`` to use it; a plain callable receives the value alone.
-
-    Examples
-    --------
-    >>> class Positive(Condition):
-    ...     def check(self, value):
-    ...         return value > 0
-    >>> Positive()(3), Positive()(-1)
-    (True, False)
-    """
-
-    def check(self, value: Any) -> bool:
-        """Return whether the step should run for ``value``."""
-        raise TypeError(f"{type(self).__name__} must implement check(value)")
-
-    def __call__(self, value: Any, source: Any = None) -> bool:
-        return bool(self.check(value))
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}()"
-
-
-class Equals(Condition):
-    """Run only when the dependency's value equals ``expected``.
-
-    Examples
-    --------
-    >>> Equals(2)(2), Equals(2)(3)
-    (True, False)
-    """
-
-    def __init__(self, expected: Any) -> None:
-        self.expected = expected
-
-    def check(self, value: Any) -> bool:
-        return bool(value == self.expected)
-
-    def __repr__(self) -> str:
-        return f"Equals({self.expected!r})"
-
-
-class Depends:
-    """Declares that a parameter takes the result of another step.
-
-    ``Depends(a)`` adds the edge ``a >> step``. ``Depends(a, b)`` or
-    ``Depends([a, b])`` declares an OR group: the step runs once, with the
-    result of whichever of ``a``/``b`` succeeded first. A dependency may be a
-    step instance, or a step class (resolved to the workflow's single
-    instance of it). ``condition`` gates the step on the value.
-
-    Examples
-    --------
-    >>> d = Depends(["a", "b"])
-    >>> d.is_group
-    True
-    """
-
-    __slots__ = ("condition", "steps")
-
-    def __init__(self, *steps: Any, condition: Callable[[Any], bool] | None = None) -> None:
-        flat: list[Any] = []
-        for s in steps:
-            if isinstance(s, (list, tuple)):
-                flat.extend(s)
-            else:
-                flat.append(s)
-        if not flat:
-            raise ValueError("Depends() needs at least one step")
-        if isinstance(condition, type) and issubclass(condition, Condition):
-            condition = condition()  # Fuseline accepts the class itself
-        if condition is not None and not callable(condition):
-            raise TypeError(f"Depends(condition=...) must be callable, not {condition!r}")
-        self.steps = tuple(flat)
-        self.condition = condition
-
-    @property
-    def is_group(self) -> bool:
-        """Whether this is an OR group (more than one step)."""
-        return len(self.steps) > 1
-
-    def __repr__(self) -> str:
-        names = ", ".join(_label(s) for s in self.steps)
-        cond = f", condition={self.condition!r}" if self.condition is not None else ""
-        return f"Depends({names}{cond})"
-
-
-def _label(obj: Any) -> str:
-    if isinstance(obj, Step):
-        return obj.name or type(obj).__name__
-    return getattr(obj, "__name__", repr(obj))
+from .wiring import is_linked, link, out_edges
 
 
 class _Link:
@@ -186,7 +77,7 @@ class StepGroup:
         return other
 
     def __repr__(self) -> str:
-        return " | ".join(_label(s) for s in self.steps)
+        return " | ".join(label(s) for s in self.steps)
 
 
 def _targets(obj: Any) -> list[Step]:
@@ -197,26 +88,6 @@ def _targets(obj: Any) -> list[Step]:
     if callable(obj) and not isinstance(obj, type):
         return [step_for_function(obj)]
     raise TypeError(f"can only chain to a Step or a group of steps, not {type(obj).__name__}")
-
-
-_SCAN = 8  # lists up to this long are scanned for a repeat; longer ones get a set of keys
-
-
-def _edge_key(edge: tuple[Any, str, str | None]) -> tuple[int, str, str | None]:
-    return (id(edge[0]), edge[1], edge[2])
-
-
-def _has(items: list[Any], d: dict[str, Any], name: str, key: Any, key_of: Callable[[Any], Any]) -> bool:
-    """Whether ``items`` holds an item whose ``key_of`` is ``key``; records ``key`` when it does not."""
-    seen = d.get(name)
-    if seen is None:
-        if len(items) < _SCAN:
-            return any(key_of(x) == key for x in items)
-        seen = d[name] = {key_of(x) for x in items}
-    if key in seen:
-        return True
-    seen.add(key)
-    return False
 
 
 class Step:
@@ -269,45 +140,42 @@ class Step:
     #: its deepest parent), set when a :class:`~fuseline_nb.Workflow` is built.
     execution_group: int = 0
 
+    # Links (see wiring.py), read before __init__ ran (a subclass that skips it) and after unpickling.
+    _out: Any = None
+    _in: Any = None
+    _out_keys: dict[int, Any] | None = None
+    _auto_name = False
+
     def __init__(self, *, name: str | None = None, policies: Iterable[Any] | None = None) -> None:
-        if name is not None:
-            self.name = name
-        self.policies = list(policies or ())
-        for policy in self.policies:
-            attach = getattr(policy, "attach_to_step", None)
-            if callable(attach):
-                attach(self)
+        _start(self, self.name if name is None else name, policies, False)  # a class may name its steps
 
     # -- wiring -----------------------------------------------------------
     @property
     def edges(self) -> list[tuple[Step, str, str | None]]:
-        """Outgoing edges declared on this step: ``(target, action, group)``."""
-        return self.__dict__.setdefault("_edges", [])
+        """Outgoing edges declared on this step: ``(target, action, group)`` (a new list).
+
+        Examples
+        --------
+        >>> a, b = FunctionStep(len, name="a"), FunctionStep(len, name="b")
+        >>> _ = (a - "big") >> b
+        >>> [(t.name, action) for t, action, _ in a.edges]
+        [('b', 'big')]
+        """
+        return out_edges(self)
 
     def _connect(self, target: Step, action: str, group: str | None) -> None:
         if not isinstance(target, Step):
             raise TypeError(f"can only chain to a Step, not {type(target).__name__}")
         if not isinstance(action, str) or not action:
             raise ValueError(f"an action must be a non-empty string, not {action!r}")
-        # A repeated edge is a no-op, found in O(1): a short list is scanned, a
-        # long one gets a set of ids beside it (a 1→100,000 fan-out would
-        # otherwise scan its edges per edge; a set per step would cost ~200 bytes).
-        d = self.__dict__
-        edges = d.get("_edges")
-        if edges is None:
-            edges = d["_edges"] = []
-        if not _has(edges, d, "_edge_keys", (id(target), action, group), _edge_key):
-            edges.append((target, action, group))
-            t = target.__dict__
-            incoming = t.get("_incoming")
-            if incoming is None:
-                incoming = t["_incoming"] = []
-            if not _has(incoming, t, "_incoming_ids", id(self), id):
-                incoming.append(self)
+        link(self, target, action, group)
 
     def __rshift__(self, other: Step | StepGroup) -> Any:
+        if isinstance(other, Step):
+            link(self, other, DEFAULT_ACTION, None)
+            return other
         for target in _targets(other):
-            self._connect(target, DEFAULT_ACTION, None)
+            link(self, target, DEFAULT_ACTION, None)
         return other
 
     def __sub__(self, action: str) -> _Link:
@@ -379,6 +247,23 @@ class Step:
         return f"<{type(self).__name__} {self.name!r}>" if self.name else f"<{type(self).__name__}>"
 
 
+def _start(step: Step, name: str | None, policies: Iterable[Any] | None, auto: bool) -> None:
+    """What every step holds from the start (``Step.__init__``; ``FunctionStep`` calls it directly)."""
+    # Every attribute the model sets later is set here first: an instance whose attributes are all
+    # set in __init__ keeps them in its class's compact (key-sharing) layout, and one added later
+    # makes that step's dict ~270 bytes larger (a 1M-step workflow: 270 MB).
+    step.name = name
+    step.policies = list(policies) if policies else []
+    step._out = step._in = None
+    step.execution_group = 0
+    step._auto_name = auto
+    if policies:
+        for policy in step.policies:
+            attach = getattr(policy, "attach_to_step", None)
+            if callable(attach):
+                attach(step)
+
+
 #: Signature and ``Depends`` defaults per entry function: inspected once per
 #: step class (or function), not once per step. Weak keys: a notebook that
 #: redefines a class or function lets the old one go.
@@ -398,30 +283,27 @@ def entry_key(step: Step) -> Any:
     """
     if isinstance(step, FunctionStep):
         return step.function
-    if step._entry in step.__dict__:
-        return None
-    return getattr(type(step), step._entry, None)
+    entry = step._entry
+    shared = getattr(type(step), entry, None)
+    # Read through the attribute (not the instance's __dict__, which reading would make for every step).
+    mine = getattr(step, entry, None)
+    if mine is shared or (getattr(mine, "__self__", None) is step and getattr(mine, "__func__", None) is shared):
+        return shared
+    return None
 
 
 def _params(step: Step) -> tuple[inspect.Signature, list[tuple[str, Depends]]]:
     """``(signature, Depends defaults)`` of the method whose parameters are bound."""
     key = entry_key(step)
-    mine = step.__dict__.get("_params")  # (key, found): a step rebuilt into workflows asks often
-    if mine is not None and key is not None and mine[0] is key:
-        return mine[1]  # type: ignore[no-any-return]
     if key is not None:
         try:
-            found = _PARAMS[key]
+            return _PARAMS[key]
         except (KeyError, TypeError):  # TypeError: not weakly referenceable
             pass
-        else:
-            step.__dict__["_params"] = (key, found)
-            return found
     fn = step.function if isinstance(step, FunctionStep) else getattr(step, step._entry)
     sig = inspect.signature(fn)
     found = (sig, [(p.name, p.default) for p in sig.parameters.values() if isinstance(p.default, Depends)])
     if key is not None:
-        step.__dict__["_params"] = (key, found)
         with contextlib.suppress(TypeError):
             _PARAMS[key] = found
     return found
@@ -459,11 +341,10 @@ class FunctionStep(Step):
     ) -> None:
         if not callable(func):
             raise TypeError(f"FunctionStep needs a callable, not {func!r}")
-        super().__init__(name=name or getattr(func, "__name__", None) or "function", policies=policies)
-        if self.name == "<lambda>":
-            self.name = "lambda"
-        if name is None:  # named after its function: numbered in a workflow (f, f_2) like classes
-            self.__dict__["_auto_name"] = True
+        # Step.__init__'s work, without its keyword call: a million steps are made in a loop.
+        given = name or getattr(func, "__name__", None) or "function"
+        # named after its function: numbered in a workflow (f, f_2) like classes
+        _start(self, "lambda" if given == "<lambda>" else given, policies, name is None)
         self.function = func
         if name is None:
             _remember(func, self)
@@ -506,7 +387,7 @@ def known_function_step(func: Any) -> FunctionStep | None:
     except TypeError:
         return None
     step = ref() if ref is not None else None
-    if step is None or not (step.__dict__.get("_edges") or step.__dict__.get("_incoming")):
+    if step is None or not is_linked(step):
         return None
     return step
 
@@ -530,7 +411,7 @@ def step_for_function(func: Any) -> FunctionStep:
 #: computes, and some hold object ids, so code fingerprints leave them out: a new
 #: attribute of this kind belongs here.
 WIRING_ATTRIBUTES = frozenset({
-    "_edges", "_incoming", "_edge_keys", "_incoming_ids", "_auto_name", "_params",
+    "_out", "_in", "_out_keys", "_auto_name",
     "name", "state", "policies", "code_version", "cache",
     # set by building (Fuseline's depth) and by running (the attempt counter)
     "execution_group", "cur_retry",
@@ -549,6 +430,7 @@ def function_target(step: Step) -> str:
 
 
 __all__ = [
+    "Computed",
     "Condition",
     "Depends",
     "Equals",

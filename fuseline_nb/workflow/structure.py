@@ -58,7 +58,7 @@ class Structure:
     (['one'], ['one'], True)
     """
 
-    __slots__ = ("_sorted", "acyclic", "branching", "deps", "edges", "group_param", "order", "output_names",
+    __slots__ = ("acyclic", "branching", "deps", "edges", "group_param", "order", "output_names",
                  "shapes", "steps")
 
     def __init__(self, steps: dict[str, Step], order: list[str], edges: dict[tuple[str, str], Edge] | None,
@@ -73,7 +73,6 @@ class Structure:
         self.output_names = output_names
         self.branching = branching
         self.acyclic = acyclic
-        self._sorted: list[tuple[tuple[str, str], Edge]] | None = None
 
     def structure_key(self) -> str:
         """:meth:`WorkflowSchema.structure_key` of this structure (the same digest).
@@ -87,32 +86,32 @@ class Structure:
         True
         """
         assert self.shapes is not None and self.edges is not None  # packing.complete() remakes them
-        steps = self.steps
-        conditional = {n: shape.conditional for n, shape in zip(self.order, self.shapes, strict=True)}
         body = {
-            "steps": [(n, steps[n].kind, conditional[n]) for n in sorted(self.order)],  # names are unique
+            # names are unique: sorting the triples sorts by name
+            "steps": sorted(zip(self.order, [s.kind for s in self.steps.values()],
+                                [shape.conditional for shape in self.shapes], strict=True)),
             "edges": self.key_edges(),
             "outputs": sorted(self.output_names),
         }
         return key_digest(_ENCODE(body))
 
     def sorted_edges(self) -> list[tuple[tuple[str, str], Edge]]:
-        """``edges`` sorted by ``(source, target)``."""
-        edges = self.edges
-        assert edges is not None  # packing.complete() remakes them
-        if self._sorted is None or len(self._sorted) != len(edges):  # the key and the schema both read it
-            self._sorted = [(uv, edges[uv]) for uv in sorted(edges)]
-        return self._sorted
+        """``edges`` sorted by ``(source, target)`` (made on each call: the schema reads it once)."""
+        assert self.edges is not None  # packing.complete() remakes them
+        return sorted(self.edges.items())  # the (source, target) keys are unique: only they are compared
 
     def key_edges(self) -> list[tuple[str, str, str, str]]:
         """The edges of the structure key: ``(source, target, action, group or "")``, sorted."""
-        out = []
-        for (u, v), (actions, group) in self.sorted_edges():
+        assert self.edges is not None  # packing.complete() remakes them
+        out: list[tuple[str, str, str, str]] = []
+        add = out.append
+        for (u, v), (actions, group) in self.edges.items():
             g = group or ""
             if len(actions) == 1:
-                out.append((u, v, actions[0], g))
+                add((u, v, actions[0], g))
             else:
-                out.extend((u, v, a, g) for a in sorted(actions))
+                out.extend((u, v, a, g) for a in actions)
+        out.sort()
         return out
 
 
@@ -133,58 +132,58 @@ def build(outputs: list[Step]) -> Structure:
     >>> s.order, b.execution_group
     (['a', 'b'], 1)
     """
-    steps = collect(outputs)
+    steps, index, shapes = collect(outputs)
     deps: dict[int, dict[str, tuple[Step, ...]]] = {}
     resolve: Resolver | None = None
     n_collected = len(steps)
-    shapes: list[Shape] = []
     i = 0
-    last: tuple[Any, type, Shape] | None = None  # neighbours mostly share a function: skip the lookup
     while i < len(steps):  # resolve may append instances of Step classes
-        s = steps[i]
-        key = s.__dict__.get("function")
-        if last is not None and key is not None and key is last[0] and type(s) is last[1]:
-            shape = last[2]
-        else:
-            shape = shape_of(s)
-            last = (key, type(s), shape)
-        shapes.append(shape)
-        if shape.depends:
-            if resolve is None:
-                resolve = Resolver(steps)
-            deps[id(s)] = {p: tuple(resolve(d, s, p) for d in dep.steps) for p, dep in s.dependencies()}
+        if i >= n_collected or shapes[i].depends:
+            s = steps[i]
+            if shape_of(s).depends:
+                if resolve is None:
+                    resolve = Resolver(steps)
+                deps[id(s)] = {p: tuple(resolve(d, s, p) for d in dep.steps) for p, dep in s.dependencies()}
         i += 1
     if len(steps) > n_collected:  # Depends pulled in new steps: collect what they link to
-        steps = collect(outputs + steps)
-        shapes = [shape_of(s) for s in steps]
-    ordered, depth = topological(steps, deps)
+        steps, index, shapes = collect(outputs + steps)
+    ordered, depth = topological(steps, index, deps)
     acyclic = ordered is not None
     if ordered is not None:
-        shape_at = {id(s): sh for s, sh in zip(steps, shapes, strict=True)}
+        shapes = [shapes[index[id(s)]] for s in ordered]
         steps = ordered
-        shapes = [shape_at[id(s)] for s in steps]
-    names = assign_names(steps)
+    by_name = assign_names(steps)  # from here on, each step's name is its name in this workflow
     edges: dict[tuple[str, str], Edge] = {}
     raw_groups: set[str] = set()
     branching = False
-    order: list[str] = []
-    by_name: dict[str, Step] = {}
-    for k, s in enumerate(steps):
-        u = names[id(s)]
-        order.append(u)
-        by_name[u] = s
-        if depth is not None:
-            s.execution_group = depth[k]
-        out = s.__dict__.get("_edges")
-        if not out:
+    if depth is not None:
+        for s, d in zip(steps, depth, strict=True):
+            s.execution_group = d
+    for s in steps:
+        out = s._out
+        if out is None:
             continue
-        for t, action, group in out:
-            v = names[id(t)]
-            e = edges.get((u, v))
-            if e is None:
-                edges[(u, v)] = edge(action, group)
-            elif action not in e[0]:
-                edges[(u, v)] = ((*e[0], action), e[1])
+        u: Any = s.name
+        if type(out) is not list:
+            if type(out) is not tuple:  # one plain edge: most steps
+                edges[(u, out.name)] = PLAIN
+                continue
+            out = (out,)
+        for e in out:
+            if type(e) is not tuple:
+                uv = (u, e.name)
+                if uv not in edges:
+                    edges[uv] = PLAIN
+                elif DEFAULT_ACTION not in edges[uv][0]:
+                    edges[uv] = ((*edges[uv][0], DEFAULT_ACTION), edges[uv][1])
+                continue
+            t, action, group = e
+            uv = (u, t.name)
+            found = edges.get(uv)
+            if found is None:
+                edges[uv] = edge(action, group)
+            elif action not in found[0]:
+                edges[uv] = ((*found[0], action), found[1])
             if group is not None:
                 raw_groups.add(group)
             if action != DEFAULT_ACTION:
@@ -193,27 +192,28 @@ def build(outputs: list[Step]) -> Structure:
         _name_groups(edges, raw_groups)
     dep_names: dict[str, dict[str, tuple[str, ...]]] = {}
     group_param: dict[str, dict[str, str]] = {}
-    for s in steps:
-        found = deps.get(id(s))
-        if not found:
+    for s in steps if deps else ():
+        found_deps = deps.get(id(s))
+        if not found_deps:
             continue
-        v = names[id(s)]
+        v: Any = s.name
         mine = dep_names[v] = {}
         groups = group_param[v] = {}
-        for param, srcs in found.items():
-            src_names = tuple(names[id(d)] for d in srcs)
-            mine[param] = src_names
+        for param, srcs in found_deps.items():
+            src_names = tuple(d.name for d in srcs)
+            mine[param] = src_names  # type: ignore[assignment]
             group = f"{v}.{param}" if len(src_names) > 1 else None
             if group:
                 groups[param] = group
             for u in src_names:
-                e = edges.get((u, v))
-                if e is None:
-                    edges[(u, v)] = edge(DEFAULT_ACTION, group)
+                uv = (u, v)
+                found = edges.get(uv)
+                if found is None:
+                    edges[uv] = edge(DEFAULT_ACTION, group)
                 elif group is not None:
-                    edges[(u, v)] = (e[0], group)
-    return Structure(by_name, order, edges, dep_names, group_param, shapes,
-                     [names[id(o)] for o in outputs], branching, acyclic)
+                    edges[uv] = (found[0], group)
+    return Structure(by_name, [*by_name], edges, dep_names, group_param, shapes,
+                     [o.name for o in outputs], branching, acyclic)  # type: ignore[misc]
 
 
 def _name_groups(edges: dict[tuple[str, str], Edge], raw_groups: set[str]) -> None:

@@ -1,0 +1,204 @@
+"""A :class:`~fuseline_nb.workflow.schema.WorkflowSchema`'s JSON text, written and read about 10× faster.
+
+The text is exactly ``json.dumps(schema.to_dict(), sort_keys=True)`` (the
+form stored in DuckDB's ``definitions`` and served over HTTP), but written
+without a dict per step and edge: each step is one ``%`` format whose keys are
+already in sorted order, and the values a million steps share (a kind, a
+target, a fingerprint, an empty tuple) are encoded once per call. Reading
+builds the schema objects directly and keeps one copy of each repeated value.
+
+Examples
+--------
+>>> import json
+>>> from fuseline_nb.workflow.schema import WorkflowSchema, StepSchema, EdgeSchema
+>>> s = WorkflowSchema("w", steps=(StepSchema("a", reads=("x",)), StepSchema("b")),
+...                    edges=(EdgeSchema("a", "b", group="g"),), outputs=("b",))
+>>> dumps(s) == json.dumps(s.to_dict(), sort_keys=True)
+True
+>>> WorkflowSchema.from_json(dumps(s)) == s
+True
+"""
+
+from __future__ import annotations
+
+import json
+from json.encoder import encode_basestring_ascii
+from operator import attrgetter, itemgetter
+from typing import Any
+
+_dumps = json.JSONEncoder(sort_keys=True).encode  # json.dumps(..., sort_keys=True), without its keyword handling
+_loads = json.JSONDecoder().decode
+# The keys in sorted order, cut around the values that differ from step to step (the names).
+_STEP_BEFORE = ', {"cache": %s, "conditional": %s, "fingerprint": %s, "inputs": %s, "kind": %s, "name": '
+_STEP_AFTER = ', "policies": %s, "reads": %s, "target": %s}'
+_EDGE_BEFORE = ', {"action": %s, "group": %s, "source": '
+_EDGE_MID = ', "target": '
+_step_values = itemgetter("cache", "conditional", "fingerprint", "inputs", "kind", "name", "policies", "reads", "target")
+_edge_values = itemgetter("source", "target", "action", "group")
+_TOP = ('{"edges": [%s], "name": %s, "outputs": %s, "policies": %s, "steps": [%s], "version": %s, '
+        '"workflow_id": %s}')
+
+
+def _text(value: Any) -> str:
+    """One value's JSON text, as ``json.dumps(..., sort_keys=True)`` writes it inside the schema."""
+    if type(value) is str:
+        return encode_basestring_ascii(value)
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if value is None:
+        return "null"
+    return _dumps(value)
+
+
+def _policies_text(policies: Any) -> str:
+    return _dumps([dict(p) for p in policies])
+
+
+_step_facts = attrgetter("cache", "conditional", "fingerprint", "inputs", "kind", "policies", "reads", "target")
+_edge_facts = attrgetter("action", "group")
+
+
+def dumps(schema: Any) -> str:
+    """The JSON text of ``schema``: ``json.dumps(schema.to_dict(), sort_keys=True)``, quicker.
+
+    Steps that share every field but their name (the steps of one function
+    or class) share the text around the name: a step costs a lookup, its
+    name's encoding and three list items. Equal field values are written as
+    the first step that had them writes them.
+    """
+    try:
+        return _dumps_shared(schema)
+    except TypeError:  # a name that is not a string, an unhashable value
+        return _dumps_each(schema)
+
+
+def _dumps_shared(schema: Any) -> str:
+    enc = encode_basestring_ascii
+    parts: list[str] = []
+    extend = parts.extend
+    around: dict[Any, tuple[str, str]] = {}  # a step's fields but its name -> the texts before and after the name
+    last: Any = None
+    before = after = ""
+    names: dict[str, str] = {}  # step name -> its text (edges name the steps again)
+    for s in schema.steps:
+        facts = _step_facts(s)
+        if facts != last:
+            try:
+                got = around.get(facts)
+            except TypeError:  # a policy spec (a dict): keyed by the step's own tuple of specs
+                facts = (*facts[:5], id(facts[5]), *facts[6:])
+                got = around.get(facts)
+                if got is None:
+                    got = around[facts] = _around(*_step_facts(s))
+            if got is None:
+                got = around[facts] = _around(*facts)
+            before, after = got
+            last = facts
+        name = s.name
+        name_text = names[name] = enc(name)
+        extend((before, name_text, after))
+    steps_text = "".join(parts)[2:]  # each step starts with ", "
+    parts = []
+    extend = parts.extend
+    last = None
+    names_get = names.get
+    for e in schema.edges:
+        facts = _edge_facts(e)
+        if facts != last:
+            before = _EDGE_BEFORE % (_text(facts[0]), _text(facts[1]))
+            last = facts
+        source, target = e.source, e.target
+        extend((before, names_get(source) or enc(source), _EDGE_MID, names_get(target) or enc(target), "}"))
+    return _TOP % ("".join(parts)[2:], _text(schema.name), _dumps(list(schema.outputs)),
+                   _policies_text(schema.policies), steps_text, _text(schema.version), _text(schema.workflow_id))
+
+
+def _around(cache: Any, conditional: Any, fp: Any, inputs: Any, kind: Any, policies: Any, reads: Any,
+            target: Any) -> tuple[str, str]:
+    return (_STEP_BEFORE % (_text(cache), _text(conditional), _text(fp), _dumps(list(inputs)), _text(kind)),
+            _STEP_AFTER % (_policies_text(policies), "null" if reads is None else _dumps(list(reads)), _text(target)))
+
+
+def _dumps_each(schema: Any) -> str:
+    steps = ", ".join(
+        _STEP_BEFORE % (_text(s.cache), _text(s.conditional), _text(s.fingerprint), _dumps(list(s.inputs)),
+                        _text(s.kind))[2:]
+        + _text(s.name)
+        + _STEP_AFTER % (_policies_text(s.policies), "null" if s.reads is None else _dumps(list(s.reads)),
+                         _text(s.target))
+        for s in schema.steps)
+    edges = ", ".join((_EDGE_BEFORE % (_text(e.action), _text(e.group)))[2:] + _text(e.source) + _EDGE_MID
+                      + _text(e.target) + "}" for e in schema.edges)
+    return _TOP % (edges, _text(schema.name), _dumps(list(schema.outputs)), _policies_text(schema.policies),
+                   steps, _text(schema.version), _text(schema.workflow_id))
+
+
+def loads(text: str, schema_class: Any, step_schema: Any, edge_schema: Any) -> Any:
+    """Read :func:`dumps` text (or any older ``to_json`` text: missing keys take their defaults).
+
+    ``step_schema`` and ``edge_schema`` make a step and an edge from their
+    field values in order. Repeated strings and tuples are kept once: a
+    million steps read back share one kind, target and fingerprint object
+    each, as they did when built, and edges name the steps' own strings.
+    """
+    d = _loads(text)
+    memo: dict[Any, Any] = {}
+    specs: dict[str, tuple[dict[str, Any], ...]] = {}
+    intern = memo.setdefault
+    out: list[Any] = []
+    append = out.append
+    for s in d.get("steps", ()):
+        try:
+            if len(s) != 9:
+                raise KeyError
+            cache, conditional, fp, inputs, kind, name, policies, reads, target = _step_values(s)
+            append(step_schema(
+                name, intern(kind, kind), intern(target, target),
+                _intern_policies(policies, specs) if policies else (),
+                conditional is True or bool(conditional),
+                intern(fp, fp) if type(fp) is str else str(fp),
+                cache is True or bool(cache),
+                None if reads is None else _intern_tuple(reads, memo),
+                _intern_tuple(inputs, memo) if inputs else ()))
+        except (KeyError, TypeError):  # an older or hand-written definition: from_dict's defaults
+            append(step_schema(
+                s["name"], s.get("kind", "step"), s.get("target", ""),
+                tuple(dict(p) for p in s.get("policies", ())), bool(s.get("conditional", False)),
+                str(s.get("fingerprint", "")), bool(s.get("cache", True)),
+                None if s.get("reads") is None else tuple(s["reads"]), tuple(s.get("inputs", ()))))
+    names = {s.name: s.name for s in out}  # edges name the steps' own string objects
+    names_get = names.get
+    try:
+        edges = [edge_schema(names_get(source, source), names_get(target, target), intern(action, action),
+                             None if group is None else intern(group, group))
+                 for source, target, action, group in map(_edge_values, d.get("edges", ()))]
+    except KeyError:  # an older or hand-written definition: an edge's action and group have defaults
+        edges = [edge_schema(e["source"], e["target"], e.get("action", "default"), e.get("group"))
+                 for e in d.get("edges", ())]
+    return schema_class(
+        workflow_id=str(d["workflow_id"]),
+        version=str(d.get("version", "1")),
+        steps=tuple(out),
+        edges=tuple(edges),
+        outputs=tuple(names_get(o, o) for o in d.get("outputs", ())),
+        name=d.get("name", ""),
+        policies=tuple(dict(p) for p in d.get("policies", ())),
+    )
+
+
+def _intern_tuple(items: list[Any], memo: dict[Any, Any]) -> tuple[Any, ...]:
+    t = tuple(items)
+    try:
+        return memo.setdefault(t, t)  # type: ignore[no-any-return]
+    except TypeError:  # an unhashable item: kept as read
+        return t
+
+
+def _intern_policies(policies: list[Any], specs: dict[str, tuple[dict[str, Any], ...]]) -> tuple[dict[str, Any], ...]:
+    key = _dumps(policies)  # equal specs, one tuple of dicts (only read)
+    got = specs.get(key)
+    if got is None:
+        got = specs[key] = tuple(dict(p) for p in policies)
+    return got

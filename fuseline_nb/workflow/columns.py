@@ -1,0 +1,70 @@
+"""Column: many objects' values of one attribute, pickled as a plain list made while pickling.
+
+A large workflow pickled as one tuple or dict per step makes millions of
+short-lived containers, and the pickler's memo keeps every one of them
+alive until the whole pickle is written: ~1 KB per step above what is kept
+(~1 GB for a 1,000,000-step workflow). A :class:`Column` instead pickles as
+a ``list`` whose items the pickler reads from the objects batch by batch
+as it writes them, so nothing per object is made beyond the bytes; the
+receiving process gets an ordinary list. ``map(make, *columns)`` turns
+columns back into objects.
+
+Examples
+--------
+>>> import pickle
+>>> from operator import itemgetter
+>>> rows = [{"a": 1, "b": "x"}, {"a": 2, "b": "y"}]
+>>> pickle.loads(pickle.dumps(Column(rows, itemgetter("a"))))
+[1, 2]
+>>> list(Column(rows, itemgetter("b")))
+['x', 'y']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+
+class Column:
+    """``getter(item)`` for each of ``items``, pickled as a plain list read lazily from them.
+
+    ``through`` (e.g. ``vars``) is applied to each item first, so a C-level
+    getter such as ``itemgetter("name")`` reads instance dictionaries.
+
+    Examples
+    --------
+    >>> import pickle
+    >>> from operator import attrgetter
+    >>> pickle.loads(pickle.dumps(Column([1 + 2j, 3 + 4j], attrgetter("real"))))
+    [1.0, 3.0]
+    >>> from operator import itemgetter
+    >>> class Box:
+    ...     def __init__(self, size):
+    ...         self.size = size
+    >>> list(Column([Box(1), Box(2)], itemgetter("size"), through=vars))
+    [1, 2]
+    """
+
+    __slots__ = ("getter", "items", "through")
+
+    def __init__(self, items: Sequence[Any], getter: Callable[[Any], Any], *,
+                 through: Callable[[Any], Any] | None = None) -> None:
+        self.items = items
+        self.getter = getter
+        self.through = through  # applied to each item before getter (``vars``: read the instance dict)
+
+    def __iter__(self) -> Iterator[Any]:
+        items = self.items if self.through is None else map(self.through, self.items)
+        return map(self.getter, items)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # (list, no arguments, no state, list items from an iterator): the pickler appends the
+        # items in batches as it pulls them, so no list of them is ever made on this side
+        return list, (), None, iter(self)
+
+    def __repr__(self) -> str:
+        return f"<Column of {len(self.items)} items by {self.getter!r}>"
+
+
+__all__ = ["Column"]

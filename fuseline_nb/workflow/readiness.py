@@ -1,0 +1,327 @@
+"""The incremental readiness rules: :class:`Readiness` follows one run, finished step by finished step.
+
+:mod:`fuseline_nb.workflow.rules` states the rules (DESIGN.md §3) and
+evaluates them from scratch; this module holds the edge and verdict values
+and the incremental form, which costs O(out-degree) per finished step and
+nothing per step when a run starts.
+
+Examples
+--------
+>>> from fuseline_nb.workflow.schema import WorkflowSchema, StepSchema, EdgeSchema
+>>> schema = WorkflowSchema("wf", steps=(StepSchema("a"), StepSchema("b"), StepSchema("c")),
+...     edges=(EdgeSchema("a", "b", "yes"), EdgeSchema("a", "c", "no")))
+>>> r = Readiness(Plan.from_schema(schema))
+>>> r.start()
+['a']
+>>> ch = r.finish("a", Outcome.succeeded("yes"))
+>>> ch.ready, ch.skipped
+(['b'], ['c'])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from .plan import _PLAIN, Outcome, Plan
+from .schema import DEFAULT_ACTION
+from .status import SKIP_CONDITION, Status
+
+_NOT_REACHED = Outcome.not_reached()
+_CANCELLED = Outcome.cancelled()
+
+
+class Edge(str, Enum):
+    """The status of one edge (or one slot)."""
+
+    PENDING = "pending"  # its source has not finished
+    ACTIVE = "active"  # it carries control to its target
+    INACTIVE = "inactive"  # routing went elsewhere, or its source was never reached
+    BROKEN = "broken"  # its source failed or was cancelled
+
+
+class Verdict(str, Enum):
+    """What the rules say about a step that has not finished."""
+
+    WAIT = "wait"  # some slot is still pending
+    READY = "ready"  # enqueue it
+    SKIP = "skip"  # nothing reached it
+    CANCEL = "cancel"  # it can only be reached through a failure
+
+
+def edge_status(outcome: Outcome | None, actions: frozenset[str]) -> Edge:
+    """The status of an edge taken on ``actions`` whose source finished with ``outcome``.
+
+    Examples
+    --------
+    >>> edge_status(Outcome.succeeded("yes"), frozenset({"yes"}))
+    <Edge.ACTIVE: 'active'>
+    >>> edge_status(Outcome.failed(), frozenset({"default"}))
+    <Edge.BROKEN: 'broken'>
+    """
+    if outcome is None:
+        return Edge.PENDING
+    st = outcome.state
+    if st is Status.SUCCEEDED:
+        return Edge.ACTIVE if outcome.action in actions else Edge.INACTIVE
+    if st is Status.SKIPPED:
+        if outcome.skip_reason == SKIP_CONDITION and DEFAULT_ACTION in actions:
+            return Edge.ACTIVE
+        return Edge.INACTIVE
+    if st in (Status.FAILED, Status.CANCELLED):
+        return Edge.BROKEN
+    return Edge.PENDING
+
+
+@dataclass
+class Changes:
+    """What one finished step decided downstream (in decision order)."""
+
+    ready: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    cancelled: list[str] = field(default_factory=list)
+
+
+class Readiness:
+    """Incremental form of :func:`~fuseline_nb.workflow.rules.decide` for one run.
+
+    Feed it each step's :class:`Outcome` in completion order with
+    :meth:`finish`; it returns the steps that became ready, and those skipped
+    or cancelled (transitively — their outcomes are recorded too). Each step
+    is made ready at most once. :attr:`order` numbers every recorded outcome;
+    :meth:`cause` says which step decided a skipped or cancelled one.
+
+    A new run costs nothing per step: counters exist only for the steps some
+    but not all of whose slots are active (a join waiting), and OR-group
+    records only for steps with groups once a member finished.
+
+    Examples
+    --------
+    >>> from fuseline_nb.workflow.schema import WorkflowSchema, StepSchema, EdgeSchema
+    >>> s = WorkflowSchema("w", steps=tuple(StepSchema(n) for n in "abc"),
+    ...     edges=(EdgeSchema("a", "c", group="g"), EdgeSchema("b", "c", group="g")))
+    >>> r = Readiness(Plan.from_schema(s))
+    >>> r.start()
+    ['a', 'b']
+    >>> r.finish("a", Outcome.failed()).ready
+    []
+    >>> r.finish("b", Outcome.succeeded()).ready
+    ['c']
+    >>> r.winners("c"), r.recovered("a")
+    ({'g': 'b'}, True)
+    >>> r.finish("c", Outcome.succeeded()).ready, r.run_state()
+    ([], <Status.SUCCEEDED: 'SUCCEEDED'>)
+    """
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.outcomes: dict[str, Outcome] = {}
+        self.order: dict[str, int] = {}  # step -> completion sequence of its outcome
+        self.decided: set[str] = set()  # steps made ready, skipped or cancelled
+        self.cancelled_by_user: set[str] = set()  # steps the user's cancel ended
+        self._derived: dict[str, str] = {}  # step skipped/cancelled by the rules -> the step that decided it
+        self._winners: dict[str, dict[str, str]] = {}
+        self._left: dict[str, int] = {}  # step with some slots active -> slots not yet active
+        # step with OR groups -> group -> [unresolved members, first broken member, winner], made when needed
+        self._groups: dict[str, dict[str, list[Any]]] = {}
+
+    def start(self) -> list[str]:
+        """Mark the roots ready and return them."""
+        roots = [r for r in self.plan.roots if r not in self.decided]
+        self.decided.update(roots)
+        return roots
+
+    def winners(self, step: str) -> dict[str, str]:
+        """For each OR group on ``step``, the member whose result it receives."""
+        w = self._winners.get(step)
+        return dict(w) if w else {}
+
+    @property
+    def done(self) -> bool:
+        """Whether every step has an outcome."""
+        return len(self.outcomes) == len(self.plan.order)
+
+    def finish(self, step: str, outcome: Outcome) -> Changes:
+        """Record ``outcome`` for ``step`` and propagate it downstream."""
+        changes = Changes()
+        if step in self.outcomes:
+            return changes
+        decided, successors, labels = self.decided, self.plan.successors, self.plan.labels
+        decided.add(step)
+        work = [(step, outcome)]
+        while work:
+            u, out = work.pop()
+            self.outcomes[u] = out
+            self.order[u] = len(self.order) + 1
+            succ = successors[u]
+            if not succ:
+                continue
+            lab = labels.get(u)
+            for i, v in enumerate(succ):
+                if v in decided:
+                    continue
+                actions, group = _PLAIN if lab is None else lab[i]
+                verdict = self._update(v, u, group, edge_status(out, actions))
+                if verdict is Verdict.WAIT:
+                    continue
+                decided.add(v)
+                if verdict is Verdict.READY:
+                    changes.ready.append(v)
+                    continue
+                self._derived[v] = self._culprit(v, group, u)
+                if verdict is Verdict.SKIP:
+                    changes.skipped.append(v)
+                    work.append((v, _NOT_REACHED))
+                else:
+                    changes.cancelled.append(v)
+                    work.append((v, _CANCELLED))
+        return changes
+
+    def _culprit(self, v: str, group: str | None, u: str) -> str:
+        if group is not None:
+            first_broken = self._groups[v][group][1]
+            if first_broken is not None:
+                return str(first_broken)
+        return u
+
+    def _update(self, v: str, u: str, group: str | None, status: Edge) -> Verdict:
+        if group is not None:
+            gs = self._groups.get(v)
+            if gs is None:
+                gs = self._groups[v] = {g: [n, None, None] for g, n in self.plan.groups[v].items()}
+            g = gs[group]
+            if g[2] is not None:  # the group already has its winner
+                return Verdict.WAIT
+            g[0] -= 1
+            if status is Edge.ACTIVE:
+                g[2] = u
+                self._winners.setdefault(v, {})[group] = u
+            else:
+                if status is Edge.BROKEN and g[1] is None:
+                    g[1] = u
+                if g[0]:
+                    return Verdict.WAIT
+                status = Edge.INACTIVE if g[1] is None else Edge.BROKEN
+        if status is Edge.BROKEN:
+            return Verdict.CANCEL
+        if status is Edge.INACTIVE:
+            return Verdict.SKIP
+        left = self._left.pop(v, None)
+        if left is None:  # the first of its slots to become active
+            left = self.plan.slots.get(v) or len(self.plan.incoming[v])
+        if left > 1:
+            self._left[v] = left - 1
+            return Verdict.WAIT
+        return Verdict.READY
+
+    def cancel(self) -> list[str]:
+        """The user cancelled the run: every step without an outcome is CANCELLED (returned).
+
+        Ready steps (queued or running) are among them: their late outcomes
+        are ignored by :meth:`finish`.
+        """
+        names = [n for n in self.plan.order if n not in self.outcomes]
+        self.cancelled_by_user.update(names)
+        for n in names:
+            self.decided.add(n)
+            self.outcomes[n] = _CANCELLED
+            self.order[n] = len(self.order) + 1
+        return names
+
+    def cause(self, step: str) -> dict[str, str]:
+        """Why a skipped or cancelled step did not run, for its event's detail.
+
+        A cancelled step names the failure it could only be reached through
+        (``{"cause": "step 'Mean' failed"}``, or ``"run cancelled"``); a step
+        skipped as not reached names the edge that was not taken.
+        """
+        if step in self.cancelled_by_user:
+            return {"cause": "run cancelled"}
+        if step not in self._derived:
+            return {}
+        src = self._derived[step]
+        if self.outcomes[step].state is Status.CANCELLED:
+            while src in self._derived:  # walk back through the cancelled chain to the failure
+                src = self._derived[src]
+            return {"cause": f"step {src!r} failed"}
+        out = self.outcomes[src]
+        e = next(e for e in self.plan.incoming[step] if e.source == src)
+        edge = f"{src} -> {step}"
+        if out.state is Status.SUCCEEDED:
+            why = f"step {src!r} chose action {out.action!r}, not {'/'.join(sorted(e.actions))!r}"
+        elif e.group is not None:
+            why = f"no member of {step!r}'s OR group was reached"
+        else:
+            why = f"step {src!r} was not reached"
+        return {"cause": why, "edge": edge}
+
+    def recovered(self, step: str) -> bool:
+        """Whether ``step`` FAILED and every slot it feeds got its value from another OR member."""
+        return is_recovered(self.plan, self.outcomes, self._winners, step, self._made_ready)
+
+    def _made_ready(self, step: str) -> bool:
+        return step in self.decided and step not in self._derived
+
+    def recovered_failures(self) -> set[str]:
+        """The FAILED steps whose failure a fallback recovered."""
+        return {n for n, o in self.outcomes.items() if o.state is Status.FAILED and self.recovered(n)}
+
+    def run_state(self) -> Status:
+        """The final state of the run once :attr:`done` (see :func:`final_run_state`)."""
+        return final_run_state(self.outcomes, self.recovered_failures(), bool(self.cancelled_by_user))
+
+
+def is_recovered(plan: Plan, outcomes: Mapping[str, Outcome], winners: Mapping[str, Mapping[str, str]],
+                 step: str, made_ready: Any = None) -> bool:
+    """Whether FAILED ``step`` is recovered: every slot it feeds is an OR group that got another member's value.
+
+    ``winners`` maps each step to its OR groups' winners; ``made_ready(v)``
+    says whether ``v`` was made ready (default: every step with a winner was).
+    A failing step that feeds nothing is not recovered.
+
+    Examples
+    --------
+    >>> from fuseline_nb.workflow.schema import WorkflowSchema, StepSchema, EdgeSchema
+    >>> p = Plan.from_schema(WorkflowSchema("w", steps=tuple(StepSchema(n) for n in "abc"),
+    ...     edges=(EdgeSchema("a", "c", group="g"), EdgeSchema("b", "c", group="g"))))
+    >>> outs = {"a": Outcome.failed(), "b": Outcome.succeeded()}
+    >>> is_recovered(p, outs, {"c": {"g": "b"}}, "a"), is_recovered(p, outs, {}, "a")
+    (True, False)
+    """
+    out = outcomes.get(step)
+    succ = plan.successors[step]
+    if out is None or out.state is not Status.FAILED or not succ:
+        return False
+    lab = plan.labels.get(step)
+    for i, v in enumerate(succ):
+        group = None if lab is None else lab[i][1]
+        if group is None or group not in winners.get(v, {}):
+            return False
+        if made_ready is not None and not made_ready(v):
+            return False
+    return True
+
+
+def final_run_state(outcomes: Mapping[str, Outcome], recovered: Iterable[str] = (),
+                    cancelled: bool = False) -> Status:
+    """The state of a finished run from its steps' ``outcomes``.
+
+    FAILED when some failure is not ``recovered`` (a step cancelled by a
+    failure always has one upstream); otherwise CANCELLED when the user
+    ``cancelled`` the run, else SUCCEEDED.
+
+    Examples
+    --------
+    >>> outs = {"a": Outcome.failed(), "b": Outcome.succeeded()}
+    >>> final_run_state(outs), final_run_state(outs, {"a"}), final_run_state(outs, {"a"}, True)
+    (<Status.FAILED: 'FAILED'>, <Status.SUCCEEDED: 'SUCCEEDED'>, <Status.CANCELLED: 'CANCELLED'>)
+    """
+    ok = set(recovered)
+    if any(o.state is Status.FAILED and n not in ok for n, o in outcomes.items()):
+        return Status.FAILED
+    return Status.CANCELLED if cancelled else Status.SUCCEEDED
+
+
+__all__ = ["Changes", "Edge", "Readiness", "Verdict", "edge_status", "final_run_state", "is_recovered"]

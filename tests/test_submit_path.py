@@ -1,0 +1,126 @@
+"""The submit path: what ``Session.submit`` pickles, ships and keeps (issue 13: a 1M-step workflow)."""
+
+from __future__ import annotations
+
+import base64
+import operator
+import tracemalloc
+
+import fuseline_nb as fl
+from fuseline_nb.worker import pool as pool_module
+from fuseline_nb.worker.shipping import load_definition, ship
+
+
+def _counting_ship(monkeypatch) -> list[tuple[str, str]]:
+    """Record each workflow the pool pickles (the real ``ship`` still runs)."""
+    shipped: list[tuple[str, str]] = []
+    real = pool_module.ship
+
+    def ship(wf):
+        shipped.append((wf.workflow_id, wf.version))
+        return real(wf)
+
+    monkeypatch.setattr(pool_module, "ship", ship)
+    return shipped
+
+
+def test_a_workflow_is_pickled_once_however_often_it_or_an_unchanged_rebuild_is_submitted(monkeypatch):
+    shipped = _counting_ship(monkeypatch)
+
+    def build(k: int) -> fl.Workflow:
+        def add(x: int) -> int:
+            return x + k
+
+        return fl.workflow_from_functions([add], workflow_id="once")
+
+    with fl.Session(None, workers=1) as session:
+        first = build(1)
+        assert session.submit(first, {"x": 1}).wait(timeout=60) == 2
+        again = build(1)  # the cell run again: nothing changed
+        assert session.submit(again, {"x": 2}).wait(timeout=60) == 3
+        assert session.submit(again, {"x": 3}).wait(timeout=60) == 4  # the same object again
+        assert session.submit(first, {"x": 4}).wait(timeout=60) == 5  # the earlier object, unchanged too
+        assert shipped == [("once", first.version)]
+        changed = build(5)
+        assert session.submit(changed, {"x": 1}).wait(timeout=60) == 6  # its closure changed: shipped
+        assert session.submit(changed, {"x": 2}).wait(timeout=60) == 7
+        assert len(shipped) == 2
+
+
+# ship() of `size >> neg`, `size >> pos` (len, operator.neg, abs) made by the code before columns
+# (a step and a schema row at a time): a history file written then keeps such definitions.
+_ROWS_BLOB = base64.b64decode(
+    "gAWVGAQAAAAAAACMGmZ1c2VsaW5lX25iLndvcmtmbG93LmdyYXBolIwIV29ya2Zsb3eUk5QpgZR9lCiMB291dHB1dHOUTowNX2F1"
+    "dG9fdmVyc2lvbpSIjAd2ZXJzaW9ulIwBMZSMBXRyYWNllE6MCHBvbGljaWVzlF2UjARuYW1llIwId29ya2Zsb3eUjBBleGVjdXRp"
+    "b25fZW5naW5llE6MBXN0YXRllIwbZnVzZWxpbmVfbmIud29ya2Zsb3cuc3RhdHVzlIwGU3RhdHVzlJOUjAZGQUlMRUSUhZRSlIwU"
+    "d29ya2Zsb3dfaW5zdGFuY2VfaWSUjCAxNzI3ZTU5YmUxZjM0NGZlYTA4MmY2NTRiYjlkYjI1MZSMCl9zdHJ1Y3R1cmWUKF2UKIwE"
+    "c2l6ZZSMA25lZ5SMA3Bvc5RlfZR9lF2UKGgbaBxliYhOdJSMBl9vcmRlcpRoGYwFc3RlcHOUXZQojBpmdXNlbGluZV9uYi53b3Jr"
+    "Zmxvdy5zdGVwc5SMDEZ1bmN0aW9uU3RlcJSTlH2UKGgMaBpoCl2UjAhmdW5jdGlvbpSMCGJ1aWx0aW5zlIwDbGVulJOUjA9leGVj"
+    "dXRpb25fZ3JvdXCUSwBoD2gVjAljdXJfcmV0cnmUSwB1hpRoJn2UKGgMaBtoCl2UaCmMCV9vcGVyYXRvcpSMA25lZ5STlGgtSwFo"
+    "D2gSjAlDQU5DRUxMRUSUhZRSlHWGlGgmfZQoaAxoHGgKXZRoKWgqjANhYnOUk5RoLUsBaA9oN3WGlGWMDG91dHB1dF9uYW1lc5Ro"
+    "H4wEX2tleZROjA1fc2NoZW1hX2NhY2hllIwbZnVzZWxpbmVfbmIud29ya2Zsb3cuc2NoZW1hlIwPX3JlYnVpbGRfc2NoZW1hlJOU"
+    "KIwEcm93c5RoCF2UKChoGmgpjAxidWlsdGluczpsZW6UKYmMIGI4YzUwZWRkM2FjMWE5M2FjNjRjYzdkYTViNTNiMmEzlIiMA29i"
+    "apSFlGhIhZR0lChoG2gpjA1fb3BlcmF0b3I6bmVnlCmJjCAzMThlZTUxOWYzMWYxYThkZGY3NThlNzRjNmRmOTk3YZSIjAFhlIWU"
+    "aE6FlHSUKGgcaCmMDGJ1aWx0aW5zOmFic5QpiYwgN2M0Mjg0NDAwZmQ0ZWQ1Zjc4OTkzMDhmNGEyNjAzMjGUiIwBeJSFlGhUhZR0"
+    "lGVdlCgoaBpoG4wHZGVmYXVsdJROdJQoaBpoHGhZTnSUZWgbaByGlGgNKYxAYzllNzI1M2I1NjdiMmJhZTE0Yjc3MmM4ZWZjZjJj"
+    "YTE1ZGU3MDgyYWE2YTQ3OTJlMDg5Yjk0NjI2YjNiY2Q2ZpR0lFKUjAt3b3JrZmxvd19pZJRoRIwLX3N0YWxlX3RvbGSUj5R1YmhE"
+    "aAhoXYeUhpQu"
+)
+
+
+def _rows_workflow() -> fl.Workflow:
+    a = fl.FunctionStep(len, name="size")
+    b, c = fl.FunctionStep(operator.neg, name="neg"), fl.FunctionStep(abs, name="pos")
+    _ = a >> b
+    _ = a >> c
+    return fl.Workflow(outputs=[b, c], workflow_id="rows")
+
+
+def _same_steps(got: fl.Workflow, want: fl.Workflow) -> None:
+    assert list(got.steps) == list(want.steps)
+    for name, step in want.steps.items():
+        assert type(got.steps[name]) is type(step)
+        assert got.steps[name].function is step.function
+        assert got.steps[name].policies == step.policies
+
+
+def test_a_definition_pickled_a_row_per_step_by_the_earlier_code_still_loads():
+    want = _rows_workflow()
+    old = load_definition(("rows", "1"), _ROWS_BLOB)
+    assert old.to_schema() == want.to_schema()
+    assert old.to_schema().structure_key() == want.to_schema().structure_key()
+    _same_steps(old, want)
+
+
+def test_a_shipped_workflow_comes_back_the_same_from_columns():
+    want = _rows_workflow()
+    key, blob = ship(want)
+    got = load_definition(key, blob)
+    assert got.to_schema() == want.to_schema()
+    _same_steps(got, want)
+
+
+def test_shipping_a_large_workflow_makes_no_container_per_step_on_the_way():
+    # Pickling a row (tuple/dict) per step kept ~1 KB per step alive until the pickle was done
+    # (the pickler's memo holds every object it wrote): ~1 GB for 1M steps. Columns make none: what is
+    # left is the buffer's slack, the memo of the names and the step lists (~125 B/step).
+    def noop() -> None:
+        return None
+
+    head, tail = fl.FunctionStep(noop, name="head"), fl.FunctionStep(noop, name="tail")
+    for i in range(20_000):
+        _ = head >> fl.FunctionStep(noop, name=f"m{i}") >> tail
+    wf = fl.Workflow(outputs=[tail], workflow_id="wide")
+    wf.to_schema()
+    ship(wf)  # warm: cloudpickle's and this module's one-time objects
+    tracemalloc.start()
+    try:
+        _, blob = ship(wf)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(blob) < 100 * 20_000
+    assert peak - len(blob) < 300 * 20_000, f"{(peak - len(blob)) / 20_000:.0f} bytes per step beside the blob"
+    got = load_definition(("wide", wf.version), blob)
+    assert got.to_schema() == wf.to_schema()
+    assert [s.name for s in got.steps.values()] == list(wf.steps)

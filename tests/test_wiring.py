@@ -1,0 +1,102 @@
+"""How steps hold their links (workflow/wiring.py): compact, in order, a repeated edge once, on every shape."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+
+from fuseline_nb import FunctionStep, Step, Workflow
+from fuseline_nb.workflow.wiring import is_linked, out_edges, sources, targets
+
+
+def noop() -> None:
+    return None
+
+
+def _steps(prefix: str, n: int) -> list[FunctionStep]:
+    return [FunctionStep(noop, name=f"{prefix}{i}") for i in range(n)]
+
+
+def test_a_step_with_one_link_each_way_holds_no_container() -> None:
+    a, b, c = _steps("s", 3)
+    _ = a >> b >> c
+    assert b._out is c and b._in is a  # the step itself, not a list of one
+    assert out_edges(b) == [(c, "default", None)] and sources(b) == [a]
+    _ = (b - "alt") >> c
+    assert b._out == [c, (c, "alt", None)] and sources(c) == [b]
+
+
+def test_edges_keep_the_order_they_were_declared_in() -> None:
+    a, b, c, d = _steps("s", 4)
+    _ = (a - "x") >> b
+    _ = a >> c
+    _ = (b | c) >> d
+    _ = (a - "y") >> b
+    assert [(t.name, action) for t, action, _ in a.edges] == [("s1", "x"), ("s2", "default"), ("s1", "y")]
+    assert [s.name for s in sources(d)] == ["s1", "s2"]
+    groups = {g for _, _, g in b.edges} | {g for _, _, g in c.edges}
+    assert len(groups) == 1 and None not in groups  # one OR group for both members
+    assert targets(a) == [b, c, b]
+
+
+@pytest.mark.parametrize("width", [3, 40])
+def test_repeats_are_one_edge_on_a_dense_graph(width: int) -> None:
+    """Every source linked to every target, three times over, with two actions: short lists are
+    scanned, long ones on both sides get an index — either way each edge exists once."""
+    left, right = _steps("l", width), _steps("r", width)
+    for _ in range(3):
+        for u in left:
+            for v in right:
+                _ = u >> v
+                _ = (u - "alt") >> v
+    assert all(len(u.edges) == 2 * width for u in left)
+    assert all(len(sources(v)) == width for v in right)
+    assert (left[0]._out_keys is not None) == (width > 8)  # an index only where both sides are long
+    wf = Workflow(outputs=right)
+    assert len(wf.to_schema().edges) == 2 * width * width
+    assert wf.graph.edges["l0", "r1"]["action"] == "default|alt"
+
+
+def test_a_step_class_that_skips_step_init_still_wires() -> None:
+    class Bare(Step):
+        def __init__(self, label: str) -> None:  # no super().__init__(): the links default to none
+            self.label = label
+
+        def run_step(self) -> str:
+            return self.label
+
+    a, b = Bare("a"), Bare("b")
+    assert not is_linked(a)
+    _ = a >> b
+    wf = Workflow(outputs=[b])
+    assert wf.step_names == ["Bare", "Bare_2"] and wf.graph.has_edge("Bare", "Bare_2")
+
+
+def test_a_class_level_name_names_the_step() -> None:
+    class Mirror(Step):
+        name = "mirror"
+
+        def run_step(self) -> int:
+            return 1
+
+    assert Mirror().name == "mirror" and Mirror(name="other").name == "other"
+    assert Workflow(outputs=[Mirror()]).step_names == ["mirror"]
+
+
+def test_a_pickled_step_keeps_its_links_and_a_shipped_workflow_drops_them() -> None:
+    a, b = _steps("s", 2)
+    _ = (a - "go") >> b
+    a2 = pickle.loads(pickle.dumps(a))  # a step pickled on its own travels with what it links to
+    assert [(t.name, action) for t, action, _ in a2.edges] == [("s1", "go")]
+    wf = pickle.loads(pickle.dumps(Workflow(outputs=[b])))
+    assert all(not is_linked(s) for s in wf.steps.values())
+    assert wf.graph.edges["s0", "s1"]["action"] == "go"
+
+
+def test_chaining_to_something_else_is_refused_with_its_type() -> None:
+    a = FunctionStep(noop, name="a")
+    with pytest.raises(TypeError, match="can only chain to a Step or a group of steps, not int"):
+        _ = a >> 5  # type: ignore[operator]
+    with pytest.raises(ValueError, match="an action must be a non-empty string, not ''"):
+        _ = (a - "") >> FunctionStep(noop, name="b")

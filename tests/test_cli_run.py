@@ -232,9 +232,9 @@ def test_ctrl_c_while_the_workers_start_ends_the_cli_at_once_without_tracebacks(
                 and "resource_tracker" not in " ".join(k.cmdline())]
 
 
-def test_a_ctrl_c_duckdb_takes_for_itself_comes_back_as_keyboard_interrupt(tmp_path: Path) -> None:
-    # DuckDB turns a Ctrl-C during a query into RuntimeError('Query interrupted'), which an
-    # `except Exception` on the way would swallow; the storage hands it back as a Ctrl-C.
+def test_a_ctrl_c_during_a_duckdb_query_comes_back_as_keyboard_interrupt(tmp_path: Path) -> None:
+    # a Ctrl-C during a long query on the history's connection (one DuckDB thread) stops it and
+    # comes back as a Ctrl-C, and the storage still closes cleanly
     code = textwrap.dedent(f'''
         import os, signal, threading
         from fuseline_nb.broker.storage.duckdb import DuckDBRuntimeStorage
@@ -244,14 +244,31 @@ def test_a_ctrl_c_duckdb_takes_for_itself_comes_back_as_keyboard_interrupt(tmp_p
             storage._execute("SELECT count(*) FROM range(20000000000) t(i) WHERE i % 7 = 3")
             print("finished")
         except KeyboardInterrupt as exc:
-            print("KeyboardInterrupt:", exc)
+            print("KeyboardInterrupt", exc)
         except BaseException as exc:
             print("other:", type(exc).__name__, exc)
         storage.close()
+        print("closed")
     ''')
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert done.stdout.startswith("KeyboardInterrupt: a query on"), (done.stdout, done.stderr)
-    assert "was interrupted" in done.stdout
+    assert done.stdout.startswith("KeyboardInterrupt") and done.stdout.endswith("closed\n"), (
+        done.stdout, done.stderr)
+
+
+def test_duckdbs_query_interrupted_error_comes_back_as_keyboard_interrupt(tmp_path: Path) -> None:
+    # DuckDB on several threads turns a Ctrl-C during a query into RuntimeError('Query
+    # interrupted'), which an `except Exception` on the way would swallow; the storage's one
+    # call into DuckDB hands it back as a Ctrl-C
+    from fuseline_nb.broker.storage.duckdb import DuckDBRuntimeStorage
+
+    def interrupted() -> None:
+        raise RuntimeError("Query interrupted")
+
+    with DuckDBRuntimeStorage(tmp_path / "h.duckdb") as storage:
+        with pytest.raises(KeyboardInterrupt, match=r"a query on .*h\.duckdb' was interrupted"):
+            storage._db(interrupted)
+        with pytest.raises(RuntimeError, match="something else"):  # other RuntimeErrors stay themselves
+            storage._db(lambda: (_ for _ in ()).throw(RuntimeError("something else")))
 
 
 def test_one_loader_names_the_culprit_for_run_and_worker(tmp_path: Path) -> None:

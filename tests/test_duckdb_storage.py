@@ -162,6 +162,31 @@ class TestReadWrite:
                         ("r1", "late", "SKIPPED", 0, None, None, None),
                         ("r2", "a", "SUCCEEDED", 1, "'two'", None, None)]
 
+    def test_a_long_runs_flush_writes_each_rows_own_error_and_result(self, tmp_path):
+        # the flusher builds whole columns; a column of one error or one result among many
+        names = [f"s{i:03}" for i in range(300)]
+        with DuckDBRuntimeStorage(tmp_path / "h.duckdb", flush_interval=3600) as st:
+            st.create_run("r1", "wf", "1", {}, names, created_at=0.0)
+            st.flush()
+            st.set_result("r1", "s299", "early")  # its row comes in a later batch
+            st.flush()
+            for name in names[:299]:
+                st.save_step("r1", name, StepInfo(Status.SUCCEEDED, attempts=1))
+            st.save_step("r1", "s007", StepInfo(Status.FAILED, attempts=2, error="ValueError: bad row 7"))
+            st.set_result("r1", "s003", {"n": 3})
+            st.save_step("r1", "s299", StepInfo(Status.SUCCEEDED, attempts=1))
+            rows = st.sql("SELECT step, state, attempts, error_type, error_message, result_preview FROM steps "
+                          "ORDER BY step").fetchall()
+        expected = {n: (n, "SUCCEEDED", 1, None, None, None) for n in names}
+        expected["s003"] = ("s003", "SUCCEEDED", 1, None, None, "{'n': 3}")
+        expected["s007"] = ("s007", "FAILED", 2, "ValueError", "bad row 7", None)
+        expected["s299"] = ("s299", "SUCCEEDED", 1, None, None, "'early'")
+        assert rows == list(expected.values())
+
+    def test_the_flusher_uses_one_duckdb_thread(self):
+        with DuckDBRuntimeStorage() as st:  # its statements are small and serial: more threads only cost CPU
+            assert st._execute("SELECT current_setting('threads')") == [(1,)]
+
     def test_a_failed_write_keeps_the_changes_for_the_next_flush(self):
         with DuckDBRuntimeStorage(flush_interval=3600) as st:
             st.create_run("r1", "wf", "1", {}, ["a"], created_at=0.0)

@@ -101,15 +101,36 @@ def test_a_surrogate_in_a_step_name_and_workflow_id_does_not_stop_the_history(tm
     con.close()
 
 
-def test_a_time_out_of_range_is_stored_as_null_and_the_views_stay_readable(tmp_path, caplog) -> None:
+@pytest.mark.parametrize("others", [0, 400])  # a flush of a few rows is checked in Python, of many by Arrow
+@pytest.mark.parametrize(("started", "finished"), [(-1e18, float("nan")), (2.0, 1e300), (2.0, float("nan"))])
+def test_a_time_out_of_range_is_stored_as_null_and_the_views_stay_readable(tmp_path, caplog, others, started,
+                                                                          finished) -> None:
     path = tmp_path / "h.duckdb"
-    with DuckDBRuntimeStorage(path) as st:
-        st.create_run("r1", "wf", "1", {}, ["a"], created_at=1.0)
-        st.save_step("r1", "a", StepInfo(Status.FAILED, attempts=1, started_at=-1e18, finished_at=float("nan")))
+    names = [f"s{i:03}" for i in range(others)]
+    with DuckDBRuntimeStorage(path, flush_interval=3600) as st:
+        st.create_run("r1", "wf", "1", {}, ["a", *names], created_at=1.0)
+        st.flush()
+        for name in names:
+            st.save_step("r1", name, StepInfo(Status.SUCCEEDED, attempts=1, started_at=2.0, finished_at=3.0))
+        st.save_step("r1", "a", StepInfo(Status.FAILED, attempts=1, started_at=started, finished_at=finished))
         with caplog.at_level(logging.WARNING):
-            rows = st.sql("SELECT step, started_at, finished_at FROM steps").fetchall()
-        assert rows == [("a", None, None)]
+            rows = st.sql("SELECT step, epoch(started_at), epoch(finished_at) FROM steps ORDER BY step").fetchall()
+        assert rows == [("a", 2.0 if started == 2.0 else None, None), *((name, 2.0, 3.0) for name in names)]
         assert "times outside 0..3.25037e+10 seconds since 1970 stored as NULL" in caplog.text
+
+
+@pytest.mark.parametrize("n", [3, 400])
+def test_times_in_range_are_kept_without_a_warning(tmp_path, caplog, n) -> None:
+    with DuckDBRuntimeStorage(tmp_path / "h.duckdb", flush_interval=3600) as st:
+        names = [f"s{i:03}" for i in range(n)]
+        st.create_run("r1", "wf", "1", {}, names, created_at=1.0)
+        for i, name in enumerate(names):  # NULL start times beside set ones
+            st.save_step("r1", name, StepInfo(Status.SUCCEEDED, attempts=1, started_at=None if i % 2 else 5.0 + i,
+                                              finished_at=1.7e9 + i))
+        with caplog.at_level(logging.WARNING):
+            rows = st.sql("SELECT epoch(started_at), epoch(finished_at) FROM steps ORDER BY step").fetchall()
+        assert rows == [(None if i % 2 else 5.0 + i, 1.7e9 + i) for i in range(n)]
+        assert "times outside" not in caplog.text
 
 
 def test_a_row_that_cannot_be_written_is_written_in_a_safe_form_and_blocks_nothing(tmp_path, caplog) -> None:

@@ -100,3 +100,48 @@ def test_chaining_to_something_else_is_refused_with_its_type() -> None:
         _ = a >> 5  # type: ignore[operator]
     with pytest.raises(ValueError, match="an action must be a non-empty string, not ''"):
         _ = (a - "") >> FunctionStep(noop, name="b")
+
+
+def _reference_order(steps: list[Step]) -> list[str]:
+    """Kahn's algorithm with a heap on discovery position: the order topological() promises."""
+    import heapq
+
+    pos = {id(s): k for k, s in enumerate(steps)}
+    indeg = [0] * len(steps)
+    for s in steps:
+        for t in targets(s):
+            indeg[pos[id(t)]] += 1
+    heap = [k for k, d in enumerate(indeg) if d == 0]
+    out = []
+    while heap:
+        k = heapq.heappop(heap)
+        out.append(steps[k])
+        for t in targets(steps[k]):
+            j = pos[id(t)]
+            indeg[j] -= 1
+            if indeg[j] == 0:
+                heapq.heappush(heap, j)
+    return [s.name for s in out]  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_the_order_is_discovery_order_among_ready_steps_on_random_graphs(seed: int) -> None:
+    """Steps that become ready out of order (the general case) and in order (chains, fan-outs) both
+    come out smallest discovery position first, with each step one deeper than its deepest parent."""
+    import random
+
+    from fuseline_nb.workflow.collect import collect, topological
+
+    rng = random.Random(seed)
+    steps = _steps("s", rng.randint(2, 40))
+    for j, v in enumerate(steps[1:], 1):
+        for u in rng.sample(steps[:j], rng.randint(1, min(j, 3))):
+            _ = u >> v
+    found, index, _ = collect([steps[-1]])
+    order, depths = topological(found, index, {})
+    assert order is not None and depths is not None
+    assert [s.name for s in order] == _reference_order(found)
+    depth = {s.name: d for s, d in zip(order, depths, strict=True)}
+    for s in order:
+        parents = [depth[p.name] for p in sources(s)]  # type: ignore[index]
+        assert depth[s.name] == (max(parents) + 1 if parents else 0)  # type: ignore[index]

@@ -96,33 +96,44 @@ def topological(
                         had = succ[at]
                         succ[at] = [k] if had is None else [had, k] if type(had) is int else [*had, k]
                         indeg[k] += 1
-    heap = [k for k, m in enumerate(indeg) if m == 0]  # already ascending: a valid heap
+    # The ready steps, smallest position first. While they become ready in ascending order (a
+    # chain, a fan-out: each new one comes after those waiting) a deque keeps them sorted at O(1)
+    # a step; the first one out of order turns it into a heap (the same order, O(log n) a step).
+    ready = deque(k for k, m in enumerate(indeg) if m == 0)
+    heap: list[int] | None = None
     depth = [0] * n
     order: list[Step] = []
     depths: list[int] = []
+    take, keep, keep_depth = ready.popleft, order.append, depths.append
     pop, push = heapq.heappop, heapq.heappush
-    while heap:
-        k = pop(heap)
-        order.append(steps[k])
+    while True:
+        if heap is None:
+            if not ready:
+                break
+            k = take()
+        elif heap:
+            k = pop(heap)
+        else:
+            break
+        keep(steps[k])
         dk = depth[k]
-        depths.append(dk)
+        keep_depth(dk)
         js = succ[k]
         if js is None:
             continue
         dk += 1
-        if type(js) is int:  # one target: most steps
-            if depth[js] < dk:
-                depth[js] = dk
-            indeg[js] -= 1
-            if indeg[js] == 0:
-                push(heap, js)
-            continue
-        for j in js:
+        for j in (js,) if type(js) is int else js:
             if depth[j] < dk:
                 depth[j] = dk
             indeg[j] -= 1
             if indeg[j] == 0:
-                push(heap, j)
+                if heap is not None:
+                    push(heap, j)
+                elif not ready or ready[-1] < j:
+                    ready.append(j)
+                else:
+                    heap = [*ready, j]
+                    heapq.heapify(heap)
     if len(order) != n:
         return None, None
     return order, depths

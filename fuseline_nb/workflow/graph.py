@@ -311,6 +311,9 @@ class Workflow(Surface):
         if self._schema_cache is None:
             with paused_gc():
                 self._schema_cache = self._schema(self.workflow_id)
+            # The schema holds the edges now: one table of them is enough (``_full()`` remakes this
+            # one from the schema when the graph or a new schema needs it).
+            self._structure.edges = None
         return self._schema_cache
 
     @property

@@ -1,0 +1,38 @@
+"""A built workflow keeps one table of its edges: the structure's until the schema is made, the schema's after."""
+
+from __future__ import annotations
+
+from fuseline_nb import Computed, Depends, FunctionStep, Workflow
+
+
+def noop() -> None:
+    return None
+
+
+def _workflow() -> Workflow:
+    gate = FunctionStep(lambda: "big", name="gate")
+    big, small = FunctionStep(noop, name="big"), FunctionStep(noop, name="small")
+    _ = (gate - "big") >> big
+    _ = (gate - "small") >> small
+    _ = gate >> big  # a second action on one pair
+
+    def report(value: Computed[None] = Depends(big, small)) -> str:
+        return "done"
+
+    return Workflow(outputs=[FunctionStep(report)], workflow_id="w")
+
+
+def test_after_the_schema_the_graph_and_a_new_version_read_the_schemas_edges() -> None:
+    wf, fresh = _workflow(), _workflow()
+    expected = sorted(fresh.graph.edges(data=True))  # made before any schema
+    schema = wf.to_schema()
+    assert wf._structure.edges is None  # the schema's edges are the only table now
+    assert sorted(wf.graph.edges(data=True)) == expected
+    assert wf.graph.edges["gate", "big"]["action"] == "big|default"
+    other = _workflow()
+    other.to_schema()
+    clash = Workflow(outputs=[FunctionStep(noop, name="x")], workflow_id="w")
+    assert other.settle_version([clash.to_schema()])  # same id and version, another structure
+    again = other.to_schema()
+    assert again is not schema and again.edges == schema.edges
+    assert again.structure_key() == schema.structure_key() == fresh.to_schema().structure_key()

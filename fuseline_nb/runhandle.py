@@ -86,7 +86,11 @@ class Run:
 
     @property
     def state(self) -> Status:
-        """The run's state now."""
+        """The run's state now (a question about the run: no copy of every step's record)."""
+        if self._final is not None:
+            return self._final.state
+        if self._live():
+            return Status.RUNNING
         return self.info().state
 
     def done(self) -> bool:
@@ -121,9 +125,8 @@ class Run:
             The run did not end within ``timeout`` seconds (it keeps running).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        info = self.info()
-        if info.done:
-            return self._outputs(info, raise_on_failure)
+        if self._final is not None or not self._live():  # ended: no wait (and no copy of a live run's records)
+            return self._outputs(self.info(), raise_on_failure)
         session = self.session
         event = session._event_for(self.id)
         # The session keeps the final record when the run ends (_on_event); until then ask only

@@ -21,11 +21,11 @@ import atexit
 import logging
 import os
 import threading
-import warnings
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from ._session_file import SessionReplacedWarning, file_key, hold, let_go, ship_stored, take_over
 from .broker.base import Broker
 from .broker.opening import open_broker
 from .errors import PicklingError, StorageClosedError, StorageError
@@ -79,42 +79,6 @@ def _release(pool: Any, broker: Broker, unsubscribe: Callable[[], None]) -> None
     finally:
         unsubscribe()
         broker.close()
-
-
-class SessionReplacedWarning(UserWarning):
-    """A new :class:`Session` on a history file closed this process's earlier Session on that file.
-
-    This is what running the notebook cell that creates a Session again does:
-    the earlier session's workers stop, and the runs it left unfinished resume
-    in the new one (their definitions are stored in the file).
-
-    Examples
-    --------
-    >>> issubclass(SessionReplacedWarning, UserWarning)
-    True
-    """
-
-
-# The open session of each history file in this process (by real path): re-running the notebook
-# cell that creates a Session on the same file takes the file over from the earlier one.
-_HOLDERS: dict[str, weakref.ReferenceType[Session]] = {}
-
-
-def _file_key(path: str | None) -> str | None:
-    return None if path is None or path == ":memory:" else os.path.realpath(path)
-
-
-def _take_over(key: str | None) -> None:
-    """Close the earlier, still open Session of this process on the same history file, saying so."""
-    earlier = _HOLDERS.pop(key, None) if key is not None else None
-    session = earlier() if earlier is not None else None
-    if session is None or session.closed:
-        return
-    warnings.warn(
-        f"closed the earlier Session on {session.path!r} in this process (a notebook cell creating it was "
-        "run again); runs it left unfinished resume here. Call session.close() first to stop them instead.",
-        SessionReplacedWarning, stacklevel=3)
-    session.close(timeout=1.0)
 
 
 def _close_at_exit(ref: weakref.ReferenceType[Session]) -> Callable[[], None]:
@@ -179,7 +143,7 @@ class Session:
         if int(workers) < 0:
             raise ValueError(f"workers must be >= 0, not {workers!r}")
         self.path = os.fspath(path) if path is not None else None
-        _take_over(_file_key(self.path))
+        take_over(file_key(self.path))
         self.broker: Broker = open_broker(path, lease_seconds=lease_seconds, cache=bool(cache))
         self._done: dict[str, threading.Event] = {}
         self._done_lock = threading.Lock()
@@ -199,7 +163,7 @@ class Session:
 
                 self.pool = WorkerPool(self.broker, [], processes=int(workers), context=context,
                                        prefetch=prefetch).start()
-            self._ship_stored()
+            ship_stored(self.broker, self.pool, self.path)
         except BaseException:
             if self.pool is not None:
                 self.pool.stop(timeout=1.0)
@@ -210,52 +174,7 @@ class Session:
         # A session rebound in a notebook cell without close() still ends its workers.
         self._finalizer = weakref.finalize(self, _release, self.pool, self.broker, self._unsubscribe)
         self._finalizer.atexit = False
-        if (key := _file_key(self.path)) is not None:
-            _HOLDERS[key] = weakref.ref(self)
-
-    def _ship_stored(self) -> None:
-        """Ship the stored definitions of the runs the history left unfinished, so they resume now.
-
-        A definition that is missing or cannot be loaded here is named with
-        its runs in a warning; those runs resume at the next ``submit`` of
-        their workflow. With ``workers=0`` nothing here can run them: one
-        warning names them and says how to resume them.
-        """
-        unfinished = self.broker.unfinished_runs()
-        if not unfinished:
-            return
-        add_blob = getattr(self.pool, "add_blob", None)
-        if add_blob is None:
-            shown = ", ".join(f"{run_id} ({wf!r})" for run_id, wf, _ in unfinished[:10])
-            more = f" and {len(unfinished) - 10} more" if len(unfinished) > 10 else ""
-            log.warning("%d unfinished runs in %s wait for workers, and this session has none (workers=0): "
-                        "%s%s; open the file with fl.Session(%r, workers=2) (or dask=...) to resume them, "
-                        "or connect workers to session.broker", len(unfinished), self.path, shown, more,
-                        self.path)
-            return
-        why: dict[tuple[str, str], str | None] = {}
-        for run_id, workflow_id, version in unfinished:
-            key = (workflow_id, version)
-            if key not in why:
-                why[key] = self._ship_one(add_blob, key)
-            if why[key] is not None:
-                log.warning("run %s of workflow %r version %r cannot resume yet: %s; it resumes when "
-                            "the workflow is submitted again (session.submit)", run_id, workflow_id,
-                            version, why[key])
-        log.info("%d unfinished runs in %s: resumed where their definitions could be loaded",
-                 len(unfinished), self.path)
-
-    def _ship_one(self, add_blob: Callable[[tuple[str, str], bytes], Any], key: tuple[str, str]) -> str | None:
-        """Ship one stored definition; ``None`` when it went, else why it could not."""
-        blob = self.broker.stored_definition(*key)
-        if blob is None:
-            return "the history file holds no definition of it (it was not run from a Session's workers)"
-        try:
-            add_blob(key, blob)
-        except Exception as exc:
-            cause = exc.__cause__ if isinstance(exc, PicklingError) and exc.__cause__ is not None else exc
-            return f"its stored definition cannot be loaded ({type(cause).__name__}: {cause})"
-        return None
+        hold(file_key(self.path), self)
 
     # -- runs -------------------------------------------------------------------------------
     def submit(self, wf: Workflow, inputs: Mapping[str, Any] | None = None, *,
@@ -425,8 +344,7 @@ class Session:
             return
         self._closed = True
         self._finalizer.detach()
-        if (key := _file_key(self.path)) is not None and (ref := _HOLDERS.get(key)) is not None and ref() is self:
-            del _HOLDERS[key]
+        let_go(file_key(self.path), self)
         try:
             if self.pool is not None:
                 self.pool.stop(timeout=timeout)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import pickle
+import select
 import struct
 import threading
 import time
@@ -142,3 +143,65 @@ def test_a_worker_pipe_says_what_it_cannot_do(pipe):
         client.register_repository(RepositoryInfo(name="r", url="u", workflows=[]))
     with pytest.raises(TransportUnsupportedError, match="does not carry repositories"):
         client.list_repositories()
+
+
+def _held_client(pipe, monkeypatch, hold: float):
+    """A pool worker's client holding three prefetched assignments; the kernel end is ``pipe[1]``."""
+    from fuseline_nb.broker.base import StepAssignment
+    from fuseline_nb.worker import channel
+
+    monkeypatch.setattr(channel, "HOLD_SECONDS", hold)
+    a, b = pipe
+    client = ChannelClient(a, wait=True)
+    batch = [StepAssignment("wf", "r1", f"s{i}", {}, 0.0, 60.0) for i in range(3)]
+    send(b, ("assignments", batch))  # the reply is waiting before the client asks
+    assert client.get_step("w1").step_name == "s0"
+    reader = FrameReader(b)
+    assert [pickle.loads(m)[0] for m in reader.read()] == ["get_step"]
+    return client, reader
+
+
+def _report(step: str, took: float):
+    from fuseline_nb.broker.base import StepReport
+    from fuseline_nb.workflow.status import Status
+
+    return StepReport("wf", "r1", step, Status.SUCCEEDED, None, 1, started_at=100.0, finished_at=100.0 + took)
+
+
+def _pending(reader: FrameReader) -> list:
+    poll = select.poll()
+    poll.register(reader._conn.fileno(), select.POLLIN)
+    return [pickle.loads(m) for m in reader.read()] if poll.poll(0) else []
+
+
+def test_reports_of_quick_steps_leave_together_with_the_request_for_more_work(pipe, monkeypatch):
+    client, reader = _held_client(pipe, monkeypatch, hold=60.0)
+    client.report_step("w1", _report("s0", 0.0))
+    assert client.get_step("w1").step_name == "s1"
+    client.report_step("w1", _report("s1", 0.0))
+    assert client.get_step("w1").step_name == "s2"
+    assert _pending(reader) == []  # nothing written yet: two reports held
+    send(pipe[1], ("assignments", []))  # the kernel's answer to what comes next
+    client.report_step("w1", _report("s2", 0.0))
+    got = [pickle.loads(m) for m in reader.read()]  # both messages in one read: they left in one write
+    assert [(k, [r.step_name for r in (a[1] if k == "reports" else [a[1]])]) for k, a in got] == [
+        ("reports", ["s0", "s1"]), ("report_and_get", ["s2"])]
+
+
+def test_a_slow_steps_report_and_the_ones_held_before_it_leave_at_once(pipe, monkeypatch):
+    client, reader = _held_client(pipe, monkeypatch, hold=0.5)
+    client.report_step("w1", _report("s0", 0.0))
+    client.get_step("w1")
+    client.report_step("w1", _report("s1", 1.0))  # longer than the hold: no reason to wait for the next step
+    assert [(k, [r.step_name for r in a[1]]) for k, a in _pending(reader)] == [("reports", ["s0", "s1"])]
+
+
+def test_a_held_report_leaves_when_the_next_step_starts_after_the_hold(pipe, monkeypatch):
+    client, reader = _held_client(pipe, monkeypatch, hold=0.02)
+    client.report_step("w1", _report("s0", 0.0))
+    assert _pending(reader) == []
+    time.sleep(0.03)  # the hold is a time: let it pass
+    assert client.get_step("w1").step_name == "s1"
+    assert [(k, [r.step_name for r in a[1]]) for k, a in _pending(reader)] == [("reports", ["s0"])]
+    client.flush()  # nothing more held: nothing written
+    assert _pending(reader) == []

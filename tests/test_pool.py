@@ -390,3 +390,46 @@ def test_workers_register_their_first_workflows_by_reference(monkeypatch: pytest
         workers = s.broker.list_workers()
         assert len(workers) == 2 and all("by-ref@1" in w.workflows for w in workers), workers
     assert rebuilt == []
+
+
+_RUN_HERE = [0]  # steps this worker process ran (the class below travels by value: one per process)
+
+
+class ThirdBlocks(fl.Step):
+    """The third step a worker process runs waits for ``marker`` (after writing ``marker + '.busy'``)."""
+
+    def run_step(self, marker: str) -> int:
+        _RUN_HERE[0] += 1
+        if _RUN_HERE[0] == 3:
+            Path(marker + ".busy").write_text(str(os.getpid()))
+            end = time.monotonic() + 60
+            while not os.path.exists(marker) and time.monotonic() < end:
+                time.sleep(0.01)
+        return _RUN_HERE[0]
+
+
+def test_a_held_report_reaches_the_kernel_while_a_long_step_runs_after_it(tmp_path: Path) -> None:
+    """A quick step's report held back (more work in hand) is sent by the heartbeat, not after the next step."""
+    marker = str(tmp_path / "release")
+    root = ThirdBlocks(name="root")
+    children = [ThirdBlocks(name=f"c{i}") for i in range(8)]
+    for c in children:
+        root >> c
+    wf = fl.Workflow(outputs=children, workflow_id="held")
+    with fl.Session(workers=1, prefetch=4) as session:
+        run = session.submit(wf, {"marker": marker})
+        end = time.monotonic() + 60
+        while not os.path.exists(marker + ".busy") and time.monotonic() < end:
+            time.sleep(0.01)
+        assert os.path.exists(marker + ".busy"), "the third step never started"
+        # the second step (quick) ended before the third began: its report must not wait for the third
+        end = time.monotonic() + 10  # a heartbeat is at most 0.5 s
+        while time.monotonic() < end:
+            done = [n for n, s in run.info().steps.items() if n != "root" and s.state is fl.Status.SUCCEEDED]
+            if done:
+                break
+            time.sleep(0.02)
+        assert len(done) == 1 and not os.path.exists(marker), done
+        Path(marker).write_text("")
+        run.wait(timeout=60)
+        assert run.info().state is fl.Status.SUCCEEDED

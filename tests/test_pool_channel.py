@@ -169,9 +169,9 @@ def test_reports_read_together_are_recorded_with_one_broker_call_in_order() -> N
     server.add(Endpoint("w1", kernel_end, FakeProcess()))
     ok = [StepReport("batch", run_id, a.step_name, fl.Status.SUCCEEDED, None, a.attempt) for a in held]
     stale = StepReport("batch", run_id, "s0", fl.Status.SUCCEEDED, None, 9)  # refused: logged, the rest recorded
-    # what a worker holding five prefetched steps sends; all of it is in the pipe before the server reads
-    for report in (ok[0], stale, *ok[1:4]):
-        send(worker_end, ("report", (wid, report)))
+    # what workers holding prefetched steps send; all of it is in the pipe before the server reads
+    send(worker_end, ("reports", (wid, [ok[0], stale])))
+    send(worker_end, ("reports", (wid, ok[1:4])))
     send(worker_end, ("report_and_get", (wid, ok[4], False)))
     server.start()
     try:
@@ -193,7 +193,7 @@ def test_a_refused_last_report_is_the_answer_and_the_ones_before_it_count() -> N
     server = ChannelServer(CountingClient(broker), Pool([]))
     kernel_end, worker_end = multiprocessing.Pipe()
     server.add(Endpoint("w1", kernel_end, FakeProcess()))
-    send(worker_end, ("report", (wid, StepReport("batch2", run_id, "s0", fl.Status.SUCCEEDED, None, 1))))
+    send(worker_end, ("reports", (wid, [StepReport("batch2", run_id, "s0", fl.Status.SUCCEEDED, None, 1)])))
     send(worker_end, ("report_and_get", (wid, StepReport("batch2", run_id, "s1", fl.Status.SUCCEEDED, None,
                                                           held[1].attempt + 4), False)))
     server.start()

@@ -108,12 +108,17 @@ class HistoryReads:
         with self._lock:
             run = self._state.runs.get(run_id)
             state = Status.RUNNING
+            ended = False
             if run is None and run_id in self._state.ending:  # asked by a run_finished subscriber
                 run = self._state.ending[run_id]
                 state = run.tracker.run_state()
+                ended = True
             if run is not None:
-                infos = run.infos
-                steps = {n: copy_info(infos[n]) if n in infos else StepInfo() for n in run.compiled.plan.order}
+                infos, order = run.infos, run.compiled.plan.order
+                if ended:  # its records change no more and the broker drops them now: handed over, not copied
+                    steps = {n: infos.get(n) or StepInfo() for n in order}
+                else:
+                    steps = {n: copy_info(infos[n]) if n in infos else StepInfo() for n in order}
                 return RunInfo(run_id, run.key[0], state, steps, run.key[1],
                                dict(run.inputs), run.created_at)
             info = self.storage.load_run(run_id)

@@ -53,27 +53,27 @@ from ..workflow.runinfo import RunInfo
 from ..workflow.schema import WorkflowSchema
 from ..workflow.status import Status
 from ..workflow.value import Value, values_of
-from .latency import FrameReader, Spin, send
+from .latency import HOLD_SECONDS, FrameReader, Spin, send, send_all
 
 log = logging.getLogger(__name__)
 
 #: Bumped when a message changes shape; a worker of another version is refused.
-PROTOCOL_VERSION: Final = 2
+PROTOCOL_VERSION: Final = 3
 
 RequestKind = Literal[
     "hello", "load_error", "register_worker", "unregister_worker", "get_step", "report_and_get",
-    "report_step", "report", "keep_alive", "dispatch_workflow", "list_workers", "list_workflows", "get_run",
+    "report_step", "reports", "keep_alive", "dispatch_workflow", "list_workers", "list_workflows", "get_run",
     "list_runs", "status",
 ]
 REQUEST_KINDS: Final[tuple[str, ...]] = (
     "hello", "load_error", "register_worker", "unregister_worker", "get_step", "report_and_get",
-    "report_step", "report", "keep_alive", "dispatch_workflow", "list_workers", "list_workflows", "get_run",
+    "report_step", "reports", "keep_alive", "dispatch_workflow", "list_workers", "list_workflows", "get_run",
     "list_runs", "status",
 )
 ReplyKind = Literal["ok", "error", "assignments", "workflows", "stop"]
 REPLY_KINDS: Final[tuple[str, ...]] = ("ok", "error", "assignments", "workflows", "stop")
 #: Requests the kernel never answers (a worker holding more work does not wait).
-ONE_WAY: Final = frozenset({"report"})
+ONE_WAY: Final = frozenset({"reports"})
 
 #: A workflow as shipped to workers: ``((workflow_id, version), cloudpickle bytes)``.
 WorkflowBlob = tuple[tuple[str, str], bytes]
@@ -160,13 +160,20 @@ class ChannelClient(BrokerClient):
         self._send_lock = threading.Lock()  # one message on the wire at a time
         self.wait = wait
         self._next: deque[StepAssignment] = deque()
+        self._held: list[StepReport] = []  # reports not sent yet (while more work is in hand)
+        self._held_by = ""  # the worker id they are from
+        self._held_since = 0.0  # time.monotonic() when the oldest was held
         self.on_workflows: Callable[[list[WorkflowBlob]], str] | None = None
 
     def _roundtrip(self, kind: RequestKind, *args: Any) -> tuple[Any, ...]:
         with self._rt_lock:
             try:
                 with self._send_lock:
-                    send(self._conn, (kind, args))
+                    if self._held:  # held reports go first, in the same write
+                        held, self._held = self._held, []
+                        send_all(self._conn, [("reports", (self._held_by, held)), (kind, args)])
+                    else:
+                        send(self._conn, (kind, args))
                 spin = self.spin
                 if spin.wanted():
                     sent = time.perf_counter()
@@ -183,13 +190,29 @@ class ChannelClient(BrokerClient):
             raise ChannelClosed("the worker pool is stopping")
         return reply
 
-    def _post(self, kind: RequestKind, *args: Any) -> None:
-        assert kind in ONE_WAY
+    def flush(self, older_than: float = 0.0) -> None:
+        """Send the held reports now (one one-way message) if the oldest is ``older_than`` seconds old."""
+        if not self._held or time.monotonic() - self._held_since < older_than:
+            return
         with self._send_lock:
-            try:
-                send(self._conn, (kind, args))
-            except (EOFError, OSError) as exc:
-                raise ChannelClosed("the kernel closed the worker channel") from exc
+            held, self._held = self._held, []
+            if held:
+                try:
+                    send(self._conn, ("reports", (self._held_by, held)))
+                except (EOFError, OSError) as exc:
+                    raise ChannelClosed("the kernel closed the worker channel") from exc
+
+    def _hold(self, worker_id: str, report: StepReport) -> None:
+        """Keep a report of a step done while more are in hand (see latency: measure 2)."""
+        if self._held and self._held_by != worker_id:
+            self.flush()
+        with self._send_lock:
+            if not self._held:
+                self._held_since, self._held_by = time.monotonic(), worker_id
+            self._held.append(report)
+        started, finished = report.started_at, report.finished_at
+        quick = started is not None and finished is not None and finished - started < HOLD_SECONDS
+        self.flush(0.0 if not quick else HOLD_SECONDS)
 
     def _call(self, kind: RequestKind, *args: Any) -> Any:
         return self._roundtrip(kind, *args)[1]
@@ -226,6 +249,8 @@ class ChannelClient(BrokerClient):
     def get_step(self, worker_id: str) -> StepAssignment | None:
         if not self._next:
             self._fetch("get_step", worker_id)
+        elif self._held:  # a step starts: reports held long enough leave first
+            self.flush(HOLD_SECONDS)
         return self._next.popleft() if self._next else None
 
     def report_step(self, worker_id: str, report: StepReport) -> None:
@@ -238,7 +263,7 @@ class ChannelClient(BrokerClient):
                     f"PicklingError: the result of step {report.step_name!r} (a "
                     f"{type(report.result).__name__}) cannot be sent back to the kernel: {exc}"))
         if self.wait and self._next:  # more work in hand: do not wait for the kernel
-            self._post("report", worker_id, encoded)
+            self._hold(worker_id, encoded)
         elif self.wait:
             self._fetch("report_and_get", worker_id, encoded)
         else:

@@ -250,9 +250,16 @@ class ProcessEngine:
         if beat is not None:
             self._beat_stop.set()
 
+    def _on_beat(self) -> None:
+        """Called at every heartbeat (from the heartbeat thread); nothing here (a pool worker sends held reports)."""
+
     def _heartbeat(self, interval: float, stop: threading.Event) -> None:
         seen: Any = None
         while not stop.wait(interval):
+            try:
+                self._on_beat()
+            except Exception:
+                log.warning("heartbeat work of worker %s failed", self.worker_id, exc_info=True)
             busy = self._busy
             if busy is None:
                 seen = None

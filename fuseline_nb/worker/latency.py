@@ -14,9 +14,17 @@ be clever.
    queued and a worker's last step was shorter than :data:`PREFETCH_BELOW`,
    the kernel hands it up to ``prefetch`` assignments at once
    (:func:`batch_size`); the worker reports all but the last of them
-   one-way (the ``report`` message: nobody waits for an answer) and the last
-   with ``report_and_get``, which brings the next batch. On a fan-out of
-   no-op steps this halves the time per step (one round trip per batch).
+   one-way (the ``reports`` message: nobody waits for an answer) and the
+   last with ``report_and_get``, which brings the next batch. On a fan-out
+   of no-op steps this halves the time per step (one round trip per batch).
+   The one-way reports of steps quicker than :data:`HOLD_SECONDS` are held
+   and leave together: with the ``report_and_get`` of the batch (one write
+   for both messages), or as soon as the oldest held one is
+   :data:`HOLD_SECONDS` old when a step ends or starts — so a batch of tiny
+   steps costs one write and one broker call for all its reports, and a
+   report waits at most for the next step of its batch (the worker's
+   heartbeat sends it after ``lease / 3``, at most 0.5 s, whatever that
+   step does).
 3. **A short spin for a quick reply** (:class:`Spin`). A process that sleeps
    while it waits must be woken when the reply comes, and a wake-up costs
    more than the work. So, on a chain of short steps, the waiting side looks
@@ -61,6 +69,8 @@ SPIN_DEFAULT_US: Final = 100.0
 MAX_SKIP: Final = 64
 #: A worker gets more than one assignment at a time only after a step shorter than this (seconds).
 PREFETCH_BELOW: Final = 0.1
+#: Reports of steps quicker than this are held while the worker has more work in hand, at most this long (s).
+HOLD_SECONDS: Final = 0.001
 
 def spin_seconds() -> float:
     """How long the kernel and pool workers look for a quick reply before they sleep.
@@ -179,6 +189,29 @@ def send(conn: Any, message: tuple[Any, ...]) -> None:
     buf = _HEADER.pack(len(data)) + data
     sent = os.write(fd, buf)
     while sent < len(buf):  # a full socket buffer: the rest follows
+        sent += os.write(fd, buf[sent:])
+
+
+def send_all(conn: Any, messages: list[tuple[Any, ...]]) -> None:
+    """Send several messages with one ``os.write`` when they are small (else one after the other).
+
+    Examples
+    --------
+    >>> import multiprocessing
+    >>> a, b = multiprocessing.Pipe()
+    >>> send_all(a, [("reports", ("w1", [])), ("get_step", ("w1", True))])
+    >>> [pickle.loads(m) for m in FrameReader(b).read()]
+    [('reports', ('w1', [])), ('get_step', ('w1', True))]
+    """
+    datas = [pickle.dumps(m, protocol=pickle.HIGHEST_PROTOCOL) for m in messages]
+    if sum(map(len, datas)) > _SMALL:
+        for data in datas:
+            conn.send_bytes(data)
+        return
+    fd = conn.fileno()
+    buf = b"".join(_HEADER.pack(len(d)) + d for d in datas)
+    sent = os.write(fd, buf)
+    while sent < len(buf):
         sent += os.write(fd, buf[sent:])
 
 
@@ -305,6 +338,7 @@ class FrameReader:
 
 
 __all__ = [
+    "HOLD_SECONDS",
     "MAX_SKIP",
     "PREFETCH_BELOW",
     "SPIN_DEFAULT_US",
@@ -314,5 +348,6 @@ __all__ = [
     "batch_size",
     "receive",
     "send",
+    "send_all",
     "spin_seconds",
 ]

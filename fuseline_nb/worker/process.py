@@ -24,7 +24,7 @@ from typing import Any
 from ..errors import PicklingError
 from .channel import ChannelClient, ChannelClosed, WorkflowBlob
 from .engine import ProcessEngine
-from .latency import spin_seconds
+from .latency import HOLD_SECONDS, spin_seconds
 from .shipping import load
 from .signals import release_sigint
 from .supervisor import watch_parent
@@ -47,6 +47,11 @@ class _PoolEngine(ProcessEngine):
         if new:
             self.worker_id = self.client.register_worker([w.to_schema() for w in self.workflows], self.name)
         return self.worker_id
+
+    def _on_beat(self) -> None:
+        """Reports held while a long step runs leave now (latency: a report waits at most a heartbeat)."""
+        assert isinstance(self.client, ChannelClient)
+        self.client.flush(HOLD_SECONDS)
 
 
 def worker_main(conn: Any, label: str, parent_pid: int, log_level: int) -> None:

@@ -30,7 +30,7 @@ from .latency import send
 log = logging.getLogger(__name__)
 
 #: Messages carrying a report: consecutive ones read together are recorded with one broker call.
-_REPORTS = frozenset({"report", "report_and_get"})
+_REPORTS = frozenset({"reports", "report_and_get"})
 
 
 class Requests:
@@ -53,7 +53,7 @@ class Requests:
             "hello": self._hello, "load_error": self._load_error,
             "register_worker": self._register, "unregister_worker": self._unregister,
             "get_step": self._get, "report_and_get": self._report_and_get,
-            "report_step": self._report_only, "report": self._report_oneway,
+            "report_step": self._report_only, "reports": self._reports_oneway,
             "keep_alive": self._keep_alive,
             "dispatch_workflow": self._dispatch,
             "list_workers": lambda ep: ("ok", self.client.list_workers()),
@@ -86,9 +86,10 @@ class Requests:
                 continue
             if kind in _REPORTS and len(args) >= 2 and (not reports or args[0] == wid):
                 wid = args[0]
-                reports.append(args[1])
-                if kind == "report":
+                if kind == "reports":
+                    reports.extend(args[1])
                     continue
+                reports.append(args[1])
                 self._answer(ep, self._reports_and_get, args[0], reports, *args[2:])
                 reports = []
                 continue
@@ -188,8 +189,8 @@ class Requests:
             raise refused[-1]
         return self._offer(ep, "get_step", worker_id, wait)
 
-    def _report_oneway(self, ep: Endpoint, worker_id: str, report: StepReport) -> Reply:
-        self._flush_reports(ep, worker_id, [report])
+    def _reports_oneway(self, ep: Endpoint, worker_id: str, reports: list[StepReport]) -> Reply:
+        self._flush_reports(ep, worker_id, list(reports))
         return None
 
     def _report_only(self, ep: Endpoint, worker_id: str, report: StepReport) -> Reply:

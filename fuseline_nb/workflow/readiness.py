@@ -20,7 +20,8 @@ Examples
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -117,15 +118,26 @@ class Readiness:
 
     def __init__(self, plan: Plan) -> None:
         self.plan = plan
-        self.outcomes: dict[str, Outcome] = {}
-        self.order: dict[str, int] = {}  # step -> completion sequence of its outcome
-        self.decided: set[str] = set()  # steps made ready, skipped or cancelled
+        self.outcomes: dict[str, Outcome] = {}  # in completion order (see order)
+        self._open: set[str] = set()  # steps made ready (or being skipped/cancelled) without an outcome yet
+        self.decided = _Decided(self.outcomes, self._open)  # steps made ready, skipped or cancelled
+        self._order: dict[str, int] = {}
         self.cancelled_by_user: set[str] = set()  # steps the user's cancel ended
         self._derived: dict[str, str] = {}  # step skipped/cancelled by the rules -> the step that decided it
         self._winners: dict[str, dict[str, str]] = {}
         self._left: dict[str, int] = {}  # step with some slots active -> slots not yet active
         # step with OR groups -> group -> [unresolved members, first broken member, winner], made when needed
         self._groups: dict[str, dict[str, list[Any]]] = {}
+
+    @property
+    def order(self) -> Mapping[str, int]:
+        """``step -> completion sequence`` of every recorded outcome (1 first), made when asked.
+
+        The outcomes dict keeps completion order, so a run keeps no number per step.
+        """
+        if len(self._order) != len(self.outcomes):
+            self._order = {n: i for i, n in enumerate(self.outcomes, 1)}
+        return self._order
 
     def start(self) -> list[str]:
         """Mark the roots ready and return them."""
@@ -148,25 +160,24 @@ class Readiness:
         changes = Changes()
         if step in self.outcomes:
             return changes
-        decided, successors, labels = self.decided, self.plan.successors, self.plan.labels
-        decided.add(step)
+        outcomes, held, successors, labels = self.outcomes, self._open, self.plan.successors, self.plan.labels
         work = [(step, outcome)]
         while work:
             u, out = work.pop()
-            self.outcomes[u] = out
-            self.order[u] = len(self.order) + 1
+            outcomes[u] = out
+            held.discard(u)
             succ = successors[u]
             if not succ:
                 continue
             lab = labels.get(u)
             for i, v in enumerate(succ):
-                if v in decided:
+                if v in outcomes or v in held:
                     continue
                 actions, group = _PLAIN if lab is None else lab[i]
                 verdict = self._update(v, u, group, edge_status(out, actions))
                 if verdict is Verdict.WAIT:
                     continue
-                decided.add(v)
+                held.add(v)
                 if verdict is Verdict.READY:
                     changes.ready.append(v)
                     continue
@@ -225,9 +236,8 @@ class Readiness:
         names = [n for n in self.plan.order if n not in self.outcomes]
         self.cancelled_by_user.update(names)
         for n in names:
-            self.decided.add(n)
             self.outcomes[n] = _CANCELLED
-            self.order[n] = len(self.order) + 1
+        self._open.clear()
         return names
 
     def cause(self, step: str) -> dict[str, str]:
@@ -271,6 +281,36 @@ class Readiness:
     def run_state(self) -> Status:
         """The final state of the run once :attr:`done` (see :func:`final_run_state`)."""
         return final_run_state(self.outcomes, self.recovered_failures(), bool(self.cancelled_by_user))
+
+
+class _Decided(AbstractSet[str]):
+    """The steps a :class:`Readiness` decided: those with an outcome, and those made ready without one yet."""
+
+    __slots__ = ("_open", "_outcomes")
+
+    def __init__(self, outcomes: dict[str, Outcome], open_: set[str]) -> None:
+        self._outcomes = outcomes
+        self._open = open_
+
+    def __contains__(self, step: object) -> bool:
+        return step in self._outcomes or step in self._open
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._outcomes
+        yield from (n for n in self._open if n not in self._outcomes)
+
+    def __len__(self) -> int:
+        return len(self._outcomes) + sum(1 for n in self._open if n not in self._outcomes)
+
+    def add(self, step: str) -> None:
+        """Mark ``step`` decided (made ready)."""
+        if step not in self._outcomes:
+            self._open.add(step)
+
+    def update(self, steps: Iterable[str]) -> None:
+        """Mark every step of ``steps`` decided."""
+        for n in steps:
+            self.add(n)
 
 
 def is_recovered(plan: Plan, outcomes: Mapping[str, Outcome], winners: Mapping[str, Mapping[str, str]],

@@ -22,7 +22,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from .schema import StepSchema, WorkflowSchema, edge_schema, step_schema
+from .schema import (  # the schema objects' writable twins: filled, then frozen
+    WorkflowSchema,
+    _EdgeFill,
+    _StepFill,
+)
 from .structure import Structure
 
 _set = object.__setattr__
@@ -47,18 +51,18 @@ def make_schema(structure: Structure, workflow_id: str, version: str, name: str,
     """
     steps = structure.steps
     assert structure.shapes is not None  # packing.complete() remakes them
-    out: list[StepSchema] = []
+    out: list[Any] = []
+    append = out.append
     for n, shape in zip(structure.order, structure.shapes, strict=True):
         s = steps[n]
         d = s.__dict__
         pol = d.get("policies")
-        out.append(step_schema(n, s.kind, shape.target, tuple(map(policy_spec, pol)) if pol else (),
-                               shape.conditional, fingerprints[n], bool(getattr(s, "cache", True)),
-                               shape.reads, shape.inputs))
-    edges = []
-    for (u, v), (actions, group) in structure.sorted_edges():
-        for a in actions:
-            edges.append(edge_schema(u, v, a, group))
+        cache = d.get("cache", True) if "cache" in d else getattr(s, "cache", True)
+        append(_StepFill(n, s.kind, shape.target, tuple(map(policy_spec, pol)) if pol else (),
+                         shape.conditional, fingerprints[n], cache is True or bool(cache), shape.reads,
+                         shape.inputs))
+    edges: list[Any] = [_EdgeFill(u, v, a, group) for (u, v), (actions, group) in structure.sorted_edges()
+                        for a in actions]
     schema = WorkflowSchema(
         workflow_id=workflow_id,
         version=version,

@@ -145,3 +145,30 @@ def test_the_order_is_discovery_order_among_ready_steps_on_random_graphs(seed: i
     for s in order:
         parents = [depth[p.name] for p in sources(s)]  # type: ignore[index]
         assert depth[s.name] == (max(parents) + 1 if parents else 0)  # type: ignore[index]
+
+
+def test_policies_are_made_on_first_use_and_appending_to_them_counts() -> None:
+    """A step without policies holds no list (56 bytes and a GC-tracked object per step at scale);
+    reading ``step.policies`` makes the list once, and what is appended to it reaches the run."""
+    from fuseline_nb.workflow.policies import RetryPolicy
+    from fuseline_nb.workflow.steps import step_policies
+
+    calls: list[int] = []
+
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise RuntimeError("not yet")
+        return "ok"
+
+    step = FunctionStep(flaky)
+    assert "policies" not in vars(step) and step_policies(step) == ()
+    assert step.policies is step.policies == []
+    retry = RetryPolicy(max_retries=3)
+    step.policies.append(retry)
+    assert step_policies(step) == [retry]
+    assert Workflow(outputs=[step]).run(raise_on_failure=True) == "ok" and len(calls) == 3
+    once = RetryPolicy(max_retries=1)
+    assert vars(FunctionStep(flaky, name="given", policies=[once]))["policies"] == [once]
+    with pytest.raises(AttributeError, match="'FunctionStep' object has no attribute 'nope'"):
+        _ = step.nope  # type: ignore[attr-defined]

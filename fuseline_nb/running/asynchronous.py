@@ -45,7 +45,7 @@ from ..workflow.coro import run_coro
 from ..workflow.graph import Workflow, run_inputs
 from ..workflow.policies import StepPolicy
 from ..workflow.status import Status
-from ..workflow.steps import Step
+from ..workflow.steps import Step, step_policies
 from .execute import Attempt, StepInterrupt, StepOutcome, retry_delay
 from .local import PoolEngine, _LocalRun, _Loop, check_engine
 
@@ -160,7 +160,7 @@ async def attempt_with_retries_async(
 ) -> tuple[StepOutcome, int]:
     """Await ``name`` until it succeeds or its policies stop retrying; return (outcome, attempts)."""
     step = wf.steps[name]
-    policies = [p for p in step.policies if isinstance(p, StepPolicy)]
+    policies = [p for p in step_policies(step) if isinstance(p, StepPolicy)]
     n = 0
     while True:
         out = await attempt_async(wf, name, inputs, results, winners, n)

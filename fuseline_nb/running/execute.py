@@ -29,6 +29,7 @@ from ..limits import safe_str, safe_text
 from ..workflow.binding import SKIP
 from ..workflow.policies import FailureAction, StepPolicy
 from ..workflow.status import Status
+from ..workflow.steps import step_policies
 
 if TYPE_CHECKING:
     from ..workflow.graph import Workflow
@@ -123,7 +124,7 @@ class Attempt:
         self.step.cur_retry = retry  # Fuseline's counter, read by run_step: 0 on the first attempt
         self.binding = wf.bindings[name]
         self.checks: list[dict[str, Any]] | None = [] if self.binding.conditional else None
-        self.policies = [p for p in self.step.policies if isinstance(p, StepPolicy)]
+        self.policies = [p for p in step_policies(self.step) if isinstance(p, StepPolicy)]
         self.kwargs: dict[str, Any] = {}
         self.shared: dict[str, Any] = {}
         self._bind = (inputs, results, winners, wf.steps)
@@ -228,7 +229,7 @@ def attempt_with_retries(
     Returns the last outcome and the number of attempts made.
     """
     step = wf.steps[name]
-    policies = [p for p in step.policies if isinstance(p, StepPolicy)]
+    policies = [p for p in step_policies(step) if isinstance(p, StepPolicy)]
     n = 0
     while True:
         out = attempt(wf, name, inputs, results, winners, n)

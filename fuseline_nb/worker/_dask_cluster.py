@@ -17,6 +17,7 @@ from typing import Any
 
 from ..workflow.graph import Workflow
 from ..workflow.policies import timeout_seconds
+from ..workflow.steps import step_policies
 from .shipping import ship
 
 log = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ class Shipped:
     def __init__(self, workflow: Workflow, definition_id: str) -> None:
         self.workflow = workflow
         self.definition_id = definition_id
-        self.timeouts = {n: timeout_seconds(s.policies) for n, s in workflow.steps.items()}
+        self.timeouts = {n: timeout_seconds(step_policies(s)) for n, s in workflow.steps.items()}
 
 
 class Definitions:

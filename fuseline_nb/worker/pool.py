@@ -48,6 +48,7 @@ from ..broker.state import Assignment
 from ..errors import SchemaMismatchError, WorkerError
 from ..workflow.graph import Workflow
 from ..workflow.schema import WorkflowSchema
+from ..workflow.steps import step_policies
 from .channel import WorkflowBlob
 from .mainguard import check_main_guard
 from .process import worker_main
@@ -390,7 +391,7 @@ def _same_definition(old: Workflow | None, new: Workflow) -> bool:
     for step in new.steps.values():
         if getattr(step, "code_version", None) is not None:
             return False
-        if any(type(p).__module__ != "fuseline_nb.workflow.policies" for p in step.policies):
+        if any(type(p).__module__ != "fuseline_nb.workflow.policies" for p in step_policies(step)):
             return False
     if any(type(p).__module__ != "fuseline_nb.workflow.policies" for p in new.policies):
         return False

@@ -55,7 +55,7 @@ from ..errors import PicklingError
 from ..workflow.graph import Workflow
 from ..workflow.policies import StepTimeoutPolicy
 from ..workflow.schema import WorkflowSchema, refer_to_shipped, remember_shipped
-from ..workflow.steps import Step
+from ..workflow.steps import Step, step_policies
 from .channel import WorkflowBlob
 
 _CLOUDPICKLE_CODE_REDUCE = cloudpickle.Pickler.dispatch_table[types.CodeType]
@@ -280,7 +280,8 @@ def load(blobs: list[WorkflowBlob], *, by_reference: bool = False) -> dict[tuple
         elif not by_reference:
             wf.to_schema()  # made before the timeouts go: the schema as shipped, policies included
         for step in wf.steps.values():
-            step.policies = [p for p in step.policies if not isinstance(p, StepTimeoutPolicy)]
+            if step_policies(step):  # (a step without policies gets no list)
+                step.policies = [p for p in step.policies if not isinstance(p, StepTimeoutPolicy)]
         out[key] = wf
     return out
 

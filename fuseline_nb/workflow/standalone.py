@@ -23,7 +23,7 @@ from typing import Any, cast
 
 from .binding import Binding
 from .policies import FailureAction, StepPolicy
-from .steps import Step
+from .steps import Step, step_policies
 
 
 def run_alone(step: Step, shared: Any = None) -> Any:
@@ -59,7 +59,7 @@ def run_alone(step: Step, shared: Any = None) -> Any:
     binding = Binding.for_step(name, step, {}, {})
     inputs = shared if isinstance(shared, Mapping) else {}
     kwargs = cast(dict[str, Any], binding.kwargs(inputs, {}, {}))  # no dependency: no condition, no SKIP
-    policies = [p for p in step.policies if isinstance(p, StepPolicy)]
+    policies = [p for p in step_policies(step) if isinstance(p, StepPolicy)]
     step.before_all(shared)
     try:
         return _attempts(step, policies, lambda: step._invoke(binding, kwargs, shared))

@@ -24,8 +24,8 @@ from __future__ import annotations
 import contextlib
 import inspect
 import weakref
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from .coro import run_coro
 from .depends import Computed, Condition, Depends, Equals, label
@@ -149,6 +149,18 @@ class Step:
     def __init__(self, *, name: str | None = None, policies: Iterable[Any] | None = None) -> None:
         _start(self, self.name if name is None else name, policies, False)  # a class may name its steps
 
+    if not TYPE_CHECKING:  # (hidden from the type checker, which would then accept any attribute)
+
+        def __getattr__(self, name: str) -> Any:
+            # Called only for an attribute the step lacks. ``policies`` is made on first use: most
+            # steps have none, and an empty list each costs a 1M-step workflow 56 MB and a million
+            # objects for the garbage collector to scan while the steps are made.
+            if name == "policies":
+                made: list[Any] = []
+                self.policies = made
+                return made
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}", name=name, obj=self)
+
     # -- wiring -----------------------------------------------------------
     @property
     def edges(self) -> list[tuple[Step, str, str | None]]:
@@ -253,7 +265,8 @@ def _start(step: Step, name: str | None, policies: Iterable[Any] | None, auto: b
     # set in __init__ keeps them in its class's compact (key-sharing) layout, and one added later
     # makes that step's dict ~270 bytes larger (a 1M-step workflow: 270 MB).
     step.name = name
-    step.policies = list(policies) if policies else []
+    if policies:  # none: no list until ``policies`` is first read (Step.__getattr__)
+        step.policies = list(policies)
     step._out = step._in = None
     step.execution_group = 0
     step._auto_name = auto
@@ -368,6 +381,26 @@ def _remember(func: Any, step: FunctionStep) -> None:
         pass
 
 
+_NO_POLICIES: tuple[Any, ...] = ()
+
+
+def step_policies(step: Step) -> Sequence[Any]:
+    """A step's policies, read without making the empty list of a step that has none.
+
+    Examples
+    --------
+    >>> from fuseline_nb.workflow.policies import RetryPolicy
+    >>> step_policies(FunctionStep(len))
+    ()
+    >>> step_policies(FunctionStep(len, policies=[RetryPolicy(max_retries=2)]))
+    [RetryPolicy(max_retries=2, wait=0)]
+    """
+    try:
+        return object.__getattribute__(step, "policies")  # type: ignore[no-any-return]
+    except AttributeError:
+        return _NO_POLICIES
+
+
 def known_function_step(func: Any) -> FunctionStep | None:
     """The latest unnamed :class:`FunctionStep` of ``func`` that is wired to others, if any.
 
@@ -443,4 +476,5 @@ __all__ = [
     "function_target",
     "known_function_step",
     "step_for_function",
+    "step_policies",
 ]

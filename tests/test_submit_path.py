@@ -129,11 +129,11 @@ def test_shipping_a_large_workflow_makes_no_container_per_step_on_the_way():
 def test_the_final_record_of_a_run_takes_the_step_records_over_without_copying_them(monkeypatch):
     # At 1M steps, copying every step's record when the run ended cost ~5 µs/step in the broker's thread
     # and a second copy of every record; the ended run's records change no more, so the session takes them.
-    from fuseline_nb.broker import _reads
+    from fuseline_nb.broker.records import StepRecords
 
     copies = []
-    real = _reads.copy_info
-    monkeypatch.setattr(_reads, "copy_info", lambda info: copies.append(info) or real(info))
+    real = StepRecords.copy
+    monkeypatch.setattr(StepRecords, "copy", lambda self, step: copies.append(step) or real(self, step))
 
     def one(i: int) -> int:
         return i

@@ -17,6 +17,7 @@ from fuseline_nb import Depends, FunctionStep, Status, Workflow
 from fuseline_nb.broker import DuckDBBroker
 from fuseline_nb.broker.clients import LocalBrokerClient
 from fuseline_nb.broker.storage import DuckDBRuntimeStorage
+from fuseline_nb.broker.storage import _duckdb_sql as Q
 from fuseline_nb.broker.storage._duckdb_sql import CURRENT_VERSION
 from fuseline_nb.errors import (
     StorageClosedError,
@@ -211,6 +212,37 @@ class TestReadWrite:
     def test_the_flusher_uses_one_duckdb_thread(self):
         with DuckDBRuntimeStorage() as st:  # its statements are small and serial: more threads only cost CPU
             assert st._execute("SELECT current_setting('threads')") == [(1,)]
+
+    def test_a_batch_of_most_steps_is_hashed_and_the_file_scanned_in_row_order(self):
+        # A batch holding > ~40 % of fl_steps (a fan-out's QUEUED rows, a flusher that fell
+        # behind) made DuckDB's build_side_probe_side optimizer hash fl_steps and probe the
+        # batch: the UPDATE then got its row ids in the batch's (random) order, ~50x slower.
+        import json
+        import random
+
+        names = [f"s{i}" for i in range(1000)]
+        done = random.Random(7).sample(names, 600)
+        with DuckDBRuntimeStorage(flush_interval=3600) as st:
+            st.create_run("r1", "wf", "1", {}, names, created_at=0.0)
+            st.flush()
+            for i, name in enumerate(done):
+                st.save_step("r1", name, StepInfo(Status.SUCCEEDED, attempts=1, finished_at=float(i)))
+            tables = st._batch.arrow_tables({})
+            batch_steps = tables["batch_steps"]  # noqa: F841 (DuckDB's replacement scan reads it)
+            plan = json.loads(st._con.execute("EXPLAIN (FORMAT json) " + Q.UPDATE_STEPS).fetchall()[0][1])
+
+            def joins(node):
+                if node["name"] == "HASH_JOIN":
+                    yield node
+                for child in node["children"]:
+                    yield from joins(child)
+
+            [join] = [j for root in plan for j in joins(root)]
+            probe, build = (child["name"] for child in join["children"])
+            assert (probe, build) == ("SEQ_SCAN", "PYTHON_ARROW_SCAN")
+            st.flush()
+            rows = dict(st._execute("SELECT step, finished_at FROM fl_steps"))
+        assert rows == {n: (float(done.index(n)) if n in done else None) for n in names}
 
     def test_a_failed_write_keeps_the_changes_for_the_next_flush(self):
         with DuckDBRuntimeStorage(flush_interval=3600) as st:

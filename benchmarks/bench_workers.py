@@ -28,7 +28,9 @@ per round trip (no batches, no one-way reports).
 Wall-clock figures move with the machine's load; the CPU time the kernel
 process and the worker processes spend per step (process CPU clock, and
 ``/proc/<pid>/task/*/schedstat`` for the workers) is printed too, from the
-same turns: it moves much less.
+same turns: it moves much less. So are the wake-ups per step of each side
+(voluntary context switches): it shows whether the spins caught their
+replies (a chain step is one round trip, so at most one sleep on each side).
 
 ``--fresh`` builds each workflow afresh for every Session run, inside the
 timing, as a notebook does when its cell is run again (targets: fan-out
@@ -179,21 +181,44 @@ def workers_cpu(pids: list[int]) -> float:
     return total / 1e9
 
 
+def sleeps_of(pids: list[int]) -> int:
+    """How often the processes ``pids`` went to sleep (and were woken) so far, all threads (voluntary context
+    switches).
+
+    A wait that a spin catches costs none; one that sleeps costs one here and
+    a wake-up by the other side.
+    """
+    total = 0
+    for pid in pids:
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{pid}/task/{task}/status") as f:
+                    total += next(int(line.split()[1]) for line in f if line.startswith("voluntary_ctxt"))
+            except (OSError, ValueError, StopIteration):
+                pass
+    return total
+
+
 def session_runner(session: fl.Session, wf: fl.Workflow | Callable[[], fl.Workflow],
-                   cpu: list[tuple[float, float]]) -> Callable[[], float]:
+                   cpu: list[tuple[float, float, int, int]]) -> Callable[[], float]:
     """One timed run; ``wf`` may be a builder, called inside the timing (``--fresh``).
 
-    Appends (kernel CPU, workers' CPU) seconds of the run to ``cpu``.
+    Appends (kernel CPU, workers' CPU) seconds and (kernel, workers') sleeps of the run to ``cpu``.
     """
 
     def once() -> float:
         pids = session.pool.pids() if session.pool is not None else []
-        k0, w0 = time.process_time(), workers_cpu(pids)
+        k0, w0, ks0, ws0 = time.process_time(), workers_cpu(pids), sleeps_of([os.getpid()]), sleeps_of(pids)
         t0 = time.perf_counter()
         run = session.submit(wf if isinstance(wf, fl.Workflow) else wf())
         run.wait()
         took = time.perf_counter() - t0
-        cpu.append((time.process_time() - k0, workers_cpu(pids) - w0))
+        cpu.append((time.process_time() - k0, workers_cpu(pids) - w0,
+                    sleeps_of([os.getpid()]) - ks0, sleeps_of(pids) - ws0))
         assert run.info().state is fl.Status.SUCCEEDED, run.info().failures()
         return took
 
@@ -237,7 +262,7 @@ def main() -> None:
         "sleeps": lambda: floor.spread(sleep_n, 0.01, False),
     }
     best: dict[str, dict[str, float]] = {"floor": {}, "memory": {}, "duckdb": {}}
-    cpu: dict[str, dict[str, list[tuple[float, float]]]] = {"memory": {}, "duckdb": {}}
+    cpu: dict[str, dict[str, list[tuple[float, float, int, int]]]] = {"memory": {}, "duckdb": {}}
     try:
         for name, (wf, _) in shapes.items():
             made: fl.Workflow | Callable[[], fl.Workflow] = builders[name] if args.fresh else wf
@@ -278,8 +303,19 @@ def main() -> None:
         line = []
         for kind in ("memory", "duckdb"):
             runs = sorted(cpu[kind][name])
-            k, w = runs[len(runs) // 2] if runs else (0.0, 0.0)
+            k, w, _, _ = runs[len(runs) // 2] if runs else (0.0, 0.0, 0, 0)
             line.append(f"{kind} {k / n * 1e6:6.0f} / {w / n * 1e6:4.0f} us")
+        print(f"{name:<10} {'   '.join(line)}")
+    print("\nwake-ups per step (voluntary context switches, median of the turns): kernel process / workers\n"
+          "(a wait caught by a spin costs none; a chain step is one round trip: about 1 on each side asleep)")
+    for name, (_, n) in shapes.items():
+        line = []
+        for kind in ("memory", "duckdb"):
+            runs = sorted(cpu[kind][name], key=lambda r: r[2])
+            ks = runs[len(runs) // 2][2] if runs else 0
+            runs = sorted(cpu[kind][name], key=lambda r: r[3])
+            ws = runs[len(runs) // 2][3] if runs else 0
+            line.append(f"{kind} {ks / n:5.2f} / {ws / n:4.2f}")
         print(f"{name:<10} {'   '.join(line)}")
     print(f"spin: {spin_seconds() * 1e6:.0f} us, prefetch: {args.prefetch}")
     print("targets (issue 12): chain mem/floor <= 1.30x, fan-out mem/floor <= 1.41x, duck/mem <= 1.08x; "

@@ -145,7 +145,7 @@ def test_a_worker_pipe_says_what_it_cannot_do(pipe):
         client.list_repositories()
 
 
-def _held_client(pipe, monkeypatch, hold: float):
+def _held_client(pipe, monkeypatch, hold: float, timeouts=(None, None, None)):
     """A pool worker's client holding three prefetched assignments; the kernel end is ``pipe[1]``."""
     from fuseline_nb.broker.base import StepAssignment
     from fuseline_nb.worker import channel
@@ -153,7 +153,7 @@ def _held_client(pipe, monkeypatch, hold: float):
     monkeypatch.setattr(channel, "HOLD_SECONDS", hold)
     a, b = pipe
     client = ChannelClient(a, wait=True)
-    batch = [StepAssignment("wf", "r1", f"s{i}", {}, 0.0, 60.0) for i in range(3)]
+    batch = [StepAssignment("wf", "r1", f"s{i}", {}, 0.0, 60.0, timeout=t) for i, t in enumerate(timeouts)]
     send(b, ("assignments", batch))  # the reply is waiting before the client asks
     assert client.get_step("w1").step_name == "s0"
     reader = FrameReader(b)
@@ -205,3 +205,14 @@ def test_a_held_report_leaves_when_the_next_step_starts_after_the_hold(pipe, mon
     assert [(k, [r.step_name for r in a[1]]) for k, a in _pending(reader)] == [("reports", ["s0"])]
     client.flush()  # nothing more held: nothing written
     assert _pending(reader) == []
+
+
+def test_nothing_is_held_across_the_start_or_the_end_of_a_step_with_a_timeout(pipe, monkeypatch):
+    # the kernel times a step from when its worker's earlier reports arrive: none may wait
+    client, reader = _held_client(pipe, monkeypatch, hold=60.0, timeouts=(None, 5.0, None))
+    client.report_step("w1", _report("s0", 0.0))
+    assert _pending(reader) == []
+    assert client.get_step("w1").step_name == "s1"  # a timed step starts: what is held leaves first
+    assert [(k, [r.step_name for r in a[1]]) for k, a in _pending(reader)] == [("reports", ["s0"])]
+    client.report_step("w1", _report("s1", 0.0))  # and its own end is never held
+    assert [(k, [r.step_name for r in a[1]]) for k, a in _pending(reader)] == [("reports", ["s1"])]

@@ -183,6 +183,31 @@ class TestReadWrite:
         expected["s299"] = ("s299", "SUCCEEDED", 1, None, None, "'early'")
         assert rows == list(expected.values())
 
+    @pytest.mark.parametrize("recorded", [2, 250])  # of 300: a big run just dispatched, a short run done
+    def test_a_new_runs_steps_are_written_in_their_order_with_their_latest_records(self, tmp_path, recorded):
+        names = [f"s{i:03}" for i in range(300)][::-1]  # not sorted: the order create_run gave
+        with DuckDBRuntimeStorage(tmp_path / "h.duckdb", flush_interval=3600) as st:
+            st.create_run("r1", "wf", "1", {}, names, created_at=0.0)
+            assert not st._batch.steps  # no record per step until the flush: a 1M-step run costs no 1M rows here
+            for name in names[:recorded]:
+                st.save_step("r1", name, StepInfo(Status.SUCCEEDED, attempts=1, queued_at=1.0))
+            st.set_result("r1", names[0], {"first": True})
+            st.set_result("r1", names[-1], "a result before its record")
+            st.save_step("r1", "extra", StepInfo(Status.SKIPPED, skip_reason="not named at create_run"))
+            st.flush()
+            info = st.load_run("r1")
+            rows = st._execute("SELECT step, state, attempts, epoch(queued_at), result_preview FROM steps "
+                               "ORDER BY (SELECT rowid FROM fl_steps f WHERE f.step = steps.step)")
+        assert list(info.steps) == [*names, "extra"]
+        assert [(s.state, s.attempts, s.queued_at) for s in info.steps.values()] == [
+            *[(Status.SUCCEEDED, 1, 1.0)] * recorded, *[(Status.PENDING, 0, None)] * (300 - recorded),
+            (Status.SKIPPED, 0, None)]
+        assert info.steps[names[0]].result == {"first": True}
+        assert info.steps[names[-1]].result == "a result before its record"
+        assert [r[0] for r in rows] == [*names, "extra"]
+        assert rows[0] == (names[0], "SUCCEEDED", 1, 1.0, "{'first': True}")
+        assert rows[-2] == (names[-1], "PENDING", 0, None, "'a result before its record'")
+
     def test_the_flusher_uses_one_duckdb_thread(self):
         with DuckDBRuntimeStorage() as st:  # its statements are small and serial: more threads only cost CPU
             assert st._execute("SELECT current_setting('threads')") == [(1,)]

@@ -129,11 +129,11 @@ def test_shipping_a_large_workflow_makes_no_container_per_step_on_the_way():
 def test_the_final_record_of_a_run_takes_the_step_records_over_without_copying_them(monkeypatch):
     # At 1M steps, copying every step's record when the run ended cost ~5 µs/step in the broker's thread
     # and a second copy of every record; the ended run's records change no more, so the session takes them.
-    from fuseline_nb.broker import _reads
+    from fuseline_nb.broker.records import StepRecords
 
     copies = []
-    real = _reads.copy_info
-    monkeypatch.setattr(_reads, "copy_info", lambda info: copies.append(info) or real(info))
+    real = StepRecords.copy
+    monkeypatch.setattr(StepRecords, "copy", lambda self, step: copies.append(step) or real(self, step))
 
     def one(i: int) -> int:
         return i
@@ -155,3 +155,17 @@ def test_the_final_record_of_a_run_takes_the_step_records_over_without_copying_t
         assert len(copies) <= 1
         live.wait(timeout=60)
         assert live.state is fl.Status.SUCCEEDED
+
+
+def test_a_column_of_one_object_travels_once_and_equal_but_different_objects_stay_apart():
+    import pickle
+    from operator import itemgetter
+
+    from fuseline_nb.workflow.columns import Column
+
+    shared = ["one list"]
+    same = pickle.loads(pickle.dumps(Column([{"v": shared}] * 500, itemgetter("v"))))
+    assert len(same) == 500 and all(v is same[0] for v in same) and same[0] == shared
+    mixed = pickle.loads(pickle.dumps(Column([{"v": 1}, {"v": True}, {"v": 1.0}], itemgetter("v"))))
+    assert [type(v) for v in mixed] == [int, bool, float]  # 1 == True == 1.0, yet not one object
+    assert pickle.loads(pickle.dumps(Column([], itemgetter("v")))) == []

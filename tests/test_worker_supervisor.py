@@ -137,3 +137,18 @@ def test_the_supervisor_gives_up_when_processes_keep_dying_at_start() -> None:
     assert str(sup.error) == ("worker processes keep exiting at start (3 in a row, last exit code 1); "
                               "see the log for their errors")
     assert len(started) == 4  # two, then one replacement per death but the last
+
+
+def test_a_process_reaped_by_another_thread_counts_as_ended_not_as_running() -> None:
+    """At shutdown the channel thread and stop() both look at a process that ends: when the other one reaps it,
+    ``is_alive()`` says True (its waitpid fails), which made stop() warn 'had not exited' and kill a pid that
+    was no longer its child."""
+    import multiprocessing
+
+    from fuseline_nb.worker.supervisor import _ended
+
+    proc = multiprocessing.get_context("spawn").Process(target=os.getpid)
+    proc.start()
+    os.waitpid(proc.pid, 0)  # what another thread's join does, between its waitpid and recording the code
+    assert proc.is_alive()  # the race, as multiprocessing shows it
+    assert _ended(proc)

@@ -24,7 +24,7 @@ from ..workflow.schema import WorkflowSchema
 from ..workflow.status import Status
 from . import leases
 from .cache import CacheStore, CacheView, MemoryCacheStore
-from .state import Assignment, LiveState, Worker, copy_info
+from .state import Assignment, LiveState, Worker
 from .storage.base import RuntimeStorage
 
 
@@ -115,10 +115,10 @@ class HistoryReads:
                 ended = True
             if run is not None:
                 infos, order = run.infos, run.compiled.plan.order
-                if ended:  # its records change no more and the broker drops them now: handed over, not copied
+                if ended:  # its records change no more and the broker drops them now: made once, not copied
                     steps = {n: infos.get(n) or StepInfo() for n in order}
                 else:
-                    steps = {n: copy_info(infos[n]) if n in infos else StepInfo() for n in order}
+                    steps = {n: infos.copy(n) for n in order}
                 return RunInfo(run_id, run.key[0], state, steps, run.key[1],
                                dict(run.inputs), run.created_at)
             info = self.storage.load_run(run_id)

@@ -45,11 +45,13 @@ from ..errors import (
 )
 from ..workflow.events import Event, EventHub
 from ..workflow.gcpause import paused_gc
+from ..workflow.runinfo import StepInfo
 from ..workflow.schema import WorkflowSchema
 from ..workflow.status import Status
 from ..workflow.value import values_of
 from . import leases
 from ._fuseline_store import FuselineStoreView
+from ._gcfreeze import freeze_for_run, thaw
 from ._reads import HistoryReads
 from ._workers import WorkerCalls
 from .base import Broker, StepAssignment, StepReport
@@ -113,10 +115,13 @@ class StorageBroker(WorkerCalls, HistoryReads, Broker):
         self.cache_default = bool(cache)
         self._cache_store: CacheStore | None = None
         s = self.storage
+        save_step = s.save_step
         # what each write of an Effects calls (the cache store is made on first use)
         self._do: dict[str, Callable[..., Any]] = {
             "register_workflow": s.register_workflow, "create_run": s.create_run, "enqueue": s.enqueue,
-            "save_step": s.save_step, "set_result": s.set_result, "finalize_run": s.finalize_run,
+            "save_step": lambda run_id, step, info: save_step(
+                run_id, step, info if info.__class__ is StepInfo else info.record(step)),
+            "set_result": s.set_result, "finalize_run": s.finalize_run,
             "cache_put": lambda entry, value: self.cache_store.put(entry, value),
             "cache_hit": lambda key, at: self.cache_store.hit(key, at),
             "cache_mark": lambda run_id, step, source: self.cache_store.mark_cached(run_id, step, source),
@@ -155,8 +160,14 @@ class StorageBroker(WorkerCalls, HistoryReads, Broker):
             else:
                 for e in fx.events:
                     record(e)
-        if self._state.ending:
-            self._state.ending.clear()  # their run_finished is out: read them from the storage now
+        st = self._state
+        if st.dirty:
+            for records in st.dirty:
+                records.close()  # the records the transition opened: back into their arrays
+            st.dirty.clear()
+        if st.ending:
+            st.ending.clear()  # their run_finished is out: read them from the storage now
+            thaw()  # what the dispatch froze is collectable again (see _gcfreeze)
 
     # -- workflows and workers -----------------------------------------------------
     def _register(self, schema: WorkflowSchema) -> Any:
@@ -196,7 +207,10 @@ class StorageBroker(WorkerCalls, HistoryReads, Broker):
         with self._lock:
             self._check_open()
             with paused_gc():
-                return self._dispatch(workflow, inputs, cache, rerun)
+                run_id = self._dispatch(workflow, inputs, cache, rerun)
+            if run_id in self._state.runs:
+                freeze_for_run()  # the workflow, schema, plan and records: out of the GC's walks (_gcfreeze)
+            return run_id
 
     def _dispatch(self, workflow: WorkflowSchema, inputs: dict[str, Any] | None, cache: bool | None,
                   rerun: Iterable[str]) -> str:
@@ -249,14 +263,11 @@ class StorageBroker(WorkerCalls, HistoryReads, Broker):
             for run_id in list(active.get(key, ())):
                 run = runs.get(run_id)
                 while run is not None and (step := fetch(run_id)) is not None:
-                    info = run.infos.get(step)
-                    if info is None and step in run.compiled.plan.incoming:
-                        info = run.info(step)  # queued from outside (broker._store.enqueue)
-                    if info is None:
+                    if step not in run.compiled.index:
                         log.warning("dropping queue entry %r of run %s: the workflow has no such step",
                                     step, run_id)
                         continue
-                    if info.state is Status.RUNNING or step in run.tracker.outcomes:
+                    if run.infos.state_of(step) is Status.RUNNING or step in run.tracker.outcomes:
                         log.debug("dropping duplicate queue entry %r of run %s", step, run_id)
                         continue  # a duplicate entry never runs a step twice
                     a, fx = leases.assign(st, run, step, worker, now)
@@ -323,6 +334,7 @@ class StorageBroker(WorkerCalls, HistoryReads, Broker):
             if self._closed:
                 return
             self._closed = True
+            thaw()
             self.storage.close()
 
     @property

@@ -93,7 +93,7 @@ def release(worker: Worker, a: Assignment, now: float) -> None:
 def assign(st: LiveState, run: LiveRun, step: str, worker: Worker, now: float) -> tuple[StepAssignment, Effects]:
     """Hand ``step`` of ``run`` to ``worker`` as a new attempt with a lease."""
     fx = Effects()
-    info = run.infos[step]
+    info = run.info(step)
     info.attempts = attempt = info.attempts + 1
     info.state = Status.RUNNING
     wid = worker.info.worker_id
@@ -216,7 +216,7 @@ def requeue(run: LiveRun, worker: Worker, a: Assignment, reason: str, now: float
     """The attempt ``a`` is lost (``reason``): it ends FAILED-lost and the step is queued again."""
     release(worker, a, now)
     step = a.step
-    info = run.infos[step]
+    info = run.info(step)
     info.state = Status.PENDING
     label, info.worker = info.worker or a.worker_id, None
     log.warning("step %r of run %s attempt %d: %s; queued again", step, run.run_id, a.attempt, reason)

@@ -37,14 +37,14 @@ log = logging.getLogger(__name__)
 def resume(st: LiveState, compiled: Compiled, info: RunInfo, last_seq: int, now: float) -> Effects:
     """Make the stored run ``info`` live again (its events continue after ``last_seq``)."""
     fx = Effects()
-    run = LiveRun(info.run_id, compiled, values_of(info.input_values), info.created_at or now)
+    run = LiveRun(info.run_id, compiled, values_of(info.input_values), info.created_at or now, st.dirty)
     st.runs[run.run_id] = run
     st.active.setdefault(run.key, {})[run.run_id] = None
     run.seq = last_seq
     known = compiled.plan.incoming
     for name, stored in info.steps.items():
         if name in known:
-            run.infos[name] = stored
+            run.infos.put(name, stored)
     tracker = run.tracker
     tracker.start()
     primary = [
@@ -53,7 +53,7 @@ def resume(st: LiveState, compiled: Compiled, info: RunInfo, last_seq: int, now:
         or (s.state is Status.SKIPPED and s.skip_reason == SKIP_CONDITION)
     ]
     for _, name in sorted(primary):
-        s = run.info(name)
+        s = run.infos[name]
         if s.state is Status.SUCCEEDED:
             run.results[name] = s.value if s.value is None or s.value.__class__ is Value else Value.of(s.value)
             outcome = succeeded(s.action or "default")

@@ -13,9 +13,11 @@ broker (:mod:`fuseline_nb.broker.core`) applies them. See also
     ``timeouts`` (step → ``StepTimeoutPolicy`` seconds; steps without one
     are absent); a step's upstream steps are its ``plan.incoming`` edges.
 ``LiveState.runs[run_id]`` — :class:`LiveRun`
-    one unfinished run: ``infos`` (step → its ``StepInfo``, the record the
-    storage persists; made when the step is first queued, decided or
-    cancelled — a step without one is PENDING), ``tracker`` (the rules' ``Readiness``), ``inputs`` and
+    one unfinished run: ``infos`` (its :class:`~fuseline_nb.broker.records.StepRecords`:
+    step → its ``StepInfo``, the record the storage persists, kept in
+    compact arrays and made as a ``StepInfo`` only while a transition or a
+    worker has the step in hand; a step gets one when first queued, decided
+    or cancelled — a step without one is PENDING), ``tracker`` (the rules' ``Readiness``), ``inputs`` and
     ``results`` (closed :class:`~fuseline_nb.workflow.value.Value` s),
     ``failures`` (step → failed attempts, for ``RetryPolicy``), ``expired``
     (step → leases expired in a row), ``cache`` (its ``RunCache`` when
@@ -54,6 +56,10 @@ the storage queue
     a heap of ``(due, run_id, step)``: retries waiting for ``RetryPolicy.wait``.
 ``LiveState.pruned[worker_id]``
     when a worker was forgotten for silence (``worker_ttl``), to say so.
+``LiveState.dirty``
+    the runs' records (``StepRecords``) the transition being applied opened:
+    the broker closes them after applying it (their fields go back into the
+    arrays; a running step's record stays open until its outcome).
 
 Examples
 --------
@@ -75,23 +81,9 @@ from ..workflow.runinfo import StepInfo
 from ..workflow.schema import WorkflowSchema
 from .base import LastTask, WorkerInfo
 from .cache import RunCache
+from .records import StepRecords
 
 Key = tuple[str, str]  # (workflow_id, version)
-
-
-def copy_info(info: StepInfo) -> StepInfo:
-    """A shallow copy of ``info`` (``dataclasses.replace`` without re-running ``__init__``).
-
-    Examples
-    --------
-    >>> a = StepInfo(attempts=2)
-    >>> b = copy_info(a)
-    >>> b is not a and b.attempts == 2
-    True
-    """
-    copied = object.__new__(StepInfo)
-    copied.__dict__.update(info.__dict__)
-    return copied
 
 
 _OUTCOMES: dict[str, Outcome] = {}
@@ -122,7 +114,7 @@ class Compiled:
     (3, {})
     """
 
-    __slots__ = ("_structure", "plan", "retries", "schema", "timeouts")
+    __slots__ = ("_index", "_structure", "plan", "retries", "schema", "timeouts")
 
     def __init__(self, schema: WorkflowSchema) -> None:
         self.schema = schema
@@ -140,6 +132,14 @@ class Compiled:
                 if t is not None:
                     self.timeouts[s.name] = t
         self._structure: str | None = None
+        self._index: dict[str, int] | None = None
+
+    @property
+    def index(self) -> dict[str, int]:
+        """Step -> its position in ``plan.order`` (made on first use): where its record sits in a run's arrays."""
+        if self._index is None:
+            self._index = {n: i for i, n in enumerate(self.plan.order)}
+        return self._index
 
     @property
     def key(self) -> Key:
@@ -179,12 +179,14 @@ class LiveRun:
         "tracker",
     )
 
-    def __init__(self, run_id: str, compiled: Compiled, inputs: dict[str, Any], created_at: float) -> None:
+    def __init__(self, run_id: str, compiled: Compiled, inputs: dict[str, Any], created_at: float,
+                 dirty: list[StepRecords] | None = None) -> None:
         self.run_id = run_id
         self.compiled = compiled
         self.key: Key = (compiled.schema.workflow_id, compiled.schema.version)
         self.tracker = Readiness(compiled.plan)
-        self.infos: dict[str, StepInfo] = {}  # made on first use (see info()): a run of 1M steps starts light
+        #: step -> its record (compact arrays; a StepInfo only while open, see records.py)
+        self.infos = StepRecords(compiled.plan.order, compiled.index, dirty)
         self.inputs = inputs
         self.results: dict[str, Any] = {}
         self.failures: dict[str, int] = {}
@@ -195,14 +197,8 @@ class LiveRun:
 
 
     def info(self, step: str) -> StepInfo:
-        """The record of ``step`` (a known step), made PENDING on first use."""
-        info = self.infos.get(step)
-        if info is None:
-            info = self.infos[step] = copy_info(_PENDING)
-        return info
-
-
-_PENDING = StepInfo()
+        """The record of ``step`` (a known step) open to change, made PENDING on first use."""
+        return self.infos.open(step)
 
 
 class Assignment:
@@ -282,8 +278,8 @@ class LiveState:
     ({}, {}, inf)
     """
 
-    __slots__ = ("active", "compiled", "delayed", "ending", "lease_seconds", "max_lease_requeues", "next_expiry",
-                 "pruned", "runs", "workers")
+    __slots__ = ("active", "compiled", "delayed", "dirty", "ending", "lease_seconds", "max_lease_requeues",
+                 "next_expiry", "pruned", "runs", "workers")
 
     def __init__(self, lease_seconds: float, max_lease_requeues: int = 3) -> None:
         self.lease_seconds = lease_seconds
@@ -297,6 +293,8 @@ class LiveState:
         self.next_expiry = math.inf
         self.delayed: list[tuple[float, str, str]] = []
         self.pruned: dict[str, float] = {}
+        #: the runs' records opened by the transition being applied: closed by the broker after it
+        self.dirty: list[StepRecords] = []
 
     def holder(self, run_id: str, step: str) -> Assignment | None:
         """The assignment of ``step`` of ``run_id``, whoever holds it (a scan: not for the step path)."""
@@ -308,4 +306,4 @@ class LiveState:
         return None
 
 
-__all__ = ["Assignment", "Compiled", "Key", "LiveRun", "LiveState", "Worker", "copy_info", "succeeded"]
+__all__ = ["Assignment", "Compiled", "Key", "LiveRun", "LiveState", "Worker", "succeeded"]

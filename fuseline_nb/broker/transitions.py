@@ -66,7 +66,8 @@ class Effects:
     ``writes`` holds ``(operation, args)`` pairs: a ``RuntimeStorage`` method
     name (``create_run``, ``enqueue``, ``save_step``, ``set_result``,
     ``finalize_run``) or a cache-store call (``cache_put``, ``cache_hit``,
-    ``cache_mark``). ``events`` are recorded in the storage and published,
+    ``cache_mark``). A ``save_step`` may name the run's ``StepRecords``
+    instead of a ``StepInfo``: the record is made from them as it is saved. ``events`` are recorded in the storage and published,
     after the writes.
 
     Examples
@@ -123,7 +124,7 @@ def dispatch(st: LiveState, compiled: Compiled, run_id: str, inputs: dict[str, A
              cache: RunCache | None = None, lookup: Lookup | None = None) -> tuple[LiveRun, Effects]:
     """A new run of ``compiled``: created, announced, its roots queued (or served from the cache)."""
     fx = Effects()
-    run = LiveRun(run_id, compiled, inputs, now)
+    run = LiveRun(run_id, compiled, inputs, now, st.dirty)
     run.cache = cache
     st.runs[run_id] = run
     st.active.setdefault(run.key, {})[run_id] = None
@@ -137,12 +138,12 @@ def dispatch(st: LiveState, compiled: Compiled, run_id: str, inputs: dict[str, A
 def enqueue(run: LiveRun, steps: Iterable[str], now: float, fx: Effects,
             detail: dict[str, Any] | None = None) -> None:
     """Queue ``steps`` of ``run`` (PENDING, ``queued_at = now``)."""
-    run_id, info_of, writes, emit = run.run_id, run.info, fx.writes, fx.emit
+    run_id, records, writes, emit = run.run_id, run.infos, fx.writes, fx.emit
+    queue = records.queue
     for step in steps:
-        info = info_of(step)
-        info.queued_at = now
+        queue(step, now)  # in the run's arrays: no StepInfo per queued step
         writes.append(("enqueue", (run_id, step)))
-        writes.append(("save_step", (run_id, step, info)))
+        writes.append(("save_step", (run_id, step, records)))  # its StepInfo is made as it is saved
         emit(run, now, "step_queued", step, Status.PENDING, None, 0, detail)
 
 
@@ -155,7 +156,7 @@ def complete(st: LiveState, run: LiveRun, step: str, state: Status, report: Step
     allows (at once, or into ``delayed``); otherwise the outcome goes to the
     rules and :func:`apply` records what they decided.
     """
-    info = run.infos[step]
+    info = run.info(step)
     info.finished_at = report.finished_at or now
     if report.started_at:
         info.started_at = report.started_at
@@ -252,7 +253,7 @@ def finish_run(st: LiveState, run: LiveRun, now: float, fx: Effects) -> None:
     """End a run whose every step has an outcome: mark recovered failures, finalize, forget it."""
     tracker = run.tracker
     for name in tracker.recovered_failures():
-        info = run.infos[name]
+        info = run.info(name)
         if not info.recovered:
             info.recovered = True
             fx.write("save_step", run.run_id, name, info)

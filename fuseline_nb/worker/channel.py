@@ -163,6 +163,7 @@ class ChannelClient(BrokerClient):
         self._held: list[StepReport] = []  # reports not sent yet (while more work is in hand)
         self._held_by = ""  # the worker id they are from
         self._held_since = 0.0  # time.monotonic() when the oldest was held
+        self._timed = False  # whether the step running now has a timeout (the kernel times it from its start)
         self.on_workflows: Callable[[list[WorkflowBlob]], str] | None = None
 
     def _roundtrip(self, kind: RequestKind, *args: Any) -> tuple[Any, ...]:
@@ -212,7 +213,7 @@ class ChannelClient(BrokerClient):
             self._held.append(report)
         started, finished = report.started_at, report.finished_at
         quick = started is not None and finished is not None and finished - started < HOLD_SECONDS
-        self.flush(0.0 if not quick else HOLD_SECONDS)
+        self.flush(0.0 if self._timed or not quick else HOLD_SECONDS)  # a timed step's end is never held
 
     def _call(self, kind: RequestKind, *args: Any) -> Any:
         return self._roundtrip(kind, *args)[1]
@@ -249,9 +250,13 @@ class ChannelClient(BrokerClient):
     def get_step(self, worker_id: str) -> StepAssignment | None:
         if not self._next:
             self._fetch("get_step", worker_id)
-        elif self._held:  # a step starts: reports held long enough leave first
-            self.flush(HOLD_SECONDS)
-        return self._next.popleft() if self._next else None
+        if not self._next:
+            return None
+        a = self._next.popleft()
+        self._timed = a.timeout is not None
+        if self._held:  # a step starts: reports held long enough leave first, all of them before a timed
+            self.flush(0.0 if self._timed else HOLD_SECONDS)  # step (its timeout counts from there)
+        return a
 
     def report_step(self, worker_id: str, report: StepReport) -> None:
         encoded = report

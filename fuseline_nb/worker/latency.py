@@ -24,7 +24,9 @@ be clever.
    steps costs one write and one broker call for all its reports, and a
    report waits at most for the next step of its batch (the worker's
    heartbeat sends it after ``lease / 3``, at most 0.5 s, whatever that
-   step does).
+   step does). Nothing is held across the start or the end of a step with a
+   timeout: the kernel times a step from when its worker's earlier reports
+   arrive.
 3. **A short spin for a quick reply** (:class:`Spin`). A process that sleeps
    while it waits must be woken when the reply comes, and a wake-up costs
    more than the work. So, on a chain of short steps, the waiting side looks

@@ -210,9 +210,10 @@ class WorkerSupervisor:
         ended on purpose (it stopped a cancelled step) and is just replaced.
         """
         proc = child.process
-        if self._state == "running":  # (while stopping, stop() reaps: two threads waiting for one
+        code = None
+        if self._state == "running":  # (while stopping, stop() alone reaps: two threads reaping one
             proc.join(1.0)            # process make one of them believe it still runs)
-        code = proc.exitcode
+            code = proc.exitcode
         if self._state == "running" and give_up is not None:
             self.error = self.error or WorkerError(give_up)
         elif self._state == "running" and count:
@@ -304,7 +305,7 @@ class WorkerSupervisor:
         for child in self.children():
             child.process.join(max(0.0, deadline - time.monotonic()))
         for child in self.children():
-            if child.process.is_alive():
+            if not _ended(child.process):
                 if child.worker_id is None:  # stopped while it started (e.g. Ctrl-C): nothing to warn about
                     log.info("worker %s (pid %s) still starting at shutdown: killed", child.label,
                              child.process.pid)
@@ -318,6 +319,12 @@ class WorkerSupervisor:
                 child.process.kill()
                 child.process.join(2.0)
         self._state = "stopped"
+
+
+def _ended(process: Any) -> bool:
+    """Whether ``process`` ended, asked without reaping it: another thread may be reaping it right now, and
+    its ``waitpid`` would then make ``is_alive()`` here say True for a process that is gone."""
+    return process.exitcode is not None or bool(wait_any([process.sentinel], timeout=0))
 
 
 def watch_parent(parent_pid: int, gone: Callable[[], None], every: float = 0.5) -> None:

@@ -32,6 +32,7 @@ from .status import SKIP_CONDITION, Status
 
 _NOT_REACHED = Outcome.not_reached()
 _CANCELLED = Outcome.cancelled()
+_FAILED = Status.FAILED
 
 
 class Edge(str, Enum):
@@ -122,6 +123,7 @@ class Readiness:
         self._open: set[str] = set()  # steps made ready (or being skipped/cancelled) without an outcome yet
         self.decided = _Decided(self.outcomes, self._open)  # steps made ready, skipped or cancelled
         self._order: dict[str, int] = {}
+        self._failed: list[str] = []  # steps with a FAILED outcome, in completion order
         self.cancelled_by_user: set[str] = set()  # steps the user's cancel ended
         self._derived: dict[str, str] = {}  # step skipped/cancelled by the rules -> the step that decided it
         self._winners: dict[str, dict[str, str]] = {}
@@ -165,6 +167,8 @@ class Readiness:
         while work:
             u, out = work.pop()
             outcomes[u] = out
+            if out.state is _FAILED:
+                self._failed.append(u)
             held.discard(u)
             succ = successors[u]
             if not succ:
@@ -276,11 +280,12 @@ class Readiness:
 
     def recovered_failures(self) -> set[str]:
         """The FAILED steps whose failure a fallback recovered."""
-        return {n for n, o in self.outcomes.items() if o.state is Status.FAILED and self.recovered(n)}
+        return {n for n in self._failed if self.recovered(n)}
 
     def run_state(self) -> Status:
         """The final state of the run once :attr:`done` (see :func:`final_run_state`)."""
-        return final_run_state(self.outcomes, self.recovered_failures(), bool(self.cancelled_by_user))
+        failed = {n: self.outcomes[n] for n in self._failed}  # only failures decide; the run's end costs O(failures)
+        return final_run_state(failed, self.recovered_failures(), bool(self.cancelled_by_user))
 
 
 class _Decided(AbstractSet[str]):

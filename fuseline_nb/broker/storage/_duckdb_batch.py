@@ -9,7 +9,7 @@ Examples
 >>> b = Batch()
 >>> b.empty
 True
->>> b.runs["r1"] = ("wf", "1", {"x": 1}, 0.0)
+>>> b.runs["r1"] = ("wf", "1", {"x": 1}, 0.0, ("a", "b"))
 >>> sorted(b.arrow_tables({}))
 ['batch_runs']
 """
@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -27,9 +28,10 @@ import pyarrow.compute as pc
 
 from ...limits import TIME_MAX, TIME_MIN, safe_repr, safe_str, safe_text
 from ...workflow.events import Event
+from ...workflow.runinfo import StepInfo
 from ...workflow.schema import WorkflowSchema
 from ._duckdb_files import FILE_BYTES
-from ._duckdb_rows import StepRow, inputs_columns, result_row, split_error, to_json
+from ._duckdb_rows import StepRow, inputs_columns, result_row, split_error, step_row, to_json
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +78,9 @@ class Batch:
         #: Write the safe form: no pickles, no event details, numbers clamped (see :meth:`split`).
         self.safe = False
         self.workflows: list[tuple[WorkflowSchema, float]] = []
-        self.runs: dict[str, tuple[str, str, dict[str, Any], float]] = {}
+        #: New runs: workflow id, version, inputs, creation time and the names of their steps
+        #: (PENDING unless ``steps`` holds a later record; no row per step until the flush).
+        self.runs: dict[str, tuple[str, str, dict[str, Any], float, tuple[str, ...]]] = {}
         self.steps: dict[tuple[str, str], StepRow] = {}
         self.results: dict[tuple[str, str], Any] = {}
         self.events: list[Event] = []
@@ -109,7 +113,7 @@ class Batch:
         Examples
         --------
         >>> b = Batch()
-        >>> b.runs["r1"] = ("wf", "1", {}, 0.0); b.finals["r2"] = ("SUCCEEDED", 1.0)
+        >>> b.runs["r1"] = ("wf", "1", {}, 0.0, ()); b.finals["r2"] = ("SUCCEEDED", 1.0)
         >>> [(list(p.runs), list(p.finals)) for p in b.split()]
         [(['r1'], []), ([], ['r2'])]
         """
@@ -154,28 +158,36 @@ class Batch:
         and names it (see :mod:`._duckdb_files`).
         """
         columns: dict[str, list[Any]] = {}
+        tables: dict[str, pa.Table] = {}
         if self.workflows:
             columns["batch_workflows"] = _transpose([(s.workflow_id, s.version, s.name, s.to_json(), at)
                                                      for s, at in self.workflows])
         finals = dict(self.finals)
         if self.runs:
             runs = []
-            for run_id, (wf, version, inputs, created) in self.runs.items():
+            for run_id, (wf, version, inputs, created, _names) in self.runs.items():
                 state, finished = finals.pop(run_id, ("RUNNING", None))
                 text, blob = inputs_columns(run_id, inputs, None if self.safe else spill)
                 runs.append((run_id, wf, version, state, text, None if self.safe else blob, created, finished))
             columns["batch_runs"] = _transpose(runs)
         results = dict(self.results)
-        if self.steps:
-            # the steps of a run created in this batch cannot be in the file yet: inserted, not upserted
-            parts = {"batch_steps": self.steps}
-            if self.runs:
-                parts = {"batch_new_steps": {}, "batch_steps": {}}
-                for key, row in self.steps.items():
-                    parts["batch_new_steps" if key[0] in self.runs else "batch_steps"][key] = row
-            for name, part in parts.items():
-                if part:
-                    columns[name] = self._step_columns(part, results, unpicklable, spill)
+        steps, pending = self.steps, []
+        if self.runs:
+            # the steps of a run created in this batch cannot be in the file yet: inserted, not updated
+            steps, new = dict(steps), {}
+            saved = Counter(key[0] for key in steps if key[0] in self.runs)
+            for run_id, (*_, names) in self.runs.items():
+                if saved[run_id] * 2 > len(names):  # most have a record already (a short run): rows in order
+                    new.update({(run_id, n): steps.pop((run_id, n), _PENDING) for n in names})
+                else:  # all PENDING (made as whole columns), the few recorded ones updated after
+                    pending.append(self._pending(run_id, names))
+            if new:
+                pending.append(_table("batch_new_steps", self._step_columns(new, results, unpicklable, spill),
+                                      self.safe))
+        if pending:
+            tables["batch_new_steps"] = pending[0] if len(pending) == 1 else pa.concat_tables(pending)
+        if steps:
+            columns["batch_steps"] = self._step_columns(steps, results, unpicklable, spill)
         if results:
             stored = [self._result(key, value, unpicklable, spill) for key, value in results.items()]
             columns["batch_results"] = [*zip(*results, strict=True), *zip(*stored, strict=True)]
@@ -189,7 +201,17 @@ class Batch:
             ]
         if finals:
             columns["batch_finals"] = _transpose([(run_id, state, at) for run_id, (state, at) in finals.items()])
-        return {name: _table(name, cols, self.safe) for name, cols in columns.items()}
+        tables.update((name, _table(name, cols, self.safe)) for name, cols in columns.items())
+        return tables
+
+    def _pending(self, run_id: str, names: tuple[str, ...]) -> pa.Table:
+        """The PENDING rows of a new run's steps, as whole Arrow columns (no Python object per row)."""
+        schema, n = _SCHEMAS["batch_new_steps"], len(names)
+        row = (run_id, None, *_PENDING, *_NO_ERROR, *_NO_RESULT)  # None: the names' column
+        arrays = [_array("batch_new_steps", field, names, self.safe) if value is None and i == 1
+                  else pa.repeat(_array("batch_new_steps", field, [value], self.safe)[0], n)
+                  for i, (field, value) in enumerate(zip(schema, row, strict=True))]
+        return pa.Table.from_arrays(arrays, schema=schema)
 
     def _step_columns(self, part: dict[tuple[str, str], StepRow], results: dict[tuple[str, str], Any],
                       unpicklable: dict[tuple[str, str], Any],
@@ -270,6 +292,7 @@ def write_apart(write: Callable[[Batch], None], batch: Batch, first: Exception, 
 #: Stored result columns: a ``ResultRow`` and the name of the file holding big bytes (else None).
 StoredResult = tuple[str | None, bytes | None, int | None, str | None, str | None, str | None, str | None]
 _NO_ERROR: tuple[None, None] = (None, None)
+_PENDING: StepRow = step_row(StepInfo())  # a step no record has reached yet
 _NO_RESULT: StoredResult = (None, None, None, None, None, None, None)
 
 

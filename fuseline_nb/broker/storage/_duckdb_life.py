@@ -24,6 +24,7 @@ import weakref
 from typing import Any
 
 from ...errors import StorageError, StorageLockedError
+from .._gcfreeze import thaw
 from ._duckdb_sql import VIEWS
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,7 @@ def claim(key: str | None, storage: Any) -> None:
         # a broker dropped in a notebook may wait for the cycle collector, or for its
         # flusher thread to let go of it
         if attempt == 0:
+            thaw()  # a run's freeze (broker/_gcfreeze) would hide the dropped broker
             gc.collect()
         else:
             time.sleep(0.05)

@@ -216,11 +216,9 @@ class DuckDBRuntimeStorage(HistoryReads, RuntimeStorage):
     def create_run(self, run_id: str, workflow_id: str, version: str, inputs: dict[str, Any],
                    steps: Iterable[str], created_at: float) -> None:
         self._check_open()
-        pending = step_row(StepInfo())
+        names = tuple(steps)  # PENDING rows made at the flush, as whole columns: no record per step here
         with self._buf_lock:
-            self._batch.runs[run_id] = (workflow_id, version, dict(inputs), created_at)
-            for step in steps:
-                self._batch.steps[(run_id, step)] = pending
+            self._batch.runs[run_id] = (workflow_id, version, dict(inputs), created_at, names)
         self._queues[run_id] = (deque(), set())
         self._known.add(run_id)
 

@@ -1,0 +1,228 @@
+"""The step records of one live run, compact: arrays keyed by step index, a ``StepInfo`` only while in use.
+
+A run of a million steps cannot afford a :class:`~fuseline_nb.workflow.runinfo.StepInfo`
+(an object and its dict, ~265 bytes, two objects the garbage collector walks)
+per step for as long as it runs. :class:`StepRecords` keeps each field in an
+array indexed by the step's position in the plan (``Compiled.index``):
+the state, attempts, three times, the worker (an index into the run's
+labels), the action (an index into its actions), the result (one list
+slot), and the rare fields (error, traceback, skip reason, cache source,
+recovered) in a dict of the few steps that have them — about 45 bytes a
+step and nothing per step for the collector.
+
+A transition asks :meth:`StepRecords.open` for a step's ``StepInfo`` (made
+from the arrays, or the one already open), changes it and hands it to the
+storage; the broker :meth:`~StepRecords.close` s the open records after
+applying the transition (their fields go back into the arrays), except those
+of running steps, which stay open until their outcome. So a step's record
+is a ``StepInfo`` only while a transition or a worker has it in hand.
+
+Examples
+--------
+>>> from fuseline_nb.workflow.status import Status
+>>> recs = StepRecords(["a", "b"], {"a": 0, "b": 1})
+>>> info = recs.open("a"); info.state, info.queued_at = Status.RUNNING, 2.0
+>>> recs.close(), "a" in recs, "b" in recs
+(None, True, False)
+>>> recs["a"].state, recs["a"].queued_at, recs["a"].started_at, len(recs)
+(<Status.RUNNING: 'RUNNING'>, 2.0, None, 1)
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from ..workflow.runinfo import StepInfo
+from ..workflow.status import Status
+
+_STATES: tuple[Status, ...] = tuple(Status)
+_CODE: dict[Status, int] = {s: i for i, s in enumerate(_STATES)}
+_RUNNING = Status.RUNNING
+_NAN = math.nan
+#: a PENDING record: a new one copies its __dict__ (an instance's own dict: it stays compact, shared keys)
+_PENDING = StepInfo()
+_RARE = ("error", "traceback", "skip_reason", "cached", "cached_from", "recovered")
+_NO_RARE = (None, None, None, False, None, False)
+
+
+class StepRecords(Mapping[str, StepInfo]):
+    """The records of one run's steps (see the module docstring); reads as ``{step: StepInfo}``.
+
+    Only steps with a record (queued, decided or cancelled at least once)
+    are in the mapping; reading one gives a ``StepInfo`` (the open one, or a
+    snapshot made from the arrays).
+    """
+
+    __slots__ = ("_actions", "_attempts", "_dirty", "_has", "_label_code", "_labels", "_times", "_touched", "action",
+                 "index", "names", "opened", "rare", "result", "state", "worker")
+
+    def __init__(self, names: list[str], index: dict[str, int], dirty: list[StepRecords] | None = None) -> None:
+        n = len(names)
+        self.names = names
+        self.index = index
+        self._has = bytearray(n)
+        self.state = bytearray(n)  # code into _STATES (0: PENDING)
+        self._attempts = array("I", bytes(4 * n))
+        self._times = array("d", [_NAN]) * (3 * n)  # queued, started, finished (NaN: None)
+        self.worker = array("H", bytes(2 * n))  # index into _labels (0: None)
+        self._labels: list[str | None] = [None]
+        self._label_code: dict[str | None, int] = {None: 0}
+        self.action = array("H", bytes(2 * n))  # index into _actions (0: None)
+        self._actions: list[str | None] = [None]
+        self.result: list[Any] = [None] * n
+        self.rare: dict[int, tuple[Any, ...]] = {}
+        #: step -> its StepInfo while a transition or a worker has it in hand
+        self.opened: dict[str, StepInfo] = {}
+        self._touched: list[str] = []  # opened since the last close
+        self._dirty = dirty  # the broker's list of records to close after a transition
+
+    def put(self, step: str, info: StepInfo) -> None:
+        """Take ``info`` as the step's record (a stored run being resumed)."""
+        self.opened.pop(step, None)
+        self._store(self.index[step], info)
+
+    def queue(self, step: str, now: float) -> None:
+        """The step is queued at ``now`` (its record made PENDING if it has none): no ``StepInfo`` made."""
+        info = self.opened.get(step)
+        if info is not None:
+            info.queued_at = now
+            return
+        i = self.index[step]
+        self._has[i] = 1
+        self._times[3 * i] = now
+
+    def record(self, step: str) -> StepInfo:
+        """The step's record for the storage to save: the open ``StepInfo``, or one made from the arrays."""
+        info = self.opened.get(step)
+        if info is not None:
+            return info
+        i = self.index[step]
+        return self._made(i) if self._has[i] else _fresh()
+
+    def copy(self, step: str) -> StepInfo:
+        """A ``StepInfo`` of the step the caller may keep: a copy of the open one, or made from the arrays."""
+        info = self.opened.get(step)
+        if info is not None:
+            made = object.__new__(StepInfo)
+            made.__dict__.update(info.__dict__)
+            return made
+        i = self.index[step]
+        return self._made(i) if self._has[i] else _fresh()
+
+    # -- the mapping (reads) ----------------------------------------------------------
+    def __getitem__(self, step: str) -> StepInfo:
+        info = self.opened.get(step)
+        if info is not None:
+            return info
+        i = self.index[step]
+        if not self._has[i]:
+            raise KeyError(step)
+        return self._made(i)
+
+    def __contains__(self, step: object) -> bool:
+        if step in self.opened:
+            return True
+        i = self.index.get(step)  # type: ignore[call-overload]
+        return i is not None and bool(self._has[i])
+
+    def __iter__(self) -> Iterator[str]:
+        names, has, opened = self.names, self._has, self.opened
+        return (names[i] for i in range(len(names)) if has[i] or names[i] in opened)
+
+    def __len__(self) -> int:
+        opened = self.opened
+        return self._has.count(1) + sum(1 for s in opened if not self._has[self.index[s]])
+
+    # -- open and close ---------------------------------------------------------------
+    def open(self, step: str) -> StepInfo:
+        """The step's record as a ``StepInfo`` to change (PENDING when it has none yet); stays open until closed."""
+        info = self.opened.get(step)
+        if info is None:
+            i = self.index[step]
+            info = self._made(i) if self._has[i] else _fresh()
+            self.opened[step] = info
+        touched = self._touched
+        if not touched and self._dirty is not None:
+            self._dirty.append(self)
+        touched.append(step)
+        return info
+
+    def close(self) -> None:
+        """Write the records opened since the last close back into the arrays; RUNNING ones stay open."""
+        opened, index, store = self.opened, self.index, self._store
+        for step in self._touched:
+            info = opened.get(step)
+            if info is not None and info.state is not _RUNNING:
+                store(index[step], info)
+                del opened[step]
+        self._touched.clear()
+        if not opened:
+            self.opened = {}  # a dict keeps its size once grown (a fan-out opens all its steps at once)
+
+    def state_of(self, step: str) -> Status:
+        """The step's state (PENDING without a record): no ``StepInfo`` made."""
+        info = self.opened.get(step)
+        return info.state if info is not None else _STATES[self.state[self.index[step]]]
+
+    def _made(self, i: int) -> StepInfo:
+        info = _fresh()
+        d = info.__dict__
+        d["state"] = _STATES[self.state[i]]
+        d["attempts"] = self._attempts[i]
+        d["worker"] = self._labels[self.worker[i]]
+        d["result"] = self.result[i]
+        d["action"] = self._actions[self.action[i]]
+        t = self._times
+        q, s, f = t[3 * i], t[3 * i + 1], t[3 * i + 2]
+        d["queued_at"] = None if q != q else q
+        d["started_at"] = None if s != s else s
+        d["finished_at"] = None if f != f else f
+        rare = self.rare.get(i)
+        if rare is not None:
+            d.update(zip(_RARE, rare, strict=True))
+        return info
+
+    def _store(self, i: int, info: StepInfo) -> None:
+        d = info.__dict__
+        self._has[i] = 1
+        self.state[i] = _CODE[d["state"]]
+        self._attempts[i] = d["attempts"]
+        label = d["worker"]
+        code = self._label_code.get(label)
+        if code is None:
+            code = self._label_code[label] = len(self._labels)
+            self._labels.append(label)
+        self.worker[i] = code
+        self.result[i] = d.get("result")
+        action = d["action"]
+        if action is None:
+            self.action[i] = 0
+        else:
+            actions = self._actions
+            try:
+                self.action[i] = actions.index(action)
+            except ValueError:
+                self.action[i] = len(actions)
+                actions.append(action)
+        t = self._times
+        q, s, f = d["queued_at"], d["started_at"], d["finished_at"]
+        t[3 * i] = _NAN if q is None else q
+        t[3 * i + 1] = _NAN if s is None else s
+        t[3 * i + 2] = _NAN if f is None else f
+        rare = (d["error"], d["traceback"], d["skip_reason"], d["cached"], d["cached_from"], d["recovered"])
+        if rare != _NO_RARE:
+            self.rare[i] = rare
+        elif i in self.rare:
+            del self.rare[i]
+
+
+def _fresh() -> StepInfo:
+    info = object.__new__(StepInfo)
+    info.__dict__.update(_PENDING.__dict__)
+    return info
+
+
+__all__ = ["StepRecords"]

@@ -1,0 +1,50 @@
+"""A run keeps what existed at its dispatch out of the cyclic collector's walks, and gives it back at its end."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+
+from fuseline_nb import FunctionStep, Workflow
+from fuseline_nb.broker import MemoryBroker, StepReport
+from fuseline_nb.workflow.status import Status
+
+
+class _Cycle:
+    def __init__(self) -> None:
+        self.me = self
+
+
+def _run_one(broker: MemoryBroker) -> tuple[str, str]:
+    wf = Workflow(outputs=[FunctionStep(lambda: 1, name="one")], workflow_id="gc")
+    wid = broker.register_worker([wf.to_schema()])
+    return wid, broker.dispatch_workflow(wf.to_schema())
+
+
+def test_dispatch_freezes_and_the_end_of_the_run_thaws_so_old_cyclic_garbage_is_collected() -> None:
+    broker = MemoryBroker()
+    old = _Cycle()
+    gone = weakref.ref(old)
+    wid, run_id = _run_one(broker)
+    assert gc.get_freeze_count() > 0  # the workflow, schema and records: not walked while it runs
+    del old
+    gc.collect()
+    assert gone() is not None  # frozen: it waits for the end of the run (nothing is lost)
+    (a,) = broker.get_steps(wid, 1)
+    broker.report_step(wid, StepReport(a.workflow_id, run_id, "one", Status.SUCCEEDED, 1, attempt=1))
+    assert broker.get_run(run_id).state is Status.SUCCEEDED
+    assert gc.get_freeze_count() == 0
+    gc.collect()
+    assert gone() is None
+
+
+def test_cancelling_a_run_or_closing_its_broker_thaws() -> None:
+    broker = MemoryBroker()
+    _, run_id = _run_one(broker)
+    assert gc.get_freeze_count() > 0
+    broker.cancel_run(run_id)
+    assert gc.get_freeze_count() == 0
+    _run_one(broker)
+    assert gc.get_freeze_count() > 0
+    broker.close()
+    assert gc.get_freeze_count() == 0

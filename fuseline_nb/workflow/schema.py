@@ -415,7 +415,7 @@ _EDGE_FIELDS = ("source", "target", "action", "group")
 def _schema_from_columns(workflow_id: str, version: str, steps: tuple[list[Any], ...],
                          edges: tuple[list[Any], ...], outputs: tuple[str, ...], name: str,
                          policies: tuple[dict[str, Any], ...], key: str | None) -> WorkflowSchema:
-    """A schema pickled as columns (:meth:`WorkflowSchema.__reduce__`)."""
+    """A schema pickled as columns (:meth:`WorkflowSchema.__reduce__`); stored definitions name it."""
     schema = WorkflowSchema(workflow_id, version, tuple(map(_StepFill, *steps)),  # type: ignore[arg-type]
                             tuple(map(_EdgeFill, *edges)),  # type: ignore[arg-type]
                             outputs, name, policies)

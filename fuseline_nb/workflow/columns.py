@@ -77,7 +77,11 @@ class Column:
 
 
 def _repeat(value: Any, n: int) -> list[Any]:
-    """A column holding one object ``n`` times (as pickled when every item was that object)."""
+    """A column holding one object ``n`` times (as pickled when every item was that object).
+
+    Stored definitions (a history file's ``fl_definitions``) name this
+    function: it keeps its module and name.
+    """
     return [value] * n
 
 

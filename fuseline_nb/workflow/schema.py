@@ -24,6 +24,7 @@ from typing import Annotated, Any
 from ..errors import MissingInputError
 from ..limits import Bound, Label, Name, Short
 from .columns import Column
+from .shipped import _shipped_schema, refer_to_shipped, remember_shipped
 
 DEFAULT_ACTION = "default"
 
@@ -406,44 +407,6 @@ def edge_schema(source: str, target: str, action: str, group: str | None) -> Edg
     return _EdgeFill(source, target, action, group)  # type: ignore[return-value]
 
 
-#: The schemas this process shipped to its workers, by (workflow id, version, structure key):
-#: a worker's registration names them instead of sending a million steps back.
-_SHIPPED: dict[tuple[str, str, str], WorkflowSchema] = {}
-
-
-def remember_shipped(schema: WorkflowSchema) -> tuple[str, str, str]:
-    """Keep ``schema`` as shipped from this process; returns the reference a worker's copy sends back.
-
-    Examples
-    --------
-    >>> import pickle
-    >>> s = WorkflowSchema("w", steps=(StepSchema("a"),))
-    >>> ref = remember_shipped(s)
-    >>> copy = pickle.loads(pickle.dumps(s))  # as a worker receives it
-    >>> refer_to_shipped(copy, ref)
-    >>> pickle.loads(pickle.dumps(copy)) is s  # sent back: the kernel's own object
-    True
-    """
-    ref = (schema.workflow_id, schema.version, schema.structure_key())
-    _SHIPPED[ref] = schema
-    return ref
-
-
-def refer_to_shipped(schema: WorkflowSchema, ref: tuple[str, str, str]) -> None:
-    """Mark a worker's copy of a shipped schema: pickled, it becomes the reference ``ref``."""
-    _set(schema, "_shipped_from", ref)
-
-
-def _shipped_schema(workflow_id: str, version: str, key: str) -> WorkflowSchema:
-    try:
-        return _SHIPPED[(workflow_id, version, key)]
-    except KeyError:
-        raise LookupError(
-            f"workflow {workflow_id!r} version {version!r} (structure {key[:12]}) was not shipped from this "
-            "process: a worker's schema travels by reference only back to the kernel that shipped it"
-        ) from None
-
-
 #: The fields of StepSchema and EdgeSchema in the order step_schema / edge_schema take them.
 _STEP_FIELDS = ("name", "kind", "target", "policies", "conditional", "fingerprint", "cache", "reads", "inputs")
 _EDGE_FIELDS = ("source", "target", "action", "group")
@@ -452,7 +415,7 @@ _EDGE_FIELDS = ("source", "target", "action", "group")
 def _schema_from_columns(workflow_id: str, version: str, steps: tuple[list[Any], ...],
                          edges: tuple[list[Any], ...], outputs: tuple[str, ...], name: str,
                          policies: tuple[dict[str, Any], ...], key: str | None) -> WorkflowSchema:
-    """A schema pickled as columns (:meth:`WorkflowSchema.__reduce__`)."""
+    """A schema pickled as columns (:meth:`WorkflowSchema.__reduce__`); stored definitions name it."""
     schema = WorkflowSchema(workflow_id, version, tuple(map(_StepFill, *steps)),  # type: ignore[arg-type]
                             tuple(map(_EdgeFill, *edges)),  # type: ignore[arg-type]
                             outputs, name, policies)

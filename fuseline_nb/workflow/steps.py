@@ -21,17 +21,17 @@ True
 
 from __future__ import annotations
 
-import contextlib
 import inspect
-import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from .coro import run_coro
 from .depends import Computed, Condition, Depends, Equals, label
+from .lookup import known_function_step, params_for, remember, step_policies
 from .schema import DEFAULT_ACTION
 from .status import Status
-from .wiring import is_linked, link, out_edges
+from .wiring import WIRING_ATTRIBUTES as WIRING_ATTRIBUTES  # (fingerprints read it from here)
+from .wiring import link, out_edges
 
 
 class _Link:
@@ -277,14 +277,6 @@ def _start(step: Step, name: str | None, policies: Iterable[Any] | None, auto: b
                 attach(step)
 
 
-#: Signature and ``Depends`` defaults per entry function: inspected once per
-#: step class (or function), not once per step. Weak keys: a notebook that
-#: redefines a class or function lets the old one go.
-_PARAMS: weakref.WeakKeyDictionary[Any, tuple[inspect.Signature, list[tuple[str, Depends]]]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
 def entry_key(step: Step) -> Any:
     """What a step's parameters come from: its function, or its class's entry method
     (``None`` when the instance carries its own, which no other step shares).
@@ -307,19 +299,8 @@ def entry_key(step: Step) -> Any:
 
 def _params(step: Step) -> tuple[inspect.Signature, list[tuple[str, Depends]]]:
     """``(signature, Depends defaults)`` of the method whose parameters are bound."""
-    key = entry_key(step)
-    if key is not None:
-        try:
-            return _PARAMS[key]
-        except (KeyError, TypeError):  # TypeError: not weakly referenceable
-            pass
-    fn = step.function if isinstance(step, FunctionStep) else getattr(step, step._entry)
-    sig = inspect.signature(fn)
-    found = (sig, [(p.name, p.default) for p in sig.parameters.values() if isinstance(p.default, Depends)])
-    if key is not None:
-        with contextlib.suppress(TypeError):
-            _PARAMS[key] = found
-    return found
+    return params_for(entry_key(step), lambda: step.function if isinstance(step, FunctionStep)
+                      else getattr(step, step._entry))
 
 
 def _signature(step: Step) -> inspect.Signature:
@@ -360,69 +341,13 @@ class FunctionStep(Step):
         _start(self, "lambda" if given == "<lambda>" else given, policies, name is None)
         self.function = func
         if name is None:
-            _remember(func, self)
+            remember(func, self)
 
     def run_step(self, *args: Any, **kwargs: Any) -> Any:
         result = self.function(*args, **kwargs)
         if inspect.iscoroutine(result):  # an async function: run it to completion here
             return run_coro(result)
         return result
-
-
-# The latest unnamed FunctionStep made from each function, so that
-# ``Depends(f)``, ``FunctionStep(f)`` and ``>> f`` meet at one step.
-_BY_FUNCTION: weakref.WeakKeyDictionary[Any, weakref.ref[FunctionStep]] = weakref.WeakKeyDictionary()
-
-
-def _remember(func: Any, step: FunctionStep) -> None:
-    try:
-        _BY_FUNCTION[func] = weakref.ref(step)
-    except TypeError:  # a builtin cannot be weakly referenced: nothing to meet
-        pass
-
-
-_NO_POLICIES: tuple[Any, ...] = ()
-
-
-def step_policies(step: Step) -> Sequence[Any]:
-    """A step's policies, read without making the empty list of a step that has none.
-
-    Examples
-    --------
-    >>> from fuseline_nb.workflow.policies import RetryPolicy
-    >>> step_policies(FunctionStep(len))
-    ()
-    >>> step_policies(FunctionStep(len, policies=[RetryPolicy(max_retries=2)]))
-    [RetryPolicy(max_retries=2, wait=0)]
-    """
-    try:
-        return object.__getattribute__(step, "policies")  # type: ignore[no-any-return]
-    except AttributeError:
-        return _NO_POLICIES
-
-
-def known_function_step(func: Any) -> FunctionStep | None:
-    """The latest unnamed :class:`FunctionStep` of ``func`` that is wired to others, if any.
-
-    Examples
-    --------
-    >>> def train():
-    ...     return 1
-    >>> known_function_step(train) is None
-    True
-    >>> gate, t = FunctionStep(lambda: True, name="gate"), FunctionStep(train)
-    >>> _ = gate >> t
-    >>> known_function_step(train) is t
-    True
-    """
-    try:
-        ref = _BY_FUNCTION.get(func)
-    except TypeError:
-        return None
-    step = ref() if ref is not None else None
-    if step is None or not is_linked(step):
-        return None
-    return step
 
 
 def step_for_function(func: Any) -> FunctionStep:
@@ -436,19 +361,7 @@ def step_for_function(func: Any) -> FunctionStep:
     'report'
     """
     known = known_function_step(func)
-    return known if known is not None else FunctionStep(func)
-
-
-#: Attributes the model keeps on a step instance to wire it into graphs (edges,
-#: names, cached signatures, states, policies). They do not change what the step
-#: computes, and some hold object ids, so code fingerprints leave them out: a new
-#: attribute of this kind belongs here.
-WIRING_ATTRIBUTES = frozenset({
-    "_out", "_in", "_out_keys", "_auto_name",
-    "name", "state", "policies", "code_version", "cache",
-    # set by building (Fuseline's depth) and by running (the attempt counter)
-    "execution_group", "cur_retry",
-})
+    return known if known is not None else FunctionStep(func)  # type: ignore[no-any-return]
 
 
 #: Fuseline's older names, so code written against them runs unchanged.

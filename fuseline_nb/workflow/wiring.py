@@ -31,6 +31,18 @@ from typing import Any
 
 from .schema import DEFAULT_ACTION
 
+#: Attributes the model keeps on a step instance to wire it into graphs (edges,
+#: names, cached signatures, states, policies). They do not change what the step
+#: computes, and some hold object ids, so code fingerprints leave them out: a new
+#: attribute of this kind belongs here.
+WIRING_ATTRIBUTES = frozenset({
+    "_out", "_in", "_out_keys", "_auto_name",
+    "name", "state", "policies", "code_version", "cache",
+    # set by building (Fuseline's depth) and by running (the attempt counter)
+    "execution_group", "cur_retry",
+})
+
+
 #: Link lists up to this long are scanned; a longer one on both sides gets an index.
 _SCAN = 8
 

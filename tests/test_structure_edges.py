@@ -36,3 +36,22 @@ def test_after_the_schema_the_graph_and_a_new_version_read_the_schemas_edges() -
     again = other.to_schema()
     assert again is not schema and again.edges == schema.edges
     assert again.structure_key() == schema.structure_key() == fresh.to_schema().structure_key()
+
+
+def test_the_structure_key_hashed_in_slices_is_the_schemas_key() -> None:
+    """The workflow hashes its canonical text a slice at a time; a schema read back (no cached key)
+    hashes the whole text: the digests agree, past one slice and with names JSON escapes."""
+    from fuseline_nb.workflow.schema import WorkflowSchema
+    from fuseline_nb.workflow.structure import _SLICE
+
+    head, tail = FunctionStep(noop, name='he"ad\\'), FunctionStep(noop, name="tail é")
+    for i in range(_SLICE + 10):
+        _ = head >> FunctionStep(noop, name=f"m{i}\t") >> tail
+    side = FunctionStep(noop, name="side")
+    _ = (head - "ünïcode") >> side
+    wf = Workflow(outputs=[tail, side])
+    schema = wf.to_schema()
+    again = WorkflowSchema.from_json(schema.to_json())
+    assert "_structure_key" not in again.__dict__  # computed from the whole text below
+    assert again.structure_key() == schema.structure_key() == wf._key
+    assert wf.workflow_id == f"workflow-{wf._key[:12]}"

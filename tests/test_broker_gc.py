@@ -5,8 +5,10 @@ from __future__ import annotations
 import gc
 import weakref
 
+import pytest
+
 from fuseline_nb import FunctionStep, Workflow
-from fuseline_nb.broker import MemoryBroker, StepReport
+from fuseline_nb.broker import MemoryBroker, StepReport, _gcfreeze
 from fuseline_nb.workflow.status import Status
 
 
@@ -21,7 +23,20 @@ def _run_one(broker: MemoryBroker) -> tuple[str, str]:
     return wid, broker.dispatch_workflow(wf.to_schema())
 
 
-def test_dispatch_freezes_and_the_end_of_the_run_thaws_so_old_cyclic_garbage_is_collected() -> None:
+@pytest.fixture()
+def long_from_one_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_gcfreeze, "FREEZE_FROM_STEPS", 1)  # these tests' one-step runs count as long
+
+
+def test_a_short_run_freezes_nothing() -> None:
+    broker = MemoryBroker()
+    _run_one(broker)
+    assert gc.get_freeze_count() == 0
+    broker.close()
+
+
+def test_dispatch_freezes_and_the_end_of_the_run_thaws_so_old_cyclic_garbage_is_collected(
+        long_from_one_step: None) -> None:
     broker = MemoryBroker()
     old = _Cycle()
     gone = weakref.ref(old)
@@ -38,7 +53,7 @@ def test_dispatch_freezes_and_the_end_of_the_run_thaws_so_old_cyclic_garbage_is_
     assert gone() is None
 
 
-def test_cancelling_a_run_or_closing_its_broker_thaws() -> None:
+def test_cancelling_a_run_or_closing_its_broker_thaws(long_from_one_step: None) -> None:
     broker = MemoryBroker()
     _, run_id = _run_one(broker)
     assert gc.get_freeze_count() > 0

@@ -14,6 +14,10 @@ always; only cyclic garbage made of objects that existed at the dispatch
 waits until :func:`thaw`, and the next full collection after it collects it.
 Objects made during the run are collected as always.
 
+Only runs of at least :data:`FREEZE_FROM_STEPS` steps freeze: the freeze is
+undone at the run's end, and the collector's next full pass then walks the
+whole heap once — worth it for a long run, a loss for many short ones.
+
 The freeze is process-wide, so the rule is simple and safe with several
 runs and brokers: any dispatch freezes, any end thaws (the runs still going
 lose the benefit until the next dispatch, nothing else). A history file
@@ -23,7 +27,7 @@ dropped broker is found by the collector.
 Examples
 --------
 >>> import gc
->>> freeze_for_run(); gc.get_freeze_count() > 0
+>>> freeze_for_run(FREEZE_FROM_STEPS); gc.get_freeze_count() > 0
 True
 >>> thaw(); gc.get_freeze_count()
 0
@@ -36,11 +40,16 @@ import threading
 
 _lock = threading.Lock()
 
+#: A run of this many steps or more freezes what exists at its dispatch (see the module docstring).
+FREEZE_FROM_STEPS = 10_000
 
-def freeze_for_run() -> None:
-    """A run was dispatched: leave everything alive now out of the collector's walks until :func:`thaw`."""
-    with _lock:
-        gc.freeze()
+
+def freeze_for_run(steps: int) -> None:
+    """A run of ``steps`` steps was dispatched: if it is long, leave everything alive now out of the
+    collector's walks until :func:`thaw`."""
+    if steps >= FREEZE_FROM_STEPS:
+        with _lock:
+            gc.freeze()
 
 
 def thaw() -> None:
@@ -49,4 +58,4 @@ def thaw() -> None:
         gc.unfreeze()
 
 
-__all__ = ["freeze_for_run", "thaw"]
+__all__ = ["FREEZE_FROM_STEPS", "freeze_for_run", "thaw"]

@@ -208,8 +208,9 @@ class StorageBroker(WorkerCalls, HistoryReads, Broker):
             self._check_open()
             with paused_gc():
                 run_id = self._dispatch(workflow, inputs, cache, rerun)
-            if run_id in self._state.runs:
-                freeze_for_run()  # the workflow, schema, plan and records: out of the GC's walks (_gcfreeze)
+            run = self._state.runs.get(run_id)
+            if run is not None:  # a long run: the workflow, schema, plan, records out of the GC's walks
+                freeze_for_run(len(run.compiled.plan.order))
             return run_id
 
     def _dispatch(self, workflow: WorkflowSchema, inputs: dict[str, Any] | None, cache: bool | None,

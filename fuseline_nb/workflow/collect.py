@@ -5,8 +5,9 @@ Examples
 >>> from fuseline_nb import FunctionStep
 >>> a, b = FunctionStep(lambda: 1, name="a"), FunctionStep(lambda: 2, name="b")
 >>> _ = a >> b
->>> [s.name for s in collect([b])]
-['b', 'a']
+>>> steps, position, shapes = collect([b])
+>>> [s.name for s in steps], position[id(a)]
+(['b', 'a'], 1)
 """
 
 from __future__ import annotations

@@ -10,8 +10,11 @@ Examples
 >>> b.empty
 True
 >>> b.runs["r1"] = ("wf", "1", {"x": 1}, 0.0, ("a", "b"))
->>> sorted(b.arrow_tables({}))
-['batch_runs']
+>>> tables = b.arrow_tables({})
+>>> sorted(tables)
+['batch_new_steps', 'batch_runs']
+>>> tables["batch_new_steps"].column("step").to_pylist()   # the new run's PENDING rows, made here
+['a', 'b']
 """
 
 from __future__ import annotations

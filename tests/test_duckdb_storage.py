@@ -244,6 +244,34 @@ class TestReadWrite:
             rows = dict(st._execute("SELECT step, finished_at FROM fl_steps"))
         assert rows == {n: (float(done.index(n)) if n in done else None) for n in names}
 
+    def test_event_details_are_the_json_the_encoder_writes_and_odd_ones_fall_back(self):
+        # one C encoder per flush instead of one per detail: the text must not change, and a
+        # detail that fails (a cycle) must not leave marks that fail the details after it
+        import json
+        import math
+
+        from fuseline_nb.broker.storage._duckdb_batch import _ENCODER, _details
+        from fuseline_nb.broker.storage._duckdb_rows import to_json
+
+        cycle: dict = {"a": 1}
+        cycle["self"] = cycle
+        shared = {"action": "default", "error": None, "skip_reason": None}
+        plain = [shared, {"error": "ValueError: é ✓\n", "n": math.nan, "big": 10**30}, {"x": [1, 2.5, None]},
+                 {"s": {3}, "o": ValueError("bad")}, {1: "int key"}, shared]
+        details = [*plain[:3], None, cycle, *plain[3:]]
+        events = [Event("step_finished", "r1", i, 1.0, "a", Status.SUCCEEDED, detail=d)
+                  for i, d in enumerate(details)]
+        texts = _details(events)
+        assert texts[3] is None
+        assert texts[4] == to_json(cycle) and "self" in texts[4]
+        assert [t for i, t in enumerate(texts) if i not in (3, 4)] == [_ENCODER.encode(d) for d in plain]
+        assert json.loads(texts[0]) == shared and texts[-1] == texts[0]
+        with DuckDBRuntimeStorage(flush_interval=3600) as st:
+            st.create_run("r1", "wf", "1", {}, ["a"], created_at=0.0)
+            for e in events:
+                st.record_event(e)
+            assert [e.detail for e in st.events("r1")][:3] == [json.loads(t) for t in texts[:3]]
+
     def test_a_failed_write_keeps_the_changes_for_the_next_flush(self):
         with DuckDBRuntimeStorage(flush_interval=3600) as st:
             st.create_run("r1", "wf", "1", {}, ["a"], created_at=0.0)

@@ -38,12 +38,54 @@ from ._duckdb_rows import StepRow, inputs_columns, result_row, split_error, step
 
 log = logging.getLogger(__name__)
 
-_encode = json.JSONEncoder(default=safe_repr).encode  # one encoder: json.dumps(default=) builds one per call
+_ENCODER = json.JSONEncoder(default=safe_repr)
+
+
+def _c_encoder() -> Callable[[Any, int], Any] | None:
+    """A fresh C-made JSON encoder with ``_ENCODER``'s settings (None on a Python without ``_json``).
+
+    ``JSONEncoder.encode`` builds this object on every call (~3 µs, most of
+    the cost of a small detail); a flush builds one and encodes every detail
+    with it. Not shared between flushes: its circular-reference marks are
+    per encoder, and two files' flushers may run at once.
+    """
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return None
+    e = _ENCODER
+    return make({}, e.default, json.encoder.encode_basestring_ascii, None, e.key_separator,  # type: ignore[no-any-return]
+                e.item_separator, e.sort_keys, e.skipkeys, e.allow_nan)
+
+
+def _details(events: list[Event]) -> list[str | None]:
+    """Each event's detail as JSON text (None without one), as ``_ENCODER.encode`` writes it.
+
+    Examples
+    --------
+    >>> _details([Event("step_queued", "r", 1, 0.0), Event("step_finished", "r", 2, 0.0, detail={"x": [1, None]})])
+    [None, '{"x": [1, null]}']
+    """
+    encode = _c_encoder()
+    if encode is None:
+        return [None if e.detail is None else _json(e.detail) for e in events]
+    out: list[str | None] = []
+    add, join = out.append, "".join
+    for e in events:
+        detail = e.detail
+        if detail is None:
+            add(None)
+            continue
+        try:
+            add(join(encode(detail, 0)))
+        except Exception:  # the slow path says what it can; a new encoder: this one may keep marks
+            add(_json(detail))
+            encode = _c_encoder() or encode
+    return out
 
 
 def _json(detail: dict[str, Any]) -> str:
     try:
-        return _encode(detail)
+        return _ENCODER.encode(detail)
     except Exception:  # never let one odd detail block every later flush
         return to_json(detail)
 
@@ -200,7 +242,7 @@ class Batch:
                 [e.run_id for e in ev], [e.seq for e in ev], [e.at for e in ev], [e.step for e in ev],
                 [e.kind for e in ev], [e.state for e in ev],  # a Status is a str: Arrow takes it as is
                 [e.worker for e in ev], [e.attempt for e in ev],
-                [None if e.detail is None or self.safe else _json(e.detail) for e in ev],
+                _nones(len(ev)) if self.safe else _details(ev),
             ]
         if finals:
             columns["batch_finals"] = _transpose([(run_id, state, at) for run_id, (state, at) in finals.items()])

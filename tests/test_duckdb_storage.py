@@ -213,13 +213,37 @@ class TestReadWrite:
         with DuckDBRuntimeStorage() as st:  # its statements are small and serial: more threads only cost CPU
             assert st._execute("SELECT current_setting('threads')") == [(1,)]
 
-    def test_a_batch_of_most_steps_is_hashed_and_the_file_scanned_in_row_order(self):
+    def test_a_batch_of_most_steps_is_hashed_and_the_file_scanned_in_row_order(self, monkeypatch):
         # A batch holding > ~40 % of fl_steps (a fan-out's QUEUED rows, a flusher that fell
         # behind) made DuckDB's build_side_probe_side optimizer hash fl_steps and probe the
         # batch: the UPDATE then got its row ids in the batch's (random) order, ~50x slower.
+        # The flush turns that optimizer off for its own statements only.
         import json
         import random
 
+        from fuseline_nb.broker.storage import duckdb as duckdb_storage
+
+        scripts: list[str] = []
+        real = duckdb_storage._run_script
+
+        def recording(con, script, **tables):
+            scripts.append(script)
+            return real(con, script, **tables)
+
+        monkeypatch.setattr(duckdb_storage, "_run_script", recording)
+
+        def joins(node):
+            if node["name"] == "HASH_JOIN":
+                yield node
+            for child in node["children"]:
+                yield from joins(child)
+
+        def sides(con, batch_steps):  # (probe, build) of the UPDATE's join over this batch
+            plan = json.loads(con.execute("EXPLAIN (FORMAT json) " + Q.UPDATE_STEPS).fetchall()[0][1])
+            [join] = [j for root in plan for j in joins(root)]
+            return tuple(child["name"] for child in join["children"])
+
+        setting = "SELECT current_setting('disabled_optimizers')"
         names = [f"s{i}" for i in range(1000)]
         done = random.Random(7).sample(names, 600)
         with DuckDBRuntimeStorage(flush_interval=3600) as st:
@@ -227,22 +251,25 @@ class TestReadWrite:
             st.flush()
             for i, name in enumerate(done):
                 st.save_step("r1", name, StepInfo(Status.SUCCEEDED, attempts=1, finished_at=float(i)))
-            tables = st._batch.arrow_tables({})
-            batch_steps = tables["batch_steps"]  # noqa: F841 (DuckDB's replacement scan reads it)
-            plan = json.loads(st._con.execute("EXPLAIN (FORMAT json) " + Q.UPDATE_STEPS).fetchall()[0][1])
-
-            def joins(node):
-                if node["name"] == "HASH_JOIN":
-                    yield node
-                for child in node["children"]:
-                    yield from joins(child)
-
-            [join] = [j for root in plan for j in joins(root)]
-            probe, build = (child["name"] for child in join["children"])
-            assert (probe, build) == ("SEQ_SCAN", "PYTHON_ARROW_SCAN")
+            batch = st._batch.arrow_tables({})["batch_steps"]
+            assert sides(st._con, batch) == ("PYTHON_ARROW_SCAN", "SEQ_SCAN")  # DuckDB's own choice
+            st._con.execute(Q.PIN_SIDES)
+            assert sides(st._con, batch) == ("SEQ_SCAN", "PYTHON_ARROW_SCAN")
+            st._con.execute(Q.UNPIN_SIDES)
             st.flush()
+            script = scripts[-1]
+            assert script.index(Q.PIN_SIDES) < script.index(Q.UPDATE_STEPS)
+            assert st._execute(setting) == [("",)]  # other queries keep the optimizer
             rows = dict(st._execute("SELECT step, finished_at FROM fl_steps"))
-        assert rows == {n: (float(done.index(n)) if n in done else None) for n in names}
+            assert rows == {n: (float(done.index(n)) if n in done else None) for n in names}
+            # a failed flush resets it too
+            st._execute("ALTER TABLE fl_events RENAME TO fl_events_away")
+            st.record_event(Event("step_queued", "r1", 1, 1.0, "s1", Status.PENDING))
+            with pytest.raises(StorageError, match="fl_events"):
+                st.flush()
+            assert Q.PIN_SIDES in scripts[-1]
+            assert st._execute(setting) == [("",)]
+            st._execute("ALTER TABLE fl_events_away RENAME TO fl_events")
 
     def test_event_details_are_the_json_the_encoder_writes_and_odd_ones_fall_back(self):
         # one C encoder per flush instead of one per detail: the text must not change, and a

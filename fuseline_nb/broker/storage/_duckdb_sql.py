@@ -208,6 +208,12 @@ SELECT kind, run_id, seq, "at", step, state, worker, attempt, detail_json
 FROM fl_events WHERE run_id = ? ORDER BY seq, rowid
 """
 
+#: A flush's UPDATEs join ``fl_steps`` with a batch: the batch must be hashed, ``fl_steps``
+#: scanned, so the rows are updated in the file's order (see ``duckdb._can_pin_sides``).
+#: Per database in DuckDB: a flush sets it after BEGIN and resets it before COMMIT.
+PIN_SIDES: Final = "SET disabled_optimizers = 'build_side_probe_side'"
+UNPIN_SIDES: Final = "RESET disabled_optimizers"
+
 #: Batch statements in the order a flush runs them (one transaction). The steps UPDATE comes
 #: last: the flush reads its count (see UPDATE_STEPS); batch_results never holds a step of
 #: batch_steps, so the two may run in either order.

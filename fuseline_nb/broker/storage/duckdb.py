@@ -119,7 +119,7 @@ class DuckDBRuntimeStorage(HistoryReads, RuntimeStorage):
             # busy machine (workers on the other cores) DuckDB's extra threads only add CPU:
             # replaying a 1->20,000->1 run's writes, -25 % of the flush's DuckDB CPU
             self._con = self._db(duckdb.connect, self.path, config={"threads": 1})
-            _hash_the_batch(self._con)
+            self._pin_sides = _can_pin_sides(self._con)
             migrate(self._execute, self._io_lock, self.path)
             for (text,) in self._execute(Q.SELECT_WORKFLOWS):
                 s = WorkflowSchema.from_json(text)
@@ -311,18 +311,27 @@ class DuckDBRuntimeStorage(HistoryReads, RuntimeStorage):
         tables = batch.arrow_tables(self._unpicklable, None if self._files is None else self._files.write)
         # one script, one call: each call into duckdb releases and retakes the GIL, and
         # retaking it from a busy broker thread can wait a whole switch interval
-        script = ";\n".join(["BEGIN TRANSACTION", *(sql for name, sql in Q.WRITE_ORDER if name in tables)])
+        pin = self._pin_sides  # the batch hashed, fl_steps scanned in row order (see _can_pin_sides)
+        script = ";\n".join(["BEGIN TRANSACTION", *([Q.PIN_SIDES] if pin else []),
+                              *(sql for name, sql in Q.WRITE_ORDER if name in tables)])
         try:
             count = self._db(_run_script, self._con, script, **tables)
             steps = tables.get("batch_steps")
             if steps is not None and count != steps.num_rows:  # rows not in the file yet
-                self._db(_run_script, self._con, Q.INSERT_MISSING_STEPS, batch_steps=steps)
-            self._db(self._con.execute, "COMMIT")
+                self._db(_run_script, self._con, f"{Q.UNPIN_SIDES};\n{Q.INSERT_MISSING_STEPS}" if pin
+                         else Q.INSERT_MISSING_STEPS, batch_steps=steps)
+            self._db(self._con.execute, f"{Q.UNPIN_SIDES};\nCOMMIT" if pin else "COMMIT")
         except BaseException:
             try:
                 self._con.execute("ROLLBACK")
             except duckdb.Error:  # no transaction left open: nothing to undo
                 log.debug("rollback after a failed flush of %s failed", self.path, exc_info=True)
+            if pin:  # a setting, not undone by the rollback
+                try:
+                    self._con.execute(Q.UNPIN_SIDES)
+                except duckdb.Error:
+                    log.debug("resetting the optimizers after a failed flush of %s failed", self.path,
+                              exc_info=True)
             raise
 
     # -- reading: see HistoryReads (flush first, so reads see every change) ----------------
@@ -393,8 +402,8 @@ class DuckDBRuntimeStorage(HistoryReads, RuntimeStorage):
         return f"DuckDBRuntimeStorage({self.path!r}{', closed' if self._closed else ''})"
 
 
-def _hash_the_batch(con: Any) -> None:
-    """Keep the batch on the build side of the flush's ``UPDATE ... FROM batch_*`` joins.
+def _can_pin_sides(con: Any) -> bool:
+    """Whether this DuckDB lets a flush keep its batch on the build side of its ``UPDATE ... FROM batch_*``.
 
     DuckDB's ``build_side_probe_side`` optimizer builds the hash table on the
     side it estimates narrower; once a batch holds more than ~40 % of
@@ -403,17 +412,23 @@ def _hash_the_batch(con: Any) -> None:
     UPDATE gets its row ids in the batch's order instead of the file's.
     Updating rows out of order costs DuckDB ~30-100 µs a row instead of ~1
     (1->100,000->1: 2.3 s for one flush of 100,000 QUEUED rows; 60,000
-    shuffled rows of a 100,000-row table: 5.9 s against 0.07 s). Without it,
-    the join order optimizer puts the smaller input (the batch, at most the
-    table) on the build side and ``fl_steps`` is scanned in row order. The
-    setting is per database (DuckDB has no session scope for it): queries
-    through ``sql()`` choose join sides by row counts only as well. A DuckDB
-    without this optimizer is left as it is.
+    shuffled rows of a 100,000-row table: 5.9 s against 0.07 s). With it off,
+    the join order optimizer builds on the smaller input (the batch, at most
+    the table) and ``fl_steps`` is scanned in row order.
+
+    The setting is per database (DuckDB refuses a session scope for it), so a
+    flush turns it off only for its own statements (``PIN_SIDES`` after BEGIN,
+    ``UNPIN_SIDES`` before COMMIT, ~0.2 ms): other queries (the cache's LEFT
+    JOIN of fl_steps, ``sql()``) keep the optimizer. A DuckDB without this
+    optimizer is left as it is.
     """
     try:
-        con.execute("SET disabled_optimizers = 'build_side_probe_side'")
+        con.execute(Q.PIN_SIDES)
+        con.execute(Q.UNPIN_SIDES)
     except duckdb.Error:  # an older DuckDB without the optimizer (or a renamed one): nothing to turn off
-        log.debug("DuckDB refused disabled_optimizers = 'build_side_probe_side'", exc_info=True)
+        log.debug("DuckDB refused %s", Q.PIN_SIDES, exc_info=True)
+        return False
+    return True
 
 
 def _run_script(con: Any, script: str, batch_workflows: Any = None, batch_runs: Any = None,

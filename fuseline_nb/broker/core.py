@@ -56,6 +56,7 @@ from ._reads import HistoryReads
 from ._workers import WorkerCalls
 from .base import Broker, StepAssignment, StepReport
 from .cache import CacheEntry, CacheStore, RunCache
+from .records import StepRecords
 from .resume import resume
 from .state import LiveState
 from .storage.base import RuntimeStorage
@@ -121,6 +122,7 @@ class StorageBroker(WorkerCalls, HistoryReads, Broker):
             "register_workflow": s.register_workflow, "create_run": s.create_run, "enqueue": s.enqueue,
             "save_step": lambda run_id, step, info: save_step(
                 run_id, step, info if info.__class__ is StepInfo else info.record(step)),
+            "queued": self._queued,
             "set_result": s.set_result, "finalize_run": s.finalize_run,
             "cache_put": lambda entry, value: self.cache_store.put(entry, value),
             "cache_hit": lambda key, at: self.cache_store.hit(key, at),
@@ -147,7 +149,7 @@ class StorageBroker(WorkerCalls, HistoryReads, Broker):
     def _apply(self, fx: Effects) -> None:
         """Carry out what a transition decided: its writes in order, then record and publish its events."""
         do = self._do
-        for op, args in fx.writes:
+        for op, args in fx.ops:
             do[op](*args)
         if fx.events:
             record = self.storage.record_event
@@ -168,6 +170,14 @@ class StorageBroker(WorkerCalls, HistoryReads, Broker):
         if st.ending:
             st.ending.clear()  # their run_finished is out: read them from the storage now
             thaw()  # what the dispatch froze is collectable again (see _gcfreeze)
+
+    def _queued(self, run_id: str, steps: list[str], records: StepRecords) -> None:
+        """The writes of an Effects' ``queued`` entry: per step, in order, ``enqueue`` then ``save_step``."""
+        s = self.storage
+        enqueue, save_step, record = s.enqueue, s.save_step, records.record
+        for step in steps:
+            enqueue(run_id, step)
+            save_step(run_id, step, record(step))
 
     # -- workflows and workers -----------------------------------------------------
     def _register(self, schema: WorkflowSchema) -> Any:

@@ -106,7 +106,7 @@ def assign(st: LiveState, run: LiveRun, step: str, worker: Worker, now: float) -
     hold(worker, Assignment(workflow_id, version, run_id, step, wid, attempt, deadline, timeout), now)
     if deadline < st.next_expiry:
         st.next_expiry = deadline
-    fx.writes.append(("save_step", (run_id, step, info)))
+    fx.ops.append(("save_step", (run_id, step, info)))
     fx.emit(run, now, "step_started", step, Status.RUNNING, label, attempt, None)
     done = run.results
     results = {e.source: done[e.source] for e in compiled.plan.incoming[step] if e.source in done}

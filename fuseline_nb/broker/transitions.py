@@ -70,23 +70,46 @@ class Effects:
     instead of a ``StepInfo``: the record is made from them as it is saved. ``events`` are recorded in the storage and published,
     after the writes.
 
+    The broker applies ``ops``, the same writes kept compact: the steps
+    :func:`enqueue` queues are one ``("queued", (run_id, steps, records))``
+    entry, which stands for an ``enqueue`` and a ``save_step`` per step, in
+    order (a fan-out's root queues a million steps: two write entries per
+    step held at once would be ~240 MB). ``writes`` spells them out.
+
     Examples
     --------
     >>> fx = Effects()
     >>> fx.write("enqueue", "r1", "a")
     >>> fx.writes
     [('enqueue', ('r1', 'a'))]
+    >>> fx.ops.append(("queued", ("r1", ["b", "c"], "recs")))
+    >>> [(op, args[1]) for op, args in fx.writes]
+    [('enqueue', 'a'), ('enqueue', 'b'), ('save_step', 'b'), ('enqueue', 'c'), ('save_step', 'c')]
     """
 
-    __slots__ = ("events", "writes")
+    __slots__ = ("events", "ops")
 
     def __init__(self) -> None:
-        self.writes: list[tuple[str, tuple[Any, ...]]] = []
+        self.ops: list[tuple[str, tuple[Any, ...]]] = []
         self.events: list[Event] = []
+
+    @property
+    def writes(self) -> list[tuple[str, tuple[Any, ...]]]:
+        """The storage calls in order, one per call (``ops`` with each ``queued`` entry spelled out)."""
+        out: list[tuple[str, tuple[Any, ...]]] = []
+        for op, args in self.ops:
+            if op == "queued":
+                run_id, steps, records = args
+                for step in steps:
+                    out.append(("enqueue", (run_id, step)))
+                    out.append(("save_step", (run_id, step, records)))
+            else:
+                out.append((op, args))
+        return out
 
     def write(self, op: str, *args: Any) -> None:
         """Add a storage call."""
-        self.writes.append((op, args))
+        self.ops.append((op, args))
 
     def emit(self, run: LiveRun, at: float, kind: Any, step: str | None, state: Status | None,
              worker: str | None, attempt: int, detail: dict[str, Any] | None) -> None:
@@ -138,13 +161,14 @@ def dispatch(st: LiveState, compiled: Compiled, run_id: str, inputs: dict[str, A
 def enqueue(run: LiveRun, steps: Iterable[str], now: float, fx: Effects,
             detail: dict[str, Any] | None = None) -> None:
     """Queue ``steps`` of ``run`` (PENDING, ``queued_at = now``)."""
-    run_id, records, writes, emit = run.run_id, run.infos, fx.writes, fx.emit
+    run_id, records, emit = run.run_id, run.infos, fx.emit
+    steps = list(steps)
     queue = records.queue
     for step in steps:
         queue(step, now)  # in the run's arrays: no StepInfo per queued step
-        writes.append(("enqueue", (run_id, step)))
-        writes.append(("save_step", (run_id, step, records)))  # its StepInfo is made as it is saved
         emit(run, now, "step_queued", step, Status.PENDING, None, 0, detail)
+    if steps:  # an enqueue and a save_step per step (its StepInfo made as it is saved): one entry for all
+        fx.ops.append(("queued", (run_id, steps, records)))
 
 
 def complete(st: LiveState, run: LiveRun, step: str, state: Status, report: StepReport, now: float,
@@ -179,7 +203,7 @@ def complete(st: LiveState, run: LiveRun, step: str, state: Status, report: Step
         outcome = succeeded(info.action or "default")
         info.error = info.traceback = None
         run.results[step] = info.result = value
-        fx.writes.append(("set_result", (run_id, step, value)))
+        fx.ops.append(("set_result", (run_id, step, value)))
         cache = run.cache
         if cache is not None:
             entry = new_entry(cache, run_id, step, info.action, value, now)
@@ -209,7 +233,7 @@ def complete(st: LiveState, run: LiveRun, step: str, state: Status, report: Step
     else:
         raise ValueError(f"a report's state must be SUCCEEDED, FAILED or SKIPPED, not {state}")
     info.state = state
-    fx.writes.append(("save_step", (run_id, step, info)))
+    fx.ops.append(("save_step", (run_id, step, info)))
     detail: dict[str, Any] = {"action": info.action, "error": info.error, "skip_reason": info.skip_reason}
     if report.conditions:
         detail["conditions"] = report.conditions
@@ -282,7 +306,7 @@ def serve(run: LiveRun, ready: list[str], now: float, fx: Effects, lookup: Looku
             keys[step] = key if cache.cacheable.get(step) and step not in cache.rerun else None
         wanted = [k for k in keys.values() if k is not None]
         hits = lookup(wanted) if wanted else {}
-        for op, args in fx.writes:  # an entry put earlier in this transition is not written yet
+        for op, args in fx.ops:  # an entry put earlier in this transition is not written yet
             if op == "cache_put" and args[0].key in keys.values() and args[0].key not in hits:
                 hits[args[0].key] = (args[0], args[1])
         following: list[str] = []

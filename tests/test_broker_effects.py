@@ -90,6 +90,7 @@ def test_the_storage_gets_each_queued_step_in_order_then_the_events() -> None:
     assert [e[1:3] for e in events] == [("step_finished", "head")] + [("step_queued", f"m{i}") for i in range(4)]
     assert storage.calls.index(events[0]) > storage.calls.index(steps[-1])  # the writes first, then the events
     assert [broker.get_step(wid).step_name for _ in range(4)] == [f"m{i}" for i in range(4)]  # type: ignore[union-attr]
+    broker.close()
 
 
 def test_the_roots_report_holds_no_write_entry_per_queued_step() -> None:
@@ -115,6 +116,7 @@ def test_the_roots_report_holds_no_write_entry_per_queued_step() -> None:
         now, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
+        broker.close()  # a run of 10k steps or more froze the GC's generations: closing thaws them
     # the N events are made at once (a live view sees them together); two write entries per step (~230 B more: 408 before) are not
     per_step = (peak - now) / n
     assert per_step < 260, f"the root's report held {per_step:.0f} B per queued step above what it kept"

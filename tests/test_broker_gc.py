@@ -63,3 +63,18 @@ def test_cancelling_a_run_or_closing_its_broker_thaws(long_from_one_step: None) 
     assert gc.get_freeze_count() > 0
     broker.close()
     assert gc.get_freeze_count() == 0
+
+
+def test_a_freeze_the_user_made_is_left_alone_by_short_runs_and_closing() -> None:
+    gc.freeze()  # e.g. before forking, in the user's own code
+    try:
+        frozen = gc.get_freeze_count()
+        broker = MemoryBroker()
+        wid, run_id = _run_one(broker)  # a short run: freezes nothing, so its end thaws nothing
+        (a,) = broker.get_steps(wid, 1)
+        broker.report_step(wid, StepReport(a.workflow_id, run_id, "one", Status.SUCCEEDED, 1, attempt=1))
+        assert broker.get_run(run_id).state is Status.SUCCEEDED
+        broker.close()
+        assert gc.get_freeze_count() >= frozen > 0
+    finally:
+        gc.unfreeze()

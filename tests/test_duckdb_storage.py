@@ -18,6 +18,7 @@ from fuseline_nb.broker import DuckDBBroker
 from fuseline_nb.broker.clients import LocalBrokerClient
 from fuseline_nb.broker.storage import DuckDBRuntimeStorage
 from fuseline_nb.broker.storage import _duckdb_sql as Q
+from fuseline_nb.broker.storage._duckdb_batch import Batch
 from fuseline_nb.broker.storage._duckdb_sql import CURRENT_VERSION
 from fuseline_nb.errors import (
     StorageClosedError,
@@ -362,6 +363,24 @@ class TestReadWrite:
             assert st.list_workflows() == [schema]
             assert st.get_workflow("wf", "2") == schema and st.get_workflow("wf", "1") is None
 
+    def test_a_workflow_row_is_its_json_text_written_once_without_an_arrow_copy(self, tmp_path):
+        # the definition's text goes to DuckDB as a statement parameter (an Arrow table of it
+        # was one more copy of ~300 MB at 1,000,000 steps), inserted only if the row is new
+        schema = WorkflowSchema("wf", "2", tuple(StepSchema(f"s{i}") for i in range(50)), name="demo é")
+        with DuckDBRuntimeStorage(tmp_path / "h.duckdb") as st:
+            st.register_workflow(schema)
+            assert "batch_workflows" not in st._batch.arrow_tables({})
+            st.flush()  # a flush holding only the workflow
+            again = Batch()
+            again.add_workflow(schema)  # the same id and version once more: kept as it was
+            again.runs["r1"] = ("wf", "2", {}, 0.0, ("s0",))
+            st._write(again)
+            assert st.sql("SELECT workflow_id, version, name, schema_json FROM workflows").fetchall() == [
+                ("wf", "2", "demo é", schema.to_json())]
+            assert st.sql("SELECT count(*) FROM steps WHERE run_id = 'r1'").fetchall() == [(1,)]
+        with DuckDBRuntimeStorage(tmp_path / "h.duckdb") as st:
+            assert st.list_workflows() == [schema]
+
     def test_a_big_result_is_stored_but_not_previewed(self):
         with DuckDBRuntimeStorage() as st:
             st.create_run("r1", "wf", "1", {}, ["a", "b"], created_at=0.0)
@@ -558,6 +577,22 @@ class TestDefinitions:
             st.put_definition("b", "1", b"b1")  # any later store prunes
             assert self._kept(st) == [("a", "2"), ("b", "1")]
             assert st.get_definition("a", "1") is None
+
+    def test_a_definition_that_cannot_be_stored_leaves_the_one_before(self, tmp_path, monkeypatch):
+        # replacing is a DELETE and an INSERT in one transaction (INSERT OR REPLACE held a
+        # big BLOB several times over): a failed INSERT undoes the DELETE, and no
+        # transaction is left open for the next write
+        with DuckDBRuntimeStorage(tmp_path / "h.duckdb") as st:
+            st.put_definition("a", "1", b"a1")
+            with monkeypatch.context() as m:  # the INSERT fails after the DELETE ran
+                m.setattr(Q, "PUT_DEFINITION",
+                          "INSERT INTO fl_definitions SELECT ?, ?, CASE WHEN octet_length(?) < 0 THEN ''::BLOB END, ?")
+                with pytest.raises(StorageError, match="NOT NULL"):
+                    st.put_definition("a", "1", b"a1 edited")
+            assert st.get_definition("a", "1") == b"a1"
+            st.put_definition("a", "1", b"a1 edited")
+            assert st.get_definition("a", "1") == b"a1 edited"
+            assert self._kept(st) == [("a", "1")]
 
     def test_reopening_the_file_prunes_what_finished_runs_left(self, tmp_path):
         path = tmp_path / "h.duckdb"

@@ -19,7 +19,7 @@ undone at the run's end, and the collector's next full pass then walks the
 whole heap once — worth it for a long run, a loss for many short ones.
 
 The freeze is process-wide, so the rule is simple and safe with several
-runs and brokers: any dispatch freezes, any end thaws (the runs still going
+runs and brokers: any long run's dispatch freezes, any end thaws what it froze (the runs still going
 lose the benefit until the next dispatch, nothing else). A history file
 reopened in this process thaws first (``storage._duckdb_life``), so a
 dropped broker is found by the collector.
@@ -39,6 +39,7 @@ import gc
 import threading
 
 _lock = threading.Lock()
+_froze = False  # whether this module froze (a user's own gc.freeze() is left alone otherwise)
 
 #: A run of this many steps or more freezes what exists at its dispatch (see the module docstring).
 FREEZE_FROM_STEPS = 10_000
@@ -47,15 +48,24 @@ FREEZE_FROM_STEPS = 10_000
 def freeze_for_run(steps: int) -> None:
     """A run of ``steps`` steps was dispatched: if it is long, leave everything alive now out of the
     collector's walks until :func:`thaw`."""
+    global _froze
     if steps >= FREEZE_FROM_STEPS:
         with _lock:
             gc.freeze()
+            _froze = True
 
 
 def thaw() -> None:
-    """A run ended (or a broker closed): every frozen object is collectable again."""
+    """A run ended (or a broker closed): every frozen object is collectable again.
+
+    Only after :func:`freeze_for_run` froze: the end of a short run (or a
+    broker closing) leaves a freeze the user made alone.
+    """
+    global _froze
     with _lock:
-        gc.unfreeze()
+        if _froze:
+            gc.unfreeze()
+            _froze = False
 
 
 __all__ = ["FREEZE_FROM_STEPS", "freeze_for_run", "thaw"]

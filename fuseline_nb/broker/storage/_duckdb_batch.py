@@ -92,8 +92,6 @@ def _json(detail: dict[str, Any]) -> str:
 
 _S, _F, _I, _B = pa.string(), pa.float64(), pa.int32(), pa.binary()
 _SCHEMAS = {
-    "batch_workflows": pa.schema([("workflow_id", _S), ("version", _S), ("name", _S),
-                                  ("schema_json", _S), ("registered_at", _F)]),
     "batch_runs": pa.schema([("run_id", _S), ("workflow_id", _S), ("version", _S), ("state", _S),
                              ("inputs_json", _S), ("inputs_pickle", _B), ("created_at", _F),
                              ("finished_at", _F)]),
@@ -194,6 +192,10 @@ class Batch:
                      spill: Callable[[tuple[str, str], bytes], str] | None = None) -> dict[str, pa.Table]:
         """One Arrow table per non-empty part, named as the write statements expect.
 
+        Not the workflows: the flush writes each one's JSON text as a statement
+        parameter (an Arrow table would be one more copy of a text that is
+        ~300 MB for a 1,000,000-step workflow).
+
         A result rides with its step's row, and a run's end with its creation,
         when both are in this batch (fewer statements: each costs ~1 ms). The
         big parts are built column by column: no tuple per row, so the flusher
@@ -204,9 +206,6 @@ class Batch:
         """
         columns: dict[str, list[Any]] = {}
         tables: dict[str, pa.Table] = {}
-        if self.workflows:
-            columns["batch_workflows"] = _transpose([(s.workflow_id, s.version, s.name, s.to_json(), at)
-                                                     for s, at in self.workflows])
         finals = dict(self.finals)
         if self.runs:
             runs = []

@@ -204,7 +204,19 @@ class DuckDBRuntimeStorage(HistoryReads, RuntimeStorage):
         buffered runs are flushed first, so a live run's definition stays).
         """
         self._check_open()
-        self._execute(Q.PUT_DEFINITION, [workflow_id, version, bytes(definition), time.time()])
+        with self._io_lock:
+            self._db(self._con.execute, "BEGIN TRANSACTION")
+            try:
+                self._db(self._con.execute, Q.DELETE_DEFINITION, [workflow_id, version])
+                self._db(self._con.execute, Q.PUT_DEFINITION, [workflow_id, version, bytes(definition),
+                                                                 time.time()])
+                self._db(self._con.execute, "COMMIT")
+            except BaseException:
+                try:
+                    self._con.execute("ROLLBACK")
+                except duckdb.Error:  # no transaction left open: nothing to undo
+                    log.debug("rollback after a failed definition write to %s failed", self.path, exc_info=True)
+                raise
         self.flush()
         self._execute(Q.PRUNE_DEFINITIONS)
 
@@ -312,10 +324,16 @@ class DuckDBRuntimeStorage(HistoryReads, RuntimeStorage):
         # one script, one call: each call into duckdb releases and retakes the GIL, and
         # retaking it from a busy broker thread can wait a whole switch interval
         pin = self._pin_sides  # the batch hashed, fl_steps scanned in row order (see _can_pin_sides)
-        script = ";\n".join(["BEGIN TRANSACTION", *([Q.PIN_SIDES] if pin else []),
+        begin = ["BEGIN TRANSACTION"]
+        if batch.workflows:  # new workflows first, in the same transaction, their text a parameter
+            self._db(self._con.execute, begin.pop())
+        script = ";\n".join([*begin, *([Q.PIN_SIDES] if pin else []),
                               *(sql for name, sql in Q.WRITE_ORDER if name in tables)])
         try:
-            count = self._db(_run_script, self._con, script, **tables)
+            for schema, at in batch.workflows:
+                self._db(self._con.execute, Q.INSERT_WORKFLOW,
+                         [schema.workflow_id, schema.version, schema.name, schema.to_json(), at])
+            count = self._db(_run_script, self._con, script, **tables) if script else None
             steps = tables.get("batch_steps")
             if steps is not None and count != steps.num_rows:  # rows not in the file yet
                 self._db(_run_script, self._con, f"{Q.UNPIN_SIDES};\n{Q.INSERT_MISSING_STEPS}" if pin
@@ -431,7 +449,7 @@ def _can_pin_sides(con: Any) -> bool:
     return True
 
 
-def _run_script(con: Any, script: str, batch_workflows: Any = None, batch_runs: Any = None,
+def _run_script(con: Any, script: str, batch_runs: Any = None,
                 batch_new_steps: Any = None, batch_steps: Any = None, batch_results: Any = None,
                 batch_events: Any = None, batch_finals: Any = None) -> int | None:
     """Run ``script`` over the batch's Arrow tables; the count its last statement returned.

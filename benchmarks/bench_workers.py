@@ -164,8 +164,8 @@ def sleeps_wf(n: int) -> fl.Workflow:
                        workflow_id=f"bench-sleeps-{n}")
 
 
-def workers_cpu(pids: list[int]) -> float:
-    """CPU seconds the processes ``pids`` used so far, all threads (0 where /proc is missing)."""
+def _per_thread(pids: list[int], name: str, read: Callable[[Any], int]) -> int:
+    """Sum ``read(f)`` over ``/proc/<pid>/task/<tid>/<name>`` of every thread of ``pids`` (0 where missing)."""
     total = 0
     for pid in pids:
         try:
@@ -174,11 +174,16 @@ def workers_cpu(pids: list[int]) -> float:
             continue
         for task in tasks:
             try:
-                with open(f"/proc/{pid}/task/{task}/schedstat") as f:
-                    total += int(f.read().split()[0])
-            except (OSError, ValueError, IndexError):
+                with open(f"/proc/{pid}/task/{task}/{name}") as f:
+                    total += read(f)
+            except (OSError, ValueError, IndexError, StopIteration):
                 pass
-    return total / 1e9
+    return total
+
+
+def workers_cpu(pids: list[int]) -> float:
+    """CPU seconds the processes ``pids`` used so far, all threads (0 where /proc is missing)."""
+    return _per_thread(pids, "schedstat", lambda f: int(f.read().split()[0])) / 1e9
 
 
 def sleeps_of(pids: list[int]) -> int:
@@ -188,19 +193,8 @@ def sleeps_of(pids: list[int]) -> int:
     A wait that a spin catches costs none; one that sleeps costs one here and
     a wake-up by the other side.
     """
-    total = 0
-    for pid in pids:
-        try:
-            tasks = os.listdir(f"/proc/{pid}/task")
-        except OSError:
-            continue
-        for task in tasks:
-            try:
-                with open(f"/proc/{pid}/task/{task}/status") as f:
-                    total += next(int(line.split()[1]) for line in f if line.startswith("voluntary_ctxt"))
-            except (OSError, ValueError, StopIteration):
-                pass
-    return total
+    return _per_thread(pids, "status",
+                       lambda f: next(int(line.split()[1]) for line in f if line.startswith("voluntary_ctxt")))
 
 
 def session_runner(session: fl.Session, wf: fl.Workflow | Callable[[], fl.Workflow],

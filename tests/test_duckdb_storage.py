@@ -222,16 +222,16 @@ class TestReadWrite:
         import json
         import random
 
-        from fuseline_nb.broker.storage import duckdb as duckdb_storage
+        from fuseline_nb.broker.storage import _duckdb_write
 
         scripts: list[str] = []
-        real = duckdb_storage._run_script
+        real = _duckdb_write.run_script
 
         def recording(con, script, **tables):
             scripts.append(script)
             return real(con, script, **tables)
 
-        monkeypatch.setattr(duckdb_storage, "_run_script", recording)
+        monkeypatch.setattr(_duckdb_write, "run_script", recording)
 
         def joins(node):
             if node["name"] == "HASH_JOIN":

@@ -216,7 +216,7 @@ FROM fl_events WHERE run_id = ? ORDER BY seq, rowid
 """
 
 #: A flush's UPDATEs join ``fl_steps`` with a batch: the batch must be hashed, ``fl_steps``
-#: scanned, so the rows are updated in the file's order (see ``duckdb._can_pin_sides``).
+#: scanned, so the rows are updated in the file's order (see ``_duckdb_write.can_pin_sides``).
 #: Per database in DuckDB: a flush sets it after BEGIN and resets it before COMMIT.
 PIN_SIDES: Final = "SET disabled_optimizers = 'build_side_probe_side'"
 UNPIN_SIDES: Final = "RESET disabled_optimizers"

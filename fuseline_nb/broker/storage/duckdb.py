@@ -12,8 +12,8 @@ last ``flush_interval`` are lost: the broker re-runs those steps on resume.
 
 The user-facing views ``workflows``, ``runs``, ``steps`` and ``events`` are
 described in ``docs/history.md``; the SQL lives in :mod:`._duckdb_sql`.
-Only this module and :mod:`._duckdb_open` (opening a file, checking user SQL)
-import duckdb.
+Only this module, :mod:`._duckdb_write` (one flush's transaction) and
+:mod:`._duckdb_open` (opening a file, checking user SQL) import duckdb.
 
 Examples
 --------
@@ -59,6 +59,7 @@ from ._duckdb_life import claim, flush_loop, release, track, translate, wait_war
 from ._duckdb_open import check_read_only, migrate, refuse_foreign
 from ._duckdb_reads import HistoryReads
 from ._duckdb_rows import step_row
+from ._duckdb_write import can_pin_sides, write_batch
 from .base import RuntimeStorage
 
 log = logging.getLogger(__name__)
@@ -119,7 +120,7 @@ class DuckDBRuntimeStorage(HistoryReads, RuntimeStorage):
             # busy machine (workers on the other cores) DuckDB's extra threads only add CPU:
             # replaying a 1->20,000->1 run's writes, -25 % of the flush's DuckDB CPU
             self._con = self._db(duckdb.connect, self.path, config={"threads": 1})
-            self._pin_sides = _can_pin_sides(self._con)
+            self._pin_sides = can_pin_sides(self._con)
             migrate(self._execute, self._io_lock, self.path)
             for (text,) in self._execute(Q.SELECT_WORKFLOWS):
                 s = WorkflowSchema.from_json(text)
@@ -320,37 +321,8 @@ class DuckDBRuntimeStorage(HistoryReads, RuntimeStorage):
                 raise
 
     def _write(self, batch: Batch) -> None:
-        tables = batch.arrow_tables(self._unpicklable, None if self._files is None else self._files.write)
-        # one script, one call: each call into duckdb releases and retakes the GIL, and
-        # retaking it from a busy broker thread can wait a whole switch interval
-        pin = self._pin_sides  # the batch hashed, fl_steps scanned in row order (see _can_pin_sides)
-        begin = ["BEGIN TRANSACTION"]
-        if batch.workflows:  # new workflows first, in the same transaction, their text a parameter
-            self._db(self._con.execute, begin.pop())
-        script = ";\n".join([*begin, *([Q.PIN_SIDES] if pin else []),
-                              *(sql for name, sql in Q.WRITE_ORDER if name in tables)])
-        try:
-            for schema, at in batch.workflows:
-                self._db(self._con.execute, Q.INSERT_WORKFLOW,
-                         [schema.workflow_id, schema.version, schema.name, schema.to_json(), at])
-            count = self._db(_run_script, self._con, script, **tables) if script else None
-            steps = tables.get("batch_steps")
-            if steps is not None and count != steps.num_rows:  # rows not in the file yet
-                self._db(_run_script, self._con, f"{Q.UNPIN_SIDES};\n{Q.INSERT_MISSING_STEPS}" if pin
-                         else Q.INSERT_MISSING_STEPS, batch_steps=steps)
-            self._db(self._con.execute, f"{Q.UNPIN_SIDES};\nCOMMIT" if pin else "COMMIT")
-        except BaseException:
-            try:
-                self._con.execute("ROLLBACK")
-            except duckdb.Error:  # no transaction left open: nothing to undo
-                log.debug("rollback after a failed flush of %s failed", self.path, exc_info=True)
-            if pin:  # a setting, not undone by the rollback
-                try:
-                    self._con.execute(Q.UNPIN_SIDES)
-                except duckdb.Error:
-                    log.debug("resetting the optimizers after a failed flush of %s failed", self.path,
-                              exc_info=True)
-            raise
+        write_batch(self._db, self._con, batch, pin=self._pin_sides, path=self.path,
+                    unpicklable=self._unpicklable, write_file=None if self._files is None else self._files.write)
 
     # -- reading: see HistoryReads (flush first, so reads see every change) ----------------
     def cache_store(self) -> DuckDBCacheStore:
@@ -418,49 +390,6 @@ class DuckDBRuntimeStorage(HistoryReads, RuntimeStorage):
 
     def __repr__(self) -> str:
         return f"DuckDBRuntimeStorage({self.path!r}{', closed' if self._closed else ''})"
-
-
-def _can_pin_sides(con: Any) -> bool:
-    """Whether this DuckDB lets a flush keep its batch on the build side of its ``UPDATE ... FROM batch_*``.
-
-    DuckDB's ``build_side_probe_side`` optimizer builds the hash table on the
-    side it estimates narrower; once a batch holds more than ~40 % of
-    ``fl_steps`` (a fan-out's QUEUED rows, a long flush interval, a flusher
-    that fell behind) that is ``fl_steps``, the batch is probed, and the
-    UPDATE gets its row ids in the batch's order instead of the file's.
-    Updating rows out of order costs DuckDB ~30-100 µs a row instead of ~1
-    (1->100,000->1: 2.3 s for one flush of 100,000 QUEUED rows; 60,000
-    shuffled rows of a 100,000-row table: 5.9 s against 0.07 s). With it off,
-    the join order optimizer builds on the smaller input (the batch, at most
-    the table) and ``fl_steps`` is scanned in row order.
-
-    The setting is per database (DuckDB refuses a session scope for it), so a
-    flush turns it off only for its own statements (``PIN_SIDES`` after BEGIN,
-    ``UNPIN_SIDES`` before COMMIT, ~0.2 ms): other queries (the cache's LEFT
-    JOIN of fl_steps, ``sql()``) keep the optimizer. A DuckDB without this
-    optimizer is left as it is.
-    """
-    try:
-        con.execute(Q.PIN_SIDES)
-        con.execute(Q.UNPIN_SIDES)
-    except duckdb.Error:  # an older DuckDB without the optimizer (or a renamed one): nothing to turn off
-        log.debug("DuckDB refused %s", Q.PIN_SIDES, exc_info=True)
-        return False
-    return True
-
-
-def _run_script(con: Any, script: str, batch_runs: Any = None,
-                batch_new_steps: Any = None, batch_steps: Any = None, batch_results: Any = None,
-                batch_events: Any = None, batch_finals: Any = None) -> int | None:
-    """Run ``script`` over the batch's Arrow tables; the count its last statement returned.
-
-    The tables are this function's locals: DuckDB's replacement scan finds a
-    name the catalog lacks among the caller's locals, and reads the Arrow table
-    there. That costs ~0.5 ms per table less than ``register`` + ``unregister``
-    (each a catalog change), paid on every flush.
-    """
-    rows = con.execute(script).fetchall()
-    return rows[0][0] if rows else None
 
 
 __all__ = ["DuckDBRuntimeStorage"]

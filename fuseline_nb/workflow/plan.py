@@ -169,7 +169,7 @@ class Plan:
         order = [s.name for s in schema.steps]
         into: dict[str, Any] = {}  # v -> its one edge, or a list of them
         out: dict[str, Any] = {}  # u -> its one edge, or a list of them
-        for e in schema.edges:
+        for e in schema.edges:  # both sides written out: no function call per edge in this hot loop
             v = e.target
             got = into.get(v)
             if got is None:

@@ -107,15 +107,11 @@ def step_policies(step: Any) -> Sequence[Any]:
     >>> step_policies(FunctionStep(len, policies=[RetryPolicy(max_retries=2)]))
     [RetryPolicy(max_retries=2, wait=0)]
     """
-    found = step.__dict__.get("policies")  # where a step's own policies live
-    if found is not None:
-        return found  # type: ignore[no-any-return]
-    for klass in type(step).__mro__:  # no raised AttributeError for the usual step without any (3x quicker)
-        if "policies" in klass.__dict__:
-            break
-    else:
-        return _NO_POLICIES
-    try:  # a class that gives its steps policies (a class attribute, a property)
+    if getattr(type(step), "policies", None) is None:  # no class attribute, property or slot: the
+        d = getattr(step, "__dict__", None)  # instance's own (a failed lookup would cost an exception)
+        if d is not None:
+            return d.get("policies", _NO_POLICIES)  # type: ignore[no-any-return]
+    try:
         return object.__getattribute__(step, "policies")  # type: ignore[no-any-return]
     except AttributeError:
         return _NO_POLICIES

@@ -190,10 +190,11 @@ def build(outputs: list[Step]) -> Structure:
         i += 1
     if len(steps) > n_collected:  # Depends pulled in new steps: collect what they link to
         steps, index, shapes = collect(outputs + steps)
-    ordered, depth = topological(steps, index, deps)
+    at: list[int] = []
+    ordered, depth = topological(steps, index, deps, at)
     acyclic = ordered is not None
     if ordered is not None:
-        shapes = [shapes[index[id(s)]] for s in ordered]
+        shapes = [shapes[k] for k in at]
         steps = ordered
     by_name = assign_names(steps)  # from here on, each step's name is its name in this workflow
     edges: dict[tuple[str, str], Edge] = {}

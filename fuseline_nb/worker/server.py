@@ -294,17 +294,18 @@ class ChannelServer(Requests):
         self._dirty = False
         self._next_poll = now + self.poll_interval
         assigned = False
-        for ep in list(self._parked.values()):
-            kind, wid = ep.parked or ("get_step", ep.worker_id)
-            ep.parked = None
-            del self._parked[ep.label]
-            try:
-                reply = self._offer(ep, kind, wid, True)
-            except Exception as exc:
-                reply = ("error", type(exc).__name__, str(exc))
-            if reply is not None:
-                assigned = assigned or reply[0] == "assignments"
-                self._send(ep, reply)
+        with self.client.deferred_events():  # the answers leave before the events reach the listeners
+            for ep in list(self._parked.values()):
+                kind, wid = ep.parked or ("get_step", ep.worker_id)
+                ep.parked = None
+                del self._parked[ep.label]
+                try:
+                    reply = self._offer(ep, kind, wid, True)
+                except Exception as exc:
+                    reply = ("error", type(exc).__name__, str(exc))
+                if reply is not None:
+                    assigned = assigned or reply[0] == "assignments"
+                    self._send(ep, reply)
         if not assigned:
             self.backlog = 0
 

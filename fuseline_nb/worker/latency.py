@@ -358,8 +358,8 @@ class FrameReader:
 
 
 __all__ = [
-    "HOLD_SECONDS",
     "BATCH_SECONDS",
+    "HOLD_SECONDS",
     "MAX_SKIP",
     "PREFETCH_BELOW",
     "PREFETCH_DEFAULT",

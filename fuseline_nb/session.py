@@ -281,10 +281,11 @@ class Session:
             info.finished_at = info.finished_at or event.at
             self._early[event.run_id] = info
         elif run._final is None:
-            # The broker still holds the run in memory while it announces the
-            # end: keep its final record, so wait() and info() need no
+            # The broker still holds the run in memory while it announces the end: keep its final
+            # record (steps read from its compact records when asked), so wait() and info() need no
             # round trip to the history file afterwards.
-            info = self.broker.get_run(event.run_id)
+            final = getattr(self.broker, "_final_record", None)
+            info = (final(event.run_id) if final is not None else None) or self.broker.get_run(event.run_id)
             info.state = event.state or info.state
             info.finished_at = info.finished_at or event.at
             run._final = info

@@ -115,7 +115,8 @@ class Session:
     context:
         Start method of the workers: ``"spawn"`` or ``"forkserver"``.
     prefetch:
-        Up to how many short steps a worker may hold at once (see ``WorkerPool``).
+        Up to how many short steps a worker may hold at once (see ``WorkerPool``;
+        ``1``: one at a time).
     cache:
         Reuse the results of steps whose code and inputs were seen before
         (``docs/caching.md``); :meth:`submit` may say otherwise per run.
@@ -134,7 +135,7 @@ class Session:
     """
 
     def __init__(self, path: str | os.PathLike[str] | None = None, workers: int | None = None, *,
-                 lease_seconds: float = 60.0, context: str = "spawn", prefetch: int = 8,
+                 lease_seconds: float = 60.0, context: str = "spawn", prefetch: int = 64,
                  dask: Any = None, cache: bool = False) -> None:
         if dask is not None and workers:
             raise ValueError(f"give workers= or dask=, not both (workers={workers!r}, dask={dask!r}): "

@@ -219,7 +219,7 @@ def complete(st: Structure, schema: WorkflowSchema | None) -> Structure:
         from .binding import shape_of
 
         st.shapes = [shape_of(st.steps[n]) for n in st.order]
-    if st.edges is None:
+    if st.items is None:
         if schema is None:
             raise RuntimeError("a workflow unpickled without its schema has no edges")  # pack keeps them then
         edges: dict[tuple[str, str], Edge] = {}

@@ -119,12 +119,12 @@ class StorageBroker(WorkerCalls, HistoryReads, Broker):
         self._cache_store: CacheStore | None = None
         s = self.storage
         save_step = s.save_step
-        # what each write of an Effects calls (the cache store is made on first use)
+        # what each entry of an Effects' ops calls (the cache store is made on first use)
         self._do: dict[str, Callable[..., Any]] = {
             "register_workflow": s.register_workflow, "create_run": s.create_run, "enqueue": s.enqueue,
             "save_step": lambda run_id, step, info: save_step(
                 run_id, step, info if info.__class__ is StepInfo else info.record(step)),
-            "queued": self._queued,
+            "queued": self._queued, "steps": self._steps,
             "set_result": s.set_result, "finalize_run": s.finalize_run,
             "cache_put": lambda entry, value: self.cache_store.put(entry, value),
             "cache_hit": lambda key, at: self.cache_store.hit(key, at),
@@ -154,9 +154,7 @@ class StorageBroker(WorkerCalls, HistoryReads, Broker):
         for op, args in fx.ops:
             do[op](*args)
         if fx.events:
-            record = self.storage.record_event
-            for e in fx.events:
-                record(e)
+            self.storage.record_events(fx.events)
             self._out.send(fx.events)  # delivered now, or at the end of a deferred_events() block
         st = self._state
         if st.dirty:
@@ -172,13 +170,23 @@ class StorageBroker(WorkerCalls, HistoryReads, Broker):
             self._state.ending.clear()
             thaw()  # what the dispatch froze is collectable again (see _gcfreeze)
 
-    def _queued(self, run_id: str, steps: list[str], records: StepRecords) -> None:
-        """The writes of an Effects' ``queued`` entry: per step, in order, ``enqueue`` then ``save_step``."""
+    def _queued(self, run_id: str, steps: list[str], records: StepRecords, at: float | None) -> None:
+        """The writes of an Effects' ``queued`` entry: ``enqueue`` then ``save_step`` of each step, in order."""
         s = self.storage
-        enqueue, save_step, record = s.enqueue, s.save_step, records.record
-        for step in steps:
-            enqueue(run_id, step)
-            save_step(run_id, step, record(step))
+        s.enqueue_steps(run_id, steps)
+        if at is not None:  # all queued fresh at ``at``: one PENDING record stands for them all
+            pending = records.pending(at)
+            s.save_steps(run_id, [(step, pending) for step in steps])
+        else:
+            record = records.record
+            s.save_steps(run_id, [(step, record(step)) for step in steps])
+
+    def _steps(self, run_id: str, results: list[tuple[str, Any]], saves: list[tuple[str, StepInfo]]) -> None:
+        """The writes of an Effects' ``steps`` entry: the results, then the records."""
+        if results:
+            self.storage.set_results(run_id, results)
+        if saves:
+            self.storage.save_steps(run_id, saves)
 
     # -- workflows and workers -----------------------------------------------------
     def _register(self, schema: WorkflowSchema) -> Any:
@@ -203,12 +211,18 @@ class StorageBroker(WorkerCalls, HistoryReads, Broker):
             leases.add_worker(self._state, wid, name, keys, self._clock())
             return wid
 
-    def subscribe(self, callback: Callable[[Event], None]) -> Callable[[], None]:
-        """Receive every lifecycle event from now on (called under the broker's lock: be quick)."""
+    def subscribe(self, callback: Callable[[Event], None], *, kinds: Iterable[str] | None = None,
+                  batch: bool = False) -> Callable[[], None]:
+        """Receive the lifecycle events from now on (called under the broker's lock: be quick).
+
+        ``kinds`` delivers only those (the rest cost the listener nothing);
+        ``batch=True`` hands ``callback`` a list of events per delivery (see
+        :class:`~fuseline_nb.workflow.events.EventHub`).
+        """
         with self._lock:
             if self._out.held:  # made before it subscribed: not for it
                 self._out.deliver()
-            return self._hub.subscribe(callback)
+            return self._hub.subscribe(callback, kinds=kinds, batch=batch)
 
     def deferred_events(self) -> AbstractContextManager[None]:
         """Deliver the events this thread's broker calls make when the block ends (see :meth:`Broker.deferred_events`)."""
@@ -277,47 +291,61 @@ class StorageBroker(WorkerCalls, HistoryReads, Broker):
         taken: list[StepAssignment] = []
         if n <= 0:
             return taken
-        fetch, runs, active, apply = self.storage.fetch_next, st.runs, st.active, self._apply
+        fx = Effects()  # the whole batch's writes and events: applied at once
+        fetch, runs, active, assign = self.storage.fetch_steps, st.runs, st.active, leases.assign
         for key in worker.keys:
             for run_id in list(active.get(key, ())):
                 run = runs.get(run_id)
-                while run is not None and (step := fetch(run_id)) is not None:
-                    if step not in run.compiled.index:
-                        log.warning("dropping queue entry %r of run %s: the workflow has no such step",
-                                    step, run_id)
-                        continue
-                    if run.infos.state_of(step) is Status.RUNNING or step in run.tracker.outcomes:
-                        log.debug("dropping duplicate queue entry %r of run %s", step, run_id)
-                        continue  # a duplicate entry never runs a step twice
-                    a, fx = leases.assign(st, run, step, worker, now)
-                    apply(fx)
-                    taken.append(a)
-                    if len(taken) >= n:
-                        return taken
+                while run is not None and len(taken) < n and (steps := fetch(run_id, n - len(taken))):
+                    index, infos, outcomes = run.compiled.index, run.infos, run.tracker.outcomes
+                    for step in steps:
+                        if step not in index:
+                            log.warning("dropping queue entry %r of run %s: the workflow has no such step",
+                                        step, run_id)
+                        elif infos.state_of(step) is Status.RUNNING or step in outcomes:
+                            log.debug("dropping duplicate queue entry %r of run %s", step, run_id)
+                        else:  # a duplicate entry never runs a step twice
+                            taken.append(assign(st, run, step, worker, now, fx)[0])
+                if len(taken) >= n:
+                    self._apply(fx)
+                    return taken
+        self._apply(fx)
         return taken
 
     def report_step(self, worker_id: str, report: StepReport) -> None:
         """Record one attempt's outcome; refuse a report for a superseded attempt."""
         with self._lock:
-            self._report(worker_id, report)
+            fx = Effects()
+            self._report(worker_id, report, fx)
+            self._apply(fx)
 
     def report_steps(self, worker_id: str, reports: Iterable[StepReport]) -> list[Exception | None]:
         """Record several outcomes in order under one lock, as many :meth:`report_step` calls would.
 
         One entry per report: ``None`` when recorded, else the exception
         :meth:`report_step` would have raised for it (see :meth:`Broker.report_steps`).
+        The batch's writes and events are applied together, after the last report.
         """
         out: list[Exception | None] = []
         with self._lock:
+            fx = Effects()
+            ops, events = fx.ops, fx.events
             for report in reports:
+                n_ops, n_events = len(ops), len(events)
                 try:
-                    self._report(worker_id, report)
+                    self._report(worker_id, report, fx)
                     out.append(None)
                 except Exception as exc:  # handed back in the report's place
+                    if len(ops) != n_ops or len(events) != n_events:
+                        fx.cut(n_ops, n_events)  # what a refused report began is not written
                     out.append(exc)
+            try:
+                self._apply(fx)
+            except Exception as exc:  # the storage refused the batch: every recorded report says so
+                out = [exc if e is None else e for e in out]
         return out
 
-    def _report(self, worker_id: str, report: StepReport) -> None:
+    def _report(self, worker_id: str, report: StepReport, fx: Effects) -> None:
         if self._closed:
             self._check_open()
         st = self._state
@@ -331,7 +359,7 @@ class StorageBroker(WorkerCalls, HistoryReads, Broker):
             raise StaleReportError(
                 f"report for step {report.step_name!r} refused: run {report.instance_id!r} has ended"
             )
-        self._apply(leases.report(st, worker, run, report, now, self._lookup))
+        leases.report(st, worker, run, report, now, self._lookup, fx)
 
     def cancel_run(self, run_id: str, reason: str | None = None) -> bool:
         """Cancel a run: its unfinished steps become CANCELLED and it ends; see :meth:`Broker.cancel_run`."""

@@ -46,28 +46,28 @@ from ..errors import (
 )
 from ..workflow.events import Event, EventHub
 from ..workflow.gcpause import paused_gc
-from ..workflow.runinfo import StepInfo
 from ..workflow.schema import WorkflowSchema
 from ..workflow.status import Status
 from ..workflow.value import values_of
 from . import leases
+from ._applying import Applier
 from ._gcfreeze import freeze_for_run, thaw
 from ._outbox import Outbox
 from ._reads import HistoryReads
 from ._workers import WorkerCalls
 from .base import Broker, StepAssignment, StepReport
 from .cache import CacheEntry, CacheStore, RunCache
-from .records import StepRecords
 from .resume import resume
-from .state import LiveState
+from .state import LiveState, Worker
 from .storage.base import RuntimeStorage
 from .storage.memory import MemoryRuntimeStorage
 from .transitions import Effects, dispatch, register
 
 log = logging.getLogger(__name__)
+_RUNNING = Status.RUNNING
 
 
-class StorageBroker(WorkerCalls, HistoryReads, Broker):
+class StorageBroker(Applier, WorkerCalls, HistoryReads, Broker):
     """A broker over any :class:`RuntimeStorage`.
 
     Parameters
@@ -118,18 +118,7 @@ class StorageBroker(WorkerCalls, HistoryReads, Broker):
         self.cache_default = bool(cache)
         self._cache_store: CacheStore | None = None
         s = self.storage
-        save_step = s.save_step
-        # what each entry of an Effects' ops calls (the cache store is made on first use)
-        self._do: dict[str, Callable[..., Any]] = {
-            "register_workflow": s.register_workflow, "create_run": s.create_run, "enqueue": s.enqueue,
-            "save_step": lambda run_id, step, info: save_step(
-                run_id, step, info if info.__class__ is StepInfo else info.record(step)),
-            "queued": self._queued, "steps": self._steps,
-            "set_result": s.set_result, "finalize_run": s.finalize_run,
-            "cache_put": lambda entry, value: self.cache_store.put(entry, value),
-            "cache_hit": lambda key, at: self.cache_store.hit(key, at),
-            "cache_mark": lambda run_id, step, source: self.cache_store.mark_cached(run_id, step, source),
-        }
+        self._do = self._writes_table()  # what each entry of an Effects' ops calls
         self._lookup: Callable[[list[str]], dict[str, tuple[CacheEntry, Any]]] = \
             lambda keys: self.cache_store.lookup(keys)
         for schema in s.list_workflows():
@@ -146,47 +135,6 @@ class StorageBroker(WorkerCalls, HistoryReads, Broker):
     @max_lease_requeues.setter
     def max_lease_requeues(self, n: int) -> None:
         self._state.max_lease_requeues = int(n)
-
-    # -- applying effects ------------------------------------------------------------------
-    def _apply(self, fx: Effects) -> None:
-        """Carry out what a transition decided: its writes in order, then record and publish its events."""
-        do = self._do
-        for op, args in fx.ops:
-            do[op](*args)
-        if fx.events:
-            self.storage.record_events(fx.events)
-            self._out.send(fx.events)  # delivered now, or at the end of a deferred_events() block
-        st = self._state
-        if st.dirty:
-            for records in st.dirty:
-                records.close()  # the records the transition opened: back into their arrays
-            st.dirty.clear()
-        if st.ending and self._out.idle():
-            self._ended()
-
-    def _ended(self) -> None:
-        """Every run_finished is delivered: the ended runs are read from the storage now."""
-        if self._state.ending:
-            self._state.ending.clear()
-            thaw()  # what the dispatch froze is collectable again (see _gcfreeze)
-
-    def _queued(self, run_id: str, steps: list[str], records: StepRecords, at: float | None) -> None:
-        """The writes of an Effects' ``queued`` entry: ``enqueue`` then ``save_step`` of each step, in order."""
-        s = self.storage
-        s.enqueue_steps(run_id, steps)
-        if at is not None:  # all queued fresh at ``at``: one PENDING record stands for them all
-            pending = records.pending(at)
-            s.save_steps(run_id, [(step, pending) for step in steps])
-        else:
-            record = records.record
-            s.save_steps(run_id, [(step, record(step)) for step in steps])
-
-    def _steps(self, run_id: str, results: list[tuple[str, Any]], saves: list[tuple[str, StepInfo]]) -> None:
-        """The writes of an Effects' ``steps`` entry: the results, then the records."""
-        if results:
-            self.storage.set_results(run_id, results)
-        if saves:
-            self.storage.save_steps(run_id, saves)
 
     # -- workflows and workers -----------------------------------------------------
     def _register(self, schema: WorkflowSchema) -> Any:
@@ -302,7 +250,7 @@ class StorageBroker(WorkerCalls, HistoryReads, Broker):
                         if step not in index:
                             log.warning("dropping queue entry %r of run %s: the workflow has no such step",
                                         step, run_id)
-                        elif infos.state_of(step) is Status.RUNNING or step in outcomes:
+                        elif infos.state_of(step) is _RUNNING or step in outcomes:
                             log.debug("dropping duplicate queue entry %r of run %s", step, run_id)
                         else:  # a duplicate entry never runs a step twice
                             taken.append(assign(st, run, step, worker, now, fx)[0])
@@ -315,8 +263,9 @@ class StorageBroker(WorkerCalls, HistoryReads, Broker):
     def report_step(self, worker_id: str, report: StepReport) -> None:
         """Record one attempt's outcome; refuse a report for a superseded attempt."""
         with self._lock:
+            worker, now = self._reporter(worker_id)
             fx = Effects()
-            self._report(worker_id, report, fx)
+            self._report(worker, now, report, fx)
             self._apply(fx)
 
     def report_steps(self, worker_id: str, reports: Iterable[StepReport]) -> list[Exception | None]:
@@ -324,16 +273,21 @@ class StorageBroker(WorkerCalls, HistoryReads, Broker):
 
         One entry per report: ``None`` when recorded, else the exception
         :meth:`report_step` would have raised for it (see :meth:`Broker.report_steps`).
-        The batch's writes and events are applied together, after the last report.
+        One clock reading for the batch; its writes and events are applied
+        together, after the last report.
         """
         out: list[Exception | None] = []
         with self._lock:
+            try:
+                worker, now = self._reporter(worker_id)
+            except Exception as exc:  # a closed broker, an unknown worker: every report is refused
+                return [exc for _ in reports]
             fx = Effects()
-            ops, events = fx.ops, fx.events
+            ops, events, report_one = fx.ops, fx.events, self._report
             for report in reports:
                 n_ops, n_events = len(ops), len(events)
                 try:
-                    self._report(worker_id, report, fx)
+                    report_one(worker, now, report, fx)
                     out.append(None)
                 except Exception as exc:  # handed back in the report's place
                     if len(ops) != n_ops or len(events) != n_events:
@@ -345,12 +299,16 @@ class StorageBroker(WorkerCalls, HistoryReads, Broker):
                 out = [exc if e is None else e for e in out]
         return out
 
-    def _report(self, worker_id: str, report: StepReport, fx: Effects) -> None:
+    def _reporter(self, worker_id: str) -> tuple[Worker, float]:
+        """The reporting worker (seen now) and the time of its report(s)."""
         if self._closed:
             self._check_open()
-        st = self._state
-        worker = st.workers.get(worker_id) or self._worker(worker_id)
+        worker = self._state.workers.get(worker_id) or self._worker(worker_id)
         now = worker.info.last_seen = self._clock()
+        return worker, now
+
+    def _report(self, worker: Worker, now: float, report: StepReport, fx: Effects) -> None:
+        st = self._state
         run = st.runs.get(report.instance_id)
         if run is None:
             leases.release_ended(worker, report.instance_id, report.step_name, now)

@@ -59,7 +59,7 @@ from .state import Assignment, Key, LiveRun, LiveState, Worker
 from .transitions import Effects, Lookup, complete, enqueue, finish_run
 
 log = logging.getLogger(__name__)
-_RUNNING = Status.RUNNING
+_RUNNING, _FAILED = Status.RUNNING, Status.FAILED  # enum members as globals: quicker to read on 3.11
 
 
 def add_worker(st: LiveState, worker_id: str, name: str | None, keys: set[Key], now: float) -> Worker:
@@ -148,7 +148,7 @@ def report(st: LiveState, worker: Worker, run: LiveRun, rep: StepReport, now: fl
     state = rep.state
     if state.__class__ is not Status:
         state = Status(state)
-    worker.last = (run.key[0], run.run_id, step, state is not Status.FAILED)  # its LastTask, made when listed
+    worker.last = (run.key[0], run.run_id, step, state is not _FAILED)  # its LastTask, made when listed
     if fx is None:
         fx = Effects()
     complete(st, run, step, state, rep, now, fx, lookup=lookup)

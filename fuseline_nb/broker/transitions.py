@@ -57,7 +57,8 @@ from .state import Compiled, LiveRun, LiveState, succeeded
 Lookup = Callable[[list[str]], dict[str, tuple[CacheEntry, Any]]]
 
 _FAILED = Outcome.failed()
-_PENDING = Status.PENDING
+# Enum members as globals: ``Status.X`` is a slow lookup on Python 3.11 (several per step here)
+_PENDING, _S_SUCCEEDED, _S_FAILED, _S_SKIPPED = Status.PENDING, Status.SUCCEEDED, Status.FAILED, Status.SKIPPED
 _SKIPPED = Outcome.skipped_by_condition()
 
 
@@ -230,7 +231,7 @@ def complete(st: LiveState, run: LiveRun, step: str, state: Status, report: Step
         info.started_at = report.started_at
     value = report.result
     run_id = run.run_id
-    if state is Status.SUCCEEDED:
+    if state is _S_SUCCEEDED:
         candidate = report.action
         if candidate is None:  # a worker names the action a str result chose; a direct caller may not
             candidate = json.loads(value.json) if value.__class__ is Value and value.type_name == "str" \
@@ -242,8 +243,8 @@ def complete(st: LiveState, run: LiveRun, step: str, state: Status, report: Step
         try:
             info.action = resolve_action(run.compiled.plan, step, candidate)
         except UnknownActionError as exc:
-            state, report.error, retryable = Status.FAILED, f"UnknownActionError: {exc}", False
-    if state is Status.SUCCEEDED:
+            state, report.error, retryable = _S_FAILED, f"UnknownActionError: {exc}", False
+    if state is _S_SUCCEEDED:
         outcome = succeeded(info.action or "default")
         info.error = info.traceback = None
         run.results[step] = info.__dict__["result"] = value  # (StepInfo.result's setter does this)
@@ -253,7 +254,7 @@ def complete(st: LiveState, run: LiveRun, step: str, state: Status, report: Step
             entry = new_entry(cache, run_id, step, info.action, value, now)
             if entry is not None:
                 fx.write("cache_put", entry, value)
-    elif state is Status.FAILED:
+    elif state is _S_FAILED:
         if report.error and report.error.startswith("ValueLoadError:"):
             retryable = False  # the step never ran: a retry would read the same bytes
         fails = run.failures[step] = run.failures.get(step, 0) + 1
@@ -261,9 +262,9 @@ def complete(st: LiveState, run: LiveRun, step: str, state: Status, report: Step
         info.error, info.traceback = report.error or "failed", report.traceback
         if retryable and fails < max_attempts:
             # this attempt ends (one step_finished per attempt); the retry is a new queueing
-            fx.emit(run, now, "step_finished", step, Status.FAILED, info.worker, info.attempts,
+            fx.emit(run, now, "step_finished", step, _S_FAILED, info.worker, info.attempts,
                     {"error": info.error, "retry": fails})
-            info.state = Status.PENDING
+            info.state = _PENDING
             fx.save(run_id, step, info)
             if wait:
                 heappush(st.delayed, (now + wait, run_id, step))
@@ -271,7 +272,7 @@ def complete(st: LiveState, run: LiveRun, step: str, state: Status, report: Step
                 enqueue(run, (step,), now, fx, {"reason": "retry"})
             return
         outcome = _FAILED
-    elif state is Status.SKIPPED:
+    elif state is _S_SKIPPED:
         outcome = _SKIPPED
         info.skip_reason = SKIP_CONDITION
     else:
@@ -281,7 +282,7 @@ def complete(st: LiveState, run: LiveRun, step: str, state: Status, report: Step
     detail: dict[str, Any] = {"action": info.action, "error": info.error, "skip_reason": info.skip_reason}
     if report.conditions:
         detail["conditions"] = report.conditions
-    if state is Status.SUCCEEDED and value is not None:
+    if state is _S_SUCCEEDED and value is not None:
         detail["result_preview"] = value.preview  # for traces and views only
     if run.cache is not None:
         detail["cached"] = False  # a run with caching on says so on every step_finished

@@ -50,6 +50,7 @@ from ..workflow.graph import Workflow
 from ..workflow.schema import WorkflowSchema
 from ..workflow.steps import step_policies
 from .channel import WorkflowBlob
+from .latency import PREFETCH_DEFAULT
 from .mainguard import check_main_guard
 from .process import worker_main
 from .server import ChannelServer, Endpoint
@@ -78,8 +79,9 @@ class WorkerPool:
     max_crashes:
         After a step's worker process died this many times, the step FAILS.
     prefetch:
-        Up to how many short steps a worker may hold at once while many are
-        queued (``1``: one at a time). See :class:`~fuseline_nb.worker.server.ChannelServer`.
+        Up to how many short steps a worker may hold at once while steps are
+        queued (``1``: one at a time); its batches are sized to a few
+        milliseconds of its recent steps. See :class:`~fuseline_nb.worker.server.ChannelServer`.
 
     Raises
     ------
@@ -96,7 +98,7 @@ class WorkerPool:
 
     def __init__(self, broker_or_client: Broker | BrokerClient, workflows: Iterable[Workflow] = (),
                  processes: int = 2, *, context: str = "spawn", max_crashes: int = 3,
-                 poll_interval: float = 0.1, prefetch: int = 8) -> None:
+                 poll_interval: float = 0.1, prefetch: int = PREFETCH_DEFAULT) -> None:
         if int(processes) < 1:
             raise ValueError(f"a WorkerPool needs processes >= 1, not {processes!r}")
         if context not in _CONTEXTS:
@@ -388,11 +390,25 @@ def _same_definition(old: Workflow | None, new: Workflow) -> bool:
     policies (a custom policy's code is not fingerprinted)."""
     if old is None or old is new:
         return False
+    builtin = "fuseline_nb.workflow.policies"
+    plain: dict[type, bool] = {}  # class -> it sets neither policies nor code_version itself
     for step in new.steps.values():
-        if getattr(step, "code_version", None) is not None:
+        cls = type(step)
+        bare = plain.get(cls)
+        if bare is None:
+            bare = plain[cls] = getattr(cls, "policies", None) is None and \
+                getattr(cls, "code_version", None) is None and hasattr(step, "__dict__")
+        if bare:  # what the step holds is in its own dict (a class asked once, not once per step)
+            d = step.__dict__
+            policies = d.get("policies")
+            if d.get("code_version") is not None:
+                return False
+        else:
+            if getattr(step, "code_version", None) is not None:
+                return False
+            policies = step_policies(step)
+        if policies and any(type(p).__module__ != builtin for p in policies):
             return False
-        if any(type(p).__module__ != "fuseline_nb.workflow.policies" for p in step_policies(step)):
-            return False
-    if any(type(p).__module__ != "fuseline_nb.workflow.policies" for p in new.policies):
+    if any(type(p).__module__ != builtin for p in new.policies):
         return False
-    return old.to_schema() == new.to_schema()
+    return old.to_schema() == new.to_schema()  # the same object when Session.submit adopted it

@@ -2,7 +2,7 @@
 
 :func:`write_batch` runs the set-based statements of
 :data:`._duckdb_sql.WRITE_ORDER` over the batch's Arrow tables, with the
-new workflows' rows first (their JSON text a statement parameter), and
+new workflows' rows first (:func:`._duckdb_schema.write_workflow`), and
 turns DuckDB's ``build_side_probe_side`` optimizer off for the flush's own
 statements where this DuckDB has it (:func:`can_pin_sides`).
 
@@ -26,6 +26,7 @@ import duckdb
 
 from . import _duckdb_sql as Q
 from ._duckdb_batch import Batch
+from ._duckdb_schema import write_workflow
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +48,7 @@ def write_batch(db: Callable[..., Any], con: Any, batch: Batch, *, pin: bool, pa
                           *(sql for name, sql in Q.WRITE_ORDER if name in tables)])
     try:
         for schema, at in batch.workflows:
-            db(con.execute, Q.INSERT_WORKFLOW,
-               [schema.workflow_id, schema.version, schema.name, schema.to_json(), at])
+            write_workflow(db, con, schema, at)
         count = db(run_script, con, script, **tables) if script else None
         steps = tables.get("batch_steps")
         if steps is not None and count != steps.num_rows:  # rows not in the file yet

@@ -60,6 +60,7 @@ from ._duckdb_many import ManyRows
 from ._duckdb_open import check_read_only, migrate, refuse_foreign
 from ._duckdb_reads import HistoryReads
 from ._duckdb_rows import step_row
+from ._duckdb_schema import read_workflows
 from ._duckdb_write import can_pin_sides, write_batch
 from .base import RuntimeStorage, batches_match
 
@@ -124,9 +125,12 @@ class DuckDBRuntimeStorage(ManyRows, HistoryReads, RuntimeStorage):
             self._con = self._db(duckdb.connect, self.path, config={"threads": 1})
             self._pin_sides = can_pin_sides(self._con)
             migrate(self._execute, self._io_lock, self.path)
-            for (text,) in self._execute(Q.SELECT_WORKFLOWS):
-                s = WorkflowSchema.from_json(text)
+            for s in read_workflows(self._execute):
                 self._workflows[(s.workflow_id, s.version)] = s
+            # Read now, before the flusher starts its warm-up (pyarrow importing pandas, ~1 s): the
+            # broker opening this file asks first thing, and would wait for the warm-up to end.
+            self._unfinished_at_open: list[str] | None = [
+                run_id for (run_id,) in self._execute(Q.SELECT_UNFINISHED)]
         except BaseException:
             release(self._key, self)
             if self._con is not None:
@@ -304,6 +308,8 @@ class DuckDBRuntimeStorage(ManyRows, HistoryReads, RuntimeStorage):
                 self._cache.write_pending()
             with self._buf_lock:
                 batch, self._batch = self._batch, Batch()
+                if not batch.empty:
+                    self._unfinished_at_open = None  # the runs change in the file from here on
             if batch.empty:
                 return
             try:

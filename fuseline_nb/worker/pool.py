@@ -80,8 +80,8 @@ class WorkerPool:
         After a step's worker process died this many times, the step FAILS.
     prefetch:
         Up to how many short steps a worker may hold at once while steps are
-        queued (``1``: one at a time); its batches are sized to a few
-        milliseconds of its recent steps. See :class:`~fuseline_nb.worker.server.ChannelServer`.
+        queued (``1``: one at a time); its batches are sized to about 50 ms
+        of its recent steps. See :class:`~fuseline_nb.worker.server.ChannelServer`.
 
     Raises
     ------

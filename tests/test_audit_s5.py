@@ -252,3 +252,26 @@ def test_an_unknown_view_named_like_a_module_global_lists_the_views(tmp_path: Pa
         for name in ("nope", "definitions"):
             with pytest.raises(fl.errors.StorageError, match=rf"no view named '{name}'.*the views are workflows"):
                 session.sql(f"select * from {name}").fetchall()
+
+
+def _quick() -> int:
+    return 1
+
+
+def _hang() -> None:
+    time.sleep(120)
+
+
+@pytest.mark.slow
+def test_a_step_timeout_is_enforced_when_the_step_waits_behind_others_in_a_batch() -> None:
+    from fuseline_nb.workflow.policies import StepTimeoutPolicy
+
+    steps = [fl.FunctionStep(_quick, name=f"q{i}") for i in range(40)]
+    steps.insert(20, fl.FunctionStep(_hang, name="hang", policies=[StepTimeoutPolicy(0.5)]))
+    with fl.Session(None, workers=1) as session:
+        run = session.submit(fl.Workflow(outputs=steps, workflow_id="audit-timeout-in-batch"))
+        run.wait(timeout=60)  # before the fix: the hung step ran its full 120 s unchecked
+        info = run.info()
+    assert info.steps["hang"].state is fl.Status.FAILED
+    assert "exceeded its timeout of 0.5 s" in (info.steps["hang"].error or "")
+    assert info.counts()[fl.Status.SUCCEEDED] == 40

@@ -272,6 +272,96 @@ class TestReadWrite:
             assert st._execute(setting) == [("",)]
             st._execute("ALTER TABLE fl_events_away RENAME TO fl_events")
 
+    @staticmethod
+    def _history(path, *, crash_at=None):
+        """Write one scripted history into ``path``; return every table's rows in file order."""
+        names = [f"s{i:02}" for i in range(30)][::-1]
+        with DuckDBRuntimeStorage(path, flush_interval=3600) as st:
+            st._stopping = True  # no flusher thread woken by finalize_run: the test's flushes only
+            st.create_run("big", "wf", "1", {"x": 1}, names, created_at=0.0)
+            st.create_run("short", "wf", "1", {}, ["a", "b"], created_at=0.5)
+            for i, name in enumerate(["a", "b"]):  # a short run done inside its first flush
+                st.save_step("short", name, StepInfo(Status.SUCCEEDED, attempts=1, finished_at=1.0 + i))
+                st.set_result("short", name, i)
+            st.finalize_run("short", Status.SUCCEEDED, 3.0)
+            st.flush()
+            seq = 0
+            for name in names[:25]:  # a fan-out's root queues most of the run at once
+                st.save_step("big", name, StepInfo(Status.PENDING, queued_at=4.0))
+                seq += 1
+                st.record_event(Event("step_queued", "big", seq, 4.0, name, Status.PENDING))
+            for i, name in enumerate(names[:9]):  # some finish in the same batch
+                st.save_step("big", name, StepInfo(Status.SUCCEEDED, attempts=1, worker="w1",
+                                                   queued_at=4.0, finished_at=5.0 + i))
+                st.set_result("big", name, {"i": i})
+                seq += 1
+                st.record_event(Event("step_finished", "big", seq, 5.0 + i, name, Status.SUCCEEDED, "w1", 1,
+                                      {"action": "default", "i": i}))
+            for name in names[26:]:  # results whose records came in an earlier batch
+                st.set_result("big", name, f"late {name}")
+            st.save_step("big", "not named", StepInfo(Status.SKIPPED, skip_reason="not named at create_run"))
+            st.finalize_run("big", Status.FAILED, 9.0)
+            if crash_at is not None:
+                return st._batch, crash_at(st)
+            st.flush()
+            return {table: st._execute(f"SELECT * FROM {table} ORDER BY rowid")
+                    for table in ("fl_runs", "fl_steps", "fl_events")}
+
+    def test_a_big_flush_is_written_in_parts_with_the_same_rows(self, tmp_path, monkeypatch):
+        # A fan-out's root queues every step at once: the flush holding them is written a
+        # part at a time (only one part's Arrow tables at once), with the same rows.
+        from fuseline_nb.broker.storage import _duckdb_write
+
+        whole = self._history(tmp_path / "whole.duckdb")
+        scripts: list[str] = []
+        real = _duckdb_write.run_script
+
+        def recording(con, script, **tables):
+            scripts.append(script)
+            assert all(t.num_rows <= 7 for t in tables.values() if t is not None)
+            return real(con, script, **tables)
+
+        monkeypatch.setattr(_duckdb_write, "CHUNK_ROWS", 7)
+        monkeypatch.setattr(_duckdb_write, "run_script", recording)
+        parts = self._history(tmp_path / "parts.duckdb")
+        assert parts == whole
+        assert len(parts["fl_steps"]) == 33 and len(parts["fl_events"]) == 34
+        assert sum("BEGIN TRANSACTION" in s for s in scripts) == 2  # one transaction per flush
+        assert len(scripts) > 8
+
+    def test_a_part_that_fails_leaves_nothing_of_its_flush_and_keeps_the_batch(self, tmp_path, monkeypatch):
+        from fuseline_nb.broker.storage import _duckdb_write
+
+        real = _duckdb_write.run_script
+        calls: list[str] = []
+
+        def failing_third(con, script, **tables):  # the disk fills up after two parts
+            calls.append(script)
+            if len(calls) >= 3:
+                raise duckdb.IOException("disk full (test)")
+            return real(con, script, **tables)
+
+        def crash(st):
+            before = st._execute("SELECT count(*) FROM fl_events"), st._execute(
+                "SELECT count(*) FROM fl_steps WHERE queued_at IS NOT NULL")
+            calls.clear()
+            monkeypatch.setattr(_duckdb_write, "run_script", failing_third)
+            with pytest.raises(StorageError, match="disk full"):
+                st.flush()
+            after = st._execute("SELECT count(*) FROM fl_events"), st._execute(
+                "SELECT count(*) FROM fl_steps WHERE queued_at IS NOT NULL")
+            monkeypatch.setattr(_duckdb_write, "run_script", real)
+            st.flush()  # the batch was kept: all of it is written now
+            return before, after, {table: st._execute(f"SELECT * FROM {table} ORDER BY rowid")
+                                   for table in ("fl_runs", "fl_steps", "fl_events")}
+
+        whole = self._history(tmp_path / "whole.duckdb")
+        monkeypatch.setattr(_duckdb_write, "CHUNK_ROWS", 7)
+        _, (before, after, rows) = self._history(tmp_path / "parts.duckdb", crash_at=crash)
+        assert len(calls) >= 3  # it failed in a later part, after two parts had run
+        assert after == before  # the two parts written before were rolled back with it
+        assert rows == whole
+
     def test_event_details_are_the_json_the_encoder_writes_and_odd_ones_fall_back(self):
         # one C encoder per flush instead of one per detail: the text must not change, and a
         # detail that fails (a cycle) must not leave marks that fail the details after it

@@ -23,7 +23,8 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from itertools import islice
 from typing import Any
 
 import pyarrow as pa
@@ -115,7 +116,7 @@ _SCHEMAS["batch_new_steps"] = _SCHEMAS["batch_steps"]  # the steps of runs creat
 class Batch:
     """Changes not yet written: the latest record wins per run and per step."""
 
-    __slots__ = ("events", "finals", "results", "runs", "safe", "steps", "workflows")
+    __slots__ = ("events", "finals", "more_pending", "results", "runs", "safe", "steps", "workflows")
 
     def __init__(self) -> None:
         #: Write the safe form: no pickles, no event details, numbers clamped (see :meth:`split`).
@@ -128,6 +129,8 @@ class Batch:
         self.results: dict[tuple[str, str], Any] = {}
         self.events: list[Event] = []
         self.finals: dict[str, tuple[str, float]] = {}
+        #: More PENDING rows of runs created in an earlier part of the same flush (see :meth:`chunks`).
+        self.more_pending: list[tuple[str, tuple[str, ...]]] = []
 
     def add_workflow(self, schema: WorkflowSchema) -> None:
         """Buffer a newly registered workflow (stamped with the wall clock)."""
@@ -137,7 +140,7 @@ class Batch:
     def empty(self) -> bool:
         """Whether there is nothing to write."""
         return not (self.workflows or self.runs or self.steps or self.results or self.events
-                    or self.finals)
+                    or self.finals or self.more_pending)
 
     def merged_with(self, newer: Batch) -> Batch:
         """This batch with ``newer`` applied on top (to keep changes a failed write held)."""
@@ -149,6 +152,80 @@ class Batch:
         out.events = self.events + newer.events
         out.finals = {**self.finals, **newer.finals}
         return out
+
+    def chunks(self, rows: int) -> Iterator[Batch]:
+        """This batch as parts of about ``rows`` rows each, to be written in order in one transaction.
+
+        A fan-out's root that finishes queues all its steps at once: one
+        flush then holds a row and an event per step (a million at 1->1,000,000->1),
+        and its Arrow tables, built whole, would be as big again. Written a
+        part at a time, only one part's tables exist at once. The first part
+        holds the new workflows, the new runs and the ends of runs; then come
+        the new runs' PENDING rows (before any record updates one), then the
+        step records (each with the result that came with it) and the events,
+        then the other results, each in slices in the order they were
+        buffered. Every part of a flush is written in the same transaction, so
+        what a crash leaves is the same as with one part.
+
+        Examples
+        --------
+        >>> b = Batch()
+        >>> b.runs["r"] = ("wf", "1", {}, 0.0, ("a", "b", "c"))
+        >>> b.steps[("r", "a")] = _PENDING; b.steps[("r", "b")] = _PENDING
+        >>> for p in b.chunks(2):
+        ...     print(list(p.runs), [names for _, names in p.more_pending], list(p.steps))
+        ['r'] [('a', 'b')] []
+        [] [('c',)] []
+        [] [] [('r', 'a'), ('r', 'b')]
+        >>> [p is b for p in b.chunks(10)]
+        [True]
+        """
+        names = sum(len(run[4]) for run in self.runs.values())
+        if max(names, len(self.steps), len(self.events), len(self.results)) <= rows:
+            yield self
+            return
+        head = Batch()
+        head.safe, head.workflows, head.finals = self.safe, self.workflows, self.finals
+        # every step of a new run PENDING first, in parts, before any record updates one
+        packs: list[list[tuple[str, tuple[str, ...]]]] = [[]]
+        room = rows
+        for run_id, (wf, version, inputs, created, all_names) in self.runs.items():
+            head.runs[run_id] = (wf, version, inputs, created, ())
+            lo = 0
+            while lo < len(all_names):
+                if not room:
+                    packs.append([])
+                    room = rows
+                names_part = all_names[lo:lo + room]
+                packs[-1].append((run_id, names_part))
+                room -= len(names_part)
+                lo += len(names_part)
+        head.more_pending = packs[0]
+        yield head
+        for pack in packs[1:]:
+            part = Batch()
+            part.safe, part.more_pending = self.safe, pack
+            yield part
+        results = dict(self.results)
+        steps, events = iter(self.steps.items()), iter(self.events)
+        while True:
+            part = Batch()
+            part.safe = self.safe
+            part.steps = dict(islice(steps, rows))
+            part.events = list(islice(events, rows))
+            if not (part.steps or part.events):
+                break
+            if results and part.steps:
+                part.results = {key: results.pop(key) for key in part.steps if key in results}
+            yield part
+        left = iter(results.items())  # results whose step has no record in this batch
+        while results:
+            part.results = dict(islice(left, rows))
+            if not part.results:
+                break
+            yield part
+            part = Batch()
+            part.safe = self.safe
 
     def split(self) -> list[Batch]:
         """This batch as one batch of workflows and one per run (to find a row that cannot be written).
@@ -221,6 +298,8 @@ class Batch:
             steps, new = dict(steps), {}
             saved = Counter(key[0] for key in steps if key[0] in self.runs)
             for run_id, (*_, names) in self.runs.items():
+                if not names:  # written in parts (see chunks): its rows are in more_pending
+                    continue
                 if saved[run_id] * 2 > len(names):  # most have a record already (a short run): rows in order
                     new.update({(run_id, n): steps.pop((run_id, n), _PENDING) for n in names})
                 else:  # all PENDING (made as whole columns), the few recorded ones updated after
@@ -228,6 +307,7 @@ class Batch:
             if new:
                 pending.append(_table("batch_new_steps", self._step_columns(new, results, unpicklable, spill),
                                       self.safe))
+        pending += (self._pending(run_id, names) for run_id, names in self.more_pending)
         if pending:
             tables["batch_new_steps"] = pending[0] if len(pending) == 1 else pa.concat_tables(pending)
         if steps:

@@ -30,30 +30,39 @@ from ._duckdb_batch import Batch
 log = logging.getLogger(__name__)
 
 
+#: Rows per part of a big flush (see :meth:`._duckdb_batch.Batch.chunks`): each part's Arrow tables
+#: (~100-200 bytes a row, and the Python columns they are made from) exist only while it is written.
+CHUNK_ROWS = 50_000
+
+
 def write_batch(db: Callable[..., Any], con: Any, batch: Batch, *, pin: bool, path: str,
                 unpicklable: Any, write_file: Any) -> None:
     """Write ``batch`` through ``con`` in one transaction, each DuckDB call made by ``db`` (the storage's
     ``_db``: one thread, Ctrl-C translated); on any failure roll back and reset the optimizer, then raise.
 
-    ``pin``: the result of :func:`can_pin_sides` for this connection.
+    A big batch is written a part of :data:`CHUNK_ROWS` rows at a time, all in
+    that one transaction. ``pin``: the result of :func:`can_pin_sides` for this connection.
     """
-    tables = batch.arrow_tables(unpicklable, write_file)
-    # one script, one call: each call into duckdb releases and retakes the GIL, and
+    # one script per part, one call: each call into duckdb releases and retakes the GIL, and
     # retaking it from a busy broker thread can wait a whole switch interval
-    begin = ["BEGIN TRANSACTION"]
-    if batch.workflows:  # new workflows first, in the same transaction, their text a parameter
-        db(con.execute, begin.pop())
-    script = ";\n".join([*begin, *([Q.PIN_SIDES] if pin else []),
-                          *(sql for name, sql in Q.WRITE_ORDER if name in tables)])
+    head = ["BEGIN TRANSACTION", *([Q.PIN_SIDES] if pin else [])]
     try:
-        for schema, at in batch.workflows:
-            db(con.execute, Q.INSERT_WORKFLOW,
-               [schema.workflow_id, schema.version, schema.name, schema.to_json(), at])
-        count = db(run_script, con, script, **tables) if script else None
-        steps = tables.get("batch_steps")
-        if steps is not None and count != steps.num_rows:  # rows not in the file yet
-            db(run_script, con, f"{Q.UNPIN_SIDES};\n{Q.INSERT_MISSING_STEPS}" if pin
-               else Q.INSERT_MISSING_STEPS, batch_steps=steps)
+        if batch.workflows:  # new workflows first, in the same transaction, their text a parameter
+            db(con.execute, head.pop(0))
+            for schema, at in batch.workflows:
+                db(con.execute, Q.INSERT_WORKFLOW,
+                   [schema.workflow_id, schema.version, schema.name, schema.to_json(), at])
+        for part in batch.chunks(CHUNK_ROWS):
+            tables = part.arrow_tables(unpicklable, write_file)
+            script = ";\n".join([*head, *(sql for name, sql in Q.WRITE_ORDER if name in tables)])
+            head = []
+            count = db(run_script, con, script, **tables) if script else None
+            steps = tables.get("batch_steps")
+            if steps is not None and count != steps.num_rows:  # rows not in the file yet
+                db(run_script, con, f"{Q.UNPIN_SIDES};\n{Q.INSERT_MISSING_STEPS}" if pin
+                   else Q.INSERT_MISSING_STEPS, batch_steps=steps)
+                head = [Q.PIN_SIDES] if pin else []  # for the next part
+            del tables, steps  # this part's Arrow tables go before the next part's are made
         db(con.execute, f"{Q.UNPIN_SIDES};\nCOMMIT" if pin else "COMMIT")
     except BaseException:
         try:

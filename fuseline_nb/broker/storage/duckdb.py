@@ -105,6 +105,7 @@ class DuckDBRuntimeStorage(HistoryReads, RuntimeStorage):
         self._io_lock = threading.RLock()  # one statement at a time on the connection
         self._buf_lock = threading.Lock()  # guards the buffers (held for microseconds)
         self._batch = Batch()
+        self._row: tuple[Any, ...] = ()  # the last step row buffered (equal rows share one tuple)
         self._queues: dict[str, tuple[deque[str], set[str]]] = {}  # live run -> queue, members
         self._known: set[str] = set()  # runs known to exist (no lookup needed)
         self._unpicklable: dict[tuple[str, str], Any] = {}
@@ -254,6 +255,10 @@ class DuckDBRuntimeStorage(HistoryReads, RuntimeStorage):
         if run_id not in self._known:
             self._require(run_id)
         row = step_row(info)
+        if row == self._row:  # the steps one transition queues share one row (a fan-out: a million)
+            row = self._row
+        else:
+            self._row = row
         with self._buf_lock:
             self._batch.steps[(run_id, step)] = row
 

@@ -207,7 +207,11 @@ class Session:
             wf.to_schema().check_inputs(inputs)  # before anything is shipped
             values = _input_values(inputs)
             warn_stale(wf, stacklevel=2)
-            wf.settle_version(self.broker.list_workflows())
+            registered = self.broker.list_workflows()
+            # the same definition built again (a cell run again) takes the registered schema object:
+            # the version check, the pool and the broker then know it by identity, not step by step
+            if not wf._adopt_schema(registered) and wf.settle_version(registered):
+                wf._adopt_schema(registered)
             if self.pool is not None:
                 self.pool.check()
                 self.pool.add_workflow(wf, refresh=False)  # refreshed above

@@ -5,8 +5,9 @@ once. The same workflow — a branch with an OR merge, a fan-out into an AND
 join, a retried step and a failing one (whose join is cancelled) — is driven
 through a real :class:`MemoryBroker` one call at a time, with the broker's
 batch calls, with the default batch calls of the ABC (what HTTP and the
-process channel inherit) and through :class:`LocalBrokerClient`; the steps'
-records and the events must be the same.
+process channel inherit), through :class:`LocalBrokerClient` and inside
+``deferred_events()`` blocks; the steps' records, the events and what a
+listener received must be the same.
 """
 
 from __future__ import annotations
@@ -87,12 +88,24 @@ DRIVERS: dict[str, tuple[Get, Put, Callable[[MemoryBroker], Any]]] = {
                           lambda b: b),
     "LocalBrokerClient": (lambda c, w, n: c.get_steps(w, n), lambda c, w, r: c.report_steps(w, r),
                           LocalBrokerClient),
+    "deferred batch": (lambda b, w, n: _deferred(b, b.get_steps, w, n),
+                       lambda b, w, r: _deferred(b, b.report_steps, w, r), lambda b: b),
+    "deferred LocalBrokerClient": (lambda c, w, n: _deferred(c, c.get_steps, w, n),
+                                   lambda c, w, r: _deferred(c, c.report_steps, w, r), LocalBrokerClient),
 }
+
+
+def _deferred(side: Any, call: Callable[..., Any], *args: Any) -> Any:
+    """``call(*args)`` inside ``deferred_events()``: its events reach listeners at the block's end."""
+    with side.deferred_events():
+        return call(*args)
 
 
 def _drive(driver: str, prefetch: int) -> tuple[Any, ...]:
     get, put, wrap = DRIVERS[driver]
     broker = MemoryBroker(clock=lambda: 100.0)
+    delivered: list[Any] = []
+    broker.subscribe(delivered.append)
     side = wrap(broker)
     schema = _workflow().to_schema()
     w1, w2 = side.register_worker([schema], "w1"), side.register_worker([schema], "w2")
@@ -115,11 +128,13 @@ def _drive(driver: str, prefetch: int) -> tuple[Any, ...]:
     info = broker.get_run(run_id)
     steps = {n: (s.state, s.attempts, s.result, s.error, s.worker) for n, s in info.steps.items()}
     events = [(e.kind, e.step, e.state, e.worker, e.attempt, e.seq, e.detail) for e in broker.events(run_id)]
+    assert delivered == broker.events(run_id)  # every event reached the listener once, in order
     return info.state, steps, events, handed, refused
 
 
 @pytest.mark.parametrize("prefetch", [1, 3])
-@pytest.mark.parametrize("driver", ["broker batch", "ABC default batch", "LocalBrokerClient"])
+@pytest.mark.parametrize("driver", ["broker batch", "ABC default batch", "LocalBrokerClient", "deferred batch",
+                                    "deferred LocalBrokerClient"])
 def test_batch_calls_leave_the_same_history_as_one_by_one(driver: str, prefetch: int) -> None:
     expected = _drive("one by one", prefetch)
     state, steps, _events, _handed, refused = expected

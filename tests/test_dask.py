@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -428,7 +429,8 @@ def test_a_run_on_dask_displays_a_link_to_the_dashboard(cluster) -> None:
     from IPython.utils.capture import capture_output
 
     had_shell = InteractiveShell.initialized()
-    InteractiveShell.instance()  # display() needs a shell to publish to
+    main = sys.modules["__main__"]
+    InteractiveShell.instance()  # display() needs a shell to publish to (it makes its own __main__)
     try:
         with Session(None, dask=cluster.scheduler_address) as session:
             run = session.submit(Workflow(outputs=[FunctionStep(lambda: 1, name="one")]))
@@ -439,5 +441,6 @@ def test_a_run_on_dask_displays_a_link_to_the_dashboard(cluster) -> None:
     finally:
         if not had_shell:
             InteractiveShell.clear_instance()
+            sys.modules["__main__"] = main  # clear_instance leaves the shell's module there: later tests read __main__
     html = [o.data.get("text/html", "") for o in shown.outputs]
     assert f'<a href="{link}" target="_blank">Dask dashboard</a>' in html[0]

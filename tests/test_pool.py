@@ -46,6 +46,25 @@ class Hang(fl.Step):
         time.sleep(600)
 
 
+class Collector(fl.Step):
+    """What a worker's cyclic garbage collector does: how many objects it keeps out of its walks, and
+    whether a reference cycle this step makes is still collected."""
+
+    def run_step(self) -> tuple[int, bool]:
+        import gc
+        import weakref
+
+        class Node:
+            pass
+
+        node = Node()
+        node.me = node  # type: ignore[attr-defined]  # a cycle: only the collector frees it
+        gone = weakref.ref(node)
+        del node
+        gc.collect()
+        return gc.get_freeze_count(), gone() is None
+
+
 def fan(n: int, seconds: float, wid: str) -> fl.Workflow:
     steps = [Sleepy(name=f"s{i}") for i in range(n)]
     return fl.Workflow(outputs=steps, workflow_id=wid)
@@ -100,6 +119,21 @@ def test_each_step_succeeds_exactly_once(session: fl.Session) -> None:
                 and e.state is fl.Status.SUCCEEDED]
         assert sorted(done) == sorted(f"s{i}" for i in range(30))
         assert run.info().state is fl.Status.SUCCEEDED
+
+
+def test_a_worker_keeps_its_workflows_out_of_the_collectors_walks_and_still_frees_cycles(
+        session: fl.Session) -> None:
+    """Loaded workflows live as long as the worker and make no garbage: they are frozen (each full
+    collection walked them all); garbage that steps make is collected as always."""
+    first = session.submit(fl.Workflow(outputs=[Collector(name="c")], workflow_id="gc-first")).wait(timeout=30)
+    frozen, freed = first
+    assert frozen > 1000 and freed
+    # a workflow shipped to the running workers later is frozen too
+    head = Collector(name="head")
+    for i in range(300):
+        head >> Collector(name=f"m{i}")
+    later, freed = session.submit(fl.Workflow(outputs=[head], workflow_id="gc-later")).wait(timeout=30)
+    assert freed and later >= frozen + 300  # at least one object per shipped step more
 
 
 def test_runs_of_several_workflows_share_the_pool(session: fl.Session) -> None:

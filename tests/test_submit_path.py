@@ -169,3 +169,46 @@ def test_a_column_of_one_object_travels_once_and_equal_but_different_objects_sta
     mixed = pickle.loads(pickle.dumps(Column([{"v": 1}, {"v": True}, {"v": 1.0}], itemgetter("v"))))
     assert [type(v) for v in mixed] == [int, bool, float]  # 1 == True == 1.0, yet not one object
     assert pickle.loads(pickle.dumps(Column([], itemgetter("v")))) == []
+
+
+def test_a_rebuilt_unchanged_definition_takes_the_registered_schema_and_an_edited_one_does_not():
+    def build(k: int) -> fl.Workflow:
+        def add(x: int) -> int:
+            return x + k
+
+        def double(v: int = fl.Depends(add)) -> int:
+            return 2 * v
+
+        return fl.workflow_from_functions([double], workflow_id="adopt")
+
+    with fl.Session(None, workers=1) as session:
+        first = build(1)
+        assert session.submit(first, {"x": 1}).wait(timeout=60) == 4
+        registered = session.broker.get_workflow("adopt", first.version)
+        assert registered is first.to_schema()
+        again = build(1)  # the cell run again: the same definition, a new schema object until submitted
+        assert again.to_schema() is not registered and again.to_schema() == registered
+        assert session.submit(again, {"x": 2}).wait(timeout=60) == 6
+        assert again.to_schema() is registered  # known by identity from here on (pool, broker, version check)
+        assert again.step_names == first.step_names and again["double"] is not first["double"]
+        edited = build(10)  # add's closure changed: its fingerprint differs, so its own schema stays
+        assert session.submit(edited, {"x": 2}).wait(timeout=60) == 24
+        assert edited.to_schema() is not registered
+        assert edited.to_schema().fingerprints()["add"] != registered.fingerprints()["add"]
+
+
+def test_policies_given_as_a_class_attribute_still_count():
+    from fuseline_nb.workflow.lookup import step_policies
+    from fuseline_nb.workflow.policies import RetryPolicy
+
+    retry = RetryPolicy(max_retries=2)
+
+    class Flaky(fl.Step):
+        policies = [retry]  # a class attribute, as a user may write it
+
+        def run_step(self) -> int:
+            return 1
+
+    assert list(step_policies(Flaky())) == [retry]
+    assert step_policies(fl.FunctionStep(len, name="n")) == ()
+    assert list(step_policies(fl.FunctionStep(len, name="r", policies=[retry]))) == [retry]

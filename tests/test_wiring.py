@@ -172,3 +172,32 @@ def test_policies_are_made_on_first_use_and_appending_to_them_counts() -> None:
     assert vars(FunctionStep(flaky, name="given", policies=[once]))["policies"] == [once]
     with pytest.raises(AttributeError, match="'FunctionStep' object has no attribute 'nope'"):
         _ = step.nope  # type: ignore[attr-defined]
+
+
+def test_policies_a_step_class_gives_its_steps_are_its_steps_policies() -> None:
+    """``step_policies`` reads a step's own list without raising for the usual step that has none, and
+    still finds policies its class gives (a class attribute, or a property)."""
+    from fuseline_nb.workflow.policies import RetryPolicy
+    from fuseline_nb.workflow.steps import Step, step_policies
+
+    retry = RetryPolicy(max_retries=2)
+
+    class Retried(Step):
+        policies = [retry]
+
+        def run_step(self) -> int:
+            return 1
+
+    class Derived(Retried):
+        pass
+
+    class Computed(Step):
+        @property
+        def policies(self) -> list[RetryPolicy]:  # type: ignore[override]
+            return [retry]
+
+        def run_step(self) -> int:
+            return 1
+
+    assert step_policies(Retried()) == step_policies(Derived()) == step_policies(Computed()) == [retry]
+    assert step_policies(Step()) == ()

@@ -193,3 +193,23 @@ def test_a_repeated_edge_is_one_edge_on_short_and_long_fan_outs() -> None:
     assert head._out_keys is not None and mids[0]._out_keys is None  # an index only where long
     wf = Workflow(outputs=[tail])
     assert len(wf.to_schema().edges) == 60 and wf.graph.edges["head", "m3"]["action"] == "default|alt"
+
+
+def test_a_worker_plans_only_the_steps_it_runs() -> None:
+    """A loaded workflow makes a step's binding when the step first runs: a worker running half of a
+    1→N→1 fan-out plans half of it (it planned every step before running any)."""
+    head, tail = FunctionStep(noop, name="head"), FunctionStep(noop, name="tail")
+    for i in range(10):
+        head >> FunctionStep(noop, name=f"m{i}") >> tail
+    wf = Workflow(outputs=[tail], name="halves")
+    loaded = shipping.load([ship(wf)], by_reference=True)
+    copy = loaded[(wf.workflow_id, wf.version)]
+    assert copy.bindings.planned == 0 and len(copy.bindings) == 12 and "m3" in copy.bindings
+    for name in ("head", "m0", "m1"):
+        a = StepAssignment(wf.workflow_id, "r1", name, {"workflow_inputs": {}, "results": {}}, 0.0, 60.0,
+                           version=wf.version)
+        assert execute(loaded, a, "w1").state is fl.Status.SUCCEEDED
+    assert copy.bindings.planned == 3
+    assert dict(copy.bindings) == dict(wf.bindings) and copy.bindings.planned == 12
+    with pytest.raises(KeyError):
+        copy.bindings["nope"]

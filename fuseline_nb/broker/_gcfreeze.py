@@ -36,9 +36,9 @@ True
 from __future__ import annotations
 
 import gc
-import threading
 
-_lock = threading.Lock()
+from ..workflow.gcpause import _GC_LOCK as _lock  # one lock for every freeze/unfreeze of the package
+
 _froze = False  # whether this module froze (a user's own gc.freeze() is left alone otherwise)
 
 #: A run of this many steps or more freezes what exists at its dispatch (see the module docstring).

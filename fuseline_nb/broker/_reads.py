@@ -23,6 +23,7 @@ from ..workflow.runinfo import RunInfo, StepInfo
 from ..workflow.schema import WorkflowSchema
 from ..workflow.status import Status
 from . import leases
+from ._fuseline_store import FuselineStoreView
 from .cache import CacheStore, CacheView, MemoryCacheStore
 from .state import Assignment, LiveState, Worker
 from .storage.base import RuntimeStorage
@@ -49,6 +50,11 @@ class HistoryReads:
     def _workers(self) -> dict[str, Worker]:
         """Fuseline's ``broker._workers`` (worker id -> its record), for code written against Fuseline."""
         return self._state.workers
+
+    @property
+    def _store(self) -> FuselineStoreView:
+        """Fuseline's ``broker._store`` calls, keyed by (workflow, instance, step)."""
+        return FuselineStoreView(self)  # type: ignore[arg-type]
 
     def held_by(self, worker_id: str) -> list[Assignment]:
         """What ``worker_id`` holds, in hand-out order (a worker process runs the first): the broker's record.

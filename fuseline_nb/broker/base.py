@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 from ..errors import TransportUnsupportedError
@@ -71,6 +72,38 @@ class _Shared(ABC):
     @abstractmethod
     def list_runs(self) -> list[RunInfo]:
         """Every known run, oldest first (steps omitted for finished runs)."""
+
+    def deferred_events(self) -> AbstractContextManager[None]:
+        """A block whose broker calls (this thread's) deliver their events to listeners when it ends.
+
+        Inside ``with broker.deferred_events():`` the events that
+        ``report_steps``, ``get_steps`` and every other call of this thread
+        make are recorded as always but handed to the listeners
+        (``subscribe``) only when the outermost block ends — in the order
+        they were made, each once, also when the body raises. A channel
+        server answers its worker inside the block, so the answer does not
+        wait for the views and the session. Outside a block nothing
+        changes; a call of another thread that makes events first delivers
+        what is held, so every listener still sees one order. A broker in this process
+        (:class:`~fuseline_nb.broker.core.StorageBroker`, and a
+        ``LocalBrokerClient`` of one) holds the events; a client whose
+        broker is elsewhere (HTTP) has no listeners here: its block changes
+        nothing (the default).
+
+        Examples
+        --------
+        >>> from fuseline_nb import FunctionStep, Workflow
+        >>> from fuseline_nb.broker import MemoryBroker
+        >>> broker, seen = MemoryBroker(), []
+        >>> _ = broker.subscribe(lambda e: seen.append(e.kind))
+        >>> with broker.deferred_events():
+        ...     _ = broker.dispatch_workflow(Workflow(outputs=[FunctionStep(lambda: 1, name="one")]).to_schema())
+        ...     seen
+        []
+        >>> seen
+        ['run_dispatched', 'step_queued']
+        """
+        return nullcontext()
 
     # -- batches: what a worker with prefetch asks at once ------------------------------
     def get_steps(self, worker_id: str, n: int) -> list[StepAssignment]:

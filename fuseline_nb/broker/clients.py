@@ -17,6 +17,7 @@ Examples
 from __future__ import annotations
 
 from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from typing import Any
 
 from ..errors import TransportUnsupportedError
@@ -58,6 +59,9 @@ class LocalBrokerClient(BrokerClient):
 
     def report_steps(self, worker_id: str, reports: Iterable[StepReport]) -> list[Exception | None]:
         return self.broker.report_steps(worker_id, reports)
+
+    def deferred_events(self) -> AbstractContextManager[None]:
+        return self.broker.deferred_events()
 
     def keep_alive(self, worker_id: str) -> list[tuple[str, str]] | None:
         return self.broker.keep_alive(worker_id)

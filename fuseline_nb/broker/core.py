@@ -35,6 +35,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from typing import Any
 
 from ..errors import (
@@ -50,8 +51,8 @@ from ..workflow.schema import WorkflowSchema
 from ..workflow.status import Status
 from ..workflow.value import values_of
 from . import leases
-from ._fuseline_store import FuselineStoreView
 from ._gcfreeze import freeze_for_run, thaw
+from ._outbox import Outbox
 from ._reads import HistoryReads
 from ._workers import WorkerCalls
 from .base import Broker, StepAssignment, StepReport
@@ -112,6 +113,7 @@ class StorageBroker(WorkerCalls, HistoryReads, Broker):
         self._lock = threading.RLock()
         self._hub = EventHub()
         self._state = LiveState(self.lease_seconds)
+        self._out = Outbox(self._hub, self._lock, self._ended)
         self._closed = False
         self.cache_default = bool(cache)
         self._cache_store: CacheStore | None = None
@@ -153,22 +155,21 @@ class StorageBroker(WorkerCalls, HistoryReads, Broker):
             do[op](*args)
         if fx.events:
             record = self.storage.record_event
-            hub = self._hub
-            if hub.has_subscribers:
-                publish = hub.publish
-                for e in fx.events:
-                    record(e)
-                    publish(e)
-            else:
-                for e in fx.events:
-                    record(e)
+            for e in fx.events:
+                record(e)
+            self._out.send(fx.events)  # delivered now, or at the end of a deferred_events() block
         st = self._state
         if st.dirty:
             for records in st.dirty:
                 records.close()  # the records the transition opened: back into their arrays
             st.dirty.clear()
-        if st.ending:
-            st.ending.clear()  # their run_finished is out: read them from the storage now
+        if st.ending and self._out.idle():
+            self._ended()
+
+    def _ended(self) -> None:
+        """Every run_finished is delivered: the ended runs are read from the storage now."""
+        if self._state.ending:
+            self._state.ending.clear()
             thaw()  # what the dispatch froze is collectable again (see _gcfreeze)
 
     def _queued(self, run_id: str, steps: list[str], records: StepRecords) -> None:
@@ -203,8 +204,15 @@ class StorageBroker(WorkerCalls, HistoryReads, Broker):
             return wid
 
     def subscribe(self, callback: Callable[[Event], None]) -> Callable[[], None]:
-        """Receive every lifecycle event (called under the broker's lock: be quick)."""
-        return self._hub.subscribe(callback)
+        """Receive every lifecycle event from now on (called under the broker's lock: be quick)."""
+        with self._lock:
+            if self._out.held:  # made before it subscribed: not for it
+                self._out.deliver()
+            return self._hub.subscribe(callback)
+
+    def deferred_events(self) -> AbstractContextManager[None]:
+        """Deliver the events this thread's broker calls make when the block ends (see :meth:`Broker.deferred_events`)."""
+        return self._out.deferred()
 
     # -- runs --------------------------------------------------------------------------
     def dispatch_workflow(self, workflow: WorkflowSchema, inputs: dict[str, Any] | None = None, *,
@@ -347,11 +355,6 @@ class StorageBroker(WorkerCalls, HistoryReads, Broker):
             self._closed = True
             thaw()
             self.storage.close()
-
-    @property
-    def _store(self) -> FuselineStoreView:
-        """Fuseline's ``broker._store`` calls, keyed by (workflow, instance, step)."""
-        return FuselineStoreView(self)
 
     def _check_open(self) -> None:
         if self._closed:

@@ -24,7 +24,8 @@ broker (:mod:`fuseline_nb.broker.core`) applies them. See also
     caching is on) and ``seq`` (the number of its last event).
 ``LiveState.ending[run_id]`` — :class:`LiveRun`
     runs that ended in the transition being applied: a ``run_finished``
-    subscriber still reads them from memory; emptied once the events are out.
+    subscriber still reads them from memory; emptied once the events are out
+    (held ones too: see :mod:`fuseline_nb.broker._outbox`).
 ``LiveState.active[(workflow_id, version)]``
     the live run ids of each workflow in dispatch order (an ordered set):
     what ``get_step`` scans.

@@ -20,10 +20,10 @@ from __future__ import annotations
 import os
 import time
 import traceback as tb
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from ..limits import safe_str, safe_text
 from ..workflow.binding import SKIP
@@ -120,11 +120,12 @@ class Attempt:
     def __init__(self, wf: Workflow, name: str, inputs: Mapping[str, Any], results: Mapping[str, Any],
                  winners: Mapping[str, str], retry: int = 0) -> None:
         self.started = time.time()
-        self.step = wf.steps[name]
-        self.step.cur_retry = retry  # Fuseline's counter, read by run_step: 0 on the first attempt
-        self.binding = wf.bindings[name]
-        self.checks: list[dict[str, Any]] | None = [] if self.binding.conditional else None
-        self.policies = [p for p in step_policies(self.step) if isinstance(p, StepPolicy)]
+        step = self.step = wf.steps[name]
+        step.cur_retry = retry  # Fuseline's counter, read by run_step: 0 on the first attempt
+        binding = self.binding = wf.bindings[name]
+        self.checks: list[dict[str, Any]] | None = [] if binding.conditional else None
+        policies = step_policies(step)  # most steps have none: no list made then
+        self.policies: Sequence[StepPolicy] = [p for p in policies if isinstance(p, StepPolicy)] if policies else ()
         self.kwargs: dict[str, Any] = {}
         self.shared: dict[str, Any] = {}
         self._bind = (inputs, results, winners, wf.steps)
@@ -137,7 +138,7 @@ class Attempt:
             if bound is SKIP:
                 return StepOutcome(Status.SKIPPED, started_at=self.started, finished_at=time.time(),
                                    conditions=self.checks)
-            self.kwargs = cast(dict[str, Any], bound)
+            self.kwargs = bound  # type: ignore[assignment]  # not SKIP: a dict
             self.shared = dict(inputs)
             for p in self.policies:
                 p.on_start(self.step)
@@ -158,8 +159,8 @@ class Attempt:
                 p.on_success(self.step, result)
         except Exception as exc:
             return self.failed(exc)
-        return StepOutcome(Status.SUCCEEDED, result, started_at=self.started, finished_at=time.time(),
-                           conditions=self.checks)
+        return StepOutcome(Status.SUCCEEDED, result, None, None, None, self.started, time.time(), None,
+                           self.checks)
 
     def failed(self, exc: BaseException) -> StepOutcome:
         """The FAILED outcome of ``exc`` (the step's, a hook's or the binding's)."""
@@ -206,7 +207,10 @@ def attempt(
     if done is not None:
         return done
     try:
-        result = a.wrapped(lambda: a.step._invoke(a.binding, a.kwargs, a.shared), "execute")()
+        if a.policies:
+            result = a.wrapped(lambda: a.step._invoke(a.binding, a.kwargs, a.shared), "execute")()
+        else:  # nothing to wrap it in
+            result = a.step._invoke(a.binding, a.kwargs, a.shared)
     except StepInterrupt:
         raise
     except BaseException as exc:  # the outcome carries it; a worker never dies of it

@@ -388,11 +388,13 @@ def _same_definition(old: Workflow | None, new: Workflow) -> bool:
     policies (a custom policy's code is not fingerprinted)."""
     if old is None or old is new:
         return False
+    builtin = "fuseline_nb.workflow.policies"
     for step in new.steps.values():
         if getattr(step, "code_version", None) is not None:
             return False
-        if any(type(p).__module__ != "fuseline_nb.workflow.policies" for p in step_policies(step)):
+        policies = step_policies(step)
+        if policies and any(type(p).__module__ != builtin for p in policies):
             return False
-    if any(type(p).__module__ != "fuseline_nb.workflow.policies" for p in new.policies):
+    if any(type(p).__module__ != builtin for p in new.policies):
         return False
-    return old.to_schema() == new.to_schema()
+    return old.to_schema() == new.to_schema()  # the same object when Session.submit adopted it

@@ -15,6 +15,7 @@ True
 from __future__ import annotations
 
 import atexit
+import gc
 import logging
 import os
 import signal
@@ -22,6 +23,8 @@ import sys
 from typing import Any
 
 from ..errors import PicklingError
+from ..workflow.gcpause import paused_gc
+from ..workflow.graph import Workflow
 from .channel import ChannelClient, ChannelClosed, WorkflowBlob
 from .engine import ProcessEngine
 from .latency import HOLD_SECONDS, spin_seconds
@@ -36,7 +39,7 @@ class _PoolEngine(ProcessEngine):
     def adopt(self, blobs: list[WorkflowBlob]) -> str:
         """Load shipped workflows; re-register when they add workflow ids. Returns the worker id."""
         try:
-            loaded = load(blobs, by_reference=True)  # schemas go back to this kernel only
+            loaded = _load(blobs)
         except PicklingError as exc:
             assert isinstance(self.client, ChannelClient)
             self.client.load_error(str(exc))
@@ -54,6 +57,23 @@ class _PoolEngine(ProcessEngine):
         self.client.flush(HOLD_SECONDS)
 
 
+def _load(blobs: list[WorkflowBlob]) -> dict[tuple[str, str], Workflow]:
+    """Load shipped workflows by reference (their schemas go back to this kernel only), then leave
+    everything alive out of the cyclic collector's walks.
+
+    A worker keeps every workflow it loads until it ends, and they make no
+    garbage; yet each full collection walked all their objects (millions at
+    1→1,000,000→1), and loading them triggered such collections itself. So
+    the collector is paused while they load and ``gc.freeze()`` moves them
+    (with the imports) to the permanent generation. Objects made later —
+    steps' results, inputs, reports — are collected as always.
+    """
+    with paused_gc():
+        loaded = load(blobs, by_reference=True)
+    gc.freeze()
+    return loaded
+
+
 def worker_main(conn: Any, label: str, parent_pid: int, log_level: int) -> None:
     """Entry point of a worker process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the kernel's to handle
@@ -64,7 +84,7 @@ def worker_main(conn: Any, label: str, parent_pid: int, log_level: int) -> None:
     client = ChannelClient(conn, wait=True, spin=spin_seconds())
     try:
         try:  # their schemas go back to this kernel only: registering names them, never resends them
-            workflows = load(client.hello(), by_reference=True)
+            workflows = _load(client.hello())
         except PicklingError as exc:
             client.load_error(str(exc))
             return

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..errors import CycleError
-from .binding import Binding
+from .binding import Bindings
 from .fingerprint import workflow_fingerprints
 from .gcpause import paused_gc
 from .joins import check_joins
@@ -132,7 +132,7 @@ class Workflow(Surface):
         self.steps: dict[str, Step] = st.steps
         self.output_names = st.output_names
         self._key: str | None = None
-        self._bindings: dict[str, Binding] | None = None
+        self._bindings: Bindings | None = None
         self._graph: nx.DiGraph | None = None
         self._schema_cache: WorkflowSchema | None = None
         self._plan: Plan | None = None
@@ -143,8 +143,9 @@ class Workflow(Surface):
             raise CycleError([u for u, _ in cycle] + [cycle[0][0]])
 
     @property
-    def bindings(self) -> dict[str, Binding]:
-        """How each step's parameters get their values (made on first use: a run needs them, building does not).
+    def bindings(self) -> Bindings:
+        """How each step's parameters get their values (each step's made on first use: a run needs them,
+        building does not, and a worker process only those of the steps it runs).
 
         Examples
         --------
@@ -155,10 +156,7 @@ class Workflow(Surface):
         ('x',)
         """
         if self._bindings is None:
-            st = self._structure
-            deps, groups = st.deps, st.group_param
-            self._bindings = {n: Binding.for_step(n, s, deps.get(n, {}), groups.get(n, {}))
-                              for n, s in st.steps.items()}
+            self._bindings = Bindings(self._structure)
         return self._bindings
 
     @property
@@ -235,6 +233,24 @@ class Workflow(Surface):
         self._schema_cache = None
         self._plan = None
         return True
+
+    def _adopt_schema(self, registered: Iterable[WorkflowSchema]) -> bool:
+        """Use the registered schema of this id and version when it equals this workflow's own.
+
+        A cell run again builds the same definition anew: with the registered
+        object as its schema, what follows (the version check, the pool's
+        "shipped already?", the broker's register) recognises it by identity
+        instead of comparing or digesting every step again. Whether it did.
+        """
+        schema = self.to_schema()
+        key = (schema.workflow_id, schema.version)
+        for known in registered:
+            if known is schema:
+                return True
+            if (known.workflow_id, known.version) == key and known == schema:
+                self._schema_cache = known  # equal edges: the structure remakes them from either
+                return True
+        return False
 
     def fingerprints(self) -> dict[str, str]:
         """``{step: code fingerprint}``, computed now (see :mod:`fuseline_nb.workflow.fingerprint`).

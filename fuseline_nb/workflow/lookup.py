@@ -107,6 +107,10 @@ def step_policies(step: Any) -> Sequence[Any]:
     >>> step_policies(FunctionStep(len, policies=[RetryPolicy(max_retries=2)]))
     [RetryPolicy(max_retries=2, wait=0)]
     """
+    if getattr(type(step), "policies", None) is None:  # no class attribute, property or slot: the
+        d = getattr(step, "__dict__", None)  # instance's own (a failed lookup would cost an exception)
+        if d is not None:
+            return d.get("policies", _NO_POLICIES)  # type: ignore[no-any-return]
     try:
         return object.__getattribute__(step, "policies")  # type: ignore[no-any-return]
     except AttributeError:

@@ -9,6 +9,7 @@ still holds it (then it is that value: no second copy).
 from __future__ import annotations
 
 import logging
+import threading
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -30,6 +31,9 @@ class HistoryReads:
     _unpicklable: dict[tuple[str, str], Any]
     _big: weakref.WeakValueDictionary[tuple[str, str], Value]
     _files: ValueFiles | None
+    _unfinished_at_open: list[str] | None  # the unfinished runs read at open, until the first write
+    _buf_lock: threading.Lock
+    _batch: Any
 
     # provided by the storage
     flush: Callable[[], None]
@@ -54,6 +58,10 @@ class HistoryReads:
         return [run_info(row, self._read) for row in self._execute(Q.SELECT_RUNS)]
 
     def unfinished_runs(self) -> list[str]:
+        with self._buf_lock:
+            at_open = self._unfinished_at_open
+            if at_open is not None and self._batch.empty:  # nothing written since the file was opened
+                return list(at_open)
         self.flush()
         return [run_id for (run_id,) in self._execute(Q.SELECT_UNFINISHED)]
 

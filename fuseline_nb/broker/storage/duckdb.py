@@ -126,6 +126,10 @@ class DuckDBRuntimeStorage(HistoryReads, RuntimeStorage):
             for (text,) in self._execute(Q.SELECT_WORKFLOWS):
                 s = WorkflowSchema.from_json(text)
                 self._workflows[(s.workflow_id, s.version)] = s
+            # Read now, before the flusher starts its warm-up (pyarrow importing pandas, ~1 s): the
+            # broker opening this file asks first thing, and would wait for the warm-up to end.
+            self._unfinished_at_open: list[str] | None = [
+                run_id for (run_id,) in self._execute(Q.SELECT_UNFINISHED)]
         except BaseException:
             release(self._key, self)
             if self._con is not None:
@@ -307,6 +311,8 @@ class DuckDBRuntimeStorage(HistoryReads, RuntimeStorage):
                 self._cache.write_pending()
             with self._buf_lock:
                 batch, self._batch = self._batch, Batch()
+                if not batch.empty:
+                    self._unfinished_at_open = None  # the runs change in the file from here on
             if batch.empty:
                 return
             try:

@@ -1,0 +1,141 @@
+"""The broker's events on their way to its listeners: delivered at once, or held until a deferred block ends.
+
+A :class:`~fuseline_nb.broker.core.StorageBroker` records every event in its
+storage as the transition is applied and hands it to its
+:class:`~fuseline_nb.workflow.events.EventHub` through an :class:`Outbox`.
+Normally the outbox delivers at once (under the broker's lock, as always).
+Inside ``with broker.deferred_events():`` the events the *calling thread's*
+broker calls make are held instead and delivered, in order, when the
+outermost block of that thread ends — also when its body raises. A channel
+server uses it to answer a worker first and run the listeners (views, the
+session, its own wake-ups) after the answer is on its way.
+
+What stays true:
+
+- **One order.** The outbox is shared by every thread: a broker call made
+  outside a block by another thread first delivers whatever is held, then
+  its own events; a new subscriber gets what is held delivered before it
+  joins (it sees no event older than its subscription). So listeners see
+  the events in the order the broker made them, each exactly once.
+- **Readable at delivery.** A run that ended stays readable from memory
+  (``get_run``) until its ``run_finished`` is delivered: the broker keeps
+  it in ``LiveState.ending`` until the outbox is empty.
+- **Storage unchanged.** Events are recorded in the storage when they are
+  made, inside the block as outside it.
+
+Examples
+--------
+>>> import threading
+>>> from fuseline_nb.workflow.events import Event, EventHub
+>>> hub, seen = EventHub(), []
+>>> _ = hub.subscribe(lambda e: seen.append(e.seq))
+>>> box = Outbox(hub, threading.RLock())
+>>> with box.deferred():
+...     box.send([Event("run_dispatched", "r1", 1, 0.0)])
+...     len(seen)
+0
+>>> seen
+[1]
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from ..workflow.events import Event, EventHub
+
+
+class Outbox:
+    """Delivers a broker's events to its hub: at once, or, inside :meth:`deferred`, when the block ends.
+
+    ``lock`` is the broker's lock (held around every delivery);
+    ``delivered`` is called, under it, each time nothing is held any more
+    (the broker forgets the runs that ended).
+
+    Examples
+    --------
+    >>> from fuseline_nb.workflow.events import EventHub
+    >>> box = Outbox(EventHub(), threading.RLock())
+    >>> box.holding(), box.held
+    (False, [])
+    """
+
+    __slots__ = ("_delivered", "_delivering", "_hub", "_local", "_lock", "held")
+
+    def __init__(self, hub: EventHub, lock: threading.RLock, delivered: Callable[[], None] | None = None) -> None:
+        self._hub = hub
+        self._lock = lock
+        self._delivered = delivered
+        self._local = threading.local()  # .depth: how many deferred blocks this thread is in
+        #: events made but not yet delivered (in the order they were made), from any thread's block
+        self.held: list[Event] = []
+        self._delivering = 0  # deliveries under way (a listener's broker call may nest one)
+
+    def holding(self) -> bool:
+        """Whether the calling thread is inside a :meth:`deferred` block."""
+        return getattr(self._local, "depth", 0) > 0
+
+    def idle(self) -> bool:
+        """Whether every event made so far has been delivered (none held, no delivery under way)."""
+        return not self.held and not self._delivering
+
+    def send(self, events: list[Event]) -> None:
+        """Deliver ``events`` (after what is held), or hold them when this thread defers. Call under the lock."""
+        if getattr(self._local, "depth", 0) > 0:
+            if self._hub.has_subscribers:
+                self.held.extend(events)
+            return
+        if self.held:
+            self.deliver()
+        hub = self._hub
+        if hub.has_subscribers:
+            publish = hub.publish
+            self._delivering += 1
+            try:
+                for e in events:
+                    publish(e)
+            finally:
+                self._delivering -= 1
+
+    def deliver(self) -> None:
+        """Deliver what is held, in order, each event once (a listener's ``BaseException`` leaves the rest held)."""
+        with self._lock:
+            self._delivering += 1
+            try:
+                self._deliver()
+            finally:
+                self._delivering -= 1
+            if self._delivered is not None and self.idle():
+                self._delivered()
+
+    def _deliver(self) -> None:
+        held = self.held
+        while held:
+            events, self.held = held, []
+            n = 0
+            try:
+                publish = self._hub.publish
+                for e in events:
+                    n += 1  # counted before: an event half delivered is not delivered again
+                    publish(e)
+            finally:
+                if n < len(events):
+                    self.held[:0] = events[n:]
+            held = self.held  # held meanwhile by a listener's deferred call: delivered in this loop
+
+    @contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Hold the events this thread's broker calls make until the outermost block ends; then deliver them."""
+        local = self._local
+        local.depth = getattr(local, "depth", 0) + 1
+        try:
+            yield
+        finally:
+            local.depth -= 1
+            if local.depth == 0 and self.held:
+                self.deliver()
+
+
+__all__ = ["Outbox"]

@@ -259,7 +259,7 @@ class TestReadWrite:
             st._con.execute(Q.UNPIN_SIDES)
             st.flush()
             script = scripts[-1]
-            assert script.index(Q.PIN_SIDES) < script.index(Q.UPDATE_STEPS)
+            assert script.index(Q.PIN_SIDES) < script.index(Q.UPDATE_STEPS_NO_RESULTS)
             assert st._execute(setting) == [("",)]  # other queries keep the optimizer
             rows = dict(st._execute("SELECT step, finished_at FROM fl_steps"))
             assert rows == {n: (float(done.index(n)) if n in done else None) for n in names}
@@ -271,6 +271,34 @@ class TestReadWrite:
             assert Q.PIN_SIDES in scripts[-1]
             assert st._execute(setting) == [("",)]
             st._execute("ALTER TABLE fl_events_away RENAME TO fl_events")
+
+    def test_records_without_results_leave_the_stored_results_and_skip_their_columns(self, monkeypatch):
+        from fuseline_nb.broker.storage import _duckdb_write
+
+        scripts: list[str] = []
+        real = _duckdb_write.run_script
+        monkeypatch.setattr(_duckdb_write, "run_script",
+                            lambda con, script, **tables: scripts.append(script) or real(con, script, **tables))
+        with DuckDBRuntimeStorage(flush_interval=3600) as st:
+            st._stopping = True
+            st.create_run("r1", "wf", "1", {}, ["a", "b", "c"], created_at=0.0)
+            st.flush()
+            st.save_step("r1", "a", StepInfo(Status.SUCCEEDED, attempts=1))
+            st.set_result("r1", "a", {"a": 1})
+            st.set_result("r1", "b", "b's")  # its record comes later
+            st.flush()
+            assert Q.UPDATE_STEPS in scripts[-1]
+            st.save_step("r1", "a", StepInfo(Status.FAILED, attempts=2, error="ValueError: again"))
+            st.save_step("r1", "b", StepInfo(Status.SUCCEEDED, attempts=1, worker="w"))
+            st.save_step("r1", "c", StepInfo(Status.PENDING, queued_at=3.0))
+            st.flush()
+            assert Q.UPDATE_STEPS_NO_RESULTS in scripts[-1] and Q.UPDATE_STEPS not in scripts[-1]
+            rows = st._execute("SELECT step, state, attempts, worker, queued_at, error_type, result_preview, "
+                               "result_type FROM fl_steps ORDER BY rowid")
+            assert st.load_run("r1").steps["a"].result == {"a": 1}
+        assert rows == [("a", "FAILED", 2, None, None, "ValueError", "{'a': 1}", "dict"),
+                        ("b", "SUCCEEDED", 1, "w", None, None, "\"b's\"", "str"),
+                        ("c", "PENDING", 0, None, 3.0, None, None, None)]
 
     @staticmethod
     def _history(path, *, crash_at=None):

@@ -148,6 +148,13 @@ UPDATE_STEPS: Final = (
                 for c in RESULT_COLUMNS)
     + " FROM batch_steps b WHERE fl_steps.run_id = b.run_id AND fl_steps.step = b.step"
 )
+#: UPDATE_STEPS for a batch none of whose rows carries a result (a fan-out's queued steps, steps
+#: started): the same rows, without rewriting the seven result columns with their own values
+#: (DuckDB updates, and logs, every column a SET names: 20 -> 13 columns a row).
+UPDATE_STEPS_NO_RESULTS: Final = (
+    "UPDATE fl_steps SET " + ", ".join(f"{c} = b.{c}" for c in STEP_COLUMNS[2:])
+    + " FROM batch_steps b WHERE fl_steps.run_id = b.run_id AND fl_steps.step = b.step"
+)
 INSERT_MISSING_STEPS: Final = (
     f"INSERT INTO fl_steps ({', '.join(STEP_COLUMNS + RESULT_COLUMNS)}) "
     f"SELECT {', '.join('b.' + c for c in STEP_COLUMNS + RESULT_COLUMNS)} FROM batch_steps b "

@@ -54,7 +54,8 @@ def write_batch(db: Callable[..., Any], con: Any, batch: Batch, *, pin: bool, pa
                    [schema.workflow_id, schema.version, schema.name, schema.to_json(), at])
         for part in batch.chunks(CHUNK_ROWS):
             tables = part.arrow_tables(unpicklable, write_file)
-            script = ";\n".join([*head, *(sql for name, sql in Q.WRITE_ORDER if name in tables)])
+            script = ";\n".join([*head, *(_statement(name, sql, tables) for name, sql in Q.WRITE_ORDER
+                                           if name in tables)])
             head = []
             count = db(run_script, con, script, **tables) if script else None
             steps = tables.get("batch_steps")
@@ -75,6 +76,16 @@ def write_batch(db: Callable[..., Any], con: Any, batch: Batch, *, pin: bool, pa
             except duckdb.Error:
                 log.debug("resetting the optimizers after a failed flush of %s failed", path, exc_info=True)
         raise
+
+
+def _statement(name: str, sql: str, tables: dict[str, Any]) -> str:
+    """The statement writing table ``name``: the steps UPDATE leaves the result columns alone
+    when no row of the batch carries a result (they would be set to their own values)."""
+    if name == "batch_steps":
+        steps = tables[name]
+        if steps.column("result_preview").null_count == steps.num_rows:
+            return Q.UPDATE_STEPS_NO_RESULTS
+    return sql
 
 
 def can_pin_sides(con: Any) -> bool:

@@ -270,7 +270,7 @@ def main() -> None:
                 run.wait(raise_on_failure=True)
             with clock.phase("final summary (info)"):
                 info = run.info()
-                done = sum(1 for s in info.steps.values() if s.state is fl.Status.SUCCEEDED)
+                done = info.counts()[fl.Status.SUCCEEDED]
             workers_mb = _worker_peak_mb(pids)
             workers_cpu = _workers_cpu(pids)
         finally:

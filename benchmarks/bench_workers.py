@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import Any
 
 import fuseline_nb as fl
-from fuseline_nb.worker.latency import spin_seconds
+from fuseline_nb.worker.latency import PREFETCH_DEFAULT, spin_seconds
 
 
 def noop() -> None:
@@ -224,7 +224,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="smaller workloads, one repeat")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--no-spin", action="store_true", help="pool waits for replies without spinning")
-    ap.add_argument("--prefetch", type=int, default=8, help="most assignments a worker gets at once (default 8)")
+    ap.add_argument("--prefetch", type=int, default=PREFETCH_DEFAULT,
+                    help=f"most assignments a worker holds at once (default {PREFETCH_DEFAULT})")
     ap.add_argument("--fresh", action="store_true",
                     help="build each workflow afresh for every run, inside the timing (a notebook re-running "
                          "its cell): end to end = build + submit + run + wait")

@@ -115,7 +115,8 @@ class Session:
     context:
         Start method of the workers: ``"spawn"`` or ``"forkserver"``.
     prefetch:
-        Up to how many short steps a worker may hold at once (see ``WorkerPool``).
+        Up to how many short steps a worker may hold at once (see ``WorkerPool``;
+        ``1``: one at a time).
     cache:
         Reuse the results of steps whose code and inputs were seen before
         (``docs/caching.md``); :meth:`submit` may say otherwise per run.
@@ -134,7 +135,7 @@ class Session:
     """
 
     def __init__(self, path: str | os.PathLike[str] | None = None, workers: int | None = None, *,
-                 lease_seconds: float = 60.0, context: str = "spawn", prefetch: int = 8,
+                 lease_seconds: float = 60.0, context: str = "spawn", prefetch: int = 64,
                  dask: Any = None, cache: bool = False) -> None:
         if dask is not None and workers:
             raise ValueError(f"give workers= or dask=, not both (workers={workers!r}, dask={dask!r}): "
@@ -280,10 +281,11 @@ class Session:
             info.finished_at = info.finished_at or event.at
             self._early[event.run_id] = info
         elif run._final is None:
-            # The broker still holds the run in memory while it announces the
-            # end: keep its final record, so wait() and info() need no
+            # The broker still holds the run in memory while it announces the end: keep its final
+            # record (steps read from its compact records when asked), so wait() and info() need no
             # round trip to the history file afterwards.
-            info = self.broker.get_run(event.run_id)
+            final = getattr(self.broker, "_final_record", None)
+            info = (final(event.run_id) if final is not None else None) or self.broker.get_run(event.run_id)
             info.state = event.state or info.state
             info.finished_at = info.finished_at or event.at
             run._final = info

@@ -216,3 +216,68 @@ def test_nothing_is_held_across_the_start_or_the_end_of_a_step_with_a_timeout(pi
     assert [(k, [r.step_name for r in a[1]]) for k, a in _pending(reader)] == [("reports", ["s0"])]
     client.report_step("w1", _report("s1", 0.0))  # and its own end is never held
     assert [(k, [r.step_name for r in a[1]]) for k, a in _pending(reader)] == [("reports", ["s1"])]
+
+
+def _batch(n: int, first: int = 0):
+    from fuseline_nb.broker.base import StepAssignment
+
+    return [StepAssignment("wf", "r1", f"s{i}", {}, 0.0, 60.0) for i in range(first, first + n)]
+
+
+def test_a_worker_asks_for_its_next_batch_half_way_with_its_held_reports_in_one_write(pipe, monkeypatch):
+    monkeypatch.setattr("fuseline_nb.worker.channel.HOLD_SECONDS", 60.0)
+    a, b = pipe
+    client = ChannelClient(a, wait=True)
+    send(b, ("assignments", _batch(8)))
+    ran = [client.get_step("w1").step_name]
+    reader = FrameReader(b)
+    assert [k for k, _ in _pending(reader)] == ["get_step"]  # the first ask, empty-handed
+    for _ in range(2):
+        client.report_step("w1", _report(ran[-1], 0.0))
+        ran.append(client.get_step("w1").step_name)
+    client.report_step("w1", _report(ran[-1], 0.0))
+    assert _pending(reader) == []  # five left in hand: not yet
+    ran.append(client.get_step("w1").step_name)  # s3 starts with four left: ask now, while they run
+    got = _pending(reader)
+    assert [k for k, _ in got] == ["reports", "get_step"]
+    assert [r.step_name for r in got[0][1][1]] == ["s0", "s1", "s2"] and got[1][1] == ("w1", False)
+    send(b, ("assignments", _batch(6, first=8)))  # the answer waits in the pipe until the client needs it
+    for _ in range(8):
+        client.report_step("w1", _report(ran[-1], 0.0))
+        ran.append(client.get_step("w1").step_name)
+    assert ran == [f"s{i}" for i in range(12)]  # in hand-out order, and no other round trip
+    assert [k for k, _ in _pending(reader)] == ["reports", "get_step"]  # half-way through the second batch
+
+
+def test_a_request_while_an_early_ask_is_answered_takes_that_answer_first(pipe):
+    a, b = pipe
+    client = ChannelClient(a, wait=True)
+    send(b, ("assignments", _batch(4)))
+    for step in ("s0", "s1"):
+        assert client.get_step("w1").step_name == step
+    reader = FrameReader(b)
+    assert [(k, args[-1]) for k, args in _pending(reader)] == [("get_step", True), ("get_step", False)]  # early
+    send(b, ("assignments", _batch(2, first=4)))
+    send(b, ("ok", {"status": "ok"}))  # the request's own answer comes second
+    assert client.status() == {"status": "ok"}  # e.g. a keep-alive from the heartbeat thread
+    assert [client.get_step("w1").step_name for _ in range(4)] == ["s2", "s3", "s4", "s5"]
+
+
+def test_an_early_ask_answered_with_nothing_is_followed_by_a_waiting_one_when_the_hands_are_empty(pipe):
+    a, b = pipe
+    client = ChannelClient(a, wait=True)
+    send(b, ("assignments", _batch(4)))
+    client.get_step("w1")
+    client.get_step("w1")
+    reader = FrameReader(b)
+    assert [(k, args[-1]) for k, args in _pending(reader)] == [("get_step", True), ("get_step", False)]
+    send(b, ("assignments", []))  # nothing ready then
+    client.report_step("w1", _report("s1", 0.0))
+    client.get_step("w1")
+    client.report_step("w1", _report("s2", 0.0))
+    client.get_step("w1")
+    assert _pending(reader) == []  # the last step runs: nothing asked meanwhile
+    send(b, ("assignments", _batch(1, first=9)))
+    client.report_step("w1", _report("s3", 0.0))  # hands empty: the report asks and waits
+    assert [(k, args[-1]) for k, args in _pending(reader)][-1] == ("report_and_get", True)
+    assert client.get_step("w1").step_name == "s9"

@@ -17,6 +17,7 @@ import fuseline_nb as fl
 from fuseline_nb.broker import MemoryBroker
 from fuseline_nb.errors import PicklingError, SchemaMismatchError
 from fuseline_nb.worker import WorkerPool
+from fuseline_nb.workflow.events import Event
 
 # Steps below travel to the workers by value, like steps defined in a notebook.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -429,12 +430,12 @@ def test_workers_register_their_first_workflows_by_reference(monkeypatch: pytest
 _RUN_HERE = [0]  # steps this worker process ran (the class below travels by value: one per process)
 
 
-class ThirdBlocks(fl.Step):
-    """The third step a worker process runs waits for ``marker`` (after writing ``marker + '.busy'``)."""
+class FourthBlocks(fl.Step):
+    """The fourth step a worker process runs waits for ``marker`` (after writing ``marker + '.busy'``)."""
 
     def run_step(self, marker: str) -> int:
         _RUN_HERE[0] += 1
-        if _RUN_HERE[0] == 3:
+        if _RUN_HERE[0] == 4:
             Path(marker + ".busy").write_text(str(os.getpid()))
             end = time.monotonic() + 60
             while not os.path.exists(marker) and time.monotonic() < end:
@@ -443,10 +444,16 @@ class ThirdBlocks(fl.Step):
 
 
 def test_a_held_report_reaches_the_kernel_while_a_long_step_runs_after_it(tmp_path: Path) -> None:
-    """A quick step's report held back (more work in hand) is sent by the heartbeat, not after the next step."""
+    """A quick step's report held back (more work in hand) is sent by the heartbeat, not after the next step.
+
+    The root's report brings one child or a batch (the hint of what is
+    queued may lag); either way the batch that the fourth step is in holds a
+    quick step's report before it (``c0`` then ``c1`` held, or ``c0`` and
+    ``c1`` both held), and both must reach the kernel while the fourth runs.
+    """
     marker = str(tmp_path / "release")
-    root = ThirdBlocks(name="root")
-    children = [ThirdBlocks(name=f"c{i}") for i in range(8)]
+    root = FourthBlocks(name="root")
+    children = [FourthBlocks(name=f"c{i}") for i in range(8)]
     for c in children:
         root >> c
     wf = fl.Workflow(outputs=children, workflow_id="held")
@@ -455,15 +462,46 @@ def test_a_held_report_reaches_the_kernel_while_a_long_step_runs_after_it(tmp_pa
         end = time.monotonic() + 60
         while not os.path.exists(marker + ".busy") and time.monotonic() < end:
             time.sleep(0.01)
-        assert os.path.exists(marker + ".busy"), "the third step never started"
-        # the second step (quick) ended before the third began: its report must not wait for the third
+        assert os.path.exists(marker + ".busy"), "the fourth step never started"
+        # the second and third steps (quick) ended before the fourth began: no report may wait for it
         end = time.monotonic() + 10  # a heartbeat is at most 0.5 s
         while time.monotonic() < end:
             done = [n for n, s in run.info().steps.items() if n != "root" and s.state is fl.Status.SUCCEEDED]
-            if done:
+            if len(done) >= 2:
                 break
             time.sleep(0.02)
-        assert len(done) == 1 and not os.path.exists(marker), done
+        assert len(done) == 2 and not os.path.exists(marker), done
         Path(marker).write_text("")
         run.wait(timeout=60)
         assert run.info().state is fl.Status.SUCCEEDED
+
+
+class Touch(fl.Step):
+    """Writes ``marker`` + its own name when it runs."""
+
+    def run_step(self, marker: str) -> str:
+        Path(f"{marker}.{self.name}").write_text("")
+        return self.name
+
+
+def test_a_worker_gets_its_next_step_before_the_brokers_listeners_hear_of_the_last(tmp_path: Path) -> None:
+    """The channel answers inside ``deferred_events()``: a slow listener does not hold the chain up."""
+    marker = str(tmp_path / "ran")
+    a, b = Touch(name="a"), Touch(name="b")
+    a >> b
+    wf = fl.Workflow(outputs=[b], workflow_id="answer-first")
+    seen: list[bool] = []
+
+    def listener(event: Event) -> None:  # runs on the channel thread, after the worker's answer left
+        if event.kind == "step_finished" and event.step == "a":
+            end = time.monotonic() + 30
+            while not os.path.exists(f"{marker}.b") and time.monotonic() < end:
+                time.sleep(0.01)
+            seen.append(os.path.exists(f"{marker}.b"))
+
+    with fl.Session(workers=1) as session:
+        session.broker.subscribe(listener)
+        run = session.submit(wf, {"marker": marker})
+        run.wait(timeout=60)
+        assert run.info().state is fl.Status.SUCCEEDED
+    assert seen == [True], "step b did not run while a listener held the event of a's end"

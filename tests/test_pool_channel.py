@@ -203,3 +203,70 @@ def test_a_refused_last_report_is_the_answer_and_the_ones_before_it_count() -> N
         server.close()
     assert reply[:2] == ("error", "StaleReportError") and "attempt 5" in reply[2]
     assert broker.get_run(run_id).steps["s0"].state is fl.Status.SUCCEEDED
+
+
+def _quick_wf(n: int, wid: str) -> fl.Workflow:
+    return fl.Workflow(outputs=[fl.FunctionStep(lambda: None, name=f"s{i}") for i in range(n)], workflow_id=wid)
+
+
+def _answer(worker_end, message):  # type: ignore[no-untyped-def]
+    send(worker_end, message)
+    return pickle.loads(FrameReader(worker_end).next())
+
+
+def test_an_early_ask_gets_a_batch_counted_against_what_its_worker_holds_never_workflows_never_parked() -> None:
+    wf = _quick_wf(100, "early")
+    broker = MemoryBroker()
+    server = ChannelServer(LocalBrokerClient(broker), Pool([_quick_wf(1, "later")]), prefetch=16)
+    broker.subscribe(server.on_event)  # the backlog hint comes from the broker's events
+    wid = broker.register_worker([wf.to_schema()])
+    run_id = broker.dispatch_workflow(wf.to_schema())
+    held = broker.get_steps(wid, 10)  # handed out earlier: still in the worker's hands
+    kernel_end, worker_end = multiprocessing.Pipe()
+    ep = Endpoint("w1", kernel_end, FakeProcess())
+    ep.worker_id = wid
+    server.add(ep)
+    server.start()
+    try:
+        reports = [StepReport("early", run_id, a.step_name, fl.Status.SUCCEEDED, None, a.attempt,
+                              started_at=1.0, finished_at=1.00001) for a in held[:4]]
+        send(worker_end, ("reports", (wid, reports)))  # quick steps: worth a batch
+        reply = _answer(worker_end, ("get_step", (wid, False)))
+        # prefetch 16, six still held: ten more, and not the pool's new workflow (it would re-register mid-batch)
+        assert reply[0] == "assignments" and len(reply[1]) == 10
+        assert len(broker.held_by(wid)) == 16
+        assert _answer(worker_end, ("get_step", (wid, False))) == ("assignments", [])  # full hands: none more
+        rest = broker.get_steps(wid, 100)
+        assert len(rest) == 100 - 4 - 16
+        # nothing left to hand out: an early ask is answered at once, never parked
+        assert _answer(worker_end, ("get_step", (wid, False))) == ("assignments", [])
+        assert ep.parked is None
+    finally:
+        server.close()
+
+
+def test_a_long_step_shrinks_its_workers_next_batch_to_one() -> None:
+    wf = _quick_wf(50, "long")
+    broker = MemoryBroker()
+    server = ChannelServer(LocalBrokerClient(broker), Pool([]), prefetch=16)
+    broker.subscribe(server.on_event)
+    wid = broker.register_worker([wf.to_schema()])
+    run_id = broker.dispatch_workflow(wf.to_schema())
+    held = broker.get_steps(wid, 3)
+    kernel_end, worker_end = multiprocessing.Pipe()
+    ep = Endpoint("w1", kernel_end, FakeProcess())
+    ep.worker_id = wid
+    server.add(ep)
+    slow = StepReport("long", run_id, held[0].step_name, fl.Status.SUCCEEDED, None, held[0].attempt,
+                      started_at=1.0, finished_at=1.5)  # took half a second
+    quick = StepReport("long", run_id, held[1].step_name, fl.Status.SUCCEEDED, None, held[1].attempt,
+                       started_at=1.0, finished_at=1.00001)  # the last one was quick: the longest counts
+    send(worker_end, ("reports", (wid, [slow])))  # both in the pipe before the server reads: one read
+    send(worker_end, ("report_and_get", (wid, quick, True)))
+    server.start()
+    try:
+        reply = pickle.loads(FrameReader(worker_end).next())
+        assert reply[0] == "assignments" and len(reply[1]) == 1
+        assert ep.step_seconds == pytest.approx(0.5)
+    finally:
+        server.close()

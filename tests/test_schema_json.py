@@ -141,7 +141,8 @@ def test_a_duckdb_file_holding_an_old_definition_still_opens_and_reads_it(tmp_pa
     path = str(tmp_path / "h.duckdb")
     DuckDBRuntimeStorage(path).close()  # a file with today's tables
     con = duckdb.connect(path)
-    con.execute("INSERT INTO fl_workflows VALUES (?, ?, ?, ?, 1.0)", ["old-wf", "1", "old", OLD_DEFINITION])
+    con.execute("INSERT INTO fl_workflows (workflow_id, version, name, schema_json, registered_at) "
+                "VALUES (?, ?, ?, ?, 1.0)", ["old-wf", "1", "old", OLD_DEFINITION])
     con.close()
     storage = DuckDBRuntimeStorage(path)
     try:

@@ -23,6 +23,7 @@ from ..workflow.runinfo import RunInfo, StepInfo
 from ..workflow.schema import WorkflowSchema
 from ..workflow.status import Status
 from . import leases
+from ._ended import EndedSteps
 from ._fuseline_store import FuselineStoreView
 from .cache import CacheStore, CacheView, MemoryCacheStore
 from .state import Assignment, LiveState, Worker
@@ -131,6 +132,20 @@ class HistoryReads:
             if info is None:
                 raise RunNotFoundError(run_id)
             return info
+
+    def _final_record(self, run_id: str) -> RunInfo | None:
+        """For a ``run_finished`` listener that keeps it: the ended run's record, its steps made when read.
+
+        :meth:`get_run` makes a ``StepInfo`` per step at once; this one keeps
+        the run's compact records (:class:`~fuseline_nb.broker._ended.EndedSteps`),
+        which the broker is dropping. ``None`` when the run is not ending.
+        """
+        with self._lock:
+            run = self._state.ending.get(run_id)
+            if run is None:
+                return None
+            return RunInfo(run_id, run.key[0], run.tracker.run_state(), EndedSteps(run.infos),  # type: ignore[arg-type]
+                           run.key[1], dict(run.inputs), run.created_at)
 
     def list_runs(self) -> list[RunInfo]:
         """Every run the storage knows, oldest first (without step records)."""

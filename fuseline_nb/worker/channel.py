@@ -164,6 +164,9 @@ class ChannelClient(BrokerClient):
         self._held_by = ""  # the worker id they are from
         self._held_since = 0.0  # time.monotonic() when the oldest was held
         self._timed = False  # whether the step running now has a timeout (the kernel times it from its start)
+        self._ask_at = 0  # ask for the next batch early when this many assignments are left in hand (0: never)
+        self._asked = False  # an early ask is on its way: the next reply on the pipe is its answer
+        self._early: tuple[Any, ...] | None = None  # its answer, read but not taken yet
         self.on_workflows: Callable[[list[WorkflowBlob]], str] | None = None
 
     def _roundtrip(self, kind: RequestKind, *args: Any) -> tuple[Any, ...]:
@@ -175,14 +178,10 @@ class ChannelClient(BrokerClient):
                         send_all(self._conn, [("reports", (self._held_by, held)), (kind, args)])
                     else:
                         send(self._conn, (kind, args))
-                spin = self.spin
-                if spin.wanted():
-                    sent = time.perf_counter()
-                    self._reader.spin(spin.seconds)
-                    reply = decode(self._reader.next())
-                    spin.took(time.perf_counter() - sent)
-                else:
-                    reply = decode(self._reader.next())
+                if self._asked:  # the answer to an early ask comes first (kept before _asked clears)
+                    self._early = self._reply()
+                    self._asked = False
+                reply = self._reply()
             except (EOFError, OSError) as exc:
                 raise ChannelClosed("the kernel closed the worker channel") from exc
         if reply[0] == "error":
@@ -190,6 +189,64 @@ class ChannelClient(BrokerClient):
         if reply[0] == "stop":
             raise ChannelClosed("the worker pool is stopping")
         return reply
+
+    def _reply(self) -> tuple[Any, ...]:
+        """The next message from the kernel (a short spin first, see latency.Spin); hold ``_rt_lock``."""
+        spin = self.spin
+        if spin.wanted():
+            sent = time.perf_counter()
+            self._reader.spin(spin.seconds)
+            reply = decode(self._reader.next())
+            spin.took(time.perf_counter() - sent)
+            return reply
+        return decode(self._reader.next())
+
+    def _ask_early(self, worker_id: str) -> None:
+        """Ask for the next batch while this one still runs (its answer is read when it is needed).
+
+        The held reports leave in the same write. The kernel answers at once,
+        with an empty batch if nothing is ready (it never parks this ask).
+        """
+        with self._rt_lock:
+            try:
+                with self._send_lock:
+                    held, self._held = self._held, []
+                    ask = ("get_step", (worker_id, False))
+                    send_all(self._conn, [("reports", (self._held_by, held)), ask] if held else [ask])
+            except (EOFError, OSError) as exc:
+                raise ChannelClosed("the kernel closed the worker channel") from exc
+            self._asked = True
+
+    def _take_early(self) -> str | None:
+        """Take the answer to the early ask (waiting for it if it has not come yet).
+
+        Returns the worker id to go on with when it brought workflows (the
+        kernel ships them only to a worker holding no step), else ``None``.
+        """
+        if self._asked:
+            with self._rt_lock:
+                if self._asked:
+                    try:
+                        self._early = self._reply()
+                        self._asked = False
+                    except (EOFError, OSError) as exc:
+                        raise ChannelClosed("the kernel closed the worker channel") from exc
+        reply, self._early = self._early, None
+        if reply is None:
+            return None
+        if reply[0] == "assignments":
+            self._took(reply[1])
+        elif reply[0] == "workflows" and self.on_workflows is not None:
+            return self.on_workflows(reply[1])  # registered now; the next get brings work
+        elif reply[0] == "error":  # asked again, and raised, when this worker's hands are empty
+            log.warning("early ask for more work refused: %s: %s", reply[1], reply[2])
+        # "stop": the steps in hand run and report first; the next request hears it again
+        return None
+
+    def _took(self, batch: list[StepAssignment]) -> None:
+        self._next.extend(batch)
+        n = len(batch)
+        self._ask_at = n // 2 if n >= 4 else 0  # a batch of quick steps: ask for the next one half-way
 
     def flush(self, older_than: float = 0.0) -> None:
         """Send the held reports now (one one-way message) if the oldest is ``older_than`` seconds old."""
@@ -221,8 +278,10 @@ class ChannelClient(BrokerClient):
     def _fetch(self, kind: RequestKind, worker_id: str, *args: Any) -> None:
         while True:
             reply = self._roundtrip(kind, worker_id, *args, self.wait)
+            if self._early is not None:  # an early ask's answer, read first: its steps come first
+                worker_id = self._take_early() or worker_id
             if reply[0] == "assignments":
-                self._next.extend(reply[1])
+                self._took(reply[1])
                 return
             if self.on_workflows is None:
                 raise ChannelClosed("the kernel sent workflows to a client that cannot take them")
@@ -248,6 +307,8 @@ class ChannelClient(BrokerClient):
         return str(self._call("dispatch_workflow", workflow, values_of(inputs)))  # inputs born here
 
     def get_step(self, worker_id: str) -> StepAssignment | None:
+        if self._early is not None or (self._asked and not self._next):
+            worker_id = self._take_early() or worker_id
         if not self._next:
             self._fetch("get_step", worker_id)
         if not self._next:
@@ -256,6 +317,9 @@ class ChannelClient(BrokerClient):
         self._timed = a.timeout is not None
         if self._held:  # a step starts: reports held long enough leave first, all of them before a timed
             self.flush(0.0 if self._timed else HOLD_SECONDS)  # step (its timeout counts from there)
+        if self.wait and len(self._next) == self._ask_at and self._ask_at and not self._asked:
+            self._ask_at = 0
+            self._ask_early(worker_id)
         return a
 
     def report_step(self, worker_id: str, report: StepReport) -> None:
@@ -267,6 +331,8 @@ class ChannelClient(BrokerClient):
                 encoded = replace(report, state=Status.FAILED, result=None, action=None, error=(
                     f"PicklingError: the result of step {report.step_name!r} (a "
                     f"{type(report.result).__name__}) cannot be sent back to the kernel: {exc}"))
+        if self.wait and not self._next and (self._asked or self._early is not None):
+            self._take_early()  # the early ask's answer decides whether more work is in hand
         if self.wait and self._next:  # more work in hand: do not wait for the kernel
             self._hold(worker_id, encoded)
         elif self.wait:

@@ -23,7 +23,7 @@ from .latency import FrameReader
 class Endpoint:
     """One worker process as the kernel sees it: its pipe, process and state."""
 
-    __slots__ = ("conn", "fast", "label", "parked", "pid", "process", "reader", "shipped", "worker_id")
+    __slots__ = ("conn", "label", "parked", "pid", "process", "reader", "shipped", "step_seconds", "worker_id")
 
     def __init__(self, label: str, conn: Any, process: Any) -> None:
         self.label = label
@@ -33,7 +33,7 @@ class Endpoint:
         self.pid: int | None = None
         self.worker_id: str | None = None  # the broker's id, once registered
         self.parked: tuple[str, str | None] | None = None  # an unanswered get: (kind, worker id)
-        self.fast = False  # whether its last step took under PREFETCH_BELOW seconds
+        self.step_seconds: float | None = None  # the longest step of its last reports (sizes its batches)
         self.shipped = 0  # how many of the pool's workflows this process has
 
     def __repr__(self) -> str:

@@ -10,13 +10,18 @@ be clever.
    completed, so a burst of reports costs the kernel one read. The framing
    is ``multiprocessing.Connection.send_bytes``'s (a 4-byte big-endian
    length, then the bytes), so either side may use the other's reader.
-2. **Several assignments per round trip** (prefetch). While many steps are
-   queued and a worker's last step was shorter than :data:`PREFETCH_BELOW`,
-   the kernel hands it up to ``prefetch`` assignments at once
-   (:func:`batch_size`); the worker reports all but the last of them
-   one-way (the ``reports`` message: nobody waits for an answer) and the
-   last with ``report_and_get``, which brings the next batch. On a fan-out
-   of no-op steps this halves the time per step (one round trip per batch).
+2. **Several assignments per round trip** (prefetch). While steps are
+   queued, the kernel hands a worker whose recent steps were short several
+   assignments at once (:func:`batch_size`): as many as keep it busy for
+   about :data:`BATCH_SECONDS` judged by its longest recent step, at most a
+   fair share of the backlog (so a free worker always finds work, and the
+   batches shrink as the queue empties), at most ``prefetch``. The worker
+   reports all but the last of them one-way (the ``reports`` message:
+   nobody waits for an answer) and the last with ``report_and_get``, which
+   brings the next batch. On a fan-out of no-op steps one round trip then
+   carries dozens of steps; a step that turns out long holds its batch's
+   others up, so batches are sized by time (a step's timeout counts from
+   when it starts, not from when it was handed out).
    The one-way reports of steps quicker than :data:`HOLD_SECONDS` are held
    and leave together: with the ``report_and_get`` of the batch (one write
    for both messages), or as soon as the oldest held one is
@@ -46,8 +51,8 @@ Examples
 >>> a, b = multiprocessing.Pipe()
 >>> send(a, ("ok", 1)); receive(b)
 ('ok', 1)
->>> batch_size(4, fast=True, holding=False, backlog=100, workers=2)
-4
+>>> batch_size(64, step_seconds=0.00001, backlog=100, workers=2)
+25
 """
 
 from __future__ import annotations
@@ -69,8 +74,12 @@ SPIN_ENV: Final = "FUSELINE_NB_SPIN_US"
 SPIN_DEFAULT_US: Final = 100.0
 #: After failed spins, a waiting side skips up to this many waits before it spins again.
 MAX_SKIP: Final = 64
-#: A worker gets more than one assignment at a time only after a step shorter than this (seconds).
+#: A worker gets more than one assignment at a time only after steps shorter than this (seconds).
 PREFETCH_BELOW: Final = 0.1
+#: A batch of assignments is sized to keep its worker busy for about this long (seconds).
+BATCH_SECONDS: Final = 0.005
+#: The default most assignments a worker holds at once (``Session(prefetch=...)``).
+PREFETCH_DEFAULT: Final = 64
 #: Reports of steps quicker than this are held while the worker has more work in hand, at most this long (s).
 HOLD_SECONDS: Final = 0.001
 
@@ -145,22 +154,31 @@ class Spin:
             self._skip = self._backoff = min(max(1, 2 * self._backoff), MAX_SKIP)
 
 
-def batch_size(prefetch: int, *, fast: bool, holding: bool, backlog: int, workers: int) -> int:
+def batch_size(prefetch: int, *, step_seconds: float | None, backlog: int, workers: int) -> int:
     """How many assignments to hand a worker at once (see the module docstring, measure 2).
 
-    More than one only when its last step was short (``fast``), it holds none,
-    and enough steps are queued to give every worker a full batch.
+    ``step_seconds`` is the longest of the worker's recent steps (``None``:
+    not known yet, or it holds work already). One unless that is under
+    :data:`PREFETCH_BELOW`; else as many as fill :data:`BATCH_SECONDS` at
+    that pace, no more than ``backlog / (2 * workers)`` (the other workers,
+    and the end of the queue, get their share) and no more than
+    ``prefetch``.
 
     Examples
     --------
-    >>> batch_size(4, fast=False, holding=False, backlog=100, workers=2)
+    >>> batch_size(64, step_seconds=0.2, backlog=1000, workers=2)  # long steps: one at a time
     1
-    >>> batch_size(4, fast=True, holding=False, backlog=5, workers=2)
+    >>> batch_size(64, step_seconds=0.001, backlog=1000, workers=2)  # 5 ms of 1 ms steps
+    5
+    >>> batch_size(64, step_seconds=0.00001, backlog=10, workers=2)  # the queue's end: shared out
+    2
+    >>> batch_size(64, step_seconds=None, backlog=1000, workers=2)
     1
     """
-    if prefetch > 1 and fast and not holding and backlog >= prefetch * max(workers, 1):
-        return prefetch
-    return 1
+    if prefetch <= 1 or step_seconds is None or step_seconds >= PREFETCH_BELOW:
+        return 1
+    by_time = int(BATCH_SECONDS / step_seconds) if step_seconds > 0 else prefetch
+    return max(1, min(prefetch, by_time, backlog // (2 * max(workers, 1))))
 
 
 _HEADER: Final = struct.Struct("!i")  # the framing of multiprocessing.Connection.send_bytes
@@ -340,9 +358,11 @@ class FrameReader:
 
 
 __all__ = [
+    "BATCH_SECONDS",
     "HOLD_SECONDS",
     "MAX_SKIP",
     "PREFETCH_BELOW",
+    "PREFETCH_DEFAULT",
     "SPIN_DEFAULT_US",
     "SPIN_ENV",
     "FrameReader",

@@ -50,6 +50,7 @@ from ..workflow.graph import Workflow
 from ..workflow.schema import WorkflowSchema
 from ..workflow.steps import step_policies
 from .channel import WorkflowBlob
+from .latency import PREFETCH_DEFAULT
 from .mainguard import check_main_guard
 from .process import worker_main
 from .server import ChannelServer, Endpoint
@@ -78,8 +79,9 @@ class WorkerPool:
     max_crashes:
         After a step's worker process died this many times, the step FAILS.
     prefetch:
-        Up to how many short steps a worker may hold at once while many are
-        queued (``1``: one at a time). See :class:`~fuseline_nb.worker.server.ChannelServer`.
+        Up to how many short steps a worker may hold at once while steps are
+        queued (``1``: one at a time); its batches are sized to a few
+        milliseconds of its recent steps. See :class:`~fuseline_nb.worker.server.ChannelServer`.
 
     Raises
     ------
@@ -96,7 +98,7 @@ class WorkerPool:
 
     def __init__(self, broker_or_client: Broker | BrokerClient, workflows: Iterable[Workflow] = (),
                  processes: int = 2, *, context: str = "spawn", max_crashes: int = 3,
-                 poll_interval: float = 0.1, prefetch: int = 8) -> None:
+                 poll_interval: float = 0.1, prefetch: int = PREFETCH_DEFAULT) -> None:
         if int(processes) < 1:
             raise ValueError(f"a WorkerPool needs processes >= 1, not {processes!r}")
         if context not in _CONTEXTS:

@@ -75,6 +75,12 @@ class Requests:
                 pass
             return False
         frames.reverse()
+        with self.client.deferred_events():  # answers leave before the broker's events reach its listeners
+            self._requests(ep, frames)
+        return True
+
+    def _requests(self, ep: Endpoint, frames: list[bytes]) -> None:
+        """Handle the messages read together from ``ep`` (in reverse order), answering each as it goes."""
         reports: list[StepReport] = []  # one-way reports read together: one broker call for all of them
         wid: str | None = None
         while frames:  # each frame handed over: freed once decoded (a big result is not held twice)
@@ -96,7 +102,6 @@ class Requests:
             self._flush_reports(ep, wid, reports)
             self._handle(ep, kind, args)
         self._flush_reports(ep, wid, reports)
-        return True
 
     def _handle(self, ep: Endpoint, kind: str, args: tuple[Any, ...]) -> None:
         handler = self._handlers.get(kind)

@@ -32,7 +32,7 @@ from ..broker.clients import BrokerClient
 from ..workflow.events import Event
 from ..workflow.status import Status
 from .endpoint import Endpoint, Reply, Supervisor
-from .latency import PREFETCH_BELOW, Spin, batch_size, spin_seconds
+from .latency import PREFETCH_DEFAULT, Spin, batch_size, spin_seconds
 from .requests import Requests
 
 log = logging.getLogger(__name__)
@@ -52,9 +52,11 @@ class ChannelServer(Requests):
         (delayed retries and expired leases surface this way).
     prefetch:
         Up to how many assignments a worker may hold at once. More than one
-        is handed out only while many steps are queued and the worker's last
-        step was short (fast fan-outs then cost one round trip per
-        ``prefetch`` steps; a long step never holds others back for long).
+        is handed out only while steps are queued and the worker's recent
+        steps were short, as many as keep it busy for a few milliseconds
+        (see :func:`~fuseline_nb.worker.latency.batch_size`): fast fan-outs
+        then cost one round trip per batch, and a long step never holds
+        others back for long.
 
     Examples
     --------
@@ -64,12 +66,12 @@ class ChannelServer(Requests):
     ...     def workflow_blobs(self): return []
     >>> server = ChannelServer(LocalBrokerClient(MemoryBroker()), Pool())
     >>> server.alive, server.prefetch
-    (False, 8)
+    (False, 64)
     >>> server.close()
     """
 
     def __init__(self, client: BrokerClient, supervisor: Supervisor, *, poll_interval: float = 0.1,
-                 prefetch: int = 8) -> None:
+                 prefetch: int = PREFETCH_DEFAULT) -> None:
         self.client = client
         self.supervisor = supervisor
         self.poll_interval = poll_interval
@@ -292,17 +294,18 @@ class ChannelServer(Requests):
         self._dirty = False
         self._next_poll = now + self.poll_interval
         assigned = False
-        for ep in list(self._parked.values()):
-            kind, wid = ep.parked or ("get_step", ep.worker_id)
-            ep.parked = None
-            del self._parked[ep.label]
-            try:
-                reply = self._offer(ep, kind, wid, True)
-            except Exception as exc:
-                reply = ("error", type(exc).__name__, str(exc))
-            if reply is not None:
-                assigned = assigned or reply[0] == "assignments"
-                self._send(ep, reply)
+        with self.client.deferred_events():  # the answers leave before the events reach the listeners
+            for ep in list(self._parked.values()):
+                kind, wid = ep.parked or ("get_step", ep.worker_id)
+                ep.parked = None
+                del self._parked[ep.label]
+                try:
+                    reply = self._offer(ep, kind, wid, True)
+                except Exception as exc:
+                    reply = ("error", type(exc).__name__, str(exc))
+                if reply is not None:
+                    assigned = assigned or reply[0] == "assignments"
+                    self._send(ep, reply)
         if not assigned:
             self.backlog = 0
 
@@ -311,23 +314,29 @@ class ChannelServer(Requests):
         """Answer a get: stop, new workflows, an assignment, or park it."""
         if self._draining:
             return ("stop",)
+        # a worker asking early (not waiting) holds steps: it gets a real batch or none, never workflows
+        held = len(self.client.held_by(worker_id)) if not wait and worker_id is not None else 0
         blobs = self.supervisor.workflow_blobs()
-        if ep.shipped < len(blobs):
+        if ep.shipped < len(blobs) and not held:
             new = blobs[ep.shipped:]
             if ep.shipped == 0:  # a fresh process needs only the latest definition of each
                 new = list({key: (key, blob) for key, blob in new}.values())
             ep.shipped = len(blobs)
             return ("workflows", new)
         if kind != "hello" and worker_id is not None:
-            want = batch_size(self.prefetch, fast=ep.fast, holding=False, backlog=self.backlog,
+            want = batch_size(self.prefetch, step_seconds=ep.step_seconds, backlog=self.backlog,
                               workers=len(self.endpoints))
-            if want > 1 and self.client.held_by(worker_id):  # asked only when it matters
-                want = 1
-            batch = self.client.get_steps(worker_id, want)
+            if want > 1 and wait:  # what it holds counts against its batch (asked only when it matters)
+                held = len(self.client.held_by(worker_id))
+            if held:
+                want -= held
+                if want < 2:  # one at a time for a worker holding none; an early ask: a batch or none
+                    want = 0 if not wait else 1
+            batch = self.client.get_steps(worker_id, want) if want > 0 else []
             if not self._timing and any(a.timeout is not None for a in batch):
                 self._timing, self._next_due = True, 0.0  # ask the broker at the next turn
             if batch or not wait:
-                if batch and self.spin.wanted():  # see latency.Spin: this channel's replies decide
+                if batch and wait and self.spin.wanted():  # see latency.Spin: this channel's replies decide
                     self._handed_at = now = time.perf_counter()
                     self._spin_until = now + self.spin.seconds
                 return ("assignments", batch)
@@ -337,10 +346,12 @@ class ChannelServer(Requests):
 
     def _take_reports(self, ep: Endpoint, worker_id: str, reports: list[StepReport]) -> list[Exception | None]:
         """Record ``reports`` with one broker call; for each, ``None`` or why it was refused."""
-        last = reports[-1]
-        started, finished = last.started_at, last.finished_at
-        if started is not None and finished is not None:
-            ep.fast = finished - started < PREFETCH_BELOW
+        longest = 0.0  # the batches of a worker whose steps turn out long shrink at once
+        for r in reports:
+            started, finished = r.started_at, r.finished_at
+            if started is not None and finished is not None and finished - started > longest:
+                longest = finished - started
+        ep.step_seconds = longest
         return self.client.report_steps(worker_id, reports)
 
 

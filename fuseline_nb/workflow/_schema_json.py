@@ -22,9 +22,10 @@ True
 from __future__ import annotations
 
 import json
+from array import array
 from json.encoder import encode_basestring_ascii
 from operator import attrgetter, itemgetter
-from typing import Any
+from typing import Any, NamedTuple
 
 _dumps = json.JSONEncoder(sort_keys=True).encode  # json.dumps(..., sort_keys=True), without its keyword handling
 _loads = json.JSONDecoder().decode
@@ -121,10 +122,158 @@ def _around(cache: Any, conditional: Any, fp: Any, inputs: Any, kind: Any, polic
             _STEP_AFTER % (_policies_text(policies), "null" if reads is None else _dumps(list(reads)), _text(target)))
 
 
+class Pieces(NamedTuple):
+    """A schema's JSON text cut where it changes from step to step (see :func:`pieces`).
+
+    The text is ``head + E + middle + S + tail``, where ``S`` joins, with
+    ``", "``, each step's ``shapes[shape][0] + name + shapes[shape][1]`` and
+    ``E`` each edge's ``shapes[shape][0] + source + shapes[shape][1] +
+    target + "}"``; a name stands as ``"name"`` unless ``escaped`` holds its
+    JSON text (a quote, a backslash, a control or non-ASCII character).
+    """
+
+    head: str
+    middle: str
+    tail: str
+    #: (text before, text after) the name (a step) or the source (an edge), without the leading ", "
+    shapes: list[tuple[str, str]]
+    #: each step's shape, in the schema's order
+    step_shapes: array[int]
+    #: each edge's shape, in the schema's order
+    edge_shapes: array[int]
+    #: names whose JSON text is not the name in double quotes -> that text
+    escaped: dict[str, str]
+
+
+def pieces(schema: Any) -> Pieces | None:
+    """:func:`dumps`'s text of ``schema`` cut into the few texts its steps share and a shape per step and edge.
+
+    ``None`` when a name is not a string or a value cannot be keyed (then
+    only the whole text can be written). Nothing is made per step but one
+    number (the name's own string is the step's part), so a store can keep
+    a 1,000,000-step definition as small rows instead of ~350 MB of text.
+
+    Examples
+    --------
+    >>> from fuseline_nb.workflow.schema import WorkflowSchema, StepSchema, EdgeSchema
+    >>> s = WorkflowSchema("w", steps=(StepSchema("a"), StepSchema("b")), edges=(EdgeSchema("a", "b"),))
+    >>> p = pieces(s)
+    >>> len(p.shapes), list(p.step_shapes), list(p.edge_shapes)
+    (2, [0, 0], [1])
+    >>> text = p.head + p.shapes[1][0] + '"a"' + p.shapes[1][1] + '"b"}' + p.middle + ", ".join(
+    ...     p.shapes[0][0] + f'"{n}"' + p.shapes[0][1] for n in "ab") + p.tail
+    >>> text == dumps(s)
+    True
+    """
+    try:
+        return _pieces(schema)
+    except TypeError:  # a name that is not a string, an unhashable value
+        return None
+
+
+def _pieces(schema: Any) -> Pieces:
+    enc = encode_basestring_ascii
+    shapes: list[tuple[str, str]] = []
+    index: dict[Any, int] = {}  # a step's fields but its name (or an edge's) -> its shape
+    escaped: dict[str, str] = {}
+    step_shapes = array("i")
+    put = step_shapes.append
+    last: Any = None
+    shape = 0
+    for s in schema.steps:
+        facts = _step_facts(s)
+        if facts != last:
+            try:
+                got = index.get(facts)
+            except TypeError:  # a policy spec (a dict): keyed by the step's own tuple of specs
+                facts = (*facts[:5], id(facts[5]), *facts[6:])
+                got = index.get(facts)
+                if got is None:
+                    got = index[facts] = len(shapes)
+                    shapes.append(_around_name(*_step_facts(s)))
+            if got is None:
+                got = index[facts] = len(shapes)
+                shapes.append(_around_name(*facts))
+            shape, last = got, facts
+        name = s.name
+        if type(name) is not str:
+            raise TypeError(name)
+        text = enc(name)
+        if len(text) != len(name) + 2:
+            escaped[name] = text
+        put(shape)
+    edge_shapes = array("i")
+    put = edge_shapes.append
+    last = None
+    for e in schema.edges:
+        facts = ("edge", *_edge_facts(e))
+        if facts != last:
+            got = index.get(facts)
+            if got is None:
+                got = index[facts] = len(shapes)
+                shapes.append(((_EDGE_BEFORE % (_text(facts[1]), _text(facts[2])))[2:], _EDGE_MID))
+            shape, last = got, facts
+        for name in (e.source, e.target):
+            if name not in escaped:
+                if type(name) is not str:
+                    raise TypeError(name)
+                text = enc(name)
+                if len(text) != len(name) + 2:
+                    escaped[name] = text
+        put(shape)
+    whole = _TOP % ("\0", _text(schema.name), _dumps(list(schema.outputs)), _policies_text(schema.policies),
+                    "\0", _text(schema.version), _text(schema.workflow_id))
+    head, middle, tail = whole.split("\0")  # the JSON text of a string never holds a NUL character
+    return Pieces(head, middle, tail, shapes, step_shapes, edge_shapes, escaped)
+
+
+def from_pieces(head: str, middle: str, tail: str, shapes: dict[int, tuple[str, str]], step_shapes: list[int],
+                names: list[str], edge_shapes: list[int], sources: list[str], targets: list[str]) -> Any:
+    """The :class:`~fuseline_nb.workflow.schema.WorkflowSchema` whose :class:`Pieces` these are, without its text.
+
+    ``shapes`` maps each shape number to its texts; the steps (``names``)
+    and edges (``sources``, ``targets``) come with their shapes, in order.
+    Each shape is read once; a step costs one :func:`~.schema.step_schema`
+    call, and edges name the steps' own strings.
+
+    Examples
+    --------
+    >>> from fuseline_nb.workflow.schema import WorkflowSchema, StepSchema, EdgeSchema
+    >>> s = WorkflowSchema("w", steps=(StepSchema("a"), StepSchema("b", cache=False)), edges=(EdgeSchema("a", "b"),))
+    >>> p = pieces(s)
+    >>> from_pieces(p.head, p.middle, p.tail, dict(enumerate(p.shapes)), list(p.step_shapes), ["a", "b"],
+    ...             list(p.edge_shapes), ["a"], ["b"]) == s
+    True
+    """
+    from .schema import WorkflowSchema, edge_schema, step_schema
+
+    used = dict.fromkeys(step_shapes)
+    on_edges = dict.fromkeys(edge_shapes)
+    # one small text holding each shape once (names empty): read by loads, with its defaults and sharing
+    sample = loads("".join((
+        head, ", ".join(shapes[k][0] + '""' + shapes[k][1] + '""}' for k in on_edges), middle,
+        ", ".join(shapes[k][0] + '""' + shapes[k][1] for k in used), tail)),
+        WorkflowSchema, step_schema, edge_schema)
+    fields = attrgetter("kind", "target", "policies", "conditional", "fingerprint", "cache", "reads", "inputs")
+    step_facts = dict(zip(used, map(fields, sample.steps), strict=True))
+    steps = [step_schema(name, *step_facts[k]) for k, name in zip(step_shapes, names, strict=True)]
+    own = {name: name for name in names}.get  # edges and outputs name the steps' own strings
+    edge_facts = {k: (e.action, e.group) for k, e in zip(on_edges, sample.edges, strict=True)}
+    edges = [edge_schema(own(a, a), own(b, b), *edge_facts[k]) for k, a, b in zip(edge_shapes, sources, targets, strict=True)]
+    return WorkflowSchema(workflow_id=sample.workflow_id, version=sample.version, steps=tuple(steps),
+                          edges=tuple(edges), outputs=tuple(own(o, o) for o in sample.outputs), name=sample.name,
+                          policies=sample.policies)
+
+
+def _around_name(*facts: Any) -> tuple[str, str]:
+    before, after = _around(*facts)
+    return before[2:], after
+
+
 def _dumps_each(schema: Any) -> str:
     steps = ", ".join(
-        _STEP_BEFORE % (_text(s.cache), _text(s.conditional), _text(s.fingerprint), _dumps(list(s.inputs)),
-                        _text(s.kind))[2:]
+        (_STEP_BEFORE % (_text(s.cache), _text(s.conditional), _text(s.fingerprint), _dumps(list(s.inputs)),
+                         _text(s.kind)))[2:]
         + _text(s.name)
         + _STEP_AFTER % (_policies_text(s.policies), "null" if s.reads is None else _dumps(list(s.reads)),
                          _text(s.target))

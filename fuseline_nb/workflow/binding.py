@@ -26,6 +26,9 @@ from ..errors import MissingInputError
 from .fingerprint import reads_all_inputs
 from .steps import Condition, Depends, Step, _signature, entry_key, function_target
 
+_new = object.__new__
+_set = object.__setattr__
+
 #: Returned by :meth:`Binding.kwargs` when a condition says the step must not run.
 SKIP = object()
 
@@ -71,8 +74,12 @@ class Binding:
                 _Param(p.name, dep_names[p.name], groups.get(p.name), None, p.condition) if p.sources else p
                 for p in params
             )
-        made = cls(name, params, shape.var_kw, shape.legacy)
-        made.__dict__["conditional"] = shape.conditional  # known already: no cached_property lookup per step
+        # A worker makes one per step it runs: filled in directly, not through the frozen __init__
+        # (one object.__setattr__ per field), with ``conditional`` known already (no cached_property
+        # lookup per step).
+        made = _new(cls)
+        _set(made, "__dict__", {"step": name, "params": params, "var_kw": shape.var_kw, "legacy": shape.legacy,
+                                "conditional": shape.conditional})
         return made
 
     @functools.cached_property

@@ -43,7 +43,7 @@ def collect(outputs: list[Step]) -> tuple[list[Step], dict[int, int], list[Shape
         if ins is not None:
             if type(ins) is list:
                 extend(ins)
-            else:
+            elif id(ins) not in index:  # (a spoke's hub is found once, not once per spoke)
                 push(ins)
         fn = s.function if isinstance(s, FunctionStep) else None
         if fn is None or fn is not last_fn or type(s) is not last_type:  # neighbours mostly share one
@@ -61,19 +61,23 @@ def collect(outputs: list[Step]) -> tuple[list[Step], dict[int, int], list[Shape
         out = s._out
         if out is not None:
             if type(out) is not list:
-                push(out[0] if type(out) is tuple else out)
+                t = out[0] if type(out) is tuple else out
+                if id(t) not in index:
+                    push(t)
             else:
                 extend([e[0] if type(e) is tuple else e for e in out])
     return order, index, shapes
 
 
 def topological(
-    steps: list[Step], index: dict[int, int], deps: dict[int, dict[str, tuple[Step, ...]]]
+    steps: list[Step], index: dict[int, int], deps: dict[int, dict[str, tuple[Step, ...]]],
+    positions: list[int] | None = None,
 ) -> tuple[list[Step], list[int]] | tuple[None, None]:
     """``steps`` in a topological order (discovery order breaks ties), so derived
     names number upstream steps first, with each step's depth (roots 0, else one
     more than its deepest parent); ``(None, None)`` on a cycle (the caller reports
-    it by name). ``index`` gives each step's position in ``steps`` by ``id``."""
+    it by name). ``index`` gives each step's position in ``steps`` by ``id``;
+    ``positions``, when given, receives each step's position in ``steps``, in order."""
     n = len(steps)
     succ: list[Any] = [None] * n  # position of each step's target, or a list of them (one per edge)
     indeg = [0] * n
@@ -106,6 +110,7 @@ def topological(
     order: list[Step] = []
     depths: list[int] = []
     take, keep, keep_depth = ready.popleft, order.append, depths.append
+    keep_at = positions.append if positions is not None else None
     pop, push = heapq.heappop, heapq.heappush
     while True:
         if heap is None:
@@ -117,6 +122,8 @@ def topological(
         else:
             break
         keep(steps[k])
+        if keep_at is not None:
+            keep_at(k)
         dk = depth[k]
         keep_depth(dk)
         js = succ[k]

@@ -356,12 +356,20 @@ def workflow_fingerprints(steps: dict[str, Step]) -> dict[str, str]:
     classes: dict[int, list[str]] = {}
     shared: dict[tuple[type, int], str] = {}
     out: dict[str, str] = {}
+    last: tuple[type, Any] | None = None  # the (class, function) of the step before, and its fingerprint:
+    last_fp = ""  # neighbours mostly share one (no key to make, no lookup)
     for name, step in steps.items():
-        if step.__dict__.keys() <= _BARE and getattr(step, "code_version", None) is None:
-            key = (type(step), id(step.__dict__.get("function")))
+        d = step.__dict__
+        if d.keys() <= _BARE and getattr(step, "code_version", None) is None:
+            cls, fn = type(step), d.get("function")
+            if last is not None and last[0] is cls and last[1] is fn:
+                out[name] = last_fp
+                continue
+            key = (cls, id(fn))
             fp = shared.get(key)
             if fp is None:
                 fp = shared[key] = step_fingerprint(step, classes)
+            last, last_fp = (cls, fn), fp
         else:
             fp = step_fingerprint(step, classes)
         out[name] = fp

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import copy
 from array import array
-from collections.abc import Iterator
 from operator import itemgetter
 from typing import Any
 
@@ -135,17 +134,22 @@ def unpack_steps(packed: Any) -> list[Step]:
     if isinstance(packed, list):  # pickled a step at a time (before columns)
         return list(map(unpack_step, packed))
     _, gids, groups = packed
-    made = [iter(columns) if cls is None else _made(cls, keys, columns) for cls, keys, columns in groups]
+    made = [list(columns) if cls is None else _made(cls, keys, columns) for cls, keys, columns in groups]
     if gids is None:
-        return list(made[0]) if made else []
-    return [next(made[g]) for g in gids]
+        return made[0] if made else []
+    its = [iter(m) for m in made]
+    return [next(its[g]) for g in gids]
 
 
-def _made(cls: type, keys: tuple[str, ...], columns: tuple[list[Any], ...]) -> Iterator[Step]:
-    for values in zip(*columns, strict=True):
-        step: Step = _new(cls)
-        _set(step, "__dict__", dict(zip(keys, values, strict=True)))
-        yield step
+def _made(cls: type, keys: tuple[str, ...], columns: tuple[list[Any], ...]) -> list[Step]:
+    new, put = _new, _set
+    steps: list[Step] = []
+    add = steps.append
+    for values in zip(*columns, strict=True):  # one value per key: a column per key
+        step: Step = new(cls)
+        put(step, "__dict__", dict(zip(keys, values, strict=False)))
+        add(step)
+    return steps
 
 
 def pack(wf: Any) -> dict[str, Any]:
@@ -215,7 +219,7 @@ def complete(st: Structure, schema: WorkflowSchema | None) -> Structure:
         from .binding import shape_of
 
         st.shapes = [shape_of(st.steps[n]) for n in st.order]
-    if st.edges is None:
+    if st.items is None:
         if schema is None:
             raise RuntimeError("a workflow unpickled without its schema has no edges")  # pack keeps them then
         edges: dict[tuple[str, str], Edge] = {}

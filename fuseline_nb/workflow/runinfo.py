@@ -173,6 +173,9 @@ class RunInfo:
 
     def counts(self) -> dict[Status, int]:
         """How many steps are in each state."""
+        counted = getattr(self.steps, "counts", None)  # steps read from compact records count themselves
+        if counted is not None:
+            return counted()  # type: ignore[no-any-return]
         out = dict.fromkeys(Status, 0)
         for s in self.steps.values():
             out[s.state] += 1

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from operator import itemgetter
 from typing import Any
 
 from .binding import Shape, shape_of
@@ -28,6 +29,9 @@ from .steps import Step
 
 #: ``json.dumps(body, sort_keys=True)`` (the same text) without the circularity check.
 _ENCODE = json.JSONEncoder(sort_keys=True, check_circular=False).encode
+
+#: An edge table's item's ``(source, target)``: what it is sorted by.
+_SOURCE_TARGET = itemgetter(0)
 
 #: An edge's facts: ``(actions, group)``.
 Edge = tuple[tuple[str, ...], "str | None"]
@@ -59,14 +63,17 @@ class Structure:
     (['one'], ['one'], True)
     """
 
-    __slots__ = ("acyclic", "branching", "deps", "edges", "group_param", "order", "output_names",
-                 "shapes", "steps")
+    __slots__ = ("acyclic", "branching", "deps", "group_param", "items", "order", "output_names", "shapes",
+                 "steps")
 
     def __init__(self, steps: dict[str, Step], order: list[str], edges: dict[tuple[str, str], Edge] | None,
                  deps: dict[str, dict[str, tuple[str, ...]]], group_param: dict[str, dict[str, str]],
                  shapes: list[Shape] | None, output_names: list[str], branching: bool, acyclic: bool) -> None:
         self.steps = steps
         self.order = order
+        #: The edge table sorted by ``(source, target)``: ``((source, target), (actions, group))`` pairs
+        #: (``None`` once the schema holds the edges, or in an unpickled workflow).
+        self.items: list[tuple[tuple[str, str], Edge]] | None = None
         self.edges = edges
         self.deps = deps
         self.group_param = group_param
@@ -74,6 +81,17 @@ class Structure:
         self.output_names = output_names
         self.branching = branching
         self.acyclic = acyclic
+
+    @property
+    def edges(self) -> dict[tuple[str, str], Edge] | None:
+        """``{(source, target): (actions, group)}`` (a dict made from :attr:`items` on each read)."""
+        return None if self.items is None else dict(self.items)
+
+    @edges.setter
+    def edges(self, edges: dict[tuple[str, str], Edge] | None) -> None:
+        # Sorted once, here: the structure key and the schema read the edges in this order, and
+        # reading them side by side beats looking each one up (a million-entry table read at random).
+        self.items = None if edges is None else sorted(edges.items(), key=_SOURCE_TARGET)
 
     def structure_key(self) -> str:
         """:meth:`WorkflowSchema.structure_key` of this structure (the same digest).
@@ -86,29 +104,28 @@ class Structure:
         >>> key == WorkflowSchema("w", steps=(StepSchema("one", kind="function"),), outputs=("one",)).structure_key()
         True
         """
-        assert self.shapes is not None and self.edges is not None  # packing.complete() remakes them
+        assert self.shapes is not None and self.items is not None  # packing.complete() remakes them
         # names are unique: sorting the triples sorts by name
         steps = sorted(zip(self.order, [s.kind for s in self.steps.values()],
                            [shape.conditional for shape in self.shapes], strict=True))
         return canonical_digest({"steps": steps, "edges": self.key_edges(), "outputs": sorted(self.output_names)})
 
     def sorted_edges(self) -> list[tuple[tuple[str, str], Edge]]:
-        """``edges`` sorted by ``(source, target)`` (made on each call: the schema reads it once)."""
-        assert self.edges is not None  # packing.complete() remakes them
-        return sorted(self.edges.items())  # the (source, target) keys are unique: only they are compared
+        """The edges sorted by ``(source, target)``: :attr:`items` (the schema reads them in this order)."""
+        assert self.items is not None  # packing.complete() remakes them
+        return self.items
 
     def key_edges(self) -> list[tuple[str, str, str, str]]:
         """The edges of the structure key: ``(source, target, action, group or "")``, sorted."""
-        assert self.edges is not None  # packing.complete() remakes them
+        assert self.items is not None  # packing.complete() remakes them
         out: list[tuple[str, str, str, str]] = []
         add = out.append
-        for (u, v), (actions, group) in self.edges.items():
-            g = group or ""
+        for (u, v), (actions, group) in self.items:  # sorted by (u, v), each pair once: only actions to sort
             if len(actions) == 1:
-                add((u, v, actions[0], g))
+                add((u, v, actions[0], group or ""))
             else:
-                out.extend((u, v, a, g) for a in actions)
-        out.sort()
+                g = group or ""
+                out.extend((u, v, a, g) for a in sorted(actions))
         return out
 
 
@@ -173,10 +190,11 @@ def build(outputs: list[Step]) -> Structure:
         i += 1
     if len(steps) > n_collected:  # Depends pulled in new steps: collect what they link to
         steps, index, shapes = collect(outputs + steps)
-    ordered, depth = topological(steps, index, deps)
+    at: list[int] = []
+    ordered, depth = topological(steps, index, deps, at)
     acyclic = ordered is not None
     if ordered is not None:
-        shapes = [shapes[index[id(s)]] for s in ordered]
+        shapes = [shapes[k] for k in at]
         steps = ordered
     by_name = assign_names(steps)  # from here on, each step's name is its name in this workflow
     edges: dict[tuple[str, str], Edge] = {}

@@ -20,6 +20,7 @@ Examples
 
 from __future__ import annotations
 
+from itertools import repeat
 from typing import Any
 
 from .schema import (  # the schema objects' writable twins: filled, then frozen
@@ -50,17 +51,24 @@ def make_schema(structure: Structure, workflow_id: str, version: str, name: str,
     (EdgeSchema(source='a', target='b', action='default', group=None),)
     """
     steps = structure.steps
+    order = structure.order
     assert structure.shapes is not None  # packing.complete() remakes them
     out: list[Any] = []
     append = out.append
-    for n, shape in zip(structure.order, structure.shapes, strict=True):
-        s = steps[n]
-        d = s.__dict__
+    # The steps, shapes and fingerprints are read side by side in the structure's order (the steps
+    # dict and a workflow's fingerprints are made in it): a lookup by name per step would reach into
+    # a million-entry table at random. A name that is not the same object falls back to the lookup.
+    fps: Any = fingerprints.items() if len(fingerprints) == len(order) else repeat((None, ""), len(order))
+    for n, s, shape, (k, fp) in zip(order, steps.values(), structure.shapes, fps, strict=True):
+        if k is not n:
+            fp = fingerprints[n]
+        if s.name is not n:
+            s = steps[n]
+        d = s.__dict__  # (the fingerprints read it already: no new dict)
         pol = d.get("policies")
-        cache = d.get("cache", True) if "cache" in d else getattr(s, "cache", True)
+        cache = d["cache"] if "cache" in d else getattr(s, "cache", True)
         append(_StepFill(n, s.kind, shape.target, tuple(map(policy_spec, pol)) if pol else (),
-                         shape.conditional, fingerprints[n], cache is True or bool(cache), shape.reads,
-                         shape.inputs))
+                         shape.conditional, fp, cache is True or bool(cache), shape.reads, shape.inputs))
     edges: list[Any] = [_EdgeFill(u, v, a, group) for (u, v), (actions, group) in structure.sorted_edges()
                         for a in actions]
     schema = WorkflowSchema(

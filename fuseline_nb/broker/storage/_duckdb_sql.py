@@ -13,9 +13,9 @@ same statements. This module only holds text; ``duckdb.py`` runs it.
 Examples
 --------
 >>> CURRENT_VERSION
-6
+7
 >>> sorted(MIGRATIONS)
-[1, 2, 3, 4, 5]
+[1, 2, 3, 4, 5, 6]
 >>> [name for name, _ in VIEWS]
 ['workflows', 'runs', 'steps', 'events']
 """
@@ -25,7 +25,7 @@ from __future__ import annotations
 from typing import Final
 
 #: The schema version this code writes.
-CURRENT_VERSION: Final = 6
+CURRENT_VERSION: Final = 7
 
 TABLE_NAMES: Final = """
 SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'
@@ -93,13 +93,46 @@ MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
     # 5 -> 6: a result bigger than _duckdb_files.FILE_BYTES lives in a file beside the history
     # (DuckDB holds a big BLOB several times over while inserting it); the row names the file.
     5: ("ALTER TABLE fl_steps ADD COLUMN result_file VARCHAR",),
+    # 6 -> 7: a workflow's definition as a row per step and edge naming the text it shares with
+    # others (_duckdb_schema.py), not one ~350 B/step text DuckDB holds ~4x over while inserting;
+    # the workflows view rebuilds schema_json (SCHEMA_JSON). Rows written before keep their text.
+    6: (
+        "ALTER TABLE fl_workflows ALTER COLUMN schema_json DROP NOT NULL",
+        "ALTER TABLE fl_workflows ADD COLUMN parts_id INTEGER",
+        "ALTER TABLE fl_workflows ADD COLUMN json_head VARCHAR",
+        "ALTER TABLE fl_workflows ADD COLUMN json_middle VARCHAR",
+        "ALTER TABLE fl_workflows ADD COLUMN json_tail VARCHAR",
+        """CREATE TABLE fl_workflow_shapes (
+            parts_id INTEGER NOT NULL, shape INTEGER NOT NULL, before VARCHAR NOT NULL, after VARCHAR NOT NULL)""",
+        """CREATE TABLE fl_workflow_steps (
+            parts_id INTEGER NOT NULL, pos INTEGER NOT NULL, shape INTEGER NOT NULL, name VARCHAR NOT NULL,
+            name_json VARCHAR)""",
+        """CREATE TABLE fl_workflow_edges (
+            parts_id INTEGER NOT NULL, pos INTEGER NOT NULL, shape INTEGER NOT NULL, source VARCHAR NOT NULL,
+            target VARCHAR NOT NULL, source_json VARCHAR, target_json VARCHAR)""",
+    ),
 }
+
+#: A workflow row's ``schema_json`` (``w``: a row of ``fl_workflows``): its own text (written before
+#: version 7, or a schema whose names are not all strings), or the text rebuilt from its parts: the
+#: edges and the steps, each its shape's texts around its name(s), joined in the schema's order.
+SCHEMA_JSON: Final = """coalesce(w.schema_json, w.json_head
+    || coalesce((SELECT string_agg(h.before || coalesce(e.source_json, '"' || e.source || '"') || h.after
+                                   || coalesce(e.target_json, '"' || e.target || '"') || '}', ', ' ORDER BY e.pos)
+                 FROM fl_workflow_edges e JOIN fl_workflow_shapes h ON h.parts_id = e.parts_id AND h.shape = e.shape
+                 WHERE e.parts_id = w.parts_id), '')
+    || w.json_middle
+    || coalesce((SELECT string_agg(h.before || coalesce(s.name_json, '"' || s.name || '"') || h.after, ', '
+                                   ORDER BY s.pos)
+                 FROM fl_workflow_steps s JOIN fl_workflow_shapes h ON h.parts_id = s.parts_id AND h.shape = s.shape
+                 WHERE s.parts_id = w.parts_id), '')
+    || w.json_tail)"""
 
 #: The documented views, (name, SELECT), recreated on every open.
 VIEWS: Final = (
-    ("workflows", """SELECT workflow_id, version, name, schema_json,
-        to_timestamp(registered_at) AS registered_at
-        FROM fl_workflows"""),
+    ("workflows", f"""SELECT w.workflow_id, w.version, w.name, {SCHEMA_JSON} AS schema_json,
+        to_timestamp(w.registered_at) AS registered_at
+        FROM fl_workflows w"""),
     ("runs", """SELECT run_id, workflow_id, version, state, inputs_json,
         to_timestamp(created_at) AS created_at, to_timestamp(finished_at) AS finished_at,
         finished_at - created_at AS duration_s
@@ -122,7 +155,8 @@ VIEWS: Final = (
 #: (a 33 MB text: +198 MB RSS against +100 MB for a plain insert, and an Arrow table
 #: adds one more copy), and the definition of a 1,000,000-step workflow is ~300 MB of text.
 INSERT_WORKFLOW: Final = """
-INSERT INTO fl_workflows SELECT $1, $2, $3, $4, $5
+INSERT INTO fl_workflows (workflow_id, version, name, schema_json, registered_at)
+SELECT $1, $2, $3, $4, $5
 WHERE NOT EXISTS (SELECT 1 FROM fl_workflows WHERE workflow_id = $1 AND version = $2)
 """
 INSERT_RUNS: Final = """
@@ -197,7 +231,6 @@ WHERE d.stored_at < (SELECT max(x.stored_at) FROM fl_definitions x WHERE x.workf
 """
 
 # -- reads -----------------------------------------------------------------------------
-SELECT_WORKFLOWS: Final = "SELECT schema_json FROM fl_workflows ORDER BY registered_at, rowid"
 RUN_COLUMNS: Final = "run_id, workflow_id, version, state, inputs_json, inputs_pickle, created_at, finished_at"
 SELECT_RUN: Final = f"SELECT {RUN_COLUMNS} FROM fl_runs WHERE run_id = ?"
 SELECT_RUNS: Final = f"SELECT {RUN_COLUMNS} FROM fl_runs ORDER BY created_at, rowid"
@@ -231,7 +264,7 @@ UNPIN_SIDES: Final = "RESET disabled_optimizers"
 #: Batch statements in the order a flush runs them (one transaction). The steps UPDATE comes
 #: last: the flush reads its count (see UPDATE_STEPS); batch_results never holds a step of
 #: batch_steps, so the two may run in either order.
-#: (New workflows come first, one INSERT_WORKFLOW each, in the same transaction.)
+#: (New workflows come first, each written by _duckdb_schema.write_workflow, in the same transaction.)
 WRITE_ORDER: Final = (
     ("batch_runs", INSERT_RUNS),
     ("batch_new_steps", INSERT_NEW_STEPS),

@@ -2,7 +2,7 @@
 
 :func:`write_batch` runs the set-based statements of
 :data:`._duckdb_sql.WRITE_ORDER` over the batch's Arrow tables, with the
-new workflows' rows first (their JSON text a statement parameter), and
+new workflows' rows first (:func:`._duckdb_schema.write_workflow`), and
 turns DuckDB's ``build_side_probe_side`` optimizer off for the flush's own
 statements where this DuckDB has it (:func:`can_pin_sides`).
 
@@ -26,6 +26,7 @@ import duckdb
 
 from . import _duckdb_sql as Q
 from ._duckdb_batch import Batch
+from ._duckdb_schema import write_workflow
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +51,7 @@ def write_batch(db: Callable[..., Any], con: Any, batch: Batch, *, pin: bool, pa
         if batch.workflows:  # new workflows first, in the same transaction, their text a parameter
             db(con.execute, head.pop(0))
             for schema, at in batch.workflows:
-                db(con.execute, Q.INSERT_WORKFLOW,
-                   [schema.workflow_id, schema.version, schema.name, schema.to_json(), at])
+                write_workflow(db, con, schema, at)
         for part in batch.chunks(CHUNK_ROWS):
             tables = part.arrow_tables(unpicklable, write_file)
             script = ";\n".join([*head, *(_statement(name, sql, tables) for name, sql in Q.WRITE_ORDER

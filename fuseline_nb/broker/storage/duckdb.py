@@ -59,6 +59,7 @@ from ._duckdb_life import claim, flush_loop, release, track, translate, wait_war
 from ._duckdb_open import check_read_only, migrate, refuse_foreign
 from ._duckdb_reads import HistoryReads
 from ._duckdb_rows import step_row
+from ._duckdb_schema import read_workflows
 from ._duckdb_write import can_pin_sides, write_batch
 from .base import RuntimeStorage
 
@@ -123,8 +124,7 @@ class DuckDBRuntimeStorage(HistoryReads, RuntimeStorage):
             self._con = self._db(duckdb.connect, self.path, config={"threads": 1})
             self._pin_sides = can_pin_sides(self._con)
             migrate(self._execute, self._io_lock, self.path)
-            for (text,) in self._execute(Q.SELECT_WORKFLOWS):
-                s = WorkflowSchema.from_json(text)
+            for s in read_workflows(self._execute):
                 self._workflows[(s.workflow_id, s.version)] = s
             # Read now, before the flusher starts its warm-up (pyarrow importing pandas, ~1 s): the
             # broker opening this file asks first thing, and would wait for the warm-up to end.

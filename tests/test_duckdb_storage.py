@@ -259,7 +259,8 @@ class TestReadWrite:
             st._con.execute(Q.UNPIN_SIDES)
             st.flush()
             script = scripts[-1]
-            assert script.index(Q.PIN_SIDES) < script.index(Q.UPDATE_STEPS_NO_RESULTS)
+            assert Q.UPDATE_STEPS_NO_RESULTS_AT in script  # a big run: its rows found by row id
+            assert script.index(Q.PIN_SIDES) < script.index(Q.UPDATE_STEPS_NO_RESULTS_AT)
             assert st._execute(setting) == [("",)]  # other queries keep the optimizer
             rows = dict(st._execute("SELECT step, finished_at FROM fl_steps"))
             assert rows == {n: (float(done.index(n)) if n in done else None) for n in names}
@@ -299,6 +300,57 @@ class TestReadWrite:
         assert rows == [("a", "FAILED", 2, None, None, "ValueError", "{'a': 1}", "dict"),
                         ("b", "SUCCEEDED", 1, "w", None, None, "\"b's\"", "str"),
                         ("c", "PENDING", 0, None, 3.0, None, None, None)]
+
+    def test_a_big_runs_records_are_found_by_row_id_and_a_wrong_place_costs_no_wrong_row(self, tmp_path,
+                                                                                        monkeypatch):
+        from fuseline_nb.broker.storage import _duckdb_write
+        from fuseline_nb.broker.storage._duckdb_places import PLACED_STEPS
+
+        scripts: list[str] = []
+        real = _duckdb_write.run_script
+        monkeypatch.setattr(_duckdb_write, "run_script",
+                            lambda con, script, **tables: scripts.append(script) or real(con, script, **tables))
+        names = [f"s{i:04}" for i in range(PLACED_STEPS + 200)][::-1]
+        with DuckDBRuntimeStorage(tmp_path / "h.duckdb", flush_interval=3600) as st:
+            st._stopping = True
+            st.create_run("small", "wf", "1", {}, ["x", "y"], created_at=0.0)  # rows before the big ones
+            st.flush()
+            st.create_run("r1", "wf", "1", {}, names, created_at=0.0)
+            st.create_run("r2", "wf", "1", {}, names, created_at=0.0)
+            st.create_run("odd", "wf", "1", {}, names, created_at=0.0)
+            st.save_step("odd", "not named", StepInfo(Status.SKIPPED, skip_reason="extra"))
+            st.flush()
+            places = st._places.runs
+            assert sorted(places) == ["r1", "r2"]  # "odd" is not one block of its names: not placed
+            assert places["r1"][1] is places["r2"][1]  # one workflow: one positions dict
+            assert places["r1"][0] == 2 and places["r2"][0] == 2 + len(names)
+            for run_id in ("r1", "r2"):
+                for name in names[:300:3]:
+                    st.save_step(run_id, name, StepInfo(Status.SUCCEEDED, attempts=1, worker="w", finished_at=1.0))
+                    st.set_result(run_id, name, name.upper())
+            st.flush()
+            assert Q.UPDATE_STEPS_AT in scripts[-1] and "r1" in st._places.runs
+            first, positions = st._places.runs["r2"]
+            st._places.runs["r2"] = (first + 1, positions)  # a wrong place
+            for name in names[1:300:3]:
+                st.save_step("r2", name, StepInfo(Status.FAILED, attempts=2, error="ValueError: no"))
+            st.flush()
+            assert "r2" not in st._places.runs  # no longer guessed; its rows were updated by their keys
+            st.save_step("r2", names[2], StepInfo(Status.SUCCEEDED, attempts=1))
+            st.flush()
+            assert Q.UPDATE_STEPS_NO_RESULTS in scripts[-1] and Q.UPDATE_STEPS_NO_RESULTS_AT not in scripts[-1]
+            st.finalize_run("r1", Status.SUCCEEDED, 2.0)
+            assert "r1" not in st._places.runs and st._places.positions == {}
+            rows = {(r, n): rest for r, n, *rest in st._execute(
+                "SELECT run_id, step, state, attempts, worker, error_type, result_preview FROM fl_steps")}
+        for name in names:
+            assert rows[("r1", name)] == (["SUCCEEDED", 1, "w", None, repr(name.upper())]
+                                          if name in names[:300:3] else ["PENDING", 0, None, None, None])
+        assert rows[("r2", names[1])] == ["FAILED", 2, None, "ValueError", None]
+        assert rows[("r2", names[2])] == ["SUCCEEDED", 1, None, None, None]
+        assert rows[("r2", names[3])] == ["SUCCEEDED", 1, "w", None, repr(names[3].upper())]
+        assert rows[("odd", "not named")] == ["SKIPPED", 0, None, None, None]
+        assert len(rows) == 2 + 3 * len(names) + 1
 
     @staticmethod
     def _history(path, *, crash_at=None):
@@ -396,7 +448,8 @@ class TestReadWrite:
         import json
         import math
 
-        from fuseline_nb.broker.storage._duckdb_batch import _ENCODER, _details
+        from fuseline_nb.broker.storage._duckdb_arrow import ENCODER as _ENCODER
+        from fuseline_nb.broker.storage._duckdb_arrow import details_json as _details
         from fuseline_nb.broker.storage._duckdb_rows import to_json
 
         cycle: dict = {"a": 1}

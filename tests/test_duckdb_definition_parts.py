@@ -15,7 +15,7 @@ import duckdb
 import pytest
 
 from fuseline_nb.broker import DuckDBBroker
-from fuseline_nb.broker.storage import DuckDBRuntimeStorage
+from fuseline_nb.broker.storage import DuckDBRuntimeStorage, _duckdb_schema
 from fuseline_nb.broker.storage import _duckdb_sql as Q
 from fuseline_nb.workflow._schema_json import pieces
 from fuseline_nb.workflow.schema import EdgeSchema, StepSchema, WorkflowSchema
@@ -46,7 +46,10 @@ def _count(st: DuckDBRuntimeStorage, table: str) -> int:
     return st._execute(f"SELECT count(*) FROM {table}")[0][0]
 
 
-def test_the_view_rebuilds_to_json_byte_for_byte_and_the_file_reads_the_schema_back(tmp_path) -> None:
+@pytest.mark.parametrize("chunk", [_duckdb_schema.CHUNK, 7])  # 7: steps and edges written over several INSERTs
+def test_the_view_rebuilds_to_json_byte_for_byte_and_the_file_reads_the_schema_back(tmp_path, monkeypatch,
+                                                                                    chunk: int) -> None:
+    monkeypatch.setattr(_duckdb_schema, "CHUNK", chunk)
     odd, empty = _odd_schema(), WorkflowSchema("empty", name="nothing")
     fan = WorkflowSchema("fan", steps=(StepSchema("h"), *(StepSchema(f"m{i}") for i in range(300)), StepSchema("t")),
                          edges=tuple(EdgeSchema(a, b) for i in range(300) for a, b in (("h", f"m{i}"), (f"m{i}", "t"))),

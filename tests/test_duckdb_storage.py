@@ -756,8 +756,8 @@ class TestDefinitions:
         with DuckDBRuntimeStorage(tmp_path / "h.duckdb") as st:
             st.put_definition("a", "1", b"a1")
             with monkeypatch.context() as m:  # the INSERT fails after the DELETE ran
-                m.setattr(Q, "PUT_DEFINITION",
-                          "INSERT INTO fl_definitions SELECT ?, ?, CASE WHEN octet_length(?) < 0 THEN ''::BLOB END, ?")
+                m.setattr(Q, "PUT_DEFINITION", "INSERT INTO fl_definitions (workflow_id, version, definition, "
+                          "stored_at, definition_file) SELECT CASE WHEN ? IS NULL THEN 'x' END, ?, ?, ?, ?")
                 with pytest.raises(StorageError, match="NOT NULL"):
                     st.put_definition("a", "1", b"a1 edited")
             assert st.get_definition("a", "1") == b"a1"

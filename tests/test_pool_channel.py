@@ -232,12 +232,13 @@ def test_an_early_ask_gets_a_batch_counted_against_what_its_worker_holds_never_w
                               started_at=1.0, finished_at=1.00001) for a in held[:4]]
         send(worker_end, ("reports", (wid, reports)))  # quick steps: worth a batch
         reply = _answer(worker_end, ("get_step", (wid, False)))
-        # prefetch 16, six still held: ten more, and not the pool's new workflow (it would re-register mid-batch)
-        assert reply[0] == "assignments" and len(reply[1]) == 10
-        assert len(broker.held_by(wid)) == 16
+        # prefetch 16; six still held, the first of them running: eleven more, and not the pool's new
+        # workflow (the worker would re-register mid-batch)
+        assert reply[0] == "assignments" and len(reply[1]) == 11
+        assert len(broker.held_by(wid)) == 17
         assert _answer(worker_end, ("get_step", (wid, False))) == ("assignments", [])  # full hands: none more
         rest = broker.get_steps(wid, 100)
-        assert len(rest) == 100 - 4 - 16
+        assert len(rest) == 100 - 4 - 17
         # nothing left to hand out: an early ask is answered at once, never parked
         assert _answer(worker_end, ("get_step", (wid, False))) == ("assignments", [])
         assert ep.parked is None

@@ -20,6 +20,7 @@ import time
 import uuid
 from pathlib import Path
 
+import duckdb
 import pytest
 
 import fuseline_nb as fl
@@ -77,10 +78,10 @@ def module_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, s
     sys.modules.pop(name, None)
 
 
-def _killed_mid_run(tmp_path: Path, module: str) -> tuple[Path, Path, str]:
+def _killed_mid_run(tmp_path: Path, module: str, child_code: str = CHILD) -> tuple[Path, Path, str]:
     """Run the child until the first step runs, SIGKILL it; the file, the marker, the run id."""
     path, marker = tmp_path / "runs.duckdb", tmp_path / "marker"
-    child = subprocess.Popen([sys.executable, "-c", CHILD.format(module=module), str(path), str(marker)],
+    child = subprocess.Popen([sys.executable, "-c", child_code.format(module=module), str(path), str(marker)],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert child.stdout is not None
@@ -126,6 +127,24 @@ def test_reopened_session_resumes_the_killed_run_without_a_submit(tmp_path, modu
             assert info.steps["first"].attempts >= 2  # the killed attempt, then the resumed one
             assert session.sql("SELECT state FROM runs WHERE run_id = ?", [run_id]).fetchall() == \
                 [("SUCCEEDED",)]
+    assert not [r for r in caplog.records if "cannot resume" in r.getMessage()]
+
+
+def test_a_definition_kept_beside_the_file_resumes_the_killed_run(tmp_path, module_dir, caplog):
+    # the child keeps every definition over 16 bytes in a file beside the history (as a
+    # 1,000,000-step one is); this process reads it back from there to resume the run
+    _, module = module_dir
+    small = "import fuseline_nb.broker.storage._duckdb_files as F\nF.FILE_BYTES = 16\n"
+    path, _, run_id = _killed_mid_run(tmp_path, module, small + CHILD)
+    con = duckdb.connect(str(path), read_only=True)
+    [(blob, name)] = con.execute("SELECT definition, definition_file FROM fl_definitions").fetchall()
+    con.close()
+    assert blob is None and (Path(f"{path}.values") / name).is_file()
+    with caplog.at_level(logging.WARNING, logger="fuseline_nb"):
+        with fl.Session(path, workers=2) as session:
+            info = _wait_done(session, run_id)
+            assert info.state is Status.SUCCEEDED, info
+            assert info.steps["second"].result == 21
     assert not [r for r in caplog.records if "cannot resume" in r.getMessage()]
 
 

@@ -231,3 +231,44 @@ def test_policies_given_as_a_class_attribute_still_count():
     assert list(step_policies(Flaky())) == [retry]
     assert step_policies(fl.FunctionStep(len, name="n")) == ()
     assert list(step_policies(fl.FunctionStep(len, name="r", policies=[retry]))) == [retry]
+
+
+def test_a_rebuilt_definition_whose_code_may_have_changed_unseen_is_shipped_again(monkeypatch):
+    # The fingerprints do not cover a pinned code_version's code or a custom policy's: such a
+    # rebuild goes to the workers again even when its schema is the same.
+    from fuseline_nb.workflow.policies import RetryPolicy, StepPolicy
+
+    shipped = _counting_ship(monkeypatch)
+
+    class Pinned(fl.Step):
+        code_version = "v1"
+
+        def run_step(self) -> int:
+            return 1
+
+    class Shout(StepPolicy):
+        def execute(self, step, call):
+            return call() + 1
+
+    def one() -> int:
+        return 1
+
+    def pinned_instance() -> fl.Workflow:
+        step = fl.FunctionStep(one, name="one")
+        step.code_version = "v1"
+        return fl.Workflow(outputs=[step], workflow_id="pinned-instance")
+
+    builds = {
+        "plain": (lambda: fl.Workflow(outputs=[fl.FunctionStep(one, name="one", policies=[RetryPolicy(1)])],
+                                      workflow_id="plain"), 1, 1),
+        "pinned-class": (lambda: fl.Workflow(outputs=[Pinned(name="p")], workflow_id="pinned-class"), 2, 1),
+        "pinned-instance": (pinned_instance, 2, 1),
+        "custom-policy": (lambda: fl.Workflow(outputs=[fl.FunctionStep(one, name="one", policies=[Shout()])],
+                                              workflow_id="custom-policy"), 2, 2),
+    }
+    with fl.Session(None, workers=1) as session:
+        for name, (build, times, result) in builds.items():
+            before = len(shipped)
+            for _ in range(2):
+                assert session.submit(build()).wait(timeout=60) == result, name
+            assert len(shipped) - before == times, name

@@ -31,6 +31,25 @@ class TestValue:
         assert back == v and not back.loaded and back.preview == "{'rows': (0, 1, 2), 'label': 'demo'}"
         assert back.load() == {"rows": (0, 1, 2), "label": "demo"} and back.loaded
 
+    @pytest.mark.parametrize(("obj", "has_json"), [
+        (None, True), (True, True), (0, True), (-7, True), (2**53, True), (2**53 + 1, False), (10**30, False),
+        (1.5, True), (-0.0, True), (float("nan"), False), (float("inf"), False), ("", True), ("left", True),
+        ("é", True), ("\ud800", False), ("x" * 300, True), (b"", False), (b"abc", False), (1j, False),
+        ((1, "a"), False), ([1.5, None], True), ({"a": 1}, True), ({1: 2}, False), ({"k": (1,)}, False),
+        ({1, 2}, False),
+    ])
+    def test_a_value_carries_the_data_fingerprint_and_json_only_when_it_round_trips(
+            self, obj: Any, has_json: bool) -> None:
+        """The fingerprint a value is made with is the one ``data_fingerprint`` gives (the cache's key); its
+        JSON text reads back as the same object, and there is none where it would not."""
+        import json
+
+        v = Value.of(obj)
+        assert v.fingerprint == fingerprint(obj) and v.data == pickle.dumps(obj, protocol=5)
+        assert (v.json is not None) == has_json, v.json
+        if has_json:
+            assert json.loads(v.json) == obj and type(json.loads(v.json)) is type(obj)
+
     def test_equal_data_has_equal_fingerprints(self) -> None:
         assert Value.of([1, 2]).fingerprint == Value.of([1, 2]).fingerprint != Value.of([2, 1]).fingerprint
         a = np.arange(12).reshape(3, 4)

@@ -201,3 +201,20 @@ def test_policies_a_step_class_gives_its_steps_are_its_steps_policies() -> None:
 
     assert step_policies(Retried()) == step_policies(Derived()) == step_policies(Computed()) == [retry]
     assert step_policies(Step()) == ()
+
+
+def test_an_indexed_source_still_finds_a_repeat_of_an_edge_to_a_new_target() -> None:
+    """A first edge to a step with no sources is added without a search, except from a source whose
+    out-links are indexed: the index must learn it, or the edge's repeat would count twice."""
+    hub = FunctionStep(len, name="hub")
+    spokes = [FunctionStep(len, name=f"s{i}") for i in range(40)]
+    for s in spokes:
+        _ = hub >> s
+    _ = hub >> spokes[7]  # a repeat among many out-links: the hub's out-links get an index
+    assert hub._out_keys is not None
+    late = FunctionStep(len, name="late")
+    _ = hub >> late
+    _ = hub >> late
+    _ = (hub - "other") >> late
+    assert [(t.name, action) for t, action, _ in hub.edges].count(("late", "default")) == 1
+    assert sources(late) == [hub] and len(hub.edges) == 42

@@ -97,8 +97,7 @@ class GroupView(W.VBox):
         counts: dict[str, int] = {}
         for run in self.group.runs:
             info = run.info()
-            steps = info.steps.values()
-            done = sum(1 for s in steps if s.state.is_final)
+            done = sum(n for state, n in info.counts().items() if state.is_final)  # an ended run counts its arrays
             duration = ((info.finished_at or 0.0) - info.created_at) if info.finished_at and info.created_at \
                 else None
             rows.append([run.id, info.state.value, done, max(len(info.steps), 1),

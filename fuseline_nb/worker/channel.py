@@ -246,7 +246,7 @@ class ChannelClient(BrokerClient):
     def _took(self, batch: list[StepAssignment]) -> None:
         self._next.extend(batch)
         n = len(batch)
-        self._ask_at = n // 2 if n >= 4 else 0  # a batch of quick steps: ask for the next one half-way
+        self._ask_at = n // 2 if n >= 4 else 0  # a batch: ask for the next one half-way through it
 
     def flush(self, older_than: float = 0.0) -> None:
         """Send the held reports now (one one-way message) if the oldest is ``older_than`` seconds old."""

@@ -77,7 +77,7 @@ MAX_SKIP: Final = 64
 #: A worker gets more than one assignment at a time only after steps shorter than this (seconds).
 PREFETCH_BELOW: Final = 0.1
 #: A batch of assignments is sized to keep its worker busy for about this long (seconds).
-BATCH_SECONDS: Final = 0.005
+BATCH_SECONDS: Final = 0.05
 #: The default most assignments a worker holds at once (``Session(prefetch=...)``).
 PREFETCH_DEFAULT: Final = 64
 #: Reports of steps quicker than this are held while the worker has more work in hand, at most this long (s).
@@ -168,7 +168,7 @@ def batch_size(prefetch: int, *, step_seconds: float | None, backlog: int, worke
     --------
     >>> batch_size(64, step_seconds=0.2, backlog=1000, workers=2)  # long steps: one at a time
     1
-    >>> batch_size(64, step_seconds=0.001, backlog=1000, workers=2)  # 5 ms of 1 ms steps
+    >>> batch_size(64, step_seconds=0.01, backlog=1000, workers=2)  # 50 ms of 10 ms steps
     5
     >>> batch_size(64, step_seconds=0.00001, backlog=10, workers=2)  # the queue's end: shared out
     2

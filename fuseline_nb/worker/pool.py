@@ -80,8 +80,8 @@ class WorkerPool:
         After a step's worker process died this many times, the step FAILS.
     prefetch:
         Up to how many short steps a worker may hold at once while steps are
-        queued (``1``: one at a time); its batches are sized to a few
-        milliseconds of its recent steps. See :class:`~fuseline_nb.worker.server.ChannelServer`.
+        queued (``1``: one at a time); its batches are sized to about 50 ms
+        of its recent steps. See :class:`~fuseline_nb.worker.server.ChannelServer`.
 
     Raises
     ------
@@ -391,10 +391,22 @@ def _same_definition(old: Workflow | None, new: Workflow) -> bool:
     if old is None or old is new:
         return False
     builtin = "fuseline_nb.workflow.policies"
+    plain: dict[type, bool] = {}  # class -> it sets neither policies nor code_version itself
     for step in new.steps.values():
-        if getattr(step, "code_version", None) is not None:
-            return False
-        policies = step_policies(step)
+        cls = type(step)
+        bare = plain.get(cls)
+        if bare is None:
+            bare = plain[cls] = getattr(cls, "policies", None) is None and \
+                getattr(cls, "code_version", None) is None and hasattr(step, "__dict__")
+        if bare:  # what the step holds is in its own dict (a class asked once, not once per step)
+            d = step.__dict__
+            policies = d.get("policies")
+            if d.get("code_version") is not None:
+                return False
+        else:
+            if getattr(step, "code_version", None) is not None:
+                return False
+            policies = step_policies(step)
         if policies and any(type(p).__module__ != builtin for p in policies):
             return False
     if any(type(p).__module__ != builtin for p in new.policies):

@@ -53,7 +53,7 @@ class ChannelServer(Requests):
     prefetch:
         Up to how many assignments a worker may hold at once. More than one
         is handed out only while steps are queued and the worker's recent
-        steps were short, as many as keep it busy for a few milliseconds
+        steps were short, as many as keep it busy for about 50 ms
         (see :func:`~fuseline_nb.worker.latency.batch_size`): fast fan-outs
         then cost one round trip per batch, and a long step never holds
         others back for long.
@@ -328,10 +328,8 @@ class ChannelServer(Requests):
                               workers=len(self.endpoints))
             if want > 1 and wait:  # what it holds counts against its batch (asked only when it matters)
                 held = len(self.client.held_by(worker_id))
-            if held:
-                want -= held
-                if want < 2:  # one at a time for a worker holding none; an early ask: a batch or none
-                    want = 0 if not wait else 1
+            if held:  # an early ask comes from a worker running the first of what it holds: maybe none more
+                want = max(1, want - held) if wait else max(0, want - held + 1)
             batch = self.client.get_steps(worker_id, want) if want > 0 else []
             if not self._timing and any(a.timeout is not None for a in batch):
                 self._timing, self._next_due = True, 0.0  # ask the broker at the next turn

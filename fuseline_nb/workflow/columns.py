@@ -65,12 +65,14 @@ class Column:
         return map(self.getter, items)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        values = list(self)  # 8 bytes an item, one column at a time: dropped once written
-        if values and all(map(is_, values, repeat(values[0]))):
-            return _repeat, (values[0], len(values))  # one object throughout: written once
+        values = iter(self)
+        for first in values:  # one pass, no list: most columns hold one object throughout
+            if all(map(is_, values, repeat(first))):
+                return _repeat, (first, len(self.items))  # one object throughout: written once
+            break  # (a column of distinct values stops at its second item)
         # (list, no arguments, no state, list items from an iterator): the pickler appends the
-        # items in batches as it pulls them
-        return list, (), None, iter(values)
+        # items in batches as it reads them from the items
+        return list, (), None, iter(self)
 
     def __repr__(self) -> str:
         return f"<Column of {len(self.items)} items by {self.getter!r}>"

@@ -33,12 +33,16 @@ try:
     def new_hasher() -> Any:
         return xxhash.xxh3_128()
 
+    _digest = xxhash.xxh3_128_hexdigest
     HASH_NAME = "xxh3_128"
 except ImportError:  # pragma: no cover - xxhash is a dependency; this keeps a broken install working
     import hashlib
 
     def new_hasher() -> Any:
         return hashlib.blake2b(digest_size=16)
+
+    def _digest(data: bytes) -> str:  # type: ignore[misc]  # the same call as xxhash's
+        return hashlib.blake2b(data, digest_size=16).hexdigest()
 
     HASH_NAME = "blake2b"
 
@@ -65,11 +69,11 @@ def data_fingerprint(value: Any, pickled: bytes | None = None) -> str:
     Traceback (most recent call last):
     TypeError: a _thread.lock cannot be fingerprinted: it cannot be pickled (TypeError: cannot pickle '_thread.lock' object)
     """
-    h = new_hasher()
     if isinstance(value, _PLAIN):
-        h.update(f"{type(value).__name__}:".encode())
-        h.update(value if isinstance(value, bytes) else repr(value).encode("utf-8", "surrogatepass"))
-        return str(h.hexdigest())
+        if isinstance(value, bytes):
+            return str(_digest(f"{type(value).__name__}:".encode() + value))
+        return scalar_fingerprint(value, repr(value))
+    h = new_hasher()
     if type(value).__name__ == "Value" and isinstance(fp := getattr(value, "fingerprint", None), str):
         return fp  # made once where the value was born (workflow/value.py; no import: value imports us)
     try:
@@ -80,6 +84,18 @@ def data_fingerprint(value: Any, pickled: bytes | None = None) -> str:
         h.update(b"pickle:")
         h.update(_pickle(value) if pickled is None else pickled)
     return str(h.hexdigest())
+
+
+def scalar_fingerprint(value: Any, text: str) -> str:
+    """The fingerprint of a plain scalar other than ``bytes`` whose ``repr`` is ``text`` (what
+    :func:`data_fingerprint` gives it; a caller that has the ``repr`` already need not make it twice).
+
+    Examples
+    --------
+    >>> scalar_fingerprint(42, "42") == data_fingerprint(42)
+    True
+    """
+    return str(_digest(f"{type(value).__name__}:{text}".encode("utf-8", "surrogatepass")))
 
 
 def _pickle(value: Any) -> bytes:
@@ -184,4 +200,4 @@ def _arrow(value: Any, h: Any) -> bool:
     return True
 
 
-__all__ = ["HASH_NAME", "data_fingerprint", "new_hasher"]
+__all__ = ["HASH_NAME", "data_fingerprint", "new_hasher", "scalar_fingerprint"]

@@ -338,7 +338,13 @@ class FunctionStep(Step):
         # Step.__init__'s work, without its keyword call: a million steps are made in a loop.
         given = name or getattr(func, "__name__", None) or "function"
         # named after its function: numbered in a workflow (f, f_2) like classes
-        _start(self, "lambda" if given == "<lambda>" else given, policies, name is None)
+        if policies:
+            _start(self, "lambda" if given == "<lambda>" else given, policies, name is None)
+        else:  # _start's stores, in its order (the instance's layout), without the call
+            self.name = "lambda" if given == "<lambda>" else given
+            self._out = self._in = None
+            self.execution_group = 0
+            self._auto_name = name is None
         self.function = func
         if name is None:
             remember(func, self)

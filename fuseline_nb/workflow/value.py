@@ -54,7 +54,7 @@ import cloudpickle
 
 from ..errors import ValueLoadError
 from ._previews import _SCALARS, PREVIEW_CHARS, RICH_ROWS, rich_preview, text_preview
-from .datafingerprint import data_fingerprint
+from .datafingerprint import data_fingerprint, scalar_fingerprint
 
 #: Values pickled larger than this get no text preview (their repr may be slow), tables and arrays excepted.
 PREVIEW_MAX_BYTES: Final = 1_000_000
@@ -117,18 +117,21 @@ def _plain_json(v: Any, depth: int = 0) -> bool:
     return False
 
 
-def _scalar_json(obj: Any) -> str:
-    """The JSON text of a plain scalar, without the encoder's machinery (same text as ``json.dumps``)."""
+def _scalar_json(obj: Any) -> str | None:
+    """The JSON text of a plain scalar that round-trips exactly (same text as ``json.dumps``), else ``None``
+    (complex, bytes, a big int, a float that is not finite, a str with a lone surrogate)."""
     if obj is None:
         return "null"
     t = type(obj)
     if t is bool:
         return "true" if obj else "false"
     if t is int:
-        return int.__repr__(obj)
+        return int.__repr__(obj) if -_MAX_JSON_INT <= obj <= _MAX_JSON_INT else None
     if t is float:
-        return float.__repr__(obj)
-    return _json_str(obj)  # type: ignore[no-any-return]
+        return float.__repr__(obj) if math.isfinite(obj) else None
+    if t is str and (obj.isascii() or _utf8(obj)):
+        return _json_str(obj)  # type: ignore[no-any-return]
+    return None
 
 
 _BUILTIN_CONTAINERS: Final = frozenset({dict, list, tuple, set, frozenset})
@@ -221,19 +224,25 @@ class Value:
         """
         if obj.__class__ is Value:
             return obj  # type: ignore[no-any-return]
-        data = dumps(obj)
         t = type(obj)
         if t in _SCALARS:
-            text = repr(obj) if len(data) < PREVIEW_CHARS else \
-                preview(obj) if len(data) <= PREVIEW_MAX_BYTES else f"<{len(data)} bytes: not previewed>"
-            plain = _scalar_json(obj) if t is not complex and t is not bytes and _plain_json(obj) else None
-            v = cls(data, data_fingerprint(obj), text, t.__name__, None, plain)
+            data = pickle.dumps(obj, protocol=5)
+            if len(data) < PREVIEW_CHARS:  # one repr: the preview, and what a scalar's fingerprint hashes
+                text = repr(obj)
+                fingerprint = data_fingerprint(obj) if t is bytes or t is complex else scalar_fingerprint(obj, text)
+            else:
+                text = preview(obj) if len(data) <= PREVIEW_MAX_BYTES else f"<{len(data)} bytes: not previewed>"
+                fingerprint = data_fingerprint(obj)
+            plain = _scalar_json(obj)
+            v = cls(data, fingerprint, text, t.__name__, None, plain)
         else:
+            builtin = _builtin_only(obj)  # walked once: which pickler, and whether its repr is quick
+            data = pickle.dumps(obj, protocol=5) if builtin else cloudpickle.dumps(obj, protocol=5)
             plain = _to_json(obj) if len(data) <= JSON_MAX_BYTES and _plain_json(obj) else None
             rich = rich_preview(obj) if t not in _BUILTIN_CONTAINERS else None
             if len(data) > PREVIEW_MAX_BYTES and rich is None:
                 text = f"<{len(data)} bytes: not previewed>"
-            elif len(data) < PREVIEW_CHARS and t in _BUILTIN_CONTAINERS and _builtin_only(obj):
+            elif len(data) < PREVIEW_CHARS and builtin:
                 text = repr(obj)  # short builtin data: its repr is short and quick
             else:
                 text = preview(obj)

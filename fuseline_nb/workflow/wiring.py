@@ -51,9 +51,19 @@ def link(source: Any, target: Any, action: str, group: str | None) -> None:
     """Add the edge ``source -> target`` taken on ``action`` in OR group ``group`` (a repeat does nothing)."""
     entry = target if group is None and action == DEFAULT_ACTION else (target, action, group)
     out = source._out
-    if out is None:
-        source._out = entry
-        _add_source(target, source)
+    ins = target._in
+    if out is None or (ins is None and source._out_keys is None):  # surely a first edge between the two
+        # (the usual case, spelled out: building a million-step workflow makes a million of these)
+        if out is None:
+            source._out = entry
+        elif type(out) is list:
+            out.append(entry)
+        else:
+            source._out = [out, entry]
+        if ins is None:
+            target._in = source
+        else:
+            _add_source(target, source)
         return
     keys = source._out_keys
     if keys is None:

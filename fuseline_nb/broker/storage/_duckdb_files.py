@@ -45,6 +45,10 @@ class ValueFiles:
     def write(self, key: tuple[str, str], data: bytes) -> str:
         """Write ``data`` as the result of ``key = (run_id, step)``; return the file's name."""
         name = xxhash.xxh3_128_hexdigest(f"{key[0]}\0{key[1]}".encode("utf-8", "surrogateescape")) + ".pickle"
+        return self.write_named(name, data)
+
+    def write_named(self, name: str, data: bytes) -> str:
+        """Write ``data`` to the file ``name`` in the folder (whole, synced, then renamed into place)."""
         self.folder.mkdir(exist_ok=True)
         tmp = self.folder / f".{name}.{os.getpid()}.tmp"
         with open(tmp, "wb") as f:

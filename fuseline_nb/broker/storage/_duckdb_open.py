@@ -34,6 +34,8 @@ from ...errors import StorageError, StorageVersionError
 from . import _duckdb_sql as Q
 from ._duckdb_cache import CREATE as CACHE_TABLES
 from ._duckdb_cache import VIEW as CACHE_VIEW
+from ._duckdb_definitions import prune
+from ._duckdb_files import ValueFiles
 from ._duckdb_life import translate
 
 log = logging.getLogger(__name__)
@@ -105,7 +107,8 @@ def migrate(execute: Execute, lock: threading.RLock, path: str) -> None:
         execute(sql)
     for name, select in (*Q.VIEWS, CACHE_VIEW):
         execute(f"CREATE OR REPLACE VIEW {name} AS {select}")
-    execute(Q.PRUNE_DEFINITIONS)  # what the runs finished since the last store left behind
+    # what the runs finished since the last store left behind
+    prune(execute, None if path == ":memory:" else ValueFiles(path))
 
 
 def check_read_only(query: str, path: str) -> None:

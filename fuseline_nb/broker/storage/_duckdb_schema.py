@@ -47,6 +47,9 @@ from . import _duckdb_sql as Q
 
 Db = Callable[..., Any]
 
+#: Steps (or edges) per INSERT: the Arrow columns made for one stay ~1 MB.
+CHUNK = 1 << 16
+
 _EXISTS = "SELECT count(*) FROM fl_workflows WHERE workflow_id = ? AND version = ?"
 _NEXT_ID = "SELECT coalesce(max(parts_id), 0) + 1 FROM fl_workflows"
 _INSERT_FRAME = """
@@ -80,19 +83,19 @@ def write_workflow(db: Db, con: Any, schema: WorkflowSchema, at: float) -> bool:
                        "before": [b for b, _ in cut.shapes], "after": [a for _, a in cut.shapes]})
     db(_run, con, _INSERT_SHAPES, parts_id, part_shapes=shapes)
     del shapes
-    names = [s.name for s in schema.steps]
-    steps = pa.table({"pos": _positions(len(names)), "shape": _int32(cut.step_shapes),
-                      "name": pa.array(names, pa.string()), "name_json": _escaped(names, escaped)})
-    del names
-    db(_run, con, _INSERT_STEPS, parts_id, part_steps=steps)
-    del steps
-    sources = [e.source for e in schema.edges]
-    targets = [e.target for e in schema.edges]
-    edges = pa.table({"pos": _positions(len(sources)), "shape": _int32(cut.edge_shapes),
-                      "source": pa.array(sources, pa.string()), "target": pa.array(targets, pa.string()),
-                      "source_json": _escaped(sources, escaped), "target_json": _escaped(targets, escaped)})
-    del sources, targets
-    db(_run, con, _INSERT_EDGES, parts_id, part_edges=edges)
+    steps, edges = schema.steps, schema.edges
+    for lo in range(0, len(steps), CHUNK):  # a chunk at a time: Arrow columns of ~1 MB, not of every step
+        names = [s.name for s in steps[lo:lo + CHUNK]]
+        table = pa.table({"pos": _positions(lo, len(names)), "shape": _int32(cut.step_shapes, lo, len(names)),
+                          "name": pa.array(names, pa.string()), "name_json": _escaped(names, escaped)})
+        db(_run, con, _INSERT_STEPS, parts_id, part_steps=table)
+    for lo in range(0, len(edges), CHUNK):
+        sources = [e.source for e in edges[lo:lo + CHUNK]]
+        targets = [e.target for e in edges[lo:lo + CHUNK]]
+        table = pa.table({"pos": _positions(lo, len(sources)), "shape": _int32(cut.edge_shapes, lo, len(sources)),
+                          "source": pa.array(sources, pa.string()), "target": pa.array(targets, pa.string()),
+                          "source_json": _escaped(sources, escaped), "target_json": _escaped(targets, escaped)})
+        db(_run, con, _INSERT_EDGES, parts_id, part_edges=table)
     return True
 
 
@@ -130,13 +133,13 @@ def _run(con: Any, sql: str, parts_id: int, part_shapes: Any = None, part_steps:
     con.execute(sql, [parts_id])
 
 
-def _positions(n: int) -> pa.Array:
-    return pa.array(range(n), pa.int32())
+def _positions(lo: int, n: int) -> pa.Array:
+    return pa.array(range(lo, lo + n), pa.int32())
 
 
-def _int32(values: Any) -> pa.Array:
-    """An ``array('i')`` as an Arrow int32 column, sharing its memory."""
-    return pa.Array.from_buffers(pa.int32(), len(values), [None, pa.py_buffer(values)])
+def _int32(values: Any, lo: int, n: int) -> pa.Array:
+    """``values[lo:lo + n]`` of an ``array('i')`` as an Arrow int32 column, sharing its memory."""
+    return pa.Array.from_buffers(pa.int32(), n, [None, pa.py_buffer(values)], offset=lo)
 
 
 def _escaped(names: list[str], escaped: Callable[[str], str | None] | None) -> pa.Array:
@@ -146,4 +149,4 @@ def _escaped(names: list[str], escaped: Callable[[str], str | None] | None) -> p
     return pa.array([escaped(n) for n in names], pa.string())
 
 
-__all__ = ["read_workflows", "write_workflow"]
+__all__ = ["CHUNK", "read_workflows", "write_workflow"]

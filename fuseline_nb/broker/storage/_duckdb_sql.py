@@ -13,9 +13,9 @@ same statements. This module only holds text; ``duckdb.py`` runs it.
 Examples
 --------
 >>> CURRENT_VERSION
-7
+8
 >>> sorted(MIGRATIONS)
-[1, 2, 3, 4, 5, 6]
+[1, 2, 3, 4, 5, 6, 7]
 >>> [name for name, _ in VIEWS]
 ['workflows', 'runs', 'steps', 'events']
 """
@@ -25,7 +25,7 @@ from __future__ import annotations
 from typing import Final
 
 #: The schema version this code writes.
-CURRENT_VERSION: Final = 7
+CURRENT_VERSION: Final = 8
 
 TABLE_NAMES: Final = """
 SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'
@@ -110,6 +110,12 @@ MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
         """CREATE TABLE fl_workflow_edges (
             parts_id INTEGER NOT NULL, pos INTEGER NOT NULL, shape INTEGER NOT NULL, source VARCHAR NOT NULL,
             target VARCHAR NOT NULL, source_json VARCHAR, target_json VARCHAR)""",
+    ),
+    # 7 -> 8: a shipped definition bigger than _duckdb_files.FILE_BYTES lives in a file beside the
+    # history (DuckDB held a 40 MB BLOB ~2x after inserting it); the row names the file.
+    7: (
+        "ALTER TABLE fl_definitions ALTER COLUMN definition DROP NOT NULL",
+        "ALTER TABLE fl_definitions ADD COLUMN definition_file VARCHAR",
     ),
 }
 
@@ -228,15 +234,19 @@ FROM batch_finals b WHERE fl_runs.run_id = b.run_id
 #: The latest bytes shipped under an id and version win (a re-shipped, edited step): the old
 #: row deleted, the new one inserted, in one transaction. Not ``INSERT OR REPLACE``: DuckDB's
 #: conflict path holds the BLOB several times over (a 33 MB BLOB: +261 MB RSS against +99).
-DELETE_DEFINITION: Final = "DELETE FROM fl_definitions WHERE workflow_id = ? AND version = ?"
-PUT_DEFINITION: Final = "INSERT INTO fl_definitions VALUES (?, ?, ?, ?)"
-GET_DEFINITION: Final = "SELECT definition FROM fl_definitions WHERE workflow_id = ? AND version = ?"
+#: (Each DELETE returns the file of a definition kept beside the history, removed after the commit.)
+DELETE_DEFINITION: Final = """DELETE FROM fl_definitions WHERE workflow_id = ? AND version = ?
+RETURNING definition_file"""
+PUT_DEFINITION: Final = """INSERT INTO fl_definitions (workflow_id, version, definition, stored_at, definition_file)
+VALUES (?, ?, ?, ?, ?)"""
+GET_DEFINITION: Final = "SELECT definition, definition_file FROM fl_definitions WHERE workflow_id = ? AND version = ?"
 #: Kept: the latest definition stored per workflow id, and every one an unfinished run needs.
 PRUNE_DEFINITIONS: Final = """
 DELETE FROM fl_definitions d
 WHERE d.stored_at < (SELECT max(x.stored_at) FROM fl_definitions x WHERE x.workflow_id = d.workflow_id)
   AND NOT EXISTS (SELECT 1 FROM fl_runs r WHERE r.workflow_id = d.workflow_id AND r.version = d.version
                   AND r.state NOT IN ('SUCCEEDED', 'FAILED', 'CANCELLED', 'SKIPPED'))
+RETURNING definition_file
 """
 
 # -- reads -----------------------------------------------------------------------------

@@ -31,7 +31,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 import weakref
 from collections import deque
 from collections.abc import Iterable
@@ -51,6 +50,7 @@ from ...workflow.runinfo import StepInfo
 from ...workflow.schema import WorkflowSchema
 from ...workflow.status import Status
 from ...workflow.value import Value
+from . import _duckdb_definitions as definitions
 from . import _duckdb_sql as Q
 from ._duckdb_batch import Batch
 from ._duckdb_cache import DuckDBCacheStore
@@ -210,28 +210,17 @@ class DuckDBRuntimeStorage(HistoryReads, RuntimeStorage):
         Definitions nothing needs any more are deleted then: the file keeps the
         latest one of each workflow id and those of unfinished runs (the
         buffered runs are flushed first, so a live run's definition stays).
+        A big one is kept in a file beside the history (:mod:`._duckdb_definitions`).
         """
         self._check_open()
         with self._io_lock:
-            self._db(self._con.execute, "BEGIN TRANSACTION")
-            try:
-                self._db(self._con.execute, Q.DELETE_DEFINITION, [workflow_id, version])
-                self._db(self._con.execute, Q.PUT_DEFINITION, [workflow_id, version, bytes(definition),
-                                                                 time.time()])
-                self._db(self._con.execute, "COMMIT")
-            except BaseException:
-                try:
-                    self._con.execute("ROLLBACK")
-                except duckdb.Error:  # no transaction left open: nothing to undo
-                    log.debug("rollback after a failed definition write to %s failed", self.path, exc_info=True)
-                raise
+            definitions.put(self._db, self._con, self._files, workflow_id, version, definition)
         self.flush()
-        self._execute(Q.PRUNE_DEFINITIONS)
+        definitions.prune(self._execute, self._files)
 
     def get_definition(self, workflow_id: str, version: str) -> bytes | None:
         self._check_open()
-        rows = self._execute(Q.GET_DEFINITION, [workflow_id, version])
-        return bytes(rows[0][0]) if rows else None
+        return definitions.get(self._execute, self._files, workflow_id, version)
 
     # -- the hot path: memory only -------------------------------------------------------------
     def create_run(self, run_id: str, workflow_id: str, version: str, inputs: dict[str, Any],

@@ -151,7 +151,8 @@ class Session:
         self._runs: weakref.WeakValueDictionary[str, Run] = weakref.WeakValueDictionary()
         self._early: dict[str, RunInfo] = {}  # runs that ended inside dispatch (all cached)
         self._closed = False
-        self._unsubscribe = self.broker.subscribe(_weak_listener(self._on_event, "run_finished"))
+        self._unsubscribe = self.broker.subscribe(_weak_listener(self._on_event, "run_finished"),
+                                                  kinds=("run_finished",))
         self.pool: Any = None
         try:
             if dask is not None:

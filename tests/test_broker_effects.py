@@ -2,9 +2,10 @@
 
 The broker applies ``Effects.ops``; ``Effects.writes`` spells them out. With
 a real broker and an in-memory storage that records its calls, the storage
-sees, per queued step and in queue order, ``enqueue`` then ``save_step`` of a
-PENDING record with its ``queued_at`` — and the report of the root holds no
-write entry per step while it is applied.
+sees, in queue order, an ``enqueue`` of each queued step then a ``save_step``
+of each one's PENDING record with its ``queued_at`` (through the default batch
+calls, which call its one-by-one overrides) — and the report of the root holds
+no write entry per step while it is applied.
 """
 
 from __future__ import annotations
@@ -83,9 +84,10 @@ def test_the_storage_gets_each_queued_step_in_order_then_the_events() -> None:
     broker.report_step(wid, StepReport("fan", run_id, "head", Status.SUCCEEDED, None, attempt=a.attempt))
     steps = [c for c in storage.calls if c[0] != "event"]
     assert steps[0][:3] == ("save_step", "head", Status.SUCCEEDED)
-    assert steps[1:] == [c for i in range(4) for c in (("enqueue", f"m{i}"), ("save_step", f"m{i}", Status.PENDING,
-                                                                                    steps[2][3]))]
-    assert steps[2][3] is not None  # the record saved carries its queued_at
+    # the queued steps in order: each enqueued, then each one's PENDING record (one storage batch call each)
+    assert steps[1:] == [("enqueue", f"m{i}") for i in range(4)] + [
+        ("save_step", f"m{i}", Status.PENDING, steps[5][3]) for i in range(4)]
+    assert steps[5][3] is not None  # the record saved carries its queued_at
     events = [c for c in storage.calls if c[0] == "event"]
     assert [e[1:3] for e in events] == [("step_finished", "head")] + [("step_queued", f"m{i}") for i in range(4)]
     assert storage.calls.index(events[0]) > storage.calls.index(steps[-1])  # the writes first, then the events

@@ -120,7 +120,7 @@ def test_a_fan_out_plan_shares_its_tuples_and_a_run_starts_at_no_cost_per_step()
     assert readiness.start() == ["head"]
     assert sorted(readiness.finish("head", Outcome.succeeded()).ready) == sorted(f"m{i}" for i in range(n))
     for i in range(n - 1):
-        assert readiness.finish(f"m{i}", Outcome.succeeded()).ready == []
+        assert list(readiness.finish(f"m{i}", Outcome.succeeded()).ready) == []
     assert readiness._left == {"tail": 1}  # only the waiting join counts
     assert readiness.finish(f"m{n - 1}", Outcome.succeeded()).ready == ["tail"]
     assert readiness._left == {}

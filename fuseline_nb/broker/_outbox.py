@@ -43,6 +43,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from threading import get_ident
 
 from ..workflow.events import Event, EventHub
 
@@ -62,20 +63,20 @@ class Outbox:
     (False, [])
     """
 
-    __slots__ = ("_delivered", "_delivering", "_hub", "_local", "_lock", "held")
+    __slots__ = ("_deferring", "_delivered", "_delivering", "_hub", "_lock", "held")
 
     def __init__(self, hub: EventHub, lock: threading.RLock, delivered: Callable[[], None] | None = None) -> None:
         self._hub = hub
         self._lock = lock
         self._delivered = delivered
-        self._local = threading.local()  # .depth: how many deferred blocks this thread is in
+        self._deferring: dict[int, int] = {}  # thread id -> how many deferred blocks it is in
         #: events made but not yet delivered (in the order they were made), from any thread's block
         self.held: list[Event] = []
         self._delivering = 0  # deliveries under way (a listener's broker call may nest one)
 
     def holding(self) -> bool:
         """Whether the calling thread is inside a :meth:`deferred` block."""
-        return getattr(self._local, "depth", 0) > 0
+        return get_ident() in self._deferring
 
     def idle(self) -> bool:
         """Whether every event made so far has been delivered (none held, no delivery under way)."""
@@ -83,7 +84,7 @@ class Outbox:
 
     def send(self, events: list[Event]) -> None:
         """Deliver ``events`` (after what is held), or hold them when this thread defers. Call under the lock."""
-        if getattr(self._local, "depth", 0) > 0:
+        if self._deferring and get_ident() in self._deferring:
             if self._hub.has_subscribers:
                 self.held.extend(events)
             return
@@ -91,16 +92,19 @@ class Outbox:
             self.deliver()
         hub = self._hub
         if hub.has_subscribers:
-            publish = hub.publish
             self._delivering += 1
             try:
-                for e in events:
-                    publish(e)
+                hub.publish_many(events)
             finally:
                 self._delivering -= 1
 
     def deliver(self) -> None:
-        """Deliver what is held, in order, each event once (a listener's ``BaseException`` leaves the rest held)."""
+        """Deliver what is held, in order, each event once.
+
+        A listener's ``BaseException`` (``KeyboardInterrupt``) leaves the
+        events not yet begun held for the next delivery; with a batch
+        listener the whole list counts as begun.
+        """
         with self._lock:
             self._delivering += 1
             try:
@@ -117,9 +121,13 @@ class Outbox:
             n = 0
             try:
                 publish = self._hub.publish
-                for e in events:
-                    n += 1  # counted before: an event half delivered is not delivered again
-                    publish(e)
+                if not self._hub.has_batch_subscribers:
+                    for e in events:
+                        n += 1  # counted before: an event half delivered is not delivered again
+                        publish(e)
+                else:  # a batch listener takes them at once
+                    n = len(events)
+                    self._hub.publish_many(events)
             finally:
                 if n < len(events):
                     self.held[:0] = events[n:]
@@ -128,14 +136,18 @@ class Outbox:
     @contextmanager
     def deferred(self) -> Iterator[None]:
         """Hold the events this thread's broker calls make until the outermost block ends; then deliver them."""
-        local = self._local
-        local.depth = getattr(local, "depth", 0) + 1
+        me, deferring = get_ident(), self._deferring
+        with self._lock:
+            deferring[me] = deferring.get(me, 0) + 1
         try:
             yield
         finally:
-            local.depth -= 1
-            if local.depth == 0 and self.held:
-                self.deliver()
+            with self._lock:
+                depth = deferring.pop(me) - 1
+                if depth:
+                    deferring[me] = depth
+                elif self.held:
+                    self.deliver()
 
 
 __all__ = ["Outbox"]

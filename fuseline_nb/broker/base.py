@@ -208,8 +208,8 @@ class Broker(_Shared):
         """
 
     @abstractmethod
-    def subscribe(self, callback: Callable[[Event], None]) -> Callable[[], None]:
-        """Receive every lifecycle event; returns an unsubscribe function."""
+    def subscribe(self, callback: Callable[[Event], None], *, kinds: Iterable[str] | None = None) -> Callable[[], None]:
+        """Receive every lifecycle event (only those of ``kinds``, if given); returns an unsubscribe function."""
 
     @abstractmethod
     def events(self, run_id: str) -> list[Event]:

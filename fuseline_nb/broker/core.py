@@ -46,28 +46,28 @@ from ..errors import (
 )
 from ..workflow.events import Event, EventHub
 from ..workflow.gcpause import paused_gc
-from ..workflow.runinfo import StepInfo
 from ..workflow.schema import WorkflowSchema
 from ..workflow.status import Status
 from ..workflow.value import values_of
 from . import leases
+from ._applying import Applier
 from ._gcfreeze import freeze_for_run, thaw
 from ._outbox import Outbox
 from ._reads import HistoryReads
 from ._workers import WorkerCalls
 from .base import Broker, StepAssignment, StepReport
 from .cache import CacheEntry, CacheStore, RunCache
-from .records import StepRecords
 from .resume import resume
-from .state import LiveState
+from .state import LiveState, Worker
 from .storage.base import RuntimeStorage
 from .storage.memory import MemoryRuntimeStorage
 from .transitions import Effects, dispatch, register
 
 log = logging.getLogger(__name__)
+_RUNNING = Status.RUNNING
 
 
-class StorageBroker(WorkerCalls, HistoryReads, Broker):
+class StorageBroker(Applier, WorkerCalls, HistoryReads, Broker):
     """A broker over any :class:`RuntimeStorage`.
 
     Parameters
@@ -118,18 +118,7 @@ class StorageBroker(WorkerCalls, HistoryReads, Broker):
         self.cache_default = bool(cache)
         self._cache_store: CacheStore | None = None
         s = self.storage
-        save_step = s.save_step
-        # what each write of an Effects calls (the cache store is made on first use)
-        self._do: dict[str, Callable[..., Any]] = {
-            "register_workflow": s.register_workflow, "create_run": s.create_run, "enqueue": s.enqueue,
-            "save_step": lambda run_id, step, info: save_step(
-                run_id, step, info if info.__class__ is StepInfo else info.record(step)),
-            "queued": self._queued,
-            "set_result": s.set_result, "finalize_run": s.finalize_run,
-            "cache_put": lambda entry, value: self.cache_store.put(entry, value),
-            "cache_hit": lambda key, at: self.cache_store.hit(key, at),
-            "cache_mark": lambda run_id, step, source: self.cache_store.mark_cached(run_id, step, source),
-        }
+        self._do = self._writes_table()  # what each entry of an Effects' ops calls
         self._lookup: Callable[[list[str]], dict[str, tuple[CacheEntry, Any]]] = \
             lambda keys: self.cache_store.lookup(keys)
         for schema in s.list_workflows():
@@ -146,39 +135,6 @@ class StorageBroker(WorkerCalls, HistoryReads, Broker):
     @max_lease_requeues.setter
     def max_lease_requeues(self, n: int) -> None:
         self._state.max_lease_requeues = int(n)
-
-    # -- applying effects ------------------------------------------------------------------
-    def _apply(self, fx: Effects) -> None:
-        """Carry out what a transition decided: its writes in order, then record and publish its events."""
-        do = self._do
-        for op, args in fx.ops:
-            do[op](*args)
-        if fx.events:
-            record = self.storage.record_event
-            for e in fx.events:
-                record(e)
-            self._out.send(fx.events)  # delivered now, or at the end of a deferred_events() block
-        st = self._state
-        if st.dirty:
-            for records in st.dirty:
-                records.close()  # the records the transition opened: back into their arrays
-            st.dirty.clear()
-        if st.ending and self._out.idle():
-            self._ended()
-
-    def _ended(self) -> None:
-        """Every run_finished is delivered: the ended runs are read from the storage now."""
-        if self._state.ending:
-            self._state.ending.clear()
-            thaw()  # what the dispatch froze is collectable again (see _gcfreeze)
-
-    def _queued(self, run_id: str, steps: list[str], records: StepRecords) -> None:
-        """The writes of an Effects' ``queued`` entry: per step, in order, ``enqueue`` then ``save_step``."""
-        s = self.storage
-        enqueue, save_step, record = s.enqueue, s.save_step, records.record
-        for step in steps:
-            enqueue(run_id, step)
-            save_step(run_id, step, record(step))
 
     # -- workflows and workers -----------------------------------------------------
     def _register(self, schema: WorkflowSchema) -> Any:
@@ -203,12 +159,18 @@ class StorageBroker(WorkerCalls, HistoryReads, Broker):
             leases.add_worker(self._state, wid, name, keys, self._clock())
             return wid
 
-    def subscribe(self, callback: Callable[[Event], None]) -> Callable[[], None]:
-        """Receive every lifecycle event from now on (called under the broker's lock: be quick)."""
+    def subscribe(self, callback: Callable[[Event], None], *, kinds: Iterable[str] | None = None,
+                  batch: bool = False) -> Callable[[], None]:
+        """Receive the lifecycle events from now on (called under the broker's lock: be quick).
+
+        ``kinds`` delivers only those (the rest cost the listener nothing);
+        ``batch=True`` hands ``callback`` a list of events per delivery (see
+        :class:`~fuseline_nb.workflow.events.EventHub`).
+        """
         with self._lock:
             if self._out.held:  # made before it subscribed: not for it
                 self._out.deliver()
-            return self._hub.subscribe(callback)
+            return self._hub.subscribe(callback, kinds=kinds, batch=batch)
 
     def deferred_events(self) -> AbstractContextManager[None]:
         """Deliver the events this thread's broker calls make when the block ends (see :meth:`Broker.deferred_events`)."""
@@ -277,52 +239,76 @@ class StorageBroker(WorkerCalls, HistoryReads, Broker):
         taken: list[StepAssignment] = []
         if n <= 0:
             return taken
-        fetch, runs, active, apply = self.storage.fetch_next, st.runs, st.active, self._apply
+        fx = Effects()  # the whole batch's writes and events: applied at once
+        fetch, runs, active, assign = self.storage.fetch_steps, st.runs, st.active, leases.assign
         for key in worker.keys:
             for run_id in list(active.get(key, ())):
                 run = runs.get(run_id)
-                while run is not None and (step := fetch(run_id)) is not None:
-                    if step not in run.compiled.index:
-                        log.warning("dropping queue entry %r of run %s: the workflow has no such step",
-                                    step, run_id)
-                        continue
-                    if run.infos.state_of(step) is Status.RUNNING or step in run.tracker.outcomes:
-                        log.debug("dropping duplicate queue entry %r of run %s", step, run_id)
-                        continue  # a duplicate entry never runs a step twice
-                    a, fx = leases.assign(st, run, step, worker, now)
-                    apply(fx)
-                    taken.append(a)
-                    if len(taken) >= n:
-                        return taken
+                while run is not None and len(taken) < n and (steps := fetch(run_id, n - len(taken))):
+                    index, infos, outcomes = run.compiled.index, run.infos, run.tracker.outcomes
+                    for step in steps:
+                        if step not in index:
+                            log.warning("dropping queue entry %r of run %s: the workflow has no such step",
+                                        step, run_id)
+                        elif infos.state_of(step) is _RUNNING or step in outcomes:
+                            log.debug("dropping duplicate queue entry %r of run %s", step, run_id)
+                        else:  # a duplicate entry never runs a step twice
+                            taken.append(assign(st, run, step, worker, now, fx)[0])
+                if len(taken) >= n:
+                    self._apply(fx)
+                    return taken
+        self._apply(fx)
         return taken
 
     def report_step(self, worker_id: str, report: StepReport) -> None:
         """Record one attempt's outcome; refuse a report for a superseded attempt."""
         with self._lock:
-            self._report(worker_id, report)
+            worker, now = self._reporter(worker_id)
+            fx = Effects()
+            self._report(worker, now, report, fx)
+            self._apply(fx)
 
     def report_steps(self, worker_id: str, reports: Iterable[StepReport]) -> list[Exception | None]:
         """Record several outcomes in order under one lock, as many :meth:`report_step` calls would.
 
         One entry per report: ``None`` when recorded, else the exception
         :meth:`report_step` would have raised for it (see :meth:`Broker.report_steps`).
+        One clock reading for the batch; its writes and events are applied
+        together, after the last report.
         """
         out: list[Exception | None] = []
         with self._lock:
+            try:
+                worker, now = self._reporter(worker_id)
+            except Exception as exc:  # a closed broker, an unknown worker: every report is refused
+                return [exc for _ in reports]
+            fx = Effects()
+            ops, events, report_one = fx.ops, fx.events, self._report
             for report in reports:
+                n_ops, n_events = len(ops), len(events)
                 try:
-                    self._report(worker_id, report)
+                    report_one(worker, now, report, fx)
                     out.append(None)
                 except Exception as exc:  # handed back in the report's place
+                    if len(ops) != n_ops or len(events) != n_events:
+                        fx.cut(n_ops, n_events)  # what a refused report began is not written
                     out.append(exc)
+            try:
+                self._apply(fx)
+            except Exception as exc:  # the storage refused the batch: every recorded report says so
+                out = [exc if e is None else e for e in out]
         return out
 
-    def _report(self, worker_id: str, report: StepReport) -> None:
+    def _reporter(self, worker_id: str) -> tuple[Worker, float]:
+        """The reporting worker (seen now) and the time of its report(s)."""
         if self._closed:
             self._check_open()
-        st = self._state
-        worker = st.workers.get(worker_id) or self._worker(worker_id)
+        worker = self._state.workers.get(worker_id) or self._worker(worker_id)
         now = worker.info.last_seen = self._clock()
+        return worker, now
+
+    def _report(self, worker: Worker, now: float, report: StepReport, fx: Effects) -> None:
+        st = self._state
         run = st.runs.get(report.instance_id)
         if run is None:
             leases.release_ended(worker, report.instance_id, report.step_name, now)
@@ -331,7 +317,7 @@ class StorageBroker(WorkerCalls, HistoryReads, Broker):
             raise StaleReportError(
                 f"report for step {report.step_name!r} refused: run {report.instance_id!r} has ended"
             )
-        self._apply(leases.report(st, worker, run, report, now, self._lookup))
+        leases.report(st, worker, run, report, now, self._lookup, fx)
 
     def cancel_run(self, run_id: str, reason: str | None = None) -> bool:
         """Cancel a run: its unfinished steps become CANCELLED and it ends; see :meth:`Broker.cancel_run`."""

@@ -51,6 +51,7 @@ from collections.abc import Iterable
 from heapq import heappop
 
 from ..errors import StaleReportError
+from ..workflow.events import make_event
 from ..workflow.status import Status
 from .base import Payload, StepAssignment, StepReport, WorkerInfo
 from .registry import idle_workers
@@ -58,6 +59,7 @@ from .state import Assignment, Key, LiveRun, LiveState, Worker
 from .transitions import Effects, Lookup, complete, enqueue, finish_run
 
 log = logging.getLogger(__name__)
+_RUNNING, _FAILED = Status.RUNNING, Status.FAILED  # enum members as globals: quicker to read on 3.11
 
 
 def add_worker(st: LiveState, worker_id: str, name: str | None, keys: set[Key], now: float) -> Worker:
@@ -90,32 +92,40 @@ def release(worker: Worker, a: Assignment, now: float) -> None:
         next(iter(held.values())).running_timeout(now)
 
 
-def assign(st: LiveState, run: LiveRun, step: str, worker: Worker, now: float) -> tuple[StepAssignment, Effects]:
-    """Hand ``step`` of ``run`` to ``worker`` as a new attempt with a lease."""
-    fx = Effects()
+def assign(st: LiveState, run: LiveRun, step: str, worker: Worker, now: float,
+           fx: Effects | None = None) -> tuple[StepAssignment, Effects]:
+    """Hand ``step`` of ``run`` to ``worker`` as a new attempt with a lease (its effects added to ``fx``)."""
+    if fx is None:
+        fx = Effects()
     info = run.info(step)
     info.attempts = attempt = info.attempts + 1
-    info.state = Status.RUNNING
-    wid = worker.info.worker_id
-    info.worker = label = worker.info.name or wid
+    info.state = _RUNNING
+    winfo = worker.info
+    wid = winfo.worker_id
+    info.worker = label = winfo.name or wid
     info.started_at = now
     info.finished_at = None
     deadline = now + st.lease_seconds
     run_id, (workflow_id, version), compiled = run.run_id, run.key, run.compiled
-    timeout = compiled.timeouts.get(step)
+    timeout = compiled.timeouts.get(step) if compiled.timeouts else None
     hold(worker, Assignment(workflow_id, version, run_id, step, wid, attempt, deadline, timeout), now)
     if deadline < st.next_expiry:
         st.next_expiry = deadline
-    fx.ops.append(("save_step", (run_id, step, info)))
-    fx.emit(run, now, "step_started", step, Status.RUNNING, label, attempt, None)
+    fx.save(run_id, step, info)
+    run.seq = seq = run.seq + 1
+    fx.events.append(make_event("step_started", run_id, seq, now, step, _RUNNING, label, attempt, None))
     done = run.results
-    results = {e.source: done[e.source] for e in compiled.plan.incoming[step] if e.source in done}
+    results = {}
+    for e in compiled.plan.incoming[step]:
+        source = e.source
+        if source in done:
+            results[source] = done[source]
     payload: Payload = {"workflow_inputs": run.inputs, "results": results, "winners": run.tracker.winners(step)}
     return StepAssignment(workflow_id, run_id, step, payload, now, deadline, attempt, version, timeout), fx
 
 
 def report(st: LiveState, worker: Worker, run: LiveRun, rep: StepReport, now: float,
-           lookup: Lookup | None = None) -> Effects:
+           lookup: Lookup | None = None, fx: Effects | None = None) -> Effects:
     """Release the attempt ``rep`` reports and record its outcome; refuse a superseded attempt.
 
     Raises
@@ -138,8 +148,9 @@ def report(st: LiveState, worker: Worker, run: LiveRun, rep: StepReport, now: fl
     state = rep.state
     if state.__class__ is not Status:
         state = Status(state)
-    worker.last = (run.key[0], run.run_id, step, state is not Status.FAILED)  # its LastTask, made when listed
-    fx = Effects()
+    worker.last = (run.key[0], run.run_id, step, state is not _FAILED)  # its LastTask, made when listed
+    if fx is None:
+        fx = Effects()
     complete(st, run, step, state, rep, now, fx, lookup=lookup)
     return fx
 
@@ -226,7 +237,7 @@ def requeue(run: LiveRun, worker: Worker, a: Assignment, reason: str, now: float
     fx.emit(run, now, "step_queued", step, Status.PENDING, label, a.attempt, {"reason": reason})
     info.queued_at = now
     fx.write("enqueue", run.run_id, step)
-    fx.write("save_step", run.run_id, step, info)
+    fx.save(run.run_id, step, info)
 
 
 def cancel(st: LiveState, run: LiveRun, reason: str | None, now: float) -> Effects:
@@ -250,7 +261,7 @@ def cancel(st: LiveState, run: LiveRun, reason: str | None, now: float) -> Effec
         info = run.info(step)
         running = held.get(step)
         info.state, info.finished_at = Status.CANCELLED, now
-        fx.write("save_step", run_id, step, info)
+        fx.save(run_id, step, info)
         fx.emit(run, now, "step_finished", step, Status.CANCELLED, running.worker_id if running else None,
                 info.attempts if running else 0, detail)
     log.info("run %s cancelled (%d step(s) were running)%s", run_id, len(held), f": {reason}" if reason else "")

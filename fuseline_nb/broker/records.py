@@ -42,8 +42,9 @@ _STATES: tuple[Status, ...] = tuple(Status)
 _CODE: dict[Status, int] = {s: i for i, s in enumerate(_STATES)}
 _RUNNING = Status.RUNNING
 _NAN = math.nan
-#: a PENDING record: a new one copies its __dict__ (an instance's own dict: it stays compact, shared keys)
-_PENDING = StepInfo()
+#: a PENDING record's fields: a new record's __dict__ is a copy (quicker than setting fourteen fields)
+_PENDING_FIELDS: dict[str, Any] = dict(StepInfo().__dict__)
+_new = object.__new__
 _RARE = ("error", "traceback", "skip_reason", "cached", "cached_from", "recovered")
 _NO_RARE = (None, None, None, False, None, False)
 
@@ -93,6 +94,37 @@ class StepRecords(Mapping[str, StepInfo]):
         i = self.index[step]
         self._has[i] = 1
         self._times[3 * i] = now
+
+    def queue_all(self, steps: list[str], now: float) -> bool:
+        """:meth:`queue` each of ``steps``; whether each was fresh (no record before: PENDING, queued at ``now``)."""
+        opened, index, has, times = self.opened, self.index, self._has, self._times
+        fresh = True
+        for step in steps:
+            if opened:
+                info = opened.get(step)
+                if info is not None:
+                    info.queued_at = now
+                    fresh = False
+                    continue
+            i = index[step]
+            if has[i]:
+                fresh = False
+            else:
+                has[i] = 1
+            times[3 * i] = now
+        return fresh
+
+    def pending(self, now: float) -> StepInfo:
+        """A new PENDING record queued at ``now``: what a fresh step queued then reads as.
+
+        Examples
+        --------
+        >>> StepRecords([], {}).pending(3.0).queued_at
+        3.0
+        """
+        info = _fresh()
+        info.queued_at = now
+        return info
 
     def record(self, step: str) -> StepInfo:
         """The step's record for the storage to save: the open ``StepInfo``, or one made from the arrays."""
@@ -168,18 +200,28 @@ class StepRecords(Mapping[str, StepInfo]):
         return info.state if info is not None else _STATES[self.state[self.index[step]]]
 
     def _made(self, i: int) -> StepInfo:
-        info = _fresh()
-        d = info.__dict__
-        d["state"] = _STATES[self.state[i]]
+        info = _new(StepInfo)
+        info.__dict__ = d = _PENDING_FIELDS.copy()
+        state = self.state[i]
+        if state:
+            d["state"] = _STATES[state]
         d["attempts"] = self._attempts[i]
-        d["worker"] = self._labels[self.worker[i]]
+        worker = self.worker[i]
+        if worker:
+            d["worker"] = self._labels[worker]
         d["result"] = self.result[i]
-        d["action"] = self._actions[self.action[i]]
+        action = self.action[i]
+        if action:
+            d["action"] = self._actions[action]
         t = self._times
-        q, s, f = t[3 * i], t[3 * i + 1], t[3 * i + 2]
-        d["queued_at"] = None if q != q else q
-        d["started_at"] = None if s != s else s
-        d["finished_at"] = None if f != f else f
+        j = 3 * i
+        q, s, f = t[j], t[j + 1], t[j + 2]
+        if q == q:  # not NaN
+            d["queued_at"] = q
+        if s == s:
+            d["started_at"] = s
+        if f == f:
+            d["finished_at"] = f
         rare = self.rare.get(i)
         if rare is not None:
             d.update(zip(_RARE, rare, strict=True))
@@ -220,8 +262,8 @@ class StepRecords(Mapping[str, StepInfo]):
 
 
 def _fresh() -> StepInfo:
-    info = object.__new__(StepInfo)
-    info.__dict__.update(_PENDING.__dict__)
+    info = _new(StepInfo)
+    info.__dict__ = _PENDING_FIELDS.copy()
     return info
 
 

@@ -57,6 +57,8 @@ from .state import Compiled, LiveRun, LiveState, succeeded
 Lookup = Callable[[list[str]], dict[str, tuple[CacheEntry, Any]]]
 
 _FAILED = Outcome.failed()
+# Enum members as globals: ``Status.X`` is a slow lookup on Python 3.11 (several per step here)
+_PENDING, _S_SUCCEEDED, _S_FAILED, _S_SKIPPED = Status.PENDING, Status.SUCCEEDED, Status.FAILED, Status.SKIPPED
 _SKIPPED = Outcome.skipped_by_condition()
 
 
@@ -66,15 +68,23 @@ class Effects:
     ``writes`` holds ``(operation, args)`` pairs: a ``RuntimeStorage`` method
     name (``create_run``, ``enqueue``, ``save_step``, ``set_result``,
     ``finalize_run``) or a cache-store call (``cache_put``, ``cache_hit``,
-    ``cache_mark``). A ``save_step`` may name the run's ``StepRecords``
-    instead of a ``StepInfo``: the record is made from them as it is saved. ``events`` are recorded in the storage and published,
+    ``cache_mark``). ``events`` are recorded in the storage and published,
     after the writes.
 
-    The broker applies ``ops``, the same writes kept compact: the steps
-    :func:`enqueue` queues are one ``("queued", (run_id, steps, records))``
-    entry, which stands for an ``enqueue`` and a ``save_step`` per step, in
-    order (a fan-out's root queues a million steps: two write entries per
-    step held at once would be ~240 MB). ``writes`` spells them out.
+    The broker applies ``ops``, the same writes kept compact, so that the
+    storage gets them in a few batch calls:
+
+    - :meth:`save` and :meth:`result` (a step's record, a step's result) go
+      into a ``("steps", (run_id, results, records))`` entry shared with the
+      neighbouring ones of the same run: one ``set_results`` and one
+      ``save_steps`` call (a result is written before the records);
+    - the steps :func:`enqueue` queues are one ``("queued", (run_id, steps,
+      records, at))`` entry: an ``enqueue`` and a ``save_step`` per step (a
+      fan-out's root queues a million steps: two write entries per step
+      would be ~240 MB); ``at`` is the time when every one of them was
+      queued fresh (one PENDING record stands for all), else ``None``.
+
+    ``writes`` spells them out, one storage call per write.
 
     Examples
     --------
@@ -82,27 +92,36 @@ class Effects:
     >>> fx.write("enqueue", "r1", "a")
     >>> fx.writes
     [('enqueue', ('r1', 'a'))]
-    >>> fx.ops.append(("queued", ("r1", ["b", "c"], "recs")))
+    >>> fx.ops.append(("queued", ("r1", ["b", "c"], "recs", None)))
+    >>> fx.result("r1", "b", 2); fx.save("r1", "b", "info-b"); fx.save("r1", "c", "info-c")
     >>> [(op, args[1]) for op, args in fx.writes]
-    [('enqueue', 'a'), ('enqueue', 'b'), ('save_step', 'b'), ('enqueue', 'c'), ('save_step', 'c')]
+    [('enqueue', 'a'), ('enqueue', 'b'), ('save_step', 'b'), ('enqueue', 'c'), ('save_step', 'c'), \
+('set_result', 'b'), ('save_step', 'b'), ('save_step', 'c')]
+    >>> [op for op, _ in fx.ops]
+    ['enqueue', 'queued', 'steps']
     """
 
-    __slots__ = ("events", "ops")
+    __slots__ = ("_entry", "events", "ops")
 
     def __init__(self) -> None:
         self.ops: list[tuple[str, tuple[Any, ...]]] = []
         self.events: list[Event] = []
+        self._entry: tuple[str, tuple[str, list[tuple[str, Any]], list[tuple[str, Any]]]] | None = None
 
     @property
     def writes(self) -> list[tuple[str, tuple[Any, ...]]]:
-        """The storage calls in order, one per call (``ops`` with each ``queued`` entry spelled out)."""
+        """The storage calls in order, one per call (``ops`` with their compact entries spelled out)."""
         out: list[tuple[str, tuple[Any, ...]]] = []
         for op, args in self.ops:
             if op == "queued":
-                run_id, steps, records = args
+                run_id, steps, records = args[:3]
                 for step in steps:
                     out.append(("enqueue", (run_id, step)))
                     out.append(("save_step", (run_id, step, records)))
+            elif op == "steps":
+                run_id, results, saves = args
+                out.extend(("set_result", (run_id, step, value)) for step, value in results)
+                out.extend(("save_step", (run_id, step, info)) for step, info in saves)
             else:
                 out.append((op, args))
         return out
@@ -111,11 +130,33 @@ class Effects:
         """Add a storage call."""
         self.ops.append((op, args))
 
+    def save(self, run_id: str, step: str, info: Any) -> None:
+        """Add a ``save_step`` (into the run's current ``steps`` entry)."""
+        e = self._entry
+        if e is None or self.ops[-1] is not e or e[1][0] != run_id:
+            e = self._entry = ("steps", (run_id, [], []))
+            self.ops.append(e)
+        e[1][2].append((step, info))
+
+    def result(self, run_id: str, step: str, value: Any) -> None:
+        """Add a ``set_result`` (into the run's current ``steps`` entry)."""
+        e = self._entry
+        if e is None or self.ops[-1] is not e or e[1][0] != run_id:
+            e = self._entry = ("steps", (run_id, [], []))
+            self.ops.append(e)
+        e[1][1].append((step, value))
+
     def emit(self, run: LiveRun, at: float, kind: Any, step: str | None, state: Status | None,
              worker: str | None, attempt: int, detail: dict[str, Any] | None) -> None:
         """Add the run's next event (numbers it: ``run.seq`` advances)."""
         run.seq = seq = run.seq + 1
         self.events.append(make_event(kind, run.run_id, seq, at, step, state, worker, attempt, detail))
+
+    def cut(self, ops: int, events: int) -> None:
+        """Drop what was added after ``len(ops)`` was ``ops`` and ``len(events)`` was ``events`` (a refused change)."""
+        del self.ops[ops:]
+        del self.events[events:]
+        self._entry = None
 
 
 def register(st: LiveState, schema: WorkflowSchema) -> tuple[Compiled, Effects]:
@@ -161,14 +202,18 @@ def dispatch(st: LiveState, compiled: Compiled, run_id: str, inputs: dict[str, A
 def enqueue(run: LiveRun, steps: Iterable[str], now: float, fx: Effects,
             detail: dict[str, Any] | None = None) -> None:
     """Queue ``steps`` of ``run`` (PENDING, ``queued_at = now``)."""
-    run_id, records, emit = run.run_id, run.infos, fx.emit
+    run_id, records = run.run_id, run.infos
     steps = list(steps)
-    queue = records.queue
+    if not steps:
+        return
+    fresh = records.queue_all(steps, now)  # in the run's arrays: no StepInfo per queued step
+    seq, events = run.seq, fx.events
     for step in steps:
-        queue(step, now)  # in the run's arrays: no StepInfo per queued step
-        emit(run, now, "step_queued", step, Status.PENDING, None, 0, detail)
-    if steps:  # an enqueue and a save_step per step (its StepInfo made as it is saved): one entry for all
-        fx.ops.append(("queued", (run_id, steps, records)))
+        seq += 1
+        events.append(make_event("step_queued", run_id, seq, now, step, _PENDING, None, 0, detail))
+    run.seq = seq
+    # an enqueue and a save_step per step (records made as they are saved; one for all when all are fresh)
+    fx.ops.append(("queued", (run_id, steps, records, now if fresh else None)))
 
 
 def complete(st: LiveState, run: LiveRun, step: str, state: Status, report: StepReport, now: float,
@@ -186,7 +231,7 @@ def complete(st: LiveState, run: LiveRun, step: str, state: Status, report: Step
         info.started_at = report.started_at
     value = report.result
     run_id = run.run_id
-    if state is Status.SUCCEEDED:
+    if state is _S_SUCCEEDED:
         candidate = report.action
         if candidate is None:  # a worker names the action a str result chose; a direct caller may not
             candidate = json.loads(value.json) if value.__class__ is Value and value.type_name == "str" \
@@ -198,18 +243,18 @@ def complete(st: LiveState, run: LiveRun, step: str, state: Status, report: Step
         try:
             info.action = resolve_action(run.compiled.plan, step, candidate)
         except UnknownActionError as exc:
-            state, report.error, retryable = Status.FAILED, f"UnknownActionError: {exc}", False
-    if state is Status.SUCCEEDED:
+            state, report.error, retryable = _S_FAILED, f"UnknownActionError: {exc}", False
+    if state is _S_SUCCEEDED:
         outcome = succeeded(info.action or "default")
         info.error = info.traceback = None
-        run.results[step] = info.result = value
-        fx.ops.append(("set_result", (run_id, step, value)))
+        run.results[step] = info.__dict__["result"] = value  # (StepInfo.result's setter does this)
+        fx.result(run_id, step, value)
         cache = run.cache
         if cache is not None:
             entry = new_entry(cache, run_id, step, info.action, value, now)
             if entry is not None:
                 fx.write("cache_put", entry, value)
-    elif state is Status.FAILED:
+    elif state is _S_FAILED:
         if report.error and report.error.startswith("ValueLoadError:"):
             retryable = False  # the step never ran: a retry would read the same bytes
         fails = run.failures[step] = run.failures.get(step, 0) + 1
@@ -217,27 +262,27 @@ def complete(st: LiveState, run: LiveRun, step: str, state: Status, report: Step
         info.error, info.traceback = report.error or "failed", report.traceback
         if retryable and fails < max_attempts:
             # this attempt ends (one step_finished per attempt); the retry is a new queueing
-            fx.emit(run, now, "step_finished", step, Status.FAILED, info.worker, info.attempts,
+            fx.emit(run, now, "step_finished", step, _S_FAILED, info.worker, info.attempts,
                     {"error": info.error, "retry": fails})
-            info.state = Status.PENDING
-            fx.write("save_step", run_id, step, info)
+            info.state = _PENDING
+            fx.save(run_id, step, info)
             if wait:
                 heappush(st.delayed, (now + wait, run_id, step))
             else:
                 enqueue(run, (step,), now, fx, {"reason": "retry"})
             return
         outcome = _FAILED
-    elif state is Status.SKIPPED:
+    elif state is _S_SKIPPED:
         outcome = _SKIPPED
         info.skip_reason = SKIP_CONDITION
     else:
         raise ValueError(f"a report's state must be SUCCEEDED, FAILED or SKIPPED, not {state}")
     info.state = state
-    fx.ops.append(("save_step", (run_id, step, info)))
+    fx.save(run_id, step, info)
     detail: dict[str, Any] = {"action": info.action, "error": info.error, "skip_reason": info.skip_reason}
     if report.conditions:
         detail["conditions"] = report.conditions
-    if state is Status.SUCCEEDED and value is not None:
+    if state is _S_SUCCEEDED and value is not None:
         detail["result_preview"] = value.preview  # for traces and views only
     if run.cache is not None:
         detail["cached"] = False  # a run with caching on says so on every step_finished
@@ -268,7 +313,7 @@ def record_derived(run: LiveRun, changes: Changes, now: float, fx: Effects) -> N
                 info.state, info.finished_at = state, now
                 if state is Status.SKIPPED:
                     info.skip_reason = SKIP_NOT_REACHED
-                fx.write("save_step", run.run_id, n, info)
+                fx.save(run.run_id, n, info)
                 detail: dict[str, Any] = {"skip_reason": info.skip_reason, **run.tracker.cause(n)}
                 fx.emit(run, now, "step_finished", n, state, None, 0, detail)
 
@@ -280,7 +325,7 @@ def finish_run(st: LiveState, run: LiveRun, now: float, fx: Effects) -> None:
         info = run.info(name)
         if not info.recovered:
             info.recovered = True
-            fx.write("save_step", run.run_id, name, info)
+            fx.save(run.run_id, name, info)
     state = tracker.run_state()
     fx.write("finalize_run", run.run_id, state, now)
     fx.emit(run, now, "run_finished", None, state, None, 0, {"workflow_id": run.key[0]})
@@ -332,8 +377,8 @@ def complete_cached(run: LiveRun, step: str, entry: CacheEntry, result: Any, now
     info.state, info.action, info.cached, info.cached_from = Status.SUCCEEDED, entry.action, True, entry.run_id
     info.queued_at = info.started_at = info.finished_at = now
     run.results[step] = info.result = result
-    fx.write("set_result", run.run_id, step, result)
-    fx.write("save_step", run.run_id, step, info)
+    fx.result(run.run_id, step, result)
+    fx.save(run.run_id, step, info)
     detail: dict[str, Any] = {"action": info.action, "error": None, "skip_reason": None, "cached": True,
                               "cached_from": entry.run_id,
                               "result_preview": result.preview if result.__class__ is Value else preview(result)}

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Final, Literal
 
@@ -147,41 +147,106 @@ def make_event(kind: EventKind, run_id: str, seq: int, at: float, step: str | No
     return e  # type: ignore[no-any-return]
 
 Subscriber = Callable[[Event], None]
+#: a listener that takes the events of one delivery at once (in order)
+BatchSubscriber = Callable[[list[Event]], None]
 
 
 class EventHub:
     """Delivers each published event to every subscriber, in order.
 
     A subscriber that raises is logged and kept; it never breaks the run.
+    ``subscribe(..., kinds=...)`` delivers only those kinds (the others cost
+    it nothing); ``subscribe(..., batch=True)`` hands the callback a list of
+    events per delivery instead of one call per event. Each subscriber sees
+    the events in the order they were published; :meth:`publish_many`
+    delivers a whole list to the one-event subscribers first (event by
+    event), then to the batch subscribers.
+
+    Examples
+    --------
+    >>> hub, finished, sizes = EventHub(), [], []
+    >>> _ = hub.subscribe(lambda e: finished.append(e.seq), kinds=("run_finished",))
+    >>> _ = hub.subscribe(lambda es: sizes.append(len(es)), batch=True)
+    >>> hub.publish_many([Event("run_dispatched", "r1", 1, 0.0), Event("run_finished", "r1", 2, 0.0)])
+    >>> finished, sizes
+    ([2], [2])
     """
 
     def __init__(self) -> None:
-        self._subs: tuple[Subscriber, ...] = ()
+        self._subs: tuple[tuple[Any, frozenset[str] | None, bool], ...] = ()
+        self._by_kind: dict[str, tuple[Subscriber, ...]] = {}  # one-event subscribers of each kind
+        self._any: tuple[Subscriber, ...] = ()  # one-event subscribers of every kind (also unknown kinds)
+        self._batches: tuple[tuple[BatchSubscriber, frozenset[str] | None], ...] = ()
+        self._singles = False  # any one-event subscriber
         self._lock = threading.Lock()
 
-    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
-        """Add ``callback``; return a function that removes it."""
+    def subscribe(self, callback: Any, *, kinds: Iterable[str] | None = None,
+                  batch: bool = False) -> Callable[[], None]:
+        """Add ``callback`` (for ``kinds`` only, if given; taking lists if ``batch``); return a function that removes it."""
+        wanted = None if kinds is None else frozenset(kinds)
+        if wanted is not None and not wanted <= set(EVENT_KINDS):
+            raise ValueError(f"unknown event kind(s) {sorted(wanted - set(EVENT_KINDS))}: "
+                             f"kinds must be among {list(EVENT_KINDS)}")
+        entry = (callback, wanted, bool(batch))
         with self._lock:
-            self._subs = (*self._subs, callback)
+            self._subs = (*self._subs, entry)
+            self._index()
 
         def unsubscribe() -> None:
             with self._lock:
-                self._subs = tuple(s for s in self._subs if s is not callback)
+                self._subs = tuple(s for s in self._subs if s is not entry)
+                self._index()
 
         return unsubscribe
+
+    def _index(self) -> None:
+        singles = [(cb, kinds) for cb, kinds, batch in self._subs if not batch]
+        self._any = tuple(cb for cb, kinds in singles if kinds is None)
+        self._by_kind = {k: tuple(cb for cb, kinds in singles if kinds is None or k in kinds) for k in EVENT_KINDS}
+        self._batches = tuple((cb, kinds) for cb, kinds, batch in self._subs if batch)
+        self._singles = bool(singles)
 
     @property
     def has_subscribers(self) -> bool:
         """Whether anyone listens (publishers may skip building events otherwise)."""
         return bool(self._subs)
 
+    @property
+    def has_batch_subscribers(self) -> bool:
+        """Whether a subscriber takes lists of events (``subscribe(..., batch=True)``)."""
+        return bool(self._batches)
+
     def publish(self, event: Event) -> None:
         """Deliver ``event`` to every subscriber."""
-        for sub in self._subs:
+        for sub in self._by_kind.get(event.kind, self._any):
             try:
                 sub(event)
             except Exception:  # a view or tracer must never break a run
                 log.exception("event subscriber %r failed on %s", sub, event.kind)
+        if self._batches:
+            self._publish_batches([event])
+
+    def publish_many(self, events: list[Event]) -> None:
+        """Deliver ``events``, in order: to each one-event subscriber one by one, to each batch subscriber at once."""
+        if self._singles:
+            by_kind, anyone = self._by_kind, self._any
+            for e in events:
+                for sub in by_kind.get(e.kind, anyone):
+                    try:
+                        sub(e)
+                    except Exception:  # a view or tracer must never break a run
+                        log.exception("event subscriber %r failed on %s", sub, e.kind)
+        if self._batches and events:
+            self._publish_batches(events)
+
+    def _publish_batches(self, events: list[Event]) -> None:
+        for sub, kinds in self._batches:
+            part = events if kinds is None else [e for e in events if e.kind in kinds]
+            if part:
+                try:
+                    sub(part)
+                except Exception:  # a view or tracer must never break a run
+                    log.exception("event subscriber %r failed on %d event(s)", sub, len(part))
 
 
 __all__ = [

@@ -2,7 +2,12 @@
 
 The broker keeps live run state in memory and tells the storage what
 changed; a storage may write through at once (memory) or batch its writes
-(DuckDB). Only the broker calls a storage: one writer.
+(DuckDB). Only the broker calls a storage: one writer. The broker hands over
+what one call changed through the batch methods (``save_steps``,
+``set_results``, ``record_events``, ``enqueue_steps``, ``fetch_steps``);
+their defaults call the one-by-one methods, so a storage that implements
+only those works unchanged, and one that can take many rows at once
+overrides them.
 
 Examples
 --------
@@ -13,14 +18,45 @@ True
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, ClassVar, Final, TypeVar
 
 from ...workflow.events import Event
 from ...workflow.runinfo import RunInfo, StepInfo
 from ...workflow.schema import WorkflowSchema
 from ...workflow.status import Status
+
+R = TypeVar("R", bound="RuntimeStorage")
+
+
+#: each batch method -> the one-by-one method whose work it does
+ONE_BY_ONE: Final = {"enqueue_steps": "enqueue", "fetch_steps": "fetch_next", "save_steps": "save_step",
+                     "set_results": "set_result", "record_events": "record_event"}
+
+
+def batches_match(cls: type[R]) -> type[R]:
+    """Class decorator: ``cls``'s own batch methods do the work of its one-by-one methods.
+
+    A subclass that overrides a one-by-one method (``save_step``) but not
+    its batch (``save_steps``) then gets the default batch, which calls its
+    override: a storage that records or refuses one call at a time still
+    sees every call.
+
+    Examples
+    --------
+    >>> from fuseline_nb.broker.storage import MemoryRuntimeStorage
+    >>> class Noting(MemoryRuntimeStorage):
+    ...     def save_step(self, run_id, step, info):
+    ...         print("saved", step); super().save_step(run_id, step, info)
+    >>> st = Noting(); st.create_run("r1", "wf", "1", {}, ["a"], created_at=0.0)
+    >>> st.save_steps("r1", [("a", StepInfo())])
+    saved a
+    """
+    cls._batch_singles = {b: getattr(cls, s) for b, s in ONE_BY_ONE.items()
+                          if getattr(cls, b) is not getattr(RuntimeStorage, b)}
+    return cls
 
 
 class RuntimeStorage(ABC):
@@ -37,6 +73,15 @@ class RuntimeStorage(ABC):
     >>> st.enqueue("r1", "a"); st.fetch_next("r1"), st.fetch_next("r1")
     ('a', None)
     """
+
+    #: batch method -> the one-by-one method it was written with (see :func:`batches_match`)
+    _batch_singles: ClassVar[dict[str, Any]] = {}
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        for batch, single in cls._batch_singles.items():
+            if getattr(cls, ONE_BY_ONE[batch]) is not single and batch not in cls.__dict__:
+                setattr(cls, batch, getattr(RuntimeStorage, batch))  # the default: calls the override
 
     # -- workflows -------------------------------------------------------------
     @abstractmethod
@@ -101,6 +146,49 @@ class RuntimeStorage(ABC):
     def record_event(self, event: Event) -> None:
         """Append a lifecycle event to the run's history."""
 
+    # -- batches: optional; a broker calls them, the defaults call the methods above ----------
+    def enqueue_steps(self, run_id: str, steps: list[str]) -> None:
+        """:meth:`enqueue` each of ``steps``, in order."""
+        enqueue = self.enqueue
+        for step in steps:
+            enqueue(run_id, step)
+
+    def fetch_steps(self, run_id: str, n: int) -> list[str]:
+        """Pop up to ``n`` queued steps of the run, in order (what ``n`` :meth:`fetch_next` calls give)."""
+        out: list[str] = []
+        fetch = self.fetch_next
+        while len(out) < n and (step := fetch(run_id)) is not None:
+            out.append(step)
+        return out
+
+    def save_steps(self, run_id: str, records: list[tuple[str, StepInfo]]) -> None:
+        """:meth:`save_step` each ``(step, record)``, in order.
+
+        One record may stand for several steps (steps queued together share
+        their PENDING record): a storage must not change what it is given.
+        The default hands each step a record of its own.
+        """
+        save_step = self.save_step
+        last = None
+        for step, info in records:
+            if info is last:
+                info = copy.copy(info)  # a storage that keeps and changes records gets one per step
+            else:
+                last = info
+            save_step(run_id, step, info)
+
+    def set_results(self, run_id: str, results: list[tuple[str, Any]]) -> None:
+        """:meth:`set_result` each ``(step, result)``, in order."""
+        set_result = self.set_result
+        for step, result in results:
+            set_result(run_id, step, result)
+
+    def record_events(self, events: list[Event]) -> None:
+        """:meth:`record_event` each event, in order."""
+        record = self.record_event
+        for e in events:
+            record(e)
+
     # -- reading back ---------------------------------------------------------------
     @abstractmethod
     def load_run(self, run_id: str) -> RunInfo | None:
@@ -133,5 +221,7 @@ class RuntimeStorage(ABC):
 
 
 __all__ = [
+    "ONE_BY_ONE",
     "RuntimeStorage",
+    "batches_match",
 ]

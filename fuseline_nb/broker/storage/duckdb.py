@@ -56,18 +56,20 @@ from ._duckdb_batch import Batch
 from ._duckdb_cache import DuckDBCacheStore
 from ._duckdb_files import FILE_BYTES, ValueFiles
 from ._duckdb_life import claim, flush_loop, release, track, translate, wait_warm, will_warm_up
+from ._duckdb_many import ManyRows
 from ._duckdb_open import check_read_only, migrate, refuse_foreign
 from ._duckdb_places import RowPlaces
 from ._duckdb_reads import HistoryReads
 from ._duckdb_rows import step_row
 from ._duckdb_schema import read_workflows
 from ._duckdb_write import can_pin_sides, write_apart, write_batch
-from .base import RuntimeStorage
+from .base import RuntimeStorage, batches_match
 
 log = logging.getLogger(__name__)
 
 
-class DuckDBRuntimeStorage(HistoryReads, RuntimeStorage):
+@batches_match
+class DuckDBRuntimeStorage(ManyRows, HistoryReads, RuntimeStorage):
     """Runs, steps, results and events in a DuckDB file (or ``":memory:"``).
 
     Parameters

@@ -21,7 +21,7 @@ from ...workflow.events import Event
 from ...workflow.runinfo import RunInfo, StepInfo
 from ...workflow.schema import WorkflowSchema
 from ...workflow.status import Status
-from .base import RuntimeStorage
+from .base import RuntimeStorage, batches_match
 
 
 class _Run:
@@ -36,6 +36,7 @@ class _Run:
         self.events: list[Event] = []
 
 
+@batches_match
 class MemoryRuntimeStorage(RuntimeStorage):
     """Runs, queues, results and events in dicts.
 
@@ -117,6 +118,39 @@ class MemoryRuntimeStorage(RuntimeStorage):
     def record_event(self, event: Event) -> None:
         run = self._runs.get(event.run_id) if not self._closed else None
         (run or self._run(event.run_id)).events.append(event)
+
+    # the batches: one run lookup per call
+    def enqueue_steps(self, run_id: str, steps: list[str]) -> None:
+        run = self._runs.get(run_id) if not self._closed else None
+        run = run or self._run(run_id)
+        queued, append = run.queued, run.queue.append
+        for step in steps:
+            if step not in queued:
+                queued.add(step)
+                append(step)
+
+    def fetch_steps(self, run_id: str, n: int) -> list[str]:
+        run = self._runs.get(run_id) if not self._closed else None
+        queue = (run or self._run(run_id)).queue
+        if not queue:
+            return []
+        out = [queue.popleft() for _ in range(min(n, len(queue)))]
+        (run or self._run(run_id)).queued.difference_update(out)
+        return out
+
+    def save_steps(self, run_id: str, records: list[tuple[str, StepInfo]]) -> None:
+        run = self._runs.get(run_id) if not self._closed else None
+        (run or self._run(run_id)).info.steps.update(records)  # kept as given: load_run copies
+
+    def set_results(self, run_id: str, results: list[tuple[str, Any]]) -> None:
+        run = self._runs.get(run_id) if not self._closed else None
+        (run or self._run(run_id)).results.update(results)
+
+    def record_events(self, events: list[Event]) -> None:
+        runs, closed = self._runs, self._closed
+        for e in events:
+            run = runs.get(e.run_id) if not closed else None
+            (run or self._run(e.run_id)).events.append(e)
 
     def load_run(self, run_id: str) -> RunInfo | None:
         if run_id not in self._runs:

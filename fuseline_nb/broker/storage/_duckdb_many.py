@@ -1,0 +1,105 @@
+"""The batch calls of :class:`~fuseline_nb.broker.storage.duckdb.DuckDBRuntimeStorage`: one buffer lock per call.
+
+A broker hands over what one of its calls changed at once (the optional
+batch methods of :class:`~fuseline_nb.broker.storage.base.RuntimeStorage`).
+These entries put the rows into the storage's existing buffer (the
+:class:`~fuseline_nb.broker.storage._duckdb_batch.Batch` the flusher
+writes) exactly as the one-by-one methods do, taking its lock once per
+call instead of once per row; a record shared by several steps (steps
+queued together) is snapshotted once.
+
+Examples
+--------
+>>> from fuseline_nb.broker.storage import DuckDBRuntimeStorage
+>>> from fuseline_nb.workflow.runinfo import StepInfo
+>>> st = DuckDBRuntimeStorage(":memory:")
+>>> st.create_run("r1", "wf", "1", {}, ["a", "b"], created_at=0.0)
+>>> st.enqueue_steps("r1", ["a", "b"]); pending = StepInfo(queued_at=1.0)
+>>> st.save_steps("r1", [("a", pending), ("b", pending)]); st.fetch_steps("r1", 5)
+['a', 'b']
+>>> st.load_run("r1").steps["b"].queued_at
+1.0
+>>> st.close()
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import MutableMapping
+from typing import Any
+
+from ...workflow.events import Event
+from ...workflow.runinfo import StepInfo
+from ...workflow.value import Value
+from ._duckdb_batch import Batch
+from ._duckdb_files import FILE_BYTES
+from ._duckdb_rows import step_row
+
+
+class ManyRows:
+    """The batch methods, mixed into ``DuckDBRuntimeStorage`` (which provides the attributes below).
+
+    Examples
+    --------
+    >>> from fuseline_nb.broker.storage import DuckDBRuntimeStorage
+    >>> issubclass(DuckDBRuntimeStorage, ManyRows)
+    True
+    """
+
+    _batch: Batch
+    _buf_lock: threading.Lock
+    _known: set[str]
+    _queues: dict[str, tuple[deque[str], set[str]]]
+    _big: MutableMapping[tuple[str, str], Any]
+
+    def _require(self, run_id: str) -> tuple[deque[str], set[str]]:
+        raise NotImplementedError  # DuckDBRuntimeStorage's
+
+    def enqueue_steps(self, run_id: str, steps: list[str]) -> None:
+        queue, members = self._queues.get(run_id) or self._require(run_id)
+        for step in steps:
+            if step not in members:
+                members.add(step)
+                queue.append(step)
+
+    def fetch_steps(self, run_id: str, n: int) -> list[str]:
+        queue, members = self._queues.get(run_id) or self._require(run_id)
+        if not queue:
+            return []
+        out = [queue.popleft() for _ in range(min(n, len(queue)))]
+        members.difference_update(out)
+        return out
+
+    def save_steps(self, run_id: str, records: list[tuple[str, StepInfo]]) -> None:
+        if run_id not in self._known:
+            self._require(run_id)
+        rows: list[tuple[tuple[str, str], Any]] = []
+        last: Any = None
+        row: Any = None
+        for step, info in records:
+            if info is not last:  # a record shared by steps queued together: one snapshot
+                last, row = info, step_row(info)
+            rows.append(((run_id, step), row))
+        with self._buf_lock:
+            self._batch.steps.update(rows)
+
+    def set_results(self, run_id: str, results: list[tuple[str, Any]]) -> None:
+        if run_id not in self._known:
+            self._require(run_id)
+        with self._buf_lock:
+            self._batch.results.update(((run_id, step), result) for step, result in results)
+        for step, result in results:
+            if result.__class__ is Value and result.size > FILE_BYTES:
+                self._big[(run_id, step)] = result
+
+    def record_events(self, events: list[Event]) -> None:
+        known = self._known
+        for e in events:
+            if e.run_id not in known:
+                self._require(e.run_id)
+        with self._buf_lock:
+            self._batch.events.extend(events)
+
+
+__all__ = ["ManyRows"]

@@ -198,21 +198,29 @@ def sleeps_of(pids: list[int]) -> int:
 
 
 def session_runner(session: fl.Session, wf: fl.Workflow | Callable[[], fl.Workflow],
-                   cpu: list[tuple[float, float, int, int]]) -> Callable[[], float]:
+                   cpu: list[tuple[float, float, int, int]],
+                   before: list[tuple[float, float]] | None = None) -> Callable[[], float]:
     """One timed run; ``wf`` may be a builder, called inside the timing (``--fresh``).
 
-    Appends (kernel CPU, workers' CPU) seconds and (kernel, workers') sleeps of the run to ``cpu``.
+    Appends (kernel CPU, workers' CPU) seconds and (kernel, workers') sleeps of the run to ``cpu``,
+    and the main thread's CPU seconds building and submitting the workflow to ``before``.
     """
 
     def once() -> float:
         pids = session.pool.pids() if session.pool is not None else []
         k0, w0, ks0, ws0 = time.process_time(), workers_cpu(pids), sleeps_of([os.getpid()]), sleeps_of(pids)
         t0 = time.perf_counter()
-        run = session.submit(wf if isinstance(wf, fl.Workflow) else wf())
+        m0 = time.thread_time()
+        made = wf if isinstance(wf, fl.Workflow) else wf()
+        m1 = time.thread_time()
+        run = session.submit(made)
+        m2 = time.thread_time()
         run.wait()
         took = time.perf_counter() - t0
         cpu.append((time.process_time() - k0, workers_cpu(pids) - w0,
                     sleeps_of([os.getpid()]) - ks0, sleeps_of(pids) - ws0))
+        if before is not None:
+            before.append((m1 - m0, m2 - m1))
         assert run.info().state is fl.Status.SUCCEEDED, run.info().failures()
         return took
 
@@ -258,16 +266,21 @@ def main() -> None:
     }
     best: dict[str, dict[str, float]] = {"floor": {}, "memory": {}, "duckdb": {}}
     cpu: dict[str, dict[str, list[tuple[float, float, int, int]]]] = {"memory": {}, "duckdb": {}}
+    before: dict[str, dict[str, list[tuple[float, float]]]] = {"memory": {}, "duckdb": {}}
     try:
         for name, (wf, _) in shapes.items():
             made: fl.Workflow | Callable[[], fl.Workflow] = builders[name] if args.fresh else wf
             jobs = {"floor": floor_jobs[name],
-                    "memory": session_runner(mem, made, cpu["memory"].setdefault(name, [])),
-                    "duckdb": session_runner(duck, made, cpu["duckdb"].setdefault(name, []))}
+                    "memory": session_runner(mem, made, cpu["memory"].setdefault(name, []),
+                                             before["memory"].setdefault(name, [])),
+                    "duckdb": session_runner(duck, made, cpu["duckdb"].setdefault(name, []),
+                                             before["duckdb"].setdefault(name, []))}
             for job in jobs.values():
                 job()  # warm-up: workers started, workflow shipped, code paths hot
             for runs in cpu.values():
                 runs[name].clear()
+            for parts in before.values():
+                parts[name].clear()
             # short workloads are cheap: more turns make the best one a better estimate
             turns = {"chain": 3 * repeat, "fan-out": 2 * repeat}.get(name, max(1, repeat // 2))
             for _ in range(turns):
@@ -316,6 +329,15 @@ def main() -> None:
     print("targets (issue 12): chain mem/floor <= 1.30x, fan-out mem/floor <= 1.41x, duck/mem <= 1.08x; "
           "speed-up >= 1.9x")
     if args.fresh:
+        print("\nmain thread before each run (median of the turns): build + submit, per run")
+        for name in shapes:
+            line = []
+            for kind in ("memory", "duckdb"):
+                parts = before[kind][name]
+                b = sorted(p[0] for p in parts)[len(parts) // 2] if parts else 0.0
+                sub = sorted(p[1] for p in parts)[len(parts) // 2] if parts else 0.0
+                line.append(f"{kind} {b * 1e3:5.2f} + {sub * 1e3:5.2f} ms")
+            print(f"{name:<10} {'   '.join(line)}   (a run of the floor: {floor_t[name] * 1e3:.2f} ms)")
         fan = mem_t["fan-out"] / floor_t["fan-out"]
         chain = mem_t["chain"] / floor_t["chain"]
         print(f"targets (issue 13, fresh-built end to end): fan-out mem/floor {fan:.2f}x <= 2x -> "

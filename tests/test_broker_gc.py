@@ -78,3 +78,21 @@ def test_a_freeze_the_user_made_is_left_alone_by_short_runs_and_closing() -> Non
         assert gc.get_freeze_count() >= frozen > 0
     finally:
         gc.unfreeze()
+
+
+def test_a_long_run_collects_young_objects_less_often_until_it_ends(long_from_one_step: None) -> None:
+    before = gc.get_threshold()
+    broker = MemoryBroker()
+    wid, run_id = _run_one(broker)
+    assert gc.get_threshold() == (_gcfreeze.LONG_RUN_THRESHOLD, *before[1:])
+    (a,) = broker.get_steps(wid, 1)
+    broker.report_step(wid, StepReport(a.workflow_id, run_id, "one", Status.SUCCEEDED, 1, attempt=1))
+    assert gc.get_threshold() == before  # the run's end puts the collector's thresholds back
+    _, run_id = _run_one(broker)
+    gc.set_threshold(5000, *before[1:])  # the user's own setting, made during the run
+    try:
+        broker.cancel_run(run_id)
+        assert gc.get_threshold()[0] == 5000  # kept: the thaw only undoes its own change
+    finally:
+        gc.set_threshold(*before)
+        broker.close()

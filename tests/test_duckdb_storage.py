@@ -259,7 +259,8 @@ class TestReadWrite:
             st._con.execute(Q.UNPIN_SIDES)
             st.flush()
             script = scripts[-1]
-            assert script.index(Q.PIN_SIDES) < script.index(Q.UPDATE_STEPS)
+            assert Q.UPDATE_STEPS_NO_RESULTS_AT in script  # a big run: its rows found by row id
+            assert script.index(Q.PIN_SIDES) < script.index(Q.UPDATE_STEPS_NO_RESULTS_AT)
             assert st._execute(setting) == [("",)]  # other queries keep the optimizer
             rows = dict(st._execute("SELECT step, finished_at FROM fl_steps"))
             assert rows == {n: (float(done.index(n)) if n in done else None) for n in names}
@@ -272,13 +273,183 @@ class TestReadWrite:
             assert st._execute(setting) == [("",)]
             st._execute("ALTER TABLE fl_events_away RENAME TO fl_events")
 
+    def test_records_without_results_leave_the_stored_results_and_skip_their_columns(self, monkeypatch):
+        from fuseline_nb.broker.storage import _duckdb_write
+
+        scripts: list[str] = []
+        real = _duckdb_write.run_script
+        monkeypatch.setattr(_duckdb_write, "run_script",
+                            lambda con, script, **tables: scripts.append(script) or real(con, script, **tables))
+        with DuckDBRuntimeStorage(flush_interval=3600) as st:
+            st._stopping = True
+            st.create_run("r1", "wf", "1", {}, ["a", "b", "c"], created_at=0.0)
+            st.flush()
+            st.save_step("r1", "a", StepInfo(Status.SUCCEEDED, attempts=1))
+            st.set_result("r1", "a", {"a": 1})
+            st.set_result("r1", "b", "b's")  # its record comes later
+            st.flush()
+            assert Q.UPDATE_STEPS in scripts[-1]
+            st.save_step("r1", "a", StepInfo(Status.FAILED, attempts=2, error="ValueError: again"))
+            st.save_step("r1", "b", StepInfo(Status.SUCCEEDED, attempts=1, worker="w"))
+            st.save_step("r1", "c", StepInfo(Status.PENDING, queued_at=3.0))
+            st.flush()
+            assert Q.UPDATE_STEPS_NO_RESULTS in scripts[-1] and Q.UPDATE_STEPS not in scripts[-1]
+            rows = st._execute("SELECT step, state, attempts, worker, queued_at, error_type, result_preview, "
+                               "result_type FROM fl_steps ORDER BY rowid")
+            assert st.load_run("r1").steps["a"].result == {"a": 1}
+        assert rows == [("a", "FAILED", 2, None, None, "ValueError", "{'a': 1}", "dict"),
+                        ("b", "SUCCEEDED", 1, "w", None, None, "\"b's\"", "str"),
+                        ("c", "PENDING", 0, None, 3.0, None, None, None)]
+
+    def test_a_big_runs_records_are_found_by_row_id_and_a_wrong_place_costs_no_wrong_row(self, tmp_path,
+                                                                                        monkeypatch):
+        from fuseline_nb.broker.storage import _duckdb_write
+        from fuseline_nb.broker.storage._duckdb_places import PLACED_STEPS
+
+        scripts: list[str] = []
+        real = _duckdb_write.run_script
+        monkeypatch.setattr(_duckdb_write, "run_script",
+                            lambda con, script, **tables: scripts.append(script) or real(con, script, **tables))
+        names = [f"s{i:04}" for i in range(PLACED_STEPS + 200)][::-1]
+        with DuckDBRuntimeStorage(tmp_path / "h.duckdb", flush_interval=3600) as st:
+            st._stopping = True
+            st.create_run("small", "wf", "1", {}, ["x", "y"], created_at=0.0)  # rows before the big ones
+            st.flush()
+            st.create_run("r1", "wf", "1", {}, names, created_at=0.0)
+            st.create_run("r2", "wf", "1", {}, names, created_at=0.0)
+            st.create_run("odd", "wf", "1", {}, names, created_at=0.0)
+            st.save_step("odd", "not named", StepInfo(Status.SKIPPED, skip_reason="extra"))
+            st.flush()
+            places = st._places.runs
+            assert sorted(places) == ["r1", "r2"]  # "odd" is not one block of its names: not placed
+            assert places["r1"][1] is places["r2"][1]  # one workflow: one positions dict
+            assert places["r1"][0] == 2 and places["r2"][0] == 2 + len(names)
+            for run_id in ("r1", "r2"):
+                for name in names[:300:3]:
+                    st.save_step(run_id, name, StepInfo(Status.SUCCEEDED, attempts=1, worker="w", finished_at=1.0))
+                    st.set_result(run_id, name, name.upper())
+            st.flush()
+            assert Q.UPDATE_STEPS_AT in scripts[-1] and "r1" in st._places.runs
+            first, positions = st._places.runs["r2"]
+            st._places.runs["r2"] = (first + 1, positions)  # a wrong place
+            for name in names[1:300:3]:
+                st.save_step("r2", name, StepInfo(Status.FAILED, attempts=2, error="ValueError: no"))
+            st.flush()
+            assert "r2" not in st._places.runs  # no longer guessed; its rows were updated by their keys
+            st.save_step("r2", names[2], StepInfo(Status.SUCCEEDED, attempts=1))
+            st.flush()
+            assert Q.UPDATE_STEPS_NO_RESULTS in scripts[-1] and Q.UPDATE_STEPS_NO_RESULTS_AT not in scripts[-1]
+            st.finalize_run("r1", Status.SUCCEEDED, 2.0)
+            assert "r1" not in st._places.runs and st._places.positions == {}
+            rows = {(r, n): rest for r, n, *rest in st._execute(
+                "SELECT run_id, step, state, attempts, worker, error_type, result_preview FROM fl_steps")}
+        for name in names:
+            assert rows[("r1", name)] == (["SUCCEEDED", 1, "w", None, repr(name.upper())]
+                                          if name in names[:300:3] else ["PENDING", 0, None, None, None])
+        assert rows[("r2", names[1])] == ["FAILED", 2, None, "ValueError", None]
+        assert rows[("r2", names[2])] == ["SUCCEEDED", 1, None, None, None]
+        assert rows[("r2", names[3])] == ["SUCCEEDED", 1, "w", None, repr(names[3].upper())]
+        assert rows[("odd", "not named")] == ["SKIPPED", 0, None, None, None]
+        assert len(rows) == 2 + 3 * len(names) + 1
+
+    @staticmethod
+    def _history(path, *, crash_at=None):
+        """Write one scripted history into ``path``; return every table's rows in file order."""
+        names = [f"s{i:02}" for i in range(30)][::-1]
+        with DuckDBRuntimeStorage(path, flush_interval=3600) as st:
+            st._stopping = True  # no flusher thread woken by finalize_run: the test's flushes only
+            st.create_run("big", "wf", "1", {"x": 1}, names, created_at=0.0)
+            st.create_run("short", "wf", "1", {}, ["a", "b"], created_at=0.5)
+            for i, name in enumerate(["a", "b"]):  # a short run done inside its first flush
+                st.save_step("short", name, StepInfo(Status.SUCCEEDED, attempts=1, finished_at=1.0 + i))
+                st.set_result("short", name, i)
+            st.finalize_run("short", Status.SUCCEEDED, 3.0)
+            st.flush()
+            seq = 0
+            for name in names[:25]:  # a fan-out's root queues most of the run at once
+                st.save_step("big", name, StepInfo(Status.PENDING, queued_at=4.0))
+                seq += 1
+                st.record_event(Event("step_queued", "big", seq, 4.0, name, Status.PENDING))
+            for i, name in enumerate(names[:9]):  # some finish in the same batch
+                st.save_step("big", name, StepInfo(Status.SUCCEEDED, attempts=1, worker="w1",
+                                                   queued_at=4.0, finished_at=5.0 + i))
+                st.set_result("big", name, {"i": i})
+                seq += 1
+                st.record_event(Event("step_finished", "big", seq, 5.0 + i, name, Status.SUCCEEDED, "w1", 1,
+                                      {"action": "default", "i": i}))
+            for name in names[26:]:  # results whose records came in an earlier batch
+                st.set_result("big", name, f"late {name}")
+            st.save_step("big", "not named", StepInfo(Status.SKIPPED, skip_reason="not named at create_run"))
+            st.finalize_run("big", Status.FAILED, 9.0)
+            if crash_at is not None:
+                return st._batch, crash_at(st)
+            st.flush()
+            return {table: st._execute(f"SELECT * FROM {table} ORDER BY rowid")
+                    for table in ("fl_runs", "fl_steps", "fl_events")}
+
+    def test_a_big_flush_is_written_in_parts_with_the_same_rows(self, tmp_path, monkeypatch):
+        # A fan-out's root queues every step at once: the flush holding them is written a
+        # part at a time (only one part's Arrow tables at once), with the same rows.
+        from fuseline_nb.broker.storage import _duckdb_write
+
+        whole = self._history(tmp_path / "whole.duckdb")
+        scripts: list[str] = []
+        real = _duckdb_write.run_script
+
+        def recording(con, script, **tables):
+            scripts.append(script)
+            assert all(t.num_rows <= 7 for t in tables.values() if t is not None)
+            return real(con, script, **tables)
+
+        monkeypatch.setattr(_duckdb_write, "CHUNK_ROWS", 7)
+        monkeypatch.setattr(_duckdb_write, "run_script", recording)
+        parts = self._history(tmp_path / "parts.duckdb")
+        assert parts == whole
+        assert len(parts["fl_steps"]) == 33 and len(parts["fl_events"]) == 34
+        assert sum("BEGIN TRANSACTION" in s for s in scripts) == 2  # one transaction per flush
+        assert len(scripts) > 8
+
+    def test_a_part_that_fails_leaves_nothing_of_its_flush_and_keeps_the_batch(self, tmp_path, monkeypatch):
+        from fuseline_nb.broker.storage import _duckdb_write
+
+        real = _duckdb_write.run_script
+        calls: list[str] = []
+
+        def failing_third(con, script, **tables):  # the disk fills up after two parts
+            calls.append(script)
+            if len(calls) >= 3:
+                raise duckdb.IOException("disk full (test)")
+            return real(con, script, **tables)
+
+        def crash(st):
+            before = st._execute("SELECT count(*) FROM fl_events"), st._execute(
+                "SELECT count(*) FROM fl_steps WHERE queued_at IS NOT NULL")
+            calls.clear()
+            monkeypatch.setattr(_duckdb_write, "run_script", failing_third)
+            with pytest.raises(StorageError, match="disk full"):
+                st.flush()
+            after = st._execute("SELECT count(*) FROM fl_events"), st._execute(
+                "SELECT count(*) FROM fl_steps WHERE queued_at IS NOT NULL")
+            monkeypatch.setattr(_duckdb_write, "run_script", real)
+            st.flush()  # the batch was kept: all of it is written now
+            return before, after, {table: st._execute(f"SELECT * FROM {table} ORDER BY rowid")
+                                   for table in ("fl_runs", "fl_steps", "fl_events")}
+
+        whole = self._history(tmp_path / "whole.duckdb")
+        monkeypatch.setattr(_duckdb_write, "CHUNK_ROWS", 7)
+        _, (before, after, rows) = self._history(tmp_path / "parts.duckdb", crash_at=crash)
+        assert len(calls) >= 3  # it failed in a later part, after two parts had run
+        assert after == before  # the two parts written before were rolled back with it
+        assert rows == whole
+
     def test_event_details_are_the_json_the_encoder_writes_and_odd_ones_fall_back(self):
         # one C encoder per flush instead of one per detail: the text must not change, and a
         # detail that fails (a cycle) must not leave marks that fail the details after it
         import json
         import math
 
-        from fuseline_nb.broker.storage._duckdb_batch import _ENCODER, _details
+        from fuseline_nb.broker.storage._duckdb_arrow import ENCODER as _ENCODER
+        from fuseline_nb.broker.storage._duckdb_arrow import details_json as _details
         from fuseline_nb.broker.storage._duckdb_rows import to_json
 
         cycle: dict = {"a": 1}

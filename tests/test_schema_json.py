@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pickle
+import random
 
 import duckdb
 import pytest
@@ -151,3 +152,25 @@ def test_a_duckdb_file_holding_an_old_definition_still_opens_and_reads_it(tmp_pa
         assert got is not None and got.outputs == ("total",)
     finally:
         storage.close()
+
+
+def test_random_small_schemas_write_json_dumps_text_and_their_pieces_make_them_again() -> None:
+    # no steps, no edges, edges only, edges naming unknown steps, odd names and fields, in any mix:
+    # to_json (one join of every part) is json.dumps's text, and pieces/from_pieces give the schema back
+    from fuseline_nb.workflow._schema_json import from_pieces, pieces
+
+    rng = random.Random(13)
+    for trial in range(300):
+        names = [rng.choice(["a", 'b"q', "é", "t\tx", "n\\"]) + str(i) for i in range(rng.randint(0, 5))]
+        steps = tuple(StepSchema(n, rng.choice(["function", "class"]), "m:f", cache=rng.random() < 0.5,
+                                 reads=rng.choice([None, ("x",)])) for n in names)
+        edges = tuple(EdgeSchema(rng.choice([*names, "ghost"]), rng.choice([*names, "z"]),
+                                 action=rng.choice(["default", "x"]), group=rng.choice([None, "g"]))
+                      for _ in range(rng.randint(0, 4)))
+        schema = WorkflowSchema(f"w{trial}", steps=steps, edges=edges, outputs=tuple(names[:1]),
+                                name=rng.choice(["", 'é"']))
+        assert schema.to_json() == json.dumps(schema.to_dict(), sort_keys=True)
+        p = pieces(schema)
+        assert p is not None
+        assert from_pieces(p.head, p.middle, p.tail, dict(enumerate(p.shapes)), list(p.step_shapes), list(names),
+                           list(p.edge_shapes), [e.source for e in edges], [e.target for e in edges]) == schema

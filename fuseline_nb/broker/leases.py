@@ -97,14 +97,11 @@ def assign(st: LiveState, run: LiveRun, step: str, worker: Worker, now: float,
     """Hand ``step`` of ``run`` to ``worker`` as a new attempt with a lease (its effects added to ``fx``)."""
     if fx is None:
         fx = Effects()
-    info = run.info(step)
-    info.attempts = attempt = info.attempts + 1
-    info.state = _RUNNING
     winfo = worker.info
     wid = winfo.worker_id
-    info.worker = label = winfo.name or wid
-    info.started_at = now
-    info.finished_at = None
+    label = winfo.name or wid
+    info = run.infos.start(step, label, now)
+    attempt = info.attempts
     deadline = now + st.lease_seconds
     run_id, (workflow_id, version), compiled = run.run_id, run.key, run.compiled
     timeout = compiled.timeouts.get(step) if compiled.timeouts else None

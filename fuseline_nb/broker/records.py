@@ -182,6 +182,33 @@ class StepRecords(Mapping[str, StepInfo]):
         touched.append(step)
         return info
 
+    def start(self, step: str, worker: str | None, now: float) -> StepInfo:
+        """:meth:`open` the step's record as a new attempt: RUNNING on ``worker`` since ``now``, attempts + 1.
+
+        Examples
+        --------
+        >>> recs = StepRecords(["a"], {"a": 0})
+        >>> info = recs.start("a", "w1", 5.0)
+        >>> info.state, info.attempts, info.worker, info.started_at
+        (<Status.RUNNING: 'RUNNING'>, 1, 'w1', 5.0)
+        """
+        info = self.opened.get(step)
+        if info is None:
+            i = self.index[step]
+            info = self._made(i) if self._has[i] else _fresh()
+            self.opened[step] = info
+        d = info.__dict__
+        d["attempts"] += 1
+        d["state"] = _RUNNING
+        d["worker"] = worker
+        d["started_at"] = now
+        d["finished_at"] = None
+        touched = self._touched
+        if not touched and self._dirty is not None:
+            self._dirty.append(self)
+        touched.append(step)
+        return info
+
     def close(self) -> None:
         """Write the records opened since the last close back into the arrays; RUNNING ones stay open."""
         opened, index, store = self.opened, self.index, self._store

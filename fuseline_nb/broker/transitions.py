@@ -225,7 +225,7 @@ def complete(st: LiveState, run: LiveRun, step: str, state: Status, report: Step
     allows (at once, or into ``delayed``); otherwise the outcome goes to the
     rules and :func:`apply` records what they decided.
     """
-    info = run.info(step)
+    info = run.infos.open(step)
     info.finished_at = report.finished_at or now
     if report.started_at:
         info.started_at = report.started_at

@@ -100,8 +100,13 @@ def _dumps_shared(schema: Any) -> str:
         name = s.name
         name_text = names[name] = enc(name)
         extend((before, name_text, after))
-    steps_text = "".join(parts)[2:]  # each step starts with ", "
-    parts = []
+    if parts:
+        parts[0] = parts[0][2:]  # each step starts with ", "
+    steps = parts
+    # One list of every part in the text's order, joined once: the text is made once (not the
+    # steps' text, the edges' text, then the whole: ~2.7x the text at the peak).
+    head, middle, tail = _frame(schema)
+    parts = [head]
     extend = parts.extend
     last = None
     names_get = names.get
@@ -112,8 +117,20 @@ def _dumps_shared(schema: Any) -> str:
             last = facts
         source, target = e.source, e.target
         extend((before, names_get(source) or enc(source), _EDGE_MID, names_get(target) or enc(target), "}"))
-    return _TOP % ("".join(parts)[2:], _text(schema.name), _dumps(list(schema.outputs)),
-                   _policies_text(schema.policies), steps_text, _text(schema.version), _text(schema.workflow_id))
+    if len(parts) > 1:
+        parts[1] = parts[1][2:]  # each edge starts with ", "
+    parts.append(middle)
+    parts += steps
+    del steps
+    parts.append(tail)
+    return "".join(parts)
+
+
+def _frame(schema: Any) -> list[str]:
+    """The text before the edges, between the edges and the steps, and after the steps."""
+    whole = _TOP % ("\0", _text(schema.name), _dumps(list(schema.outputs)), _policies_text(schema.policies),
+                    "\0", _text(schema.version), _text(schema.workflow_id))
+    return whole.split("\0")  # the JSON text of a string never holds a NUL character
 
 
 def _around(cache: Any, conditional: Any, fp: Any, inputs: Any, kind: Any, policies: Any, reads: Any,
@@ -221,9 +238,7 @@ def _pieces(schema: Any) -> Pieces:
                 if len(text) != len(name) + 2:
                     escaped[name] = text
         put(shape)
-    whole = _TOP % ("\0", _text(schema.name), _dumps(list(schema.outputs)), _policies_text(schema.policies),
-                    "\0", _text(schema.version), _text(schema.workflow_id))
-    head, middle, tail = whole.split("\0")  # the JSON text of a string never holds a NUL character
+    head, middle, tail = _frame(schema)
     return Pieces(head, middle, tail, shapes, step_shapes, edge_shapes, escaped)
 
 

@@ -47,6 +47,8 @@ import os
 import sys
 import sysconfig
 import types
+from itertools import compress, repeat
+from operator import attrgetter, is_
 from typing import Any
 
 from .steps import WIRING_ATTRIBUTES, Depends, FunctionStep, Step
@@ -335,6 +337,7 @@ def _distributions() -> dict[str, list[str]]:
 
 #: What a step instance may hold without changing its fingerprint beyond its function or class.
 _BARE = _WIRING | {"function"}
+_DICT = attrgetter("__dict__")
 
 
 def workflow_fingerprints(steps: dict[str, Step]) -> dict[str, str]:
@@ -373,6 +376,33 @@ def workflow_fingerprints(steps: dict[str, Step]) -> dict[str, str]:
         else:
             fp = step_fingerprint(step, classes)
         out[name] = fp
+    return out
+
+
+def _fingerprint_list(steps: list[Step]) -> list[str]:
+    """The fingerprints of ``steps``, in order (what :func:`workflow_fingerprints` maps by name).
+
+    ``Workflow.refresh`` compares this list with the schema's column: no
+    name-keyed table is built (at 200,000 steps building one costs as much as
+    computing the fingerprints).
+
+    Column at a time: one C-level pass per column (each step's ``__dict__``,
+    whether it holds nothing of its own, its class and function), then one
+    fingerprint per distinct (class, function) of the steps that hold
+    nothing else, and one per step that does.
+    """
+    classes: dict[int, list[str]] = {}
+    dicts = list(map(_DICT, steps))
+    kinds = list(zip(map(type, steps), map(id, map(dict.get, dicts, repeat("function"))),
+                     map(_BARE.issuperset, dicts), strict=True))
+    fp_of: dict[tuple[type, int, bool], str | None] = {}
+    for kind, step in dict(zip(kinds, steps, strict=True)).items():  # one step of each kind
+        own = not kind[2] or getattr(step, "code_version", None) is not None
+        fp_of[kind] = None if own else step_fingerprint(step, classes)
+    out: list[Any] = list(map(fp_of.__getitem__, kinds))
+    if None in fp_of.values():  # steps with something of their own: one each
+        for i in compress(range(len(out)), map(is_, out, repeat(None))):
+            out[i] = step_fingerprint(steps[i], classes)
     return out
 
 

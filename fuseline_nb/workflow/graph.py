@@ -19,11 +19,12 @@ import hashlib
 import importlib
 import logging
 from collections.abc import Iterable, Mapping
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from ..errors import CycleError
 from .binding import Bindings
-from .fingerprint import workflow_fingerprints
+from .fingerprint import _fingerprint_list, workflow_fingerprints
 from .gcpause import paused_gc
 from .joins import check_joins
 from .packing import complete, pack, unpack
@@ -43,6 +44,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+
+_NAME, _FINGERPRINT = attrgetter("name"), attrgetter("fingerprint")
 
 class Workflow(Surface):
     """A graph of steps, collected from ``outputs`` backwards and forwards.
@@ -285,9 +288,14 @@ class Workflow(Surface):
         >>> wf.refresh()
         False
         """
-        if self._schema_cache is None:
+        schema = self._schema_cache
+        if schema is None:
             return False
-        if self._schema_cache.fingerprints() == self.fingerprints():
+        steps, recorded = self.steps, schema.steps
+        if len(recorded) == len(steps) and list(map(_NAME, recorded)) == list(steps):  # side by side
+            if _fingerprint_list(list(steps.values())) == list(map(_FINGERPRINT, recorded)):
+                return False
+        elif schema.fingerprints() == self.fingerprints():
             return False
         self._full()
         self._schema_cache = None

@@ -19,103 +19,27 @@ True
 
 from __future__ import annotations
 
-import json
-import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from itertools import islice
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from ...limits import TIME_MAX, TIME_MIN, safe_repr, safe_str, safe_text
 from ...workflow.events import Event
 from ...workflow.runinfo import StepInfo
 from ...workflow.schema import WorkflowSchema
+from ._duckdb_arrow import SCHEMAS, WITH_ROWID, array, details_json, table
 from ._duckdb_files import FILE_BYTES
-from ._duckdb_rows import StepRow, inputs_columns, result_row, split_error, step_row, to_json
-
-log = logging.getLogger(__name__)
-
-_ENCODER = json.JSONEncoder(default=safe_repr)
-
-
-def _c_encoder() -> Callable[[Any, int], Any] | None:
-    """A fresh C-made JSON encoder with ``_ENCODER``'s settings (None on a Python without ``_json``).
-
-    ``JSONEncoder.encode`` builds this object on every call (~3 µs, most of
-    the cost of a small detail); a flush builds one and encodes every detail
-    with it. Not shared between flushes: its circular-reference marks are
-    per encoder, and two files' flushers may run at once.
-    """
-    make = getattr(json.encoder, "c_make_encoder", None)
-    if make is None:
-        return None
-    e = _ENCODER
-    return make({}, e.default, json.encoder.encode_basestring_ascii, None, e.key_separator,  # type: ignore[no-any-return]
-                e.item_separator, e.sort_keys, e.skipkeys, e.allow_nan)
-
-
-def _details(events: list[Event]) -> list[str | None]:
-    """Each event's detail as JSON text (None without one), as ``_ENCODER.encode`` writes it.
-
-    Examples
-    --------
-    >>> _details([Event("step_queued", "r", 1, 0.0), Event("step_finished", "r", 2, 0.0, detail={"x": [1, None]})])
-    [None, '{"x": [1, null]}']
-    """
-    encode = _c_encoder()
-    if encode is None:
-        return [None if e.detail is None else _json(e.detail) for e in events]
-    out: list[str | None] = []
-    add, join = out.append, "".join
-    for e in events:
-        detail = e.detail
-        if detail is None:
-            add(None)
-            continue
-        try:
-            add(join(encode(detail, 0)))
-        except Exception:  # the slow path says what it can; a new encoder: this one may keep marks
-            add(_json(detail))
-            encode = _c_encoder() or encode
-    return out
-
-
-def _json(detail: dict[str, Any]) -> str:
-    try:
-        return _ENCODER.encode(detail)
-    except Exception:  # never let one odd detail block every later flush
-        return to_json(detail)
-
-
-_S, _F, _I, _B = pa.string(), pa.float64(), pa.int32(), pa.binary()
-_SCHEMAS = {
-    "batch_runs": pa.schema([("run_id", _S), ("workflow_id", _S), ("version", _S), ("state", _S),
-                             ("inputs_json", _S), ("inputs_pickle", _B), ("created_at", _F),
-                             ("finished_at", _F)]),
-    "batch_steps": pa.schema([("run_id", _S), ("step", _S), ("state", _S), ("skip_reason", _S),
-                              ("action", _S), ("attempts", _I), ("worker", _S), ("queued_at", _F),
-                              ("started_at", _F), ("finished_at", _F), ("recovered", pa.bool_()), ("error", _S), ("traceback", _S),
-                              ("error_type", _S), ("error_message", _S), ("result_preview", _S),
-                              ("result_pickle", _B), ("result_bytes", pa.int64()),
-                              ("result_fingerprint", _S), ("result_type", _S), ("result_rich", _S), ("result_file", _S)]),
-    "batch_results": pa.schema([("run_id", _S), ("step", _S), ("result_preview", _S),
-                                ("result_pickle", _B), ("result_bytes", pa.int64()),
-                                ("result_fingerprint", _S), ("result_type", _S), ("result_rich", _S), ("result_file", _S)]),
-    "batch_events": pa.schema([("run_id", _S), ("seq", _I), ("at", _F), ("step", _S), ("kind", _S),
-                               ("state", _S), ("worker", _S), ("attempt", _I), ("detail_json", _S)]),
-    "batch_finals": pa.schema([("run_id", _S), ("state", _S), ("finished_at", _F)]),
-}
-
-_SCHEMAS["batch_new_steps"] = _SCHEMAS["batch_steps"]  # the steps of runs created in the same batch
+from ._duckdb_places import RowPlaces
+from ._duckdb_rows import StepRow, inputs_columns, result_row, split_error, step_row
 
 
 class Batch:
     """Changes not yet written: the latest record wins per run and per step."""
 
-    __slots__ = ("events", "finals", "results", "runs", "safe", "steps", "workflows")
+    __slots__ = ("events", "finals", "more_pending", "results", "runs", "safe", "steps", "workflows")
 
     def __init__(self) -> None:
         #: Write the safe form: no pickles, no event details, numbers clamped (see :meth:`split`).
@@ -128,6 +52,8 @@ class Batch:
         self.results: dict[tuple[str, str], Any] = {}
         self.events: list[Event] = []
         self.finals: dict[str, tuple[str, float]] = {}
+        #: More PENDING rows of runs created in an earlier part of the same flush (see :meth:`chunks`).
+        self.more_pending: list[tuple[str, tuple[str, ...]]] = []
 
     def add_workflow(self, schema: WorkflowSchema) -> None:
         """Buffer a newly registered workflow (stamped with the wall clock)."""
@@ -137,7 +63,7 @@ class Batch:
     def empty(self) -> bool:
         """Whether there is nothing to write."""
         return not (self.workflows or self.runs or self.steps or self.results or self.events
-                    or self.finals)
+                    or self.finals or self.more_pending)
 
     def merged_with(self, newer: Batch) -> Batch:
         """This batch with ``newer`` applied on top (to keep changes a failed write held)."""
@@ -149,6 +75,80 @@ class Batch:
         out.events = self.events + newer.events
         out.finals = {**self.finals, **newer.finals}
         return out
+
+    def chunks(self, rows: int) -> Iterator[Batch]:
+        """This batch as parts of about ``rows`` rows each, to be written in order in one transaction.
+
+        A fan-out's root that finishes queues all its steps at once: one
+        flush then holds a row and an event per step (a million at 1->1,000,000->1),
+        and its Arrow tables, built whole, would be as big again. Written a
+        part at a time, only one part's tables exist at once. The first part
+        holds the new workflows, the new runs and the ends of runs; then come
+        the new runs' PENDING rows (before any record updates one), then the
+        step records (each with the result that came with it) and the events,
+        then the other results, each in slices in the order they were
+        buffered. Every part of a flush is written in the same transaction, so
+        what a crash leaves is the same as with one part.
+
+        Examples
+        --------
+        >>> b = Batch()
+        >>> b.runs["r"] = ("wf", "1", {}, 0.0, ("a", "b", "c"))
+        >>> b.steps[("r", "a")] = _PENDING; b.steps[("r", "b")] = _PENDING
+        >>> for p in b.chunks(2):
+        ...     print(list(p.runs), [names for _, names in p.more_pending], list(p.steps))
+        ['r'] [('a', 'b')] []
+        [] [('c',)] []
+        [] [] [('r', 'a'), ('r', 'b')]
+        >>> [p is b for p in b.chunks(10)]
+        [True]
+        """
+        names = sum(len(run[4]) for run in self.runs.values())
+        if max(names, len(self.steps), len(self.events), len(self.results)) <= rows:
+            yield self
+            return
+        head = Batch()
+        head.safe, head.workflows, head.finals = self.safe, self.workflows, self.finals
+        # every step of a new run PENDING first, in parts, before any record updates one
+        packs: list[list[tuple[str, tuple[str, ...]]]] = [[]]
+        room = rows
+        for run_id, (wf, version, inputs, created, all_names) in self.runs.items():
+            head.runs[run_id] = (wf, version, inputs, created, ())
+            lo = 0
+            while lo < len(all_names):
+                if not room:
+                    packs.append([])
+                    room = rows
+                names_part = all_names[lo:lo + room]
+                packs[-1].append((run_id, names_part))
+                room -= len(names_part)
+                lo += len(names_part)
+        head.more_pending = packs[0]
+        yield head
+        for pack in packs[1:]:
+            part = Batch()
+            part.safe, part.more_pending = self.safe, pack
+            yield part
+        results = dict(self.results)
+        steps, events = iter(self.steps.items()), iter(self.events)
+        while True:
+            part = Batch()
+            part.safe = self.safe
+            part.steps = dict(islice(steps, rows))
+            part.events = list(islice(events, rows))
+            if not (part.steps or part.events):
+                break
+            if results and part.steps:
+                part.results = {key: results.pop(key) for key in part.steps if key in results}
+            yield part
+        left = iter(results.items())  # results whose step has no record in this batch
+        while results:
+            part.results = dict(islice(left, rows))
+            if not part.results:
+                break
+            yield part
+            part = Batch()
+            part.safe = self.safe
 
     def split(self) -> list[Batch]:
         """This batch as one batch of workflows and one per run (to find a row that cannot be written).
@@ -189,7 +189,8 @@ class Batch:
         return sorted(ids, key=str)
 
     def arrow_tables(self, unpicklable: dict[tuple[str, str], Any],
-                     spill: Callable[[tuple[str, str], bytes], str] | None = None) -> dict[str, pa.Table]:
+                     spill: Callable[[tuple[str, str], bytes], str] | None = None,
+                     places: RowPlaces | None = None) -> dict[str, pa.Table]:
         """One Arrow table per non-empty part, named as the write statements expect.
 
         Not the workflows: the flush writes each one's JSON text as a statement
@@ -202,7 +203,8 @@ class Batch:
         makes little garbage for the collector. Results that cannot be pickled
         are put in ``unpicklable`` instead; a result pickled bigger than
         ``FILE_BYTES`` goes to ``spill(key, bytes)``, which writes it to a file
-        and names it (see :mod:`._duckdb_files`).
+        and names it (see :mod:`._duckdb_files`). When ``places`` knows where
+        every step record's row is, ``batch_steps`` has their row ids too (``rid``).
         """
         columns: dict[str, list[Any]] = {}
         tables: dict[str, pa.Table] = {}
@@ -221,17 +223,25 @@ class Batch:
             steps, new = dict(steps), {}
             saved = Counter(key[0] for key in steps if key[0] in self.runs)
             for run_id, (*_, names) in self.runs.items():
+                if not names:  # written in parts (see chunks): its rows are in more_pending
+                    continue
                 if saved[run_id] * 2 > len(names):  # most have a record already (a short run): rows in order
                     new.update({(run_id, n): steps.pop((run_id, n), _PENDING) for n in names})
                 else:  # all PENDING (made as whole columns), the few recorded ones updated after
                     pending.append(self._pending(run_id, names))
             if new:
-                pending.append(_table("batch_new_steps", self._step_columns(new, results, unpicklable, spill),
+                pending.append(table("batch_new_steps", self._step_columns(new, results, unpicklable, spill),
                                       self.safe))
+        pending += (self._pending(run_id, names) for run_id, names in self.more_pending)
         if pending:
             tables["batch_new_steps"] = pending[0] if len(pending) == 1 else pa.concat_tables(pending)
         if steps:
             columns["batch_steps"] = self._step_columns(steps, results, unpicklable, spill)
+            rid = None if places is None else places.row_ids(steps)
+            if rid is not None:
+                tables["batch_steps"] = pa.Table.from_arrays(
+                    [*table("batch_steps", columns.pop("batch_steps"), self.safe).columns,
+                     pa.array(rid, pa.int64())], schema=WITH_ROWID)
         if results:
             stored = [self._result(key, value, unpicklable, spill) for key, value in results.items()]
             columns["batch_results"] = [*zip(*results, strict=True), *zip(*stored, strict=True)]
@@ -241,19 +251,19 @@ class Batch:
                 [e.run_id for e in ev], [e.seq for e in ev], [e.at for e in ev], [e.step for e in ev],
                 [e.kind for e in ev], [e.state for e in ev],  # a Status is a str: Arrow takes it as is
                 [e.worker for e in ev], [e.attempt for e in ev],
-                _nones(len(ev)) if self.safe else _details(ev),
+                _nones(len(ev)) if self.safe else details_json(ev),
             ]
         if finals:
             columns["batch_finals"] = _transpose([(run_id, state, at) for run_id, (state, at) in finals.items()])
-        tables.update((name, _table(name, cols, self.safe)) for name, cols in columns.items())
+        tables.update((name, table(name, cols, self.safe)) for name, cols in columns.items())
         return tables
 
     def _pending(self, run_id: str, names: tuple[str, ...]) -> pa.Table:
         """The PENDING rows of a new run's steps, as whole Arrow columns (no Python object per row)."""
-        schema, n = _SCHEMAS["batch_new_steps"], len(names)
+        schema, n = SCHEMAS["batch_new_steps"], len(names)
         row = (run_id, None, *_PENDING, *_NO_ERROR, *_NO_RESULT)  # None: the names' column
-        arrays = [_array("batch_new_steps", field, names, self.safe) if value is None and i == 1
-                  else pa.repeat(_array("batch_new_steps", field, [value], self.safe)[0], n)
+        arrays = [array("batch_new_steps", field, names, self.safe) if value is None and i == 1
+                  else pa.repeat(array("batch_new_steps", field, [value], self.safe)[0], n)
                   for i, (field, value) in enumerate(zip(schema, row, strict=True))]
         return pa.Table.from_arrays(arrays, schema=schema)
 
@@ -289,50 +299,6 @@ class Batch:
         return preview_text, blob, size, fp, type_name, rich, None
 
 
-def write_apart(write: Callable[[Batch], None], batch: Batch, first: Exception, path: str) -> Batch | None:
-    """After a failed flush: write run by run, a run that fails again in its safe form.
-
-    One bad value must never block the history: a run whose rows cannot be
-    written as they are is written in the safe form (no pickles, no event
-    details, numbers clamped; its values stay in memory), and a run that
-    cannot be written even so is dropped with an error in the log. Only
-    when nothing at all can be written (the file is at fault, not a value:
-    the disk is full, a table is gone) is the batch kept to be retried
-    with the next one; that is what is returned then.
-    """
-    parts = batch.split()
-    failed: list[Batch] = []
-    written = 0
-    for part in parts:
-        try:
-            write(part)
-            written += 1
-            continue
-        except Exception as exc:
-            why = f"{type(exc).__name__}: {safe_str(exc)}"
-        part.safe = True
-        try:
-            write(part)
-            written += 1
-            log.error("run history %s: the rows of run(s) %s could not be written as they are (%s); "
-                      "written without their pickled values and event details", path,
-                      part.run_ids(), why)
-        except Exception as exc:
-            part.safe = False
-            failed.append(part)
-            log.debug("safe form of %s failed too: %s", part.run_ids(), safe_str(exc))
-    if failed and not written:
-        keep = Batch()
-        for part in failed:
-            keep = keep.merged_with(part)
-        return keep
-    for part in failed:
-        log.error("run history %s: the rows of run(s) %s cannot be written, even in a safe form; "
-                  "they are left out of the file (%s: %s)", path, part.run_ids(),
-                  type(first).__name__, safe_str(first))
-    return None
-
-
 #: Stored result columns: a ``ResultRow`` and the name of the file holding big bytes (else None).
 StoredResult = tuple[str | None, bytes | None, int | None, str | None, str | None, str | None, str | None]
 _NO_ERROR: tuple[None, None] = (None, None)
@@ -346,61 +312,3 @@ def _nones(n: int) -> tuple[None, ...]:
 
 def _transpose(rows: list[tuple[Any, ...]]) -> list[Any]:
     return list(zip(*rows, strict=True))
-
-
-def _table(name: str, columns: list[Any], safe: bool = False) -> pa.Table:
-    schema = _SCHEMAS[name]
-    return pa.Table.from_arrays([_array(name, f, c, safe) for c, f in zip(columns, schema, strict=True)],
-                                schema=schema)
-
-
-def _times_inside(column: Any, arr: pa.Array) -> bool:
-    """Whether every time is NULL or within TIME_MIN..TIME_MAX (False: Arrow checks row by row).
-
-    A pass in Python for a few rows (an Arrow compute call costs ~5 µs), three Arrow
-    calls for many (a Python pass costs ~0.15 µs a row).
-    """
-    if len(column) < 200:
-        try:
-            return all(v is None or TIME_MIN <= v <= TIME_MAX for v in column)
-        except Exception:  # a number Arrow took but Python cannot compare: Arrow decides
-            return False
-    if arr.null_count == len(arr):
-        return True
-    bounds = pc.min_max(arr)  # NaN is skipped unless all are NaN
-    low, high = bounds["min"].as_py(), bounds["max"].as_py()
-    inside: bool = TIME_MIN <= low and high <= TIME_MAX  # all NaN: False
-    return inside and not pc.any(pc.is_nan(arr)).as_py()
-
-
-_INT32 = (-(2**31), 2**31 - 1)
-
-
-def _array(table: str, field: pa.Field, column: Any, safe: bool) -> pa.Array:
-    """One column as Arrow: text made writable, times kept in range (never raises for a value)."""
-    kind = field.type
-    if kind == _S:
-        try:
-            return pa.array(column, type=_S)
-        except Exception:  # a lone surrogate (undecodable file name), or not a str at all
-            return pa.array([safe_text(v) for v in column], type=_S)
-    if kind == _F:
-        try:
-            arr = pa.array(column, type=_F)
-        except Exception:
-            column = [v if type(v) in (int, float) else None for v in column]
-            arr = pa.array(column, type=_F)
-        if field.name.endswith("at") and not _times_inside(column, arr):
-            inside = pc.and_(pc.greater_equal(arr, TIME_MIN), pc.less_equal(arr, TIME_MAX))
-            if not pc.all(inside).as_py():  # NaN compares False: out too
-                required = field.name == "at"  # an event's time is NOT NULL: the earliest time instead
-                log.warning("%s.%s: times outside %g..%g seconds since 1970 stored as %s", table,
-                            field.name, TIME_MIN, TIME_MAX, TIME_MIN if required else "NULL")
-                fill = pa.scalar(TIME_MIN if required else None, type=_F)
-                arr = pc.if_else(inside, arr, fill)
-        return arr
-    if safe and pa.types.is_integer(kind):
-        low, high = _INT32 if kind == _I else (-(2**63), 2**63 - 1)
-        return pa.array([v if type(v) is int and low <= v <= high else
-                         (min(max(v, low), high) if type(v) is int else None) for v in column], type=kind)
-    return pa.array(column, type=kind)

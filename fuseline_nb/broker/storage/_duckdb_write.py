@@ -24,36 +24,58 @@ from typing import Any
 
 import duckdb
 
+from ...limits import safe_str
 from . import _duckdb_sql as Q
 from ._duckdb_batch import Batch
+from ._duckdb_places import RowPlaces
 from ._duckdb_schema import write_workflow
 
 log = logging.getLogger(__name__)
 
 
+#: Rows per part of a big flush (see :meth:`._duckdb_batch.Batch.chunks`): each part's Arrow tables
+#: (~100-200 bytes a row, and the Python columns they are made from) exist only while it is written.
+CHUNK_ROWS = 50_000
+
+
 def write_batch(db: Callable[..., Any], con: Any, batch: Batch, *, pin: bool, path: str,
-                unpicklable: Any, write_file: Any) -> None:
+                unpicklable: Any, write_file: Any, places: RowPlaces | None = None) -> None:
     """Write ``batch`` through ``con`` in one transaction, each DuckDB call made by ``db`` (the storage's
     ``_db``: one thread, Ctrl-C translated); on any failure roll back and reset the optimizer, then raise.
 
-    ``pin``: the result of :func:`can_pin_sides` for this connection.
+    A big batch is written a part of :data:`CHUNK_ROWS` rows at a time, all in
+    that one transaction. ``pin``: the result of :func:`can_pin_sides` for this connection.
+    ``places``: where the rows of big runs are (the step records of those runs are then updated
+    by row id); a run with a row not where it was placed is dropped from it.
     """
-    tables = batch.arrow_tables(unpicklable, write_file)
-    # one script, one call: each call into duckdb releases and retakes the GIL, and
+    # one script per part, one call: each call into duckdb releases and retakes the GIL, and
     # retaking it from a busy broker thread can wait a whole switch interval
-    begin = ["BEGIN TRANSACTION"]
-    if batch.workflows:  # new workflows first, in the same transaction, their text a parameter
-        db(con.execute, begin.pop())
-    script = ";\n".join([*begin, *([Q.PIN_SIDES] if pin else []),
-                          *(sql for name, sql in Q.WRITE_ORDER if name in tables)])
+    head = ["BEGIN TRANSACTION", *([Q.PIN_SIDES] if pin else [])]
     try:
-        for schema, at in batch.workflows:
-            write_workflow(db, con, schema, at)
-        count = db(run_script, con, script, **tables) if script else None
-        steps = tables.get("batch_steps")
-        if steps is not None and count != steps.num_rows:  # rows not in the file yet
-            db(run_script, con, f"{Q.UNPIN_SIDES};\n{Q.INSERT_MISSING_STEPS}" if pin
-               else Q.INSERT_MISSING_STEPS, batch_steps=steps)
+        if batch.workflows:  # new workflows first, in the same transaction, their text a parameter
+            db(con.execute, head.pop(0))
+            for schema, at in batch.workflows:
+                write_workflow(db, con, schema, at)
+        for part in batch.chunks(CHUNK_ROWS):
+            tables = part.arrow_tables(unpicklable, write_file, places)
+            script = ";\n".join([*head, *(_statement(name, sql, tables) for name, sql in Q.WRITE_ORDER
+                                           if name in tables)])
+            head = []
+            count = db(run_script, con, script, **tables) if script else None
+            steps = tables.get("batch_steps")
+            if steps is not None and count != steps.num_rows and "rid" in steps.column_names:
+                # a row not where its run's rows were placed: every row again by its keys (the
+                # same values), and that run no longer placed
+                count = db(run_script, con, _statement("batch_steps", Q.UPDATE_STEPS, tables, by_keys=True),
+                           batch_steps=steps)
+                for run_id in set(steps.column("run_id").to_pylist()):
+                    if places is not None:
+                        places.forget(run_id)
+            if steps is not None and count != steps.num_rows:  # rows not in the file yet
+                db(run_script, con, f"{Q.UNPIN_SIDES};\n{Q.INSERT_MISSING_STEPS}" if pin
+                   else Q.INSERT_MISSING_STEPS, batch_steps=steps)
+                head = [Q.PIN_SIDES] if pin else []  # for the next part
+            del tables, steps  # this part's Arrow tables go before the next part's are made
         db(con.execute, f"{Q.UNPIN_SIDES};\nCOMMIT" if pin else "COMMIT")
     except BaseException:
         try:
@@ -66,6 +88,19 @@ def write_batch(db: Callable[..., Any], con: Any, batch: Batch, *, pin: bool, pa
             except duckdb.Error:
                 log.debug("resetting the optimizers after a failed flush of %s failed", path, exc_info=True)
         raise
+
+
+def _statement(name: str, sql: str, tables: dict[str, Any], by_keys: bool = False) -> str:
+    """The statement writing table ``name``: the steps UPDATE leaves the result columns alone
+    when no row of the batch carries a result (they would be set to their own values), and
+    finds the rows by row id when the batch has them (unless ``by_keys``)."""
+    if name == "batch_steps":
+        steps = tables[name]
+        at = not by_keys and "rid" in steps.column_names
+        if steps.column("result_preview").null_count == steps.num_rows:
+            return Q.UPDATE_STEPS_NO_RESULTS_AT if at else Q.UPDATE_STEPS_NO_RESULTS
+        return Q.UPDATE_STEPS_AT if at else Q.UPDATE_STEPS
+    return sql
 
 
 def can_pin_sides(con: Any) -> bool:
@@ -109,3 +144,47 @@ def run_script(con: Any, script: str, batch_runs: Any = None,
     """
     rows = con.execute(script).fetchall()
     return rows[0][0] if rows else None
+
+
+def write_apart(write: Callable[[Batch], None], batch: Batch, first: Exception, path: str) -> Batch | None:
+    """After a failed flush: write run by run, a run that fails again in its safe form.
+
+    One bad value must never block the history: a run whose rows cannot be
+    written as they are is written in the safe form (no pickles, no event
+    details, numbers clamped; its values stay in memory), and a run that
+    cannot be written even so is dropped with an error in the log. Only
+    when nothing at all can be written (the file is at fault, not a value:
+    the disk is full, a table is gone) is the batch kept to be retried
+    with the next one; that is what is returned then.
+    """
+    parts = batch.split()
+    failed: list[Batch] = []
+    written = 0
+    for part in parts:
+        try:
+            write(part)
+            written += 1
+            continue
+        except Exception as exc:
+            why = f"{type(exc).__name__}: {safe_str(exc)}"
+        part.safe = True
+        try:
+            write(part)
+            written += 1
+            log.error("run history %s: the rows of run(s) %s could not be written as they are (%s); "
+                      "written without their pickled values and event details", path,
+                      part.run_ids(), why)
+        except Exception as exc:
+            part.safe = False
+            failed.append(part)
+            log.debug("safe form of %s failed too: %s", part.run_ids(), safe_str(exc))
+    if failed and not written:
+        keep = Batch()
+        for part in failed:
+            keep = keep.merged_with(part)
+        return keep
+    for part in failed:
+        log.error("run history %s: the rows of run(s) %s cannot be written, even in a safe form; "
+                  "they are left out of the file (%s: %s)", path, part.run_ids(),
+                  type(first).__name__, safe_str(first))
+    return None

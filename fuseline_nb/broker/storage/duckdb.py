@@ -52,16 +52,17 @@ from ...workflow.status import Status
 from ...workflow.value import Value
 from . import _duckdb_definitions as definitions
 from . import _duckdb_sql as Q
-from ._duckdb_batch import Batch, write_apart
+from ._duckdb_batch import Batch
 from ._duckdb_cache import DuckDBCacheStore
 from ._duckdb_files import FILE_BYTES, ValueFiles
 from ._duckdb_life import claim, flush_loop, release, track, translate, wait_warm, will_warm_up
 from ._duckdb_many import ManyRows
 from ._duckdb_open import check_read_only, migrate, refuse_foreign
+from ._duckdb_places import RowPlaces
 from ._duckdb_reads import HistoryReads
 from ._duckdb_rows import step_row
 from ._duckdb_schema import read_workflows
-from ._duckdb_write import can_pin_sides, write_batch
+from ._duckdb_write import can_pin_sides, write_apart, write_batch
 from .base import RuntimeStorage, batches_match
 
 log = logging.getLogger(__name__)
@@ -108,6 +109,8 @@ class DuckDBRuntimeStorage(ManyRows, HistoryReads, RuntimeStorage):
         self._io_lock = threading.RLock()  # one statement at a time on the connection
         self._buf_lock = threading.Lock()  # guards the buffers (held for microseconds)
         self._batch = Batch()
+        self._row: tuple[Any, ...] = ()  # the last step row buffered (equal rows share one tuple)
+        self._places = RowPlaces()  # where the rows of this storage's big unfinished runs are
         self._queues: dict[str, tuple[deque[str], set[str]]] = {}  # live run -> queue, members
         self._known: set[str] = set()  # runs known to exist (no lookup needed)
         self._unpicklable: dict[tuple[str, str], Any] = {}
@@ -249,6 +252,10 @@ class DuckDBRuntimeStorage(ManyRows, HistoryReads, RuntimeStorage):
         if run_id not in self._known:
             self._require(run_id)
         row = step_row(info)
+        if row == self._row:  # the steps one transition queues share one row (a fan-out: a million)
+            row = self._row
+        else:
+            self._row = row
         with self._buf_lock:
             self._batch.steps[(run_id, step)] = row
 
@@ -272,6 +279,7 @@ class DuckDBRuntimeStorage(ManyRows, HistoryReads, RuntimeStorage):
         with self._buf_lock:
             self._batch.finals[run_id] = (Status(state).value, finished_at)
         self._queues.pop(run_id, None)
+        self._places.forget(run_id)
         self._wake.set()  # write the finished run soon, without blocking the broker
 
     # -- writing -----------------------------------------------------------------------------
@@ -318,8 +326,10 @@ class DuckDBRuntimeStorage(ManyRows, HistoryReads, RuntimeStorage):
                 raise
 
     def _write(self, batch: Batch) -> None:
-        write_batch(self._db, self._con, batch, pin=self._pin_sides, path=self.path,
+        write_batch(self._db, self._con, batch, pin=self._pin_sides, path=self.path, places=self._places,
                     unpicklable=self._unpicklable, write_file=None if self._files is None else self._files.write)
+        if batch.runs:  # new big runs: remember where their rows went (see _duckdb_places)
+            self._places.written(self._execute, batch.runs, self._queues)
 
     # -- reading: see HistoryReads (flush first, so reads see every change) ----------------
     def cache_store(self) -> DuckDBCacheStore:

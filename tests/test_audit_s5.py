@@ -243,13 +243,11 @@ def test_the_history_records_the_definition_that_ran_after_an_edit(tmp_path: Pat
         assert json.loads(row[0])["steps"][0]["fingerprint"] == edited
 
 
-@pytest.mark.xfail(strict=True, reason="since 9531c89 duckdb.py imports _duckdb_definitions as 'definitions': "
-                   "DuckDB's Python replacement scan finds that module for `FROM definitions` and the user gets "
-                   "'Python Object \"definitions\" of type \"module\" ... not suitable for replacement scans' instead "
-                   "of the list of views (python_enable_replacements is on for the history's connections)")
 def test_an_unknown_view_named_like_a_module_global_lists_the_views(tmp_path: Path) -> None:
     with fl.Session(tmp_path / "h.duckdb", workers=0) as session:
-        for name in ("nope", "definitions"):
+        # "definitions", "os": names of modules imported where the history runs its queries, which
+        # DuckDB's Python replacement scan finds (it said 'Python Object "definitions" of type "module"')
+        for name in ("nope", "definitions", "os"):
             with pytest.raises(fl.errors.StorageError, match=rf"no view named '{name}'.*the views are workflows"):
                 session.sql(f"select * from {name}").fetchall()
 

@@ -285,3 +285,22 @@ def test_the_pool_stops_exactly_the_process_the_broker_says_holds_the_cancelled_
         assert session.broker.held_by(holders["right"])[0].step == "right"
         assert right.cancel() is True
         _wait_for(lambda: _pid_gone(pids["right"]), 5.0, "the process holding 'right' to be killed")
+
+
+def test_a_held_step_with_a_timeout_behind_one_without_keeps_the_deadline_watch_alive() -> None:
+    # The channel server stops asking overdue() when it answers "nothing to wait for": a batch whose
+    # timed step waits behind untimed ones must still name a time to look again, or its timeout is
+    # never enforced (audit, session 5: a hung step 20th in a batch ran to its end unchecked).
+    a_ = FunctionStep(lambda: 1, name="a")
+    b_ = FunctionStep(lambda: 2, name="b", policies=[StepTimeoutPolicy(7)])
+    c = Compiled(Workflow(outputs=[a_, b_], workflow_id="timed-second").to_schema())
+    st = _state(c, "w1")
+    run, _ = dispatch(st, c, "r1", {}, now=0.0)
+    w = st.workers["w1"]
+    first, _ = assign(st, run, "a", w, now=1.0)
+    assign(st, run, "b", w, now=1.0)  # in the same batch, behind "a"
+    late, wait = overdue([w], now=2.0)
+    assert late == [] and wait is not None and 0 < wait <= 7.0
+    report(st, w, run, _report(first), now=3.0)  # "b" starts: its clock runs from now
+    assert overdue([w], now=4.0) == ([], 6.0)
+    assert [h.step for h in overdue([w], now=10.0)[0]] == ["b"]

@@ -291,18 +291,31 @@ def prune(st: LiveState, now: float, ttl: float) -> list[str]:
 
 
 def overdue(workers: Iterable[Worker], now: float) -> tuple[list[Assignment], float | None]:
-    """The running assignments whose step timeout passed, and seconds until the next one passes."""
+    """The running assignments whose step timeout passed, and seconds until the next one passes.
+
+    Only a worker's first held step runs; one waiting behind it with a
+    timeout cannot pass it sooner than its ``timeout`` from now, so that is
+    when to look again (else the caller would stop watching, and the step's
+    timeout would never be enforced once it starts).
+    """
     late: list[Assignment] = []
     nearest: float | None = None
     for w in workers:
+        first = True
         for a in w.held.values():
-            due = a.due
-            if due is not None and not a.cancelled:
-                if due <= now:
-                    late.append(a)
-                elif nearest is None or due - now < nearest:
-                    nearest = due - now
-            break  # only the first one runs
+            if a.cancelled:
+                first = False
+                continue
+            if first:
+                due = a.due
+                if due is not None:
+                    if due <= now:
+                        late.append(a)
+                    elif nearest is None or due - now < nearest:
+                        nearest = due - now
+                first = False
+            elif a.timeout is not None and (nearest is None or a.timeout < nearest):
+                nearest = a.timeout
     return late, nearest
 
 

@@ -30,7 +30,10 @@ from ._duckdb_sql import VIEWS
 log = logging.getLogger(__name__)
 
 _LOCK_HOLDER = re.compile(r"Conflicting lock is held in (.+?) \(PID (\d+)\)")
-_NO_TABLE = re.compile(r"Catalog Error: Table with name (\S+) does not exist")
+_NO_TABLE = re.compile(r"Catalog Error: Table with name (\S+) does not exist"
+                       # no such view, but DuckDB's Python replacement scan met a name of the calling frame
+                       # (a module imported there): still not a view of the history
+                       r"|Python Object \"([^\"]+)\" of type \"[^\"]*\" found on line .* not suitable for replacement scans")
 _OPEN: dict[str, weakref.ref[Any]] = {}  # resolved path -> the storage that holds it
 _OPEN_LOCK = threading.Lock()
 _ALL: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -45,6 +48,9 @@ def translate(text: str, path: str) -> StorageError:
     "'x' is not a DuckDB database: pass a DuckDB file or the name of a new file"
     >>> str(translate('Catalog Error: Table with name nope does not exist!', "h.duckdb"))
     "no view named 'nope' in the run history 'h.duckdb': the views are workflows, runs, steps, events (e.g. SELECT * FROM runs)"
+    >>> str(translate('Invalid Input Error: Python Object "os" of type "module" found on line "x.py:9" not '
+    ...               'suitable for replacement scans.', "h.duckdb"))[:27]
+    "no view named 'os' in the r"
     """
     holder = _LOCK_HOLDER.search(text)
     if holder or "Could not set lock" in text:
@@ -57,7 +63,7 @@ def translate(text: str, path: str) -> StorageError:
     if missing:  # DuckDB would suggest one of its own catalog tables (pg_enum ...)
         views = ", ".join(name for name, _ in VIEWS)
         return StorageError(
-            f"no view named {missing.group(1)!r} in the run history {path!r}: the views are "
+            f"no view named {missing.group(1) or missing.group(2)!r} in the run history {path!r}: the views are "
             f"{views} (e.g. SELECT * FROM runs)"
         )
     if "not a valid DuckDB database" in text:

@@ -166,28 +166,32 @@ class Plan:
 
     @classmethod
     def _compile(cls, schema: WorkflowSchema) -> Plan:
+        # The two tables that group the edges (by target, by source) become ``incoming`` and
+        # ``successors``: each step's entry is replaced in place by its final value (and steps without
+        # edges are added at the end), so every step costs two entries, not four (a large workflow's
+        # compile is bound by these name-keyed tables). Their order is therefore the edges' order; the
+        # steps' order is ``order``.
         order = [s.name for s in schema.steps]
-        into: dict[str, Any] = {}  # v -> its one edge, or a list of them
-        out: dict[str, Any] = {}  # u -> its one edge, or a list of them
+        incoming: dict[str, Any] = {}  # v -> its one edge, or a list of them; then its slots
+        successors: dict[str, Any] = {}  # u -> its one edge, or a list of them; then its successors
         for e in schema.edges:  # both sides written out: no function call per edge in this hot loop
             v = e.target
-            got = into.get(v)
+            got = incoming.get(v)
             if got is None:
-                into[v] = e
+                incoming[v] = e
             elif got.__class__ is list:
                 got.append(e)
             else:
-                into[v] = [got, e]
+                incoming[v] = [got, e]
             u = e.source
-            got = out.get(u)
+            got = successors.get(u)
             if got is None:
-                out[u] = e
+                successors[u] = e
             elif got.__class__ is list:
                 got.append(e)
             else:
-                out[u] = [got, e]
-        incoming: dict[str, tuple[_In, ...]] = {}
-        successors: dict[str, tuple[str, ...]] = {}
+                successors[u] = [got, e]
+        fed, feeding = len(incoming), len(successors)  # steps with edges in, with edges out
         shared: dict[Any, Any] = {}  # a step's one incoming edge -> that edge (seen once) or the shared slot
         single: dict[str, tuple[str]] = {}  # a step's one successor -> the shared tuple
         labels: dict[str, tuple[tuple[frozenset[str], str | None], ...]] = {}
@@ -196,21 +200,25 @@ class Plan:
         roots: list[str] = []
         ends = 0  # steps without successors
         for n in order:
-            got = into.get(n)
+            got = incoming.get(n)
             if got is None:
                 incoming[n] = ()
                 roots.append(n)
             elif got.__class__ is not list:
                 group = got.group
-                key = got.source if group is None and got.action == DEFAULT_ACTION else (
-                    got.source, got.action, group)
-                one = shared.get(key)
-                if one is None:  # the first step fed by this edge: its own schema edge
-                    shared[key] = got
-                    one = (got,)
-                elif one.__class__ is not tuple:  # the second: one slot for every step it feeds
-                    one = shared[key] = (_Merged(got.source, action_set(got.action), group),)
-                incoming[n] = one
+                out = successors[got.source]  # its edge, their list, or (made already) its successors
+                if out.__class__ is not list and (out.__class__ is not tuple or len(out) == 1):
+                    incoming[n] = (got,)  # the source feeds only this step: nothing to share
+                else:
+                    key = got.source if group is None and got.action == DEFAULT_ACTION else (
+                        got.source, got.action, group)
+                    one = shared.get(key)
+                    if one is None:  # the first step fed by this edge: its own schema edge
+                        shared[key] = got
+                        one = (got,)
+                    elif one.__class__ is not tuple:  # the second: one slot for every step it feeds
+                        one = shared[key] = (_Merged(got.source, action_set(got.action), group),)
+                    incoming[n] = one
                 if group is not None:
                     groups[n] = {group: 1}
             else:
@@ -222,17 +230,21 @@ class Plan:
                     g = groups[n] = {}
                     for group in named:
                         g[group] = g.get(group, 0) + 1
-            got = out.get(n)
+            got = successors.get(n)
             if got is None:
                 successors[n] = ()
                 ends += 1
                 continue
             if got.__class__ is not list:
                 v = got.target
-                one = single.get(v)
-                if one is None:
-                    one = single[v] = (v,)
-                successors[n] = one
+                into = incoming[v]  # its edge, their list, or (made already) its slots
+                if into.__class__ is not list and (into.__class__ is not tuple or len(into) == 1):
+                    successors[n] = (v,)  # only this step feeds v: nothing to share
+                else:
+                    one = single.get(v)
+                    if one is None:
+                        one = single[v] = (v,)
+                    successors[n] = one
                 if got.group is not None or got.action != DEFAULT_ACTION:
                     labels[n] = ((action_set(got.action), got.group),)
                     branching[n] = action_set(got.action)
@@ -249,8 +261,8 @@ class Plan:
                 labels[n] = tuple((e.actions, e.group) for e in outs)
                 acts = frozenset().union(*(e.actions for e in outs))
                 branching[n] = _DEFAULT if acts == _DEFAULT else acts
-        if len(order) - len(roots) != len(into) or len(order) - ends != len(out):
-            missing = (set(into) | set(out)) - set(incoming)
+        if len(order) - len(roots) != fed or len(order) - ends != feeding:
+            missing = (set(incoming) | set(successors)) - set(order)
             raise KeyError(f"edges name steps the schema does not have: {sorted(missing)}")
         return cls(order, incoming, successors, labels, branching, groups, roots)
 

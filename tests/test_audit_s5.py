@@ -84,9 +84,6 @@ def _flaky_once(marker: str) -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="an edited built-in policy (RetryPolicy(1) -> RetryPolicy(2)) under the same "
-                   "workflow id/version is ignored: transitions.register keeps the first Compiled for an equal "
-                   "structure_key, so the broker retries (and times out) with the old policy, silently")
 def test_an_edited_retry_policy_is_used_by_the_next_run(tmp_path: Path) -> None:
     def build(retries: int) -> fl.Workflow:  # the cell, edited between the two runs
         step = fl.FunctionStep(_flaky_once, name="flaky", policies=[RetryPolicy(retries)])
@@ -220,9 +217,6 @@ def _version_one() -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="a definition edited under the same workflow id/version (a cell's function "
-                   "body) runs, but the history keeps the first one: transitions.register returns the known Compiled "
-                   "for an equal structure_key, so workflows.schema_json shows fingerprints of code that no longer runs")
 def test_the_history_records_the_definition_that_ran_after_an_edit(tmp_path: Path) -> None:
     import json
 

@@ -192,3 +192,34 @@ def test_closed_broker_refuses_work(make_broker):
     broker.close()  # idempotent
     with pytest.raises(StorageClosedError):
         broker.dispatch_workflow(two_step().to_schema())
+
+
+def _refuses() -> None:
+    raise ValueError("nope")
+
+
+def _edited(retries: int) -> Workflow:
+    """The cell that builds the workflow; between two runs its RetryPolicy is edited."""
+    return Workflow(outputs=[FunctionStep(_refuses, name="always", policies=[RetryPolicy(retries)])],
+                    workflow_id="edited")
+
+
+def test_a_running_run_keeps_its_definition_while_a_newer_one_is_registered(make_broker):
+    broker = make_broker()
+    client = LocalBrokerClient(broker)
+    first = client.dispatch_workflow(_edited(1).to_schema())
+    newer = _edited(3).to_schema()  # the same structure, another policy: no SchemaMismatchError
+    second = client.dispatch_workflow(newer)  # while `first` has not started
+    assert broker.get_workflow("edited", "1") is newer
+    # the worker holds the older copy (an equal object, not the broker's): it must not win back
+    ProcessEngine(client, [_edited(1)]).work()
+    assert broker.get_workflow("edited", "1") is newer
+    one, three = broker.get_run(first), broker.get_run(second)
+    assert (one.state, one.steps["always"].attempts) == (Status.FAILED, 1)  # the policy it started with
+    assert (three.state, three.steps["always"].attempts) == (Status.FAILED, 3)
+    third = client.dispatch_workflow(_edited(3).to_schema())  # an equal rebuild: still the newer one
+    ProcessEngine(client, [_edited(3)]).work()
+    assert broker.get_run(third).steps["always"].attempts == 3
+    broker.storage.flush()
+    (stored,) = broker.storage.list_workflows()
+    assert stored == newer and stored.steps[0].policies[0]["config"]["max_retries"] == 3

@@ -145,3 +145,48 @@ def test_each_odd_name_alone_round_trips(tmp_path, name: str) -> None:
         assert st.sql("SELECT schema_json FROM workflows").fetchall() == [(schema.to_json(),)]
     with DuckDBRuntimeStorage(tmp_path / "h.duckdb") as st:
         assert st.list_workflows() == [schema]
+
+
+def _row(path) -> tuple:
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return con.execute("SELECT parts_id, registered_at FROM fl_workflows").fetchall()
+    finally:
+        con.close()
+
+
+def test_the_same_definition_again_writes_nothing_and_an_edited_one_replaces_it(tmp_path) -> None:
+    from dataclasses import replace
+
+    path = tmp_path / "h.duckdb"
+    schema = _odd_schema(ghost=False)
+    # the cell edited and run again: the same structure, another fingerprint and retry setting
+    edited = replace(schema, steps=(replace(schema.steps[0], fingerprint="f0-edited"),
+                                    replace(schema.steps[1], policies=({"name": "retry", "config": {
+                                        "max_retries": 5, "wait": 0.5}},)), *schema.steps[2:]))
+    tables = ("fl_workflows", "fl_workflow_shapes", "fl_workflow_steps", "fl_workflow_edges")
+    with DuckDBBroker(path) as broker:
+        broker.dispatch_workflow(schema, {"x": 1})
+        broker.storage.flush()
+        counts = [_count(broker.storage, t) for t in tables]
+        (first,) = broker.storage._execute("SELECT parts_id, registered_at FROM fl_workflows")
+        # the same object and an equal copy (read back from JSON): nothing buffered, nothing written
+        broker.dispatch_workflow(schema, {"x": 1})
+        broker.dispatch_workflow(WorkflowSchema.from_json(schema.to_json()), {"x": 1})
+        assert not broker.storage._batch.workflows
+        broker.storage.flush()
+        assert broker.storage._execute("SELECT parts_id, registered_at FROM fl_workflows") == [first]
+        broker.dispatch_workflow(edited, {"x": 1})
+        broker.storage.flush()
+        (row,) = broker.storage._execute("SELECT parts_id, registered_at FROM fl_workflows")
+        assert row[1] > first[1]  # written again, registered now
+        # one definition's rows: the older parts are gone (the edited step has a shape of its own)
+        assert [_count(broker.storage, t) for t in tables] == [1, len(pieces(edited).shapes), *counts[2:]]
+        assert len(pieces(edited).shapes) == counts[1] + 1
+        [(text,)] = broker.storage.sql("SELECT schema_json FROM workflows").fetchall()
+        assert text == edited.to_json()
+    assert _row(path) == [row]
+    with DuckDBBroker(path) as broker:  # reopened: the edited definition is the key's
+        assert broker.list_workflows() == [edited]
+        [(text,)] = broker.storage.sql("SELECT schema_json FROM workflows").fetchall()
+        assert json.loads(text)["steps"][0]["fingerprint"] == "f0-edited"

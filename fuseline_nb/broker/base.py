@@ -39,7 +39,11 @@ class _Shared(ABC):
 
     @abstractmethod
     def register_worker(self, workflows: Iterable[WorkflowSchema], name: str | None = None) -> str:
-        """Register a worker able to run ``workflows``; return its id."""
+        """Register a worker able to run ``workflows``; return its id.
+
+        A workflow the broker knows under the same id, version and structure
+        keeps the broker's definition (the worker's copy may be an older one).
+        """
 
     @abstractmethod
     def get_step(self, worker_id: str) -> StepAssignment | None:
@@ -190,6 +194,11 @@ class Broker(_Shared):
 
         ``cache`` reuses cached results (``None``: the broker's default);
         the steps in ``rerun`` run anyway (see :mod:`fuseline_nb.broker.cache`).
+        ``workflow`` becomes the definition of its id and version for the runs
+        dispatched from now on (an edited policy or step code under the same
+        structure replaces the registered one; runs already going keep theirs);
+        another structure under a known id and version raises
+        :class:`~fuseline_nb.errors.SchemaMismatchError`.
         """
 
     @abstractmethod

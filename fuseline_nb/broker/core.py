@@ -137,13 +137,13 @@ class StorageBroker(Applier, WorkerCalls, HistoryReads, Broker):
         self._state.max_lease_requeues = int(n)
 
     # -- workflows and workers -----------------------------------------------------
-    def _register(self, schema: WorkflowSchema) -> Any:
+    def _register(self, schema: WorkflowSchema, replace: bool = True) -> Any:
         if not isinstance(schema, WorkflowSchema):
             to_schema = getattr(schema, "to_schema", None)
             if not callable(to_schema):
                 raise TypeError(f"expected a WorkflowSchema (or a Workflow), not {schema!r}")
             schema = to_schema()
-        compiled, fx = register(self._state, schema)
+        compiled, fx = register(self._state, schema, replace=replace)
         self._apply(fx)
         return compiled
 
@@ -154,7 +154,8 @@ class StorageBroker(Applier, WorkerCalls, HistoryReads, Broker):
             if self.worker_ttl is not None:
                 self._prune(self._clock())
             with paused_gc():
-                keys = {self._register(schema).key for schema in workflows}
+                # a worker's copy may be older than what was submitted since: it never displaces it
+                keys = {self._register(schema, replace=False).key for schema in workflows}
             wid = uuid.uuid4().hex[:12]
             leases.add_worker(self._state, wid, name, keys, self._clock())
             return wid

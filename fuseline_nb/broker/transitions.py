@@ -12,7 +12,7 @@ resuming a stored run is :mod:`fuseline_nb.broker.resume`.
 =================  ================================================  ===========================================
 transition         changes                                           writes / events
 =================  ================================================  ===========================================
-:func:`register`   a ``Compiled`` for a new ``(workflow, version)``  ``register_workflow``
+:func:`register`   a ``Compiled`` for a new or edited definition     ``register_workflow``
 :func:`dispatch`   a new ``LiveRun``; its roots decided              ``create_run``, ``enqueue`` + ``save_step``
                                                                      per root / ``run_dispatched``, ``step_queued``
 :func:`enqueue`    ``queued_at`` of each step                        ``enqueue``, ``save_step`` / ``step_queued``
@@ -159,8 +159,31 @@ class Effects:
         self._entry = None
 
 
-def register(st: LiveState, schema: WorkflowSchema) -> tuple[Compiled, Effects]:
-    """Know ``schema`` (once per ``(workflow_id, version)``); a different definition under a known key is refused.
+def register(st: LiveState, schema: WorkflowSchema, *, replace: bool = True) -> tuple[Compiled, Effects]:
+    """Know ``schema`` under its ``(workflow_id, version)``; a different structure under a known key is refused.
+
+    The same structure with other contents (an edited policy, a function
+    body's new fingerprint: a cell edited and run again) becomes the key's
+    definition for the runs dispatched from now on and is written again
+    (``register_workflow``), when ``replace`` (a submit); runs already going
+    keep the ``Compiled`` they started with. ``replace=False`` (a worker
+    registering the copy it holds, perhaps an older one) never displaces the
+    known definition. The identical object, or an equal one, costs nothing.
+
+    Examples
+    --------
+    >>> from fuseline_nb import FunctionStep, RetryPolicy, Workflow
+    >>> def wf(n):
+    ...     return Workflow(outputs=[FunctionStep(abs, name="a", policies=[RetryPolicy(n)])], workflow_id="w")
+    >>> st = LiveState(lease_seconds=60.0)
+    >>> first, fx = register(st, wf(1).to_schema())
+    >>> register(st, wf(1).to_schema())[1].ops  # equal: nothing to write
+    []
+    >>> newer, fx = register(st, wf(2).to_schema())
+    >>> newer.retries["a"][0], [op for op, _ in fx.ops], st.compiled[("w", "1")] is newer
+    (2, ['register_workflow'], True)
+    >>> register(st, first.schema, replace=False)[0] is newer  # an older copy from a worker
+    True
 
     Raises
     ------
@@ -171,14 +194,18 @@ def register(st: LiveState, schema: WorkflowSchema) -> tuple[Compiled, Effects]:
     key = (schema.workflow_id, schema.version)
     known = st.compiled.get(key)
     if known is not None:
-        if schema is not known.schema and known.structure_key() != schema.structure_key():
+        if schema is known.schema:
+            return known, fx
+        if known.structure_key() != schema.structure_key():
             diff = "; ".join(known.schema.differences(schema))
             raise SchemaMismatchError(
                 f"workflow {schema.workflow_id!r} version {schema.version!r} is already "
                 f"registered with a different definition ({diff}): give the new "
                 "definition another version or workflow_id"
             )
-        return known, fx
+        # the same structure: the newest submitted contents win (compared only when not the same object)
+        if not replace or schema == known.schema:
+            return known, fx
     compiled = st.compiled[key] = Compiled(schema)
     fx.write("register_workflow", schema)
     return compiled, fx

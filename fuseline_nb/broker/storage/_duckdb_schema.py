@@ -23,15 +23,21 @@ Examples
 >>> execute = lambda sql, params=None: con.execute(sql, params).fetchall()
 >>> migrate(execute, threading.RLock(), ":memory:")  # a new history: tables and views
 >>> s = WorkflowSchema("w", steps=(StepSchema("a"), StepSchema('say "hi"')), edges=(EdgeSchema("a", 'say "hi"'),))
->>> write_workflow(lambda fn, *a, **k: fn(*a, **k), con, s, 0.0)
-True
->>> write_workflow(lambda fn, *a, **k: fn(*a, **k), con, s, 1.0)  # known: nothing written
+>>> write_workflow(lambda fn, *a, **k: fn(*a, **k), con, s, 0.0)  # new: nothing replaced
 False
 >>> [text] = con.execute("SELECT schema_json FROM workflows").fetchone()
 >>> text == s.to_json()
 True
 >>> read_workflows(execute) == [s]
 True
+>>> edited = WorkflowSchema("w", steps=(StepSchema("a", fingerprint="f2"), StepSchema('say "hi"')),
+...                         edges=s.edges)
+>>> write_workflow(lambda fn, *a, **k: fn(*a, **k), con, edited, 2.0)  # the key's newer definition
+True
+>>> read_workflows(execute) == [edited], con.execute("SELECT epoch(registered_at) FROM workflows").fetchall()
+(True, [(2.0,)])
+>>> con.execute("SELECT count(DISTINCT parts_id) FROM fl_workflow_steps").fetchone()  # the old rows gone
+(1,)
 """
 
 from __future__ import annotations
@@ -50,7 +56,10 @@ Db = Callable[..., Any]
 #: Steps (or edges) per INSERT: the Arrow columns made for one stay ~1 MB.
 CHUNK = 1 << 16
 
-_EXISTS = "SELECT count(*) FROM fl_workflows WHERE workflow_id = ? AND version = ?"
+_STORED = "SELECT parts_id FROM fl_workflows WHERE workflow_id = ? AND version = ?"
+_DELETE = "DELETE FROM fl_workflows WHERE workflow_id = ? AND version = ?"
+_DELETE_PARTS = tuple(f"DELETE FROM {t} WHERE parts_id = ?"
+                      for t in ("fl_workflow_shapes", "fl_workflow_steps", "fl_workflow_edges"))
 _NEXT_ID = "SELECT coalesce(max(parts_id), 0) + 1 FROM fl_workflows"
 _INSERT_FRAME = """
 INSERT INTO fl_workflows (workflow_id, version, name, schema_json, registered_at,
@@ -64,19 +73,28 @@ _INSERT_EDGES = ("INSERT INTO fl_workflow_edges SELECT $1, pos, shape, source, t
 
 
 def write_workflow(db: Db, con: Any, schema: WorkflowSchema, at: float) -> bool:
-    """Store ``schema`` registered at ``at`` unless its id and version are stored; whether it was written.
+    """Store ``schema`` registered at ``at`` as its id and version's definition; whether it replaced one.
 
+    The storage writes a definition only when it is new or differs from the
+    one it knows under that id and version (the same structure with an
+    edited policy or step code: the broker allows no other), so one stored
+    under the key is replaced, rows and parts, ``registered_at`` the newest.
     Runs inside the caller's transaction (the flush's); every DuckDB call
     goes through ``db`` (the storage's ``_db``).
     """
     key = [schema.workflow_id, schema.version]
-    if db(lambda: con.execute(_EXISTS, key).fetchone())[0]:
-        return False
+    stored = db(lambda: con.execute(_STORED, key).fetchone())
+    if stored is not None:  # the older definition's row and parts go
+        (old_parts,) = stored
+        if old_parts is not None:  # (NULL: its whole text in the row)
+            for sql in _DELETE_PARTS:
+                db(con.execute, sql, [old_parts])
+        db(con.execute, _DELETE, key)
     cut = pieces(schema)
     if cut is None or any(map(_not_utf8, cut.escaped)):  # a name that is not a string, or not
         # UTF-8 (a lone surrogate, kept by to_json as \ud800): the whole text, as before
         db(con.execute, Q.INSERT_WORKFLOW, [*key, schema.name, schema.to_json(), at])
-        return True
+        return stored is not None
     (parts_id,) = db(lambda: con.execute(_NEXT_ID).fetchone())
     db(con.execute, _INSERT_FRAME, [*key, schema.name, at, parts_id, cut.head, cut.middle, cut.tail])
     escaped = cut.escaped.get if cut.escaped else None
@@ -97,7 +115,7 @@ def write_workflow(db: Db, con: Any, schema: WorkflowSchema, at: float) -> bool:
                           "source": pa.array(sources, pa.string()), "target": pa.array(targets, pa.string()),
                           "source_json": _escaped(sources, escaped), "target_json": _escaped(targets, escaped)})
         db(_run, con, _INSERT_EDGES, parts_id, part_edges=table)
-    return True
+    return stored is not None
 
 
 #: Every stored workflow, in the order registered: its whole text, or what names its parts.

@@ -86,7 +86,12 @@ class RuntimeStorage(ABC):
     # -- workflows -------------------------------------------------------------
     @abstractmethod
     def register_workflow(self, schema: WorkflowSchema) -> None:
-        """Remember ``schema`` (idempotent)."""
+        """Remember ``schema`` as its ``(workflow_id, version)``'s definition.
+
+        The identical or an equal schema changes nothing; another one under a
+        known key (the broker sends it only with the same structure: an edited
+        policy or step code) replaces the stored one, ``registered_at`` now.
+        """
 
     @abstractmethod
     def get_workflow(self, workflow_id: str, version: str) -> WorkflowSchema | None:

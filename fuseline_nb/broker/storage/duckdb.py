@@ -193,7 +193,8 @@ class DuckDBRuntimeStorage(ManyRows, HistoryReads, RuntimeStorage):
     def register_workflow(self, schema: WorkflowSchema) -> None:
         self._check_open()
         key = (schema.workflow_id, schema.version)
-        if key not in self._workflows:
+        known = self._workflows.get(key)
+        if known is None or (known is not schema and known != schema):  # new, or the key's newer definition
             self._workflows[key] = schema
             with self._buf_lock:
                 self._batch.add_workflow(schema)

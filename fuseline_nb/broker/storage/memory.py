@@ -62,7 +62,7 @@ class MemoryRuntimeStorage(RuntimeStorage):
             raise UnknownRunError(f"unknown run: {run_id!r}") from None
 
     def register_workflow(self, schema: WorkflowSchema) -> None:
-        self._workflows.setdefault((schema.workflow_id, schema.version), schema)
+        self._workflows[(schema.workflow_id, schema.version)] = schema  # the newest definition of its key
 
     def get_workflow(self, workflow_id: str, version: str) -> WorkflowSchema | None:
         return self._workflows.get((workflow_id, version))

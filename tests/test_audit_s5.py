@@ -273,3 +273,23 @@ def test_a_step_timeout_is_enforced_when_the_step_waits_behind_others_in_a_batch
     assert info.steps["hang"].state is fl.Status.FAILED
     assert "exceeded its timeout of 0.5 s" in (info.steps["hang"].error or "")
     assert info.counts()[fl.Status.SUCCEEDED] == 40
+
+
+def test_a_step_named_with_a_lone_surrogate_keeps_its_definition_in_the_history(tmp_path: Path, caplog) -> None:
+    # Since the definition is stored as a row per step and edge (745338f) the name went into an Arrow string
+    # column and failed to encode: the workflow was left out of the file ("could not keep workflow ..."),
+    # the `workflows` view lost it and a reopened file could not resume its runs.
+    from fuseline_nb.broker import DuckDBBroker
+
+    odd = fl.FunctionStep(_quick, name="bad\ud800name")
+    plain = fl.FunctionStep(_quick, name="plain é")
+    odd >> plain
+    wf = fl.Workflow(outputs=[plain], workflow_id="audit-surrogate")
+    path = tmp_path / "h.duckdb"
+    with DuckDBBroker(path) as broker:
+        broker.dispatch_workflow(wf.to_schema(), {})
+        (row,) = broker.sql("select schema_json from workflows").fetchall()
+    assert row[0] == wf.to_schema().to_json()
+    assert "could not keep workflow" not in caplog.text
+    with DuckDBBroker(path) as broker:
+        assert broker.get_workflow("audit-surrogate", wf.version) == wf.to_schema()

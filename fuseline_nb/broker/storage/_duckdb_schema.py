@@ -73,7 +73,8 @@ def write_workflow(db: Db, con: Any, schema: WorkflowSchema, at: float) -> bool:
     if db(lambda: con.execute(_EXISTS, key).fetchone())[0]:
         return False
     cut = pieces(schema)
-    if cut is None:  # a name that is not a string: the whole text, as before
+    if cut is None or any(map(_not_utf8, cut.escaped)):  # a name that is not a string, or not
+        # UTF-8 (a lone surrogate, kept by to_json as \ud800): the whole text, as before
         db(con.execute, Q.INSERT_WORKFLOW, [*key, schema.name, schema.to_json(), at])
         return True
     (parts_id,) = db(lambda: con.execute(_NEXT_ID).fetchone())
@@ -131,6 +132,15 @@ def read_workflows(execute: Callable[..., list[tuple[Any, ...]]]) -> list[Workfl
 def _run(con: Any, sql: str, parts_id: int, part_shapes: Any = None, part_steps: Any = None, part_edges: Any = None) -> None:
     """Run ``sql`` over an Arrow table held in this function's locals (DuckDB's replacement scan finds it)."""
     con.execute(sql, [parts_id])
+
+
+def _not_utf8(name: str) -> bool:
+    """Whether ``name`` cannot be a DuckDB string (it holds a lone surrogate)."""
+    try:
+        name.encode()
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _positions(lo: int, n: int) -> pa.Array:

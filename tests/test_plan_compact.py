@@ -57,7 +57,12 @@ def _random_schema(rng: random.Random) -> WorkflowSchema:
 
 @pytest.mark.parametrize("seed", range(200))
 def test_the_plan_says_what_a_plain_compile_says(seed: int) -> None:
-    schema = _random_schema(random.Random(seed))
+    rng = random.Random(seed)
+    schema = _random_schema(rng)
+    if seed % 2:  # steps in no upstream-first order: a step's neighbours may be compiled after it
+        steps = list(schema.steps)
+        rng.shuffle(steps)
+        schema = WorkflowSchema("w", steps=tuple(steps), edges=schema.edges)
     ref = _reference(schema)
     plan = Plan._compile(schema)
     assert plan.order == ref["order"] and plan.roots == ref["roots"]
@@ -124,3 +129,19 @@ def test_a_fan_out_plan_shares_its_tuples_and_a_run_starts_at_no_cost_per_step()
     assert readiness._left == {"tail": 1}  # only the waiting join counts
     assert readiness.finish(f"m{n - 1}", Outcome.succeeded()).ready == ["tail"]
     assert readiness._left == {}
+
+
+@pytest.mark.parametrize("upstream_first", [True, False])
+def test_a_chain_plan_keeps_the_schema_edges_and_shares_only_what_is_shared(upstream_first: bool) -> None:
+    names = ["a", "b", "c", "d", "e"]
+    edges = (EdgeSchema("a", "b"), EdgeSchema("b", "c"), EdgeSchema("c", "d"), EdgeSchema("c", "e"),
+             EdgeSchema("d", "e", "x"))
+    steps = tuple(StepSchema(n) for n in (names if upstream_first else reversed(names)))
+    plan = Plan._compile(WorkflowSchema("w", steps=steps, edges=edges))
+    assert plan.incoming["b"] == (edges[0],) and plan.incoming["b"][0] is edges[0]  # b's only source feeds only b
+    assert plan.incoming["c"][0] is edges[1] and plan.incoming["d"][0] is edges[2]
+    assert [(e.source, e.actions) for e in plan.incoming["e"]] == [("c", frozenset({"default"})),
+                                                                  ("d", frozenset({"x"}))]
+    assert plan.successors["a"] == ("b",) and plan.successors["c"] == ("d", "e") and plan.successors["e"] == ()
+    assert plan.successors["d"] == ("e",) and plan.labels["d"] == ((frozenset({"x"}), None),)
+    assert plan.roots == ["a"] and plan.order == [s.name for s in steps]

@@ -108,3 +108,22 @@ def test_a_schema_in_another_step_order_is_compared_by_name() -> None:
     assert wf.refresh() is False
     object.__setattr__(reordered.steps[0], "fingerprint", "0" * 32)
     assert wf.refresh() is True
+
+
+
+def test_steps_of_two_classes_each_keep_their_own_fingerprint() -> None:
+    class Tagged(Step):
+        tag = "a"
+
+        def run_step(self) -> int:
+            return 2
+
+    first, second, third = Holder(name="first"), Tagged(name="second"), Tagged(name="third")
+    first >> second >> third
+    wf = Workflow(outputs=[third])
+    before = wf.to_schema().fingerprints()
+    assert before["first"] != before["second"] == before["third"]  # the class is part of the fingerprint
+    Tagged.tag = "b"
+    assert wf.refresh() is True
+    after = wf.to_schema().fingerprints()
+    assert after["second"] == after["third"] != before["second"] and after["first"] == before["first"]

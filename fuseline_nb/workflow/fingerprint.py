@@ -393,11 +393,17 @@ def _fingerprint_list(steps: list[Step]) -> list[str]:
     """
     classes: dict[int, list[str]] = {}
     dicts = list(map(_DICT, steps))
-    kinds = list(zip(map(type, steps), map(id, map(dict.get, dicts, repeat("function"))),
-                     map(_BARE.issuperset, dicts), strict=True))
-    fp_of: dict[tuple[type, int, bool], str | None] = {}
+    types = list(map(type, steps))
+    bare = list(map(_BARE.issuperset, dicts))
+    functions = list(map(id, map(dict.get, dicts, repeat("function"))))
+    kinds: list[Any]
+    if (not types or types.count(types[0]) == len(types)) and bare.count(True) == len(bare):
+        kinds = functions  # one class, nothing of their own: the function tells the kind (no tuples)
+    else:
+        kinds = list(zip(types, functions, bare, strict=True))
+    fp_of: dict[Any, str | None] = {}
     for kind, step in dict(zip(kinds, steps, strict=True)).items():  # one step of each kind
-        own = not kind[2] or getattr(step, "code_version", None) is not None
+        own = not _BARE.issuperset(step.__dict__) or getattr(step, "code_version", None) is not None
         fp_of[kind] = None if own else step_fingerprint(step, classes)
     out: list[Any] = list(map(fp_of.__getitem__, kinds))
     if None in fp_of.values():  # steps with something of their own: one each

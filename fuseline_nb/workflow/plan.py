@@ -199,6 +199,10 @@ class Plan:
         groups: dict[str, dict[str, int]] = {}
         roots: list[str] = []
         ends = 0  # steps without successors
+        last_source: str | None = None  # the source whose plain slot the step before took from ``shared``
+        last_slot: Any = None
+        last_target: str | None = None  # the join whose shared 1-tuple the step before took from ``single``
+        last_tuple: tuple[str, ...] = ()
         for n in order:
             got = incoming.get(n)
             if got is None:
@@ -206,18 +210,23 @@ class Plan:
                 roots.append(n)
             elif got.__class__ is not list:
                 group = got.group
-                out = successors[got.source]  # its edge, their list, or (made already) its successors
-                if out.__class__ is not list and (out.__class__ is not tuple or len(out) == 1):
+                u = got.source
+                if u is last_source and group is None and got.action == DEFAULT_ACTION:
+                    incoming[n] = last_slot  # a fan-out's next step: the slot its neighbour took
+                elif (out := successors[u]).__class__ is not list and (
+                        out.__class__ is not tuple or len(out) == 1):
                     incoming[n] = (got,)  # the source feeds only this step: nothing to share
                 else:
-                    key = got.source if group is None and got.action == DEFAULT_ACTION else (
-                        got.source, got.action, group)
+                    key = u if group is None and got.action == DEFAULT_ACTION else (u, got.action, group)
                     one = shared.get(key)
                     if one is None:  # the first step fed by this edge: its own schema edge
                         shared[key] = got
                         one = (got,)
-                    elif one.__class__ is not tuple:  # the second: one slot for every step it feeds
-                        one = shared[key] = (_Merged(got.source, action_set(got.action), group),)
+                    else:
+                        if one.__class__ is not tuple:  # the second: one slot for every step it feeds
+                            one = shared[key] = (_Merged(u, action_set(got.action), group),)
+                        if key is u:  # a plain edge: the source's next plain steps take it at once
+                            last_source, last_slot = u, one
                     incoming[n] = one
                 if group is not None:
                     groups[n] = {group: 1}
@@ -237,14 +246,17 @@ class Plan:
                 continue
             if got.__class__ is not list:
                 v = got.target
-                into = incoming[v]  # its edge, their list, or (made already) its slots
-                if into.__class__ is not list and (into.__class__ is not tuple or len(into) == 1):
+                if v is last_target:  # a fan-in's next source: the tuple its neighbour took
+                    successors[n] = last_tuple
+                elif (into := incoming[v]).__class__ is not list and (
+                        into.__class__ is not tuple or len(into) == 1):
                     successors[n] = (v,)  # only this step feeds v: nothing to share
                 else:
                     one = single.get(v)
                     if one is None:
                         one = single[v] = (v,)
-                    successors[n] = one
+                    successors[n] = last_tuple = one
+                    last_target = v
                 if got.group is not None or got.action != DEFAULT_ACTION:
                     labels[n] = ((action_set(got.action), got.group),)
                     branching[n] = action_set(got.action)

@@ -198,7 +198,9 @@ class Session:
         PicklingError
             A step or an input cannot be sent to a worker process.
         SchemaMismatchError
-            Another definition is registered under the workflow's id and version.
+            Another structure is registered under the workflow's id and version
+            (an edited policy or step code under the same structure is not
+            refused: the runs submitted from now on use it).
         """
         self._check_open()
         if not isinstance(wf, Workflow):

@@ -304,3 +304,26 @@ def test_a_held_step_with_a_timeout_behind_one_without_keeps_the_deadline_watch_
     report(st, w, run, _report(first), now=3.0)  # "b" starts: its clock runs from now
     assert overdue([w], now=4.0) == ([], 6.0)
     assert [h.step for h in overdue([w], now=10.0)[0]] == ["b"]
+
+
+def test_an_edited_step_timeout_applies_to_new_runs_and_a_running_run_keeps_its_own() -> None:
+    from fuseline_nb.broker.transitions import register
+
+    def schema(seconds: float):  # the cell, its StepTimeoutPolicy edited between two submits
+        return _chain(StepTimeoutPolicy(seconds)).schema
+
+    st = _state(_chain(), "w1")
+    del st.compiled[("chain", "1")]
+    first_def, fx = register(st, schema(5.0))
+    assert [op for op, _ in fx.ops] == ["register_workflow"]
+    old_run, _ = dispatch(st, first_def, "old", {}, now=0.0)
+    newer, fx = register(st, schema(1.0))  # the same structure: no SchemaMismatchError, written again
+    assert [op for op, _ in fx.ops] == ["register_workflow"] and newer is not first_def
+    new_run, _ = dispatch(st, newer, "new", {}, now=0.0)
+    # a worker registering its older copy: nothing changes, nothing is written
+    kept, fx = register(st, schema(5.0), replace=False)
+    assert kept is newer and st.compiled[("chain", "1")] is newer and not fx.ops
+    assert not register(st, schema(1.0))[1].ops  # an equal rebuild: nothing written
+    a_old, _ = assign(st, old_run, "a", st.workers["w1"], 1.0)
+    a_new, _ = assign(st, new_run, "a", st.workers["w1"], 1.0)
+    assert (a_old.timeout, a_new.timeout) == (5.0, 1.0)

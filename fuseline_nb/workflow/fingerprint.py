@@ -42,15 +42,12 @@ import dataclasses
 import enum
 import functools
 import hashlib
-import importlib.metadata
-import os
-import sys
-import sysconfig
 import types
 from itertools import compress, repeat
 from operator import attrgetter, is_
 from typing import Any
 
+from ._fingerprint_code import code_digest, global_names, is_user, library
 from .steps import WIRING_ATTRIBUTES, Depends, FunctionStep, Step
 
 #: Bumped when the recipe changes, so old cache entries stop matching.
@@ -126,17 +123,17 @@ class _Walker:
             self.parts.append(f"again {getattr(obj, '__qualname__', getattr(obj, '__name__', '?'))}")
             return
         if isinstance(obj, types.FunctionType):
-            if _is_user(obj.__module__):
+            if is_user(obj.__module__):
                 self.seen.add(id(obj))
                 self.function(obj)
             else:
-                self.parts.append(f"lib {_library(obj.__module__)}:{obj.__qualname__}")
+                self.parts.append(f"lib {library(obj.__module__)}:{obj.__qualname__}")
         elif isinstance(obj, type):
             self.cls(obj)
         elif isinstance(obj, types.ModuleType):
             self.parts.append(f"module {obj.__name__}")
-            if not _is_user(obj.__name__):
-                self.parts.append(_library(obj.__name__))
+            if not is_user(obj.__name__):
+                self.parts.append(library(obj.__name__))
         elif isinstance(obj, (types.BuiltinFunctionType, types.MethodWrapperType)):
             self.parts.append(f"builtin {getattr(obj, '__module__', None)}.{obj.__qualname__}")
         elif isinstance(obj, types.MethodType):
@@ -153,7 +150,7 @@ class _Walker:
 
     def function(self, fn: types.FunctionType) -> None:
         code = fn.__code__
-        self.parts.append(f"def {fn.__qualname__} {_code_digest(code)}")
+        self.parts.append(f"def {fn.__qualname__} {code_digest(code)}")
         self.value(fn.__defaults__)
         self.value(fn.__kwdefaults__)
         for name, cell in zip(code.co_freevars, fn.__closure__ or (), strict=False):
@@ -163,11 +160,11 @@ class _Walker:
                 continue
             self.parts.append(f"free {name}")
             self.obj(contents)
-        for name in _global_names(code):
+        for name in global_names(code):
             if name in fn.__globals__:
                 self.parts.append(f"global {name}")
                 value = fn.__globals__[name]
-                if isinstance(value, types.ModuleType) and _is_user(value.__name__):
+                if isinstance(value, types.ModuleType) and is_user(value.__name__):
                     self.user_module(value, code)
                 else:
                     self.obj(value)
@@ -179,7 +176,7 @@ class _Walker:
             return
         self.seen.add(id(module))
         self.parts.append(f"module {module.__name__}")
-        for name in _global_names(code):
+        for name in global_names(code):
             if name in vars(module):
                 self.parts.append(f"{module.__name__}.{name}")
                 self.obj(vars(module)[name])
@@ -189,8 +186,8 @@ class _Walker:
             self.parts.append(f"again {cls.__qualname__}")
             return
         self.seen.add(id(cls))
-        if not own and not _is_user(cls.__module__):
-            self.parts.append(f"class {_library(cls.__module__)}:{cls.__qualname__}")
+        if not own and not is_user(cls.__module__):
+            self.parts.append(f"class {library(cls.__module__)}:{cls.__qualname__}")
             return
         self.parts.append(f"class {cls.__qualname__}")
         for base in cls.__bases__:
@@ -248,91 +245,6 @@ class _Walker:
 def _frozen(value: Any) -> bool:
     params = getattr(type(value), "__dataclass_params__", None)
     return bool(getattr(params, "frozen", False))
-
-
-# -- code objects (cached: the same code object always gives the same text) -----------------
-_CODE: dict[int, tuple[types.CodeType, str, tuple[str, ...]]] = {}
-
-
-def _code_entry(code: types.CodeType) -> tuple[types.CodeType, str, tuple[str, ...]]:
-    entry = _CODE.get(id(code))
-    if entry is None or entry[0] is not code:
-        names: dict[str, None] = {}
-        h = hashlib.blake2b(digest_size=16)
-        _feed_code(code, h, names, top=True)
-        entry = _CODE[id(code)] = (code, h.hexdigest(), tuple(names))
-    return entry
-
-
-def _code_digest(code: types.CodeType) -> str:
-    return _code_entry(code)[1]
-
-
-def _global_names(code: types.CodeType) -> tuple[str, ...]:
-    """Every name the code (and its nested code) looks up: globals and attributes."""
-    return _code_entry(code)[2]
-
-
-def _feed_code(code: types.CodeType, h: Any, names: dict[str, None], top: bool) -> None:
-    h.update(code.co_code)
-    h.update(repr((code.co_argcount, code.co_kwonlyargcount, code.co_posonlyargcount, code.co_flags,
-                   code.co_names, code.co_varnames, code.co_freevars, code.co_cellvars)).encode())
-    names.update(dict.fromkeys(code.co_names))
-    consts = code.co_consts
-    for i, const in enumerate(consts):
-        if isinstance(const, types.CodeType):
-            h.update(b"code:")
-            _feed_code(const, h, names, top=False)
-        elif i == 0 and top and (const is None or isinstance(const, str)) and code.co_name != "<lambda>":
-            # CPython puts a function's docstring first among its constants (a
-            # function without one has None there): documentation, not behaviour
-            h.update(b"doc")
-        else:
-            h.update(f"{type(const).__name__}:{const!r}".encode("utf-8", "surrogatepass"))
-
-
-# -- where code comes from ---------------------------------------------------------------------
-@functools.cache
-def _library_roots() -> tuple[str, ...]:
-    paths = sysconfig.get_paths()
-    roots = {paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths}
-    roots.update(p for p in sys.path if p.endswith(("site-packages", "dist-packages")))
-    return tuple(sorted(os.path.realpath(r) + os.sep for r in roots))
-
-
-@functools.cache
-def _is_user(module_name: str | None) -> bool:
-    """Whether a module is the user's (``__main__``, a notebook, their own files)."""
-    if not module_name or module_name == "__main__":
-        return True
-    top = module_name.partition(".")[0]
-    if top in ("fuseline_nb", "builtins") or top in sys.stdlib_module_names:
-        return False
-    module = sys.modules.get(module_name)
-    path = getattr(module, "__file__", None)
-    if path is None:
-        return module is None or not hasattr(module, "__path__")  # an unknown: hash it, to be safe
-    return not os.path.realpath(path).startswith(_library_roots())
-
-
-@functools.cache
-def _library(module_name: str) -> str:
-    """``package==version`` of an installed module (``python==3.x.y`` for the standard library)."""
-    top = module_name.partition(".")[0]
-    if top in sys.stdlib_module_names or top == "builtins":
-        return "python==" + ".".join(map(str, sys.version_info[:3]))
-    for dist in _distributions().get(top, [top]):
-        try:
-            return f"{dist}=={importlib.metadata.version(dist)}"
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    version = getattr(sys.modules.get(top), "__version__", None)
-    return f"{top}=={version}" if isinstance(version, str) else top
-
-
-@functools.cache
-def _distributions() -> dict[str, list[str]]:
-    return dict(importlib.metadata.packages_distributions())
 
 
 #: What a step instance may hold without changing its fingerprint beyond its function or class.

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 from ...workflow.events import Event
@@ -52,9 +52,7 @@ class ManyRows:
     _known: set[str]
     _queues: dict[str, tuple[deque[str], set[str]]]
     _big: MutableMapping[tuple[str, str], Any]
-
-    def _require(self, run_id: str) -> tuple[deque[str], set[str]]:
-        raise NotImplementedError  # DuckDBRuntimeStorage's
+    _require: Callable[[str], tuple[deque[str], set[str]]]  # a run's queue, or UnknownRunError
 
     def enqueue_steps(self, run_id: str, steps: list[str]) -> None:
         queue, members = self._queues.get(run_id) or self._require(run_id)

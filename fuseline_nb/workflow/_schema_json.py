@@ -75,6 +75,33 @@ def dumps(schema: Any) -> str:
         return _dumps_each(schema)
 
 
+def _memo(table: dict[Any, Any], facts: tuple[Any, ...], make: Any) -> tuple[Any, Any]:
+    """``(table's entry for a step's facts, the key it is under)``, made by ``make(facts)`` when missing.
+
+    A step's facts are its fields but its name; a policy spec (a dict) cannot
+    be hashed, so such a step is keyed by the spec's identity instead.
+
+    Examples
+    --------
+    >>> table = {}
+    >>> _memo(table, ("a",) * 8, len), _memo(table, ("a",) * 8, lambda f: 0)
+    ((8, ('a', 'a', 'a', 'a', 'a', 'a', 'a', 'a')), (8, ('a', 'a', 'a', 'a', 'a', 'a', 'a', 'a')))
+    """
+    try:
+        got = table.get(facts)
+        key = facts
+    except TypeError:  # a policy spec (a dict): keyed by the step's own tuple of specs
+        key = (*facts[:5], id(facts[5]), *facts[6:])
+        got = table.get(key)
+    if got is None:
+        got = table[key] = make(facts)
+    return got, key
+
+
+def _around_facts(facts: tuple[Any, ...]) -> tuple[str, str]:
+    return _around(*facts)
+
+
 def _dumps_shared(schema: Any) -> str:
     enc = encode_basestring_ascii
     parts: list[str] = []
@@ -86,17 +113,7 @@ def _dumps_shared(schema: Any) -> str:
     for s in schema.steps:
         facts = _step_facts(s)
         if facts != last:
-            try:
-                got = around.get(facts)
-            except TypeError:  # a policy spec (a dict): keyed by the step's own tuple of specs
-                facts = (*facts[:5], id(facts[5]), *facts[6:])
-                got = around.get(facts)
-                if got is None:
-                    got = around[facts] = _around(*_step_facts(s))
-            if got is None:
-                got = around[facts] = _around(*facts)
-            before, after = got
-            last = facts
+            (before, after), last = _memo(around, facts, _around_facts)
         name = s.name
         name_text = names[name] = enc(name)
         extend((before, name_text, after))
@@ -195,23 +212,17 @@ def _pieces(schema: Any) -> Pieces:
     escaped: dict[str, str] = {}
     step_shapes = array("i")
     put = step_shapes.append
+
+    def new_shape(facts: tuple[Any, ...]) -> int:
+        shapes.append(_around_name(*facts))
+        return len(shapes) - 1
+
     last: Any = None
     shape = 0
     for s in schema.steps:
         facts = _step_facts(s)
         if facts != last:
-            try:
-                got = index.get(facts)
-            except TypeError:  # a policy spec (a dict): keyed by the step's own tuple of specs
-                facts = (*facts[:5], id(facts[5]), *facts[6:])
-                got = index.get(facts)
-                if got is None:
-                    got = index[facts] = len(shapes)
-                    shapes.append(_around_name(*_step_facts(s)))
-            if got is None:
-                got = index[facts] = len(shapes)
-                shapes.append(_around_name(*facts))
-            shape, last = got, facts
+            shape, last = _memo(index, facts, new_shape)
         name = s.name
         if type(name) is not str:
             raise TypeError(name)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import selectors
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 from ..broker.base import StepReport
@@ -41,6 +42,7 @@ class Requests:
     names: dict[str, str]
     _sel: selectors.BaseSelector
     _handlers: dict[str, Callable[..., Reply]]
+    _deferred: Callable[[], AbstractContextManager[None]]  # the client's deferred_events
 
     if TYPE_CHECKING:  # the server's own (handing out work, tracking reports, closing a pipe)
         def _offer(self, ep: Endpoint, kind: str, worker_id: str | None, wait: bool) -> Reply: ...
@@ -74,8 +76,10 @@ class Requests:
             except (KeyError, ValueError):
                 pass
             return False
+        if not frames:  # part of a message: the rest comes with a later read
+            return True
         frames.reverse()
-        with self.client.deferred_events():  # answers leave before the broker's events reach its listeners
+        with self._deferred():  # answers leave before the broker's events reach its listeners
             self._requests(ep, frames)
         return True
 
@@ -96,8 +100,13 @@ class Requests:
                     reports.extend(args[1])
                     continue
                 reports.append(args[1])
-                self._answer(ep, self._reports_and_get, args[0], reports, *args[2:])
+                try:  # the hot path of every worker: straight to the broker, no handler lookup
+                    reply = self._reports_and_get(ep, wid, reports, *args[2:])
+                except Exception as exc:  # the worker gets the broker's error as a value
+                    reply = ("error", type(exc).__name__, str(exc))
                 reports = []
+                if reply is not None:
+                    self._send(ep, reply)
                 continue
             self._flush_reports(ep, wid, reports)
             self._handle(ep, kind, args)
@@ -187,9 +196,10 @@ class Requests:
         answer, as a lone ``report_step`` would raise it.
         """
         refused = self._take_reports(ep, worker_id, reports)
-        for exc in refused[:-1]:
-            if exc is not None:
-                log.warning("report from worker %s refused: %s", ep.label, exc)
+        if len(refused) > 1:
+            for exc in refused[:-1]:
+                if exc is not None:
+                    log.warning("report from worker %s refused: %s", ep.label, exc)
         if refused and refused[-1] is not None:
             raise refused[-1]
         return self._offer(ep, "get_step", worker_id, wait)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..broker.base import StepReport
 from ..broker.clients import BrokerClient
+from ._pipeforms import report_from
 from .channel import PROTOCOL_VERSION, REQUEST_KINDS, decode
 from .endpoint import Endpoint, Reply, Supervisor
 from .latency import send
@@ -96,10 +97,19 @@ class Requests:
                 continue
             if kind in _REPORTS and len(args) >= 2 and (not reports or args[0] == wid):
                 wid = args[0]
-                if kind == "reports":
-                    reports.extend(args[1])
+                try:  # reports travel in their pipe form (_pipeforms)
+                    got = [report_from(r) for r in args[1]] if kind == "reports" else [report_from(args[1])]
+                except Exception as exc:
+                    self._flush_reports(ep, wid, reports)  # those read before it still count
+                    why = f"a report from worker {ep.label} cannot be read: {type(exc).__name__}: {exc}"
+                    if kind == "reports":  # one-way: nobody waits for an answer
+                        log.warning("%s", why)
+                    else:
+                        self._send(ep, ("error", "ValueError", why))
                     continue
-                reports.append(args[1])
+                reports.extend(got)
+                if kind == "reports":
+                    continue
                 try:  # the hot path of every worker: straight to the broker, no handler lookup
                     reply = self._reports_and_get(ep, wid, reports, *args[2:])
                 except Exception as exc:  # the worker gets the broker's error as a value
@@ -186,8 +196,8 @@ class Requests:
     def _get(self, ep: Endpoint, worker_id: str, wait: bool) -> Reply:
         return self._offer(ep, "get_step", worker_id, wait)
 
-    def _report_and_get(self, ep: Endpoint, worker_id: str, report: StepReport, wait: bool) -> Reply:
-        return self._reports_and_get(ep, worker_id, [report], wait)
+    def _report_and_get(self, ep: Endpoint, worker_id: str, report: Any, wait: bool) -> Reply:
+        return self._reports_and_get(ep, worker_id, [report_from(report)], wait)
 
     def _reports_and_get(self, ep: Endpoint, worker_id: str, reports: list[StepReport], wait: bool) -> Reply:
         """Record ``reports`` (the one-way ones read with it, then its own) and hand out the next work.
@@ -204,12 +214,12 @@ class Requests:
             raise refused[-1]
         return self._offer(ep, "get_step", worker_id, wait)
 
-    def _reports_oneway(self, ep: Endpoint, worker_id: str, reports: list[StepReport]) -> Reply:
-        self._flush_reports(ep, worker_id, list(reports))
+    def _reports_oneway(self, ep: Endpoint, worker_id: str, reports: list[Any]) -> Reply:
+        self._flush_reports(ep, worker_id, [report_from(r) for r in reports])
         return None
 
-    def _report_only(self, ep: Endpoint, worker_id: str, report: StepReport) -> Reply:
-        refused = self._take_reports(ep, worker_id, [report])
+    def _report_only(self, ep: Endpoint, worker_id: str, report: Any) -> Reply:
+        refused = self._take_reports(ep, worker_id, [report_from(report)])
         if refused[0] is not None:
             raise refused[0]
         return ("ok", None)

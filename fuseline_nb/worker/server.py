@@ -31,6 +31,7 @@ from ..broker.base import StepReport
 from ..broker.clients import BrokerClient
 from ..workflow.events import Event
 from ..workflow.status import Status
+from ._pipeforms import assignment_wire
 from .endpoint import Endpoint, Reply, Supervisor
 from .latency import PREFETCH_DEFAULT, Spin, batch_size, spin_seconds
 from .requests import Requests
@@ -343,7 +344,7 @@ class ChannelServer(Requests):
                 if batch and wait and self.spin.wanted():  # see latency.Spin: this channel's replies decide
                     self._handed_at = now = time.perf_counter()
                     self._spin_until = now + self.spin.seconds
-                return ("assignments", batch)
+                return ("assignments", [assignment_wire(a) for a in batch])
         ep.parked = (kind, worker_id)
         self._parked[ep.label] = ep
         return None

@@ -209,7 +209,10 @@ class _Walker:
     def value(self, value: Any, depth: int = 0) -> None:
         parts = self.parts
         if isinstance(value, _PLAIN):
-            parts.append(f"{type(value).__name__}:{value!r}")
+            try:
+                parts.append(f"{type(value).__name__}:{value!r}")
+            except ValueError:  # an int over Python's digit limit for str(): its hex has no limit
+                parts.append(f"{type(value).__name__}:{hex(value)}")
         elif isinstance(value, (tuple, list, frozenset, set)) and len(value) <= _SMALL and depth < 8:
             items = sorted(value, key=repr) if isinstance(value, (set, frozenset)) else value
             parts.append(f"{type(value).__name__}[{len(value)}]")

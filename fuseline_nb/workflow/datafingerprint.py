@@ -75,7 +75,7 @@ def data_fingerprint(value: Any, pickled: bytes | None = None) -> str:
         try:
             text = repr(value)
         except ValueError:  # an int over Python's digit limit for str(): its hex has no limit
-            text = hex(value)
+            text = hex(int(value))  # type: ignore[arg-type]
         return scalar_fingerprint(value, text)
     h = new_hasher()
     if type(value).__name__ == "Value" and isinstance(fp := getattr(value, "fingerprint", None), str):

@@ -212,7 +212,7 @@ class _Walker:
             try:
                 parts.append(f"{type(value).__name__}:{value!r}")
             except ValueError:  # an int over Python's digit limit for str(): its hex has no limit
-                parts.append(f"{type(value).__name__}:{hex(value)}")
+                parts.append(f"{type(value).__name__}:{hex(int(value))}")  # type: ignore[arg-type]
         elif isinstance(value, (tuple, list, frozenset, set)) and len(value) <= _SMALL and depth < 8:
             items = sorted(value, key=repr) if isinstance(value, (set, frozenset)) else value
             parts.append(f"{type(value).__name__}[{len(value)}]")

@@ -49,6 +49,7 @@ from operator import attrgetter, is_
 from typing import Any
 
 from ._fingerprint_code import code_digest, global_names, is_user, library
+from .depends import label
 from .steps import WIRING_ATTRIBUTES, Depends, FunctionStep, Step
 
 #: Bumped when the recipe changes, so old cache entries stop matching.
@@ -227,7 +228,12 @@ class _Walker:
             parts.append(f"enum {type(value).__module__}.{type(value).__qualname__}.{value.name}")
         elif isinstance(value, Depends):
             # the upstream step's own fingerprint and result count through the data, not here
-            parts.append(f"depends {value!r}")
+            condition = value.condition
+            if condition is None:
+                parts.append(f"depends {value!r}")
+            else:  # a condition counts by its code and data (its repr may hold an address, or hide its code)
+                parts.append(f"depends Depends({', '.join(map(label, value.steps))}) condition")
+                self.obj(condition)
         elif isinstance(value, Step):
             parts.append(f"step {type(value).__qualname__} {value.name}")
         elif dataclasses.is_dataclass(value) and not isinstance(value, type) and _frozen(value) and depth < 8:

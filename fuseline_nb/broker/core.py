@@ -241,7 +241,7 @@ class StorageBroker(Applier, WorkerCalls, HistoryReads, Broker):
         if n <= 0:
             return taken
         fx = Effects()  # the whole batch's writes and events: applied at once
-        fetch, runs, active, assign = self.storage.fetch_steps, st.runs, st.active, leases.assign
+        fetch, runs, active, hand_out = self.storage.fetch_steps, st.runs, st.active, leases.hand_out
         for key in worker.keys:
             ids = active.get(key)
             if not ids:
@@ -261,7 +261,7 @@ class StorageBroker(Applier, WorkerCalls, HistoryReads, Broker):
                         elif infos.state_of(step) is _RUNNING or step in outcomes:
                             log.debug("dropping duplicate queue entry %r of run %s", step, run_id)
                         else:  # a duplicate entry never runs a step twice
-                            taken.append(assign(st, run, step, worker, now, fx)[0])
+                            taken.append(hand_out(st, run, step, worker, now, fx))
                     if len(taken) >= n:
                         self._apply(fx)
                         return taken

@@ -208,13 +208,15 @@ class Session:
         inputs = run_inputs(inputs)
         with paused_gc():  # a large workflow's schema, bytes and run records are long-lived: no rescans
             wf.refresh()
+            registered = self.broker.list_workflows()
+            # the same definition built again (a cell run again) takes the registered schema object
+            # (compared with it before making a schema of its own, when it has none yet): the version
+            # check, the pool and the broker then know it by identity, not step by step
+            adopted = wf._adopt_unmade(registered)
             wf.to_schema().check_inputs(inputs)  # before anything is shipped
             values = _input_values(inputs)
             warn_stale(wf, stacklevel=2)
-            registered = self.broker.list_workflows()
-            # the same definition built again (a cell run again) takes the registered schema object:
-            # the version check, the pool and the broker then know it by identity, not step by step
-            if not wf._adopt_schema(registered) and wf.settle_version(registered):
+            if not adopted and not wf._adopt_schema(registered) and wf.settle_version(registered):
                 wf._adopt_schema(registered)
             if self.pool is not None:
                 self.pool.check()

@@ -4,7 +4,8 @@ A broker that finds unfinished runs in its storage (a reopened DuckDB file)
 resumes them: finished steps keep their outcomes (fed to the rules in the
 order they finished), the skips and cancels those imply are recorded if the
 storage had not seen them, and every step that was queued or running is
-queued again. Like the other transitions, :func:`resume` changes the
+queued again (an attempt that was running ends as a lost one, as when its
+worker dies: ``step_finished`` FAILED with ``lost``). Like the other transitions, :func:`resume` changes the
 :class:`~fuseline_nb.broker.state.LiveState` and returns the effects.
 
 Examples
@@ -16,8 +17,8 @@ Examples
 >>> c = Compiled(Workflow(outputs=[FunctionStep(lambda: 1, name="one")], workflow_id="w").to_schema())
 >>> info = RunInfo("r1", "w", Status.RUNNING, {"one": StepInfo(Status.RUNNING, attempts=1)}, created_at=0.0)
 >>> fx = resume(st, c, info, last_seq=2, now=5.0)
->>> [w[0] for w in fx.writes], st.runs["r1"].seq
-(['enqueue', 'save_step'], 3)
+>>> [w[0] for w in fx.writes], [(e.seq, e.kind, e.attempt) for e in fx.events]
+(['enqueue', 'save_step'], [(3, 'step_finished', 1), (4, 'step_queued', 0)])
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ from .state import Compiled, LiveRun, LiveState, succeeded
 from .transitions import Effects, enqueue, finish_run, record_derived
 
 log = logging.getLogger(__name__)
+
+#: The error of an attempt that was running when its broker stopped (announced as lost when its run resumes).
+LOST = "the broker stopped while the step ran (history reopened); queued again"
+RESUMED = {"reason": "resumed"}
 
 
 def resume(st: LiveState, compiled: Compiled, info: RunInfo, last_seq: int, now: float) -> Effects:
@@ -70,9 +75,13 @@ def resume(st: LiveState, compiled: Compiled, info: RunInfo, last_seq: int, now:
     pending = [n for n in compiled.plan.order if n in tracker.decided and n not in tracker.outcomes]
     for n in pending:
         pending_info = run.info(n)
+        if pending_info.state is Status.RUNNING and pending_info.attempts:
+            # the attempt that ran when the broker stopped is lost: it ends (one step_finished per attempt)
+            fx.emit(run, now, "step_finished", n, Status.FAILED, pending_info.worker, pending_info.attempts,
+                    {"error": LOST, "retry": pending_info.attempts, "lost": True})
         pending_info.state, pending_info.worker = Status.PENDING, None
     log.info("resuming run %s: %d step(s) queued again", run.run_id, len(pending))
-    enqueue(run, pending, now, fx)
+    enqueue(run, pending, now, fx, RESUMED)
     return fx
 
 

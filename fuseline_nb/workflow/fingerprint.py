@@ -10,7 +10,8 @@ A step's fingerprint covers
   installed libraries and the standard library count by package version;
 - the values of the plain globals and closure variables it reads (numbers,
   strings, tuples, small containers, frozen dataclasses, enums; anything
-  else by a digest of its pickle, or of its buffers for arrays and tables).
+  else by a digest of its pickle, or of its buffers for arrays and tables;
+  an object of a user class also by its class's code).
 
 The same code gives the same fingerprint in another process and after a
 kernel restart. A step that reads state the fingerprint cannot see (files,
@@ -236,6 +237,10 @@ class _Walker:
         else:
             from .datafingerprint import data_fingerprint
 
+            cls = type(value)
+            if is_user(cls.__module__):
+                # an object of a notebook class pickles by reference to its class: its methods count by code
+                self.cls(cls)
             try:
                 parts.append(f"data {type(value).__qualname__} {data_fingerprint(value)}")
             except Exception:  # cannot be pickled: its type is all there is (docs: use code_version)

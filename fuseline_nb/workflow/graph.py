@@ -36,7 +36,7 @@ from .status import Status
 from .steps import Step
 from .structure import Structure, build
 from .surface import Surface
-from .toschema import make_schema, policy_spec
+from .toschema import make_schema, policy_spec, same_schema
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -254,6 +254,28 @@ class Workflow(Surface):
                 self._schema_cache = known  # equal edges: the structure remakes them from either
                 return True
         return False
+
+    def _adopt_unmade(self, registered: Iterable[WorkflowSchema]) -> bool:
+        """Before this workflow made a schema: use the registered one of its id and version when the
+        schema it would make equals it (a cell run again), without making its own. Whether it did.
+
+        The fingerprints are computed now (an edited global or helper gives
+        another one); any difference leaves the workflow as it was, to make
+        its own schema.
+        """
+        if self._schema_cache is not None:
+            return False
+        key = (self.workflow_id, self.version)
+        known = next((k for k in registered if (k.workflow_id, k.version) == key), None)
+        if known is None:
+            return False
+        with paused_gc():
+            if not same_schema(self._full(), known, self.name, tuple(map(policy_spec, self.policies)),
+                               _fingerprint_list(list(self.steps.values()))):
+                return False
+        self._schema_cache = known
+        self._structure.edges = None  # as to_schema(): the schema holds the edges
+        return True
 
     def fingerprints(self) -> dict[str, str]:
         """``{step: code fingerprint}``, computed now (see :mod:`fuseline_nb.workflow.fingerprint`).

@@ -21,8 +21,10 @@ Examples
 from __future__ import annotations
 
 from itertools import repeat
+from operator import attrgetter
 from typing import Any
 
+from ._schema_parts import _EDGE_FIELDS, _STEP_FIELDS
 from .schema import (  # the schema objects' writable twins: filled, then frozen
     WorkflowSchema,
     _EdgeFill,
@@ -85,6 +87,65 @@ def make_schema(structure: Structure, workflow_id: str, version: str, name: str,
     return schema
 
 
+#: A schema step's / edge's field values, in the order :func:`make_schema` fills them.
+_STEP_ROW, _EDGE_ROW = attrgetter(*_STEP_FIELDS), attrgetter(*_EDGE_FIELDS)
+
+
+def same_schema(structure: Structure, known: WorkflowSchema, name: str, policies: tuple[dict[str, Any], ...],
+                fingerprints: list[str]) -> bool:
+    """Whether :func:`make_schema` would make a schema equal to ``known`` under ``known``'s id and version.
+
+    A cell run again builds the same definition anew; comparing its facts
+    with the registered schema's side by side, field by field, tells so
+    without making a schema object per step and edge first (and without the
+    dataclasses' ``__eq__`` per step). ``fingerprints``: the steps'
+    fingerprints in the structure's order. Every field of a step and an edge
+    is compared (rows of all :data:`_STEP_FIELDS` / :data:`_EDGE_FIELDS`):
+    any difference answers ``False``, and the caller makes its own schema.
+
+    Examples
+    --------
+    >>> from fuseline_nb import FunctionStep
+    >>> from fuseline_nb.workflow.structure import build
+    >>> def load(path):
+    ...     return path
+    >>> s = build([FunctionStep(load)])
+    >>> known = make_schema(s, "w", "1", "workflow", (), {"load": "f" * 32})
+    >>> same_schema(s, known, "workflow", (), ["f" * 32]), same_schema(s, known, "workflow", (), ["e" * 32])
+    (True, False)
+    """
+    steps, order, shapes = structure.steps, structure.order, structure.shapes
+    assert shapes is not None  # packing.complete() remakes them
+    ks = known.steps
+    if (len(ks) != len(order) or len(fingerprints) != len(order) or known.name != name
+            or known.policies != policies or known.outputs != tuple(structure.output_names)):
+        return False
+    # Column by column, each a C-level pass; the fields make_schema fills, in _STEP_FIELDS order
+    # (a field added there and not here makes the rows' lengths differ: never equal).
+    values = list(steps.values())
+    if list(map(_NAME, values)) != order:  # the steps dict is in the structure's order
+        values = [steps[n] for n in order]
+    dicts = list(map(_DICT, values))
+    held = list(map(dict.get, dicts, repeat("policies")))
+    if any(held):
+        pols: list[Any] = [tuple(map(policy_spec, p)) if p else () for p in held]
+    else:
+        pols = [()] * len(order)
+    caches = [True if c is True else bool(c) for c in map(getattr, values, repeat("cache"), repeat(True))]
+    kinds = list(map(_KIND, values))
+    mine = list(zip(order, kinds, map(_TARGET, shapes), pols, map(_CONDITIONAL, shapes), fingerprints, caches,
+                    map(_READS, shapes), map(_INPUTS, shapes), strict=True))
+    if mine != list(map(_STEP_ROW, ks)):
+        return False
+    edges = [(u, v, a, group) for (u, v), (actions, group) in structure.sorted_edges() for a in actions]
+    return edges == list(map(_EDGE_ROW, known.edges))
+
+
+_NAME, _KIND, _DICT = attrgetter("name"), attrgetter("kind"), attrgetter("__dict__")
+_TARGET, _CONDITIONAL = attrgetter("target"), attrgetter("conditional")
+_READS, _INPUTS = attrgetter("reads"), attrgetter("inputs")
+
+
 def policy_spec(policy: Any) -> dict[str, Any]:
     """A policy as data: its ``to_spec()``, or its type's name.
 
@@ -102,4 +163,4 @@ def policy_spec(policy: Any) -> dict[str, Any]:
     return {"type": type(policy).__name__}
 
 
-__all__ = ["make_schema", "policy_spec"]
+__all__ = ["make_schema", "policy_spec", "same_schema"]

@@ -280,12 +280,28 @@ class Batch:
         else:
             columns += zip(*[_NO_ERROR if e is None else split_error(e) for e in errors], strict=True)
         if results and not results.keys().isdisjoint(part):
-            stored = [self._result(key, results.pop(key), unpicklable, spill) if key in results
-                      else _NO_RESULT for key in part]
-            columns += zip(*stored, strict=True)
+            columns += zip(*self._results_of(part, results, unpicklable, spill), strict=True)
         else:
             columns += (_nones(n),) * len(_NO_RESULT)
         return columns
+
+    def _results_of(self, part: dict[tuple[str, str], StepRow], results: dict[tuple[str, str], Any],
+                    unpicklable: dict[tuple[str, str], Any],
+                    spill: Callable[[tuple[str, str], bytes], str] | None) -> list[StoredResult]:
+        """The stored result of each step of ``part`` (popped from ``results``; ``_NO_RESULT`` for a
+        step whose result is not in this batch). A step that returned None (most do) costs no call."""
+        none = _NONE_STORED if not self.safe else None  # the safe form stores None's preview only
+        out: list[StoredResult] = []
+        pop, add = results.pop, out.append
+        for key in part:
+            value = pop(key, _NO_RESULT)
+            if value is None and none is not None:
+                add(none)
+            elif value is _NO_RESULT:
+                add(_NO_RESULT)
+            else:
+                add(self._result(key, value, unpicklable, spill))
+        return out
 
     def _result(self, key: tuple[str, str], value: Any, unpicklable: dict[tuple[str, str], Any],
                 spill: Callable[[tuple[str, str], bytes], str] | None) -> StoredResult:
@@ -304,6 +320,7 @@ StoredResult = tuple[str | None, bytes | None, int | None, str | None, str | Non
 _NO_ERROR: tuple[None, None] = (None, None)
 _PENDING: StepRow = step_row(StepInfo())  # a step no record has reached yet
 _NO_RESULT: StoredResult = (None, None, None, None, None, None, None)
+_NONE_STORED: StoredResult = (*result_row(("", ""), None), None)  # a step that returned None
 
 
 def _nones(n: int) -> tuple[None, ...]:

@@ -1,0 +1,63 @@
+"""Audit (session 6): a history reopened after its kernel stopped mid-run, with real DuckDB files and processes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import fuseline_nb as fl
+from fuseline_nb.broker import DuckDBBroker
+from fuseline_nb.broker.base import StepReport
+
+
+def _one() -> int:
+    return 1
+
+
+def _two(x: int = fl.Depends(_one)) -> int:
+    return 2
+
+
+def _attempts(events: list) -> dict[tuple[str, int], list[str]]:
+    """``{(step, attempt): [kinds]}`` of the started/finished events."""
+    out: dict[tuple[str, int], list[str]] = {}
+    for e in events:
+        if e.kind in ("step_started", "step_finished") and e.attempt:
+            out.setdefault((e.step, e.attempt), []).append(e.kind)
+    return out
+
+
+def test_an_attempt_running_when_the_history_was_closed_ends_in_the_events_when_it_resumes(tmp_path: Path) -> None:
+    # DESIGN §3: each attempt ends with exactly one step_finished. Before: the attempt that was running when
+    # the kernel stopped had a step_started and nothing else; the step was queued again silently.
+    wf = fl.Workflow(outputs=[fl.FunctionStep(_two, name="two")], workflow_id="audit6-resume")
+    path = tmp_path / "h.duckdb"
+    broker = DuckDBBroker(path)
+    worker = broker.register_worker([wf.to_schema()])
+    run_id = broker.dispatch_workflow(wf.to_schema(), {})
+    held = broker.get_step(worker)
+    assert (held.step_name, held.attempt) == ("_one", 1)
+    broker.close()  # the kernel restarted while the step ran
+    broker = DuckDBBroker(path)
+    try:
+        worker = broker.register_worker([wf.to_schema()])
+        for _ in range(2):
+            a = broker.get_step(worker)
+            broker.report_step(worker, StepReport("audit6-resume", run_id, a.step_name, fl.Status.SUCCEEDED,
+                                                  result=a.attempt, attempt=a.attempt))
+        assert broker.get_run(run_id).state is fl.Status.SUCCEEDED
+        events = broker.events(run_id)
+        per_attempt = _attempts(events)
+        assert per_attempt == {("_one", 1): ["step_started", "step_finished"],
+                               ("_one", 2): ["step_started", "step_finished"],
+                               ("two", 1): ["step_started", "step_finished"]}, per_attempt
+        lost = [e for e in events if e.kind == "step_finished" and e.step == "_one" and e.attempt == 1][0]
+        assert lost.state is fl.Status.FAILED and lost.detail["lost"] is True
+        assert "reopened" in lost.detail["error"]
+        again = [e for e in events if e.kind == "step_queued" and e.step == "_one"]
+        assert [e.detail for e in again] == [None, {"reason": "resumed"}]
+        rows = broker.sql("select kind, attempt from events where run_id = ? and step = '_one' order by seq",
+                          [run_id]).fetchall()
+        assert rows == [("step_queued", 0), ("step_started", 1), ("step_finished", 1), ("step_queued", 0),
+                        ("step_started", 2), ("step_finished", 2)]
+    finally:
+        broker.close()

@@ -1,4 +1,4 @@
-"""Give the C heap's free memory back to the operating system after a big flush.
+"""Give the C heaps' free memory back to the operating system after a big flush.
 
 A big flush (a fan-out's root queueing a million steps, a definition of a
 million steps) makes DuckDB and the flusher allocate and free hundreds of
@@ -45,8 +45,19 @@ def big_flush(rows: int, steps_in_definitions: int) -> bool:
 
 
 def give_back() -> bool:
-    """Return the C heap's free pages to the system (glibc's ``malloc_trim(0)``); whether it could."""
+    """Return the C heaps' free pages to the system; whether glibc's could be trimmed.
+
+    Arrow's own pool (mimalloc by default, which keeps freed segments for
+    reuse) is asked to release what it holds unused too, when pyarrow is
+    loaded (the flush's Arrow tables come from it).
+    """
     global _TRIM
+    arrow = sys.modules.get("pyarrow")
+    if arrow is not None:
+        try:
+            arrow.default_memory_pool().release_unused()
+        except Exception:  # an older pyarrow, another pool: nothing to release
+            log.debug("releasing Arrow's unused memory failed", exc_info=True)
     if _TRIM is None:
         _TRIM = _find_trim()
     if _TRIM is False:

@@ -59,7 +59,7 @@ from .latency import HOLD_SECONDS, FrameReader, Spin, send, send_all
 log = logging.getLogger(__name__)
 
 #: Bumped when a message changes shape; a worker of another version is refused.
-PROTOCOL_VERSION: Final = 4
+PROTOCOL_VERSION: Final = 5
 
 RequestKind = Literal[
     "hello", "load_error", "register_worker", "unregister_worker", "get_step", "report_and_get",
@@ -283,6 +283,8 @@ class ChannelClient(BrokerClient):
                 worker_id = self._take_early() or worker_id
             if reply[0] == "assignments":
                 self._took(reply[1])
+                if len(reply) > 2:  # the kernel refused the report it answers: the next steps are in hand
+                    raise rebuild_error(*reply[2])
                 return
             if self.on_workflows is None:
                 raise ChannelClosed("the kernel sent workflows to a client that cannot take them")

@@ -14,8 +14,12 @@ with an error naming the choices. The messages are the broker's own
 dataclasses; user data in them (run inputs, step results) is a
 :class:`~fuseline_nb.workflow.value.Value` made where it was born, so it
 crosses as its bytes, classes and functions defined in a notebook included,
-and is opened only by the worker that runs the consuming step. Errors travel
-as ``(type name, message)`` and are raised again as the same class.
+and is opened only by the worker that runs the consuming step. A step's
+report and its assignments travel as their fields' tuples
+(``fuseline_nb.worker._pipeforms``: cheaper to pickle, every field kept).
+Errors travel as ``(type name, message)`` and are raised again as the same
+class; a refused report answered with the next step comes as
+``("assignments", batch, (type name, message))``.
 
 The hot path is at most one round trip per step: a worker's
 ``report_and_get`` carries its report and receives its next assignments. A

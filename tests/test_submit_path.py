@@ -8,9 +8,9 @@ import pickle
 import tracemalloc
 
 import fuseline_nb as fl
-from fuseline_nb.workflow.schema import StepSchema, WorkflowSchema
 from fuseline_nb.worker import pool as pool_module
 from fuseline_nb.worker.shipping import load_definition, ship
+from fuseline_nb.workflow.schema import StepSchema, WorkflowSchema
 
 
 def _counting_ship(monkeypatch) -> list[tuple[str, str]]:

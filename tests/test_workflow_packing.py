@@ -232,6 +232,6 @@ def test_steps_of_one_kind_pack_as_one_group_and_mixed_ones_keep_their_order() -
     assert [(type(s), attrs(s)) for s in back] == [(type(s), attrs(s)) for s in same]
     odd = FunctionStep(len, name="odd", policies=[RetryPolicy(max_retries=1)])  # another attribute set
     for mixed in ([*same[:2], odd, *same[2:]], [*same[:3], Own(name="own"), *same[3:]], [odd], [Own(name="o")]):
-        back = unpack_steps(pickle.loads(pickle.dumps(pack_steps(mixed))))
+        back = unpack_steps(pickle.loads(cloudpickle.dumps(pack_steps(mixed))))
         assert [(type(s), attrs(s)) for s in back] == [(type(s), attrs(s)) for s in mixed]
     assert pack_steps([]) == ("columns", None, [])

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from itertools import islice
 from typing import Any
 
@@ -47,13 +47,13 @@ class Batch:
         self.workflows: list[tuple[WorkflowSchema, float]] = []
         #: New runs: workflow id, version, inputs, creation time and the names of their steps
         #: (PENDING unless ``steps`` holds a later record; no row per step until the flush).
-        self.runs: dict[str, tuple[str, str, dict[str, Any], float, tuple[str, ...]]] = {}
+        self.runs: dict[str, tuple[str, str, dict[str, Any], float, Sequence[str]]] = {}
         self.steps: dict[tuple[str, str], StepRow] = {}
         self.results: dict[tuple[str, str], Any] = {}
         self.events: list[Event] = []
         self.finals: dict[str, tuple[str, float]] = {}
         #: More PENDING rows of runs created in an earlier part of the same flush (see :meth:`chunks`).
-        self.more_pending: list[tuple[str, tuple[str, ...]]] = []
+        self.more_pending: list[tuple[str, Sequence[str]]] = []
 
     def add_workflow(self, schema: WorkflowSchema) -> None:
         """Buffer a newly registered workflow (stamped with the wall clock)."""
@@ -110,7 +110,7 @@ class Batch:
         head = Batch()
         head.safe, head.workflows, head.finals = self.safe, self.workflows, self.finals
         # every step of a new run PENDING first, in parts, before any record updates one
-        packs: list[list[tuple[str, tuple[str, ...]]]] = [[]]
+        packs: list[list[tuple[str, Sequence[str]]]] = [[]]
         room = rows
         for run_id, (wf, version, inputs, created, all_names) in self.runs.items():
             head.runs[run_id] = (wf, version, inputs, created, ())
@@ -258,7 +258,7 @@ class Batch:
         tables.update((name, table(name, cols, self.safe)) for name, cols in columns.items())
         return tables
 
-    def _pending(self, run_id: str, names: tuple[str, ...]) -> pa.Table:
+    def _pending(self, run_id: str, names: Sequence[str]) -> pa.Table:
         """The PENDING rows of a new run's steps, as whole Arrow columns (no Python object per row)."""
         schema, n = SCHEMAS["batch_new_steps"], len(names)
         row = (run_id, None, *_PENDING, *_NO_ERROR, *_NO_RESULT)  # None: the names' column
@@ -280,12 +280,28 @@ class Batch:
         else:
             columns += zip(*[_NO_ERROR if e is None else split_error(e) for e in errors], strict=True)
         if results and not results.keys().isdisjoint(part):
-            stored = [self._result(key, results.pop(key), unpicklable, spill) if key in results
-                      else _NO_RESULT for key in part]
-            columns += zip(*stored, strict=True)
+            columns += zip(*self._results_of(part, results, unpicklable, spill), strict=True)
         else:
             columns += (_nones(n),) * len(_NO_RESULT)
         return columns
+
+    def _results_of(self, part: dict[tuple[str, str], StepRow], results: dict[tuple[str, str], Any],
+                    unpicklable: dict[tuple[str, str], Any],
+                    spill: Callable[[tuple[str, str], bytes], str] | None) -> list[StoredResult]:
+        """The stored result of each step of ``part`` (popped from ``results``; ``_NO_RESULT`` for a
+        step whose result is not in this batch). A step that returned None (most do) costs no call."""
+        none = _NONE_STORED if not self.safe else None  # the safe form stores None's preview only
+        out: list[StoredResult] = []
+        pop, add = results.pop, out.append
+        for key in part:
+            value = pop(key, _NO_RESULT)
+            if value is None and none is not None:
+                add(none)
+            elif value is _NO_RESULT:
+                add(_NO_RESULT)
+            else:
+                add(self._result(key, value, unpicklable, spill))
+        return out
 
     def _result(self, key: tuple[str, str], value: Any, unpicklable: dict[tuple[str, str], Any],
                 spill: Callable[[tuple[str, str], bytes], str] | None) -> StoredResult:
@@ -304,6 +320,7 @@ StoredResult = tuple[str | None, bytes | None, int | None, str | None, str | Non
 _NO_ERROR: tuple[None, None] = (None, None)
 _PENDING: StepRow = step_row(StepInfo())  # a step no record has reached yet
 _NO_RESULT: StoredResult = (None, None, None, None, None, None, None)
+_NONE_STORED: StoredResult = (*result_row(("", ""), None), None)  # a step that returned None
 
 
 def _nones(n: int) -> tuple[None, ...]:

@@ -41,8 +41,8 @@ Examples
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from threading import get_ident
 
 from ..workflow.events import Event, EventHub
@@ -63,7 +63,7 @@ class Outbox:
     (False, [])
     """
 
-    __slots__ = ("_deferring", "_delivered", "_delivering", "_hub", "_lock", "held")
+    __slots__ = ("_block", "_deferring", "_delivered", "_delivering", "_hub", "_lock", "held")
 
     def __init__(self, hub: EventHub, lock: threading.RLock, delivered: Callable[[], None] | None = None) -> None:
         self._hub = hub
@@ -73,6 +73,7 @@ class Outbox:
         #: events made but not yet delivered (in the order they were made), from any thread's block
         self.held: list[Event] = []
         self._delivering = 0  # deliveries under way (a listener's broker call may nest one)
+        self._block = _Deferred(self)
 
     def holding(self) -> bool:
         """Whether the calling thread is inside a :meth:`deferred` block."""
@@ -133,21 +134,37 @@ class Outbox:
                     self.held[:0] = events[n:]
             held = self.held  # held meanwhile by a listener's deferred call: delivered in this loop
 
-    @contextmanager
-    def deferred(self) -> Iterator[None]:
-        """Hold the events this thread's broker calls make until the outermost block ends; then deliver them."""
-        me, deferring = get_ident(), self._deferring
-        with self._lock:
-            deferring[me] = deferring.get(me, 0) + 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                depth = deferring.pop(me) - 1
-                if depth:
-                    deferring[me] = depth
-                elif self.held:
-                    self.deliver()
+    def deferred(self) -> AbstractContextManager[None]:
+        """Hold the events this thread's broker calls make until the outermost block ends; then deliver them.
+
+        The same context manager object every time (a channel server enters
+        one per request: no generator made per block).
+        """
+        return self._block
+
+
+class _Deferred:
+    """What :meth:`Outbox.deferred` returns: a block per thread, nested blocks counted."""
+
+    __slots__ = ("_box",)
+
+    def __init__(self, box: Outbox) -> None:
+        self._box = box
+
+    # A thread changes only its own entry of ``_deferring`` (one dict operation at a time), and other
+    # threads only ask whether theirs is there: no lock to enter or leave a block. Delivering takes it.
+    def __enter__(self) -> None:
+        deferring, me = self._box._deferring, get_ident()
+        deferring[me] = deferring.get(me, 0) + 1
+
+    def __exit__(self, *exc: object) -> None:
+        box = self._box
+        deferring, me = box._deferring, get_ident()
+        depth = deferring.pop(me) - 1
+        if depth:
+            deferring[me] = depth
+        elif box.held:
+            box.deliver()
 
 
 __all__ = ["Outbox"]

@@ -241,12 +241,19 @@ class StorageBroker(Applier, WorkerCalls, HistoryReads, Broker):
         if n <= 0:
             return taken
         fx = Effects()  # the whole batch's writes and events: applied at once
-        fetch, runs, active, assign = self.storage.fetch_steps, st.runs, st.active, leases.assign
+        fetch, runs, active, hand_out = self.storage.fetch_steps, st.runs, st.active, leases.hand_out
         for key in worker.keys:
-            for run_id in list(active.get(key, ())):
+            ids = active.get(key)
+            if not ids:
+                continue
+            for run_id in ids:  # handing out ends no run: ``active`` does not change in this loop
                 run = runs.get(run_id)
-                while run is not None and len(taken) < n and (steps := fetch(run_id, n - len(taken))):
-                    index, infos, outcomes = run.compiled.index, run.infos, run.tracker.outcomes
+                if run is None:
+                    continue
+                index, infos, outcomes = run.compiled.index, run.infos, run.tracker.outcomes
+                while True:
+                    want = n - len(taken)
+                    steps = fetch(run_id, want)
                     for step in steps:
                         if step not in index:
                             log.warning("dropping queue entry %r of run %s: the workflow has no such step",
@@ -254,10 +261,12 @@ class StorageBroker(Applier, WorkerCalls, HistoryReads, Broker):
                         elif infos.state_of(step) is _RUNNING or step in outcomes:
                             log.debug("dropping duplicate queue entry %r of run %s", step, run_id)
                         else:  # a duplicate entry never runs a step twice
-                            taken.append(assign(st, run, step, worker, now, fx)[0])
-                if len(taken) >= n:
-                    self._apply(fx)
-                    return taken
+                            taken.append(hand_out(st, run, step, worker, now, fx))
+                    if len(taken) >= n:
+                        self._apply(fx)
+                        return taken
+                    if len(steps) < want:  # the queue is empty (handing out queues nothing)
+                        break
         self._apply(fx)
         return taken
 

@@ -86,10 +86,12 @@ def release(worker: Worker, a: Assignment, now: float) -> None:
     """Forget that ``worker`` holds ``a``; the next one it holds starts (its timeout clock runs from ``now``)."""
     held = worker.held
     key = (a.run_id, a.step)
-    first = next(iter(held)) == key
+    first = next(iter(held.values())) is a
     del held[key]
     if first and held:
-        next(iter(held.values())).running_timeout(now)
+        b = next(iter(held.values()))
+        if b.timeout is not None:
+            b.running_timeout(now)
 
 
 def assign(st: LiveState, run: LiveRun, step: str, worker: Worker, now: float,
@@ -97,6 +99,11 @@ def assign(st: LiveState, run: LiveRun, step: str, worker: Worker, now: float,
     """Hand ``step`` of ``run`` to ``worker`` as a new attempt with a lease (its effects added to ``fx``)."""
     if fx is None:
         fx = Effects()
+    return hand_out(st, run, step, worker, now, fx), fx
+
+
+def hand_out(st: LiveState, run: LiveRun, step: str, worker: Worker, now: float, fx: Effects) -> StepAssignment:
+    """:func:`assign`, answering the assignment only (what ``get_steps`` calls per step)."""
     winfo = worker.info
     wid = winfo.worker_id
     label = winfo.name or wid
@@ -104,8 +111,12 @@ def assign(st: LiveState, run: LiveRun, step: str, worker: Worker, now: float,
     attempt = info.attempts
     deadline = now + st.lease_seconds
     run_id, (workflow_id, version), compiled = run.run_id, run.key, run.compiled
-    timeout = compiled.timeouts.get(step) if compiled.timeouts else None
-    hold(worker, Assignment(workflow_id, version, run_id, step, wid, attempt, deadline, timeout), now)
+    timeouts = compiled.timeouts
+    timeout = timeouts.get(step) if timeouts else None
+    held = worker.held  # hold(), inline
+    a = held[(run_id, step)] = Assignment(workflow_id, version, run_id, step, wid, attempt, deadline, timeout)
+    if timeout is not None and len(held) == 1:
+        a.due = now + timeout
     if deadline < st.next_expiry:
         st.next_expiry = deadline
     fx.save(run_id, step, info)
@@ -113,12 +124,13 @@ def assign(st: LiveState, run: LiveRun, step: str, worker: Worker, now: float,
     fx.events.append(make_event("step_started", run_id, seq, now, step, _RUNNING, label, attempt, None))
     done = run.results
     results = {}
-    for e in compiled.plan.incoming[step]:
-        source = e.source
-        if source in done:
-            results[source] = done[source]
+    if done:
+        for e in compiled.plan.incoming[step]:
+            source = e.source
+            if source in done:
+                results[source] = done[source]
     payload: Payload = {"workflow_inputs": run.inputs, "results": results, "winners": run.tracker.winners(step)}
-    return StepAssignment(workflow_id, run_id, step, payload, now, deadline, attempt, version, timeout), fx
+    return StepAssignment(workflow_id, run_id, step, payload, now, deadline, attempt, version, timeout)
 
 
 def report(st: LiveState, worker: Worker, run: LiveRun, rep: StepReport, now: float,
@@ -132,14 +144,21 @@ def report(st: LiveState, worker: Worker, run: LiveRun, rep: StepReport, now: fl
         step was queued again, or another worker holds it).
     """
     step = rep.step_name
-    a = worker.held.get((run.run_id, step))
+    held = worker.held
+    key = (run.run_id, step)
+    a = held.get(key)
     if a is None or a.attempt != rep.attempt:
         raise StaleReportError(
             f"report for step {step!r} attempt {rep.attempt} of run {run.run_id!r} "
             f"refused: that attempt is no longer assigned to worker {worker.info.worker_id!r} "
             "(its lease expired and the step was queued again)"
         )
-    release(worker, a, now)
+    first = next(iter(held.values())) is a  # release(), inline
+    del held[key]
+    if first and held:
+        b = next(iter(held.values()))
+        if b.timeout is not None:
+            b.running_timeout(now)
     if run.expired:
         run.expired.pop(step, None)  # a report: the count of expired leases starts over
     state = rep.state
@@ -319,5 +338,5 @@ def overdue(workers: Iterable[Worker], now: float) -> tuple[list[Assignment], fl
     return late, nearest
 
 
-__all__ = ["add_worker", "assign", "cancel", "expire", "hold", "keep_alive", "lease_expired", "overdue", "prune", "release",
+__all__ = ["add_worker", "assign", "cancel", "expire", "hand_out", "hold", "keep_alive", "lease_expired", "overdue", "prune", "release",
            "release_ended", "report", "requeue", "unregister"]

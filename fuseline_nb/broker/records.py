@@ -211,15 +211,15 @@ class StepRecords(Mapping[str, StepInfo]):
 
     def close(self) -> None:
         """Write the records opened since the last close back into the arrays; RUNNING ones stay open."""
-        opened, index, store = self.opened, self.index, self._store
-        for step in self._touched:
+        opened, index, store, touched = self.opened, self.index, self._store, self._touched
+        for step in touched:
             info = opened.get(step)
             if info is not None and info.state is not _RUNNING:
                 store(index[step], info)
                 del opened[step]
-        self._touched.clear()
-        if not opened:
+        if not opened and len(touched) > 256:
             self.opened = {}  # a dict keeps its size once grown (a fan-out opens all its steps at once)
+        touched.clear()
 
     def state_of(self, step: str) -> Status:
         """The step's state (PENDING without a record): no ``StepInfo`` made."""

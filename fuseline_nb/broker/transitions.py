@@ -45,13 +45,14 @@ from typing import Any
 
 from ..errors import SchemaMismatchError, UnknownActionError
 from ..workflow.events import Event, make_event
+from ..workflow.readiness import NOTHING
 from ..workflow.rules import Changes, Outcome, resolve_action
-from ..workflow.schema import WorkflowSchema
+from ..workflow.schema import DEFAULT_ACTION, WorkflowSchema
 from ..workflow.status import SKIP_CONDITION, SKIP_NOT_REACHED, Status
 from ..workflow.value import Value, preview
 from .base import StepReport
 from .cache import CacheEntry, RunCache, new_entry
-from .state import Compiled, LiveRun, LiveState, succeeded
+from .state import _OUTCOMES, Compiled, LiveRun, LiveState, succeeded
 
 #: Looks cache keys up: ``{key: (entry, result)}`` for the keys that hit (a read of the cache store).
 Lookup = Callable[[list[str]], dict[str, tuple[CacheEntry, Any]]]
@@ -230,10 +231,11 @@ def enqueue(run: LiveRun, steps: Iterable[str], now: float, fx: Effects,
             detail: dict[str, Any] | None = None) -> None:
     """Queue ``steps`` of ``run`` (PENDING, ``queued_at = now``)."""
     run_id, records = run.run_id, run.infos
-    steps = list(steps)
+    if steps.__class__ is not list:
+        steps = list(steps)
     if not steps:
         return
-    fresh = records.queue_all(steps, now)  # in the run's arrays: no StepInfo per queued step
+    fresh = records.queue_all(steps, now)  # type: ignore[arg-type]  # in the run's arrays: no StepInfo per queued step
     seq, events = run.seq, fx.events
     for step in steps:
         seq += 1
@@ -267,12 +269,16 @@ def complete(st: LiveState, run: LiveRun, step: str, state: Status, report: Step
             value = Value.of(value)  # a direct caller's object: made into a value here, once
         if value is not None:  # named in the error if the notebook cannot open it
             value.origin = f"the result of step {step!r} of run {run_id}"
-        try:
-            info.action = resolve_action(run.compiled.plan, step, candidate)
-        except UnknownActionError as exc:
-            state, report.error, retryable = _S_FAILED, f"UnknownActionError: {exc}", False
+        if isinstance(candidate, str):
+            try:
+                info.action = resolve_action(run.compiled.plan, step, candidate)
+            except UnknownActionError as exc:
+                state, report.error, retryable = _S_FAILED, f"UnknownActionError: {exc}", False
+        else:  # what resolve_action answers for anything but a str
+            info.action = DEFAULT_ACTION
     if state is _S_SUCCEEDED:
-        outcome = succeeded(info.action or "default")
+        action = info.action or DEFAULT_ACTION
+        outcome = _OUTCOMES.get(action) or succeeded(action)
         info.error = info.traceback = None
         run.results[step] = info.__dict__["result"] = value  # (StepInfo.result's setter does this)
         fx.result(run_id, step, value)
@@ -313,8 +319,13 @@ def complete(st: LiveState, run: LiveRun, step: str, state: Status, report: Step
         detail["result_preview"] = value.preview  # for traces and views only
     if run.cache is not None:
         detail["cached"] = False  # a run with caching on says so on every step_finished
-    fx.emit(run, now, "step_finished", step, state, info.worker, info.attempts, detail)
-    apply(st, run, run.tracker.finish(step, outcome), now, fx, lookup)
+    run.seq = seq = run.seq + 1
+    fx.events.append(make_event("step_finished", run_id, seq, now, step, state, info.worker, info.attempts, detail))
+    changes = run.tracker.finish(step, outcome)
+    if changes is not NOTHING:
+        apply(st, run, changes, now, fx, lookup)
+    elif len(run.tracker.outcomes) == len(run.compiled.plan.order):  # apply's last part: the run's end
+        finish_run(st, run, now, fx)
 
 
 def apply(st: LiveState, run: LiveRun, changes: Changes, now: float, fx: Effects,

@@ -93,8 +93,9 @@ class Changes:
     cancelled: list[str] = field(default_factory=list)
 
 
+_NONE: tuple[str, ...] = ()  # an empty part of a Changes (shared: read only)
 #: what :meth:`Readiness.finish` answers when nothing downstream was decided (shared: tuples, read only)
-NOTHING: Changes = Changes((), (), ())  # type: ignore[arg-type]
+NOTHING: Changes = Changes(_NONE, _NONE, _NONE)  # type: ignore[arg-type]
 
 
 class Readiness:
@@ -172,44 +173,76 @@ class Readiness:
         """Record ``outcome`` for ``step`` and propagate it downstream.
 
         When nothing downstream was decided the answer is one shared empty
-        :class:`Changes` (read it, do not change it).
+        :class:`Changes`, and an empty part of an answer is a shared empty
+        tuple (read it, do not change it).
         """
-        changes: Changes | None = None
         if step in self.outcomes:
             return NOTHING
-        outcomes, held, successors, labels = self.outcomes, self._open, self.plan.successors, self.plan.labels
+        ready: list[str] | None = None  # each made when its first step is decided (a fan-out step decides none)
+        skipped: list[str] | None = None
+        cancelled: list[str] | None = None
+        plan = self.plan
+        outcomes, held, successors, labels = self.outcomes, self._open, plan.successors, plan.labels
+        left_of, slots, incoming = self._left, plan.slots, plan.incoming
         work = [(step, outcome)]
         while work:
             u, out = work.pop()
             outcomes[u] = out
-            if out.state is _FAILED:
+            state = out.state
+            if state is _FAILED:
                 self._failed.append(u)
             held.discard(u)
             succ = successors[u]
             if not succ:
                 continue
             lab = labels.get(u)
+            action = out.action if state is _SUCCEEDED else None
             for i, v in enumerate(succ):
                 if v in outcomes or v in held:
                     continue
                 actions, group = _PLAIN if lab is None else lab[i]
-                verdict = self._update(v, u, group, edge_status(out, actions))
+                if action is not None:  # edge_status of a SUCCEEDED source, inline (every step but failures)
+                    status = _E_ACTIVE if action in actions else _E_INACTIVE
+                else:
+                    status = edge_status(out, actions)
+                if group is not None:
+                    verdict = self._update(v, u, group, status)
+                elif status is _E_BROKEN:
+                    verdict = _CANCEL
+                elif status is _E_INACTIVE:
+                    verdict = _SKIP
+                else:  # an active AND slot (_update's last part, inline): ready when it is the last
+                    left = left_of.pop(v, None)
+                    if left is None:  # the first of its slots to become active
+                        left = slots.get(v) or len(incoming[v])
+                    if left > 1:
+                        left_of[v] = left - 1
+                        continue
+                    verdict = _READY
                 if verdict is _WAIT:
                     continue
                 held.add(v)
-                if changes is None:
-                    changes = Changes()
                 if verdict is _READY:
-                    changes.ready.append(v)
+                    if ready is None:
+                        ready = [v]
+                    else:
+                        ready.append(v)
                     continue
                 self._derived[v] = self._culprit(v, group, u)
                 if verdict is _SKIP:
-                    changes.skipped.append(v)
+                    if skipped is None:
+                        skipped = []
+                    skipped.append(v)
                     work.append((v, _NOT_REACHED))
                 else:
-                    changes.cancelled.append(v)
+                    if cancelled is None:
+                        cancelled = []
+                    cancelled.append(v)
                     work.append((v, _CANCELLED))
-        return NOTHING if changes is None else changes
+        if ready is None and skipped is None and cancelled is None:
+            return NOTHING
+        return Changes(_NONE if ready is None else ready, _NONE if skipped is None else skipped,  # type: ignore[arg-type]
+                       _NONE if cancelled is None else cancelled)  # type: ignore[arg-type]
 
     def _culprit(self, v: str, group: str | None, u: str) -> str:
         if group is not None:

@@ -96,3 +96,55 @@ def test_an_edited_method_of_a_global_object_runs_on_the_workers(cells, tmp_path
             """)
             assert cells["wf"].run({"x": 10}) == 10 * k
             assert session.submit(cells["wf"], {"x": 10}).wait(timeout=60) == 10 * k
+
+
+GATE = """
+    class Big(fl.Condition):
+        def check(self, value):
+            return value > {k}
+    def source():
+        return 5
+    def gated(v=fl.Depends(source, condition=Big())):
+        return v
+    wf = fl.Workflow(outputs=[fl.FunctionStep(gated)], workflow_id="audit6-gate")
+"""
+
+
+def test_an_edited_condition_class_changes_the_gated_step_s_fingerprint(cells) -> None:
+    # Before: Depends counted by its repr, 'Depends(source, condition=Big())': the check's code was not seen
+    cells.run(GATE.format(k=3))
+    first = cells["wf"].fingerprints()
+    assert cells["wf"].run({}) == 5
+    cells.run(GATE.format(k=10))
+    assert cells["wf"].run({}) is None  # SKIPPED by its condition
+    assert cells["wf"].fingerprints()["gated"] != first["gated"]
+
+
+def test_a_lambda_condition_gives_the_same_fingerprint_when_its_cell_runs_again(cells) -> None:
+    # Before: the repr of the lambda ('<function <lambda> at 0x7f...>') was hashed: another fingerprint at
+    # every build, so the gated step never came from the cache and was shipped again every time.
+    source = """
+        def source():
+            return 5
+        def gated(v=fl.Depends(source, condition=lambda v: v > {k})):
+            return v
+        wf = fl.Workflow(outputs=[fl.FunctionStep(gated)])
+    """
+    cells.run(source.format(k=3))
+    first = cells["wf"].fingerprints()["gated"]
+    cells.run(source.format(k=3))
+    assert cells["wf"].fingerprints()["gated"] == first
+    cells.run(source.format(k=4))
+    assert cells["wf"].fingerprints()["gated"] != first
+
+
+@pytest.mark.slow
+def test_an_edited_condition_class_gates_on_the_workers(cells, tmp_path) -> None:
+    # Before: the rebuilt workflow was taken for unchanged; the workers kept the first Big: 5, 5
+    with fl.Session(tmp_path / "h.duckdb", workers=1, cache=True) as session:
+        cells.run(GATE.format(k=3))
+        assert session.submit(cells["wf"]).wait(timeout=60) == 5
+        cells.run(GATE.format(k=10))
+        run = session.submit(cells["wf"])
+        assert run.wait(timeout=60) is None
+        assert run.info().steps["gated"].state is fl.Status.SKIPPED

@@ -76,6 +76,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ..workflow.plan import StepOrder
 from ..workflow.policies import retry_settings, timeout_seconds
 from ..workflow.rules import Outcome, Plan, Readiness
 from ..workflow.runinfo import StepInfo
@@ -139,7 +140,8 @@ class Compiled:
     def index(self) -> dict[str, int]:
         """Step -> its position in ``plan.order`` (made on first use): where its record sits in a run's arrays."""
         if self._index is None:
-            self._index = {n: i for i, n in enumerate(self.plan.order)}
+            order = self.plan.order  # a StepOrder: its dict is shared with the storage's row places
+            self._index = order.positions if isinstance(order, StepOrder) else {n: i for i, n in enumerate(order)}
         return self._index
 
     @property

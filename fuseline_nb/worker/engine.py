@@ -109,6 +109,8 @@ def report_of(a: StepAssignment, out: StepOutcome) -> StepReport:
             state, action = Status.FAILED, None
             error = (f"PicklingError: the result of step {a.step_name!r} (a {type(result).__name__}) "
                      f"cannot be pickled, so it cannot reach the broker: {exc}")
+    if action is not None and not action.isascii():
+        action = safe_text(action)  # a str result holding a lone surrogate (a file name) names no action
     # texts that always encode (a surrogate from a file name would make the report unsendable)
     return StepReport(
         a.workflow_id, a.instance_id, a.step_name, state, value, a.attempt,

@@ -76,8 +76,18 @@ def text_preview(value: Any, limit: int = PREVIEW_CHARS) -> str:
         text = repr(value) if type(value) in _SCALARS and not isinstance(value, str | bytes) \
             else _REPR.repr(value)
     except Exception as exc:  # a user __repr__ may raise; a preview must not, and says so
-        text = f"<{type(value).__name__} object: no preview, repr failed with {type(exc).__name__}>"
+        if type(value) is int:  # over Python's digit limit for str()
+            text = f"<int of {_digits(value)} digits>"
+        else:
+            text = f"<{type(value).__name__} object: no preview, repr failed with {type(exc).__name__}>"
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _digits(n: int) -> int:
+    """The number of decimal digits of ``n`` (without making its text)."""
+    n = abs(n)
+    d = max(1, int(n.bit_length() * 0.30102999566398120))
+    return d + 1 if n >= 10 ** d else d
 
 
 def _kind(obj: Any) -> str | None:

@@ -72,7 +72,11 @@ def data_fingerprint(value: Any, pickled: bytes | None = None) -> str:
     if isinstance(value, _PLAIN):
         if isinstance(value, bytes):
             return str(_digest(f"{type(value).__name__}:".encode() + value))
-        return scalar_fingerprint(value, repr(value))
+        try:
+            text = repr(value)
+        except ValueError:  # an int over Python's digit limit for str(): its hex has no limit
+            text = hex(int(value))  # type: ignore[arg-type]
+        return scalar_fingerprint(value, text)
     h = new_hasher()
     if type(value).__name__ == "Value" and isinstance(fp := getattr(value, "fingerprint", None), str):
         return fp  # made once where the value was born (workflow/value.py; no import: value imports us)

@@ -49,6 +49,7 @@ from operator import attrgetter, is_
 from typing import Any
 
 from ._fingerprint_code import code_digest, global_names, is_user, library
+from .depends import label
 from .steps import WIRING_ATTRIBUTES, Depends, FunctionStep, Step
 
 #: Bumped when the recipe changes, so old cache entries stop matching.
@@ -209,7 +210,10 @@ class _Walker:
     def value(self, value: Any, depth: int = 0) -> None:
         parts = self.parts
         if isinstance(value, _PLAIN):
-            parts.append(f"{type(value).__name__}:{value!r}")
+            try:
+                parts.append(f"{type(value).__name__}:{value!r}")
+            except ValueError:  # an int over Python's digit limit for str(): its hex has no limit
+                parts.append(f"{type(value).__name__}:{hex(int(value))}")  # type: ignore[arg-type]
         elif isinstance(value, (tuple, list, frozenset, set)) and len(value) <= _SMALL and depth < 8:
             items = sorted(value, key=repr) if isinstance(value, (set, frozenset)) else value
             parts.append(f"{type(value).__name__}[{len(value)}]")
@@ -224,7 +228,12 @@ class _Walker:
             parts.append(f"enum {type(value).__module__}.{type(value).__qualname__}.{value.name}")
         elif isinstance(value, Depends):
             # the upstream step's own fingerprint and result count through the data, not here
-            parts.append(f"depends {value!r}")
+            condition = value.condition
+            if condition is None:
+                parts.append(f"depends {value!r}")
+            else:  # a condition counts by its code and data (its repr may hold an address, or hide its code)
+                parts.append(f"depends Depends({', '.join(map(label, value.steps))}) condition")
+                self.obj(condition)
         elif isinstance(value, Step):
             parts.append(f"step {type(value).__qualname__} {value.name}")
         elif dataclasses.is_dataclass(value) and not isinstance(value, type) and _frozen(value) and depth < 8:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from itertools import islice
 from typing import Any
 
@@ -47,13 +47,13 @@ class Batch:
         self.workflows: list[tuple[WorkflowSchema, float]] = []
         #: New runs: workflow id, version, inputs, creation time and the names of their steps
         #: (PENDING unless ``steps`` holds a later record; no row per step until the flush).
-        self.runs: dict[str, tuple[str, str, dict[str, Any], float, tuple[str, ...]]] = {}
+        self.runs: dict[str, tuple[str, str, dict[str, Any], float, Sequence[str]]] = {}
         self.steps: dict[tuple[str, str], StepRow] = {}
         self.results: dict[tuple[str, str], Any] = {}
         self.events: list[Event] = []
         self.finals: dict[str, tuple[str, float]] = {}
         #: More PENDING rows of runs created in an earlier part of the same flush (see :meth:`chunks`).
-        self.more_pending: list[tuple[str, tuple[str, ...]]] = []
+        self.more_pending: list[tuple[str, Sequence[str]]] = []
 
     def add_workflow(self, schema: WorkflowSchema) -> None:
         """Buffer a newly registered workflow (stamped with the wall clock)."""
@@ -110,7 +110,7 @@ class Batch:
         head = Batch()
         head.safe, head.workflows, head.finals = self.safe, self.workflows, self.finals
         # every step of a new run PENDING first, in parts, before any record updates one
-        packs: list[list[tuple[str, tuple[str, ...]]]] = [[]]
+        packs: list[list[tuple[str, Sequence[str]]]] = [[]]
         room = rows
         for run_id, (wf, version, inputs, created, all_names) in self.runs.items():
             head.runs[run_id] = (wf, version, inputs, created, ())
@@ -259,7 +259,7 @@ class Batch:
         tables.update((name, table(name, cols, self.safe)) for name, cols in columns.items())
         return tables
 
-    def _pending(self, run_id: str, names: tuple[str, ...]) -> pa.Table:
+    def _pending(self, run_id: str, names: Sequence[str]) -> pa.Table:
         """The PENDING rows of a new run's steps, as whole Arrow columns (no Python object per row)."""
         schema, n = SCHEMAS["batch_new_steps"], len(names)
         row = (run_id, None, *_PENDING, *_NO_ERROR, *_NO_RESULT)  # None: the names' column

@@ -35,6 +35,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ...workflow.plan import StepOrder
 from ._duckdb_sql import SELECT_PLACES
 
 #: Runs with at least this many steps have their rows found by row id.
@@ -50,7 +51,7 @@ class RowPlaces:
         #: run id -> (row id of its first step, step name -> position in create_run's order)
         self.runs: dict[str, tuple[int, dict[str, int]]] = {}
         #: (workflow id, version) -> (step names, their positions): shared by that workflow's runs
-        self.positions: dict[tuple[str, str], tuple[tuple[str, ...], dict[str, int]]] = {}
+        self.positions: dict[tuple[str, str], tuple[Sequence[str], dict[str, int]]] = {}
 
     def written(self, execute: Callable[..., list[tuple[Any, ...]]], runs: dict[str, tuple[Any, ...]],
                 live: Container[str]) -> None:
@@ -64,12 +65,17 @@ class RowPlaces:
             if count == len(names) and last - first + 1 == count and run_id in live:
                 self.place(run_id, workflow_id, version, names, first)
 
-    def place(self, run_id: str, workflow_id: str, version: str, names: tuple[str, ...], first: int) -> None:
-        """Remember that run ``run_id``'s rows are ``names``, in order, from row id ``first``."""
+    def place(self, run_id: str, workflow_id: str, version: str, names: Sequence[str], first: int) -> None:
+        """Remember that run ``run_id``'s rows are ``names``, in order, from row id ``first``.
+
+        ``names`` given as a plan's :class:`~fuseline_nb.workflow.plan.StepOrder` (what the
+        broker's ``create_run`` passes) lends its positions: the broker's own dict, not a copy.
+        """
         key = (workflow_id, version)
         cached = self.positions.get(key)
-        if cached is None or cached[0] != names:
-            cached = self.positions[key] = (names, {name: i for i, name in enumerate(names)})
+        if cached is None or (cached[0] is not names and cached[0] != names):
+            made = names.positions if isinstance(names, StepOrder) else {name: i for i, name in enumerate(names)}
+            cached = self.positions[key] = (names, made)
         self.runs[run_id] = (first, cached[1])
 
     def forget(self, run_id: str) -> None:

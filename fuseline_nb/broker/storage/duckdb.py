@@ -46,6 +46,7 @@ from ...errors import (
 )
 from ...limits import safe_str
 from ...workflow.events import Event
+from ...workflow.plan import StepOrder
 from ...workflow.runinfo import StepInfo
 from ...workflow.schema import WorkflowSchema
 from ...workflow.status import Status
@@ -63,6 +64,7 @@ from ._duckdb_reads import HistoryReads
 from ._duckdb_rows import step_row
 from ._duckdb_schema import read_workflows
 from ._duckdb_write import can_pin_sides, write_apart, write_batch
+from ._trim import big_flush, give_back
 from .base import RuntimeStorage, batches_match
 
 log = logging.getLogger(__name__)
@@ -229,7 +231,9 @@ class DuckDBRuntimeStorage(ManyRows, HistoryReads, RuntimeStorage):
     def create_run(self, run_id: str, workflow_id: str, version: str, inputs: dict[str, Any],
                    steps: Iterable[str], created_at: float) -> None:
         self._check_open()
-        names = tuple(steps)  # PENDING rows made at the flush, as whole columns: no record per step here
+        # PENDING rows made at the flush, as whole columns: no record per step here. A plan's StepOrder
+        # is kept as it is (read-only; its positions are the row places' too: see _duckdb_places)
+        names = steps if isinstance(steps, StepOrder) else tuple(steps)
         with self._buf_lock:
             self._batch.runs[run_id] = (workflow_id, version, dict(inputs), created_at, names)
         self._queues[run_id] = (deque(), set())
@@ -331,6 +335,9 @@ class DuckDBRuntimeStorage(ManyRows, HistoryReads, RuntimeStorage):
                     unpicklable=self._unpicklable, write_file=None if self._files is None else self._files.write)
         if batch.runs:  # new big runs: remember where their rows went (see _duckdb_places)
             self._places.written(self._execute, batch.runs, self._queues)
+        if big_flush(len(batch.steps) + len(batch.events) + sum(len(run[4]) for run in batch.runs.values()),
+                     sum(len(schema.steps) for schema, _ in batch.workflows)):
+            give_back()  # what DuckDB and the Arrow tables freed goes back to the system (see _trim)
 
     # -- reading: see HistoryReads (flush first, so reads see every change) ----------------
     def cache_store(self) -> DuckDBCacheStore:

@@ -35,12 +35,14 @@ from ..errors import StaleReportError, UnknownRunError
 from ..workflow.status import Status
 from . import leases
 from .base import StepAssignment, StepReport
+from .records import STATE_CODES
 from .state import LiveState, Worker
 from .storage.base import RuntimeStorage
 from .transitions import Effects, Lookup
 
 log = logging.getLogger(__name__)
 _RUNNING = Status.RUNNING
+_RUNNING_CODE = STATE_CODES[_RUNNING]
 
 
 class Handing:
@@ -118,14 +120,17 @@ class Handing:
                 if run is None:
                     continue
                 index, infos, outcomes = run.compiled.index, run.infos, run.tracker.outcomes
+                opened, codes = infos.opened, infos.state
                 while True:
                     want = n - len(taken)
                     steps = fetch(run_id, want)
                     for step in steps:
-                        if step not in index:
+                        i = index.get(step)
+                        if i is None:
                             log.warning("dropping queue entry %r of run %s: the workflow has no such step",
                                         step, run_id)
-                        elif infos.state_of(step) is _RUNNING or step in outcomes:
+                        elif step in outcomes or (codes[i] == _RUNNING_CODE if step not in opened  # state_of, inline
+                                                  else opened[step].state is _RUNNING):
                             log.debug("dropping duplicate queue entry %r of run %s", step, run_id)
                         else:  # a duplicate entry never runs a step twice
                             taken.append(hand_out(st, run, step, worker, now, fx))

@@ -40,6 +40,8 @@ from ..workflow.status import Status
 
 _STATES: tuple[Status, ...] = tuple(Status)
 _CODE: dict[Status, int] = {s: i for i, s in enumerate(_STATES)}
+#: a state's code in :attr:`StepRecords.state` (a step's state without a ``StepInfo``: see ``state_of``)
+STATE_CODES: dict[Status, int] = _CODE
 _RUNNING = Status.RUNNING
 _NAN = math.nan
 #: a PENDING record's fields: a new record's __dict__ is a copy (quicker than setting fourteen fields)
@@ -294,4 +296,4 @@ def _fresh() -> StepInfo:
     return info
 
 
-__all__ = ["StepRecords"]
+__all__ = ["STATE_CODES", "StepRecords"]

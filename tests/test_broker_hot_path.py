@@ -9,6 +9,8 @@ decided steps, it sweeps them out once the set has doubled.
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 from fuseline_nb import FunctionStep, RetryPolicy, Workflow
 from fuseline_nb.broker import MemoryBroker, StepReport
 from fuseline_nb.workflow.plan import Outcome, Plan
@@ -51,7 +53,7 @@ def test_stray_queue_entries_hand_out_only_a_step_that_may_run_again() -> None:
 def _chain(n: int) -> WorkflowSchema:
     names = [f"s{i}" for i in range(n)]
     return WorkflowSchema("chain", steps=tuple(StepSchema(s) for s in names),
-                          edges=tuple(EdgeSchema(a, b) for a, b in zip(names, names[1:], strict=False)))
+                          edges=tuple(EdgeSchema(a, b) for a, b in pairwise(names)))
 
 
 def test_a_long_chain_keeps_its_decided_set_small_and_decides_each_step_once() -> None:

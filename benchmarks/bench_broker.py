@@ -101,12 +101,14 @@ def clock_cost(clock: Any = time.thread_time, n: int = 20_000) -> float:
     return min(best)
 
 
-def drive(broker: Any, schema: Any, wids: list[str], k: int, half: bool = False) -> dict[str, Any]:
+def drive(broker: Any, schema: Any, wids: list[str], k: int, half: bool = False,
+          combined: bool = False) -> dict[str, Any]:
     """One run to its end (or to its middle with ``half``): CPU seconds spent handing out, recording, delivering.
 
     Each worker's turn is one request as the channel server handles it: in a
     ``deferred_events()`` block, its reports of what it took last, then its
-    next batch; the block's events reach the listeners when it ends.
+    next batch (``combined``: both in one ``report_and_get`` call); the
+    block's events reach the listeners when it ends.
     """
     spent = {"get": 0.0, "report": 0.0, "deliver": 0.0}
     run_id = broker.dispatch_workflow(schema)
@@ -125,11 +127,16 @@ def drive(broker: Any, schema: Any, wids: list[str], k: int, half: bool = False)
             done += len(got)
             t0 = clock()
             with deferred():
-                if reports:
-                    out = broker.report_steps(wid, reports)
-                t1 = clock()
-                got = held[wid] = broker.get_steps(wid, k)
-                t2 = clock()
+                if combined:  # one call: counted as the record figure
+                    out, got = broker.report_and_get(wid, reports, k)
+                    held[wid] = got
+                    t1 = t2 = clock()
+                else:
+                    if reports:
+                        out = broker.report_steps(wid, reports)
+                    t1 = clock()
+                    got = held[wid] = broker.get_steps(wid, k)
+                    t2 = clock()
             t3 = clock()
             spent["report"] += t1 - t0
             spent["get"] += t2 - t1
@@ -160,6 +167,8 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=8, help="assignments per get_steps (a worker's prefetch)")
     parser.add_argument("--duckdb", action="store_true", help="a DuckDB history instead of memory")
     parser.add_argument("--chain", action="store_true", help="an N-step chain (one worker) instead of a fan-out")
+    parser.add_argument("--combined", action="store_true",
+                        help="reports and the next batch in one report_and_get call (its figure: record)")
     parser.add_argument("--turns", type=int, default=3)
     args = parser.parse_args()
     n = args.n
@@ -170,17 +179,17 @@ def main() -> None:
         try:
             subscribe(broker)  # what a session's broker has listening
             wids = [broker.register_worker([schema], name=f"w{i}") for i in workers]
-            drive(broker, schema, wids, args.k)  # warm-up
+            drive(broker, schema, wids, args.k, combined=args.combined)  # warm-up
             best: dict[str, float] | None = None
             for _ in range(args.turns):
                 t0 = time.process_time()
-                spent = drive(broker, schema, wids, args.k)
+                spent = drive(broker, schema, wids, args.k, combined=args.combined)
                 spent["total"] = time.process_time() - t0
                 if best is None or spent["total"] < best["total"]:
                     best = spent
             assert best is not None
             tick = clock_cost()  # each interval below includes one clock reading: taken off
-            for part in ("get", "report", "deliver"):
+            for part in ("report", "deliver") if args.combined else ("get", "report", "deliver"):
                 best[part] = max(0.0, best[part] - tick * best["turns"])
             half = drive(broker, schema, wids, args.k, half=True)
             steps = len(schema.steps)
@@ -189,6 +198,8 @@ def main() -> None:
             broker.close()
     per = 1e6 / steps
     shape = f"{n:,}-step chain, 1 worker" if args.chain else f"1→{n:,}→1 fan-out, 2 workers"
+    if args.combined:
+        shape += ", report_and_get"
     print(f"{shape} taking up to {args.k} at a time, {'DuckDB' if args.duckdb else 'memory'} history, "
           f"best of {args.turns}, load average {os.getloadavg()[0]:.1f}")
     print(f"  hand-out (get_steps)     {best['get'] * per:6.1f} µs/step")

@@ -13,6 +13,7 @@ import time
 import pytest
 
 from fuseline_nb.worker import latency
+from fuseline_nb.worker._pipeforms import report_from
 from fuseline_nb.worker.channel import ChannelClient
 from fuseline_nb.worker.latency import FrameReader, Spin, receive, send
 
@@ -184,7 +185,7 @@ def test_reports_of_quick_steps_leave_together_with_the_request_for_more_work(pi
     send(pipe[1], ("assignments", []))  # the kernel's answer to what comes next
     client.report_step("w1", _report("s2", 0.0))
     got = [pickle.loads(m) for m in reader.read()]  # both messages in one read: they left in one write
-    assert [(k, [r.step_name for r in (a[1] if k == "reports" else [a[1]])]) for k, a in got] == [
+    assert [(k, [report_from(r).step_name for r in (a[1] if k == "reports" else [a[1]])]) for k, a in got] == [
         ("reports", ["s0", "s1"]), ("report_and_get", ["s2"])]
 
 
@@ -193,7 +194,7 @@ def test_a_slow_steps_report_and_the_ones_held_before_it_leave_at_once(pipe, mon
     client.report_step("w1", _report("s0", 0.0))
     client.get_step("w1")
     client.report_step("w1", _report("s1", 1.0))  # longer than the hold: no reason to wait for the next step
-    assert [(k, [r.step_name for r in a[1]]) for k, a in _pending(reader)] == [("reports", ["s0", "s1"])]
+    assert [(k, [report_from(r).step_name for r in a[1]]) for k, a in _pending(reader)] == [("reports", ["s0", "s1"])]
 
 
 def test_a_held_report_leaves_when_the_next_step_starts_after_the_hold(pipe, monkeypatch):
@@ -202,7 +203,7 @@ def test_a_held_report_leaves_when_the_next_step_starts_after_the_hold(pipe, mon
     assert _pending(reader) == []
     time.sleep(0.03)  # the hold is a time: let it pass
     assert client.get_step("w1").step_name == "s1"
-    assert [(k, [r.step_name for r in a[1]]) for k, a in _pending(reader)] == [("reports", ["s0"])]
+    assert [(k, [report_from(r).step_name for r in a[1]]) for k, a in _pending(reader)] == [("reports", ["s0"])]
     client.flush()  # nothing more held: nothing written
     assert _pending(reader) == []
 
@@ -213,9 +214,9 @@ def test_nothing_is_held_across_the_start_or_the_end_of_a_step_with_a_timeout(pi
     client.report_step("w1", _report("s0", 0.0))
     assert _pending(reader) == []
     assert client.get_step("w1").step_name == "s1"  # a timed step starts: what is held leaves first
-    assert [(k, [r.step_name for r in a[1]]) for k, a in _pending(reader)] == [("reports", ["s0"])]
+    assert [(k, [report_from(r).step_name for r in a[1]]) for k, a in _pending(reader)] == [("reports", ["s0"])]
     client.report_step("w1", _report("s1", 0.0))  # and its own end is never held
-    assert [(k, [r.step_name for r in a[1]]) for k, a in _pending(reader)] == [("reports", ["s1"])]
+    assert [(k, [report_from(r).step_name for r in a[1]]) for k, a in _pending(reader)] == [("reports", ["s1"])]
 
 
 def _batch(n: int, first: int = 0):
@@ -240,7 +241,7 @@ def test_a_worker_asks_for_its_next_batch_half_way_with_its_held_reports_in_one_
     ran.append(client.get_step("w1").step_name)  # s3 starts with four left: ask now, while they run
     got = _pending(reader)
     assert [k for k, _ in got] == ["reports", "get_step"]
-    assert [r.step_name for r in got[0][1][1]] == ["s0", "s1", "s2"] and got[1][1] == ("w1", False)
+    assert [report_from(r).step_name for r in got[0][1][1]] == ["s0", "s1", "s2"] and got[1][1] == ("w1", False)
     send(b, ("assignments", _batch(6, first=8)))  # the answer waits in the pipe until the client needs it
     for _ in range(8):
         client.report_step("w1", _report(ran[-1], 0.0))

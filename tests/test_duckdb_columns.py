@@ -83,3 +83,15 @@ def test_a_column_is_the_same_whichever_way_it_is_made(column):
     assert made.equals(_duckdb_arrow._array("batch_steps", f, column, False)) or made.to_pylist() == [
         str(v) if isinstance(v, Status) else v for v in column]
     assert len(made) == len(column) and made.type == f.type
+
+
+def test_a_details_text_is_reused_only_for_a_detail_that_writes_the_same_json():
+    # most steps finish with one detail, encoded once per flush; equal details of other types
+    # (True == 1 == 1.0, 0.0 == -0.0, a str enum == its text, {1: ..} vs {True: ..}) keep their own text
+    from fuseline_nb.broker.storage._duckdb_arrow import ENCODER, details_json
+
+    details = [{"action": "default", "error": None, "skip_reason": None}, {"n": 1}, {"n": True}, {"n": 1.0},
+               {"n": 0.0}, {"n": -0.0}, {"n": False}, {"n": 0}, {"s": Status.RUNNING}, {"s": "RUNNING"},
+               {1: "k"}, {True: "k"}, {"1": "k"}, {"t": (1,)}, {"t": (True,)}, {"l": [1]}, {"l": [True]}]
+    events = [Event("step_finished", "r", i, 0.0, detail=d) for i, d in enumerate(details * 3)]
+    assert details_json(events) == [ENCODER.encode(d) for d in details * 3]

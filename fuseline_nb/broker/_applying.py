@@ -79,6 +79,12 @@ class Applier:
         if st.ending and self._out.idle():
             self._ended()
 
+    def _write(self, fx: Effects) -> None:
+        """Only the writes of ``fx``, in order (its events are published by a later :meth:`_apply`)."""
+        do = self._do
+        for op, args in fx.ops:
+            do[op](*args)
+
     def _ended(self) -> None:
         """Every run_finished is delivered: the ended runs are read from the storage now."""
         if self._state.ending:

@@ -174,6 +174,25 @@ class _Shared(ABC):
                 out.append(exc)
         return out
 
+    def report_and_get(self, worker_id: str, reports: Iterable[StepReport],
+                       n: int) -> tuple[list[Exception | None], list[StepAssignment]]:
+        """``(report_steps(worker_id, reports), get_steps(worker_id, n))``: a worker's reports, then its next batch.
+
+        The default makes the two calls; a broker in this process answers
+        both under one lock with one application of their effects (same
+        history, same events, same order).
+
+        Examples
+        --------
+        >>> from fuseline_nb import FunctionStep, Workflow
+        >>> from fuseline_nb.broker import MemoryBroker
+        >>> broker = MemoryBroker()
+        >>> wid = broker.register_worker([])
+        >>> broker.report_and_get(wid, [], 4)
+        ([], [])
+        """
+        return self.report_steps(worker_id, reports), self.get_steps(worker_id, n)
+
 
 class Broker(_Shared):
     """Decides readiness and holds run state; workers talk to it through a client.

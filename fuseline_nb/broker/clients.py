@@ -60,6 +60,10 @@ class LocalBrokerClient(BrokerClient):
     def report_steps(self, worker_id: str, reports: Iterable[StepReport]) -> list[Exception | None]:
         return self.broker.report_steps(worker_id, reports)
 
+    def report_and_get(self, worker_id: str, reports: Iterable[StepReport],
+                       n: int) -> tuple[list[Exception | None], list[StepAssignment]]:
+        return self.broker.report_and_get(worker_id, reports, n)
+
     def deferred_events(self) -> AbstractContextManager[None]:
         return self.broker.deferred_events()
 

@@ -40,34 +40,31 @@ from typing import Any
 
 from ..errors import (
     RunNotFoundError,
-    StaleReportError,
     StorageClosedError,
-    UnknownRunError,
 )
 from ..workflow.events import Event, EventHub
 from ..workflow.gcpause import paused_gc
 from ..workflow.schema import WorkflowSchema
-from ..workflow.status import Status
 from ..workflow.value import values_of
 from . import leases
 from ._applying import Applier
 from ._gcfreeze import freeze_for_run, thaw
+from ._handing import Handing
 from ._outbox import Outbox
 from ._reads import HistoryReads
 from ._workers import WorkerCalls
-from .base import Broker, StepAssignment, StepReport
+from .base import Broker
 from .cache import CacheEntry, CacheStore, RunCache
 from .resume import resume
-from .state import LiveState, Worker
+from .state import LiveState
 from .storage.base import RuntimeStorage
 from .storage.memory import MemoryRuntimeStorage
-from .transitions import Effects, dispatch, register
+from .transitions import dispatch, register
 
 log = logging.getLogger(__name__)
-_RUNNING = Status.RUNNING
 
 
-class StorageBroker(Applier, WorkerCalls, HistoryReads, Broker):
+class StorageBroker(Handing, Applier, WorkerCalls, HistoryReads, Broker):
     """A broker over any :class:`RuntimeStorage`.
 
     Parameters
@@ -207,127 +204,6 @@ class StorageBroker(Applier, WorkerCalls, HistoryReads, Broker):
         _, fx = dispatch(self._state, compiled, run_id, inputs, self._clock(), run_cache, self._lookup)
         self._apply(fx)
         return run_id
-
-    def get_step(self, worker_id: str) -> StepAssignment | None:
-        """The next ready step ``worker_id`` can run, or ``None``."""
-        with self._lock:
-            taken = self._take(worker_id, 1)
-            return taken[0] if taken else None
-
-    def get_steps(self, worker_id: str, n: int) -> list[StepAssignment]:
-        """Up to ``n`` ready steps for ``worker_id``, as ``n`` calls of :meth:`get_step` would hand them out.
-
-        One lock, one lease sweep and one clock reading for the batch; a
-        worker with prefetch asks for several at once (see
-        :meth:`Broker.get_steps`).
-        """
-        with self._lock:
-            return self._take(worker_id, n)
-
-    def _take(self, worker_id: str, n: int) -> list[StepAssignment]:
-        if self._closed:
-            self._check_open()
-        st = self._state
-        if self.worker_ttl is not None:
-            self._prune(self._clock())
-            if worker_id in st.pruned:  # as in Fuseline: a pruned worker gets nothing
-                log.warning("get_step from pruned worker %s: nothing given; register it again", worker_id)
-                return []
-        worker = st.workers.get(worker_id) or self._worker(worker_id)
-        now = worker.info.last_seen = self._clock()
-        if st.next_expiry <= now or (st.delayed and st.delayed[0][0] <= now):
-            self._apply(leases.expire(st, now, self._lookup))
-        taken: list[StepAssignment] = []
-        if n <= 0:
-            return taken
-        fx = Effects()  # the whole batch's writes and events: applied at once
-        fetch, runs, active, hand_out = self.storage.fetch_steps, st.runs, st.active, leases.hand_out
-        for key in worker.keys:
-            ids = active.get(key)
-            if not ids:
-                continue
-            for run_id in ids:  # handing out ends no run: ``active`` does not change in this loop
-                run = runs.get(run_id)
-                if run is None:
-                    continue
-                index, infos, outcomes = run.compiled.index, run.infos, run.tracker.outcomes
-                while True:
-                    want = n - len(taken)
-                    steps = fetch(run_id, want)
-                    for step in steps:
-                        if step not in index:
-                            log.warning("dropping queue entry %r of run %s: the workflow has no such step",
-                                        step, run_id)
-                        elif infos.state_of(step) is _RUNNING or step in outcomes:
-                            log.debug("dropping duplicate queue entry %r of run %s", step, run_id)
-                        else:  # a duplicate entry never runs a step twice
-                            taken.append(hand_out(st, run, step, worker, now, fx))
-                    if len(taken) >= n:
-                        self._apply(fx)
-                        return taken
-                    if len(steps) < want:  # the queue is empty (handing out queues nothing)
-                        break
-        self._apply(fx)
-        return taken
-
-    def report_step(self, worker_id: str, report: StepReport) -> None:
-        """Record one attempt's outcome; refuse a report for a superseded attempt."""
-        with self._lock:
-            worker, now = self._reporter(worker_id)
-            fx = Effects()
-            self._report(worker, now, report, fx)
-            self._apply(fx)
-
-    def report_steps(self, worker_id: str, reports: Iterable[StepReport]) -> list[Exception | None]:
-        """Record several outcomes in order under one lock, as many :meth:`report_step` calls would.
-
-        One entry per report: ``None`` when recorded, else the exception
-        :meth:`report_step` would have raised for it (see :meth:`Broker.report_steps`).
-        One clock reading for the batch; its writes and events are applied
-        together, after the last report.
-        """
-        out: list[Exception | None] = []
-        with self._lock:
-            try:
-                worker, now = self._reporter(worker_id)
-            except Exception as exc:  # a closed broker, an unknown worker: every report is refused
-                return [exc for _ in reports]
-            fx = Effects()
-            ops, events, report_one = fx.ops, fx.events, self._report
-            for report in reports:
-                n_ops, n_events = len(ops), len(events)
-                try:
-                    report_one(worker, now, report, fx)
-                    out.append(None)
-                except Exception as exc:  # handed back in the report's place
-                    if len(ops) != n_ops or len(events) != n_events:
-                        fx.cut(n_ops, n_events)  # what a refused report began is not written
-                    out.append(exc)
-            try:
-                self._apply(fx)
-            except Exception as exc:  # the storage refused the batch: every recorded report says so
-                out = [exc if e is None else e for e in out]
-        return out
-
-    def _reporter(self, worker_id: str) -> tuple[Worker, float]:
-        """The reporting worker (seen now) and the time of its report(s)."""
-        if self._closed:
-            self._check_open()
-        worker = self._state.workers.get(worker_id) or self._worker(worker_id)
-        now = worker.info.last_seen = self._clock()
-        return worker, now
-
-    def _report(self, worker: Worker, now: float, report: StepReport, fx: Effects) -> None:
-        st = self._state
-        run = st.runs.get(report.instance_id)
-        if run is None:
-            leases.release_ended(worker, report.instance_id, report.step_name, now)
-            if self.storage.load_run(report.instance_id) is None:
-                raise UnknownRunError(f"unknown run: {report.instance_id!r}")
-            raise StaleReportError(
-                f"report for step {report.step_name!r} refused: run {report.instance_id!r} has ended"
-            )
-        leases.report(st, worker, run, report, now, self._lookup, fx)
 
     def cancel_run(self, run_id: str, reason: str | None = None) -> bool:
         """Cancel a run: its unfinished steps become CANCELLED and it ends; see :meth:`Broker.cancel_run`."""

@@ -104,9 +104,10 @@ class Effects:
 
     __slots__ = ("_entry", "events", "ops")
 
-    def __init__(self) -> None:
+    def __init__(self, events: list[Event] | None = None) -> None:
         self.ops: list[tuple[str, tuple[Any, ...]]] = []
-        self.events: list[Event] = []
+        #: ``events`` given: the new events go after those (effects already written, not yet published)
+        self.events: list[Event] = [] if events is None else events
         self._entry: tuple[str, tuple[str, list[tuple[str, Any]], list[tuple[str, Any]]]] | None = None
 
     @property

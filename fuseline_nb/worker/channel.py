@@ -53,12 +53,13 @@ from ..workflow.runinfo import RunInfo
 from ..workflow.schema import WorkflowSchema
 from ..workflow.status import Status
 from ..workflow.value import Value, values_of
+from ._pipeforms import assignments_from, report_wire
 from .latency import HOLD_SECONDS, FrameReader, Spin, send, send_all
 
 log = logging.getLogger(__name__)
 
 #: Bumped when a message changes shape; a worker of another version is refused.
-PROTOCOL_VERSION: Final = 3
+PROTOCOL_VERSION: Final = 4
 
 RequestKind = Literal[
     "hello", "load_error", "register_worker", "unregister_worker", "get_step", "report_and_get",
@@ -160,7 +161,7 @@ class ChannelClient(BrokerClient):
         self._send_lock = threading.Lock()  # one message on the wire at a time
         self.wait = wait
         self._next: deque[StepAssignment] = deque()
-        self._held: list[StepReport] = []  # reports not sent yet (while more work is in hand)
+        self._held: list[tuple[Any, ...]] = []  # reports not sent yet (their pipe form), while more work is in hand
         self._held_by = ""  # the worker id they are from
         self._held_since = 0.0  # time.monotonic() when the oldest was held
         self._timed = False  # whether the step running now has a timeout (the kernel times it from its start)
@@ -243,8 +244,8 @@ class ChannelClient(BrokerClient):
         # "stop": the steps in hand run and report first; the next request hears it again
         return None
 
-    def _took(self, batch: list[StepAssignment]) -> None:
-        self._next.extend(batch)
+    def _took(self, batch: list[Any]) -> None:
+        self._next.extend(assignments_from(batch))
         n = len(batch)
         self._ask_at = n // 2 if n >= 4 else 0  # a batch: ask for the next one half-way through it
 
@@ -267,7 +268,7 @@ class ChannelClient(BrokerClient):
         with self._send_lock:
             if not self._held:
                 self._held_since, self._held_by = time.monotonic(), worker_id
-            self._held.append(report)
+            self._held.append(report_wire(report))
         started, finished = report.started_at, report.finished_at
         quick = started is not None and finished is not None and finished - started < HOLD_SECONDS
         self.flush(0.0 if self._timed or not quick else HOLD_SECONDS)  # a timed step's end is never held
@@ -336,9 +337,9 @@ class ChannelClient(BrokerClient):
         if self.wait and self._next:  # more work in hand: do not wait for the kernel
             self._hold(worker_id, encoded)
         elif self.wait:
-            self._fetch("report_and_get", worker_id, encoded)
+            self._fetch("report_and_get", worker_id, report_wire(encoded))
         else:
-            self._call("report_step", worker_id, encoded)
+            self._call("report_step", worker_id, report_wire(encoded))
 
     def keep_alive(self, worker_id: str) -> None:
         self._call("keep_alive", worker_id)

@@ -179,6 +179,7 @@ class ProcessEngine:
         self._stop = threading.Event()
         self._beat: threading.Thread | None = None
         self._beat_stop = threading.Event()
+        self._beating = [False]  # the heartbeat thread's "still looping" (cheaper per step than is_alive())
 
     def stop(self) -> None:
         """Ask a blocking :meth:`work` loop to return after the current step."""
@@ -242,12 +243,13 @@ class ProcessEngine:
     # The heartbeat thread lives only while work() runs, so an engine that is
     # done holds no thread and no reference to its client or broker.
     def _ensure_heartbeat(self, a: StepAssignment) -> None:
-        if self._beat is not None and self._beat.is_alive():
+        if self._beating[0] and self._beat is not None:
             return
         lease = max(a.expires_at - a.assigned_at, 0.3)
         self._beat_stop = threading.Event()
         interval = min(lease / 3, self.CANCEL_CHECK_SECONDS)
-        self._beat = threading.Thread(target=self._heartbeat, args=(interval, self._beat_stop),
+        self._beating = beating = [True]  # its own cell: a thread still ending cannot clear a new one's
+        self._beat = threading.Thread(target=self._beat_loop, args=(interval, self._beat_stop, beating),
                                       daemon=True, name=f"fuseline-heartbeat-{self.worker_id}")
         self._beat.start()
 
@@ -258,6 +260,12 @@ class ProcessEngine:
 
     def _on_beat(self) -> None:
         """Called at every heartbeat (from the heartbeat thread); nothing here (a pool worker sends held reports)."""
+
+    def _beat_loop(self, interval: float, stop: threading.Event, beating: list[bool]) -> None:
+        try:
+            self._heartbeat(interval, stop)
+        finally:
+            beating[0] = False
 
     def _heartbeat(self, interval: float, stop: threading.Event) -> None:
         seen: Any = None

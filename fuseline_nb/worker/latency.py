@@ -284,6 +284,9 @@ class FrameReader:
         data = os.read(self._conn.fileno(), max(_READ_SIZE, self._need))
         if not data:
             raise EOFError("the other end closed the channel")
+        if not self._buf and len(data) >= 4 and _HEADER.unpack_from(data)[0] + 4 == len(data):
+            self._need = 0  # exactly one whole message (a reply, a lone request): the usual read
+            return [data[4:]]
         buf: bytes | bytearray
         if self._buf:
             self._buf += data

@@ -19,10 +19,12 @@ from __future__ import annotations
 import logging
 import selectors
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 from ..broker.base import StepReport
 from ..broker.clients import BrokerClient
+from ._pipeforms import report_from
 from .channel import PROTOCOL_VERSION, REQUEST_KINDS, decode
 from .endpoint import Endpoint, Reply, Supervisor
 from .latency import send
@@ -41,6 +43,7 @@ class Requests:
     names: dict[str, str]
     _sel: selectors.BaseSelector
     _handlers: dict[str, Callable[..., Reply]]
+    _deferred: Callable[[], AbstractContextManager[None]]  # the client's deferred_events
 
     if TYPE_CHECKING:  # the server's own (handing out work, tracking reports, closing a pipe)
         def _offer(self, ep: Endpoint, kind: str, worker_id: str | None, wait: bool) -> Reply: ...
@@ -74,8 +77,10 @@ class Requests:
             except (KeyError, ValueError):
                 pass
             return False
+        if not frames:  # part of a message: the rest comes with a later read
+            return True
         frames.reverse()
-        with self.client.deferred_events():  # answers leave before the broker's events reach its listeners
+        with self._deferred():  # answers leave before the broker's events reach its listeners
             self._requests(ep, frames)
         return True
 
@@ -92,12 +97,26 @@ class Requests:
                 continue
             if kind in _REPORTS and len(args) >= 2 and (not reports or args[0] == wid):
                 wid = args[0]
-                if kind == "reports":
-                    reports.extend(args[1])
+                try:  # reports travel in their pipe form (_pipeforms)
+                    got = [report_from(r) for r in args[1]] if kind == "reports" else [report_from(args[1])]
+                except Exception as exc:
+                    self._flush_reports(ep, wid, reports)  # those read before it still count
+                    why = f"a report from worker {ep.label} cannot be read: {type(exc).__name__}: {exc}"
+                    if kind == "reports":  # one-way: nobody waits for an answer
+                        log.warning("%s", why)
+                    else:
+                        self._send(ep, ("error", "ValueError", why))
                     continue
-                reports.append(args[1])
-                self._answer(ep, self._reports_and_get, args[0], reports, *args[2:])
+                reports.extend(got)
+                if kind == "reports":
+                    continue
+                try:  # the hot path of every worker: straight to the broker, no handler lookup
+                    reply = self._reports_and_get(ep, wid, reports, *args[2:])
+                except Exception as exc:  # the worker gets the broker's error as a value
+                    reply = ("error", type(exc).__name__, str(exc))
                 reports = []
+                if reply is not None:
+                    self._send(ep, reply)
                 continue
             self._flush_reports(ep, wid, reports)
             self._handle(ep, kind, args)
@@ -177,8 +196,8 @@ class Requests:
     def _get(self, ep: Endpoint, worker_id: str, wait: bool) -> Reply:
         return self._offer(ep, "get_step", worker_id, wait)
 
-    def _report_and_get(self, ep: Endpoint, worker_id: str, report: StepReport, wait: bool) -> Reply:
-        return self._reports_and_get(ep, worker_id, [report], wait)
+    def _report_and_get(self, ep: Endpoint, worker_id: str, report: Any, wait: bool) -> Reply:
+        return self._reports_and_get(ep, worker_id, [report_from(report)], wait)
 
     def _reports_and_get(self, ep: Endpoint, worker_id: str, reports: list[StepReport], wait: bool) -> Reply:
         """Record ``reports`` (the one-way ones read with it, then its own) and hand out the next work.
@@ -187,19 +206,20 @@ class Requests:
         answer, as a lone ``report_step`` would raise it.
         """
         refused = self._take_reports(ep, worker_id, reports)
-        for exc in refused[:-1]:
-            if exc is not None:
-                log.warning("report from worker %s refused: %s", ep.label, exc)
+        if len(refused) > 1:
+            for exc in refused[:-1]:
+                if exc is not None:
+                    log.warning("report from worker %s refused: %s", ep.label, exc)
         if refused and refused[-1] is not None:
             raise refused[-1]
         return self._offer(ep, "get_step", worker_id, wait)
 
-    def _reports_oneway(self, ep: Endpoint, worker_id: str, reports: list[StepReport]) -> Reply:
-        self._flush_reports(ep, worker_id, list(reports))
+    def _reports_oneway(self, ep: Endpoint, worker_id: str, reports: list[Any]) -> Reply:
+        self._flush_reports(ep, worker_id, [report_from(r) for r in reports])
         return None
 
-    def _report_only(self, ep: Endpoint, worker_id: str, report: StepReport) -> Reply:
-        refused = self._take_reports(ep, worker_id, [report])
+    def _report_only(self, ep: Endpoint, worker_id: str, report: Any) -> Reply:
+        refused = self._take_reports(ep, worker_id, [report_from(report)])
         if refused[0] is not None:
             raise refused[0]
         return ("ok", None)

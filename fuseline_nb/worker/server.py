@@ -31,6 +31,7 @@ from ..broker.base import StepReport
 from ..broker.clients import BrokerClient
 from ..workflow.events import Event
 from ..workflow.status import Status
+from ._pipeforms import assignment_wire
 from .endpoint import Endpoint, Reply, Supervisor
 from .latency import PREFETCH_DEFAULT, Spin, batch_size, spin_seconds
 from .requests import Requests
@@ -107,6 +108,7 @@ class ChannelServer(Requests):
         self._thread = threading.Thread(target=self._loop, name="fuseline-channel", daemon=True)
         self.ident: int | None = None
         self._handlers = self.handlers()
+        self._deferred = client.deferred_events
     # -- control, from any thread ---------------------------------------------------------
     def start(self) -> None:
         """Start the serving thread."""
@@ -324,20 +326,25 @@ class ChannelServer(Requests):
             ep.shipped = len(blobs)
             return ("workflows", new)
         if kind != "hello" and worker_id is not None:
-            want = batch_size(self.prefetch, step_seconds=ep.step_seconds, backlog=self.backlog,
-                              workers=len(self.endpoints))
+            backlog, workers = self.backlog, len(self.endpoints)
+            # batch_size's answer is 1 while the backlog is under one step per worker each: asked only beyond
+            want = 1 if backlog < 2 * workers else batch_size(
+                self.prefetch, step_seconds=ep.step_seconds, backlog=backlog, workers=workers)
             if want > 1 and wait:  # what it holds counts against its batch (asked only when it matters)
                 held = len(self.client.held_by(worker_id))
             if held:  # an early ask comes from a worker running the first of what it holds: maybe none more
                 want = max(1, want - held) if wait else max(0, want - held + 1)
             batch = self.client.get_steps(worker_id, want) if want > 0 else []
-            if not self._timing and any(a.timeout is not None for a in batch):
-                self._timing, self._next_due = True, 0.0  # ask the broker at the next turn
+            if not self._timing:
+                for a in batch:
+                    if a.timeout is not None:
+                        self._timing, self._next_due = True, 0.0  # ask the broker at the next turn
+                        break
             if batch or not wait:
                 if batch and wait and self.spin.wanted():  # see latency.Spin: this channel's replies decide
                     self._handed_at = now = time.perf_counter()
                     self._spin_until = now + self.spin.seconds
-                return ("assignments", batch)
+                return ("assignments", [assignment_wire(a) for a in batch])
         ep.parked = (kind, worker_id)
         self._parked[ep.label] = ep
         return None

@@ -61,6 +61,7 @@ def make_schema(structure: Structure, workflow_id: str, version: str, name: str,
     # dict and a workflow's fingerprints are made in it): a lookup by name per step would reach into
     # a million-entry table at random. A name that is not the same object falls back to the lookup.
     fps: Any = fingerprints.items() if len(fingerprints) == len(order) else repeat((None, ""), len(order))
+    of_class: dict[type, Any] = {}  # step class -> the policies its body sets (None: none)
     for n, s, shape, (k, fp) in zip(order, steps.values(), structure.shapes, fps, strict=True):
         if k is not n:
             fp = fingerprints[n]
@@ -68,6 +69,9 @@ def make_schema(structure: Structure, workflow_id: str, version: str, name: str,
             s = steps[n]
         d = s.__dict__  # (the fingerprints read it already: no new dict)
         pol = d.get("policies")
+        if pol is None:  # none of its own: its class's (``policies = [...]`` in the class body), if any
+            cls = s.__class__
+            pol = of_class[cls] if cls in of_class else of_class.setdefault(cls, getattr(cls, "policies", None))
         cache = d["cache"] if "cache" in d else getattr(s, "cache", True)
         append(_StepFill(n, s.kind, shape.target, tuple(map(policy_spec, pol)) if pol else (),
                          shape.conditional, fp, cache is True or bool(cache), shape.reads, shape.inputs))
@@ -127,6 +131,9 @@ def same_schema(structure: Structure, known: WorkflowSchema, name: str, policies
         values = [steps[n] for n in order]
     dicts = list(map(_DICT, values))
     held = list(map(dict.get, dicts, repeat("policies")))
+    of_class = {c: p for c in set(map(type, values)) if (p := getattr(c, "policies", None)) is not None}
+    if of_class:  # a step with none of its own has its class's (as make_schema reads them)
+        held = [h if h is not None else of_class.get(type(v)) for h, v in zip(held, values, strict=True)]
     if any(held):
         pols: list[Any] = [tuple(map(policy_spec, p)) if p else () for p in held]
     else:

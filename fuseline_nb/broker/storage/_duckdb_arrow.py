@@ -52,27 +52,54 @@ def _c_encoder() -> Callable[[Any, int], Any] | None:
 def details_json(events: list[Event]) -> list[str | None]:
     """Each event's detail as JSON text (None without one), as ``ENCODER.encode`` writes it.
 
+    Most steps finish with the same detail (``{"action": "default", "error": null, ...}``):
+    a flat detail of text, ``None``, ``bool`` and ``int`` values under text keys is
+    encoded once per flush and its text reused. The key holds every value's type
+    too (``True == 1``, not in JSON); floats are encoded each time (``0.0 == -0.0``).
+
     Examples
     --------
     >>> details_json([Event("step_queued", "r", 1, 0.0), Event("step_finished", "r", 2, 0.0, detail={"x": [1, None]})])
     [None, '{"x": [1, null]}']
+    >>> details_json([Event("step_finished", "r", i, 0.0, detail={"x": v}) for i, v in enumerate((1, True, 1))])
+    ['{"x": 1}', '{"x": true}', '{"x": 1}']
     """
     encode = _c_encoder()
     if encode is None:
         return [None if e.detail is None else _json(e.detail) for e in events]
     out: list[str | None] = []
     add, join = out.append, "".join
+    memo: dict[tuple[Any, ...], str] = {}
+    plain, text = _MEMO_VALUES.issuperset, _MEMO_KEYS.issuperset
     for e in events:
         detail = e.detail
         if detail is None:
             add(None)
             continue
+        values = detail.values()
+        types = (*map(type, values),)
+        key = (*detail, *values, *types) if plain(types) and text(map(type, detail)) else None
+        if key is not None:
+            made = memo.get(key)
+            if made is not None:
+                add(made)
+                continue
         try:
-            add(join(encode(detail, 0)))
+            made = join(encode(detail, 0))
         except Exception:  # the slow path says what it can; a new encoder: this one may keep marks
-            add(_json(detail))
+            made = _json(detail)
             encode = _c_encoder() or encode
+        if key is not None and len(memo) < _MEMO_MAX:
+            memo[key] = made
+        add(made)
     return out
+
+
+# A detail whose text is reused: values whose equal ones of the same type write the same JSON
+# (not float: 0.0 == -0.0; not containers: (True,) == (1,)), under keys that are text.
+_MEMO_VALUES = frozenset({str, type(None), bool, int})
+_MEMO_KEYS = frozenset({str})
+_MEMO_MAX = 1024  # distinct details remembered per flush
 
 
 def _json(detail: dict[str, Any]) -> str:

@@ -237,11 +237,12 @@ class Batch:
             tables["batch_new_steps"] = pending[0] if len(pending) == 1 else pa.concat_tables(pending)
         if steps:
             columns["batch_steps"] = self._step_columns(steps, results, unpicklable, spill)
-            rid = None if places is None else places.row_ids(steps)
+            step_columns = columns["batch_steps"]
+            rid = None if places is None else places.row_ids(step_columns[0], step_columns[1])
             if rid is not None:
                 tables["batch_steps"] = pa.Table.from_arrays(
-                    [*table("batch_steps", columns.pop("batch_steps"), self.safe).columns,
-                     pa.array(rid, pa.int64())], schema=WITH_ROWID)
+                    [*table("batch_steps", columns.pop("batch_steps"), self.safe).columns, rid],
+                    schema=WITH_ROWID)
         if results:
             stored = [self._result(key, value, unpicklable, spill) for key, value in results.items()]
             columns["batch_results"] = [*zip(*results, strict=True), *zip(*stored, strict=True)]

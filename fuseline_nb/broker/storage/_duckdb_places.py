@@ -19,9 +19,9 @@ Examples
 --------
 >>> places = RowPlaces()
 >>> places.place("r1", "wf", "1", ("a", "b", "c"), first=100)
->>> places.row_ids({("r1", "c"): (), ("r1", "a"): ()})
+>>> places.row_ids(("r1", "r1"), ("c", "a")).to_pylist()
 [102, 100]
->>> places.row_ids({("r1", "c"): (), ("r2", "a"): ()}) is None   # r2 not placed: found by its keys
+>>> places.row_ids(("r1", "r2"), ("c", "a")) is None   # r2 not placed: found by its keys
 True
 >>> places.forget("r1"); places.runs, places.positions
 ({}, {})
@@ -29,8 +29,11 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Callable, Container, Iterable, Sequence
+from collections.abc import Callable, Container, Sequence
 from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from ...workflow.plan import StepOrder
 from ._duckdb_sql import SELECT_PLACES
@@ -84,13 +87,22 @@ class RowPlaces:
             if positions is placed[1]:
                 del self.positions[key]
 
-    def row_ids(self, keys: Iterable[tuple[str, str]]) -> list[int] | None:
-        """The row id of each (run id, step) in ``keys``, or None when one of them has no place."""
+    def row_ids(self, run_ids: Sequence[str], steps: Sequence[str]) -> pa.Array | None:
+        """The row id of each (run id, step) of the two columns, or None when one of them has no place.
+
+        A batch of one run (the usual case) looks each step up in C (``map``), not in a
+        Python loop; its positions become row ids in Arrow.
+        """
         runs = self.runs
-        if not runs:
+        if not runs or not run_ids:
             return None
+        run = run_ids[0]
         try:
-            return [runs[run_id][0] + runs[run_id][1][step] for run_id, step in keys]
+            if run_ids.count(run) == len(run_ids):  # one run: its first row id plus each step's position
+                first, positions = runs[run]
+                return pc.add(pa.array(list(map(positions.__getitem__, steps)), pa.int64()),
+                              pa.scalar(first, pa.int64()))
+            return pa.array([runs[r][0] + runs[r][1][s] for r, s in zip(run_ids, steps, strict=True)], pa.int64())
         except KeyError:  # a run (or a step) not placed: the batch is found by its keys
             return None
 

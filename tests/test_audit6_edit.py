@@ -148,3 +148,28 @@ def test_an_edited_condition_class_gates_on_the_workers(cells, tmp_path) -> None
         run = session.submit(cells["wf"])
         assert run.wait(timeout=60) is None
         assert run.info().steps["gated"].state is fl.Status.SKIPPED
+
+
+def test_a_step_class_s_fingerprint_is_the_same_after_its_first_pickle(cells) -> None:
+    # Pickling an instance (shipping it to the workers) makes copyreg cache __slotnames__ in its class:
+    # before, that changed the fingerprint, so the second submit of an unchanged notebook step class ran it
+    # again instead of using the cache (and shipped it again); the same for an object a step reads.
+    import pickle
+
+    cells.run("""
+        class Load(fl.Step):
+            def run_step(self):
+                return 1
+        class Model:
+            def predict(self, x):
+                return x
+        model = Model()
+        def predict(x=fl.Depends(Load)):
+            return model.predict(x)
+        wf = fl.Workflow(outputs=[fl.FunctionStep(predict)])
+    """)
+    before = cells["wf"].fingerprints()
+    pickle.dumps(cells["wf"].steps["Load"])
+    pickle.dumps(cells["model"])
+    assert "__slotnames__" in vars(cells["Load"]) and "__slotnames__" in vars(cells["Model"])
+    assert cells["wf"].fingerprints() == before

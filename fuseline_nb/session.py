@@ -220,6 +220,9 @@ class Session:
                 wf._adopt_schema(registered)
             if self.pool is not None:
                 self.pool.check()
+                register = getattr(self.broker, "register_workflow", None)
+                if register is not None:  # before the workers get it: a run of an older definition
+                    register(wf.to_schema())  # still going stops caching what may be the new code's results
                 self.pool.add_workflow(wf, refresh=False)  # refreshed above
             if cache is None and not rerun:
                 run_id = self.broker.dispatch_workflow(wf.to_schema(), values)

@@ -125,7 +125,15 @@ def _shapes() -> list[fl.Workflow]:
     _ = (lft | rgt) >> j
     lft.cache = False
     branchy = fl.Workflow(outputs=[j, rgt], workflow_id="branchy", policies=[RetryPolicy(max_retries=1)])
-    return [branchy, _build(), _build(outputs="both", action="go")]
+
+    class Retried(fl.Step):
+        policies = [RetryPolicy(max_retries=2)]  # set in the class body: the schema holds them too
+
+        def run_step(self) -> int:
+            return 1
+
+    classy = fl.Workflow(outputs=[Retried(name="r1"), Retried(name="r2")], workflow_id="classy")
+    return [branchy, classy, _build(), _build(outputs="both", action="go")]
 
 
 def _schema(wf: fl.Workflow) -> WorkflowSchema:

@@ -7,6 +7,7 @@ again rebinds the names), as in tests/test_cache_edit_loop.py.
 from __future__ import annotations
 
 import textwrap
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -148,3 +149,60 @@ def test_an_edited_condition_class_gates_on_the_workers(cells, tmp_path) -> None
         run = session.submit(cells["wf"])
         assert run.wait(timeout=60) is None
         assert run.info().steps["gated"].state is fl.Status.SKIPPED
+
+
+def test_a_step_class_s_fingerprint_is_the_same_after_its_first_pickle(cells) -> None:
+    # Pickling an instance (shipping it to the workers) makes copyreg cache __slotnames__ in its class:
+    # before, that changed the fingerprint, so the second submit of an unchanged notebook step class ran it
+    # again instead of using the cache (and shipped it again); the same for an object a step reads.
+    import pickle
+
+    cells.run("""
+        class Load(fl.Step):
+            def run_step(self):
+                return 1
+        class Model:
+            def predict(self, x):
+                return x
+        model = Model()
+        def predict(x=fl.Depends(Load)):
+            return model.predict(x)
+        wf = fl.Workflow(outputs=[fl.FunctionStep(predict)])
+    """)
+    before = cells["wf"].fingerprints()
+    pickle.dumps(cells["wf"].steps["Load"])
+    pickle.dumps(cells["model"])
+    assert "__slotnames__" in vars(cells["Load"]) and "__slotnames__" in vars(cells["Model"])
+    assert cells["wf"].fingerprints() == before
+
+
+SLOW = """
+    import time
+    def work(i: int = 0):
+        time.sleep(0.03)
+        return {v}
+    wf = fl.Workflow(outputs=[fl.FunctionStep(work, name=f"s{{i}}") for i in range(40)],
+                     workflow_id="audit6-edit-mid-run")
+"""
+
+
+@pytest.mark.slow
+def test_a_cell_edited_while_a_run_goes_on_does_not_put_the_new_code_s_results_in_the_cache(cells, tmp_path):
+    # The edited workflow is shipped while run A (old code) still has steps to run: the workers run A's
+    # later steps with the new code (what the notebook now says), but the broker keyed them with A's (old)
+    # fingerprints. Before: those results were stored under the old code's keys, and a later run of the old
+    # code was served the new code's results from the cache: 2 instead of 1, without a word.
+    with fl.Session(tmp_path / "h.duckdb", workers=2, cache=True) as session:
+        finished: list[str] = []
+        session.subscribe(lambda e: finished.append(e.run_id) if e.kind == "step_finished" else None)
+        cells.run(SLOW.format(v=1))
+        first = session.submit(cells["wf"])
+        while finished.count(first.id) < 5:
+            time.sleep(0.005)
+        cells.run(SLOW.format(v=2))  # the cell edited and run again while `first` goes on
+        second = session.submit(cells["wf"])
+        first.wait(timeout=120)
+        assert second.wait(timeout=120) == [2] * 40
+        cells.run(SLOW.format(v=1))  # back to the first code
+        third = session.submit(cells["wf"])
+        assert third.wait(timeout=120) == [1] * 40

@@ -79,3 +79,26 @@ def test_a_big_flush_gives_the_c_heaps_free_memory_back(tmp_path, monkeypatch):
 def test_giving_memory_back_is_harmless_where_it_runs():
     assert _trim.give_back() in (True, False)
     assert _trim.give_back() in (True, False)  # looked up once, called again
+
+
+def test_a_runs_queue_members_are_a_byte_per_step_and_still_queue_a_step_once(tmp_path):
+    from fuseline_nb.broker.storage._duckdb_queued import Queued
+
+    schema = _fan_out(50).to_schema()
+    with DuckDBBroker(tmp_path / "h.duckdb", flush_interval=3600) as broker:
+        run_id = _finish_root(broker, schema)
+        st = broker.storage
+        queue, members = st._queues[run_id]
+        assert type(members) is Queued and len(members) == 50 and list(queue)[:2] == ["m0", "m1"]
+        st.enqueue_steps(run_id, ["m0", "m1"])  # queued already: nothing added
+        st.enqueue(run_id, "m2")
+        assert len(queue) == 50 and len(members) == 50
+        first = list(queue)[:3]
+        taken = st.fetch_steps(run_id, 3)
+        assert taken == first and "m0" not in members and "m2" in members and len(members) == 47
+        st.enqueue(run_id, "m0")  # queued again (a retry): at the end, once
+        st.enqueue_steps(run_id, ["m1", "m1", "m0", "m2"])
+        assert list(queue)[-2:] == ["m0", "m1"] and len(members) == 49
+        st.enqueue(run_id, "not-in-the-plan")  # a name the plan lacks still queues (a set beside the bytes)
+        assert "not-in-the-plan" in members and st.fetch_steps(run_id, 100)[-1] == "not-in-the-plan"
+        assert len(members) == 0 and st.fetch_next(run_id) is None

@@ -271,3 +271,115 @@ def test_a_long_step_shrinks_its_workers_next_batch_to_one() -> None:
         assert ep.step_seconds == pytest.approx(0.5)
     finally:
         server.close()
+
+
+class CallsClient(LocalBrokerClient):
+    """Counts the broker calls the server makes for reports and hand-outs."""
+
+    def __init__(self, broker: MemoryBroker) -> None:
+        super().__init__(broker)
+        self.calls: list[str] = []
+
+    def report_steps(self, worker_id, reports):  # type: ignore[no-untyped-def]
+        self.calls.append("report_steps")
+        return super().report_steps(worker_id, reports)
+
+    def get_steps(self, worker_id, n):  # type: ignore[no-untyped-def]
+        self.calls.append("get_steps")
+        return super().get_steps(worker_id, n)
+
+    def report_and_get(self, worker_id, reports, n):  # type: ignore[no-untyped-def]
+        self.calls.append("report_and_get")
+        return super().report_and_get(worker_id, reports, n)
+
+
+def _served(client: LocalBrokerClient):  # type: ignore[no-untyped-def]
+    server = ChannelServer(client, Pool([]))  # nothing to ship: the endpoint gets work at once
+    kernel_end, worker_end = multiprocessing.Pipe()
+    server.add(Endpoint("w1", kernel_end, FakeProcess()))
+    server.start()
+    return server, worker_end
+
+
+def test_a_waiting_workers_report_and_its_next_step_are_one_broker_call() -> None:
+    a, b = fl.FunctionStep(lambda: 1, name="a"), fl.FunctionStep(lambda: 2, name="b")
+    a >> b
+    wf = fl.Workflow(outputs=[b], workflow_id="pair")
+    broker = MemoryBroker()
+    client = CallsClient(broker)
+    wid = broker.register_worker([wf.to_schema()])
+    run_id = broker.dispatch_workflow(wf.to_schema())
+    first = broker.get_step(wid)
+    server, worker_end = _served(client)
+    try:
+        channel = ChannelClient(worker_end, wait=True)
+        channel.report_step(wid, StepReport("pair", run_id, "a", fl.Status.SUCCEEDED, 1, first.attempt))
+        nxt = channel.get_step(wid)  # in hand already: brought by the report's answer
+    finally:
+        server.close()
+    assert nxt is not None and nxt.step_name == "b"
+    assert client.calls == ["report_and_get"]
+    assert broker.get_run(run_id).steps["a"].state is fl.Status.SUCCEEDED
+
+
+def test_a_refused_report_travels_with_the_next_step_and_the_worker_still_gets_the_step() -> None:
+    wf = _quick_wf(2, "two")
+    broker = MemoryBroker()
+    client = CallsClient(broker)
+    wid = broker.register_worker([wf.to_schema()])
+    run_id = broker.dispatch_workflow(wf.to_schema())
+    s0 = broker.get_step(wid)
+    late = StepReport("two", run_id, s0.step_name, fl.Status.SUCCEEDED, None, s0.attempt + 4)
+    server, worker_end = _served(client)
+    try:
+        channel = ChannelClient(worker_end, wait=True)
+        with pytest.raises(StaleReportError, match="attempt 5"):  # the refusal, as a lone report_step raises it
+            channel.report_step(wid, late)
+        nxt = channel.get_step(wid)  # ...and the step handed out with it is not lost
+        held = broker.held_by(wid)
+    finally:
+        server.close()
+    assert nxt is not None and {nxt.step_name, s0.step_name} == {"s0", "s1"}
+    assert [h.step for h in held] == [s0.step_name, nxt.step_name]  # the refused one is still its own
+    assert client.calls == ["report_and_get"]
+
+
+def test_a_refused_report_with_nothing_ready_is_the_answer() -> None:
+    wf = _quick_wf(1, "one")
+    broker = MemoryBroker()
+    wid = broker.register_worker([wf.to_schema()])
+    run_id = broker.dispatch_workflow(wf.to_schema())
+    s0 = broker.get_step(wid)
+    done = StepReport("one", run_id, "s0", fl.Status.SUCCEEDED, None, s0.attempt)
+    server, worker_end = _served(LocalBrokerClient(broker))
+    try:
+        # a one-way report and a late copy of it: the copy's refusal is the answer, never a park
+        send(worker_end, ("reports", (wid, [done])))
+        send(worker_end, ("report_and_get", (wid, done, True)))
+        assert worker_end.poll(10), "the refused report was parked instead of answered"
+        reply = pickle.loads(FrameReader(worker_end).next())
+    finally:
+        server.close()
+    assert reply[0] == "error" and reply[1] in {"StaleReportError", "UnknownRunError"}
+    assert broker.get_run(run_id).state is fl.Status.SUCCEEDED
+
+
+def test_the_report_of_a_cancelled_runs_step_is_refused_and_the_worker_goes_on_with_the_next_run() -> None:
+    wf = _quick_wf(1, "cx")
+    broker = MemoryBroker()
+    client = CallsClient(broker)
+    wid = broker.register_worker([wf.to_schema()])
+    doomed = broker.dispatch_workflow(wf.to_schema())
+    s0 = broker.get_step(wid)
+    broker.cancel_run(doomed, "the user")
+    kept = broker.dispatch_workflow(wf.to_schema())
+    server, worker_end = _served(client)
+    try:
+        channel = ChannelClient(worker_end, wait=True)
+        with pytest.raises(StaleReportError):
+            channel.report_step(wid, StepReport("cx", doomed, "s0", fl.Status.SUCCEEDED, None, s0.attempt))
+        nxt = channel.get_step(wid)
+    finally:
+        server.close()
+    assert nxt is not None and nxt.run_id == kept
+    assert broker.get_run(doomed).state is fl.Status.CANCELLED

@@ -10,6 +10,7 @@ import tracemalloc
 import fuseline_nb as fl
 from fuseline_nb.worker import pool as pool_module
 from fuseline_nb.worker.shipping import load_definition, ship
+from fuseline_nb.workflow.schema import StepSchema, WorkflowSchema
 
 
 def _counting_ship(monkeypatch) -> list[tuple[str, str]]:
@@ -188,6 +189,24 @@ def test_a_column_of_one_object_travels_once_and_equal_but_different_objects_sta
     mixed = pickle.loads(pickle.dumps(Column([{"v": 1}, {"v": True}, {"v": 1.0}], itemgetter("v"))))
     assert [type(v) for v in mixed] == [int, bool, float]  # 1 == True == 1.0, yet not one object
     assert pickle.loads(pickle.dumps(Column([], itemgetter("v")))) == []
+    # immutable values (by_value): equal strings made apart travel as one value, a column of
+    # different ones as each of them; an empty column stays empty
+    rows = [{"v": "".join(["finger", "print"])} for _ in range(500)]
+    assert len({id(r["v"]) for r in rows}) == 500
+    data = pickle.dumps(Column(rows, itemgetter("v"), by_value=True))
+    assert pickle.loads(data) == ["fingerprint"] * 500 and len(data) < 100
+    assert pickle.loads(pickle.dumps(Column([{"v": "a"}, {"v": "b"}], itemgetter("v"), by_value=True))) == ["a", "b"]
+    assert pickle.loads(pickle.dumps(Column([], itemgetter("v"), by_value=True))) == []
+
+
+def test_a_schema_whose_steps_share_equal_values_travels_them_once():
+    steps = tuple(StepSchema(f"s{i}", fingerprint="".join(["ab", "12"]), inputs=("x",)) for i in range(300))
+    schema = WorkflowSchema("w", steps=steps)
+    back = pickle.loads(pickle.dumps(schema))
+    assert back == schema
+    one = "ab12"
+    shared = WorkflowSchema("w", steps=tuple(StepSchema(f"s{i}", fingerprint=one, inputs=("x",)) for i in range(300)))
+    assert len(pickle.dumps(schema)) == len(pickle.dumps(shared))  # equal values: as if one object
 
 
 def test_a_rebuilt_unchanged_definition_takes_the_registered_schema_and_an_edited_one_does_not():

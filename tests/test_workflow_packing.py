@@ -213,3 +213,25 @@ def test_a_worker_plans_only_the_steps_it_runs() -> None:
     assert dict(copy.bindings) == dict(wf.bindings) and copy.bindings.planned == 12
     with pytest.raises(KeyError):
         copy.bindings["nope"]
+
+
+def test_steps_of_one_kind_pack_as_one_group_and_mixed_ones_keep_their_order() -> None:
+    from fuseline_nb.workflow.packing import pack_steps, unpack_steps
+
+    class Own(Step):
+        def run_step(self) -> int:
+            return 1
+
+    same = [FunctionStep(len, name=f"s{i}") for i in range(5)]
+    packed = pack_steps(same)
+    assert packed[1] is None and len(packed[2]) == 1  # one group, no group id per step
+    back = unpack_steps(pickle.loads(pickle.dumps(packed)))
+    def attrs(s: Step) -> dict[str, str]:
+        return {k: repr(v) for k, v in vars(s).items() if k not in ("_in", "_out")}  # links travel apart
+
+    assert [(type(s), attrs(s)) for s in back] == [(type(s), attrs(s)) for s in same]
+    odd = FunctionStep(len, name="odd", policies=[RetryPolicy(max_retries=1)])  # another attribute set
+    for mixed in ([*same[:2], odd, *same[2:]], [*same[:3], Own(name="own"), *same[3:]], [odd], [Own(name="o")]):
+        back = unpack_steps(pickle.loads(cloudpickle.dumps(pack_steps(mixed))))
+        assert [(type(s), attrs(s)) for s in back] == [(type(s), attrs(s)) for s in mixed]
+    assert pack_steps([]) == ("columns", None, [])

@@ -35,12 +35,15 @@ from ..errors import StaleReportError, UnknownRunError
 from ..workflow.status import Status
 from . import leases
 from .base import StepAssignment, StepReport
+from .records import STATE_CODES
 from .state import LiveState, Worker
 from .storage.base import RuntimeStorage
 from .transitions import Effects, Lookup
 
 log = logging.getLogger(__name__)
-_RUNNING = Status.RUNNING
+#: the states of a step a queue entry must not hand out again: running, or with an outcome
+_TAKEN_STATES = frozenset({Status.RUNNING, Status.SUCCEEDED, Status.FAILED, Status.SKIPPED, Status.CANCELLED})
+_TAKEN = frozenset(STATE_CODES[s] for s in _TAKEN_STATES)
 
 
 class Handing:
@@ -117,15 +120,19 @@ class Handing:
                 run = runs.get(run_id)
                 if run is None:
                     continue
-                index, infos, outcomes = run.compiled.index, run.infos, run.tracker.outcomes
+                index, infos = run.compiled.index, run.infos
+                opened, codes = infos.opened, infos.state
                 while True:
                     want = n - len(taken)
                     steps = fetch(run_id, want)
                     for step in steps:
-                        if step not in index:
+                        i = index.get(step)
+                        if i is None:
                             log.warning("dropping queue entry %r of run %s: the workflow has no such step",
                                         step, run_id)
-                        elif infos.state_of(step) is _RUNNING or step in outcomes:
+                        elif (codes[i] in _TAKEN if step not in opened else opened[step].state in _TAKEN_STATES):
+                            # running, or finished: a step's record says so as its outcome does (no lookup
+                            # of its name in the run's outcomes, a big table)
                             log.debug("dropping duplicate queue entry %r of run %s", step, run_id)
                         else:  # a duplicate entry never runs a step twice
                             taken.append(hand_out(st, run, step, worker, now, fx))

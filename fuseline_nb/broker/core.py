@@ -144,6 +144,33 @@ class StorageBroker(Handing, Applier, WorkerCalls, HistoryReads, Broker):
         self._apply(fx)
         return compiled
 
+    def register_workflow(self, workflow: WorkflowSchema) -> None:
+        """Know ``workflow`` as its ``(workflow_id, version)``'s definition for the runs dispatched from now on.
+
+        :meth:`dispatch_workflow` does this first; a caller that ships an
+        edited workflow to its workers calls it before shipping, so a run of
+        the older definition still going (whose later steps the workers now
+        run with the newer code) stores no cache entries from then on.
+
+        Raises
+        ------
+        SchemaMismatchError
+            Another structure is registered under the workflow's id and version.
+
+        Examples
+        --------
+        >>> from fuseline_nb import FunctionStep, Workflow
+        >>> from fuseline_nb.broker import MemoryBroker
+        >>> broker = MemoryBroker()
+        >>> broker.register_workflow(Workflow(outputs=[FunctionStep(abs, name="a")], workflow_id="w").to_schema())
+        >>> [s.workflow_id for s in broker.list_workflows()]
+        ['w']
+        """
+        with self._lock:
+            self._check_open()
+            with paused_gc():
+                self._register(workflow)
+
     def register_worker(self, workflows: Iterable[WorkflowSchema], name: str | None = None) -> str:
         """Register a worker that can run ``workflows``; return its id."""
         with self._lock:

@@ -40,6 +40,8 @@ from ..workflow.status import Status
 
 _STATES: tuple[Status, ...] = tuple(Status)
 _CODE: dict[Status, int] = {s: i for i, s in enumerate(_STATES)}
+#: a state's code in :attr:`StepRecords.state` (a step's state without a ``StepInfo``: see ``state_of``)
+STATE_CODES: dict[Status, int] = _CODE
 _RUNNING = Status.RUNNING
 _NAN = math.nan
 #: a PENDING record's fields: a new record's __dict__ is a copy (quicker than setting fourteen fields)
@@ -57,7 +59,7 @@ class StepRecords(Mapping[str, StepInfo]):
     snapshot made from the arrays).
     """
 
-    __slots__ = ("_actions", "_attempts", "_dirty", "_has", "_label_code", "_labels", "_times", "_touched", "action",
+    __slots__ = ("_actions", "_at", "_attempts", "_dirty", "_has", "_label_code", "_labels", "_times", "_touched", "action",
                  "index", "names", "opened", "rare", "result", "state", "worker")
 
     def __init__(self, names: list[str], index: dict[str, int], dirty: list[StepRecords] | None = None) -> None:
@@ -77,12 +79,14 @@ class StepRecords(Mapping[str, StepInfo]):
         self.rare: dict[int, tuple[Any, ...]] = {}
         #: step -> its StepInfo while a transition or a worker has it in hand
         self.opened: dict[str, StepInfo] = {}
+        self._at: dict[str, int] = {}  # an open step -> its index (a small table: close() needs no big lookup)
         self._touched: list[str] = []  # opened since the last close
         self._dirty = dirty  # the broker's list of records to close after a transition
 
     def put(self, step: str, info: StepInfo) -> None:
         """Take ``info`` as the step's record (a stored run being resumed)."""
         self.opened.pop(step, None)
+        self._at.pop(step, None)
         self._store(self.index[step], info)
 
     def queue(self, step: str, now: float) -> None:
@@ -176,6 +180,7 @@ class StepRecords(Mapping[str, StepInfo]):
             i = self.index[step]
             info = self._made(i) if self._has[i] else _fresh()
             self.opened[step] = info
+            self._at[step] = i
         touched = self._touched
         if not touched and self._dirty is not None:
             self._dirty.append(self)
@@ -197,6 +202,7 @@ class StepRecords(Mapping[str, StepInfo]):
             i = self.index[step]
             info = self._made(i) if self._has[i] else _fresh()
             self.opened[step] = info
+            self._at[step] = i
         d = info.__dict__
         d["attempts"] += 1
         d["state"] = _RUNNING
@@ -211,14 +217,15 @@ class StepRecords(Mapping[str, StepInfo]):
 
     def close(self) -> None:
         """Write the records opened since the last close back into the arrays; RUNNING ones stay open."""
-        opened, index, store, touched = self.opened, self.index, self._store, self._touched
+        opened, at, store, touched = self.opened, self._at, self._store, self._touched
         for step in touched:
             info = opened.get(step)
             if info is not None and info.state is not _RUNNING:
-                store(index[step], info)
+                store(at.pop(step), info)
                 del opened[step]
         if not opened and len(touched) > 256:
             self.opened = {}  # a dict keeps its size once grown (a fan-out opens all its steps at once)
+            self._at = {}
         touched.clear()
 
     def state_of(self, step: str) -> Status:
@@ -294,4 +301,4 @@ def _fresh() -> StepInfo:
     return info
 
 
-__all__ = ["StepRecords"]
+__all__ = ["STATE_CODES", "StepRecords"]

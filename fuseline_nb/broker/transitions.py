@@ -284,7 +284,9 @@ def complete(st: LiveState, run: LiveRun, step: str, state: Status, report: Step
         run.results[step] = info.__dict__["result"] = value  # (StepInfo.result's setter does this)
         fx.result(run_id, step, value)
         cache = run.cache
-        if cache is not None:
+        # a newer definition of the workflow was submitted since this run started: the workers hold
+        # that one, so this result may come from the newer code, not from the code its key names
+        if cache is not None and st.compiled.get(run.key) is run.compiled:
             entry = new_entry(cache, run_id, step, info.action, value, now)
             if entry is not None:
                 fx.write("cache_put", entry, value)

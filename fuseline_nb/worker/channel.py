@@ -14,8 +14,12 @@ with an error naming the choices. The messages are the broker's own
 dataclasses; user data in them (run inputs, step results) is a
 :class:`~fuseline_nb.workflow.value.Value` made where it was born, so it
 crosses as its bytes, classes and functions defined in a notebook included,
-and is opened only by the worker that runs the consuming step. Errors travel
-as ``(type name, message)`` and are raised again as the same class.
+and is opened only by the worker that runs the consuming step. A step's
+report and its assignments travel as their fields' tuples
+(``fuseline_nb.worker._pipeforms``: cheaper to pickle, every field kept).
+Errors travel as ``(type name, message)`` and are raised again as the same
+class; a refused report answered with the next step comes as
+``("assignments", batch, (type name, message))``.
 
 The hot path is at most one round trip per step: a worker's
 ``report_and_get`` carries its report and receives its next assignments. A
@@ -59,7 +63,7 @@ from .latency import HOLD_SECONDS, FrameReader, Spin, send, send_all
 log = logging.getLogger(__name__)
 
 #: Bumped when a message changes shape; a worker of another version is refused.
-PROTOCOL_VERSION: Final = 4
+PROTOCOL_VERSION: Final = 5
 
 RequestKind = Literal[
     "hello", "load_error", "register_worker", "unregister_worker", "get_step", "report_and_get",
@@ -283,6 +287,8 @@ class ChannelClient(BrokerClient):
                 worker_id = self._take_early() or worker_id
             if reply[0] == "assignments":
                 self._took(reply[1])
+                if len(reply) > 2:  # the kernel refused the report it answers: the next steps are in hand
+                    raise rebuild_error(*reply[2])
                 return
             if self.on_workflows is None:
                 raise ChannelClosed("the kernel sent workflows to a client that cannot take them")

@@ -44,6 +44,12 @@ be clever.
    skipped; under load a failed spin costs at most ``spin / MAX_SKIP`` of
    CPU per wait. ``FUSELINE_NB_SPIN_US`` sets the time (``0`` turns
    spinning off).
+4. **The two messages of every step travel as their fields' tuple**
+   (``fuseline_nb.worker._pipeforms``): a report and an assignment are
+   pickled as builtins (no ``__reduce__`` call, no class lookup) and made
+   into their dataclass on the other side with one call, about half the
+   pickling of a round trip; and a waiting worker's report and its next
+   step are one broker call (``report_and_get``).
 
 Examples
 --------

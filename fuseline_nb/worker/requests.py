@@ -46,8 +46,8 @@ class Requests:
     _deferred: Callable[[], AbstractContextManager[None]]  # the client's deferred_events
 
     if TYPE_CHECKING:  # the server's own (handing out work, tracking reports, closing a pipe)
-        def _offer(self, ep: Endpoint, kind: str, worker_id: str | None, wait: bool) -> Reply: ...
-        def _take_reports(self, ep: Endpoint, worker_id: str, reports: list[StepReport]) -> list[Exception | None]: ...
+        def _offer(self, ep: Endpoint, kind: str, worker_id: str | None, wait: bool,
+                   reports: list[StepReport] | None = None) -> Reply: ...
         def remove(self, ep: Endpoint) -> None: ...
 
     def handlers(self) -> dict[str, Callable[..., Reply]]:
@@ -202,17 +202,42 @@ class Requests:
     def _reports_and_get(self, ep: Endpoint, worker_id: str, reports: list[StepReport], wait: bool) -> Reply:
         """Record ``reports`` (the one-way ones read with it, then its own) and hand out the next work.
 
-        A refused one-way report is logged; a refused last report is the
-        answer, as a lone ``report_step`` would raise it.
+        A refused one-way report is logged; a refused last report is told to
+        the worker, as a lone ``report_step`` would raise it (see
+        :meth:`~fuseline_nb.worker.server.ChannelServer._offer`).
         """
-        refused = self._take_reports(ep, worker_id, reports)
-        if len(refused) > 1:
-            for exc in refused[:-1]:
-                if exc is not None:
-                    log.warning("report from worker %s refused: %s", ep.label, exc)
-        if refused and refused[-1] is not None:
-            raise refused[-1]
-        return self._offer(ep, "get_step", worker_id, wait)
+        return self._offer(ep, "get_step", worker_id, wait, reports)
+
+    def _record(self, ep: Endpoint, worker_id: str | None, reports: list[StepReport]) -> None:
+        """Record a ``report_and_get``'s reports alone; a refusal of the last one is raised (the answer)."""
+        if worker_id is None:
+            raise ValueError("reports need the worker id they come from")
+        last = self._refusal(ep, self._take_reports(ep, worker_id, reports))
+        if last is not None:
+            raise last
+
+    @staticmethod
+    def _refusal(ep: Endpoint, refused: list[Exception | None]) -> Exception | None:
+        """Log the refused one-way reports; why the last report was refused, or ``None``."""
+        for exc in refused[:-1]:
+            if exc is not None:
+                log.warning("report from worker %s refused: %s", ep.label, exc)
+        return refused[-1] if refused else None
+
+    def _take_reports(self, ep: Endpoint, worker_id: str, reports: list[StepReport]) -> list[Exception | None]:
+        """Record ``reports`` with one broker call; for each, ``None`` or why it was refused."""
+        ep.step_seconds = self._longest(reports)
+        return self.client.report_steps(worker_id, reports)
+
+    @staticmethod
+    def _longest(reports: list[StepReport]) -> float:
+        """The longest step of ``reports`` in seconds (0 when none says): sizes its worker's next batch."""
+        longest = 0.0
+        for r in reports:
+            started, finished = r.started_at, r.finished_at
+            if started is not None and finished is not None and finished - started > longest:
+                longest = finished - started
+        return longest
 
     def _reports_oneway(self, ep: Endpoint, worker_id: str, reports: list[Any]) -> Reply:
         self._flush_reports(ep, worker_id, [report_from(r) for r in reports])

@@ -312,52 +312,73 @@ class ChannelServer(Requests):
             self.backlog = 0
 
     # -- handlers ---------------------------------------------------------------------------
-    def _offer(self, ep: Endpoint, kind: str, worker_id: str | None, wait: bool) -> Reply:
-        """Answer a get: stop, new workflows, an assignment, or park it."""
+    def _offer(self, ep: Endpoint, kind: str, worker_id: str | None, wait: bool,
+               reports: list[StepReport] | None = None) -> Reply:
+        """Answer a get: stop, new workflows, an assignment, or park it.
+
+        With ``reports`` (a ``report_and_get``) they are recorded first. When
+        the answer is one step for a waiting worker, the reports and the
+        hand-out are one broker call (``report_and_get``), and a refusal of
+        the last report travels with the step: ``("assignments", batch,
+        (type, message))`` — the worker takes the step and raises the refusal,
+        as a lone ``report_step`` would. Otherwise it is the answer (an error).
+        """
+        if reports is not None:
+            ep.step_seconds = self._longest(reports)  # the batches of a worker whose steps turn out long shrink
+            if self._draining or not wait:  # at once; what an early ask holds is counted after its reports
+                self._record(ep, worker_id, reports)
+                reports = None
         if self._draining:
             return ("stop",)
         # a worker asking early (not waiting) holds steps: it gets a real batch or none, never workflows
         held = len(self.client.held_by(worker_id)) if not wait and worker_id is not None else 0
         blobs = self.supervisor.workflow_blobs()
         if ep.shipped < len(blobs) and not held:
+            if reports is not None:
+                self._record(ep, worker_id, reports)
             new = blobs[ep.shipped:]
             if ep.shipped == 0:  # a fresh process needs only the latest definition of each
                 new = list({key: (key, blob) for key, blob in new}.values())
             ep.shipped = len(blobs)
             return ("workflows", new)
-        if kind != "hello" and worker_id is not None:
+        if kind == "hello" or worker_id is None:
+            if reports is not None:
+                self._record(ep, worker_id, reports)
+        else:
             backlog, workers = self.backlog, len(self.endpoints)
             # batch_size's answer is 1 while the backlog is under one step per worker each: asked only beyond
             want = 1 if backlog < 2 * workers else batch_size(
                 self.prefetch, step_seconds=ep.step_seconds, backlog=backlog, workers=workers)
+            refusal: tuple[str, str] | None = None
+            if reports is not None and want > 1:  # its batch counts what it holds after them
+                self._record(ep, worker_id, reports)
+                reports = None
             if want > 1 and wait:  # what it holds counts against its batch (asked only when it matters)
                 held = len(self.client.held_by(worker_id))
             if held:  # an early ask comes from a worker running the first of what it holds: maybe none more
                 want = max(1, want - held) if wait else max(0, want - held + 1)
-            batch = self.client.get_steps(worker_id, want) if want > 0 else []
+            if reports is not None:  # one step for a waiting worker: its reports and the hand-out, one call
+                refused, batch = self.client.report_and_get(worker_id, reports, want)
+                last = self._refusal(ep, refused)
+                refusal = None if last is None else (type(last).__name__, str(last))
+            else:
+                batch = self.client.get_steps(worker_id, want) if want > 0 else []
             if not self._timing:
                 for a in batch:
                     if a.timeout is not None:
                         self._timing, self._next_due = True, 0.0  # ask the broker at the next turn
                         break
+            if refusal is not None and not batch:
+                return ("error", *refusal)
             if batch or not wait:
                 if batch and wait and self.spin.wanted():  # see latency.Spin: this channel's replies decide
                     self._handed_at = now = time.perf_counter()
                     self._spin_until = now + self.spin.seconds
-                return ("assignments", [assignment_wire(a) for a in batch])
+                wire = [assignment_wire(a) for a in batch]
+                return ("assignments", wire) if refusal is None else ("assignments", wire, refusal)
         ep.parked = (kind, worker_id)
         self._parked[ep.label] = ep
         return None
-
-    def _take_reports(self, ep: Endpoint, worker_id: str, reports: list[StepReport]) -> list[Exception | None]:
-        """Record ``reports`` with one broker call; for each, ``None`` or why it was refused."""
-        longest = 0.0  # the batches of a worker whose steps turn out long shrink at once
-        for r in reports:
-            started, finished = r.started_at, r.finished_at
-            if started is not None and finished is not None and finished - started > longest:
-                longest = finished - started
-        ep.step_seconds = longest
-        return self.client.report_steps(worker_id, reports)
 
 
 __all__ = ["ChannelServer", "Endpoint", "Supervisor"]

@@ -37,6 +37,9 @@ class Column:
 
     ``through`` (e.g. ``vars``) is applied to each item first, so a C-level
     getter such as ``itemgetter("name")`` reads instance dictionaries.
+    ``by_value``: the values are immutable (strings, booleans, tuples of
+    them), so a column of equal values travels as one value (found by a
+    C-level count); otherwise only one object throughout does.
 
     Examples
     --------
@@ -52,13 +55,17 @@ class Column:
     [1, 2]
     """
 
-    __slots__ = ("getter", "items", "through")
+    __slots__ = ("by_value", "getter", "items", "through")
 
     def __init__(self, items: Sequence[Any], getter: Callable[[Any], Any], *,
-                 through: Callable[[Any], Any] | None = None) -> None:
+                 through: Callable[[Any], Any] | None = None, by_value: bool = False) -> None:
         self.items = items
         self.getter = getter
         self.through = through  # applied to each item before getter (``vars``: read the instance dict)
+        # The values are immutable (strings, booleans, tuples of strings): a column of equal values
+        # travels as one, found by a C-level count (by identity otherwise: equal objects that are
+        # not the same one must come back apart, as a step's two equal lists)
+        self.by_value = by_value
 
     def __iter__(self) -> Iterator[Any]:
         items = self.items if self.through is None else map(self.through, self.items)
@@ -66,6 +73,11 @@ class Column:
 
     def __reduce__(self) -> tuple[Any, ...]:
         values = iter(self)
+        if self.by_value:  # immutable values: equal is as good as the same (a C-level count)
+            column = list(values)
+            if column and column.count(column[0]) == len(column):
+                return _repeat, (column[0], len(column))  # one value throughout: written once
+            return list, (), None, iter(column)
         for first in values:  # one pass, no list: most columns hold one object throughout
             if all(map(is_, values, repeat(first))):
                 return _repeat, (first, len(self.items))  # one object throughout: written once

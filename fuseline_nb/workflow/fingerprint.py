@@ -59,7 +59,8 @@ _PLAIN = (type(None), bool, int, float, complex, str, bytes)
 _WIRING = WIRING_ATTRIBUTES
 _CLASS_SKIP = frozenset({"__module__", "__qualname__", "__doc__", "__dict__", "__weakref__",
                          "__annotations__", "_abc_impl", "__slots__", "__firstlineno__",
-                         "__static_attributes__", "__parameters__", "__orig_bases__"})
+                         "__static_attributes__", "__parameters__", "__orig_bases__",
+                         "__slotnames__"})  # (copyreg caches it in the class at its first pickle)
 
 
 def step_fingerprint(step: Step, _classes: dict[int, list[str]] | None = None) -> str:

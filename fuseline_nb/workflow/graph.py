@@ -339,10 +339,13 @@ class Workflow(Surface):
     def __len__(self) -> int:
         return len(self._order)
 
-    def _schema(self, workflow_id: str, fps: dict[str, str] | None = None) -> WorkflowSchema:
-        return make_schema(self._full(), workflow_id, self.version, self.name,
-                           tuple(map(policy_spec, self.policies)),
-                           self.fingerprints() if fps is None else fps, self._key)
+    def _schema(self, workflow_id: str, fps: dict[str, str] | list[str] | None = None) -> WorkflowSchema:
+        st = self._full()
+        if fps is None:  # in the structure's order (the steps dict's), a column at a time
+            steps = list(self.steps.values())
+            fps = _fingerprint_list(steps) if list(map(_NAME, steps)) == st.order else self.fingerprints()
+        return make_schema(st, workflow_id, self.version, self.name, tuple(map(policy_spec, self.policies)), fps,
+                           self._key)
 
     def to_schema(self) -> WorkflowSchema:
         """The serialisable :class:`WorkflowSchema` a broker works from.

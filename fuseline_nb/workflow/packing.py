@@ -92,6 +92,15 @@ def pack_steps(steps: list[Step]) -> tuple[Any, ...]:
     ['a', 'b']
     """
     plain: dict[type, bool] = {}
+    if steps:  # most workflows: steps of one plain class holding the same attributes, one group
+        cls = type(steps[0])
+        names = list(map(tuple, map(vars, steps)))  # C-level passes, no Python code per step
+        if (plain.setdefault(cls, _plain(cls)) and names.count(names[0]) == len(names)
+                and list(map(type, steps)).count(cls) == len(steps)):
+            keys = tuple(k for k in names[0] if k not in _LINKS)
+            del names
+            return ("columns", None, [(cls, keys, tuple(Column(steps, itemgetter(k), through=vars) for k in keys))])
+        del names
     index: dict[tuple[type, tuple[str, ...]], int] = {}  # (class, every attribute name) -> group
     keyed: dict[tuple[type, tuple[str, ...]], int] = {}  # (class, attribute names sans links) -> group
     members: list[list[Any]] = []

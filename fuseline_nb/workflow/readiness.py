@@ -93,6 +93,7 @@ class Changes:
     cancelled: list[str] = field(default_factory=list)
 
 
+_SWEEP_FROM = 4096  # Readiness._open may hold this many finished steps before a sweep
 _NONE: tuple[str, ...] = ()  # an empty part of a Changes (shared: read only)
 #: what :meth:`Readiness.finish` answers when nothing downstream was decided (shared: tuples, read only)
 NOTHING: Changes = Changes(_NONE, _NONE, _NONE)  # type: ignore[arg-type]
@@ -132,7 +133,10 @@ class Readiness:
     def __init__(self, plan: Plan) -> None:
         self.plan = plan
         self.outcomes: dict[str, Outcome] = {}  # in completion order (see order)
-        self._open: set[str] = set()  # steps made ready (or being skipped/cancelled) without an outcome yet
+        # steps made ready (or being skipped/cancelled), kept after their outcome until a sweep: a
+        # finished step is not taken out one by one (a random access into a big set per step)
+        self._open: set[str] = set()
+        self._sweep_at = _SWEEP_FROM  # _open's size that makes finish() drop the steps with outcomes
         self.decided = _Decided(self.outcomes, self._open)  # steps made ready, skipped or cancelled
         self._order: dict[str, int] = {}
         self._failed: list[str] = []  # steps with a FAILED outcome, in completion order
@@ -191,7 +195,6 @@ class Readiness:
             state = out.state
             if state is _FAILED:
                 self._failed.append(u)
-            held.discard(u)
             succ = successors[u]
             if not succ:
                 continue
@@ -241,6 +244,9 @@ class Readiness:
                     work.append((v, _CANCELLED))
         if ready is None and skipped is None and cancelled is None:
             return NOTHING
+        if len(held) > self._sweep_at:  # many made ready since the last sweep: forget those that finished
+            held.difference_update([n for n in held if n in outcomes])
+            self._sweep_at = max(_SWEEP_FROM, 2 * len(held))
         return Changes(_NONE if ready is None else ready, _NONE if skipped is None else skipped,  # type: ignore[arg-type]
                        _NONE if cancelled is None else cancelled)  # type: ignore[arg-type]
 

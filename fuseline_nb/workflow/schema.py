@@ -67,8 +67,9 @@ class WorkflowSchema:
         # Steps and edges as columns, one list per field made while pickling (no tuple per step kept
         # alive by the pickler's memo; a name or fingerprint shared by many steps is one object,
         # pickled once), with the structure key when known: a 1M-step schema crosses a pipe in a second.
-        steps = tuple(Column(self.steps, attrgetter(f)) for f in _STEP_FIELDS)
-        edges = tuple(Column(self.edges, attrgetter(f)) for f in _EDGE_FIELDS)
+        # (every field but the policies' dicts is immutable: a column of equal values travels as one)
+        steps = tuple(Column(self.steps, attrgetter(f), by_value=f != "policies") for f in _STEP_FIELDS)
+        edges = tuple(Column(self.edges, attrgetter(f), by_value=True) for f in _EDGE_FIELDS)
         return _schema_from_columns, (self.workflow_id, self.version, steps, edges, self.outputs, self.name,
                                       self.policies, self.__dict__.get("_structure_key"))
 

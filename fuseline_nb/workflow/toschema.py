@@ -36,10 +36,11 @@ _set = object.__setattr__
 
 
 def make_schema(structure: Structure, workflow_id: str, version: str, name: str,
-                policies: tuple[dict[str, Any], ...], fingerprints: dict[str, str],
+                policies: tuple[dict[str, Any], ...], fingerprints: dict[str, str] | list[str],
                 structure_key: str | None = None) -> WorkflowSchema:
     """The schema of ``structure`` under ``workflow_id`` and ``version``.
 
+    ``fingerprints``: by step name, or a list in the structure's order.
     ``structure_key``, when known, is stored with the schema (its
     :meth:`~WorkflowSchema.structure_key` is then not computed again).
 
@@ -60,11 +61,17 @@ def make_schema(structure: Structure, workflow_id: str, version: str, name: str,
     # The steps, shapes and fingerprints are read side by side in the structure's order (the steps
     # dict and a workflow's fingerprints are made in it): a lookup by name per step would reach into
     # a million-entry table at random. A name that is not the same object falls back to the lookup.
-    fps: Any = fingerprints.items() if len(fingerprints) == len(order) else repeat((None, ""), len(order))
+    fps: Any
+    if isinstance(fingerprints, list):  # in the structure's order already
+        if len(fingerprints) != len(order):
+            raise ValueError(f"{len(fingerprints)} fingerprints for {len(order)} steps")
+        fps = zip(order, fingerprints, strict=True)
+    else:
+        fps = fingerprints.items() if len(fingerprints) == len(order) else repeat((None, ""), len(order))
     of_class: dict[type, Any] = {}  # step class -> the policies its body sets (None: none)
     for n, s, shape, (k, fp) in zip(order, steps.values(), structure.shapes, fps, strict=True):
         if k is not n:
-            fp = fingerprints[n]
+            fp = fingerprints[n]  # type: ignore[call-overload]
         if s.name is not n:
             s = steps[n]
         d = s.__dict__  # (the fingerprints read it already: no new dict)

@@ -34,6 +34,7 @@ from ...workflow.runinfo import StepInfo
 from ...workflow.value import Value
 from ._duckdb_batch import Batch
 from ._duckdb_files import FILE_BYTES
+from ._duckdb_queued import Queued
 from ._duckdb_rows import step_row
 
 
@@ -50,12 +51,15 @@ class ManyRows:
     _batch: Batch
     _buf_lock: threading.Lock
     _known: set[str]
-    _queues: dict[str, tuple[deque[str], set[str]]]
+    _queues: dict[str, tuple[deque[str], Any]]  # members: a set, or a Queued
     _big: MutableMapping[tuple[str, str], Any]
-    _require: Callable[[str], tuple[deque[str], set[str]]]  # a run's queue, or UnknownRunError
+    _require: Callable[[str], tuple[deque[str], Any]]  # a run's queue, or UnknownRunError
 
     def enqueue_steps(self, run_id: str, steps: list[str]) -> None:
         queue, members = self._queues.get(run_id) or self._require(run_id)
+        if members.__class__ is Queued:  # a byte per step of the run's plan (see _duckdb_queued)
+            queue.extend(members.mark_new(steps))
+            return
         for step in steps:
             if step not in members:
                 members.add(step)

@@ -61,6 +61,7 @@ from ._duckdb_life import claim, flush_loop, release, track, translate, wait_war
 from ._duckdb_many import ManyRows
 from ._duckdb_open import check_read_only, migrate, refuse_foreign
 from ._duckdb_places import RowPlaces
+from ._duckdb_queued import members_for
 from ._duckdb_reads import HistoryReads
 from ._duckdb_rows import step_row
 from ._duckdb_schema import read_workflows
@@ -115,7 +116,7 @@ class DuckDBRuntimeStorage(ManyRows, HistoryReads, RuntimeStorage):
         self._row: tuple[Any, ...] = ()  # the last step row buffered (equal rows share one tuple)
         self._places = RowPlaces()  # where the rows of this storage's big unfinished runs are
         self._clean = CleanColumns()  # the columns its live runs' rows still hold at their PENDING value
-        self._queues: dict[str, tuple[deque[str], set[str]]] = {}  # live run -> queue, members
+        self._queues: dict[str, tuple[deque[str], Any]] = {}  # live run -> queue, members (set or Queued)
         self._known: set[str] = set()  # runs known to exist (no lookup needed)
         self._unpicklable: dict[tuple[str, str], Any] = {}
         self._workflows: dict[tuple[str, str], WorkflowSchema] = {}
@@ -180,7 +181,7 @@ class DuckDBRuntimeStorage(ManyRows, HistoryReads, RuntimeStorage):
         if self._closed:
             raise StorageClosedError(f"DuckDBRuntimeStorage({self.path!r}) is closed")
 
-    def _require(self, run_id: str) -> tuple[deque[str], set[str]]:
+    def _require(self, run_id: str) -> tuple[deque[str], Any]:
         """The queue of a run, checking (off the hot path) that the run exists."""
         self._check_open()
         q = self._queues.get(run_id)
@@ -238,7 +239,7 @@ class DuckDBRuntimeStorage(ManyRows, HistoryReads, RuntimeStorage):
         names = steps if isinstance(steps, StepOrder) else tuple(steps)
         with self._buf_lock:
             self._batch.runs[run_id] = (workflow_id, version, dict(inputs), created_at, names)
-        self._queues[run_id] = (deque(), set())
+        self._queues[run_id] = (deque(), members_for(names))  # a byte per step, not a set entry
         self._known.add(run_id)
         self._clean.track(run_id)
 

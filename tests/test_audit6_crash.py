@@ -61,3 +61,19 @@ def test_an_attempt_running_when_the_history_was_closed_ends_in_the_events_when_
                         ("step_started", 2), ("step_finished", 2)]
     finally:
         broker.close()
+
+
+def test_a_big_value_half_written_when_the_kernel_died_is_removed_when_the_history_is_opened(tmp_path: Path) -> None:
+    # A process killed while writing a big result leaves '.<name>.<pid>.tmp' in <history>.values/ (seen
+    # after SIGKILLing a kernel mid-run: a 1.6 MB leftover); no row names it and nothing removed it, so
+    # every crash could leave up to a result's size behind for good.
+    path = tmp_path / "h.duckdb"
+    DuckDBBroker(path).close()
+    folder = tmp_path / "h.duckdb.values"
+    folder.mkdir()
+    leftover = folder / ".0123abcd.pickle.4242.tmp"
+    leftover.write_bytes(b"x" * 1000)
+    kept = folder / "0123abcd.pickle"
+    kept.write_bytes(b"y")
+    DuckDBBroker(path).close()
+    assert sorted(p.name for p in folder.iterdir()) == ["0123abcd.pickle"]

@@ -11,7 +11,8 @@ the file plus that folder; copy or delete them together.
 
 A file is written (and synced) before the transaction that names it
 commits, under a name made from the run and the step, so a retried flush
-writes the same file again and a crash leaves at most a file no row names.
+writes the same file again and a crash leaves at most a file no row names
+(and a half-written ``.tmp`` file, removed when the history is opened again).
 
 Examples
 --------
@@ -57,6 +58,23 @@ class ValueFiles:
             os.fsync(f.fileno())
         os.replace(tmp, self.folder / name)
         return name
+
+    def sweep(self) -> int:
+        """Remove the files a process that died while writing left (``.<name>.<pid>.tmp``); how many.
+
+        Called where the history is opened for writing: DuckDB lets one process
+        hold the file, so no other process is writing into the folder then.
+        """
+        if not self.folder.is_dir():
+            return 0
+        gone = 0
+        for tmp in self.folder.glob(".*.tmp"):
+            try:
+                tmp.unlink()
+                gone += 1
+            except OSError:  # gone already, or not ours to remove: it costs only disk
+                continue
+        return gone
 
     def read(self, name: str) -> bytes:
         """The bytes of the file ``name`` (one read of its size).

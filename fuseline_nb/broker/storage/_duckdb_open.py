@@ -74,7 +74,8 @@ def refuse_foreign(path: str) -> None:
 
 
 def migrate(execute: Execute, lock: threading.RLock, path: str) -> None:
-    """Bring the file to ``CURRENT_VERSION``, recreate the views, prune unneeded definitions.
+    """Bring the file to ``CURRENT_VERSION``, recreate the views, prune unneeded definitions, remove
+    half-written big values (a process killed while writing one).
 
     Raises
     ------
@@ -107,8 +108,11 @@ def migrate(execute: Execute, lock: threading.RLock, path: str) -> None:
         execute(sql)
     for name, select in (*Q.VIEWS, CACHE_VIEW):
         execute(f"CREATE OR REPLACE VIEW {name} AS {select}")
-    # what the runs finished since the last store left behind
-    prune(execute, None if path == ":memory:" else ValueFiles(path))
+    # what the runs finished since the last store left behind, and what a process killed mid-write left
+    files = None if path == ":memory:" else ValueFiles(path)
+    prune(execute, files)
+    if files is not None:
+        files.sweep()
 
 
 def check_read_only(query: str, path: str) -> None:

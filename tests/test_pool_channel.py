@@ -12,9 +12,12 @@ import pytest
 
 import fuseline_nb as fl
 from fuseline_nb.broker import MemoryBroker, StepReport
+from fuseline_nb.broker.base import StepAssignment
 from fuseline_nb.broker.clients import LocalBrokerClient
 from fuseline_nb.errors import StaleReportError, UnknownRunError
+from fuseline_nb.running.execute import StepOutcome
 from fuseline_nb.worker.channel import ChannelClient, ChannelClosed
+from fuseline_nb.worker.engine import ProcessEngine
 from fuseline_nb.worker.latency import FrameReader, send
 from fuseline_nb.worker.server import ChannelServer, Endpoint
 from fuseline_nb.worker.shipping import ship
@@ -383,3 +386,21 @@ def test_the_report_of_a_cancelled_runs_step_is_refused_and_the_worker_goes_on_w
         server.close()
     assert nxt is not None and nxt.run_id == kept
     assert broker.get_run(doomed).state is fl.Status.CANCELLED
+
+
+def test_a_pool_engine_goes_on_after_a_report_of_a_run_the_broker_does_not_know() -> None:
+    wf = _quick_wf(1, "gone")
+    broker = MemoryBroker()
+    wid = broker.register_worker([wf.to_schema()])
+    run_id = broker.dispatch_workflow(wf.to_schema())
+    server, worker_end = _served(LocalBrokerClient(broker))
+    try:
+        channel = ChannelClient(worker_end, wait=True)
+        engine = ProcessEngine.__new__(ProcessEngine)  # the worker loop's report path, as a pool worker runs it
+        engine.client, engine.worker_id = channel, wid
+        ghost = StepAssignment("gone", "no-such-run", "s0", {}, 0.0, 60.0)
+        engine._report(ghost, StepOutcome(fl.Status.SUCCEEDED, None))  # refused, logged: no exception
+        nxt = channel.get_step(wid)  # the ready step came with the refusal
+    finally:
+        server.close()
+    assert nxt is not None and (nxt.run_id, nxt.step_name) == (run_id, "s0")

@@ -34,7 +34,7 @@ from typing import Any
 
 from ..broker.base import StepAssignment, StepReport
 from ..broker.clients import BrokerClient
-from ..errors import BrokerRequestError, StaleReportError, UnknownWorkflowError
+from ..errors import BrokerRequestError, StaleReportError, UnknownRunError, UnknownWorkflowError
 from ..limits import safe_text
 from ..running.execute import StepOutcome, attempt
 from ..workflow.graph import Workflow
@@ -232,7 +232,8 @@ class ProcessEngine:
     def _report(self, a: StepAssignment, out: StepOutcome) -> None:
         try:
             self.client.report_step(self.worker_id, report_of(a, out))
-        except (StaleReportError, BrokerRequestError) as exc:  # a refused report never ends the worker
+        except (StaleReportError, BrokerRequestError, UnknownRunError) as exc:  # a refused report never ends
+            # the worker (over a pipe the next step may have come with the refusal: it runs next)
             log.warning("report of step %r of run %s refused: %s", a.step_name, a.instance_id, exc)
 
     def close(self) -> None:

@@ -95,3 +95,136 @@ def test_a_details_text_is_reused_only_for_a_detail_that_writes_the_same_json():
                {1: "k"}, {True: "k"}, {"1": "k"}, {"t": (1,)}, {"t": (True,)}, {"l": [1]}, {"l": [True]}]
     events = [Event("step_finished", "r", i, 0.0, detail=d) for i, d in enumerate(details * 3)]
     assert details_json(events) == [ENCODER.encode(d) for d in details * 3]
+
+
+def _random_history(path, seed: int, reopen_at: int | None = None):
+    """Random records, results and run ends over a few runs, flushed at random points; every row."""
+    import random
+
+    from fuseline_nb.workflow.value import Value
+
+    rnd = random.Random(seed)
+    names = {f"r{k}": [f"s{i}" for i in range(rnd.randint(1, 90))] for k in range(4)}
+    infos = [
+        lambda: StepInfo(Status.PENDING, queued_at=1.0),
+        lambda: StepInfo(Status.RUNNING, attempts=1, worker="w1", queued_at=1.0, started_at=2.0),
+        lambda: StepInfo(Status.SUCCEEDED, attempts=1, worker="w2", action="default", started_at=2.0, finished_at=3.0),
+        lambda: StepInfo(Status.FAILED, attempts=2, error="ValueError: bad", traceback="Traceback ...", finished_at=4.0),
+        lambda: StepInfo(Status.SKIPPED, skip_reason="a branch not taken"),
+        lambda: StepInfo(Status.FAILED, attempts=1, error="lease expired", recovered=True),
+        lambda: StepInfo(Status.PENDING, attempts=3, queued_at=5.0),  # a retry queued: the error goes
+    ]
+    results = [None, 1, "text", Value.of({"k": [1, 2]}), Value.of(list(range(50)))]
+    st = DuckDBRuntimeStorage(path, flush_interval=3600)
+    try:
+        st._stopping = True
+        for k, (run_id, steps) in enumerate(names.items()):
+            st.create_run(run_id, "wf", "1", {}, steps, created_at=float(k))
+        live = list(names)
+        for turn in range(400):
+            if reopen_at == turn:  # a later process goes on with the runs: it knows nothing of their rows
+                st.close()
+                st = DuckDBRuntimeStorage(path, flush_interval=3600)
+                st._stopping = True
+            run_id = rnd.choice(live) if live else None
+            roll = rnd.random()
+            if run_id is None or roll < 0.3:
+                st.flush()
+            elif roll < 0.7:
+                steps = rnd.sample(names[run_id], rnd.randint(1, len(names[run_id])))
+                info = rnd.choice(infos)()
+                st.save_steps(run_id, [(s, info) for s in steps])
+            elif roll < 0.85:
+                st.set_result(run_id, rnd.choice(names[run_id]), rnd.choice(results))
+            elif roll < 0.9:
+                st.save_step(run_id, f"extra{turn}", rnd.choice(infos)())  # a step create_run did not name
+            elif roll < 0.92 and len(live) > 1:
+                st.finalize_run(run_id, Status.SUCCEEDED, 9.0)
+                live.remove(run_id)
+        st.flush()
+        return st._execute("SELECT * FROM fl_steps ORDER BY run_id, step")
+    finally:
+        st.close()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_columns_a_flush_leaves_out_hold_the_value_it_would_have_written(tmp_path, monkeypatch, seed):
+    # DuckDB logs every column an UPDATE sets: a flush leaves out those its runs' rows still hold at
+    # their PENDING value. Random histories (errors then retries, skips, recovered, results coming
+    # apart, steps no create_run named, runs ending, a reopened file) give the same rows as setting all.
+    from fuseline_nb.broker.storage import _duckdb_columns
+
+    left: list[frozenset[str]] = []
+    real = _duckdb_columns.CleanColumns.unchanged
+
+    def recording(self, rows):
+        out = real(self, rows)
+        left.append(out)
+        return out
+
+    monkeypatch.setattr(_duckdb_columns.CleanColumns, "unchanged", recording)
+    reopen = 200 if seed % 2 else None
+    fewer = _random_history(tmp_path / "fewer.duckdb", seed, reopen)
+    assert any(left)  # columns were left out
+    monkeypatch.setattr(_duckdb_columns.CleanColumns, "unchanged", lambda self, rows: frozenset())
+    assert _random_history(tmp_path / "all.duckdb", seed, reopen) == fewer
+
+
+def test_a_fan_outs_queued_rows_set_one_column_and_its_finished_rows_leave_the_errors_alone(monkeypatch):
+    from fuseline_nb.broker.storage import _duckdb_write
+
+    scripts: list[str] = []
+    real = _duckdb_write.run_script
+    monkeypatch.setattr(_duckdb_write, "run_script",
+                        lambda con, script, **tables: scripts.append(script) or real(con, script, **tables))
+    names = [f"s{i}" for i in range(N)]
+    with DuckDBRuntimeStorage(flush_interval=3600) as st:
+        st._stopping = True
+        st.create_run("r", "wf", "1", {}, names, created_at=0.0)
+        st.flush()
+        st.save_steps("r", [(n, StepInfo(Status.PENDING, queued_at=1.0)) for n in names])
+        st.flush()
+        update = scripts[-1][scripts[-1].index("UPDATE fl_steps"):]
+        assert update.startswith("UPDATE fl_steps SET state = b.state, queued_at = b.queued_at FROM")
+        for n in names:
+            st.save_step("r", n, StepInfo(Status.SUCCEEDED, attempts=1, worker="w", queued_at=1.0, finished_at=2.0))
+            st.set_result("r", n, None)
+        st.flush()
+        update = scripts[-1][scripts[-1].index("UPDATE fl_steps"):]
+        for column in ("error", "traceback", "skip_reason", "recovered", "result_rich", "started_at"):
+            assert f" {column} = " not in update
+        for column in ("state", "worker", "finished_at", "queued_at", "result_preview", "result_pickle"):
+            assert f" {column} = " in update
+        st.save_step("r", "s0", StepInfo(Status.FAILED, attempts=2, error="ValueError: x"))
+        st.flush()
+        st.save_step("r", "s0", StepInfo(Status.PENDING, attempts=2, queued_at=3.0))  # retried: the error goes
+        st.flush()
+        assert " error = " in scripts[-1]
+        assert st._execute("SELECT state, error, error_type, finished_at FROM fl_steps WHERE step = 's0'") == [
+            ("PENDING", None, None, None)]
+
+
+def test_columns_moved_by_a_new_runs_rows_or_by_late_results_are_set_again_later():
+    # the rows of a run recorded in its first flush are inserted with their values, and results
+    # whose records came earlier are written apart: the columns they move are not left out later
+    import pickle
+
+    from fuseline_nb.workflow.value import Value
+
+    rich = Value(pickle.dumps(1), "f" * 32, "1", "int", {"html": "<b>1</b>"})
+    with DuckDBRuntimeStorage(flush_interval=3600) as st:
+        st._stopping = True
+        st.create_run("r", "wf", "1", {}, ["a", "b", "c"], created_at=0.0)
+        st.save_steps("r", [(n, StepInfo(Status.FAILED, attempts=1, error="ValueError: x", recovered=True))
+                            for n in "abc"])
+        st.flush()  # inserted with the run, errors and all
+        st.set_result("r", "a", rich)  # its record came in the flush before: written apart
+        st.flush()
+        st.save_steps("r", [(n, StepInfo(Status.SUCCEEDED, attempts=2)) for n in "abc"])
+        st.set_result("r", "a", 2)
+        st.flush()
+        rows = st._execute("SELECT step, state, error, error_type, recovered, result_preview, result_rich "
+                           "FROM fl_steps ORDER BY step")
+    assert rows == [("a", "SUCCEEDED", None, None, False, "2", None),
+                    ("b", "SUCCEEDED", None, None, False, None, None),
+                    ("c", "SUCCEEDED", None, None, False, None, None)]

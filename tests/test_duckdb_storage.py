@@ -32,6 +32,9 @@ from fuseline_nb.workflow.events import Event
 from fuseline_nb.workflow.runinfo import StepInfo
 from fuseline_nb.workflow.schema import StepSchema, WorkflowSchema
 
+_BY_ROW_ID = "WHERE fl_steps.rowid = b.rid"  # the steps UPDATE finds its rows by row id
+_SETS_RESULTS = "result_preview = CASE"  # ... and sets the results that came with them
+
 VIEW_COLUMNS = {
     "workflows": ["workflow_id", "version", "name", "schema_json", "registered_at"],
     "runs": ["run_id", "workflow_id", "version", "state", "inputs_json", "created_at", "finished_at",
@@ -259,8 +262,8 @@ class TestReadWrite:
             st._con.execute(Q.UNPIN_SIDES)
             st.flush()
             script = scripts[-1]
-            assert Q.UPDATE_STEPS_NO_RESULTS_AT in script  # a big run: its rows found by row id
-            assert script.index(Q.PIN_SIDES) < script.index(Q.UPDATE_STEPS_NO_RESULTS_AT)
+            assert _BY_ROW_ID in script and _SETS_RESULTS not in script  # a big run: its rows found by row id
+            assert script.index(Q.PIN_SIDES) < script.index("UPDATE fl_steps")
             assert st._execute(setting) == [("",)]  # other queries keep the optimizer
             rows = dict(st._execute("SELECT step, finished_at FROM fl_steps"))
             assert rows == {n: (float(done.index(n)) if n in done else None) for n in names}
@@ -288,12 +291,12 @@ class TestReadWrite:
             st.set_result("r1", "a", {"a": 1})
             st.set_result("r1", "b", "b's")  # its record comes later
             st.flush()
-            assert Q.UPDATE_STEPS in scripts[-1]
+            assert _SETS_RESULTS in scripts[-1]
             st.save_step("r1", "a", StepInfo(Status.FAILED, attempts=2, error="ValueError: again"))
             st.save_step("r1", "b", StepInfo(Status.SUCCEEDED, attempts=1, worker="w"))
             st.save_step("r1", "c", StepInfo(Status.PENDING, queued_at=3.0))
             st.flush()
-            assert Q.UPDATE_STEPS_NO_RESULTS in scripts[-1] and Q.UPDATE_STEPS not in scripts[-1]
+            assert "UPDATE fl_steps" in scripts[-1] and _SETS_RESULTS not in scripts[-1]
             rows = st._execute("SELECT step, state, attempts, worker, queued_at, error_type, result_preview, "
                                "result_type FROM fl_steps ORDER BY rowid")
             assert st.load_run("r1").steps["a"].result == {"a": 1}
@@ -329,7 +332,7 @@ class TestReadWrite:
                     st.save_step(run_id, name, StepInfo(Status.SUCCEEDED, attempts=1, worker="w", finished_at=1.0))
                     st.set_result(run_id, name, name.upper())
             st.flush()
-            assert Q.UPDATE_STEPS_AT in scripts[-1] and "r1" in st._places.runs
+            assert _BY_ROW_ID in scripts[-1] and _SETS_RESULTS in scripts[-1] and "r1" in st._places.runs
             first, positions = st._places.runs["r2"]
             st._places.runs["r2"] = (first + 1, positions)  # a wrong place
             for name in names[1:300:3]:
@@ -338,7 +341,8 @@ class TestReadWrite:
             assert "r2" not in st._places.runs  # no longer guessed; its rows were updated by their keys
             st.save_step("r2", names[2], StepInfo(Status.SUCCEEDED, attempts=1))
             st.flush()
-            assert Q.UPDATE_STEPS_NO_RESULTS in scripts[-1] and Q.UPDATE_STEPS_NO_RESULTS_AT not in scripts[-1]
+            assert "UPDATE fl_steps" in scripts[-1] and _BY_ROW_ID not in scripts[-1]
+            assert _SETS_RESULTS not in scripts[-1]
             st.finalize_run("r1", Status.SUCCEEDED, 2.0)
             assert "r1" not in st._places.runs and st._places.positions == {}
             rows = {(r, n): rest for r, n, *rest in st._execute(

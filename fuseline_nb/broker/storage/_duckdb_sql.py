@@ -202,6 +202,28 @@ UPDATE_STEPS_NO_RESULTS: Final = (
 #: 8.7 -> 4.3 µs a row). A row not found where it was placed is updated by its keys after.
 UPDATE_STEPS_AT: Final = UPDATE_STEPS.replace(" WHERE ", " WHERE fl_steps.rowid = b.rid AND ")
 UPDATE_STEPS_NO_RESULTS_AT: Final = UPDATE_STEPS_NO_RESULTS.replace(" WHERE ", " WHERE fl_steps.rowid = b.rid AND ")
+
+
+def update_steps(left_out: frozenset[str] = frozenset(), at: bool = False) -> str:
+    """The steps UPDATE setting every column but ``left_out`` (by row id when ``at``).
+
+    Leaving out the seven result columns gives ``UPDATE_STEPS_NO_RESULTS``; leaving out
+    nothing, ``UPDATE_STEPS`` (``_AT`` for each). ``state`` is always set.
+
+    Examples
+    --------
+    >>> update_steps() == UPDATE_STEPS, update_steps(frozenset(RESULT_COLUMNS), True) == UPDATE_STEPS_NO_RESULTS_AT
+    (True, True)
+    >>> update_steps(frozenset(STEP_COLUMNS[3:] + RESULT_COLUMNS))
+    'UPDATE fl_steps SET state = b.state FROM batch_steps b WHERE fl_steps.run_id = b.run_id AND fl_steps.step = b.step'
+    """
+    sets = [f"{c} = b.{c}" for c in STEP_COLUMNS[2:] if c == "state" or c not in left_out]
+    sets += [f"{c} = CASE WHEN b.result_preview IS NULL THEN fl_steps.{c} ELSE b.{c} END"
+             for c in RESULT_COLUMNS if c not in left_out]
+    where = " WHERE fl_steps.rowid = b.rid AND " if at else " WHERE "
+    return f"UPDATE fl_steps SET {', '.join(sets)} FROM batch_steps b{where}fl_steps.run_id = b.run_id AND fl_steps.step = b.step"
+
+
 #: Where the rows of new big runs went: their first row id and their count, after the flush that wrote them.
 SELECT_PLACES: Final = "SELECT run_id, min(rowid), max(rowid), count(*) FROM fl_steps WHERE run_id IN ({}) GROUP BY run_id"
 INSERT_MISSING_STEPS: Final = (

@@ -28,6 +28,7 @@ from ...limits import safe_str
 from ...workflow.gcpause import paused_gc
 from . import _duckdb_sql as Q
 from ._duckdb_batch import Batch
+from ._duckdb_columns import CleanColumns
 from ._duckdb_places import RowPlaces
 from ._duckdb_schema import write_workflow
 
@@ -40,7 +41,8 @@ CHUNK_ROWS = 50_000
 
 
 def write_batch(db: Callable[..., Any], con: Any, batch: Batch, *, pin: bool, path: str,
-                unpicklable: Any, write_file: Any, places: RowPlaces | None = None) -> None:
+                unpicklable: Any, write_file: Any, places: RowPlaces | None = None,
+                clean: CleanColumns | None = None) -> None:
     """Write ``batch`` through ``con`` in one transaction, each DuckDB call made by ``db`` (the storage's
     ``_db``: one thread, Ctrl-C translated); on any failure roll back and reset the optimizer, then raise.
 
@@ -48,6 +50,8 @@ def write_batch(db: Callable[..., Any], con: Any, batch: Batch, *, pin: bool, pa
     that one transaction. ``pin``: the result of :func:`can_pin_sides` for this connection.
     ``places``: where the rows of big runs are (the step records of those runs are then updated
     by row id); a run with a row not where it was placed is dropped from it.
+    ``clean``: which columns the runs' rows still hold at their PENDING value (the steps UPDATE
+    leaves those out where the batch does too); told of every column this flush moves.
     """
     # one script per part, one call: each call into duckdb releases and retakes the GIL, and
     # retaking it from a busy broker thread can wait a whole switch interval
@@ -63,16 +67,22 @@ def write_batch(db: Callable[..., Any], con: Any, batch: Batch, *, pin: bool, pa
             # (50,000 queued rows); everything made here is gone when the part is written
             with paused_gc(promote=False):
                 tables = part.arrow_tables(unpicklable, write_file, places)
-            script = ";\n".join([*head, *(_statement(name, sql, tables) for name, sql in Q.WRITE_ORDER
-                                           if name in tables)])
+            left_out: frozenset[str] = frozenset()
+            if clean is not None:
+                if "batch_steps" in tables:
+                    left_out = clean.unchanged(tables["batch_steps"])
+                for name in ("batch_steps", "batch_new_steps", "batch_results"):
+                    clean.written(tables.get(name))
+            script = ";\n".join([*head, *(_statement(name, sql, tables, left_out=left_out)
+                                           for name, sql in Q.WRITE_ORDER if name in tables)])
             head = []
             count = db(run_script, con, script, **tables) if script else None
             steps = tables.get("batch_steps")
             if steps is not None and count != steps.num_rows and "rid" in steps.column_names:
                 # a row not where its run's rows were placed: every row again by its keys (the
                 # same values), and that run no longer placed
-                count = db(run_script, con, _statement("batch_steps", Q.UPDATE_STEPS, tables, by_keys=True),
-                           batch_steps=steps)
+                count = db(run_script, con, _statement("batch_steps", Q.UPDATE_STEPS, tables, by_keys=True,
+                                                       left_out=left_out), batch_steps=steps)
                 for run_id in set(steps.column("run_id").to_pylist()):
                     if places is not None:
                         places.forget(run_id)
@@ -95,17 +105,22 @@ def write_batch(db: Callable[..., Any], con: Any, batch: Batch, *, pin: bool, pa
         raise
 
 
-def _statement(name: str, sql: str, tables: dict[str, Any], by_keys: bool = False) -> str:
-    """The statement writing table ``name``: the steps UPDATE leaves the result columns alone
-    when no row of the batch carries a result (they would be set to their own values), and
+def _statement(name: str, sql: str, tables: dict[str, Any], by_keys: bool = False,
+               left_out: frozenset[str] = frozenset()) -> str:
+    """The statement writing table ``name``. The steps UPDATE leaves out ``left_out`` (columns the
+    batch and the file both hold at their PENDING value, see :mod:`._duckdb_columns`), and the result
+    columns when no row of the batch carries a result (they would be set to their own values); it
     finds the rows by row id when the batch has them (unless ``by_keys``)."""
     if name == "batch_steps":
         steps = tables[name]
         at = not by_keys and "rid" in steps.column_names
         if steps.column("result_preview").null_count == steps.num_rows:
-            return Q.UPDATE_STEPS_NO_RESULTS_AT if at else Q.UPDATE_STEPS_NO_RESULTS
-        return Q.UPDATE_STEPS_AT if at else Q.UPDATE_STEPS
+            left_out = left_out | _RESULTS
+        return Q.update_steps(left_out, at)
     return sql
+
+
+_RESULTS = frozenset(Q.RESULT_COLUMNS)
 
 
 def can_pin_sides(con: Any) -> bool:

@@ -55,6 +55,7 @@ from . import _duckdb_definitions as definitions
 from . import _duckdb_sql as Q
 from ._duckdb_batch import Batch
 from ._duckdb_cache import DuckDBCacheStore
+from ._duckdb_columns import CleanColumns
 from ._duckdb_files import FILE_BYTES, ValueFiles
 from ._duckdb_life import claim, flush_loop, release, track, translate, wait_warm, will_warm_up
 from ._duckdb_many import ManyRows
@@ -114,6 +115,7 @@ class DuckDBRuntimeStorage(ManyRows, HistoryReads, RuntimeStorage):
         self._batch = Batch()
         self._row: tuple[Any, ...] = ()  # the last step row buffered (equal rows share one tuple)
         self._places = RowPlaces()  # where the rows of this storage's big unfinished runs are
+        self._clean = CleanColumns()  # the columns its live runs' rows still hold at their PENDING value
         self._queues: dict[str, tuple[deque[str], Any]] = {}  # live run -> queue, members (set or Queued)
         self._known: set[str] = set()  # runs known to exist (no lookup needed)
         self._unpicklable: dict[tuple[str, str], Any] = {}
@@ -239,6 +241,7 @@ class DuckDBRuntimeStorage(ManyRows, HistoryReads, RuntimeStorage):
             self._batch.runs[run_id] = (workflow_id, version, dict(inputs), created_at, names)
         self._queues[run_id] = (deque(), members_for(names))  # a byte per step, not a set entry
         self._known.add(run_id)
+        self._clean.track(run_id)
 
     def enqueue(self, run_id: str, step: str) -> None:
         queue, members = self._queues.get(run_id) or self._require(run_id)
@@ -286,6 +289,7 @@ class DuckDBRuntimeStorage(ManyRows, HistoryReads, RuntimeStorage):
             self._batch.finals[run_id] = (Status(state).value, finished_at)
         self._queues.pop(run_id, None)
         self._places.forget(run_id)
+        self._clean.forget(run_id)
         self._wake.set()  # write the finished run soon, without blocking the broker
 
     # -- writing -----------------------------------------------------------------------------
@@ -333,7 +337,8 @@ class DuckDBRuntimeStorage(ManyRows, HistoryReads, RuntimeStorage):
 
     def _write(self, batch: Batch) -> None:
         write_batch(self._db, self._con, batch, pin=self._pin_sides, path=self.path, places=self._places,
-                    unpicklable=self._unpicklable, write_file=None if self._files is None else self._files.write)
+                    clean=self._clean, unpicklable=self._unpicklable,
+                    write_file=None if self._files is None else self._files.write)
         if batch.runs:  # new big runs: remember where their rows went (see _duckdb_places)
             self._places.written(self._execute, batch.runs, self._queues)
         if big_flush(len(batch.steps) + len(batch.events) + sum(len(run[4]) for run in batch.runs.values()),

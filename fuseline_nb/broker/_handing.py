@@ -120,7 +120,8 @@ class Handing:
                 run = runs.get(run_id)
                 if run is None:
                     continue
-                index, infos = run.compiled.index, run.infos
+                infos = run.infos
+                index = infos.index  # (the run's compiled.index)
                 opened, codes = infos.opened, infos.state
                 while True:
                     want = n - len(taken)

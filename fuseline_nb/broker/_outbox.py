@@ -86,13 +86,13 @@ class Outbox:
     def send(self, events: list[Event]) -> None:
         """Deliver ``events`` (after what is held), or hold them when this thread defers. Call under the lock."""
         if self._deferring and get_ident() in self._deferring:
-            if self._hub.has_subscribers:
+            if self._hub._subs:  # (has_subscribers, without the property call: per broker call)
                 self.held.extend(events)
             return
         if self.held:
             self.deliver()
         hub = self._hub
-        if hub.has_subscribers:
+        if hub._subs:
             self._delivering += 1
             try:
                 hub.publish_many(events)

@@ -199,7 +199,7 @@ class StorageBroker(Handing, Applier, WorkerCalls, HistoryReads, Broker):
 
     def deferred_events(self) -> AbstractContextManager[None]:
         """Deliver the events this thread's broker calls make when the block ends (see :meth:`Broker.deferred_events`)."""
-        return self._out.deferred()
+        return self._out._block  # (what _out.deferred() answers: one object for every block)
 
     # -- runs --------------------------------------------------------------------------
     def dispatch_workflow(self, workflow: WorkflowSchema, inputs: dict[str, Any] | None = None, *,

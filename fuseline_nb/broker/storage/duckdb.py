@@ -288,8 +288,6 @@ class DuckDBRuntimeStorage(ManyRows, HistoryReads, RuntimeStorage):
         with self._buf_lock:
             self._batch.finals[run_id] = (Status(state).value, finished_at)
         self._queues.pop(run_id, None)
-        self._places.forget(run_id)
-        self._clean.forget(run_id)
         self._wake.set()  # write the finished run soon, without blocking the broker
 
     # -- writing -----------------------------------------------------------------------------
@@ -341,6 +339,9 @@ class DuckDBRuntimeStorage(ManyRows, HistoryReads, RuntimeStorage):
                     write_file=None if self._files is None else self._files.write)
         if batch.runs:  # new big runs: remember where their rows went (see _duckdb_places)
             self._place_new(batch.runs)
+        for run_id in batch.finals:  # kept until the run's last rows are written: found by row id too
+            self._places.forget(run_id)
+            self._clean.forget(run_id)
         if big_flush(len(batch.steps) + len(batch.events) + sum(len(run[4]) for run in batch.runs.values()),
                      sum(len(schema.steps) for schema, _ in batch.workflows)):
             give_back()  # what DuckDB and the Arrow tables freed goes back to the system (see _trim)

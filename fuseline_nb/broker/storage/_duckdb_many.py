@@ -76,15 +76,20 @@ class ManyRows:
     def save_steps(self, run_id: str, records: list[tuple[str, StepInfo]]) -> None:
         if run_id not in self._known:
             self._require(run_id)
-        rows: list[tuple[tuple[str, str], Any]] = []
+        # keys and rows in two lists, paired by zip in update (which reuses zip's one tuple): a
+        # pair per step made here beside each kept key would leave the keys' memory half empty once
+        # the pairs go (a fan-out's root: a million of each)
+        keys: list[tuple[str, str]] = []
+        rows: list[Any] = []
         last: Any = None
         row: Any = None
         for step, info in records:
             if info is not last:  # a record shared by steps queued together: one snapshot
                 last, row = info, step_row(info)
-            rows.append(((run_id, step), row))
+            keys.append((run_id, step))
+            rows.append(row)
         with self._buf_lock:
-            self._batch.steps.update(rows)
+            self._batch.steps.update(zip(keys, rows, strict=True))
 
     def set_results(self, run_id: str, results: list[tuple[str, Any]]) -> None:
         if run_id not in self._known:

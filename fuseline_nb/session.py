@@ -21,6 +21,7 @@ import atexit
 import logging
 import os
 import threading
+import warnings
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -88,6 +89,13 @@ def _close_at_exit(ref: weakref.ReferenceType[Session]) -> Callable[[], None]:
             session.close(timeout=1.0)
 
     return hook
+
+
+def _overtaken(wf: Workflow, runs: list[str]) -> str:
+    """What a submit of an edited workflow says about its runs still going."""
+    return (f"run(s) {', '.join(runs)} of workflow {wf.workflow_id!r} are still going: the workers get this "
+            "edited definition now, so their remaining steps run the new code (and store nothing in the cache); "
+            "cancel them first (run.cancel()) to keep each run to one version of the code")
 
 
 class Session:
@@ -222,7 +230,9 @@ class Session:
                 self.pool.check()
                 register = getattr(self.broker, "register_workflow", None)
                 if register is not None:  # before the workers get it: a run of an older definition
-                    register(wf.to_schema())  # still going stops caching what may be the new code's results
+                    overtaken = register(wf.to_schema())  # still going stops caching (it may run new code)
+                    if overtaken:
+                        warnings.warn(_overtaken(wf, overtaken), UserWarning, stacklevel=2)
                 self.pool.add_workflow(wf, refresh=False)  # refreshed above
             if cache is None and not rerun:
                 run_id = self.broker.dispatch_workflow(wf.to_schema(), values)

@@ -144,13 +144,15 @@ class StorageBroker(Handing, Applier, WorkerCalls, HistoryReads, Broker):
         self._apply(fx)
         return compiled
 
-    def register_workflow(self, workflow: WorkflowSchema) -> None:
+    def register_workflow(self, workflow: WorkflowSchema) -> list[str]:
         """Know ``workflow`` as its ``(workflow_id, version)``'s definition for the runs dispatched from now on.
 
         :meth:`dispatch_workflow` does this first; a caller that ships an
         edited workflow to its workers calls it before shipping, so a run of
         the older definition still going (whose later steps the workers now
         run with the newer code) stores no cache entries from then on.
+        Returns the ids of those runs when ``workflow`` replaced the key's
+        definition now (else ``[]``).
 
         Raises
         ------
@@ -163,13 +165,19 @@ class StorageBroker(Handing, Applier, WorkerCalls, HistoryReads, Broker):
         >>> from fuseline_nb.broker import MemoryBroker
         >>> broker = MemoryBroker()
         >>> broker.register_workflow(Workflow(outputs=[FunctionStep(abs, name="a")], workflow_id="w").to_schema())
+        []
         >>> [s.workflow_id for s in broker.list_workflows()]
         ['w']
         """
         with self._lock:
             self._check_open()
+            st = self._state
+            before = st.compiled.get((workflow.workflow_id, workflow.version))
             with paused_gc():
-                self._register(workflow)
+                compiled = self._register(workflow)
+            if before is None or compiled is before:
+                return []
+            return [rid for rid in st.active.get(compiled.key, ()) if st.runs[rid].compiled is not compiled]
 
     def register_worker(self, workflows: Iterable[WorkflowSchema], name: str | None = None) -> str:
         """Register a worker that can run ``workflows``; return its id."""

@@ -135,7 +135,9 @@ class Run:
             if session.pool is not None:
                 session.pool.check()
             if session.closed:
-                raise StorageClosedError(f"the session closed before run {self.id!r} ended")
+                raise StorageClosedError(
+                    f"the session closed before run {self.id!r} ended; a Session opened on its history "
+                    "file resumes it (after the cell creating the session ran again: that new session)")
             left = 0.25 if deadline is None else min(0.25, deadline - time.monotonic())
             if left <= 0:
                 raise TimeoutError(f"run {self.id!r} has not ended after {timeout} s ({self._counts(self.info())})")

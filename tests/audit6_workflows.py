@@ -16,3 +16,16 @@ def length(name: str = Depends(undecodable)) -> int:
 
 
 surrogates = Workflow(outputs=[FunctionStep(length)], workflow_id="audit6-surrogates")
+
+
+def is_csv(name: str) -> bool:
+    """A condition on the file name."""
+    return name.endswith(".csv")
+
+
+def load(name: str = Depends(undecodable, condition=is_csv)) -> str:
+    """Runs when the name is a CSV file's."""
+    return f"loaded {len(name)}"
+
+
+gated = Workflow(outputs=[FunctionStep(load)], workflow_id="audit6-surrogates-gated")

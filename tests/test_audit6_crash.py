@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 import fuseline_nb as fl
 from fuseline_nb.broker import DuckDBBroker
 from fuseline_nb.broker.base import StepReport
@@ -77,3 +79,28 @@ def test_a_big_value_half_written_when_the_kernel_died_is_removed_when_the_histo
     kept.write_bytes(b"y")
     DuckDBBroker(path).close()
     assert sorted(p.name for p in folder.iterdir()) == ["0123abcd.pickle"]
+
+
+def test_a_run_handle_of_a_replaced_session_says_where_the_run_went_instead_of_running_forever(tmp_path: Path) -> None:
+    # The cell creating the session is run again while a run goes on: the run resumes in the new session.
+    # Before: the old handle's info() answered RUNNING for ever from the closed broker's memory (the run had
+    # ended in the new session), and wait() said only 'the session closed before run ... ended'.
+    import warnings
+
+    from fuseline_nb.errors import StorageClosedError
+
+    path = tmp_path / "h.duckdb"
+    wf = fl.Workflow(outputs=[fl.FunctionStep(_two, name="two")], workflow_id="audit6-replaced")
+    old = fl.Session(path, workers=0)  # no workers: the run stays unfinished
+    run = old.submit(wf)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        new = fl.Session(path, workers=0)
+    try:
+        with pytest.raises(StorageClosedError, match=r"run '.+' had not ended.*resumes"):
+            run.info()
+        with pytest.raises(StorageClosedError, match=r"closed before run '.+' ended.*resumes"):
+            run.wait(timeout=5)
+        assert new.broker.get_run(run.id).state is fl.Status.RUNNING  # it is the new session's now
+    finally:
+        new.close()

@@ -34,3 +34,16 @@ def test_a_str_result_with_lone_surrogates_reaches_the_broker_over_http(service:
     assert info.steps["undecodable"].result == "d/caf\udce9.csv"
     assert info.steps["length"].result == len("d/caf\udce9.csv")
     assert "surrogates not allowed" not in service.log("worker.log")
+
+
+def test_a_condition_checked_on_a_str_with_lone_surrogates_reaches_the_broker_over_http(service: Service) -> None:
+    # The report carries the condition checks made before running, with the checked value: a str holding a
+    # lone surrogate made the report unsendable, as for the action above.
+    client = service.start_broker()
+    service.start_workers("tests.audit6_workflows:gated")
+    wait_workers(client, 1)
+    run_id = client.dispatch_workflow(flows.gated.to_schema(), {"prefix": "d/"})
+    info = wait_run(client, run_id, timeout=60)
+    assert info.state is Status.SUCCEEDED, {n: (s.state, s.error) for n, s in info.steps.items()}
+    assert info.steps["load"].result == "loaded " + str(len("d/caf\udce9.csv"))
+    assert "surrogates not allowed" not in service.log("worker.log")

@@ -228,3 +228,49 @@ def test_columns_moved_by_a_new_runs_rows_or_by_late_results_are_set_again_later
     assert rows == [("a", "SUCCEEDED", None, None, False, "2", None),
                     ("b", "SUCCEEDED", None, None, False, None, None),
                     ("c", "SUCCEEDED", None, None, False, None, None)]
+
+
+@pytest.mark.parametrize("extra", [False, True])
+def test_a_run_created_and_queued_in_one_big_flush_is_updated_by_row_id(tmp_path, monkeypatch, extra):
+    # a fan-out's root often queues every step before the run's first flush: that flush is written
+    # in parts (the PENDING rows, then the records); the records are found by row id inside the
+    # transaction (not by hashing every row's keys), the rows are the same, and after the commit the
+    # run is placed at its real row ids (the next flush finds its rows there)
+    from fuseline_nb.broker.storage import _duckdb_places, _duckdb_write
+
+    monkeypatch.setattr(_duckdb_places, "PLACED_STEPS", 10)
+    names = [f"s{i:02}" for i in range(30)][::-1]
+
+    def history(path):
+        scripts: list[str] = []
+        real = _duckdb_write.run_script
+        monkeypatch.setattr(_duckdb_write, "run_script",
+                            lambda con, script, **tables: scripts.append(script) or real(con, script, **tables))
+        with DuckDBRuntimeStorage(path, flush_interval=3600) as st:
+            st._stopping = True
+            st.create_run("before", "wf", "1", {}, ["x"], created_at=0.0)  # rows before the run's
+            st.flush()
+            st.create_run("r", "wf", "1", {}, names, created_at=0.0)
+            st.save_steps("r", [(n, StepInfo(Status.PENDING, queued_at=1.0)) for n in names[:25]])
+            if extra:  # a step create_run did not name: its row comes after the block, the run is not placed
+                st.save_step("r", "not named", StepInfo(Status.SKIPPED, skip_reason="extra"))
+            st.flush()
+            first = st._execute("SELECT min(rowid) FROM fl_steps WHERE run_id = 'r'")[0][0]
+            if extra:
+                assert "r" not in st._places.runs  # not left at its row ids inside the transaction
+            else:
+                assert st._places.runs["r"][0] == first == 1  # placed again after the commit
+            st.save_steps("r", [(n, StepInfo(Status.SUCCEEDED, attempts=1, finished_at=2.0)) for n in names[:9]])
+            st.flush()
+            rows = st._execute("SELECT * FROM fl_steps ORDER BY rowid")
+            assert ("r" in st._places.runs) is not extra  # no row was missed where it was placed
+        monkeypatch.setattr(_duckdb_write, "run_script", real)
+        return rows, scripts
+
+    whole, _ = history(tmp_path / "whole.duckdb")
+    monkeypatch.setattr(_duckdb_write, "CHUNK_ROWS", 7)
+    parts, scripts = history(tmp_path / "parts.duckdb")
+    assert parts == whole
+    updates = [s for s in scripts if "UPDATE fl_steps" in s]
+    assert sum("b.rid" in s for s in updates) >= 3  # the queued parts (and the next flush's): by row id
+    assert ("b.rid" in updates[-1]) is not extra

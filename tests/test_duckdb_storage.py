@@ -344,6 +344,8 @@ class TestReadWrite:
             assert "UPDATE fl_steps" in scripts[-1] and _BY_ROW_ID not in scripts[-1]
             assert _SETS_RESULTS not in scripts[-1]
             st.finalize_run("r1", Status.SUCCEEDED, 2.0)
+            assert "r1" in st._places.runs  # its last rows are still to be written: found by row id
+            st.flush()
             assert "r1" not in st._places.runs and st._places.positions == {}
             rows = {(r, n): rest for r, n, *rest in st._execute(
                 "SELECT run_id, step, state, attempts, worker, error_type, result_preview FROM fl_steps")}

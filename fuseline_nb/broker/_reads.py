@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import RunNotFoundError
+from ..errors import RunNotFoundError, StorageClosedError
 from ..workflow.events import Event
 from ..workflow.runinfo import RunInfo, StepInfo
 from ..workflow.schema import WorkflowSchema
@@ -120,6 +120,10 @@ class HistoryReads:
                 run = self._state.ending[run_id]
                 state = run.tracker.run_state()
                 ended = True
+            if run is not None and not ended and self._closed:  # its live record stopped changing at close
+                raise StorageClosedError(
+                    f"{type(self).__name__} is closed: run {run_id!r} had not ended; a broker (Session) "
+                    "opened on its history file resumes it, ask that one")
             if run is not None:
                 infos, order = run.infos, run.compiled.plan.order
                 if ended:  # its records change no more and the broker drops them now: made once, not copied

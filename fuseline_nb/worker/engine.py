@@ -121,11 +121,12 @@ def report_of(a: StepAssignment, out: StepOutcome) -> StepReport:
 
 def _checks(conditions: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
     """Condition checks ready for any transport: a checked value that is not a plain scalar becomes its preview
-    (as the trace shows it)."""
+    (as the trace shows it); a str holding a lone surrogate is escaped (else the report could not be sent)."""
     if not conditions:
         return None
     return [{**c, "value": preview(c["value"])} if "value" in c and not isinstance(
-        c["value"], str | int | float | bool | type(None)) else c for c in conditions]
+        c["value"], str | int | float | bool | type(None)) else {**c, "value": safe_text(c["value"])}
+        if isinstance(c.get("value"), str) and not c["value"].isascii() else c for c in conditions]
 
 
 class ProcessEngine:

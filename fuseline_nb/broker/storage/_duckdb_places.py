@@ -60,10 +60,15 @@ class RowPlaces:
         big = [run_id for run_id, run in runs.items() if len(run[4]) >= PLACED_STEPS]
         if not big:
             return
+        placed = set()
         for run_id, first, last, count in execute(SELECT_PLACES.format(", ".join("?" * len(big))), big):
             workflow_id, version, _, _, names = runs[run_id]
             if count == len(names) and last - first + 1 == count and run_id in live:
                 self.place(run_id, workflow_id, version, names, first)
+                placed.add(run_id)
+        for run_id in big:  # placed inside the flush's transaction, but not one block of its names now
+            if run_id not in placed:
+                self.forget(run_id)
 
     def place(self, run_id: str, workflow_id: str, version: str, names: Sequence[str], first: int) -> None:
         """Remember that run ``run_id``'s rows are ``names``, in order, from row id ``first``.

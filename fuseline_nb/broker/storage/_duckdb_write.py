@@ -42,7 +42,8 @@ CHUNK_ROWS = 50_000
 
 def write_batch(db: Callable[..., Any], con: Any, batch: Batch, *, pin: bool, path: str,
                 unpicklable: Any, write_file: Any, places: RowPlaces | None = None,
-                clean: CleanColumns | None = None) -> None:
+                clean: CleanColumns | None = None,
+                place_new: Callable[[dict[str, Any]], None] | None = None) -> None:
     """Write ``batch`` through ``con`` in one transaction, each DuckDB call made by ``db`` (the storage's
     ``_db``: one thread, Ctrl-C translated); on any failure roll back and reset the optimizer, then raise.
 
@@ -52,6 +53,8 @@ def write_batch(db: Callable[..., Any], con: Any, batch: Batch, *, pin: bool, pa
     by row id); a run with a row not where it was placed is dropped from it.
     ``clean``: which columns the runs' rows still hold at their PENDING value (the steps UPDATE
     leaves those out where the batch does too); told of every column this flush moves.
+    ``place_new(runs)``: places the batch's new runs (see :mod:`._duckdb_places`); called inside
+    the transaction before the first part of step records of a flush written in parts.
     """
     # one script per part, one call: each call into duckdb releases and retakes the GIL, and
     # retaking it from a busy broker thread can wait a whole switch interval
@@ -61,7 +64,15 @@ def write_batch(db: Callable[..., Any], con: Any, batch: Batch, *, pin: bool, pa
             db(con.execute, head.pop(0))
             for schema, at in batch.workflows:
                 write_workflow(db, con, schema, at)
+        placing = bool(batch.runs)
         for part in batch.chunks(CHUNK_ROWS):
+            if placing and place_new is not None and part is not batch and part.steps:
+                # a big flush that creates a run and holds records of its steps too (a fan-out's root
+                # queued them all before the run's first flush): the parts before inserted the run's
+                # rows; placed now (their row ids in this transaction), its records are found by row
+                # id, not by hashing every row's keys (the storage places it again after the commit)
+                place_new(batch.runs)
+                placing = False
             # the collector paused while the columns are made: a transposition (``zip(*rows)``)
             # makes an iterator per row, and collections walking them cost 1.6 -> 0.6 µs a row
             # (50,000 queued rows); everything made here is gone when the part is written

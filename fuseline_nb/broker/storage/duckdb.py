@@ -288,8 +288,6 @@ class DuckDBRuntimeStorage(ManyRows, HistoryReads, RuntimeStorage):
         with self._buf_lock:
             self._batch.finals[run_id] = (Status(state).value, finished_at)
         self._queues.pop(run_id, None)
-        self._places.forget(run_id)
-        self._clean.forget(run_id)
         self._wake.set()  # write the finished run soon, without blocking the broker
 
     # -- writing -----------------------------------------------------------------------------
@@ -337,13 +335,20 @@ class DuckDBRuntimeStorage(ManyRows, HistoryReads, RuntimeStorage):
 
     def _write(self, batch: Batch) -> None:
         write_batch(self._db, self._con, batch, pin=self._pin_sides, path=self.path, places=self._places,
-                    clean=self._clean, unpicklable=self._unpicklable,
+                    clean=self._clean, place_new=self._place_new, unpicklable=self._unpicklable,
                     write_file=None if self._files is None else self._files.write)
         if batch.runs:  # new big runs: remember where their rows went (see _duckdb_places)
-            self._places.written(self._execute, batch.runs, self._queues)
+            self._place_new(batch.runs)
+        for run_id in batch.finals:  # kept until the run's last rows are written: found by row id too
+            self._places.forget(run_id)
+            self._clean.forget(run_id)
         if big_flush(len(batch.steps) + len(batch.events) + sum(len(run[4]) for run in batch.runs.values()),
                      sum(len(schema.steps) for schema, _ in batch.workflows)):
             give_back()  # what DuckDB and the Arrow tables freed goes back to the system (see _trim)
+
+    def _place_new(self, runs: dict[str, Any]) -> None:
+        """Place the new big ``runs`` whose rows the open transaction (or the last flush) wrote."""
+        self._places.written(self._execute, runs, self._queues)
 
     # -- reading: see HistoryReads (flush first, so reads see every change) ----------------
     def cache_store(self) -> DuckDBCacheStore:

@@ -69,3 +69,23 @@ def test_a_long_chain_keeps_its_decided_set_small_and_decides_each_step_once() -
     assert list(r.decided)[-1] == f"s{n - 1}" and not r.done
     r.finish(f"s{n - 1}", Outcome.succeeded())
     assert r.done and r.run_state() is Status.SUCCEEDED and len(r.decided) == n
+
+
+def test_a_run_reads_its_results_from_its_step_records() -> None:
+    a, b, c = FunctionStep(lambda: 1, name="a"), FunctionStep(lambda: 2, name="b"), FunctionStep(lambda: 3, name="c")
+    a >> c
+    b >> c
+    wf = Workflow(outputs=[c], workflow_id="results")
+    broker = MemoryBroker()
+    wid = broker.register_worker([wf.to_schema()])
+    run_id = broker.dispatch_workflow(wf.to_schema())
+    got = {x.step_name: x for x in broker.get_steps(wid, 2)}
+    ok = StepReport(got["a"].workflow_id, run_id, "a", Status.SUCCEEDED, {"rows": 3}, attempt=1)
+    assert broker.report_steps(wid, [ok]) == [None]
+    run = broker._state.runs[run_id]
+    assert dict(run.results) == {"a": run.infos["a"].value} and "b" not in run.results and len(run.results) == 1
+    # b's report and c's hand-out in one call: c's payload reads b's result from its still open record
+    refused, (cx,) = broker.report_and_get(wid, [StepReport(got["b"].workflow_id, run_id, "b", Status.SUCCEEDED,
+                                                            [4, 5], attempt=1)], 1)
+    assert refused == [None] and cx.step_name == "c" and cx.results == {"a": {"rows": 3}, "b": [4, 5]}
+    assert set(run.results) == {"a", "b"} and run.results["b"].preview == "[4, 5]"

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -177,7 +177,7 @@ class RunCache:
                     self.input_fps[name] = None
         return self.input_fps[name]
 
-    def key(self, step: str, sources: Iterable[str], results: dict[str, Any],
+    def key(self, step: str, sources: Iterable[str], results: Mapping[str, Any],
             winners: dict[str, str]) -> str | None:
         """The step's cache key, or ``None`` when something it reads has no fingerprint."""
         reads = self.reads.get(step)

@@ -122,13 +122,8 @@ def hand_out(st: LiveState, run: LiveRun, step: str, worker: Worker, now: float,
     fx.save(run_id, step, info)
     run.seq = seq = run.seq + 1
     fx.events.append(make_event("step_started", run_id, seq, now, step, _RUNNING, label, attempt, None))
-    done = run.results
-    results = {}
-    if done:
-        for e in compiled.plan.incoming[step]:
-            source = e.source
-            if source in done:
-                results[source] = done[source]
+    slots = compiled.plan.incoming[step]
+    results = run.results.of([e.source for e in slots]) if slots else {}
     payload: Payload = {"workflow_inputs": run.inputs, "results": results, "winners": run.tracker.winners(step)}
     return StepAssignment(workflow_id, run_id, step, payload, now, deadline, attempt, version, timeout)
 

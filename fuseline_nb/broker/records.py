@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from array import array
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from ..workflow.runinfo import StepInfo
@@ -42,7 +42,9 @@ _STATES: tuple[Status, ...] = tuple(Status)
 _CODE: dict[Status, int] = {s: i for i, s in enumerate(_STATES)}
 #: a state's code in :attr:`StepRecords.state` (a step's state without a ``StepInfo``: see ``state_of``)
 STATE_CODES: dict[Status, int] = _CODE
+_SUCCEEDED_CODE = _CODE[Status.SUCCEEDED]
 _RUNNING = Status.RUNNING
+_SUCCEEDED = Status.SUCCEEDED
 _NAN = math.nan
 #: a PENDING record's fields: a new record's __dict__ is a copy (quicker than setting fourteen fields)
 _PENDING_FIELDS: dict[str, Any] = dict(StepInfo().__dict__)
@@ -82,6 +84,14 @@ class StepRecords(Mapping[str, StepInfo]):
         self._at: dict[str, int] = {}  # an open step -> its index (a small table: close() needs no big lookup)
         self._touched: list[str] = []  # opened since the last close
         self._dirty = dirty  # the broker's list of records to close after a transition
+
+    def set_result(self, step: str, value: Any) -> None:
+        """Replace the result the step's record holds (a resumed run's result made a ``Value``)."""
+        info = self.opened.get(step)
+        if info is not None:
+            info.__dict__["result"] = value
+        else:
+            self.result[self.index[step]] = value
 
     def put(self, step: str, info: StepInfo) -> None:
         """Take ``info`` as the step's record (a stored run being resumed)."""
@@ -295,10 +305,75 @@ class StepRecords(Mapping[str, StepInfo]):
             del self.rare[i]
 
 
+class Results(Mapping[str, Any]):
+    """A run's results read from its step records: ``{step: result}`` of the steps that SUCCEEDED.
+
+    The records hold each result once (their ``result`` slot, or the open
+    ``StepInfo``): the run keeps no name-keyed table of its results beside them.
+
+    Examples
+    --------
+    >>> recs = StepRecords(["a", "b"], {"a": 0, "b": 1})
+    >>> info = recs.open("a"); info.state, info.result = Status.SUCCEEDED, 7
+    >>> res = Results(recs)
+    >>> "a" in res, "b" in res, res["a"], res.of(["a", "b"])
+    (True, False, 7, {'a': 7})
+    >>> recs.close(); dict(res)
+    {'a': 7}
+    """
+
+    __slots__ = ("_recs",)
+
+    def __init__(self, records: StepRecords) -> None:
+        self._recs = records
+
+    def __contains__(self, step: object) -> bool:
+        r = self._recs
+        info = r.opened.get(step)  # type: ignore[call-overload]
+        if info is not None:
+            return info.state is _SUCCEEDED
+        i = r.index.get(step)  # type: ignore[call-overload]
+        return i is not None and r.state[i] == _SUCCEEDED_CODE
+
+    def __getitem__(self, step: str) -> Any:
+        r = self._recs
+        info = r.opened.get(step)
+        if info is not None:
+            if info.state is _SUCCEEDED:
+                return info.__dict__.get("result")
+        else:
+            i = r.index.get(step)
+            if i is not None and r.state[i] == _SUCCEEDED_CODE:
+                return r.result[i]
+        raise KeyError(step)
+
+    def of(self, steps: Iterable[str]) -> dict[str, Any]:
+        """``{step: result}`` for those of ``steps`` that SUCCEEDED (one call for a step's sources)."""
+        r = self._recs
+        opened, index, codes, results = r.opened, r.index, r.state, r.result
+        out: dict[str, Any] = {}
+        for step in steps:
+            info = opened.get(step) if opened else None
+            if info is not None:
+                if info.state is _SUCCEEDED:
+                    out[step] = info.__dict__.get("result")
+                continue
+            i = index.get(step)
+            if i is not None and codes[i] == _SUCCEEDED_CODE:
+                out[step] = results[i]
+        return out
+
+    def __iter__(self) -> Iterator[str]:
+        return (step for step in self._recs if step in self)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
 def _fresh() -> StepInfo:
     info = _new(StepInfo)
     info.__dict__ = _PENDING_FIELDS.copy()
     return info
 
 
-__all__ = ["STATE_CODES", "StepRecords"]
+__all__ = ["STATE_CODES", "Results", "StepRecords"]

@@ -60,7 +60,8 @@ def resume(st: LiveState, compiled: Compiled, info: RunInfo, last_seq: int, now:
     for _, name in sorted(primary):
         s = run.infos[name]
         if s.state is Status.SUCCEEDED:
-            run.results[name] = s.value if s.value is None or s.value.__class__ is Value else Value.of(s.value)
+            if s.value is not None and s.value.__class__ is not Value:
+                run.infos.set_result(name, Value.of(s.value))  # run.results reads it
             outcome = succeeded(s.action or "default")
         elif s.state is Status.FAILED:
             outcome = Outcome.failed()

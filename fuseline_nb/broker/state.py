@@ -18,7 +18,8 @@ broker (:mod:`fuseline_nb.broker.core`) applies them. See also
     compact arrays and made as a ``StepInfo`` only while a transition or a
     worker has the step in hand; a step gets one when first queued, decided
     or cancelled — a step without one is PENDING), ``tracker`` (the rules' ``Readiness``), ``inputs`` and
-    ``results`` (closed :class:`~fuseline_nb.workflow.value.Value` s),
+    ``results`` (closed :class:`~fuseline_nb.workflow.value.Value` s of the
+    steps that SUCCEEDED, read from ``infos``: :class:`~fuseline_nb.broker.records.Results`),
     ``failures`` (step → failed attempts, for ``RetryPolicy``), ``expired``
     (step → leases expired in a row), ``cache`` (its ``RunCache`` when
     caching is on) and ``seq`` (the number of its last event).
@@ -83,7 +84,7 @@ from ..workflow.runinfo import StepInfo
 from ..workflow.schema import WorkflowSchema
 from .base import LastTask, WorkerInfo
 from .cache import RunCache
-from .records import StepRecords
+from .records import Results, StepRecords
 
 Key = tuple[str, str]  # (workflow_id, version)
 
@@ -191,7 +192,8 @@ class LiveRun:
         #: step -> its record (compact arrays; a StepInfo only while open, see records.py)
         self.infos = StepRecords(compiled.plan.order, compiled.index, dirty)
         self.inputs = inputs
-        self.results: dict[str, Any] = {}
+        #: step -> its result, for the steps that SUCCEEDED: read from ``infos`` (no table of its own)
+        self.results = Results(self.infos)
         self.failures: dict[str, int] = {}
         self.expired: dict[str, int] = {}
         self.cache: RunCache | None = None

@@ -281,7 +281,7 @@ def complete(st: LiveState, run: LiveRun, step: str, state: Status, report: Step
         action = info.action or DEFAULT_ACTION
         outcome = _OUTCOMES.get(action) or succeeded(action)
         info.error = info.traceback = None
-        run.results[step] = info.__dict__["result"] = value  # (StepInfo.result's setter does this)
+        info.__dict__["result"] = value  # (StepInfo.result's setter does this); run.results reads it
         fx.result(run_id, step, value)
         cache = run.cache
         # a newer definition of the workflow was submitted since this run started: the workers hold
@@ -417,7 +417,7 @@ def complete_cached(run: LiveRun, step: str, entry: CacheEntry, result: Any, now
     info = run.info(step)
     info.state, info.action, info.cached, info.cached_from = Status.SUCCEEDED, entry.action, True, entry.run_id
     info.queued_at = info.started_at = info.finished_at = now
-    run.results[step] = info.result = result
+    info.result = result  # run.results reads it
     fx.result(run.run_id, step, result)
     fx.save(run.run_id, step, info)
     detail: dict[str, Any] = {"action": info.action, "error": None, "skip_reason": None, "cached": True,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -61,3 +62,30 @@ def test_a_class_level_retry_policy_retries_on_the_workers_as_in_process(tmp_pat
         again = session.submit(fl.Workflow(outputs=[Flaky()], workflow_id="audit6-class-policy"),
                                {"marker": str(tmp_path / "again")})
         assert again.wait(timeout=60) == 3
+
+
+class Hang(fl.Step):
+    policies = [StepTimeoutPolicy(1.0)]
+
+    def run_step(self) -> int:
+        import time
+
+        time.sleep(30)
+        return 1
+
+
+def _quick(i: int = 0) -> int:
+    return 1
+
+
+@pytest.mark.slow
+def test_a_class_level_step_timeout_stops_the_step_on_the_workers(tmp_path: Path) -> None:
+    # Before: no timeout in the schema, so the hung step (behind 30 quick ones in the worker's batch) ran 30 s
+    steps = [fl.FunctionStep(_quick, name=f"q{i}") for i in range(30)]
+    wf = fl.Workflow(outputs=[*steps, Hang()], workflow_id="audit6-class-timeout")
+    with fl.Session(tmp_path / "h.duckdb", workers=1) as session:
+        run = session.submit(wf)
+        run.wait(timeout=20)
+        hang = run.info().steps["Hang"]
+        assert hang.state is fl.Status.FAILED
+        assert re.match(r"TimeoutError: step 'Hang' exceeded its timeout of 1 s", hang.error or ""), hang.error

@@ -274,3 +274,15 @@ def test_a_run_created_and_queued_in_one_big_flush_is_updated_by_row_id(tmp_path
     updates = [s for s in scripts if "UPDATE fl_steps" in s]
     assert sum("b.rid" in s for s in updates) >= 3  # the queued parts (and the next flush's): by row id
     assert ("b.rid" in updates[-1]) is not extra
+
+
+def test_a_value_whose_comparison_raises_is_converted_as_every_row_is():
+    class Odd:
+        def __eq__(self, other):
+            raise ValueError("no comparing me")
+
+        __hash__ = object.__hash__
+
+    f = _duckdb_arrow.SCHEMAS["batch_steps"].field("worker")
+    made = _duckdb_arrow.array("batch_steps", f, ["w"] * 80 + [Odd()], False)  # made writable, not raised
+    assert made.to_pylist()[:80] == ["w"] * 80 and len(made) == 81

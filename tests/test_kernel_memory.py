@@ -20,10 +20,16 @@ def _noop() -> None:
     return None
 
 
-def _fan_out(n: int) -> Workflow:
+def _nap() -> None:
+    import time
+
+    time.sleep(0.03)
+
+
+def _fan_out(n: int, step: object = _noop) -> Workflow:
     head, tail = FunctionStep(_noop, name="head"), FunctionStep(_noop, name="tail")
     for i in range(n):
-        head >> FunctionStep(_noop, name=f"m{i}") >> tail
+        head >> FunctionStep(step, name=f"m{i}") >> tail  # type: ignore[arg-type]
     return Workflow(outputs=[tail], workflow_id="fan")
 
 
@@ -102,3 +108,53 @@ def test_a_runs_queue_members_are_a_byte_per_step_and_still_queue_a_step_once(tm
         st.enqueue(run_id, "not-in-the-plan")  # a name the plan lacks still queues (a set beside the bytes)
         assert "not-in-the-plan" in members and st.fetch_steps(run_id, 100)[-1] == "not-in-the-plan"
         assert len(members) == 0 and st.fetch_next(run_id) is None
+
+
+def _wait_for(cond, timeout: float = 30.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.01)
+
+
+def test_the_shipped_bytes_are_let_go_once_both_workers_have_them_and_read_back_for_a_new_one(tmp_path):
+    import os
+    import signal
+
+    import fuseline_nb as fl
+
+    wf = _fan_out(60, _nap)  # steps of 30 ms: both processes get some
+    with fl.Session(tmp_path / "h.duckdb", workers=2) as session:
+        pool = session.pool
+        session.submit(wf).wait(raise_on_failure=True)
+        key = (wf.workflow_id, wf.version)
+        assert session.broker.stored_definition(*key) is not None and pool._in_history[key]  # the history keeps them
+        _wait_for(lambda: all(ep.shipped == 1 for ep in pool._server.endpoints.values())
+                  and len(pool._server.endpoints) == 2)
+        assert pool.workflow_blobs() == [(key, None)] and pool._blobs_by_key[key] is None  # let go
+        old = set(pool.pids())
+        os.kill(pool.pids()[0], signal.SIGKILL)  # its replacement must get the workflow from the history
+        _wait_for(lambda: len(set(pool.pids()) - old) == 1 and len(pool._server.endpoints) == 2
+                  and all(ep.shipped == 1 and ep.worker_id for ep in pool._server.endpoints.values()))
+        assert pool.error is None  # the new process loaded what it was sent
+        run = session.submit(wf)  # the same object: nothing shipped again
+        run.wait(raise_on_failure=True, timeout=60)
+        workers = {w for (w,) in session.sql(f"SELECT DISTINCT worker FROM steps WHERE run_id = '{run.id}'")
+                   .fetchall()}
+        assert len(workers) == 2, workers  # both processes ran steps: the new one loaded the read-back bytes
+        assert run.info().counts()[Status.SUCCEEDED] == 62
+
+
+def test_a_history_in_memory_keeps_the_pools_bytes(tmp_path):
+    import fuseline_nb as fl
+
+    with fl.Session(None, workers=2) as session:
+        pool = session.pool
+        session.submit(_fan_out(10)).wait(raise_on_failure=True)
+        _wait_for(lambda: len(pool._server.endpoints) == 2
+                  and all(ep.shipped == 1 for ep in pool._server.endpoints.values()))
+        [(_, blob)] = pool.workflow_blobs()
+        assert blob is not None  # nothing to read them back from

@@ -49,6 +49,7 @@ from ..errors import SchemaMismatchError, WorkerError
 from ..workflow.graph import Workflow
 from ..workflow.schema import WorkflowSchema
 from ..workflow.steps import step_policies
+from ._shipped import let_go, read_back
 from .channel import WorkflowBlob
 from .latency import PREFETCH_DEFAULT
 from .mainguard import check_main_guard
@@ -122,7 +123,8 @@ class WorkerPool:
         # The schema the workers hold for each workflow: ``refresh()`` makes a new one when a code
         # fingerprint changed, so "the same schema object" is "the same fingerprints" (no per-step compare)
         self._shipped_schema: dict[tuple[str, str], WorkflowSchema] = {}
-        self._blobs_by_key: dict[tuple[str, str], bytes] = {}  # the latest blob of each workflow
+        self._blobs_by_key: dict[tuple[str, str], bytes | None] = {}  # the latest blob of each workflow
+        self._in_history: dict[tuple[str, str], bool] = {}  # whether the history has a key's last bytes
         self._server: ChannelServer | None = None
         self._sup = WorkerSupervisor(self.client, self._start_process, self.processes, max_crashes=max_crashes,
                                      detach=self._detach, held=self._running)
@@ -256,6 +258,7 @@ class WorkerPool:
                 return
             self._blobs.append((key, blob))
             self._blobs_by_key[key] = blob
+            self._in_history.pop(key, None)
             self._shipped[key] = wf
             self._store(key, blob)
         if self._server is not None:
@@ -289,6 +292,7 @@ class WorkerPool:
             if self._blobs_by_key.get(key) != blob:
                 self._blobs.append((key, blob))
                 self._blobs_by_key[key] = blob
+                self._in_history[key] = False  # (a stored definition shipped again: not known to be the latest)
             self._shipped[key] = wf
             self._shipped_schema[key] = wf.to_schema()
         if self._server is not None:
@@ -302,6 +306,8 @@ class WorkerPool:
             return
         try:
             self.broker.store_definition(key[0], key[1], blob)
+            # read back once: only bytes the history really keeps are let go later (workflow_blobs)
+            self._in_history[key] = self.broker.stored_definition(key[0], key[1]) == blob
         except Exception as exc:
             log.warning("could not keep workflow %r version %r in the history (%s: %s): its unfinished "
                         "runs will resume only when it is submitted again", key[0], key[1],
@@ -321,8 +327,23 @@ class WorkerPool:
                 )
 
     def workflow_blobs(self) -> list[WorkflowBlob]:
-        """The shipped workflows, oldest first (the server's view)."""
-        return self._blobs
+        """The shipped workflows, oldest first (the server's view, asked before each answer).
+
+        Bytes the broker's history keeps are let go once every live process
+        has them, and read back before a new process is served (see
+        :mod:`._shipped`).
+        """
+        server, broker, blobs = self._server, self.broker, self._blobs
+        if server is not None and broker is not None and blobs:
+            shipped = [ep.shipped for ep in list(server.endpoints.values())]
+            if 0 in shipped:  # a new process: it is sent the last bytes of each workflow
+                read_back(blobs, broker.stored_definition, lambda key: ship(self._shipped[key])[1])
+            elif shipped and min(shipped) >= len(blobs) and any(b is not None for _, b in blobs):
+                let_go(blobs, self._in_history)
+                for key, blob in list(self._blobs_by_key.items()):
+                    if blob is not None and self._in_history.get(key):
+                        self._blobs_by_key[key] = None
+        return blobs
 
     # -- processes (the supervisor starts, replaces and kills them) ------------------------
     def _start_process(self, label: str) -> Endpoint:

@@ -180,11 +180,14 @@ def array(table: str, field: pa.Field, column: Any, safe: bool) -> pa.Array:
     n = len(column)
     if n >= CONSTANT_FROM and column.__class__ in (list, tuple):
         first = column[0]
-        if first is None:
-            if column.count(None) == n:
-                return _one(table, field, None, safe, n)
-        elif first.__class__ in _PLAIN and column[-1] == first and column.count(first) == n:
-            return _one(table, field, first, safe, n)
+        try:  # an odd object's == may raise: then every row is converted (and made writable) as usual
+            if first is None:
+                if column.count(None) == n:
+                    return _one(table, field, None, safe, n)
+            elif first.__class__ in _PLAIN and column[-1] == first and column.count(first) == n:
+                return _one(table, field, first, safe, n)
+        except Exception:
+            pass
     return _array(table, field, column, safe)
 
 

@@ -1,0 +1,75 @@
+"""The pool's shipped workflow bytes: let go once every process has them, read back for a new one.
+
+A pool keeps each workflow's pickled bytes (oldest first) for the processes
+it starts later (a replacement after a crash or a timeout). A 1→1,000,000→1
+fan-out ships ~40 MB. When the broker's history keeps the same bytes (a
+DuckDB file does: ``store_definition``, checked by reading them back once,
+when stored), the pool need not: once every live process has them,
+:func:`let_go` drops them, and :func:`read_back` reads
+them from the history again before a new process is served (or pickles the
+workflow again if the history has lost them). A history that keeps nothing
+(in memory) keeps the pool's bytes where they are.
+
+Examples
+--------
+>>> kept = {("w", "1"): b"v2"}
+>>> stored = lambda workflow_id, version: kept.get((workflow_id, version))   # the broker's stored_definition
+>>> blobs = [(("w", "1"), b"v1"), (("w", "1"), b"v2")]
+>>> let_go(blobs, {("w", "1"): True})
+>>> blobs                                  # the older one and the one the history has: both let go
+[(('w', '1'), None), (('w', '1'), None)]
+>>> read_back(blobs, stored, lambda key: b"pickled again")
+>>> blobs                                  # a new process needs only the last of each workflow
+[(('w', '1'), None), (('w', '1'), b'v2')]
+>>> let_go(blobs, {})                      # not known to be in the history: kept
+>>> blobs[-1]
+(('w', '1'), b'v2')
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str]
+
+
+def let_go(blobs: list[Any], in_history: dict[Key, bool]) -> None:
+    """Drop the bytes in ``blobs`` (``(key, bytes)``, oldest first) every process already has.
+
+    The last entry of a workflow goes only when ``in_history`` says the
+    history has those bytes (checked when they were stored); older entries of
+    the same workflow go anyway (a new process is sent only the last one).
+    """
+    last = {key: i for i, (key, _) in enumerate(blobs)}
+    for i, (key, blob) in enumerate(blobs):
+        if blob is not None and (last[key] != i or in_history.get(key, False)):
+            blobs[i] = (key, None)
+
+
+def read_back(blobs: list[Any], stored: Callable[..., bytes | None], pickle_again: Callable[[Key], bytes]) -> None:
+    """Give the last entry of each workflow in ``blobs`` its bytes again (for a new process).
+
+    Read from the history; if it has lost them, the workflow is pickled again
+    (``pickle_again(key)``), with a warning.
+    """
+    last = {key: i for i, (key, _) in enumerate(blobs)}
+    for key, i in last.items():
+        if blobs[i][1] is not None:
+            continue
+        try:
+            blob = stored(*key)
+        except Exception:
+            log.debug("reading workflow %r back from the history failed", key, exc_info=True)
+            blob = None
+        if blob is None:
+            log.warning("workflow %r version %r is no longer in the history: pickled again for a new "
+                        "worker process", key[0], key[1])
+            blob = pickle_again(key)
+        blobs[i] = (key, blob)
+
+
+__all__ = ["let_go", "read_back"]

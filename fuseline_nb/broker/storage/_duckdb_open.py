@@ -47,6 +47,30 @@ def _clip(text: str, n: int = 80) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
+def require_utf8(path: str) -> None:
+    r"""Refuse a path DuckDB cannot open: one holding characters that are not UTF-8.
+
+    Python names undecodable bytes of a file name with lone surrogates
+    (``os.fsdecode``); DuckDB takes paths as UTF-8 and fails on them with a
+    bare ``std::bad_cast``.
+
+    Examples
+    --------
+    >>> require_utf8("runs.duckdb")
+    >>> require_utf8("caf\udce9/runs.duckdb")
+    Traceback (most recent call last):
+    ...
+    fuseline_nb.errors.StorageError: the history path 'caf\udce9/runs.duckdb' holds bytes that are not UTF-8 (at character 3, from a file or folder name in another encoding): DuckDB cannot open it; rename that folder or file, or pick a path of UTF-8 characters
+    """
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise StorageError(
+            f"the history path {path!r} holds bytes that are not UTF-8 (at character {exc.start}, from a file or "
+            "folder name in another encoding): DuckDB cannot open it; rename that folder or file, or pick a "
+            "path of UTF-8 characters") from None
+
+
 def refuse_foreign(path: str) -> None:
     """Refuse, before writing anything, a DuckDB file that holds tables but not run history.
 
@@ -141,4 +165,4 @@ def check_read_only(query: str, path: str) -> None:
                        f"{kind} statement {_clip(st.query.strip())!r}: {how}")
 
 
-__all__ = ["check_read_only", "migrate", "refuse_foreign"]
+__all__ = ["check_read_only", "migrate", "refuse_foreign", "require_utf8"]

@@ -59,7 +59,7 @@ from ._duckdb_columns import CleanColumns
 from ._duckdb_files import FILE_BYTES, ValueFiles
 from ._duckdb_life import claim, flush_loop, release, track, translate, wait_warm, will_warm_up
 from ._duckdb_many import ManyRows
-from ._duckdb_open import check_read_only, migrate, refuse_foreign
+from ._duckdb_open import check_read_only, migrate, refuse_foreign, require_utf8
 from ._duckdb_places import RowPlaces
 from ._duckdb_queued import members_for
 from ._duckdb_reads import HistoryReads
@@ -73,6 +73,7 @@ log = logging.getLogger(__name__)
 
 
 @batches_match
+
 class DuckDBRuntimeStorage(ManyRows, HistoryReads, RuntimeStorage):
     """Runs, steps, results and events in a DuckDB file (or ``":memory:"``).
 
@@ -104,6 +105,7 @@ class DuckDBRuntimeStorage(ManyRows, HistoryReads, RuntimeStorage):
         if flush_interval <= 0:
             raise ValueError(f"flush_interval must be > 0, not {flush_interval!r}")
         self.path = os.fspath(path)
+        require_utf8(self.path)
         self.flush_interval = float(flush_interval)
         self._closed = True  # until the file is open: close() then does nothing
         self._key = None if self.path == ":memory:" else str(Path(self.path).resolve())

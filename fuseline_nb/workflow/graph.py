@@ -15,7 +15,6 @@ Examples
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import logging
 from collections.abc import Iterable, Mapping
@@ -23,6 +22,7 @@ from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from ..errors import CycleError
+from ._graph_adopt import adopt_schema, adopt_unmade, fingerprints_changed, own_version
 from .binding import Bindings
 from .fingerprint import _fingerprint_list, workflow_fingerprints
 from .gcpause import paused_gc
@@ -36,7 +36,7 @@ from .status import Status
 from .steps import Step
 from .structure import Structure, build
 from .surface import Surface
-from .toschema import make_schema, policy_spec, same_schema
+from .toschema import make_schema, policy_spec
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-_NAME, _FINGERPRINT = attrgetter("name"), attrgetter("fingerprint")
+_NAME = attrgetter("name")
 
 class Workflow(Surface):
     """A graph of steps, collected from ``outputs`` backwards and forwards.
@@ -225,57 +225,22 @@ class Workflow(Surface):
         """
         if not self._auto_version:
             return False
-        schema = self.to_schema()
-        clash = any(k is not schema and (k.workflow_id, k.version) == (schema.workflow_id, schema.version)
-                    and k.structure_key() != schema.structure_key() for k in registered)
-        if not clash:
+        version = own_version(self.to_schema(), registered)
+        if version is None:
             return False
-        body = schema.structure_key() + repr(sorted(schema.fingerprints().items()))
-        self.version = "auto-" + hashlib.sha256(body.encode()).hexdigest()[:12]
+        self.version = version
         self._full()
         self._schema_cache = None
         self._plan = None
         return True
 
     def _adopt_schema(self, registered: Iterable[WorkflowSchema]) -> bool:
-        """Use the registered schema of this id and version when it equals this workflow's own.
-
-        A cell run again builds the same definition anew: with the registered
-        object as its schema, what follows (the version check, the pool's
-        "shipped already?", the broker's register) recognises it by identity
-        instead of comparing or digesting every step again. Whether it did.
-        """
-        schema = self.to_schema()
-        key = (schema.workflow_id, schema.version)
-        for known in registered:
-            if known is schema:
-                return True
-            if (known.workflow_id, known.version) == key and known == schema:
-                self._schema_cache = known  # equal edges: the structure remakes them from either
-                return True
-        return False
+        """Use the registered schema equal to this workflow's own (see :func:`._graph_adopt.adopt_schema`)."""
+        return adopt_schema(self, registered)
 
     def _adopt_unmade(self, registered: Iterable[WorkflowSchema]) -> bool:
-        """Before this workflow made a schema: use the registered one of its id and version when the
-        schema it would make equals it (a cell run again), without making its own. Whether it did.
-
-        The fingerprints are computed now (an edited global or helper gives
-        another one); any difference leaves the workflow as it was, to make
-        its own schema.
-        """
-        if self._schema_cache is not None:
-            return False
-        key = (self.workflow_id, self.version)
-        known = next((k for k in registered if (k.workflow_id, k.version) == key), None)
-        if known is None:
-            return False
-        with paused_gc():
-            if not same_schema(self._full(), known, self.name, tuple(map(policy_spec, self.policies)),
-                               _fingerprint_list(list(self.steps.values()))):
-                return False
-        self._schema_cache = known
-        self._structure.edges = None  # as to_schema(): the schema holds the edges
-        return True
+        """Before making a schema, use an equal registered one (see :func:`._graph_adopt.adopt_unmade`)."""
+        return adopt_unmade(self, registered)
 
     def fingerprints(self) -> dict[str, str]:
         """``{step: code fingerprint}``, computed now (see :mod:`fuseline_nb.workflow.fingerprint`).
@@ -311,13 +276,7 @@ class Workflow(Surface):
         False
         """
         schema = self._schema_cache
-        if schema is None:
-            return False
-        steps, recorded = self.steps, schema.steps
-        if len(recorded) == len(steps) and list(map(_NAME, recorded)) == list(steps):  # side by side
-            if _fingerprint_list(list(steps.values())) == list(map(_FINGERPRINT, recorded)):
-                return False
-        elif schema.fingerprints() == self.fingerprints():
+        if schema is None or not fingerprints_changed(self, schema):
             return False
         self._full()
         self._schema_cache = None

@@ -1,10 +1,12 @@
 """One flush of the DuckDB history: the buffered batch written in one transaction.
 
+:func:`flush_buffered` takes a storage's buffered batch and writes it;
 :func:`write_batch` runs the set-based statements of
 :data:`._duckdb_sql.WRITE_ORDER` over the batch's Arrow tables, with the
 new workflows' rows first (:func:`._duckdb_schema.write_workflow`), and
 turns DuckDB's ``build_side_probe_side`` optimizer off for the flush's own
-statements where this DuckDB has it (:func:`can_pin_sides`).
+statements where this DuckDB has it (:func:`can_pin_sides`); after a failed
+write, :func:`write_apart` writes what it can run by run.
 
 Examples
 --------
@@ -24,6 +26,7 @@ from typing import Any
 
 import duckdb
 
+from ...errors import StorageError
 from ...limits import safe_str
 from ...workflow.gcpause import paused_gc
 from . import _duckdb_sql as Q
@@ -38,6 +41,44 @@ log = logging.getLogger(__name__)
 #: Rows per part of a big flush (see :meth:`._duckdb_batch.Batch.chunks`): each part's Arrow tables
 #: (~100-200 bytes a row, and the Python columns they are made from) exist only while it is written.
 CHUNK_ROWS = 50_000
+
+
+def flush_buffered(st: Any) -> None:
+    """One flush of ``st`` (a :class:`~fuseline_nb.broker.storage.duckdb.DuckDBRuntimeStorage`):
+    its buffered batch swapped for an empty one and written through ``st._write``.
+
+    When the batch cannot be written, it is written apart (:func:`write_apart`);
+    when nothing of it could be written, it is kept in the buffer (newer
+    buffered changes win) and a :class:`~fuseline_nb.errors.StorageError`
+    raised. Does nothing once ``st`` is closed (the flusher may wake after
+    ``close()`` wrote everything).
+    """
+    with st._io_lock:
+        if st._closed:
+            return
+        if st._cache is not None:
+            st._cache.write_pending()
+        with st._buf_lock:
+            batch, st._batch = st._batch, Batch()
+            if not batch.empty:
+                st._unfinished_at_open = None  # the runs change in the file from here on
+        if batch.empty:
+            return
+        try:
+            st._write(batch)
+        except Exception as exc:
+            kept = write_apart(st._write, batch, exc, st.path)
+            if kept is not None:
+                with st._buf_lock:  # keep the changes: newer buffered ones win
+                    st._batch = kept.merged_with(st._batch)
+                if isinstance(exc, StorageError):
+                    raise
+                raise StorageError(f"writing run history to {st.path!r} failed: "
+                                   f"{type(exc).__name__}: {safe_str(exc)}") from exc
+        except BaseException:
+            with st._buf_lock:
+                st._batch = batch.merged_with(st._batch)
+            raise
 
 
 def write_batch(db: Callable[..., Any], con: Any, batch: Batch, *, pin: bool, path: str,

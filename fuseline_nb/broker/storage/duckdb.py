@@ -41,10 +41,8 @@ import duckdb
 
 from ...errors import (
     StorageClosedError,
-    StorageError,
     UnknownRunError,
 )
-from ...limits import safe_str
 from ...workflow.events import Event
 from ...workflow.plan import StepOrder
 from ...workflow.runinfo import StepInfo
@@ -65,7 +63,7 @@ from ._duckdb_queued import members_for
 from ._duckdb_reads import HistoryReads
 from ._duckdb_rows import step_row
 from ._duckdb_schema import read_workflows
-from ._duckdb_write import can_pin_sides, write_apart, write_batch
+from ._duckdb_write import can_pin_sides, flush_buffered, write_batch
 from ._trim import big_flush, give_back
 from .base import RuntimeStorage, batches_match
 
@@ -308,32 +306,7 @@ class DuckDBRuntimeStorage(ManyRows, HistoryReads, RuntimeStorage):
         self._flush()
 
     def _flush(self) -> None:
-        with self._io_lock:
-            if self._closed:  # the flusher may wake after close() wrote everything
-                return
-            if self._cache is not None:
-                self._cache.write_pending()
-            with self._buf_lock:
-                batch, self._batch = self._batch, Batch()
-                if not batch.empty:
-                    self._unfinished_at_open = None  # the runs change in the file from here on
-            if batch.empty:
-                return
-            try:
-                self._write(batch)
-            except Exception as exc:
-                kept = write_apart(self._write, batch, exc, self.path)
-                if kept is not None:
-                    with self._buf_lock:  # keep the changes: newer buffered ones win
-                        self._batch = kept.merged_with(self._batch)
-                    if isinstance(exc, StorageError):
-                        raise
-                    raise StorageError(f"writing run history to {self.path!r} failed: "
-                                       f"{type(exc).__name__}: {safe_str(exc)}") from exc
-            except BaseException:
-                with self._buf_lock:
-                    self._batch = batch.merged_with(self._batch)
-                raise
+        flush_buffered(self)  # swap the buffers out and write them; keep them if nothing could be written
 
     def _write(self, batch: Batch) -> None:
         write_batch(self._db, self._con, batch, pin=self._pin_sides, path=self.path, places=self._places,

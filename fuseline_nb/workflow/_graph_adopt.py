@@ -1,0 +1,103 @@
+"""A built :class:`~fuseline_nb.Workflow` against schemas made before: adopt, re-version, or refresh.
+
+A cell run again builds the same definition anew. These helpers compare it
+with the schemas already registered (or the one it made itself), and the
+workflow's methods act on the answer: :func:`adopt_schema` /
+:func:`adopt_unmade` take the registered schema object when it equals the
+workflow's own, :func:`own_version` names a version of its own for a
+definition whose id and version name another structure, and
+:func:`fingerprints_changed` tells whether the step code changed since the
+schema was made. Nothing here imports :mod:`.graph`: the workflow is passed in.
+
+Examples
+--------
+>>> from fuseline_nb import FunctionStep, Workflow
+>>> wf = Workflow(outputs=[FunctionStep(lambda: 1, name="a")], workflow_id="w")
+>>> fingerprints_changed(wf, wf.to_schema())
+False
+>>> again = Workflow(outputs=[FunctionStep(lambda: 1, name="a")], workflow_id="w")
+>>> adopt_unmade(again, [wf.to_schema()]), again.to_schema() is wf.to_schema()
+(True, True)
+>>> other = Workflow(outputs=[FunctionStep(lambda: 2, name="b")], workflow_id="w")
+>>> own_version(other.to_schema(), [wf.to_schema()]).startswith("auto-")
+True
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from operator import attrgetter
+from typing import Any
+
+from .fingerprint import _fingerprint_list
+from .gcpause import paused_gc
+from .schema import WorkflowSchema
+from .toschema import policy_spec, same_schema
+
+_NAME, _FINGERPRINT = attrgetter("name"), attrgetter("fingerprint")
+
+
+def own_version(schema: WorkflowSchema, registered: Iterable[WorkflowSchema]) -> str | None:
+    """The version of its own for ``schema`` when a registered schema of its id and version has another
+    structure, else ``None``: derived from its structure and code fingerprints (the same definition
+    gets the same version in every process)."""
+    clash = any(k is not schema and (k.workflow_id, k.version) == (schema.workflow_id, schema.version)
+                and k.structure_key() != schema.structure_key() for k in registered)
+    if not clash:
+        return None
+    body = schema.structure_key() + repr(sorted(schema.fingerprints().items()))
+    return "auto-" + hashlib.sha256(body.encode()).hexdigest()[:12]
+
+
+def adopt_schema(wf: Any, registered: Iterable[WorkflowSchema]) -> bool:
+    """Use the registered schema of ``wf``'s id and version when it equals ``wf``'s own.
+
+    A cell run again builds the same definition anew: with the registered
+    object as its schema, what follows (the version check, the pool's
+    "shipped already?", the broker's register) recognises it by identity
+    instead of comparing or digesting every step again. Whether it did.
+    """
+    schema = wf.to_schema()
+    key = (schema.workflow_id, schema.version)
+    for known in registered:
+        if known is schema:
+            return True
+        if (known.workflow_id, known.version) == key and known == schema:
+            wf._schema_cache = known  # equal edges: the structure remakes them from either
+            return True
+    return False
+
+
+def adopt_unmade(wf: Any, registered: Iterable[WorkflowSchema]) -> bool:
+    """Before ``wf`` made a schema: use the registered one of its id and version when the
+    schema it would make equals it (a cell run again), without making its own. Whether it did.
+
+    The fingerprints are computed now (an edited global or helper gives
+    another one); any difference leaves the workflow as it was, to make
+    its own schema.
+    """
+    if wf._schema_cache is not None:
+        return False
+    key = (wf.workflow_id, wf.version)
+    known = next((k for k in registered if (k.workflow_id, k.version) == key), None)
+    if known is None:
+        return False
+    with paused_gc():
+        if not same_schema(wf._full(), known, wf.name, tuple(map(policy_spec, wf.policies)),
+                           _fingerprint_list(list(wf.steps.values()))):
+            return False
+    wf._schema_cache = known
+    wf._structure.edges = None  # as to_schema(): the schema holds the edges
+    return True
+
+
+def fingerprints_changed(wf: Any, schema: WorkflowSchema) -> bool:
+    """Whether the fingerprints of ``wf``'s steps, computed now, differ from those ``schema`` recorded."""
+    steps, recorded = wf.steps, schema.steps
+    if len(recorded) == len(steps) and list(map(_NAME, recorded)) == list(steps):  # side by side
+        return bool(_fingerprint_list(list(steps.values())) != list(map(_FINGERPRINT, recorded)))
+    return bool(schema.fingerprints() != wf.fingerprints())
+
+
+__all__ = ["adopt_schema", "adopt_unmade", "fingerprints_changed", "own_version"]

@@ -6,44 +6,19 @@ again rebinds the names), as in tests/test_cache_edit_loop.py.
 
 from __future__ import annotations
 
-import textwrap
 import time
 from collections.abc import Iterator
 
 import pytest
 
-import __main__
 import fuseline_nb as fl
-
-
-class Cells:
-    """Runs code in ``__main__`` like notebook cells; forgets the names it bound afterwards."""
-
-    def __init__(self) -> None:
-        self.bound: set[str] = set()
-        self.ns = vars(__main__)
-
-    def run(self, source: str) -> None:
-        before = set(self.ns)
-        exec(compile(textwrap.dedent(source), "<cell>", "exec"), self.ns)
-        self.bound |= set(self.ns) - before
-
-    def __getitem__(self, name: str):
-        return self.ns[name]
-
-    def close(self) -> None:
-        for name in self.bound:
-            self.ns.pop(name, None)
+from tests.cells import Cells, notebook
 
 
 @pytest.fixture
 def cells() -> Iterator[Cells]:
-    c = Cells()
-    c.run("import fuseline_nb as fl\n")
-    try:
+    with notebook("import fuseline_nb as fl\n") as c:
         yield c
-    finally:
-        c.close()
 
 
 SCALER = """

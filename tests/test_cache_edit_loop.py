@@ -8,50 +8,25 @@ and a re-run cell rebinds the name, which is what the staleness check looks at.
 from __future__ import annotations
 
 import logging
-import textwrap
 import time
 import warnings
 from collections.abc import Iterator
 
 import pytest
 
-import __main__
 import fuseline_nb as fl
 from fuseline_nb.broker.clients import LocalBrokerClient
 from fuseline_nb.worker import ProcessEngine
 from fuseline_nb.workflow.stale import StaleDefinitionWarning
+from tests.cells import Cells, notebook
 
 pytestmark = pytest.mark.slow
 
 
-class Cells:
-    """Runs code in ``__main__`` like notebook cells; forgets the names it bound afterwards."""
-
-    def __init__(self) -> None:
-        self.bound: set[str] = set()
-        self.ns = vars(__main__)
-
-    def run(self, source: str) -> None:
-        before = set(self.ns)
-        exec(compile(textwrap.dedent(source), "<cell>", "exec"), self.ns)
-        self.bound |= set(self.ns) - before
-
-    def __getitem__(self, name: str):
-        return self.ns[name]
-
-    def close(self) -> None:
-        for name in self.bound:
-            self.ns.pop(name, None)
-
-
 @pytest.fixture
 def cells() -> Iterator[Cells]:
-    c = Cells()
-    c.run("import fuseline_nb as fl\nimport time\n")
-    try:
+    with notebook("import fuseline_nb as fl\nimport time\n") as c:
         yield c
-    finally:
-        c.close()
 
 
 def ran(run: fl.Run) -> set[str]:

@@ -59,7 +59,6 @@ def require_utf8(path: str) -> None:
     >>> require_utf8("runs.duckdb")
     >>> require_utf8("caf\udce9/runs.duckdb")
     Traceback (most recent call last):
-    ...
     fuseline_nb.errors.StorageError: the history path 'caf\udce9/runs.duckdb' holds bytes that are not UTF-8 (at character 3, from a file or folder name in another encoding): DuckDB cannot open it; rename that folder or file, or pick a path of UTF-8 characters
     """
     try:

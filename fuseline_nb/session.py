@@ -27,35 +27,21 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ._session_file import SessionReplacedWarning, file_key, hold, let_go, ship_stored, take_over
+from ._session_submit import input_values, not_a_workflow, overtaken_message
 from .broker.base import Broker
 from .broker.opening import open_broker
-from .errors import PicklingError, StorageClosedError, StorageError
+from .errors import StorageClosedError, StorageError
 from .runhandle import Run
 from .workflow.events import Event
 from .workflow.gcpause import paused_gc
 from .workflow.graph import Workflow, run_inputs
 from .workflow.runinfo import RunInfo
 from .workflow.stale import warn_stale
-from .workflow.value import Value
 
 if TYPE_CHECKING:
     from .rungroup import RunGroup
 
 log = logging.getLogger(__name__)
-
-
-def _input_values(inputs: Mapping[str, Any]) -> dict[str, Value]:
-    """The run's inputs made values here, where they are born (pickled once)."""
-    out = {}
-    for key, value in inputs.items():
-        try:
-            out[key] = Value.of(value)
-        except Exception as exc:
-            raise PicklingError(
-                f"input {key!r} (a {type(value).__name__}) cannot be sent to a worker process: "
-                f"{type(exc).__name__}: {exc}"
-            ) from exc
-    return out
 
 
 def _weak_listener(method: Callable[[Event], None], kind: str | None = None) -> Callable[[Event], None]:
@@ -89,13 +75,6 @@ def _close_at_exit(ref: weakref.ReferenceType[Session]) -> Callable[[], None]:
             session.close(timeout=1.0)
 
     return hook
-
-
-def _overtaken(wf: Workflow, runs: list[str]) -> str:
-    """What a submit of an edited workflow says about its runs still going."""
-    return (f"run(s) {', '.join(runs)} of workflow {wf.workflow_id!r} are still going: the workers get this "
-            "edited definition now, so their remaining steps run the new code (and store nothing in the cache); "
-            "cancel them first (run.cancel()) to keep each run to one version of the code")
 
 
 class Session:
@@ -212,7 +191,7 @@ class Session:
         """
         self._check_open()
         if not isinstance(wf, Workflow):
-            raise TypeError(_not_a_workflow(wf))
+            raise TypeError(not_a_workflow(wf))
         inputs = run_inputs(inputs)
         with paused_gc():  # a large workflow's schema, bytes and run records are long-lived: no rescans
             wf.refresh()
@@ -222,7 +201,7 @@ class Session:
             # check, the pool and the broker then know it by identity, not step by step
             adopted = wf._adopt_unmade(registered)
             wf.to_schema().check_inputs(inputs)  # before anything is shipped
-            values = _input_values(inputs)
+            values = input_values(inputs)
             warn_stale(wf, stacklevel=2)
             if not adopted and not wf._adopt_schema(registered) and wf.settle_version(registered):
                 wf._adopt_schema(registered)
@@ -232,7 +211,7 @@ class Session:
                 if register is not None:  # before the workers get it: a run of an older definition
                     overtaken = register(wf.to_schema())  # still going stops caching (it may run new code)
                     if overtaken:
-                        warnings.warn(_overtaken(wf, overtaken), UserWarning, stacklevel=2)
+                        warnings.warn(overtaken_message(wf, overtaken), UserWarning, stacklevel=2)
                 self.pool.add_workflow(wf, refresh=False)  # refreshed above
             if cache is None and not rerun:
                 run_id = self.broker.dispatch_workflow(wf.to_schema(), values)
@@ -409,14 +388,3 @@ class Session:
 
 
 __all__ = ["Run", "Session", "SessionReplacedWarning"]
-
-
-def _not_a_workflow(obj: Any) -> str:
-    """What ``Session.submit`` says about something that is not a :class:`Workflow`."""
-    if callable(obj) and not isinstance(obj, type):
-        name = getattr(obj, "__name__", None) or "func"
-        return (
-            f"Session.submit takes a Workflow, not the function {obj!r}: wrap it first, "
-            f"e.g. session.submit(workflow_from_functions([{name}]), inputs)"
-        )
-    return f"Session.submit takes a Workflow, not {obj!r}: build one with Workflow(outputs=[...])"

@@ -45,10 +45,10 @@ from typing import Any
 from ..broker.base import Broker
 from ..broker.clients import BrokerClient, LocalBrokerClient
 from ..broker.state import Assignment
-from ..errors import SchemaMismatchError, WorkerError
+from ..errors import WorkerError
 from ..workflow.graph import Workflow
 from ..workflow.schema import WorkflowSchema
-from ..workflow.steps import step_policies
+from ._pool_definition import check_schema, same_definition
 from ._shipped import let_go, read_back
 from .channel import WorkflowBlob
 from .latency import PREFETCH_DEFAULT
@@ -246,11 +246,11 @@ class WorkerPool:
             if key is not None and self._shipped.get(key) is wf and \
                     self._shipped_schema.get(key) is wf.to_schema():
                 return
-            if key is not None and _same_definition(self._shipped.get(key), wf):
+            if key is not None and same_definition(self._shipped.get(key), wf):
                 self._shipped[key] = wf  # a cell run again, nothing changed: the workers' copy will do
                 self._shipped_schema[key] = wf.to_schema()  # equal to the shipped one
                 return
-            self._check_schema(wf)
+            check_schema(self.client, wf)
             key, blob = ship(wf)
             self._shipped_schema[key] = wf.to_schema()
             if self._blobs_by_key.get(key) == blob:
@@ -312,19 +312,6 @@ class WorkerPool:
             log.warning("could not keep workflow %r version %r in the history (%s: %s): its unfinished "
                         "runs will resume only when it is submitted again", key[0], key[1],
                         type(exc).__name__, exc)
-
-    def _check_schema(self, wf: Workflow) -> None:
-        if not isinstance(wf, Workflow):
-            raise TypeError(f"expected a Workflow, not {wf!r}")
-        schema = wf.to_schema()
-        for known in self.client.list_workflows():
-            if (known.workflow_id, known.version) == (schema.workflow_id, schema.version) and \
-                    known.structure_key() != schema.structure_key():
-                raise SchemaMismatchError(
-                    f"workflow {wf.workflow_id!r} version {wf.version!r} is already registered with a "
-                    f"different definition ({'; '.join(known.differences(schema))}): give the new "
-                    "definition another version or workflow_id"
-                )
 
     def workflow_blobs(self) -> list[WorkflowBlob]:
         """The shipped workflows, oldest first (the server's view, asked before each answer).
@@ -402,34 +389,3 @@ def _stop_at_exit(ref: weakref.ReferenceType[WorkerPool]) -> Any:
 
 
 __all__ = ["WorkerPool"]
-
-
-def _same_definition(old: Workflow | None, new: Workflow) -> bool:
-    """Whether ``new`` (a fresh object) runs exactly as the shipped ``old`` does, so shipping it
-    again can be skipped: the same schema (structure, code fingerprints, policy settings), no
-    pinned ``code_version`` (its code may have changed under the pin) and only built-in
-    policies (a custom policy's code is not fingerprinted)."""
-    if old is None or old is new:
-        return False
-    builtin = "fuseline_nb.workflow.policies"
-    plain: dict[type, bool] = {}  # class -> it sets neither policies nor code_version itself
-    for step in new.steps.values():
-        cls = type(step)
-        bare = plain.get(cls)
-        if bare is None:
-            bare = plain[cls] = getattr(cls, "policies", None) is None and \
-                getattr(cls, "code_version", None) is None and hasattr(step, "__dict__")
-        if bare:  # what the step holds is in its own dict (a class asked once, not once per step)
-            d = step.__dict__
-            policies = d.get("policies")
-            if d.get("code_version") is not None:
-                return False
-        else:
-            if getattr(step, "code_version", None) is not None:
-                return False
-            policies = step_policies(step)
-        if policies and any(type(p).__module__ != builtin for p in policies):
-            return False
-    if any(type(p).__module__ != builtin for p in new.policies):
-        return False
-    return old.to_schema() == new.to_schema()  # the same object when Session.submit adopted it

@@ -63,7 +63,7 @@ from .latency import HOLD_SECONDS, FrameReader, Spin, send, send_all
 log = logging.getLogger(__name__)
 
 #: Bumped when a message changes shape; a worker of another version is refused.
-PROTOCOL_VERSION: Final = 5
+PROTOCOL_VERSION: Final = 6  # 6: values in reports and assignments travel as their fields (_pipeforms)
 
 RequestKind = Literal[
     "hello", "load_error", "register_worker", "unregister_worker", "get_step", "report_and_get",

@@ -200,7 +200,7 @@ class ProcessEngine:
         done = 0
         try:
             while not self._stop.is_set() and (max_steps is None or done < max_steps):
-                assignment = self.client.get_step(self.worker_id)
+                assignment = self._next_step()
                 if assignment is None:
                     if not block:
                         return
@@ -227,15 +227,17 @@ class ProcessEngine:
         self._report(assignment, outcome)
         return outcome
 
+    def _next_step(self) -> StepAssignment | None:
+        return self.client.get_step(self.worker_id)
+
     def _execute(self, a: StepAssignment) -> StepOutcome:
         return execute(self._by_key, a, self.worker_id)
 
     def _report(self, a: StepAssignment, out: StepOutcome) -> None:
         try:
             self.client.report_step(self.worker_id, report_of(a, out))
-        except (StaleReportError, BrokerRequestError, UnknownRunError) as exc:  # a refused report never ends
-            # the worker (over a pipe the next step may have come with the refusal: it runs next)
-            log.warning("report of step %r of run %s refused: %s", a.step_name, a.instance_id, exc)
+        except _REFUSALS as exc:  # a refused report never ends the worker (over a pipe the next step
+            _refused(a, exc)  # may have come with the refusal: it runs next)
 
     def close(self) -> None:
         """End the heartbeat thread (``work`` does this itself when it returns)."""
@@ -289,6 +291,15 @@ class ProcessEngine:
                     if cancelled and (busy.instance_id, busy.step_name) in {tuple(c) for c in cancelled}:
                         self.on_cancel(busy)
             seen = busy
+
+
+#: How a broker refuses a report (late, of a cancelled or unknown run, malformed): logged, the worker goes on.
+_REFUSALS = (StaleReportError, BrokerRequestError, UnknownRunError)
+
+
+def _refused(a: StepAssignment, exc: Exception) -> None:
+    """Log that the broker refused the report of ``a`` (see :data:`_REFUSALS`)."""
+    log.warning("report of step %r of run %s refused: %s", a.step_name, a.instance_id, exc)
 
 
 def _log_cancel(a: StepAssignment) -> None:

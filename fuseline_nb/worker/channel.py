@@ -57,7 +57,7 @@ from ..workflow.runinfo import RunInfo
 from ..workflow.schema import WorkflowSchema
 from ..workflow.status import Status
 from ..workflow.value import Value, values_of
-from ._pipeforms import assignments_from, report_wire
+from ._pipeforms import assignments_from, report_from, report_wire
 from .latency import HOLD_SECONDS, FrameReader, Spin, send, send_all
 
 log = logging.getLogger(__name__)
@@ -205,10 +205,10 @@ class ChannelClient(BrokerClient):
         if spin.wanted():
             sent = time.perf_counter()
             self._reader.spin(spin.seconds)
-            reply = decode(self._reader.next())
+            reply = pickle.loads(self._reader.next())  # (decode)
             spin.took(time.perf_counter() - sent)
-            return reply
-        return decode(self._reader.next())
+            return reply  # type: ignore[no-any-return]
+        return pickle.loads(self._reader.next())  # type: ignore[no-any-return]
 
     def _ask_early(self, worker_id: str) -> None:
         """Ask for the next batch while this one still runs (its answer is read when it is needed).
@@ -264,6 +264,18 @@ class ChannelClient(BrokerClient):
             log.warning("early ask for more work refused: %s: %s", reply[1], reply[2])
         # "stop" to an early ask: the steps in hand run and report first; the next request hears it again
         return None
+
+    def _answer(self) -> tuple[Any, ...] | None:
+        """The answer to :meth:`send_report`, read now (``None``: a request read it first, it is in ``_early``)."""
+        with self._rt_lock:
+            if not self._asked:
+                return None
+            try:
+                reply = self._reply()
+            except (EOFError, OSError) as exc:
+                raise ChannelClosed("the kernel closed the worker channel") from exc
+            self._asked = self._reported = False
+            return reply
 
     def _took(self, batch: list[Any]) -> None:
         self._next.extend(assignments_from(batch))
@@ -331,6 +343,18 @@ class ChannelClient(BrokerClient):
         return str(self._call("dispatch_workflow", workflow, values_of(inputs)))  # inputs born here
 
     def get_step(self, worker_id: str) -> StepAssignment | None:
+        if self._asked and self._reported:  # send_report's answer: how a pool worker's next step comes
+            reply = self._answer()
+            if reply is not None:
+                if reply[0] == "assignments" and len(reply) == 2 and len(reply[1]) == 1:  # one step, no refusal
+                    x = reply[1][0]  # (what _took and the lines below do with a batch of one)
+                    a = x if x.__class__ is StepAssignment else StepAssignment(*x)
+                    self._ask_at = 0
+                    self._timed = a.timeout is not None
+                    if self._held:
+                        self.flush(0.0 if self._timed else HOLD_SECONDS)
+                    return a
+                self._early, self._reported = reply, True  # anything else: taken the general way below
         if self._early is not None or (self._asked and not self._next):
             worker_id = self._take_early() or worker_id
         if not self._next:
@@ -364,7 +388,7 @@ class ChannelClient(BrokerClient):
         else:
             self._call("report_step", worker_id, report_wire(encoded))
 
-    def send_report(self, worker_id: str, report: StepReport) -> None:
+    def send_report(self, worker_id: str, report: StepReport | tuple[Any, ...]) -> None:
         """:meth:`report_step` without waiting for the answer: how a pool worker reports a step.
 
         With ``wait=True`` and no step in hand, the report (with the asking
@@ -373,12 +397,15 @@ class ChannelClient(BrokerClient):
         report's refusal, if any, as :meth:`report_step` would, after them.
         The worker's bookkeeping of the step it reported happens while the
         kernel handles the report. Otherwise this is :meth:`report_step`.
+        ``report`` may be given in its pipe form (``report_wire``'s tuple,
+        its result a :class:`Value` already): a pool worker makes no dataclass.
         """
-        if (not self.wait or self._next or self._asked or self._early is not None
-                or (report.result is not None and report.result.__class__ is not Value)):
-            self.report_step(worker_id, report)
+        wire = report if report.__class__ is tuple else None
+        if (not self.wait or self._next or self._asked or self._early is not None or (wire is None and (
+                report.result is not None and report.result.__class__ is not Value))):  # type: ignore[union-attr]
+            self.report_step(worker_id, report_from(report))
             return
-        ask = ("report_and_get", (worker_id, report_wire(report), True))
+        ask = ("report_and_get", (worker_id, wire or report_wire(report), True))  # type: ignore[arg-type]
         with self._rt_lock:
             try:
                 with self._send_lock:

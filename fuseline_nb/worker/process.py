@@ -28,7 +28,7 @@ from ..running.execute import StepOutcome
 from ..workflow.gcpause import paused_gc
 from ..workflow.graph import Workflow
 from .channel import ChannelClient, ChannelClosed, WorkflowBlob
-from .engine import _REFUSALS, ProcessEngine, _refused, report_of
+from .engine import _REFUSALS, ProcessEngine, _refused, report_fields
 from .latency import HOLD_SECONDS, spin_seconds
 from .shipping import load
 from .signals import release_sigint
@@ -60,7 +60,7 @@ class _PoolEngine(ProcessEngine):
         """Report without waiting: the answer (the next steps, or a refusal) is read by :meth:`_next_step`."""
         assert isinstance(self.client, ChannelClient)
         try:
-            self.client.send_report(self.worker_id, report_of(a, out))
+            self.client.send_report(self.worker_id, report_fields(a, out, True))  # its pipe form
         except _REFUSALS as exc:
             _refused(a, exc)
         self._reported = a  # (here, after the write: the step reported before it is let go meanwhile)

@@ -229,3 +229,34 @@ def test_a_step_with_a_policy_takes_the_policy_path() -> None:
     wf = Workflow(outputs=[FunctionStep(lambda: 1, name="one", policies=[Around()])])
     assert attempt(wf, "one", {}, {}, {}).result == 2
     assert calls == ["start", "execute", "success 2"]
+
+
+def _doubled(shared: dict[str, Any], setup_res: Any, exec_res: Any) -> Any:
+    return exec_res * 2
+
+
+class Tripled(FunctionStep):
+    def teardown(self, shared: dict[str, Any], setup_res: Any, exec_res: Any) -> Any:
+        return exec_res * 3
+
+
+def test_a_function_steps_call_runs_every_hook_that_is_replaced(monkeypatch: pytest.MonkeyPatch) -> None:
+    """FunctionStep._invoke calls the function alone only while no hook is replaced; it is Step._invoke else."""
+    def seven() -> int:
+        return 7
+
+    plain = FunctionStep(seven, name="plain")
+    mine = FunctionStep(seven, name="mine")
+    mine.teardown = _doubled  # type: ignore[method-assign]  # on the step itself
+    sub = Tripled(seven, name="sub")  # on a subclass
+    wf = Workflow(outputs=[plain, mine, sub])
+    got = {n: attempt(wf, n, {}, {}, {}).result for n in ("plain", "mine", "sub")}
+    assert got == {"plain": 7, "mine": 14, "sub": 21}
+    calls: list[str] = []
+    monkeypatch.setattr(Step, "setup", lambda self, shared: calls.append(f"setup {self.name}"))  # at run time
+    assert attempt(wf, "plain", {}, {}, {}).result == 7 and calls == ["setup plain"]
+    monkeypatch.setattr(FunctionStep, "run_step", lambda self, **kw: 8)  # on the class
+    assert attempt(wf, "plain", {}, {}, {}).result == 8
+    for name in ("plain", "mine", "sub"):  # and the same as Step._invoke's, hook for hook
+        step = wf.steps[name]
+        assert step._invoke(wf.bindings[name], {}, {}) == Step._invoke(step, wf.bindings[name], {}, {})

@@ -87,3 +87,32 @@ def test_an_enum_result_selects_its_edge_on_dask(cells: Cells) -> None:
             assert run.wait(timeout=60) == [None, "Y", None]
             assert _states(run.info()) == WANT
             assert run.info().steps["gate"].action == "y"
+
+
+GATED = """
+    import enum
+
+    class Level(enum.IntEnum):
+        LOW = 1
+        HIGH = 2
+
+    def level():
+        return Level.HIGH
+
+    def alarm(v=fl.Depends(level, condition=lambda v: v >= Level.HIGH)):
+        return f"alarm at {int(v)}"
+
+    gated = fl.Workflow(outputs=[fl.FunctionStep(alarm)], workflow_id="audit7-intenum-condition")
+"""
+
+
+@pytest.mark.slow
+def test_a_condition_checked_on_an_enum_of_the_notebook_reaches_the_broker(cells: Cells, tmp_path) -> None:
+    # Before: the report carried the checked IntEnum member itself; the worker could not pickle it, died
+    # three times, and the step FAILED with "worker process died 3 times".
+    cells.run(GATED)
+    assert cells["gated"].run({}) == "alarm at 2"
+    with fl.Session(tmp_path / "h.duckdb", workers=1) as session:
+        run = session.submit(cells["gated"], {})
+        assert run.wait(timeout=60) == "alarm at 2"
+        assert run.info().steps["alarm"].attempts == 1

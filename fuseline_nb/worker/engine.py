@@ -129,9 +129,14 @@ def _checks(conditions: list[dict[str, Any]] | None) -> list[dict[str, Any]] | N
     (as the trace shows it); a str holding a lone surrogate is escaped (else the report could not be sent)."""
     if not conditions:
         return None
-    return [{**c, "value": preview(c["value"])} if "value" in c and not isinstance(
-        c["value"], str | int | float | bool | type(None)) else {**c, "value": safe_text(c["value"])}
-        if isinstance(c.get("value"), str) and not c["value"].isascii() else c for c in conditions]
+    # (a subclass of a plain type — an enum of the notebook — is no plain scalar: its class may not
+    # unpickle, or even pickle, where the report goes)
+    return [{**c, "value": preview(c["value"])} if "value" in c and c["value"].__class__ not in _PLAIN
+            else {**c, "value": safe_text(c["value"])}
+            if isinstance(c.get("value"), str) and not c["value"].isascii() else c for c in conditions]
+
+
+_PLAIN = frozenset({str, int, float, bool, type(None)})
 
 
 class ProcessEngine:

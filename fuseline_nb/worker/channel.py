@@ -22,7 +22,9 @@ class; a refused report answered with the next step comes as
 ``("assignments", batch, (type name, message))``.
 
 The hot path is at most one round trip per step: a worker's
-``report_and_get`` carries its report and receives its next assignments. A
+``report_and_get`` carries its report and receives its next assignments (a
+pool worker sends it without waiting, :meth:`ChannelClient.send_report`, and
+reads the answer when it asks for its next step). A
 worker that asks for work when none is ready is *parked* (its request stays
 unanswered) until a step is queued; the server is woken by broker events, so
 idle workers cost nothing and nobody polls. What keeps that round trip short

@@ -3,7 +3,8 @@
 The run's inputs become values in the kernel, where they are born
 (:func:`input_values`, pickled once); something that is not a workflow is
 refused with a hint (:func:`not_a_workflow`); an edited workflow submitted
-while runs of it are still going is warned about (:func:`overtaken_message`).
+while runs of it are still going is warned about (:func:`overtaken_message`);
+a sweep's inputs are all checked before its first run starts (:func:`map_runs`).
 
 Examples
 --------
@@ -21,11 +22,11 @@ Session.submit takes a Workflow, not 42: build one with Workflow(outputs=[...])
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from .errors import PicklingError
-from .workflow.graph import Workflow
+from .workflow.graph import Workflow, run_inputs
 from .workflow.value import Value
 
 
@@ -61,4 +62,43 @@ def not_a_workflow(obj: Any) -> str:
     return f"Session.submit takes a Workflow, not {obj!r}: build one with Workflow(outputs=[...])"
 
 
-__all__ = ["input_values", "not_a_workflow", "overtaken_message"]
+def map_runs(wf: Workflow, inputs: Iterable[Mapping[str, Any]], submit: Callable[..., Any]) -> list[Any]:
+    """``submit(wf, one)`` for each of ``inputs`` (``Session.map``), every one checked first.
+
+    A mapping that is not one, or that misses an input, is refused before
+    any run starts (its place named in a note); a run refused later (an
+    input that cannot be pickled) notes the runs already started, which go on.
+
+    Examples
+    --------
+    >>> from fuseline_nb import FunctionStep
+    >>> def f(x):
+    ...     return x
+    >>> wf = Workflow(outputs=[FunctionStep(f)])
+    >>> try:
+    ...     map_runs(wf, [{"x": 1}, {}], print)
+    ... except KeyError as exc:
+    ...     print(exc.__notes__)
+    ['inputs[1] of session.map: refused before any run started']
+    """
+    inputs = list(inputs)
+    schema = wf.to_schema()
+    for i, one in enumerate(inputs):
+        try:
+            schema.check_inputs(run_inputs(one))
+        except (KeyError, TypeError) as exc:  # MissingInputError is a KeyError
+            exc.add_note(f"inputs[{i}] of session.map: refused before any run started")
+            raise
+    runs: list[Any] = []
+    try:
+        for one in inputs:
+            runs.append(submit(wf, one))
+    except Exception as exc:
+        if runs:
+            exc.add_note(f"inputs[{len(runs)}] of session.map was refused after {len(runs)} run(s) had started; "
+                         f"they go on: {', '.join(str(r.id) for r in runs)} (run.cancel() stops one)")
+        raise
+    return runs
+
+
+__all__ = ["input_values", "map_runs", "not_a_workflow", "overtaken_message"]

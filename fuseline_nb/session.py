@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ._session_file import SessionReplacedWarning, file_key, hold, let_go, ship_stored, take_over
-from ._session_submit import input_values, not_a_workflow, overtaken_message
+from ._session_submit import input_values, map_runs, not_a_workflow, overtaken_message
 from .broker.base import Broker
 from .broker.opening import open_broker
 from .errors import StorageClosedError, StorageError
@@ -229,12 +229,14 @@ class Session:
 
         Raises
         ------
+        MissingInputError, TypeError
+            A mapping misses an input or is not one: no run was started.
         PicklingError
             A step or an input cannot be sent to a worker process.
         """
         from .rungroup import RunGroup
 
-        return RunGroup([self.submit(wf, one) for one in inputs])
+        return RunGroup(map_runs(wf, inputs, self.submit))
 
     def trends(self, workflow: str | None = None, step: str | None = None) -> Any:
         """Step durations across runs and failure rates over time, as an Altair chart.

@@ -181,7 +181,8 @@ class RunCache:
             winners: dict[str, str]) -> str | None:
         """The step's cache key, or ``None`` when something it reads has no fingerprint."""
         reads = self.reads.get(step)
-        names = sorted(self.inputs) if reads is None else reads
+        # (by str: a key that is not one — refused by a step that takes it — must not break the sort)
+        names = sorted(self.inputs, key=str) if reads is None else reads
         parts = [KEY_RECIPE, self.fingerprints[step]]
         for name in names:
             fp = self._input_fp(name)
@@ -198,7 +199,7 @@ class RunCache:
                 parts.append(f"up {src}=none")
         parts.extend(f"or {g}={m}" for g, m in sorted(winners.items()))
         h = new_hasher()
-        h.update("\x1f".join(parts).encode())
+        h.update("\x1f".join(parts).encode("utf-8", "surrogatepass"))  # a name from undecodable bytes
         key = str(h.hexdigest())
         self.keys[step] = key
         return key

@@ -53,6 +53,9 @@ class StepOutcome:
     exception: BaseException | None = None
     #: Conditions evaluated before running: ``{"dependency", "value", "passed"}``.
     conditions: list[dict[str, Any]] | None = None
+    #: The action a str result names, as a plain str, when the result travels as a Value made
+    #: elsewhere (a Dask task's): a str subclass (an enum of the notebook) is not "str" there.
+    action: str | None = None
 
     @property
     def error(self) -> str | None:

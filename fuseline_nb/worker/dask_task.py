@@ -235,6 +235,8 @@ def _pack(out: StepOutcome, a: StepAssignment) -> StepOutcome:
     out.exception = None  # may not pickle; the message and traceback travel instead
     if out.state is not Status.SUCCEEDED or out.result is None:
         return out
+    if isinstance(out.result, str):  # the action it names, as a plain str (a Value of a StrEnum is no "str")
+        out.action = str.__str__(out.result)
     try:  # the result becomes a Value here, where it is born: the kernel never pickles it again
         out.result = Value.of(out.result)
     except Exception as exc:

@@ -98,9 +98,14 @@ def report_of(a: StepAssignment, out: StepOutcome) -> StepReport:
     "PicklingError: the result of step 'pick' (a lock) cannot be pickled, so it cannot reach the broker: cannot pickle '_thread.lock' object"
     """
     result = out.result if out.state is Status.SUCCEEDED else None
-    state, error, action = out.state, out.error, result if isinstance(result, str) else None
-    if result.__class__ is Value and result.type_name == "str" and result.json is not None:
-        action = json.loads(result.json)  # made by an engine that ran the step elsewhere (Dask)
+    # a str subclass (a StrEnum of the notebook) names its action by its text: a plain str travels
+    # (its class may not even unpickle where the report goes)
+    state, error, action = out.state, out.error, str.__str__(result) if isinstance(result, str) else None
+    if result.__class__ is Value:  # made by an engine that ran the step elsewhere (Dask)
+        if out.action is not None:
+            action = out.action
+        elif result.type_name == "str" and result.json is not None:
+            action = json.loads(result.json)
     value = None
     if result is not None:
         try:
@@ -124,9 +129,14 @@ def _checks(conditions: list[dict[str, Any]] | None) -> list[dict[str, Any]] | N
     (as the trace shows it); a str holding a lone surrogate is escaped (else the report could not be sent)."""
     if not conditions:
         return None
-    return [{**c, "value": preview(c["value"])} if "value" in c and not isinstance(
-        c["value"], str | int | float | bool | type(None)) else {**c, "value": safe_text(c["value"])}
-        if isinstance(c.get("value"), str) and not c["value"].isascii() else c for c in conditions]
+    # (a subclass of a plain type — an enum of the notebook — is no plain scalar: its class may not
+    # unpickle, or even pickle, where the report goes)
+    return [{**c, "value": preview(c["value"])} if "value" in c and c["value"].__class__ not in _PLAIN
+            else {**c, "value": safe_text(c["value"])}
+            if isinstance(c.get("value"), str) and not c["value"].isascii() else c for c in conditions]
+
+
+_PLAIN = frozenset({str, int, float, bool, type(None)})
 
 
 class ProcessEngine:

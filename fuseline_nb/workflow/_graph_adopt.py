@@ -95,9 +95,28 @@ def adopt_unmade(wf: Any, registered: Iterable[WorkflowSchema]) -> bool:
 def fingerprints_changed(wf: Any, schema: WorkflowSchema) -> bool:
     """Whether the fingerprints of ``wf``'s steps, computed now, differ from those ``schema`` recorded."""
     steps, recorded = wf.steps, schema.steps
-    if len(recorded) == len(steps) and list(map(_NAME, recorded)) == list(steps):  # side by side
-        return bool(_fingerprint_list(list(steps.values())) != list(map(_FINGERPRINT, recorded)))
+    # side by side: the schema's steps and the workflow's in one order (looked at once per schema: the
+    # schema is immutable, and a workflow's steps are named when it is built)
+    if len(recorded) == len(steps) and (wf.__dict__.get("_side_by_side") is schema
+                                        or list(map(_NAME, recorded)) == list(steps)):
+        wf._side_by_side = schema
+        now = _fingerprint_list(list(steps.values()))
+        one = _one_fingerprint(schema)
+        if one and now.count(now[0]) == len(now):  # one fingerprint now, one recorded: one compare
+            return now[0] != one
+        return bool(now != list(map(_FINGERPRINT, recorded)))
     return bool(schema.fingerprints() != wf.fingerprints())
+
+
+def _one_fingerprint(schema: WorkflowSchema) -> str:
+    """The fingerprint every step of ``schema`` recorded, or ``""`` when they differ (found once per schema:
+    it is immutable)."""
+    one = schema.__dict__.get("_one_fingerprint")
+    if one is None:
+        fps = list(map(_FINGERPRINT, schema.steps))
+        one = fps[0] if fps and fps.count(fps[0]) == len(fps) else ""
+        object.__setattr__(schema, "_one_fingerprint", one)  # frozen: not a field, a cache
+    return one  # type: ignore[no-any-return]
 
 
 __all__ = ["adopt_schema", "adopt_unmade", "fingerprints_changed", "own_version"]

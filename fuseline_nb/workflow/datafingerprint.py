@@ -70,6 +70,8 @@ def data_fingerprint(value: Any, pickled: bytes | None = None) -> str:
     TypeError: a _thread.lock cannot be fingerprinted: it cannot be pickled (TypeError: cannot pickle '_thread.lock' object)
     """
     if isinstance(value, _PLAIN):
+        if type(value) not in _PLAIN:  # a subclass (an IntEnum member, a str with its own __repr__)
+            return _subclass(value, pickled)
         if isinstance(value, bytes):
             return str(_digest(f"{type(value).__name__}:".encode() + value))
         try:
@@ -100,6 +102,28 @@ def scalar_fingerprint(value: Any, text: str) -> str:
     True
     """
     return str(_digest(f"{type(value).__name__}:{text}".encode("utf-8", "surrogatepass")))
+
+
+def _subclass(value: Any, pickled: bytes | None) -> str:
+    """A subclass of a plain type: its repr may hide its data (``__repr__`` of its own) and its pickle
+    may name it only (an enum member): its class, its data as the plain type shows it, and its pickle."""
+    t = type(value)
+    h = new_hasher()
+    h.update(f"{t.__module__}.{t.__qualname__}:".encode("utf-8", "surrogatepass"))
+    if isinstance(value, bytes):
+        h.update(bytes(value))
+    else:
+        base = next(b for b in _PLAIN[2:] if isinstance(value, b))
+        try:
+            text = base.__repr__(value)
+        except ValueError:  # an int over Python's digit limit for str(): its hex has no limit
+            text = hex(int(value))
+        h.update(text.encode("utf-8", "surrogatepass"))
+    try:
+        h.update(_pickle(value) if pickled is None else pickled)
+    except TypeError:  # its plain data is hashed: an attribute that cannot be pickled is left out
+        pass
+    return str(h.hexdigest())
 
 
 def _pickle(value: Any) -> bytes:
@@ -133,9 +157,13 @@ def _buffers(value: Any, h: Any) -> bool:
 def _numpy(value: Any, h: Any) -> bool:
     import numpy as np
 
-    if not isinstance(value, np.ndarray) or value.dtype.hasobject:
-        return False
-    h.update(f"ndarray:{value.dtype.str}:{value.shape}:".encode())
+    if not isinstance(value, np.ndarray) or value.dtype.hasobject or isinstance(value, np.ma.MaskedArray):
+        return False  # (a masked array's mask is data its buffer does not hold: its pickle has it)
+    t = type(value)
+    # a structured dtype's str names its size only ('|V16'): its fields' names and types are data
+    dtype = value.dtype.str if value.dtype.names is None else repr(value.dtype.descr)
+    kind = "ndarray" if t is np.ndarray else f"ndarray {t.__module__}.{t.__qualname__}"  # np.matrix multiplies
+    h.update(f"{kind}:{dtype}:{value.shape}:".encode())
     # a byte view, not memoryview(value): the buffer protocol refuses datetime64 / timedelta64
     # ("cannot include dtype 'M' in a buffer") while a uint8 view of the same memory is fine
     h.update(memoryview(np.ascontiguousarray(value).reshape(-1).view(np.uint8)))  # type: ignore[arg-type]
@@ -145,13 +173,19 @@ def _numpy(value: Any, h: Any) -> bool:
 def _pandas(value: Any, h: Any) -> bool:
     import pandas as pd
 
-    if isinstance(value, pd.Series):
+    t = type(value)
+    if isinstance(value, pd.Series):  # a Series is not its one-column frame (``x.sum()`` differs)
+        kind = "series"
         value = value.to_frame()
-    if not isinstance(value, pd.DataFrame):
+    elif isinstance(value, pd.DataFrame):
+        kind = "frame"
+    else:
         return False
-    h.update(f"frame:{value.shape}:".encode())
+    if t is not pd.Series and t is not pd.DataFrame:
+        kind = f"{kind} {t.__module__}.{t.__qualname__}"
+    h.update(f"{kind}:{value.shape}:".encode())
     h.update(_pickle((list(value.columns), value.index.dtype.str if hasattr(value.index.dtype, "str") else "",
-                      list(value.dtypes.astype(str)))))
+                      list(value.dtypes.astype(str)), list(value.index.names), list(value.columns.names))))
     if not _index(value.index, h):
         return False
     for _, column in value.items():
@@ -171,8 +205,12 @@ def _index(index: Any, h: Any) -> bool:
 
 def _column(column: Any, h: Any) -> bool:
     import numpy as np
+    import pandas as pd
 
     values = column.array
+    if isinstance(values, pd.Categorical):  # its categories (unused ones too) and order are data
+        h.update(f"categorical:{values.ordered}:".encode())
+        return _index(values.categories, h) and _numpy(values.codes, h)
     buffers = getattr(values, "_pa_array", None)  # Arrow-backed columns (string[pyarrow], ...)
     if buffers is not None:
         return _arrow(buffers, h)
@@ -187,18 +225,24 @@ def _arrow(value: Any, h: Any) -> bool:
     import pyarrow as pa
 
     if isinstance(value, pa.ChunkedArray):
+        h.update(b"chunked:")
         arrays = value.chunks
     elif isinstance(value, pa.Array):
         arrays = [value]
     elif isinstance(value, (pa.Table, pa.RecordBatch)):
-        h.update(f"table:{value.schema}".encode())
-        for column in value.columns:
-            _arrow(column, h)
-        return True
+        h.update(f"{'table' if isinstance(value, pa.Table) else 'batch'}:{value.schema}".encode())
+        return all([_arrow(column, h) for column in value.columns])
     else:
         return False
     for arr in arrays:
         h.update(f"array:{arr.type}:{len(arr)}:{arr.offset}:".encode())
+        if isinstance(arr, pa.DictionaryArray):  # its buffers are the indices': the dictionary is data too
+            _arrow(arr.indices, h)
+            if not _arrow(arr.dictionary, h):
+                return False
+            continue
+        if "dictionary<" in str(arr.type):  # a dictionary inside (a list's, a struct's): its pickle has it
+            return False
         for buf in arr.buffers():
             h.update(b"-" if buf is None else memoryview(buf))
     return True

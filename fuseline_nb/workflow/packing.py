@@ -38,7 +38,7 @@ _LINKS = frozenset({"_out", "_in", "_out_keys"})
 #: How steps held their links before ``wiring``: remade from ``_edges`` when older bytes load.
 _OLD_LINKS = ("_edges", "_incoming", "_edge_keys", "_incoming_ids", "_params")
 #: Derived by the kernel's workflow, remade where needed.
-_DERIVED = ("_graph", "_bindings", "_plan", "_last_run")
+_DERIVED = ("_graph", "_bindings", "_plan", "_last_run", "_side_by_side")
 _new = object.__new__
 _set = object.__setattr__
 

@@ -371,6 +371,8 @@ def resolve_action(plan: Plan, step: str, result: object) -> str:
     """
     if not isinstance(result, str):
         return DEFAULT_ACTION
+    if result.__class__ is not str:  # a str subclass (a StrEnum member) names an action by its text
+        result = str.__str__(result)
     acts = plan.actions[step]
     if result in acts:
         return result

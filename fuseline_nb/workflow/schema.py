@@ -148,12 +148,14 @@ class WorkflowSchema:
         >>> s.missing_inputs({"y": 1})
         {'x': ['a', 'b']}
         """
-        missing: dict[str, list[str]] = {}
-        for s in self.steps:
-            for name in s.inputs:
-                if name not in inputs:
-                    missing.setdefault(name, []).append(s.name)
-        return missing
+        needed = self.__dict__.get("_needed")
+        if needed is None:  # the schema is immutable: which steps need which input is worked out once
+            needed = {}
+            for s in self.steps:
+                for name in s.inputs:
+                    needed.setdefault(name, []).append(s.name)
+            object.__setattr__(self, "_needed", needed)  # frozen: not a field, a cache
+        return {name: list(steps) for name, steps in needed.items() if name not in inputs}
 
     def check_inputs(self, inputs: Mapping[str, Any]) -> None:
         """Raise :class:`~fuseline_nb.errors.MissingInputError` naming every missing input.

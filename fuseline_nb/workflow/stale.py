@@ -28,6 +28,8 @@ from __future__ import annotations
 import sys
 import warnings
 from dataclasses import dataclass
+from itertools import repeat
+from operator import is_not
 from typing import Any
 
 from .steps import FunctionStep, Step
@@ -67,6 +69,21 @@ def _held(step: Step) -> Any:
     return step.function if isinstance(step, FunctionStep) else type(step)
 
 
+def _one_held(steps: list[Step]) -> Any:
+    """The one function or class every step holds (most workflows: a fan-out or chain of one function),
+    else ``None``: C-level passes, no Python call per step."""
+    if not steps:
+        return None
+    first = steps[0]
+    cls = type(first)
+    if any(map(is_not, map(type, steps), repeat(cls))):
+        return None
+    if not isinstance(first, FunctionStep):
+        return cls
+    fn = first.function
+    return None if any(map(is_not, map(getattr, steps, repeat("function")), repeat(fn))) else fn
+
+
 def stale_steps(workflow: Any) -> list[Stale]:
     """The steps of ``workflow`` holding a function or class ``__main__`` has replaced.
 
@@ -80,6 +97,9 @@ def stale_steps(workflow: Any) -> list[Stale]:
     if main is None:
         return []
     names = vars(main)
+    held = _one_held(list(workflow.steps.values()))
+    if held is not None and _replaced(held, names) is None:
+        return []  # every step holds one function (or class), and __main__ has not replaced it
     found: list[Stale] = []
     last: Any = None
     stale: tuple[str, str] | None = None  # (qualname, kind) of the last object held, when it is stale

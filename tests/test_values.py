@@ -129,6 +129,21 @@ def _rows(broker: DuckDBBroker, run_id: str) -> dict[str, tuple[Any, ...]]:
     return {r[0]: r[1:] for r in rows}
 
 
+def _story(broker: DuckDBBroker, run_id: str) -> dict[str, list[tuple[Any, ...]]]:
+    """Each step's events in order, after checking the run's events: numbered 1..n once each, in causal order."""
+    events = broker.events(run_id)
+    assert [e.seq for e in events] == list(range(1, len(events) + 1)), [(e.seq, e.kind) for e in events]
+    at = {(e.kind, e.step): i for i, e in reversed(list(enumerate(events)))}  # the first of each
+    for edge in flows.HISTORY.to_schema().edges:  # a step is queued after its source finished
+        if ("step_queued", edge.target) in at:
+            assert at[("step_finished", edge.source)] < at[("step_queued", edge.target)], edge
+    assert events[0].kind == "run_dispatched" and events[-1].kind == "run_finished"
+    story: dict[str, list[tuple[Any, ...]]] = {}
+    for e in events:
+        story.setdefault(e.step or "", []).append((e.kind, e.state, e.attempt))
+    return story
+
+
 def _results(broker: DuckDBBroker, run_id: str) -> dict[str, Any]:
     return {n: s.result for n, s in broker.get_run(run_id).steps.items()}
 
@@ -185,10 +200,11 @@ def _check_results(results: dict[str, Any]) -> None:
 def test_the_history_is_the_same_whichever_transport_carried_the_values(tmp_path: Path) -> None:
     started = time.monotonic()
     runs = {"local": _local(tmp_path), "pipe": _pipe(tmp_path), "http": _http(tmp_path)}
-    rows, results = {}, {}
+    rows, results, stories = {}, {}, {}
     for name, (path, run_id) in runs.items():
         with DuckDBBroker(path) as broker:
             rows[name] = _rows(broker, run_id)
+            stories[name] = _story(broker, run_id)
             results[name] = _results(broker, run_id)
             inputs = broker.sql("SELECT inputs_json FROM runs").fetchall()
             assert inputs == [('{"n": 4}',)], (name, inputs)
@@ -196,6 +212,7 @@ def test_the_history_is_the_same_whichever_transport_carried_the_values(tmp_path
     assert rows["local"]["Describe"][4] == "{'rows': (0, 1, 2, 3), 'label': 'demo'}"
     assert rows["local"]["Frame"][7] == "DataFrame" and rows["local"]["Few"][1] == "not_reached"
     assert rows["pipe"] == rows["local"] and rows["http"] == rows["local"], rows
+    assert stories["pipe"] == stories["local"] and stories["http"] == stories["local"], stories
     assert time.monotonic() - started < 120
 
 

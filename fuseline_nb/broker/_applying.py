@@ -10,6 +10,20 @@ at the end of a ``deferred_events()`` block). Then the records the
 transition opened are closed, and runs that ended are forgotten once their
 ``run_finished`` is delivered.
 
+**Answer first.** Inside a ``deferred_events()`` block (a channel server
+answering a worker) only the writes that decide what is handed out next
+are made at once: the queue (``enqueue``, the ``enqueue_steps`` half of a
+``queued`` entry), the cache store, new workflows and runs. The history
+writes — step records and results (``steps``, ``save_step``,
+``set_result``, the ``save_steps`` half of ``queued``), a run's end
+(``finalize_run``), the events' recording — and the closing of the records
+wait in the outbox's :attr:`~fuseline_nb.broker._outbox.Outbox.later`, in
+order, until the block ends (after the answer left), and are then carried
+out before the block's events are delivered (:meth:`Applier._settle`). A
+broker call outside a block and every read of the history carry them out
+first, so no reader sees a write missing and the storage gets every write
+in the order the broker made it.
+
 Examples
 --------
 >>> from fuseline_nb.broker import MemoryBroker
@@ -19,7 +33,9 @@ True
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
+from threading import get_ident
 from typing import Any
 
 from ..workflow.runinfo import StepInfo
@@ -30,6 +46,10 @@ from .records import StepRecords
 from .state import LiveState
 from .storage.base import RuntimeStorage
 from .transitions import Effects
+
+log = logging.getLogger(__name__)
+#: an Effects' ops that only write history: held inside a deferred block until it ends (see the module docstring)
+_LATER = frozenset({"steps", "save_step", "set_result", "finalize_run"})
 
 
 class Applier:
@@ -64,26 +84,96 @@ class Applier:
         }
 
     def _apply(self, fx: Effects) -> None:
-        """Carry out what a transition decided: its writes in order, then record and publish its events."""
+        """Carry out what a transition decided: its writes in order, then record and publish its events.
+
+        Inside this thread's ``deferred_events()`` block the history part
+        waits until the block ends (see the module docstring).
+        """
+        out = self._out
+        deferring = out._deferring
+        if deferring and get_ident() in deferring:
+            self._hold(fx)
+            if fx.events:
+                out.later.append(("record_events", (fx.events,)))
+                out.send(fx.events)  # held: delivered at the end of the block
+            return
+        if out.later:
+            self._settle()  # what a block holds goes first: one order of writes
         do = self._do
         for op, args in fx.ops:
             do[op](*args)
         if fx.events:
             self.storage.record_events(fx.events)
-            self._out.send(fx.events)  # delivered now, or at the end of a deferred_events() block
+            out.send(fx.events)  # delivered now, or at the end of a deferred_events() block
         st = self._state
         if st.dirty:
             for records in st.dirty:
                 records.close()  # the records the transition opened: back into their arrays
             st.dirty.clear()
-        if st.ending and self._out.idle():
+        if st.ending and out.idle():
             self._ended()
 
     def _write(self, fx: Effects) -> None:
         """Only the writes of ``fx``, in order (its events are published by a later :meth:`_apply`)."""
+        out = self._out
+        deferring = out._deferring
+        if deferring and get_ident() in deferring:
+            self._hold(fx)
+            return
+        if out.later:
+            self._settle()
         do = self._do
         for op, args in fx.ops:
             do[op](*args)
+
+    def _hold(self, fx: Effects) -> None:
+        """A deferring thread's writes: those that decide the next hand-out now, the history ones held in order."""
+        later, do = self._out.later, self._do
+        for entry in fx.ops:
+            op = entry[0]
+            if op in _LATER:
+                later.append(entry)
+            elif op == "queued":  # the queue now (the next hand-out reads it), the records after the answer
+                args = entry[1]
+                self.storage.enqueue_steps(args[0], args[1])
+                later.append(("queued_rows", args))
+            else:
+                do[op](*entry[1])
+
+    def _settle(self) -> None:
+        """Carry out the history writes held by deferred blocks, in order, then close the records they opened.
+
+        Called under the broker's lock: at the end of a block (before its
+        events are delivered), before any write outside a block, and before
+        a read of the history. A write the storage refuses now cannot refuse
+        the report any more (its answer has left): it is logged as an error
+        naming the run, and the writes after it are still made.
+        """
+        out = self._out
+        later, out.later = out.later, []
+        s, do = self.storage, self._do
+        for op, args in later:
+            try:
+                if op == "record_events":
+                    s.record_events(args[0])
+                elif op == "queued_rows":
+                    self._queued_rows(*args)
+                else:
+                    do[op](*args)
+            except Exception:
+                run = args[0][0].run_id if op == "record_events" and args[0] else args[0]
+                log.exception("the history of run %s lost a write (%s) made after the answer to its worker: "
+                              "the run goes on, its stored history may miss this change", run, op)
+        st = self._state
+        if st.dirty:
+            for records in st.dirty:
+                records.close()
+            st.dirty.clear()
+
+    def _settled(self) -> None:
+        """Before a read of the history: what deferred blocks hold is written (call under the lock)."""
+        if self._out.later:
+            self._settle()
 
     def _ended(self) -> None:
         """Every run_finished is delivered: the ended runs are read from the storage now."""
@@ -93,8 +183,12 @@ class Applier:
 
     def _queued(self, run_id: str, steps: list[str], records: StepRecords, at: float | None) -> None:
         """The writes of an Effects' ``queued`` entry: ``enqueue`` then ``save_step`` of each step, in order."""
+        self.storage.enqueue_steps(run_id, steps)
+        self._queued_rows(run_id, steps, records, at)
+
+    def _queued_rows(self, run_id: str, steps: list[str], records: StepRecords, at: float | None) -> None:
+        """The ``save_step`` half of a ``queued`` entry (its ``enqueue`` half made already)."""
         s = self.storage
-        s.enqueue_steps(run_id, steps)
         if at is not None:  # all queued fresh at ``at``: one PENDING record stands for them all
             pending = records.pending(at)
             s.save_steps(run_id, [(step, pending) for step in steps])

@@ -20,8 +20,14 @@ What stays true:
 - **Readable at delivery.** A run that ended stays readable from memory
   (``get_run``) until its ``run_finished`` is delivered: the broker keeps
   it in ``LiveState.ending`` until the outbox is empty.
-- **Storage unchanged.** Events are recorded in the storage when they are
-  made, inside the block as outside it.
+- **Answer first, history after.** Inside a block the broker writes at once
+  only what decides the next hand-out (the queue, the cache); the history
+  writes (step records, results, a run's end) and the recording of the
+  events are held here, in order (:attr:`Outbox.later`), and carried out
+  when the block ends, before its events are delivered. Any broker call
+  outside a block, any read of the history and a new subscriber first
+  carry out what is held: every reader sees every write, in the order the
+  broker made them, and a listener reads the history its event speaks of.
 
 Examples
 --------
@@ -44,6 +50,7 @@ import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from threading import get_ident
+from typing import Any
 
 from ..workflow.events import Event, EventHub
 
@@ -53,22 +60,28 @@ class Outbox:
 
     ``lock`` is the broker's lock (held around every delivery);
     ``delivered`` is called, under it, each time nothing is held any more
-    (the broker forgets the runs that ended).
+    (the broker forgets the runs that ended); ``settle`` carries out the
+    history writes held in :attr:`later` (called under the lock before a
+    delivery).
 
     Examples
     --------
     >>> from fuseline_nb.workflow.events import EventHub
     >>> box = Outbox(EventHub(), threading.RLock())
-    >>> box.holding(), box.held
-    (False, [])
+    >>> box.holding(), box.held, box.later
+    (False, [], [])
     """
 
-    __slots__ = ("_block", "_deferring", "_delivered", "_delivering", "_hub", "_lock", "held")
+    __slots__ = ("_block", "_deferring", "_delivered", "_delivering", "_hub", "_lock", "_settle", "held", "later")
 
-    def __init__(self, hub: EventHub, lock: threading.RLock, delivered: Callable[[], None] | None = None) -> None:
+    def __init__(self, hub: EventHub, lock: threading.RLock, delivered: Callable[[], None] | None = None,
+                 settle: Callable[[], None] | None = None) -> None:
         self._hub = hub
         self._lock = lock
         self._delivered = delivered
+        self._settle = settle
+        #: history writes a deferring thread's broker calls made, in order, not carried out yet (see settle)
+        self.later: list[tuple[str, tuple[Any, ...]]] = []
         self._deferring: dict[int, int] = {}  # thread id -> how many deferred blocks it is in
         #: events made but not yet delivered (in the order they were made), from any thread's block
         self.held: list[Event] = []
@@ -80,8 +93,8 @@ class Outbox:
         return get_ident() in self._deferring
 
     def idle(self) -> bool:
-        """Whether every event made so far has been delivered (none held, no delivery under way)."""
-        return not self.held and not self._delivering
+        """Whether every event made so far has been delivered and every held write made (no delivery under way)."""
+        return not self.held and not self._delivering and not self.later
 
     def send(self, events: list[Event]) -> None:
         """Deliver ``events`` (after what is held), or hold them when this thread defers. Call under the lock."""
@@ -107,6 +120,8 @@ class Outbox:
         listener the whole list counts as begun.
         """
         with self._lock:
+            if self.later and self._settle is not None:
+                self._settle()  # the history the events speak of is written before they go out
             self._delivering += 1
             try:
                 self._deliver()
@@ -163,7 +178,7 @@ class _Deferred:
         depth = deferring.pop(me) - 1
         if depth:
             deferring[me] = depth
-        elif box.held:
+        elif box.held or box.later:
             box.deliver()
 
 

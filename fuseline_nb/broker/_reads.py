@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import RunNotFoundError, StorageClosedError
 from ..workflow.events import Event
@@ -46,6 +46,9 @@ class HistoryReads:
     _closed: bool
     _cache_store: CacheStore | None
     _clock: Callable[[], float]
+
+    if TYPE_CHECKING:  # the broker's own (_applying.Applier)
+        def _settled(self) -> None: ...
 
     @property
     def _workers(self) -> dict[str, Worker]:
@@ -108,6 +111,7 @@ class HistoryReads:
             compiled = self._state.compiled.get((workflow_id, version))
             if compiled is not None:
                 return compiled.schema
+            self._settled()
             return self.storage.get_workflow(workflow_id, version)
 
     def get_run(self, run_id: str) -> RunInfo:
@@ -132,6 +136,7 @@ class HistoryReads:
                     steps = {n: infos.copy(n) for n in order}
                 return RunInfo(run_id, run.key[0], state, steps, run.key[1],
                                dict(run.inputs), run.created_at)
+            self._settled()  # what a deferred block holds: written before the history is read
             info = self.storage.load_run(run_id)
             if info is None:
                 raise RunNotFoundError(run_id)
@@ -154,6 +159,7 @@ class HistoryReads:
     def list_runs(self) -> list[RunInfo]:
         """Every run the storage knows, oldest first (without step records)."""
         with self._lock:
+            self._settled()
             return self.storage.list_runs()
 
     def unfinished_runs(self) -> list[tuple[str, str, str]]:
@@ -163,6 +169,8 @@ class HistoryReads:
 
     def store_definition(self, workflow_id: str, version: str, definition: bytes) -> None:
         """Keep the shipped workflow bytes in the storage (a DuckDB file keeps them; memory does not)."""
+        with self._lock:
+            self._settled()
         self.storage.put_definition(workflow_id, version, definition)
 
     def stored_definition(self, workflow_id: str, version: str) -> bytes | None:
@@ -172,6 +180,7 @@ class HistoryReads:
     def events(self, run_id: str) -> list[Event]:
         """The run's lifecycle events, in order."""
         with self._lock:
+            self._settled()
             return self.storage.events(run_id)
 
     def status(self) -> dict[str, Any]:

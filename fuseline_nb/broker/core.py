@@ -110,7 +110,7 @@ class StorageBroker(Handing, Applier, WorkerCalls, HistoryReads, Broker):
         self._lock = threading.RLock()
         self._hub = EventHub()
         self._state = LiveState(self.lease_seconds)
-        self._out = Outbox(self._hub, self._lock, self._ended)
+        self._out = Outbox(self._hub, self._lock, self._ended, self._settle)
         self._closed = False
         self.cache_default = bool(cache)
         self._cache_store: CacheStore | None = None
@@ -201,7 +201,7 @@ class StorageBroker(Handing, Applier, WorkerCalls, HistoryReads, Broker):
         :class:`~fuseline_nb.workflow.events.EventHub`).
         """
         with self._lock:
-            if self._out.held:  # made before it subscribed: not for it
+            if self._out.held or self._out.later:  # made before it subscribed: not for it
                 self._out.deliver()
             return self._hub.subscribe(callback, kinds=kinds, batch=batch)
 
@@ -246,6 +246,7 @@ class StorageBroker(Handing, Applier, WorkerCalls, HistoryReads, Broker):
             self._check_open()
             run = self._state.runs.get(run_id)
             if run is None:
+                self._settled()
                 info = self.storage.load_run(run_id)
                 if info is None:
                     raise RunNotFoundError(run_id)
@@ -259,6 +260,7 @@ class StorageBroker(Handing, Applier, WorkerCalls, HistoryReads, Broker):
         with self._lock:
             if self._closed:
                 return
+            self._settled()  # what a deferred block holds (a close from inside one) is written first
             self._closed = True
             thaw()
             self.storage.close()

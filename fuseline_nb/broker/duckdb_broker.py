@@ -83,10 +83,14 @@ class DuckDBBroker(StorageBroker):
         ...     broker.sql("SELECT count(*) FROM steps WHERE state = ?", ["FAILED"]).fetchall()
         [(0,)]
         """
+        with self._lock:
+            self._settled()  # what a deferred block holds is written first
         return self.storage.sql(query, params)
 
     def flush(self) -> None:
         """Write buffered history now (it is written every ``flush_interval`` anyway)."""
+        with self._lock:
+            self._settled()
         self.storage.flush()
 
     def __repr__(self) -> str:

@@ -31,7 +31,7 @@ _give_way: Callable[[], Any] = getattr(os, "sched_yield", time.perf_counter)  # 
 def spin_until(look: Callable[[], _T], seconds: float) -> _T:
     """Call ``look()`` until it returns something true or ``seconds`` have passed; its last answer.
 
-    Between two looks the CPU goes to whatever else is ready to run on it
+    Every few looks the CPU goes to whatever else is ready to run on it
     (``os.sched_yield``): maybe the side whose answer this spin waits for.
 
     Examples
@@ -44,8 +44,11 @@ def spin_until(look: Callable[[], _T], seconds: float) -> _T:
     clock = time.perf_counter
     until = clock() + seconds
     give_way = _give_way
+    looks = 0
     while not (seen := look()) and clock() < until:
-        give_way()
+        if not looks & 3:  # every 4th look (~2 us): a side alone on its CPU looks ~twice as often
+            give_way()
+        looks += 1
     return seen
 
 

@@ -57,7 +57,7 @@ from ..workflow.runinfo import RunInfo
 from ..workflow.schema import WorkflowSchema
 from ..workflow.status import Status
 from ..workflow.value import Value, values_of
-from ._pipeforms import assignments_from, report_wire
+from ._pipeforms import assignments_from, report_from, report_wire
 from .latency import HOLD_SECONDS, FrameReader, Spin, send, send_all
 
 log = logging.getLogger(__name__)
@@ -172,11 +172,15 @@ class ChannelClient(BrokerClient):
         self._ask_at = 0  # ask for the next batch early when this many assignments are left in hand (0: never)
         self._asked = False  # an early ask is on its way: the next reply on the pipe is its answer
         self._early: tuple[Any, ...] | None = None  # its answer, read but not taken yet
+        self._reported = False  # the answer on its way (or read, not taken) is a report's (send_report)
         self.on_workflows: Callable[[list[WorkflowBlob]], str] | None = None
 
     def _roundtrip(self, kind: RequestKind, *args: Any) -> tuple[Any, ...]:
         with self._rt_lock:
             try:
+                if self._asked and self._reported:  # a report's answer may be parked (nothing ready): it is
+                    self._early = self._reply()  # read first, else this request's answer would overtake it
+                    self._asked = False
                 with self._send_lock:
                     if self._held:  # held reports go first, in the same write
                         held, self._held = self._held, []
@@ -201,10 +205,10 @@ class ChannelClient(BrokerClient):
         if spin.wanted():
             sent = time.perf_counter()
             self._reader.spin(spin.seconds)
-            reply = decode(self._reader.next())
+            reply = pickle.loads(self._reader.next())  # (decode)
             spin.took(time.perf_counter() - sent)
-            return reply
-        return decode(self._reader.next())
+            return reply  # type: ignore[no-any-return]
+        return pickle.loads(self._reader.next())  # type: ignore[no-any-return]
 
     def _ask_early(self, worker_id: str) -> None:
         """Ask for the next batch while this one still runs (its answer is read when it is needed).
@@ -223,10 +227,12 @@ class ChannelClient(BrokerClient):
             self._asked = True
 
     def _take_early(self) -> str | None:
-        """Take the answer to the early ask (waiting for it if it has not come yet).
+        """Take the answer to the early ask or to :meth:`send_report` (waiting for it if it has not come yet).
 
         Returns the worker id to go on with when it brought workflows (the
         kernel ships them only to a worker holding no step), else ``None``.
+        A report's refusal is raised here, after the steps that came with it
+        are in hand; so are its error and the pool's stop.
         """
         if self._asked:
             with self._rt_lock:
@@ -237,16 +243,39 @@ class ChannelClient(BrokerClient):
                     except (EOFError, OSError) as exc:
                         raise ChannelClosed("the kernel closed the worker channel") from exc
         reply, self._early = self._early, None
+        reported, self._reported = self._reported, False
         if reply is None:
             return None
-        if reply[0] == "assignments":
+        kind = reply[0]
+        if kind == "assignments":
             self._took(reply[1])
-        elif reply[0] == "workflows" and self.on_workflows is not None:
-            return self.on_workflows(reply[1])  # registered now; the next get brings work
-        elif reply[0] == "error":  # asked again, and raised, when this worker's hands are empty
+            if reported and len(reply) > 2:  # the kernel refused the report it answers: the steps are in hand
+                raise rebuild_error(*reply[2])
+        elif kind == "workflows":
+            if self.on_workflows is not None:
+                return self.on_workflows(reply[1])  # registered now; the next get brings work
+            if reported:
+                raise ChannelClosed("the kernel sent workflows to a client that cannot take them")
+        elif reported:  # the answer of a report: raised as report_step raises it
+            if kind == "error":
+                raise rebuild_error(reply[1], reply[2])
+            raise ChannelClosed("the worker pool is stopping")
+        elif kind == "error":  # asked again, and raised, when this worker's hands are empty
             log.warning("early ask for more work refused: %s: %s", reply[1], reply[2])
-        # "stop": the steps in hand run and report first; the next request hears it again
+        # "stop" to an early ask: the steps in hand run and report first; the next request hears it again
         return None
+
+    def _answer(self) -> tuple[Any, ...] | None:
+        """The answer to :meth:`send_report`, read now (``None``: a request read it first, it is in ``_early``)."""
+        with self._rt_lock:
+            if not self._asked:
+                return None
+            try:
+                reply = self._reply()
+            except (EOFError, OSError) as exc:
+                raise ChannelClosed("the kernel closed the worker channel") from exc
+            self._asked = self._reported = False
+            return reply
 
     def _took(self, batch: list[Any]) -> None:
         self._next.extend(assignments_from(batch))
@@ -314,6 +343,18 @@ class ChannelClient(BrokerClient):
         return str(self._call("dispatch_workflow", workflow, values_of(inputs)))  # inputs born here
 
     def get_step(self, worker_id: str) -> StepAssignment | None:
+        if self._asked and self._reported:  # send_report's answer: how a pool worker's next step comes
+            reply = self._answer()
+            if reply is not None:
+                if reply[0] == "assignments" and len(reply) == 2 and len(reply[1]) == 1:  # one step, no refusal
+                    x = reply[1][0]  # (what _took and the lines below do with a batch of one)
+                    a = x if x.__class__ is StepAssignment else StepAssignment(*x)
+                    self._ask_at = 0
+                    self._timed = a.timeout is not None
+                    if self._held:
+                        self.flush(0.0 if self._timed else HOLD_SECONDS)
+                    return a
+                self._early, self._reported = reply, True  # anything else: taken the general way below
         if self._early is not None or (self._asked and not self._next):
             worker_id = self._take_early() or worker_id
         if not self._next:
@@ -346,6 +387,36 @@ class ChannelClient(BrokerClient):
             self._fetch("report_and_get", worker_id, report_wire(encoded))
         else:
             self._call("report_step", worker_id, report_wire(encoded))
+
+    def send_report(self, worker_id: str, report: StepReport | tuple[Any, ...]) -> None:
+        """:meth:`report_step` without waiting for the answer: how a pool worker reports a step.
+
+        With ``wait=True`` and no step in hand, the report (with the asking
+        for the next steps) leaves at once, and its answer is read by the next
+        request: :meth:`get_step` takes the steps it brings and raises the
+        report's refusal, if any, as :meth:`report_step` would, after them.
+        The worker's bookkeeping of the step it reported happens while the
+        kernel handles the report. Otherwise this is :meth:`report_step`.
+        ``report`` may be given in its pipe form (``report_wire``'s tuple,
+        its result a :class:`Value` already): a pool worker makes no dataclass.
+        """
+        wire = report if report.__class__ is tuple else None
+        if (not self.wait or self._next or self._asked or self._early is not None or (wire is None and (
+                report.result is not None and report.result.__class__ is not Value))):  # type: ignore[union-attr]
+            self.report_step(worker_id, report_from(report))
+            return
+        ask = ("report_and_get", (worker_id, wire or report_wire(report), True))  # type: ignore[arg-type]
+        with self._rt_lock:
+            try:
+                with self._send_lock:
+                    if self._held:  # held reports go first, in the same write
+                        held, self._held = self._held, []
+                        send_all(self._conn, [("reports", (self._held_by, held)), ask])
+                    else:
+                        send(self._conn, ask)
+            except (EOFError, OSError) as exc:
+                raise ChannelClosed("the kernel closed the worker channel") from exc
+            self._asked = self._reported = True
 
     def keep_alive(self, worker_id: str) -> None:
         self._call("keep_alive", worker_id)

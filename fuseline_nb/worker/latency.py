@@ -44,7 +44,7 @@ be clever.
    skipped; under load a failed spin costs at most ``spin / MAX_SKIP`` of
    CPU per wait. ``FUSELINE_NB_SPIN_US`` sets the time (``0`` turns
    spinning off).
-   Between two looks a spin gives its CPU to whatever else is ready to run
+   Every few looks a spin gives its CPU to whatever else is ready to run
    there (:func:`spin_until`): when the scheduler put both sides on one CPU,
    a plain spin kept the other side from answering until it gave up (chain
    of no-op steps: ~130 µs a step, a sleep each; yielding: ~109, as sleeping

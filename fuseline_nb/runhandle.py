@@ -13,6 +13,7 @@ Examples
 
 from __future__ import annotations
 
+import _thread
 import logging
 import time
 import weakref
@@ -27,6 +28,53 @@ if TYPE_CHECKING:
     from .session import Session
 
 log = logging.getLogger("fuseline_nb.session")
+
+
+class RunDone:
+    """The signal that a run ended: set once by the thread that saw it end, waited on by :meth:`Run.wait`.
+
+    One bare lock, held while the run goes on and released when it ends: the
+    waiting thread sleeps in the lock's own wait and is woken by one release,
+    without ``threading.Event``'s condition and its Python-level bookkeeping on
+    both sides (the run's end → ``wait()`` returning is on every run's path).
+
+    Examples
+    --------
+    >>> done = RunDone()
+    >>> done.wait(0.0), done.is_set()
+    (False, False)
+    >>> done.set(); done.set()  # twice is once
+    >>> done.wait(1.0), done.wait(None), done.is_set()
+    (True, True, True)
+    """
+
+    __slots__ = ("_flag", "_lock")
+
+    def __init__(self) -> None:
+        self._lock = _thread.allocate_lock()
+        self._lock.acquire()
+        self._flag = False
+
+    def is_set(self) -> bool:
+        """Whether the run ended (or the session closed)."""
+        return self._flag
+
+    def set(self) -> None:
+        """Wake every waiter, now and later (any thread; more than once is harmless)."""
+        if not self._flag:
+            self._flag = True
+            try:
+                self._lock.release()
+            except RuntimeError:  # another thread released it at the same moment
+                pass
+
+    def wait(self, timeout: float | None) -> bool:
+        """Block until :meth:`set` or ``timeout`` seconds (``None``: no limit); whether it is set."""
+        if self._flag:
+            return True
+        if self._lock.acquire(True, -1 if timeout is None else max(0.0, timeout)):
+            self._lock.release()  # the next waiter passes too
+        return self._flag
 
 
 class Run:
@@ -125,23 +173,32 @@ class Run:
             The run did not end within ``timeout`` seconds (it keeps running).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        if self._final is not None or not self._live():  # ended: no wait (and no copy of a live run's records)
-            return self._outputs(self.info(), raise_on_failure)
+        if self._final is not None:  # ended: no wait (and no copy of a live run's records)
+            return self._outputs(self._final, raise_on_failure)
         session = self.session
-        event = session._event_for(self.id)
-        # The session keeps the final record when the run ends (_on_event); until then ask only
-        # whether it is still live, which costs nothing per step (a RunInfo copies every step's record)
-        while self._final is None and self._live():
+        done = session._event_for(self.id)
+        # The session keeps the final record when the run ends (_on_event) and then sets ``done``: the
+        # first wait begins at once (the workers' first steps need this thread's GIL). Woken without a
+        # final record, or every 0.25 s, it asks whether the run is still live (a question about runs,
+        # costing nothing per step: a RunInfo copies every step's record), whether the pool can still
+        # run steps and whether the session closed.
+        while self._final is None:
+            left = 0.25 if deadline is None else min(0.25, deadline - time.monotonic())
+            if left > 0 and done.wait(left) and self._final is not None:
+                break
+            if not self._live():
+                break
             if session.pool is not None:
                 session.pool.check()
             if session.closed:
                 raise StorageClosedError(
                     f"the session closed before run {self.id!r} ended; a Session opened on its history "
                     "file resumes it (after the cell creating the session ran again: that new session)")
-            left = 0.25 if deadline is None else min(0.25, deadline - time.monotonic())
-            if left <= 0:
+            if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"run {self.id!r} has not ended after {timeout} s ({self._counts(self.info())})")
-            event.wait(left)
+            if done.is_set():  # set, yet neither a final record nor an end: look again in a moment
+                time.sleep(0.01)
+        session._done.pop(self.id, None)  # its end is known: the next wait returns at once
         return self._outputs(self.info(), raise_on_failure)
 
     def _live(self) -> bool:
@@ -231,4 +288,4 @@ class Run:
         return f"<Run {self.id[:8]} of {self.workflow.workflow_id!r}: {info.state.value} ({self._counts(info)})>"
 
 
-__all__ = ["Run"]
+__all__ = ["Run", "RunDone"]

@@ -31,7 +31,7 @@ from ._session_submit import input_values, map_runs, not_a_workflow, overtaken_m
 from .broker.base import Broker
 from .broker.opening import open_broker
 from .errors import StorageClosedError, StorageError
-from .runhandle import Run
+from .runhandle import Run, RunDone
 from .workflow.events import Event
 from .workflow.gcpause import paused_gc
 from .workflow.graph import Workflow, run_inputs
@@ -133,7 +133,7 @@ class Session:
         self.path = os.fspath(path) if path is not None else None
         take_over(file_key(self.path))
         self.broker: Broker = open_broker(path, lease_seconds=lease_seconds, cache=bool(cache))
-        self._done: dict[str, threading.Event] = {}
+        self._done: dict[str, RunDone] = {}
         self._done_lock = threading.Lock()
         self._runs: weakref.WeakValueDictionary[str, Run] = weakref.WeakValueDictionary()
         self._early: dict[str, RunInfo] = {}  # runs that ended inside dispatch (all cached)
@@ -194,7 +194,8 @@ class Session:
             raise TypeError(not_a_workflow(wf))
         inputs = run_inputs(inputs)
         with paused_gc():  # a large workflow's schema, bytes and run records are long-lived: no rescans
-            wf.refresh()
+            kind: list[Any] = []  # (class, function) every step holds, when the refresh found one
+            wf._refresh(kind)
             registered = self.broker.list_workflows()
             # the same definition built again (a cell run again) takes the registered schema object
             # (compared with it before making a schema of its own, when it has none yet): the version
@@ -202,7 +203,7 @@ class Session:
             adopted = wf._adopt_unmade(registered)
             wf.to_schema().check_inputs(inputs)  # before anything is shipped
             values = input_values(inputs)
-            warn_stale(wf, stacklevel=2)
+            warn_stale(wf, stacklevel=2, kind=kind[0] if kind else None)
             if not adopted and not wf._adopt_schema(registered) and wf.settle_version(registered):
                 wf._adopt_schema(registered)
             if self.pool is not None:
@@ -290,11 +291,11 @@ class Session:
             run._final = info
         self._event_for(event.run_id).set()
 
-    def _event_for(self, run_id: str) -> threading.Event:
+    def _event_for(self, run_id: str) -> RunDone:
         with self._done_lock:
             ev = self._done.get(run_id)
             if ev is None:
-                ev = self._done[run_id] = threading.Event()
+                ev = self._done[run_id] = RunDone()
             return ev
 
     @property

@@ -9,10 +9,11 @@ import select
 import struct
 import threading
 import time
+from typing import Any
 
 import pytest
 
-from fuseline_nb.worker import latency
+from fuseline_nb.worker import _spin, latency
 from fuseline_nb.worker._pipeforms import report_from
 from fuseline_nb.worker.channel import ChannelClient
 from fuseline_nb.worker.latency import FrameReader, Spin, receive, send
@@ -282,3 +283,47 @@ def test_an_early_ask_answered_with_nothing_is_followed_by_a_waiting_one_when_th
     client.report_step("w1", _report("s3", 0.0))  # hands empty: the report asks and waits
     assert [(k, args[-1]) for k, args in _pending(reader)][-1] == ("report_and_get", True)
     assert client.get_step("w1").step_name == "s9"
+
+
+def _busy_then_write(conn: Any, cpu: int, ready: Any, seconds: float) -> None:
+    """Pinned to ``cpu``: use ``seconds`` of CPU, then send one message (the other side's reply)."""
+    os.sched_setaffinity(0, {cpu})
+    ready.set()
+    start = time.thread_time()
+    while time.thread_time() - start < seconds:
+        pass
+    conn.send_bytes(b"!")
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs CPU affinity (Linux)")
+@pytest.mark.parametrize("give_way", [True, False])
+def test_a_spin_gives_its_cpu_to_the_other_side_when_they_share_one(monkeypatch, give_way):
+    # On one CPU with the side it waits for, a plain spin keeps that side from running (it gets the CPU
+    # only when the scheduler preempts the spinner): the spinner uses about as much CPU as the other side
+    # needs to answer. A spin that gives way between looks lets it answer and uses next to none.
+    if not give_way:
+        monkeypatch.setattr(_spin, "_give_way", lambda: None)
+    cpu = sorted(os.sched_getaffinity(0))[0]
+    saved = os.sched_getaffinity(0)
+    ctx = multiprocessing.get_context("spawn")
+    r, w = ctx.Pipe(duplex=False)
+    ready = ctx.Event()
+    child = ctx.Process(target=_busy_then_write, args=(w, cpu, ready, 0.05))
+    try:
+        os.sched_setaffinity(0, {cpu})
+        child.start()
+        assert ready.wait(30)
+        poller = select.poll()
+        poller.register(r.fileno(), select.POLLIN)
+        used = time.thread_time()
+        assert latency.spin_until(lambda: poller.poll(0), 30.0)
+        used = time.thread_time() - used
+    finally:
+        os.sched_setaffinity(0, saved)
+        child.join(30)
+        r.close()
+        w.close()
+    if give_way:
+        assert used < 0.02, f"the spin used {used * 1e3:.1f} ms of CPU while the other side needed 50 on its CPU"
+    else:  # the check that this test can fail: a spin that does not give way competes for the CPU
+        assert used > 0.02, f"a plain spin used only {used * 1e3:.1f} ms"

@@ -239,16 +239,65 @@ def test_a_cell_run_again_under_the_last_step_only_is_reported_on_resubmit(cells
     assert [s.step for s in stale_steps(cells["wf"])] == ["s3"]
 
 
-def test_steps_of_one_function_built_in_a_loop_share_one_walk(cells, monkeypatch):
-    from fuseline_nb.workflow import fingerprint
+@pytest.fixture
+def walks(monkeypatch) -> itertools.count:
+    """Counts the fingerprint walks of steps (a remembered fingerprint costs none)."""
+    from fuseline_nb.workflow import _fingerprint_walk
 
-    walks = itertools.count()
-    real = fingerprint.step_fingerprint
-    monkeypatch.setattr(fingerprint, "step_fingerprint", lambda *a: (next(walks), real(*a))[1])
+    counter = itertools.count()
+    real = _fingerprint_walk._Walker.step
+    monkeypatch.setattr(_fingerprint_walk._Walker, "step", lambda self, step: (next(counter), real(self, step))[1])
+    return counter
+
+
+class _Walks:
+    def __init__(self, counter: itertools.count) -> None:
+        self.counter, self.seen = counter, 0
+
+    def since(self) -> int:
+        now = next(self.counter)  # one more than the walks so far
+        n, self.seen = now - self.seen, now + 1
+        return n
+
+
+def _fps(cells: Cells) -> list[str]:
+    return _fingerprint_list(list(cells["wf"].steps.values()))
+
+
+def test_steps_of_one_function_share_one_walk_and_it_is_remembered_until_a_read_changes(cells, walks):
+    w = _Walks(walks)
     cells.run("""
+        K = 1
         def step(x=0):
-            return x + 1
+            return x + K
         wf = chain(*[step] * 50)
     """)
-    fps = _fingerprint_list(list(cells["wf"].steps.values()))
-    assert len(set(fps)) == 1 and next(walks) == 1
+    first = _fps(cells)
+    assert len(set(first)) == 1 and w.since() == 1
+    assert _fps(cells) == first and w.since() == 0  # nothing it read was replaced: no walk
+    cells.run("K = 2")  # the cell defining the global run again with another value
+    edited = _fps(cells)
+    assert edited != first and w.since() == 1
+    cells.run("K = 1")
+    assert _fps(cells) == first
+
+
+@pytest.mark.parametrize(("setup", "edit"), [
+    ("ITEMS = [1, 2]\ndef step(x=0):\n    return ITEMS", "ITEMS.append(3)"),  # changed in place
+    ("CONF = {'a': 1}\ndef step(x=0):\n    return CONF", "CONF['a'] = 2"),
+    ("def make():\n    n = 1\n    def step(x=0):\n        return n\n    def bump():\n        nonlocal n\n"
+     "        n = 2\n    return step, bump\nstep, bump = make()", "bump()"),  # a closure cell
+    ("def step(x=0):\n    return LATER", "LATER = 5"),  # a global defined after the first walk
+    ("def step(x=0, k=1):\n    return k", "step.__defaults__ = (0, 2)"),
+    ("import types\nhelpers = types.ModuleType('helpers_resubmit_checks')\nhelpers.f = lambda: 1\n"
+     "def step(x=0):\n    return helpers.f()", "helpers.f = lambda: 2"),  # the user's own module
+    ("class Cfg:\n    n = 1\ndef step(x=0):\n    return Cfg.n", "Cfg.n = 2"),  # a class's member
+    ("from dataclasses import dataclass\n@dataclass(frozen=True)\nclass P:\n    items: list\n"
+     "SETTINGS = P([1])\ndef step(x=0):\n    return SETTINGS.items", "SETTINGS.items.append(2)"),
+])
+def test_a_read_changed_in_place_or_rebound_changes_the_fingerprint(cells, setup, edit):
+    cells.run(setup + "\nwf = chain(step, step)")
+    first = _fps(cells)
+    assert _fps(cells) == first
+    cells.run(edit)
+    assert _fps(cells) != first

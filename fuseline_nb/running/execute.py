@@ -121,8 +121,8 @@ class Attempt:
     __slots__ = ("_bind", "binding", "checks", "kwargs", "policies", "shared", "started", "step")
 
     def __init__(self, wf: Workflow, name: str, inputs: Mapping[str, Any], results: Mapping[str, Any],
-                 winners: Mapping[str, str], retry: int = 0) -> None:
-        self.started = time.time()
+                 winners: Mapping[str, str], retry: int = 0, started: float | None = None) -> None:
+        self.started = time.time() if started is None else started
         step = self.step = wf.steps[name]
         step.cur_retry = retry  # Fuseline's counter, read by run_step: 0 on the first attempt
         binding = self.binding = wf.bindings[name]
@@ -167,9 +167,7 @@ class Attempt:
 
     def failed(self, exc: BaseException) -> StepOutcome:
         """The FAILED outcome of ``exc`` (the step's, a hook's or the binding's)."""
-        out = StepOutcome.from_exception(exc, self.started)
-        out.conditions = self.checks
-        return out
+        return _failed(exc, self.started, self.checks)
 
 
 class StepInterrupt(BaseException):
@@ -205,7 +203,36 @@ def attempt(
     through: ``KeyboardInterrupt`` by default, so Ctrl-C stops an in-process
     run; a worker process passes ``()`` (there it is the step's own doing).
     """
-    a = Attempt(wf, name, inputs, results, winners, retry)
+    started = time.time()
+    step = wf.steps[name]
+    step.cur_retry = retry  # Fuseline's counter, read by run_step: 0 on the first attempt
+    binding = wf.bindings[name]
+    policies = step_policies(step)
+    if policies and any(isinstance(p, StepPolicy) for p in policies):
+        return _with_policies(Attempt(wf, name, inputs, results, winners, retry, started), passthrough)
+    # A step without policies (most): Attempt's attempt with its calls written out here. Both give the
+    # same outcome for the same step (tests/test_attempt_paths.py runs every kind of step both ways).
+    checks: list[dict[str, Any]] | None = [] if binding.conditional else None
+    try:
+        bound = binding.kwargs(inputs, results, winners, checks, wf.steps)
+        if bound is SKIP:
+            return StepOutcome(Status.SKIPPED, None, None, None, None, started, time.time(), None, checks)
+        shared = dict(inputs)
+    except Exception as exc:
+        return _failed(exc, started, checks)
+    try:
+        result = step._invoke(binding, bound, shared)  # type: ignore[arg-type]  # not SKIP: a dict
+    except StepInterrupt:
+        raise
+    except BaseException as exc:  # the outcome carries it; a worker never dies of it
+        if passthrough and isinstance(exc, passthrough):
+            raise
+        return _failed(exc, started, checks)
+    return StepOutcome(Status.SUCCEEDED, result, None, None, None, started, time.time(), None, checks)
+
+
+def _with_policies(a: Attempt, passthrough: tuple[type[BaseException], ...]) -> StepOutcome:
+    """:func:`attempt` of a step with policies (each wraps the call; their hooks run around it)."""
     done = a.begin()
     if done is not None:
         return done
@@ -221,6 +248,12 @@ def attempt(
             raise
         return a.failed(exc)
     return a.succeeded(result)
+
+
+def _failed(exc: BaseException, started: float, checks: list[dict[str, Any]] | None) -> StepOutcome:
+    out = StepOutcome.from_exception(exc, started)
+    out.conditions = checks
+    return out
 
 
 def attempt_with_retries(

@@ -22,7 +22,9 @@ class; a refused report answered with the next step comes as
 ``("assignments", batch, (type name, message))``.
 
 The hot path is at most one round trip per step: a worker's
-``report_and_get`` carries its report and receives its next assignments. A
+``report_and_get`` carries its report and receives its next assignments (a
+pool worker sends it without waiting, :meth:`ChannelClient.send_report`, and
+reads the answer when it asks for its next step). A
 worker that asks for work when none is ready is *parked* (its request stays
 unanswered) until a step is queued; the server is woken by broker events, so
 idle workers cost nothing and nobody polls. What keeps that round trip short
@@ -172,11 +174,15 @@ class ChannelClient(BrokerClient):
         self._ask_at = 0  # ask for the next batch early when this many assignments are left in hand (0: never)
         self._asked = False  # an early ask is on its way: the next reply on the pipe is its answer
         self._early: tuple[Any, ...] | None = None  # its answer, read but not taken yet
+        self._reported = False  # the answer on its way (or read, not taken) is a report's (send_report)
         self.on_workflows: Callable[[list[WorkflowBlob]], str] | None = None
 
     def _roundtrip(self, kind: RequestKind, *args: Any) -> tuple[Any, ...]:
         with self._rt_lock:
             try:
+                if self._asked and self._reported:  # a report's answer may be parked (nothing ready): it is
+                    self._early = self._reply()  # read first, else this request's answer would overtake it
+                    self._asked = False
                 with self._send_lock:
                     if self._held:  # held reports go first, in the same write
                         held, self._held = self._held, []
@@ -201,10 +207,10 @@ class ChannelClient(BrokerClient):
         if spin.wanted():
             sent = time.perf_counter()
             self._reader.spin(spin.seconds)
-            reply = decode(self._reader.next())
+            reply = pickle.loads(self._reader.next())  # (decode)
             spin.took(time.perf_counter() - sent)
-            return reply
-        return decode(self._reader.next())
+            return reply  # type: ignore[no-any-return]
+        return pickle.loads(self._reader.next())  # type: ignore[no-any-return]
 
     def _ask_early(self, worker_id: str) -> None:
         """Ask for the next batch while this one still runs (its answer is read when it is needed).
@@ -223,10 +229,12 @@ class ChannelClient(BrokerClient):
             self._asked = True
 
     def _take_early(self) -> str | None:
-        """Take the answer to the early ask (waiting for it if it has not come yet).
+        """Take the answer to the early ask or to :meth:`send_report` (waiting for it if it has not come yet).
 
         Returns the worker id to go on with when it brought workflows (the
         kernel ships them only to a worker holding no step), else ``None``.
+        A report's refusal is raised here, after the steps that came with it
+        are in hand; so are its error and the pool's stop.
         """
         if self._asked:
             with self._rt_lock:
@@ -237,16 +245,39 @@ class ChannelClient(BrokerClient):
                     except (EOFError, OSError) as exc:
                         raise ChannelClosed("the kernel closed the worker channel") from exc
         reply, self._early = self._early, None
+        reported, self._reported = self._reported, False
         if reply is None:
             return None
-        if reply[0] == "assignments":
+        kind = reply[0]
+        if kind == "assignments":
             self._took(reply[1])
-        elif reply[0] == "workflows" and self.on_workflows is not None:
-            return self.on_workflows(reply[1])  # registered now; the next get brings work
-        elif reply[0] == "error":  # asked again, and raised, when this worker's hands are empty
+            if reported and len(reply) > 2:  # the kernel refused the report it answers: the steps are in hand
+                raise rebuild_error(*reply[2])
+        elif kind == "workflows":
+            if self.on_workflows is not None:
+                return self.on_workflows(reply[1])  # registered now; the next get brings work
+            if reported:
+                raise ChannelClosed("the kernel sent workflows to a client that cannot take them")
+        elif reported:  # the answer of a report: raised as report_step raises it
+            if kind == "error":
+                raise rebuild_error(reply[1], reply[2])
+            raise ChannelClosed("the worker pool is stopping")
+        elif kind == "error":  # asked again, and raised, when this worker's hands are empty
             log.warning("early ask for more work refused: %s: %s", reply[1], reply[2])
-        # "stop": the steps in hand run and report first; the next request hears it again
+        # "stop" to an early ask: the steps in hand run and report first; the next request hears it again
         return None
+
+    def _answer(self) -> tuple[Any, ...] | None:
+        """The answer to :meth:`send_report`, read now (``None``: a request read it first, it is in ``_early``)."""
+        with self._rt_lock:
+            if not self._asked:
+                return None
+            try:
+                reply = self._reply()
+            except (EOFError, OSError) as exc:
+                raise ChannelClosed("the kernel closed the worker channel") from exc
+            self._asked = self._reported = False
+            return reply
 
     def _took(self, batch: list[Any]) -> None:
         self._next.extend(assignments_from(batch))
@@ -265,15 +296,15 @@ class ChannelClient(BrokerClient):
                 except (EOFError, OSError) as exc:
                     raise ChannelClosed("the kernel closed the worker channel") from exc
 
-    def _hold(self, worker_id: str, report: StepReport) -> None:
-        """Keep a report of a step done while more are in hand (see latency: measure 2)."""
+    def _hold(self, worker_id: str, wire: tuple[Any, ...]) -> None:
+        """Keep a report (its pipe form) of a step done while more are in hand (see latency: measure 2)."""
         if self._held and self._held_by != worker_id:
             self.flush()
         with self._send_lock:
             if not self._held:
                 self._held_since, self._held_by = time.monotonic(), worker_id
-            self._held.append(report_wire(report))
-        started, finished = report.started_at, report.finished_at
+            self._held.append(wire)
+        started, finished = wire[9], wire[10]  # (report_wire: started_at, finished_at)
         quick = started is not None and finished is not None and finished - started < HOLD_SECONDS
         self.flush(0.0 if self._timed or not quick else HOLD_SECONDS)  # a timed step's end is never held
 
@@ -314,6 +345,18 @@ class ChannelClient(BrokerClient):
         return str(self._call("dispatch_workflow", workflow, values_of(inputs)))  # inputs born here
 
     def get_step(self, worker_id: str) -> StepAssignment | None:
+        if self._asked and self._reported:  # send_report's answer: how a pool worker's next step comes
+            reply = self._answer()
+            if reply is not None:
+                if reply[0] == "assignments" and len(reply) == 2 and len(reply[1]) == 1:  # one step, no refusal
+                    x = reply[1][0]  # (what _took and the lines below do with a batch of one)
+                    a = x if x.__class__ is StepAssignment else StepAssignment(*x)
+                    self._ask_at = 0
+                    self._timed = a.timeout is not None
+                    if self._held:
+                        self.flush(0.0 if self._timed else HOLD_SECONDS)
+                    return a
+                self._early, self._reported = reply, True  # anything else: taken the general way below
         if self._early is not None or (self._asked and not self._next):
             worker_id = self._take_early() or worker_id
         if not self._next:
@@ -330,22 +373,60 @@ class ChannelClient(BrokerClient):
         return a
 
     def report_step(self, worker_id: str, report: StepReport) -> None:
-        encoded = report
-        if report.result is not None and report.result.__class__ is not Value:
-            try:  # a caller that passed the object: the value is made here, in the worker
-                encoded = replace(report, result=Value.of(report.result))
-            except Exception as exc:  # an unpicklable result fails the step, not the worker
-                encoded = replace(report, state=Status.FAILED, result=None, action=None, error=(
-                    f"PicklingError: the result of step {report.step_name!r} (a "
-                    f"{type(report.result).__name__}) cannot be sent back to the kernel: {exc}"))
+        self._report(worker_id, report_wire(self._with_value(report)), False)
+
+    def send_report(self, worker_id: str, report: StepReport | tuple[Any, ...]) -> None:
+        """:meth:`report_step` without waiting for the answer: how a pool worker reports a step.
+
+        With ``wait=True`` and no step in hand, the report (with the asking
+        for the next steps) leaves at once, and its answer is read by the next
+        request: :meth:`get_step` takes the steps it brings and raises the
+        report's refusal, if any, as :meth:`report_step` would, after them.
+        The worker's bookkeeping of the step it reported happens while the
+        kernel handles the report. Otherwise this is :meth:`report_step`.
+        ``report`` may be given in its pipe form (``report_wire``'s tuple,
+        its result a :class:`Value` already): a pool worker makes no dataclass.
+        """
+        if report.__class__ is not tuple:
+            report = report_wire(self._with_value(report))  # type: ignore[arg-type]
+        self._report(worker_id, report, True)  # type: ignore[arg-type]
+
+    @staticmethod
+    def _with_value(report: StepReport) -> StepReport:
+        """``report`` with its result a :class:`Value` (a caller that passed the object: made here, in the worker)."""
+        if report.result is None or report.result.__class__ is Value:
+            return report
+        try:
+            return replace(report, result=Value.of(report.result))
+        except Exception as exc:  # an unpicklable result fails the step, not the worker
+            return replace(report, state=Status.FAILED, result=None, action=None, error=(
+                f"PicklingError: the result of step {report.step_name!r} (a "
+                f"{type(report.result).__name__}) cannot be sent back to the kernel: {exc}"))
+
+    def _report(self, worker_id: str, wire: tuple[Any, ...], later: bool) -> None:
+        """Send the report ``wire`` (its pipe form): held while more steps are in hand, else with the asking
+        for more (answer read now, or by the next request when ``later``), or alone when not waiting."""
         if self.wait and not self._next and (self._asked or self._early is not None):
             self._take_early()  # the early ask's answer decides whether more work is in hand
-        if self.wait and self._next:  # more work in hand: do not wait for the kernel
-            self._hold(worker_id, encoded)
-        elif self.wait:
-            self._fetch("report_and_get", worker_id, report_wire(encoded))
+        if not self.wait:
+            self._call("report_step", worker_id, wire)
+        elif self._next:  # more work in hand: do not wait for the kernel
+            self._hold(worker_id, wire)
+        elif not later:
+            self._fetch("report_and_get", worker_id, wire)
         else:
-            self._call("report_step", worker_id, report_wire(encoded))
+            ask = ("report_and_get", (worker_id, wire, True))
+            with self._rt_lock:
+                try:
+                    with self._send_lock:
+                        if self._held:  # held reports go first, in the same write
+                            held, self._held = self._held, []
+                            send_all(self._conn, [("reports", (self._held_by, held)), ask])
+                        else:
+                            send(self._conn, ask)
+                except (EOFError, OSError) as exc:
+                    raise ChannelClosed("the kernel closed the worker channel") from exc
+                self._asked = self._reported = True
 
     def keep_alive(self, worker_id: str) -> None:
         self._call("keep_alive", worker_id)

@@ -76,8 +76,7 @@ def execute(workflows: Mapping[tuple[str, str], Workflow], a: StepAssignment, wo
     except ValueError as exc:
         return StepOutcome.from_exception(exc, time.time())
     # in a worker, KeyboardInterrupt and SystemExit raised by a step are the step's failure
-    return attempt(wf, a.step_name, inputs, results, payload.get("winners") or {}, max(a.attempt - 1, 0),
-                   passthrough=())
+    return attempt(wf, a.step_name, inputs, results, payload.get("winners") or {}, max(a.attempt - 1, 0), ())
 
 
 def report_of(a: StepAssignment, out: StepOutcome) -> StepReport:
@@ -97,31 +96,44 @@ def report_of(a: StepAssignment, out: StepOutcome) -> StepReport:
     >>> report_of(a, StepOutcome(Status.SUCCEEDED, threading.Lock())).error
     "PicklingError: the result of step 'pick' (a lock) cannot be pickled, so it cannot reach the broker: cannot pickle '_thread.lock' object"
     """
-    result = out.result if out.state is Status.SUCCEEDED else None
-    # a str subclass (a StrEnum of the notebook) names its action by its text: a plain str travels
-    # (its class may not even unpickle where the report goes)
-    state, error, action = out.state, out.error, str.__str__(result) if isinstance(result, str) else None
-    if result.__class__ is Value:  # made by an engine that ran the step elsewhere (Dask)
-        if out.action is not None:
-            action = out.action
-        elif result.type_name == "str" and result.json is not None:
-            action = json.loads(result.json)
-    value = None
+    return StepReport(*report_fields(a, out, False))
+
+
+def report_fields(a: StepAssignment, out: StepOutcome, text_state: bool) -> tuple[Any, ...]:
+    """The fields of :func:`report_of`'s report, in declaration order; its state as its text if ``text_state``
+    (the pipe's form of a report, see ``fuseline_nb.worker._pipeforms``: a pool worker makes no dataclass).
+
+    Examples
+    --------
+    >>> a = StepAssignment("wf", "r1", "pick", {}, 0.0, 60.0, attempt=2)
+    >>> report_fields(a, StepOutcome(Status.FAILED, error_type="ValueError", error_message="x"), True)[3:7]
+    ('FAILED', None, 2, 'ValueError: x')
+    """
+    state, value, action = out.state, None, None
+    error = None if out.error_type is None else f"{out.error_type}: {out.error_message}"  # out.error
+    result = out.result if state is Status.SUCCEEDED else None
     if result is not None:
+        # a str subclass (a StrEnum of the notebook) names its action by its text: a plain str travels
+        # (its class may not even unpickle where the report goes)
+        action = str.__str__(result) if isinstance(result, str) else None
+        if result.__class__ is Value:  # made by an engine that ran the step elsewhere (Dask)
+            if out.action is not None:
+                action = out.action
+            elif result.type_name == "str" and result.json is not None:
+                action = json.loads(result.json)
         try:
             value = Value.of(result)
         except Exception as exc:  # an unpicklable result fails the step, not the worker
             state, action = Status.FAILED, None
             error = (f"PicklingError: the result of step {a.step_name!r} (a {type(result).__name__}) "
                      f"cannot be pickled, so it cannot reach the broker: {exc}")
-    if action is not None and not action.isascii():
-        action = safe_text(action)  # a str result holding a lone surrogate (a file name) names no action
+        if action is not None and not action.isascii():
+            action = safe_text(action)  # a str result holding a lone surrogate (a file name) names no action
     # texts that always encode (a surrogate from a file name would make the report unsendable)
-    return StepReport(
-        a.workflow_id, a.instance_id, a.step_name, state, value, a.attempt,
-        safe_text(error), safe_text(out.traceback), action, out.started_at, out.finished_at,
-        _checks(out.conditions),
-    )
+    trace, checks = out.traceback, out.conditions
+    return (a.workflow_id, a.instance_id, a.step_name, state._value_ if text_state else state, value, a.attempt,
+            None if error is None else safe_text(error), None if trace is None else safe_text(trace), action,
+            out.started_at, out.finished_at, _checks(checks) if checks else None)
 
 
 def _checks(conditions: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
@@ -210,7 +222,7 @@ class ProcessEngine:
         done = 0
         try:
             while not self._stop.is_set() and (max_steps is None or done < max_steps):
-                assignment = self.client.get_step(self.worker_id)
+                assignment = self._next_step()
                 if assignment is None:
                     if not block:
                         return
@@ -228,24 +240,24 @@ class ProcessEngine:
         heartbeat thread.
         """
         self._busy = assignment
-        self._ensure_heartbeat(assignment)
+        if not self._beating[0] or self._beat is None:
+            self._start_heartbeat(assignment)
         try:
-            outcome = self._execute(assignment)
+            outcome = execute(self._by_key, assignment, self.worker_id)
         finally:
             self._busy = None
         self.steps_run += 1
         self._report(assignment, outcome)
         return outcome
 
-    def _execute(self, a: StepAssignment) -> StepOutcome:
-        return execute(self._by_key, a, self.worker_id)
+    def _next_step(self) -> StepAssignment | None:
+        return self.client.get_step(self.worker_id)
 
     def _report(self, a: StepAssignment, out: StepOutcome) -> None:
         try:
             self.client.report_step(self.worker_id, report_of(a, out))
-        except (StaleReportError, BrokerRequestError, UnknownRunError) as exc:  # a refused report never ends
-            # the worker (over a pipe the next step may have come with the refusal: it runs next)
-            log.warning("report of step %r of run %s refused: %s", a.step_name, a.instance_id, exc)
+        except _REFUSALS as exc:  # a refused report never ends the worker (over a pipe the next step
+            _refused(a, exc)  # may have come with the refusal: it runs next)
 
     def close(self) -> None:
         """End the heartbeat thread (``work`` does this itself when it returns)."""
@@ -254,9 +266,7 @@ class ProcessEngine:
     # -- heartbeats ---------------------------------------------------------------
     # The heartbeat thread lives only while work() runs, so an engine that is
     # done holds no thread and no reference to its client or broker.
-    def _ensure_heartbeat(self, a: StepAssignment) -> None:
-        if self._beating[0] and self._beat is not None:
-            return
+    def _start_heartbeat(self, a: StepAssignment) -> None:
         lease = max(a.expires_at - a.assigned_at, 0.3)
         self._beat_stop = threading.Event()
         interval = min(lease / 3, self.CANCEL_CHECK_SECONDS)
@@ -301,6 +311,15 @@ class ProcessEngine:
             seen = busy
 
 
+#: How a broker refuses a report (late, of a cancelled or unknown run, malformed): logged, the worker goes on.
+_REFUSALS = (StaleReportError, BrokerRequestError, UnknownRunError)
+
+
+def _refused(a: StepAssignment, exc: Exception) -> None:
+    """Log that the broker refused the report of ``a`` (see :data:`_REFUSALS`)."""
+    log.warning("report of step %r of run %s refused: %s", a.step_name, a.instance_id, exc)
+
+
 def _log_cancel(a: StepAssignment) -> None:
     log.warning("step %r of run %s was cancelled while running here; it runs on, and its report will be refused",
                 a.step_name, a.instance_id)
@@ -309,5 +328,6 @@ def _log_cancel(a: StepAssignment) -> None:
 __all__ = [
     "ProcessEngine",
     "execute",
+    "report_fields",
     "report_of",
 ]

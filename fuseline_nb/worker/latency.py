@@ -32,7 +32,7 @@ be clever.
    step does). Nothing is held across the start or the end of a step with a
    timeout: the kernel times a step from when its worker's earlier reports
    arrive.
-3. **A short spin for a quick reply** (:class:`Spin`). A process that sleeps
+3. **A short spin for a quick reply** (:class:`Spin`, in ``_spin``). A process that sleeps
    while it waits must be woken when the reply comes, and a wake-up costs
    more than the work. So, on a chain of short steps, the waiting side looks
    for the reply for up to :func:`spin_seconds` (100 µs) before it sleeps.
@@ -44,6 +44,11 @@ be clever.
    skipped; under load a failed spin costs at most ``spin / MAX_SKIP`` of
    CPU per wait. ``FUSELINE_NB_SPIN_US`` sets the time (``0`` turns
    spinning off).
+   Every few looks a spin gives its CPU to whatever else is ready to run
+   there (:func:`spin_until`): when the scheduler put both sides on one CPU,
+   a plain spin kept the other side from answering until it gave up (chain
+   of no-op steps: ~130 µs a step, a sleep each; yielding: ~109, as sleeping
+   at once); on two CPUs the yield returns at once (~59 µs, as before).
 4. **The two messages of every step travel as their fields' tuple**
    (``fuseline_nb.worker._pipeforms``): a report and an assignment are
    pickled as builtins (no ``__reduce__`` call, no class lookup) and made
@@ -63,23 +68,15 @@ Examples
 
 from __future__ import annotations
 
-import logging
 import os
 import pickle
 import select
 import struct
-import time
 from collections import deque
 from typing import Any, Final
 
-log = logging.getLogger(__name__)
+from ._spin import MAX_SKIP, SPIN_DEFAULT_US, SPIN_ENV, Spin, spin_seconds, spin_until
 
-#: Environment variable: microseconds a pool waits for a reply without sleeping (0: never).
-SPIN_ENV: Final = "FUSELINE_NB_SPIN_US"
-#: ...its default.
-SPIN_DEFAULT_US: Final = 100.0
-#: After failed spins, a waiting side skips up to this many waits before it spins again.
-MAX_SKIP: Final = 64
 #: A worker gets more than one assignment at a time only after steps shorter than this (seconds).
 PREFETCH_BELOW: Final = 0.1
 #: A batch of assignments is sized to keep its worker busy for about this long (seconds).
@@ -88,76 +85,6 @@ BATCH_SECONDS: Final = 0.05
 PREFETCH_DEFAULT: Final = 64
 #: Reports of steps quicker than this are held while the worker has more work in hand, at most this long (s).
 HOLD_SECONDS: Final = 0.001
-
-def spin_seconds() -> float:
-    """How long the kernel and pool workers look for a quick reply before they sleep.
-
-    Set ``FUSELINE_NB_SPIN_US=0`` to turn spinning off (read when a pool
-    starts its workers).
-
-    Examples
-    --------
-    >>> import os
-    >>> os.environ.get(SPIN_ENV) is not None or spin_seconds() == SPIN_DEFAULT_US / 1e6
-    True
-    """
-    raw = os.environ.get(SPIN_ENV, "")
-    try:
-        micros = float(raw) if raw.strip() else SPIN_DEFAULT_US
-    except ValueError:
-        log.warning("ignoring %s=%r (not a number of microseconds)", SPIN_ENV, raw)
-        micros = SPIN_DEFAULT_US
-    return max(0.0, micros) / 1e6
-
-
-class Spin:
-    """When the side waiting for a reply should spin, and for how long (one per waiting side).
-
-    :meth:`wanted` says whether to spin for the next reply; :meth:`took` is
-    told how each spin went. A spin that missed its reply doubles the number
-    of waits skipped before the next try (up to :data:`MAX_SKIP`); one that
-    caught it resets it. ``seconds=0`` never spins.
-
-    Examples
-    --------
-    >>> spin = Spin(0.0001)
-    >>> spin.wanted()
-    True
-    >>> spin.took(0.5)  # the reply came after the spin gave up: skip the next wait
-    >>> [spin.wanted() for _ in range(2)]
-    [False, True]
-    >>> spin.took(0.5)  # missed again: skip two
-    >>> [spin.wanted() for _ in range(3)]
-    [False, False, True]
-    >>> spin.took(0.00002)  # caught it: spin at every wait again
-    >>> spin.wanted(), spin.skipped
-    (True, 3)
-    """
-
-    __slots__ = ("_backoff", "_skip", "seconds", "skipped")
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self._backoff = 0  # waits skipped after the last failed spin (doubled per failure)
-        self._skip = 0  # waits still to skip
-        self.skipped = 0  # waits skipped so far (for benchmarks and tests)
-
-    def wanted(self) -> bool:
-        """Whether to spin for the next reply (each call that says no counts one skipped wait)."""
-        if not self.seconds:
-            return False
-        if self._skip:
-            self._skip -= 1
-            self.skipped += 1
-            return False
-        return True
-
-    def took(self, seconds: float) -> None:
-        """A spin ended; its reply came ``seconds`` after the spin began (call it only after a spin)."""
-        if seconds < self.seconds:
-            self._backoff = 0
-        else:
-            self._skip = self._backoff = min(max(1, 2 * self._backoff), MAX_SKIP)
 
 
 def batch_size(prefetch: int, *, step_seconds: float | None, backlog: int, workers: int) -> int:
@@ -342,22 +269,14 @@ class FrameReader:
         return [big]  # type: ignore[list-item]  # a bytearray: pickle.loads takes it as it is
 
     def spin(self, seconds: float) -> bool:
-        """Wait up to ``seconds`` for data without sleeping; whether some came.
-
-        A reply expected within microseconds arrives sooner to a process
-        that stays on its CPU than to one the system has to wake.
-        """
+        """Wait up to ``seconds`` for data without sleeping (:func:`spin_until`); whether some came."""
         if self._frames:
             return True
         if self._poller is None:
             self._poller = select.poll()
             self._poller.register(self._conn.fileno(), select.POLLIN)
-        poll, clock = self._poller.poll, time.perf_counter
-        until = clock() + seconds
-        while not poll(0):
-            if clock() >= until:
-                return False
-        return True
+        poll = self._poller.poll
+        return bool(spin_until(lambda: poll(0), seconds))
 
     def next(self) -> bytes:
         """Block until a message is complete; return it."""
@@ -381,4 +300,5 @@ __all__ = [
     "send",
     "send_all",
     "spin_seconds",
+    "spin_until",
 ]

@@ -22,11 +22,13 @@ import signal
 import sys
 from typing import Any
 
+from ..broker.messages import StepAssignment
 from ..errors import PicklingError
+from ..running.execute import StepOutcome
 from ..workflow.gcpause import paused_gc
 from ..workflow.graph import Workflow
 from .channel import ChannelClient, ChannelClosed, WorkflowBlob
-from .engine import ProcessEngine
+from .engine import _REFUSALS, ProcessEngine, _refused, report_fields
 from .latency import HOLD_SECONDS, spin_seconds
 from .shipping import load
 from .signals import release_sigint
@@ -34,7 +36,10 @@ from .supervisor import watch_parent
 
 
 class _PoolEngine(ProcessEngine):
-    """The engine of a pool worker: it can take more workflows while running."""
+    """The engine of a pool worker: it can take more workflows while running, and it does not wait for the
+    answer to a report before it has let the reported step go (:meth:`ChannelClient.send_report`)."""
+
+    _reported: StepAssignment
 
     def adopt(self, blobs: list[WorkflowBlob]) -> str:
         """Load shipped workflows; re-register when they add workflow ids. Returns the worker id."""
@@ -50,6 +55,22 @@ class _PoolEngine(ProcessEngine):
         if new:
             self.worker_id = self.client.register_worker([w.to_schema() for w in self.workflows], self.name)
         return self.worker_id
+
+    def _report(self, a: StepAssignment, out: StepOutcome) -> None:
+        """Report without waiting: the answer (the next steps, or a refusal) is read by :meth:`_next_step`."""
+        assert isinstance(self.client, ChannelClient)
+        try:
+            self.client.send_report(self.worker_id, report_fields(a, out, True))  # its pipe form
+        except _REFUSALS as exc:
+            _refused(a, exc)
+        self._reported = a  # (here, after the write: the step reported before it is let go meanwhile)
+
+    def _next_step(self) -> StepAssignment | None:
+        try:
+            return self.client.get_step(self.worker_id)
+        except _REFUSALS as exc:  # the answer to the last report refused it; the steps that came with it
+            _refused(self._reported, exc)  # are in hand (or none came: this asks again)
+            return self.client.get_step(self.worker_id)
 
     def _on_beat(self) -> None:
         """Reports held while a long step runs leave now (latency: a report waits at most a heartbeat)."""

@@ -34,7 +34,7 @@ from ..workflow.events import Event
 from ..workflow.status import Status
 from ._pipeforms import assignment_wire
 from .endpoint import Endpoint, Reply, Supervisor
-from .latency import PREFETCH_DEFAULT, Spin, batch_size, spin_seconds
+from .latency import PREFETCH_DEFAULT, Spin, batch_size, spin_seconds, spin_until
 from .requests import Requests
 
 log = logging.getLogger(__name__)
@@ -250,10 +250,8 @@ class ChannelServer(Requests):
     def _spin(self) -> list[Any]:
         """Look for the next request without sleeping, for a moment after handing out work."""
         until, self._spin_until = self._spin_until, 0.0
-        select, clock = self._sel.select, time.perf_counter
-        while not (ready := select(0)) and clock() < until:
-            pass
-        return ready
+        select = self._sel.select
+        return spin_until(lambda: select(0), until - time.perf_counter())
 
     def _take_pending(self) -> None:
         with self._pending_lock:

@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterable
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any
 
 from .coro import run_coro
 from .depends import Computed, Condition, Depends, Equals, label
-from .lookup import known_function_step, params_for, remember, step_policies
+from .lookup import known_function_step, params_for, plain_steps, remember, step_policies
 from .schema import DEFAULT_ACTION
 from .status import Status
 from .wiring import WIRING_ATTRIBUTES as WIRING_ATTRIBUTES  # (fingerprints read it from here)
@@ -351,9 +352,28 @@ class FunctionStep(Step):
 
     def run_step(self, *args: Any, **kwargs: Any) -> Any:
         result = self.function(*args, **kwargs)
-        if inspect.iscoroutine(result):  # an async function: run it to completion here
+        if isinstance(result, CoroutineType):  # an async function: run it to completion here
             return run_coro(result)
         return result
+
+    def _invoke(self, binding: Any, kwargs: dict[str, Any], shared: dict[str, Any]) -> Any:
+        """:meth:`Step._invoke`; when none of its hooks is replaced (on a subclass, on the class, on this
+        step) that is the function's call alone, made here without the calls of the hooks that do nothing."""
+        cls = type(self)
+        if (cls.setup is _SETUP and cls.teardown is _TEARDOWN and cls._call is _CALL and cls.run_step is _RUN
+                and not binding.legacy and self.__dict__.keys().isdisjoint(_HOOKS)):
+            result = self.function(**kwargs)
+            if isinstance(result, CoroutineType):  # an async function: run it to completion here
+                return run_coro(result)
+            return result
+        return Step._invoke(self, binding, kwargs, shared)
+
+
+plain_steps(FunctionStep, Step)  # step_policies reads a FunctionStep's without a failed class lookup
+
+#: What FunctionStep._invoke checks is not replaced: the hooks that do nothing, and the calls around them.
+_SETUP, _TEARDOWN, _CALL, _RUN = Step.setup, Step.teardown, Step._call, FunctionStep.run_step
+_HOOKS = frozenset({"setup", "teardown", "_call", "run_step"})
 
 
 def step_for_function(func: Any) -> FunctionStep:

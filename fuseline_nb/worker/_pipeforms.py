@@ -56,6 +56,18 @@ _STATES: dict[str, Status] = {s.value: s for s in Status}
 _EMPTY: dict[str, Any] = {}  # an empty part of a payload's wire form (read only)
 
 
+def value_wire(v: Value) -> tuple[Any, ...]:
+    """The fields a :class:`Value` pickles, as a tuple: its pipe form (``Value(*fields)`` makes it again).
+
+    Examples
+    --------
+    >>> v = Value.of([1, 2])
+    >>> Value(*value_wire(v)) == v, Value(*value_wire(v)).load()
+    (True, [1, 2])
+    """
+    return (v.data, v.fingerprint, v.preview, v.type_name, v.rich, v.json)
+
+
 def report_wire(r: StepReport) -> tuple[Any, ...]:
     """``r``'s fields in declaration order, its state as its text (see the module docstring).
 
@@ -69,7 +81,7 @@ def report_wire(r: StepReport) -> tuple[Any, ...]:
     if v is not None:  # a value's fields (an object is made a value here, where it was born)
         if v.__class__ is not Value:
             v = Value.of(v)
-        v = (v.data, v.fingerprint, v.preview, v.type_name, v.rich, v.json)
+        v = (v.data, v.fingerprint, v.preview, v.type_name, v.rich, v.json)  # value_wire(v), inline
     return (r.workflow_id, r.instance_id, r.step_name, state._value_ if state.__class__ is Status else state,
             v, r.attempt, r.error, r.traceback, r.action, r.started_at, r.finished_at, r.conditions)
 
@@ -110,9 +122,9 @@ def assignment_wire(a: StepAssignment) -> tuple[Any, ...]:
     """
     p = a.payload
     if p.__class__ is dict and len(p) == 3 and "workflow_inputs" in p and "results" in p and "winners" in p:
-        ins, res = p["workflow_inputs"], p["results"]
-        ins, ins_other = _values_wire(ins) if ins else (_EMPTY, None)
-        res, res_other = _values_wire(res) if res else (_EMPTY, None)
+        inputs, results = p["workflow_inputs"], p["results"]
+        ins, ins_other = _values_wire(inputs) if inputs else (_EMPTY, None)
+        res, res_other = _values_wire(results) if results else (_EMPTY, None)
         payload: Any = (ins, ins_other, res, res_other, p["winners"])  # what a broker hands out
     else:
         payload = p  # another shape: as it is (its values pickle as themselves)
@@ -153,15 +165,23 @@ def assignments_from(batch: list[Any]) -> list[StepAssignment]:
     >>> assignments_from([])
     []
     """
-    out: list[StepAssignment] = []
-    for x in batch:
-        if x.__class__ is StepAssignment:
-            out.append(x)
-            continue
-        p = x[3]
-        if p.__class__ is tuple:  # assignment_wire's form of a broker's payload
-            ins, ins_other, res, res_other, winners = p
-            p = {"workflow_inputs": _values_from(ins, ins_other) if ins or ins_other else {},
-                 "results": _values_from(res, res_other) if res or res_other else {}, "winners": winners}
-        out.append(StepAssignment(x[0], x[1], x[2], p, *x[4:]))
-    return out
+    return [assignment_from(x) for x in batch]
+
+
+def assignment_from(x: Any) -> StepAssignment:
+    """The :class:`StepAssignment` of one :func:`assignment_wire` tuple (an assignment is returned as it is).
+
+    Examples
+    --------
+    >>> a = StepAssignment("wf", "r1", "s", {"workflow_inputs": {}, "results": {"p": None}, "winners": {}}, 0.0, 1.0)
+    >>> assignment_from(assignment_wire(a)) == a, assignment_from(a) is a
+    (True, True)
+    """
+    if x.__class__ is StepAssignment:
+        return x  # type: ignore[no-any-return]
+    p = x[3]
+    if p.__class__ is tuple:  # assignment_wire's form of a broker's payload
+        ins, ins_other, res, res_other, winners = p
+        p = {"workflow_inputs": _values_from(ins, ins_other) if ins or ins_other else {},
+             "results": _values_from(res, res_other) if res or res_other else {}, "winners": winners}
+    return StepAssignment(x[0], x[1], x[2], p, *x[4:])

@@ -25,6 +25,7 @@ Examples
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, MutableMapping
 from typing import Any
@@ -60,6 +61,7 @@ class ManyRows:
     _wake: threading.Event  # wakes the flusher
     _full: threading.Event  # tells the flusher to skip its gap
     _stopping: bool
+    _first: float  # when the oldest event buffered was (0: none)
 
     def _buffered(self) -> int:
         """Rows buffered: step records, events, results."""
@@ -135,6 +137,7 @@ class ManyRows:
                 self._require(e.run_id)
         with self._buf_lock:
             self._batch.events.extend(events)
+            self._first = self._first or time.monotonic()  # the oldest change buffered (see flush_loop)
         if self._buffered() > self._pressure.bound:
             self._relieve()
 

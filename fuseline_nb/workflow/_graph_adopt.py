@@ -92,15 +92,16 @@ def adopt_unmade(wf: Any, registered: Iterable[WorkflowSchema]) -> bool:
     return True
 
 
-def fingerprints_changed(wf: Any, schema: WorkflowSchema) -> bool:
-    """Whether the fingerprints of ``wf``'s steps, computed now, differ from those ``schema`` recorded."""
+def fingerprints_changed(wf: Any, schema: WorkflowSchema, kind: list[Any] | None = None) -> bool:
+    """Whether the fingerprints of ``wf``'s steps, computed now, differ from those ``schema`` recorded
+    (``kind``: see :func:`~fuseline_nb.workflow.fingerprint._fingerprint_list`)."""
     steps, recorded = wf.steps, schema.steps
     # side by side: the schema's steps and the workflow's in one order (looked at once per schema: the
     # schema is immutable, and a workflow's steps are named when it is built)
     if len(recorded) == len(steps) and (wf.__dict__.get("_side_by_side") is schema
                                         or list(map(_NAME, recorded)) == list(steps)):
         wf._side_by_side = schema
-        now = _fingerprint_list(list(steps.values()))
+        now = _fingerprint_list(list(steps.values()), kind)
         one = _one_fingerprint(schema)
         if one and now.count(now[0]) == len(now):  # one fingerprint now, one recorded: one compare
             return now[0] != one

@@ -275,8 +275,12 @@ class Workflow(Surface):
         >>> wf.refresh()
         False
         """
+        return self._refresh(None)
+
+    def _refresh(self, kind: list[Any] | None) -> bool:
+        """:meth:`refresh`; ``kind`` receives the ``(class, function)`` every step holds, when it found one."""
         schema = self._schema_cache
-        if schema is None or not fingerprints_changed(self, schema):
+        if schema is None or not fingerprints_changed(self, schema, kind):
             return False
         self._full()
         self._schema_cache = None

@@ -34,6 +34,7 @@ from ...workflow.runinfo import StepInfo
 from ...workflow.value import Value
 from ._duckdb_batch import Batch
 from ._duckdb_files import FILE_BYTES
+from ._duckdb_pressure import Pressure
 from ._duckdb_queued import Queued
 from ._duckdb_rows import step_row
 
@@ -54,6 +55,25 @@ class ManyRows:
     _queues: dict[str, tuple[deque[str], Any]]  # members: a set, or a Queued
     _big: MutableMapping[tuple[str, str], Any]
     _require: Callable[[str], tuple[deque[str], Any]]  # a run's queue, or UnknownRunError
+    _pressure: Pressure  # the bound on the rows buffered (see _duckdb_pressure)
+    _thread: threading.Thread  # the flusher
+    _wake: threading.Event  # wakes the flusher
+    _full: threading.Event  # tells the flusher to skip its gap
+    _stopping: bool
+
+    def _buffered(self) -> int:
+        """Rows buffered: step records, events, results."""
+        b = self._batch
+        return len(b.steps) + len(b.events) + len(b.results)
+
+    def _relieve(self) -> None:
+        """More rows than the bound are buffered: wake the flusher and wait until it took them
+        (see :mod:`._duckdb_pressure`)."""
+        self._pressure.relieve(self._buffered, self._thread, self._hurry, lambda: self._stopping)
+
+    def _hurry(self) -> None:
+        self._full.set()
+        self._wake.set()
 
     def enqueue_steps(self, run_id: str, steps: list[str]) -> None:
         queue, members = self._queues.get(run_id) or self._require(run_id)
@@ -90,6 +110,8 @@ class ManyRows:
             rows.append(row)
         with self._buf_lock:
             self._batch.steps.update(zip(keys, rows, strict=True))
+        if self._buffered() > self._pressure.bound:
+            self._relieve()
 
     def set_results(self, run_id: str, results: list[tuple[str, Any]]) -> None:
         if run_id not in self._known:
@@ -107,6 +129,8 @@ class ManyRows:
                 self._require(e.run_id)
         with self._buf_lock:
             self._batch.events.extend(events)
+        if self._buffered() > self._pressure.bound:
+            self._relieve()
 
 
 __all__ = ["ManyRows"]

@@ -64,10 +64,12 @@ def flush_buffered(st: Any) -> None:
                 st._unfinished_at_open = None  # the runs change in the file from here on
         if batch.empty:
             return
+        st._pressure.taken()  # the buffer is empty again: a writer waiting for room goes on
         try:
             st._write(batch)
         except Exception as exc:
             kept = write_apart(st._write, batch, exc, st.path)
+            st._pressure.failed(kept is not None)
             if kept is not None:
                 with st._buf_lock:  # keep the changes: newer buffered ones win
                     st._batch = kept.merged_with(st._batch)
@@ -79,6 +81,8 @@ def flush_buffered(st: Any) -> None:
             with st._buf_lock:
                 st._batch = batch.merged_with(st._batch)
             raise
+        else:
+            st._pressure.failed(False)
 
 
 def write_batch(db: Callable[..., Any], con: Any, batch: Batch, *, pin: bool, path: str,

@@ -39,10 +39,7 @@ from typing import Any
 
 import duckdb
 
-from ...errors import (
-    StorageClosedError,
-    UnknownRunError,
-)
+from ...errors import StorageClosedError, UnknownRunError
 from ...workflow.events import Event
 from ...workflow.plan import StepOrder
 from ...workflow.runinfo import StepInfo
@@ -59,6 +56,7 @@ from ._duckdb_life import claim, flush_loop, release, track, translate, wait_war
 from ._duckdb_many import ManyRows
 from ._duckdb_open import check_read_only, migrate, refuse_foreign, require_utf8
 from ._duckdb_places import RowPlaces
+from ._duckdb_pressure import Pressure
 from ._duckdb_queued import members_for
 from ._duckdb_reads import HistoryReads
 from ._duckdb_rows import step_row
@@ -113,6 +111,7 @@ class DuckDBRuntimeStorage(ManyRows, HistoryReads, RuntimeStorage):
         self._io_lock = threading.RLock()  # one statement at a time on the connection
         self._buf_lock = threading.Lock()  # guards the buffers (held for microseconds)
         self._batch = Batch()
+        self._pressure = Pressure()  # the most rows buffered before the broker waits for the flusher
         self._row: tuple[Any, ...] = ()  # the last step row buffered (equal rows share one tuple)
         self._places = RowPlaces()  # where the rows of this storage's big unfinished runs are
         self._clean = CleanColumns()  # the columns its live runs' rows still hold at their PENDING value
@@ -145,10 +144,11 @@ class DuckDBRuntimeStorage(ManyRows, HistoryReads, RuntimeStorage):
                 self._con.close()
             raise
         self._closed = False
-        self._wake = threading.Event()
-        self._stop = threading.Event()
+        # wakes the flusher; stops it; says the buffer is over its bound (the flusher skips its gap)
+        self._wake, self._stop, self._full = threading.Event(), threading.Event(), threading.Event()
         self._stopping = False
-        self._thread = threading.Thread(target=flush_loop, args=(weakref.ref(self), self._wake, self._stop),
+        loop = (weakref.ref(self), self._wake, self._stop, self._full)
+        self._thread = threading.Thread(target=flush_loop, args=loop,
                                         name=f"fuseline-duckdb-flush:{Path(self.path).name}", daemon=True)
         will_warm_up(self._thread)
         self._thread.start()
@@ -281,6 +281,8 @@ class DuckDBRuntimeStorage(ManyRows, HistoryReads, RuntimeStorage):
             self._require(event.run_id)
         with self._buf_lock:
             self._batch.events.append(event)
+        if self._buffered() > self._pressure.bound:  # the flusher is behind: wait (see _duckdb_pressure)
+            self._relieve()
 
     def finalize_run(self, run_id: str, state: Status, finished_at: float) -> None:
         if run_id not in self._known:
@@ -375,6 +377,7 @@ class DuckDBRuntimeStorage(ManyRows, HistoryReads, RuntimeStorage):
                 self._stopping = True
                 self._stop.set()
                 self._wake.set()
+                self._full.set()
                 if self._reader is not None:
                     self._reader.close()
                 self._db(self._con.close)

@@ -194,15 +194,16 @@ class Session:
             raise TypeError(not_a_workflow(wf))
         inputs = run_inputs(inputs)
         with paused_gc():  # a large workflow's schema, bytes and run records are long-lived: no rescans
-            wf.refresh()
+            kind: list[Any] = []  # (class, function) every step holds, when the refresh found one
+            wf._refresh(kind)
             registered = self.broker.list_workflows()
             # the same definition built again (a cell run again) takes the registered schema object
             # (compared with it before making a schema of its own, when it has none yet): the version
             # check, the pool and the broker then know it by identity, not step by step
-            adopted = wf._adopt_unmade(registered)
+            adopted = wf._adopt_unmade(registered, kind)  # (a workflow without a schema: refresh had none)
             wf.to_schema().check_inputs(inputs)  # before anything is shipped
             values = input_values(inputs)
-            warn_stale(wf, stacklevel=2)
+            warn_stale(wf, stacklevel=2, kind=kind[0] if kind else None)
             if not adopted and not wf._adopt_schema(registered) and wf.settle_version(registered):
                 wf._adopt_schema(registered)
             if self.pool is not None:

@@ -58,3 +58,81 @@ def test_the_same_workflow_object_submitted_after_each_edit_runs_what_the_notebo
             got = session.submit(cells["wf"], {"x": 10}).wait(timeout=60)
             assert (edit, got) == (edit, 10 * factor)
             assert (edit, cells["wf"].run({"x": 10})) == (edit, 10 * factor)
+
+
+#: A global object of a notebook class that is no plain object — its class's cell edited and run again,
+#: then the cell making the object: (the cells with ``{k}`` the edit, what ``f(10)`` gives for k).
+OBJECTS = {
+    "a frozen dataclass's method": ("""
+        import dataclasses
+        @dataclasses.dataclass(frozen=True)
+        class Cfg:
+            k: int
+            def scale(self, x):
+                return x * self.k + {k}
+        cfg = Cfg(2)
+        def f(x):
+            return cfg.scale(x)
+    """, lambda k: 20 + k),
+    "an enum member's value": ("""
+        import enum
+        class Color(enum.Enum):
+            RED = {k}
+        MODE = Color.RED
+        def f(x):
+            return x * MODE.value
+    """, lambda k: 10 * k),
+    "an enum's method": ("""
+        import enum
+        class Color(enum.Enum):
+            RED = 1
+            def weight(self):
+                return {k}
+        MODE = Color.RED
+        def f(x):
+            return x * MODE.weight()
+    """, lambda k: 10 * k),
+    "a namedtuple's method": ("""
+        import collections
+        class Pair(collections.namedtuple("Pair", "a")):
+            def times(self):
+                return self.a * {k}
+        pair = Pair(1)
+        def f(x):
+            return x * pair.times()
+    """, lambda k: 10 * k),
+    "a float subclass's method": ("""
+        class Meters(float):
+            def factor(self):
+                return {k}
+        m = Meters(1.0)
+        def f(x):
+            return x * m.factor()
+    """, lambda k: 10 * k),
+}
+
+
+@pytest.mark.slow
+def test_an_edited_class_of_a_global_object_that_is_no_plain_object_runs_on_the_workers(
+        cells: Cells, tmp_path) -> None:
+    # Before: such an object counted by its data alone (a frozen dataclass by its fields, an enum member by
+    # its name, a namedtuple by its items, a float by its value), so its class's edit changed no fingerprint:
+    # the workers kept the old class and the cache served the old result (e.g. 22 for 23, 20 for 30).
+    with fl.Session(tmp_path / "h.duckdb", workers=1, cache=True) as session:
+        for case, (cell, want) in OBJECTS.items():
+            for k in (2, 3):
+                cells.run(cell.format(k=k))
+                cells.run(f"wf = fl.Workflow(outputs=[fl.FunctionStep(f, name='f')], workflow_id={case[:20]!r})")
+                got = (cells["wf"].run({"x": 10}), session.submit(cells["wf"], {"x": 10}).wait(timeout=60))
+                assert (case, k, got) == (case, k, (want(k), want(k)))
+
+
+@pytest.mark.parametrize("case", sorted(OBJECTS))
+def test_an_edited_class_of_a_global_object_that_is_no_plain_object_changes_the_fingerprint(
+        cells: Cells, case: str) -> None:
+    cell, _ = OBJECTS[case]
+    prints = []
+    for k in (2, 3, 3):
+        cells.run(cell.format(k=k))
+        prints.append(fl.Workflow(outputs=[fl.FunctionStep(cells["f"], name="f")]).fingerprints()["f"])
+    assert prints[0] != prints[1] == prints[2]

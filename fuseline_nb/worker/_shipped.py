@@ -29,7 +29,7 @@ Examples
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -50,11 +50,26 @@ def let_go(blobs: list[Any], in_history: dict[Key, bool]) -> None:
             blobs[i] = (key, None)
 
 
-def read_back(blobs: list[Any], stored: Callable[..., bytes | None], pickle_again: Callable[[Key], bytes]) -> None:
+def pruned_by(key: Key, in_history: dict[Key, bool]) -> list[Key]:
+    """The other versions of ``key``'s workflow the history was keeping: storing ``key`` may have
+    deleted them (a history keeps the latest definition of each workflow id, and those its
+    unfinished runs need).
+
+    Examples
+    --------
+    >>> pruned_by(("w", "2"), {("w", "1"): True, ("w", "2"): True, ("v", "1"): True, ("w", "0"): False})
+    [('w', '1')]
+    """
+    return [k for k, kept in in_history.items() if kept and k[0] == key[0] and k != key]
+
+
+def read_back(blobs: list[Any], stored: Callable[..., bytes | None], pickle_again: Callable[[Key], bytes],
+              pruned: Collection[Key] = ()) -> None:
     """Give the last entry of each workflow in ``blobs`` its bytes again (for a new process).
 
     Read from the history; if it has lost them, the workflow is pickled again
-    (``pickle_again(key)``), with a warning.
+    (``pickle_again(key)``), with a warning (unless ``pruned`` says the history
+    let them go, as it does an older version of a workflow id).
     """
     last = {key: i for i, (key, _) in enumerate(blobs)}
     for key, i in last.items():
@@ -66,10 +81,10 @@ def read_back(blobs: list[Any], stored: Callable[..., bytes | None], pickle_agai
             log.debug("reading workflow %r back from the history failed", key, exc_info=True)
             blob = None
         if blob is None:
-            log.warning("workflow %r version %r is no longer in the history: pickled again for a new "
+            (log.debug if key in pruned else log.warning)("workflow %r version %r is no longer in the history: pickled again for a new "
                         "worker process", key[0], key[1])
             blob = pickle_again(key)
         blobs[i] = (key, blob)
 
 
-__all__ = ["let_go", "read_back"]
+__all__ = ["let_go", "pruned_by", "read_back"]

@@ -49,7 +49,7 @@ from ..errors import WorkerError
 from ..workflow.graph import Workflow
 from ..workflow.schema import WorkflowSchema
 from ._pool_definition import check_schema, same_definition
-from ._shipped import let_go, read_back
+from ._shipped import let_go, pruned_by, read_back
 from .channel import WorkflowBlob
 from .latency import PREFETCH_DEFAULT
 from .mainguard import check_main_guard
@@ -125,6 +125,7 @@ class WorkerPool:
         self._shipped_schema: dict[tuple[str, str], WorkflowSchema] = {}
         self._blobs_by_key: dict[tuple[str, str], bytes | None] = {}  # the latest blob of each workflow
         self._in_history: dict[tuple[str, str], bool] = {}  # whether the history has a key's last bytes
+        self._pruned: set[tuple[str, str]] = set()  # kept there once, maybe pruned since: store again when sent
         self._server: ChannelServer | None = None
         self._sup = WorkerSupervisor(self.client, self._start_process, self.processes, max_crashes=max_crashes,
                                      detach=self._detach, held=self._running)
@@ -245,17 +246,17 @@ class WorkerPool:
         with self._lock:
             if key is not None and self._shipped.get(key) is wf and \
                     self._shipped_schema.get(key) is wf.to_schema():
-                return
+                return self._keep(key, wf) if key in self._pruned else None
             if key is not None and same_definition(self._shipped.get(key), wf):
                 self._shipped[key] = wf  # a cell run again, nothing changed: the workers' copy will do
                 self._shipped_schema[key] = wf.to_schema()  # equal to the shipped one
-                return
+                return self._keep(key, wf) if key in self._pruned else None
             check_schema(self.client, wf)
             key, blob = ship(wf)
             self._shipped_schema[key] = wf.to_schema()
             if self._blobs_by_key.get(key) == blob:
                 self._shipped[key] = wf
-                return
+                return self._keep(key, wf) if key in self._pruned else None
             self._blobs.append((key, blob))
             self._blobs_by_key[key] = blob
             self._in_history.pop(key, None)
@@ -308,10 +309,18 @@ class WorkerPool:
             self.broker.store_definition(key[0], key[1], blob)
             # read back once: only bytes the history really keeps are let go later (workflow_blobs)
             self._in_history[key] = self.broker.stored_definition(key[0], key[1]) == blob
+            self._pruned.discard(key)
+            for other in pruned_by(key, self._in_history):  # the history keeps the latest of a workflow id
+                self._in_history[other] = False
+                self._pruned.add(other)
         except Exception as exc:
             log.warning("could not keep workflow %r version %r in the history (%s: %s): its unfinished "
                         "runs will resume only when it is submitted again", key[0], key[1],
                         type(exc).__name__, exc)
+
+    def _keep(self, key: tuple[str, str], wf: Workflow) -> None:
+        """Store again bytes the history may have pruned (a workflow edited, then back): its run must resume."""
+        self._store(key, self._blobs_by_key.get(key) or ship(wf)[1])
 
     def workflow_blobs(self) -> list[WorkflowBlob]:
         """The shipped workflows, oldest first (the server's view, asked before each answer).
@@ -324,7 +333,7 @@ class WorkerPool:
         if server is not None and broker is not None and blobs:
             shipped = [ep.shipped for ep in list(server.endpoints.values())]
             if 0 in shipped:  # a new process: it is sent the last bytes of each workflow
-                read_back(blobs, broker.stored_definition, lambda key: ship(self._shipped[key])[1])
+                read_back(blobs, broker.stored_definition, lambda key: ship(self._shipped[key])[1], self._pruned)
             elif shipped and min(shipped) >= len(blobs) and any(b is not None for _, b in blobs):
                 let_go(blobs, self._in_history)
                 for key, blob in list(self._blobs_by_key.items()):

@@ -207,6 +207,11 @@ class _Walker:
     # -- values --------------------------------------------------------------------
     def value(self, value: Any, depth: int = 0) -> None:
         parts = self.parts
+        cls = type(value)
+        if cls not in _BARE_TYPES and is_user(cls.__module__) and not isinstance(value, _CODE):
+            # an object of a notebook class — a frozen dataclass, an enum member, a namedtuple, a float
+            # with methods — pickles by reference to its class: its methods (and members) count by code
+            self.cls(cls)
         if isinstance(value, _PLAIN):
             try:
                 parts.append(f"{type(value).__name__}:{value!r}")
@@ -227,6 +232,7 @@ class _Walker:
                 self.value(v, depth + 1)
         elif isinstance(value, enum.Enum):
             parts.append(f"enum {type(value).__module__}.{type(value).__qualname__}.{value.name}")
+            self.value(value.value, depth + 1)  # (a member pickles by name: its value is the class's)
         elif isinstance(value, Depends):
             self.volatile()
             # the upstream step's own fingerprint and result count through the data, not here
@@ -250,14 +256,16 @@ class _Walker:
             from .datafingerprint import data_fingerprint
 
             self.volatile()  # hashed by its data, which may change in place
-            cls = type(value)
-            if is_user(cls.__module__):
-                # an object of a notebook class pickles by reference to its class: its methods count by code
-                self.cls(cls)
             try:
                 parts.append(f"data {type(value).__qualname__} {data_fingerprint(value)}")
             except Exception:  # cannot be pickled: its type is all there is (docs: use code_version)
                 parts.append(f"opaque {type(value).__module__}.{type(value).__qualname__}")
+
+
+#: Types whose values are walked without a look at their class; what counts as code, not a value.
+_BARE_TYPES = frozenset({*_PLAIN, tuple, list, frozenset, set, dict})
+_CODE = (types.FunctionType, type, types.ModuleType, types.MethodType, types.BuiltinFunctionType,
+         functools.partial, Depends, Step)
 
 
 def _frozen(value: Any) -> bool:

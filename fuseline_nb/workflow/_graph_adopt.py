@@ -69,13 +69,13 @@ def adopt_schema(wf: Any, registered: Iterable[WorkflowSchema]) -> bool:
     return False
 
 
-def adopt_unmade(wf: Any, registered: Iterable[WorkflowSchema]) -> bool:
+def adopt_unmade(wf: Any, registered: Iterable[WorkflowSchema], kind: list[Any] | None = None) -> bool:
     """Before ``wf`` made a schema: use the registered one of its id and version when the
     schema it would make equals it (a cell run again), without making its own. Whether it did.
 
     The fingerprints are computed now (an edited global or helper gives
     another one); any difference leaves the workflow as it was, to make
-    its own schema.
+    its own schema. ``kind``: see :func:`~fuseline_nb.workflow.fingerprint._fingerprint_list`.
     """
     if wf._schema_cache is not None:
         return False
@@ -85,22 +85,23 @@ def adopt_unmade(wf: Any, registered: Iterable[WorkflowSchema]) -> bool:
         return False
     with paused_gc():
         if not same_schema(wf._full(), known, wf.name, tuple(map(policy_spec, wf.policies)),
-                           _fingerprint_list(list(wf.steps.values()))):
+                           _fingerprint_list(list(wf.steps.values()), kind)):
             return False
     wf._schema_cache = known
     wf._structure.edges = None  # as to_schema(): the schema holds the edges
     return True
 
 
-def fingerprints_changed(wf: Any, schema: WorkflowSchema) -> bool:
-    """Whether the fingerprints of ``wf``'s steps, computed now, differ from those ``schema`` recorded."""
+def fingerprints_changed(wf: Any, schema: WorkflowSchema, kind: list[Any] | None = None) -> bool:
+    """Whether the fingerprints of ``wf``'s steps, computed now, differ from those ``schema`` recorded
+    (``kind``: see :func:`~fuseline_nb.workflow.fingerprint._fingerprint_list`)."""
     steps, recorded = wf.steps, schema.steps
     # side by side: the schema's steps and the workflow's in one order (looked at once per schema: the
     # schema is immutable, and a workflow's steps are named when it is built)
     if len(recorded) == len(steps) and (wf.__dict__.get("_side_by_side") is schema
                                         or list(map(_NAME, recorded)) == list(steps)):
         wf._side_by_side = schema
-        now = _fingerprint_list(list(steps.values()))
+        now = _fingerprint_list(list(steps.values()), kind)
         one = _one_fingerprint(schema)
         if one and now.count(now[0]) == len(now):  # one fingerprint now, one recorded: one compare
             return now[0] != one

@@ -156,7 +156,7 @@ def workflow_fingerprints(steps: dict[str, Step]) -> dict[str, str]:
     return out
 
 
-def _fingerprint_list(steps: list[Step]) -> list[str]:
+def _fingerprint_list(steps: list[Step], kind: list[Any] | None = None) -> list[str]:
     """The fingerprints of ``steps``, in order (what :func:`workflow_fingerprints` maps by name).
 
     ``Workflow.refresh`` compares this list with the schema's column: no
@@ -167,10 +167,17 @@ def _fingerprint_list(steps: list[Step]) -> list[str]:
     whether it holds nothing of its own, its class and function), then one
     fingerprint per distinct (class, function) of the steps that hold
     nothing else, and one per step that does.
+
+    ``kind``, when given, receives the ``(class, function)`` every step
+    holds when they are all of one kind (what the stale check then need
+    not look for again).
     """
     classes: dict[int, list[str]] = {}
     dicts = list(map(_DICT, steps))
-    if _one_kind(steps, dicts):  # (most workflows: a fan-out or a chain of one function)
+    one = _one_kind(steps, dicts)
+    if one is not None:  # (most workflows: a fan-out or a chain of one function)
+        if kind is not None:
+            kind.append(one)
         return [_shared_fingerprint(steps[0], classes)] * len(steps)
     types = list(map(type, steps))
     bare = list(map(_SHARED.issuperset, dicts))
@@ -191,8 +198,9 @@ def _fingerprint_list(steps: list[Step]) -> list[str]:
     return out
 
 
-def _one_kind(steps: list[Step], dicts: list[dict[str, Any]]) -> bool:
-    """Whether ``steps`` (``dicts``: their ``__dict__``) share one fingerprint without a look at each:
+def _one_kind(steps: list[Step], dicts: list[dict[str, Any]]) -> tuple[type, Any] | None:
+    """``(class, function)`` when ``steps`` (``dicts``: their ``__dict__``) share one fingerprint without a
+    look at each (else ``None``):
     one class, one function (the same object, or none), and nothing of their own that
     :func:`step_fingerprint` reads (every attribute a wiring one, no ``code_version`` of their own).
 
@@ -200,14 +208,15 @@ def _one_kind(steps: list[Step], dicts: list[dict[str, Any]]) -> bool:
     class and function alone, so the first step's is every step's.
     """
     if not steps:
-        return False
+        return None
     first = steps[0]
-    if any(map(is_not, map(type, steps), repeat(type(first)))):
-        return False
+    cls = type(first)
+    if any(map(is_not, map(type, steps), repeat(cls))):
+        return None
     if not set().union(*dicts) <= _SHARED:
-        return False
+        return None
     fn = dicts[0].get("function")
-    return not any(map(is_not, map(dict.get, dicts, repeat("function")), repeat(fn)))
+    return None if any(map(is_not, map(dict.get, dicts, repeat("function")), repeat(fn))) else (cls, fn)
 
 
 def reads_all_inputs(step: Step) -> bool:

@@ -84,8 +84,11 @@ def _one_held(steps: list[Step]) -> Any:
     return None if any(map(is_not, map(getattr, steps, repeat("function")), repeat(fn))) else fn
 
 
-def stale_steps(workflow: Any) -> list[Stale]:
+def stale_steps(workflow: Any, kind: tuple[type, Any] | None = None) -> list[Stale]:
     """The steps of ``workflow`` holding a function or class ``__main__`` has replaced.
+
+    ``kind``: the ``(class, function)`` every step of ``workflow`` holds, when the
+    caller has just found it so (``Workflow.refresh`` in the same submit).
 
     Examples
     --------
@@ -97,7 +100,10 @@ def stale_steps(workflow: Any) -> list[Stale]:
     if main is None:
         return []
     names = vars(main)
-    held = _one_held(list(workflow.steps.values()))
+    if kind is not None and (kind[0] is FunctionStep or not issubclass(kind[0], FunctionStep)):
+        held = kind[1] if kind[0] is FunctionStep else kind[0]  # what _held gives each of them
+    else:
+        held = _one_held(list(workflow.steps.values()))
     if held is not None and _replaced(held, names) is None:
         return []  # every step holds one function (or class), and __main__ has not replaced it
     found: list[Stale] = []
@@ -131,7 +137,7 @@ def _replaced(obj: Any, names: dict[str, Any]) -> tuple[str, str] | None:
     return key, "class" if isinstance(obj, type) else "function"
 
 
-def warn_stale(workflow: Any, stacklevel: int = 2) -> list[Stale]:
+def warn_stale(workflow: Any, stacklevel: int = 2, kind: tuple[type, Any] | None = None) -> list[Stale]:
     """Warn (:class:`StaleDefinitionWarning`) about each stale step not yet reported for ``workflow``.
 
     Examples
@@ -140,7 +146,7 @@ def warn_stale(workflow: Any, stacklevel: int = 2) -> list[Stale]:
     >>> warn_stale(Workflow(outputs=[FunctionStep(len, name="size")]))
     []
     """
-    stale = stale_steps(workflow)
+    stale = stale_steps(workflow, kind)
     told: set[Stale] = workflow.__dict__.setdefault("_stale_told", set())
     for s in stale:
         if s not in told:

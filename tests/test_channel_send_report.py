@@ -19,6 +19,7 @@ from fuseline_nb.broker import MemoryBroker, StepReport
 from fuseline_nb.broker.base import StepAssignment
 from fuseline_nb.errors import StaleReportError
 from fuseline_nb.running.execute import StepOutcome
+from fuseline_nb.worker._pipeforms import report_wire
 from fuseline_nb.worker.channel import ChannelClient, ChannelClosed
 from fuseline_nb.worker.process import _PoolEngine
 from fuseline_nb.worker.server import ChannelServer, Endpoint
@@ -139,10 +140,11 @@ def test_a_report_with_steps_in_hand_is_held_as_before(served: Any) -> None:
     channel._took([(a.workflow_id, a.instance_id, a.step_name, a.payload, a.assigned_at, a.expires_at, a.attempt,
                     a.version, a.timeout) for a in broker.get_steps(wid, 3)])
     done = [channel.get_step(wid) for _ in range(2)]
-    for a in done:  # quick steps: their reports are held while more is in hand
-        channel.send_report(wid, StepReport("held", run_id, a.step_name, fl.Status.SUCCEEDED, None, a.attempt,
-                                            started_at=1.0, finished_at=1.00001))
-    assert calls.calls == [] and len(channel._held) == 2  # held while the third is in hand
+    wires = [report_wire(StepReport("held", run_id, a.step_name, fl.Status.SUCCEEDED, None, a.attempt,
+                                    started_at=1.0, finished_at=1.00001)) for a in done]
+    for wire in wires:  # quick steps: their reports are held while more is in hand, as given (no dataclass)
+        channel.send_report(wid, wire)
+    assert calls.calls == [] and channel._held == wires and all(h is w for h, w in zip(channel._held, wires, strict=True))
     last = channel.get_step(wid)
     channel.send_report(wid, StepReport("held", run_id, last.step_name, fl.Status.SUCCEEDED, None, last.attempt))
     _until(lambda: broker.get_run(run_id).state is fl.Status.SUCCEEDED, "the run to end")

@@ -203,6 +203,24 @@ def test_policies_a_step_class_gives_its_steps_are_its_steps_policies() -> None:
     assert step_policies(Step()) == ()
 
 
+def test_a_function_steps_policies_are_its_own_or_a_class_attribute_set_later(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A FunctionStep's are read from its __dict__ (no failed class lookup); a ``policies`` attribute given to
+    FunctionStep or Step later (a notebook's default for every step) is seen at once."""
+    from fuseline_nb.workflow.policies import RetryPolicy
+    from fuseline_nb.workflow.steps import FunctionStep, Step, step_policies
+
+    retry, other = RetryPolicy(max_retries=2), RetryPolicy(max_retries=5)
+    plain, own = FunctionStep(len, name="plain"), FunctionStep(len, name="own", policies=[retry])
+    assert (step_policies(plain), step_policies(own)) == ((), [retry])
+    assert "policies" not in plain.__dict__  # nothing made for the step that has none
+    monkeypatch.setattr(Step, "policies", [other], raising=False)
+    assert (step_policies(plain), step_policies(own)) == ([other], [retry])
+    monkeypatch.setattr(FunctionStep, "policies", property(lambda self: [retry, other]), raising=False)
+    assert step_policies(plain) == step_policies(own) == [retry, other]
+    monkeypatch.undo()
+    assert (step_policies(plain), step_policies(own)) == ((), [retry])
+
+
 def test_an_indexed_source_still_finds_a_repeat_of_an_edge_to_a_new_target() -> None:
     """A first edge to a step with no sources is added without a search, except from a source whose
     out-links are indexed: the index must learn it, or the edge's repeat would count twice."""

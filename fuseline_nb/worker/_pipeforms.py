@@ -10,6 +10,8 @@ with one call. That halves the pickling of a step's round trip (a report
 ~1.8 → ~0.8 µs to encode). The dataclasses stay the messages (and
 ``__reduce__`` still pickles them anywhere else): these functions only give
 their fields, all of them, in order; the readers take a dataclass as it is too.
+A pool worker makes its report's tuple straight from the step's outcome
+(``fuseline_nb.worker.engine.report_fields``), with no dataclass between.
 
 Examples
 --------

@@ -22,7 +22,9 @@ class; a refused report answered with the next step comes as
 ``("assignments", batch, (type name, message))``.
 
 The hot path is at most one round trip per step: a worker's
-``report_and_get`` carries its report and receives its next assignments. A
+``report_and_get`` carries its report and receives its next assignments (a
+pool worker sends it without waiting, :meth:`ChannelClient.send_report`, and
+reads the answer when it asks for its next step). A
 worker that asks for work when none is ready is *parked* (its request stays
 unanswered) until a step is queued; the server is woken by broker events, so
 idle workers cost nothing and nobody polls. What keeps that round trip short
@@ -57,7 +59,7 @@ from ..workflow.runinfo import RunInfo
 from ..workflow.schema import WorkflowSchema
 from ..workflow.status import Status
 from ..workflow.value import Value, values_of
-from ._pipeforms import assignments_from, report_from, report_wire
+from ._pipeforms import assignments_from, report_wire
 from .latency import HOLD_SECONDS, FrameReader, Spin, send, send_all
 
 log = logging.getLogger(__name__)
@@ -294,15 +296,15 @@ class ChannelClient(BrokerClient):
                 except (EOFError, OSError) as exc:
                     raise ChannelClosed("the kernel closed the worker channel") from exc
 
-    def _hold(self, worker_id: str, report: StepReport) -> None:
-        """Keep a report of a step done while more are in hand (see latency: measure 2)."""
+    def _hold(self, worker_id: str, wire: tuple[Any, ...]) -> None:
+        """Keep a report (its pipe form) of a step done while more are in hand (see latency: measure 2)."""
         if self._held and self._held_by != worker_id:
             self.flush()
         with self._send_lock:
             if not self._held:
                 self._held_since, self._held_by = time.monotonic(), worker_id
-            self._held.append(report_wire(report))
-        started, finished = report.started_at, report.finished_at
+            self._held.append(wire)
+        started, finished = wire[9], wire[10]  # (report_wire: started_at, finished_at)
         quick = started is not None and finished is not None and finished - started < HOLD_SECONDS
         self.flush(0.0 if self._timed or not quick else HOLD_SECONDS)  # a timed step's end is never held
 
@@ -371,22 +373,7 @@ class ChannelClient(BrokerClient):
         return a
 
     def report_step(self, worker_id: str, report: StepReport) -> None:
-        encoded = report
-        if report.result is not None and report.result.__class__ is not Value:
-            try:  # a caller that passed the object: the value is made here, in the worker
-                encoded = replace(report, result=Value.of(report.result))
-            except Exception as exc:  # an unpicklable result fails the step, not the worker
-                encoded = replace(report, state=Status.FAILED, result=None, action=None, error=(
-                    f"PicklingError: the result of step {report.step_name!r} (a "
-                    f"{type(report.result).__name__}) cannot be sent back to the kernel: {exc}"))
-        if self.wait and not self._next and (self._asked or self._early is not None):
-            self._take_early()  # the early ask's answer decides whether more work is in hand
-        if self.wait and self._next:  # more work in hand: do not wait for the kernel
-            self._hold(worker_id, encoded)
-        elif self.wait:
-            self._fetch("report_and_get", worker_id, report_wire(encoded))
-        else:
-            self._call("report_step", worker_id, report_wire(encoded))
+        self._report(worker_id, report_wire(self._with_value(report)), False)
 
     def send_report(self, worker_id: str, report: StepReport | tuple[Any, ...]) -> None:
         """:meth:`report_step` without waiting for the answer: how a pool worker reports a step.
@@ -400,23 +387,46 @@ class ChannelClient(BrokerClient):
         ``report`` may be given in its pipe form (``report_wire``'s tuple,
         its result a :class:`Value` already): a pool worker makes no dataclass.
         """
-        wire = report if report.__class__ is tuple else None
-        if (not self.wait or self._next or self._asked or self._early is not None or (wire is None and (
-                report.result is not None and report.result.__class__ is not Value))):  # type: ignore[union-attr]
-            self.report_step(worker_id, report_from(report))
-            return
-        ask = ("report_and_get", (worker_id, wire or report_wire(report), True))  # type: ignore[arg-type]
-        with self._rt_lock:
-            try:
-                with self._send_lock:
-                    if self._held:  # held reports go first, in the same write
-                        held, self._held = self._held, []
-                        send_all(self._conn, [("reports", (self._held_by, held)), ask])
-                    else:
-                        send(self._conn, ask)
-            except (EOFError, OSError) as exc:
-                raise ChannelClosed("the kernel closed the worker channel") from exc
-            self._asked = self._reported = True
+        if report.__class__ is not tuple:
+            report = report_wire(self._with_value(report))  # type: ignore[arg-type]
+        self._report(worker_id, report, True)  # type: ignore[arg-type]
+
+    @staticmethod
+    def _with_value(report: StepReport) -> StepReport:
+        """``report`` with its result a :class:`Value` (a caller that passed the object: made here, in the worker)."""
+        if report.result is None or report.result.__class__ is Value:
+            return report
+        try:
+            return replace(report, result=Value.of(report.result))
+        except Exception as exc:  # an unpicklable result fails the step, not the worker
+            return replace(report, state=Status.FAILED, result=None, action=None, error=(
+                f"PicklingError: the result of step {report.step_name!r} (a "
+                f"{type(report.result).__name__}) cannot be sent back to the kernel: {exc}"))
+
+    def _report(self, worker_id: str, wire: tuple[Any, ...], later: bool) -> None:
+        """Send the report ``wire`` (its pipe form): held while more steps are in hand, else with the asking
+        for more (answer read now, or by the next request when ``later``), or alone when not waiting."""
+        if self.wait and not self._next and (self._asked or self._early is not None):
+            self._take_early()  # the early ask's answer decides whether more work is in hand
+        if not self.wait:
+            self._call("report_step", worker_id, wire)
+        elif self._next:  # more work in hand: do not wait for the kernel
+            self._hold(worker_id, wire)
+        elif not later:
+            self._fetch("report_and_get", worker_id, wire)
+        else:
+            ask = ("report_and_get", (worker_id, wire, True))
+            with self._rt_lock:
+                try:
+                    with self._send_lock:
+                        if self._held:  # held reports go first, in the same write
+                            held, self._held = self._held, []
+                            send_all(self._conn, [("reports", (self._held_by, held)), ask])
+                        else:
+                            send(self._conn, ask)
+                except (EOFError, OSError) as exc:
+                    raise ChannelClosed("the kernel closed the worker channel") from exc
+                self._asked = self._reported = True
 
     def keep_alive(self, worker_id: str) -> None:
         self._call("keep_alive", worker_id)

@@ -76,8 +76,7 @@ def execute(workflows: Mapping[tuple[str, str], Workflow], a: StepAssignment, wo
     except ValueError as exc:
         return StepOutcome.from_exception(exc, time.time())
     # in a worker, KeyboardInterrupt and SystemExit raised by a step are the step's failure
-    return attempt(wf, a.step_name, inputs, results, payload.get("winners") or {}, max(a.attempt - 1, 0),
-                   passthrough=())
+    return attempt(wf, a.step_name, inputs, results, payload.get("winners") or {}, max(a.attempt - 1, 0), ())
 
 
 def report_of(a: StepAssignment, out: StepOutcome) -> StepReport:

@@ -239,9 +239,9 @@ class Workflow(Surface):
         """Use the registered schema equal to this workflow's own (see :func:`._graph_adopt.adopt_schema`)."""
         return adopt_schema(self, registered)
 
-    def _adopt_unmade(self, registered: Iterable[WorkflowSchema]) -> bool:
+    def _adopt_unmade(self, registered: Iterable[WorkflowSchema], kind: list[Any] | None = None) -> bool:
         """Before making a schema, use an equal registered one (see :func:`._graph_adopt.adopt_unmade`)."""
-        return adopt_unmade(self, registered)
+        return adopt_unmade(self, registered, kind)
 
     def fingerprints(self) -> dict[str, str]:
         """``{step: code fingerprint}``, computed now (see :mod:`fuseline_nb.workflow.fingerprint`).

@@ -107,6 +107,9 @@ def step_policies(step: Any) -> Sequence[Any]:
     >>> step_policies(FunctionStep(len, policies=[RetryPolicy(max_retries=2)]))
     [RetryPolicy(max_retries=2, wait=0)]
     """
+    plain = _PLAIN.get(type(step))
+    if plain is not None and "policies" not in plain[0] and "policies" not in plain[1]:
+        return step.__dict__.get("policies", _NO_POLICIES)  # type: ignore[no-any-return]  # (the usual step)
     if getattr(type(step), "policies", None) is None:  # no class attribute, property or slot: the
         d = getattr(step, "__dict__", None)  # instance's own (a failed lookup would cost an exception)
         if d is not None:
@@ -117,4 +120,25 @@ def step_policies(step: Any) -> Sequence[Any]:
         return _NO_POLICIES
 
 
-__all__ = ["known_function_step", "params_for", "remember", "step_policies"]
+#: For ``FunctionStep``: the live ``__dict__`` of it and of ``Step`` (its whole MRO but ``object``), where a
+#: ``policies`` class attribute would be. Without one, the step's own are in its ``__dict__``; looking for the
+#: attribute on the class (``getattr``) costs a raised and caught ``AttributeError`` inside Python each time.
+_PLAIN: dict[type, tuple[Any, Any]] = {}
+
+
+def plain_steps(cls: type, base: type) -> None:
+    """Let :func:`step_policies` look for ``policies`` in ``cls.__dict__`` and ``base.__dict__`` only
+    (``cls``'s MRO is ``cls``, ``base``, ``object``; both dicts are read live, a later class attribute counts).
+
+    Examples
+    --------
+    >>> from fuseline_nb import FunctionStep
+    >>> FunctionStep.__mro__[1:]
+    (<class 'fuseline_nb.workflow.steps.Step'>, <class 'object'>)
+    """
+    if cls.__mro__ != (cls, base, object):
+        raise TypeError(f"{cls.__name__}'s MRO is not ({cls.__name__}, {base.__name__}, object)")
+    _PLAIN[cls] = (cls.__dict__, base.__dict__)
+
+
+__all__ = ["known_function_step", "params_for", "plain_steps", "remember", "step_policies"]

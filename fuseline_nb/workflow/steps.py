@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from .coro import run_coro
 from .depends import Computed, Condition, Depends, Equals, label
-from .lookup import known_function_step, params_for, remember, step_policies
+from .lookup import known_function_step, params_for, plain_steps, remember, step_policies
 from .schema import DEFAULT_ACTION
 from .status import Status
 from .wiring import WIRING_ATTRIBUTES as WIRING_ATTRIBUTES  # (fingerprints read it from here)
@@ -368,6 +368,8 @@ class FunctionStep(Step):
             return result
         return Step._invoke(self, binding, kwargs, shared)
 
+
+plain_steps(FunctionStep, Step)  # step_policies reads a FunctionStep's without a failed class lookup
 
 #: What FunctionStep._invoke checks is not replaced: the hooks that do nothing, and the calls around them.
 _SETUP, _TEARDOWN, _CALL, _RUN = Step.setup, Step.teardown, Step._call, FunctionStep.run_step

@@ -28,6 +28,7 @@ from .fingerprint import _fingerprint_list, workflow_fingerprints
 from .gcpause import paused_gc
 from .joins import check_joins
 from .packing import complete, pack, unpack
+from .policies import _workflow_policies
 from .rules import Plan
 from .runners import _CACHED_RUNNER, install_local_runner, local_runner, run_inputs
 from .schema import WorkflowSchema
@@ -111,7 +112,7 @@ class Workflow(Surface):
         self._auto_version = version is None
         self.version = "1" if version is None else str(version)
         self.trace = trace
-        self.policies = list(policies or ())
+        self.policies = _workflow_policies(policies)  # (warns of a step policy: it would apply to no step)
         for policy in self.policies:
             attach = getattr(policy, "attach_to_workflow", None)
             if callable(attach):

@@ -174,7 +174,7 @@ def _workers_cpu(pids: list[int]) -> float:
 #: Sub-phases of ``submit`` and ``close`` timed by ``--detail``: (module, class or None, attribute, label).
 #: Names that moved are skipped with a note (the benchmark must not break on a refactoring).
 _SUB_PHASES = [
-    ("fuseline_nb.workflow.graph", "Workflow", "refresh", "fingerprints (wf.refresh)"),
+    ("fuseline_nb.workflow.graph", "Workflow", "_refresh", "fingerprints (wf.refresh)"),
     ("fuseline_nb.session", None, "warn_stale", "stale definitions check"),
     ("fuseline_nb.worker.pool", "WorkerPool", "add_workflow", "pool.add_workflow"),
     ("fuseline_nb.worker.pool", None, "ship", "ship: pickle the workflow"),

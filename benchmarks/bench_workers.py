@@ -62,14 +62,13 @@ import argparse
 import itertools
 import multiprocessing as mp
 import os
-import statistics
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from _procstat import Placement, cpu_seconds, sleeps
+from _turns import Turns, floor_runner, median, modes, session_runner
 
 import fuseline_nb as fl
 from fuseline_nb.worker.latency import PREFETCH_DEFAULT, spin_seconds
@@ -182,87 +181,6 @@ def sleeps_wf(n: int) -> fl.Workflow:
                        workflow_id=f"bench-sleeps-{n}")
 
 
-class Turns:
-    """The timed runs of one kind (floor, memory, duckdb) on one workload, with what the scheduler did."""
-
-    def __init__(self) -> None:
-        self.took: list[float] = []  # seconds per run
-        self.cpu: list[tuple[float, float, int, int]] = []  # kernel CPU s, workers' CPU s, kernel / workers' sleeps
-        self.before: list[tuple[float, float]] = []  # main thread's CPU s building / submitting (--fresh)
-        self.where: list[str] = []  # Placement of the chain's two busy threads, per run
-
-    def clear(self) -> None:
-        for part in (self.took, self.cpu, self.before, self.where):
-            part.clear()
-
-
-def session_runner(session: fl.Session, wf: fl.Workflow | Callable[[], fl.Workflow], turns: Turns,
-                   placed: bool) -> Callable[[], float]:
-    """One timed run; ``wf`` may be a builder, called inside the timing (``--fresh``).
-
-    Records in ``turns``: the kernel's and workers' CPU seconds and sleeps of the run, the main thread's CPU
-    building and submitting the workflow, and (``placed``) whether the channel thread and the busy worker
-    shared a CPU.
-    """
-    pool = session.pool
-    channel = getattr(getattr(getattr(pool, "_server", None), "_thread", None), "native_id", None)
-    placement = Placement(lambda: ([channel] if channel else []) + (pool.pids() if pool is not None else []))
-
-    def once() -> float:
-        pids = pool.pids() if pool is not None else []
-        if placed:
-            placement.start()
-        k0, w0, ks0, ws0 = time.process_time(), cpu_seconds(pids), sleeps([os.getpid()]), sleeps(pids)
-        t0 = time.perf_counter()
-        m0 = time.thread_time()
-        made = wf if isinstance(wf, fl.Workflow) else wf()
-        m1 = time.thread_time()
-        run = session.submit(made)
-        m2 = time.thread_time()
-        run.wait()
-        took = time.perf_counter() - t0
-        turns.cpu.append((time.process_time() - k0, cpu_seconds(pids) - w0,
-                          sleeps([os.getpid()]) - ks0, sleeps(pids) - ws0))
-        turns.before.append((m1 - m0, m2 - m1))
-        if placed:
-            turns.where.append(placement.stop())
-        assert run.info().state is fl.Status.SUCCEEDED, run.info().failures()
-        turns.took.append(took)
-        return took
-
-    return once
-
-
-def floor_runner(job: Callable[[], float], turns: Turns, tids: list[int], placed: bool) -> Callable[[], float]:
-    placement = Placement(lambda: tids)
-
-    def once() -> float:
-        if placed:
-            placement.start()
-        took = job()
-        if placed:
-            turns.where.append(placement.stop())
-        turns.took.append(took)
-        return took
-
-    return once
-
-
-def median(xs: list[float]) -> float:
-    return statistics.median(xs) if xs else float("nan")
-
-
-def modes(turns: Turns, n: int) -> str:
-    """How many runs had the chain's two busy threads on one CPU, on two, or moving, with their median."""
-    parts = []
-    for mode in ("one cpu", "two cpus", "moved", "?"):
-        took = [t for t, w in zip(turns.took, turns.where, strict=True) if w == mode]
-        if took:
-            parts.append(f"{len(took)} on {mode} (median {median(took) / n * 1e6:.0f} us)" if mode != "moved"
-                         else f"{len(took)} moved ({median(took) / n * 1e6:.0f} us)")
-    return ", ".join(parts)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smaller workloads, fewer turns")
@@ -277,6 +195,7 @@ def main() -> None:
                     help="start each turn at once, while the DuckDB session may still be writing the history of "
                          "its last run in this process (how this benchmark ran before)")
     args = ap.parse_args()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     if args.no_spin:
         os.environ["FUSELINE_NB_SPIN_US"] = "0"  # read by the sessions' servers and their workers
     chain_n, fan_n, sleep_n = (50, 200, 200) if args.quick else (200, 1000, 1000)
@@ -340,6 +259,8 @@ def main() -> None:
         duck.close()
         tmp.cleanup()
     report(args, shapes, results, strict, flushed, serial, chain_n, sleep_n)
+    end = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"load average (1 min) at the start / the end: {load:.2f} / {end:.2f} on {os.cpu_count()} CPUs")
 
 
 def report(args: argparse.Namespace, shapes: dict[str, tuple[fl.Workflow, int]],

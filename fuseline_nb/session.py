@@ -200,7 +200,7 @@ class Session:
             # the same definition built again (a cell run again) takes the registered schema object
             # (compared with it before making a schema of its own, when it has none yet): the version
             # check, the pool and the broker then know it by identity, not step by step
-            adopted = wf._adopt_unmade(registered)
+            adopted = wf._adopt_unmade(registered, kind)  # (a workflow without a schema: refresh had none)
             wf.to_schema().check_inputs(inputs)  # before anything is shipped
             values = input_values(inputs)
             warn_stale(wf, stacklevel=2, kind=kind[0] if kind else None)

@@ -18,9 +18,13 @@ import fuseline_nb as fl
 from fuseline_nb.workflow import graph as graph_module
 from fuseline_nb.workflow._schema_parts import _EDGE_FIELDS, _STEP_FIELDS, EdgeSchema, StepSchema
 from fuseline_nb.workflow.fingerprint import workflow_fingerprints
-from fuseline_nb.workflow.policies import RetryPolicy
+from fuseline_nb.workflow.policies import RetryPolicy, WorkflowPolicy
 from fuseline_nb.workflow.schema import WorkflowSchema
 from fuseline_nb.workflow.toschema import make_schema, same_schema
+
+
+class Notify(WorkflowPolicy):
+    """A workflow policy (the workflow's policies are part of its schema; a step policy there warns)."""
 
 
 def _made(monkeypatch) -> list[str]:
@@ -76,7 +80,7 @@ def test_an_unchanged_rebuild_takes_the_registered_schema_without_making_one(mon
     ({"k": 5}, 60),                       # the closure of load changed: its fingerprint
     ({"retry": 2}, 20),                   # a step's policies
     ({"cache": False}, 20),               # a step's cache flag
-    ({"policies": [RetryPolicy(max_retries=1)]}, 20),  # the workflow's policies
+    ({"policies": [Notify()]}, 20),  # the workflow's policies
 ])
 def test_a_rebuild_that_differs_in_anything_makes_its_own_schema_and_runs_it(monkeypatch, change, result):
     made = _made(monkeypatch)
@@ -124,7 +128,7 @@ def _shapes() -> list[fl.Workflow]:
     _ = (s - "r") >> rgt
     _ = (lft | rgt) >> j
     lft.cache = False
-    branchy = fl.Workflow(outputs=[j, rgt], workflow_id="branchy", policies=[RetryPolicy(max_retries=1)])
+    branchy = fl.Workflow(outputs=[j, rgt], workflow_id="branchy", policies=[Notify()])
 
     class Retried(fl.Step):
         policies = [RetryPolicy(max_retries=2)]  # set in the class body: the schema holds them too

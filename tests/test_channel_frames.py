@@ -327,3 +327,59 @@ def test_a_spin_gives_its_cpu_to_the_other_side_when_they_share_one(monkeypatch,
         assert used < 0.02, f"the spin used {used * 1e3:.1f} ms of CPU while the other side needed 50 on its CPU"
     else:  # the check that this test can fail: a spin that does not give way competes for the CPU
         assert used > 0.02, f"a plain spin used only {used * 1e3:.1f} ms"
+
+
+def _sleeps_of(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("voluntary_ctxt"))
+
+
+def _asleep(pid: int) -> bool:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] == "S"
+
+
+def _request_then_wait(conn: Any, how: str) -> None:
+    """A worker's side: send a request, then wait for the reply (``FrameReader.next``, or a bare blocking read)."""
+    reader = FrameReader(conn)
+    pid = os.getpid()
+    before = _sleeps_of(pid)
+    send(conn, ("request", None))
+    if how == "next":
+        reader.next()
+    else:
+        while not reader.read():
+            pass
+    send(conn, ("slept", _sleeps_of(pid) - before))
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="counts sleeps from /proc (Linux)")
+@pytest.mark.parametrize(("how", "sleeps"), [("next", 1), ("bare read", 2)])
+def test_a_side_waiting_for_its_reply_sleeps_once_not_again_when_its_request_is_read(how, sleeps):
+    # A process asleep in read() on a socket is woken when the other side reads what it wrote (room to
+    # write), finds nothing and sleeps again: a second wake-up per round trip. FrameReader.next() sleeps in
+    # poll() for data, which that wake-up does not end. ("bare read" shows the kernel's behaviour it avoids.)
+    ctx = multiprocessing.get_context("spawn")
+    a, b = ctx.Pipe()
+    child = ctx.Process(target=_request_then_wait, args=(b, how))
+    child.start()
+    try:
+        assert a.poll(30)  # the request is written; the child goes on to wait for the reply
+        deadline = time.monotonic() + 30
+        while not _asleep(child.pid):
+            assert time.monotonic() < deadline, "the child never waited"
+            time.sleep(0.001)
+        before = _sleeps_of(child.pid)
+        assert receive(a) == ("request", None)  # room to write on the child's side
+        until = time.monotonic() + 0.5  # a second sleep shows within a moment, or never
+        while _sleeps_of(child.pid) == before and time.monotonic() < until:
+            time.sleep(0.001)
+        send(a, ("reply", None))
+        assert receive(a) == ("slept", sleeps)
+        child.join(30)
+        assert child.exitcode == 0
+    finally:
+        if child.is_alive():
+            child.kill()
+        a.close()
+        b.close()

@@ -502,6 +502,51 @@ class TestReadWrite:
                 assert time.monotonic() < deadline, "the finished run was not written within 2 s"
                 time.sleep(0.01)
 
+    def test_a_run_end_is_written_a_gap_after_it_not_while_the_notebook_takes_it_in(self):
+        with DuckDBRuntimeStorage(":memory:", flush_interval=3600) as st:
+            st.create_run("r1", "wf", "1", {}, ["a"], created_at=0.0)
+            write, written = st._write, []
+            st._write = lambda batch: (written.append(time.monotonic()), write(batch))
+            ended = time.monotonic()
+            st.finalize_run("r1", Status.SUCCEEDED, 1.0)
+            deadline = time.monotonic() + 2
+            while not written:
+                assert time.monotonic() < deadline, "the finished run was not written within 2 s"
+                time.sleep(0.005)
+            assert written[0] - ended >= 0.045  # the gap (50 ms), not at once
+
+    def test_a_flush_is_due_an_interval_after_the_oldest_buffered_event_not_after_the_last_flush(self):
+        with DuckDBRuntimeStorage(":memory:") as first:
+            first.flush()  # pyarrow's warm-up (once per process) done, so the next flusher starts at once
+        with DuckDBRuntimeStorage(":memory:", flush_interval=0.3) as st:
+            write, written = st._write, []
+            st._write = lambda batch: (written.append((time.monotonic(), len(batch.events))), write(batch))
+            time.sleep(0.25)  # the flusher's last look was at its start: an interval is nearly over
+            t0 = time.monotonic()
+            st.create_run("r1", "wf", "1", {}, ["a"], created_at=0.0)
+            for seq in range(1, 51):  # a live run: an event every 20 ms for a second
+                st.record_event(Event("step_queued", "r1", seq, 1.0, "a", Status.PENDING))
+                time.sleep(0.02)
+            st.flush()
+        assert written[0][0] - t0 >= 0.2, written  # not 50 ms in: its first event was only then
+        assert len(written) >= 3 and sum(n for _, n in written) == 50, written  # every interval or so
+
+    def test_a_run_end_waits_for_the_regular_flush_while_another_run_goes_on(self):
+        with DuckDBRuntimeStorage(":memory:", flush_interval=3600) as st:
+            st.create_run("r1", "wf", "1", {}, ["a"], created_at=0.0)
+            st.create_run("r2", "wf", "1", {}, ["a"], created_at=0.0)
+            st.finalize_run("r1", Status.SUCCEEDED, 1.0)
+            time.sleep(0.3)  # six gaps: r2 still goes on, so r1's end waits (for an hour here)
+            assert st._execute("SELECT count(*) FROM fl_runs") == [(0,)]
+            assert [r.state for r in st.list_runs()] == [Status.SUCCEEDED, Status.RUNNING]  # a read flushes
+            st.create_run("r3", "wf", "1", {}, ["a"], created_at=0.0)
+            st.finalize_run("r2", Status.FAILED, 2.0)
+            st.finalize_run("r3", Status.SUCCEEDED, 2.0)  # the last run ends: written soon, with r2's end
+            deadline = time.monotonic() + 2
+            while st._execute("SELECT count(*) FROM fl_runs WHERE state <> 'RUNNING'") != [(3,)]:
+                assert time.monotonic() < deadline, "the last run's end was not written within 2 s"
+                time.sleep(0.01)
+
     def test_history_stays_readable_when_a_result_class_is_gone(self, tmp_path, monkeypatch, caplog):
         (tmp_path / "gone_module.py").write_text("class Model:\n    def __repr__(self):\n        return 'Model()'\n")
         monkeypatch.syspath_prepend(str(tmp_path))

@@ -301,3 +301,54 @@ def test_a_read_changed_in_place_or_rebound_changes_the_fingerprint(cells, setup
     assert _fps(cells) == first
     cells.run(edit)
     assert _fps(cells) != first
+
+
+def test_a_cell_run_again_between_a_rebuild_and_its_submit_is_reported(cells):
+    cells.run("""
+        def step(x=0):
+            return x + 1
+        wf = chain(step, step, step)
+    """)
+    with fl.Session(workers=1) as session:
+        assert session.submit(cells["wf"]).wait(timeout=60) == 1
+        cells.run("wf = chain(step, step, step)")  # the build cell run again: a new workflow, same definition
+        cells.run("""
+            def step(x=0):
+                return x + 10
+        """)  # then the function's cell, before the submit
+        with warnings.catch_warnings(record=True) as told:
+            warnings.simplefilter("always")
+            session.submit(cells["wf"]).wait(timeout=60)
+    assert [str(w.message).split(" holds")[0] for w in told if w.category is StaleDefinitionWarning] == \
+        ["step 's0'", "step 's1'", "step 's2'"]
+
+
+@pytest.mark.parametrize("odd", ["none", "pinned", "custom-policy", "builtin-policy"])
+def test_a_rebuild_with_one_step_pinned_or_holding_a_custom_policy_is_shipped_again(monkeypatch, odd):
+    # a pinned code_version's code and a custom policy's are not in the fingerprints: such a rebuild is
+    # shipped again even when its schema is the same; the check looks at every step, not the first
+    from fuseline_nb.worker import pool as pool_module
+    from fuseline_nb.workflow.policies import RetryPolicy, StepPolicy
+
+    shipped: list[str] = []
+    real = pool_module.ship
+    monkeypatch.setattr(pool_module, "ship", lambda wf: (shipped.append(wf.workflow_id), real(wf))[1])
+
+    class Shout(StepPolicy):
+        def execute(self, step, call):
+            return call()
+
+    def build() -> fl.Workflow:
+        steps = [fl.FunctionStep(_one, name=f"s{i}") for i in range(5)]
+        if odd == "pinned":
+            steps[3].code_version = "v1"
+        elif odd != "none":
+            steps[3].policies = [Shout() if odd == "custom-policy" else RetryPolicy(1)]
+        for a, b in itertools.pairwise(steps):
+            a >> b
+        return fl.Workflow(outputs=[steps[-1]], workflow_id=f"odd-{odd}")
+
+    with fl.Session(workers=1) as session:
+        for _ in range(2):
+            assert session.submit(build()).wait(timeout=60) == 1
+    assert len(shipped) == (2 if odd in ("pinned", "custom-policy") else 1)

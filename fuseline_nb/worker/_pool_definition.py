@@ -24,10 +24,15 @@ TypeError: expected a Workflow, not 'w'
 
 from __future__ import annotations
 
+from itertools import repeat
+from operator import attrgetter, is_not
+
 from ..broker.clients import BrokerClient
 from ..errors import SchemaMismatchError
 from ..workflow.graph import Workflow
 from ..workflow.steps import step_policies
+
+_DICT = attrgetter("__dict__")
 
 
 def same_definition(old: Workflow | None, new: Workflow) -> bool:
@@ -38,8 +43,26 @@ def same_definition(old: Workflow | None, new: Workflow) -> bool:
     if old is None or old is new:
         return False
     builtin = "fuseline_nb.workflow.policies"
-    plain: dict[type, bool] = {}  # class -> it sets neither policies nor code_version itself
-    for step in new.steps.values():
+    if any(type(p).__module__ != builtin for p in new.policies):
+        return False
+    steps = list(new.steps.values())
+    plain: dict[type, bool] = {  # class -> it sets neither policies nor code_version itself
+        cls: getattr(cls, "policies", None) is None and getattr(cls, "code_version", None) is None
+        for cls in set(map(type, steps))}
+    if all(plain.values()):  # what each step holds is in its own dict: a column at a time
+        try:
+            dicts = list(map(_DICT, steps))
+        except AttributeError:  # a step without a __dict__: one at a time below
+            pass
+        else:
+            if any(map(is_not, map(dict.get, dicts, repeat("code_version")), repeat(None))):
+                return False
+            for policies in filter(None, map(dict.get, dicts, repeat("policies"))):  # steps with policies
+                if any(type(p).__module__ != builtin for p in policies):
+                    return False
+            return old.to_schema() == new.to_schema()  # the same object when Session.submit adopted it
+    plain = {}
+    for step in steps:
         cls = type(step)
         bare = plain.get(cls)
         if bare is None:
@@ -56,8 +79,6 @@ def same_definition(old: Workflow | None, new: Workflow) -> bool:
             policies = step_policies(step)
         if policies and any(type(p).__module__ != builtin for p in policies):
             return False
-    if any(type(p).__module__ != builtin for p in new.policies):
-        return False
     return old.to_schema() == new.to_schema()  # the same object when Session.submit adopted it
 
 

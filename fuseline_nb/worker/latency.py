@@ -10,6 +10,9 @@ be clever.
    completed, so a burst of reports costs the kernel one read. The framing
    is ``multiprocessing.Connection.send_bytes``'s (a 4-byte big-endian
    length, then the bytes), so either side may use the other's reader.
+   A worker waiting for its reply sleeps in ``poll``, not in ``read``
+   (:meth:`FrameReader.next`): asleep in ``read`` it was woken a second
+   time per round trip, for nothing, when the kernel read its request.
 2. **Several assignments per round trip** (prefetch). While steps are
    queued, the kernel hands a worker whose recent steps were short several
    assignments at once (:func:`batch_size`): as many as keep it busy for
@@ -194,7 +197,7 @@ class FrameReader:
     100000
     """
 
-    __slots__ = ("_big", "_buf", "_conn", "_filled", "_frames", "_need", "_poller")
+    __slots__ = ("_big", "_buf", "_conn", "_filled", "_frames", "_need", "_poller", "_seen")
 
     def __init__(self, conn: Any) -> None:
         self._conn = conn
@@ -204,6 +207,7 @@ class FrameReader:
         self._filled = 0  # bytes of it read so far
         self._frames: deque[bytes] = deque()  # complete messages not handed out yet (next())
         self._poller: Any = None
+        self._seen = False  # spin() saw data: next() reads without waiting first
 
     def read(self) -> list[bytes]:
         """One read; the messages it completed (maybe none). Raises ``EOFError`` at the end.
@@ -272,17 +276,31 @@ class FrameReader:
         """Wait up to ``seconds`` for data without sleeping (:func:`spin_until`); whether some came."""
         if self._frames:
             return True
+        poll = self._poll().poll
+        self._seen = bool(spin_until(lambda: poll(0), seconds))
+        return self._seen
+
+    def next(self) -> bytes:
+        """Block until a message is complete; return it.
+
+        It sleeps in ``poll`` for data, never in ``read``: a process asleep in
+        ``read`` on a socket is also woken each time the other side reads what
+        this one wrote (the socket's "room to write" wake-up), finds nothing
+        and sleeps again — once per round trip, on the other side's critical
+        path when both share a CPU. ``poll`` for ``POLLIN`` sleeps through it.
+        """
+        while not self._frames:
+            if not self._seen:
+                self._poll().poll()
+            self._seen = False
+            self._frames.extend(self.read())
+        return self._frames.popleft()
+
+    def _poll(self) -> Any:
         if self._poller is None:
             self._poller = select.poll()
             self._poller.register(self._conn.fileno(), select.POLLIN)
-        poll = self._poller.poll
-        return bool(spin_until(lambda: poll(0), seconds))
-
-    def next(self) -> bytes:
-        """Block until a message is complete; return it."""
-        while not self._frames:
-            self._frames.extend(self.read())
-        return self._frames.popleft()
+        return self._poller
 
 
 __all__ = [

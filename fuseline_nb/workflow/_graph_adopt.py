@@ -69,13 +69,13 @@ def adopt_schema(wf: Any, registered: Iterable[WorkflowSchema]) -> bool:
     return False
 
 
-def adopt_unmade(wf: Any, registered: Iterable[WorkflowSchema]) -> bool:
+def adopt_unmade(wf: Any, registered: Iterable[WorkflowSchema], kind: list[Any] | None = None) -> bool:
     """Before ``wf`` made a schema: use the registered one of its id and version when the
     schema it would make equals it (a cell run again), without making its own. Whether it did.
 
     The fingerprints are computed now (an edited global or helper gives
     another one); any difference leaves the workflow as it was, to make
-    its own schema.
+    its own schema. ``kind``: see :func:`~fuseline_nb.workflow.fingerprint._fingerprint_list`.
     """
     if wf._schema_cache is not None:
         return False
@@ -85,7 +85,7 @@ def adopt_unmade(wf: Any, registered: Iterable[WorkflowSchema]) -> bool:
         return False
     with paused_gc():
         if not same_schema(wf._full(), known, wf.name, tuple(map(policy_spec, wf.policies)),
-                           _fingerprint_list(list(wf.steps.values()))):
+                           _fingerprint_list(list(wf.steps.values()), kind)):
             return False
     wf._schema_cache = known
     wf._structure.edges = None  # as to_schema(): the schema holds the edges

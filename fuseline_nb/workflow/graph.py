@@ -28,6 +28,7 @@ from .fingerprint import _fingerprint_list, workflow_fingerprints
 from .gcpause import paused_gc
 from .joins import check_joins
 from .packing import complete, pack, unpack
+from .policies import _workflow_policies
 from .rules import Plan
 from .runners import _CACHED_RUNNER, install_local_runner, local_runner, run_inputs
 from .schema import WorkflowSchema
@@ -111,7 +112,7 @@ class Workflow(Surface):
         self._auto_version = version is None
         self.version = "1" if version is None else str(version)
         self.trace = trace
-        self.policies = list(policies or ())
+        self.policies = _workflow_policies(policies)  # (warns of a step policy: it would apply to no step)
         for policy in self.policies:
             attach = getattr(policy, "attach_to_workflow", None)
             if callable(attach):
@@ -238,9 +239,9 @@ class Workflow(Surface):
         """Use the registered schema equal to this workflow's own (see :func:`._graph_adopt.adopt_schema`)."""
         return adopt_schema(self, registered)
 
-    def _adopt_unmade(self, registered: Iterable[WorkflowSchema]) -> bool:
+    def _adopt_unmade(self, registered: Iterable[WorkflowSchema], kind: list[Any] | None = None) -> bool:
         """Before making a schema, use an equal registered one (see :func:`._graph_adopt.adopt_unmade`)."""
-        return adopt_unmade(self, registered)
+        return adopt_unmade(self, registered, kind)
 
     def fingerprints(self) -> dict[str, str]:
         """``{step: code fingerprint}``, computed now (see :mod:`fuseline_nb.workflow.fingerprint`).

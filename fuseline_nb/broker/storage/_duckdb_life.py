@@ -159,11 +159,22 @@ def flush_loop(ref: weakref.ref[Any], wake: threading.Event, stop: threading.Eve
                full: threading.Event) -> None:
     """The flusher thread: holds the storage only while flushing, so it can be collected.
 
-    It flushes every ``flush_interval``, and sooner when woken (a run ended),
-    but leaves a gap of half an interval (at most 50 ms) after each flush,
-    so back-to-back runs share flushes. ``full`` (the broker waits because
-    the buffer is over its bound, see :mod:`._duckdb_pressure`; or the
-    storage closes) cuts the gap short: the flushes then follow each other.
+    Every change is written within ``flush_interval`` of being made (the
+    crash promise): a flush is due an interval after the oldest event
+    buffered (each broker change comes with events; the storage notes when
+    the first one after a flush was buffered), and at least every interval
+    while none is (what was buffered without an event then). So a run shorter
+    than an interval is not flushed in its middle. It flushes sooner after a
+    run ends: a gap (half an interval,
+    at most 50 ms) after the end, not at once — the notebook is taking in the
+    run's end right then (``Run.wait()`` returning, a read that flushes by
+    itself), and the flush's Python part would compete with it for the GIL.
+    When another run is still going after that gap, the ended one's rows wait
+    for the regular flush instead (back-to-back runs share one flush an
+    interval, not one a run). After each flush it leaves the same gap.
+    ``full`` (the broker waits because the buffer is over its bound, see
+    :mod:`._duckdb_pressure`; or the storage closes) cuts every wait short:
+    the flushes then follow each other.
     """
     _warm_up()
     storage = ref()
@@ -174,11 +185,32 @@ def flush_loop(ref: weakref.ref[Any], wake: threading.Event, stop: threading.Eve
     del storage
     delay = interval
     while True:
-        wake.wait(delay)
-        wake.clear()
-        storage = ref()
-        if storage is None or storage._stopping:
-            return
+        due = time.monotonic() + delay
+        while True:  # until the regular flush is due, the buffer is full, or an ended run's gap is over
+            wake.wait(max(0.0, due - time.monotonic()))
+            wake.clear()
+            storage = ref()
+            if storage is None or storage._stopping:
+                return
+            if full.is_set():
+                break
+            now = time.monotonic()
+            if now >= due:
+                first = storage._first
+                if not first or first + interval <= now:
+                    break
+                due = first + interval  # the events buffered are younger than an interval: not due yet
+            if storage._ended:  # a run ended (finalize_run): soon, not at once
+                storage._ended = False
+                del storage
+                full.wait(gap)
+                storage = ref()
+                if storage is None or storage._stopping:
+                    return
+                if full.is_set() or not storage._queues:  # no other run goes on: write the end now
+                    break
+            del storage
+        storage._ended = False  # this flush writes every end buffered so far
         try:
             storage._flush()
             delay = interval - gap

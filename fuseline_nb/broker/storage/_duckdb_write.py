@@ -60,6 +60,7 @@ def flush_buffered(st: Any) -> None:
             st._cache.write_pending()
         with st._buf_lock:
             batch, st._batch = st._batch, Batch()
+            st._first = 0.0
             if not batch.empty:
                 st._unfinished_at_open = None  # the runs change in the file from here on
         if batch.empty:
@@ -73,6 +74,7 @@ def flush_buffered(st: Any) -> None:
             if kept is not None:
                 with st._buf_lock:  # keep the changes: newer buffered ones win
                     st._batch = kept.merged_with(st._batch)
+                    st._first = 1.0  # overdue: the flusher's back-off decides when it tries again
                 if isinstance(exc, StorageError):
                     raise
                 raise StorageError(f"writing run history to {st.path!r} failed: "
@@ -80,6 +82,7 @@ def flush_buffered(st: Any) -> None:
         except BaseException:
             with st._buf_lock:
                 st._batch = batch.merged_with(st._batch)
+                st._first = 1.0
             raise
         else:
             st._pressure.failed(False)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import weakref
 from collections import deque
 from collections.abc import Iterable
@@ -143,10 +144,10 @@ class DuckDBRuntimeStorage(ManyRows, HistoryReads, RuntimeStorage):
             if self._con is not None:
                 self._con.close()
             raise
-        self._closed = False
-        # wakes the flusher; stops it; says the buffer is over its bound (the flusher skips its gap)
-        self._wake, self._stop, self._full = threading.Event(), threading.Event(), threading.Event()
-        self._stopping = False
+        self._closed = False  # and the flusher's:
+        self._wake, self._stop, self._full = threading.Event(), threading.Event(), threading.Event()  # see flush_loop
+        # closing; a run ended since the last flush; when the oldest event buffered was (0: none): see flush_loop
+        self._stopping, self._ended, self._first = False, False, 0.0
         loop = (weakref.ref(self), self._wake, self._stop, self._full)
         self._thread = threading.Thread(target=flush_loop, args=loop,
                                         name=f"fuseline-duckdb-flush:{Path(self.path).name}", daemon=True)
@@ -156,12 +157,9 @@ class DuckDBRuntimeStorage(ManyRows, HistoryReads, RuntimeStorage):
 
     # -- the choke point ---------------------------------------------------------------
     def _db(self, fn: Any, *args: Any, **kw: Any) -> Any:
-        """Call a duckdb function; every duckdb error leaves here as a StorageError.
-
-        DuckDB turns a Ctrl-C that arrives during a query into ``RuntimeError('Query
-        interrupted')``; it leaves here as the ``KeyboardInterrupt`` it was, so no
-        ``except Exception`` on the way swallows the user's Ctrl-C.
-        """
+        """Call a duckdb function; every duckdb error leaves here as a StorageError. A Ctrl-C DuckDB turned
+        into ``RuntimeError('Query interrupted')`` leaves as the ``KeyboardInterrupt`` it was (no
+        ``except Exception`` on the way swallows it)."""
         wait_warm()  # never call into DuckDB while another thread imports what DuckDB imports
         try:
             return fn(*args, **kw)
@@ -281,6 +279,7 @@ class DuckDBRuntimeStorage(ManyRows, HistoryReads, RuntimeStorage):
             self._require(event.run_id)
         with self._buf_lock:
             self._batch.events.append(event)
+            self._first = self._first or time.monotonic()  # the oldest change buffered (see flush_loop)
         if self._buffered() > self._pressure.bound:  # the flusher is behind: wait (see _duckdb_pressure)
             self._relieve()
 
@@ -290,7 +289,8 @@ class DuckDBRuntimeStorage(ManyRows, HistoryReads, RuntimeStorage):
         with self._buf_lock:
             self._batch.finals[run_id] = (Status(state).value, finished_at)
         self._queues.pop(run_id, None)
-        self._wake.set()  # write the finished run soon, without blocking the broker
+        self._ended = True  # write the finished run soon (see flush_loop), without blocking the broker
+        self._wake.set()
 
     # -- writing -----------------------------------------------------------------------------
     def flush(self) -> None:

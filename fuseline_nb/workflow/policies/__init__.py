@@ -315,6 +315,26 @@ def timeout_seconds(policies: Iterable[Any]) -> float | None:
     return None
 
 
+def _workflow_policies(policies: Iterable[Any] | None) -> list[Any]:
+    """``Workflow(policies=...)`` as a list; a step policy among them is said to apply to no step.
+
+    A workflow runs only workflow policies (hooks around a run); a
+    :class:`StepPolicy` given there was kept and ignored without a word, so
+    ``Workflow(..., policies=[RetryPolicy(3)])`` retried nothing.
+    """
+    out = list(policies or ())
+    for policy in out:
+        if isinstance(policy, StepPolicy):
+            import warnings
+
+            warnings.warn(
+                f"Workflow(policies=...) got {policy!r}, a step policy: a workflow applies only workflow "
+                f"policies (WorkflowPolicy), so no step gets it. Give it to the steps instead: "
+                f"FunctionStep(f, policies=[{policy!r}]), MyStep(policies=[...]) or policies = [...] in a "
+                f"Step class", UserWarning, stacklevel=3)
+    return out
+
+
 __all__ = [
     "FailureAction",
     "FailureDecision",

@@ -203,14 +203,13 @@ class Handing:
                 except Exception as exc:
                     out = [exc if e is None else e for e in out]
                 return out, self._take(worker_id, n)
-            events = fx.events
             try:
                 self._write(fx)  # the reports' writes: what they queued is in the storage's queue now
             except Exception as exc:  # refused: nothing of the batch is published, as report_steps
                 out = [exc if e is None else e for e in out]
                 fx = Effects()
             else:
-                fx = Effects(events)  # the hand-out's effects after the reports' events
+                fx.written()  # the hand-out's effects after the reports' events
             try:
                 taken = self._hand(worker, now, n, fx)
             finally:

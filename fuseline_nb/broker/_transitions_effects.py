@@ -107,6 +107,18 @@ class Effects:
         run.seq = seq = run.seq + 1
         self.events.append(make_event(kind, run.run_id, seq, at, step, state, worker, attempt, detail))
 
+    def written(self) -> None:
+        """Its ``ops`` were carried out: later ones start a new list (its events stay, not published yet).
+
+        Examples
+        --------
+        >>> fx = Effects(); fx.save("r1", "a", "info"); fx.written(); fx.save("r1", "b", "info")
+        >>> [args[2] for _, args in fx.ops]
+        [[('b', 'info')]]
+        """
+        self.ops = []
+        self._entry = None
+
     def cut(self, ops: int, events: int) -> None:
         """Drop what was added after ``len(ops)`` was ``ops`` and ``len(events)`` was ``events`` (a refused change)."""
         del self.ops[ops:]

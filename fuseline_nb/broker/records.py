@@ -212,7 +212,16 @@ class StepRecords(Mapping[str, StepInfo]):
         info = self.opened.get(step)
         if info is None:
             i = self.index[step]
-            info = self._made(i) if self._has[i] else _fresh()
+            if not self._has[i]:
+                info = _fresh()
+            elif self._attempts[i] or self.state[i] or self.result[i] is not None or i in self.rare:
+                info = self._made(i)
+            else:  # queued, never run (a step's usual first hand-out): PENDING with its queued_at only
+                info = _new(StepInfo)
+                info.__dict__ = d = _PENDING_FIELDS.copy()
+                q = self._times[3 * i]
+                if q == q:
+                    d["queued_at"] = q
             self.opened[step] = info
             self._at[step] = i
         d = info.__dict__

@@ -59,13 +59,13 @@ from ..workflow.runinfo import RunInfo
 from ..workflow.schema import WorkflowSchema
 from ..workflow.status import Status
 from ..workflow.value import Value, values_of
-from ._pipeforms import assignments_from, report_wire
+from ._pipeforms import assignment_from, assignments_from, report_wire
 from .latency import HOLD_SECONDS, FrameReader, Spin, send, send_all
 
 log = logging.getLogger(__name__)
 
 #: Bumped when a message changes shape; a worker of another version is refused.
-PROTOCOL_VERSION: Final = 5
+PROTOCOL_VERSION: Final = 6  # 6: values in reports and assignments travel as their fields (_pipeforms)
 
 RequestKind = Literal[
     "hello", "load_error", "register_worker", "unregister_worker", "get_step", "report_and_get",
@@ -350,7 +350,7 @@ class ChannelClient(BrokerClient):
             if reply is not None:
                 if reply[0] == "assignments" and len(reply) == 2 and len(reply[1]) == 1:  # one step, no refusal
                     x = reply[1][0]  # (what _took and the lines below do with a batch of one)
-                    a = x if x.__class__ is StepAssignment else StepAssignment(*x)
+                    a = assignment_from(x)
                     self._ask_at = 0
                     self._timed = a.timeout is not None
                     if self._held:
@@ -385,7 +385,7 @@ class ChannelClient(BrokerClient):
         The worker's bookkeeping of the step it reported happens while the
         kernel handles the report. Otherwise this is :meth:`report_step`.
         ``report`` may be given in its pipe form (``report_wire``'s tuple,
-        its result a :class:`Value` already): a pool worker makes no dataclass.
+        its result a :class:`Value` in its pipe form, ``value_wire``): a pool worker makes no dataclass.
         """
         if report.__class__ is not tuple:
             report = report_wire(self._with_value(report))  # type: ignore[arg-type]

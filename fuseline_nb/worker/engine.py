@@ -40,6 +40,7 @@ from ..running.execute import StepOutcome, attempt
 from ..workflow.graph import Workflow
 from ..workflow.status import Status
 from ..workflow.value import Value, opened_all, preview
+from ._pipeforms import value_wire
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +132,12 @@ def report_fields(a: StepAssignment, out: StepOutcome, text_state: bool) -> tupl
             action = safe_text(action)  # a str result holding a lone surrogate (a file name) names no action
     # texts that always encode (a surrogate from a file name would make the report unsendable)
     trace, checks = out.traceback, out.conditions
-    return (a.workflow_id, a.instance_id, a.step_name, state._value_ if text_state else state, value, a.attempt,
+    if text_state:  # the pipe's form: a value as its fields (_pipeforms.value_wire)
+        return (a.workflow_id, a.instance_id, a.step_name, state._value_, None if value is None else
+                value_wire(value), a.attempt, None if error is None else safe_text(error),
+                None if trace is None else safe_text(trace), action, out.started_at, out.finished_at,
+                _checks(checks) if checks else None)
+    return (a.workflow_id, a.instance_id, a.step_name, state, value, a.attempt,
             None if error is None else safe_text(error), None if trace is None else safe_text(trace), action,
             out.started_at, out.finished_at, _checks(checks) if checks else None)
 

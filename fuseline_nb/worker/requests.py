@@ -44,6 +44,7 @@ class Requests:
     _sel: selectors.BaseSelector
     _handlers: dict[str, Callable[..., Reply]]
     _deferred: Callable[[], AbstractContextManager[None]]  # the client's deferred_events
+    _block: AbstractContextManager[None] | None  # what it answers, when that is one reusable object
 
     if TYPE_CHECKING:  # the server's own (handing out work, tracking reports, closing a pipe)
         def _offer(self, ep: Endpoint, kind: str, worker_id: str | None, wait: bool,
@@ -80,7 +81,8 @@ class Requests:
         if not frames:  # part of a message: the rest comes with a later read
             return True
         frames.reverse()
-        with self._deferred():  # answers leave before the broker's events reach its listeners
+        # answers leave before the broker writes its history and its events reach the listeners
+        with self._block if self._block is not None else self._deferred():
             self._requests(ep, frames)
         return True
 
@@ -111,7 +113,8 @@ class Requests:
                 if kind == "reports":
                     continue
                 try:  # the hot path of every worker: straight to the broker, no handler lookup
-                    reply = self._reports_and_get(ep, wid, reports, *args[2:])
+                    reply = self._offer(ep, "get_step", wid, args[2], reports) if len(args) == 3 \
+                        else self._reports_and_get(ep, wid, reports, *args[2:])
                 except Exception as exc:  # the worker gets the broker's error as a value
                     reply = ("error", type(exc).__name__, str(exc))
                 reports = []

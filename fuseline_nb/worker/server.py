@@ -25,6 +25,7 @@ import os
 import selectors
 import threading
 import time
+from contextlib import AbstractContextManager
 from typing import Any
 
 from ..broker.base import StepReport
@@ -109,6 +110,9 @@ class ChannelServer(Requests):
         self.ident: int | None = None
         self._handlers = self.handlers()
         self._deferred = client.deferred_events
+        # a broker's block is one reusable object (StorageBroker's is): entered per request without asking again
+        block = client.deferred_events()
+        self._block: AbstractContextManager[None] | None = block if client.deferred_events() is block else None
     # -- control, from any thread ---------------------------------------------------------
     def start(self) -> None:
         """Start the serving thread."""
@@ -322,7 +326,13 @@ class ChannelServer(Requests):
         as a lone ``report_step`` would. Otherwise it is the answer (an error).
         """
         if reports is not None:
-            ep.step_seconds = self._longest(reports)  # the batches of a worker whose steps turn out long shrink
+            if len(reports) == 1:  # (_longest of one report, inline: once per step)
+                r = reports[0]
+                started, finished = r.started_at, r.finished_at
+                ep.step_seconds = finished - started if started is not None and finished is not None \
+                    and finished > started else 0.0
+            else:
+                ep.step_seconds = self._longest(reports)  # the batches of a worker whose steps turn out long shrink
             if self._draining or not wait:  # at once; what an early ask holds is counted after its reports
                 self._record(ep, worker_id, reports)
                 reports = None
@@ -357,7 +367,7 @@ class ChannelServer(Requests):
                 want = max(1, want - held) if wait else max(0, want - held + 1)
             if reports is not None:  # one step for a waiting worker: its reports and the hand-out, one call
                 refused, batch = self.client.report_and_get(worker_id, reports, want)
-                last = self._refusal(ep, refused)
+                last = refused[-1] if len(refused) == 1 else self._refusal(ep, refused)
                 refusal = None if last is None else (type(last).__name__, str(last))
             else:
                 batch = self.client.get_steps(worker_id, want) if want > 0 else []

@@ -46,9 +46,11 @@ def input_values(inputs: Mapping[str, Any]) -> dict[str, Value]:
 
 def overtaken_message(wf: Workflow, runs: list[str]) -> str:
     """What a submit of an edited workflow says about its runs still going."""
-    return (f"run(s) {', '.join(runs)} of workflow {wf.workflow_id!r} are still going: the workers get this "
-            "edited definition now, so their remaining steps run the new code (and store nothing in the cache); "
-            "cancel them first (run.cancel()) to keep each run to one version of the code")
+    return (f"run(s) {', '.join(runs)} of workflow {wf.workflow_id!r} are still going: this definition has their "
+            "structure (step names and edges) and other code, so the workers get it in their place and their "
+            "remaining steps run the new code (and store nothing in the cache); cancel them first (run.cancel()) "
+            "to keep each run to one version of the code, or give a workflow built apart (by one function with "
+            "other parameters) its own workflow_id= to run both side by side")
 
 
 def not_a_workflow(obj: Any) -> str:

@@ -136,3 +136,34 @@ def test_an_edited_class_of_a_global_object_that_is_no_plain_object_changes_the_
         cells.run(cell.format(k=k))
         prints.append(fl.Workflow(outputs=[fl.FunctionStep(cells["f"], name="f")]).fingerprints()["f"])
     assert prints[0] != prints[1] == prints[2]
+
+
+def _pipeline(k: int, workflow_id: str | None = None) -> fl.Workflow:
+    import time
+
+    def load(x):
+        time.sleep(0.3)
+        return x * k
+
+    def after(v=fl.Depends(load)):
+        return (v, k)
+
+    return fl.Workflow(outputs=[fl.FunctionStep(after)], workflow_id=workflow_id)
+
+
+@pytest.mark.slow
+def test_two_workflows_built_by_one_function_say_how_to_run_them_side_by_side() -> None:
+    # Two pipelines from one factory have one structure, so one derived id and version: the second submit
+    # takes the first's place on the workers (its run then returns the second's results). The warning
+    # said "edited definition" — nothing was edited — and not what to do; with their own ids both are right.
+    with fl.Session(None, workers=2) as session:
+        first = session.submit(_pipeline(1), {"x": 10})
+        with pytest.warns(UserWarning, match=(
+                rf"run\(s\) {first.id} of workflow '.*' are still going: this definition has their structure "
+                r"\(step names and edges\) and other code, .* remaining steps run the new code .* cancel them first"
+                r".* or give a workflow built apart \(by one function with other parameters\) its own workflow_id= "
+                r"to run both side by side")):
+            session.submit(_pipeline(2), {"x": 10})
+        first.wait(timeout=60)
+        apart = [session.submit(_pipeline(k, f"audit7-pipeline-{k}"), {"x": 10}) for k in (1, 2)]
+        assert [r.wait(timeout=60) for r in apart] == [(10, 1), (20, 2)]

@@ -46,7 +46,6 @@ True
 from __future__ import annotations
 
 import json
-import math
 import pickle
 from typing import Annotated, Any, Final
 
@@ -54,6 +53,7 @@ import cloudpickle
 
 from ..errors import ValueLoadError
 from ._previews import _SCALARS, PREVIEW_CHARS, RICH_ROWS, rich_preview, text_preview
+from ._valuewalk import _BUILTIN_CONTAINERS, _builtin_only, _plain_json, _scalar_json
 from .datafingerprint import data_fingerprint, scalar_fingerprint
 
 #: Values pickled larger than this get no text preview (their repr may be slow), tables and arrays excepted.
@@ -61,19 +61,8 @@ PREVIEW_MAX_BYTES: Final = 1_000_000
 #: Values pickled larger than this get no ``json`` text (walking them is not worth it).
 JSON_MAX_BYTES: Final = 65_536
 
-_MAX_JSON_INT: Final = 2**53
-_MAX_DEPTH: Final = 64
 _NOT_LOADED: Final = object()
 _to_json = json.JSONEncoder().encode  # json.dumps without its per-call keyword handling
-_json_str = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
-def _utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def preview(value: Any, limit: int = PREVIEW_CHARS) -> str:
     """A short, safe text of ``value``: its ``repr`` (long containers elided), cut to ``limit``.
 
@@ -96,57 +85,6 @@ def preview(value: Any, limit: int = PREVIEW_CHARS) -> str:
         text = value.preview
         return text if len(text) <= limit else text[: limit - 1] + "…"
     return text_preview(value, limit)
-
-
-def _plain_json(v: Any, depth: int = 0) -> bool:
-    t = type(v)
-    if t is str:  # a lone surrogate (an undecodable file name) is not JSON text: it travels pickled
-        return v.isascii() or _utf8(v)
-    if v is None or t is bool:
-        return True
-    if t is int:
-        return -_MAX_JSON_INT <= v <= _MAX_JSON_INT
-    if t is float:
-        return math.isfinite(v)
-    if depth >= _MAX_DEPTH:
-        return False
-    if t is list:
-        return all(_plain_json(x, depth + 1) for x in v)
-    if t is dict:
-        return all(type(k) is str and _plain_json(x, depth + 1) for k, x in v.items())
-    return False
-
-
-def _scalar_json(obj: Any) -> str | None:
-    """The JSON text of a plain scalar that round-trips exactly (same text as ``json.dumps``), else ``None``
-    (complex, bytes, a big int, a float that is not finite, a str with a lone surrogate)."""
-    if obj is None:
-        return "null"
-    t = type(obj)
-    if t is bool:
-        return "true" if obj else "false"
-    if t is int:
-        return int.__repr__(obj) if -_MAX_JSON_INT <= obj <= _MAX_JSON_INT else None
-    if t is float:
-        return float.__repr__(obj) if math.isfinite(obj) else None
-    if t is str and (obj.isascii() or _utf8(obj)):
-        return _json_str(obj)  # type: ignore[no-any-return]
-    return None
-
-
-_BUILTIN_CONTAINERS: Final = frozenset({dict, list, tuple, set, frozenset})
-
-
-def _builtin_only(obj: Any, depth: int = 0) -> bool:
-    """Whether ``obj`` is builtin scalars in builtin containers (stdlib pickle writes the same bytes)."""
-    t = type(obj)
-    if t in _SCALARS:
-        return True
-    if t not in _BUILTIN_CONTAINERS or depth > 8 or len(obj) > 256:
-        return False
-    if t is dict:
-        return all(_builtin_only(k, depth + 1) and _builtin_only(v, depth + 1) for k, v in obj.items())
-    return all(_builtin_only(x, depth + 1) for x in obj)
 
 
 def dumps(obj: Any) -> bytes:

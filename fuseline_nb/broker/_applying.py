@@ -16,8 +16,9 @@ are made at once: the queue (``enqueue``, the ``enqueue_steps`` half of a
 ``queued`` entry), the cache store, new workflows and runs. The history
 writes — step records and results (``steps``, ``save_step``,
 ``set_result``, the ``save_steps`` half of ``queued``), a run's end
-(``finalize_run``), the events' recording — and the closing of the records
-wait in the outbox's :attr:`~fuseline_nb.broker._outbox.Outbox.later`, in
+(``finalize_run``), the making and recording of the events (an
+``Effects(raw=True)`` keeps them as their fields) — and the closing of the
+records wait in the outbox's :attr:`~fuseline_nb.broker._outbox.Outbox.later`, in
 order, until the block ends (after the answer left), and are then carried
 out before the block's events are delivered (:meth:`Applier._settle`). A
 broker call outside a block and every read of the history carry them out
@@ -41,6 +42,7 @@ from typing import Any
 from ..workflow.runinfo import StepInfo
 from ._gcfreeze import thaw
 from ._outbox import Outbox
+from ._transitions_effects import made
 from .cache import CacheStore
 from .records import StepRecords
 from .state import LiveState
@@ -93,9 +95,8 @@ class Applier:
         deferring = out._deferring
         if deferring and get_ident() in deferring:
             self._hold(fx)
-            if fx.events:
+            if fx.events:  # made (if raw), recorded and held for delivery when the block ends
                 out.later.append(("record_events", (fx.events,)))
-                out.send(fx.events)  # held: delivered at the end of the block
             return
         if out.later:
             self._settle()  # what a block holds goes first: one order of writes
@@ -155,13 +156,16 @@ class Applier:
         for op, args in later:
             try:
                 if op == "record_events":
-                    s.record_events(args[0])
+                    events = made(args[0])  # an Effects(raw=True)'s events become events now
+                    s.record_events(events)
+                    out.hold(events)
                 elif op == "queued_rows":
                     self._queued_rows(*args)
                 else:
                     do[op](*args)
             except Exception:
-                run = args[0][0].run_id if op == "record_events" and args[0] else args[0]
+                first = args[0][0] if op == "record_events" and args[0] else None
+                run = args[0] if first is None else first[1] if first.__class__ is tuple else first.run_id
                 log.exception("the history of run %s lost a write (%s) made after the answer to its worker: "
                               "the run goes on, its stored history may miss this change", run, op)
         st = self._state

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 from ..errors import StaleReportError, UnknownRunError
 from ..workflow.status import Status
 from . import leases
+from ._outbox import Outbox
 from .base import StepAssignment, StepReport
 from .records import STATE_CODES
 from .state import LiveState, Worker
@@ -63,6 +64,7 @@ class Handing:
     _closed: bool
     _clock: Callable[[], float]
     _lookup: Lookup
+    _out: Outbox
 
     if TYPE_CHECKING:  # the broker's own (core.StorageBroker and its other bases)
         def _apply(self, fx: Effects) -> None: ...
@@ -103,7 +105,7 @@ class Handing:
             self._apply(leases.expire(st, now, self._lookup))
         if n <= 0:
             return []
-        fx = Effects()  # the whole batch's writes and events: applied at once
+        fx = Effects(raw=self._out.holding())  # the whole batch's writes and events: applied at once
         taken = self._hand(worker, now, n, fx)
         self._apply(fx)
         return taken
@@ -166,7 +168,7 @@ class Handing:
                 worker, now = self._reporter(worker_id)
             except Exception as exc:  # a closed broker, an unknown worker: every report is refused
                 return [exc for _ in reports]
-            fx = Effects()
+            fx = Effects(raw=self._out.holding())
             out = self._record(worker, now, reports, fx)
             try:
                 self._apply(fx)
@@ -193,7 +195,7 @@ class Handing:
                 worker, now = self._reporter(worker_id)
             except Exception as exc:  # as report_steps; the hand-out then raises what get_steps would
                 return [exc for _ in reports], self._take(worker_id, n)
-            fx = Effects()
+            fx = Effects(raw=self._out.holding())  # events made after the answer when it answers first
             out = self._record(worker, now, reports, fx)
             if (self.worker_ttl is not None or n <= 0 or st.next_expiry <= now
                     or (st.delayed and st.delayed[0][0] <= now)):

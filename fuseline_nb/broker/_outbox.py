@@ -112,6 +112,11 @@ class Outbox:
             finally:
                 self._delivering -= 1
 
+    def hold(self, events: list[Event]) -> None:
+        """Keep ``events`` (made inside a block, written now) for the next delivery. Call under the lock."""
+        if self._hub._subs:
+            self.held.extend(events)
+
     def deliver(self) -> None:
         """Deliver what is held, in order, each event once.
 

@@ -53,14 +53,28 @@ class Effects:
 ('set_result', 'b'), ('save_step', 'b'), ('save_step', 'c')]
     >>> [op for op, _ in fx.ops]
     ['enqueue', 'queued', 'steps']
+
+    ``Effects(raw=True)`` keeps each event as the arguments of
+    :func:`~fuseline_nb.workflow.events.make_event` (the transitions add
+    them so); :func:`made` makes them events.
+
+    >>> from fuseline_nb.broker.state import Compiled, LiveRun
+    >>> from fuseline_nb import FunctionStep, Workflow
+    >>> run = LiveRun("r1", Compiled(Workflow(outputs=[FunctionStep(abs, name="a")]).to_schema()), {}, 0.0)
+    >>> lazy = Effects(raw=True); lazy.emit(run, 1.0, "run_dispatched", None, None, None, 0, None)
+    >>> lazy.events[0][:3], made(lazy.events)[0].kind
+    (('run_dispatched', 'r1', 1), 'run_dispatched')
     """
 
-    __slots__ = ("_entry", "events", "ops")
+    __slots__ = ("_entry", "events", "ops", "raw")
 
-    def __init__(self, events: list[Event] | None = None) -> None:
+    def __init__(self, events: list[Event] | None = None, raw: bool = False) -> None:
         self.ops: list[tuple[str, tuple[Any, ...]]] = []
         #: ``events`` given: the new events go after those (effects already written, not yet published)
         self.events: list[Event] = [] if events is None else events
+        #: the events are kept as :func:`~fuseline_nb.workflow.events.make_event`'s arguments (a tuple each),
+        #: made once the answer has left (a broker answering first: see ``broker/_applying.py``)
+        self.raw = raw
         self._entry: tuple[str, tuple[str, list[tuple[str, Any]], list[tuple[str, Any]]]] | None = None
 
     @property
@@ -105,7 +119,8 @@ class Effects:
              worker: str | None, attempt: int, detail: dict[str, Any] | None) -> None:
         """Add the run's next event (numbers it: ``run.seq`` advances)."""
         run.seq = seq = run.seq + 1
-        self.events.append(make_event(kind, run.run_id, seq, at, step, state, worker, attempt, detail))
+        args = (kind, run.run_id, seq, at, step, state, worker, attempt, detail)
+        self.events.append(args if self.raw else make_event(*args))  # type: ignore[arg-type]
 
     def written(self) -> None:
         """Its ``ops`` were carried out: later ones start a new list (its events stay, not published yet).
@@ -126,4 +141,12 @@ class Effects:
         self._entry = None
 
 
-__all__ = ["Effects"]
+def made(events: list[Any]) -> list[Event]:
+    """``events`` (of an ``Effects(raw=True)``) made :class:`Event` s, in place; the list is returned."""
+    for i, e in enumerate(events):
+        if e.__class__ is tuple:
+            events[i] = make_event(*e)
+    return events
+
+
+__all__ = ["Effects", "made"]

@@ -121,7 +121,8 @@ def hand_out(st: LiveState, run: LiveRun, step: str, worker: Worker, now: float,
         st.next_expiry = deadline
     fx.save(run_id, step, info)
     run.seq = seq = run.seq + 1
-    fx.events.append(make_event("step_started", run_id, seq, now, step, _RUNNING, label, attempt, None))
+    args = ("step_started", run_id, seq, now, step, _RUNNING, label, attempt, None)
+    fx.events.append(args if fx.raw else make_event(*args))  # type: ignore[arg-type]
     slots = compiled.plan.incoming[step]
     results = run.results.of([e.source for e in slots]) if slots else {}
     payload: Payload = {"workflow_inputs": run.inputs, "results": results, "winners": run.tracker.winners(step)}

@@ -141,9 +141,14 @@ def enqueue(run: LiveRun, steps: Iterable[str], now: float, fx: Effects,
         return
     fresh = records.queue_all(steps, now)  # type: ignore[arg-type]  # in the run's arrays: no StepInfo per queued step
     seq, events = run.seq, fx.events
-    for step in steps:
-        seq += 1
-        events.append(make_event("step_queued", run_id, seq, now, step, _PENDING, None, 0, detail))
+    if fx.raw:  # made after the answer (see Effects)
+        for step in steps:
+            seq += 1
+            events.append(("step_queued", run_id, seq, now, step, _PENDING, None, 0, detail))  # type: ignore[arg-type]
+    else:
+        for step in steps:
+            seq += 1
+            events.append(make_event("step_queued", run_id, seq, now, step, _PENDING, None, 0, detail))
     run.seq = seq
     # an enqueue and a save_step per step (records made as they are saved; one for all when all are fresh)
     fx.ops.append(("queued", (run_id, steps, records, now if fresh else None)))
@@ -226,7 +231,8 @@ def complete(st: LiveState, run: LiveRun, step: str, state: Status, report: Step
     if run.cache is not None:
         detail["cached"] = False  # a run with caching on says so on every step_finished
     run.seq = seq = run.seq + 1
-    fx.events.append(make_event("step_finished", run_id, seq, now, step, state, info.worker, info.attempts, detail))
+    args = ("step_finished", run_id, seq, now, step, state, info.worker, info.attempts, detail)
+    fx.events.append(args if fx.raw else make_event(*args))  # type: ignore[arg-type]
     changes = run.tracker.finish(step, outcome)
     if changes is not NOTHING:
         apply(st, run, changes, now, fx, lookup)

@@ -167,3 +167,66 @@ def test_two_workflows_built_by_one_function_say_how_to_run_them_side_by_side() 
         first.wait(timeout=60)
         apart = [session.submit(_pipeline(k, f"audit7-pipeline-{k}"), {"x": 10}) for k in (1, 2)]
         assert [r.wait(timeout=60) for r in apart] == [(10, 1), (20, 2)]
+
+
+FUNCTION_ATTRIBUTE = """
+    def helper(x):
+        return x * helper.factor
+    helper.factor = 1
+    def f(x):
+        return helper(x)
+    wf = fl.Workflow(outputs=[fl.FunctionStep(f, name='f')], workflow_id='audit7-function-attribute')
+"""
+
+
+def test_an_attribute_set_on_a_function_changes_the_fingerprint(cells: Cells) -> None:
+    cells.run(FUNCTION_ATTRIBUTE)
+    prints = [cells["wf"].fingerprints()["f"]]
+    for k in (2, 2, 3):
+        cells.run(f"helper.factor = {k}")
+        prints.append(fl.Workflow(outputs=[fl.FunctionStep(cells["f"], name="f")]).fingerprints()["f"])
+    assert len({prints[0], prints[1], prints[3]}) == 3 and prints[1] == prints[2]
+
+
+@pytest.mark.slow
+def test_an_attribute_set_on_a_function_reaches_the_workers(cells: Cells, tmp_path) -> None:
+    # Before: `helper.factor = 3` in a cell was not seen (a function counted by its code, defaults and
+    # closure, not its attributes): the workers kept factor 2 and the cache served 20 for 30.
+    cells.run(FUNCTION_ATTRIBUTE)
+    with fl.Session(tmp_path / "h.duckdb", workers=1, cache=True) as session:
+        for k in (2, 3, 2):
+            cells.run(f"helper.factor = {k}")
+            got = (cells["wf"].run({"x": 10}), session.submit(cells["wf"], {"x": 10}).wait(timeout=60))
+            assert (k, got) == (k, (10 * k, 10 * k))
+
+
+CACHED_HELPER = """
+    import functools
+    @functools.cache
+    def helper(x):
+        return x * {k}
+    def f(x):
+        return helper(x)
+    wf = fl.Workflow(outputs=[fl.FunctionStep(f, name='f')], workflow_id='audit7-cached-helper')
+"""
+
+
+def test_an_edited_helper_under_functools_cache_changes_the_fingerprint(cells: Cells) -> None:
+    prints = []
+    for k in (2, 3, 3):
+        cells.run(CACHED_HELPER.format(k=k))
+        prints.append(cells["wf"].fingerprints()["f"])
+    assert prints[0] != prints[1] == prints[2]
+
+
+@pytest.mark.slow
+def test_a_helper_under_functools_cache_runs_on_the_workers_and_its_edit_reaches_them(cells: Cells, tmp_path) -> None:
+    # Before: the wrapper pickled by name (__main__.helper), so the workflow could not be loaded in a worker
+    # ("cannot be loaded in a worker process (AttributeError: Can't get attribute 'helper' ...)") — and from
+    # then on every submit of the session, of any workflow, raised that error; and an edit of the helper did
+    # not change the fingerprint.
+    with fl.Session(tmp_path / "h.duckdb", workers=1, cache=True) as session:
+        for k in (2, 3, 2):
+            cells.run(CACHED_HELPER.format(k=k))
+            got = (cells["wf"].run({"x": 10}), session.submit(cells["wf"], {"x": 10}).wait(timeout=60))
+            assert (k, got) == (k, (10 * k, 10 * k))

@@ -28,9 +28,14 @@ from ._fingerprint_code import code_digest, global_names, is_user, library
 from .depends import label
 from .steps import WIRING_ATTRIBUTES, Depends, FunctionStep, Step
 
+_CACHE_WRAPPER: Any = functools._lru_cache_wrapper  # type: ignore[attr-defined]  # what functools.cache returns
 #: What :meth:`_Walker.function` reads of a function besides its globals and closure cells.
 _FUNCTION_READS = ("__code__", "__defaults__", "__kwdefaults__", "__closure__", "__qualname__", "__module__")
 _ABSENT: Any = object()  # what a witness reads where nothing is bound (a global not defined, an empty cell)
+
+
+def _length(holder: Any, _key: Any, _default: Any) -> int:
+    return len(holder)
 
 
 def _cell_contents(cell: Any, _key: Any, default: Any) -> Any:
@@ -126,6 +131,9 @@ class _Walker:
                 self.parts.append(library(obj.__name__))
         elif isinstance(obj, (types.BuiltinFunctionType, types.MethodWrapperType)):
             self.parts.append(f"builtin {getattr(obj, '__module__', None)}.{obj.__qualname__}")
+        elif isinstance(obj, _CACHE_WRAPPER):  # functools.cache / lru_cache: the function it wraps
+            self.parts.append("cached")
+            self.obj(obj.__wrapped__)  # type: ignore[attr-defined]
         elif isinstance(obj, types.MethodType):
             self.volatile()
             self.parts.append("method")
@@ -148,6 +156,12 @@ class _Walker:
         self.parts.append(f"def {fn.__qualname__} {code_digest(code)}")
         self.value(fn.__defaults__)
         self.value(fn.__kwdefaults__)
+        attrs = fn.__dict__  # ``helper.factor = 3``: attributes set on a function are data its code may read
+        self.read(_length, attrs, None, len(attrs))  # (one added or removed)
+        for key in sorted(attrs):
+            self.read(dict.get, attrs, key, attrs[key])
+            self.parts.append(f"attribute {key}")
+            self.value(attrs[key])
         for name, cell in zip(code.co_freevars, fn.__closure__ or (), strict=False):
             try:
                 contents = cell.cell_contents

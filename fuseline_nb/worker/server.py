@@ -254,7 +254,7 @@ class ChannelServer(Requests):
         """Look for the next request without sleeping, for a moment after handing out work."""
         until, self._spin_until = self._spin_until, 0.0
         select = self._sel.select
-        return spin_until(lambda: select(0), until - time.perf_counter())
+        return spin_until(lambda: select(0), until - time.perf_counter(), self.spin)
 
     def _take_pending(self) -> None:
         with self._pending_lock:

@@ -274,6 +274,17 @@ class _Walker:
                 parts.append(f"data {type(value).__qualname__} {data_fingerprint(value)}")
             except Exception:  # cannot be pickled: its type is all there is (docs: use code_version)
                 parts.append(f"opaque {type(value).__module__}.{type(value).__qualname__}")
+            self.held_functions(value)
+
+    def held_functions(self, value: Any) -> None:
+        """The notebook functions a library object holds (``np.vectorize(f)``'s ``pyfunc``): its pickle
+        names them only (``__main__.f``), so their code counts here."""
+        inner = getattr(value, "__dict__", None)
+        if type(inner) is not dict or len(inner) > _SMALL or is_user(type(value).__module__):
+            return
+        for key in sorted(k for k, v in inner.items() if isinstance(v, types.FunctionType) and is_user(v.__module__)):
+            self.parts.append(f"holds {key}")
+            self.obj(inner[key])
 
 
 #: Types whose values are walked without a look at their class; what counts as code, not a value.

@@ -14,7 +14,7 @@ Examples
 >>> from fuseline_nb.broker.clients import LocalBrokerClient
 >>> wf = Workflow(outputs=[FunctionStep(len, name="n")], workflow_id="bad")
 >>> broker = MemoryBroker()
->>> run_id = broker.dispatch_workflow(wf.to_schema(), {})
+>>> run_id = broker.dispatch_workflow(wf.to_schema(), {"obj": "abc"})
 >>> fail_queued(LocalBrokerClient(broker), wf.to_schema(), "workflow 'bad' cannot be loaded")
 1
 >>> info = broker.get_run(run_id)
@@ -79,4 +79,19 @@ def fail_queued(client: BrokerClient, schema: WorkflowSchema, text: str) -> int:
     return failed
 
 
-__all__ = ["fail_queued", "without"]
+def fail_live(broker: Any, client: BrokerClient, unloadable: dict[Key, tuple[WorkflowSchema, str]]) -> None:
+    """:func:`fail_queued` for each workflow of ``unloadable`` (key -> its schema and why) a live run
+    of ``broker`` belongs to (a run submitted as its load failed: its steps were queued after).
+
+    Examples
+    --------
+    >>> from fuseline_nb.broker import MemoryBroker
+    >>> fail_live(MemoryBroker(), None, {("bad", "1"): (None, "why")})   # no live run: nothing asked
+    """
+    live = {(wf_id, version) for _, wf_id, version in broker.unfinished_runs()}
+    for key in live.intersection(unloadable):
+        if (bad := unloadable.get(key)) is not None:  # (shipped again meanwhile: no longer failed)
+            fail_queued(client, *bad)
+
+
+__all__ = ["fail_live", "fail_queued", "without"]

@@ -50,7 +50,7 @@ from ..workflow.graph import Workflow
 from ..workflow.schema import WorkflowSchema
 from ._pool_definition import check_schema, same_definition
 from ._shipped import let_go, pruned_by, read_back
-from ._unloadable import fail_queued, without
+from ._unloadable import fail_live, fail_queued, without
 from .channel import WorkflowBlob
 from .latency import PREFETCH_DEFAULT
 from .mainguard import check_main_guard
@@ -219,10 +219,7 @@ class WorkerPool:
         (submitted as its load failed) has its queued steps failed here.
         """
         if self._unloadable and self.broker is not None:
-            live = {(wf_id, version) for _, wf_id, version in self.broker.unfinished_runs()}
-            for key in live.intersection(self._unloadable):
-                if (bad := self._unloadable.get(key)) is not None:
-                    fail_queued(self.client, *bad)
+            fail_live(self.broker, self.client, self._unloadable)
         if self.error is None and self._state == "running" and self._server is not None \
                 and not self._server.alive:
             self._sup.error = WorkerError("the thread serving the worker processes has stopped; see the log")

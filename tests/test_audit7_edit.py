@@ -167,3 +167,34 @@ def test_two_workflows_built_by_one_function_say_how_to_run_them_side_by_side() 
         first.wait(timeout=60)
         apart = [session.submit(_pipeline(k, f"audit7-pipeline-{k}"), {"x": 10}) for k in (1, 2)]
         assert [r.wait(timeout=60) for r in apart] == [(10, 1), (20, 2)]
+
+
+FUNCTION_ATTRIBUTE = """
+    def helper(x):
+        return x * helper.factor
+    helper.factor = 1
+    def f(x):
+        return helper(x)
+    wf = fl.Workflow(outputs=[fl.FunctionStep(f, name='f')], workflow_id='audit7-function-attribute')
+"""
+
+
+def test_an_attribute_set_on_a_function_changes_the_fingerprint(cells: Cells) -> None:
+    cells.run(FUNCTION_ATTRIBUTE)
+    prints = [cells["wf"].fingerprints()["f"]]
+    for k in (2, 2, 3):
+        cells.run(f"helper.factor = {k}")
+        prints.append(fl.Workflow(outputs=[fl.FunctionStep(cells["f"], name="f")]).fingerprints()["f"])
+    assert len({prints[0], prints[1], prints[3]}) == 3 and prints[1] == prints[2]
+
+
+@pytest.mark.slow
+def test_an_attribute_set_on_a_function_reaches_the_workers(cells: Cells, tmp_path) -> None:
+    # Before: `helper.factor = 3` in a cell was not seen (a function counted by its code, defaults and
+    # closure, not its attributes): the workers kept factor 2 and the cache served 20 for 30.
+    cells.run(FUNCTION_ATTRIBUTE)
+    with fl.Session(tmp_path / "h.duckdb", workers=1, cache=True) as session:
+        for k in (2, 3, 2):
+            cells.run(f"helper.factor = {k}")
+            got = (cells["wf"].run({"x": 10}), session.submit(cells["wf"], {"x": 10}).wait(timeout=60))
+            assert (k, got) == (k, (10 * k, 10 * k))

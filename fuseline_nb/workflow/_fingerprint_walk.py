@@ -33,6 +33,10 @@ _FUNCTION_READS = ("__code__", "__defaults__", "__kwdefaults__", "__closure__", 
 _ABSENT: Any = object()  # what a witness reads where nothing is bound (a global not defined, an empty cell)
 
 
+def _length(holder: Any, _key: Any, _default: Any) -> int:
+    return len(holder)
+
+
 def _cell_contents(cell: Any, _key: Any, default: Any) -> Any:
     try:
         return cell.cell_contents
@@ -148,6 +152,12 @@ class _Walker:
         self.parts.append(f"def {fn.__qualname__} {code_digest(code)}")
         self.value(fn.__defaults__)
         self.value(fn.__kwdefaults__)
+        attrs = fn.__dict__  # ``helper.factor = 3``: attributes set on a function are data its code may read
+        self.read(_length, attrs, None, len(attrs))  # (one added or removed)
+        for key in sorted(attrs):
+            self.read(dict.get, attrs, key, attrs[key])
+            self.parts.append(f"attribute {key}")
+            self.value(attrs[key])
         for name, cell in zip(code.co_freevars, fn.__closure__ or (), strict=False):
             try:
                 contents = cell.cell_contents

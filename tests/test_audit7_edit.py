@@ -198,3 +198,67 @@ def test_an_attribute_set_on_a_function_reaches_the_workers(cells: Cells, tmp_pa
             cells.run(f"helper.factor = {k}")
             got = (cells["wf"].run({"x": 10}), session.submit(cells["wf"], {"x": 10}).wait(timeout=60))
             assert (k, got) == (k, (10 * k, 10 * k))
+
+
+CACHED_HELPER = """
+    import functools
+    @functools.cache
+    def helper(x):
+        return x * {k}
+    def f(x):
+        return helper(x)
+    wf = fl.Workflow(outputs=[fl.FunctionStep(f, name='f')], workflow_id='audit7-cached-helper')
+"""
+
+
+def test_an_edited_helper_under_functools_cache_changes_the_fingerprint(cells: Cells) -> None:
+    prints = []
+    for k in (2, 3, 3):
+        cells.run(CACHED_HELPER.format(k=k))
+        prints.append(cells["wf"].fingerprints()["f"])
+    assert prints[0] != prints[1] == prints[2]
+
+
+@pytest.mark.slow
+def test_a_helper_under_functools_cache_runs_on_the_workers_and_its_edit_reaches_them(cells: Cells, tmp_path) -> None:
+    # Before: the wrapper pickled by name (__main__.helper), so the workflow could not be loaded in a worker
+    # ("cannot be loaded in a worker process (AttributeError: Can't get attribute 'helper' ...)") — and from
+    # then on every submit of the session, of any workflow, raised that error; and an edit of the helper did
+    # not change the fingerprint.
+    with fl.Session(tmp_path / "h.duckdb", workers=1, cache=True) as session:
+        for k in (2, 3, 2):
+            cells.run(CACHED_HELPER.format(k=k))
+            got = (cells["wf"].run({"x": 10}), session.submit(cells["wf"], {"x": 10}).wait(timeout=60))
+            assert (k, got) == (k, (10 * k, 10 * k))
+
+
+VECTORIZED = """
+    import numpy as np
+    def _times(x):
+        return x * {k}
+    helper = np.vectorize(_times)
+    def f(x):
+        return int(helper(x))
+    wf = fl.Workflow(outputs=[fl.FunctionStep(f, name='f')], workflow_id='audit7-vectorized')
+"""
+
+
+def test_an_edited_function_held_by_a_library_object_changes_the_fingerprint(cells: Cells) -> None:
+    pytest.importorskip("numpy")
+    prints = []
+    for k in (2, 3, 3):
+        cells.run(VECTORIZED.format(k=k))
+        prints.append(cells["wf"].fingerprints()["f"])
+    assert prints[0] != prints[1] == prints[2]
+
+
+@pytest.mark.slow
+def test_an_edited_function_held_by_a_library_object_reaches_the_workers(cells: Cells, tmp_path) -> None:
+    # Before: np.vectorize(_times) counted by its pickle, which names _times only (__main__._times): an edit
+    # of _times changed no fingerprint, the workers kept the old one and the cache served 20 for 30.
+    pytest.importorskip("numpy")
+    with fl.Session(tmp_path / "h.duckdb", workers=1, cache=True) as session:
+        for k in (2, 3):
+            cells.run(VECTORIZED.format(k=k))
+            got = (cells["wf"].run({"x": 10}), session.submit(cells["wf"], {"x": 10}).wait(timeout=60))
+            assert (k, got) == (k, (10 * k, 10 * k))

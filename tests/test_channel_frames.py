@@ -78,8 +78,10 @@ def test_spin_gives_up_after_its_time_and_sees_data_at_once(pipe):
     a, b = pipe
     reader = FrameReader(b)
     t0 = time.perf_counter()
-    assert reader.spin(0.002) is False
-    assert time.perf_counter() - t0 >= 0.002
+    spin = Spin(0.002)
+    assert reader.spin(0.002, spin) is False
+    # its whole time, unless it was taken off its CPU for a while (then it stops: see spin_until)
+    assert time.perf_counter() - t0 >= 0.002 or spin.away >= _spin.AWAY_SECONDS
     send(a, ("ok", None))
     assert reader.spin(1.0) is True
     assert pickle.loads(reader.next()) == ("ok", None)
@@ -301,8 +303,9 @@ def test_a_spin_gives_its_cpu_to_the_other_side_when_they_share_one(monkeypatch,
     # On one CPU with the side it waits for, a plain spin keeps that side from running (it gets the CPU
     # only when the scheduler preempts the spinner): the spinner uses about as much CPU as the other side
     # needs to answer. A spin that gives way between looks lets it answer and uses next to none.
-    if not give_way:
+    if not give_way:  # the plain spin of before: no yield, and on through its time away from the CPU
         monkeypatch.setattr(_spin, "_give_way", lambda: None)
+        monkeypatch.setattr(_spin, "AWAY_SECONDS", float("inf"))
     cpu = sorted(os.sched_getaffinity(0))[0]
     saved = os.sched_getaffinity(0)
     ctx = multiprocessing.get_context("spawn")
@@ -316,8 +319,9 @@ def test_a_spin_gives_its_cpu_to_the_other_side_when_they_share_one(monkeypatch,
         poller = select.poll()
         poller.register(r.fileno(), select.POLLIN)
         used = time.thread_time()
-        assert latency.spin_until(lambda: poller.poll(0), 30.0)
+        latency.spin_until(lambda: poller.poll(0), 30.0)  # (it stops when it finds no answer back on its CPU)
         used = time.thread_time() - used
+        assert poller.poll(30_000), "no answer"
     finally:
         os.sched_setaffinity(0, saved)
         child.join(30)
@@ -327,6 +331,56 @@ def test_a_spin_gives_its_cpu_to_the_other_side_when_they_share_one(monkeypatch,
         assert used < 0.02, f"the spin used {used * 1e3:.1f} ms of CPU while the other side needed 50 on its CPU"
     else:  # the check that this test can fail: a spin that does not give way competes for the CPU
         assert used > 0.02, f"a plain spin used only {used * 1e3:.1f} ms"
+
+
+def _spin_for_a_busy_peer_on_one_cpu(cpu_seconds: float) -> tuple[bool, Spin]:
+    """Spin (30 s at most) for the answer of a child pinned to this CPU that needs ``cpu_seconds`` first.
+
+    Whether the spin saw the answer, and its :class:`Spin` after ``took()``.
+    """
+    cpu = sorted(os.sched_getaffinity(0))[0]
+    saved = os.sched_getaffinity(0)
+    ctx = multiprocessing.get_context("spawn")
+    r, w = ctx.Pipe(duplex=False)
+    ready = ctx.Event()
+    child = ctx.Process(target=_busy_then_write, args=(w, cpu, ready, cpu_seconds))
+    spin = Spin(30.0)
+    try:
+        os.sched_setaffinity(0, {cpu})
+        child.start()
+        assert ready.wait(30)
+        poller = select.poll()
+        poller.register(r.fileno(), select.POLLIN)
+        assert spin.wanted()
+        began = time.perf_counter()
+        seen = bool(latency.spin_until(lambda: poller.poll(0), spin.seconds, spin))
+        assert poller.poll(30_000), "no answer"
+        spin.took(time.perf_counter() - began)
+    finally:
+        os.sched_setaffinity(0, saved)
+        child.join(30)
+        r.close()
+        w.close()
+    return seen, spin
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs CPU affinity (Linux)")
+@pytest.mark.parametrize("learns", [True, False])
+def test_a_spin_answered_only_after_it_left_its_cpu_stops_and_is_not_counted_as_caught(monkeypatch, learns):
+    # The answer of a side that shares the spinner's CPU comes only while the spinner is off that CPU:
+    # spinning cannot catch it, only hand the CPU over (to that side, or to any other process ready there,
+    # a time slice at a time). So the spin stops when it is back without an answer, and such a spin counts
+    # as missed: the next waits sleep at once. (learns=False: the rule patched out, as before: the spin went
+    # on until the answer came within its time, and counted as caught.)
+    if not learns:
+        monkeypatch.setattr(_spin, "AWAY_SECONDS", float("inf"))
+    seen, spin = _spin_for_a_busy_peer_on_one_cpu(0.05)  # 50 ms of CPU: longer than a time slice
+    if learns:
+        assert not seen, "the spin went on after it was back on its CPU without an answer"
+        assert (spin.caught, spin.gave_way) == (0, 1)
+        assert not spin.wanted(), "the next wait should sleep at once"
+    else:  # the check that this test can fail
+        assert seen and (spin.caught, spin.gave_way) == (1, 0) and spin.wanted()
 
 
 def _sleeps_of(pid: int) -> int:

@@ -149,3 +149,23 @@ def test_a_report_with_steps_in_hand_is_held_as_before(served: Any) -> None:
     channel.send_report(wid, StepReport("held", run_id, last.step_name, fl.Status.SUCCEEDED, None, last.attempt))
     _until(lambda: broker.get_run(run_id).state is fl.Status.SUCCEEDED, "the run to end")
     assert calls.calls[0] == "report_and_get" and channel._held == []  # the held ones left with the last
+
+
+def test_workflows_answering_the_report_are_taken_and_the_next_step_asked_for(served: Any) -> None:
+    """The pool got a new workflow while the worker ran: the kernel answers the report with it (a worker holding
+    no step); the worker takes it (on_workflows), then asks again and gets its next step."""
+    from fuseline_nb.worker.shipping import ship
+
+    broker, _calls, server, _ep, channel = served
+    wf = _quick_wf(2, "grow")
+    wid = broker.register_worker([wf.to_schema()])
+    run_id = broker.dispatch_workflow(wf.to_schema())
+    s0 = broker.get_step(wid)
+    server.supervisor.blobs.append(ship(_quick_wf(1, "new")))  # what the pool ships next
+    shipped: list[Any] = []
+    channel.on_workflows = lambda blobs: shipped.append([key for key, _ in blobs]) or wid
+    channel.send_report(wid, StepReport("grow", run_id, s0.step_name, fl.Status.SUCCEEDED, None, s0.attempt))
+    nxt = channel.get_step(wid)
+    assert shipped == [[("new", "1")]]
+    assert nxt is not None and nxt.run_id == run_id and nxt.step_name != s0.step_name
+    assert broker.get_run(run_id).steps[s0.step_name].state is fl.Status.SUCCEEDED

@@ -206,7 +206,7 @@ class ChannelClient(BrokerClient):
         spin = self.spin
         if spin.wanted():
             sent = time.perf_counter()
-            self._reader.spin(spin.seconds)
+            self._reader.spin(spin.seconds, spin)
             reply = pickle.loads(self._reader.next())  # (decode)
             spin.took(time.perf_counter() - sent)
             return reply  # type: ignore[no-any-return]

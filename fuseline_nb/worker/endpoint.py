@@ -44,7 +44,12 @@ class Supervisor(Protocol):
     """What the server asks of its pool."""
 
     def workflow_blobs(self) -> list[WorkflowBlob]:
-        """Every workflow of the pool, in the order they were added."""
+        """Every workflow of the pool, in the order they were added.
+
+        The server asks again only after its ``wake()``, a process came or
+        went, or a process was sent workflows: a pool that adds a workflow
+        wakes the server (and may return the same list, appended to).
+        """
 
     def on_exit(self, ep: Endpoint) -> None:
         """``ep``'s process ended (the server has stopped watching it)."""

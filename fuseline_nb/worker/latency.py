@@ -52,6 +52,12 @@ be clever.
    a plain spin kept the other side from answering until it gave up (chain
    of no-op steps: ~130 µs a step, a sleep each; yielding: ~109, as sleeping
    at once); on two CPUs the yield returns at once (~59 µs, as before).
+   A spin that is back on its CPU after :data:`AWAY_SECONDS` away without
+   its answer stops (and sleeps), and a reply that came only while the
+   spin was away counts as missed: spinning cannot catch the answer of a
+   side that needs the spinner's CPU, and on a busy machine each yield
+   hands another process the CPU for a time slice (every CPU busy with
+   another process: ~430-800 µs a step before, ~280-430 after).
 4. **The two messages of every step travel as their fields' tuple**
    (``fuseline_nb.worker._pipeforms``): a report and an assignment are
    pickled as builtins (no ``__reduce__`` call, no class lookup) and made
@@ -78,7 +84,7 @@ import struct
 from collections import deque
 from typing import Any, Final
 
-from ._spin import MAX_SKIP, SPIN_DEFAULT_US, SPIN_ENV, Spin, spin_seconds, spin_until
+from ._spin import AWAY_SECONDS, MAX_SKIP, SPIN_DEFAULT_US, SPIN_ENV, Spin, spin_seconds, spin_until
 
 #: A worker gets more than one assignment at a time only after steps shorter than this (seconds).
 PREFETCH_BELOW: Final = 0.1
@@ -272,12 +278,15 @@ class FrameReader:
         self._big = None
         return [big]  # type: ignore[list-item]  # a bytearray: pickle.loads takes it as it is
 
-    def spin(self, seconds: float) -> bool:
-        """Wait up to ``seconds`` for data without sleeping (:func:`spin_until`); whether some came."""
+    def spin(self, seconds: float, spin: Spin | None = None) -> bool:
+        """Wait up to ``seconds`` for data without sleeping (:func:`spin_until`); whether some came.
+
+        With ``spin``, its time off the CPU is noted there (``spin.away``) for :meth:`Spin.took`.
+        """
         if self._frames:
             return True
         poll = self._poll().poll
-        self._seen = bool(spin_until(lambda: poll(0), seconds))
+        self._seen = bool(spin_until(lambda: poll(0), seconds, spin))
         return self._seen
 
     def next(self) -> bytes:
@@ -304,6 +313,7 @@ class FrameReader:
 
 
 __all__ = [
+    "AWAY_SECONDS",
     "BATCH_SECONDS",
     "HOLD_SECONDS",
     "MAX_SKIP",

@@ -110,6 +110,7 @@ class ChannelServer(Requests):
         self.ident: int | None = None
         self._handlers = self.handlers()
         self._deferred = client.deferred_events
+        self._blobs: list[Any] | None = None  # the pool's workflows, asked again after wake(), a process change, a send
         # a broker's block is one reusable object (StorageBroker's is): entered per request without asking again
         block = client.deferred_events()
         self._block: AbstractContextManager[None] | None = block if client.deferred_events() is block else None
@@ -132,6 +133,7 @@ class ChannelServer(Requests):
     def wake(self) -> None:
         """Make the loop look at parked workers and pending endpoints now."""
         self._dirty = True
+        self._blobs = None  # the pool may have new workflows (it wakes the loop when it adds one)
         try:
             os.write(self._wake_w, b"!")
         except (BlockingIOError, OSError):  # full (a wake-up is pending anyway) or closed
@@ -190,6 +192,7 @@ class ChannelServer(Requests):
 
     def remove(self, ep: Endpoint) -> None:
         """Stop serving ``ep`` and close its pipe."""
+        self._blobs = None
         self.endpoints.pop(ep.label, None)
         self._parked.pop(ep.label, None)
         for obj in (ep.conn, getattr(ep.process, "sentinel", None)):
@@ -251,13 +254,14 @@ class ChannelServer(Requests):
         """Look for the next request without sleeping, for a moment after handing out work."""
         until, self._spin_until = self._spin_until, 0.0
         select = self._sel.select
-        return spin_until(lambda: select(0), until - time.perf_counter())
+        return spin_until(lambda: select(0), until - time.perf_counter(), self.spin)
 
     def _take_pending(self) -> None:
         with self._pending_lock:
             pending, self._pending = self._pending, []
         for ep in pending:
             self.endpoints[ep.label] = ep
+            self._blobs = None  # a new process: the pool reads back what it let go before it is served
             self._sel.register(ep.conn, selectors.EVENT_READ, ("conn", ep))
             self._sel.register(ep.process.sentinel, selectors.EVENT_READ, ("sentinel", ep))
 
@@ -340,7 +344,9 @@ class ChannelServer(Requests):
             return ("stop",)
         # a worker asking early (not waiting) holds steps: it gets a real batch or none, never workflows
         held = len(self.client.held_by(worker_id)) if not wait and worker_id is not None else 0
-        blobs = self.supervisor.workflow_blobs()
+        blobs = self._blobs
+        if blobs is None:
+            blobs = self._blobs = self.supervisor.workflow_blobs()
         if ep.shipped < len(blobs) and not held:
             if reports is not None:
                 self._record(ep, worker_id, reports)
@@ -348,6 +354,7 @@ class ChannelServer(Requests):
             if ep.shipped == 0:  # a fresh process needs only the latest definition of each
                 new = list({key: (key, blob) for key, blob in new}.values())
             ep.shipped = len(blobs)
+            self._blobs = None  # one more process has them all: the pool may let bytes go at the next ask
             return ("workflows", new)
         if kind == "hello" or worker_id is None:
             if reports is not None:

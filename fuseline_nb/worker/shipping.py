@@ -56,6 +56,7 @@ from ..workflow.graph import Workflow
 from ..workflow.policies import StepTimeoutPolicy
 from ..workflow.schema import WorkflowSchema, refer_to_shipped, remember_shipped
 from ..workflow.steps import Step, step_policies
+from ._cachewrap import CACHE_WRAPPER, reduce_cached
 from .channel import WorkflowBlob
 
 _CLOUDPICKLE_CODE_REDUCE = cloudpickle.Pickler.dispatch_table[types.CodeType]
@@ -187,6 +188,7 @@ class _SourcePickler(cloudpickle.Pickler):
         table = dict(copyreg.dispatch_table)
         table.update(cloudpickle.Pickler.dispatch_table.maps[0])
         table[types.CodeType] = _code_reduce
+        table[CACHE_WRAPPER] = reduce_cached  # a notebook helper under functools.cache: by value
         self.dispatch_table = table  # before the C pickler's __init__, which reads it
         super().__init__(file, protocol=protocol)
 

@@ -28,6 +28,7 @@ from ._fingerprint_code import code_digest, global_names, is_user, library
 from .depends import label
 from .steps import WIRING_ATTRIBUTES, Depends, FunctionStep, Step
 
+_CACHE_WRAPPER: Any = functools._lru_cache_wrapper  # type: ignore[attr-defined]  # what functools.cache returns
 #: What :meth:`_Walker.function` reads of a function besides its globals and closure cells.
 _FUNCTION_READS = ("__code__", "__defaults__", "__kwdefaults__", "__closure__", "__qualname__", "__module__")
 _ABSENT: Any = object()  # what a witness reads where nothing is bound (a global not defined, an empty cell)
@@ -130,6 +131,9 @@ class _Walker:
                 self.parts.append(library(obj.__name__))
         elif isinstance(obj, (types.BuiltinFunctionType, types.MethodWrapperType)):
             self.parts.append(f"builtin {getattr(obj, '__module__', None)}.{obj.__qualname__}")
+        elif isinstance(obj, _CACHE_WRAPPER):  # functools.cache / lru_cache: the function it wraps
+            self.parts.append("cached")
+            self.obj(obj.__wrapped__)  # type: ignore[attr-defined]
         elif isinstance(obj, types.MethodType):
             self.volatile()
             self.parts.append("method")
@@ -270,6 +274,17 @@ class _Walker:
                 parts.append(f"data {type(value).__qualname__} {data_fingerprint(value)}")
             except Exception:  # cannot be pickled: its type is all there is (docs: use code_version)
                 parts.append(f"opaque {type(value).__module__}.{type(value).__qualname__}")
+            self.held_functions(value)
+
+    def held_functions(self, value: Any) -> None:
+        """The notebook functions a library object holds (``np.vectorize(f)``'s ``pyfunc``): its pickle
+        names them only (``__main__.f``), so their code counts here."""
+        inner = getattr(value, "__dict__", None)
+        if type(inner) is not dict or len(inner) > _SMALL or is_user(type(value).__module__):
+            return
+        for key in sorted(k for k, v in inner.items() if isinstance(v, types.FunctionType) and is_user(v.__module__)):
+            self.parts.append(f"holds {key}")
+            self.obj(inner[key])
 
 
 #: Types whose values are walked without a look at their class; what counts as code, not a value.

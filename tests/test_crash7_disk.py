@@ -72,6 +72,15 @@ def main():
     run.wait(timeout=60)
     out["state"] = run.state.name
     out["results"] = {name: hashlib.sha256(step.result).hexdigest() for name, step in run.info().steps.items()}
+    out["run_id"] = run.id
+    if sys.argv[2] == "close":  # closed while the disk is still full: no next try
+        try:
+            session.close()
+            out["close"] = "no error"
+        except StorageError as exc:
+            out["close"] = str(exc)
+        print(json.dumps(out), flush=True)
+        return
     try:
         session.sql("SELECT count(*) FROM runs").fetchall()
         out["read"] = "no error"
@@ -79,7 +88,6 @@ def main():
         out["read"] = str(exc)
     resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))  # space freed
     out["after"] = session.sql("SELECT state FROM runs WHERE run_id = ?", [run.id]).fetchall()[0][0]
-    out["run_id"] = run.id
     session.close()
     print(json.dumps(out), flush=True)
 
@@ -88,15 +96,20 @@ if __name__ == "__main__":
 '''
 
 
-def test_a_full_disk_mid_run_loses_no_result_once_space_is_freed(tmp_path: Path) -> None:
+def _child(tmp_path: Path, mode: str) -> tuple[Path, dict]:
+    """Run the child kernel (``mode``: ``free`` frees the space before closing, ``close`` closes while full)."""
     (tmp_path / "crash7disk.py").write_text(MODULE)
     (tmp_path / "child.py").write_text(CHILD)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
     path = tmp_path / "h.duckdb"
-    done = subprocess.run([sys.executable, str(tmp_path / "child.py"), str(path)], env=env, cwd=tmp_path,
+    done = subprocess.run([sys.executable, str(tmp_path / "child.py"), str(path), mode], env=env, cwd=tmp_path,
                           capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
-    out = json.loads(done.stdout.strip().splitlines()[-1])
+    return path, json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_a_full_disk_mid_run_loses_no_result_once_space_is_freed(tmp_path: Path) -> None:
+    path, out = _child(tmp_path, "free")
     assert out["state"] == "SUCCEEDED", out
     # while the file cannot grow, a read says so, names the file, what to do and that nothing is lost yet
     assert "cannot be written (File too large)" in out["read"], out["read"]
@@ -112,6 +125,23 @@ def test_a_full_disk_mid_run_loses_no_result_once_space_is_freed(tmp_path: Path)
         details = broker.sql("SELECT count(*) FROM events WHERE run_id = ? AND kind = 'step_finished' "
                              "AND detail_json IS NOT NULL", [out["run_id"]]).fetchall()[0][0]
         assert details == 4
+    finally:
+        broker.close()
+
+
+def test_closing_on_a_full_disk_says_what_was_lost_and_keeps_the_runs_end(tmp_path: Path) -> None:
+    # Before: close() wrote the safe form without a word to the caller (an error in the log only).
+    path, out = _child(tmp_path, "close")
+    assert out["state"] == "SUCCEEDED", out
+    assert out["close"].startswith(f"closing the run history {str(path)!r}: it cannot be written (File too large)")
+    assert "what fit was written without results and event details" in out["close"], out["close"]
+    assert "Free space on its disk before closing" in out["close"], out["close"]
+    broker = DuckDBBroker(path)  # what fit: the run's end and its steps' states
+    try:
+        info = broker.get_run(out["run_id"])
+        assert info.state.name == "SUCCEEDED"
+        assert sorted((name, step.state.name) for name, step in info.steps.items()) == [
+            (f"b{i}", "SUCCEEDED") for i in range(4)]
     finally:
         broker.close()
 

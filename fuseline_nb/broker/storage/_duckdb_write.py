@@ -82,7 +82,7 @@ def fault_error(path: str, why: str) -> StorageError:
 CHUNK_ROWS = 50_000
 
 
-def flush_buffered(st: Any) -> None:
+def flush_buffered(st: Any, last: bool = False) -> None:
     """One flush of ``st`` (a :class:`~fuseline_nb.broker.storage.duckdb.DuckDBRuntimeStorage`):
     its buffered batch swapped for an empty one and written through ``st._write``.
 
@@ -90,7 +90,9 @@ def flush_buffered(st: Any) -> None:
     when the file itself refused it (:func:`file_fault`: a full disk) or
     nothing of it could be written, it is kept in the buffer whole (newer
     buffered changes win) and a :class:`~fuseline_nb.errors.StorageError`
-    raised (for a full disk: :func:`fault_error`, saying what to do). Does nothing once ``st`` is closed (the flusher may wake after
+    raised (for a full disk: :func:`fault_error`, saying what to do).
+    ``last`` (``close()``: no next try) writes what fits of a batch the
+    file refuses in the safe form, as for a bad value, and says so. Does nothing once ``st`` is closed (the flusher may wake after
     ``close()`` wrote everything).
     """
     with st._io_lock:
@@ -110,6 +112,15 @@ def flush_buffered(st: Any) -> None:
             st._write(batch)
         except Exception as exc:
             why = file_fault(exc)
+            if why is not None and last:  # closing: no next try, so what fits goes in without its values
+                kept = write_apart(st._write, batch, exc, st.path, hold_faults=False)
+                raise StorageError(
+                    f"closing the run history {st.path!r}: it cannot be written ({why}); "
+                    + ("its last changes are lost" if kept is not None else
+                       "of its last changes, what fit was written without results and event details, "
+                       "the rest is lost (the log names the runs)")
+                    + ". Free space on its disk before closing a session on it: while it is open, "
+                    "the changes wait in memory until they can be written") from exc
             # the file at fault (a full disk): keep every row as it is for the next try, values included
             kept = batch if why is not None else write_apart(st._write, batch, exc, st.path)
             st._pressure.failed(kept is not None)
@@ -269,7 +280,8 @@ def run_script(con: Any, script: str, batch_runs: Any = None,
     return rows[0][0] if rows else None
 
 
-def write_apart(write: Callable[[Batch], None], batch: Batch, first: Exception, path: str) -> Batch | None:
+def write_apart(write: Callable[[Batch], None], batch: Batch, first: Exception, path: str, *,
+                hold_faults: bool = True) -> Batch | None:
     """After a failed flush: write run by run, a run that fails again in its safe form.
 
     One bad value must never block the history: a run whose rows cannot be
@@ -279,7 +291,8 @@ def write_apart(write: Callable[[Batch], None], batch: Batch, first: Exception, 
     parts the file itself refuses (:func:`file_fault`: the disk is full)
     and, when nothing at all can be written (a table is gone), every part
     are kept whole, values included, to be retried with the next batch;
-    that is what is returned then.
+    that is what is returned then. ``hold_faults=False`` (closing) treats
+    a part the file refuses as one with a bad value: its safe form may fit.
     """
     parts = batch.split()
     failed: list[Batch] = []
@@ -291,7 +304,7 @@ def write_apart(write: Callable[[Batch], None], batch: Batch, first: Exception, 
             written += 1
             continue
         except Exception as exc:
-            if file_fault(exc) is not None:
+            if hold_faults and file_fault(exc) is not None:
                 held.append(part)
                 continue
             why = f"{type(exc).__name__}: {safe_str(exc)}"
@@ -304,7 +317,7 @@ def write_apart(write: Callable[[Batch], None], batch: Batch, first: Exception, 
                       part.run_ids(), why)
         except Exception as exc:
             part.safe = False
-            (held if file_fault(exc) is not None else failed).append(part)
+            (held if hold_faults and file_fault(exc) is not None else failed).append(part)
             log.debug("safe form of %s failed too: %s", part.run_ids(), safe_str(exc))
     if failed and not written:
         held += failed

@@ -20,7 +20,9 @@ True
 
 from __future__ import annotations
 
+import errno
 import logging
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -37,20 +39,60 @@ from ._duckdb_schema import write_workflow
 
 log = logging.getLogger(__name__)
 
+#: What DuckDB (or the OS) says when the file itself cannot take a write — the disk, not a value.
+_FILE_FAULT = re.compile(r"No space left on device|File too large|Disk quota exceeded|Read-only file system"
+                         r"|Permission denied|Input/output error")
+_FILE_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
+                          errno.EIO})
+
+
+def file_fault(exc: BaseException | None) -> str | None:
+    """Why the history file (its disk) refused a write, when that is what ``exc`` (or its cause) says; else None.
+
+    Examples
+    --------
+    >>> file_fault(OSError(28, "No space left on device"))
+    'No space left on device'
+    >>> file_fault(StorageError('DuckDB failed on "h.duckdb": Could not write file "h.duckdb.wal": File too large'))
+    'File too large'
+    >>> file_fault(ValueError("cannot convert")) is None
+    True
+    """
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, OSError) and exc.errno in _FILE_ERRNOS:
+            return exc.strerror or errno.errorcode.get(exc.errno or 0, "I/O error")
+        found = _FILE_FAULT.search(safe_str(exc))
+        if found:
+            return found.group(0)
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return None
+
+
+def fault_error(path: str, why: str) -> StorageError:
+    """The error a flush raises while the history file cannot be written (a full disk): what to do, what is kept."""
+    return StorageError(
+        f"the run history {path!r} cannot be written ({why}): free space on its disk (or make the file "
+        "writable again); nothing is lost yet — the changes wait in memory and are written at the next try, "
+        "but they are lost if this process ends before")
+
 
 #: Rows per part of a big flush (see :meth:`._duckdb_batch.Batch.chunks`): each part's Arrow tables
 #: (~100-200 bytes a row, and the Python columns they are made from) exist only while it is written.
 CHUNK_ROWS = 50_000
 
 
-def flush_buffered(st: Any) -> None:
+def flush_buffered(st: Any, last: bool = False) -> None:
     """One flush of ``st`` (a :class:`~fuseline_nb.broker.storage.duckdb.DuckDBRuntimeStorage`):
     its buffered batch swapped for an empty one and written through ``st._write``.
 
     When the batch cannot be written, it is written apart (:func:`write_apart`);
-    when nothing of it could be written, it is kept in the buffer (newer
+    when the file itself refused it (:func:`file_fault`: a full disk) or
+    nothing of it could be written, it is kept in the buffer whole (newer
     buffered changes win) and a :class:`~fuseline_nb.errors.StorageError`
-    raised. Does nothing once ``st`` is closed (the flusher may wake after
+    raised (for a full disk: :func:`fault_error`, saying what to do).
+    ``last`` (``close()``: no next try) writes what fits of a batch the
+    file refuses in the safe form, as for a bad value, and says so. Does nothing once ``st`` is closed (the flusher may wake after
     ``close()`` wrote everything).
     """
     with st._io_lock:
@@ -69,12 +111,25 @@ def flush_buffered(st: Any) -> None:
         try:
             st._write(batch)
         except Exception as exc:
-            kept = write_apart(st._write, batch, exc, st.path)
+            why = file_fault(exc)
+            if why is not None and last:  # closing: no next try, so what fits goes in without its values
+                kept = write_apart(st._write, batch, exc, st.path, hold_faults=False)
+                raise StorageError(
+                    f"closing the run history {st.path!r}: it cannot be written ({why}); "
+                    + ("its last changes are lost" if kept is not None else
+                       "of its last changes, what fit was written without results and event details, "
+                       "the rest is lost (the log names the runs)")
+                    + ". Free space on its disk before closing a session on it: while it is open, "
+                    "the changes wait in memory until they can be written") from exc
+            # the file at fault (a full disk): keep every row as it is for the next try, values included
+            kept = batch if why is not None else write_apart(st._write, batch, exc, st.path)
             st._pressure.failed(kept is not None)
             if kept is not None:
                 with st._buf_lock:  # keep the changes: newer buffered ones win
                     st._batch = kept.merged_with(st._batch)
                     st._first = 1.0  # overdue: the flusher's back-off decides when it tries again
+                if why is not None:
+                    raise fault_error(st.path, why) from exc
                 if isinstance(exc, StorageError):
                     raise
                 raise StorageError(f"writing run history to {st.path!r} failed: "
@@ -225,19 +280,23 @@ def run_script(con: Any, script: str, batch_runs: Any = None,
     return rows[0][0] if rows else None
 
 
-def write_apart(write: Callable[[Batch], None], batch: Batch, first: Exception, path: str) -> Batch | None:
+def write_apart(write: Callable[[Batch], None], batch: Batch, first: Exception, path: str, *,
+                hold_faults: bool = True) -> Batch | None:
     """After a failed flush: write run by run, a run that fails again in its safe form.
 
     One bad value must never block the history: a run whose rows cannot be
     written as they are is written in the safe form (no pickles, no event
     details, numbers clamped; its values stay in memory), and a run that
-    cannot be written even so is dropped with an error in the log. Only
-    when nothing at all can be written (the file is at fault, not a value:
-    the disk is full, a table is gone) is the batch kept to be retried
-    with the next one; that is what is returned then.
+    cannot be written even so is dropped with an error in the log. The
+    parts the file itself refuses (:func:`file_fault`: the disk is full)
+    and, when nothing at all can be written (a table is gone), every part
+    are kept whole, values included, to be retried with the next batch;
+    that is what is returned then. ``hold_faults=False`` (closing) treats
+    a part the file refuses as one with a bad value: its safe form may fit.
     """
     parts = batch.split()
     failed: list[Batch] = []
+    held: list[Batch] = []  # parts the file refused (a full disk): kept whole for the next try
     written = 0
     for part in parts:
         try:
@@ -245,6 +304,9 @@ def write_apart(write: Callable[[Batch], None], batch: Batch, first: Exception, 
             written += 1
             continue
         except Exception as exc:
+            if hold_faults and file_fault(exc) is not None:
+                held.append(part)
+                continue
             why = f"{type(exc).__name__}: {safe_str(exc)}"
         part.safe = True
         try:
@@ -255,15 +317,18 @@ def write_apart(write: Callable[[Batch], None], batch: Batch, first: Exception, 
                       part.run_ids(), why)
         except Exception as exc:
             part.safe = False
-            failed.append(part)
+            (held if hold_faults and file_fault(exc) is not None else failed).append(part)
             log.debug("safe form of %s failed too: %s", part.run_ids(), safe_str(exc))
     if failed and not written:
-        keep = Batch()
-        for part in failed:
-            keep = keep.merged_with(part)
-        return keep
+        held += failed
+        failed = []
     for part in failed:
         log.error("run history %s: the rows of run(s) %s cannot be written, even in a safe form; "
                   "they are left out of the file (%s: %s)", path, part.run_ids(),
                   type(first).__name__, safe_str(first))
+    if held:
+        keep = Batch()
+        for part in held:
+            keep = keep.merged_with(part)
+        return keep
     return None

@@ -369,7 +369,7 @@ class DuckDBRuntimeStorage(ManyRows, HistoryReads, RuntimeStorage):
             if self._closed:
                 return
             try:
-                self._flush()
+                flush_buffered(self, last=True)  # (a full disk: what fits is written in the safe form)
             finally:
                 self._closed = True
                 self._known.clear()  # so a late write on a live run raises StorageClosedError

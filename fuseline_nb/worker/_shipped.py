@@ -63,6 +63,65 @@ def pruned_by(key: Key, in_history: dict[Key, bool]) -> list[Key]:
     return [k for k, kept in in_history.items() if kept and k[0] == key[0] and k != key]
 
 
+def serve(blobs: list[Any], shipped: list[int], stored: Callable[..., bytes | None],
+          pickle_again: Callable[[Key], bytes], in_history: dict[Key, bool], pruned: Collection[Key],
+          by_key: dict[Key, bytes | None]) -> None:
+    """Ready ``blobs`` for the live processes, given how many of them each has (``shipped``).
+
+    A new process (0 shipped) is sent the last bytes of each workflow: they
+    are read back (:func:`read_back`). When every process has them all, the
+    bytes the history keeps are let go (:func:`let_go`), in ``by_key`` too.
+
+    Examples
+    --------
+    >>> blobs, by_key = [(("w", "1"), b"v1")], {("w", "1"): b"v1"}
+    >>> serve(blobs, [1, 1], lambda w, v: b"v1", lambda key: b"again", {("w", "1"): True}, (), by_key)
+    >>> blobs, by_key
+    ([(('w', '1'), None)], {('w', '1'): None})
+    >>> serve(blobs, [0, 1], lambda w, v: b"v1", lambda key: b"again", {("w", "1"): True}, (), by_key)
+    >>> blobs
+    [(('w', '1'), b'v1')]
+    """
+    if 0 in shipped:
+        read_back(blobs, stored, pickle_again, pruned)
+    elif shipped and min(shipped) >= len(blobs) and any(b is not None for _, b in blobs):
+        let_go(blobs, in_history)
+        for key, blob in list(by_key.items()):
+            if blob is not None and in_history.get(key):
+                by_key[key] = None
+
+
+def keep(store: Callable[[str, str, bytes], Any], stored: Callable[..., bytes | None], key: Key, blob: bytes,
+         in_history: dict[Key, bool], pruned: set[Key]) -> None:
+    """Store ``blob`` in the history (``store(workflow_id, version, blob)``) and note whether it kept it.
+
+    The bytes are read back once (``stored``): only bytes the history really
+    keeps are let go later (:func:`let_go`). Storing ``key`` may prune older
+    versions of its workflow id (:func:`pruned_by`): they are no longer kept,
+    and ``pruned`` says so. A history that cannot keep them costs the resume of
+    the workflow's unfinished runs, not the run: a warning, nothing raised.
+
+    Examples
+    --------
+    >>> kept, in_history, pruned = {}, {("w", "1"): True}, set()
+    >>> keep(lambda w, v, b: kept.__setitem__((w, v), b), lambda w, v: kept.get((w, v)),
+    ...      ("w", "2"), b"v2", in_history, pruned)
+    >>> in_history, pruned
+    ({('w', '1'): False, ('w', '2'): True}, {('w', '1')})
+    """
+    try:
+        store(key[0], key[1], blob)
+        in_history[key] = stored(key[0], key[1]) == blob
+        pruned.discard(key)
+        for other in pruned_by(key, in_history):  # the history keeps the latest of a workflow id
+            in_history[other] = False
+            pruned.add(other)
+    except Exception as exc:
+        log.warning("could not keep workflow %r version %r in the history (%s: %s): its unfinished "
+                    "runs will resume only when it is submitted again", key[0], key[1],
+                    type(exc).__name__, exc)
+
+
 def read_back(blobs: list[Any], stored: Callable[..., bytes | None], pickle_again: Callable[[Key], bytes],
               pruned: Collection[Key] = ()) -> None:
     """Give the last entry of each workflow in ``blobs`` its bytes again (for a new process).
@@ -87,4 +146,4 @@ def read_back(blobs: list[Any], stored: Callable[..., bytes | None], pickle_agai
         blobs[i] = (key, blob)
 
 
-__all__ = ["let_go", "pruned_by", "read_back"]
+__all__ = ["keep", "let_go", "pruned_by", "read_back", "serve"]

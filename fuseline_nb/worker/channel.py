@@ -40,7 +40,6 @@ StaleReportError('too late')
 
 from __future__ import annotations
 
-import builtins
 import logging
 import os
 import pickle
@@ -49,9 +48,8 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import replace
-from typing import Any, Final, Literal
+from typing import Any
 
-from .. import errors
 from ..broker.base import StepAssignment, StepReport, WorkerInfo
 from ..broker.clients import BrokerClient
 from ..errors import BrokerUnavailableError
@@ -59,32 +57,21 @@ from ..workflow.runinfo import RunInfo
 from ..workflow.schema import WorkflowSchema
 from ..workflow.status import Status
 from ..workflow.value import Value, values_of
+from ._channelwire import (
+    ONE_WAY,
+    PROTOCOL_VERSION,
+    REPLY_KINDS,
+    REQUEST_KINDS,
+    RequestKind,
+    WorkflowBlob,
+    decode,
+    encode,
+    rebuild_error,
+)
 from ._pipeforms import assignment_from, assignments_from, report_wire
 from .latency import HOLD_SECONDS, FrameReader, Spin, send, send_all
 
 log = logging.getLogger(__name__)
-
-#: Bumped when a message changes shape; a worker of another version is refused.
-PROTOCOL_VERSION: Final = 6  # 6: values in reports and assignments travel as their fields (_pipeforms)
-
-RequestKind = Literal[
-    "hello", "load_error", "register_worker", "unregister_worker", "get_step", "report_and_get",
-    "report_step", "reports", "keep_alive", "dispatch_workflow", "list_workers", "list_workflows", "get_run",
-    "list_runs", "status",
-]
-REQUEST_KINDS: Final[tuple[str, ...]] = (
-    "hello", "load_error", "register_worker", "unregister_worker", "get_step", "report_and_get",
-    "report_step", "reports", "keep_alive", "dispatch_workflow", "list_workers", "list_workflows", "get_run",
-    "list_runs", "status",
-)
-ReplyKind = Literal["ok", "error", "assignments", "workflows", "stop"]
-REPLY_KINDS: Final[tuple[str, ...]] = ("ok", "error", "assignments", "workflows", "stop")
-#: Requests the kernel never answers (a worker holding more work does not wait).
-ONE_WAY: Final = frozenset({"reports"})
-
-#: A workflow as shipped to workers: ``((workflow_id, version), cloudpickle bytes)``.
-WorkflowBlob = tuple[tuple[str, str], bytes]
-
 
 class ChannelClosed(BrokerUnavailableError):
     """The kernel closed the channel or asked the worker to stop.
@@ -94,47 +81,6 @@ class ChannelClosed(BrokerUnavailableError):
     >>> issubclass(ChannelClosed, ConnectionError)
     True
     """
-
-
-# -- codec ----------------------------------------------------------------------------
-def encode(message: tuple[Any, ...]) -> bytes:
-    """The bytes of one pipe message: ``(kind, args...)`` of plain data and broker messages.
-
-    The broker's dataclasses (:class:`StepAssignment`, :class:`StepReport`,
-    ``RunInfo``...) travel as themselves; user data inside them is already a
-    :class:`~fuseline_nb.workflow.value.Value`, which pickles as its bytes,
-    so nothing here pickles a user object again.
-
-    Examples
-    --------
-    >>> decode(encode(("ok", [1, 2])))
-    ('ok', [1, 2])
-    """
-    return pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-
-
-def decode(data: bytes) -> tuple[Any, ...]:
-    """Inverse of :func:`encode` (user values stay closed).
-
-    Examples
-    --------
-    >>> r = StepReport("wf", "r1", "s", Status.SUCCEEDED, Value.of({"n": 1}))
-    >>> back = decode(encode(("report", r)))[1]
-    >>> back == r, back.result.loaded
-    (True, False)
-    """
-    return pickle.loads(data)  # type: ignore[no-any-return]
-
-
-def rebuild_error(type_name: str, message: str) -> Exception:
-    """The exception a broker raised, rebuilt on the other side of the channel."""
-    cls = getattr(errors, type_name, None) or getattr(builtins, type_name, None)
-    if isinstance(cls, type) and issubclass(cls, Exception):
-        try:
-            return cls(message)
-        except Exception:  # a class whose constructor wants more than a message
-            pass
-    return RuntimeError(f"{type_name}: {message}")
 
 
 class ChannelClient(BrokerClient):

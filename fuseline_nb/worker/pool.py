@@ -49,7 +49,7 @@ from ..errors import WorkerError
 from ..workflow.graph import Workflow
 from ..workflow.schema import WorkflowSchema
 from ._pool_definition import check_schema, same_definition
-from ._shipped import let_go, pruned_by, read_back
+from ._shipped import keep, serve
 from ._unloadable import fail_live, fail_queued, without
 from .channel import WorkflowBlob
 from .latency import PREFETCH_DEFAULT
@@ -314,20 +314,9 @@ class WorkerPool:
     def _store(self, key: tuple[str, str], blob: bytes) -> None:
         """Keep the shipped bytes in the broker's history (once per definition), so a reopened
         file resumes its runs; a history that cannot keep them costs the resume, not the run."""
-        if self.broker is None:
-            return
-        try:
-            self.broker.store_definition(key[0], key[1], blob)
-            # read back once: only bytes the history really keeps are let go later (workflow_blobs)
-            self._in_history[key] = self.broker.stored_definition(key[0], key[1]) == blob
-            self._pruned.discard(key)
-            for other in pruned_by(key, self._in_history):  # the history keeps the latest of a workflow id
-                self._in_history[other] = False
-                self._pruned.add(other)
-        except Exception as exc:
-            log.warning("could not keep workflow %r version %r in the history (%s: %s): its unfinished "
-                        "runs will resume only when it is submitted again", key[0], key[1],
-                        type(exc).__name__, exc)
+        if self.broker is not None:
+            keep(self.broker.store_definition, self.broker.stored_definition, key, blob, self._in_history,
+                 self._pruned)
 
     def _keep(self, key: tuple[str, str], wf: Workflow) -> None:
         """Store again bytes the history may have pruned (a workflow edited, then back): its run must resume."""
@@ -342,14 +331,8 @@ class WorkerPool:
         """
         server, broker, blobs = self._server, self.broker, self._blobs
         if server is not None and broker is not None and blobs:
-            shipped = [ep.shipped for ep in list(server.endpoints.values())]
-            if 0 in shipped:  # a new process: it is sent the last bytes of each workflow
-                read_back(blobs, broker.stored_definition, lambda key: ship(self._shipped[key])[1], self._pruned)
-            elif shipped and min(shipped) >= len(blobs) and any(b is not None for _, b in blobs):
-                let_go(blobs, self._in_history)
-                for key, blob in list(self._blobs_by_key.items()):
-                    if blob is not None and self._in_history.get(key):
-                        self._blobs_by_key[key] = None
+            serve(blobs, [ep.shipped for ep in list(server.endpoints.values())], broker.stored_definition,
+                  lambda key: ship(self._shipped[key])[1], self._in_history, self._pruned, self._blobs_by_key)
         return blobs
 
     # -- processes (the supervisor starts, replaces and kills them) ------------------------

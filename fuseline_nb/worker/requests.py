@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..broker.base import StepReport
 from ..broker.clients import BrokerClient
+from ._channelwire import PROTOCOL_VERSION, REQUEST_KINDS, decode
 from ._pipeforms import report_from
-from .channel import PROTOCOL_VERSION, REQUEST_KINDS, decode
 from .endpoint import Endpoint, Reply, Supervisor
 from .latency import send
 

@@ -92,11 +92,19 @@ class StaleReportError(FuselineError, RuntimeError):
 class PicklingError(FuselineError, TypeError):
     """A step (or something it holds) cannot be sent to a worker process.
 
+    When a worker process could not load a shipped workflow,
+    :attr:`workflow_key` names it.
+
     Examples
     --------
     >>> issubclass(PicklingError, TypeError)
     True
+    >>> PicklingError("x").workflow_key is None
+    True
     """
+
+    #: ``(workflow id, version)`` of the workflow a worker process could not load, else ``None``.
+    workflow_key: tuple[str, str] | None = None
 
 
 class ValueLoadError(FuselineError, ValueError):

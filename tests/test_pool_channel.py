@@ -50,7 +50,7 @@ class Pool:
     def on_timeout(self, ep: Endpoint, held: object) -> None:
         raise AssertionError("no timeouts here")
 
-    def on_load_error(self, ep: Endpoint, text: str) -> None:
+    def on_load_error(self, ep: Endpoint, text: str, key: object = None) -> None:
         raise AssertionError(text)
 
 

@@ -8,7 +8,7 @@ import types
 import pytest
 
 import fuseline_nb as fl
-from fuseline_nb.errors import StorageClosedError, StorageError, WorkerError
+from fuseline_nb.errors import StepFailedError, StorageClosedError, StorageError
 from fuseline_nb.examples import build_tour
 
 
@@ -66,7 +66,7 @@ def test_a_run_displays_as_the_live_view() -> None:
 
 
 @pytest.mark.slow
-def test_a_workflow_the_workers_cannot_load_fails_wait_clearly() -> None:
+def test_a_workflow_the_workers_cannot_load_fails_its_run_clearly_and_the_session_goes_on() -> None:
     # A class from a module that exists only in this process is pickled by
     # reference; the worker cannot import it.
     ghost = types.ModuleType("ghost_module_for_test")
@@ -76,10 +76,11 @@ def test_a_workflow_the_workers_cannot_load_fails_wait_clearly() -> None:
     try:
         with fl.Session(workers=1) as session:
             run = session.submit(fl.Workflow(outputs=[ghost.Ghost()], workflow_id="ghost"))
-            with pytest.raises(WorkerError, match="cannot be loaded in a worker process"):
-                run.wait(timeout=60)
-            with pytest.raises(WorkerError):
-                session.submit(build_tour())
+            with pytest.raises(StepFailedError, match="WorkerError: workflow 'ghost' version '1' cannot be loaded "
+                               r"in a worker process \(ModuleNotFoundError: .*ghost_module_for_test"):
+                run.wait(timeout=60, raise_on_failure=True)
+            assert session.pool.error is None  # the ghost is dropped: the next workflow runs on the same pool
+            assert session.submit(build_tour(), {"n": 4, "delay": 0}).wait(timeout=60)["total"] == 6
     finally:
         del sys.modules["ghost_module_for_test"]
 

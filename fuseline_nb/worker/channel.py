@@ -331,9 +331,9 @@ class ChannelClient(BrokerClient):
         reply = self._roundtrip("hello", os.getpid(), PROTOCOL_VERSION)
         return list(reply[1])
 
-    def load_error(self, text: str) -> None:
-        """Tell the kernel the shipped workflows could not be loaded here."""
-        self._roundtrip("load_error", text)
+    def load_error(self, text: str, key: tuple[str, str] | None = None) -> None:
+        """Tell the kernel the shipped workflows could not be loaded here (``key``: the one that failed)."""
+        self._roundtrip("load_error", text, key)
 
     def register_worker(self, workflows: Iterable[WorkflowSchema], name: str | None = None) -> str:
         return str(self._call("register_worker", list(workflows), name))

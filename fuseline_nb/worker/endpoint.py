@@ -60,8 +60,8 @@ class Supervisor(Protocol):
     def on_cancel(self, ep: Endpoint) -> None:
         """The broker says ``ep`` holds a step of a cancelled run: stop its process."""
 
-    def on_load_error(self, ep: Endpoint, text: str) -> None:
-        """``ep`` could not load the shipped workflows."""
+    def on_load_error(self, ep: Endpoint, text: str, key: tuple[str, str] | None = None) -> None:
+        """``ep`` could not load the shipped workflows (``key``: the one that failed, when known)."""
 
     def keep_leases(self) -> None:
         """Extend the leases of the steps live processes hold (called every lease / 3)."""

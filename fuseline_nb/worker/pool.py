@@ -50,6 +50,7 @@ from ..workflow.graph import Workflow
 from ..workflow.schema import WorkflowSchema
 from ._pool_definition import check_schema, same_definition
 from ._shipped import let_go, pruned_by, read_back
+from ._unloadable import fail_live, fail_queued, without
 from .channel import WorkflowBlob
 from .latency import PREFETCH_DEFAULT
 from .mainguard import check_main_guard
@@ -126,6 +127,8 @@ class WorkerPool:
         self._blobs_by_key: dict[tuple[str, str], bytes | None] = {}  # the latest blob of each workflow
         self._in_history: dict[tuple[str, str], bool] = {}  # whether the history has a key's last bytes
         self._pruned: set[tuple[str, str]] = set()  # kept there once, maybe pruned since: store again when sent
+        # workflows a worker process could not load (dropped): their schema and why, until shipped again
+        self._unloadable: dict[tuple[str, str], tuple[WorkflowSchema, str]] = {}
         self._server: ChannelServer | None = None
         self._sup = WorkerSupervisor(self.client, self._start_process, self.processes, max_crashes=max_crashes,
                                      detach=self._detach, held=self._running)
@@ -210,7 +213,13 @@ class WorkerPool:
         return dict(self._server.names) if self._server is not None else {}
 
     def check(self) -> None:
-        """Raise :attr:`error` when the pool cannot run steps."""
+        """Raise :attr:`error` when the pool cannot run steps.
+
+        A run of a workflow the workers could not load that is still live
+        (submitted as its load failed) has its queued steps failed here.
+        """
+        if self._unloadable and self.broker is not None:
+            fail_live(self.broker, self.client, self._unloadable)
         if self.error is None and self._state == "running" and self._server is not None \
                 and not self._server.alive:
             self._sup.error = WorkerError("the thread serving the worker processes has stopped; see the log")
@@ -253,6 +262,7 @@ class WorkerPool:
                 return self._keep(key, wf) if key in self._pruned else None
             check_schema(self.client, wf)
             key, blob = ship(wf)
+            self._unloadable.pop(key, None)  # (shipped again: the workers try it again)
             self._shipped_schema[key] = wf.to_schema()
             if self._blobs_by_key.get(key) == blob:
                 self._shipped[key] = wf
@@ -290,6 +300,7 @@ class WorkerPool:
         """
         wf = load_definition(key, blob)
         with self._lock:
+            self._unloadable.pop(key, None)
             if self._blobs_by_key.get(key) != blob:
                 self._blobs.append((key, blob))
                 self._blobs_by_key[key] = blob
@@ -379,9 +390,28 @@ class WorkerPool:
         """The broker says ``ep`` holds a step of a cancelled run: kill the process (no report), replace it."""
         self._sup.cancelled(ep)
 
-    def on_load_error(self, ep: Endpoint, text: str) -> None:
-        """A worker could not load the shipped workflows: the pool cannot run them."""
-        self._sup.load_failed(ep, text)
+    def on_load_error(self, ep: Endpoint, text: str, key: tuple[str, str] | None = None) -> None:
+        """A worker could not load the shipped workflow ``key``: drop it, fail its runs' queued steps.
+
+        The process ends and is replaced (it is not a crash); no new process
+        is sent those bytes; other workflows go on. Without a key the pool
+        cannot run its workflows (:attr:`error`).
+        """
+        self._sup.load_failed(ep, text, key)
+        if key is None:
+            return
+        with self._lock:  # (a second process failing on the same bytes finds them dropped already)
+            schema = self._shipped_schema.pop(key, None) or self._unloadable.get(key, (None, ""))[0]
+            if schema is None:
+                return
+            self._unloadable[key] = (schema, text)
+            self._blobs = without(self._blobs, key, self._server.endpoints.values() if self._server else ())
+            for table in (self._shipped, self._blobs_by_key, self._in_history):
+                table.pop(key, None)
+            self._pruned.discard(key)
+        if self._server is not None:
+            self._server.wake()  # it asks for the shorter list
+        fail_queued(self.client, schema, text)
 
     def keep_leases(self) -> None:
         """Extend the leases of the steps live worker processes hold (a step may hold the GIL)."""

@@ -47,7 +47,7 @@ class _PoolEngine(ProcessEngine):
             loaded = _load(blobs)
         except PicklingError as exc:
             assert isinstance(self.client, ChannelClient)
-            self.client.load_error(str(exc))
+            self.client.load_error(str(exc), exc.workflow_key)
             raise ChannelClosed(str(exc)) from exc
         new = set(loaded) - set(self._by_key)
         self._by_key.update(loaded)
@@ -107,7 +107,7 @@ def worker_main(conn: Any, label: str, parent_pid: int, log_level: int) -> None:
         try:  # their schemas go back to this kernel only: registering names them, never resends them
             workflows = _load(client.hello())
         except PicklingError as exc:
-            client.load_error(str(exc))
+            client.load_error(str(exc), exc.workflow_key)
             return
         engine = _PoolEngine(client, workflows.values(), name=label)
         client.on_workflows = engine.adopt

@@ -180,8 +180,8 @@ class Requests:
         ep.pid = int(pid)
         return self._offer(ep, "hello", None, True)
 
-    def _load_error(self, ep: Endpoint, text: str) -> Reply:
-        self.supervisor.on_load_error(ep, text)
+    def _load_error(self, ep: Endpoint, text: str, key: tuple[str, str] | None = None) -> Reply:
+        self.supervisor.on_load_error(ep, text, key)
         return ("ok", None)
 
     def _register(self, ep: Endpoint, schemas: Any, name: str | None) -> Reply:

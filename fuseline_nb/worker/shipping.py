@@ -272,11 +272,14 @@ def load(blobs: list[WorkflowBlob], *, by_reference: bool = False) -> dict[tuple
         try:
             wf, ref = _unpickle(data, schema=not by_reference)
         except Exception as exc:
-            raise PicklingError(
+            err = PicklingError(
                 f"workflow {key[0]!r} version {key[1]!r} cannot be loaded in a worker process "
                 f"({type(exc).__name__}: {exc}); a step class or function must be defined in the "
-                "notebook or in a module the worker can import"
-            ) from exc
+                "notebook or in a module the worker can import, and an object of the notebook must not "
+                "pickle by name (a __reduce__ returning a name): its run fails, other workflows go on"
+            )
+            err.workflow_key = key
+            raise err from exc
         if by_reference and ref is not None and not isinstance(wf._schema_cache, _WorkerSchema):
             refer_to_shipped(wf.to_schema(), ref)  # bytes from before the schema travelled on its own
         elif not by_reference:

@@ -123,6 +123,7 @@ class WorkerSupervisor:
         self._lock = threading.RLock()
         self._crashes: dict[tuple[str, str], int] = {}  # (run id, step) -> deaths of its processes
         self._start_failures = 0  # processes in a row that died before they were ready
+        self._load_failed: set[str] = set()  # labels of processes ending because a workflow could not be loaded
         self._state = "new"  # new -> running -> stopping -> stopped
 
     def __repr__(self) -> str:
@@ -211,6 +212,9 @@ class WorkerSupervisor:
         """
         proc = child.process
         code = None
+        if child.label in self._load_failed:  # it told why it ends: a replacement is not sent that workflow
+            self._load_failed.discard(child.label)
+            count = False
         if self._state == "running":  # (while stopping, stop() alone reaps: two threads reaping one
             proc.join(1.0)            # process make one of them believe it still runs)
             code = proc.exitcode
@@ -265,10 +269,17 @@ class WorkerSupervisor:
         self._forget(child)  # assignments of other runs it held go back to the queue
         self._replace()
 
-    def load_failed(self, child: Child, text: str) -> None:
-        """``child`` could not load the shipped workflows: no process can run them."""
+    def load_failed(self, child: Child, text: str, key: tuple[str, str] | None = None) -> None:
+        """``child`` could not load the shipped workflows.
+
+        ``key`` names the one that failed: its owner drops it, and the process
+        (which ends) is replaced without counting as a crash. Without a key no
+        process can run them: :attr:`error` says why.
+        """
         log.error("worker %s: %s", child.label, text)
-        if self.error is None:
+        if key is not None:
+            self._load_failed.add(child.label)
+        elif self.error is None:
             self.error = WorkerError(text)
 
     def keep_leases(self) -> None:

@@ -46,3 +46,27 @@ def test_the_longest_flush_interval_keeps_an_idle_flusher_that_writes_on_read(tm
         assert [r.run_id for r in st.list_runs()] == ["r1"]  # a read writes what is buffered
     finally:
         st.close()
+
+
+def test_reading_a_closed_sessions_history_says_where_it_is_and_how_to_read_it(tmp_path: Path) -> None:
+    # Before: session.sql after close() raised "DuckDBRuntimeStorage('.../h.duckdb') is closed" (an internal name,
+    # nothing to do); a user closing the session and then asking for the figures meets it first.
+    import duckdb
+
+    import fuseline_nb as fl
+    from fuseline_nb.errors import StorageClosedError
+
+    path = str(tmp_path / "h.duckdb")
+    session = fl.Session(path, workers=0)
+    session.close()
+    for read in (lambda: session.sql("SELECT count(*) FROM runs"), session.runs):
+        with pytest.raises(StorageClosedError, match=r"this Session is closed; its history '.*h\.duckdb' is kept: "
+                                                     r"read it with a new fl\.Session\('.*h\.duckdb', workers=0\)"):
+            read()
+    con = duckdb.connect(path, read_only=True)  # what the message says works
+    assert con.sql("SELECT count(*) FROM runs").fetchall() == [(0,)]
+    con.close()
+    memory = fl.Session(":memory:", workers=0)
+    memory.close()
+    with pytest.raises(StorageClosedError, match="this Session is closed; create a new one"):
+        memory.sql("SELECT 1")

@@ -73,3 +73,28 @@ def test_a_first_workflow_the_fresh_workers_cannot_load_leaves_them_running(cell
                 run.wait(timeout=60, raise_on_failure=True)
         assert session.submit(cells["good"], {"x": 1}).wait(timeout=60) == 2
         assert session.pool.error is None and len(session.pool.pids()) == 2
+
+
+def test_a_run_submitted_as_its_workflow_failed_to_load_is_failed_by_the_next_check() -> None:
+    # the race: the load error handled before the run was dispatched (its steps queued after the failing pass)
+    from types import SimpleNamespace
+
+    from fuseline_nb.broker import MemoryBroker
+    from fuseline_nb.worker import WorkerPool
+
+    broker = MemoryBroker()
+    pool = WorkerPool(broker, [], processes=1)
+    wf = fl.Workflow(outputs=[fl.FunctionStep(lambda: 1, name="one")], workflow_id="bad")
+    pool.add_workflow(wf)
+    pool.on_load_error(SimpleNamespace(label="w1"), "workflow 'bad' version '1' cannot be loaded", ("bad", "1"))
+    assert pool.workflow_blobs() == [] and pool.error is None
+    run_id = broker.dispatch_workflow(wf.to_schema())
+    assert broker.get_run(run_id).state is fl.Status.RUNNING
+    pool.check()
+    info = broker.get_run(run_id)
+    assert (info.state, info.steps["one"].error) == (
+        fl.Status.FAILED, "WorkerError: workflow 'bad' version '1' cannot be loaded")
+    pool.add_workflow(fl.Workflow(outputs=[fl.FunctionStep(lambda: 2, name="one")], workflow_id="bad"))
+    live = broker.dispatch_workflow(wf.to_schema())  # shipped again: the workers try it, check leaves it
+    pool.check()
+    assert broker.get_run(live).state is fl.Status.RUNNING

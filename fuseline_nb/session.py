@@ -311,6 +311,7 @@ class Session:
 
     def runs(self) -> list[RunInfo]:
         """Every run the broker knows, oldest first (without step records)."""
+        self._check_readable()
         return self.broker.list_runs()
 
     def subscribe(self, callback: Callable[[Event], None]) -> Callable[[], None]:
@@ -328,7 +329,9 @@ class Session:
         ------
         StorageError
             When this session keeps its history in memory, or ``query`` is not
-            one read-only statement (the refused statement is named).
+            one read-only statement (the refused statement is named);
+            :class:`StorageClosedError` after :meth:`close`, naming the file
+            and how to read it again.
         """
         sql = getattr(self.broker, "sql", None)
         if sql is None:
@@ -338,6 +341,7 @@ class Session:
                 "fl.Session('runs.duckdb', workers=2), or with fl.Session(':memory:') for "
                 "DuckDB history that is not kept"
             )
+        self._check_readable()
         return sql(query, params)
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -375,6 +379,15 @@ class Session:
     def _check_open(self) -> None:
         if self._closed:
             raise StorageClosedError("this Session is closed; create a new one")
+
+    def _check_readable(self) -> None:
+        """A read of a closed session's history says where the history is and how to read it."""
+        if self._closed and self.path not in (None, ":memory:"):
+            raise StorageClosedError(
+                f"this Session is closed; its history {self.path!r} is kept: read it with a new "
+                f"fl.Session({self.path!r}, workers=0) (its .sql, .runs), or duckdb.connect({self.path!r}, "
+                "read_only=True)")
+        self._check_open()
 
     def __enter__(self) -> Session:
         return self

@@ -99,8 +99,9 @@ class DuckDBRuntimeStorage(ManyRows, HistoryReads, RuntimeStorage):
     """
 
     def __init__(self, path: str | os.PathLike[str] = ":memory:", *, flush_interval: float = 0.1) -> None:
-        if flush_interval <= 0:
-            raise ValueError(f"flush_interval must be > 0, not {flush_interval!r}")
+        if not 0 < flush_interval <= threading.TIMEOUT_MAX:  # (nan: a flusher spinning; inf: one that dies)
+            raise ValueError(f"flush_interval must be > 0, not {flush_interval!r}: a number of seconds, "
+                             f"at most {threading.TIMEOUT_MAX:g} (reads, flush() and close() write at once anyway)")
         self.path = os.fspath(path)
         require_utf8(self.path)
         self.flush_interval = float(flush_interval)

@@ -56,7 +56,7 @@ def _history(broker, run_id: str) -> tuple[list, list]:
 
 
 def test_the_default_bound():
-    assert Pressure().bound == MAX_BUFFERED_ROWS == 1_000_000
+    assert Pressure().bound == MAX_BUFFERED_ROWS == 3_000_000
 
 
 def test_a_slow_flush_holds_the_broker_back_and_loses_nothing(tmp_path):

@@ -41,9 +41,11 @@ import time
 from collections.abc import Callable
 
 #: Rows (step records, events, results) the buffer may hold before the broker waits for the flusher:
-#: ~200 bytes each, so ~200 MB. A quiet 1->1,000,000->1 run buffers ~0.5-0.8 million while the root's
-#: queue (2 million rows) is written; a flusher slowed by load lets the buffer grow to the whole run.
-MAX_BUFFERED_ROWS = 1_000_000
+#: ~200 bytes each, so ~600 MB. A quiet 1->1,000,000->1 run buffers over two million for a moment while
+#: the root's queue (2 million rows) is written: at a bound of 1,000,000 it waited twice (2.7 s of a 60 s
+#: run, for ~115 MiB less peak), at 2,000,000 once (1.3 s), at 3,000,000 never (bench_scale, quiet);
+#: a flusher slowed by load lets the buffer grow to the whole run (the bound is for that).
+MAX_BUFFERED_ROWS = 3_000_000
 
 
 class Pressure:

@@ -198,6 +198,21 @@ def _fingerprint_list(steps: list[Step], kind: list[Any] | None = None) -> list[
     return out
 
 
+def one_class(steps: list[Step]) -> type | None:
+    """The one class of every step in ``steps`` (``None``: none, or several): one C-level pass.
+
+    Examples
+    --------
+    >>> from fuseline_nb import FunctionStep
+    >>> one_class([FunctionStep(len), FunctionStep(abs)]).__name__, one_class([])
+    ('FunctionStep', None)
+    """
+    if not steps:
+        return None
+    cls = type(steps[0])
+    return None if any(map(is_not, map(type, steps), repeat(cls))) else cls
+
+
 def _one_kind(steps: list[Step], dicts: list[dict[str, Any]]) -> tuple[type, Any] | None:
     """``(class, function)`` when ``steps`` (``dicts``: their ``__dict__``) share one fingerprint without a
     look at each (else ``None``):
@@ -207,13 +222,8 @@ def _one_kind(steps: list[Step], dicts: list[dict[str, Any]]) -> tuple[type, Any
     C-level passes (about 0.1 µs a step), exact: such steps' fingerprints are made from their
     class and function alone, so the first step's is every step's.
     """
-    if not steps:
-        return None
-    first = steps[0]
-    cls = type(first)
-    if any(map(is_not, map(type, steps), repeat(cls))):
-        return None
-    if not set().union(*dicts) <= _SHARED:
+    cls = one_class(steps)
+    if cls is None or not set().union(*dicts) <= _SHARED:
         return None
     fn = dicts[0].get("function")
     return None if any(map(is_not, map(dict.get, dicts, repeat("function")), repeat(fn))) else (cls, fn)
@@ -225,4 +235,4 @@ def reads_all_inputs(step: Step) -> bool:
     return any(getattr(cls, hook) is not getattr(Step, hook) for hook in ("setup", "before_all", "teardown"))
 
 
-__all__: list[str] = ["reads_all_inputs", "step_fingerprint", "workflow_fingerprints"]
+__all__: list[str] = ["one_class", "reads_all_inputs", "step_fingerprint", "workflow_fingerprints"]

@@ -32,6 +32,7 @@ from itertools import repeat
 from operator import is_not
 from typing import Any
 
+from .fingerprint import one_class
 from .steps import FunctionStep, Step
 
 
@@ -72,15 +73,10 @@ def _held(step: Step) -> Any:
 def _one_held(steps: list[Step]) -> Any:
     """The one function or class every step holds (most workflows: a fan-out or chain of one function),
     else ``None``: C-level passes, no Python call per step."""
-    if not steps:
-        return None
-    first = steps[0]
-    cls = type(first)
-    if any(map(is_not, map(type, steps), repeat(cls))):
-        return None
-    if not isinstance(first, FunctionStep):
+    cls = one_class(steps)
+    if cls is None or not issubclass(cls, FunctionStep):
         return cls
-    fn = first.function
+    fn = steps[0].function  # type: ignore[attr-defined]
     return None if any(map(is_not, map(getattr, steps, repeat("function")), repeat(fn))) else fn
 
 

@@ -33,9 +33,10 @@ from typing import Any
 from .fingerprint import _fingerprint_list
 from .gcpause import paused_gc
 from .schema import WorkflowSchema
-from .toschema import policy_spec, same_schema
+from .toschema import policy_spec, same_schema, step_settings
 
 _NAME, _FINGERPRINT = attrgetter("name"), attrgetter("fingerprint")
+_POLICIES, _CACHE = attrgetter("policies"), attrgetter("cache")
 _AUTO = "auto-"
 
 
@@ -156,20 +157,39 @@ def adopt_unmade(wf: Any, registered: Iterable[WorkflowSchema], kind: list[Any] 
 
 
 def fingerprints_changed(wf: Any, schema: WorkflowSchema, kind: list[Any] | None = None) -> bool:
-    """Whether the fingerprints of ``wf``'s steps, computed now, differ from those ``schema`` recorded
-    (``kind``: see :func:`~fuseline_nb.workflow.fingerprint._fingerprint_list`)."""
+    """Whether ``schema`` no longer says what ``wf``'s steps run: their fingerprints, computed now,
+    differ from those it recorded, or their settings changed on the step objects since (a step's
+    ``policies`` or ``cache`` flag, the workflow's ``policies``: the workers' copy and the broker's
+    retries, timeouts and cache follow the schema). ``kind``: see
+    :func:`~fuseline_nb.workflow.fingerprint._fingerprint_list`."""
     steps, recorded = wf.steps, schema.steps
+    values = list(steps.values())
     # side by side: the schema's steps and the workflow's in one order (looked at once per schema: the
     # schema is immutable, and a workflow's steps are named when it is built)
     if len(recorded) == len(steps) and (wf.__dict__.get("_side_by_side") is schema
                                         or list(map(_NAME, recorded)) == list(steps)):
         wf._side_by_side = schema
-        now = _fingerprint_list(list(steps.values()), kind)
+        now = _fingerprint_list(values, kind)
         one = _one_fingerprint(schema)
         if one and now.count(now[0]) == len(now):  # one fingerprint now, one recorded: one compare
-            return now[0] != one
-        return bool(now != list(map(_FINGERPRINT, recorded)))
-    return bool(schema.fingerprints() != wf.fingerprints())
+            if now[0] != one:
+                return True
+        elif now != list(map(_FINGERPRINT, recorded)):
+            return True
+        return _settings_changed(wf, values, schema, list(recorded))
+    if schema.fingerprints() != wf.fingerprints():
+        return True
+    by_name = {s.name: s for s in recorded}
+    return _settings_changed(wf, values, schema, [by_name.get(n) for n in steps])
+
+
+def _settings_changed(wf: Any, values: list[Any], schema: WorkflowSchema, recorded: list[Any]) -> bool:
+    """Whether a step's ``policies`` or ``cache`` flag (``values``, side by side with ``recorded``), or
+    the workflow's ``policies``, differ from what ``schema`` recorded."""
+    if tuple(map(policy_spec, wf.policies)) != schema.policies or None in recorded:
+        return True
+    pols, caches = step_settings(values)
+    return pols != list(map(_POLICIES, recorded)) or caches != list(map(_CACHE, recorded))
 
 
 def _one_fingerprint(schema: WorkflowSchema) -> str:

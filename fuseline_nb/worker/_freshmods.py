@@ -39,10 +39,12 @@ import importlib
 import logging
 import os
 import sys
+import warnings
 from types import ModuleType
 from typing import Any
 
 from ..workflow._fingerprint_code import is_user
+from ..workflow.stale import StaleDefinitionWarning
 
 log = logging.getLogger(__name__)
 
@@ -173,4 +175,22 @@ def unreloaded_message(stale: list[tuple[str, str]]) -> str:
             f"the cache. Run {calls} (or %autoreload 2) and submit again")
 
 
-__all__ = ["refresh", "unreloaded", "unreloaded_message"]
+def check_modules(cache: bool | None, stacklevel: int = 2) -> bool | None:
+    """What ``Session.submit`` does about :func:`unreloaded` modules: warn (once per change of a file,
+    :class:`~fuseline_nb.workflow.stale.StaleDefinitionWarning`) and answer ``False`` (the run neither
+    reads nor stores cached results) while one is not reloaded, else ``cache`` as it was.
+
+    Examples
+    --------
+    >>> check_modules(None), check_modules(True)
+    (None, True)
+    """
+    stale, due = unreloaded()
+    if not stale:
+        return cache
+    if due:
+        warnings.warn(unreloaded_message(stale), StaleDefinitionWarning, stacklevel=stacklevel + 1)
+    return False
+
+
+__all__ = ["check_modules", "refresh", "unreloaded", "unreloaded_message"]

@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from .broker._ctrlc import held_ctrl_c
 from .errors import PicklingError
 from .workflow.graph import Workflow, run_inputs
 from .workflow.value import Value
@@ -116,4 +117,29 @@ def map_runs(wf: Workflow, inputs: Iterable[Mapping[str, Any]], submit: Callable
     return runs
 
 
-__all__ = ["input_values", "map_runs", "not_a_workflow", "overtaken_message"]
+def dispatch(broker: Any, schema: Any, values: dict[str, Value], cache: bool | None, rerun: Iterable[str]) -> str:
+    """``broker.dispatch_workflow`` as ``Session.submit`` calls it; returns the run id.
+
+    A Ctrl-C meanwhile (Jupyter's interrupt button) is held until the run is
+    dispatched whole; the run is then cancelled (nothing would hold it: the
+    submit raises ``KeyboardInterrupt`` instead of returning its handle).
+
+    Examples
+    --------
+    >>> from fuseline_nb import FunctionStep, Workflow
+    >>> from fuseline_nb.broker import MemoryBroker
+    >>> broker = MemoryBroker()
+    >>> len(dispatch(broker, Workflow(outputs=[FunctionStep(lambda: 1, name="one")]).to_schema(), {}, None, ()))
+    32
+    """
+    with held_ctrl_c() as pressed:
+        if cache is None and not rerun:
+            run_id: str = broker.dispatch_workflow(schema, values)
+        else:
+            run_id = broker.dispatch_workflow(schema, values, cache=cache, rerun=list(rerun))
+        if pressed:
+            broker.cancel_run(run_id, "interrupted (Ctrl-C) while it was submitted")
+    return run_id
+
+
+__all__ = ["dispatch", "input_values", "map_runs", "not_a_workflow", "overtaken_message"]

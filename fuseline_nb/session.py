@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ._session_file import SessionReplacedWarning, file_key, hold, let_go, ship_stored, take_over
-from ._session_submit import input_values, map_runs, not_a_workflow, overtaken_message
+from ._session_submit import dispatch, input_values, map_runs, not_a_workflow, overtaken_message
 from .broker.base import Broker
 from .broker.opening import open_broker
 from .errors import StorageClosedError, StorageError
@@ -222,10 +222,7 @@ class Session:
                     if overtaken:
                         warnings.warn(overtaken_message(wf, overtaken), UserWarning, stacklevel=2)
                 self.pool.add_workflow(wf, refresh=False)  # refreshed above
-            if cache is None and not rerun:
-                run_id = self.broker.dispatch_workflow(wf.to_schema(), values)
-            else:
-                run_id = self.broker.dispatch_workflow(wf.to_schema(), values, cache=cache, rerun=list(rerun))
+            run_id = dispatch(self.broker, wf.to_schema(), values, cache, rerun)  # (a Ctrl-C: cancelled, raised)
         run = self._runs[run_id] = Run(self, run_id, wf)
         run._final = self._early.pop(run_id, None)
         return run

@@ -84,6 +84,7 @@ import struct
 from collections import deque
 from typing import Any, Final
 
+from ._duplex import Duplex
 from ._spin import AWAY_SECONDS, MAX_SKIP, SPIN_DEFAULT_US, SPIN_ENV, Spin, spin_seconds, spin_until
 
 #: A worker gets more than one assignment at a time only after steps shorter than this (seconds).
@@ -147,10 +148,10 @@ def send(conn: Any, message: tuple[Any, ...]) -> None:
     if len(data) > _SMALL:
         conn.send_bytes(data)
         return
-    fd = conn.fileno()  # raises OSError when the connection is closed
+    fd = conn.wfd if conn.__class__ is Duplex else conn.fileno()  # OSError when closed (wfd -1: at the write)
     buf = _HEADER.pack(len(data)) + data
     sent = os.write(fd, buf)
-    while sent < len(buf):  # a full socket buffer: the rest follows
+    while sent < len(buf):  # a full pipe: the rest follows
         sent += os.write(fd, buf[sent:])
 
 
@@ -170,7 +171,7 @@ def send_all(conn: Any, messages: list[tuple[Any, ...]]) -> None:
         for data in datas:
             conn.send_bytes(data)
         return
-    fd = conn.fileno()
+    fd = conn.wfd if conn.__class__ is Duplex else conn.fileno()
     buf = b"".join(_HEADER.pack(len(d)) + d for d in datas)
     sent = os.write(fd, buf)
     while sent < len(buf):

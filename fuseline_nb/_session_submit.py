@@ -84,6 +84,8 @@ def map_runs(wf: Workflow, inputs: Iterable[Mapping[str, Any]], submit: Callable
     A mapping that is not one, or that misses an input, is refused before
     any run starts (its place named in a note); a run refused later (an
     input that cannot be pickled) notes the runs already started, which go on.
+    A Ctrl-C meanwhile cancels the runs already started (no handle to them
+    would be returned) and says so in a note.
 
     Examples
     --------
@@ -113,6 +115,12 @@ def map_runs(wf: Workflow, inputs: Iterable[Mapping[str, Any]], submit: Callable
         if runs:
             exc.add_note(f"inputs[{len(runs)}] of session.map was refused after {len(runs)} run(s) had started; "
                          f"they go on: {', '.join(str(r.id) for r in runs)} (run.cancel() stops one)")
+        raise
+    except KeyboardInterrupt as exc:  # Ctrl-C stops the map: the runs it started have no handle, cancel them
+        for run in runs:
+            run.cancel("interrupted (Ctrl-C) while session.map submitted its runs")
+        if runs:
+            exc.add_note(f"session.map was interrupted after {len(runs)} run(s) had started: they were cancelled")
         raise
     return runs
 

@@ -91,3 +91,25 @@ def test_ctrl_c_during_a_submit_cancels_the_run_it_dispatched(tmp_path: Path) ->
         assert runs == [("SUCCEEDED",), ("CANCELLED",)]  # before: RUNNING on, with no handle to stop it
         assert session.broker.unfinished_runs() == []
         assert session.submit(wf).wait(timeout=60) == 1
+
+
+def test_ctrl_c_during_a_map_cancels_the_runs_it_started(tmp_path: Path) -> None:
+    wf = fan_out(3)
+    with fl.Session(None, workers=0) as session:
+        storage: Any = session.broker.storage  # type: ignore[attr-defined]
+        real, calls = storage.enqueue_steps, [0]
+
+        def third_run_interrupted(*args: Any) -> Any:  # Ctrl-C while the 3rd run is dispatched
+            calls[0] += 1
+            if calls[0] == 3:
+                os.kill(os.getpid(), signal.SIGINT)
+            return real(*args)
+
+        storage.enqueue_steps = third_run_interrupted
+        with pytest.raises(KeyboardInterrupt) as caught:
+            session.map(wf, [{}] * 10)
+        assert caught.value.__notes__ == [
+            "session.map was interrupted after 2 run(s) had started: they were cancelled"]
+        runs = session.broker.list_runs()
+        assert [r.state for r in runs] == [fl.Status.CANCELLED] * 3  # before: 2 RUNNING on, with no handle
+        assert session.broker.unfinished_runs() == []

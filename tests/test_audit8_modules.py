@@ -22,9 +22,8 @@ from pathlib import Path
 import pytest
 
 import fuseline_nb as fl
+from fuseline_nb.worker._freshmods import check_modules
 from tests.cells import Cells, notebook
-
-pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
@@ -62,6 +61,7 @@ def cells(module: tuple[str, Path]) -> Iterator[Cells]:
         yield c
 
 
+@pytest.mark.slow
 def test_a_module_reloaded_in_the_notebook_is_reloaded_by_the_workers(
         cells: Cells, module: tuple[str, Path], tmp_path: Path) -> None:
     _, path = module
@@ -77,6 +77,7 @@ def test_a_module_reloaded_in_the_notebook_is_reloaded_by_the_workers(
         assert again.wait(timeout=60) == 30 and again.info().steps["step"].cached is True
 
 
+@pytest.mark.slow
 def test_a_module_edited_on_disk_and_not_reloaded_is_said_and_not_cached(
         cells: Cells, module: tuple[str, Path], tmp_path: Path) -> None:
     name, path = module
@@ -100,3 +101,24 @@ def test_a_module_edited_on_disk_and_not_reloaded_is_said_and_not_cached(
         run = session.submit(cells["wf"], {"x": 7})
         # before: 21, the tried code's result cached under the key of the code the notebook has
         assert run.wait(timeout=60) == 14 == cells["wf"].run({"x": 7})
+
+
+def test_only_a_module_the_steps_reach_turns_the_cache_off(
+        cells: Cells, module: tuple[str, Path], tmp_path: Path, recwarn: pytest.WarningsRecorder) -> None:
+    name, path = module
+    other = path.parent / f"{name}_other.py"  # a module of the user's the workflow does not use
+    other.write_text("X = 1\n")
+    cells.run(f"import {name}_other")
+    try:
+        steps = cells["wf"].steps.values()
+        assert check_modules(steps, True) is True  # (both seen as they are now)
+        _edit(other, "X = 2\n")
+        assert check_modules(steps, True) is True and not recwarn.list  # not reached: nothing changes
+        _edit(path, "def f(x):\n    return x * 3\n")
+        with pytest.warns(fl.StaleDefinitionWarning, match=rf"module '{name}' "):
+            assert check_modules(steps, None) is False
+        assert check_modules(steps, True) is False  # (said once per change)
+        cells.run("importlib.reload(helpers)")
+        assert check_modules(steps, True) is True
+    finally:
+        sys.modules.pop(f"{name}_other", None)

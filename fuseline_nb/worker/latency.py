@@ -129,7 +129,7 @@ _SMALL: Final = 16384  # up to this size, header and body leave in one write (as
 _READ_SIZE: Final = 65536
 
 
-def send(conn: Any, message: tuple[Any, ...]) -> None:
+def send(conn: Any, message: tuple[Any, ...], fd: int = -1) -> None:
     """Send one message over a ``multiprocessing`` connection.
 
     A small message leaves in one ``os.write`` (the framing of
@@ -147,7 +147,8 @@ def send(conn: Any, message: tuple[Any, ...]) -> None:
     if len(data) > _SMALL:
         conn.send_bytes(data)
         return
-    fd = conn.fileno()  # raises OSError when the connection is closed
+    if fd < 0:
+        fd = conn.fileno()  # raises OSError when the connection is closed
     buf = _HEADER.pack(len(data)) + data
     sent = os.write(fd, buf)
     while sent < len(buf):  # a full socket buffer: the rest follows
@@ -203,10 +204,14 @@ class FrameReader:
     100000
     """
 
-    __slots__ = ("_big", "_buf", "_conn", "_filled", "_frames", "_need", "_poller", "_seen")
+    __slots__ = ("_big", "_buf", "_conn", "_fd", "_filled", "_frames", "_need", "_poller", "_seen")
 
     def __init__(self, conn: Any) -> None:
         self._conn = conn
+        try:  # (not asked at every read: two calls) -1 once close() closed it: reads fail, as on a closed conn
+            self._fd: int = conn.fileno()
+        except (AttributeError, OSError):  # no live connection: nothing to read
+            self._fd = -1
         self._buf = bytearray()  # the start of a message not complete yet
         self._need = 0  # bytes still missing from it, when its size is known
         self._big: bytearray | None = None  # a big message, filled in place (no copy, no regrowth)
@@ -224,7 +229,7 @@ class FrameReader:
         """
         if self._big is not None:
             return self._read_big()
-        data = os.read(self._conn.fileno(), max(_READ_SIZE, self._need))
+        data = os.read(self._fd, max(_READ_SIZE, self._need))
         if not data:
             raise EOFError("the other end closed the channel")
         if not self._buf and len(data) >= 4 and _HEADER.unpack_from(data)[0] + 4 == len(data):
@@ -269,7 +274,7 @@ class FrameReader:
         big = self._big
         assert big is not None
         with memoryview(big) as view:
-            n = os.readv(self._conn.fileno(), [view[self._filled:]])
+            n = os.readv(self._fd, [view[self._filled:]])
         if not n:
             raise EOFError("the other end closed the channel")
         self._filled += n
@@ -298,17 +303,40 @@ class FrameReader:
         and sleeps again — once per round trip, on the other side's critical
         path when both share a CPU. ``poll`` for ``POLLIN`` sleeps through it.
         """
-        while not self._frames:
+        frames = self._frames
+        while not frames:
             if not self._seen:
-                self._poll().poll()
+                (self._poller or self._poll()).poll()
             self._seen = False
-            self._frames.extend(self.read())
-        return self._frames.popleft()
+            got = self.read()
+            if len(got) == 1 and not frames:  # the usual: one whole message
+                return got[0]
+            frames.extend(got)
+        return frames.popleft()
+
+    def close(self) -> None:
+        """Close the connection: reads raise ``OSError`` from now on, as on a closed connection (its
+        number, which another file may get next, is not read again).
+
+        Examples
+        --------
+        >>> import multiprocessing
+        >>> a, b = multiprocessing.Pipe()
+        >>> reader = FrameReader(b); reader.close()
+        >>> reader.read()
+        Traceback (most recent call last):
+        OSError: [Errno 9] Bad file descriptor
+        """
+        self._fd = -1
+        self._poller = None
+        self._conn.close()
 
     def _poll(self) -> Any:
         if self._poller is None:
+            if self._fd < 0:
+                raise OSError("handle is closed")
             self._poller = select.poll()
-            self._poller.register(self._conn.fileno(), select.POLLIN)
+            self._poller.register(self._fd, select.POLLIN)
         return self._poller
 
 

@@ -91,7 +91,11 @@ class _PoolEngine(ProcessEngine):
                     a = client.report_and_next(self.worker_id, wire)
                 except _REFUSALS as exc:
                     _refused(self._reported, exc)
-                    a = client.get_step(self.worker_id)
+                    a = self._next_step()
+                    continue
+                if a is not None and a.instance_id != self._run:  # (as _next_step does)
+                    self._run = a.instance_id
+                    fresh_modules()
         finally:
             self._stop_heartbeat()
 

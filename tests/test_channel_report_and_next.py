@@ -20,6 +20,7 @@ import pytest
 import fuseline_nb as fl
 from fuseline_nb.broker import MemoryBroker
 from fuseline_nb.errors import StaleReportError
+from fuseline_nb.worker._duplex import duplex_pipe
 from fuseline_nb.worker._pipeforms import report_wire
 from fuseline_nb.worker.channel import ChannelClient, ChannelClosed
 from fuseline_nb.worker.latency import FrameReader
@@ -29,13 +30,16 @@ from tests.test_channel_send_report import _quick_wf, _until
 from tests.test_pool_channel import CallsClient, FakeProcess, Pool
 
 
-@pytest.fixture
-def served():  # type: ignore[no-untyped-def]  # (as test_channel_send_report's)
+@pytest.fixture(params=["pipes", "socket"])
+def served(request):  # type: ignore[no-untyped-def]  # (as test_channel_send_report's; a pool's pipes too)
     broker = MemoryBroker()
     client = CallsClient(broker)
     server = ChannelServer(client, Pool([]))  # nothing to ship: the endpoint gets work at once
     broker.subscribe(server.on_event)  # a parked worker is woken by the broker's events
-    kernel_end, worker_end = multiprocessing.Pipe()
+    if request.param == "pipes":
+        kernel_end, worker_end = duplex_pipe(multiprocessing.get_context("spawn"))
+    else:
+        kernel_end, worker_end = multiprocessing.Pipe()
     ep = Endpoint("w1", kernel_end, FakeProcess())
     server.add(ep)
     server.start()
@@ -192,8 +196,9 @@ def _ignore_closed(engine: _PoolEngine) -> None:
         pass
 
 
-def test_a_closed_reader_never_reads_the_file_that_gets_its_number_next() -> None:
-    a, b = multiprocessing.Pipe()
+@pytest.mark.parametrize("kind", ["pipes", "socket"])
+def test_a_closed_reader_never_reads_the_file_that_gets_its_number_next(kind: str) -> None:
+    a, b = duplex_pipe(multiprocessing.get_context("spawn")) if kind == "pipes" else multiprocessing.Pipe()
     reader = FrameReader(b)
     number = b.fileno()
     reader.close()

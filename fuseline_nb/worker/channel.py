@@ -1,11 +1,11 @@
 """The process channel: spawned workers talk to the kernel's broker over a pipe.
 
-Each worker process owns one end of a private ``multiprocessing`` pipe (an
-anonymous socket pair: no address, nothing to connect to, so nothing to
-authenticate). In the worker, :class:`ChannelClient` is a
+Each worker process owns one end of a private channel (two anonymous
+one-way pipes, :mod:`fuseline_nb.worker._duplex`: no address, nothing to
+connect to, so nothing to authenticate). In the worker, :class:`ChannelClient` is a
 :class:`~fuseline_nb.broker.clients.BrokerClient`; in the kernel, one
 :class:`ChannelServer` thread serves every pipe of a pool with a single
-``selectors`` loop over the pipes and the worker processes' sentinels.
+poll loop over the pipes and the worker processes' sentinels.
 
 Wire format. A request is ``(kind, args)`` and a reply ``(kind, value...)``,
 both pickled (:func:`encode` / :func:`decode`); ``kind`` is one of
@@ -110,7 +110,6 @@ class ChannelClient(BrokerClient):
         self._conn = conn
         self.spin = Spin(spin)
         self._reader = FrameReader(conn)
-        self._fd = self._reader._fd  # what send() writes to (-1 once closed: writes fail, as on a closed conn)
         self._rt_lock = threading.Lock()  # one request/reply pair at a time
         self._send_lock = threading.Lock()  # one message on the wire at a time
         self.wait = wait
@@ -371,7 +370,7 @@ class ChannelClient(BrokerClient):
         with self._rt_lock:
             try:
                 with self._send_lock:
-                    send(self._conn, ("report_and_get", (worker_id, report, True)), self._fd)
+                    send(self._conn, ("report_and_get", (worker_id, report, True)))
                 self._asked = self._reported = True  # (as send_report leaves it, should the read fail)
                 reply = self._spun() if self.spin.wanted() else pickle.loads(self._reader.next())
             except (EOFError, OSError) as exc:
@@ -417,7 +416,7 @@ class ChannelClient(BrokerClient):
                             held, self._held = self._held, []
                             send_all(self._conn, [("reports", (self._held_by, held)), ask])
                         else:
-                            send(self._conn, ask, self._fd)
+                            send(self._conn, ask)
                 except (EOFError, OSError) as exc:
                     raise ChannelClosed("the kernel closed the worker channel") from exc
                 self._asked = self._reported = True
@@ -441,7 +440,6 @@ class ChannelClient(BrokerClient):
         return dict(self._call("status"))
 
     def close(self) -> None:
-        self._fd = -1
         self._reader.close()
 
 

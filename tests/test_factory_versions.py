@@ -215,3 +215,20 @@ def test_two_definitions_of_one_id_resume_each_with_its_own_code_after_the_kerne
         second.kill()
     assert result == {"states": ["SUCCEEDED", "SUCCEEDED"], "results": [11, 110],
                       "versions": ["1", run_ids[2]], "said": []}
+
+
+def test_two_pipelines_of_one_factory_run_side_by_side_on_dask(tmp_path: Path) -> None:
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
+                                  dashboard_address=":0") as cluster, \
+            fl.Session(tmp_path / "h.duckdb", dask=cluster.scheduler_address, cache=True) as session, \
+            warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        first = session.submit(make(1), inputs(tmp_path, "a"))
+        wait_for(tmp_path / "a.started")  # the first run's load is running on a Dask worker
+        second = session.submit(make(2), inputs(tmp_path, "b"))
+        wait_for(tmp_path / "b.started")
+        (tmp_path / "b.go").touch()
+        (tmp_path / "a.go").touch()
+        assert [first.wait(timeout=60), second.wait(timeout=60)] == [(10, 1), (20, 2)]
+        assert first.info().version == "1" and second.info().version.startswith("auto-")

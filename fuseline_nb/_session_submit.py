@@ -28,6 +28,7 @@ from typing import Any
 
 from .errors import PicklingError
 from .workflow.graph import Workflow, run_inputs
+from .workflow.schema import WorkflowSchema
 from .workflow.value import Value
 
 
@@ -64,6 +65,23 @@ def overtaken_message(wf: Workflow, runs: list[str]) -> str:
             "(their results are not cached); to keep each run to the code it started with, cancel them "
             "first (run.cancel()), give this definition another version=, or leave version= out (a "
             "definition then gets a version of its own while runs of another one are going)")
+
+
+def idle_versions(wf: Workflow, registered: Iterable[WorkflowSchema],
+                  live: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The versions of its own (``auto-…``) of ``wf``'s id no run still going needs, but ``wf``'s.
+
+    Examples
+    --------
+    >>> from fuseline_nb import FunctionStep
+    >>> wf = Workflow(outputs=[FunctionStep(abs, name="a")], workflow_id="w")
+    >>> old = [WorkflowSchema("w", v) for v in ("1", "auto-a", "auto-b")] + [WorkflowSchema("x", "auto-c")]
+    >>> idle_versions(wf, old, live=[("w", "auto-b")])
+    [('w', 'auto-a')]
+    """
+    going, mine = set(live), (wf.workflow_id, wf.version)
+    return [key for key in ((s.workflow_id, s.version) for s in registered)
+            if key[0] == mine[0] and key[1].startswith("auto-") and key != mine and key not in going]
 
 
 def not_a_workflow(obj: Any) -> str:
@@ -116,4 +134,4 @@ def map_runs(wf: Workflow, inputs: Iterable[Mapping[str, Any]], submit: Callable
     return runs
 
 
-__all__ = ["input_values", "map_runs", "not_a_workflow", "overtaken_message"]
+__all__ = ["idle_versions", "input_values", "map_runs", "not_a_workflow", "overtaken_message"]

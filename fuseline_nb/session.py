@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ._session_file import SessionReplacedWarning, file_key, hold, let_go, ship_stored, take_over
-from ._session_submit import input_values, map_runs, not_a_workflow, overtaken_message
+from ._session_submit import idle_versions, input_values, map_runs, not_a_workflow, overtaken_message
 from .broker.base import Broker
 from .broker.opening import open_broker
 from .errors import StorageClosedError, StorageError
@@ -210,7 +210,8 @@ class Session:
             warn_stale(wf, stacklevel=2, kind=kind[0] if kind else None)
             # another definition under its id and version "1" whose runs are still going keeps them: this
             # one gets a version of its own (each run's steps load the definition it was submitted with)
-            if not adopted and not wf._adopt_schema(registered) and wf.settle_version(registered, self._live):
+            settled = not adopted and not wf._adopt_schema(registered)  # a new definition (an edit)
+            if settled and wf.settle_version(registered, self._live):
                 wf._adopt_schema(registered)
             if self.pool is not None:
                 self.pool.check()
@@ -220,6 +221,9 @@ class Session:
                     if overtaken:
                         warnings.warn(overtaken_message(wf, overtaken), UserWarning, stacklevel=2)
                 self.pool.add_workflow(wf, refresh=False)  # refreshed above
+                retire = getattr(self.pool, "retire", None)
+                if settled and retire is not None:  # versions of its own no run needs any more: let go
+                    retire(idle_versions(wf, registered, self._live()))
             if cache is None and not rerun:
                 run_id = self.broker.dispatch_workflow(wf.to_schema(), values)
             else:

@@ -11,8 +11,7 @@ from __future__ import annotations
 import duckdb
 import pytest
 
-from fuseline_nb.broker.storage import DuckDBRuntimeStorage
-from fuseline_nb.broker.storage import _duckdb_write
+from fuseline_nb.broker.storage import DuckDBRuntimeStorage, _duckdb_write
 from fuseline_nb.errors import StorageError
 from fuseline_nb.workflow.events import Event
 from fuseline_nb.workflow.runinfo import StepInfo

@@ -90,3 +90,15 @@ def test_the_bound_on_the_buffer_counts_rows_not_calls(tmp_path) -> None:
         assert st._pressure.waits == 1  # 61 rows: the broker waited for the flusher to take them
         assert st._buffered() == 0
         assert st.sql("SELECT count(*) FROM steps WHERE state = 'RUNNING'").fetchall() == [(50,)]
+
+
+def test_a_running_steps_record_is_written_as_it_was_saved(tmp_path) -> None:
+    # the broker changes a running step's record at its outcome and saves it again: what the history holds
+    # until then is the record as it was saved, not as it is being changed
+    with DuckDBRuntimeStorage(tmp_path / "h.duckdb", flush_interval=3600) as st:
+        st.create_run("r", "wf", "1", {}, ["a", "b"], created_at=0.0)
+        running = StepInfo(Status.RUNNING, attempts=1, worker="w1", started_at=5.0)
+        st.save_steps("r", [("a", running), ("b", running)])
+        running.state, running.worker, running.finished_at = Status.SUCCEEDED, "w2", 6.0  # not saved yet
+        assert _steps(st) == {"a": ["RUNNING", 1, "w1", None], "b": ["RUNNING", 1, "w1", None]}
+        assert st.sql("SELECT count(*) FROM steps WHERE finished_at IS NULL AND started_at IS NOT NULL").fetchall() == [(2,)]

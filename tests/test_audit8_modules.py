@@ -122,3 +122,43 @@ def test_only_a_module_the_steps_reach_turns_the_cache_off(
         assert check_modules(steps, True) is True
     finally:
         sys.modules.pop(f"{name}_other", None)
+
+
+AUTORELOAD_CELLS = [
+    "%load_ext autoreload\n%autoreload 2",
+    "import json, os, time\nimport fuseline_nb as fl\nimport audit8_helpers as helpers\n"
+    "session = fl.Session('h.duckdb', workers=1, cache=True)\n"
+    "def step(x):\n    return helpers.f(x)\n"
+    "wf = fl.Workflow(outputs=[fl.FunctionStep(step, name='step')], workflow_id='audit8-autoreload')\n"
+    "print(session.submit(wf, {'x': 10}).wait(timeout=60))",
+    "before = os.stat('audit8_helpers.py').st_mtime_ns\n"
+    "open('audit8_helpers.py', 'w').write('def f(x):\\n    return x * 3\\n')\n"
+    "os.utime('audit8_helpers.py', ns=(before + 2_000_000_000, before + 2_000_000_000))",
+    "run = session.submit(wf, {'x': 10})\n"  # autoreload has patched helpers before this cell
+    "out = run.wait(timeout=60)\n"
+    "again = session.submit(wf, {'x': 10})\n"
+    "print(json.dumps([wf.run({'x': 10}), out, again.wait(timeout=60), again.info().steps['step'].cached]))\n"
+    "session.close()",
+]
+
+
+@pytest.mark.slow
+def test_with_autoreload_in_a_real_kernel_the_workers_follow_the_edit_without_a_warning(tmp_path: Path) -> None:
+    """``%autoreload 2`` patches a module's functions in place (its ``__spec__`` stays): the workers run
+    the edit, and the submit neither warns nor turns the cache off (the extension's record says the
+    notebook has the file as it is)."""
+    import json
+
+    from nbclient import NotebookClient
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    (tmp_path / "audit8_helpers.py").write_text("def f(x):\n    return x * 2\n")
+    nb = new_notebook(cells=[new_code_cell(c) for c in AUTORELOAD_CELLS])
+    NotebookClient(nb, kernel_name="python3", timeout=180,
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    first = "".join(o.get("text", "") for o in nb.cells[1]["outputs"] if o.get("name") == "stdout")
+    assert first.strip() == "20"
+    outputs = nb.cells[3]["outputs"]
+    text = "".join(o.get("text", "") for o in outputs if o.get("name") == "stdout")
+    assert json.loads(text.strip().splitlines()[-1]) == [30, 30, 30, True]
+    assert "StaleDefinitionWarning" not in "".join(o.get("text", "") for o in outputs)

@@ -146,14 +146,36 @@ def unreloaded() -> list[tuple[str, str, tuple[int, int]]]:
     """
     out: list[tuple[str, str, tuple[int, int]]] = []
     for name, entry in _FILES.look().items():
-        module = entry[0]
+        module: ModuleType = entry[0]
         spec = getattr(module, "__spec__", None)
         now = _stamp(entry[1])
         if spec is not entry[3]:  # reloaded: what it runs is its file as it was then
             entry[2], entry[3] = now, spec
         elif now is not None and now != entry[2] and sys.modules.get(name) is module:
-            out.append((name, entry[1], now))
+            if _autoreloaded(name, module):  # IPython's %autoreload patched it in place (same __spec__)
+                entry[2] = now
+            else:
+                out.append((name, entry[1], now))
     return out
+
+
+def _autoreloaded(name: str, module: ModuleType) -> bool:
+    """Whether IPython's ``%autoreload`` (on in this kernel) has the module's file as it is now: it
+    reloads before each cell, often by patching the module's functions in place (``deduperreload``),
+    which leaves its ``__spec__`` as it was. Read from the extension's own record (its reload
+    times); ``False`` outside IPython or without the extension."""
+    ipython = sys.modules.get("IPython")
+    try:
+        shell = ipython.get_ipython() if ipython is not None else None  # type: ignore[attr-defined]
+        magics = shell.magics_manager.registry.get("AutoreloadMagics") if shell is not None else None
+        reloader = getattr(magics, "_reloader", None)
+        if reloader is None or not reloader.enabled:
+            return False
+        path, mtime = reloader.filename_and_mtime(module)
+        return bool(path is not None and reloader.modules_mtimes.get(name) == mtime
+                    and reloader.failed.get(path) != mtime)
+    except Exception:  # another IPython than the one this reads: the __spec__ rule alone
+        return False
 
 
 class _ModuleWalk(_Walker):

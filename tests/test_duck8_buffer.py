@@ -102,3 +102,34 @@ def test_a_running_steps_record_is_written_as_it_was_saved(tmp_path) -> None:
         running.state, running.worker, running.finished_at = Status.SUCCEEDED, "w2", 6.0  # not saved yet
         assert _steps(st) == {"a": ["RUNNING", 1, "w1", None], "b": ["RUNNING", 1, "w1", None]}
         assert st.sql("SELECT count(*) FROM steps WHERE finished_at IS NULL AND started_at IS NOT NULL").fetchall() == [(2,)]
+
+
+def test_only_a_big_run_still_going_is_placed_after_its_first_flush(tmp_path, monkeypatch) -> None:
+    # placing a run asks where its rows are (a scan of fl_steps); a run that ended before its first flush
+    # (a whole fan-out written at once) has no later record to place, so it costs no scan
+    from fuseline_nb.broker.storage._duckdb_places import PLACED_STEPS
+    from fuseline_nb.broker.storage._duckdb_sql import SELECT_PLACES
+
+    names = [f"s{i}" for i in range(PLACED_STEPS)]
+    with DuckDBRuntimeStorage(tmp_path / "h.duckdb", flush_interval=3600) as st:
+        asked: list[list[str]] = []
+        real = st._execute
+
+        def execute(sql, params=None):
+            if sql.startswith(SELECT_PLACES.split("(")[0]):
+                asked.append(list(params))
+            return real(sql, params)
+
+        monkeypatch.setattr(st, "_execute", execute)
+        st.create_run("ended", "wf", "1", {}, names, created_at=0.0)
+        st.save_steps("ended", [(n, StepInfo(Status.SUCCEEDED, attempts=1)) for n in names])
+        st.finalize_run("ended", Status.SUCCEEDED, 1.0)
+        st.create_run("going", "wf", "1", {}, names, created_at=0.0)
+        st.flush()
+        assert asked == [["going"]]
+        assert list(st._places.runs) == ["going"]
+        st.save_steps("going", [("s7", StepInfo(Status.RUNNING, attempts=1, worker="w1"))])
+        assert st.sql("SELECT state, worker FROM steps WHERE run_id = 'going' AND step = 's7'").fetchall() == [
+            ("RUNNING", "w1")]
+        assert st.sql("SELECT count(*) FROM steps WHERE run_id = 'ended' AND state = 'SUCCEEDED'").fetchall() == [
+            (PLACED_STEPS,)]

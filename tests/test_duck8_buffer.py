@@ -133,3 +133,36 @@ def test_only_a_big_run_still_going_is_placed_after_its_first_flush(tmp_path, mo
             ("RUNNING", "w1")]
         assert st.sql("SELECT count(*) FROM steps WHERE run_id = 'ended' AND state = 'SUCCEEDED'").fetchall() == [
             (PLACED_STEPS,)]
+
+
+def test_the_flusher_thread_gives_the_gil_away_while_it_builds_a_big_flush(tmp_path, monkeypatch) -> None:
+    # building a flush's Arrow tables holds the GIL for milliseconds: the flusher thread pauses every
+    # GIVE_WAY_EVERY of that work so the broker's thread gets it; a read flushing on its own thread does not
+    import threading
+
+    from fuseline_nb.broker.storage import _duckdb_arrow
+
+    paused: list[str] = []
+    real = _duckdb_arrow._pause
+    monkeypatch.setattr(_duckdb_arrow, "_pause", lambda: (paused.append(threading.current_thread().name), real()))
+    names = [f"s{i}" for i in range(3000)]
+
+    def buffer(st: DuckDBRuntimeStorage, run_id: str) -> None:
+        st.create_run(run_id, "wf", "1", {}, names, created_at=0.0)
+        st.save_steps(run_id, [(n, StepInfo(Status.SUCCEEDED, attempts=1, worker="w1", finished_at=float(i)))
+                               for i, n in enumerate(names)])
+        st.record_events([Event("step_finished", run_id, i + 1, float(i), n, Status.SUCCEEDED, "w1", 1,
+                                {"action": "default", "n": i}) for i, n in enumerate(names)])
+
+    with DuckDBRuntimeStorage(tmp_path / "h.duckdb", flush_interval=3600) as st:
+        buffer(st, "read")
+        st.flush()  # on this thread: no pause
+        assert paused == []
+        buffer(st, "flusher")
+        st._hurry()  # the flusher writes it now
+        for _ in range(400):  # until the flusher took the buffer (a read now waits for its write to end)
+            if st._batch.empty:
+                break
+            threading.Event().wait(0.025)
+        assert st.sql("SELECT count(*) FROM events WHERE run_id = 'flusher'").fetchall() == [(3000,)]
+        assert paused and set(paused) == {st._thread.name}

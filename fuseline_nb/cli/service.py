@@ -53,8 +53,12 @@ def is_loopback(host: str) -> bool:
 
 def add_parser(subparsers: Any) -> None:
     """Add the ``broker`` and ``worker`` subcommands."""
-    b = subparsers.add_parser("broker", help="serve a broker over HTTP (uvicorn)",
-                              description=__doc__.split("Examples")[0] if __doc__ else None)
+    b = subparsers.add_parser(
+        "broker", help="serve a broker over HTTP (uvicorn)",
+        description="Serve a broker over HTTP (uvicorn). With --db it owns a DuckDB file: restarting it on the "
+                    "same file resumes unfinished runs. It binds 127.0.0.1 unless told otherwise, and refuses any "
+                    f"other address without a token (--token or {TOKEN_ENV}). Workers join with 'fuseline-nb "
+                    "worker MODULE:ATTR --broker URL' (docs/service.md).")
     b.add_argument("--db", metavar="PATH", help="DuckDB file holding the runs (default: memory, lost on exit)")
     b.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     b.add_argument("--port", type=int, default=8000, help="port (default 8000)")
@@ -67,7 +71,14 @@ def add_parser(subparsers: Any) -> None:
                    help="largest request body accepted (default 16 MiB)")
     b.set_defaults(handler=broker_main)
 
-    w = subparsers.add_parser("worker", help="run workflows' steps for a broker service")
+    w = subparsers.add_parser(
+        "worker", help="run workflows' steps for a broker service",
+        description="Import the named workflows (MODULE:ATTR, found on PYTHONPATH or in the current directory) "
+                    "and run --processes worker processes for the broker service at --broker: a process that "
+                    "dies is restarted, a step's lease is kept while its process lives, step timeouts are "
+                    "enforced. SIGTERM or SIGINT stops them cleanly (each finishes and reports its current "
+                    "step); a second signal kills them. With --dask ADDRESS the steps run on a Dask cluster "
+                    "instead (docs/service.md, docs/scaling.md).")
     w.add_argument("workflows", nargs="+", metavar="MODULE:ATTR", help="workflows to serve, e.g. etl.flows:daily")
     w.add_argument("--broker", required=True, metavar="URL", help="the broker service, e.g. http://127.0.0.1:8000")
     w.add_argument("--processes", type=int, default=1, help="worker processes (default 1)")

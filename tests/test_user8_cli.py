@@ -1,0 +1,51 @@
+"""A new user's first commands: ``fuseline-nb`` with odd arguments says what is wrong, never hangs.
+
+Each test runs the installed command in a real process, as a user types it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXE = Path(sys.executable).with_name("fuseline-nb")
+
+
+def _cli(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(EXE), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "PYTHONPATH": ""})
+
+
+def test_run_with_no_workers_is_refused_at_once_not_left_waiting(tmp_path: Path) -> None:
+    # before: "running 'tour' ... on 0 worker processes" and a progress line that never moved
+    proc = _cli("run", "fuseline_nb.examples:tour", "--workers", "0", cwd=tmp_path, timeout=30)
+    assert proc.returncode == 2
+    assert "--workers must be >= 1" in proc.stderr and "not 0" in proc.stderr
+    assert "running" not in proc.stdout
+
+
+@pytest.mark.slow
+def test_run_names_an_input_no_step_reads(tmp_path: Path) -> None:
+    # a misspelt input ran the tour on its default n=100 without a word
+    proc = _cli("run", "fuseline_nb.examples:tour", "--workers", "1", "-i", "N=5", "-i", "delay=0",
+                cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert ("no step of 'tour' reads the input(s) 'N' (its steps read: delay, n); check the name after --input"
+            in proc.stderr)
+    proc = _cli("run", "fuseline_nb.examples:tour", "--workers", "1", "-i", "n=5", "-i", "delay=0",
+                cwd=tmp_path)
+    assert proc.returncode == 0 and "reads the input" not in proc.stderr, proc.stderr
+
+
+def test_subcommand_help_is_plain_text_that_says_what_the_command_does(tmp_path: Path) -> None:
+    broker = _cli("broker", "--help", cwd=tmp_path).stdout
+    worker = _cli("worker", "--help", cwd=tmp_path).stdout
+    # before: broker --help printed the module docstring with ``markup`` and :mod:`roles`;
+    # worker --help had no description at all
+    assert "``" not in broker and ":mod:" not in broker
+    assert "Serve a broker over HTTP" in broker and "fuseline-nb worker" in broker
+    assert "Import the named workflows" in worker and "--dask" in worker.split("options:")[0]

@@ -96,3 +96,21 @@ class Placement:
         if any(after[t][1] != self._before.get(t, (0, after[t][1], 0.0))[1] for t in busy):
             return "moved"
         return "one cpu" if after[busy[0]][0] == after[busy[1]][0] else "two cpus"
+
+
+def pin(pids: Iterable[int], cpus: set[int]) -> int:
+    """Keep every thread of the processes ``pids`` on ``cpus``; returns how many threads were pinned.
+
+    ``os.sched_setaffinity(pid, ...)`` moves only the thread whose id is
+    ``pid``; this moves them all (as ``taskset -a`` does). Threads and
+    processes started later inherit the mask of the thread that starts them.
+    """
+    done = 0
+    for pid in pids:
+        for task in _tasks(pid):
+            try:
+                os.sched_setaffinity(int(task), cpus)
+                done += 1
+            except OSError:  # the thread ended meanwhile
+                pass
+    return done

@@ -47,6 +47,13 @@ same turns: it moves much less. So are the wake-ups per step of each side
 (voluntary context switches): it shows whether the spins caught their
 replies (a chain step is one round trip, so at most one sleep on each side).
 
+``--pin one`` keeps this process and every worker on one CPU (each hand-off a
+switch on that CPU: a step costs both sides' CPU); ``--pin two`` keeps this
+process on one CPU and every worker process on another (each side waits on
+its own CPU). Without ``--pin`` the scheduler decides, and says so in the
+"where the chain ran" lines; with it, the floor and the sessions run in the
+same placement, so their ratio compares like with like.
+
 ``--fresh`` builds each workflow afresh for every Session run, inside the
 timing, as a notebook does when its cell is run again (targets: fan-out
 <= 2x the floor, chain <= 1.5x, in the same run).
@@ -68,6 +75,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from _procstat import pin
 from _turns import Turns, floor_runner, median, modes, session_runner
 
 import fuseline_nb as fl
@@ -194,7 +202,10 @@ def main() -> None:
     ap.add_argument("--no-settle", action="store_true",
                     help="start each turn at once, while the DuckDB session may still be writing the history of "
                          "its last run in this process (how this benchmark ran before)")
+    ap.add_argument("--pin", choices=("one", "two"),
+                    help="one: everything on one CPU; two: this process on one CPU, the workers on another")
     args = ap.parse_args()
+    placement = pin_placement(args.pin)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     if args.no_spin:
         os.environ["FUSELINE_NB_SPIN_US"] = "0"  # read by the sessions' servers and their workers
@@ -224,6 +235,7 @@ def main() -> None:
     strict = Turns()
     flushed: dict[str, list[float]] = {name: [] for name in shapes}
     floor_tids = [os.getpid()] + [p.pid for p in floor.procs if p.pid is not None]
+    placement(floor_tids[1:])
     try:
         strict_job = floor_runner(lambda: floor.pingpong(chain_n), strict, floor_tids[:2], False)
         floor_jobs = {
@@ -240,6 +252,7 @@ def main() -> None:
                     "duckdb": session_runner(duck, made, got["duckdb"], placed)}
             for job in jobs.values():
                 job()  # warm-up: workers started, workflow shipped, code paths hot
+            placement([p for s in (mem, duck) for p in s.pool.pids()])  # pool workers start lazily
             duck.broker.flush()  # type: ignore[attr-defined]
             for turns in got.values():
                 turns.clear()
@@ -263,11 +276,30 @@ def main() -> None:
     print(f"load average (1 min) at the start / the end: {load:.2f} / {end:.2f} on {os.cpu_count()} CPUs")
 
 
+def pin_placement(how: str | None) -> Callable[[list[int]], None]:
+    """Pin this process now as ``--pin`` says; returns what pins worker processes once they run."""
+    if how is None:
+        return lambda pids: None
+    cpus = sorted(os.sched_getaffinity(0))
+    if how == "two" and len(cpus) < 2:
+        raise SystemExit(f"--pin two needs two CPUs; this process may use {cpus}")
+    here, there = {cpus[0]}, {cpus[1] if how == "two" else cpus[0]}
+    pin([os.getpid()], here)  # threads and processes started from now on inherit it
+
+    def workers(pids: list[int]) -> None:
+        pin(pids, there)
+
+    return workers
+
+
 def report(args: argparse.Namespace, shapes: dict[str, tuple[fl.Workflow, int]],
            results: dict[str, dict[str, Turns]], strict: Turns, flushed: dict[str, list[float]],
            serial: float, chain_n: int, sleep_n: int) -> None:
     us = {name: {kind: [t / n * 1e6 for t in turns.took] for kind, turns in results[name].items()}
           for name, (_, n) in shapes.items()}
+    if args.pin:
+        print("placement pinned: " + ("this process and every worker on one CPU" if args.pin == "one"
+                                       else "this process on one CPU, every worker process on another"))
     if args.fresh:
         print("each Session run builds its workflow afresh inside the timing (build + submit + run + wait)")
     print("us per step: median of the turns (fastest-slowest); ratios of the medians (of the fastest turns)")

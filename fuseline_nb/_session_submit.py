@@ -2,8 +2,9 @@
 
 The run's inputs become values in the kernel, where they are born
 (:func:`input_values`, pickled once); something that is not a workflow is
-refused with a hint (:func:`not_a_workflow`); an edited workflow submitted
-while runs of it are still going is warned about (:func:`overtaken_message`);
+refused with a hint (:func:`not_a_workflow`); another definition submitted under
+the same explicit ``version=`` while runs of the first are still going is
+warned about (:func:`overtaken_message`);
 a sweep's inputs are all checked before its first run starts (:func:`map_runs`).
 
 Examples
@@ -45,12 +46,24 @@ def input_values(inputs: Mapping[str, Any]) -> dict[str, Value]:
 
 
 def overtaken_message(wf: Workflow, runs: list[str]) -> str:
-    """What a submit of an edited workflow says about its runs still going."""
-    return (f"run(s) {', '.join(runs)} of workflow {wf.workflow_id!r} are still going: this definition has their "
-            "structure (step names and edges) and other code, so the workers get it in their place and their "
-            "remaining steps run the new code (and store nothing in the cache); cancel them first (run.cancel()) "
-            "to keep each run to one version of the code, or give a workflow built apart (by one function with "
-            "other parameters) its own workflow_id= to run both side by side")
+    """What a submit says about the runs still going of another definition under the same ``version=``.
+
+    A workflow built without ``version=`` never gets here: it gets a version
+    of its own while runs of another definition under its id are going.
+
+    Examples
+    --------
+    >>> from fuseline_nb import FunctionStep
+    >>> wf = Workflow(outputs=[FunctionStep(abs, name="a")], workflow_id="w", version="3")
+    >>> print(overtaken_message(wf, ["r1"]).split(":")[0])
+    run(s) r1 of workflow 'w' version '3' are still going
+    """
+    return (f"run(s) {', '.join(runs)} of workflow {wf.workflow_id!r} version {wf.version!r} are still going: "
+            "this definition has their structure (step names and edges) and other code under the same "
+            "version=, so the workers get it in their place and their remaining steps run the new code "
+            "(their results are not cached); to keep each run to the code it started with, cancel them "
+            "first (run.cancel()), give this definition another version=, or leave version= out (a "
+            "definition then gets a version of its own while runs of another one are going)")
 
 
 def not_a_workflow(obj: Any) -> str:

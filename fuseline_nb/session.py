@@ -175,7 +175,10 @@ class Session:
         global or helper) is shipped again, and a step holding a function or
         class whose cell was run again is reported (``StaleDefinitionWarning``).
         A workflow built without ``version=`` whose structure differs from the
-        one registered under its id gets a version of its own.
+        one registered under its id gets a version of its own, and so does one
+        whose code differs while runs of the registered one are still going
+        (a cell edited during a run, two pipelines made by one function): each
+        run's steps run the definition it was submitted with.
 
         ``cache`` (default: the session's) reuses results of steps whose key
         was seen; the steps named in ``rerun`` run anyway.
@@ -185,9 +188,10 @@ class Session:
         PicklingError
             A step or an input cannot be sent to a worker process.
         SchemaMismatchError
-            Another structure is registered under the workflow's id and version
-            (an edited policy or step code under the same structure is not
-            refused: the runs submitted from now on use it).
+            Another structure is registered under the workflow's id and explicit
+            ``version=`` (an edited policy or step code under the same structure
+            is not refused: the runs submitted from now on use it, and a run of
+            the older one still going is warned about).
         """
         self._check_open()
         if not isinstance(wf, Workflow):
@@ -204,13 +208,15 @@ class Session:
             wf.to_schema().check_inputs(inputs)  # before anything is shipped
             values = input_values(inputs)
             warn_stale(wf, stacklevel=2, kind=kind[0] if kind else None)
-            if not adopted and not wf._adopt_schema(registered) and wf.settle_version(registered):
+            # another definition under its id and version "1" whose runs are still going keeps them: this
+            # one gets a version of its own (each run's steps load the definition it was submitted with)
+            if not adopted and not wf._adopt_schema(registered) and wf.settle_version(registered, self._live):
                 wf._adopt_schema(registered)
             if self.pool is not None:
                 self.pool.check()
                 register = getattr(self.broker, "register_workflow", None)
-                if register is not None:  # before the workers get it: a run of an older definition
-                    overtaken = register(wf.to_schema())  # still going stops caching (it may run new code)
+                if register is not None:  # before the workers get it: a run of an older definition under
+                    overtaken = register(wf.to_schema())  # an explicit version= still going stops caching
                     if overtaken:
                         warnings.warn(overtaken_message(wf, overtaken), UserWarning, stacklevel=2)
                 self.pool.add_workflow(wf, refresh=False)  # refreshed above
@@ -375,6 +381,11 @@ class Session:
     def closed(self) -> bool:
         """Whether :meth:`close` was called."""
         return self._closed
+
+    def _live(self) -> list[tuple[str, str]]:
+        """``(workflow id, version)`` of the runs still going (see ``Workflow.settle_version``)."""
+        unfinished = getattr(self.broker, "unfinished_runs", None)
+        return [(wid, version) for _, wid, version in unfinished()] if unfinished is not None else []
 
     def _check_open(self) -> None:
         if self._closed:

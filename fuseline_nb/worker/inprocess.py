@@ -52,7 +52,7 @@ def run_with_cache(wf: Workflow, inputs: dict[str, Any], cache: Any, rerun: Iter
     """Run ``wf`` here through the broker ``cache`` names; return its :class:`RunResult`."""
     broker = _broker_of(cache)
     wf.refresh()
-    wf.settle_version(broker.list_workflows())
+    wf.settle_version(broker.list_workflows(), lambda: [(w, v) for _, w, v in broker.unfinished_runs()])
     done = threading.Event()
     run_ids: list[str] = []
 

@@ -26,28 +26,92 @@ True
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from operator import attrgetter
 from typing import Any
 
 from .fingerprint import _fingerprint_list
 from .gcpause import paused_gc
 from .schema import WorkflowSchema
-from .toschema import policy_spec, same_schema
+from .toschema import policy_spec, same_schema, step_settings
 
 _NAME, _FINGERPRINT = attrgetter("name"), attrgetter("fingerprint")
+_POLICIES, _CACHE = attrgetter("policies"), attrgetter("cache")
+_AUTO = "auto-"
 
 
-def own_version(schema: WorkflowSchema, registered: Iterable[WorkflowSchema]) -> str | None:
-    """The version of its own for ``schema`` when a registered schema of its id and version has another
-    structure, else ``None``: derived from its structure and code fingerprints (the same definition
-    gets the same version in every process)."""
-    clash = any(k is not schema and (k.workflow_id, k.version) == (schema.workflow_id, schema.version)
-                and k.structure_key() != schema.structure_key() for k in registered)
-    if not clash:
-        return None
-    body = schema.structure_key() + repr(sorted(schema.fingerprints().items()))
-    return "auto-" + hashlib.sha256(body.encode()).hexdigest()[:12]
+def own_version(schema: WorkflowSchema, registered: Iterable[WorkflowSchema],
+                live: Callable[[], Iterable[tuple[str, str]]] | None = None, base: str = "1") -> str | None:
+    """The version of its own for ``schema`` (a definition built without ``version=``), else ``None``
+    (it goes under ``base``, its id's version ``"1"``).
+
+    It gets one when the definition registered under ``(its id, base)`` has
+    another structure, or other contents (code fingerprints, policies) while
+    runs of it are still going (``live()``: the ``(workflow id, version)``
+    of the live runs, asked only then): those runs keep the code they started
+    with. A definition already registered under its own version keeps it.
+    The version is derived from the structure and contents (the same
+    definition gets the same version in every process): ``"auto-"`` and 12
+    hex digits.
+
+    Examples
+    --------
+    >>> from fuseline_nb import FunctionStep, Workflow
+    >>> def build(k):
+    ...     return Workflow(outputs=[FunctionStep(lambda: k, name="a")], workflow_id="w")
+    >>> one, two = build(1).to_schema(), build(2).to_schema()
+    >>> own_version(two, [one]) is None                        # no run of the first is going: "1"
+    True
+    >>> own_version(two, [one], live=lambda: [("w", "1")]).startswith("auto-")
+    True
+    """
+    wid = schema.workflow_id
+    same_id = [k for k in registered if k.workflow_id == wid]
+    known = next((k for k in same_id if k.version == base), None)
+    if known is not None and known is not schema:
+        if known.structure_key() != schema.structure_key():
+            return auto_version(schema)
+        if not same_contents(known, schema):
+            if (wid, base) in set(live() if live is not None else ()):
+                return auto_version(schema)
+        else:
+            return None
+    if any(k.version.startswith(_AUTO) for k in same_id):  # one registered already under its own version
+        mine = auto_version(schema)
+        if any(k.version == mine and same_contents(k, schema) for k in same_id):
+            return mine
+    return None
+
+
+def auto_version(schema: WorkflowSchema) -> str:
+    """The version of its own a definition built without ``version=`` gets (derived from its structure,
+    code fingerprints, policies and name, never from its id or version).
+
+    Examples
+    --------
+    >>> from fuseline_nb import FunctionStep, Workflow
+    >>> a = Workflow(outputs=[FunctionStep(abs, name="a")], workflow_id="w").to_schema()
+    >>> b = Workflow(outputs=[FunctionStep(abs, name="a")], workflow_id="w", version="7").to_schema()
+    >>> auto_version(a) == auto_version(b), auto_version(a)[:5]
+    (True, 'auto-')
+    """
+    body = (schema.structure_key() + repr(sorted(schema.fingerprints().items()))
+            + repr([(s.policies, s.cache) for s in schema.steps]) + repr((schema.policies, schema.name)))
+    return _AUTO + hashlib.sha256(body.encode()).hexdigest()[:12]
+
+
+def same_contents(a: WorkflowSchema, b: WorkflowSchema) -> bool:
+    """Whether two schemas are the same definition, whatever their versions.
+
+    Examples
+    --------
+    >>> from fuseline_nb.workflow.schema import StepSchema
+    >>> same_contents(WorkflowSchema("w", "1", steps=(StepSchema("a"),)),
+    ...               WorkflowSchema("w", "auto-1", steps=(StepSchema("a"),)))
+    True
+    """
+    return a is b or (a.workflow_id == b.workflow_id and a.name == b.name and a.outputs == b.outputs
+                      and a.policies == b.policies and a.steps == b.steps and a.edges == b.edges)
 
 
 def adopt_schema(wf: Any, registered: Iterable[WorkflowSchema]) -> bool:
@@ -93,20 +157,39 @@ def adopt_unmade(wf: Any, registered: Iterable[WorkflowSchema], kind: list[Any] 
 
 
 def fingerprints_changed(wf: Any, schema: WorkflowSchema, kind: list[Any] | None = None) -> bool:
-    """Whether the fingerprints of ``wf``'s steps, computed now, differ from those ``schema`` recorded
-    (``kind``: see :func:`~fuseline_nb.workflow.fingerprint._fingerprint_list`)."""
+    """Whether ``schema`` no longer says what ``wf``'s steps run: their fingerprints, computed now,
+    differ from those it recorded, or their settings changed on the step objects since (a step's
+    ``policies`` or ``cache`` flag, the workflow's ``policies``: the workers' copy and the broker's
+    retries, timeouts and cache follow the schema). ``kind``: see
+    :func:`~fuseline_nb.workflow.fingerprint._fingerprint_list`."""
     steps, recorded = wf.steps, schema.steps
+    values = list(steps.values())
     # side by side: the schema's steps and the workflow's in one order (looked at once per schema: the
     # schema is immutable, and a workflow's steps are named when it is built)
     if len(recorded) == len(steps) and (wf.__dict__.get("_side_by_side") is schema
                                         or list(map(_NAME, recorded)) == list(steps)):
         wf._side_by_side = schema
-        now = _fingerprint_list(list(steps.values()), kind)
+        now = _fingerprint_list(values, kind)
         one = _one_fingerprint(schema)
         if one and now.count(now[0]) == len(now):  # one fingerprint now, one recorded: one compare
-            return now[0] != one
-        return bool(now != list(map(_FINGERPRINT, recorded)))
-    return bool(schema.fingerprints() != wf.fingerprints())
+            if now[0] != one:
+                return True
+        elif now != list(map(_FINGERPRINT, recorded)):
+            return True
+        return _settings_changed(wf, values, schema, list(recorded))
+    if schema.fingerprints() != wf.fingerprints():
+        return True
+    by_name = {s.name: s for s in recorded}
+    return _settings_changed(wf, values, schema, [by_name.get(n) for n in steps])
+
+
+def _settings_changed(wf: Any, values: list[Any], schema: WorkflowSchema, recorded: list[Any]) -> bool:
+    """Whether a step's ``policies`` or ``cache`` flag (``values``, side by side with ``recorded``), or
+    the workflow's ``policies``, differ from what ``schema`` recorded."""
+    if tuple(map(policy_spec, wf.policies)) != schema.policies or None in recorded:
+        return True
+    pols, caches = step_settings(values)
+    return pols != list(map(_POLICIES, recorded)) or caches != list(map(_CACHE, recorded))
 
 
 def _one_fingerprint(schema: WorkflowSchema) -> str:
@@ -120,4 +203,4 @@ def _one_fingerprint(schema: WorkflowSchema) -> str:
     return one  # type: ignore[no-any-return]
 
 
-__all__ = ["adopt_schema", "adopt_unmade", "fingerprints_changed", "own_version"]
+__all__ = ["adopt_schema", "adopt_unmade", "auto_version", "fingerprints_changed", "own_version", "same_contents"]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
@@ -63,9 +63,12 @@ class Workflow(Surface):
     version:
         Version string; the broker refuses a different structure under the
         same id and version. Without it the version is ``"1"``, and
-        ``Session.submit`` gives a definition whose structure differs from
-        the one registered under its id a version of its own, derived from
-        its structure and code fingerprints (prototyping under a fixed id).
+        ``Session.submit`` gives a definition a version of its own (``auto-``
+        and 12 hex digits, derived from its structure and contents) when the
+        one registered under its id has another structure (prototyping under
+        a fixed id), or other code while runs of it are still going (a run
+        keeps the code it started with; pipelines made by one function run
+        side by side).
     trace:
         Path of a JSON-lines trace file, or a ``Tracer``.
     policies:
@@ -208,13 +211,19 @@ class Workflow(Surface):
         """The structure with what pickling left behind remade (before the schema cache is dropped)."""
         return complete(self._structure, self._schema_cache)
 
-    def settle_version(self, registered: Iterable[WorkflowSchema]) -> bool:
-        """Give this definition a version of its own when its id and version name another structure.
+    def settle_version(self, registered: Iterable[WorkflowSchema],
+                       live: Callable[[], Iterable[tuple[str, str]]] | None = None) -> bool:
+        """Give this definition a version of its own when its id's version ``"1"`` names another definition
+        that must stay: another structure, or other code while runs of it are still going.
 
         Only a workflow built without ``version=`` moves; the new version is
-        derived from its structure and code fingerprints (the same
-        definition gets the same version in every process). Returns whether
-        the version changed. ``Session.submit`` calls this.
+        derived from its structure and contents (code fingerprints,
+        policies), so the same definition gets the same version in every
+        process, and one already registered under such a version keeps it.
+        Otherwise it goes under ``"1"`` (taking the place of an idle older
+        definition there). ``live()`` gives the ``(workflow id, version)``
+        of the runs still going (asked only when the contents differ).
+        Returns whether the version changed. ``Session.submit`` calls this.
 
         Examples
         --------
@@ -223,11 +232,16 @@ class Workflow(Surface):
         >>> new = Workflow(outputs=[FunctionStep(lambda: 2, name="b")], workflow_id="sales")
         >>> new.settle_version([old.to_schema()]), new.version.startswith("auto-")
         (True, True)
+        >>> edited = Workflow(outputs=[FunctionStep(lambda: 3, name="a")], workflow_id="sales")
+        >>> edited.settle_version([old.to_schema()]), edited.version      # no run of the old one is going
+        (False, '1')
+        >>> edited.settle_version([old.to_schema()], live=lambda: [("sales", "1")]), edited.version[:5]
+        (True, 'auto-')
         """
         if not self._auto_version:
             return False
-        version = own_version(self.to_schema(), registered)
-        if version is None:
+        version = own_version(self.to_schema(), registered, live) or "1"
+        if version == self.version:
             return False
         self.version = version
         self._full()

@@ -136,16 +136,7 @@ def same_schema(structure: Structure, known: WorkflowSchema, name: str, policies
     values = list(steps.values())
     if list(map(_NAME, values)) != order:  # the steps dict is in the structure's order
         values = [steps[n] for n in order]
-    dicts = list(map(_DICT, values))
-    held = list(map(dict.get, dicts, repeat("policies")))
-    of_class = {c: p for c in set(map(type, values)) if (p := getattr(c, "policies", None)) is not None}
-    if of_class:  # a step with none of its own has its class's (as make_schema reads them)
-        held = [h if h is not None else of_class.get(type(v)) for h, v in zip(held, values, strict=True)]
-    if any(held):
-        pols: list[Any] = [tuple(map(policy_spec, p)) if p else () for p in held]
-    else:
-        pols = [()] * len(order)
-    caches = [True if c is True else bool(c) for c in map(getattr, values, repeat("cache"), repeat(True))]
+    pols, caches = step_settings(values)
     kinds = list(map(_KIND, values))
     mine = list(zip(order, kinds, map(_TARGET, shapes), pols, map(_CONDITIONAL, shapes), fingerprints, caches,
                     map(_READS, shapes), map(_INPUTS, shapes), strict=True))
@@ -158,6 +149,36 @@ def same_schema(structure: Structure, known: WorkflowSchema, name: str, policies
 _NAME, _KIND, _DICT = attrgetter("name"), attrgetter("kind"), attrgetter("__dict__")
 _TARGET, _CONDITIONAL = attrgetter("target"), attrgetter("conditional")
 _READS, _INPUTS = attrgetter("reads"), attrgetter("inputs")
+
+
+def step_settings(values: list[Any]) -> tuple[list[Any], list[bool]]:
+    """The ``policies`` (as specs) and the ``cache`` flag of each of ``values`` (steps), as
+    :func:`make_schema` records them: a column at a time.
+
+    A step's settings can change on the step object after its workflow made a
+    schema (``s.policies.append(RetryPolicy(3))``, ``s.cache = False``); the
+    re-submit check compares these columns with the schema's.
+
+    Examples
+    --------
+    >>> from fuseline_nb import FunctionStep
+    >>> from fuseline_nb.workflow.policies import RetryPolicy
+    >>> s = FunctionStep(abs, name="a", policies=[RetryPolicy(2)])
+    >>> s.cache = False
+    >>> step_settings([s, FunctionStep(len, name="n")])
+    ([({'name': 'retry', 'config': {'max_retries': 2, 'wait': 0}},), ()], [False, True])
+    """
+    dicts = list(map(_DICT, values))
+    held = list(map(dict.get, dicts, repeat("policies")))
+    of_class = {c: p for c in set(map(type, values)) if (p := getattr(c, "policies", None)) is not None}
+    if of_class:  # a step with none of its own has its class's (as make_schema reads them)
+        held = [h if h is not None else of_class.get(type(v)) for h, v in zip(held, values, strict=True)]
+    if any(held):
+        pols: list[Any] = [tuple(map(policy_spec, p)) if p else () for p in held]
+    else:
+        pols = [()] * len(values)
+    caches = [True if c is True else bool(c) for c in map(getattr, values, repeat("cache"), repeat(True))]
+    return pols, caches
 
 
 def policy_spec(policy: Any) -> dict[str, Any]:
@@ -177,4 +198,4 @@ def policy_spec(policy: Any) -> dict[str, Any]:
     return {"type": type(policy).__name__}
 
 
-__all__ = ["make_schema", "policy_spec", "same_schema"]
+__all__ = ["make_schema", "policy_spec", "same_schema", "step_settings"]

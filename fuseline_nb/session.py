@@ -32,6 +32,7 @@ from .broker.base import Broker
 from .broker.opening import open_broker
 from .errors import StorageClosedError, StorageError
 from .runhandle import Run, RunDone
+from .worker._freshmods import check_modules
 from .workflow.events import Event
 from .workflow.gcpause import paused_gc
 from .workflow.graph import Workflow, run_inputs
@@ -208,6 +209,7 @@ class Session:
             wf.to_schema().check_inputs(inputs)  # before anything is shipped
             values = input_values(inputs)
             warn_stale(wf, stacklevel=2, kind=kind[0] if kind else None)
+            cache = check_modules(cache, stacklevel=2)  # a module edited on disk and not reloaded: warn, no cache
             # another definition under its id and version "1" whose runs are still going keeps them: this
             # one gets a version of its own (each run's steps load the definition it was submitted with)
             if not adopted and not wf._adopt_schema(registered) and wf.settle_version(registered, self._live):

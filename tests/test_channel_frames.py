@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from fuseline_nb.worker import _spin, latency
+from fuseline_nb.worker._duplex import duplex_pipe
 from fuseline_nb.worker._pipeforms import report_from
 from fuseline_nb.worker.channel import ChannelClient
 from fuseline_nb.worker.latency import FrameReader, Spin, receive, send
@@ -408,13 +409,16 @@ def _request_then_wait(conn: Any, how: str) -> None:
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="counts sleeps from /proc (Linux)")
-@pytest.mark.parametrize(("how", "sleeps"), [("next", 1), ("bare read", 2)])
-def test_a_side_waiting_for_its_reply_sleeps_once_not_again_when_its_request_is_read(how, sleeps):
+@pytest.mark.parametrize(("how", "sleeps", "pipe"), [("next", 1, "socket"), ("bare read", 2, "socket"),
+                                                     ("next", 1, "duplex"), ("bare read", 1, "duplex")])
+def test_a_side_waiting_for_its_reply_sleeps_once_not_again_when_its_request_is_read(how, sleeps, pipe):
     # A process asleep in read() on a socket is woken when the other side reads what it wrote (room to
     # write), finds nothing and sleeps again: a second wake-up per round trip. FrameReader.next() sleeps in
     # poll() for data, which that wake-up does not end. ("bare read" shows the kernel's behaviour it avoids.)
+    # A pool's channel is two pipes (worker/_duplex.py): a pipe wakes its reader only when written, so even a
+    # bare read sleeps once there, and next() sleeps in read (one system call instead of poll + read).
     ctx = multiprocessing.get_context("spawn")
-    a, b = ctx.Pipe()
+    a, b = ctx.Pipe() if pipe == "socket" else duplex_pipe(ctx)
     child = ctx.Process(target=_request_then_wait, args=(b, how))
     child.start()
     try:

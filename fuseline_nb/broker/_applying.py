@@ -148,26 +148,34 @@ class Applier:
         events are delivered), before any write outside a block, and before
         a read of the history. A write the storage refuses now cannot refuse
         the report any more (its answer has left): it is logged as an error
-        naming the run, and the writes after it are still made.
+        naming the run, and the writes after it are still made. A
+        ``KeyboardInterrupt`` (Ctrl-C in a thread that reads the history)
+        leaves the writes not begun held, in order, for the next settle.
         """
         out = self._out
         later, out.later = out.later, []
         s, do = self.storage, self._do
-        for op, args in later:
-            try:
-                if op == "record_events":
-                    events = made(args[0])  # an Effects(raw=True)'s events become events now
-                    s.record_events(events)
-                    out.hold(events)
-                elif op == "queued_rows":
-                    self._queued_rows(*args)
-                else:
-                    do[op](*args)
-            except Exception:
-                first = args[0][0] if op == "record_events" and args[0] else None
-                run = args[0] if first is None else first[1] if first.__class__ is tuple else first.run_id
-                log.exception("the history of run %s lost a write (%s) made after the answer to its worker: "
-                              "the run goes on, its stored history may miss this change", run, op)
+        done = 0
+        try:
+            for op, args in later:
+                done += 1  # (counted before: a write begun is not made twice)
+                try:
+                    if op == "record_events":
+                        events = made(args[0])  # an Effects(raw=True)'s events become events now
+                        s.record_events(events)
+                        out.hold(events)
+                    elif op == "queued_rows":
+                        self._queued_rows(*args)
+                    else:
+                        do[op](*args)
+                except Exception:
+                    first = args[0][0] if op == "record_events" and args[0] else None
+                    run = args[0] if first is None else first[1] if first.__class__ is tuple else first.run_id
+                    log.exception("the history of run %s lost a write (%s) made after the answer to its worker: "
+                                  "the run goes on, its stored history may miss this change", run, op)
+        finally:
+            if done < len(later):  # a Ctrl-C in the reading thread (one waiting for the flusher, say):
+                out.later[:0] = later[done:]  # the writes not begun wait for the next settle, in order
         st = self._state
         if st.dirty:
             for records in st.dirty:

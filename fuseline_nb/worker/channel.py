@@ -1,11 +1,11 @@
 """The process channel: spawned workers talk to the kernel's broker over a pipe.
 
-Each worker process owns one end of a private ``multiprocessing`` pipe (an
-anonymous socket pair: no address, nothing to connect to, so nothing to
-authenticate). In the worker, :class:`ChannelClient` is a
+Each worker process owns one end of a private channel (two anonymous
+one-way pipes, :mod:`fuseline_nb.worker._duplex`: no address, nothing to
+connect to, so nothing to authenticate). In the worker, :class:`ChannelClient` is a
 :class:`~fuseline_nb.broker.clients.BrokerClient`; in the kernel, one
 :class:`ChannelServer` thread serves every pipe of a pool with a single
-``selectors`` loop over the pipes and the worker processes' sentinels.
+poll loop over the pipes and the worker processes' sentinels.
 
 Wire format. A request is ``(kind, args)`` and a reply ``(kind, value...)``,
 both pickled (:func:`encode` / :func:`decode`); ``kind`` is one of

@@ -84,6 +84,7 @@ import struct
 from collections import deque
 from typing import Any, Final
 
+from ._duplex import Duplex
 from ._spin import AWAY_SECONDS, MAX_SKIP, SPIN_DEFAULT_US, SPIN_ENV, Spin, spin_seconds, spin_until
 
 #: A worker gets more than one assignment at a time only after steps shorter than this (seconds).
@@ -147,10 +148,10 @@ def send(conn: Any, message: tuple[Any, ...]) -> None:
     if len(data) > _SMALL:
         conn.send_bytes(data)
         return
-    fd = conn.fileno()  # raises OSError when the connection is closed
+    fd = conn.wfd if conn.__class__ is Duplex else conn.fileno()  # OSError when closed (wfd -1: at the write)
     buf = _HEADER.pack(len(data)) + data
     sent = os.write(fd, buf)
-    while sent < len(buf):  # a full socket buffer: the rest follows
+    while sent < len(buf):  # a full pipe: the rest follows
         sent += os.write(fd, buf[sent:])
 
 
@@ -170,7 +171,7 @@ def send_all(conn: Any, messages: list[tuple[Any, ...]]) -> None:
         for data in datas:
             conn.send_bytes(data)
         return
-    fd = conn.fileno()
+    fd = conn.wfd if conn.__class__ is Duplex else conn.fileno()
     buf = b"".join(_HEADER.pack(len(d)) + d for d in datas)
     sent = os.write(fd, buf)
     while sent < len(buf):
@@ -203,7 +204,7 @@ class FrameReader:
     100000
     """
 
-    __slots__ = ("_big", "_buf", "_conn", "_filled", "_frames", "_need", "_poller", "_seen")
+    __slots__ = ("_big", "_buf", "_conn", "_filled", "_frames", "_need", "_pipe", "_poller", "_seen")
 
     def __init__(self, conn: Any) -> None:
         self._conn = conn
@@ -214,6 +215,7 @@ class FrameReader:
         self._frames: deque[bytes] = deque()  # complete messages not handed out yet (next())
         self._poller: Any = None
         self._seen = False  # spin() saw data: next() reads without waiting first
+        self._pipe = conn.__class__ is Duplex  # a pipe wakes its reader only when written: next() sleeps in read
 
     def read(self) -> list[bytes]:
         """One read; the messages it completed (maybe none). Raises ``EOFError`` at the end.
@@ -292,14 +294,17 @@ class FrameReader:
     def next(self) -> bytes:
         """Block until a message is complete; return it.
 
-        It sleeps in ``poll`` for data, never in ``read``: a process asleep in
-        ``read`` on a socket is also woken each time the other side reads what
-        this one wrote (the socket's "room to write" wake-up), finds nothing
-        and sleeps again — once per round trip, on the other side's critical
-        path when both share a CPU. ``poll`` for ``POLLIN`` sleeps through it.
+        On a socket it sleeps in ``poll`` for data, never in ``read``: a
+        process asleep in ``read`` on a socket is also woken each time the
+        other side reads what this one wrote (the socket's "room to write"
+        wake-up), finds nothing and sleeps again — once per round trip, on the
+        other side's critical path when both share a CPU. ``poll`` for
+        ``POLLIN`` sleeps through it. A pool's channel (a
+        :class:`~fuseline_nb.worker._duplex.Duplex`: pipes) wakes a reader only
+        when written, so there it sleeps in ``read`` (one system call, not two).
         """
         while not self._frames:
-            if not self._seen:
+            if not self._seen and not self._pipe:
                 self._poll().poll()
             self._seen = False
             self._frames.extend(self.read())

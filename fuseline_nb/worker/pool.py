@@ -48,6 +48,7 @@ from ..broker.state import Assignment
 from ..errors import WorkerError
 from ..workflow.graph import Workflow
 from ..workflow.schema import WorkflowSchema
+from ._duplex import duplex_pipe
 from ._pool_definition import check_schema, same_definition
 from ._shipped import keep, serve
 from ._unloadable import fail_live, fail_queued, without
@@ -338,7 +339,7 @@ class WorkerPool:
     # -- processes (the supervisor starts, replaces and kills them) ------------------------
     def _start_process(self, label: str) -> Endpoint:
         assert self._server is not None
-        parent, child = self._ctx.Pipe(duplex=True)
+        parent, child = duplex_pipe(self._ctx)  # two one-way pipes: cheaper than a socket pair (see _duplex)
         proc = self._ctx.Process(
             target=worker_main, args=(child, label, os.getpid(), logging.getLogger().level),
             name=f"fuseline-{label}", daemon=False,

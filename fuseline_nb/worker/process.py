@@ -27,6 +27,8 @@ from ..errors import PicklingError
 from ..running.execute import StepOutcome
 from ..workflow.gcpause import paused_gc
 from ..workflow.graph import Workflow
+from . import _freshmods
+from ._freshmods import refresh as fresh_modules
 from .channel import ChannelClient, ChannelClosed, WorkflowBlob
 from .engine import _REFUSALS, ProcessEngine, _refused, report_fields
 from .latency import HOLD_SECONDS, spin_seconds
@@ -40,6 +42,7 @@ class _PoolEngine(ProcessEngine):
     answer to a report before it has let the reported step go (:meth:`ChannelClient.send_report`)."""
 
     _reported: StepAssignment
+    _run = ""  # the run of the step taken last
 
     def adopt(self, blobs: list[WorkflowBlob]) -> str:
         """Load shipped workflows; re-register when they add workflow ids. Returns the worker id."""
@@ -67,10 +70,14 @@ class _PoolEngine(ProcessEngine):
 
     def _next_step(self) -> StepAssignment | None:
         try:
-            return self.client.get_step(self.worker_id)
+            a = self.client.get_step(self.worker_id)
         except _REFUSALS as exc:  # the answer to the last report refused it; the steps that came with it
             _refused(self._reported, exc)  # are in hand (or none came: this asks again)
-            return self.client.get_step(self.worker_id)
+            a = self.client.get_step(self.worker_id)
+        if a is not None and a.instance_id != self._run:  # another run: the user's modules as the notebook
+            self._run = a.instance_id  # may have reloaded them (see _freshmods)
+            fresh_modules()
+        return a
 
     def _on_beat(self) -> None:
         """Reports held while a long step runs leave now (latency: a report waits at most a heartbeat)."""
@@ -98,6 +105,7 @@ def _load(blobs: list[WorkflowBlob]) -> dict[tuple[str, str], Workflow]:
 def worker_main(conn: Any, label: str, parent_pid: int, log_level: int) -> None:
     """Entry point of a worker process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the kernel's to handle
+    _freshmods.ACTIVE = True  # the user's modules reloaded here when their files change (see _freshmods)
     release_sigint()  # born with SIGINT held back (sigint_held): a Ctrl-C during start-up is dropped here
     logging.basicConfig(level=log_level or logging.WARNING,
                         format=f"%(levelname)s worker {label}: %(name)s: %(message)s")

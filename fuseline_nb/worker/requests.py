@@ -17,7 +17,6 @@ True
 from __future__ import annotations
 
 import logging
-import selectors
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
@@ -26,6 +25,7 @@ from ..broker.base import StepReport
 from ..broker.clients import BrokerClient
 from ._channelwire import PROTOCOL_VERSION, REQUEST_KINDS, decode
 from ._pipeforms import report_from
+from ._watch import Watch
 from .endpoint import Endpoint, Reply, Supervisor
 from .latency import send
 
@@ -41,7 +41,7 @@ class Requests:
     client: BrokerClient
     supervisor: Supervisor
     names: dict[str, str]
-    _sel: selectors.BaseSelector
+    _sel: Watch
     _handlers: dict[str, Callable[..., Reply]]
     _deferred: Callable[[], AbstractContextManager[None]]  # the client's deferred_events
     _block: AbstractContextManager[None] | None  # what it answers, when that is one reusable object
@@ -75,7 +75,7 @@ class Requests:
         except (EOFError, OSError):  # the process is going away; its sentinel follows
             try:
                 self._sel.unregister(ep.conn)
-            except (KeyError, ValueError):
+            except (KeyError, ValueError, OSError):
                 pass
             return False
         if not frames:  # part of a message: the rest comes with a later read

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import os
-import selectors
 import threading
 import time
 from contextlib import AbstractContextManager
@@ -33,6 +32,7 @@ from ..broker.clients import BrokerClient
 from ..workflow.events import Event
 from ..workflow.status import Status
 from ._pipeforms import assignment_wire
+from ._watch import Watch
 from .endpoint import Endpoint, Reply, Supervisor
 from .latency import PREFETCH_DEFAULT, Spin, batch_size, spin_seconds, spin_until
 from .requests import Requests
@@ -82,11 +82,11 @@ class ChannelServer(Requests):
         #: Broker worker id -> process label (``w1``...), kept after the process ends.
         self.names: dict[str, str] = {}
         self.backlog = 0  # hint: steps queued but not started (from broker events)
-        self._sel = selectors.DefaultSelector()
+        self._sel = Watch()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
-        self._sel.register(self._wake_r, selectors.EVENT_READ, ("wake", None))
+        self._sel.register(self._wake_r, ("wake", None))
         self._pending: list[Endpoint] = []
         self._pending_lock = threading.Lock()
         self._cancels = False  # a held step's run was cancelled: ask the broker who holds it
@@ -225,15 +225,14 @@ class ChannelServer(Requests):
         try:
             ready = self._spin() if self._spin_until else None
             if not ready:
-                ready = self._sel.select(self._wait_time())
+                ready = self._sel.wait(self._wait_time())
         except OSError:  # a descriptor closed under us: look again
             return
         if self._handed_at:  # did the spin after the last hand-out catch the next request?
             self.spin.took(time.perf_counter() - self._handed_at)
             self._handed_at = 0.0
         endpoints = self.endpoints
-        for key, _ in ready:
-            kind, ep = key.data
+        for kind, ep in ready:
             if kind == "conn":
                 if ep.label in endpoints:
                     self._readable(ep)
@@ -247,14 +246,14 @@ class ChannelServer(Requests):
                 self._keep_leases(now)
             if self._timing and now >= self._next_due:
                 self._check_deadlines(now)
-            if self._parked:
+            if self._parked and (self.backlog > 0 or self._dirty or now >= self._next_poll):
                 self._serve_parked(now)
 
     def _spin(self) -> list[Any]:
         """Look for the next request without sleeping, for a moment after handing out work."""
         until, self._spin_until = self._spin_until, 0.0
-        select = self._sel.select
-        return spin_until(lambda: select(0), until - time.perf_counter(), self.spin)
+        wait = self._sel.wait
+        return spin_until(lambda: wait(0), until - time.perf_counter(), self.spin)
 
     def _take_pending(self) -> None:
         with self._pending_lock:
@@ -262,16 +261,16 @@ class ChannelServer(Requests):
         for ep in pending:
             self.endpoints[ep.label] = ep
             self._blobs = None  # a new process: the pool reads back what it let go before it is served
-            self._sel.register(ep.conn, selectors.EVENT_READ, ("conn", ep))
-            self._sel.register(ep.process.sentinel, selectors.EVENT_READ, ("sentinel", ep))
+            self._sel.register(ep.conn, ("conn", ep))
+            self._sel.register(ep.process.sentinel, ("sentinel", ep))
 
     def _wait_time(self) -> float:
-        now = time.monotonic()
-        times = [self._next_due] if self._timing else []
-        if self._parked:
-            times.append(self._next_poll)
-        times.append(self._next_beat)
-        return max(0.0, min(times) - now)
+        due = self._next_beat
+        if self._timing and self._next_due < due:
+            due = self._next_due
+        if self._parked and self._next_poll < due:
+            due = self._next_poll
+        return max(0.0, due - time.monotonic())
 
     def _keep_leases(self, now: float) -> None:
         """Extend the leases of every live worker process holding steps (see ``_beat_every``)."""

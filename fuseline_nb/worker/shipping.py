@@ -57,6 +57,7 @@ from ..workflow.policies import StepTimeoutPolicy
 from ..workflow.schema import WorkflowSchema, refer_to_shipped, remember_shipped
 from ..workflow.steps import Step, step_policies
 from ._cachewrap import CACHE_WRAPPER, reduce_cached
+from ._freshmods import refresh as fresh_modules
 from .channel import WorkflowBlob
 
 _CLOUDPICKLE_CODE_REDUCE = cloudpickle.Pickler.dispatch_table[types.CodeType]
@@ -268,6 +269,7 @@ def load(blobs: list[WorkflowBlob], *, by_reference: bool = False) -> dict[tuple
         imported by the worker).
     """
     out: dict[tuple[str, str], Workflow] = {}
+    fresh_modules()  # a user module the notebook reloaded since: reloaded here too (see _freshmods)
     for key, data in blobs:
         try:
             wf, ref = _unpickle(data, schema=not by_reference)
@@ -288,6 +290,7 @@ def load(blobs: list[WorkflowBlob], *, by_reference: bool = False) -> dict[tuple
             if step_policies(step):  # (a step without policies gets no list)
                 step.policies = [p for p in step.policies if not isinstance(p, StepTimeoutPolicy)]
         out[key] = wf
+    fresh_modules()  # the modules these imported: their files as they are now
     return out
 
 

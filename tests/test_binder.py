@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]  # a fresh venv with ~130 pinned packages
 
 ROOT = Path(__file__).resolve().parent.parent
 PINS = ROOT / "binder" / "requirements.txt"

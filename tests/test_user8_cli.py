@@ -49,3 +49,17 @@ def test_subcommand_help_is_plain_text_that_says_what_the_command_does(tmp_path:
     assert "``" not in broker and ":mod:" not in broker
     assert "Serve a broker over HTTP" in broker and "fuseline-nb worker" in broker
     assert "Import the named workflows" in worker and "--dask" in worker.split("options:")[0]
+
+
+def test_run_names_a_missing_input_in_the_commands_words(tmp_path: Path) -> None:
+    # before: "MissingInputError: ... pass them in the run's inputs, e.g. wf.run({'n': ...})" — Python, not
+    # the command line — and only after the worker processes had started
+    (tmp_path / "flows.py").write_text(
+        "import fuseline_nb as fl\n"
+        "def half(n: int, by: int) -> float:\n"
+        "    return n / by\n"
+        "wf = fl.workflow_from_functions(outputs=[half], workflow_id='half')\n")
+    proc = _cli("run", "flows:wf", "-i", "by=2", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr == ("fuseline-nb run: missing run input(s) 'n' (needed by 'half'): give each with --input, "
+                           "e.g. --input n=VALUE\n")

@@ -353,6 +353,12 @@ def main(args: argparse.Namespace) -> int:
     except (ImportError, ValueError, TypeError) as exc:
         sys.stderr.write(f"fuseline-nb run: {exc}\n")
         return 2
+    missing = wf.to_schema().missing_inputs(inputs)
+    if missing:  # said here, in the command's words, before any worker starts
+        needs = ", ".join(f"{name!r} (needed by {', '.join(map(repr, steps))})" for name, steps in missing.items())
+        example = " ".join(f"--input {name}=VALUE" for name in missing)
+        sys.stderr.write(f"fuseline-nb run: missing run input(s) {needs}: give each with --input, e.g. {example}\n")
+        return 2
     unread = _unread_inputs(wf, inputs)
     if unread:
         sys.stderr.write(f"fuseline-nb run: warning: no step of {wf.workflow_id!r} reads the input(s) "

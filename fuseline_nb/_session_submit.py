@@ -23,11 +23,13 @@ Session.submit takes a Workflow, not 42: build one with Workflow(outputs=[...])
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from .errors import PicklingError
 from .workflow.graph import Workflow, run_inputs
+from .workflow.schema import WorkflowSchema
 from .workflow.value import Value
 
 
@@ -64,6 +66,62 @@ def overtaken_message(wf: Workflow, runs: list[str]) -> str:
             "(their results are not cached); to keep each run to the code it started with, cancel them "
             "first (run.cancel()), give this definition another version=, or leave version= out (a "
             "definition then gets a version of its own while runs of another one are going)")
+
+
+def register_warning(broker: Any, wf: Workflow, stacklevel: int = 2) -> None:
+    """Register ``wf``'s schema with ``broker`` (before the workers get it); warn of the runs it overtakes.
+
+    Only a definition under an explicit ``version=`` can overtake runs (see
+    :func:`overtaken_message`); the broker stores nothing in the cache for them
+    from then on.
+
+    Examples
+    --------
+    >>> from fuseline_nb import FunctionStep
+    >>> from fuseline_nb.broker import MemoryBroker
+    >>> broker = MemoryBroker()
+    >>> register_warning(broker, Workflow(outputs=[FunctionStep(abs, name="a")], workflow_id="w"))
+    >>> [s.workflow_id for s in broker.list_workflows()]
+    ['w']
+    """
+    register = getattr(broker, "register_workflow", None)
+    overtaken = register(wf.to_schema()) if register is not None else None
+    if overtaken:
+        warnings.warn(overtaken_message(wf, overtaken), UserWarning, stacklevel=stacklevel + 1)
+
+
+def live_versions(broker: Any) -> list[tuple[str, str]]:
+    """``(workflow id, version)`` of the runs still going (see ``Workflow.settle_version``).
+
+    Examples
+    --------
+    >>> from fuseline_nb import FunctionStep
+    >>> from fuseline_nb.broker import MemoryBroker
+    >>> broker = MemoryBroker()
+    >>> _ = broker.dispatch_workflow(Workflow(outputs=[FunctionStep(abs, name="a")], workflow_id="w").to_schema(),
+    ...                              {"x": -1})
+    >>> live_versions(broker)
+    [('w', '1')]
+    """
+    unfinished = getattr(broker, "unfinished_runs", None)
+    return [(wid, version) for _, wid, version in unfinished()] if unfinished is not None else []
+
+
+def idle_versions(wf: Workflow, registered: Iterable[WorkflowSchema],
+                  live: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The versions of its own (``auto-…``) of ``wf``'s id no run still going needs, but ``wf``'s.
+
+    Examples
+    --------
+    >>> from fuseline_nb import FunctionStep
+    >>> wf = Workflow(outputs=[FunctionStep(abs, name="a")], workflow_id="w")
+    >>> old = [WorkflowSchema("w", v) for v in ("1", "auto-a", "auto-b")] + [WorkflowSchema("x", "auto-c")]
+    >>> idle_versions(wf, old, live=[("w", "auto-b")])
+    [('w', 'auto-a')]
+    """
+    going, mine = set(live), (wf.workflow_id, wf.version)
+    return [key for key in ((s.workflow_id, s.version) for s in registered)
+            if key[0] == mine[0] and key[1].startswith("auto-") and key != mine and key not in going]
 
 
 def not_a_workflow(obj: Any) -> str:
@@ -116,4 +174,5 @@ def map_runs(wf: Workflow, inputs: Iterable[Mapping[str, Any]], submit: Callable
     return runs
 
 
-__all__ = ["input_values", "map_runs", "not_a_workflow", "overtaken_message"]
+__all__ = ["idle_versions", "input_values", "live_versions", "map_runs", "not_a_workflow", "overtaken_message",
+           "register_warning"]

@@ -21,13 +21,13 @@ import atexit
 import logging
 import os
 import threading
-import warnings
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from . import _session_submit as _submit
 from ._session_file import SessionReplacedWarning, file_key, hold, let_go, ship_stored, take_over
-from ._session_submit import input_values, map_runs, not_a_workflow, overtaken_message
+from ._session_submit import input_values, map_runs, not_a_workflow
 from .broker.base import Broker
 from .broker.opening import open_broker
 from .errors import StorageClosedError, StorageError
@@ -212,16 +212,16 @@ class Session:
             cache = check_modules(cache, stacklevel=2)  # a module edited on disk and not reloaded: warn, no cache
             # another definition under its id and version "1" whose runs are still going keeps them: this
             # one gets a version of its own (each run's steps load the definition it was submitted with)
-            if not adopted and not wf._adopt_schema(registered) and wf.settle_version(registered, self._live):
+            settled = not adopted and not wf._adopt_schema(registered)  # a new definition (an edit)
+            if settled and wf.settle_version(registered, lambda: _submit.live_versions(self.broker)):
                 wf._adopt_schema(registered)
             if self.pool is not None:
                 self.pool.check()
-                register = getattr(self.broker, "register_workflow", None)
-                if register is not None:  # before the workers get it: a run of an older definition under
-                    overtaken = register(wf.to_schema())  # an explicit version= still going stops caching
-                    if overtaken:
-                        warnings.warn(overtaken_message(wf, overtaken), UserWarning, stacklevel=2)
+                _submit.register_warning(self.broker, wf, stacklevel=3)  # before the workers get it
                 self.pool.add_workflow(wf, refresh=False)  # refreshed above
+                retire = getattr(self.pool, "retire", None)
+                if settled and retire is not None:  # versions of its own no run needs any more: let go
+                    retire(_submit.idle_versions(wf, registered, _submit.live_versions(self.broker)))
             if cache is None and not rerun:
                 run_id = self.broker.dispatch_workflow(wf.to_schema(), values)
             else:
@@ -383,11 +383,6 @@ class Session:
     def closed(self) -> bool:
         """Whether :meth:`close` was called."""
         return self._closed
-
-    def _live(self) -> list[tuple[str, str]]:
-        """``(workflow id, version)`` of the runs still going (see ``Workflow.settle_version``)."""
-        unfinished = getattr(self.broker, "unfinished_runs", None)
-        return [(wid, version) for _, wid, version in unfinished()] if unfinished is not None else []
 
     def _check_open(self) -> None:
         if self._closed:

@@ -215,3 +215,51 @@ def test_two_definitions_of_one_id_resume_each_with_its_own_code_after_the_kerne
         second.kill()
     assert result == {"states": ["SUCCEEDED", "SUCCEEDED"], "results": [11, 110],
                       "versions": ["1", run_ids[2]], "said": []}
+
+
+def test_two_pipelines_of_one_factory_run_side_by_side_on_dask(tmp_path: Path) -> None:
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
+                                  dashboard_address=":0") as cluster, \
+            fl.Session(tmp_path / "h.duckdb", dask=cluster.scheduler_address, cache=True) as session, \
+            warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        first = session.submit(make(1), inputs(tmp_path, "a"))
+        wait_for(tmp_path / "a.started")  # the first run's load is running on a Dask worker
+        second = session.submit(make(2), inputs(tmp_path, "b"))
+        wait_for(tmp_path / "b.started")
+        (tmp_path / "b.go").touch()
+        (tmp_path / "a.go").touch()
+        assert [first.wait(timeout=60), second.wait(timeout=60)] == [(10, 1), (20, 2)]
+        assert first.info().version == "1" and second.info().version.startswith("auto-")
+
+
+def test_versions_no_run_needs_are_let_go_and_shipped_again_when_submitted(tmp_path: Path) -> None:
+    # Five pipelines of one factory submitted one after the other while a long run of the first goes:
+    # five versions of their own. The pool keeps the bytes and definitions of those a run still needs
+    # (and the one just submitted); the others are let go (a memory session kept every one, and sent
+    # each to every new process).
+    import signal
+
+    with fl.Session(None, workers=2) as session:
+        pool = session.pool
+        first = session.submit(make(1), inputs(tmp_path, "a"))
+        wait_for(tmp_path / "a.started")
+        (tmp_path / "b.go").touch()
+        built = [make(k) for k in range(2, 7)]
+        for k, wf in enumerate(built, start=2):
+            assert session.submit(wf, inputs(tmp_path, "b")).wait(timeout=60) == (10 * k, k)
+        deadline = time.monotonic() + 30
+        while pool._retiring and time.monotonic() < deadline:  # the serving thread lets them go
+            time.sleep(0.01)
+        kept = sorted(version for (wid, version), _ in pool.workflow_blobs() if wid == first.info().workflow_id)
+        assert kept == sorted({"1", built[-1].version}), kept
+        (tmp_path / "a.go").touch()
+        assert first.wait(timeout=60) == (10, 1)
+        # an earlier definition submitted again keeps its version and is shipped again
+        again = session.submit(built[1], inputs(tmp_path, "b"))
+        assert again.wait(timeout=60) == (30, 3) and again.info().version == built[1].version
+        # a new process is sent what runs need, and runs them
+        os.kill(pool.pids()[0], signal.SIGKILL)
+        assert session.submit(built[-1], inputs(tmp_path, "b")).wait(timeout=60) == (60, 6)
+        assert session.submit(built[1], inputs(tmp_path, "b")).wait(timeout=60) == (30, 3)

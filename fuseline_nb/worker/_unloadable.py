@@ -2,7 +2,7 @@
 
 A worker process that cannot unpickle a shipped workflow (an object of the
 notebook pickled by name, a module only the kernel can import) says which one
-and ends. The pool then drops that workflow's bytes (:func:`without`, so no
+and ends. The pool (:func:`on_load_error`) then drops that workflow's bytes (:func:`without`, so no
 replacement process is sent them again) and :func:`fail_queued` fails the
 steps its runs have queued, through the broker, with the worker's message:
 those runs end FAILED and every other workflow goes on on the same pool.
@@ -55,6 +55,45 @@ def without(blobs: list[Any], key: Key, endpoints: Iterable[Any]) -> list[Any]:
     return [(k, b) for k, b in blobs if k != key]
 
 
+def forget(key: Key, blobs: list[Any], endpoints: Iterable[Any], tables: Iterable[dict[Key, Any]],
+           pruned: set[Key]) -> list[Any]:
+    """``blobs`` without ``key``'s (:func:`without`), ``key`` gone from each of ``tables`` and ``pruned``: what a
+    pool holds of a workflow it lets go (one its processes cannot load, or a version no run needs).
+
+    Examples
+    --------
+    >>> shipped, pruned = {("a", "1"): "wf a", ("b", "1"): "wf b"}, {("b", "1")}
+    >>> forget(("b", "1"), [(("a", "1"), b"x"), (("b", "1"), b"y")], [], [shipped], pruned), shipped, pruned
+    ([(('a', '1'), b'x')], {('a', '1'): 'wf a'}, set())
+    """
+    for table in tables:
+        table.pop(key, None)
+    pruned.discard(key)
+    return without(blobs, key, endpoints)
+
+
+def on_load_error(pool: Any, ep: Any, text: str, key: Key | None = None) -> None:
+    """``WorkerPool.on_load_error``: a worker could not load the shipped workflow ``key``: the pool drops it,
+    its runs' queued steps fail.
+
+    The process ends and is replaced (it is not a crash); no new process
+    is sent those bytes; other workflows go on. Without a key the pool
+    cannot run its workflows (``pool.error``).
+    """
+    pool._sup.load_failed(ep, text, key)
+    if key is None:
+        return
+    with pool._lock:  # (a second process failing on the same bytes finds them dropped already)
+        schema = pool._shipped_schema.pop(key, None) or pool._unloadable.get(key, (None, ""))[0]
+        if schema is None:
+            return
+        pool._unloadable[key] = (schema, text)
+        pool._drop(key)
+    if pool._server is not None:
+        pool._server.wake()  # it asks for the shorter list
+    fail_queued(pool.client, schema, text)
+
+
 def fail_queued(client: BrokerClient, schema: WorkflowSchema, text: str) -> int:
     """Fail every queued step of ``schema``'s runs with ``WorkerError: text``; returns how many.
 
@@ -94,4 +133,4 @@ def fail_live(broker: Any, client: BrokerClient, unloadable: dict[Key, tuple[Wor
             fail_queued(client, *bad)
 
 
-__all__ = ["fail_live", "fail_queued", "without"]
+__all__ = ["fail_live", "fail_queued", "forget", "on_load_error", "without"]

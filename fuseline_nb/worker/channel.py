@@ -23,8 +23,9 @@ class; a refused report answered with the next step comes as
 
 The hot path is at most one round trip per step: a worker's
 ``report_and_get`` carries its report and receives its next assignments (a
-pool worker sends it without waiting, :meth:`ChannelClient.send_report`, and
-reads the answer when it asks for its next step). A
+pool worker's turn, :meth:`ChannelClient.report_and_next`, writes it and reads
+the answer in one call; :meth:`ChannelClient.send_report` writes it without
+waiting, and the next request reads the answer). A
 worker that asks for work when none is ready is *parked* (its request stays
 unanswered) until a step is queued; the server is woken by broker events, so
 idle workers cost nothing and nobody polls. What keeps that round trip short
@@ -149,14 +150,18 @@ class ChannelClient(BrokerClient):
 
     def _reply(self) -> tuple[Any, ...]:
         """The next message from the kernel (a short spin first, see latency.Spin); hold ``_rt_lock``."""
-        spin = self.spin
-        if spin.wanted():
-            sent = time.perf_counter()
-            self._reader.spin(spin.seconds, spin)
-            reply = pickle.loads(self._reader.next())  # (decode)
-            spin.took(time.perf_counter() - sent)
-            return reply  # type: ignore[no-any-return]
+        if self.spin.wanted():
+            return self._spun()
         return pickle.loads(self._reader.next())  # type: ignore[no-any-return]
+
+    def _spun(self) -> tuple[Any, ...]:
+        """:meth:`_reply` after a spin (``spin.wanted()`` said yes)."""
+        spin = self.spin
+        sent = time.perf_counter()
+        self._reader.spin(spin.seconds, spin)
+        reply = pickle.loads(self._reader.next())  # (decode)
+        spin.took(time.perf_counter() - sent)
+        return reply  # type: ignore[no-any-return]
 
     def _ask_early(self, worker_id: str) -> None:
         """Ask for the next batch while this one still runs (its answer is read when it is needed).
@@ -218,8 +223,8 @@ class ChannelClient(BrokerClient):
         with self._rt_lock:
             if not self._asked:
                 return None
-            try:
-                reply = self._reply()
+            try:  # (_reply, written out: a pool worker reads each step's answer here)
+                reply = self._spun() if self.spin.wanted() else pickle.loads(self._reader.next())
             except (EOFError, OSError) as exc:
                 raise ChannelClosed("the kernel closed the worker channel") from exc
             self._asked = self._reported = False
@@ -337,6 +342,48 @@ class ChannelClient(BrokerClient):
             report = report_wire(self._with_value(report))  # type: ignore[arg-type]
         self._report(worker_id, report, True)  # type: ignore[arg-type]
 
+    def report_and_next(self, worker_id: str, report: tuple[Any, ...]) -> StepAssignment | None:
+        """:meth:`send_report` then :meth:`get_step`, in one turn: how a pool worker reports a step and
+        gets its next one (the same messages, the same answers, refusals raised the same way).
+
+        With nothing else on the pipe (no steps in hand, no early ask, no held
+        reports: a chain) the report leaves and its answer is read in one go,
+        without the calls between: on one CPU each costs the kernel's time too.
+
+        Examples
+        --------
+        >>> import multiprocessing
+        >>> from fuseline_nb.worker._pipeforms import assignment_wire
+        >>> a, b = multiprocessing.Pipe()
+        >>> client = ChannelClient(b, wait=True)
+        >>> nxt = StepAssignment("wf", "r1", "t", {}, 0.0, 60.0)
+        >>> a.send_bytes(encode(("assignments", [assignment_wire(nxt)])))  # the kernel's answer, ahead
+        >>> done = ("wf", "r1", "s", "SUCCEEDED", None, 1, None, None, None, 1.0, 2.0, None)
+        >>> client.report_and_next("w1", done).step_name
+        't'
+        >>> decode(a.recv_bytes())[0]  # what the kernel received
+        'report_and_get'
+        """
+        if not self.wait or self._next or self._asked or self._early is not None or self._held:
+            self.send_report(worker_id, report)  # the general way
+            return self.get_step(worker_id)
+        with self._rt_lock:
+            try:
+                with self._send_lock:
+                    send(self._conn, ("report_and_get", (worker_id, report, True)))
+                self._asked = self._reported = True  # (as send_report leaves it, should the read fail)
+                reply = self._spun() if self.spin.wanted() else pickle.loads(self._reader.next())
+            except (EOFError, OSError) as exc:
+                raise ChannelClosed("the kernel closed the worker channel") from exc
+            self._asked = self._reported = False
+        if reply[0] == "assignments" and len(reply) == 2 and len(reply[1]) == 1:  # one step, no refusal
+            a = assignment_from(reply[1][0])
+            self._ask_at = 0
+            self._timed = a.timeout is not None
+            return a
+        self._early, self._reported = reply, True  # anything else: taken the general way
+        return self.get_step(worker_id)
+
     @staticmethod
     def _with_value(report: StepReport) -> StepReport:
         """``report`` with its result a :class:`Value` (a caller that passed the object: made here, in the worker)."""
@@ -393,7 +440,7 @@ class ChannelClient(BrokerClient):
         return dict(self._call("status"))
 
     def close(self) -> None:
-        self._conn.close()
+        self._reader.close()
 
 
 __all__ = [

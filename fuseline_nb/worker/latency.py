@@ -204,10 +204,14 @@ class FrameReader:
     100000
     """
 
-    __slots__ = ("_big", "_buf", "_conn", "_filled", "_frames", "_need", "_pipe", "_poller", "_seen")
+    __slots__ = ("_big", "_buf", "_conn", "_fd", "_filled", "_frames", "_need", "_pipe", "_poller", "_seen")
 
     def __init__(self, conn: Any) -> None:
         self._conn = conn
+        try:  # (not asked at every read: 2-3 calls) -1 once close() closed it: reads fail, as on a closed conn
+            self._fd: int = conn.fileno()
+        except (AttributeError, OSError):  # no live connection: nothing to read
+            self._fd = -1
         self._buf = bytearray()  # the start of a message not complete yet
         self._need = 0  # bytes still missing from it, when its size is known
         self._big: bytearray | None = None  # a big message, filled in place (no copy, no regrowth)
@@ -226,7 +230,7 @@ class FrameReader:
         """
         if self._big is not None:
             return self._read_big()
-        data = os.read(self._conn.fileno(), max(_READ_SIZE, self._need))
+        data = os.read(self._fd, max(_READ_SIZE, self._need))
         if not data:
             raise EOFError("the other end closed the channel")
         if not self._buf and len(data) >= 4 and _HEADER.unpack_from(data)[0] + 4 == len(data):
@@ -271,7 +275,7 @@ class FrameReader:
         big = self._big
         assert big is not None
         with memoryview(big) as view:
-            n = os.readv(self._conn.fileno(), [view[self._filled:]])
+            n = os.readv(self._fd, [view[self._filled:]])
         if not n:
             raise EOFError("the other end closed the channel")
         self._filled += n
@@ -303,17 +307,40 @@ class FrameReader:
         :class:`~fuseline_nb.worker._duplex.Duplex`: pipes) wakes a reader only
         when written, so there it sleeps in ``read`` (one system call, not two).
         """
-        while not self._frames:
+        frames = self._frames
+        while not frames:
             if not self._seen and not self._pipe:
-                self._poll().poll()
+                (self._poller or self._poll()).poll()
             self._seen = False
-            self._frames.extend(self.read())
-        return self._frames.popleft()
+            got = self.read()
+            if len(got) == 1 and not frames:  # the usual: one whole message
+                return got[0]
+            frames.extend(got)
+        return frames.popleft()
+
+    def close(self) -> None:
+        """Close the connection: reads raise ``OSError`` from now on, as on a closed connection (its
+        number, which another file may get next, is not read again).
+
+        Examples
+        --------
+        >>> import multiprocessing
+        >>> a, b = multiprocessing.Pipe()
+        >>> reader = FrameReader(b); reader.close()
+        >>> reader.read()
+        Traceback (most recent call last):
+        OSError: [Errno 9] Bad file descriptor
+        """
+        self._fd = -1
+        self._poller = None
+        self._conn.close()
 
     def _poll(self) -> Any:
         if self._poller is None:
+            if self._fd < 0:
+                raise OSError("handle is closed")
             self._poller = select.poll()
-            self._poller.register(self._conn.fileno(), select.POLLIN)
+            self._poller.register(self._fd, select.POLLIN)
         return self._poller
 
 

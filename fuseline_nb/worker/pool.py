@@ -33,6 +33,7 @@ Examples
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 import multiprocessing
 import os
@@ -51,7 +52,7 @@ from ..workflow.schema import WorkflowSchema
 from ._duplex import duplex_pipe
 from ._pool_definition import check_schema, same_definition
 from ._shipped import keep, serve
-from ._unloadable import fail_live, fail_queued, without
+from ._unloadable import fail_live, forget, on_load_error
 from .channel import WorkflowBlob
 from .latency import PREFETCH_DEFAULT
 from .mainguard import check_main_guard
@@ -130,6 +131,7 @@ class WorkerPool:
         self._pruned: set[tuple[str, str]] = set()  # kept there once, maybe pruned since: store again when sent
         # workflows a worker process could not load (dropped): their schema and why, until shipped again
         self._unloadable: dict[tuple[str, str], tuple[WorkflowSchema, str]] = {}
+        self._retiring: set[tuple[str, str]] = set()  # versions no run needs: dropped on the serving thread
         self._server: ChannelServer | None = None
         self._sup = WorkerSupervisor(self.client, self._start_process, self.processes, max_crashes=max_crashes,
                                      detach=self._detach, held=self._running)
@@ -157,7 +159,7 @@ class WorkerPool:
             except BaseException:  # e.g. Ctrl-C while the processes start: none may outlive this
                 self.stop(timeout=0.0)
                 raise
-            self._atexit = _stop_at_exit(weakref.ref(self))
+            self._atexit = functools.partial(_stop_at_exit, weakref.ref(self))
             atexit.register(self._atexit)
         return self
 
@@ -254,6 +256,7 @@ class WorkerPool:
             wf.refresh()  # an edited global or helper changes a fingerprint: ship again
         key = (wf.workflow_id, wf.version) if isinstance(wf, Workflow) else None
         with self._lock:
+            self._retiring.discard(key)  # type: ignore[arg-type]  # (None: not a Workflow, refused below)
             if key is not None and self._shipped.get(key) is wf and \
                     self._shipped_schema.get(key) is wf.to_schema():
                 return self._keep(key, wf) if key in self._pruned else None
@@ -301,6 +304,7 @@ class WorkerPool:
         """
         wf = load_definition(key, blob)
         with self._lock:
+            self._retiring.discard(key)
             self._unloadable.pop(key, None)
             if self._blobs_by_key.get(key) != blob:
                 self._blobs.append((key, blob))
@@ -330,6 +334,11 @@ class WorkerPool:
         has them, and read back before a new process is served (see
         :mod:`._shipped`).
         """
+        if self._retiring:
+            with self._lock:
+                for key in self._retiring:
+                    self._drop(key)
+                self._retiring.clear()
         server, broker, blobs = self._server, self.broker, self._blobs
         if server is not None and broker is not None and blobs:
             serve(blobs, [ep.shipped for ep in list(server.endpoints.values())], broker.stored_definition,
@@ -374,41 +383,31 @@ class WorkerPool:
         """The broker says ``ep`` holds a step of a cancelled run: kill the process (no report), replace it."""
         self._sup.cancelled(ep)
 
-    def on_load_error(self, ep: Endpoint, text: str, key: tuple[str, str] | None = None) -> None:
-        """A worker could not load the shipped workflow ``key``: drop it, fail its runs' queued steps.
+    on_load_error = on_load_error  # a worker could not load the shipped workflow ``key`` (see _unloadable)
 
-        The process ends and is replaced (it is not a crash); no new process
-        is sent those bytes; other workflows go on. Without a key the pool
-        cannot run its workflows (:attr:`error`).
-        """
-        self._sup.load_failed(ep, text, key)
-        if key is None:
-            return
-        with self._lock:  # (a second process failing on the same bytes finds them dropped already)
-            schema = self._shipped_schema.pop(key, None) or self._unloadable.get(key, (None, ""))[0]
-            if schema is None:
-                return
-            self._unloadable[key] = (schema, text)
-            self._blobs = without(self._blobs, key, self._server.endpoints.values() if self._server else ())
-            for table in (self._shipped, self._blobs_by_key, self._in_history):
-                table.pop(key, None)
-            self._pruned.discard(key)
+    def retire(self, keys: Iterable[tuple[str, str]]) -> None:
+        """Let go of shipped versions no run needs (``(workflow id, version)``): bytes and definitions; no new
+        process is sent them (running ones keep their copy); submitting one again ships it again."""
+        with self._lock:
+            self._retiring.update(k for k in keys if k in self._shipped)
         if self._server is not None:
-            self._server.wake()  # it asks for the shorter list
-        fail_queued(self.client, schema, text)
+            self._server.wake()  # the serving thread drops them at its next look: its counts stay exact
+        else:
+            self.workflow_blobs()
+
+    def _drop(self, key: tuple[str, str]) -> None:  # (under the lock, on the serving thread)
+        self._blobs = forget(key, self._blobs, self._server.endpoints.values() if self._server else (),
+                             (self._shipped, self._shipped_schema, self._blobs_by_key, self._in_history), self._pruned)
 
     def keep_leases(self) -> None:
         """Extend the leases of the steps live worker processes hold (a step may hold the GIL)."""
         self._sup.keep_leases()
 
 
-def _stop_at_exit(ref: weakref.ReferenceType[WorkerPool]) -> Any:
-    def hook() -> None:
-        pool = ref()
-        if pool is not None:
-            pool.stop(timeout=1.0)
-
-    return hook
+def _stop_at_exit(ref: weakref.ReferenceType[WorkerPool]) -> None:
+    pool = ref()
+    if pool is not None:
+        pool.stop(timeout=1.0)
 
 
 __all__ = ["WorkerPool"]

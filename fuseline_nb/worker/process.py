@@ -30,7 +30,7 @@ from ..workflow.graph import Workflow
 from . import _freshmods
 from ._freshmods import refresh as fresh_modules
 from .channel import ChannelClient, ChannelClosed, WorkflowBlob
-from .engine import _REFUSALS, ProcessEngine, _refused, report_fields
+from .engine import _REFUSALS, ProcessEngine, _refused, execute, report_fields
 from .latency import HOLD_SECONDS, spin_seconds
 from .shipping import load
 from .signals import release_sigint
@@ -38,8 +38,8 @@ from .supervisor import watch_parent
 
 
 class _PoolEngine(ProcessEngine):
-    """The engine of a pool worker: it can take more workflows while running, and it does not wait for the
-    answer to a report before it has let the reported step go (:meth:`ChannelClient.send_report`)."""
+    """The engine of a pool worker: it can take more workflows while running, and its loop reports a step and
+    takes the next in one turn (:meth:`ChannelClient.report_and_next`)."""
 
     _reported: StepAssignment
     _run = ""  # the run of the step taken last
@@ -58,6 +58,46 @@ class _PoolEngine(ProcessEngine):
         if new:
             self.worker_id = self.client.register_worker([w.to_schema() for w in self.workflows], self.name)
         return self.worker_id
+
+    def work(self, *, block: bool = False, poll_interval: float = 1.0, max_steps: int | None = None) -> None:
+        """:meth:`ProcessEngine.work`; blocking with no step limit (how a pool worker runs) it is that loop
+        with :meth:`run_assignment`, :meth:`_report` and :meth:`_next_step` written out: every step of the
+        worker turns it (on one CPU each call in it costs the kernel's time too, see docs/latency.md)."""
+        if not block or max_steps is not None:
+            super().work(block=block, poll_interval=poll_interval, max_steps=max_steps)
+            return
+        client, stop = self.client, self._stop
+        assert isinstance(client, ChannelClient)
+        stop.clear()
+        try:
+            a = self._next_step()
+            while not stop.is_set():
+                if a is None:
+                    stop.wait(poll_interval)
+                    a = self._next_step()
+                    continue
+                self._busy = a  # run_assignment
+                if not self._beating[0] or self._beat is None:
+                    self._start_heartbeat(a)
+                try:
+                    out = execute(self._by_key, a, self.worker_id)
+                finally:
+                    self._busy = None
+                self.steps_run += 1
+                wire = report_fields(a, out, True)
+                del out
+                self._reported = a
+                try:
+                    a = client.report_and_next(self.worker_id, wire)
+                except _REFUSALS as exc:
+                    _refused(self._reported, exc)
+                    a = self._next_step()
+                    continue
+                if a is not None and a.instance_id != self._run:  # (as _next_step does)
+                    self._run = a.instance_id
+                    fresh_modules()
+        finally:
+            self._stop_heartbeat()
 
     def _report(self, a: StepAssignment, out: StepOutcome) -> None:
         """Report without waiting: the answer (the next steps, or a refusal) is read by :meth:`_next_step`."""
@@ -123,7 +163,7 @@ def worker_main(conn: Any, label: str, parent_pid: int, log_level: int) -> None:
     except ChannelClosed:
         pass
     finally:
-        conn.close()
+        client.close()
     _leave()
 
 

@@ -203,7 +203,7 @@ class ChannelServer(Requests):
             except (KeyError, ValueError, OSError):
                 pass
         try:
-            ep.conn.close()
+            ep.reader.close()  # (the reader keeps the pipe's number: it closes it)
         except OSError:
             pass
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from itertools import islice
+from itertools import islice, repeat
 from typing import Any
 
 import pyarrow as pa
@@ -37,9 +37,24 @@ from ._duckdb_rows import StepRow, inputs_columns, result_row, split_error, step
 
 
 class Batch:
-    """Changes not yet written: the latest record wins per run and per step."""
+    """Changes not yet written: the latest record wins per run and per step.
 
-    __slots__ = ("events", "finals", "more_pending", "results", "runs", "safe", "steps", "workflows")
+    The broker's thread adds step rows and results per run (``run_steps``,
+    ``run_results``: ``{run_id: {step: ...}}``, no key tuple made per row on
+    its path, and a run's results added in one C call); :meth:`flatten` moves
+    them into the ``(run_id, step)``-keyed ``steps`` and ``results`` the
+    flush works with, on the flusher's thread. ``rows`` counts the rows held
+    per run (for the bound on the buffer, see :mod:`._duckdb_pressure`).
+
+    Examples
+    --------
+    >>> b = Batch(); b.run_steps["r"] = {"a": _PENDING}; b.rows = 1
+    >>> b.empty, list(b.flatten().steps), b.run_steps, b.rows
+    (False, [('r', 'a')], {}, 0)
+    """
+
+    __slots__ = ("events", "finals", "more_pending", "results", "rows", "run_results", "run_steps", "runs", "safe",
+                 "steps", "workflows")
 
     def __init__(self) -> None:
         #: Write the safe form: no pickles, no event details, numbers clamped (see :meth:`split`).
@@ -50,6 +65,10 @@ class Batch:
         self.runs: dict[str, tuple[str, str, dict[str, Any], float, Sequence[str]]] = {}
         self.steps: dict[tuple[str, str], StepRow] = {}
         self.results: dict[tuple[str, str], Any] = {}
+        #: What the broker's thread adds, per run (moved into ``steps`` / ``results`` by :meth:`flatten`).
+        self.run_steps: dict[str, dict[str, StepRow]] = {}
+        self.run_results: dict[str, dict[str, Any]] = {}
+        self.rows = 0  # entries of run_steps and run_results
         self.events: list[Event] = []
         self.finals: dict[str, tuple[str, float]] = {}
         #: More PENDING rows of runs created in an earlier part of the same flush (see :meth:`chunks`).
@@ -63,10 +82,22 @@ class Batch:
     def empty(self) -> bool:
         """Whether there is nothing to write."""
         return not (self.workflows or self.runs or self.steps or self.results or self.events
-                    or self.finals or self.more_pending)
+                    or self.finals or self.more_pending or self.run_steps or self.run_results)
+
+    def flatten(self) -> Batch:
+        """Move the per-run rows and results into ``steps`` and ``results`` (later ones win); this batch."""
+        for nested, flat in ((self.run_steps, self.steps), (self.run_results, self.results)):
+            if nested:
+                for run_id, part in nested.items():
+                    flat.update(zip(zip(repeat(run_id), part), part.values(), strict=True))
+                nested.clear()
+        self.rows = 0
+        return self
 
     def merged_with(self, newer: Batch) -> Batch:
         """This batch with ``newer`` applied on top (to keep changes a failed write held)."""
+        self.flatten()
+        newer.flatten()
         out = Batch()
         out.workflows = self.workflows + newer.workflows
         out.runs = {**self.runs, **newer.runs}
@@ -103,6 +134,7 @@ class Batch:
         >>> [p is b for p in b.chunks(10)]
         [True]
         """
+        self.flatten()
         names = sum(len(run[4]) for run in self.runs.values())
         if max(names, len(self.steps), len(self.events), len(self.results)) <= rows:
             yield self
@@ -160,6 +192,7 @@ class Batch:
         >>> [(list(p.runs), list(p.finals)) for p in b.split()]
         [(['r1'], []), ([], ['r2'])]
         """
+        self.flatten()
         parts: dict[str, Batch] = {}
 
         def part(run_id: str) -> Batch:
@@ -184,6 +217,7 @@ class Batch:
 
     def run_ids(self) -> list[str]:
         """The runs this batch touches (for messages)."""
+        self.flatten()
         ids = {*self.runs, *self.finals, *(k[0] for k in self.steps), *(k[0] for k in self.results),
                *(e.run_id for e in self.events)}
         return sorted(ids, key=str)
@@ -206,6 +240,7 @@ class Batch:
         and names it (see :mod:`._duckdb_files`). When ``places`` knows where
         every step record's row is, ``batch_steps`` has their row ids too (``rid``).
         """
+        self.flatten()
         columns: dict[str, list[Any]] = {}
         tables: dict[str, pa.Table] = {}
         finals = dict(self.finals)

@@ -27,14 +27,12 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable
 from typing import Any
 
 from ...workflow.events import Event
 from ...workflow.runinfo import StepInfo
-from ...workflow.value import Value
 from ._duckdb_batch import Batch
-from ._duckdb_files import FILE_BYTES
 from ._duckdb_pressure import Pressure
 from ._duckdb_queued import Queued
 from ._duckdb_rows import SNAPSHOT_REST, step_row
@@ -54,7 +52,6 @@ class ManyRows:
     _buf_lock: threading.Lock
     _known: set[str]
     _queues: dict[str, tuple[deque[str], Any]]  # members: a set, or a Queued
-    _big: MutableMapping[tuple[str, str], Any]
     _require: Callable[[str], tuple[deque[str], Any]]  # a run's queue, or UnknownRunError
     _pressure: Pressure  # the bound on the rows buffered (see _duckdb_pressure)
     _thread: threading.Thread  # the flusher
@@ -66,7 +63,7 @@ class ManyRows:
     def _buffered(self) -> int:
         """Rows buffered: step records, events, results."""
         b = self._batch
-        return len(b.steps) + len(b.events) + len(b.results)
+        return b.rows + len(b.events) + len(b.steps) + len(b.results)
 
     def _relieve(self) -> None:
         """More rows than the bound are buffered: wake the flusher and wait until it took them
@@ -98,37 +95,44 @@ class ManyRows:
     def save_steps(self, run_id: str, records: list[tuple[str, StepInfo]]) -> None:
         if run_id not in self._known:
             self._require(run_id)
-        # each row stored under its key straight away (no pair tuple per step beside each kept key:
-        # a fan-out's root stores a million, and the pairs would leave the keys' memory half empty)
+        # each row stored under its step in the run's part of the buffer straight away: no key tuple,
+        # no pair per step (a fan-out's root stores a million)
         rest = SNAPSHOT_REST
         last: Any = None
         row: Any = None
         with self._buf_lock:
-            steps = self._batch.steps
+            b = self._batch
+            steps = b.run_steps.get(run_id)
+            if steps is None:
+                steps = b.run_steps[run_id] = {}
+            held = len(steps)
             try:
                 for step, info in records:
                     if info is not last:  # a record shared by steps queued together: one snapshot
                         d = info.__dict__  # step_row, written out: once per record on the broker's thread
                         last, row = info, (d["state"]._value_,) + rest(d)  # noqa: RUF005 (a * unpack: +35 ns)
-                    steps[(run_id, step)] = row
+                    steps[step] = row
             except (AttributeError, KeyError):  # not a plain StepInfo: step_row reads its attributes
                 for step, info in records:
                     if info is not last:
                         last, row = info, step_row(info)
-                    steps[(run_id, step)] = row
-        if self._buffered() > self._pressure.bound:
+                    steps[step] = row
+            b.rows += len(steps) - held
+            over = b.rows + len(b.events) + len(b.steps) + len(b.results) > self._pressure.bound
+        if over:
             self._relieve()
 
     def set_results(self, run_id: str, results: list[tuple[str, Any]]) -> None:
         if run_id not in self._known:
             self._require(run_id)
-        big = self._big
-        with self._buf_lock:
-            stored = self._batch.results
-            for step, result in results:
-                stored[(run_id, step)] = result
-                if result.__class__ is Value and result.size > FILE_BYTES:
-                    big[(run_id, step)] = result
+        with self._buf_lock:  # (big results are noted at the flush: see DuckDBRuntimeStorage._write)
+            b = self._batch
+            stored = b.run_results.get(run_id)
+            if stored is None:
+                stored = b.run_results[run_id] = {}
+            held = len(stored)
+            stored.update(results)
+            b.rows += len(stored) - held
 
     def record_events(self, events: list[Event]) -> None:
         known = self._known
@@ -136,9 +140,11 @@ class ManyRows:
             if e.run_id not in known:
                 self._require(e.run_id)
         with self._buf_lock:
-            self._batch.events.extend(events)
+            b = self._batch
+            b.events.extend(events)
             self._first = self._first or time.monotonic()  # the oldest change buffered (see flush_loop)
-        if self._buffered() > self._pressure.bound:
+            over = b.rows + len(b.events) + len(b.steps) + len(b.results) > self._pressure.bound
+        if over:
             self._relieve()
 
 

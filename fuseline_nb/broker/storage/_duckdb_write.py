@@ -107,6 +107,7 @@ def flush_buffered(st: Any, last: bool = False) -> None:
                 st._unfinished_at_open = None  # the runs change in the file from here on
         if batch.empty:
             return
+        batch.flatten()  # the rows the broker added per run, keyed as the flush writes them (off its thread)
         st._pressure.taken()  # the buffer is empty again: a writer waiting for room goes on
         try:
             st._write(batch)

@@ -265,15 +265,23 @@ class DuckDBRuntimeStorage(ManyRows, HistoryReads, RuntimeStorage):
         else:
             self._row = row
         with self._buf_lock:
-            self._batch.steps[(run_id, step)] = row
+            b = self._batch
+            steps = b.run_steps.get(run_id)
+            if steps is None:
+                steps = b.run_steps[run_id] = {}
+            b.rows += step not in steps
+            steps[step] = row
 
     def set_result(self, run_id: str, step: str, result: Any) -> None:
         if run_id not in self._known:
             self._require(run_id)
         with self._buf_lock:
-            self._batch.results[(run_id, step)] = result
-        if result.__class__ is Value and result.size > FILE_BYTES:
-            self._big[(run_id, step)] = result
+            b = self._batch
+            stored = b.run_results.get(run_id)
+            if stored is None:
+                stored = b.run_results[run_id] = {}
+            b.rows += step not in stored
+            stored[step] = result
 
     def record_event(self, event: Event) -> None:
         if event.run_id not in self._known:
@@ -312,6 +320,10 @@ class DuckDBRuntimeStorage(ManyRows, HistoryReads, RuntimeStorage):
         flush_buffered(self)  # swap the buffers out and write them; keep them if nothing could be written
 
     def _write(self, batch: Batch) -> None:
+        big = self._big  # big results still held here are read back as themselves (see HistoryReads)
+        for key, value in batch.flatten().results.items():
+            if value.__class__ is Value and len(value.data) > FILE_BYTES:
+                big[key] = value
         write_batch(self._db, self._con, batch, pin=self._pin_sides, path=self.path, places=self._places,
                     clean=self._clean, place_new=self._place_new, unpicklable=self._unpicklable,
                     write_file=None if self._files is None else self._files.write)

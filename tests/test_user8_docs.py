@@ -68,3 +68,17 @@ def test_views_page_examples_run_in_order(tmp_path: Path, monkeypatch: pytest.Mo
     finally:
         if "session" in namespace:
             namespace["session"].close()
+
+
+def test_the_error_tree_in_fuseline_nb_errors_names_every_public_exception() -> None:
+    # before: TransportUnsupportedError (raised by a client whose transport cannot cancel) was missing
+    import fuseline_nb.errors as errors
+
+    doc = errors.__doc__ or ""
+    drawn = dict(re.findall(r"[├└]── (\w+)(?: \((\w+)\))?", doc))
+    public = {name for name in errors.__all__
+              if isinstance(getattr(errors, name), type) and issubclass(getattr(errors, name), Exception)}
+    assert public - {"FuselineError"} == set(drawn), sorted(public ^ set(drawn))
+    for name, builtin in drawn.items():
+        if builtin:
+            assert builtin in {b.__name__ for b in getattr(errors, name).__mro__}, (name, builtin)

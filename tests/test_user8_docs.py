@@ -82,3 +82,20 @@ def test_the_error_tree_in_fuseline_nb_errors_names_every_public_exception() -> 
     for name, builtin in drawn.items():
         if builtin:
             assert builtin in {b.__name__ for b in getattr(errors, name).__mro__}, (name, builtin)
+
+
+def test_every_command_line_option_is_on_its_docs_page() -> None:
+    # before: docs/service.md's synopses lacked --worker-ttl, --dask, --max-in-flight; workers.md's lacked --cache
+    from fuseline_nb.cli import build_parser
+
+    pages = {"run": "workers.md", "broker": "service.md", "worker": "service.md"}
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    missing = []
+    for command, page in pages.items():
+        text = (ROOT / "docs" / page).read_text()
+        for action in sub.choices[command]._actions:
+            for option in action.option_strings:
+                if option.startswith("--") and option != "--help" and f"`{option}" not in text \
+                        and f"[{option}" not in text and f" {option} " not in text:
+                    missing.append(f"{command} {option} (docs/{page})")
+    assert not missing, missing

@@ -63,3 +63,11 @@ def test_run_names_a_missing_input_in_the_commands_words(tmp_path: Path) -> None
     assert proc.returncode == 2
     assert proc.stderr == ("fuseline-nb run: missing run input(s) 'n' (needed by 'half'): give each with --input, "
                            "e.g. --input n=VALUE\n")
+
+
+@pytest.mark.parametrize("timeout", ["-1", "0", "nan", "inf"])
+def test_run_refuses_a_timeout_that_is_no_time(tmp_path: Path, timeout: str) -> None:
+    # before: -1 and 0 said "run ... still running after -1.0 s" at once; nan and inf waited forever
+    proc = _cli("run", "fuseline_nb.examples:tour", "--timeout", timeout, cwd=tmp_path, timeout=30)
+    assert proc.returncode == 2
+    assert proc.stderr == f"fuseline-nb run: --timeout must be a number of seconds > 0, not {float(timeout)}\n"

@@ -343,6 +343,9 @@ def main(args: argparse.Namespace) -> int:
     from ..session import Session
 
     out = sys.stdout
+    if args.timeout is not None and not 0 < args.timeout < float("inf"):  # nan, inf, 0 and less: no timeout
+        sys.stderr.write(f"fuseline-nb run: --timeout must be a number of seconds > 0, not {args.timeout}\n")
+        return 2
     if args.workers < 1:  # with no worker process nothing would run the steps: the run would wait forever
         sys.stderr.write(f"fuseline-nb run: --workers must be >= 1 (the worker processes that run the steps), "
                          f"not {args.workers}\n")

@@ -71,3 +71,29 @@ def test_run_refuses_a_timeout_that_is_no_time(tmp_path: Path, timeout: str) -> 
     proc = _cli("run", "fuseline_nb.examples:tour", "--timeout", timeout, cwd=tmp_path, timeout=30)
     assert proc.returncode == 2
     assert proc.stderr == f"fuseline-nb run: --timeout must be a number of seconds > 0, not {float(timeout)}\n"
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    (["broker", "--lease-seconds", "0"], "fuseline-nb broker: --lease-seconds must be a number > 0, not 0.0"),
+    (["broker", "--lease-seconds", "nan"], "fuseline-nb broker: --lease-seconds must be a number > 0, not nan"),
+    (["broker", "--worker-ttl", "-5"], "fuseline-nb broker: --worker-ttl must be a number > 0, not -5.0"),
+    (["broker", "--max-body", "0"], "fuseline-nb broker: --max-body must be a number >= 1, not 0"),
+    (["worker", "flows:daily", "--broker", "http://127.0.0.1:1", "--poll-wait", "-1"],
+     "fuseline-nb worker: --poll-wait must be a number >= 0, not -1.0"),
+    (["worker", "flows:daily", "--broker", "http://127.0.0.1:1", "--grace", "-1"],
+     "fuseline-nb worker: --grace must be a number >= 0, not -1.0"),
+    (["worker", "flows:daily", "--broker", "http://127.0.0.1:1", "--dask", "tcp://127.0.0.1:1",
+      "--max-in-flight", "0"], "fuseline-nb worker: --max-in-flight must be a number >= 1, not 0"),
+    (["worker", "flows:daily", "--broker", "http://127.0.0.1:1", "--max-in-flight", "5"],
+     "fuseline-nb worker: --max-in-flight applies to --dask only: it bounds the steps submitted to the Dask "
+     "cluster at once"),
+])
+def test_service_commands_refuse_numbers_that_make_no_sense(tmp_path: Path, args: list[str], said: str) -> None:
+    # before: a Python traceback naming the parameter (lease_seconds, max_in_flight; a nan lease blamed
+    # worker_ttl), or --poll-wait -1 crashing each worker process in a loop, or -1 / 0 / nan taken silently
+    (tmp_path / "flows.py").write_text("import fuseline_nb as fl\n"
+                                       "def one() -> int:\n    return 1\n"
+                                       "daily = fl.workflow_from_functions(outputs=[one], workflow_id='daily')\n")
+    proc = _cli(*args, cwd=tmp_path, timeout=30)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == said

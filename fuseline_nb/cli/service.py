@@ -95,6 +95,30 @@ def add_parser(subparsers: Any) -> None:
     w.set_defaults(handler=worker_main)
 
 
+def _bad_numbers(args: argparse.Namespace, rules: dict[str, tuple[float, bool]]) -> str | None:
+    """The first option breaking its rule, said as the command line says it; ``None`` when all hold.
+
+    ``rules`` maps an argument's dest to ``(least, least_allowed)``: a value must be a finite number
+    above ``least`` (or equal to it when ``least_allowed``); ``None`` (not given) passes.
+
+    Examples
+    --------
+    >>> ns = argparse.Namespace(grace=-1.0, poll_wait=2.0)
+    >>> _bad_numbers(ns, {"poll_wait": (0, True), "grace": (0, True)})
+    '--grace must be a number >= 0, not -1.0'
+    >>> _bad_numbers(argparse.Namespace(lease_seconds=float("nan")), {"lease_seconds": (0, False)})
+    '--lease-seconds must be a number > 0, not nan'
+    """
+    for dest, (least, least_allowed) in rules.items():
+        value = getattr(args, dest, None)
+        if value is None:
+            continue
+        ok = (value >= least if least_allowed else value > least) and value < float("inf")
+        if not ok:  # nan fails both comparisons
+            return f"--{dest.replace('_', '-')} must be a number {'>=' if least_allowed else '>'} {least}, not {value}"
+    return None
+
+
 def _token(args: argparse.Namespace) -> str | None:
     return args.token or os.environ.get(TOKEN_ENV) or None
 
@@ -115,6 +139,10 @@ def broker_main(args: argparse.Namespace) -> int:
     token = _token(args)
     if not 0 <= args.port <= 65535:
         print(f"fuseline-nb broker: --port must be between 0 and 65535, not {args.port}", file=sys.stderr)
+        return 2
+    bad = _bad_numbers(args, {"lease_seconds": (0, False), "worker_ttl": (0, False), "max_body": (1, True)})
+    if bad:
+        print(f"fuseline-nb broker: {bad}", file=sys.stderr)
         return 2
     if token is not None and not token.strip():
         print(f"fuseline-nb broker: the token (--token or {TOKEN_ENV}) is only whitespace: give a "
@@ -164,6 +192,14 @@ def worker_main(args: argparse.Namespace) -> int:
     """Start ``--processes`` workers for the broker at ``--broker``; return when stopped."""
     if args.processes < 1:
         print("fuseline-nb worker: --processes must be >= 1", file=sys.stderr)
+        return 2
+    bad = _bad_numbers(args, {"poll_wait": (0, True), "grace": (0, True), "max_in_flight": (1, True)})
+    if bad:
+        print(f"fuseline-nb worker: {bad}", file=sys.stderr)
+        return 2
+    if getattr(args, "max_in_flight", None) is not None and not getattr(args, "dask", None):
+        print("fuseline-nb worker: --max-in-flight applies to --dask only: it bounds the steps submitted to the "
+              "Dask cluster at once", file=sys.stderr)
         return 2
     url = urlsplit(args.broker)
     if url.scheme not in ("http", "https") or not url.hostname:

@@ -27,6 +27,7 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from .broker._ctrlc import held_ctrl_c
 from .errors import PicklingError
 from .workflow.graph import Workflow, run_inputs
 from .workflow.schema import WorkflowSchema
@@ -141,6 +142,8 @@ def map_runs(wf: Workflow, inputs: Iterable[Mapping[str, Any]], submit: Callable
     A mapping that is not one, or that misses an input, is refused before
     any run starts (its place named in a note); a run refused later (an
     input that cannot be pickled) notes the runs already started, which go on.
+    A Ctrl-C meanwhile cancels the runs already started (no handle to them
+    would be returned) and says so in a note.
 
     Examples
     --------
@@ -171,8 +174,39 @@ def map_runs(wf: Workflow, inputs: Iterable[Mapping[str, Any]], submit: Callable
             exc.add_note(f"inputs[{len(runs)}] of session.map was refused after {len(runs)} run(s) had started; "
                          f"they go on: {', '.join(str(r.id) for r in runs)} (run.cancel() stops one)")
         raise
+    except KeyboardInterrupt as exc:  # Ctrl-C stops the map: the runs it started have no handle, cancel them
+        for run in runs:
+            run.cancel("interrupted (Ctrl-C) while session.map submitted its runs")
+        if runs:
+            exc.add_note(f"session.map was interrupted after {len(runs)} run(s) had started: they were cancelled")
+        raise
     return runs
 
 
-__all__ = ["idle_versions", "input_values", "live_versions", "map_runs", "not_a_workflow", "overtaken_message",
-           "register_warning"]
+def dispatch(broker: Any, schema: Any, values: dict[str, Value], cache: bool | None, rerun: Iterable[str]) -> str:
+    """``broker.dispatch_workflow`` as ``Session.submit`` calls it; returns the run id.
+
+    A Ctrl-C meanwhile (Jupyter's interrupt button) is held until the run is
+    dispatched whole; the run is then cancelled (nothing would hold it: the
+    submit raises ``KeyboardInterrupt`` instead of returning its handle).
+
+    Examples
+    --------
+    >>> from fuseline_nb import FunctionStep, Workflow
+    >>> from fuseline_nb.broker import MemoryBroker
+    >>> broker = MemoryBroker()
+    >>> len(dispatch(broker, Workflow(outputs=[FunctionStep(lambda: 1, name="one")]).to_schema(), {}, None, ()))
+    32
+    """
+    with held_ctrl_c() as pressed:
+        if cache is None and not rerun:
+            run_id: str = broker.dispatch_workflow(schema, values)
+        else:
+            run_id = broker.dispatch_workflow(schema, values, cache=cache, rerun=list(rerun))
+        if pressed:
+            broker.cancel_run(run_id, "interrupted (Ctrl-C) while it was submitted")
+    return run_id
+
+
+__all__ = ["dispatch", "idle_versions", "input_values", "live_versions", "map_runs", "not_a_workflow",
+           "overtaken_message", "register_warning"]

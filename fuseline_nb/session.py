@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _session_submit as _submit
 from ._session_file import SessionReplacedWarning, file_key, hold, let_go, ship_stored, take_over
-from ._session_submit import input_values, map_runs, not_a_workflow
+from ._session_submit import dispatch, input_values, map_runs, not_a_workflow
 from .broker.base import Broker
 from .broker.opening import open_broker
 from .errors import StorageClosedError, StorageError
@@ -209,7 +209,7 @@ class Session:
             wf.to_schema().check_inputs(inputs)  # before anything is shipped
             values = input_values(inputs)
             warn_stale(wf, stacklevel=2, kind=kind[0] if kind else None)
-            cache = check_modules(cache, stacklevel=2)  # a module edited on disk and not reloaded: warn, no cache
+            cache = check_modules(wf.steps.values(), cache, stacklevel=2)  # a module edited, not reloaded
             # another definition under its id and version "1" whose runs are still going keeps them: this
             # one gets a version of its own (each run's steps load the definition it was submitted with)
             settled = not adopted and not wf._adopt_schema(registered)  # a new definition (an edit)
@@ -222,10 +222,7 @@ class Session:
                 retire = getattr(self.pool, "retire", None)
                 if settled and retire is not None:  # versions of its own no run needs any more: let go
                     retire(_submit.idle_versions(wf, registered, _submit.live_versions(self.broker)))
-            if cache is None and not rerun:
-                run_id = self.broker.dispatch_workflow(wf.to_schema(), values)
-            else:
-                run_id = self.broker.dispatch_workflow(wf.to_schema(), values, cache=cache, rerun=list(rerun))
+            run_id = dispatch(self.broker, wf.to_schema(), values, cache, rerun)  # (a Ctrl-C: cancelled, raised)
         run = self._runs[run_id] = Run(self, run_id, wf)
         run._final = self._early.pop(run_id, None)
         return run

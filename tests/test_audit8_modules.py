@@ -22,9 +22,8 @@ from pathlib import Path
 import pytest
 
 import fuseline_nb as fl
+from fuseline_nb.worker._freshmods import check_modules
 from tests.cells import Cells, notebook
-
-pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
@@ -62,6 +61,7 @@ def cells(module: tuple[str, Path]) -> Iterator[Cells]:
         yield c
 
 
+@pytest.mark.slow
 def test_a_module_reloaded_in_the_notebook_is_reloaded_by_the_workers(
         cells: Cells, module: tuple[str, Path], tmp_path: Path) -> None:
     _, path = module
@@ -77,6 +77,7 @@ def test_a_module_reloaded_in_the_notebook_is_reloaded_by_the_workers(
         assert again.wait(timeout=60) == 30 and again.info().steps["step"].cached is True
 
 
+@pytest.mark.slow
 def test_a_module_edited_on_disk_and_not_reloaded_is_said_and_not_cached(
         cells: Cells, module: tuple[str, Path], tmp_path: Path) -> None:
     name, path = module
@@ -100,3 +101,64 @@ def test_a_module_edited_on_disk_and_not_reloaded_is_said_and_not_cached(
         run = session.submit(cells["wf"], {"x": 7})
         # before: 21, the tried code's result cached under the key of the code the notebook has
         assert run.wait(timeout=60) == 14 == cells["wf"].run({"x": 7})
+
+
+def test_only_a_module_the_steps_reach_turns_the_cache_off(
+        cells: Cells, module: tuple[str, Path], tmp_path: Path, recwarn: pytest.WarningsRecorder) -> None:
+    name, path = module
+    other = path.parent / f"{name}_other.py"  # a module of the user's the workflow does not use
+    other.write_text("X = 1\n")
+    cells.run(f"import {name}_other")
+    try:
+        steps = cells["wf"].steps.values()
+        assert check_modules(steps, True) is True  # (both seen as they are now)
+        _edit(other, "X = 2\n")
+        assert check_modules(steps, True) is True and not recwarn.list  # not reached: nothing changes
+        _edit(path, "def f(x):\n    return x * 3\n")
+        with pytest.warns(fl.StaleDefinitionWarning, match=rf"module '{name}' "):
+            assert check_modules(steps, None) is False
+        assert check_modules(steps, True) is False  # (said once per change)
+        cells.run("importlib.reload(helpers)")
+        assert check_modules(steps, True) is True
+    finally:
+        sys.modules.pop(f"{name}_other", None)
+
+
+AUTORELOAD_CELLS = [
+    "%load_ext autoreload\n%autoreload 2",
+    "import json, os, time\nimport fuseline_nb as fl\nimport audit8_helpers as helpers\n"
+    "session = fl.Session('h.duckdb', workers=1, cache=True)\n"
+    "def step(x):\n    return helpers.f(x)\n"
+    "wf = fl.Workflow(outputs=[fl.FunctionStep(step, name='step')], workflow_id='audit8-autoreload')\n"
+    "print(session.submit(wf, {'x': 10}).wait(timeout=60))",
+    "before = os.stat('audit8_helpers.py').st_mtime_ns\n"
+    "open('audit8_helpers.py', 'w').write('def f(x):\\n    return x * 3\\n')\n"
+    "os.utime('audit8_helpers.py', ns=(before + 2_000_000_000, before + 2_000_000_000))",
+    "run = session.submit(wf, {'x': 10})\n"  # autoreload has patched helpers before this cell
+    "out = run.wait(timeout=60)\n"
+    "again = session.submit(wf, {'x': 10})\n"
+    "print(json.dumps([wf.run({'x': 10}), out, again.wait(timeout=60), again.info().steps['step'].cached]))\n"
+    "session.close()",
+]
+
+
+@pytest.mark.slow
+def test_with_autoreload_in_a_real_kernel_the_workers_follow_the_edit_without_a_warning(tmp_path: Path) -> None:
+    """``%autoreload 2`` patches a module's functions in place (its ``__spec__`` stays): the workers run
+    the edit, and the submit neither warns nor turns the cache off (the extension's record says the
+    notebook has the file as it is)."""
+    import json
+
+    from nbclient import NotebookClient
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    (tmp_path / "audit8_helpers.py").write_text("def f(x):\n    return x * 2\n")
+    nb = new_notebook(cells=[new_code_cell(c) for c in AUTORELOAD_CELLS])
+    NotebookClient(nb, kernel_name="python3", timeout=180,
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    first = "".join(o.get("text", "") for o in nb.cells[1]["outputs"] if o.get("name") == "stdout")
+    assert first.strip() == "20"
+    outputs = nb.cells[3]["outputs"]
+    text = "".join(o.get("text", "") for o in outputs if o.get("name") == "stdout")
+    assert json.loads(text.strip().splitlines()[-1]) == [30, 30, 30, True]
+    assert "StaleDefinitionWarning" not in "".join(o.get("text", "") for o in outputs)

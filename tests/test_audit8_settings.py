@@ -104,3 +104,19 @@ def test_a_cache_turned_off_on_a_step_after_a_submit_runs_it_again(tmp_path: Pat
         assert run.wait(timeout=60) == 7
         assert marks.read_text() == "2"  # before: still "1", the cached result served
         assert run.info().steps["effect"].cached is False
+
+
+@pytest.mark.slow
+def test_a_timeout_added_to_a_step_after_a_submit_stops_it_on_dask() -> None:
+    distributed = pytest.importorskip("distributed")
+    s = fl.FunctionStep(slow, name="slow")
+    wf = fl.Workflow(outputs=[s], workflow_id="audit8-timeout-later-dask")
+    with distributed.LocalCluster(n_workers=1, processes=False, threads_per_worker=1,
+                                  dashboard_address=":0") as cluster, distributed.Client(cluster) as client:
+        with fl.Session(dask=client) as session:
+            assert session.submit(wf, {"seconds": 0.01}).wait(timeout=60) == 0.01
+            s.policies.append(StepTimeoutPolicy(0.5))
+            run = session.submit(wf, {"seconds": 3.0})
+            assert run.wait(timeout=60) is None  # before: the cluster kept the copy without it (SUCCEEDED)
+            step = run.info().steps["slow"]
+            assert step.state is fl.Status.FAILED and "timeout of 0.5 s" in str(step.error)

@@ -263,3 +263,22 @@ def test_versions_no_run_needs_are_let_go_and_shipped_again_when_submitted(tmp_p
         os.kill(pool.pids()[0], signal.SIGKILL)
         assert session.submit(built[-1], inputs(tmp_path, "b")).wait(timeout=60) == (60, 6)
         assert session.submit(built[1], inputs(tmp_path, "b")).wait(timeout=60) == (30, 3)
+
+
+def test_an_edited_workflow_run_in_process_with_a_session_s_cache_runs_its_new_code_everywhere(
+        cells: Cells) -> None:
+    # wf.run(inputs, cache=session) runs in the kernel through the session's broker, whose worker
+    # processes take some of its steps too. Before, after an edit they ran the copy they held (the old
+    # code) under the new code's cache keys: K = 2 gave [10, 20] (some steps old), and cached it.
+    cells.run("""
+        K = 1
+        def f(x):
+            return x * K
+        wf = fl.Workflow(outputs=[fl.FunctionStep(f, name=f"f{i}") for i in range(30)], workflow_id="inproc")
+    """)
+    with fl.Session(None, workers=2, cache=True) as session:
+        assert set(session.submit(cells["wf"], {"x": 10}).wait(timeout=60)) == {10}
+        for k in (2, 3):
+            cells.run(f"K = {k}")
+            assert set(cells["wf"].run({"x": 10}, cache=session)) == {10 * k}
+            assert set(session.submit(cells["wf"], {"x": 10}).wait(timeout=60)) == {10 * k}  # its cache: right

@@ -48,6 +48,7 @@ from ..workflow.schema import WorkflowSchema
 from ..workflow.value import values_of
 from . import leases
 from ._applying import Applier
+from ._ctrlc import held_ctrl_c
 from ._gcfreeze import freeze_for_run, thaw
 from ._handing import Handing
 from ._outbox import Outbox
@@ -215,9 +216,10 @@ class StorageBroker(Handing, Applier, WorkerCalls, HistoryReads, Broker):
         """Start a run of ``workflow`` with ``inputs``; return its run id.
 
         ``cache`` (default: the broker's ``cache``) reuses the results of
-        steps whose keys were seen; the steps in ``rerun`` run anyway.
+        steps whose keys were seen; the steps in ``rerun`` run anyway. A
+        Ctrl-C meanwhile is raised once the run is dispatched whole.
         """
-        with self._lock:
+        with held_ctrl_c(), self._lock:
             self._check_open()
             with paused_gc():
                 run_id = self._dispatch(workflow, inputs, cache, rerun)
@@ -241,8 +243,11 @@ class StorageBroker(Handing, Applier, WorkerCalls, HistoryReads, Broker):
         return run_id
 
     def cancel_run(self, run_id: str, reason: str | None = None) -> bool:
-        """Cancel a run: its unfinished steps become CANCELLED and it ends; see :meth:`Broker.cancel_run`."""
-        with self._lock:
+        """Cancel a run: its unfinished steps become CANCELLED and it ends; see :meth:`Broker.cancel_run`.
+
+        A Ctrl-C meanwhile is raised once the run is cancelled whole.
+        """
+        with held_ctrl_c(), self._lock:
             self._check_open()
             run = self._state.runs.get(run_id)
             if run is None:

@@ -115,17 +115,19 @@ class Definitions:
         self.dask = dask
         self.owner = owner
         self.shipped: dict[tuple[str, str], Shipped] = {}
-        self._fingerprints: dict[tuple[str, str], dict[str, str]] = {}  # what the cluster holds
+        self._schemas: dict[tuple[str, str], Any] = {}  # the schema of what the cluster holds
         self._plugins: list[str] = []
 
     def ship(self, wf: Workflow) -> bytes | None:
         """Ship ``wf`` unless the cluster holds it: its bytes when shipped now, else ``None``."""
         key = (wf.workflow_id, wf.version)
-        fingerprints = wf.to_schema().fingerprints()
+        # the same object with the same schema: ``refresh()`` makes a new schema when a step's code or
+        # settings changed (a policy added to a step: its timeout is the cluster's to enforce)
+        schema = wf.to_schema()
         known = self.shipped.get(key)
-        if known is not None and known.workflow is wf and self._fingerprints.get(key) == fingerprints:
+        if known is not None and known.workflow is wf and self._schemas.get(key) is schema:
             return None
-        self._fingerprints[key] = fingerprints
+        self._schemas[key] = schema
         _, blob = ship(wf)
         definition_id = hashlib.sha256(blob).hexdigest()[:24]
         if known is not None and known.definition_id == definition_id:
@@ -140,7 +142,7 @@ class Definitions:
     def forget(self, wf: Workflow) -> None:
         """Drop ``wf`` from what is served (the broker refused it); its plugin stays until :meth:`close`."""
         self.shipped.pop((wf.workflow_id, wf.version), None)
-        self._fingerprints.pop((wf.workflow_id, wf.version), None)
+        self._schemas.pop((wf.workflow_id, wf.version), None)
 
     def schemas(self) -> list[Any]:
         """The schemas of every workflow served (what the engine registers with the broker)."""

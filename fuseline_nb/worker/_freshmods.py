@@ -29,8 +29,8 @@ last module), then
 
 Examples
 --------
->>> refresh(), unreloaded()  # nothing of the user's changed in this process
-([], ([], False))
+>>> refresh()  # not a pool's worker process: nothing is reloaded here
+[]
 """
 
 from __future__ import annotations
@@ -39,11 +39,14 @@ import importlib
 import logging
 import os
 import sys
+import types
 import warnings
+from collections.abc import Iterable
 from types import ModuleType
 from typing import Any
 
 from ..workflow._fingerprint_code import is_user
+from ..workflow._fingerprint_walk import _Walker
 from ..workflow.stale import StaleDefinitionWarning
 
 log = logging.getLogger(__name__)
@@ -65,7 +68,6 @@ class _Files:
 
     def __init__(self) -> None:
         #: module name -> [module, its file, the file's (mtime ns, size), its __spec__] when seen or reloaded
-        #: (and the file's stamp when it was last said to be stale)
         self.entries: dict[str, list[Any]] = {}
         self.others: set[str] = set()  # names of modules that are not user module files
         #: how many modules ``sys.modules`` had at the last look for new ones, and the last one imported
@@ -132,30 +134,94 @@ def refresh() -> list[str]:
     return reloaded
 
 
-def unreloaded() -> tuple[list[tuple[str, str]], bool]:
-    """In the notebook: ``(module, file)`` of each user module whose file changed since this process
-    saw it while the module was not reloaded (``importlib.reload`` gives a module a new ``__spec__``),
-    and whether one of them changed since the last call said so (a warning is due).
+def unreloaded() -> list[tuple[str, str, tuple[int, int]]]:
+    """In the notebook: ``(module, file, the file's stamp)`` of each user module whose file changed since
+    this process saw it while the module was not reloaded (``importlib.reload`` gives a module a new
+    ``__spec__``).
 
     Examples
     --------
-    >>> unreloaded()
-    ([], False)
+    >>> all(name in sys.modules for name, _, _ in unreloaded())
+    True
     """
-    out: list[tuple[str, str]] = []
-    due = False
+    out: list[tuple[str, str, tuple[int, int]]] = []
     for name, entry in _FILES.look().items():
-        module = entry[0]
+        module: ModuleType = entry[0]
         spec = getattr(module, "__spec__", None)
         now = _stamp(entry[1])
         if spec is not entry[3]:  # reloaded: what it runs is its file as it was then
             entry[2], entry[3] = now, spec
         elif now is not None and now != entry[2] and sys.modules.get(name) is module:
-            out.append((name, entry[1]))
-            if len(entry) == 4 or entry[4] != now:  # (said once per change of the file)
-                entry[4:] = [now]
-                due = True
-    return out, due
+            if _autoreloaded(name, module):  # IPython's %autoreload patched it in place (same __spec__)
+                entry[2] = now
+            else:
+                out.append((name, entry[1], now))
+    return out
+
+
+def _autoreloaded(name: str, module: ModuleType) -> bool:
+    """Whether IPython's ``%autoreload`` (on in this kernel) has the module's file as it is now: it
+    reloads before each cell, often by patching the module's functions in place (``deduperreload``),
+    which leaves its ``__spec__`` as it was. Read from the extension's own record (its reload
+    times); ``False`` outside IPython or without the extension."""
+    ipython = sys.modules.get("IPython")
+    try:
+        shell = ipython.get_ipython() if ipython is not None else None  # type: ignore[attr-defined]
+        magics = shell.magics_manager.registry.get("AutoreloadMagics") if shell is not None else None
+        reloader = getattr(magics, "_reloader", None)
+        if reloader is None or not reloader.enabled:
+            return False
+        path, mtime = reloader.filename_and_mtime(module)
+        return bool(path is not None and reloader.modules_mtimes.get(name) == mtime
+                    and reloader.failed.get(path) != mtime)
+    except Exception:  # another IPython than the one this reads: the __spec__ rule alone
+        return False
+
+
+class _ModuleWalk(_Walker):
+    """The fingerprint's walk (:class:`~fuseline_nb.workflow._fingerprint_walk._Walker`), noting the
+    module of every function and class it counts and every user module it reads from."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+        self.modules: set[str] = set()
+
+    def function(self, fn: types.FunctionType) -> None:
+        self.modules.add(fn.__module__)
+        super().function(fn)
+
+    def cls(self, cls: type, own: bool = False) -> None:
+        self.modules.add(cls.__module__)
+        super().cls(cls, own)
+
+    def user_module(self, module: ModuleType, code: types.CodeType) -> None:
+        self.modules.add(module.__name__)
+        super().user_module(module, code)
+
+
+def modules_of(steps: Iterable[Any]) -> set[str]:
+    """The modules whose code the fingerprints of ``steps`` count (their functions, classes, the user
+    modules they read from).
+
+    Examples
+    --------
+    >>> from fuseline_nb import FunctionStep
+    >>> def f(x):
+    ...     return x
+    >>> sorted(modules_of([FunctionStep(f)]))
+    ['fuseline_nb.worker._freshmods']
+    """
+    walk = _ModuleWalk()
+    seen: set[tuple[type, int]] = set()
+    for step in steps:
+        kind = (type(step), id(step.__dict__.get("function")))
+        if kind not in seen:
+            seen.add(kind)
+            walk.step(step)
+    return walk.modules
+
+
+_told: set[tuple[str, tuple[int, int]]] = set()  # (module, its file's stamp) warned about
 
 
 def unreloaded_message(stale: list[tuple[str, str]]) -> str:
@@ -175,22 +241,29 @@ def unreloaded_message(stale: list[tuple[str, str]]) -> str:
             f"the cache. Run {calls} (or %autoreload 2) and submit again")
 
 
-def check_modules(cache: bool | None, stacklevel: int = 2) -> bool | None:
-    """What ``Session.submit`` does about :func:`unreloaded` modules: warn (once per change of a file,
-    :class:`~fuseline_nb.workflow.stale.StaleDefinitionWarning`) and answer ``False`` (the run neither
-    reads nor stores cached results) while one is not reloaded, else ``cache`` as it was.
+def check_modules(steps: Iterable[Any], cache: bool | None, stacklevel: int = 2) -> bool | None:
+    """What ``Session.submit`` does about :func:`unreloaded` modules whose code the workflow's ``steps``
+    count: warn (once per change of a file, :class:`~fuseline_nb.workflow.stale.StaleDefinitionWarning`)
+    and answer ``False`` (the run neither reads nor stores cached results); else ``cache`` as it was.
+    A module none of the steps reaches (another one being edited) changes nothing.
 
     Examples
     --------
-    >>> check_modules(None), check_modules(True)
+    >>> check_modules([], None), check_modules([], True)
     (None, True)
     """
-    stale, due = unreloaded()
+    stale = unreloaded()
     if not stale:
         return cache
-    if due:
-        warnings.warn(unreloaded_message(stale), StaleDefinitionWarning, stacklevel=stacklevel + 1)
+    used = modules_of(steps)
+    stale = [s for s in stale if s[0] in used]
+    if not stale:
+        return cache
+    if any((name, stamp) not in _told for name, _, stamp in stale):
+        _told.update((name, stamp) for name, _, stamp in stale)
+        warnings.warn(unreloaded_message([(name, path) for name, path, _ in stale]), StaleDefinitionWarning,
+                      stacklevel=stacklevel + 1)
     return False
 
 
-__all__ = ["check_modules", "refresh", "unreloaded", "unreloaded_message"]
+__all__ = ["check_modules", "modules_of", "refresh", "unreloaded", "unreloaded_message"]

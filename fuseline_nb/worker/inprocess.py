@@ -53,6 +53,10 @@ def run_with_cache(wf: Workflow, inputs: dict[str, Any], cache: Any, rerun: Iter
     broker = _broker_of(cache)
     wf.refresh()
     wf.settle_version(broker.list_workflows(), lambda: [(w, v) for _, w, v in broker.unfinished_runs()])
+    pool = getattr(cache, "pool", None)  # a Session's worker processes take steps of this run too:
+    if pool is not None and hasattr(pool, "add_workflow"):  # they get this definition first
+        broker.register_workflow(wf.to_schema())
+        pool.add_workflow(wf, refresh=False)
     done = threading.Event()
     run_ids: list[str] = []
 

@@ -215,3 +215,24 @@ def test_a_closed_reader_never_reads_the_file_that_gets_its_number_next(kind: st
         os.close(r)
         os.close(w)
         a.close()
+
+
+def test_an_assignment_over_the_pipe_keeps_its_values_nones_objects_and_their_order() -> None:
+    """``assignment_from`` makes the payload's values again in the message's own dicts (no copy): the same payload."""
+    import pickle
+
+    from fuseline_nb.broker.base import StepAssignment
+    from fuseline_nb.worker._pipeforms import assignment_from, assignment_wire
+    from fuseline_nb.workflow.value import Value
+
+    results = {"b": Value.of([1, 2]), "none": None, "cached": {"obj": 3}, "a": Value.of("x")}
+    a = StepAssignment("wf", "r1", "s", {"workflow_inputs": {"n": Value.of(5)}, "results": results,
+                                         "winners": {"g": "b"}}, 0.0, 60.0, 2, "v3", 1.5)
+    back = assignment_from(pickle.loads(pickle.dumps(assignment_wire(a), 5)))
+    assert back == a
+    assert list(back.payload["results"]) == ["b", "none", "a", "cached"]  # Values first, then objects (as before)
+    assert [type(v).__name__ for v in back.payload["results"].values()] == ["Value", "NoneType", "Value", "dict"]
+    assert back.results == {"b": [1, 2], "none": None, "a": "x", "cached": {"obj": 3}}
+    assert back.inputs == {"n": 5} and back.winners == {"g": "b"}
+    assert (back.attempt, back.version, back.timeout) == (2, "v3", 1.5)
+    assert a.payload["results"] is results and list(results) == ["b", "none", "cached", "a"]  # the sender's untouched

@@ -148,13 +148,15 @@ def _values_wire(values: dict[str, Any]) -> tuple[dict[str, tuple[Any, ...] | No
     return out, other
 
 
-def _values_from(out: dict[str, tuple[Any, ...] | None], other: dict[str, Any] | None) -> dict[str, Any]:
-    values: dict[str, Any] = {}
+def _values_from(out: dict[str, Any], other: dict[str, Any] | None) -> dict[str, Any]:
+    """``out`` (the message's own dict, fresh from the pipe) with its values' fields made :class:`Value` s again,
+    in place, and ``other``'s entries added: no second dict per step."""
     for k, v in out.items():
-        values[k] = None if v is None else Value(*v)
+        if v is not None:
+            out[k] = Value(*v)
     if other:
-        values.update(other)
-    return values
+        out.update(other)
+    return out
 
 
 def assignments_from(batch: list[Any]) -> list[StepAssignment]:
@@ -184,4 +186,6 @@ def assignment_from(x: Any) -> StepAssignment:
         ins, ins_other, res, res_other, winners = p
         p = {"workflow_inputs": _values_from(ins, ins_other) if ins or ins_other else {},
              "results": _values_from(res, res_other) if res or res_other else {}, "winners": winners}
+    if len(x) == 9:  # (all of assignment_wire's fields: no slice, no star-call)
+        return StepAssignment(x[0], x[1], x[2], p, x[4], x[5], x[6], x[7], x[8])
     return StepAssignment(x[0], x[1], x[2], p, *x[4:])

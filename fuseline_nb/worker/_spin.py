@@ -140,9 +140,8 @@ class Spin:
         self.skipped = 0  # waits skipped so far (for benchmarks and tests)
         self.caught = 0  # spins that caught their reply
         self.gave_way = 0  # spins whose reply came in time, but only after the spin was away from its CPU
-        #: A spin was off its CPU for AWAY_SECONDS or more at a stretch: what it waits for (or another
-        #: process) runs on this side's CPU. Kept until a spin catches its reply without leaving the CPU
-        #: (a spin that runs out first, e.g. waiting for a slow step, tells nothing: it stays as it was).
+        #: The last spin was off its CPU for AWAY_SECONDS or more at a stretch: what it waits for (or another
+        #: process) runs on this side's CPU. Kept until the next spin (none while waits are skipped).
         self.shared = False
 
     def wanted(self) -> bool:
@@ -158,10 +157,7 @@ class Spin:
     def took(self, seconds: float) -> None:
         """A spin ended; its reply came ``seconds`` after the spin began (call it only after a spin)."""
         away, self.away = self.away, 0.0
-        if away >= AWAY_SECONDS:
-            self.shared = True
-        elif seconds < self.seconds:  # caught on its CPU (a reply after the spin's time says nothing either way)
-            self.shared = False
+        self.shared = away >= AWAY_SECONDS
         if seconds < self.seconds:
             if away < AWAY_SECONDS:
                 self.caught += 1

@@ -43,6 +43,11 @@ class _PoolEngine(ProcessEngine):
 
     _reported: StepAssignment
     _run = ""  # the run of the step taken last
+    _runs: set[str]  # the runs this worker took steps of (their first step refreshed the user's modules)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._runs = set()
 
     def adopt(self, blobs: list[WorkflowBlob]) -> str:
         """Load shipped workflows; re-register when they add workflow ids. Returns the worker id."""
@@ -114,9 +119,13 @@ class _PoolEngine(ProcessEngine):
         except _REFUSALS as exc:  # the answer to the last report refused it; the steps that came with it
             _refused(self._reported, exc)  # are in hand (or none came: this asks again)
             a = self.client.get_step(self.worker_id)
-        if a is not None and a.instance_id != self._run:  # another run: the user's modules as the notebook
-            self._run = a.instance_id  # may have reloaded them (see _freshmods)
-            fresh_modules()
+        if a is not None and a.instance_id != self._run:  # another run than the last step's
+            self._run = run = a.instance_id
+            if run not in self._runs:  # a new one: the user's modules as the notebook may have reloaded
+                if len(self._runs) > 4096:  # them since (see _freshmods); runs taking turns do not stat again
+                    self._runs.clear()
+                self._runs.add(run)
+                fresh_modules()
         return a
 
     def _on_beat(self) -> None:

@@ -43,11 +43,7 @@ class _PoolEngine(ProcessEngine):
 
     _reported: StepAssignment
     _run = ""  # the run of the step taken last
-    _runs: set[str]  # the runs this worker took steps of (their first step refreshed the user's modules)
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._runs = set()
+    _runs: set[str] | None = None  # the runs this worker took steps of (their first step refreshed the modules)
 
     def adopt(self, blobs: list[WorkflowBlob]) -> str:
         """Load shipped workflows; re-register when they add workflow ids. Returns the worker id."""
@@ -121,10 +117,13 @@ class _PoolEngine(ProcessEngine):
             a = self.client.get_step(self.worker_id)
         if a is not None and a.instance_id != self._run:  # another run than the last step's
             self._run = run = a.instance_id
-            if run not in self._runs:  # a new one: the user's modules as the notebook may have reloaded
-                if len(self._runs) > 4096:  # them since (see _freshmods); runs taking turns do not stat again
-                    self._runs.clear()
-                self._runs.add(run)
+            runs = self._runs
+            if runs is None:
+                runs = self._runs = set()
+            if run not in runs:  # a new one: the user's modules as the notebook may have reloaded them
+                if len(runs) > 4096:  # since (see _freshmods); runs taking turns do not stat again
+                    runs.clear()
+                runs.add(run)
                 fresh_modules()
         return a
 

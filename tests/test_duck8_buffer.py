@@ -102,3 +102,67 @@ def test_a_running_steps_record_is_written_as_it_was_saved(tmp_path) -> None:
         running.state, running.worker, running.finished_at = Status.SUCCEEDED, "w2", 6.0  # not saved yet
         assert _steps(st) == {"a": ["RUNNING", 1, "w1", None], "b": ["RUNNING", 1, "w1", None]}
         assert st.sql("SELECT count(*) FROM steps WHERE finished_at IS NULL AND started_at IS NOT NULL").fetchall() == [(2,)]
+
+
+def test_only_a_big_run_still_going_is_placed_after_its_first_flush(tmp_path, monkeypatch) -> None:
+    # placing a run asks where its rows are (a scan of fl_steps); a run that ended before its first flush
+    # (a whole fan-out written at once) has no later record to place, so it costs no scan
+    from fuseline_nb.broker.storage._duckdb_places import PLACED_STEPS
+    from fuseline_nb.broker.storage._duckdb_sql import SELECT_PLACES
+
+    names = [f"s{i}" for i in range(PLACED_STEPS)]
+    with DuckDBRuntimeStorage(tmp_path / "h.duckdb", flush_interval=3600) as st:
+        asked: list[list[str]] = []
+        real = st._execute
+
+        def execute(sql, params=None):
+            if sql.startswith(SELECT_PLACES.split("(")[0]):
+                asked.append(list(params))
+            return real(sql, params)
+
+        monkeypatch.setattr(st, "_execute", execute)
+        st.create_run("ended", "wf", "1", {}, names, created_at=0.0)
+        st.save_steps("ended", [(n, StepInfo(Status.SUCCEEDED, attempts=1)) for n in names])
+        st.finalize_run("ended", Status.SUCCEEDED, 1.0)
+        st.create_run("going", "wf", "1", {}, names, created_at=0.0)
+        st.flush()
+        assert asked == [["going"]]
+        assert list(st._places.runs) == ["going"]
+        st.save_steps("going", [("s7", StepInfo(Status.RUNNING, attempts=1, worker="w1"))])
+        assert st.sql("SELECT state, worker FROM steps WHERE run_id = 'going' AND step = 's7'").fetchall() == [
+            ("RUNNING", "w1")]
+        assert st.sql("SELECT count(*) FROM steps WHERE run_id = 'ended' AND state = 'SUCCEEDED'").fetchall() == [
+            (PLACED_STEPS,)]
+
+
+def test_the_flusher_thread_gives_the_gil_away_while_it_builds_a_big_flush(tmp_path, monkeypatch) -> None:
+    # building a flush's Arrow tables holds the GIL for milliseconds: the flusher thread pauses every
+    # GIVE_WAY_EVERY of that work so the broker's thread gets it; a read flushing on its own thread does not
+    import threading
+
+    from fuseline_nb.broker.storage import _duckdb_arrow
+
+    paused: list[str] = []
+    real = _duckdb_arrow._pause
+    monkeypatch.setattr(_duckdb_arrow, "_pause", lambda: (paused.append(threading.current_thread().name), real()))
+    names = [f"s{i}" for i in range(3000)]
+
+    def buffer(st: DuckDBRuntimeStorage, run_id: str) -> None:
+        st.create_run(run_id, "wf", "1", {}, names, created_at=0.0)
+        st.save_steps(run_id, [(n, StepInfo(Status.SUCCEEDED, attempts=1, worker="w1", finished_at=float(i)))
+                               for i, n in enumerate(names)])
+        st.record_events([Event("step_finished", run_id, i + 1, float(i), n, Status.SUCCEEDED, "w1", 1,
+                                {"action": "default", "n": i}) for i, n in enumerate(names)])
+
+    with DuckDBRuntimeStorage(tmp_path / "h.duckdb", flush_interval=3600) as st:
+        buffer(st, "read")
+        st.flush()  # on this thread: no pause
+        assert paused == []
+        buffer(st, "flusher")
+        st._hurry()  # the flusher writes it now
+        for _ in range(400):  # until the flusher took the buffer (a read now waits for its write to end)
+            if st._batch.empty:
+                break
+            threading.Event().wait(0.025)
+        assert st.sql("SELECT count(*) FROM events WHERE run_id = 'flusher'").fetchall() == [(3000,)]
+        assert paused and set(paused) == {st._thread.name}

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -31,6 +33,38 @@ from ._duckdb_rows import to_json
 log = logging.getLogger(__name__)
 
 ENCODER = json.JSONEncoder(default=safe_repr)
+
+#: A flusher thread's Python work between two :func:`give_way` pauses, at most (seconds).
+GIVE_WAY_EVERY = 0.0005
+_PAUSE = 0.00005
+_flusher = threading.local()  # .last: when this thread (a flusher) last gave way; unset on other threads
+
+
+def flusher_thread() -> None:
+    """Mark the calling thread as a flusher: :func:`give_way` pauses it (see there)."""
+    _flusher.last = time.perf_counter()
+
+
+def give_way() -> None:
+    """On a flusher thread, every :data:`GIVE_WAY_EVERY` of work: sleep 50 µs, so a thread waiting for the GIL runs.
+
+    Building a flush's Arrow tables is Python work that holds the GIL for
+    milliseconds; a broker thread that wants it meanwhile (a worker's report
+    to answer) would otherwise wait for the interpreter's switch interval
+    (5 ms) each time. Elsewhere (a read flushing on the caller's thread) a no-op.
+
+    Examples
+    --------
+    >>> give_way()  # not a flusher thread: returns at once
+    """
+    last = getattr(_flusher, "last", None)
+    if last is not None and time.perf_counter() - last >= GIVE_WAY_EVERY:
+        _pause()
+        _flusher.last = time.perf_counter()
+
+
+def _pause() -> None:
+    time.sleep(_PAUSE)  # (not sleep(0): the GIL would mostly come straight back to this thread)
 
 
 def _c_encoder() -> Callable[[Any, int], Any] | None:
@@ -71,11 +105,13 @@ def details_json(events: list[Event]) -> list[str | None]:
     add, join = out.append, "".join
     memo: dict[tuple[Any, ...], str] = {}
     plain, text = _MEMO_VALUES.issuperset, _MEMO_KEYS.issuperset
-    for e in events:
+    for i, e in enumerate(events):
         detail = e.detail
         if detail is None:
             add(None)
             continue
+        if not i & 255:
+            give_way()
         values = detail.values()
         types = (*map(type, values),)
         key = (*detail, *values, *types) if plain(types) and text(map(type, detail)) else None
@@ -134,8 +170,11 @@ WITH_ROWID = SCHEMAS["batch_steps"].append(pa.field("rid", pa.int64()))  # see _
 
 def table(name: str, columns: list[Any], safe: bool = False) -> pa.Table:
     schema = SCHEMAS[name]
-    return pa.Table.from_arrays([array(name, f, c, safe) for c, f in zip(columns, schema, strict=True)],
-                                schema=schema)
+    arrays = []
+    for c, f in zip(columns, schema, strict=True):
+        arrays.append(array(name, f, c, safe))
+        give_way()
+    return pa.Table.from_arrays(arrays, schema=schema)
 
 
 def _times_inside(column: Any, arr: pa.Array) -> bool:
@@ -226,4 +265,5 @@ def _array(table: str, field: pa.Field, column: Any, safe: bool) -> pa.Array:
     return pa.array(column, type=kind)
 
 
-__all__ = ["ENCODER", "SCHEMAS", "WITH_ROWID", "array", "details_json", "table"]
+__all__ = ["ENCODER", "GIVE_WAY_EVERY", "SCHEMAS", "WITH_ROWID", "array", "details_json", "flusher_thread", "give_way",
+           "table"]

@@ -30,7 +30,7 @@ import pyarrow as pa
 from ...workflow.events import Event
 from ...workflow.runinfo import StepInfo
 from ...workflow.schema import WorkflowSchema
-from ._duckdb_arrow import SCHEMAS, WITH_ROWID, array, details_json, table
+from ._duckdb_arrow import SCHEMAS, WITH_ROWID, array, details_json, give_way, table
 from ._duckdb_files import FILE_BYTES
 from ._duckdb_places import RowPlaces
 from ._duckdb_rows import StepRow, inputs_columns, result_row, split_error, step_row
@@ -315,8 +315,10 @@ class Batch:
             columns += (_nones(n),) * 2
         else:
             columns += zip(*[_NO_ERROR if e is None else split_error(e) for e in errors], strict=True)
+        give_way()
         if results and not results.keys().isdisjoint(part):
             columns += zip(*self._results_of(part, results, unpicklable, spill), strict=True)
+            give_way()
         else:
             columns += (_nones(n),) * len(_NO_RESULT)
         return columns

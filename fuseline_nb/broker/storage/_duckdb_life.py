@@ -25,6 +25,7 @@ from typing import Any
 
 from ...errors import StorageError, StorageLockedError
 from .._gcfreeze import thaw
+from ._duckdb_arrow import flusher_thread
 from ._duckdb_sql import VIEWS
 
 log = logging.getLogger(__name__)
@@ -177,6 +178,7 @@ def flush_loop(ref: weakref.ref[Any], wake: threading.Event, stop: threading.Eve
     the flushes then follow each other.
     """
     _warm_up()
+    flusher_thread()  # its Python work gives way to a thread waiting for the GIL (see give_way)
     storage = ref()
     if storage is None:
         return

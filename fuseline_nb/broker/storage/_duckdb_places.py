@@ -61,9 +61,13 @@ class RowPlaces:
         if not big:
             return
         placed = set()
-        for run_id, first, last, count in execute(SELECT_PLACES.format(", ".join("?" * len(big))), big):
+        # only runs still going are asked about (a run that ended before its first flush, a
+        # whole fan-out written at once, has no later records to place: no scan of fl_steps for it)
+        going = [run_id for run_id in big if run_id in live]
+        for run_id, first, last, count in (execute(SELECT_PLACES.format(", ".join("?" * len(going))), going)
+                                           if going else ()):
             workflow_id, version, _, _, names = runs[run_id]
-            if count == len(names) and last - first + 1 == count and run_id in live:
+            if count == len(names) and last - first + 1 == count:
                 self.place(run_id, workflow_id, version, names, first)
                 placed.add(run_id)
         for run_id in big:  # placed inside the flush's transaction, but not one block of its names now

@@ -78,4 +78,34 @@ def load_workflow(spec: str) -> Workflow:
     return obj
 
 
-__all__ = ["load_workflow"]
+def load_workflows(specs: list[str]) -> list[Workflow]:
+    """The workflows ``specs`` name (:func:`load_workflow` each), refused when two give one ``(workflow id,
+    version)`` with other code: a worker holds one definition per id and version, so the runs of one would
+    run the other's code (two pipelines made by one function share their structure, so their derived id).
+
+    Raises
+    ------
+    ValueError
+        As :func:`load_workflow`, or two specs name different definitions under one id and version.
+
+    Examples
+    --------
+    >>> [wf.workflow_id for wf in load_workflows(["fuseline_nb.examples:tour", "fuseline_nb.examples:build_tour"])]
+    ['tour', 'tour']
+    """
+    from ..workflow._graph_adopt import same_contents
+
+    loaded = [load_workflow(spec) for spec in specs]
+    first: dict[tuple[str, str], tuple[str, Workflow]] = {}
+    for spec, wf in zip(specs, loaded, strict=True):
+        key = (wf.workflow_id, wf.version)
+        other = first.setdefault(key, (spec, wf))
+        if other[1] is not wf and not same_contents(other[1].to_schema(), wf.to_schema()):
+            raise ValueError(
+                f"workflows {other[0]!r} and {spec!r} are two definitions under one workflow id {key[0]!r} and "
+                f"version {key[1]!r} (the same steps and edges, other code): a worker holds one of them, so "
+                "the runs of the other would run its code; give each its own workflow_id= (or version=)")
+    return loaded
+
+
+__all__ = ["load_workflow", "load_workflows"]

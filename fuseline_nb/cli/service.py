@@ -206,11 +206,10 @@ def worker_main(args: argparse.Namespace) -> int:
         print(f"fuseline-nb worker: --broker must be an http:// or https:// URL, e.g. "
               f"http://127.0.0.1:8000, not {args.broker!r}", file=sys.stderr)
         return 2
-    from .loader import load_workflow
+    from .loader import load_workflow, load_workflows
 
     try:
-        for spec in args.workflows:
-            load_workflow(spec)
+        load_workflows(list(args.workflows))  # each one loads, and one definition per id and version
     except (ValueError, TypeError) as exc:
         print(f"fuseline-nb worker: {exc}", file=sys.stderr)
         return 2

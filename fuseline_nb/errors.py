@@ -26,6 +26,7 @@ builtin it resembles so ``except ValueError`` still catches a bad definition::
     ├── BrokerUnavailableError (ConnectionError) a broker that cannot be reached
     ├── BrokerAuthError (PermissionError)        the broker service refused the token
     ├── BrokerRequestError (ValueError)          the broker service refused a request (4xx)
+    ├── TransportUnsupportedError (NotImplementedError) a call this client's transport does not offer
     ├── WorkerError (RuntimeError)               worker processes cannot start or load workflows
     └── StepFailedError (RuntimeError)           raised by Run.wait()/wf.run(raise_on_failure=True)
 

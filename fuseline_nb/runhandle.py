@@ -97,6 +97,8 @@ class Run:
         self.id = run_id
         self.workflow = workflow
         self._final: RunInfo | None = None  # set by the session when the run ends
+        # The live views made by view() (a displayed Run makes one): wait() lets them show the end first.
+        self._views: weakref.WeakSet[Any] = weakref.WeakSet()
 
     @property
     def session(self) -> Session:
@@ -174,6 +176,7 @@ class Run:
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         if self._final is not None:  # ended: no wait (and no copy of a live run's records)
+            self._views_shown()
             return self._outputs(self._final, raise_on_failure)
         session = self.session
         done = session._event_for(self.id)
@@ -199,7 +202,19 @@ class Run:
             if done.is_set():  # set, yet neither a final record nor an end: look again in a moment
                 time.sleep(0.01)
         session._done.pop(self.id, None)  # its end is known: the next wait returns at once
+        self._views_shown()
         return self._outputs(self.info(), raise_on_failure)
+
+    def _views_shown(self, timeout: float = 2.0) -> None:
+        """Let this run's live views show its end before :meth:`wait` returns.
+
+        A view's thread replaces the cell's static picture (``text/html``,
+        ``text/plain``) once the run ended; the frontend applies that only while a
+        cell executes. Joined here, it lands in the cell that waits, so a saved
+        notebook shows how the run ended, even on a busy machine.
+        """
+        for view in list(self._views):
+            view.join(timeout)
 
     def _live(self) -> bool:
         """Whether the broker still runs this run (a question about runs, not steps)."""
@@ -262,7 +277,9 @@ class Run:
         """The live view (``fuseline_nb.views.widgets.RunView``) of this run."""
         from .views.widgets import RunView
 
-        return RunView(self.broker, self.id)
+        view = RunView(self.broker, self.id)
+        self._views.add(view)
+        return view
 
     def _ipython_display_(self) -> None:
         from IPython.display import HTML, Pretty, display

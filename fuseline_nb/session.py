@@ -209,7 +209,7 @@ class Session:
             wf.to_schema().check_inputs(inputs)  # before anything is shipped
             values = input_values(inputs)
             warn_stale(wf, stacklevel=2, kind=kind[0] if kind else None)
-            cache = check_modules(wf.steps.values(), cache, stacklevel=2)  # a module edited, not reloaded
+            cache = check_modules(wf, cache, stacklevel=2)  # a module of the user's edited and not reloaded
             # another definition under its id and version "1" whose runs are still going keeps them: this
             # one gets a version of its own (each run's steps load the definition it was submitted with)
             settled = not adopted and not wf._adopt_schema(registered)  # a new definition (an edit)

@@ -110,7 +110,7 @@ def test_only_a_module_the_steps_reach_turns_the_cache_off(
     other.write_text("X = 1\n")
     cells.run(f"import {name}_other")
     try:
-        steps = cells["wf"].steps.values()
+        steps = cells["wf"]
         assert check_modules(steps, True) is True  # (both seen as they are now)
         _edit(other, "X = 2\n")
         assert check_modules(steps, True) is True and not recwarn.list  # not reached: nothing changes

@@ -1,7 +1,8 @@
 """Binder's route works: a fresh virtual environment, the pinned requirements and
 postBuild's ``pip install ".[notebook]"``, then the tour in a real kernel of that
-environment (nbclient). Catches an extra that misses what a notebook imports
-(``session.sql(...).df()`` needs pandas) and pins that fall behind pyproject.toml."""
+environment (nbclient), and the scaling notebook (the HTTP service, Dask). Catches an extra
+that misses what a notebook imports (``session.sql(...).df()`` needs pandas, 05 needs uvicorn and
+distributed) and pins that fall behind pyproject.toml."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]  # a fresh venv with ~130 pinned packages
 
 ROOT = Path(__file__).resolve().parent.parent
 PINS = ROOT / "binder" / "requirements.txt"
@@ -65,8 +66,11 @@ def test_pins_cover_what_postbuild_installs(binder_env: Path) -> None:
     _pip(binder_env, "check")
 
 
-def test_tour_runs_in_the_binder_environment(binder_env: Path, tmp_path: Path) -> None:
-    tour = ROOT / "notebooks" / "01-tour.ipynb"
+@pytest.mark.parametrize("name", ["01-tour", "05-scaling-out"])
+def test_notebook_runs_in_the_binder_environment(binder_env: Path, tmp_path: Path, name: str) -> None:
+    # 05 starts the HTTP service and a Dask cluster: before, Binder had neither (the notebook extra
+    # lacked the service and dask extras) and the notebook failed there
+    tour = ROOT / "notebooks" / f"{name}.ipynb"
     script = (
         "import nbformat, sys\n"
         "from nbclient import NotebookClient\n"
@@ -77,5 +81,5 @@ def test_tour_runs_in_the_binder_environment(binder_env: Path, tmp_path: Path) -
     )
     done = subprocess.run([str(binder_env), "-c", script], capture_output=True, text=True, timeout=900,
                           cwd=tmp_path)
-    assert done.returncode == 0, f"the tour failed in the Binder environment:\n{done.stderr[-6000:]}"
+    assert done.returncode == 0, f"{name} failed in the Binder environment:\n{done.stderr[-6000:]}"
     assert "tour ran" in done.stdout

@@ -304,7 +304,7 @@ def test_a_history_path_that_cannot_be_a_file_is_named(tmp_path: Path) -> None:
     import fuseline_nb as fl
     from fuseline_nb.errors import StorageError
 
-    ran = _run("fuseline_nb.examples:tour", "--workers", "0", "--db", str(tmp_path), cwd=tmp_path)
+    ran = _run("fuseline_nb.examples:tour", "--workers", "1", "--db", str(tmp_path), cwd=tmp_path)
     assert ran.returncode == 2
     assert f"the run history '{tmp_path}' is a folder: pass a file in it, e.g. '{tmp_path}/history.duckdb'" \
         in ran.stderr

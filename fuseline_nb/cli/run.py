@@ -76,6 +76,36 @@ def parse_inputs(pairs: Sequence[str]) -> dict[str, Any]:
     return out
 
 
+def _read_inputs(wf: Workflow) -> list[str]:
+    """The run inputs the steps of ``wf`` read by name, sorted.
+
+    Examples
+    --------
+    >>> from fuseline_nb.examples import tour
+    >>> _read_inputs(tour)
+    ['delay', 'n']
+    """
+    return sorted({name for s in wf.to_schema().steps for name in (s.reads or ())})
+
+
+def _unread_inputs(wf: Workflow, inputs: dict[str, Any]) -> list[str]:
+    """The names in ``inputs`` no step of ``wf`` reads (none when a step may read every input).
+
+    A misspelt ``--input`` would otherwise run with the step's default, without a word.
+
+    Examples
+    --------
+    >>> from fuseline_nb.examples import tour
+    >>> _unread_inputs(tour, {"n": 5, "N": 5})
+    ['N']
+    """
+    steps = wf.to_schema().steps
+    if any(s.reads is None for s in steps):
+        return []
+    read = {name for s in steps for name in s.reads or ()}
+    return [name for name in inputs if name not in read]
+
+
 class Progress:
     """Counts step states from broker events and draws them on ``out``.
 
@@ -313,8 +343,12 @@ def main(args: argparse.Namespace) -> int:
     from ..session import Session
 
     out = sys.stdout
-    if args.workers < 0:
-        sys.stderr.write(f"fuseline-nb run: --workers must be >= 0 (0: none), not {args.workers}\n")
+    if args.timeout is not None and not 0 < args.timeout < float("inf"):  # nan, inf, 0 and less: no timeout
+        sys.stderr.write(f"fuseline-nb run: --timeout must be a number of seconds > 0, not {args.timeout}\n")
+        return 2
+    if args.workers < 1:  # with no worker process nothing would run the steps: the run would wait forever
+        sys.stderr.write(f"fuseline-nb run: --workers must be >= 1 (the worker processes that run the steps), "
+                         f"not {args.workers}\n")
         return 2
     try:
         wf = load_workflow(args.target)
@@ -322,6 +356,17 @@ def main(args: argparse.Namespace) -> int:
     except (ImportError, ValueError, TypeError) as exc:
         sys.stderr.write(f"fuseline-nb run: {exc}\n")
         return 2
+    missing = wf.to_schema().missing_inputs(inputs)
+    if missing:  # said here, in the command's words, before any worker starts
+        needs = ", ".join(f"{name!r} (needed by {', '.join(map(repr, steps))})" for name, steps in missing.items())
+        example = " ".join(f"--input {name}=VALUE" for name in missing)
+        sys.stderr.write(f"fuseline-nb run: missing run input(s) {needs}: give each with --input, e.g. {example}\n")
+        return 2
+    unread = _unread_inputs(wf, inputs)
+    if unread:
+        sys.stderr.write(f"fuseline-nb run: warning: no step of {wf.workflow_id!r} reads the input(s) "
+                         f"{', '.join(map(repr, unread))} (its steps read: {', '.join(_read_inputs(wf)) or 'none'}); "
+                         f"check the name after --input\n")
     t0 = time.monotonic()
     ctrl_c = _CtrlC()
     try:

@@ -53,8 +53,12 @@ def is_loopback(host: str) -> bool:
 
 def add_parser(subparsers: Any) -> None:
     """Add the ``broker`` and ``worker`` subcommands."""
-    b = subparsers.add_parser("broker", help="serve a broker over HTTP (uvicorn)",
-                              description=__doc__.split("Examples")[0] if __doc__ else None)
+    b = subparsers.add_parser(
+        "broker", help="serve a broker over HTTP (uvicorn)",
+        description="Serve a broker over HTTP (uvicorn). With --db it owns a DuckDB file: restarting it on the "
+                    "same file resumes unfinished runs. It binds 127.0.0.1 unless told otherwise, and refuses any "
+                    f"other address without a token (--token or {TOKEN_ENV}). Workers join with 'fuseline-nb "
+                    "worker MODULE:ATTR --broker URL' (docs/service.md).")
     b.add_argument("--db", metavar="PATH", help="DuckDB file holding the runs (default: memory, lost on exit)")
     b.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     b.add_argument("--port", type=int, default=8000, help="port (default 8000)")
@@ -67,7 +71,14 @@ def add_parser(subparsers: Any) -> None:
                    help="largest request body accepted (default 16 MiB)")
     b.set_defaults(handler=broker_main)
 
-    w = subparsers.add_parser("worker", help="run workflows' steps for a broker service")
+    w = subparsers.add_parser(
+        "worker", help="run workflows' steps for a broker service",
+        description="Import the named workflows (MODULE:ATTR, found on PYTHONPATH or in the current directory) "
+                    "and run --processes worker processes for the broker service at --broker: a process that "
+                    "dies is restarted, a step's lease is kept while its process lives, step timeouts are "
+                    "enforced. SIGTERM or SIGINT stops them cleanly (each finishes and reports its current "
+                    "step); a second signal kills them. With --dask ADDRESS the steps run on a Dask cluster "
+                    "instead (docs/service.md, docs/scaling.md).")
     w.add_argument("workflows", nargs="+", metavar="MODULE:ATTR", help="workflows to serve, e.g. etl.flows:daily")
     w.add_argument("--broker", required=True, metavar="URL", help="the broker service, e.g. http://127.0.0.1:8000")
     w.add_argument("--processes", type=int, default=1, help="worker processes (default 1)")
@@ -82,6 +93,30 @@ def add_parser(subparsers: Any) -> None:
     w.add_argument("--max-in-flight", type=int, default=None, metavar="N",
                    help="with --dask: most steps submitted to the cluster at once (default: 4 per Dask thread, >= 64)")
     w.set_defaults(handler=worker_main)
+
+
+def _bad_numbers(args: argparse.Namespace, rules: dict[str, tuple[float, bool]]) -> str | None:
+    """The first option breaking its rule, said as the command line says it; ``None`` when all hold.
+
+    ``rules`` maps an argument's dest to ``(least, least_allowed)``: a value must be a finite number
+    above ``least`` (or equal to it when ``least_allowed``); ``None`` (not given) passes.
+
+    Examples
+    --------
+    >>> ns = argparse.Namespace(grace=-1.0, poll_wait=2.0)
+    >>> _bad_numbers(ns, {"poll_wait": (0, True), "grace": (0, True)})
+    '--grace must be a number >= 0, not -1.0'
+    >>> _bad_numbers(argparse.Namespace(lease_seconds=float("nan")), {"lease_seconds": (0, False)})
+    '--lease-seconds must be a number > 0, not nan'
+    """
+    for dest, (least, least_allowed) in rules.items():
+        value = getattr(args, dest, None)
+        if value is None:
+            continue
+        ok = (value >= least if least_allowed else value > least) and value < float("inf")
+        if not ok:  # nan fails both comparisons
+            return f"--{dest.replace('_', '-')} must be a number {'>=' if least_allowed else '>'} {least}, not {value}"
+    return None
 
 
 def _token(args: argparse.Namespace) -> str | None:
@@ -104,6 +139,10 @@ def broker_main(args: argparse.Namespace) -> int:
     token = _token(args)
     if not 0 <= args.port <= 65535:
         print(f"fuseline-nb broker: --port must be between 0 and 65535, not {args.port}", file=sys.stderr)
+        return 2
+    bad = _bad_numbers(args, {"lease_seconds": (0, False), "worker_ttl": (0, False), "max_body": (1, True)})
+    if bad:
+        print(f"fuseline-nb broker: {bad}", file=sys.stderr)
         return 2
     if token is not None and not token.strip():
         print(f"fuseline-nb broker: the token (--token or {TOKEN_ENV}) is only whitespace: give a "
@@ -153,6 +192,14 @@ def worker_main(args: argparse.Namespace) -> int:
     """Start ``--processes`` workers for the broker at ``--broker``; return when stopped."""
     if args.processes < 1:
         print("fuseline-nb worker: --processes must be >= 1", file=sys.stderr)
+        return 2
+    bad = _bad_numbers(args, {"poll_wait": (0, True), "grace": (0, True), "max_in_flight": (1, True)})
+    if bad:
+        print(f"fuseline-nb worker: {bad}", file=sys.stderr)
+        return 2
+    if getattr(args, "max_in_flight", None) is not None and not getattr(args, "dask", None):
+        print("fuseline-nb worker: --max-in-flight applies to --dask only: it bounds the steps submitted to the "
+              "Dask cluster at once", file=sys.stderr)
         return 2
     url = urlsplit(args.broker)
     if url.scheme not in ("http", "https") or not url.hostname:

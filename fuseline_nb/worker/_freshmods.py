@@ -41,6 +41,7 @@ import os
 import sys
 import types
 import warnings
+import weakref
 from collections.abc import Iterable
 from types import ModuleType
 from typing import Any
@@ -134,10 +135,10 @@ def refresh() -> list[str]:
     return reloaded
 
 
-def unreloaded() -> list[tuple[str, str, tuple[int, int]]]:
-    """In the notebook: ``(module, file, the file's stamp)`` of each user module whose file changed since
-    this process saw it while the module was not reloaded (``importlib.reload`` gives a module a new
-    ``__spec__``).
+def unreloaded(names: Iterable[str] | None = None) -> list[tuple[str, str, tuple[int, int]]]:
+    """In the notebook: ``(module, file, the file's stamp)`` of each user module (of ``names``, when
+    given) whose file changed since this process saw it while the module was not reloaded
+    (``importlib.reload`` gives a module a new ``__spec__``).
 
     Examples
     --------
@@ -145,7 +146,8 @@ def unreloaded() -> list[tuple[str, str, tuple[int, int]]]:
     True
     """
     out: list[tuple[str, str, tuple[int, int]]] = []
-    for name, entry in _FILES.look().items():
+    files = _FILES.look()
+    for name, entry in files.items() if names is None else [(n, files[n]) for n in names if n in files]:
         module: ModuleType = entry[0]
         spec = getattr(module, "__spec__", None)
         now = _stamp(entry[1])
@@ -241,22 +243,30 @@ def unreloaded_message(stale: list[tuple[str, str]]) -> str:
             f"the cache. Run {calls} (or %autoreload 2) and submit again")
 
 
-def check_modules(steps: Iterable[Any], cache: bool | None, stacklevel: int = 2) -> bool | None:
-    """What ``Session.submit`` does about :func:`unreloaded` modules whose code the workflow's ``steps``
-    count: warn (once per change of a file, :class:`~fuseline_nb.workflow.stale.StaleDefinitionWarning`)
-    and answer ``False`` (the run neither reads nor stores cached results); else ``cache`` as it was.
-    A module none of the steps reaches (another one being edited) changes nothing.
+def check_modules(wf: Any, cache: bool | None, stacklevel: int = 2) -> bool | None:
+    """What ``Session.submit`` does about :func:`unreloaded` modules whose code the workflow ``wf``'s
+    steps count: warn (once per change of a file,
+    :class:`~fuseline_nb.workflow.stale.StaleDefinitionWarning`) and answer ``False`` (the run neither
+    reads nor stores cached results); else ``cache`` as it was. A module none of the steps reaches
+    (another one being edited) changes nothing.
+
+    Cheap when nothing changed: the modules a workflow reaches are found once per schema it makes
+    (:func:`modules_of`), and only their files are looked at (a ``stat`` each).
 
     Examples
     --------
-    >>> check_modules([], None), check_modules([], True)
+    >>> from fuseline_nb import FunctionStep, Workflow
+    >>> wf = Workflow(outputs=[FunctionStep(abs, name="a")])
+    >>> check_modules(wf, None), check_modules(wf, True)
     (None, True)
     """
-    stale = unreloaded()
-    if not stale:
+    if not _FILES.look():  # no module of the user's has a file here (a notebook's own code only)
         return cache
-    used = modules_of(steps)
-    stale = [s for s in stale if s[0] in used]
+    schema = wf.to_schema()
+    known = _REACHED.get(wf)
+    if known is None or known[0] is not schema:
+        known = _REACHED[wf] = (schema, frozenset(modules_of(wf.steps.values())))
+    stale = unreloaded(known[1])
     if not stale:
         return cache
     if any((name, stamp) not in _told for name, _, stamp in stale):
@@ -264,6 +274,10 @@ def check_modules(steps: Iterable[Any], cache: bool | None, stacklevel: int = 2)
         warnings.warn(unreloaded_message([(name, path) for name, path, _ in stale]), StaleDefinitionWarning,
                       stacklevel=stacklevel + 1)
     return False
+
+
+#: workflow -> (the schema it had, the modules its steps reach): found again when it makes another schema
+_REACHED: weakref.WeakKeyDictionary[Any, tuple[Any, frozenset[str]]] = weakref.WeakKeyDictionary()
 
 
 __all__ = ["check_modules", "modules_of", "refresh", "unreloaded", "unreloaded_message"]

@@ -126,11 +126,11 @@ class Spin:
     (True, 3)
     >>> spin.away = 0.00006  # the reply came after 60 us off the CPU: not caught
     >>> spin.took(0.00008)
-    >>> spin.wanted(), spin.caught, spin.gave_way, spin.shared
-    (False, 1, 1, True)
+    >>> spin.wanted(), spin.caught, spin.gave_way
+    (False, 1, 1)
     """
 
-    __slots__ = ("_backoff", "_skip", "away", "caught", "gave_way", "seconds", "shared", "skipped")
+    __slots__ = ("_backoff", "_skip", "away", "caught", "gave_way", "seconds", "skipped")
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
@@ -140,10 +140,6 @@ class Spin:
         self.skipped = 0  # waits skipped so far (for benchmarks and tests)
         self.caught = 0  # spins that caught their reply
         self.gave_way = 0  # spins whose reply came in time, but only after the spin was away from its CPU
-        #: A spin was off its CPU for AWAY_SECONDS or more at a stretch: what it waits for (or another
-        #: process) runs on this side's CPU. Kept until a spin catches its reply without leaving the CPU
-        #: (a spin that runs out first, e.g. waiting for a slow step, tells nothing: it stays as it was).
-        self.shared = False
 
     def wanted(self) -> bool:
         """Whether to spin for the next reply (each call that says no counts one skipped wait)."""
@@ -158,10 +154,6 @@ class Spin:
     def took(self, seconds: float) -> None:
         """A spin ended; its reply came ``seconds`` after the spin began (call it only after a spin)."""
         away, self.away = self.away, 0.0
-        if away >= AWAY_SECONDS:
-            self.shared = True
-        elif seconds < self.seconds:  # caught on its CPU (a reply after the spin's time says nothing either way)
-            self.shared = False
         if seconds < self.seconds:
             if away < AWAY_SECONDS:
                 self.caught += 1

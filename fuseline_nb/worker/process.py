@@ -43,6 +43,7 @@ class _PoolEngine(ProcessEngine):
 
     _reported: StepAssignment
     _run = ""  # the run of the step taken last
+    _runs: set[str] | None = None  # the runs this worker took steps of (their first step refreshed the modules)
 
     def adopt(self, blobs: list[WorkflowBlob]) -> str:
         """Load shipped workflows; re-register when they add workflow ids. Returns the worker id."""
@@ -114,9 +115,16 @@ class _PoolEngine(ProcessEngine):
         except _REFUSALS as exc:  # the answer to the last report refused it; the steps that came with it
             _refused(self._reported, exc)  # are in hand (or none came: this asks again)
             a = self.client.get_step(self.worker_id)
-        if a is not None and a.instance_id != self._run:  # another run: the user's modules as the notebook
-            self._run = a.instance_id  # may have reloaded them (see _freshmods)
-            fresh_modules()
+        if a is not None and a.instance_id != self._run:  # another run than the last step's
+            self._run = run = a.instance_id
+            runs = self._runs
+            if runs is None:
+                runs = self._runs = set()
+            if run not in runs:  # a new one: the user's modules as the notebook may have reloaded them
+                if len(runs) > 4096:  # since (see _freshmods); runs taking turns do not stat again
+                    runs.clear()
+                runs.add(run)
+                fresh_modules()
         return a
 
     def _on_beat(self) -> None:

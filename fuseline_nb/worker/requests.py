@@ -27,7 +27,7 @@ from ._channelwire import PROTOCOL_VERSION, REQUEST_KINDS, decode
 from ._pipeforms import report_from
 from ._watch import Watch
 from .endpoint import Endpoint, Reply, Supervisor
-from .latency import Spin, send
+from .latency import send
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,6 @@ class Requests:
     _handlers: dict[str, Callable[..., Reply]]
     _deferred: Callable[[], AbstractContextManager[None]]  # the client's deferred_events
     _block: AbstractContextManager[None] | None  # what it answers, when that is one reusable object
-    spin: Spin  # the server's spin: ``spin.shared`` says a worker runs on the server's CPU
 
     if TYPE_CHECKING:  # the server's own (handing out work, tracking reports, closing a pipe)
         def _offer(self, ep: Endpoint, kind: str, worker_id: str | None, wait: bool,
@@ -82,9 +81,6 @@ class Requests:
         if not frames:  # part of a message: the rest comes with a later read
             return True
         frames.reverse()
-        if self.spin.shared:  # the worker runs on this CPU: nothing overlaps the history writes, answered after
-            self._requests(ep, frames)
-            return True
         # answers leave before the broker writes its history and its events reach the listeners
         with self._block if self._block is not None else self._deferred():
             self._requests(ep, frames)

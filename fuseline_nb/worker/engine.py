@@ -77,7 +77,8 @@ def execute(workflows: Mapping[tuple[str, str], Workflow], a: StepAssignment, wo
     except ValueError as exc:
         return StepOutcome.from_exception(exc, time.time())
     # in a worker, KeyboardInterrupt and SystemExit raised by a step are the step's failure
-    return attempt(wf, a.step_name, inputs, results, payload.get("winners") or {}, max(a.attempt - 1, 0), ())
+    retry = a.attempt - 1 if a.attempt > 1 else 0  # (max(), a builtin call, costs ~0.1 us more)
+    return attempt(wf, a.step_name, inputs, results, payload.get("winners") or {}, retry, ())
 
 
 def report_of(a: StepAssignment, out: StepOutcome) -> StepReport:

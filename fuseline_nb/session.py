@@ -136,6 +136,9 @@ class Session:
         self.broker: Broker = open_broker(path, lease_seconds=lease_seconds, cache=bool(cache))
         self._done: dict[str, RunDone] = {}
         self._done_lock = threading.Lock()
+        # one submit at a time decides its version, registers, ships and dispatches: another thread's
+        # submit in between would find "1" idle and replace the definition a run was just given
+        self._submitting = threading.RLock()
         self._runs: weakref.WeakValueDictionary[str, Run] = weakref.WeakValueDictionary()
         self._early: dict[str, RunInfo] = {}  # runs that ended inside dispatch (all cached)
         self._closed = False
@@ -179,7 +182,9 @@ class Session:
         one registered under its id gets a version of its own, and so does one
         whose code differs while runs of the registered one are still going
         (a cell edited during a run, two pipelines made by one function): each
-        run's steps run the definition it was submitted with.
+        run's steps run the definition it was submitted with. Submits from
+        several threads (and ``wf.run(inputs, cache=session)``) take turns
+        from that decision to the dispatch, so the same holds for them.
 
         ``cache`` (default: the session's) reuses results of steps whose key
         was seen; the steps named in ``rerun`` run anyway.
@@ -198,7 +203,7 @@ class Session:
         if not isinstance(wf, Workflow):
             raise TypeError(not_a_workflow(wf))
         inputs = run_inputs(inputs)
-        with paused_gc():  # a large workflow's schema, bytes and run records are long-lived: no rescans
+        with self._submitting, paused_gc():  # (paused: a large workflow's schema, bytes and records live long)
             kind: list[Any] = []  # (class, function) every step holds, when the refresh found one
             wf._refresh(kind)
             registered = self.broker.list_workflows()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
+from contextlib import nullcontext
 from typing import Any
 
 from ..broker.clients import LocalBrokerClient
@@ -51,12 +52,6 @@ def _broker_of(cache: Any) -> StorageBroker:
 def run_with_cache(wf: Workflow, inputs: dict[str, Any], cache: Any, rerun: Iterable[str] = ()) -> RunResult:
     """Run ``wf`` here through the broker ``cache`` names; return its :class:`RunResult`."""
     broker = _broker_of(cache)
-    wf.refresh()
-    wf.settle_version(broker.list_workflows(), lambda: [(w, v) for _, w, v in broker.unfinished_runs()])
-    pool = getattr(cache, "pool", None)  # a Session's worker processes take steps of this run too:
-    if pool is not None and hasattr(pool, "add_workflow"):  # they get this definition first
-        broker.register_workflow(wf.to_schema())
-        pool.add_workflow(wf, refresh=False)
     done = threading.Event()
     run_ids: list[str] = []
 
@@ -64,10 +59,23 @@ def run_with_cache(wf: Workflow, inputs: dict[str, Any], cache: Any, rerun: Iter
         if event.kind == "run_finished" and event.run_id in run_ids:
             done.set()
 
-    engine = ProcessEngine(LocalBrokerClient(broker), [wf], name="in-process")
-    unsubscribe = broker.subscribe(on_event)
+    # a Session's submits from other threads wait while this run's version is settled and dispatched
+    with getattr(cache, "_submitting", None) or nullcontext():
+        wf.refresh()
+        wf.settle_version(broker.list_workflows(), lambda: [(w, v) for _, w, v in broker.unfinished_runs()])
+        pool = getattr(cache, "pool", None)  # a Session's worker processes take steps of this run too:
+        if pool is not None and hasattr(pool, "add_workflow"):  # they get this definition first
+            broker.register_workflow(wf.to_schema())
+            pool.add_workflow(wf, refresh=False)
+        engine = ProcessEngine(LocalBrokerClient(broker), [wf], name="in-process")
+        unsubscribe = broker.subscribe(on_event)
+        try:
+            run_id = broker.dispatch_workflow(wf.to_schema(), inputs, cache=True, rerun=list(rerun))
+        except BaseException:
+            unsubscribe()
+            broker.unregister_worker(engine.worker_id)
+            raise
     try:
-        run_id = broker.dispatch_workflow(wf.to_schema(), inputs, cache=True, rerun=list(rerun))
         run_ids.append(run_id)
         while not broker.get_run(run_id).done:
             engine.work(max_steps=None)

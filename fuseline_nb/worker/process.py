@@ -95,8 +95,7 @@ class _PoolEngine(ProcessEngine):
                     a = self._next_step()
                     continue
                 if a is not None and a.instance_id != self._run:  # (as _next_step does)
-                    self._run = a.instance_id
-                    fresh_modules()
+                    self._another_run(a.instance_id)
         finally:
             self._stop_heartbeat()
 
@@ -115,17 +114,21 @@ class _PoolEngine(ProcessEngine):
         except _REFUSALS as exc:  # the answer to the last report refused it; the steps that came with it
             _refused(self._reported, exc)  # are in hand (or none came: this asks again)
             a = self.client.get_step(self.worker_id)
-        if a is not None and a.instance_id != self._run:  # another run than the last step's
-            self._run = run = a.instance_id
-            runs = self._runs
-            if runs is None:
-                runs = self._runs = set()
-            if run not in runs:  # a new one: the user's modules as the notebook may have reloaded them
-                if len(runs) > 4096:  # since (see _freshmods); runs taking turns do not stat again
-                    runs.clear()
-                runs.add(run)
-                fresh_modules()
+        if a is not None and a.instance_id != self._run:
+            self._another_run(a.instance_id)
         return a
+
+    def _another_run(self, run: str) -> None:
+        """The step taken is of another run than the last step's."""
+        self._run = run
+        runs = self._runs
+        if runs is None:
+            runs = self._runs = set()
+        if run not in runs:  # a new one: the user's modules as the notebook may have reloaded them
+            if len(runs) > 4096:  # since (see _freshmods); runs taking turns do not stat again
+                runs.clear()
+            runs.add(run)
+            fresh_modules()
 
     def _on_beat(self) -> None:
         """Reports held while a long step runs leave now (latency: a report waits at most a heartbeat)."""

@@ -166,3 +166,14 @@ def test_the_flusher_thread_gives_the_gil_away_while_it_builds_a_big_flush(tmp_p
             threading.Event().wait(0.025)
         assert st.sql("SELECT count(*) FROM events WHERE run_id = 'flusher'").fetchall() == [(3000,)]
         assert paused and set(paused) == {st._thread.name}
+        # a flush big enough to be written in parts: the flusher is behind, it does not pause
+        monkeypatch.setattr(_duckdb_write, "CHUNK_ROWS", 500)
+        paused.clear()
+        buffer(st, "behind")
+        st._hurry()
+        for _ in range(400):
+            if st._batch.empty:
+                break
+            threading.Event().wait(0.025)
+        assert st.sql("SELECT count(*) FROM events WHERE run_id = 'behind'").fetchall() == [(3000,)]
+        assert paused == []

@@ -43,6 +43,12 @@ _flusher = threading.local()  # .last: when this thread (a flusher) last gave wa
 def flusher_thread() -> None:
     """Mark the calling thread as a flusher: :func:`give_way` pauses it (see there)."""
     _flusher.last = time.perf_counter()
+    _flusher.small = True
+
+
+def small_flush(small: bool) -> None:
+    """Say whether the flush now being built is small (one part): only a small one pauses (see :func:`give_way`)."""
+    _flusher.small = small
 
 
 def give_way() -> None:
@@ -51,14 +57,16 @@ def give_way() -> None:
     Building a flush's Arrow tables is Python work that holds the GIL for
     milliseconds; a broker thread that wants it meanwhile (a worker's report
     to answer) would otherwise wait for the interpreter's switch interval
-    (5 ms) each time. Elsewhere (a read flushing on the caller's thread) a no-op.
+    (5 ms) each time. Elsewhere (a read flushing on the caller's thread) a
+    no-op, and in a big flush (written in parts: the flusher is behind, and
+    pausing would let the buffer grow further) too.
 
     Examples
     --------
     >>> give_way()  # not a flusher thread: returns at once
     """
     last = getattr(_flusher, "last", None)
-    if last is not None and time.perf_counter() - last >= GIVE_WAY_EVERY:
+    if last is not None and _flusher.small and time.perf_counter() - last >= GIVE_WAY_EVERY:
         _pause()
         _flusher.last = time.perf_counter()
 
@@ -266,4 +274,4 @@ def _array(table: str, field: pa.Field, column: Any, safe: bool) -> pa.Array:
 
 
 __all__ = ["ENCODER", "GIVE_WAY_EVERY", "SCHEMAS", "WITH_ROWID", "array", "details_json", "flusher_thread", "give_way",
-           "table"]
+           "small_flush", "table"]

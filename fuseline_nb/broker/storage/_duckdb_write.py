@@ -32,6 +32,7 @@ from ...errors import StorageError
 from ...limits import safe_str
 from ...workflow.gcpause import paused_gc
 from . import _duckdb_sql as Q
+from ._duckdb_arrow import small_flush
 from ._duckdb_batch import Batch
 from ._duckdb_columns import CleanColumns
 from ._duckdb_places import RowPlaces
@@ -170,6 +171,7 @@ def write_batch(db: Callable[..., Any], con: Any, batch: Batch, *, pin: bool, pa
                 write_workflow(db, con, schema, at)
         placing = bool(batch.runs)
         for part in batch.chunks(CHUNK_ROWS):
+            small_flush(part is batch)  # the flusher gives the GIL away in a small flush only (see give_way)
             if placing and place_new is not None and part is not batch and part.steps:
                 # a big flush that creates a run and holds records of its steps too (a fan-out's root
                 # queued them all before the run's first flush): the parts before inserted the run's

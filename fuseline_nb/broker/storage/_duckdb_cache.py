@@ -8,6 +8,15 @@ and other results of hits are read from the file, all of a round in one query.
 New entries, hit counts and which steps were served from the cache are
 buffered and written with the storage's next flush.
 
+The broker's thread changes these buffers while the storage's flusher
+thread writes them: both take the storage's buffer lock for the swap. An
+entry stored in this process stays *fresh* until a lookup has read its
+result back from the file: the broker may still hold that result's row
+(it writes a step's result after its answer to the worker), so a flush
+between the entry and its result must not make the entry look broken. A
+fresh entry whose result is not in the file yet is a miss that keeps the
+entry, not a broken entry that is dropped.
+
 Examples
 --------
 >>> from fuseline_nb.broker.storage import DuckDBRuntimeStorage
@@ -98,7 +107,7 @@ class DuckDBCacheStore:
         if not found:
             return out
         if self._fresh.intersection(e.key for e in found):
-            self._storage.flush()  # the results these hits point at are still buffered
+            self._storage.flush()  # the results these hits point at may still be buffered
         wanted = pa.table({"key": [e.key for e in found], "run_id": [e.run_id for e in found],
                            "step": [e.step for e in found]})
         rows = self._with_table("batch_cache_wanted", wanted, SELECT_RESULTS, fetch=True)
@@ -106,6 +115,9 @@ class DuckDBCacheStore:
         for entry in found:
             row = stored.get(entry.key)
             blob = row[0] if row is not None else None
+            if blob is None and entry.key in self._fresh:
+                continue  # its result's row is not written yet (held by the broker): a miss, entry kept
+            self._fresh.discard(entry.key)
             result = self._load(entry, row)
             if result is not _MISS:
                 out[entry.key] = (entry, result)
@@ -120,9 +132,10 @@ class DuckDBCacheStore:
             self._results.popitem(last=False)
 
     def put(self, entry: CacheEntry, result: Any) -> None:
-        self._entries[entry.key] = self._dirty[entry.key] = entry
-        self._dropped.discard(entry.key)
-        self._fresh.add(entry.key)
+        with self._storage._buf_lock:  # the flusher swaps these buffers under it
+            self._entries[entry.key] = self._dirty[entry.key] = entry
+            self._dropped.discard(entry.key)
+            self._fresh.add(entry.key)
         if _small(result):
             self._keep(entry.key, result)
         else:
@@ -130,19 +143,21 @@ class DuckDBCacheStore:
 
     def hit(self, key: str, at: float) -> None:
         if key in self._entries:  # counted here, folded into the entry when it is read or written
-            hits, _ = self._hits.get(key, (0, at))
-            self._hits[key] = (hits + 1, at)
+            with self._storage._buf_lock:
+                hits, _ = self._hits.get(key, (0, at))
+                self._hits[key] = (hits + 1, at)
 
     def entries(self) -> list[CacheEntry]:
         self._fold_hits()
         return sorted(self._entries.values(), key=lambda e: e.created_at)
 
     def _fold_hits(self) -> None:
-        hits, self._hits = self._hits, {}
-        for key, (n, at) in hits.items():
-            entry = self._entries.get(key)
-            if entry is not None:
-                self._entries[key] = self._dirty[key] = replace(entry, hits=entry.hits + n, last_hit_at=at)
+        with self._storage._buf_lock:
+            hits, self._hits = self._hits, {}
+            for key, (n, at) in hits.items():
+                entry = self._entries.get(key)
+                if entry is not None:
+                    self._entries[key] = self._dirty[key] = replace(entry, hits=entry.hits + n, last_hit_at=at)
 
     def clear(self, step: str | None = None, older_than: float | None = None) -> int:
         drop = [k for k, e in self._entries.items()
@@ -153,14 +168,17 @@ class DuckDBCacheStore:
         return len(drop)
 
     def mark_cached(self, run_id: str, step: str, source_run: str) -> None:
-        self._marks[(run_id, step)] = source_run
+        with self._storage._buf_lock:
+            self._marks[(run_id, step)] = source_run
 
     # -- reading and writing --------------------------------------------------------------
     def _forget(self, key: str) -> None:
-        self._entries.pop(key, None)
-        self._results.pop(key, None)
-        self._dirty.pop(key, None)
-        self._dropped.add(key)
+        with self._storage._buf_lock:
+            self._entries.pop(key, None)
+            self._results.pop(key, None)
+            self._dirty.pop(key, None)
+            self._fresh.discard(key)
+            self._dropped.add(key)
 
     def _load(self, entry: CacheEntry, row: tuple[Any, ...] | None) -> Any:
         if row is None or row[0] is None:
@@ -183,21 +201,30 @@ class DuckDBCacheStore:
 
     def write_pending(self) -> None:
         """Write buffered entries, hits, drops and cached marks (the storage's flush calls this)."""
-        self._fresh = set()  # the storage writes its buffered results in this same flush
         self._fold_hits()
-        if self._dirty:
+        with self._storage._buf_lock:  # the broker's thread adds to them meanwhile: swap, then write
             dirty, self._dirty = self._dirty, {}
-            table = pa.table(dict(zip(_COLUMNS, zip(*(astuple(e) for e in dirty.values()), strict=True),
-                                      strict=True)), schema=_SCHEMA)
-            self._with_table("batch_cache", table, UPSERT)
-        if self._dropped:
             dropped, self._dropped = self._dropped, set()
-            self._with_table("batch_cache_drop", pa.table({"key": sorted(dropped)}), DELETE)
-        if self._marks:
             marks, self._marks = self._marks, {}
-            table = pa.table({"run_id": [r for r, _ in marks], "step": [s for _, s in marks],
-                              "cached_from": list(marks.values())})
-            self._with_table("batch_cached_steps", table, MARK)
+        try:
+            if dirty:
+                table = pa.table(dict(zip(_COLUMNS, zip(*(astuple(e) for e in dirty.values()), strict=True),
+                                          strict=True)), schema=_SCHEMA)
+                self._with_table("batch_cache", table, UPSERT)
+                dirty = {}
+            if dropped:
+                self._with_table("batch_cache_drop", pa.table({"key": sorted(dropped)}), DELETE)
+                dropped = set()
+            if marks:
+                table = pa.table({"run_id": [r for r, _ in marks], "step": [s for _, s in marks],
+                                  "cached_from": list(marks.values())})
+                self._with_table("batch_cached_steps", table, MARK)
+        except BaseException:  # the file refused (a full disk): keep what was not written for the next flush
+            with self._storage._buf_lock:
+                self._dirty = {**dirty, **self._dirty}
+                self._dropped |= {k for k in dropped if k not in self._dirty}
+                self._marks = {**marks, **self._marks}
+            raise
 
     def _with_table(self, name: str, table: pa.Table, sql: str, fetch: bool = False) -> list[Any]:
         st = self._storage

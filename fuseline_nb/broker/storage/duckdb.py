@@ -177,8 +177,13 @@ class DuckDBRuntimeStorage(ManyRows, HistoryReads, RuntimeStorage):
 
     # -- opening and schema --------------------------------------------------------------
     def _check_open(self) -> None:
-        if self._closed:
-            raise StorageClosedError(f"DuckDBRuntimeStorage({self.path!r}) is closed")
+        if self._closed:  # reached by a view, a replay or a timeline of a closed Session too: say what to do
+            if self.path == ":memory:":
+                raise StorageClosedError("the run history (DuckDB in memory) is closed, and what it held went with it")
+            raise StorageClosedError(
+                f"the run history {self.path!r} is closed (its Session or broker was closed); the file is kept: "
+                f"read it with a new fl.Session({self.path!r}, workers=0), or duckdb.connect({self.path!r}, "
+                "read_only=True)")
 
     def _require(self, run_id: str) -> tuple[deque[str], Any]:
         """The queue of a run, checking (off the hot path) that the run exists."""
@@ -376,7 +381,7 @@ class DuckDBRuntimeStorage(ManyRows, HistoryReads, RuntimeStorage):
         >>> st = DuckDBRuntimeStorage(":memory:"); st.close(); st.close()
         >>> st.list_runs()
         Traceback (most recent call last):
-        fuseline_nb.errors.StorageClosedError: DuckDBRuntimeStorage(':memory:') is closed
+        fuseline_nb.errors.StorageClosedError: the run history (DuckDB in memory) is closed, and what it held went with it
         """
         with self._io_lock:
             if self._closed:

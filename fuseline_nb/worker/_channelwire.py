@@ -2,7 +2,9 @@
 
 :mod:`fuseline_nb.worker.channel` (the worker's client) and
 :mod:`fuseline_nb.worker.requests` (the kernel's answers) speak this
-vocabulary; both import it from here, and ``channel`` re-exports it. A
+vocabulary (and :class:`ChannelClosed`, what a worker's client raises when the
+kernel closes the channel); both import it from here, and ``channel``
+re-exports it. A
 message is ``(kind, args...)`` pickled once (:func:`encode` /
 :func:`decode`); errors cross as ``(type name, message)`` and are raised
 again as the same class (:func:`rebuild_error`).
@@ -36,6 +38,16 @@ REQUEST_KINDS: Final[tuple[str, ...]] = (
     "report_step", "reports", "keep_alive", "dispatch_workflow", "list_workers", "list_workflows", "get_run",
     "list_runs", "status",
 )
+class ChannelClosed(errors.BrokerUnavailableError):
+    """The kernel closed the channel or asked the worker to stop.
+
+    Examples
+    --------
+    >>> issubclass(ChannelClosed, ConnectionError)
+    True
+    """
+
+
 ReplyKind = Literal["ok", "error", "assignments", "workflows", "stop"]
 REPLY_KINDS: Final[tuple[str, ...]] = ("ok", "error", "assignments", "workflows", "stop")
 #: Requests the kernel never answers (a worker holding more work does not wait).

@@ -45,7 +45,6 @@ import logging
 import os
 import pickle
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import replace
@@ -53,38 +52,29 @@ from typing import Any
 
 from ..broker.base import StepAssignment, StepReport, WorkerInfo
 from ..broker.clients import BrokerClient
-from ..errors import BrokerUnavailableError
 from ..workflow.runinfo import RunInfo
 from ..workflow.schema import WorkflowSchema
 from ..workflow.status import Status
 from ..workflow.value import Value, values_of
+from ._channelbatch import Batching
 from ._channelwire import (
     ONE_WAY,
     PROTOCOL_VERSION,
     REPLY_KINDS,
     REQUEST_KINDS,
+    ChannelClosed,
     RequestKind,
     WorkflowBlob,
     decode,
     encode,
     rebuild_error,
 )
-from ._pipeforms import assignment_from, assignments_from, report_wire
+from ._pipeforms import assignment_from, report_wire
 from .latency import HOLD_SECONDS, FrameReader, Spin, send, send_all
 
 log = logging.getLogger(__name__)
 
-class ChannelClosed(BrokerUnavailableError):
-    """The kernel closed the channel or asked the worker to stop.
-
-    Examples
-    --------
-    >>> issubclass(ChannelClosed, ConnectionError)
-    True
-    """
-
-
-class ChannelClient(BrokerClient):
+class ChannelClient(Batching, BrokerClient):
     """A :class:`BrokerClient` over a pipe to the kernel, used inside pool workers.
 
     With ``wait=True`` (how pool workers run) :meth:`get_step` blocks until a
@@ -147,117 +137,6 @@ class ChannelClient(BrokerClient):
         if reply[0] == "stop":
             raise ChannelClosed("the worker pool is stopping")
         return reply
-
-    def _reply(self) -> tuple[Any, ...]:
-        """The next message from the kernel (a short spin first, see latency.Spin); hold ``_rt_lock``."""
-        if self.spin.wanted():
-            return self._spun()
-        return pickle.loads(self._reader.next())  # type: ignore[no-any-return]
-
-    def _spun(self) -> tuple[Any, ...]:
-        """:meth:`_reply` after a spin (``spin.wanted()`` said yes)."""
-        spin = self.spin
-        sent = time.perf_counter()
-        self._reader.spin(spin.seconds, spin)
-        reply = pickle.loads(self._reader.next())  # (decode)
-        spin.took(time.perf_counter() - sent)
-        return reply  # type: ignore[no-any-return]
-
-    def _ask_early(self, worker_id: str) -> None:
-        """Ask for the next batch while this one still runs (its answer is read when it is needed).
-
-        The held reports leave in the same write. The kernel answers at once,
-        with an empty batch if nothing is ready (it never parks this ask).
-        """
-        with self._rt_lock:
-            try:
-                with self._send_lock:
-                    held, self._held = self._held, []
-                    ask = ("get_step", (worker_id, False))
-                    send_all(self._conn, [("reports", (self._held_by, held)), ask] if held else [ask])
-            except (EOFError, OSError) as exc:
-                raise ChannelClosed("the kernel closed the worker channel") from exc
-            self._asked = True
-
-    def _take_early(self) -> str | None:
-        """Take the answer to the early ask or to :meth:`send_report` (waiting for it if it has not come yet).
-
-        Returns the worker id to go on with when it brought workflows (the
-        kernel ships them only to a worker holding no step), else ``None``.
-        A report's refusal is raised here, after the steps that came with it
-        are in hand; so are its error and the pool's stop.
-        """
-        if self._asked:
-            with self._rt_lock:
-                if self._asked:
-                    try:
-                        self._early = self._reply()
-                        self._asked = False
-                    except (EOFError, OSError) as exc:
-                        raise ChannelClosed("the kernel closed the worker channel") from exc
-        reply, self._early = self._early, None
-        reported, self._reported = self._reported, False
-        if reply is None:
-            return None
-        kind = reply[0]
-        if kind == "assignments":
-            self._took(reply[1])
-            if reported and len(reply) > 2:  # the kernel refused the report it answers: the steps are in hand
-                raise rebuild_error(*reply[2])
-        elif kind == "workflows":
-            if self.on_workflows is not None:
-                return self.on_workflows(reply[1])  # registered now; the next get brings work
-            if reported:
-                raise ChannelClosed("the kernel sent workflows to a client that cannot take them")
-        elif reported:  # the answer of a report: raised as report_step raises it
-            if kind == "error":
-                raise rebuild_error(reply[1], reply[2])
-            raise ChannelClosed("the worker pool is stopping")
-        elif kind == "error":  # asked again, and raised, when this worker's hands are empty
-            log.warning("early ask for more work refused: %s: %s", reply[1], reply[2])
-        # "stop" to an early ask: the steps in hand run and report first; the next request hears it again
-        return None
-
-    def _answer(self) -> tuple[Any, ...] | None:
-        """The answer to :meth:`send_report`, read now (``None``: a request read it first, it is in ``_early``)."""
-        with self._rt_lock:
-            if not self._asked:
-                return None
-            try:  # (_reply, written out: a pool worker reads each step's answer here)
-                reply = self._spun() if self.spin.wanted() else pickle.loads(self._reader.next())
-            except (EOFError, OSError) as exc:
-                raise ChannelClosed("the kernel closed the worker channel") from exc
-            self._asked = self._reported = False
-            return reply
-
-    def _took(self, batch: list[Any]) -> None:
-        self._next.extend(assignments_from(batch))
-        n = len(batch)
-        self._ask_at = n // 2 if n >= 4 else 0  # a batch: ask for the next one half-way through it
-
-    def flush(self, older_than: float = 0.0) -> None:
-        """Send the held reports now (one one-way message) if the oldest is ``older_than`` seconds old."""
-        if not self._held or time.monotonic() - self._held_since < older_than:
-            return
-        with self._send_lock:
-            held, self._held = self._held, []
-            if held:
-                try:
-                    send(self._conn, ("reports", (self._held_by, held)))
-                except (EOFError, OSError) as exc:
-                    raise ChannelClosed("the kernel closed the worker channel") from exc
-
-    def _hold(self, worker_id: str, wire: tuple[Any, ...]) -> None:
-        """Keep a report (its pipe form) of a step done while more are in hand (see latency: measure 2)."""
-        if self._held and self._held_by != worker_id:
-            self.flush()
-        with self._send_lock:
-            if not self._held:
-                self._held_since, self._held_by = time.monotonic(), worker_id
-            self._held.append(wire)
-        started, finished = wire[9], wire[10]  # (report_wire: started_at, finished_at)
-        quick = started is not None and finished is not None and finished - started < HOLD_SECONDS
-        self.flush(0.0 if self._timed or not quick else HOLD_SECONDS)  # a timed step's end is never held
 
     def _call(self, kind: RequestKind, *args: Any) -> Any:
         return self._roundtrip(kind, *args)[1]

@@ -31,6 +31,7 @@ import logging
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any, Final
@@ -221,6 +222,11 @@ class HttpBrokerClient(BrokerClient):
 
     # -- runs ----------------------------------------------------------------------------------
     def dispatch_workflow(self, workflow: WorkflowSchema, inputs: dict[str, Any] | None = None) -> str:
+        """Start a run of ``workflow`` (a schema, or a ``Workflow``) on the service; its run id.
+
+        Warns (``UserWarning``) when no worker registered with the service
+        holds the workflow's id and version: the run waits until one does.
+        """
         if not isinstance(workflow, WorkflowSchema):
             to_schema = getattr(workflow, "to_schema", None)
             if not callable(to_schema):
@@ -228,7 +234,34 @@ class HttpBrokerClient(BrokerClient):
             workflow = to_schema()
         workflow.check_inputs(inputs or {})  # the service refuses it too; say so without a round trip
         body = DispatchRequest.model_construct(workflow=workflow, inputs=values_of(inputs), request_id=uuid.uuid4().hex)
-        return parse(Dispatched, self._send("POST", "/workflow/dispatch", body)).run_id  # type: ignore[no-any-return]
+        run_id: str = parse(Dispatched, self._send("POST", "/workflow/dispatch", body)).run_id
+        self._say_if_unserved(workflow, run_id)
+        return run_id
+
+    def _say_if_unserved(self, workflow: WorkflowSchema, run_id: str) -> None:
+        """Warn when no worker registered with the service holds ``workflow``'s id and version: its run waits.
+
+        The run is not refused (a worker may register later); the warning
+        says which versions the workers hold, for a definition that got
+        another version in a notebook session (``auto-…``) or was edited.
+        """
+        key = f"{workflow.workflow_id}@{workflow.version}"
+        try:
+            workers = self.list_workers()
+        except BrokerRequestError:  # an older service without /workers: nothing to say
+            return
+        if any(key in w.workflows for w in workers):
+            return
+        held = sorted({k.partition("@")[2] for w in workers for k in w.workflows
+                       if k.partition("@")[0] == workflow.workflow_id})
+        warnings.warn(
+            f"run {run_id} waits: no worker registered with {self.base_url} holds workflow "
+            f"{workflow.workflow_id!r} version {workflow.version!r} "
+            + (f"(its workers hold version(s) {', '.join(map(repr, held))})" if held else
+               f"({len(workers)} worker(s) registered, none with this workflow)")
+            + ". Start a worker with this definition (`fuseline-nb worker MODULE:ATTR --broker URL`), or "
+            "dispatch the definition the workers hold; cancel the run if it should not wait.",
+            UserWarning, stacklevel=3)
 
     def get_run(self, run_id: str, *, steps: bool = True, wait: float = 0.0) -> RunInfo:
         """The run; ``steps=False`` leaves the steps out (cheap for big runs).

@@ -139,4 +139,5 @@ def test_run_with_negative_workers_exits_2_with_one_line() -> None:
                            "--workers", "-1"], env=_env(), capture_output=True, text=True, timeout=60,
                           cwd=ROOT)
     assert done.returncode == 2
-    assert done.stderr.strip() == "fuseline-nb run: --workers must be >= 0 (0: none), not -1"
+    assert done.stderr.strip() == (
+        "fuseline-nb run: --workers must be >= 1 (the worker processes that run the steps), not -1")

@@ -38,3 +38,20 @@ def test_no_worker_at_all_is_said_too(service: Service) -> None:  # noqa: F811
     with pytest.warns(UserWarning, match=r"\(0 worker\(s\) registered, none with this workflow\)"):
         run_id = client.dispatch_workflow(flows.branchy.to_schema(), {"n": 3})
     assert client.cancel_run(run_id)
+
+
+def test_the_run_id_comes_back_when_the_workers_cannot_be_asked() -> None:
+    import httpx
+
+    from fuseline_nb.broker.clients import HttpBrokerClient
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/workflow/dispatch":
+            return httpx.Response(200, json={"v": 2, "run_id": "r1"})
+        raise httpx.ConnectError("gone", request=request)  # the service went away after the dispatch
+
+    client = HttpBrokerClient("http://broker:8000", retries=0, transport=httpx.MockTransport(answer))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        assert client.dispatch_workflow(_other_version(), {}) == "r1"
+    client.close()

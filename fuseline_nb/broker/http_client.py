@@ -248,8 +248,8 @@ class HttpBrokerClient(BrokerClient):
         key = f"{workflow.workflow_id}@{workflow.version}"
         try:
             workers = self.list_workers()
-        except BrokerRequestError:  # an older service without /workers: nothing to say
-            return
+        except (BrokerRequestError, BrokerUnavailableError):  # an older service, or gone meanwhile: the run
+            return  # is dispatched all the same, and its id is what the caller needs
         if any(key in w.workflows for w in workers):
             return
         held = sorted({k.partition("@")[2] for w in workers for k in w.workflows
